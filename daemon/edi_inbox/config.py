@@ -1,0 +1,308 @@
+"""Settings: parsed once from TOML and the environment into frozen objects.
+
+Every key has a default, so ``load(None)`` gives a working configuration.
+Precedence, last wins: built-in defaults, the TOML file, ``EDI_INBOX_<SECTION>_<KEY>``
+environment variables (``EDI_INBOX_ERP_URL=https://…``). Unknown sections and
+keys are errors that name the key, the file and the nearest known key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+CONFIG_ENV = "EDI_INBOX_CONFIG"
+ENV_PREFIX = "EDI_INBOX_"
+DEFAULT_CONFIG_PATHS = (Path("/etc/edi-inbox/edi-inbox.toml"),)
+
+
+def default_root(environ: Mapping[str, str]) -> Path:
+    """systemd's ``StateDirectory`` when run as a service, else the XDG state home."""
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    state_home = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "edi-inbox"
+
+
+@dataclass(frozen=True)
+class PathSettings:
+    """Where files live. Each folder defaults to ``root/NAME``."""
+
+    root: Path = Path(".")
+    inbox: Path | None = None
+    processing: Path | None = None
+    done: Path | None = None
+    failed: Path | None = None
+    outbox: Path | None = None
+    acks: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("inbox", "processing", "done", "failed", "outbox", "acks"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, self.root / name)
+
+    def folders(self) -> dict[str, Path]:
+        return {
+            name: typing.cast(Path, getattr(self, name))
+            for name in ("inbox", "processing", "done", "failed", "outbox", "acks")
+        }
+
+    def create(self) -> None:
+        """Create every folder that is missing (the inbox too)."""
+        for path in self.folders().values():
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """``url``: ``sqlite:///PATH`` or ``postgresql://user:pw@host/db``."""
+
+    url: str = ""  # empty: sqlite:///<root>/edi-inbox.db
+    busy_timeout_seconds: float = 10.0
+    edi_content_max_bytes: int = 1024 * 1024
+    pool_size: int = 8
+
+
+@dataclass(frozen=True)
+class ErpSettings:
+    """How orders reach the ERP. An empty ``url`` writes JSON into ``outbox/``."""
+
+    url: str = ""
+    token_file: Path | None = None
+    id_field: str = "id"
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    max_attempts: int = 5
+    backoff_initial_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
+    backoff_jitter_seconds: float = 0.5
+    retry_after_max_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
+class AckSettings:
+    """The 997 functional acknowledgement."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The watching service."""
+
+    workers: int = 4
+    settle_seconds: float = 2.0
+    incomplete_grace_seconds: float = 300.0
+    rescan_seconds: float = 60.0
+    max_file_bytes: int = 64 * 1024 * 1024
+    observer: str = "auto"  # auto | inotify | polling
+    polling_interval_seconds: float = 1.0
+    ignore_patterns: tuple[str, ...] = (".*", "*.filepart", "*.part", "*.tmp")
+    heartbeat_seconds: float = 5.0
+    shutdown_timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``format``: auto (JSON unless on a terminal), json or console."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: PathSettings = field(default_factory=PathSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    erp: ErpSettings = field(default_factory=ErpSettings)
+    ack: AckSettings = field(default_factory=AckSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: Path | None = None  # the file these came from, if any
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.paths.root / 'edi-inbox.db'}"
+
+    def replace(self, **sections: object) -> Settings:
+        """A copy with whole sections replaced (tests use this)."""
+        return dataclasses.replace(self, **sections)  # type: ignore[arg-type]
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathSettings,
+    "database": DatabaseSettings,
+    "erp": ErpSettings,
+    "ack": AckSettings,
+    "daemon": DaemonSettings,
+    "log": LogSettings,
+}
+
+_CHOICES = {
+    ("daemon", "observer"): ("auto", "inotify", "polling"),
+    ("log", "format"): ("auto", "json", "console"),
+    ("log", "level"): ("debug", "info", "warning", "error", "critical"),
+}
+
+
+def load(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from ``path`` (or ``$EDI_INBOX_CONFIG``) and the environment.
+
+    With no path and no variable, ``/etc/edi-inbox/edi-inbox.toml`` is read if
+    it exists; otherwise the built-in defaults apply.
+    """
+    environ = os.environ if environ is None else environ
+    source: Path | None = None
+    if path is None and environ.get(CONFIG_ENV):
+        path = environ[CONFIG_ENV]
+    if path is not None:
+        source = Path(path)
+    else:
+        source = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+
+    raw: dict[str, dict[str, object]] = {}
+    if source is not None:
+        try:
+            with open(source, "rb") as fh:
+                loaded = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot be read: {exc.strerror}") from None
+        where = str(source)
+        for section, values in loaded.items():
+            _known(section, SECTIONS, f"{where}: section [{section}]")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{where}: [{section}] must be a table")
+            raw[section] = dict(values)
+
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in SECTIONS or not key:
+            continue  # EDI_INBOX_TEST_PG_URL and the like belong to others
+        raw.setdefault(section, {})[key] = _EnvValue(value, name)
+
+    sections: dict[str, object] = {}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section, {})
+        if section == "paths" and "root" not in values:
+            values["root"] = default_root(environ)
+        where = name_of(source, section)
+        sections[section] = _build(cls, section, values, where)
+    return Settings(source=source, **sections)  # type: ignore[arg-type]
+
+
+def name_of(source: Path | None, section: str) -> str:
+    return f"{source}: [{section}]" if source else f"[{section}]"
+
+
+class _EnvValue(str):
+    """A value that came from the environment, as text, with its variable name."""
+
+    variable: str
+
+    def __new__(cls, value: str, variable: str) -> _EnvValue:
+        obj = super().__new__(cls, value)
+        obj.variable = variable
+        return obj
+
+
+def _known(name: str, known: Mapping[str, object], what: str) -> None:
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
+    raise ConfigError(f"{what} is not known{hint}")
+
+
+def _build(cls: type, section: str, values: dict[str, object], where: str) -> object:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for key, value in values.items():
+        label = f"{where} key '{key}'"
+        if isinstance(value, _EnvValue):
+            label = f"{value.variable} ({where} key '{key}')"
+        _known(key, fields, label)
+        kwargs[key] = _convert(value, hints[key], label)
+        choices = _CHOICES.get((section, key))
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
+        if isinstance(kwargs[key], int | float) and not isinstance(kwargs[key], bool):
+            if kwargs[key] < 0:  # type: ignore[operator]
+                raise ConfigError(f"{label} must not be negative")
+    if section == "daemon" and kwargs.get("workers", 1) == 0:
+        raise ConfigError(f"{where} key 'workers' must be at least 1")
+    return cls(**kwargs)
+
+
+def _convert(value: object, hint: object, label: str) -> object:
+    """Turn a TOML or environment value into the field's type, or say why not."""
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0]
+    from_env = isinstance(value, _EnvValue)
+    if optional and value == "":
+        return None
+    try:
+        if hint is bool:
+            if from_env:
+                lowered = str(value).lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            return int(value)  # type: ignore[call-overload]
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)  # type: ignore[arg-type]
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return str(value)
+        if hint is Path:
+            if not isinstance(value, str):
+                raise ValueError
+            return Path(str(value)).expanduser()
+        if typing.get_origin(hint) is tuple:
+            if from_env:
+                return tuple(p.strip() for p in str(value).split(",") if p.strip())
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError
+            return tuple(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unhandled type {hint!r}")
+    kind = getattr(hint, "__name__", str(hint))
+    if typing.get_origin(hint) is tuple:
+        kind = "list of strings"
+    raise ConfigError(f"{label} must be {_article(kind)}, not {value!r}")
+
+
+def _article(kind: str) -> str:
+    names = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+    return names.get(kind, "a path" if kind == "Path" else f"a {kind}")

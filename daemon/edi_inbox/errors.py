@@ -1,0 +1,134 @@
+"""One exception tree for the whole package.
+
+The category of an exception decides what happens to a job: an ``X12Error`` or
+``ValidationError`` fails the file for good (the partner must send it again),
+``ErpUnavailable`` is worth retrying, ``ErpRejected`` is the ERP's final word.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+class EdiInboxError(Exception):
+    """Base of every error edi-inbox raises on purpose."""
+
+
+class ConfigError(EdiInboxError):
+    """The configuration file or environment holds something unusable."""
+
+
+class X12Error(EdiInboxError):
+    """The bytes are not the X12 they claim to be.
+
+    ``segment_number`` counts segments from 1 at the ISA of the interchange;
+    ``element`` is the 1-based element position (``BEG03`` is element 3).
+    ``code`` is the 997 code to report: an AK4 element error code when
+    ``element`` is set, else an AK3 segment error code, or an AK5/AK9 code for
+    set- and group-level problems (see ``x12.ack``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        segment_number: int | None = None,
+        segment_id: str | None = None,
+        element: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.segment_number = segment_number
+        self.segment_id = segment_id
+        self.element = element
+        self.code = code
+
+    def where(self) -> str:
+        """Where the problem is, in words: ``segment 12 (BEG), element 3``."""
+        parts = []
+        if self.segment_number is not None:
+            seg = f"segment {self.segment_number}"
+            if self.segment_id:
+                seg += f" ({self.segment_id})"
+            parts.append(seg)
+        elif self.segment_id:
+            parts.append(f"segment {self.segment_id}")
+        if self.element is not None:
+            parts.append(f"element {self.element}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "message": self.message,
+            "segment_number": self.segment_number,
+            "segment_id": self.segment_id,
+            "element": self.element,
+            "code": self.code,
+        }
+
+
+class TruncatedError(X12Error):
+    """The file ends before its trailers: an upload may still be arriving."""
+
+
+class NotHandledError(X12Error):
+    """A well-formed transaction set that edi-inbox does not process (not an 850)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One business-rule violation in a purchase order."""
+
+    code: str  # stable, machine-readable: "quantity_not_positive"
+    message: str  # for a partner: "line 2: quantity 0 must be greater than 0"
+    po_number: str | None = None
+    line_number: str | None = None
+    segment_number: int | None = None
+    segment_id: str | None = None
+    element: int | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class ValidationError(EdiInboxError):
+    """A purchase order breaks business rules; ``problems`` lists every one."""
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(p.message for p in self.problems))
+
+
+class ErpError(EdiInboxError):
+    """Delivery to the ERP did not succeed."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.attempts = attempts
+
+
+class ErpRejected(ErpError):
+    """The ERP refused the order for good (a 4xx other than 408/429)."""
+
+
+class ErpUnavailable(ErpError):
+    """The ERP could not be reached or kept failing after every retry."""
+
+
+class UnsafeFile(EdiInboxError):
+    """A path in the inbox that must not be read: link, FIFO, device, too big."""
+
+
+class StoreError(EdiInboxError):
+    """The job records could not be read or written."""

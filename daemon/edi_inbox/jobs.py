@@ -1,0 +1,279 @@
+"""What a job is: its status, steps, log lines and orders, and who records them.
+
+The pipeline produces these; a ``Recorder`` keeps them (``store.DatabaseRecorder``
+in a database, ``NullRecorder`` nowhere). The JSON shape of ``JobResult`` is a
+contract (``jobs show --json``, ``process --json``): keep the names.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+
+class JobStatus(str, enum.Enum):
+    RECEIVED = "received"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class StepStatus(str, enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    PENDING = "pending"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+STEPS = ("parse", "transform", "validate", "post_to_erp", "acknowledge")
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def money(value: Decimal | None) -> str | None:
+    """Decimal money as JSON: a string, so no float ever touches it."""
+    return None if value is None else str(value)
+
+
+@dataclass
+class StepResult:
+    step_name: str
+    status: StepStatus
+    attempts: int = 1
+    error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime | None = None
+    duration_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step_name": self.step_name,
+            "status": str(self.status),
+            "attempts": self.attempts,
+            "error": self.error,
+            "data": self.data,
+            "started_at": iso(self.started_at),
+            "duration_seconds": self.duration_seconds,
+        }
+
+
+@dataclass
+class LogEntry:
+    timestamp: datetime
+    level: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "timestamp": iso(self.timestamp),
+            "level": self.level,
+            "message": self.message,
+            "details": self.details,
+        }
+
+
+@dataclass
+class OrderResult:
+    """One 850 of the file, and what became of it."""
+
+    po_number: str
+    idempotency_key: str
+    line_count: int
+    total_amount: Decimal
+    vendor_name: str | None
+    status: str = "pending"  # pending | posted | duplicate | failed
+    erp_po_id: str | None = None
+    error: str | None = None
+    attempts: int = 0
+    payload: dict[str, Any] | None = None  # the canonical PO as JSON
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "po_number": self.po_number,
+            "line_count": self.line_count,
+            "total_amount": money(self.total_amount),
+            "vendor_name": self.vendor_name,
+            "erp_po_id": self.erp_po_id,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Interchange:
+    """Who sent a file's interchange, for duplicate detection and search."""
+
+    sender_id: str
+    receiver_id: str
+    control_number: str
+
+    def key(self) -> tuple[str, str, str]:
+        return (self.sender_id, self.receiver_id, self.control_number)
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    file_name: str
+    status: JobStatus = JobStatus.RECEIVED
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration_seconds: float | None = None
+    file_sha256: str | None = None
+    file_size: int | None = None
+    file_path: str | None = None  # where the file was read from
+    error: str | None = None
+    error_details: list[dict[str, Any]] = field(default_factory=list)
+    host: str | None = None
+    retry_of: str | None = None
+    duplicate_of: str | None = None
+    interchanges: list[Interchange] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+    logs: list[LogEntry] = field(default_factory=list)
+    orders: list[OrderResult] = field(default_factory=list)
+    acks: list[str] = field(default_factory=list)  # 997 file names written
+    edi_content: bytes | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.status in (JobStatus.SUCCEEDED, JobStatus.DUPLICATE)
+
+    @property
+    def po_number(self) -> str | None:
+        return self.orders[0].po_number if self.orders else None
+
+    @property
+    def total_amount(self) -> Decimal | None:
+        if not self.orders:
+            return None
+        return sum((o.total_amount for o in self.orders), Decimal(0))
+
+    @property
+    def vendor_name(self) -> str | None:
+        return next((o.vendor_name for o in self.orders if o.vendor_name), None)
+
+    @property
+    def erp_po_id(self) -> str | None:
+        ids = [o.erp_po_id for o in self.orders if o.erp_po_id]
+        return ",".join(ids) if ids else None
+
+    @property
+    def sender_id(self) -> str | None:
+        return self.interchanges[0].sender_id if self.interchanges else None
+
+    @property
+    def receiver_id(self) -> str | None:
+        return self.interchanges[0].receiver_id if self.interchanges else None
+
+    @property
+    def interchange_control_number(self) -> str | None:
+        return self.interchanges[0].control_number if self.interchanges else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "file_name": self.file_name,
+            "status": str(self.status),
+            "success": self.success,
+            "started_at": iso(self.started_at),
+            "completed_at": iso(self.completed_at),
+            "duration_seconds": self.duration_seconds,
+            "po_number": self.po_number,
+            "total_amount": money(self.total_amount),
+            "vendor_name": self.vendor_name,
+            "erp_po_id": self.erp_po_id,
+            "error": self.error,
+            "error_details": self.error_details,
+            "file_sha256": self.file_sha256,
+            "file_size": self.file_size,
+            "host": self.host,
+            "sender_id": self.sender_id,
+            "receiver_id": self.receiver_id,
+            "interchange_control_number": self.interchange_control_number,
+            "retry_of": self.retry_of,
+            "duplicate_of": self.duplicate_of,
+            "acks": self.acks,
+            "steps": [s.to_json() for s in self.steps],
+            "logs": [entry.to_json() for entry in self.logs],
+            "orders": [o.to_json() for o in self.orders],
+        }
+
+
+class Recorder(Protocol):
+    """Where the pipeline reports. Every method may raise; the pipeline logs
+    the failure loudly and goes on (a recorder never fails a job)."""
+
+    def job_started(self, job: JobResult) -> None:
+        """The job row, status running, before the first step."""
+
+    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
+        """A step and the log lines since the previous one, in one transaction."""
+
+    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
+        """Final status, summary fields, orders, remaining log lines."""
+
+    def find_duplicate(self, job: JobResult) -> str | None:
+        """The job_id of an earlier succeeded job with the same file sha256 or
+        an accepted interchange with the same sender + receiver + ISA13."""
+
+    def accepted_erp_id(self, idempotency_key: str) -> str | None:
+        """The ERP id an order with this key already got, if any."""
+
+    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
+        """Record the ERP id at once, before anything else can go wrong."""
+
+    def next_control_number(self) -> int:
+        """A fresh 997 interchange control number, increasing across restarts."""
+
+
+class NullRecorder:
+    """Keeps nothing beyond this process: the pipeline without a database."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accepted: dict[str, str] = {}
+        # Seconds since 2020 fit ISA13's nine digits until 2051 and keep
+        # increasing across restarts as long as fewer than one 997 a second is
+        # written on average; the database recorder keeps a real sequence.
+        self._control = int(time.time()) - 1_577_836_800
+
+    def job_started(self, job: JobResult) -> None:
+        pass
+
+    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
+        pass
+
+    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
+        pass
+
+    def find_duplicate(self, job: JobResult) -> str | None:
+        return None
+
+    def accepted_erp_id(self, idempotency_key: str) -> str | None:
+        with self._lock:
+            return self._accepted.get(idempotency_key)
+
+    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
+        if order.erp_po_id:
+            with self._lock:
+                self._accepted[order.idempotency_key] = order.erp_po_id
+
+    def next_control_number(self) -> int:
+        with self._lock:
+            self._control += 1
+            return self._control % 1_000_000_000

@@ -1,0 +1,109 @@
+"""The shapes X12 is read into: delimiters, segments, and envelope summaries.
+
+Pure data: no I/O. The reader (``x12.reader``) fills these in; ``orders``
+reads 850s from ``TransactionSet``; the 997 writer (``x12.ack``) works from
+the summaries alone, so a file's segments need not stay in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..errors import X12Error
+
+
+@dataclass(frozen=True, slots=True)
+class Delimiters:
+    """The four separators an ISA declares.
+
+    ``repetition`` is ``None`` before version 00402, or where ISA11 holds the
+    letter ``U`` (or another alphanumeric) instead of a separator.
+    """
+
+    element: str = "*"
+    component: str = ">"
+    segment: str = "~"
+    repetition: str | None = None
+
+
+class Segment(NamedTuple):
+    """One segment. ``elements[0]`` is the tag; ``elements[3]`` of a BEG is BEG03.
+
+    ``number`` is the 1-based position counted from the interchange's ISA.
+    """
+
+    elements: list[str]
+    number: int
+
+    @property
+    def tag(self) -> str:
+        return self.elements[0]
+
+    def get(self, index: int, default: str = "") -> str:
+        """Element ``index`` (1-based, as X12 names them), or ``default`` if absent."""
+        elements = self.elements
+        return elements[index] if index < len(elements) else default
+
+    def components(self, index: int, delimiters: Delimiters) -> list[str]:
+        """Element ``index`` split on the component separator."""
+        return self.get(index).split(delimiters.component)
+
+
+@dataclass(slots=True)
+class TransactionSet:
+    """One ST..SE, with its segments (ST and SE included) and its problems.
+
+    ``errors`` holds what is wrong with the set's own structure (SE01 count,
+    SE02 control number, a missing SE); an empty list means well-formed.
+    """
+
+    code: str  # ST01, e.g. "850"
+    control_number: str  # ST02
+    segments: list[Segment]
+    delimiters: Delimiters
+    interchange: InterchangeSummary
+    group: GroupSummary
+    errors: list[X12Error] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SetSummary:
+    """What the 997 needs of a transaction set once its segments are gone."""
+
+    code: str
+    control_number: str
+    errors: list[X12Error] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class GroupSummary:
+    """A functional group (GS..GE) as far as it has been read."""
+
+    functional_id: str  # GS01, e.g. "PO"
+    sender: str  # GS02
+    receiver: str  # GS03
+    control_number: str  # GS06
+    version: str  # GS08, e.g. "004010"
+    segment_number: int  # of the GS
+    sets: list[SetSummary] = field(default_factory=list)
+    errors: list[X12Error] = field(default_factory=list)  # GE problems
+
+
+@dataclass(slots=True)
+class InterchangeSummary:
+    """An interchange (ISA..IEA) as far as it has been read."""
+
+    sender_qualifier: str  # ISA05
+    sender_id: str  # ISA06, trailing padding removed
+    receiver_qualifier: str  # ISA07
+    receiver_id: str  # ISA08, trailing padding removed
+    date: str  # ISA09 YYMMDD
+    time: str  # ISA10 HHMM
+    version: str  # ISA12
+    control_number: str  # ISA13
+    usage: str  # ISA15: P production, T test
+    delimiters: Delimiters
+    encoding: str  # "ascii", "latin-1", "cp500" ... what the bytes were decoded with
+    groups: list[GroupSummary] = field(default_factory=list)
+    errors: list[X12Error] = field(default_factory=list)  # ISA/IEA problems
