@@ -284,6 +284,8 @@ def _convert(value: object, hint: object, label: str) -> object:
                 raise ValueError
             return str(value)
         if hint is Path:
+            if isinstance(value, Path):
+                return value
             if not isinstance(value, str):
                 raise ValueError
             return Path(str(value)).expanduser()
