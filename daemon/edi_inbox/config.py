@@ -241,9 +241,9 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         choices = _CHOICES.get((section, key))
         if choices and kwargs[key] not in choices:
             raise ConfigError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
-        if isinstance(kwargs[key], int | float) and not isinstance(kwargs[key], bool):
-            if kwargs[key] < 0:  # type: ignore[operator]
-                raise ConfigError(f"{label} must not be negative")
+        number = kwargs[key]
+        if isinstance(number, int | float) and not isinstance(number, bool) and number < 0:
+            raise ConfigError(f"{label} must not be negative")
     if section == "daemon" and kwargs.get("workers", 1) == 0:
         raise ConfigError(f"{where} key 'workers' must be at least 1")
     return cls(**kwargs)
@@ -272,7 +272,7 @@ def _convert(value: object, hint: object, label: str) -> object:
                 return value
             raise ValueError
         if hint is int:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, bool | float):
                 raise ValueError
             return int(value)  # type: ignore[call-overload]
         if hint is float:
@@ -306,5 +306,10 @@ def _convert(value: object, hint: object, label: str) -> object:
 
 
 def _article(kind: str) -> str:
-    names = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+    names = {
+        "int": "a whole number",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+    }
     return names.get(kind, "a path" if kind == "Path" else f"a {kind}")

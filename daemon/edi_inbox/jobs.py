@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     RECEIVED = "received"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -24,17 +24,11 @@ class JobStatus(str, enum.Enum):
     DUPLICATE = "duplicate"
     INTERRUPTED = "interrupted"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class StepStatus(str, enum.Enum):
+class StepStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     PENDING = "pending"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 STEPS = ("parse", "transform", "validate", "post_to_erp", "acknowledge")

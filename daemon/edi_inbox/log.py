@@ -1,0 +1,164 @@
+"""Structured logging: one structlog pipeline for our events and the stdlib's.
+
+``configure()`` is the one global call, made once by ``cli.main``. JSON lines
+when the stream is not a terminal (journald, files), a readable console when
+it is. Every event of a job carries ``job_id`` and ``file`` (bound through
+``structlog.contextvars``), and ``job_context`` collects those events so the
+pipeline can store them as the job's log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import structlog
+
+from .jobs import LogEntry
+
+_job_buffer: contextvars.ContextVar[JobLogBuffer | None] = contextvars.ContextVar(
+    "edi_inbox_job_buffer", default=None
+)
+
+# Keys that never reach a log line, whatever a caller binds.
+SECRET_KEYS = frozenset({"token", "authorization", "password", "secret", "api_key"})
+_OMIT_FROM_DETAILS = frozenset({"event", "level", "timestamp", "job_id", "file", "logger"})
+
+
+class JobLogBuffer:
+    """The log lines of one job, handed out in batches (one per step)."""
+
+    def __init__(self) -> None:
+        self._entries: list[LogEntry] = []
+        self._drained = 0
+
+    def append(self, entry: LogEntry) -> None:
+        self._entries.append(entry)
+
+    def drain(self) -> list[LogEntry]:
+        """The entries added since the last drain."""
+        new = self._entries[self._drained :]
+        self._drained = len(self._entries)
+        return new
+
+    @property
+    def entries(self) -> list[LogEntry]:
+        return list(self._entries)
+
+
+def capture_job_logs(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: copy an event into the running job's buffer, if there is one."""
+    buffer = _job_buffer.get()
+    if buffer is not None:
+        details = {k: _jsonable(v) for k, v in event_dict.items() if k not in _OMIT_FROM_DETAILS}
+        buffer.append(
+            LogEntry(
+                timestamp=datetime.now(UTC),
+                level=str(event_dict.get("level", method_name)),
+                message=str(event_dict.get("event", "")),
+                details=details,
+            )
+        )
+    return event_dict
+
+
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: drop values whose key names a secret."""
+    for key in list(event_dict):
+        if key.lower() in SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+@contextlib.contextmanager
+def job_context(job_id: str, file: str) -> Iterator[JobLogBuffer]:
+    """Bind ``job_id`` and ``file`` to every event in this thread, and collect them."""
+    buffer = JobLogBuffer()
+    token = _job_buffer.set(buffer)
+    with structlog.contextvars.bound_contextvars(job_id=job_id, file=file):
+        try:
+            yield buffer
+        finally:
+            _job_buffer.reset(token)
+
+
+def shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        redact_secrets,
+        capture_job_logs,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging to ``stream`` (default stderr) as
+    JSON lines or console text, at ``level``."""
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "console" if _isatty(stream) else "json"
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(default=str)
+        final = [structlog.processors.format_exc_info, renderer]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        final = [renderer]
+
+    shared = shared_processors()
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_edi_inbox", False):
+            root.removeHandler(old)
+    handler._edi_inbox = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Libraries talk a lot at DEBUG; httpcore's debug lines include headers.
+    for noisy in ("httpcore", "httpx", "peewee", "watchdog", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,130 @@
+"""Settings: defaults, TOML, environment overrides, and errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+
+from edi_inbox import config
+from edi_inbox.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edi-inbox.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_need_no_file(tmp_path):
+    """With no file and no variables every key has a working default."""
+    settings = config.load(None, {"XDG_STATE_HOME": str(tmp_path)})
+    assert settings.paths.root == tmp_path / "edi-inbox"
+    assert settings.paths.inbox == tmp_path / "edi-inbox" / "inbox"
+    assert settings.database_url == f"sqlite:///{tmp_path / 'edi-inbox' / 'edi-inbox.db'}"
+    assert settings.erp.url == ""
+    assert settings.daemon.ignore_patterns == (".*", "*.filepart", "*.part", "*.tmp")
+
+
+def test_systemd_state_directory_is_the_default_root(tmp_path):
+    """Under systemd, StateDirectory= gives the root."""
+    settings = config.load(None, {"STATE_DIRECTORY": "/var/lib/edi-inbox"})
+    assert settings.paths.root == Path("/var/lib/edi-inbox")
+
+
+def test_example_config_is_valid_and_matches_the_defaults(tmp_path):
+    """config/edi-inbox.toml loads and states the built-in defaults."""
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    example = config.load(REPO / "config" / "edi-inbox.toml", env)
+    defaults = config.load(None, env)
+    assert example.replace(source=None) == defaults
+
+
+def test_example_config_documents_every_key():
+    """Every settings field appears in config/edi-inbox.toml."""
+    text = (REPO / "config" / "edi-inbox.toml").read_text()
+    for section, cls in config.SECTIONS.items():
+        assert f"[{section}]" in text
+        for field in cls.__dataclass_fields__:
+            assert f"{field} =" in text, f"[{section}] {field} is not documented"
+
+
+def test_file_values_and_folder_overrides(tmp_path):
+    """A folder can be moved away from the root; the others follow the root."""
+    path = write(
+        tmp_path,
+        f"""
+[paths]
+root = "{tmp_path}/state"
+inbox = "{tmp_path}/sftp/inbox"
+[daemon]
+workers = 8
+settle_seconds = 0.5
+ignore_patterns = ["*.partial"]
+""",
+    )
+    settings = config.load(path, {})
+    assert settings.paths.inbox == tmp_path / "sftp" / "inbox"
+    assert settings.paths.done == tmp_path / "state" / "done"
+    assert settings.daemon.workers == 8
+    assert settings.daemon.settle_seconds == 0.5
+    assert settings.daemon.ignore_patterns == ("*.partial",)
+    assert settings.source == path
+
+
+def test_environment_overrides_the_file(tmp_path):
+    """EDI_INBOX_<SECTION>_<KEY> wins over the file and is converted to the key's type."""
+    path = write(tmp_path, '[erp]\nurl = "http://file"\n')
+    env = {
+        "EDI_INBOX_ERP_URL": "http://env",
+        "EDI_INBOX_DAEMON_WORKERS": "3",
+        "EDI_INBOX_ACK_ENABLED": "false",
+        "EDI_INBOX_DAEMON_IGNORE_PATTERNS": ".*, *.upload",
+        "EDI_INBOX_TEST_PG_URL": "postgresql://not-ours",
+    }
+    settings = config.load(path, env)
+    assert settings.erp.url == "http://env"
+    assert settings.daemon.workers == 3
+    assert settings.ack.enabled is False
+    assert settings.daemon.ignore_patterns == (".*", "*.upload")
+
+
+def test_config_path_from_environment(tmp_path):
+    """$EDI_INBOX_CONFIG names the file when no path is given."""
+    path = write(tmp_path, "[daemon]\nworkers = 2\n")
+    assert config.load(None, {"EDI_INBOX_CONFIG": str(path)}).daemon.workers == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[erp]\ntimout = 3\n", "key 'timout' is not known"),
+        ("[erp]\nurll = 'x'\n", "did you mean 'url'?"),
+        ("[deamon]\nworkers = 1\n", "section [deamon] is not known; did you mean 'daemon'?"),
+        ("[daemon]\nworkers = 'four'\n", "key 'workers' must be a whole number, not 'four'"),
+        ("[daemon]\nworkers = 0\n", "'workers' must be at least 1"),
+        ("[daemon]\nsettle_seconds = -1\n", "must not be negative"),
+        ("[daemon]\nobserver = 'fanotify'\n", "must be one of auto, inotify, polling"),
+        ("[ack]\nenabled = 'yes'\n", "must be true or false"),
+        ("[erp\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_file_and_key(tmp_path, text, message):
+    """A bad value or unknown key is a ConfigError naming the file and the key."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, {})
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_bad_environment_value_names_the_variable(tmp_path):
+    """A bad environment value names the variable it came from."""
+    with pytest.raises(ConfigError, match="EDI_INBOX_DAEMON_WORKERS"):
+        config.load(None, {"EDI_INBOX_DAEMON_WORKERS": "many"})
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    """A named configuration file that does not exist is an error, not the defaults."""
+    with pytest.raises(ConfigError, match="not found"):
+        config.load(tmp_path / "nope.toml", {})

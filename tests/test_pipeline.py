@@ -1,0 +1,278 @@
+"""The one-shot pipeline: parse → transform → validate → post_to_erp → acknowledge."""
+
+import json
+import os
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from werkzeug import Request, Response
+
+from edi_inbox.config import ErpSettings, PathSettings, Settings
+from edi_inbox.errors import UnsafeFile
+from edi_inbox.jobs import JobStatus, NullRecorder, StepStatus
+from edi_inbox.pipeline import Pipeline, read_file
+from edi_inbox.x12 import X12Reader
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = CORPUS / "ediengine__850.OK.edi"  # 6 lines, CTT 6, total 13045.94
+GOOD_LF = CORPUS / "botsplugins__850-004010-ascii-lf.x12"  # 4 lines, total 125.88
+JOB_KEYS = {
+    "job_id", "file_name", "status", "success", "started_at", "completed_at",
+    "duration_seconds", "po_number", "total_amount", "vendor_name", "erp_po_id",
+    "error", "steps", "logs", "orders",
+}  # fmt: skip
+
+
+def settings_for(tmp_path: Path, erp_url: str = "", **erp: object) -> Settings:
+    return Settings(
+        paths=PathSettings(root=tmp_path),
+        erp=ErpSettings(url=erp_url, backoff_initial_seconds=0.01, backoff_max_seconds=0.02,
+                        backoff_jitter_seconds=0.0, **erp),  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def copy(tmp_path: Path, source: Path, name: str | None = None, edit=None) -> Path:
+    data = source.read_bytes()
+    if edit:
+        data = edit(data)
+    target = tmp_path / (name or source.name)
+    target.write_bytes(data)
+    return target
+
+
+def read_acks(settings: Settings) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(settings.paths.acks.iterdir())]
+
+
+def test_good_file_goes_through_every_step(tmp_path):
+    """A valid 850 passes all five steps, lands in outbox/ as JSON, and gets a 997."""
+    settings = settings_for(tmp_path)
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    assert [s.step_name for s in job.steps] == [
+        "parse", "transform", "validate", "post_to_erp", "acknowledge",
+    ]  # fmt: skip
+    assert all(s.status is StepStatus.SUCCESS for s in job.steps)
+    assert job.po_number == "08292233294"
+    assert job.total_amount == Decimal("13045.94")
+    (outbox_file,) = settings.paths.outbox.iterdir()
+    payload = json.loads(outbox_file.read_text())
+    assert payload["po_number"] == "08292233294"
+    assert job.erp_po_id == f"outbox:{outbox_file.name}"
+    (ack,) = read_acks(settings)
+    assert b"AK1*PO*1421" in ack and b"AK5*A" in ack
+
+
+def test_job_json_keeps_the_contract_names(tmp_path):
+    """process --json / jobs show --json carry the design's field names; money is a string."""
+    with Pipeline(settings_for(tmp_path)) as pipeline:
+        doc = pipeline.run(copy(tmp_path, GOOD)).to_json()
+    assert JOB_KEYS <= doc.keys()
+    assert doc["total_amount"] == "13045.94"
+    assert doc["success"] is True
+    assert {"step_name", "status", "attempts", "error", "data"} <= doc["steps"][0].keys()
+    assert {"timestamp", "level", "message", "details"} <= doc["logs"][0].keys()
+    order = doc["orders"][0]
+    assert {"po_number", "line_count", "total_amount", "vendor_name", "erp_po_id", "status",
+            "error"} <= order.keys()  # fmt: skip
+    assert order["line_count"] == 6
+    json.dumps(doc)  # nothing in it needs a custom encoder
+
+
+def test_job_logs_carry_job_id_and_file(tmp_path):
+    """Every event of a job is bound to its job_id and file name, and kept as a log line."""
+    with Pipeline(settings_for(tmp_path)) as pipeline, capture_logs() as events:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    mine = [e for e in events if e.get("job_id") == job.job_id]
+    assert {"job_started", "order_posted", "job_finished"} <= {e["event"] for e in mine}
+    assert all(e["file"] == GOOD.name for e in mine)
+
+
+def test_posts_to_the_http_erp_once_with_an_idempotency_key(tmp_path, httpserver):
+    """With [erp] url the order is POSTed once; a second run of the same file is not posted."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": 77}, status=201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    path = copy(tmp_path, GOOD)
+    with Pipeline(settings, NullRecorder()) as pipeline:
+        first = pipeline.run(path)
+        second = pipeline.run(path)
+    assert first.status is JobStatus.SUCCEEDED and first.erp_po_id == "77"
+    assert second.status is JobStatus.SUCCEEDED and second.erp_po_id == "77"
+    assert len(httpserver.log) == 1
+    request = httpserver.log[0][0]
+    assert request.headers["Idempotency-Key"] == first.orders[0].idempotency_key
+    body = request.get_json()
+    assert body["po_number"] == "08292233294"
+    assert Decimal(body["total_amount"]) == Decimal("13045.94")
+
+
+def test_erp_rejection_fails_the_job_with_its_message(tmp_path, httpserver):
+    """A 400 from the ERP fails the job at once, keeping the ERP's words."""
+    httpserver.expect_request("/orders").respond_with_json({"error": "unknown buyer"}, status=400)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.FAILED
+    assert "unknown buyer" in job.error
+    post = next(s for s in job.steps if s.step_name == "post_to_erp")
+    assert post.status is StepStatus.FAILED and post.attempts == 1
+    assert job.orders[0].status == "failed"
+
+
+def test_erp_outage_is_retried_then_succeeds(tmp_path, httpserver):
+    """503, 503, 201: the step reports three attempts and the job succeeds."""
+    answers = iter([Response("busy", 503), Response("busy", 503),
+                    Response(json.dumps({"id": "A1"}), 201, content_type="application/json")])  # fmt: skip
+    lock = threading.Lock()
+
+    def handler(request: Request) -> Response:
+        with lock:
+            return next(answers)
+
+    httpserver.expect_request("/orders").respond_with_handler(handler)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    post = next(s for s in job.steps if s.step_name == "post_to_erp")
+    assert post.attempts == 3
+    keys = {req.headers["Idempotency-Key"] for req, _ in httpserver.log}
+    assert len(keys) == 1
+
+
+def test_envelope_error_fails_with_its_position_and_rejects_in_the_997(tmp_path, httpserver):
+    """SE01 that miscounts fails parsing, names the segment, posts nothing, 997 says R."""
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, CORPUS / "draftedi__sample_850.edi"))
+    assert job.status is JobStatus.FAILED
+    assert "SE" in job.error
+    assert job.error_details[0]["segment_id"] == "SE"
+    assert [s.status for s in job.steps] == [
+        StepStatus.FAILED, StepStatus.PENDING, StepStatus.PENDING, StepStatus.PENDING,
+        StepStatus.SUCCESS,
+    ]  # fmt: skip
+    assert httpserver.log == []
+    (ack,) = read_acks(settings)
+    assert b"AK5*R*4" in ack
+
+
+def test_not_x12_fails_cleanly_without_an_ack(tmp_path):
+    """A file that is not X12 fails with a reason and writes no 997."""
+    settings = settings_for(tmp_path)
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, CORPUS / "ediengine__NonEdi.edi"))
+    assert job.status is JobStatus.FAILED
+    assert "X12" in job.error
+    assert not settings.paths.acks.exists() or read_acks(settings) == []
+
+
+def test_truncated_file_fails_as_truncated(tmp_path):
+    """A file cut off before its trailers fails and says so."""
+    with Pipeline(settings_for(tmp_path)) as pipeline:
+        job = pipeline.run(copy(tmp_path, CORPUS / "draftedi__truncated_file.edi"))
+    assert job.status is JobStatus.FAILED
+    assert "trailer" in job.error.lower() or "truncated" in job.error.lower()
+
+
+def test_other_transaction_sets_are_not_handled(tmp_path):
+    """An 810 invoice is refused by name, and the 997 rejects it."""
+    settings = settings_for(tmp_path)
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, CORPUS / "botsplugins__810-004010-01.x12"))
+    assert job.status is JobStatus.FAILED
+    assert "transaction set 810 is not handled" in job.error
+    (ack,) = read_acks(settings)
+    assert b"AK5*R" in ack and b"AK5*A" not in ack
+
+
+def test_validation_reports_every_problem_and_posts_nothing(tmp_path, httpserver):
+    """Two broken rules are both reported; no order of the file is posted."""
+
+    def edit(data: bytes) -> bytes:
+        data = data.replace(b"PO1*1*120*EA*9.25", b"PO1*1*0*EA*9.25")
+        return data.replace(b"DTM*002*20101214", b"DTM*002*20101332")
+
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD, edit=edit))
+    assert job.status is JobStatus.FAILED
+    validate = next(s for s in job.steps if s.step_name == "validate")
+    assert validate.status is StepStatus.FAILED
+    assert len(job.error_details) >= 2
+    assert "quantity" in job.error and "date" in job.error
+    assert httpserver.log == []
+    (ack,) = read_acks(settings)
+    assert b"AK5*R" in ack
+
+
+def test_several_orders_in_one_file(tmp_path):
+    """Each 850 of a file is its own order; the job sums them."""
+    source = CORPUS / "botsplugins__850-004010-05.x12"
+    with Pipeline(settings_for(tmp_path)) as pipeline:
+        job = pipeline.run(copy(tmp_path, source))
+    sets = list(X12Reader(source.open("rb")).transaction_sets())
+    assert len(job.orders) == len(sets) == 2
+    assert job.total_amount == sum((o.total_amount for o in job.orders), Decimal(0))
+    assert job.po_number == job.orders[0].po_number
+
+
+def test_the_997_parses_back_cleanly(tmp_path):
+    """The acknowledgement written is itself well-formed X12 (a 997)."""
+    settings = settings_for(tmp_path)
+    with Pipeline(settings) as pipeline:
+        pipeline.run(copy(tmp_path, GOOD_LF))
+    (ack_path,) = settings.paths.acks.iterdir()
+    reader = X12Reader(ack_path.open("rb"))
+    sets = list(reader.transaction_sets())
+    assert [s.code for s in sets] == ["997"] and reader.errors == []
+
+
+class BrokenRecorder(NullRecorder):
+    """A recorder whose database is gone: every call raises."""
+
+    def __getattribute__(self, name):
+        if name.startswith("_"):
+            return super().__getattribute__(name)
+
+        def fail(*args, **kwargs):
+            raise ConnectionError("database is gone")
+
+        return fail
+
+
+def test_a_failing_recorder_never_fails_the_job(tmp_path):
+    """Graceful degradation: recording errors are logged loudly, the job still succeeds."""
+    with Pipeline(settings_for(tmp_path), BrokenRecorder()) as pipeline, capture_logs() as events:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.SUCCEEDED
+    assert any(e["event"] == "recorder_failed" and e["log_level"] == "error" for e in events)
+    assert read_acks(pipeline.settings)  # the 997 went out without a control-number table
+
+
+def test_read_file_refuses_a_fifo_without_blocking(tmp_path):
+    """A FIFO is refused at once, never waited on."""
+    fifo = tmp_path / "po.edi"
+    os.mkfifo(fifo)
+    with pytest.raises(UnsafeFile, match="not a regular file"):
+        read_file(fifo, 1000)
+
+
+def test_read_file_caps_the_size(tmp_path):
+    """A file over max_file_bytes is refused before it is read."""
+    big = tmp_path / "big.edi"
+    big.write_bytes(b"x" * 2000)
+    with pytest.raises(UnsafeFile, match="over the limit"):
+        read_file(big, 1000)
+
+
+def test_unreadable_file_is_a_failed_job_not_a_crash(tmp_path):
+    """A missing file fails its job with a reason; nothing raises."""
+    with Pipeline(settings_for(tmp_path)) as pipeline:
+        job = pipeline.run(tmp_path / "nope.edi")
+    assert job.status is JobStatus.FAILED
+    assert "could not be read" in job.error
