@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import uuid
 from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -94,7 +95,7 @@ def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) ->
     """Write ``data`` atomically as a new file in ``directory``; a taken name
     gets a suffix. Readers never see a half-written file: the bytes go to a
     hidden temporary name first and are linked into place when complete."""
-    tmp = directory / f".{safe_name(name)}.{os.getpid()}.{id(data):x}.tmp"
+    tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
         view = memoryview(data)

@@ -1,0 +1,366 @@
+"""ERP delivery against a real HTTP server on 127.0.0.1, and the outbox sink on real files."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.utils import format_datetime
+from pathlib import Path
+
+import pytest
+from edi_inbox import __version__
+from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
+from edi_inbox.erp import Delivery, HttpErp, OutboxErp, make_erp
+from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
+from pytest_httpserver import HTTPServer
+from structlog.testing import capture_logs
+from werkzeug import Request, Response
+
+PATH = "/orders"
+KEY = "3f2a9c0d1e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1"
+PAYLOAD = {"po_number": "4711", "total_amount": Decimal("1234.50"), "lines": [{"qty": "2"}]}
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[HTTPServer]:
+    # Threaded, unlike the plugin's default: a request the client gave up on (the
+    # timeout test) must not hold up its retry, and the concurrency test needs
+    # eight requests in flight at once.
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def httpserver(_server: HTTPServer) -> Iterator[HTTPServer]:
+    """pytest-httpserver's server, threaded, on 127.0.0.1, checked after each test."""
+    _server.clear()
+    yield _server
+    _server.check_handler_errors()
+    _server.clear()
+
+
+def settings(url: str, **overrides: object) -> ErpSettings:
+    base: dict[str, object] = {
+        "connect_timeout_seconds": 2.0,
+        "read_timeout_seconds": 5.0,
+        "max_attempts": 5,
+        "backoff_initial_seconds": 0.5,
+        "backoff_max_seconds": 30.0,
+        "backoff_jitter_seconds": 0.0,
+        "retry_after_max_seconds": 120.0,
+    }
+    base.update(overrides)
+    return ErpSettings(url=url, **base)  # type: ignore[arg-type]
+
+
+def http_erp(server: HTTPServer, waits: list[float], **overrides: object) -> HttpErp:
+    return HttpErp(settings(server.url_for(PATH), **overrides), sleep=waits.append)
+
+
+def sent_keys(server: HTTPServer) -> list[str | None]:
+    return [request.headers.get("Idempotency-Key") for request, _ in server.log]
+
+
+def test_retries_503_then_takes_id_from_201(httpserver: HTTPServer) -> None:
+    """503, 503, 201: three attempts, one Idempotency-Key, doubling backoff, id from the body."""
+    for _ in range(2):
+        httpserver.expect_ordered_request(PATH, method="POST").respond_with_json(
+            {"message": "busy"}, status=503
+        )
+    httpserver.expect_ordered_request(PATH, method="POST").respond_with_json(
+        {"id": "SO-981"}, status=201
+    )
+    waits: list[float] = []
+    with http_erp(httpserver, waits) as erp:
+        delivery = erp.deliver(PAYLOAD, KEY)
+
+    assert delivery == Delivery(erp_id="SO-981", attempts=3, status_code=201)
+    assert sent_keys(httpserver) == [KEY, KEY, KEY]
+    assert waits == [0.5, 1.0]
+    request = httpserver.log[-1][0]
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["User-Agent"] == f"edi-inbox/{__version__}"
+    assert "Authorization" not in request.headers
+    assert json.loads(request.get_data())["total_amount"] == "1234.50"  # Decimal as text
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, {"error": "unknown buyer"}, "unknown buyer"),
+        (422, {"detail": "po_number is missing"}, "po_number is missing"),
+        (409, {"error": {"code": "dup", "message": "PO exists"}}, "PO exists"),
+        (404, "x" * 2000, "x" * 400),
+    ],
+)
+def test_4xx_rejected_at_once_keeping_erp_message(
+    httpserver: HTTPServer, status: int, body: object, expected: str
+) -> None:
+    """A 4xx other than 408/429 is one attempt and ErpRejected with the ERP's own words."""
+    if isinstance(body, str):
+        httpserver.expect_request(PATH).respond_with_data(body, status=status)
+    else:
+        httpserver.expect_request(PATH).respond_with_json(body, status=status)
+    waits: list[float] = []
+    with http_erp(httpserver, waits) as erp, pytest.raises(ErpRejected) as caught:
+        erp.deliver(PAYLOAD, KEY)
+
+    assert expected in caught.value.message
+    assert len(caught.value.message) < 600  # a long body is cut, not copied whole
+    assert (caught.value.status_code, caught.value.attempts) == (status, 1)
+    assert waits == []
+    assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize("status", [408, 500, 502, 504])
+def test_408_and_5xx_are_retried(httpserver: HTTPServer, status: int) -> None:
+    """408 and any 5xx count as transient: the next attempt's success is the result."""
+    httpserver.expect_ordered_request(PATH).respond_with_data("later", status=status)
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": "A1"}, status=200)
+    with http_erp(httpserver, []) as erp:
+        assert erp.deliver(PAYLOAD, KEY) == Delivery("A1", attempts=2, status_code=200)
+
+
+def test_exhausted_retries_raise_unavailable_with_last_message(httpserver: HTTPServer) -> None:
+    """Only 503s: ErpUnavailable after max_attempts, last status and message kept, waits capped."""
+    httpserver.expect_request(PATH).respond_with_json({"message": "maintenance"}, status=503)
+    waits: list[float] = []
+    erp = http_erp(
+        httpserver, waits, backoff_initial_seconds=1.0, backoff_max_seconds=3.0, max_attempts=5
+    )
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+
+    assert (caught.value.status_code, caught.value.attempts) == (503, 5)
+    assert "maintenance" in caught.value.message
+    assert waits == [1.0, 2.0, 3.0, 3.0]
+    assert sent_keys(httpserver) == [KEY] * 5
+
+
+def test_jitter_stays_within_its_bound(httpserver: HTTPServer) -> None:
+    """Each wait is the backoff plus a random 0..backoff_jitter_seconds, never more."""
+    httpserver.expect_request(PATH).respond_with_data("down", status=500)
+    waits: list[float] = []
+    erp = http_erp(httpserver, waits, backoff_jitter_seconds=0.25, max_attempts=4)
+    with erp, pytest.raises(ErpUnavailable):
+        erp.deliver(PAYLOAD, KEY)
+
+    for wait, backoff in zip(waits, [0.5, 1.0, 2.0], strict=True):
+        assert backoff <= wait <= backoff + 0.25
+
+
+def test_429_retry_after_seconds_honoured_and_logged(httpserver: HTTPServer) -> None:
+    """429 with Retry-After: 2 waits at least 2 s (not the shorter backoff) and logs erp_retry."""
+    httpserver.expect_ordered_request(PATH).respond_with_json(
+        {"error": "slow down"}, status=429, headers={"Retry-After": "2"}
+    )
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": 7}, status=201)
+    waits: list[float] = []
+    with http_erp(httpserver, waits, backoff_initial_seconds=0.1) as erp, capture_logs() as logs:
+        delivery = erp.deliver(PAYLOAD, KEY)
+
+    assert delivery == Delivery("7", attempts=2, status_code=201)
+    assert len(waits) == 1 and waits[0] >= 2
+    [event] = [e for e in logs if e["event"] == "erp_retry"]
+    assert event["attempt"] == 1
+    assert event["status_code"] == 429
+    assert event["wait_seconds"] == 2
+    assert "slow down" in event["error"]
+
+
+def test_429_retry_after_http_date_honoured_and_capped(httpserver: HTTPServer) -> None:
+    """Retry-After as an HTTP date waits until then; a date too far off is cut to the cap."""
+    now = datetime.now(UTC)
+    for later in (timedelta(seconds=30), timedelta(hours=1)):
+        httpserver.expect_ordered_request(PATH).respond_with_data(
+            "", status=429, headers={"Retry-After": format_datetime(now + later, usegmt=True)}
+        )
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": "Z9"}, status=201)
+    waits: list[float] = []
+    with http_erp(httpserver, waits, retry_after_max_seconds=60.0) as erp:
+        assert erp.deliver(PAYLOAD, KEY).attempts == 3
+
+    assert 20 <= waits[0] <= 30  # whole seconds in the header, and a little time passed
+    assert waits[1] == 60.0
+
+
+def test_read_timeout_is_retried_with_same_key(httpserver: HTTPServer) -> None:
+    """A request that outlives read_timeout is retried (same key) and the retry's answer wins."""
+    release = threading.Event()
+    calls = []
+    lock = threading.Lock()
+
+    def handler(request: Request) -> Response:
+        with lock:
+            calls.append(request.headers.get("Idempotency-Key"))
+            first = len(calls) == 1
+        if first:  # hold the answer until the client has given up and succeeded
+            release.wait(10)
+        return Response(json.dumps({"id": f"T{len(calls)}"}), 201, content_type="application/json")
+
+    httpserver.expect_request(PATH).respond_with_handler(handler)
+    waits: list[float] = []
+    try:
+        with http_erp(httpserver, waits, read_timeout_seconds=0.2) as erp:
+            delivery = erp.deliver(PAYLOAD, KEY)
+    finally:
+        release.set()
+
+    assert delivery == Delivery("T2", attempts=2, status_code=201)
+    assert calls == [KEY, KEY]
+    assert waits == [0.5]
+
+
+def test_connection_refused_retried_then_unavailable() -> None:
+    """A port nobody listens on: every attempt is made, then ErpUnavailable without a status."""
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}{PATH}"
+        waits: list[float] = []
+        erp = HttpErp(settings(url, max_attempts=3), sleep=waits.append)
+        with erp, pytest.raises(ErpUnavailable) as caught:
+            erp.deliver(PAYLOAD, KEY)
+
+    assert caught.value.attempts == 3
+    assert caught.value.status_code is None
+    assert "ConnectError" in caught.value.message
+    assert len(waits) == 2
+
+
+def test_bearer_token_sent_and_never_logged(httpserver: HTTPServer, tmp_path: Path) -> None:
+    """The token file's content (newline stripped) goes out as a Bearer header and into no log."""
+    token_file = tmp_path / "erp.token"
+    token_file.write_text("s3cret-T0ken\n")
+    httpserver.expect_ordered_request(
+        PATH, headers={"Authorization": "Bearer s3cret-T0ken"}
+    ).respond_with_data("oops", status=500)
+    httpserver.expect_ordered_request(
+        PATH, headers={"Authorization": "Bearer s3cret-T0ken"}
+    ).respond_with_json({"id": "B1"})
+    with http_erp(httpserver, [], token_file=token_file) as erp, capture_logs() as logs:
+        assert erp.deliver(PAYLOAD, KEY).erp_id == "B1"
+
+    assert logs and "s3cret" not in repr(logs)
+
+
+def test_unreadable_token_file_is_config_error(tmp_path: Path) -> None:
+    """A missing token file stops start-up with a ConfigError naming the file."""
+    missing = tmp_path / "nope.token"
+    with pytest.raises(ConfigError, match=r"nope\.token"):
+        HttpErp(settings("http://127.0.0.1:9/orders", token_file=missing))
+
+
+def test_url_must_be_http(tmp_path: Path) -> None:
+    """A non-HTTP [erp] url is a ConfigError at construction, not a failure per order."""
+    with pytest.raises(ConfigError, match=r"\[erp\] url"):
+        HttpErp(settings("ftp://erp.example/orders"))
+
+
+def test_custom_id_field_and_numeric_id(httpserver: HTTPServer) -> None:
+    """id_field picks the body's field; a numeric id becomes text."""
+    httpserver.expect_request(PATH).respond_with_json({"id": "wrong", "orderNumber": 4711})
+    with http_erp(httpserver, [], id_field="orderNumber") as erp:
+        assert erp.deliver(PAYLOAD, KEY) == Delivery("4711", attempts=1, status_code=200)
+
+
+def test_2xx_without_id_is_retried_with_same_key(httpserver: HTTPServer) -> None:
+    """A 2xx without an id may still have stored the order: ask again, same key, take the id."""
+    httpserver.expect_ordered_request(PATH).respond_with_data("accepted", status=202)
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": "L5"}, status=200)
+    with http_erp(httpserver, []) as erp:
+        assert erp.deliver(PAYLOAD, KEY) == Delivery("L5", attempts=2, status_code=200)
+    assert sent_keys(httpserver) == [KEY, KEY]
+
+
+def test_2xx_never_with_id_ends_unavailable(httpserver: HTTPServer) -> None:
+    """If no attempt yields an id, the order is ErpUnavailable (not rejected), saying why."""
+    httpserver.expect_request(PATH).respond_with_json({"status": "ok"}, status=201)
+    erp = http_erp(httpserver, [], max_attempts=2)
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    assert (caught.value.status_code, caught.value.attempts) == (201, 2)
+    assert "201 without an 'id'" in caught.value.message
+
+
+def test_redirect_is_rejected_not_followed(httpserver: HTTPServer) -> None:
+    """A 3xx is not followed (it would carry the order and token elsewhere) and fails at once."""
+    httpserver.expect_request(PATH).respond_with_data(
+        "", status=308, headers={"Location": "https://elsewhere.example/orders"}
+    )
+    with http_erp(httpserver, []) as erp, pytest.raises(ErpRejected) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    assert "elsewhere.example" in caught.value.message
+    assert len(httpserver.log) == 1
+
+
+def test_eight_threads_deliver_at_once_through_one_client(httpserver: HTTPServer) -> None:
+    """Eight threads share one HttpErp: all eight requests are in flight at once and succeed."""
+    together = threading.Barrier(8)
+
+    def handler(request: Request) -> Response:
+        together.wait(10)  # only passes once all eight requests have arrived
+        key = request.headers["Idempotency-Key"]
+        return Response(json.dumps({"id": f"id-{key}"}), 201, content_type="application/json")
+
+    httpserver.expect_request(PATH).respond_with_handler(handler)
+    with http_erp(httpserver, [], max_attempts=1) as erp, ThreadPoolExecutor(8) as pool:
+        keys = [f"key-{n}" for n in range(8)]
+        deliveries = list(pool.map(lambda k: erp.deliver({"po_number": k}, k), keys))
+
+    assert deliveries == [Delivery(f"id-{k}", attempts=1, status_code=201) for k in keys]
+
+
+def test_outbox_writes_pretty_json_atomically(tmp_path: Path) -> None:
+    """The outbox file is complete pretty JSON (Decimal as text) and no temporary file is left."""
+    outbox = tmp_path / "outbox"
+    with OutboxErp(outbox) as erp:
+        delivery = erp.deliver(PAYLOAD, KEY)
+
+    name = f"4711.{KEY[:12]}.json"
+    assert delivery == Delivery(f"outbox:{name}", attempts=1, status_code=None)
+    assert [p.name for p in outbox.iterdir()] == [name]
+    text = (outbox / name).read_text()
+    assert text.startswith("{\n  ") and text.endswith("}\n")
+    assert json.loads(text)["total_amount"] == "1234.50"
+
+
+def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:
+    """Delivering the same key again returns the first file's id and writes nothing."""
+    erp = OutboxErp(tmp_path)
+    first = erp.deliver(PAYLOAD, KEY)
+    again = erp.deliver({**PAYLOAD, "total_amount": "0"}, KEY)
+
+    assert again == first
+    [written] = tmp_path.iterdir()
+    assert first.erp_id == f"outbox:{written.name}"
+    assert json.loads(written.read_text())["total_amount"] == "1234.50"  # the first payload
+
+
+def test_outbox_keeps_orders_with_same_po_number_apart(tmp_path: Path) -> None:
+    """Two orders sharing a PO number (different keys) get two files; neither is overwritten."""
+    erp = OutboxErp(tmp_path)
+    a = erp.deliver({"po_number": "../4711", "buyer": "A"}, "a" * 64)
+    b = erp.deliver({"po_number": "../4711", "buyer": "B"}, "b" * 64)
+
+    assert a.erp_id != b.erp_id
+    files = sorted(tmp_path.iterdir())
+    assert [p.name for p in files] == ["4711.aaaaaaaaaaaa.json", "4711.bbbbbbbbbbbb.json"]
+    assert [json.loads(p.read_text())["buyer"] for p in files] == ["A", "B"]
+
+
+def test_make_erp_picks_the_sink(tmp_path: Path) -> None:
+    """An empty [erp] url gives the outbox under [paths]; a URL gives the HTTP client."""
+    base = Settings(paths=PathSettings(root=tmp_path), daemon=DaemonSettings(workers=2))
+    with make_erp(base) as outbox:
+        assert isinstance(outbox, OutboxErp)
+        assert outbox.outbox_dir == tmp_path / "outbox"
+    with make_erp(base.replace(erp=ErpSettings(url="http://127.0.0.1:9/orders"))) as http:
+        assert isinstance(http, HttpErp)
