@@ -1,5 +1,6 @@
 """The one-shot pipeline: parse → transform → validate → post_to_erp → acknowledge."""
 
+import io
 import json
 import os
 import threading
@@ -10,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
+from edi_inbox import log as logsetup
 from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.errors import UnsafeFile
 from edi_inbox.jobs import JobStatus, NullRecorder, StepStatus
@@ -84,12 +86,19 @@ def test_job_json_keeps_the_contract_names(tmp_path):
 
 
 def test_job_logs_carry_job_id_and_file(tmp_path):
-    """Every event of a job is bound to its job_id and file name, and kept as a log line."""
-    with Pipeline(settings_for(tmp_path)) as pipeline, capture_logs() as events:
-        job = pipeline.run(copy(tmp_path, GOOD))
-    mine = [e for e in events if e.get("job_id") == job.job_id]
+    """Every event of a job is logged with its job_id and file name, and kept as a log line."""
+    stream = io.StringIO()
+    logsetup.configure("info", "json", stream=stream)
+    try:
+        with Pipeline(settings_for(tmp_path)) as pipeline:
+            job = pipeline.run(copy(tmp_path, GOOD))
+    finally:
+        logsetup.configure("info", "json")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [e for e in lines if e.get("job_id") == job.job_id]
     assert {"job_started", "order_posted", "job_finished"} <= {e["event"] for e in mine}
     assert all(e["file"] == GOOD.name for e in mine)
+    assert [entry.message for entry in job.logs] == [e["event"] for e in mine]
 
 
 def test_posts_to_the_http_erp_once_with_an_idempotency_key(tmp_path, httpserver):

@@ -54,7 +54,13 @@ logger = structlog.get_logger("edi_inbox.pipeline")
 # 997 codes for business-rule problems. The 997 reports syntax, so a rule
 # broken inside an element is told as "invalid value" (AK4 7) or "invalid
 # date" (AK4 8), and a missing or inconsistent segment at segment level.
-_AK4_BY_PROBLEM = {"invalid_date": "8", "not_numeric": "6"}
+_AK4_BY_PROBLEM = {
+    "invalid_date": "8",
+    "not_numeric": "6",
+    "missing_po_number": "1",  # mandatory element missing
+    "missing_date": "1",
+    "missing_quantity": "2",  # PO102 is conditional
+}
 _AK3_MANDATORY_MISSING = "3"
 _AK3_HAS_ELEMENT_ERRORS = "8"
 

@@ -1,0 +1,901 @@
+"""An 850 transaction set as a canonical purchase order, and back again.
+
+``from_transaction`` reads the segments the X12 reader hands over into frozen
+dataclasses; ``PurchaseOrder.to_json`` is what the ERP receives; ``to_x12``
+renders an order as a complete interchange (tests, benches, the round trip).
+
+Raw strings are kept wherever a business rule must judge them (quantities,
+prices, dates, counts): the model never refuses an order, ``rules.validate``
+does, with a message that points at the segment and element. Every part
+remembers the number of the segment it came from (counted from the ISA, as
+``Segment.number``); those numbers are provenance, not content, so they take
+no part in equality: an order rendered and read back compares equal.
+
+Money is ``Decimal``, computed exactly: no float, no rounding.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from typing import Any
+
+from .errors import NotHandledError
+from .x12.model import Delimiters, Segment, TransactionSet
+
+# Additions and products at this precision are exact (digits grow as needed);
+# only division or quantize could round, and nothing here divides.
+EXACT = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    traps=[decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
+)
+
+# X12 R (decimal) type: digits with an optional leading minus and decimal
+# point. ``Decimal()`` alone would also take "NaN", "Infinity", "1e5", "+1",
+# "1_000" and non-ASCII digits, none of which an X12 sender may write.
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_INTEGER = re.compile(r"-?[0-9]+")
+_DATE = re.compile(r"[0-9]{6}(?:[0-9]{2})?")
+
+# Six-digit (YYMMDD) years below this are 20YY, the rest 19YY.
+CENTURY_PIVOT = 50
+
+# Party codes whose name is the vendor's, best first: vendor, supplier, seller.
+VENDOR_CODES = ("VN", "SU", "SE")
+
+
+def parse_decimal(raw: str) -> Decimal | None:
+    """The value of an X12 R (or N0) element, or None when it is not one."""
+    return Decimal(raw) if _DECIMAL.fullmatch(raw) else None
+
+
+def parse_integer(raw: str) -> int | None:
+    """The value of an X12 N0 element (a count), or None when it is not one."""
+    return int(raw) if _INTEGER.fullmatch(raw) else None
+
+
+def parse_date(raw: str) -> _dt.date | None:
+    """``CCYYMMDD`` (or pre-4010 ``YYMMDD``) as a date; None when not a real date."""
+    if not _DATE.fullmatch(raw):
+        return None
+    if len(raw) == 6:
+        yy = int(raw[:2])
+        year = (2000 if yy < CENTURY_PIVOT else 1900) + yy
+        month, day = int(raw[2:4]), int(raw[4:6])
+    else:
+        year, month, day = int(raw[:4]), int(raw[4:6]), int(raw[6:8])
+    try:
+        return _dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def _iso_or_raw(raw: str) -> str:
+    parsed = parse_date(raw)
+    return parsed.isoformat() if parsed is not None else raw
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _provenance() -> Any:
+    """A segment number: kept for pointing at problems, ignored by ``==``."""
+    return field(default=None, compare=False)
+
+
+# --------------------------------------------------------------------- model
+
+
+class _Part:
+    """A part of the order; as JSON, every compared field (provenance left out)."""
+
+    __slots__ = ()
+
+    def to_json(self) -> dict[str, Any]:
+        parts = fields(self)  # type: ignore[arg-type]
+        return {f.name: _jsonable(getattr(self, f.name)) for f in parts if f.compare}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, _Part):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Envelope(_Part):
+    """Who sent the order and under which control numbers (ISA, GS, ST)."""
+
+    sender_qualifier: str = "ZZ"  # ISA05
+    sender_id: str = "SENDER"  # ISA06, padding removed
+    receiver_qualifier: str = "ZZ"  # ISA07
+    receiver_id: str = "RECEIVER"  # ISA08, padding removed
+    interchange_date: str = "250101"  # ISA09 YYMMDD
+    interchange_time: str = "1200"  # ISA10 HHMM
+    interchange_version: str = "00401"  # ISA12
+    interchange_control_number: str = "000000001"  # ISA13
+    usage: str = "P"  # ISA15: P production, T test
+    functional_id: str = "PO"  # GS01
+    group_sender: str = "SENDER"  # GS02
+    group_receiver: str = "RECEIVER"  # GS03
+    group_control_number: str = "1"  # GS06
+    version: str = "004010"  # GS08
+    set_control_number: str = "0001"  # ST02
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reference(_Part):
+    """A REF: qualifier (REF01), value (REF02), free-form description (REF03)."""
+
+    qualifier: str = ""
+    value: str = ""
+    description: str = ""
+    segment_number: int | None = _provenance()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Communication(_Part):
+    """One PER number: qualifier (TE phone, FX fax, EM e-mail ...) and number."""
+
+    qualifier: str = ""
+    number: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Contact(_Part):
+    """A PER: function code (PER01, BD buyer ...), name (PER02), its numbers."""
+
+    function: str = ""
+    name: str = ""
+    communications: tuple[Communication, ...] = ()
+    segment_number: int | None = _provenance()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DateReference(_Part):
+    """A DTM: qualifier (DTM01, 002 delivery requested ...), date, time."""
+
+    qualifier: str = ""
+    date_raw: str = ""  # DTM02 as sent, judged by the rules
+    time: str = ""  # DTM03 HHMM[SS[d..]] as sent
+    segment_number: int | None = _provenance()
+
+    @property
+    def date(self) -> _dt.date | None:
+        return parse_date(self.date_raw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"qualifier": self.qualifier, "date": _iso_or_raw(self.date_raw), "time": self.time}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Party(_Part):
+    """An N1 loop: who (N101 entity code, N102 name, N103/N104 id) and where."""
+
+    entity: str = ""  # N101: VN vendor, ST ship to, BT bill to, BY buyer ...
+    name: str = ""
+    id_qualifier: str = ""
+    id: str = ""
+    names: tuple[str, ...] = ()  # N201, N202 of every N2
+    address_lines: tuple[str, ...] = ()  # N301, N302 of every N3
+    city: str = ""  # N401
+    state: str = ""  # N402
+    postal_code: str = ""  # N403
+    country: str = ""  # N404
+    references: tuple[Reference, ...] = ()  # REF inside the loop
+    contacts: tuple[Contact, ...] = ()  # PER inside the loop
+    segment_number: int | None = _provenance()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ProductId(_Part):
+    """One PO1 product id pair: qualifier (VN, UP, BP, IN ...) and id."""
+
+    qualifier: str = ""
+    id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Description(_Part):
+    """A PID: type (PID01 F free-form, S structured), characteristic (PID02), text."""
+
+    kind: str = ""  # PID01
+    characteristic: str = ""  # PID02: 08 product, 73 colour, 74 size ...
+    agency: str = ""  # PID03
+    code: str = ""  # PID04
+    text: str = ""  # PID05
+    segment_number: int | None = _provenance()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Line(_Part):
+    """A PO1 loop: what is ordered, how many, at what price.
+
+    A line without a (valid) unit price has no amount and adds nothing to the
+    order's total; ``rules`` allows a missing price (the ERP prices it from the
+    catalogue) but refuses one that is present and not a number.
+    """
+
+    number: str = ""  # PO101, optional in X12
+    quantity_raw: str = ""  # PO102
+    unit: str = ""  # PO103
+    unit_price_raw: str = ""  # PO104
+    price_basis: str = ""  # PO105
+    product_ids: tuple[ProductId, ...] = ()  # PO106/07, PO108/09, ...
+    descriptions: tuple[Description, ...] = ()
+    references: tuple[Reference, ...] = ()
+    dates: tuple[DateReference, ...] = ()
+    parties: tuple[Party, ...] = ()  # N1 loops inside the line (e.g. ship-to per line)
+    segment_number: int | None = _provenance()
+
+    @property
+    def quantity(self) -> Decimal | None:
+        return parse_decimal(self.quantity_raw)
+
+    @property
+    def unit_price(self) -> Decimal | None:
+        return parse_decimal(self.unit_price_raw)
+
+    @property
+    def amount(self) -> Decimal | None:
+        """Quantity × unit price, exact; None when either is missing or invalid."""
+        quantity, price = self.quantity, self.unit_price
+        if quantity is None or price is None:
+            return None
+        return EXACT.multiply(quantity, price)
+
+    @property
+    def description(self) -> str:
+        """The product description (PID02 08) if given, else the first PID text."""
+        texts = [d for d in self.descriptions if d.text]
+        for d in texts:
+            if d.characteristic == "08":
+                return d.text
+        return texts[0].text if texts else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "line_number": self.number,
+            "quantity": _text(self.quantity),
+            "unit": self.unit,
+            "unit_price": _text(self.unit_price),
+            "price_basis": self.price_basis,
+            "product_ids": [p.to_json() for p in self.product_ids],
+            "description": self.description,
+            "descriptions": [d.to_json() for d in self.descriptions],
+            "amount": _text(self.amount),
+            "references": [r.to_json() for r in self.references],
+            "dates": [d.to_json() for d in self.dates],
+            "parties": [p.to_json() for p in self.parties],
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Totals(_Part):
+    """The CTT: number of line items the sender counted, and its hash total."""
+
+    line_count_raw: str = ""  # CTT01
+    hash_total_raw: str = ""  # CTT02
+    segment_number: int | None = _provenance()
+
+    @property
+    def line_count(self) -> int | None:
+        return parse_integer(self.line_count_raw)
+
+    @property
+    def hash_total(self) -> Decimal | None:
+        return parse_decimal(self.hash_total_raw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"line_count": self.line_count, "hash_total": _text(self.hash_total)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Amount(_Part):
+    """An AMT of the order (header or summary): qualifier (TT total ...), amount."""
+
+    qualifier: str = ""
+    amount_raw: str = ""
+    segment_number: int | None = _provenance()
+
+    @property
+    def amount(self) -> Decimal | None:
+        return parse_decimal(self.amount_raw)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"qualifier": self.qualifier, "amount": _text(self.amount)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PurchaseOrder(_Part):
+    """One 850, canonical: the header (BEG, CUR, REF, PER, DTM), parties, lines, totals."""
+
+    envelope: Envelope = field(default_factory=Envelope)
+    purpose: str = ""  # BEG01: 00 original, 05 replace ...
+    order_type: str = ""  # BEG02: SA stand-alone, NE new, DS drop ship ...
+    po_number: str = ""  # BEG03
+    release_number: str = ""  # BEG04
+    date_raw: str = ""  # BEG05 as sent
+    contract_number: str = ""  # BEG06
+    currency: str = ""  # CUR02 of the header CUR
+    references: tuple[Reference, ...] = ()
+    contacts: tuple[Contact, ...] = ()
+    dates: tuple[DateReference, ...] = ()
+    parties: tuple[Party, ...] = ()
+    lines: tuple[Line, ...] = ()
+    totals: Totals | None = None  # the CTT, if sent
+    amounts: tuple[Amount, ...] = ()
+    set_segment_number: int | None = _provenance()  # the ST
+    beg_segment_number: int | None = _provenance()  # None: the set has no BEG
+
+    @property
+    def date(self) -> _dt.date | None:
+        return parse_date(self.date_raw)
+
+    @property
+    def vendor_name(self) -> str | None:
+        """The name of the vendor party (N1 VN), else supplier (SU), else seller (SE)."""
+        for code in VENDOR_CODES:
+            for party in self.parties:
+                if party.entity == code and party.name:
+                    return party.name
+        return None
+
+    @property
+    def total_amount(self) -> Decimal:
+        """Σ quantity × unit price over the lines, exact; unpriced lines add 0."""
+        total = Decimal(0)
+        for line in self.lines:
+            amount = line.amount
+            if amount is not None:
+                total = EXACT.add(total, amount)
+        return total
+
+    def amount(self, qualifier: str) -> Amount | None:
+        """The first AMT with this qualifier (``"TT"``: total transaction amount)."""
+        return next((a for a in self.amounts if a.qualifier == qualifier), None)
+
+    # The envelope identity, where the pipeline and the ERP look for it.
+    @property
+    def sender_id(self) -> str:
+        return self.envelope.sender_id
+
+    @property
+    def receiver_id(self) -> str:
+        return self.envelope.receiver_id
+
+    @property
+    def interchange_control_number(self) -> str:
+        return self.envelope.interchange_control_number
+
+    @property
+    def group_control_number(self) -> str:
+        return self.envelope.group_control_number
+
+    @property
+    def set_control_number(self) -> str:
+        return self.envelope.set_control_number
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical order for the ERP: every field, Decimals as strings, ISO dates."""
+        return {
+            **self.envelope.to_json(),
+            "po_number": self.po_number,
+            "purpose": self.purpose,
+            "order_type": self.order_type,
+            "release_number": self.release_number,
+            "date": _iso_or_raw(self.date_raw),
+            "contract_number": self.contract_number,
+            "currency": self.currency,
+            "vendor_name": self.vendor_name,
+            "total_amount": str(self.total_amount),
+            "line_count": len(self.lines),
+            "references": [r.to_json() for r in self.references],
+            "contacts": [c.to_json() for c in self.contacts],
+            "dates": [d.to_json() for d in self.dates],
+            "parties": [p.to_json() for p in self.parties],
+            "lines": [line.to_json() for line in self.lines],
+            "totals": self.totals.to_json() if self.totals is not None else None,
+            "amounts": [a.to_json() for a in self.amounts],
+        }
+
+
+def idempotency_key(po: PurchaseOrder) -> str:
+    """A key stable per order: the same order sent again (a retry) gets the same key.
+
+    Sender and receiver (qualifier and id), ISA13, GS06, ST02 and BEG03, as a
+    JSON array (so no two different tuples hash alike), sha256, 32 hex digits.
+    """
+    env = po.envelope
+    parts = [
+        env.sender_qualifier,
+        env.sender_id,
+        env.receiver_qualifier,
+        env.receiver_id,
+        env.interchange_control_number,
+        env.group_control_number,
+        env.set_control_number,
+        po.po_number,
+    ]
+    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+# ----------------------------------------------------------------- reading
+
+
+def _tags(text: str) -> frozenset[str]:
+    return frozenset(text.split(" "))
+
+
+# The loops (by first segment) and the segments each holds after it, per the
+# 004010 850: a REF after an N1 is the party's, a DTM after an N9 the note's,
+# a PID after an SLN the subline's. A segment not in the set closes the loop.
+_HEADER_LOOPS = {
+    "N1": _tags("N2 N3 N4 NX2 REF PER SI FOB TD1 TD5 TD3 TD4 PKG"),
+    "N9": _tags("DTM MSG"),
+    "SAC": _tags("CUR"),
+    "AMT": _tags("REF DTM PCT"),
+    "LM": _tags("LQ"),
+}
+_LINE_LOOPS = {
+    "N1": _tags("N2 N3 N4 QTY NX2 REF PER SI DTM FOB SCH TD1 TD5 TD3 TD4 PKG"),
+    "PID": _tags("MEA"),
+    "CTP": _tags("CUR"),
+    "SAC": _tags("CUR CTP"),
+    "QTY": _tags("SI"),
+    "SCH": _tags("TD1 TD5 TD3 TD4 REF"),
+    "LDT": _tags("QTY MSG REF LM LQ"),
+    "N9": _tags("DTM MSG"),
+    "SLN": _tags(
+        "MSG SI PID PO3 TC2 ADV DTM CTP PAM PO4 TAX N9 SAC QTY N1 N2 N3 N4 NX2 REF PER CUR MEA LDT"
+    ),
+    "AMT": _tags("REF PCT"),
+    "LM": _tags("LQ"),
+}
+
+
+def _pairs(segment: Segment, first: int) -> list[tuple[str, str]]:
+    """Element pairs from ``first`` to the end, skipping pairs left empty."""
+    pairs = ((segment.get(i), segment.get(i + 1)) for i in range(first, len(segment.elements), 2))
+    return [(a, b) for a, b in pairs if a or b]
+
+
+def _reference(s: Segment) -> Reference:
+    return Reference(
+        qualifier=s.get(1), value=s.get(2), description=s.get(3), segment_number=s.number
+    )
+
+
+def _contact(s: Segment) -> Contact:
+    numbers = tuple(Communication(qualifier=q, number=n) for q, n in _pairs(s, 3))
+    return Contact(
+        function=s.get(1), name=s.get(2), communications=numbers, segment_number=s.number
+    )
+
+
+def _date(s: Segment) -> DateReference:
+    return DateReference(
+        qualifier=s.get(1), date_raw=s.get(2), time=s.get(3), segment_number=s.number
+    )
+
+
+class _PartyBuilder:
+    def __init__(self, n1: Segment) -> None:
+        self.n1 = n1
+        self.names: list[str] = []
+        self.lines: list[str] = []
+        self.n4: Segment | None = None
+        self.references: list[Reference] = []
+        self.contacts: list[Contact] = []
+
+    def add(self, s: Segment) -> None:
+        if s.tag == "N2":
+            self.names.extend(e for e in s.elements[1:3] if e)
+        elif s.tag == "N3":
+            self.lines.extend(e for e in s.elements[1:3] if e)
+        elif s.tag == "N4" and self.n4 is None:
+            self.n4 = s
+        elif s.tag == "REF":
+            self.references.append(_reference(s))
+        elif s.tag == "PER":
+            self.contacts.append(_contact(s))
+
+    def build(self) -> Party:
+        n1, n4 = self.n1, self.n4
+        return Party(
+            entity=n1.get(1),
+            name=n1.get(2),
+            id_qualifier=n1.get(3),
+            id=n1.get(4),
+            names=tuple(self.names),
+            address_lines=tuple(self.lines),
+            city=n4.get(1) if n4 else "",
+            state=n4.get(2) if n4 else "",
+            postal_code=n4.get(3) if n4 else "",
+            country=n4.get(4) if n4 else "",
+            references=tuple(self.references),
+            contacts=tuple(self.contacts),
+            segment_number=n1.number,
+        )
+
+
+class _LineBuilder:
+    def __init__(self, po1: Segment) -> None:
+        self.po1 = po1
+        self.descriptions: list[Description] = []
+        self.references: list[Reference] = []
+        self.dates: list[DateReference] = []
+        self.parties: list[_PartyBuilder] = []
+
+    def build(self) -> Line:
+        s = self.po1
+        return Line(
+            number=s.get(1),
+            quantity_raw=s.get(2),
+            unit=s.get(3),
+            unit_price_raw=s.get(4),
+            price_basis=s.get(5),
+            product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
+            descriptions=tuple(self.descriptions),
+            references=tuple(self.references),
+            dates=tuple(self.dates),
+            parties=tuple(p.build() for p in self.parties),
+            segment_number=s.number,
+        )
+
+
+def from_transaction(ts: TransactionSet) -> PurchaseOrder:
+    """Read an 850 into a ``PurchaseOrder``; any other set raises ``NotHandledError``.
+
+    Never refuses an 850 for its content (a missing BEG, junk in a quantity):
+    that is for ``rules.validate`` to report. Segments the order does not model
+    (MSG, SAC, TD5, PKG, FOB, N9, CTP, SLN ...) are left out without a word.
+    """
+    st = ts.segments[0] if ts.segments and ts.segments[0].tag == "ST" else None
+    if ts.code != "850":
+        raise NotHandledError(
+            f"transaction set {ts.code} is not handled",
+            segment_number=st.number if st else None,
+            segment_id="ST",
+            element=1,
+            code="1",  # AK5 1: transaction set not supported
+        )
+    beg: Segment | None = None
+    currency = ""
+    references: list[Reference] = []
+    contacts: list[Contact] = []
+    dates: list[DateReference] = []
+    parties: list[_PartyBuilder] = []
+    lines: list[_LineBuilder] = []
+    totals: Totals | None = None
+    amounts: list[Amount] = []
+
+    area = "header"  # header, line (after a PO1), summary (after the CTT)
+    loop: str | None = None  # the loop inside the area we are in, by first tag
+    party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
+
+    for s in ts.segments:
+        tag = s.tag
+        if tag in ("ST", "SE"):
+            continue
+        if tag == "PO1":
+            lines.append(_LineBuilder(s))
+            area, loop = "line", None
+            continue
+        if tag == "CTT":
+            if totals is None:
+                totals = Totals(
+                    line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
+                )
+            area, loop = "summary", None
+            continue
+        if area == "summary":
+            if tag == "AMT":
+                amounts.append(
+                    Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
+                )
+            continue
+
+        loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
+        if loop is not None and tag in loops[loop]:
+            if loop == "N1" and party is not None:
+                party.add(s)
+            continue  # inside a loop the order does not model
+        loop = tag if tag in loops else None
+        party = None
+
+        if area == "header":
+            if tag == "BEG":
+                beg = beg or s
+            elif tag == "CUR":
+                currency = currency or s.get(2)
+            elif tag == "REF":
+                references.append(_reference(s))
+            elif tag == "PER":
+                contacts.append(_contact(s))
+            elif tag == "DTM":
+                dates.append(_date(s))
+            elif tag == "AMT":
+                amounts.append(
+                    Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
+                )
+            elif tag == "N1":
+                party = _PartyBuilder(s)
+                parties.append(party)
+        else:
+            line = lines[-1]
+            if tag == "PID":
+                line.descriptions.append(
+                    Description(
+                        kind=s.get(1),
+                        characteristic=s.get(2),
+                        agency=s.get(3),
+                        code=s.get(4),
+                        text=s.get(5),
+                        segment_number=s.number,
+                    )
+                )
+            elif tag == "REF":
+                line.references.append(_reference(s))
+            elif tag == "DTM":
+                line.dates.append(_date(s))
+            elif tag == "N1":
+                party = _PartyBuilder(s)
+                line.parties.append(party)
+
+    interchange, group = ts.interchange, ts.group
+    envelope = Envelope(
+        sender_qualifier=interchange.sender_qualifier,
+        sender_id=interchange.sender_id,
+        receiver_qualifier=interchange.receiver_qualifier,
+        receiver_id=interchange.receiver_id,
+        interchange_date=interchange.date,
+        interchange_time=interchange.time,
+        interchange_version=interchange.version,
+        interchange_control_number=interchange.control_number,
+        usage=interchange.usage,
+        functional_id=group.functional_id,
+        group_sender=group.sender,
+        group_receiver=group.receiver,
+        group_control_number=group.control_number,
+        version=group.version,
+        set_control_number=ts.control_number,
+    )
+    b = beg if beg is not None else Segment(["BEG"], 0)  # no BEG: empty fields, rules object
+    return PurchaseOrder(
+        envelope=envelope,
+        purpose=b.get(1),
+        order_type=b.get(2),
+        po_number=b.get(3),
+        release_number=b.get(4),
+        date_raw=b.get(5),
+        contract_number=b.get(6),
+        currency=currency,
+        references=tuple(references),
+        contacts=tuple(contacts),
+        dates=tuple(dates),
+        parties=tuple(p.build() for p in parties),
+        lines=tuple(b.build() for b in lines),
+        totals=totals,
+        amounts=tuple(amounts),
+        set_segment_number=st.number if st else None,
+        beg_segment_number=beg.number if beg is not None else None,
+    )
+
+
+# ----------------------------------------------------------------- writing
+
+
+def _trim(elements: list[str]) -> list[str]:
+    """Drop trailing empty elements: X12 does not transmit them."""
+    end = len(elements)
+    while end > 1 and not elements[end - 1]:
+        end -= 1
+    return elements[:end]
+
+
+def _flat_pairs(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return [value for pair in pairs for value in pair]
+
+
+def _party_segments(party: Party) -> list[list[str]]:
+    out = [["N1", party.entity, party.name, party.id_qualifier, party.id]]
+    out += [["N2", *party.names[i : i + 2]] for i in range(0, len(party.names), 2)]
+    out += [["N3", *party.address_lines[i : i + 2]] for i in range(0, len(party.address_lines), 2)]
+    if party.city or party.state or party.postal_code or party.country:
+        out.append(["N4", party.city, party.state, party.postal_code, party.country])
+    out += [_ref_segment(r) for r in party.references]
+    out += [_per_segment(c) for c in party.contacts]
+    return out
+
+
+def _ref_segment(r: Reference) -> list[str]:
+    return ["REF", r.qualifier, r.value, r.description]
+
+
+def _per_segment(c: Contact) -> list[str]:
+    numbers = _flat_pairs((n.qualifier, n.number) for n in c.communications)
+    return ["PER", c.function, c.name, *numbers]
+
+
+def _dtm_segment(d: DateReference) -> list[str]:
+    return ["DTM", d.qualifier, d.date_raw, d.time]
+
+
+def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
+    """The order as ST..SE segments (element lists, tag first), in 850 order.
+
+    A BEG is always written. AMTs go after the CTT; an order without a CTT
+    keeps them in the header, the only other place where they are the order's.
+    """
+    body: list[list[str]] = [
+        [
+            "BEG",
+            po.purpose,
+            po.order_type,
+            po.po_number,
+            po.release_number,
+            po.date_raw,
+            po.contract_number,
+        ],
+    ]
+    if po.currency:
+        body.append(["CUR", "BY", po.currency])
+    body += [_ref_segment(r) for r in po.references]
+    body += [_per_segment(c) for c in po.contacts]
+    body += [_dtm_segment(d) for d in po.dates]
+    amounts = [["AMT", a.qualifier, a.amount_raw] for a in po.amounts]
+    if po.totals is None:
+        body += amounts
+    for party in po.parties:
+        body += _party_segments(party)
+    for line in po.lines:
+        ids = _flat_pairs((p.qualifier, p.id) for p in line.product_ids)
+        body.append(
+            [
+                "PO1",
+                line.number,
+                line.quantity_raw,
+                line.unit,
+                line.unit_price_raw,
+                line.price_basis,
+                *ids,
+            ]
+        )
+        body += [
+            ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
+        ]
+        body += [_ref_segment(r) for r in line.references]
+        body += [_dtm_segment(d) for d in line.dates]
+        for party in line.parties:
+            body += _party_segments(party)
+    if po.totals is not None:
+        body.append(["CTT", po.totals.line_count_raw, po.totals.hash_total_raw])
+        body += amounts
+    control = po.envelope.set_control_number
+    segments = [["ST", "850", control], *(_trim(s) for s in body)]
+    segments.append(["SE", str(len(segments) + 1), control])
+    return segments
+
+
+def _fixed(value: str, width: int, what: str) -> str:
+    if len(value) > width:
+        raise ValueError(f"{what} {value!r} is longer than {width} characters")
+    return value.ljust(width)
+
+
+def _digits(value: str, width: int, what: str) -> str:
+    if len(value) != width or not value.isascii() or not value.isdigit():
+        raise ValueError(f"{what} {value!r} must be {width} digits")
+    return value
+
+
+def _group_date(isa_date: str, version: str) -> str:
+    """GS04 from ISA09: CCYYMMDD from version 004010 on, YYMMDD before."""
+    if version[:6] < "004010":
+        return isa_date
+    yy = int(isa_date[:2])
+    return f"{(20 if yy < CENTURY_PIVOT else 19)}{isa_date}"
+
+
+def to_x12(
+    orders: PurchaseOrder | Sequence[PurchaseOrder],
+    delimiters: Delimiters = Delimiters(),
+    *,
+    line_ending: str = "",
+    encoding: str = "latin-1",
+) -> bytes:
+    """Render orders as one complete ISA..IEA interchange, counts and all.
+
+    Several orders become several sets in one group; they must share the ISA
+    and GS identity of the first. ``line_ending`` ("", "\\n", "\\r\\n", "\\r")
+    follows every segment terminator. ``delimiters.repetition`` goes in ISA11
+    from version 00402 on; before that, and without one, ISA11 is ``U``.
+    ISA01-04 are written blank (``00``); GS04/GS05 follow ISA09/ISA10.
+    X12 has no escape: a delimiter inside a value, a value too wide for the
+    ISA, or delimiters that are not distinct, non-alphanumeric single
+    characters raise ``ValueError``.
+    """
+    pos = [orders] if isinstance(orders, PurchaseOrder) else list(orders)
+    if not pos:
+        raise ValueError("no orders to render")
+    env = pos[0].envelope
+    for po in pos[1:]:
+        other = po.envelope
+        if (other.sender_id, other.receiver_id, other.interchange_control_number) != (
+            env.sender_id,
+            env.receiver_id,
+            env.interchange_control_number,
+        ) or other.group_control_number != env.group_control_number:
+            raise ValueError("orders rendered together must share the ISA and GS identity")
+
+    element, component, terminator = delimiters.element, delimiters.component, delimiters.segment
+    repetition = delimiters.repetition if env.interchange_version >= "00402" else None
+    seps = [element, component, terminator] + ([repetition] if repetition else [])
+    if any(len(c) != 1 or c.isalnum() or c == " " for c in seps) or len(set(seps)) != len(seps):
+        raise ValueError(f"delimiters {seps!r} must be distinct single non-alphanumeric characters")
+    if line_ending not in ("", "\n", "\r\n", "\r"):
+        raise ValueError(f"line ending {line_ending!r} is not one of '', LF, CRLF, CR")
+
+    isa = [
+        "ISA",
+        "00",
+        " " * 10,
+        "00",
+        " " * 10,
+        _fixed(env.sender_qualifier, 2, "ISA05"),
+        _fixed(env.sender_id, 15, "ISA06"),
+        _fixed(env.receiver_qualifier, 2, "ISA07"),
+        _fixed(env.receiver_id, 15, "ISA08"),
+        _digits(env.interchange_date, 6, "ISA09"),
+        _digits(env.interchange_time, 4, "ISA10"),
+        repetition or "U",
+        _digits(env.interchange_version, 5, "ISA12"),
+        _digits(env.interchange_control_number, 9, "ISA13"),
+        "0",
+        _fixed(env.usage, 1, "ISA15"),
+    ]
+    gs = [
+        "GS",
+        env.functional_id,
+        env.group_sender,
+        env.group_receiver,
+        _group_date(env.interchange_date, env.version),
+        env.interchange_time,
+        env.group_control_number,
+        "X",
+        env.version,
+    ]
+    segments: list[list[str]] = [gs]
+    for po in pos:
+        segments += transaction_segments(po)
+    segments.append(["GE", str(len(pos)), env.group_control_number])
+    segments.append(["IEA", "1", env.interchange_control_number])
+
+    banned = set(seps)
+    data = isa[:11] + isa[12:]  # ISA11 is the repetition separator itself
+    for seg in [data, *segments]:
+        for value in seg:
+            if banned.intersection(value):
+                raise ValueError(f"{seg[0]} value {value!r} contains a delimiter")
+    end = terminator + line_ending
+    text = element.join(isa) + element + component + end
+    text += "".join(element.join(seg) + end for seg in segments)
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"the order cannot be written in {encoding}: {exc}") from exc

@@ -1,0 +1,237 @@
+"""Business rules for a purchase order: what the ERP may rely on.
+
+``validate(po)`` returns every problem at once (a partner fixes a file in one
+go, not one round trip per mistake), in document order. Each ``Problem`` has a
+stable ``code``, a message the partner can act on, and, where known, the PO
+number, line number, segment number (counted from the ISA), segment id and
+element position, so the 997 can point at it.
+
+Codes:
+
+- ``missing_beg``: no BEG segment.
+- ``missing_po_number``: BEG03 empty.
+- ``missing_date``: BEG05 empty.
+- ``invalid_date``: BEG05 or a DTM02 (order or line) is not a real date
+  (``CCYYMMDD``, or ``YYMMDD`` as older versions wrote it).
+- ``no_lines``: no PO1 segment.
+- ``missing_quantity``: PO102 empty.
+- ``not_numeric``: PO102, PO104, CTT01 or AMT02 is not an X12 number.
+- ``quantity_not_positive``: PO102 is 0 or negative.
+- ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed (the ERP
+  prices the line from its catalogue); such a line adds 0 to the total.
+- ``duplicate_line_number``: a PO101 used by an earlier line (blank PO101s are
+  not compared).
+- ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
+- ``total_mismatch``: an AMT*TT differs from Σ quantity × unit price, both
+  rounded half-up to the cent.
+"""
+
+from __future__ import annotations
+
+import decimal
+from decimal import ROUND_HALF_UP, Decimal
+
+from .errors import Problem
+from .orders import DateReference, Line, PurchaseOrder
+
+CENT = Decimal("0.01")
+# Rounds to the cent without ever losing a digit before the point.
+_CENTS = decimal.Context(
+    prec=decimal.MAX_PREC,
+    Emax=decimal.MAX_EMAX,
+    Emin=decimal.MIN_EMIN,
+    rounding=ROUND_HALF_UP,
+    traps=[decimal.InvalidOperation],
+)
+
+
+def cents(value: Decimal) -> Decimal:
+    """``value`` rounded half-up to two decimal places."""
+    return value.quantize(CENT, context=_CENTS)
+
+
+def validate(po: PurchaseOrder) -> list[Problem]:
+    """Every business-rule problem of ``po``; an empty list means it may go to the ERP."""
+    found = _Problems(po)
+    _check_header(po, found)
+    _check_lines(po, found)
+    _check_totals(po, found)
+    return found.problems
+
+
+class _Problems:
+    """Collects problems, filling in the PO number once."""
+
+    def __init__(self, po: PurchaseOrder) -> None:
+        self.po_number = po.po_number or None
+        self.problems: list[Problem] = []
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        *,
+        segment_id: str,
+        segment_number: int | None = None,
+        element: int | None = None,
+        line: Line | None = None,
+    ) -> None:
+        self.problems.append(
+            Problem(
+                code=code,
+                message=message,
+                po_number=self.po_number,
+                line_number=(line.number or None) if line is not None else None,
+                segment_number=segment_number,
+                segment_id=segment_id,
+                element=element,
+            )
+        )
+
+
+def _check_header(po: PurchaseOrder, found: _Problems) -> None:
+    beg = po.beg_segment_number
+    if beg is None:
+        found.add(
+            "missing_beg",
+            "the order has no BEG segment (purchase order number and date)",
+            segment_id="BEG",
+        )
+    else:
+        if not po.po_number.strip():
+            found.add(
+                "missing_po_number",
+                "BEG03 (purchase order number) is empty",
+                segment_id="BEG",
+                segment_number=beg,
+                element=3,
+            )
+        if not po.date_raw:
+            found.add(
+                "missing_date",
+                "BEG05 (purchase order date) is empty",
+                segment_id="BEG",
+                segment_number=beg,
+                element=5,
+            )
+        elif po.date is None:
+            found.add(
+                "invalid_date",
+                f"BEG05 (purchase order date) {po.date_raw!r} is not a real date (CCYYMMDD)",
+                segment_id="BEG",
+                segment_number=beg,
+                element=5,
+            )
+    _check_dates(po.dates, found, prefix="")
+
+
+def _check_dates(
+    dates: tuple[DateReference, ...], found: _Problems, *, prefix: str, line: Line | None = None
+) -> None:
+    for d in dates:
+        if d.date_raw and d.date is None:
+            found.add(
+                "invalid_date",
+                f"{prefix}DTM {d.qualifier} date {d.date_raw!r} is not a real date (CCYYMMDD)",
+                segment_id="DTM",
+                segment_number=d.segment_number,
+                element=2,
+                line=line,
+            )
+
+
+def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
+    if not po.lines:
+        found.add("no_lines", "the order has no line items (PO1 segments)", segment_id="PO1")
+    seen: set[str] = set()
+    for position, line in enumerate(po.lines, start=1):
+        label = f"line {line.number}" if line.number else f"PO1 #{position}"
+
+        def add(code: str, message: str, element: int, line: Line = line) -> None:
+            found.add(
+                code,
+                message,
+                segment_id="PO1",
+                segment_number=line.segment_number,
+                element=element,
+                line=line,
+            )
+
+        if line.number.strip():
+            if line.number in seen:
+                add(
+                    "duplicate_line_number",
+                    f"{label}: line number {line.number!r} (PO101) is used by an earlier line;"
+                    " line numbers must be unique",
+                    1,
+                )
+            seen.add(line.number)
+
+        quantity = line.quantity
+        if not line.quantity_raw:
+            add("missing_quantity", f"{label}: quantity (PO102) is missing", 2)
+        elif quantity is None:
+            add("not_numeric", f"{label}: quantity {line.quantity_raw!r} is not a number", 2)
+        elif quantity <= 0:
+            add(
+                "quantity_not_positive",
+                f"{label}: quantity {line.quantity_raw!r} must be greater than 0",
+                2,
+            )
+
+        price = line.unit_price
+        if line.unit_price_raw and price is None:
+            add("not_numeric", f"{label}: unit price {line.unit_price_raw!r} is not a number", 4)
+        elif price is not None and price < 0:
+            add(
+                "negative_unit_price",
+                f"{label}: unit price {line.unit_price_raw!r} must not be negative",
+                4,
+            )
+
+        _check_dates(line.dates, found, prefix=f"{label}: ", line=line)
+
+
+def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
+    totals = po.totals
+    if totals is not None:
+        count = totals.line_count
+        if count is None:
+            found.add(
+                "not_numeric",
+                f"CTT01 (number of line items) {totals.line_count_raw!r} is not a number",
+                segment_id="CTT",
+                segment_number=totals.segment_number,
+                element=1,
+            )
+        elif count != len(po.lines):
+            found.add(
+                "line_count_mismatch",
+                f"CTT01 says {count} line items but the order has {len(po.lines)} PO1 segments",
+                segment_id="CTT",
+                segment_number=totals.segment_number,
+                element=1,
+            )
+
+    computed = cents(po.total_amount)
+    for amt in po.amounts:
+        if amt.qualifier != "TT":
+            continue
+        declared = amt.amount
+        if declared is None:
+            found.add(
+                "not_numeric",
+                f"AMT*TT (total amount) {amt.amount_raw!r} is not a number",
+                segment_id="AMT",
+                segment_number=amt.segment_number,
+                element=2,
+            )
+        elif cents(declared) != computed:
+            found.add(
+                "total_mismatch",
+                f"AMT*TT total {amt.amount_raw} does not match the lines' total {computed}"
+                " (sum of quantity × unit price)",
+                segment_id="AMT",
+                segment_number=amt.segment_number,
+                element=2,
+            )

@@ -1,0 +1,705 @@
+"""orders: an 850 read into a PurchaseOrder, its JSON, its key, and its X12 rendering."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from edi_inbox import orders, rules
+from edi_inbox.errors import NotHandledError
+from edi_inbox.orders import (
+    Amount,
+    Description,
+    Envelope,
+    Line,
+    Party,
+    PurchaseOrder,
+    Totals,
+    from_transaction,
+    idempotency_key,
+    parse_date,
+    parse_decimal,
+    to_x12,
+)
+from edi_inbox.x12.model import (
+    Delimiters,
+    GroupSummary,
+    InterchangeSummary,
+    Segment,
+    TransactionSet,
+)
+from edi_inbox.x12.reader import X12Reader
+
+DELIMITERS = Delimiters("*", ">", "~")
+
+
+def transaction(text: str, *, first_number: int = 3) -> TransactionSet:
+    """A TransactionSet from 'ST*850*0001~BEG*...~SE*..~' text; ST is segment 3 (after ISA, GS)."""
+    interchange = InterchangeSummary(
+        sender_qualifier="ZZ",
+        sender_id="ACME",
+        receiver_qualifier="12",
+        receiver_id="5551234567",
+        date="240102",
+        time="1304",
+        version="00401",
+        control_number="000000905",
+        usage="P",
+        delimiters=DELIMITERS,
+        encoding="ascii",
+    )
+    group = GroupSummary("PO", "ACMEGS", "BUYERGS", "77", "004010", first_number - 1)
+    segments = [
+        Segment(raw.strip().split("*"), number)
+        for number, raw in enumerate(filter(None, text.split("~")), start=first_number)
+    ]
+    code, control = segments[0].get(1), segments[0].get(2)
+    return TransactionSet(code, control, segments, DELIMITERS, interchange, group)
+
+
+FULL = """
+ST*850*0042~
+BEG*00*SA*PO-4711*REL-1*20240102*CONTRACT-9~
+CUR*BY*EUR~
+REF*DP*038*DEPARTMENT~
+PER*BD*JANE BUYER*TE*5551234*EM*jane@example.com~
+DTM*002*20240115*1330~
+FOB*PP~
+N9*L1*NOTE~
+DTM*999*NOT-A-DATE~
+MSG*free text that belongs to the N9~
+SAC*C*D240~
+CUR*ZZ*XXX~
+N1*ST*SHIP TO PLACE*92*0001~
+N2*DOCK 4*RECEIVING~
+N3*1 MAIN ST*SUITE 2~
+N4*SPRINGFIELD*IL*62701*US~
+REF*ST*STORE 12~
+PER*CN*DOCK MANAGER*TE*5559999~
+N1*VN*ACME SUPPLY*92*V-1~
+PO1*1*10*EA*2.50*PE*VN*A-1***UP*012345678905~
+PID*F*73***BLUE~
+PID*F*08***BLUE WIDGET~
+CTP**RES*4.99~
+REF*ZZ*LINE-REF~
+DTM*002*20240120~
+N1*ST*DROP SHIP*92*DS-1~
+N3*9 SIDE RD~
+SLN*1**I*2*EA~
+PID*F*08***SUBLINE TEXT, NOT THE LINE~
+DTM*002*BADDATE~
+PO1*2*3*CA*.5**BP*B-2~
+CTT*2*13~
+AMT*TT*26.5~
+SE*34*0042~
+"""
+
+
+def test_header_fields_are_read_from_beg_cur_ref_per_dtm():
+    """BEG01-06, CUR02, REF, PER (with its number pairs) and DTM land in their fields."""
+    po = from_transaction(transaction(FULL))
+    assert (po.purpose, po.order_type, po.po_number) == ("00", "SA", "PO-4711")
+    assert (po.release_number, po.date_raw, po.contract_number) == (
+        "REL-1",
+        "20240102",
+        "CONTRACT-9",
+    )
+    assert po.date == dt.date(2024, 1, 2)
+    assert po.currency == "EUR"
+    assert [(r.qualifier, r.value, r.description) for r in po.references] == [
+        ("DP", "038", "DEPARTMENT")
+    ]
+    (contact,) = po.contacts
+    assert (contact.function, contact.name) == ("BD", "JANE BUYER")
+    assert [(c.qualifier, c.number) for c in contact.communications] == [
+        ("TE", "5551234"),
+        ("EM", "jane@example.com"),
+    ]
+    assert [(d.qualifier, d.date_raw, d.time) for d in po.dates] == [("002", "20240115", "1330")]
+
+
+def test_loops_keep_their_own_segments_out_of_the_order():
+    """A DTM in an N9 loop, a CUR in a SAC loop and a PID in an SLN loop are not the order's."""
+    po = from_transaction(transaction(FULL))
+    assert [d.qualifier for d in po.dates] == ["002"]  # not the N9's 999
+    assert po.currency == "EUR"  # not the SAC's XXX
+    line = po.lines[0]
+    assert [d.text for d in line.descriptions] == ["BLUE", "BLUE WIDGET"]
+    assert [d.date_raw for d in line.dates] == ["20240120"]  # not the SLN's BADDATE
+
+
+def test_n1_loop_becomes_a_party_with_its_address_references_and_contacts():
+    """N1/N2/N3/N4 and the REF/PER inside the loop belong to the party."""
+    po = from_transaction(transaction(FULL))
+    ship_to, vendor = po.parties
+    assert ship_to == Party(
+        entity="ST",
+        name="SHIP TO PLACE",
+        id_qualifier="92",
+        id="0001",
+        names=("DOCK 4", "RECEIVING"),
+        address_lines=("1 MAIN ST", "SUITE 2"),
+        city="SPRINGFIELD",
+        state="IL",
+        postal_code="62701",
+        country="US",
+        references=(orders.Reference(qualifier="ST", value="STORE 12"),),
+        contacts=(
+            orders.Contact(
+                function="CN",
+                name="DOCK MANAGER",
+                communications=(orders.Communication(qualifier="TE", number="5559999"),),
+            ),
+        ),
+    )
+    assert (vendor.entity, vendor.name, vendor.id) == ("VN", "ACME SUPPLY", "V-1")
+    assert po.vendor_name == "ACME SUPPLY"
+
+
+def test_po1_loop_becomes_a_line_with_ids_descriptions_refs_dates_and_parties():
+    """PO101-05, every product id pair to the end (empty pairs skipped), PID, REF, DTM, N1."""
+    po = from_transaction(transaction(FULL))
+    first, second = po.lines
+    assert (first.number, first.quantity_raw, first.unit, first.unit_price_raw) == (
+        "1",
+        "10",
+        "EA",
+        "2.50",
+    )
+    assert first.price_basis == "PE"
+    assert [(p.qualifier, p.id) for p in first.product_ids] == [
+        ("VN", "A-1"),
+        ("UP", "012345678905"),
+    ]
+    assert first.description == "BLUE WIDGET"  # PID02 08 wins over the colour
+    assert [r.value for r in first.references] == ["LINE-REF"]
+    assert [(p.entity, p.name, p.address_lines) for p in first.parties] == [
+        ("ST", "DROP SHIP", ("9 SIDE RD",))
+    ]
+    assert (second.number, second.quantity, second.unit_price) == ("2", Decimal(3), Decimal("0.5"))
+    assert second.description == ""
+
+
+def test_totals_and_amounts_come_from_ctt_and_amt():
+    """CTT01/CTT02 and the summary AMT are kept raw and parsed; total is Σ qty × price."""
+    po = from_transaction(transaction(FULL))
+    assert po.totals == Totals(line_count_raw="2", hash_total_raw="13")
+    assert (po.totals.line_count, po.totals.hash_total) == (2, Decimal(13))
+    assert po.amounts == (Amount(qualifier="TT", amount_raw="26.5"),)
+    assert po.amount("TT").amount == Decimal("26.5")
+    assert po.total_amount == Decimal("26.50")
+    assert str(po.total_amount) == "26.50"  # 25.00 + 1.5: exact, scale kept
+
+
+def test_every_part_keeps_its_segment_number():
+    """Segment numbers (from the ISA) point at the segment each part came from."""
+    po = from_transaction(transaction(FULL))
+    assert (po.set_segment_number, po.beg_segment_number) == (3, 4)
+    assert po.references[0].segment_number == 6
+    assert po.contacts[0].segment_number == 7
+    assert po.dates[0].segment_number == 8
+    assert po.parties[0].segment_number == 15
+    assert po.lines[0].segment_number == 22
+    assert po.lines[0].descriptions[1].segment_number == 24
+    assert po.lines[1].segment_number == 33
+    assert po.totals.segment_number == 34
+    assert po.amounts[0].segment_number == 35
+
+
+def test_envelope_identity_is_carried_from_the_transaction_set():
+    """ISA, GS and ST identity land on the order, flat where the ERP looks."""
+    po = from_transaction(transaction(FULL))
+    assert po.envelope == Envelope(
+        sender_qualifier="ZZ",
+        sender_id="ACME",
+        receiver_qualifier="12",
+        receiver_id="5551234567",
+        interchange_date="240102",
+        interchange_time="1304",
+        interchange_version="00401",
+        interchange_control_number="000000905",
+        usage="P",
+        functional_id="PO",
+        group_sender="ACMEGS",
+        group_receiver="BUYERGS",
+        group_control_number="77",
+        version="004010",
+        set_control_number="0042",
+    )
+    assert (po.sender_id, po.receiver_id) == ("ACME", "5551234567")
+    assert (po.interchange_control_number, po.group_control_number, po.set_control_number) == (
+        "000000905",
+        "77",
+        "0042",
+    )
+
+
+@pytest.mark.parametrize("code", ["810", "855", "997"])
+def test_other_transaction_sets_are_not_handled(code):
+    """Any ST01 but 850 raises NotHandledError pointing at ST01 with AK5 code 1."""
+    ts = transaction(f"ST*{code}*0001~BIG*20240101*INV1~SE*3*0001~")
+    with pytest.raises(NotHandledError) as info:
+        from_transaction(ts)
+    err = info.value
+    assert err.message == f"transaction set {code} is not handled"
+    assert (err.segment_number, err.segment_id, err.element, err.code) == (3, "ST", 1, "1")
+
+
+def test_an_850_without_beg_or_lines_still_becomes_an_order():
+    """The model never refuses content: no BEG gives empty fields and no BEG segment number."""
+    po = from_transaction(transaction("ST*850*0001~REF*DP*1~SE*3*0001~"))
+    assert po.beg_segment_number is None
+    assert (po.po_number, po.date_raw, po.lines) == ("", "", ())
+    assert po.total_amount == Decimal(0)
+
+
+def test_unknown_segments_are_left_out_silently():
+    """MSG, TD5, PKG, FOB, ITD and made-up segments do not disturb the model."""
+    plain = from_transaction(transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~SE*4*1~"))
+    noisy = from_transaction(
+        transaction(
+            "ST*850*1~BEG*00*SA*9**20240101~MSG*HI~TD5*B*92*X~PKG*F*68~FOB*PP~ITD*01~"
+            "ZZZ*1~PO1*1*1*EA*1~PO4*1~SAC*A*B~SDQ*EA*92*X*1~SE*13*1~"
+        )
+    )
+    assert noisy == plain
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("10", Decimal(10)),
+        ("12.5", Decimal("12.5")),
+        (".5", Decimal("0.5")),
+        ("-1", Decimal(-1)),
+        ("-.25", Decimal("-0.25")),
+        ("10.", Decimal(10)),
+        ("0007", Decimal(7)),
+    ],
+)
+def test_parse_decimal_accepts_x12_r_numbers(raw, value):
+    """Digits with an optional minus and decimal point are numbers."""
+    assert parse_decimal(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        *("", "NaN", "nan", "Infinity", "-Infinity", "1e5", "1E5", "+1", " 1", "1 "),
+        *("1_000", "1,5", ".", "-", "1.2.3", "--1", "0x10", "١٢", "１"),
+    ],
+)
+def test_parse_decimal_refuses_float_ish_junk(raw):
+    """NaN, infinities, exponents, plus signs, blanks and non-ASCII digits are not X12 numbers."""
+    assert parse_decimal(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("20240229", dt.date(2024, 2, 29)),
+        ("19971107", dt.date(1997, 11, 7)),
+        ("971107", dt.date(1997, 11, 7)),
+        ("240101", dt.date(2024, 1, 1)),
+        ("491231", dt.date(2049, 12, 31)),
+        ("500101", dt.date(1950, 1, 1)),
+    ],
+)
+def test_parse_date_reads_ccyymmdd_and_yymmdd(raw, value):
+    """Eight-digit dates and six-digit ones (century pivot 50) are read as real dates."""
+    assert parse_date(raw) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "20230229",
+        "20241301",
+        "20240100",
+        "00000101",
+        "2024011",
+        "2024-01-01",
+        "２０２４０１０１",
+    ],
+)
+def test_parse_date_refuses_what_is_not_a_real_date(raw):
+    """Impossible days, month 13, year 0, wrong lengths and separators give None."""
+    assert parse_date(raw) is None
+
+
+def test_line_amount_and_total_are_exact_decimals():
+    """Quantity × price and their sum are exact, past Decimal's default 28 digits; no float."""
+    big = "123456789012345678901234567890.123456789"
+    po = PurchaseOrder(
+        lines=(
+            Line(quantity_raw="0.1", unit_price_raw="0.2"),
+            Line(quantity_raw=big, unit_price_raw=big),
+            Line(quantity_raw="3", unit_price_raw=""),  # unpriced: adds 0
+            Line(quantity_raw="junk", unit_price_raw="1"),  # invalid: adds 0
+        )
+    )
+    assert po.lines[0].amount == Decimal("0.02")
+    assert po.lines[1].amount == _exact_square(big)
+    assert po.lines[2].amount is None and po.lines[3].amount is None
+    # Plain ``+`` would round to 28 digits here; the order's total does not.
+    assert po.total_amount == orders.EXACT.add(_exact_square(big), Decimal("0.02"))
+    assert isinstance(po.total_amount, Decimal)
+
+
+def _exact_square(text: str) -> Decimal:
+    """The square of a decimal string by integer arithmetic, no Decimal context involved."""
+    whole, _, frac = text.partition(".")
+    n = int(whole + frac)
+    return Decimal(n * n).scaleb(-2 * len(frac), orders.EXACT)
+
+
+@pytest.mark.parametrize(
+    ("parties", "expected"),
+    [
+        ((("SE", "SELLER"), ("SU", "SUPPLIER"), ("VN", "VENDOR")), "VENDOR"),
+        ((("SE", "SELLER"), ("SU", "SUPPLIER")), "SUPPLIER"),
+        ((("BY", "BUYER"), ("SE", "SELLER")), "SELLER"),
+        ((("VN", ""), ("SE", "SELLER")), "SELLER"),
+        ((("BY", "BUYER"), ("ST", "SHIP TO")), None),
+    ],
+)
+def test_vendor_name_prefers_vn_then_su_then_se(parties, expected):
+    """vendor_name is the VN party's name, else SU's, else SE's; nameless parties are skipped."""
+    po = PurchaseOrder(parties=tuple(Party(entity=e, name=n) for e, n in parties))
+    assert po.vendor_name == expected
+
+
+def test_equality_ignores_segment_numbers():
+    """Segment numbers are provenance: the same order read at another offset compares equal."""
+    text = "ST*850*1~BEG*00*SA*9**20240101~N1*VN*V~PO1*1*1*EA*1~PID*F****X~CTT*1~SE*7*1~"
+    a = from_transaction(transaction(text))
+    b = from_transaction(transaction(text, first_number=40))
+    assert a == b
+    assert a.lines[0].segment_number != b.lines[0].segment_number
+
+
+def test_to_json_is_the_whole_order_with_decimals_as_strings_and_iso_dates():
+    """to_json has every field, json.dumps takes it as is, money is exact strings, dates ISO."""
+    po = from_transaction(transaction(FULL))
+    doc = po.to_json()
+    assert json.loads(json.dumps(doc)) == doc
+    assert doc["po_number"] == "PO-4711"
+    assert doc["date"] == "2024-01-02"
+    assert doc["total_amount"] == "26.50"
+    assert doc["vendor_name"] == "ACME SUPPLY"
+    assert doc["line_count"] == 2
+    assert doc["currency"] == "EUR"
+    for key in (
+        "sender_id",
+        "receiver_id",
+        "interchange_control_number",
+        "group_control_number",
+        "set_control_number",
+    ):
+        assert doc[key] == getattr(po, key)
+    line = doc["lines"][0]
+    assert line["quantity"] == "10" and line["unit_price"] == "2.50" and line["amount"] == "25.00"
+    assert line["product_ids"][1] == {"qualifier": "UP", "id": "012345678905"}
+    assert line["description"] == "BLUE WIDGET"
+    assert line["dates"] == [{"qualifier": "002", "date": "2024-01-20", "time": ""}]
+    assert doc["parties"][0]["address_lines"] == ["1 MAIN ST", "SUITE 2"]
+    assert doc["totals"] == {"line_count": 2, "hash_total": "13"}
+    assert doc["amounts"] == [{"qualifier": "TT", "amount": "26.5"}]
+    assert "segment_number" not in json.dumps(doc)
+
+
+def test_to_json_keeps_an_invalid_date_raw_and_an_invalid_number_as_null():
+    """A date that is not one stays as sent; a quantity that is not a number is null."""
+    po = PurchaseOrder(date_raw="20241340", lines=(Line(quantity_raw="ten", unit_price_raw="1"),))
+    doc = po.to_json()
+    assert doc["date"] == "20241340"
+    assert doc["lines"][0]["quantity"] is None and doc["lines"][0]["amount"] is None
+    assert doc["total_amount"] == "0"
+
+
+def test_idempotency_key_is_stable_and_depends_on_every_identity_part():
+    """Same identity, same key (32 hex); sender, receiver, ISA13, GS06, ST02, BEG03 change it."""
+    base = PurchaseOrder(envelope=Envelope(), po_number="4711")
+    key = idempotency_key(base)
+    assert re.fullmatch(r"[0-9a-f]{32}", key)
+    assert idempotency_key(PurchaseOrder(envelope=Envelope(), po_number="4711")) == key
+    # Content other than identity does not matter: a retry of the same order keeps its key.
+    assert (
+        idempotency_key(PurchaseOrder(envelope=Envelope(), po_number="4711", currency="USD")) == key
+    )
+    changes = [
+        {"sender_qualifier": "01"},
+        {"sender_id": "OTHER"},
+        {"receiver_qualifier": "01"},
+        {"receiver_id": "OTHER"},
+        {"interchange_control_number": "000000002"},
+        {"group_control_number": "2"},
+        {"set_control_number": "0002"},
+    ]
+    keys = {
+        idempotency_key(PurchaseOrder(envelope=Envelope(**c), po_number="4711")) for c in changes
+    }
+    keys.add(idempotency_key(PurchaseOrder(envelope=Envelope(), po_number="4712")))
+    assert key not in keys and len(keys) == len(changes) + 1
+
+
+def test_idempotency_key_joins_its_parts_unambiguously():
+    """Moving characters across a boundary ('AB'+'C' vs 'A'+'BC') gives another key."""
+    a = PurchaseOrder(envelope=Envelope(sender_id="AB", receiver_id="C"))
+    b = PurchaseOrder(envelope=Envelope(sender_id="A", receiver_id="BC"))
+    assert idempotency_key(a) != idempotency_key(b)
+
+
+def _split(data: bytes, d: Delimiters = DELIMITERS, line_ending: str = "") -> list[list[str]]:
+    text = data.decode("latin-1")
+    return [seg.split(d.element) for seg in text.split(d.segment + line_ending) if seg]
+
+
+def test_to_x12_writes_a_complete_interchange_with_correct_counts():
+    """ISA is 106 characters, SE01 counts ST..SE, GE01 the sets, IEA01 the groups; ids match."""
+    po = from_transaction(transaction(FULL))
+    data = to_x12(po, DELIMITERS)
+    assert data[103:106] == b"*>~"  # ISA: 106 characters, terminator included
+    segs = _split(data)
+    tags = [s[0] for s in segs]
+    assert tags[:3] == ["ISA", "GS", "ST"] and tags[-3:] == ["SE", "GE", "IEA"]
+    st, se = tags.index("ST"), tags.index("SE")
+    assert segs[se] == ["SE", str(se - st + 1), "0042"]
+    assert segs[-2] == ["GE", "1", "77"]
+    assert segs[-1] == ["IEA", "1", "000000905"]
+    isa = segs[0]
+    assert (isa[6], isa[8], isa[13]) == ("ACME".ljust(15), "5551234567".ljust(15), "000000905")
+    assert segs[1] == ["GS", "PO", "ACMEGS", "BUYERGS", "20240102", "1304", "77", "X", "004010"]
+
+
+def test_to_x12_puts_several_orders_in_one_group():
+    """Several orders sharing ISA/GS identity become several sets; GE01 counts them."""
+    a = PurchaseOrder(po_number="A", envelope=Envelope(set_control_number="0001"))
+    b = PurchaseOrder(po_number="B", envelope=Envelope(set_control_number="0002"))
+    segs = _split(to_x12([a, b], line_ending="\r\n"), line_ending="\r\n")
+    assert [s[2] for s in segs if s[0] == "ST"] == ["0001", "0002"]
+    assert ["GE", "2", "1"] in segs
+
+
+def test_to_x12_drops_trailing_empty_elements():
+    """X12 does not transmit trailing empty elements: a BEG without BEG06 ends at BEG05."""
+    segs = _split(
+        to_x12(PurchaseOrder(purpose="00", order_type="SA", po_number="1", date_raw="20240101"))
+    )
+    assert ["BEG", "00", "SA", "1", "", "20240101"] in segs
+
+
+@pytest.mark.parametrize(
+    ("po", "delimiters", "match"),
+    [
+        (PurchaseOrder(po_number="A*B"), DELIMITERS, "contains a delimiter"),
+        (PurchaseOrder(po_number="A~B"), DELIMITERS, "contains a delimiter"),
+        (
+            PurchaseOrder(lines=(Line(product_ids=(orders.ProductId(id="X>Y"),)),)),
+            DELIMITERS,
+            "delimiter",
+        ),
+        (PurchaseOrder(envelope=Envelope(sender_id="X" * 16)), DELIMITERS, "ISA06"),
+        (PurchaseOrder(envelope=Envelope(interchange_control_number="1")), DELIMITERS, "ISA13"),
+        (PurchaseOrder(), Delimiters("*", "*", "~"), "distinct"),
+        (PurchaseOrder(), Delimiters("A", ">", "~"), "non-alphanumeric"),
+        (PurchaseOrder(), Delimiters(" ", ">", "~"), "non-alphanumeric"),
+    ],
+)
+def test_to_x12_refuses_what_x12_cannot_carry(po, delimiters, match):
+    """Delimiters in data, too-wide ISA fields and unusable delimiters raise ValueError."""
+    with pytest.raises(ValueError, match=match):
+        to_x12(po, delimiters)
+
+
+def test_to_x12_refuses_orders_with_different_envelopes():
+    """Orders from different interchanges cannot share one ISA."""
+    a = PurchaseOrder(envelope=Envelope(sender_id="A"))
+    b = PurchaseOrder(envelope=Envelope(sender_id="B"))
+    with pytest.raises(ValueError, match="share"):
+        to_x12([a, b])
+
+
+def test_transaction_segments_render_loops_in_850_order():
+    """Header, parties, lines (PID, REF, DTM, N1), CTT, AMT: what from_transaction reads back."""
+    po = from_transaction(transaction(FULL))
+    segs = orders.transaction_segments(po)
+    tags = [s[0] for s in segs]
+    assert tags == [
+        *("ST", "BEG", "CUR", "REF", "PER", "DTM"),
+        *("N1", "N2", "N3", "N4", "REF", "PER", "N1"),
+        *("PO1", "PID", "PID", "REF", "DTM", "N1", "N3", "PO1"),
+        *("CTT", "AMT", "SE"),
+    ]
+    text = "~".join("*".join(s) for s in segs) + "~"
+    back = from_transaction(transaction(text))
+    assert replace(back, envelope=po.envelope) == po
+
+
+def test_amounts_without_ctt_are_written_in_the_header():
+    """Without a CTT an AMT goes in the header AMT loop, so it is read back as the order's."""
+    po = PurchaseOrder(
+        po_number="1",
+        amounts=(Amount(qualifier="TT", amount_raw="5"),),
+        lines=(
+            Line(
+                number="1",
+                quantity_raw="1",
+                unit_price_raw="5",
+                descriptions=(Description(text="X"),),
+            ),
+        ),
+    )
+    segs = orders.transaction_segments(po)
+    assert [s[0] for s in segs] == ["ST", "BEG", "AMT", "PO1", "PID", "SE"]
+    text = "~".join("*".join(s) for s in segs) + "~"
+    back = from_transaction(transaction(text))
+    assert replace(back, envelope=po.envelope) == po
+
+
+# ------------------------------------------------------------------ corpus
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def corpus_orders(name: str) -> list[PurchaseOrder]:
+    """Every 850 of a corpus file, read by the X12 reader."""
+    with (CORPUS / name).open("rb") as stream:
+        sets = list(X12Reader(stream).transaction_sets())
+    return [from_transaction(ts) for ts in sets if ts.code == "850"]
+
+
+# file, which 850 in it, BEG03, PO1 count, Σ qty × PO104 (exact, as str), vendor name.
+# Worked out by hand from the files.
+EXPECTED = [
+    ("botsplugins__850-004010-01.x12", 0, "91393058", 8, "576", None),  # 8 × 6 × 12
+    ("botsplugins__850-004010-02.x12", 3, "95018017", 1, "1320", "UNIVERSAL WIDGETS"),  # N1*SE
+    ("botsplugins__850-004010-03.x12", 0, "0123456789123", 3, "263.50", None),
+    ("botsplugins__850-004010-04.x12", 0, "548177", 5, "1875.0", "SSSSSSSSSSSSSSSSSS"),
+    ("botsplugins__850-004010-05.x12", 0, "801104", 3, "0", "Supplier Name"),  # priced 0
+    ("botsplugins__850-004010-05.x12", 1, "PONUM-1234567", 8, "3433.06", None),
+    ("botsplugins__850-004010-06.x12", 0, "2619003", 6, "3587.0", "COMPANY X"),  # 170 × 21.1
+    ("botsplugins__850-004010-10.x12", 1, "3769108", 1, "171.0", "REN-WIL INC."),
+    ("botsplugins__850-004010-12.x12", 0, "4167427123", 2, "1236", None),  # 36×21 + 24×20
+    ("botsplugins__850-004010-ascii-lf.x12", 0, "12345678", 4, "125.88", None),
+    ("botsplugins__850-004010.15.x12", 3, "W1234567", 11, "0", None),  # no PO104 at all
+    ("botsplugins__850-004030-02.x12", 2, "604025", 4, "648", None),  # 6×24×2 + 6×30×2
+    ("botsplugins__850_01.x12", 0, "333333333333", 1, "11.11", None),
+    ("nodex12__850.edi", 0, "08292233294", 6, "13045.94", None),  # = its AMT*1
+    ("ediengine__850.OK.edi", 0, "08292233294", 6, "13045.94", None),
+    ("ediengine__850.Composite.SLN.OK.edi", 0, "08292233294", 2, "4143.80", None),
+    ("draftedi__sample_850.edi", 0, "PO-001", 2, "500.00", "Seller Company"),  # N1*SE
+    ("edinet__x12.850.edi", 0, "1000012", 1, "19.95", None),
+    ("edinet__x12.850.issue135.edi", 0, "740150", 10, "0", "CDT"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "po_number", "line_count", "total", "vendor"),
+    EXPECTED,
+    ids=[f"{e[0]}#{e[1]}" for e in EXPECTED],
+)
+def test_corpus_850s_transform_to_the_expected_order(
+    name, index, po_number, line_count, total, vendor
+):
+    """Real 850s give the PO number, line count, exact total and vendor worked out by hand."""
+    po = corpus_orders(name)[index]
+    assert po.po_number == po_number
+    assert len(po.lines) == line_count
+    assert str(po.total_amount) == total
+    assert po.vendor_name == vendor
+
+
+CORPUS_850S = sorted(
+    p.name
+    for p in CORPUS.iterdir()
+    if p.name.startswith(("botsplugins__850", "nodex12__850", "ediengine__850", "edinet__x12.850"))
+    or p.name in ("draftedi__sample_850.edi", "botsplugins__mailbag01.x12")
+)
+
+
+@pytest.mark.parametrize("name", CORPUS_850S)
+def test_every_corpus_850_becomes_json_the_erp_can_take(name):
+    """Every 850 in the corpus transforms, and its JSON survives json.dumps unchanged."""
+    found = corpus_orders(name)
+    assert found
+    for po in found:
+        doc = po.to_json()
+        assert json.loads(json.dumps(doc)) == doc
+        assert doc["line_count"] == len(po.lines) and doc["po_number"] == po.po_number
+
+
+def test_corpus_header_details():
+    """CUR, BEG04, PER pairs, party N2/N3/N4 and party contacts come through from real files."""
+    first, _ = corpus_orders("botsplugins__850-004010-05.x12")
+    assert (first.currency, first.release_number, first.date) == (
+        "USD",
+        "001",
+        dt.date(2005, 7, 18),
+    )
+    assert [d.text for d in first.lines[0].descriptions] == ["LOCK HARDWARE 8/0 LOCK GEAR TONGUE"]
+    assert [(d.qualifier, d.date_raw) for d in first.lines[0].dates] == [("002", "20050803")]
+
+    lamps = corpus_orders("botsplugins__850-004010-10.x12")[0]
+    (buyer,) = lamps.contacts
+    assert [c.qualifier for c in buyer.communications] == ["TE", "FX", "EM"]
+    ship_to = next(p for p in lamps.parties if p.entity == "ST")
+    assert [c.name for c in ship_to.contacts] == ["GENIE BARTLETT"]
+    assert [(p.qualifier, p.id) for p in lamps.lines[0].product_ids] == [
+        ("SK", "46234"),
+        ("VN", "MT644"),
+        ("CB", "751775MT64426"),
+    ]
+
+    widgets = corpus_orders("botsplugins__850-004010-02.x12")[0]
+    bill_to = widgets.parties[-1]
+    assert (bill_to.entity, bill_to.names) == ("BT", ("ACCOUNTS  PAYABLE DEPARTMENT",))
+    ship_to = widgets.parties[1]
+    assert (ship_to.city, ship_to.state, ship_to.postal_code, ship_to.country) == (
+        "JUAREZ",
+        "CH",
+        "",
+        "MEX",
+    )
+    assert ship_to.address_lines == ("BUILDING 3B", "2001 ENTERPRISE PARK")
+
+
+def test_corpus_line_level_loops():
+    """Per-line CUR/PO4 are skipped, per-line REF/DTM kept; an SLN's PID is not the line's."""
+    po = corpus_orders("edinet__x12.850.issue135.edi")[0]
+    first = po.lines[0]
+    assert (first.number, first.quantity_raw, first.unit, first.unit_price_raw) == (
+        "10",
+        "13200",
+        "SF",
+        "",
+    )
+    assert first.description == "EXPLORERBARCELONA18X18"
+    assert [(r.qualifier, r.value) for r in first.references] == [("19", "CADC1"), ("ZZ", "LAX")]
+    assert [d.qualifier for d in first.dates] == ["002", "038"]
+
+    subline = corpus_orders("botsplugins__850-004010.13.x12")[0]
+    assert [d.text for d in subline.lines[0].descriptions] == ["ASSORTMENT ASSORTM NC NoSz SLID01"]
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "codes"),
+    [
+        ("nodex12__850.edi", 0, []),
+        ("botsplugins__850-004010-03.x12", 0, []),
+        ("draftedi__sample_850.edi", 0, []),
+        ("botsplugins__850-004010-04.x12", 0, ["line_count_mismatch"]),  # CTT*1, 5 PO1
+        ("botsplugins__850-004010-06.x12", 0, ["line_count_mismatch"]),  # CTT*1, 6 PO1
+        ("botsplugins__850-004010.15.x12", 3, ["quantity_not_positive"]),  # PO1*9*0
+    ],
+)
+def test_corpus_850s_are_judged_by_the_rules(name, index, codes):
+    """Real files pass or fail the business rules as a reading of them says they should."""
+    assert [p.code for p in rules.validate(corpus_orders(name)[index])] == codes
