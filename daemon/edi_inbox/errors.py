@@ -26,7 +26,8 @@ class X12Error(EdiInboxError):
     ``element`` is the 1-based element position (``BEG03`` is element 3).
     ``code`` is the 997 code to report: an AK4 element error code when
     ``element`` is set, else an AK3 segment error code, or an AK5/AK9 code for
-    set- and group-level problems (see ``x12.ack``).
+    set- and group-level problems (see ``x12.ack``); ``value`` is the bad
+    element's text, copied into AK404.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class X12Error(EdiInboxError):
         segment_id: str | None = None,
         element: int | None = None,
         code: str | None = None,
+        value: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -44,6 +46,7 @@ class X12Error(EdiInboxError):
         self.segment_id = segment_id
         self.element = element
         self.code = code
+        self.value = value  # the offending element's text, for AK404
 
     def where(self) -> str:
         """Where the problem is, in words: ``segment 12 (BEG), element 3``."""
@@ -70,6 +73,7 @@ class X12Error(EdiInboxError):
             "segment_id": self.segment_id,
             "element": self.element,
             "code": self.code,
+            "value": self.value,
         }
 
 

@@ -74,6 +74,7 @@ class SetSummary:
     code: str
     control_number: str
     errors: list[X12Error] = field(default_factory=list)
+    segment_number: int = 0  # of the ST, counted from the ISA (AK302 positions count from it)
 
 
 @dataclass(slots=True)
@@ -88,6 +89,7 @@ class GroupSummary:
     segment_number: int  # of the GS
     sets: list[SetSummary] = field(default_factory=list)
     errors: list[X12Error] = field(default_factory=list)  # GE problems
+    included: int | None = None  # GE01 as sent (AK902); None until a numeric GE01 is read
 
 
 @dataclass(slots=True)
@@ -107,3 +109,6 @@ class InterchangeSummary:
     encoding: str  # "ascii", "latin-1", "cp500" ... what the bytes were decoded with
     groups: list[GroupSummary] = field(default_factory=list)
     errors: list[X12Error] = field(default_factory=list)  # ISA/IEA problems
+    # What was read leniently but is not as the standard says (NBSP padding, a
+    # missing ISA16, an unpadded IEA02, no terminator at the end): not errors.
+    warnings: list[X12Error] = field(default_factory=list)

@@ -1,0 +1,224 @@
+"""The 997 functional acknowledgment for one received functional group.
+
+Built from the summaries alone (``InterchangeSummary``, ``GroupSummary``), so
+the received segments need not be kept. The interchange goes back with sender
+and receiver swapped, the received delimiters, ISA12 and GS08 as received, and
+control numbers from the caller's counter.
+
+How errors become 997 segments (codes: X12 elements 715-723):
+
+* an error whose ``segment_id`` is ST or SE, or that has no segment number,
+  is about the whole set: its code goes into AK5 (AK502-AK506, up to five);
+* any other error points at a segment: AK3 (segment id, position in the set
+  counting the ST as 1, AK304 its code, or 8 when only elements are wrong)
+  and, when ``element`` is set, AK4 (position, code — 7 if none was given —
+  and a copy of the bad value from the error's ``value`` attribute, if any);
+* the group's own errors (GE counts, control numbers) go into AK905-AK909.
+
+AK5 is A, or R when the set has errors of its own or in ``rejected``. AK9 is
+A when every set is accepted, P when some are, R when none are, and E
+(accepted, errors noted) when every set is accepted but the GS/GE envelope
+itself is wrong — the reader reads such groups leniently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from ..errors import X12Error
+from .model import Delimiters, GroupSummary, InterchangeSummary, SetSummary
+
+_LINE_BREAKS = "\r\n\x85"  # U+0085 is the EBCDIC NL once decoded
+_CODE = re.compile("[0-9A-Z]{1,3}")
+_SET_LEVEL = ("ST", "SE")
+
+
+def render(
+    segments: Iterable[Sequence[str]], delimiters: Delimiters, eol: str | None = None
+) -> str:
+    """X12 text: each segment's elements joined by the element separator, then the terminator.
+
+    ``eol`` follows each terminator; by default a newline, unless the
+    terminator is itself a line break.
+    """
+    if eol is None:
+        eol = "" if delimiters.segment in _LINE_BREAKS else "\n"
+    end = delimiters.segment + eol
+    return "".join(delimiters.element.join(seg) + end for seg in segments)
+
+
+def isa_elements(
+    *,
+    sender: tuple[str, str],
+    receiver: tuple[str, str],
+    control_number: int,
+    version: str,
+    delimiters: Delimiters,
+    now: datetime,
+    usage: str = "P",
+) -> list[str]:
+    """An ISA with its fixed widths; ``sender``/``receiver`` are (qualifier, id)."""
+    if version >= "00402":
+        used = (delimiters.element, delimiters.component, delimiters.segment)
+        isa11 = delimiters.repetition or next(c for c in "^{!|`" if c not in used)
+    else:
+        isa11 = "U"
+    return [
+        "ISA",
+        "00",
+        " " * 10,
+        "00",
+        " " * 10,
+        sender[0].ljust(2),
+        sender[1].ljust(15),
+        receiver[0].ljust(2),
+        receiver[1].ljust(15),
+        now.strftime("%y%m%d"),
+        now.strftime("%H%M"),
+        isa11,
+        version,
+        f"{control_number:09d}",
+        "0",
+        usage,
+        delimiters.component,
+    ]
+
+
+def build_997(
+    interchange: InterchangeSummary,
+    group: GroupSummary,
+    *,
+    control_number: int,
+    rejected: dict[str, list[X12Error]] | None = None,
+    now: datetime,
+) -> bytes:
+    """A complete ISA..IEA interchange acknowledging ``group``, in the received encoding.
+
+    ``rejected`` maps a set's control number (ST02) to problems found after
+    parsing (transform, validation); those sets are rejected like sets with
+    structure errors. ``control_number`` gives ISA13, GS06 and ST02.
+    """
+    if not 0 < control_number <= 999_999_999:
+        raise ValueError(f"control number {control_number} does not fit ISA13 (1..999999999)")
+    rejected = rejected or {}
+    d = interchange.delimiters
+    version = group.version or interchange.version + "0"
+    body: list[list[str]] = [
+        ["ST", "997", f"{control_number:04d}"],
+        ["AK1", group.functional_id, group.control_number],
+    ]
+    accepted = 0
+    for s in group.sets:
+        errors = list(s.errors) + list(rejected.get(s.control_number, ()))
+        body.extend(_set_response(s, errors, d))
+        accepted += not errors
+    received = len(group.sets)
+    status = _group_status(accepted, received, bool(group.errors))
+    included = received if group.included is None else group.included
+    group_codes = _codes(e.code for e in group.errors)
+    body.append(["AK9", status, str(included), str(received), str(accepted), *group_codes])
+    body.append(["SE", str(len(body) + 1), f"{control_number:04d}"])
+    segments = [
+        isa_elements(
+            sender=(interchange.receiver_qualifier, interchange.receiver_id),
+            receiver=(interchange.sender_qualifier, interchange.sender_id),
+            control_number=control_number,
+            version=interchange.version,
+            delimiters=d,
+            now=now,
+            usage=interchange.usage or "P",
+        ),
+        [
+            "GS",
+            "FA",
+            group.receiver,
+            group.sender,
+            now.strftime("%Y%m%d" if _numeric_version(version) >= 4010 else "%y%m%d"),
+            now.strftime("%H%M"),
+            str(control_number),
+            "X",
+            version,
+        ],
+        *body,
+        ["GE", "1", str(control_number)],
+        ["IEA", "1", f"{control_number:09d}"],
+    ]
+    encoding = interchange.encoding if interchange.encoding != "ascii" else "latin-1"
+    return render(segments, d).encode(encoding, errors="replace")
+
+
+def _set_response(s: SetSummary, errors: list[X12Error], d: Delimiters) -> list[list[str]]:
+    """AK2, AK3/AK4 for each segment in error, AK5."""
+    out = [["AK2", s.code, s.control_number]]
+    set_codes: list[str | None] = []
+    by_segment: dict[int, list[X12Error]] = {}
+    for err in errors:
+        if err.segment_id in _SET_LEVEL or err.segment_number is None:
+            set_codes.append(err.code)
+        else:
+            by_segment.setdefault(err.segment_number, []).append(err)
+    for number in sorted(by_segment):
+        errs = by_segment[number]
+        position = number - s.segment_number + 1 if s.segment_number else number
+        elements = [e for e in errs if e.element is not None][:99]
+        segment_code = next((e.code for e in errs if e.element is None and _valid(e.code)), None)
+        ak3 = ["AK3", _segment_id(errs[0].segment_id), str(position), ""]
+        ak3.append(segment_code or ("8" if elements else ""))
+        out.append(_trim(ak3))
+        for e in elements:
+            value = _clean(str(getattr(e, "value", None) or ""), d)[:99]
+            code = e.code if e.code is not None and _valid(e.code) else "7"
+            out.append(_trim(["AK4", str(e.element), "", code, value]))
+    if by_segment:
+        set_codes.append("5")
+    codes = _codes(set_codes)
+    out.append(["AK5", "R", *codes] if errors else ["AK5", "A"])
+    return out
+
+
+def _group_status(accepted: int, received: int, envelope_errors: bool) -> str:
+    """AK901: A all accepted, E all accepted but GS/GE wrong, P some, R none."""
+    if accepted == received:
+        return "E" if envelope_errors else "A"
+    return "P" if accepted else "R"
+
+
+def _valid(code: str | None) -> bool:
+    return code is not None and _CODE.fullmatch(code) is not None
+
+
+def _codes(codes: Iterable[str | None]) -> list[str]:
+    """The valid codes, each once, at most five (AK502-AK506, AK905-AK909)."""
+    out: list[str] = []
+    for code in codes:
+        if _valid(code) and code not in out:
+            out.append(code)  # type: ignore[arg-type]
+    return out[:5]
+
+
+def _segment_id(segment_id: str | None) -> str:
+    """AK301 must be a 2-3 character ID even when the received one was garbage."""
+    cleaned = re.sub("[^0-9A-Z]", "", (segment_id or "").upper())[:3]
+    return cleaned if len(cleaned) >= 2 else "ZZZ"
+
+
+def _clean(value: str, d: Delimiters) -> str:
+    """A copy of a bad value that cannot break the 997 (AK404 must not hold delimiters)."""
+    for c in (d.element, d.component, d.segment, d.repetition, "\r", "\n"):
+        if c:
+            value = value.replace(c, "")
+    return value
+
+
+def _trim(elements: list[str]) -> list[str]:
+    """Drop empty trailing elements (X12 forbids trailing separators)."""
+    while elements and elements[-1] == "":
+        elements.pop()
+    return elements
+
+
+def _numeric_version(version: str) -> int:
+    digits = version[:6]
+    return int(digits) if digits.isascii() and digits.isdigit() else 0
