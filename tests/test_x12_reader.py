@@ -24,7 +24,7 @@ from edi_inbox.x12 import (
     trailer_present,
 )
 from edi_inbox.x12.ack import isa_elements
-from edi_inbox.x12.reader import MAX_SEGMENT
+from edi_inbox.x12.scan import MAX_SEGMENT
 
 ISA = (
     "ISA*00*          *00*          *ZZ*SENDER         *ZZ*RECEIVER       "

@@ -16,7 +16,8 @@ from .model import (
     SetSummary,
     TransactionSet,
 )
-from .reader import SegmentScanner, X12Reader, read_segments, trailer_present
+from .reader import X12Reader
+from .scan import SegmentScanner, read_segments, trailer_present
 
 __all__ = [
     "Delimiters",

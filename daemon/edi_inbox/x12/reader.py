@@ -1,37 +1,10 @@
-"""Reading X12: a binary stream in, segments and transaction sets out, one at a time.
+"""Reading X12 envelopes: segments in, one checked ``TransactionSet`` at a time out.
 
-Two layers:
-
-* ``SegmentScanner`` turns the stream into batches of ``Segment``. It reads
-  fixed-size chunks, decodes each whole chunk, sniffs the delimiters of every
-  ISA afresh (mailbags mix them), and cuts an interchange's text with
-  ``str.split`` on its terminator, carrying the unfinished segment over to the
-  next chunk. The only per-segment Python work is one ``split`` on the element
-  separator, so it runs near the speed of a naive split; memory is bounded by
-  the chunk size and ``MAX_SEGMENT``.
-* ``X12Reader`` checks the envelopes — ISA/IEA, GS/GE, ST/SE counts, control
-  numbers and nesting — and yields one ``TransactionSet`` at a time. Problems a
-  997 can report are collected (``errors`` of the set, group or interchange,
-  and ``X12Reader.errors``); what leaves no sensible reading raises.
-
-What real files carry, and how it is read (tests/data/corpus/SOURCES.md):
-
-* CR, LF or CRLF after terminators, or as the terminator; when the terminator
-  is not a line break, every CR/LF is dropped — that also mends segments
-  hard-wrapped at 80 columns. Tabs/spaces indenting segments are dropped.
-* A UTF-8 BOM, whitespace, NULs and a Ctrl-Z around interchanges.
-* Control characters as delimiters (0x1C-0x1F, 0x15, 0x7F): text is only ever
-  split on the sniffed delimiter and stripped of named characters, never with
-  ``str.split()``/``strip()``/``splitlines()`` without arguments, which treat
-  0x1C-0x1F and U+0085 as whitespace.
-* EBCDIC (cp500), detected from the first bytes; its NL (0x15) decodes to
-  U+0085 and the space padding of 80-byte records is dropped like indentation.
-* Latin-1/Windows-1252 names: UTF-8 is tried, then cp1252, then latin-1; the
-  weakest used is ``InterchangeSummary.encoding``.
-* Two known partner mistakes are read the way a person would, and reported
-  as warnings: non-breaking spaces padding the ISA, and a missing ISA16 (the
-  terminator sits in its place; with a line break after it, the line break
-  ends segments and the stray character at each segment's end is dropped).
+``X12Reader`` takes the segments ``x12.scan.SegmentScanner`` cuts from the
+stream and checks the envelopes — ISA/IEA, GS/GE, ST/SE counts, control
+numbers and nesting — yielding one ``TransactionSet`` at a time. Problems a
+997 can report are collected (``errors`` of the set, group or interchange,
+and ``X12Reader.errors``); what leaves no sensible reading raises.
 
 Control numbers: ISA13/IEA02 and GS06/GE02 are numbers, so "3438" matches
 "000003438" (real partners send it unpadded; an unpadded IEA02 gets a
@@ -46,475 +19,22 @@ were lenient, not errors.
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Callable, Iterator
-from itertools import repeat
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from ..errors import TruncatedError, X12Error
-from .model import (
-    Delimiters,
-    GroupSummary,
-    InterchangeSummary,
-    Segment,
-    SetSummary,
-    TransactionSet,
-)
+from .model import GroupSummary, InterchangeSummary, Segment, SetSummary, TransactionSet
+from .scan import CHUNK_SIZE, SegmentScanner, digits
 
-CHUNK_SIZE = 1 << 16
-MAX_SEGMENT = 1 << 20  # a "segment" longer than this means there is no terminator
-ISA_WINDOW = 512  # enough text to hold any ISA, hard-wrapped or NBSP-padded
-
-_new = tuple.__new__  # builds a Segment without the NamedTuple's Python-level __new__
-_BREAKS = "\r\n"
-_BETWEEN = re.compile("[ \t\r\n\x00\x1a\x85\ufeff]*")  # what may sit between interchanges
-_skip_between = _BETWEEN.match
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
-_Kind = Callable[[Segment], "TransactionSet | None"] | bool
-_IEA_OR_ISA = re.compile("I(?:EA|SA)")
-_TRAILER = re.compile(r"IEA([^0-9A-Za-z\s])[0-9]{1,5}\1[0-9]{1,9}[^0-9A-Za-z]?\Z")
-
-
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+_Handler = Callable[[Segment], "TransactionSet | None"]
 
 
 def _same_number(a: str, b: str) -> bool:
     """Control numbers agree: equal, or equal as numbers (``3438`` and ``000003438``)."""
-    return a == b or (_digits(a) and _digits(b) and int(a) == int(b))
-
-
-def trailer_present(tail: bytes) -> bool:
-    """True if ``tail`` (a file's last bytes, say 4 KiB) ends with an IEA segment.
-
-    Whitespace, NULs and Ctrl-Z padding after it are allowed; EBCDIC too. The
-    watcher uses it to tell a finished upload from one still arriving.
-    """
-    for encoding in ("latin-1", "cp500"):
-        text = tail.decode(encoding).replace("\r", "").replace("\n", "")
-        if _TRAILER.search(text.rstrip(" \t\x00\x1a\x85")):
-            return True
-    return False
-
-
-class _Isa(NamedTuple):
-    """What ``sniff_isa`` learns from an ISA."""
-
-    elements: list[str]  # ISA, ISA01 .. ISA16
-    delimiters: Delimiters
-    end: int  # index just after its terminator
-    suffix: str  # a stray character ending every segment (missing ISA16), or ""
-    wrapped: bool  # line breaks inside the ISA: hard-wrapped lines
-    warnings: list[X12Error]
-
-
-def _isa_error(message: str, code: str, cls: type[X12Error] = X12Error, **where: int) -> X12Error:
-    return cls(message, segment_number=1, segment_id="ISA", code=code, **where)
-
-
-def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
-    """Read the delimiters of the ISA starting at ``buf[base]``.
-
-    The element separator follows "ISA"; ISA16 (the component separator)
-    follows the 16th one and the terminator follows ISA16. Counting separators
-    rather than trusting the fixed 106-character layout reads NBSP-padded
-    ISAs; line breaks in front of ISA16 or the terminator are hard wraps.
-    """
-    n = len(buf)
-    truncated = _isa_error(
-        f"the file ends inside the ISA segment ({n - base} characters; an ISA has 106)",
-        "023",
-        TruncatedError,
-    )
-
-    def at(i: int) -> str:
-        """``buf[i]``; running off the end means the file stops inside the ISA."""
-        if i >= n:
-            raise truncated
-        return buf[i]
-
-    elem = at(base + 3)
-    if elem.isalnum() or elem in " \r\n":
-        raise _isa_error(f"{elem!r} after 'ISA' cannot be an element separator", "026")
-    p = base + 3
-    for _ in range(15):  # on to the separator in front of ISA16
-        p = buf.find(elem, p + 1, base + ISA_WINDOW)
-        if p < 0:
-            if eof and n < base + ISA_WINDOW:
-                raise truncated
-            raise _isa_error(f"the ISA does not have 16 elements separated by {elem!r}", "022")
-    missing16, q = False, p + 1
-    if at(q) in _BREAKS:
-        r = q
-        while r < n and buf[r] in _BREAKS:
-            r += 1
-        if r >= n or buf[r].isalnum():  # "*P*\nGS": no ISA16, the line break ends the ISA
-            missing16, comp, term, end = True, "", buf[q], q + 1
-        else:  # a hard wrap in front of ISA16
-            q = r
-    if not missing16:
-        comp, term, end = at(q), at(q + 1), q + 2
-        if comp.isalnum():  # the 16th separator was found past the ISA
-            raise _isa_error("the ISA segment has fewer than 16 elements", "022")
-        if term.isalnum():  # "*P*~GS": no ISA16, its terminator moved up
-            missing16, term, end = True, comp, q + 1
-        elif term in _BREAKS:
-            r = q + 1
-            while r < n and buf[r] in _BREAKS:
-                r += 1
-            if r < n and not buf[r].isalnum() and buf[r] not in " \t\x00\x1a":
-                term, end = buf[r], r + 1  # a hard wrap in front of the terminator
-    if term == elem or comp == elem:
-        raise _isa_error("the ISA has more than 16 elements, or ISA16 is empty", "027", element=16)
-    warnings, suffix = [], ""
-    if missing16:
-        comp = next(c for c in ">:^!" if c not in (elem, term))
-        warnings.append(
-            _isa_error(
-                f"ISA16 (component separator) is missing; read {term!r} as the segment"
-                f" terminator and assumed {comp!r}",
-                "027",
-                element=16,
-            )
-        )
-    elif term in _BREAKS:
-        # edinet issue135: "~" sits in ISA16 and every segment ends "~" + LF.
-        nxt = buf.find(term, end, end + 4096)
-        if nxt > 0 and buf[end:nxt].removesuffix("\r").endswith(comp):
-            suffix = comp
-            warnings.append(
-                _isa_error(
-                    f"ISA16 is missing: {comp!r} stands in its place and ends every segment"
-                    f" before the line break; read the line break as the terminator and"
-                    f" dropped the trailing {comp!r}",
-                    "027",
-                    element=16,
-                )
-            )
-    raw = buf[base : end - 1]
-    text = raw.replace("\r", "").replace("\n", "")
-    elements = text.split(elem)
-    if len(elements) != 17:
-        raise _isa_error(f"the ISA segment has {len(elements) - 1} elements, not 16", "022")
-    if "\xa0" in text:
-        elements = [e.replace("\xa0", " ") for e in elements]
-        warnings.append(
-            X12Error(
-                "the ISA is padded with non-breaking spaces (U+00A0), read as spaces",
-                segment_number=1,
-                segment_id="ISA",
-            )
-        )
-    version, isa11 = elements[12], elements[11]
-    repetition = (
-        isa11  # before 00402, ISA11 is the standards identifier ("U")
-        if _digits(version)
-        and version >= "00402"
-        and len(isa11) == 1
-        and not isa11.isalnum()
-        and isa11 not in (elem, comp, term, " ")
-        else None
-    )
-    wrapped = term not in _BREAKS and (raw != text)
-    return _Isa(elements, Delimiters(elem, comp, term, repetition), end, suffix, wrapped, warnings)
-
-
-class _Decoder:
-    """Bytes to text, chunk by chunk: ASCII, else UTF-8, else cp1252, else latin-1.
-
-    The choice only moves down that list, so ``encoding`` names the weakest
-    decoding used so far. EBCDIC files are decoded as cp500 throughout.
-    """
-
-    def __init__(self) -> None:
-        self.encoding = "ascii"
-        self._pending = b""  # an incomplete UTF-8 sequence at a chunk's end
-
-    def start(self, head: bytes) -> bytes:
-        """Look at the file's first bytes: drop a UTF-8 BOM, notice EBCDIC."""
-        if head.startswith(b"\xef\xbb\xbf"):
-            head = head[3:]
-        if head.lstrip(b" \t\r\n\x00\x40\x05\x15\x25")[:3] == b"\xc9\xe2\xc1":  # ISA
-            self.encoding = "cp500"
-        return head
-
-    def decode(self, data: bytes, final: bool) -> str:
-        """Text of ``data``; an incomplete UTF-8 character waits for the next chunk."""
-        if self._pending:
-            data, self._pending = self._pending + data, b""
-        if self.encoding == "cp500":
-            return data.decode("cp500")
-        if data.isascii():
-            return data.decode("ascii")
-        if self.encoding in ("ascii", "utf-8"):
-            try:
-                text, used = codecs.utf_8_decode(data, "strict", final)
-            except UnicodeDecodeError:
-                self.encoding = "cp1252"
-            else:
-                self.encoding = "utf-8"
-                self._pending = data[used:]
-                return text
-        if self.encoding == "cp1252":
-            try:
-                return data.decode("cp1252")
-            except UnicodeDecodeError:
-                self.encoding = "latin-1"
-        return data.decode("latin-1")
-
-
-class SegmentScanner:
-    """The low-level streamer: ``for segment in scanner`` gives every ``Segment``.
-
-    ``pieces()`` is the raw form the reader uses: ``(number, texts)`` batches
-    of segment texts, not yet split into elements, the first numbered
-    ``number``. Splitting each text only when it is consumed keeps few
-    segments alive at a time, which is markedly faster than splitting a whole
-    chunk ahead (fresh memory for every object instead of recycled memory).
-
-    ``delimiters`` and ``encoding`` describe the interchange being read;
-    segment numbers restart at 1 with each ISA. ``warnings`` collects what was
-    read leniently; ``X12Reader`` drains it into the interchange summaries.
-    """
-
-    def __init__(self, stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> None:
-        self._stream = stream
-        self._chunk_size = chunk_size
-        self._decoder = _Decoder()
-        self._buf = ""
-        self._pos = 0  # inside an interchange, _buf[_pos - 1] is a terminator
-        self._eof = False
-        self._started = False
-        self.segment_count = 0  # segments of the current interchange so far
-        self.previous_count = 0  # ... and of the one before
-        self.unterminated = False  # the file's last segment had no terminator
-        self.interchange_count = 0
-        self.delimiters: Delimiters | None = None
-        self.warnings: list[X12Error] = []
-
-    @property
-    def encoding(self) -> str:
-        """The weakest decoding used so far: ascii, utf-8, cp1252, latin-1 or cp500."""
-        return self._decoder.encoding
-
-    def __iter__(self) -> Iterator[Segment]:
-        for first, texts in self.pieces():
-            elem = self._elem
-            for n, text in enumerate(texts, first):
-                yield _new(Segment, (text.split(elem), n))
-
-    def batches(self) -> Iterator[list[Segment]]:
-        """Every segment of the file, in lists; the ISA always comes alone."""
-        for first, texts in self.pieces():
-            elem = self._elem
-            yield [_new(Segment, (t.split(elem), n)) for n, t in enumerate(texts, first)]
-
-    def pieces(self) -> Iterator[tuple[int, list[str]]]:
-        """Every segment's text, in batches: (number of the first, texts)."""
-        while self._start_interchange():
-            yield 1, [self._isa]
-            yield from self._body()
-
-    @property
-    def element_separator(self) -> str:
-        """The current interchange's element separator (to split ``pieces()`` texts)."""
-        return self._elem
-
-    def _fill(self) -> None:
-        """Append the next decoded chunk to the buffer (the caller has compacted it)."""
-        data = self._stream.read(self._chunk_size)
-        if not self._started:
-            self._started = True
-            while data and len(data) < 8:  # enough to see a BOM or EBCDIC
-                more = self._stream.read(self._chunk_size)
-                if not more:
-                    break
-                data += more
-            data = self._decoder.start(data)
-        if data:
-            self._buf += self._decoder.decode(data, False)
-        else:
-            self._eof = True
-            self._buf += self._decoder.decode(b"", True)
-
-    def _start_interchange(self) -> bool:
-        """Skip padding, then sniff the next ISA; False at the end of the file."""
-        while True:
-            pos = _skip_between(self._buf, self._pos).end()  # type: ignore[union-attr]
-            if pos < len(self._buf) or self._eof:
-                break
-            self._buf, self._pos = "", 0
-            self._fill()
-        if pos >= len(self._buf):
-            if self.interchange_count == 0:
-                raise TruncatedError("the file is empty: no ISA segment")
-            return False
-        while len(self._buf) - pos < ISA_WINDOW and not self._eof:
-            self._buf, pos = self._buf[pos:], 0
-            self._fill()
-        if not self._buf.startswith("ISA", pos):
-            start = self._buf[pos : pos + 16]
-            if self.interchange_count == 0:
-                raise X12Error(
-                    f"not X12: the file does not start with an ISA segment (it starts {start!r})"
-                )
-            raise X12Error(
-                f"after the IEA of interchange {self.interchange_count} comes {start!r},"
-                " not another ISA"
-            )
-        self._sniff(pos)
-        self.interchange_count += 1
-        return True
-
-    def _sniff(self, base: int) -> None:
-        """Set up the interchange whose ISA starts at ``base``."""
-        isa = sniff_isa(self._buf, base, self._eof)
-        d = isa.delimiters
-        elem, comp, term = d.element, d.component, d.segment
-        self.delimiters = d
-        self._elem, self._term, self._suffix = elem, term, isa.suffix
-        drop = "\r" if term == "\n" else "\n" if term == "\r" else "\r\n"
-        self._drop = [c for c in drop if c not in (elem, comp)]
-        self._lead = "".join(c for c in " \t" if c not in (elem, comp, term))
-        self._pad = "".join(c for c in " \t\r\n\x00\x1a\x85" if c not in (elem, comp))
-        # Indentation (pretty-printed files, EBCDIC record padding) shows right after
-        # the ISA; looking for it in every chunk would cost a pass over each.
-        after = self._buf[isa.end : isa.end + 8].lstrip("".join(self._drop))
-        self._indent = self._lead if after[:1] and after[:1] in self._lead else ""
-        self._wrapped = None
-        if isa.wrapped:  # a line break may even fall inside "IEA"
-            t, e = re.escape(term), re.escape(elem)
-            self._wrapped = re.compile(
-                f"{t}[ \\t\\r\\n]*(?:(I[\\r\\n]*E[\\r\\n]*A)[\\r\\n]*{e}|(ISA)[^0-9A-Za-z\\s])"
-            )
-        self._isa = elem.join(isa.elements)
-        self.previous_count, self.segment_count = self.segment_count, 1
-        self.unterminated = False
-        self._pos = isa.end
-        self.warnings.extend(isa.warnings)
-
-    def _split(self, region: str) -> tuple[int, list[str]]:
-        """Segment texts of ``region``: text between two terminators, with no IEA in it."""
-        for c in self._drop:
-            if c in region:
-                region = region.replace(c, "")
-        term = self._term
-        pieces = region.split(term)
-        if not self._indent and region[:1] in self._lead:
-            self._indent = self._lead  # indentation that did not show after the ISA
-        if self._indent:
-            pieces = [p.lstrip(self._indent) for p in pieces]
-        if self._suffix:
-            pieces = [p.removesuffix(self._suffix) for p in pieces]
-        if self._indent or "" in pieces:
-            pieces = [p for p in pieces if p]
-        first = self.segment_count + 1
-        self.segment_count += len(pieces)
-        return first, pieces
-
-    def _last(self, text: str) -> tuple[int, list[str]]:
-        """The text after the file's last terminator: a segment without one, or padding."""
-        for c in self._drop:
-            text = text.replace(c, "")
-        text = text.rstrip(self._pad).lstrip(self._lead).removesuffix(self._suffix)
-        if not text:
-            return self.segment_count + 1, []
-        self.segment_count += 1
-        self.unterminated = True
-        self.warnings.append(
-            X12Error(
-                "the last segment has no segment terminator",
-                segment_number=self.segment_count,
-                segment_id=text.split(self._elem, 1)[0][:3],
-            )
-        )
-        return self.segment_count, [text]
-
-    def _find_end(self, buf: str, pos: int) -> tuple[int, int, str] | None:
-        """Where the interchange's text ends: (its terminator, tag start, "IEA" or "ISA").
-
-        That is the terminator, maybe whitespace, then "IEA" and the element
-        separator, or a new "ISA" (its IEA missing). One regex pass finds the
-        candidates; it is several times cheaper than a pattern that starts at
-        every terminator.
-        """
-        if self._wrapped is not None:
-            m = self._wrapped.search(buf, pos - 1)
-            if m is None:
-                return None
-            return (m.start(), m.start(1), "IEA") if m.group(1) else (m.start(), m.start(2), "ISA")
-        term, elem, n, search = self._term, self._elem, len(buf), _IEA_OR_ISA.search
-        m = search(buf, pos)
-        while m is not None:
-            c = m.start()
-            if c + 3 >= n:
-                return None  # cannot judge yet: the next chunk will tell
-            after, tag = buf[c + 3], "IEA" if buf[c + 1] == "E" else "ISA"
-            if after == elem if tag == "IEA" else not (after.isalnum() or after in " \t\r\n"):
-                b = c - 1
-                while b >= pos and buf[b] != term and buf[b] in " \t\r\n":
-                    b -= 1
-                if buf[b] == term:
-                    return b, c, tag
-            m = search(buf, c + 1)
-        return None
-
-    def _body(self) -> Iterator[tuple[int, list[str]]]:
-        """The segments after the ISA, up to and including the IEA (or the file's end)."""
-        term = self._term
-        while True:
-            buf, pos = self._buf, self._pos
-            end = self._find_end(buf, pos)
-            if end is None:
-                cut = buf.rfind(term, pos)
-                if cut > pos:
-                    yield self._split(buf[pos:cut])
-                if cut >= pos:
-                    pos = cut + 1
-                if self._eof:
-                    self._pos = len(buf)
-                    yield self._last(buf[pos:])
-                    return
-                if len(buf) - pos > MAX_SEGMENT:
-                    raise X12Error(
-                        f"no segment terminator {term!r} in the {MAX_SEGMENT} characters after"
-                        f" segment {self.segment_count}",
-                        segment_number=self.segment_count + 1,
-                    )
-                self._buf, self._pos = buf[pos - 1 :], 1
-                self._fill()
-                continue
-            cut, tag_at, tag = end
-            if cut > pos:
-                yield self._split(buf[pos:cut])
-            if tag == "ISA":  # a new interchange without this one's IEA: the reader says so
-                self._pos = tag_at
-                return
-            stop = buf.find(term, tag_at)
-            while stop < 0 and not self._eof:
-                buf, tag_at = buf[tag_at:], 0
-                self._buf = buf
-                self._fill()
-                buf = self._buf
-                stop = buf.find(term, tag_at)
-            if stop < 0:
-                self._pos = len(buf)
-                yield self._last(buf[tag_at:])
-                return
-            self._pos = stop + 1
-            piece = buf[tag_at:stop]
-            for c in self._drop:
-                piece = piece.replace(c, "")
-            self.segment_count += 1
-            yield self.segment_count, [piece.removesuffix(self._suffix)]
-            return
-
-
-def read_segments(stream: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[Segment]:
-    """Every segment of every interchange in ``stream``, without envelope checks."""
-    return iter(SegmentScanner(stream, chunk_size))
+    return a == b or (digits(a) and digits(b) and int(a) == int(b))
 
 
 class X12Reader:
@@ -535,11 +55,11 @@ class X12Reader:
         self._ic: InterchangeSummary | None = None
         self._group: GroupSummary | None = None
         self._set: SetSummary | None = None
-        self._segs: list[Segment] | None = None
-        self._append: Callable[[Segment], None] = self._stray  # where data segments go
+        self._segs: list[Segment] | None = None  # the open set's segments
+        self._data: set[str] = set()  # segment IDs seen and found valid, envelopes aside
         self._quiet = False  # a stray segment was reported; stay quiet until the next control
         self._ta1 = False  # the interchange carries TA1 acknowledgments (it may have no group)
-        self._handlers: dict[str, _Kind] = {
+        self._handlers: dict[str, _Handler] = {
             "ISA": self._on_isa,
             "IEA": self._on_iea,
             "GS": self._on_gs,
@@ -550,29 +70,46 @@ class X12Reader:
 
     def transaction_sets(self) -> Iterator[TransactionSet]:
         """Each transaction set, ST to SE, as soon as its SE (or a sign of its end) is read."""
-        scanner = self.scanner
-        kinds = dict(self._handlers)  # segment ID -> its handler, or True for known data IDs
-        get, split, learn = kinds.get, str.split, self._learn
-        append = self._append  # the open set's segments.append, else self._stray
-        n, els = 0, [""]
+        scanner, dispatch = self.scanner, self._dispatch
+        data, closed = self._data, frozenset[str]()
+        segs = self._segs if self._segs is not None else []
+        accept = data if self._segs is not None else closed  # the IDs that go straight to segs
+        seg: Segment | None = None
         try:
-            # The hot loop: a split, a lookup, a Segment and an append per segment.
+            # The hot loop: all but ~2 segments per order are data inside a set and
+            # cost a split and a Segment (both made in C), a set lookup and an
+            # append; the rest go to _dispatch.
             for first, texts in scanner.pieces():
-                elements = map(split, texts, repeat(scanner.element_separator))
-                for n, els in enumerate(elements, first):
-                    kind = get(els[0]) or learn(els, kinds)
-                    if kind is True:
-                        append(_new(Segment, (els, n)))
+                for seg in scanner.segments(first, texts):
+                    if seg[0][0] in accept:
+                        segs.append(seg)
+                        continue
+                    done = dispatch(seg)
+                    if self._segs is not None:
+                        segs, accept = self._segs, data
                     else:
-                        done = kind(_new(Segment, (els, n)))  # type: ignore[operator]
-                        append = self._append
-                        if done is not None:
-                            yield done
-            self._finish(_new(Segment, (els, n)) if n else None)
+                        accept = closed
+                    if done is not None:
+                        yield done
+            self._finish(seg)
         except X12Error as err:  # the fatal ones: keep .errors complete
             if not any(e is err for e in self.errors):
                 self.errors.append(err)
             raise
+
+    def _dispatch(self, seg: Segment) -> TransactionSet | None:
+        """Every segment but data inside a set: envelopes, strays, IDs not seen before."""
+        els = seg[0]
+        handler = self._handlers.get(els[0])
+        if handler is None:
+            handler = self._learn(els)
+            if handler is None:  # a valid data segment
+                if self._segs is not None:
+                    self._segs.append(seg)
+                else:
+                    self._stray(seg)
+                return None
+        return handler(seg)
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -632,7 +169,6 @@ class X12Reader:
                 code="2",
             )
         self._set = self._segs = None
-        self._append = self._stray
         return TransactionSet(
             s.code, s.control_number, segs, self._ic.delimiters, self._ic, self._group, s.errors
         )
@@ -656,7 +192,7 @@ class X12Reader:
     def _on_isa(self, seg: Segment) -> TransactionSet | None:
         done = None
         if self._ic is not None:  # the scanner met an ISA before this interchange's IEA
-            instead = _new(Segment, (["ISA"], self.scanner.previous_count + 1))
+            instead = Segment(["ISA"], self.scanner.previous_count + 1)
             done = self._close_set(instead)
             self._close_group(instead)
             self._error(
@@ -688,9 +224,9 @@ class X12Reader:
         for i, width in enumerate(_ISA_WIDTHS, 1):
             if len(els[i]) != width:
                 self._warn(f"ISA{i:02d} {els[i]!r} is not {width} characters long", seg, i)
-        if not _digits(ic.control_number):
+        if not digits(ic.control_number):
             self._error(ic.errors, "ISA13 is not a number", seg, element=13, code="018")
-        if not (_digits(ic.version) and len(ic.version) == 5):
+        if not (digits(ic.version) and len(ic.version) == 5):
             self._error(ic.errors, "ISA12 is not a version number", seg, element=12, code="017")
         return done
 
@@ -710,7 +246,7 @@ class X12Reader:
                 code="023",
                 cls=TruncatedError,
             )
-        if not (_digits(count) and int(count) == n):
+        if not (digits(count) and int(count) == n):
             self._error(
                 ic.errors,
                 f"IEA01 says {count!r} functional groups, the interchange has {n}",
@@ -760,7 +296,7 @@ class X12Reader:
             version=seg.get(8),
             segment_number=seg.number,
         )
-        if not _digits(g.control_number):
+        if not digits(g.control_number):
             self._error(
                 g.errors,
                 f"GS06 {g.control_number!r} is not a group control number",
@@ -780,7 +316,7 @@ class X12Reader:
             self._error(ic.errors, "GE without a GS", seg, code="022")
             return done
         count, number, n = seg.get(1), seg.get(2), len(g.sets)
-        if _digits(count):
+        if digits(count):
             g.included = int(count)
         if g.included != n:
             self._error(
@@ -819,7 +355,6 @@ class X12Reader:
             self._error(s.errors, "ST02 (control number) is missing", seg, element=2, code="7")
         self._group.sets.append(s)
         self._set, self._segs = s, [seg]
-        self._append = self._segs.append
         return done
 
     def _on_se(self, seg: Segment) -> TransactionSet | None:
@@ -830,7 +365,7 @@ class X12Reader:
         segs.append(seg)
         els, n = seg[0], len(segs)
         count, number = els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else ""
-        if count != str(n) and not (_digits(count) and int(count) == n):
+        if count != str(n) and not (digits(count) and int(count) == n):
             self._error(
                 s.errors, f"SE01 says {count!r} segments, the set has {n}", seg, element=1, code="4"
             )
@@ -846,27 +381,33 @@ class X12Reader:
 
     # -- everything else ---------------------------------------------------------------
 
-    def _learn(self, els: list[str], kinds: dict[str, _Kind]) -> _Kind:
-        """Classify a segment ID not seen before: True (valid data ID) or a handler.
+    def _learn(self, els: list[str]) -> _Handler | None:
+        """Classify a segment ID that is no envelope: None (valid data ID) or a handler.
 
-        Indentation the scanner did not expect is removed here (``els[0]`` is
-        fixed in place), so it costs nothing in files without it.
+        Valid IDs are remembered in ``_data``. Indentation the scanner did not
+        expect is removed here (``els[0]`` is fixed in place), so it costs
+        nothing in files without it.
         """
-        tag = els[0].lstrip(" \t")
-        if tag != els[0]:
-            els[0] = tag
-            known = kinds.get(tag)
-            if known is not None:
-                return known
-        if _TAG.fullmatch(tag):
-            kinds[tag] = True
-            return True
+        tag = els[0]
+        if tag in self._data:
+            return None
+        stripped = tag.lstrip(" \t")
+        if stripped != tag:
+            els[0] = stripped
+            handler = self._handlers.get(stripped)
+            if handler is not None or stripped in self._data:
+                return handler
+        if _TAG.fullmatch(stripped):
+            self._data.add(stripped)
+            return None
         return self._on_bad_tag
 
     def _on_bad_tag(self, seg: Segment) -> None:
         """A segment whose ID is not 2-3 upper-case letters or digits (AK3 code 1)."""
-        self._append(seg)
-        if self._set is not None:
+        if self._segs is None:
+            self._stray(seg)
+        else:
+            self._segs.append(seg)
             self._bad_tag(seg)
 
     def _bad_tag(self, seg: Segment) -> None:
