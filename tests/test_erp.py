@@ -13,13 +13,14 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
+from structlog.testing import capture_logs
+from werkzeug import Request, Response
+
 from edi_inbox import __version__
 from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.erp import Delivery, HttpErp, OutboxErp, make_erp
 from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
-from pytest_httpserver import HTTPServer
-from structlog.testing import capture_logs
-from werkzeug import Request, Response
 
 PATH = "/orders"
 KEY = "3f2a9c0d1e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1"

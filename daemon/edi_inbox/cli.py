@@ -6,14 +6,18 @@ stderr (``run`` logs to stdout, which journald reads).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, config
+from . import __version__, config, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError
 from .jobs import JobResult
@@ -54,12 +58,87 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
 pass_settings = click.make_pass_decorator(config.Settings)
 
 
+@contextlib.contextmanager
+def _database(settings: config.Settings) -> Iterator[Any]:
+    """The configured database, schema created or migrated, closed afterwards."""
+    try:
+        db = store.open_database(settings.database_url, settings)
+        store.init(db)
+    except Exception as exc:
+        raise click.ClickException(f"cannot open the database: {exc}") from None
+    try:
+        yield db
+    except EdiInboxError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        db.close()
+
+
+def _when(value: str | None) -> datetime | None:
+    """--since/--until: an ISO date or date-time; naive means UTC."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    """An aligned table that fits the terminal: the widest column gives way."""
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(key) is None else str(r.get(key))) for key, _ in columns] for r in rows]
+    cells = [[c.replace("\n", " ") for c in row] for row in cells]
+    widths = [
+        max(len(title), *(len(row[i]) for row in cells)) for i, (_, title) in enumerate(columns)
+    ]
+    room = shutil.get_terminal_size((120, 24)).columns
+    while sum(widths) + 2 * (len(widths) - 1) > room and max(widths) > 12:
+        widest = widths.index(max(widths))
+        widths[widest] -= 1
+
+    def fit(text: str, width: int) -> str:
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    lines = ["  ".join(fit(t, w).ljust(w) for (_, t), w in zip(columns, widths, strict=True))]
+    for row in cells:
+        lines.append("  ".join(fit(c, w).ljust(w) for c, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+JOB_COLUMNS = [
+    ("job_id", "JOB"),
+    ("started_at", "STARTED"),
+    ("status", "STATUS"),
+    ("file_name", "FILE"),
+    ("po_number", "PO"),
+    ("vendor_name", "VENDOR"),
+    ("total_amount", "TOTAL"),
+    ("error", "ERROR"),
+]
+
+STEP_COLUMNS = [("step_name", "STEP"), ("status", "STATUS"), ("attempts", "ATTEMPTS"),
+                ("error", "ERROR")]  # fmt: skip
+ORDER_COLUMNS = [("po_number", "PO"), ("line_count", "LINES"), ("total_amount", "TOTAL"),
+                 ("status", "STATUS"), ("erp_po_id", "ERP ID"), ("error", "ERROR")]  # fmt: skip
+LOG_COLUMNS = [("timestamp", "TIME"), ("level", "LEVEL"), ("message", "EVENT")]
+
+
+def _job_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**j, "job_id": j["job_id"][:8], "started_at": (j["started_at"] or "")[:19]} for j in jobs
+    ]
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the job(s) as JSON.")
 @pass_settings
 def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -> None:
-    """Run the pipeline once for each FILE, in place (the file is not moved).
+    """Run the pipeline once for each FILE, in place (the file is not moved),
+    and record each job in the configured database.
 
     Exits 0 only if every file succeeded (a duplicate counts as success).
 
@@ -68,7 +147,7 @@ def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -
         edi-inbox process po_4711.edi --json
     """
     results: list[JobResult] = []
-    with Pipeline(settings) as pipeline:
+    with _database(settings) as db, Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
         for path in files:
             results.append(pipeline.run(path))
     if as_json:
@@ -79,6 +158,289 @@ def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -
             click.echo(_summary_line(result))
     if not all(r.success for r in results):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Scan, process what is ready, and exit.")
+@click.option("--max-jobs", type=click.IntRange(1), help="Exit after this many jobs.")
+@pass_settings
+def run(settings: config.Settings, once: bool, max_jobs: int | None) -> None:
+    """Watch the inbox and process every finished upload until SIGTERM.
+
+    Logs JSON lines to stdout (a console format on a terminal). Under systemd
+    (Type=notify) it reports READY, WATCHDOG and STATUS.
+
+    \b
+    Example:
+        edi-inbox --config /etc/edi-inbox/edi-inbox.toml run
+    """
+    logsetup.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+    sys.exit(service.run(settings, once=once, max_jobs=max_jobs))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def status(settings: config.Settings, as_json: bool) -> None:
+    """Show every daemon's heartbeat, the inbox backlog and the last 24 hours.
+
+    Exits 0 when a daemon is running (fresh heartbeat), 3 when none is.
+
+    \b
+    Example:
+        edi-inbox status --json
+    """
+    with _database(settings) as db:
+        doc = service.status(settings, db)
+    if as_json:
+        _echo_json(doc)
+    else:
+        click.echo(_status_text(doc))
+    sys.exit(0 if doc["running"] else 3)
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    lines = []
+    for d in doc["daemons"]:
+        state = "running" if d["alive"] else "stale"
+        lines.append(
+            f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
+            f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {d['started_at'][:19]}"
+        )
+    if not doc["daemons"]:
+        lines.append("no daemon on record")
+    inbox = doc["inbox"]
+    oldest = inbox.get("oldest_age_seconds")
+    lines.append(
+        f"inbox: {inbox['waiting']} waiting"
+        + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")
+        + f", {doc['folders'].get('processing')} in processing"
+    )
+    day = doc["last_24h"]
+    lines.append(
+        f"last 24 h: {day['succeeded']} succeeded, {day['failed']} failed, "
+        f"{day['duplicate']} duplicate"
+    )
+    if doc.get("last_error"):
+        err = doc["last_error"]
+        lines.append(f"last error: {err['file_name']}: {err['error']} (job {err['job_id']})")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--since", help="Only jobs started at or after this date (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def stats(settings: config.Settings, since: str | None, as_json: bool) -> None:
+    """Totals: jobs, successes, failures, success rate, average duration, amount.
+
+    \b
+    Example:
+        edi-inbox stats --since 2026-11-01 --json
+    """
+    with _database(settings) as db:
+        doc = queries.stats(db, since=_when(since))
+    if as_json:
+        _echo_json(doc)
+        return
+    for key in (
+        "total_jobs",
+        "successful_jobs",
+        "failed_jobs",
+        "success_rate",
+        "average_duration_seconds",
+        "total_amount_processed",
+    ):
+        click.echo(f"{key.replace('_', ' '):<26} {doc[key]}")
+    by_status = ", ".join(f"{k} {v}" for k, v in doc.get("by_status", {}).items())
+    click.echo(f"{'by status':<26} {by_status}")
+
+
+@main.group()
+def jobs() -> None:
+    """List, show and search recorded jobs."""
+
+
+@jobs.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--status", "status_", help="Only jobs with this status (succeeded, failed, …).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def jobs_list(
+    settings: config.Settings, limit: int, offset: int, status_: str | None, as_json: bool
+) -> None:
+    """The most recent jobs first.
+
+    \b
+    Example:
+        edi-inbox jobs list --status failed --limit 50
+    """
+    with _database(settings) as db:
+        found = queries.list_jobs(db, limit=limit, offset=offset, status=status_)
+    click.echo(
+        json.dumps(found, indent=2, default=str)
+        if as_json
+        else _table(_job_rows(found), JOB_COLUMNS)
+    )
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
+    """One job with its steps, log lines and orders (JOB_ID or a unique prefix).
+
+    \b
+    Example:
+        edi-inbox jobs show 3f2a9c1e
+    """
+    with _database(settings) as db:
+        doc = queries.show_job(db, job_id)
+    if doc is None:
+        raise click.ClickException(f"no job {job_id}")
+    if as_json:
+        _echo_json(doc)
+        return
+    for key in ("job_id", "file_name", "status", "started_at", "duration_seconds", "po_number",
+                "vendor_name", "total_amount", "erp_po_id", "sender_id", "retry_of",
+                "duplicate_of", "error"):  # fmt: skip
+        if doc.get(key) is not None:
+            click.echo(f"{key.replace('_', ' '):<18} {doc[key]}")
+    click.echo("\nsteps:")
+    click.echo(_table(doc["steps"], STEP_COLUMNS))
+    if doc["orders"]:
+        click.echo("\norders:")
+        click.echo(_table(doc["orders"], ORDER_COLUMNS))
+    click.echo("\nlog:")
+    click.echo(_table(doc["logs"], LOG_COLUMNS))
+
+
+@jobs.command("search")
+@click.option("--po-number", help="PO number: a case-insensitive prefix or substring.")
+@click.option("--vendor", help="Vendor name: a case-insensitive prefix or substring.")
+@click.option("--sender", help="Interchange sender id (ISA06), exactly.")
+@click.option("--success/--failure", default=None, help="Only succeeded / only failed jobs.")
+@click.option("--since", help="Started at or after (YYYY-MM-DD[THH:MM], UTC).")
+@click.option("--until", help="Started before (YYYY-MM-DD[THH:MM], UTC).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def jobs_search(
+    settings: config.Settings,
+    po_number: str | None,
+    vendor: str | None,
+    sender: str | None,
+    success: bool | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Find jobs by PO number, vendor, sender, outcome and time.
+
+    \b
+    Example:
+        edi-inbox jobs search --po-number 4711 --since 2026-11-01
+    """
+    with _database(settings) as db:
+        found = queries.search_jobs(
+            db,
+            po_number=po_number,
+            vendor=vendor,
+            sender=sender,
+            success=success,
+            since=_when(since),
+            until=_when(until),
+            limit=limit,
+        )
+    click.echo(
+        json.dumps(found, indent=2, default=str)
+        if as_json
+        else _table(_job_rows(found), JOB_COLUMNS)
+    )
+
+
+@main.command()
+@click.argument("job_id", required=False)
+@click.option("--all-failed", is_flag=True, help="Retry every file in failed/.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_json: bool) -> None:
+    """Put a failed file back into the inbox; its next job records retry_of.
+
+    \b
+    Example:
+        edi-inbox retry 3f2a9c1e-0c4d-4f7e-9d7a-2b1f0e6c5a10
+    """
+    if bool(job_id) == all_failed:
+        raise click.UsageError("give either JOB_ID or --all-failed")
+    try:
+        results = service.retry(settings, job_id, all_failed=all_failed)
+    except EdiInboxError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        _echo_json(results)
+        return
+    for r in results:
+        if r["retried"]:
+            click.echo(f"retrying {r['file']} (job {r['job_id']}) as inbox/{r['inbox_name']}")
+        else:
+            click.echo(f"not retried: {r['file']} (job {r['job_id']}): {r['reason']}")
+
+
+@main.group()
+def db() -> None:
+    """Create, migrate or reset the job database."""
+
+
+@db.command("init")
+@pass_settings
+def db_init(settings: config.Settings) -> None:
+    """Create the tables, or migrate them forward (safe to run at any time).
+
+    \b
+    Example:
+        edi-inbox db init
+    """
+    with _database(settings) as database:
+        click.echo(f"schema version {store.schema_version(database)}")
+
+
+@db.command("migrate")
+@pass_settings
+def db_migrate(settings: config.Settings) -> None:
+    """Bring the schema up to this version's; no data is lost.
+
+    \b
+    Example:
+        edi-inbox db migrate
+    """
+    try:
+        database = store.open_database(settings.database_url, settings)
+        applied = store.migrate(database)
+    except Exception as exc:
+        raise click.ClickException(f"migration failed: {exc}") from None
+    click.echo(f"applied {applied or 'nothing'}; schema version {store.schema_version(database)}")
+    database.close()
+
+
+@db.command("reset")
+@click.option("--yes", is_flag=True, help="Confirm that every job record is to be deleted.")
+@pass_settings
+def db_reset(settings: config.Settings, yes: bool) -> None:
+    """Drop every table and create them anew: ALL JOB RECORDS ARE LOST.
+
+    \b
+    Example:
+        edi-inbox db reset --yes
+    """
+    if not yes:
+        raise click.UsageError("db reset deletes every job record: add --yes to confirm")
+    with _database(settings) as database:
+        store.reset(database)
+        click.echo(f"reset; schema version {store.schema_version(database)}")
 
 
 def _summary_line(job: JobResult) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import stat
 import uuid
 from pathlib import Path
 
@@ -75,8 +76,13 @@ def move_new(src: Path, directory: Path, name: str | None = None) -> Path:
 
 
 def _copy_new(src: Path, target: Path) -> None:
-    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    # Only a regular file is copied: a FIFO would block the open, a device or
+    # directory has no bytes to move (link() would have moved any of them).
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
+        if not stat.S_ISREG(os.fstat(fd_in).st_mode):
+            raise OSError(errno.EXDEV, f"{display_name(str(src))} is not a regular file "
+                          "and cannot be moved to another file system")  # fmt: skip
         fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
         try:
             while chunk := os.read(fd_in, 1 << 20):

@@ -1,0 +1,367 @@
+"""Daemon throughput and pickup latency, against a minimal sequential loop.
+
+    python bench/throughput.py                   # 2000 files, ERP instant and 20 ms
+    python bench/throughput.py --files 500       # fewer files
+    python bench/throughput.py --workers 16      # daemon workers for the 20 ms ERP run
+
+Everything runs on this machine: a threaded ``http.server`` on 127.0.0.1 is the
+ERP (answering at once, or after ``--erp-delay-ms``), SQLite is the database,
+and the daemon is the real ``edi-inbox run`` subprocess with its real inotify
+observer. For each ERP speed it reports, as files per second:
+
+* loop   — the least that does the same work, one file after another: read,
+  parse (``X12Reader`` + ``orders.from_transaction``), POST with an
+  Idempotency-Key (httpx, keep-alive), rename into done/, one SQLite
+  transaction (one row);
+* Pipeline.run alone — the pipeline with the SQLite recorder, sequentially,
+  without watching or moving: the share of the daemon's work that is not its own;
+* daemon — N files renamed into the inbox at once (the uploads already
+  finished), timed until the last one is in done/. The daemon does more per
+  file than the loop: a job row, five step rows, log lines, the order, the
+  duplicate check, the claim rename, the safe open. 997s are off in both.
+
+Then pickup latency: single files written in place, one at a time; the time
+from the upload's last write to the file leaving the inbox (the claim), whose
+goal is ``settle_seconds`` + 50 ms.
+
+Goals (bench/README.md, "Throughput"): daemon >= 75 % of the loop with the
+instant ERP; >= 300 files/s with the 20 ms ERP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import io
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+try:
+    from edi_inbox import orders
+    from edi_inbox.x12 import X12Reader
+except ImportError:  # run from a checkout without the package installed
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
+    from edi_inbox import orders
+    from edi_inbox.x12 import X12Reader
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests/data/corpus/botsplugins__850-004010-01.x12"
+
+
+def make_po(template: bytes, n: int) -> bytes:
+    """A distinct 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
+    text = template.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    old = isa[13]
+    isa[13] = f"{n:09d}"
+    text = sep.join(isa) + text[105:]
+    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
+    start = text.index(f"{term}BEG{sep}") + 1
+    end = text.index(term, start)
+    beg = text[start:end].split(sep)
+    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
+    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+
+
+# -- the ERP ---------------------------------------------------------------------
+
+
+class ErpHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real ERP's API would
+    delay = 0.0
+    count = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        key = self.headers.get("Idempotency-Key", "")
+        if self.delay:
+            time.sleep(self.delay)
+        with ErpHandler.lock:
+            ErpHandler.count += 1
+        answer = json.dumps({"id": f"ERP-{key[:12]}", "bytes": len(body)}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    disable_nagle_algorithm = True  # headers and body leave at once, no delayed-ACK stall
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def erp_server(delay: float):
+    handler = type("Handler", (ErpHandler,), {"delay": delay})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/orders"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- the minimal loop ----------------------------------------------------------------
+
+
+def run_loop(template: bytes, count: int, erp_url: str, work: Path) -> float:
+    """Files per second for: read, parse, POST, rename, one transaction — sequentially."""
+    import httpx
+
+    inbox, done = work / "inbox", work / "done"
+    for folder in (inbox, done):
+        folder.mkdir(parents=True)
+    for n in range(count):
+        (inbox / f"po{n:05d}.edi").write_bytes(make_po(template, 1 + n))
+    db = sqlite3.connect(work / "loop.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=wal")
+    db.execute("PRAGMA synchronous=normal")
+    db.execute("CREATE TABLE jobs (file TEXT, po TEXT, erp_id TEXT, at REAL)")
+    client = httpx.Client(timeout=30)
+    started = time.perf_counter()
+    for name in sorted(os.listdir(inbox)):
+        data = (inbox / name).read_bytes()
+        for ts in X12Reader(io.BytesIO(data)).transaction_sets():
+            po = orders.from_transaction(ts)
+            body = json.dumps(po.to_json(), default=str)
+            response = client.post(
+                erp_url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": orders.idempotency_key(po),
+                },
+            )
+            response.raise_for_status()
+            erp_id = response.json()["id"]
+        os.rename(inbox / name, done / name)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?)", (name, po.po_number, erp_id, time.time())
+        )
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    client.close()
+    db.close()
+    return count / elapsed
+
+
+def run_pipeline_alone(template: bytes, count: int, erp_url: str, work: Path) -> float:
+    """Files per second for ``Pipeline.run`` with the SQLite recorder, one file after
+    another, no watching or moving: the part of the daemon's work that is not its own."""
+    from edi_inbox import log, store
+    from edi_inbox.config import AckSettings, ErpSettings, PathSettings, Settings
+    from edi_inbox.pipeline import Pipeline
+
+    log.configure("warning", "json")  # as in the daemon runs
+
+    settings = Settings(
+        paths=PathSettings(root=work), erp=ErpSettings(url=erp_url), ack=AckSettings(enabled=False)
+    )
+    settings.paths.create()
+    db = store.open_database(settings.database_url, settings)
+    store.init(db)
+    datas = [make_po(template, 1 + n) for n in range(count)]
+    with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
+        started = time.perf_counter()
+        for n, data in enumerate(datas):
+            pipeline.run(work / f"po{n:05d}.edi", data=data)
+        elapsed = time.perf_counter() - started
+    db.close()
+    return count / elapsed
+
+
+# -- the daemon ----------------------------------------------------------------------
+
+
+class Daemon:
+    """``edi-inbox run`` as a subprocess, READY=1 on a notify socket."""
+
+    def __init__(self, root: Path, erp_url: str, workers: int, settle: float) -> None:
+        self.root = root
+        self.inbox, self.done = root / "inbox", root / "done"
+        for folder in ("inbox", "processing", "done", "failed", "staging"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        config = root / "edi-inbox.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    "[paths]",
+                    f"root = {json.dumps(str(root))}",
+                    "[erp]",
+                    f"url = {json.dumps(erp_url)}",
+                    "[ack]",
+                    "enabled = false",
+                    "[daemon]",
+                    f"workers = {workers}",
+                    f"settle_seconds = {settle}",
+                    "rescan_seconds = 60.0",
+                    "[log]",
+                    'level = "warning"',
+                    'format = "json"',
+                ]
+            )
+            + "\n"
+        )
+        name = f"edi-inbox-bench-{uuid.uuid4().hex}"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind("\0" + name)
+        self.notify.settimeout(30)
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+        env.pop("EDI_INBOX_CONFIG", None)
+        self.log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            daemon_command(config), env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        while not self.notify.recv(4096).startswith(b"READY=1"):
+            pass
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        """Keep reading notifications, as systemd does."""
+        with contextlib.suppress(OSError):
+            while self.notify.recv(4096):
+                pass
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+        self.log.close()
+        self.notify.shutdown(socket.SHUT_RDWR)
+        self.notify.close()
+
+
+def daemon_command(config: Path) -> list[str]:
+    """``edi-inbox --config FILE run`` with this interpreter (the venv's console script)."""
+    return [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), "run"]
+
+
+def count_entries(folder: Path) -> int:
+    with os.scandir(folder) as entries:
+        return sum(1 for _ in entries)
+
+
+def run_daemon(
+    template: bytes, count: int, erp_url: str, work: Path, workers: int, settle: float
+) -> tuple[float, float]:
+    """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
+    daemon = Daemon(work, erp_url, workers, settle)
+    try:
+        staging = work / "staging"
+        names = [f"po{n:05d}.edi" for n in range(count)]
+        for n, name in enumerate(names):
+            (staging / name).write_bytes(make_po(template, 1 + n))
+        started = time.perf_counter()
+        for name in names:  # finished uploads arrive at once
+            os.rename(staging / name, daemon.inbox / name)
+        marks: dict[int, float] = {}
+        low, high = count // 10, count - count // 10
+        while True:
+            done = count_entries(daemon.done)
+            now = time.perf_counter()
+            if done >= low:
+                marks.setdefault(low, now)
+            if done >= high:
+                marks.setdefault(high, now)
+            if done >= count:
+                break
+            if daemon.proc.poll() is not None:
+                raise SystemExit(f"the daemon died: see {work / 'daemon.log'}")
+            time.sleep(0.01)
+        elapsed = now - started
+        steady = (high - low) / max(marks[high] - marks[low], 1e-9)
+        return count / elapsed, steady
+    finally:
+        daemon.stop()
+
+
+def run_latency(
+    template: bytes, erp_url: str, work: Path, settle: float, samples: int
+) -> list[float]:
+    """Seconds from an in-place upload's last write until the daemon claims it."""
+    daemon = Daemon(work, erp_url, 4, settle)
+    latencies = []
+    try:
+        for n in range(samples):
+            path = daemon.inbox / f"single{n:03d}.edi"
+            data = make_po(template, 900_000 + n)
+            with open(path, "wb") as fh:
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                time.sleep(0.05)
+                fh.write(data[len(data) // 2 :])
+            written = time.perf_counter()
+            while path.exists():
+                time.sleep(0.001)
+            latencies.append(time.perf_counter() - written)
+            while count_entries(daemon.done) < n + 1:
+                time.sleep(0.005)
+    finally:
+        daemon.stop()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=8, help="daemon workers (20 ms ERP)")
+    parser.add_argument("--fast-workers", type=int, default=4, help="daemon workers (instant ERP)")
+    parser.add_argument("--erp-delay-ms", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=0.2, help="daemon settle_seconds")
+    parser.add_argument("--latency-samples", type=int, default=20)
+    args = parser.parse_args()
+    template = SAMPLE.read_bytes()
+    print(f"{args.files} files of {len(template)} bytes; {os.cpu_count()} CPUs")
+    base = Path(tempfile.mkdtemp(prefix="edi-bench-"))
+    try:
+        for label, delay, workers in (
+            ("instant ERP", 0.0, args.fast_workers),
+            (f"{args.erp_delay_ms:g} ms ERP", args.erp_delay_ms / 1000, args.workers),
+        ):
+            with erp_server(delay) as url:
+                loop = run_loop(template, args.files, url, base / f"loop-{delay}")
+                alone = run_pipeline_alone(template, args.files, url, base / f"alone-{delay}")
+                overall, steady = run_daemon(
+                    template, args.files, url, base / f"daemon-{delay}", workers, args.settle
+                )
+            print(
+                f"{label}: loop {loop:.1f} files/s; Pipeline.run alone {alone:.1f}; "
+                f"daemon ({workers} workers) {overall:.1f} overall, {steady:.1f} steady "
+                f"= {overall / loop:.0%} of the loop"
+            )
+        with erp_server(0.0) as url:
+            latencies = run_latency(
+                template, url, base / "latency", args.settle, args.latency_samples
+            )
+        extra = [(s - args.settle) * 1000 for s in latencies]
+        print(
+            f"pickup after the last write: settle {args.settle * 1000:.0f} ms + "
+            f"median {statistics.median(extra):.1f} ms, max {max(extra):.1f} ms "
+            f"({len(latencies)} uploads)"
+        )
+    finally:
+        if os.environ.get("EDI_BENCH_KEEP"):
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

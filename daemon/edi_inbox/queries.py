@@ -1,0 +1,519 @@
+"""Reading job records: what the CLI prints and the service reports.
+
+Every function takes the database from ``store.open_database`` and returns
+JSON-ready values (money as a string, times as ISO 8601 in UTC), except
+``load_job``, which gives a ``jobs.JobResult``. Each answers from indexes and
+small tables, so that it stays well under 100 ms with a million jobs:
+
+- ``stats`` sums ``job_rollups`` (daily rows, the hourly rows of the first
+  partial day, the jobs of the first partial hour) and counts the few jobs
+  still running.
+- ``list_jobs`` walks the ``(started_at, id)`` or ``(status, started_at, id)`` index.
+- ``search_jobs``: a PO term is a range on ``po_search`` (every suffix of every
+  order's folded PO number), so substrings and prefixes alike use an index
+  (a term matching very many jobs walks jobs newest first instead); a
+  vendor prefix is a range on ``jobs.vendor_name_folded``; a vendor substring
+  is matched against the distinct folded vendor names (a loose index scan,
+  one index seek per distinct vendor), then looked up by the index.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import peewee as pw
+
+from .errors import StoreError
+from .jobs import (
+    Interchange,
+    JobResult,
+    JobStatus,
+    LogEntry,
+    OrderResult,
+    StepResult,
+    StepStatus,
+    iso,
+    money,
+)
+from .store import (
+    FINAL_STATUSES,
+    MIN_SUBSTRING,
+    Daemon,
+    Database,
+    Job,
+    JobInterchange,
+    JobLog,
+    JobRollup,
+    JobStep,
+    Order,
+    PoSearch,
+    as_utc,
+    day_of,
+    fold,
+    hour_of,
+    run_unit,
+    utcnow,
+)
+
+SUMMARY_FIELDS = (
+    Job.job_id,
+    Job.file_name,
+    Job.status,
+    Job.success,
+    Job.started_at,
+    Job.completed_at,
+    Job.duration_seconds,
+    Job.po_number,
+    Job.total_amount,
+    Job.vendor_name,
+    Job.erp_po_id,
+    Job.error,
+    Job.sender_id,
+    Job.host,
+    Job.retry_of,
+    Job.duplicate_of,
+)
+LIVE_STATUSES = (JobStatus.RECEIVED.value, JobStatus.RUNNING.value)
+SEARCH_MATCHES = ("substring", "prefix")
+MATERIALIZE_AT_LEAST = 1000  # candidate jobs a PO search always looks up directly
+
+
+def _rows(query: Any) -> Iterator[Any]:
+    """The rows of a ``.tuples()``/``.dicts()`` query (peewee's type stubs call
+    them model instances)."""
+    return iter(query)
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A job row (``SUMMARY_FIELDS`` as a dict) in JSON-ready form."""
+    out = dict(row)
+    out["started_at"] = iso(row["started_at"])
+    out["completed_at"] = iso(row["completed_at"])
+    out["total_amount"] = money(row["total_amount"])
+    return out
+
+
+def _money_sum(db: Database, column: Any) -> Any:
+    return pw.fn.dec_sum(column) if db.is_sqlite else pw.fn.SUM(column)
+
+
+def _next_prefix(term: str) -> str | None:
+    """The least string greater than every string starting with ``term``."""
+    while term and ord(term[-1]) == 0x10FFFF:
+        term = term[:-1]
+    return term[:-1] + chr(ord(term[-1]) + 1) if term else None
+
+
+def _prefix(column: Any, term: str) -> Any:
+    upper = _next_prefix(term)
+    condition = column >= term
+    return condition & (column < upper) if upper is not None else condition
+
+
+# --- stats ----------------------------------------------------------------
+
+
+def stats(db: Database, since: datetime | None = None) -> dict[str, Any]:
+    """Totals over jobs started at or after ``since`` (all jobs when None).
+
+    ``successful_jobs`` counts succeeded and duplicate jobs (both are a success
+    for the partner); ``success_rate`` is their percentage of finished jobs;
+    ``total_amount_processed`` sums succeeded jobs only (a duplicate's orders
+    were counted with the original); ``by_status`` has every status."""
+
+    since = None if since is None else as_utc(since)
+
+    def work() -> dict[str, Any]:
+        jobs: Counter[str] = Counter()
+        durations = 0
+        duration_total = 0.0
+        amounts: dict[str, Decimal] = {}
+
+        def add(status: str, n: int, nd: int, total: float, amount: Any) -> None:
+            nonlocal durations, duration_total
+            jobs[status] += int(n or 0)
+            durations += int(nd or 0)
+            duration_total += float(total or 0.0)
+            amounts[status] = amounts.get(status, Decimal(0)) + Decimal(str(amount or 0))
+
+        # [since, first hour) from jobs, [first hour, first day) from hourly
+        # rollups, [first day, ∞) from daily ones: at most a day of hours.
+        first_day = first_hour = None
+        if since is not None:
+            first_hour = _ceil(since, hour_of(since), timedelta(hours=1))
+            first_day = _ceil(since, day_of(since), timedelta(days=1))
+        spans: list[tuple[str, datetime | None, datetime | None]] = [("day", first_day, None)]
+        if since is not None:
+            spans.append(("hour", first_hour, first_day))
+        for period, lower, upper in spans:
+            query = JobRollup.select(
+                JobRollup.status,
+                pw.fn.SUM(JobRollup.jobs),
+                pw.fn.SUM(JobRollup.durations),
+                pw.fn.SUM(JobRollup.duration_total),
+                _money_sum(db, JobRollup.amount),
+            ).where(JobRollup.period == period)
+            if lower is not None:
+                query = query.where(JobRollup.start >= lower)
+            if upper is not None:
+                query = query.where(JobRollup.start < upper)
+            for row in _rows(query.group_by(JobRollup.status).tuples()):
+                add(*row)
+        if since is not None and first_hour is not None and first_hour > since:
+            partial = Job.select(Job.status, Job.duration_seconds, Job.total_amount).where(
+                (Job.started_at >= since)
+                & (Job.started_at < first_hour)
+                & Job.status.in_([str(s) for s in FINAL_STATUSES])
+            )
+            for status, duration, amount in _rows(partial.tuples()):
+                add(status, 1, duration is not None, duration or 0.0, amount)
+        live = Job.select(Job.status, pw.fn.COUNT(Job.id)).where(Job.status.in_(LIVE_STATUSES))
+        if since is not None:
+            live = live.where(Job.started_at >= since)
+        for status, n in _rows(live.group_by(Job.status).tuples()):
+            jobs[status] += n
+        return _stats_json(jobs, durations, duration_total, amounts, since)
+
+    return run_unit(db, work, write=False)
+
+
+def _ceil(moment: datetime, floor: datetime, step: timedelta) -> datetime:
+    return floor if floor == moment else floor + step
+
+
+def _stats_json(
+    jobs: Counter[str],
+    durations: int,
+    duration_total: float,
+    amounts: dict[str, Decimal],
+    since: datetime | None,
+) -> dict[str, Any]:
+    by_status = {str(s): jobs.get(str(s), 0) for s in JobStatus}
+    successful = by_status["succeeded"] + by_status["duplicate"]
+    finished = sum(by_status[str(s)] for s in FINAL_STATUSES)
+    return {
+        "since": iso(since),
+        "total_jobs": sum(by_status.values()),
+        "successful_jobs": successful,
+        "failed_jobs": by_status["failed"],
+        "duplicates": by_status["duplicate"],
+        "success_rate": round(100.0 * successful / finished, 2) if finished else None,
+        "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
+        "total_amount_processed": money(amounts.get("succeeded", Decimal(0))),
+        "by_status": by_status,
+    }
+
+
+def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, Any]:
+    """For ``edi-inbox status``: the last 24 hours by status, the jobs running
+    now, the latest failed job and every daemon's heartbeat."""
+    now = as_utc(now or utcnow())
+    day = stats(db, since=now - timedelta(hours=24))
+
+    def work() -> dict[str, Any]:
+        running = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
+        last = (
+            Job.select(Job.job_id, Job.file_name, Job.error, Job.completed_at)
+            .where(Job.status == JobStatus.FAILED.value)
+            .order_by(Job.started_at.desc(), Job.id.desc())
+            .dicts()
+            .first()
+        )
+        if last is not None:
+            last["completed_at"] = iso(last["completed_at"])
+        return {"running": running, "last_error": last}
+
+    extra = run_unit(db, work, write=False)
+    by_status = day["by_status"]
+    return {
+        "now": iso(now),
+        "last_24h": {
+            "total": day["total_jobs"],
+            "succeeded": by_status["succeeded"],
+            "failed": by_status["failed"],
+            "duplicate": by_status["duplicate"],
+            "interrupted": by_status["interrupted"],
+            "average_duration_seconds": day["average_duration_seconds"],
+            "total_amount_processed": day["total_amount_processed"],
+        },
+        **extra,
+        "daemons": list_daemons(db, now=now),
+    }
+
+
+def list_daemons(db: Database, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every daemon's last heartbeat, newest first, with its age in seconds."""
+    now = as_utc(now or utcnow())
+
+    def work() -> list[dict[str, Any]]:
+        rows = list(_rows(Daemon.select().order_by(Daemon.heartbeat_at.desc()).dicts()))
+        for row in rows:
+            row.pop("id", None)
+            row["heartbeat_age_seconds"] = round((now - row["heartbeat_at"]).total_seconds(), 3)
+            row["started_at"] = iso(row["started_at"])
+            row["heartbeat_at"] = iso(row["heartbeat_at"])
+        return rows
+
+    return run_unit(db, work, write=False)
+
+
+# --- listing and showing --------------------------------------------------
+
+
+def list_jobs(
+    db: Database, limit: int = 20, offset: int = 0, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Job summaries, most recently started first."""
+    if status is not None and status not in {str(s) for s in JobStatus}:
+        raise StoreError(f"unknown status {status!r}: one of {', '.join(map(str, JobStatus))}")
+
+    def work() -> list[dict[str, Any]]:
+        query = Job.select(*SUMMARY_FIELDS)
+        if status is not None:
+            query = query.where(Job.status == status)
+        query = query.order_by(Job.started_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+        return [summary(row) for row in _rows(query.dicts())]
+
+    return run_unit(db, work, write=False)
+
+
+def _resolve(job_id: str) -> Any:
+    """The job row for a job id or a unique prefix of one; None if none matches."""
+    job_id = job_id.strip().lower()
+    if not job_id:
+        return None
+    row = Job.get_or_none(Job.job_id == job_id)
+    if row is not None:
+        return row
+    rows = list(Job.select().where(_prefix(Job.job_id, job_id)).order_by(Job.job_id).limit(2))
+    if len(rows) > 1:
+        raise StoreError(f"job id prefix {job_id!r} matches several jobs: give more of it")
+    return rows[0] if rows else None
+
+
+def load_job(db: Database, job_id: str, *, with_content: bool = False) -> JobResult | None:
+    """A recorded job as a ``JobResult`` (``job_id`` may be a unique prefix).
+
+    ``edi_content`` is loaded only ``with_content`` (``retry`` needs it)."""
+
+    def work() -> JobResult | None:
+        row = _resolve(job_id)
+        if row is None:
+            return None
+        steps = JobStep.select().where(JobStep.job == row.id).order_by(JobStep.id)
+        logs = JobLog.select().where(JobLog.job == row.id).order_by(JobLog.id)
+        orders = Order.select().where(Order.job == row.id).order_by(Order.id)
+        interchanges = JobInterchange.select().where(JobInterchange.job == row.id)
+        return JobResult(
+            job_id=row.job_id,
+            file_name=row.file_name,
+            status=JobStatus(row.status),
+            started_at=row.started_at,
+            completed_at=row.completed_at,
+            duration_seconds=row.duration_seconds,
+            file_sha256=row.file_sha256,
+            file_size=row.file_size,
+            file_path=row.file_path,
+            error=row.error,
+            error_details=row.error_details or [],
+            host=row.host,
+            retry_of=row.retry_of,
+            duplicate_of=row.duplicate_of,
+            interchanges=_first_first(
+                [Interchange(i.sender_id, i.receiver_id, i.control_number) for i in interchanges],
+                (row.sender_id, row.receiver_id, row.interchange_control_number),
+            ),
+            steps=[
+                StepResult(
+                    step_name=s.step_name,
+                    status=StepStatus(s.status),
+                    attempts=s.attempts,
+                    error=s.error,
+                    data=s.data or {},
+                    started_at=s.started_at,
+                    duration_seconds=s.duration_seconds,
+                )
+                for s in steps
+            ],
+            logs=[LogEntry(e.timestamp, e.level, e.message, e.details or {}) for e in logs],
+            orders=[
+                OrderResult(
+                    po_number=o.po_number,
+                    idempotency_key=o.idempotency_key,
+                    line_count=o.line_count,
+                    total_amount=o.total_amount,
+                    vendor_name=o.vendor_name,
+                    status=o.status,
+                    erp_po_id=o.erp_po_id,
+                    error=o.error,
+                    attempts=o.attempts,
+                    payload=o.payload,
+                )
+                for o in orders
+            ],
+            acks=row.acks or [],
+            edi_content=bytes(row.edi_content) if with_content and row.edi_content else None,
+        )
+
+    return run_unit(db, work, write=False)
+
+
+def _first_first(interchanges: list[Interchange], first: tuple[Any, ...]) -> list[Interchange]:
+    """The file's first interchange (the one on the job row) first, then the others."""
+    return sorted(interchanges, key=lambda i: (i.key() != first, i.key()))
+
+
+def show_job(db: Database, job_id: str) -> dict[str, Any] | None:
+    """``jobs show``: a job as ``JobResult.to_json()`` (``job_id`` may be a
+    unique prefix; an ambiguous one raises ``StoreError``), None if unknown.
+
+    The summary fields come from the job row: an order row that a later job
+    took over (see ``store.Order``) does not change what this job recorded."""
+
+    def work() -> dict[str, Any] | None:
+        job = load_job(db, job_id)
+        if job is None:
+            return None
+        data = job.to_json()
+        row = Job.select(*SUMMARY_FIELDS, Job.receiver_id, Job.interchange_control_number).where(
+            Job.job_id == job.job_id
+        )
+        fields: dict[str, Any] = row.dicts().get()  # type: ignore[assignment]
+        for name in ("po_number", "vendor_name", "erp_po_id", "sender_id"):
+            data[name] = fields[name]
+        data["receiver_id"] = fields["receiver_id"]
+        data["interchange_control_number"] = fields["interchange_control_number"]
+        data["total_amount"] = money(fields["total_amount"])
+        data["success"] = fields["success"]
+        return data
+
+    return run_unit(db, work, write=False)
+
+
+def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
+    """Failed jobs not yet retried by a job that succeeded or is running (for
+    ``retry --all-failed``), oldest first, each with ``has_content`` (whether
+    the file's bytes are in the database)."""
+
+    def work() -> list[dict[str, Any]]:
+        retry = Job.alias("retry")
+        retried = retry.select(pw.SQL("1")).where(
+            (retry.retry_of == Job.job_id)
+            & retry.status.in_(
+                [JobStatus.SUCCEEDED.value, JobStatus.DUPLICATE.value, JobStatus.RUNNING.value]
+            )
+        )
+        query = (
+            Job.select(*SUMMARY_FIELDS, Job.file_path, Job.edi_content.is_null(False).alias("c"))
+            .where((Job.status == JobStatus.FAILED.value) & ~pw.fn.EXISTS(retried))
+            .order_by(Job.started_at, Job.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        out = []
+        for row in _rows(query.dicts()):
+            has_content = bool(row.pop("c"))
+            item = summary(row)
+            item["has_content"] = has_content
+            out.append(item)
+        return out
+
+    return run_unit(db, work, write=False)
+
+
+# --- search ---------------------------------------------------------------
+
+
+def _vendor_names(db: Database) -> list[str]:
+    """The distinct folded vendor names, one index seek each (a "loose index
+    scan": neither database skips through an index for DISTINCT by itself)."""
+    sql = (
+        "WITH RECURSIVE v(name) AS ("
+        " SELECT MIN(vendor_name_folded) FROM jobs WHERE vendor_name_folded IS NOT NULL"
+        " UNION ALL"
+        " SELECT (SELECT MIN(vendor_name_folded) FROM jobs WHERE vendor_name_folded > v.name)"
+        " FROM v WHERE v.name IS NOT NULL"
+        ") SELECT name FROM v WHERE name IS NOT NULL"
+    )
+    return [name for (name,) in db.execute_sql(sql).fetchall()]
+
+
+def _among(candidates: Any, limit: int) -> Any:
+    """``Job.id IN (candidates)``, shaped for the number of candidates.
+
+    Few: look them up and sort them. Many (a short or common PO term): sorting
+    them all would cost more than walking jobs newest first and stopping at
+    ``limit`` hits, so test each job with a correlated ``EXISTS`` instead. The
+    crossover is near sqrt(limit × jobs) candidates (both plans then touch
+    about as many rows)."""
+    model = candidates.model
+    total = Job.select(pw.fn.MAX(Job.id)).scalar() or 0
+    cap = max(MATERIALIZE_AT_LEAST, math.isqrt(max(limit, 1) * total))
+    probe = candidates.limit(cap + 1)
+    count = pw.Select([probe], [pw.fn.COUNT(pw.SQL("*"))]).scalar(Job._meta.database)
+    if count <= cap:
+        return Job.id.in_(candidates)
+    return pw.fn.EXISTS(candidates.where(model.job == Job.id))
+
+
+def search_jobs(
+    db: Database,
+    po_number: str | None = None,
+    vendor: str | None = None,
+    sender: str | None = None,
+    success: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 50,
+    match: str = "substring",
+) -> list[dict[str, Any]]:
+    """Job summaries matching every given filter, most recently started first.
+
+    ``po_number`` and ``vendor`` match case-insensitively (``fold``), as a
+    substring (default) or, with ``match="prefix"``, as a prefix; a PO term
+    shorter than ``MIN_SUBSTRING`` characters matches as a prefix. A PO term
+    matches any order of a file; ``vendor`` matches the file's first vendor.
+    ``sender`` is the ISA06 sender id, exactly. ``since``/``until`` bound
+    ``started_at`` (``until`` exclusive)."""
+    if match not in SEARCH_MATCHES:
+        raise StoreError(f"match must be one of {', '.join(SEARCH_MATCHES)}, not {match!r}")
+
+    def work() -> list[dict[str, Any]]:
+        conditions = []
+        if po_number is not None and po_number.strip():
+            term = fold(po_number) or ""
+            ids: Any
+            if match == "prefix" or len(term) < MIN_SUBSTRING:
+                ids = Order.select(Order.job).where(_prefix(Order.po_number_folded, term))
+            else:
+                ids = PoSearch.select(PoSearch.job).where(_prefix(PoSearch.suffix, term))
+            conditions.append(_among(ids, limit))
+        if vendor is not None and vendor.strip():
+            term = fold(vendor) or ""
+            if match == "prefix":
+                conditions.append(_prefix(Job.vendor_name_folded, term))
+            else:
+                names = [name for name in _vendor_names(db) if term in name]
+                if not names:
+                    return []
+                conditions.append(Job.vendor_name_folded.in_(names))
+        if sender is not None and sender.strip():
+            conditions.append(Job.sender_id == sender.strip())
+        if success is not None:
+            conditions.append(Job.success == success)
+        if since is not None:
+            conditions.append(Job.started_at >= since)
+        if until is not None:
+            conditions.append(Job.started_at < until)
+        query = Job.select(*SUMMARY_FIELDS)
+        if conditions:
+            query = query.where(*conditions)
+        query = query.order_by(Job.started_at.desc(), Job.id.desc()).limit(limit)
+        return [summary(row) for row in _rows(query.dicts())]
+
+    return run_unit(db, work, write=False)

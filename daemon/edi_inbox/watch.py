@@ -1,0 +1,669 @@
+"""Watching the inbox: which names to look at, and when an upload is finished.
+
+The watchdog observer thread only enqueues: ``InboxHandler`` turns each event
+into ``(kind, name)`` on a queue and never raises (one exception in a handler
+kills the observer thread while the process lives on). The service's main
+thread feeds those events, and full scans of the inbox, into a ``Tracker``,
+which decides per name when a file is ready:
+
+* no writer holds it open (inotify open/close pairs, where available);
+* its size, mtime, inode and link count have not changed for ``settle_seconds``;
+* it ends with an X12 trailer (IEA), or it has been unchanged for
+  ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
+  does not start like an interchange at all (waiting would not help).
+
+Anything that is not a regular file with one link, or is empty or over
+``max_file_bytes``, is refused without being read. Files are only ever opened
+with ``O_NOFOLLOW | O_NONBLOCK`` relative to the inbox's directory descriptor
+and judged by ``fstat`` of that descriptor, so a symlink to ``/etc/shadow``, a
+FIFO without a writer or a swap between check and use cannot trick the reader.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import heapq
+import itertools
+import os
+import queue
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+from .config import DaemonSettings
+from .errors import EdiInboxError, UnsafeFile
+from .files import display_name
+from .x12 import trailer_present
+
+logger = structlog.get_logger("edi_inbox.watch")
+
+TAIL_BYTES = 4096
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+class WatchError(EdiInboxError):
+    """The inbox cannot be watched (missing, or inotify limits reached)."""
+
+
+class Refused(UnsafeFile):
+    """A path that must not be read, with a stable ``code`` for error.json."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+# -- names ------------------------------------------------------------------
+
+
+def is_ignored(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    """Upload temporaries (dot-files, ``*.filepart``…) are never picked up."""
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+# -- safe opening -----------------------------------------------------------
+
+
+class Fingerprint(NamedTuple):
+    """What must stay the same while a file settles."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    nlink: int
+    mode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Fingerprint:
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns, st.st_nlink, st.st_mode)
+
+
+def refusal(st: os.stat_result, max_bytes: int) -> Refused | None:
+    """Why this object must not be read, or None for a regular file with one
+    link within the size cap (an empty file is judged separately)."""
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return Refused("symlink", "it is a symbolic link; links are never followed")
+    if stat.S_ISDIR(mode):
+        return Refused("directory", "it is a directory, not a file")
+    if stat.S_ISFIFO(mode):
+        return Refused("fifo", "it is a FIFO (named pipe), not a regular file")
+    if stat.S_ISSOCK(mode):
+        return Refused("socket", "it is a socket, not a regular file")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return Refused("device", "it is a device node, not a regular file")
+    if not stat.S_ISREG(mode):
+        return Refused("not_regular", "it is not a regular file")
+    if st.st_nlink != 1:
+        return Refused(
+            "hard_link",
+            f"it has {st.st_nlink} hard links; a hard-linked file could still be "
+            "changed through another name, so it is not read",
+        )
+    if st.st_size > max_bytes:
+        return Refused(
+            "too_large",
+            f"it is {st.st_size} bytes, over the limit of {max_bytes} bytes (max_file_bytes)",
+        )
+    return None
+
+
+def safe_open(dir_fd: int, name: str, max_bytes: int) -> tuple[int, os.stat_result]:
+    """Open ``name`` in the directory ``dir_fd`` for reading, or raise ``Refused``.
+
+    ``lstat`` first, so a device node is never opened (opening one can have
+    effects); then ``O_NOFOLLOW | O_NONBLOCK`` (a symlink swapped in fails, a
+    FIFO swapped in does not block) and ``fstat`` of the descriptor, which must
+    be the very inode that ``lstat`` saw. Returns the descriptor and its stat.
+    """
+    before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    problem = refusal(before, max_bytes)
+    if problem:
+        raise problem
+    try:
+        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused("symlink", "it is a symbolic link; links are never followed") from None
+        if exc.errno == errno.ENXIO:
+            raise Refused("socket", "it is a socket, not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        problem = refusal(st, max_bytes)
+        if problem:
+            raise problem
+        if (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise Refused("swapped", "it was replaced by another file while being opened")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_all(fd: int, size: int) -> bytes:
+    """Read up to ``size + 1`` bytes: one byte more than expected tells that
+    the file grew after ``fstat``."""
+    chunks = []
+    left = size + 1
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def peek(dir_fd: int, name: str, max_bytes: int) -> tuple[bytes, bytes]:
+    """The first and last ``TAIL_BYTES`` of a file, opened safely."""
+    fd, st = safe_open(dir_fd, name, max_bytes)
+    try:
+        head = os.pread(fd, TAIL_BYTES, 0)
+        tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
+    finally:
+        os.close(fd)
+    return head, tail
+
+
+_BOM = b"\xef\xbb\xbf"
+_ISA = (b"ISA", b"\xc9\xe2\xc1")  # ASCII, EBCDIC
+
+
+def may_be_x12(head: bytes) -> bool:
+    """Could these first bytes be the start of an interchange (or of its upload)?
+    A file that cannot is not held for its trailer: waiting would not help."""
+    text = head.lstrip(b" \t\r\n\x00")
+    if text.startswith(_BOM):
+        text = text[len(_BOM) :].lstrip(b" \t\r\n")
+    start = text[:3]
+    return any(prefix.startswith(start) for prefix in _ISA)
+
+
+# -- the observer -----------------------------------------------------------
+
+
+class Event(enum.StrEnum):
+    CHANGED = "changed"  # created, modified, attrib, moved in
+    OPENED = "opened"
+    CLOSED = "closed"  # closed without writing
+    CLOSED_WRITE = "closed_write"  # closed after writing: a change and a close
+
+
+_EVENT_KINDS = {
+    "created": Event.CHANGED,
+    "modified": Event.CHANGED,
+    "attrib": Event.CHANGED,
+    "moved": Event.CHANGED,
+    "opened": Event.OPENED,
+    "closed": Event.CLOSED_WRITE,
+    "closed_no_write": Event.CLOSED,
+}
+
+
+class InboxHandler(FileSystemEventHandler):
+    """Puts ``("fs", Event, name)`` on ``sink`` for names directly in the inbox.
+
+    Runs on the observer thread, so it does nothing but filter and enqueue,
+    and it never raises: an exception here would end the observer thread.
+    """
+
+    def __init__(
+        self,
+        inbox: Path | str,
+        sink: Callable[[Any], None],
+        ignore_patterns: tuple[str, ...] = (),
+    ) -> None:
+        self.inbox = os.path.abspath(os.fsdecode(inbox))
+        self.sink = sink
+        self.ignore_patterns = tuple(ignore_patterns)
+        self.errors = 0
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            kind = _EVENT_KINDS.get(event.event_type)
+            if kind is None:  # deleted: the next check finds the name gone
+                return
+            path = event.dest_path if event.event_type == "moved" else event.src_path
+            if not path:
+                return
+            path = os.fsdecode(path)
+            directory, name = os.path.split(path)
+            if directory != self.inbox or not name or is_ignored(name, self.ignore_patterns):
+                return
+            self.sink(("fs", kind, name))
+        except Exception:  # never let one event end the observer thread
+            self.errors += 1
+
+
+def inbox_inotify_observer() -> Any:
+    """An inotify observer that does not listen for ``IN_MOVED_FROM``.
+
+    Every claim renames a file out of the inbox; watchdog holds each
+    unpaired ``IN_MOVED_FROM`` for half a second to pair it with an
+    ``IN_MOVED_TO``, and every event behind it in its queue waits too, so a
+    busy inbox would see all pick-ups late by up to 0.5 s. The daemon never
+    needs to know a name left (the next check finds it gone); a rename into
+    or inside the inbox still arrives, as ``IN_MOVED_TO``. Falls back to the
+    stock observer if watchdog's internals differ from 7.x.
+    """
+    from watchdog.observers.inotify import InotifyObserver
+
+    try:
+        from watchdog.observers.api import BaseObserver
+        from watchdog.observers.inotify import InotifyEmitter
+        from watchdog.observers.inotify_c import InotifyConstants, InotifyFD, Mask
+    except ImportError:  # another watchdog: correct, only slower to pick up
+        return InotifyObserver()
+
+    class Emitter(InotifyEmitter):
+        def get_event_mask_from_filter(self) -> Any:
+            mask = super().get_event_mask_from_filter()
+            return Mask(mask & ~InotifyConstants.IN_MOVED_FROM)
+
+    class Observer(InotifyObserver):
+        def __init__(self) -> None:  # InotifyObserver.__init__ with our emitter
+            self._inotify_fd = InotifyFD()
+            self._inotify_fd.start()
+            BaseObserver.__init__(self, Emitter, inotify_fd=self._inotify_fd)
+
+    return Observer()
+
+
+def start_observer(
+    settings: DaemonSettings,
+    inbox: Path,
+    handler: FileSystemEventHandler,
+    *,
+    inotify_factory: Callable[[], Any] | None = None,
+    polling_factory: Callable[[], Any] | None = None,
+) -> tuple[Any, str]:
+    """Start watching ``inbox``; returns the running observer and its kind.
+
+    ``observer = "auto"`` tries inotify and falls back to polling with a
+    warning (watch or instance limits reached); ``"inotify"`` raises
+    ``WatchError`` instead; ``"polling"`` polls every ``polling_interval_seconds``
+    (NFS/SMB shares, where inotify sees no remote writers).
+    """
+    mode = settings.observer
+    if mode in ("auto", "inotify"):
+        observer = None
+        try:
+            observer = (inotify_factory or inbox_inotify_observer)()
+            observer.schedule(handler, str(inbox), recursive=False)
+            observer.start()
+            return observer, "inotify"
+        except OSError as exc:
+            _stop_quietly(observer)
+            reason = exc.strerror or str(exc)
+            hint = ""
+            if exc.errno in (errno.ENOSPC, errno.EMFILE):
+                hint = (
+                    " (raise fs.inotify.max_user_watches / max_user_instances,"
+                    ' or set [daemon] observer = "polling")'
+                )
+            if mode == "inotify":
+                raise WatchError(f"cannot watch {inbox} with inotify: {reason}{hint}") from None
+            logger.warning("inotify_unavailable", error=reason + hint, fallback="polling")
+    if polling_factory is None:
+        from watchdog.observers.polling import PollingObserver
+
+        def polling_factory() -> Any:
+            return PollingObserver(timeout=settings.polling_interval_seconds)
+
+    observer = polling_factory()
+    try:
+        observer.schedule(handler, str(inbox), recursive=False)
+        observer.start()
+    except OSError as exc:
+        _stop_quietly(observer)
+        raise WatchError(f"cannot watch {inbox}: {exc.strerror or exc}") from None
+    return observer, "polling"
+
+
+def observer_alive(observer: Any) -> bool:
+    """The observer's dispatch thread and every emitter thread are running
+    (and, for inotify, the thread reading the inotify descriptor)."""
+    if observer is None or not observer.is_alive():
+        return False
+    if not all(emitter.is_alive() for emitter in observer.emitters):
+        return False
+    reader = getattr(observer, "_inotify_fd", None)  # watchdog 7: one reader thread
+    return reader is None or not hasattr(reader, "is_alive") or reader.is_alive()
+
+
+def stop_observer(observer: Any, timeout: float = 2.0) -> None:
+    _stop_quietly(observer, timeout)
+
+
+def _stop_quietly(observer: Any, timeout: float = 2.0) -> None:
+    if observer is None:
+        return
+    try:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(timeout)
+    except Exception as exc:  # a broken observer is being replaced anyway
+        logger.debug("observer_stop_failed", error=repr(exc))
+
+
+def scan(dir_fd: int) -> Iterator[os.DirEntry[str]]:
+    """Every entry of the inbox (``os.scandir`` on its descriptor)."""
+    with os.scandir(dir_fd) as entries:
+        yield from entries
+
+
+# -- readiness --------------------------------------------------------------
+
+
+class Verdict(enum.StrEnum):
+    PROCESS = "process"  # run the pipeline
+    REFUSE = "refuse"  # never read: move to failed/ with the reason
+    REPORT = "report"  # cannot be moved safely (a directory): left, reported once
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """The tracker's decision about one name in the inbox."""
+
+    name: str
+    verdict: Verdict
+    fingerprint: Fingerprint | None = None
+    code: str | None = None
+    reason: str | None = None
+    grace_expired: bool = False  # processed without a trailer: the pipeline will say why
+
+
+class _State(enum.Enum):
+    PENDING = "pending"
+    QUEUED = "queued"  # a ticket is out; a worker has or will claim it
+    REPORTED = "reported"
+
+
+@dataclass(eq=False)
+class _Entry:
+    name: str
+    stable_since: float
+    state: _State = _State.PENDING
+    fp: Fingerprint | None = None
+    last_event: float | None = None
+    checked_at: float | None = None
+    opens: int = 0
+    deadline: float = 0.0
+    scheduled: float | None = None
+    dirty: bool = False
+    held: bool = False
+    trouble_since: float | None = None
+    failures: int = 0
+
+
+@dataclass
+class Tracker:
+    """Decides, name by name, when a file in the inbox is ready.
+
+    Single-threaded: the service's main thread calls ``event``, ``seen``,
+    ``poll`` and ``release``. Every name has at most one live deadline in a
+    heap, so a backlog of 100,000 files costs one dict entry and one heap item
+    each, and ``poll`` touches only what is due.
+    """
+
+    dir_fd: int
+    settings: DaemonSettings
+    clock: Callable[[], float]
+    peek: Callable[[int, str, int], tuple[bytes, bytes]] = peek
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
+    _seq: Iterator[int] = field(default_factory=itertools.count)
+
+    # -- input --
+
+    def event(self, kind: Event, name: str) -> None:
+        """An inotify (or polling) event for ``name``."""
+        now = self.clock()
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _Entry(name, stable_since=now)
+            self._schedule(entry, now + self.settings.settle_seconds)
+        if kind is Event.OPENED:
+            entry.opens += 1
+            return
+        if kind in (Event.CLOSED, Event.CLOSED_WRITE):
+            # Clamped: events can be lost, and a writer may have opened the
+            # file before we started watching. A close alone schedules
+            # nothing: our own reads cause open/close pairs too.
+            entry.opens = max(0, entry.opens - 1)
+            if kind is Event.CLOSED:
+                return
+        if entry.state is _State.QUEUED:
+            entry.dirty = True
+            return
+        entry.last_event = now
+        entry.stable_since = now
+        if entry.state is _State.REPORTED:
+            self._schedule(entry, now)
+        else:
+            self._schedule(entry, now + self.settings.settle_seconds)
+
+    def seen(self, name: str, stat_result: Callable[[], os.stat_result]) -> None:
+        """A name found by a full scan; new names start settling now."""
+        if name in self._entries or is_ignored(name, self.settings.ignore_patterns):
+            return
+        try:
+            st = stat_result()
+        except OSError:
+            return  # gone already, or the next event or scan will tell
+        now = self.clock()
+        entry = self._entries[name] = _Entry(name, stable_since=now, fp=Fingerprint.of(st))
+        entry.checked_at = now
+        regular = stat.S_ISREG(st.st_mode)
+        self._schedule(entry, now + self.settings.settle_seconds if regular else now)
+
+    def prune(self, present: set[str]) -> None:
+        """Forget reported or pending names a full scan no longer found."""
+        for name in [n for n, e in self._entries.items() if e.state is not _State.QUEUED]:
+            if name not in present:
+                del self._entries[name]
+
+    def release(self, name: str, *, recheck: bool = False, delay: float | None = None) -> None:
+        """A worker is done with ``name``: forget it, or look again if it
+        changed meanwhile (or was handed back into the inbox), not before
+        ``delay`` seconds if given (a claim that failed: no hot loop)."""
+        entry = self._entries.pop(name, None)
+        if entry is None or not (recheck or entry.dirty):
+            return
+        self.seen(name, lambda: os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+        fresh = self._entries.get(name)
+        if fresh is not None and delay:
+            fresh.deadline = max(fresh.deadline, self.clock() + delay)
+
+    # -- output --
+
+    def due(self) -> float | None:
+        """When ``poll`` has something to do next (a clock value), or None."""
+        while self._heap:
+            deadline, _, name = self._heap[0]
+            entry = self._entries.get(name)
+            if entry is not None and entry.scheduled == deadline:
+                return deadline
+            heapq.heappop(self._heap)  # stale
+        return None
+
+    def poll(self, limit: int | None = None) -> list[Ticket]:
+        """Check every name whose deadline has passed; return the decisions."""
+        now = self.clock()
+        tickets: list[Ticket] = []
+        while self._heap and self._heap[0][0] <= now:
+            if limit is not None and len(tickets) >= limit:
+                break
+            deadline, _, name = heapq.heappop(self._heap)
+            entry = self._entries.get(name)
+            if entry is None or entry.scheduled != deadline:
+                continue
+            entry.scheduled = None
+            if entry.deadline > now:
+                self._schedule(entry, entry.deadline)
+                continue
+            ticket = self._check(entry, now)
+            if ticket is not None:
+                tickets.append(ticket)
+        return tickets
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def waiting(self) -> int:
+        """Names still settling (not held for a trailer, not in trouble, not queued)."""
+        return sum(
+            1
+            for e in self._entries.values()
+            if e.state is _State.PENDING and not e.held and e.trouble_since is None
+        )
+
+    def counts(self) -> dict[str, int]:
+        held = sum(1 for e in self._entries.values() if e.held and e.state is _State.PENDING)
+        queued = sum(1 for e in self._entries.values() if e.state is _State.QUEUED)
+        return {"tracked": len(self._entries), "held": held, "queued": queued}
+
+    # -- the decision --
+
+    def _schedule(self, entry: _Entry, when: float) -> None:
+        entry.deadline = when
+        if entry.scheduled is None or when < entry.scheduled:
+            entry.scheduled = when
+            heapq.heappush(self._heap, (when, next(self._seq), entry.name))
+
+    def _ticket(self, entry: _Entry, verdict: Verdict, **kwargs: Any) -> Ticket:
+        entry.state = _State.REPORTED if verdict is Verdict.REPORT else _State.QUEUED
+        entry.dirty = False
+        return Ticket(entry.name, verdict, entry.fp, **kwargs)
+
+    def _check(self, entry: _Entry, now: float) -> Ticket | None:
+        settle = self.settings.settle_seconds
+        grace = self.settings.incomplete_grace_seconds
+        try:
+            st = os.stat(entry.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            del self._entries[entry.name]
+            return None
+        except OSError as exc:
+            return self._trouble(entry, now, exc)
+        fp = Fingerprint.of(st)
+        if fp != entry.fp:
+            # With events, the last one dates the change; a change no event
+            # told us about (polling, overflow) restarts the clock now.
+            explained = entry.last_event is not None and (
+                entry.checked_at is None or entry.last_event >= entry.checked_at
+            )
+            if not explained:
+                entry.stable_since = now
+            if entry.state is _State.REPORTED and entry.fp and entry.fp.ino != fp.ino:
+                entry.state = _State.PENDING  # a new object under a reported name
+            entry.fp = fp
+            entry.held = False
+        entry.checked_at = now
+
+        if stat.S_ISDIR(st.st_mode):
+            if entry.state is _State.REPORTED:
+                return None
+            return self._ticket(
+                entry, Verdict.REPORT, code="directory", reason="it is a directory, not a file"
+            )
+        entry.state = _State.PENDING
+        if not stat.S_ISREG(st.st_mode):
+            problem = refusal(st, self.settings.max_file_bytes)
+            assert problem is not None
+            return self._ticket(entry, Verdict.REFUSE, code=problem.code, reason=problem.reason)
+
+        if entry.opens > 0:
+            if now - entry.stable_since < grace:
+                self._schedule(entry, now + max(settle, 0.05))
+                return None
+            # Unchanged for the whole grace yet "open": a close event was lost.
+            logger.warning("open_count_reset", file=display_name(entry.name), opens=entry.opens)
+            entry.opens = 0
+        if now < entry.stable_since + settle:
+            self._schedule(entry, entry.stable_since + settle)
+            return None
+
+        if st.st_size == 0:
+            return self._ticket(
+                entry,
+                Verdict.REFUSE,
+                code="empty",
+                reason=f"the file is empty (0 bytes, unchanged for {settle:g} s)",
+            )
+        problem = refusal(st, self.settings.max_file_bytes)
+        if problem:
+            return self._ticket(entry, Verdict.REFUSE, code=problem.code, reason=problem.reason)
+        try:
+            head, tail = self.peek(self.dir_fd, entry.name, self.settings.max_file_bytes)
+        except Refused as refused:
+            return self._ticket(entry, Verdict.REFUSE, code=refused.code, reason=refused.reason)
+        except FileNotFoundError:
+            del self._entries[entry.name]
+            return None
+        except OSError as exc:
+            return self._trouble(entry, now, exc)
+        entry.trouble_since = None
+        entry.failures = 0
+
+        if trailer_present(tail) or not may_be_x12(head):
+            return self._ticket(entry, Verdict.PROCESS)
+        if now - entry.stable_since >= grace:
+            logger.warning(
+                "upload_incomplete",
+                file=display_name(entry.name),
+                unchanged_seconds=round(now - entry.stable_since, 3),
+            )
+            return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
+        if not entry.held:
+            entry.held = True
+            logger.info(
+                "upload_held",
+                file=display_name(entry.name),
+                size=st.st_size,
+                reason="no X12 trailer (IEA) yet",
+                grace_seconds=grace,
+            )
+        self._schedule(entry, entry.stable_since + grace)
+        return None
+
+    def _trouble(self, entry: _Entry, now: float, exc: OSError) -> Ticket | None:
+        """A file that cannot be looked at: logged once, looked at again with
+        backoff (permissions may still change), refused after the grace."""
+        reason = exc.strerror or str(exc)
+        if entry.trouble_since is None:
+            entry.trouble_since = now
+            logger.error("file_unreadable", file=display_name(entry.name), error=reason)
+        grace = self.settings.incomplete_grace_seconds
+        if now - entry.trouble_since >= grace:
+            return self._ticket(
+                entry,
+                Verdict.REFUSE,
+                code="unreadable",
+                reason=f"the file cannot be read: {reason}",
+            )
+        entry.failures += 1
+        delay = min(60.0, max(self.settings.settle_seconds, 0.05) * 2**entry.failures)
+        self._schedule(entry, min(now + delay, entry.trouble_since + grace))
+        return None
+
+
+def drain(events: queue.Queue[Any], timeout: float) -> list[Any]:
+    """Everything on ``events``, waiting up to ``timeout`` seconds for the first item."""
+    items = []
+    try:
+        items.append(events.get(timeout=timeout) if timeout > 0 else events.get_nowait())
+        while True:
+            items.append(events.get_nowait())
+    except queue.Empty:
+        pass
+    return items

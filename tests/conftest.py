@@ -1,0 +1,223 @@
+"""Database fixtures: a real SQLite file and, when available, a real PostgreSQL.
+
+``EDI_INBOX_TEST_PG_URL`` names the PostgreSQL that ``.ci/postgres.sh``
+started (and ``EDI_INBOX_TEST_PG_DATADIR`` its data directory, for the restart
+test). Without it the PostgreSQL cases skip, except under ``CI=true``, where a
+missing PostgreSQL fails them: CI must never go green by skipping.
+Each PostgreSQL test gets a schema of its own (``search_path`` in the URL),
+dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from edi_inbox import store
+from edi_inbox.config import PathSettings, Settings
+from edi_inbox.jobs import (
+    Interchange,
+    JobResult,
+    JobStatus,
+    LogEntry,
+    OrderResult,
+    StepResult,
+    StepStatus,
+)
+
+PG_URL_ENV = "EDI_INBOX_TEST_PG_URL"
+PG_DATADIR_ENV = "EDI_INBOX_TEST_PG_DATADIR"
+
+
+def pg_base_url() -> str:
+    """The test PostgreSQL's URL; skips (or fails under CI=true) without one."""
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {PG_URL_ENV} is unset: .ci/run must start .ci/postgres.sh")
+        pytest.skip(f"{PG_URL_ENV} is unset (start one with .ci/postgres.sh)")
+    return url
+
+
+def _pg_admin(url: str, sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose connections all use a fresh, private schema."""
+    base = pg_base_url()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(base, f"CREATE SCHEMA {schema}")
+    joiner = "&" if "?" in base else "?"
+    yield f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+    _pg_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against a SQLite file under tmp_path and a real PostgreSQL."""
+    if request.param == "sqlite":
+        (tmp_path / "db").mkdir()
+        return f"sqlite:///{tmp_path / 'db' / 'edi-inbox.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(paths=PathSettings(root=tmp_path))
+
+
+def close_database(db: Any) -> None:
+    if isinstance(db, store.PostgresStore):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
+
+
+@pytest.fixture
+def db(db_url: str, settings: Settings) -> Iterator[store.Database]:
+    """An initialised database (schema created) on SQLite or PostgreSQL."""
+    database = store.open_database(db_url, settings, retry_seconds=20)
+    store.init(database)
+    yield database
+    close_database(database)
+
+
+@pytest.fixture
+def recorder(db: store.Database) -> store.DatabaseRecorder:
+    return store.DatabaseRecorder(db)
+
+
+T0 = datetime(2024, 3, 5, 10, 15, 30, 123456, tzinfo=UTC)
+
+
+def make_job(
+    n: int = 1,
+    *,
+    started_at: datetime | None = None,
+    status: JobStatus = JobStatus.SUCCEEDED,
+    po_numbers: tuple[str, ...] | None = None,
+    vendor: str | None = "ACME Corp",
+    amounts: tuple[Decimal, ...] | None = None,
+    sender: str = "SENDER01",
+    control: str | None = None,
+    sha: str | None = None,
+    content: bytes | None = b"ISA*00*...~IEA*1*000000001~",
+    job_id: str | None = None,
+) -> JobResult:
+    """A finished-looking job with five steps, logs, orders and one interchange."""
+    started = started_at or (T0 + timedelta(minutes=n))
+    pos = po_numbers if po_numbers is not None else (f"PO-{n:06d}",)
+    amts = amounts or tuple(Decimal("100.50") + n for _ in pos)
+    job = JobResult(
+        job_id=job_id or str(uuid.uuid4()),
+        file_name=f"po_{n}.edi",
+        status=status,
+        started_at=started,
+        completed_at=started + timedelta(seconds=1.5),
+        duration_seconds=1.5,
+        file_sha256=sha or f"{n:064x}",
+        file_size=1234,
+        file_path=f"/srv/edi/processing/po_{n}.edi",
+        host="host-a",
+        error="validation failed" if status is JobStatus.FAILED else None,
+        error_details=[{"code": "qty", "message": "line 1: quantity 0"}]
+        if status is JobStatus.FAILED
+        else [],
+        interchanges=[Interchange(sender, "RECEIVER", control or f"{n:09d}")],
+        acks=[f"po_{n}.997"],
+        edi_content=content,
+    )
+    for i, (po, amount) in enumerate(zip(pos, amts, strict=True)):
+        job.orders.append(
+            OrderResult(
+                po_number=po,
+                idempotency_key=f"{job.job_id}:{i}",
+                line_count=2,
+                total_amount=amount,
+                vendor_name=vendor,
+                status="posted" if status is JobStatus.SUCCEEDED else "failed",
+                erp_po_id=f"ERP-{n}-{i}" if status is JobStatus.SUCCEEDED else None,
+                attempts=1,
+                payload={"po_number": po, "total": str(amount), "vendor": vendor},
+            )
+        )
+    for k, name in enumerate(("parse", "transform", "validate", "post_to_erp", "acknowledge")):
+        job.steps.append(
+            StepResult(
+                step_name=name,
+                status=StepStatus.SUCCESS,
+                data={"k": k, "note": "ok"},
+                started_at=started + timedelta(milliseconds=k),
+                duration_seconds=0.001,
+            )
+        )
+        job.logs.append(
+            LogEntry(started + timedelta(milliseconds=k), "info", f"{name} done", {"step": name})
+        )
+    return job
+
+
+def record(recorder: store.DatabaseRecorder, job: JobResult) -> None:
+    """Report a job to the recorder the way the pipeline does, step by step."""
+    final = job.status
+    job.status = JobStatus.RUNNING
+    recorder.job_started(job)
+    for step, entry in zip(job.steps, job.logs, strict=False):
+        recorder.step_finished(job, step, [entry])
+        if step.step_name == "post_to_erp":
+            for order in job.orders:
+                if order.erp_po_id:
+                    recorder.order_accepted(job, order)
+    job.status = final
+    last = LogEntry(job.completed_at or T0, "info", "finished", {"status": str(final)})
+    job.logs.append(last)
+    recorder.job_finished(job, [last])
+
+
+@pytest.fixture
+def record_job(recorder: store.DatabaseRecorder) -> Callable[..., JobResult]:
+    """Record a made-up job: ``record_job(n, **make_job_options)``."""
+
+    def run(n: int = 1, **options: Any) -> JobResult:
+        job = make_job(n, **options)
+        record(recorder, job)
+        return job
+
+    return run
+
+
+def pg_ctl(action: str, *extra: str) -> None:
+    """Run ``pg_ctl ACTION`` on the test cluster, as its owner (initdb refuses root)."""
+    datadir = os.environ.get(PG_DATADIR_ENV)
+    if not datadir:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {PG_DATADIR_ENV} is unset")
+        pytest.skip(f"{PG_DATADIR_ENV} is unset")
+    bindirs = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    pg_ctl_bin = str(bindirs[-1]) if bindirs else "pg_ctl"
+    # -l: the server must not inherit our pipes (communicate() would wait for it).
+    log = str(Path(datadir).parent / "server.log")
+    command = [pg_ctl_bin, "-D", datadir, "-l", log, "-w", "-t", "60", *extra, action]
+    if os.geteuid() == 0:
+        owner = Path(datadir).owner()
+        command = ["runuser", "-u", owner, "--", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)

@@ -1,0 +1,146 @@
+"""The command line: help everywhere, exit codes, JSON alone on stdout."""
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edi_inbox.cli import main
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = CORPUS / "ediengine__850.OK.edi"
+
+
+@pytest.fixture
+def env(tmp_path):
+    """A configuration rooted in tmp_path, passed the way an operator would."""
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text(f'[paths]\nroot = "{tmp_path}/state"\n[log]\nformat = "json"\n')
+    return {"EDI_INBOX_CONFIG": str(config)}
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, (*prefix, name))
+
+
+def test_every_command_has_help_with_an_example():
+    """Each command's --help explains it and shows an example line."""
+    commands = list(all_commands(main))
+    assert commands
+    for path, command in commands:
+        assert command.help, f"{' '.join(path)} has no help text"
+        if not isinstance(command, click.Group):
+            assert "Example" in command.help, f"{' '.join(path)} has no example"
+        result = CliRunner().invoke(main, [*path, "--help"])
+        assert result.exit_code == 0, result.output
+
+
+def test_process_prints_a_summary_and_exits_0(env):
+    """A good file: a one-line summary naming the PO, exit 0."""
+    result = CliRunner().invoke(main, ["process", str(GOOD)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "08292233294" in result.stdout
+
+
+def test_process_json_is_json_alone_on_stdout(env):
+    """--json prints the job as JSON and nothing else on stdout; logs go to stderr."""
+    result = CliRunner().invoke(main, ["process", "--json", str(GOOD)], env=env)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["po_number"] == "08292233294"
+    assert doc["total_amount"] == "13045.94"
+    assert "job_started" in result.stderr
+
+
+def test_process_several_files_prints_a_list_and_fails_if_one_fails(env):
+    """Several files give a JSON list; one failure makes the exit code 1."""
+    bad = CORPUS / "ediengine__NonEdi.edi"
+    result = CliRunner().invoke(main, ["process", "--json", str(GOOD), str(bad)], env=env)
+    assert result.exit_code == 1
+    docs = json.loads(result.stdout)
+    assert [d["success"] for d in docs] == [True, False]
+
+
+def test_config_error_names_the_key(tmp_path):
+    """A bad configuration stops the command with a message naming the key."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[daemon]\nworkerz = 2\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "process", str(GOOD)])
+    assert result.exit_code == 1
+    assert "workerz" in result.stderr and "did you mean 'workers'" in result.stderr
+
+
+def run_cli(env, *args):
+    result = CliRunner().invoke(main, list(args), env=env)
+    return result
+
+
+def test_process_records_the_job_for_jobs_show(env):
+    """process records to the database; jobs show --json returns the same job."""
+    done = json.loads(run_cli(env, "process", "--json", str(GOOD)).stdout)
+    result = run_cli(env, "jobs", "show", "--json", done["job_id"][:8])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["job_id"] == done["job_id"]
+    assert shown["total_amount"] == "13045.94"
+    assert [s["step_name"] for s in shown["steps"]] == [s["step_name"] for s in done["steps"]]
+    assert shown["orders"][0]["po_number"] == "08292233294"
+    human = run_cli(env, "jobs", "show", done["job_id"])
+    assert human.exit_code == 0 and "08292233294" in human.stdout and "post_to_erp" in human.stdout
+
+
+def test_same_file_twice_is_a_duplicate(env):
+    """The same bytes processed again are recorded as a duplicate, exit 0."""
+    run_cli(env, "process", str(GOOD))
+    again = json.loads(run_cli(env, "process", "--json", str(GOOD)).stdout)
+    assert again["status"] == "duplicate" and again["duplicate_of"]
+
+
+def test_jobs_list_search_and_stats(env):
+    """list, search and stats answer from the records, as tables or JSON."""
+    run_cli(env, "process", str(GOOD))
+    run_cli(env, "process", str(CORPUS / "ediengine__NonEdi.edi"))
+    listed = json.loads(run_cli(env, "jobs", "list", "--json").stdout)
+    assert [j["status"] for j in listed] == ["failed", "succeeded"]
+    failed = json.loads(run_cli(env, "jobs", "list", "--status", "failed", "--json").stdout)
+    assert len(failed) == 1
+    found = json.loads(run_cli(env, "jobs", "search", "--po-number", "2922332", "--json").stdout)
+    assert [j["po_number"] for j in found] == ["08292233294"]
+    assert (
+        json.loads(run_cli(env, "jobs", "search", "--failure", "--json").stdout)[0]["file_name"]
+        == "ediengine__NonEdi.edi"
+    )
+    stats = json.loads(run_cli(env, "stats", "--json").stdout)
+    assert stats["total_jobs"] == 2 and stats["successful_jobs"] == 1
+    assert stats["total_amount_processed"] == "13045.94"
+    table = run_cli(env, "jobs", "list")
+    assert table.exit_code == 0 and "STATUS" in table.stdout and "08292233294" in table.stdout
+
+
+def test_status_exits_3_when_no_daemon_runs(env):
+    """status answers with the backlog and exits 3 when no daemon heartbeat is fresh."""
+    result = run_cli(env, "status", "--json")
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    assert doc["running"] is False and doc["daemons"] == []
+
+
+def test_db_commands(env):
+    """db init reports the schema version; reset needs --yes and empties the records."""
+    assert "schema version" in run_cli(env, "db", "init").stdout
+    run_cli(env, "process", str(GOOD))
+    assert run_cli(env, "db", "reset").exit_code == 2
+    assert run_cli(env, "db", "reset", "--yes").exit_code == 0
+    assert json.loads(run_cli(env, "jobs", "list", "--json").stdout) == []
+    assert run_cli(env, "db", "migrate").exit_code == 0
+
+
+def test_unknown_job_is_a_clear_error(env):
+    """jobs show with an unknown id exits 1 and says so."""
+    result = run_cli(env, "jobs", "show", "no-such-job")
+    assert result.exit_code == 1 and "no job" in result.stderr

@@ -1,0 +1,371 @@
+"""End to end: the real daemon process, a real inotify observer, real files, real signals,
+a real HTTP ERP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+pytestmark = pytest.mark.e2e
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
+BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
+SETTLE = 0.3
+GRACE = 2.0
+
+
+def make_po(n: int, source: bytes = GOOD) -> bytes:
+    """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
+    text = source.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    old = isa[13]
+    isa[13] = f"{n:09d}"
+    text = sep.join(isa) + text[105:]
+    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
+    start = text.index(f"{term}BEG{sep}") + 1
+    end = text.index(term, start)
+    beg = text[start:end].split(sep)
+    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
+    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+
+
+def poll_until(condition, timeout: float = 15.0, interval: float = 0.02, what: str = ""):
+    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        time.sleep(interval)
+
+
+class Erp:
+    """A real HTTP ERP: records, per request, the Idempotency-Key and the PO number."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.url = server.url_for("/orders")
+        self.requests: list[tuple[str, str]] = []
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        server.expect_request("/orders", method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "")
+        po = json.loads(request.get_data())["po_number"]
+        with self._lock:
+            self.requests.append((key, po))
+        if self.delay:
+            time.sleep(self.delay)
+        body = json.dumps({"id": f"ERP-{key[:12]}"})
+        return Response(body, status=201, content_type="application/json")
+
+    def keys_by_po(self) -> dict[str, set[str]]:
+        with self._lock:
+            found: dict[str, set[str]] = defaultdict(set)
+            for key, po in self.requests:
+                found[po].add(key)
+            return found
+
+    def posts_per_key(self) -> Counter[str]:
+        with self._lock:
+            return Counter(key for key, _ in self.requests)
+
+
+@pytest.fixture
+def erp():
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield Erp(server)
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def daemon_command(config: Path) -> list[str]:
+    """``edi-inbox --config FILE run`` with this interpreter (the venv's console script)."""
+    return [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), "run"]
+
+
+class Daemon:
+    """The daemon as a subprocess; READY=1 arrives on a real notify socket."""
+
+    def __init__(self, root: Path, erp_url: str, **daemon: object) -> None:
+        self.root = root
+        values = {
+            "workers": 4,
+            "settle_seconds": SETTLE,
+            "incomplete_grace_seconds": GRACE,
+            "rescan_seconds": 1.0,
+            "heartbeat_seconds": 0.5,
+            "shutdown_timeout_seconds": 5.0,
+            "observer": "inotify",
+            **daemon,
+        }
+        lines = [
+            "[paths]",
+            f"root = {json.dumps(str(root))}",
+            "[database]",
+            f"url = {json.dumps('sqlite:///' + str(root / 'edi-inbox.db'))}",
+            "[erp]",
+            f"url = {json.dumps(erp_url)}",
+            "max_attempts = 3",
+            "backoff_initial_seconds = 0.05",
+            "backoff_max_seconds = 0.2",
+            "backoff_jitter_seconds = 0.0",
+            "[daemon]",
+            *(f"{k} = {json.dumps(v)}" for k, v in values.items()),
+            "[log]",
+            'format = "json"',
+        ]
+        self.config = root / "edi-inbox.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+        for folder in ("inbox", "processing", "done", "failed"):
+            (root / folder).mkdir(exist_ok=True)
+        self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
+        self.processing = root / "processing"
+        self.log = root / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.notify_name = f"edi-inbox-e2e-{uuid.uuid4().hex}"
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind("\0" + self.notify_name)
+        self.notify.settimeout(0.05)
+        self.ready = threading.Event()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        """Read every notification, as systemd does (an unread queue fills up)."""
+        while True:
+            try:
+                message = self.notify.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if message.startswith(b"READY=1"):
+                self.ready.set()
+
+    def start(self) -> None:
+        self.ready.clear()
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + self.notify_name}
+        env.pop("EDI_INBOX_CONFIG", None)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                daemon_command(self.config), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 20
+        while not self.ready.wait(0.05):
+            assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, "no READY=1 within 20 s"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.alive():
+            self.kill()
+        self.notify.close()
+
+    def jobs(self) -> list[dict]:
+        path = self.root / "edi-inbox.db"
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute("SELECT * FROM jobs")]
+
+    def listing(self, folder: Path) -> list[str]:
+        return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    made: list[Daemon] = []
+
+    def make(erp_url: str, **options: object) -> Daemon:
+        daemon = Daemon(tmp_path, erp_url, **options)
+        made.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in made:
+        daemon.close()
+
+
+def write_slowly(path: Path, data: bytes, parts: int, pause: float, *, keep_open: bool) -> None:
+    """An upload that grows in bursts: in place with one descriptor (OpenSSH's
+    sftp-server), or reopened per burst (a resumed ``reput``)."""
+    size = -(-len(data) // parts)
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    if keep_open:
+        with open(path, "wb") as fh:
+            for i, chunk in enumerate(chunks):
+                fh.write(chunk)
+                fh.flush()
+                if i < len(chunks) - 1:
+                    time.sleep(pause)
+        return
+    for i, chunk in enumerate(chunks):
+        with open(path, "ab" if i else "wb") as fh:
+            fh.write(chunk)
+        if i < len(chunks) - 1:
+            time.sleep(pause)
+
+
+def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons):
+    """Slow, resumed, aborted, renamed, moved-in, unsafe, empty, bad, odd and duplicate uploads
+    each end in the right folder; every job is recorded; each good order is posted once."""
+    daemon = daemons(erp.url)
+    inbox = daemon.inbox
+    (inbox / "before-start.edi").write_bytes(make_po(1))  # present before the daemon starts
+    daemon.start()
+
+    pause = SETTLE + 0.2  # longer than settle_seconds, while the trailer is still missing
+    writers = [
+        threading.Thread(
+            target=write_slowly,
+            args=(inbox / "in-place.edi", make_po(2), 3, pause),
+            kwargs={"keep_open": True},
+        ),
+        threading.Thread(  # stalls past settle_seconds (held: no trailer), then resumes
+            target=write_slowly,
+            args=(inbox / "resumed.edi", make_po(3), 2, SETTLE + 0.4),
+            kwargs={"keep_open": False},
+        ),
+    ]
+    for writer in writers:
+        writer.start()
+    (inbox / "aborted.edi").write_bytes(make_po(9)[:400])  # never finished
+    (inbox / "winscp.edi.filepart").write_bytes(make_po(4))
+    os.rename(inbox / "winscp.edi.filepart", inbox / "winscp.edi")
+    (tmp_path / "elsewhere.edi").write_bytes(make_po(5))
+    os.rename(tmp_path / "elsewhere.edi", inbox / "moved-in.edi")
+    (inbox / "first-name.edi").write_bytes(make_po(6))
+    os.rename(inbox / "first-name.edi", inbox / "second-name.edi")
+    (inbox / "odd\nname -x.edi").write_bytes(make_po(7))
+    (inbox / "dup-original.edi").write_bytes(make_po(8))
+    os.symlink("/etc/hostname", inbox / "link.edi")
+    os.mkfifo(inbox / "pipe.edi")
+    (tmp_path / "hard-target").write_bytes(make_po(10))
+    os.link(tmp_path / "hard-target", inbox / "hard.edi")
+    (inbox / "empty.edi").touch()
+    (inbox / "bad.edi").write_bytes(BAD)
+
+    poll_until(lambda: (daemon.done / "dup-original.edi").exists(), what="first copy done")
+    (inbox / "dup-copy.edi").write_bytes(make_po(8))  # the same bytes again
+    for writer in writers:
+        writer.join()
+
+    expected_done = [
+        "before-start.edi",
+        "dup-copy.edi",
+        "dup-original.edi",
+        "in-place.edi",
+        "moved-in.edi",
+        "odd\nname -x.edi",
+        "resumed.edi",
+        "second-name.edi",
+        "winscp.edi",
+    ]
+    refused = ["aborted.edi", "bad.edi", "empty.edi", "hard.edi", "link.edi", "pipe.edi"]
+    expected_failed = sorted([*refused, *(f"{n}.error.json" for n in refused)])
+    poll_until(
+        lambda: (
+            daemon.listing(daemon.done) == expected_done
+            and daemon.listing(daemon.failed) == expected_failed
+        ),
+        timeout=GRACE + 10,
+        what="every upload in its final folder",
+    )
+    assert daemon.alive()
+    assert daemon.listing(inbox) == []
+    assert daemon.listing(daemon.processing) == []
+    assert (daemon.done / "in-place.edi").read_bytes() == make_po(2)  # never half-written
+    assert (daemon.done / "resumed.edi").read_bytes() == make_po(3)
+    assert os.readlink(daemon.failed / "link.edi") == "/etc/hostname"
+    aborted = json.loads((daemon.failed / "aborted.edi.error.json").read_text())
+    assert "truncated" in aborted["error"]
+
+    posts = erp.posts_per_key()
+    assert len(posts) == 8 and set(posts.values()) == {1}  # POs 1..8, each posted once
+    statuses = Counter(job["status"] for job in daemon.jobs())
+    assert statuses == {"succeeded": 8, "duplicate": 1, "failed": 6}
+
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons):
+    """SIGKILL again and again with hundreds of files in flight: after restarts every file is in
+    done/, no order lost, none accepted under two different Idempotency-Keys."""
+    erp.delay = 0.02
+    daemon = daemons(erp.url, workers=6)
+    total = 300
+    daemon.start()
+    for n in range(total):
+        (daemon.inbox / f"po{n:04d}.edi").write_bytes(make_po(1000 + n))
+    for threshold in (40, 110, 180):
+        poll_until(lambda t=threshold: len(os.listdir(daemon.done)) >= t, what=f"{threshold} done")
+        daemon.kill()
+        daemon.start()
+    poll_until(
+        lambda: len(os.listdir(daemon.done)) == total, timeout=40, what="every file in done/"
+    )
+    assert daemon.alive()
+    assert daemon.listing(daemon.done) == [f"po{n:04d}.edi" for n in range(total)]
+    assert daemon.listing(daemon.inbox) == [] and daemon.listing(daemon.processing) == []
+    keys = erp.keys_by_po()
+    assert len(keys) == total  # none lost
+    assert all(len(k) == 1 for k in keys.values())  # never under two different keys
+    jobs = daemon.jobs()
+    finished = {j["file_name"] for j in jobs if j["status"] in ("succeeded", "duplicate")}
+    assert finished == {f"po{n:04d}.edi" for n in range(total)}
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons):
+    """SIGTERM mid-run: exit 0 within the stop timeout, nothing left in processing/, and a
+    restart finishes the rest."""
+    erp.delay = 0.03
+    daemon = daemons(erp.url, shutdown_timeout_seconds=3.0)
+    total = 60
+    daemon.start()
+    for n in range(total):
+        (daemon.inbox / f"po{n:03d}.edi").write_bytes(make_po(5000 + n))
+    poll_until(lambda: len(os.listdir(daemon.done)) >= 10, what="10 done")
+    started = time.monotonic()
+    assert daemon.terminate(timeout=3.0 + 5) == 0
+    assert time.monotonic() - started < 3.0 + 2
+    assert daemon.listing(daemon.processing) == []
+    done, left = daemon.listing(daemon.done), daemon.listing(daemon.inbox)
+    assert sorted(done + left) == [f"po{n:03d}.edi" for n in range(total)]
+    daemon.start()
+    poll_until(lambda: len(os.listdir(daemon.done)) == total, what="the rest done")
+    assert all(len(k) == 1 for k in erp.keys_by_po().values())
+    assert len(erp.keys_by_po()) == total
+    assert daemon.terminate(timeout=10) == 0

@@ -1,0 +1,743 @@
+"""The daemon loop, in process: claiming, moving, crash recovery, stopping, systemd notify."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from structlog.testing import capture_logs
+from watchdog.observers.inotify import InotifyObserver
+from werkzeug import Request, Response
+
+from edi_inbox import notify, orders, service, store
+from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
+from edi_inbox.errors import EdiInboxError
+from edi_inbox.jobs import JobResult, JobStatus, OrderResult
+from edi_inbox.pipeline import Pipeline
+from edi_inbox.service import Service, folder_counts, processing_name, split_processing_name
+from edi_inbox.x12 import X12Reader
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
+BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
+
+
+def make_po(n: int, source: bytes = GOOD) -> bytes:
+    """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
+    text = source.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    old = isa[13]
+    isa[13] = f"{n:09d}"
+    text = sep.join(isa) + text[105:]
+    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
+    start = text.index(f"{term}BEG{sep}") + 1
+    end = text.index(term, start)
+    beg = text[start:end].split(sep)
+    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
+    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+
+
+def poll_until(condition, timeout: float = 10.0, interval: float = 0.01):
+    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class Erp:
+    """A real HTTP ERP on 127.0.0.1 that counts POSTs per Idempotency-Key."""
+
+    def __init__(self, server: HTTPServer) -> None:
+        self.server = server
+        self.url = server.url_for("/orders")
+        self.keys: Counter[str] = Counter()
+        self.delay = 0.0
+        self.reject_next = 0
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        server.expect_request("/orders", method="POST").respond_with_handler(self.handle)
+
+    def handle(self, request: Request) -> Response:
+        key = request.headers.get("Idempotency-Key", "")
+        with self._lock:
+            self.keys[key] += 1
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            reject = self.reject_next > 0
+            self.reject_next -= reject
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if reject:
+                body = {"error": "unknown ship-to"}
+                return Response(json.dumps(body), status=422, content_type="application/json")
+            body = {"id": f"ERP-{key[:12]}"}
+            return Response(json.dumps(body), status=201, content_type="application/json")
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    @property
+    def posts(self) -> int:
+        return sum(self.keys.values())
+
+
+@pytest.fixture
+def erp():
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield Erp(server)
+    server.clear()
+    if server.is_running():
+        server.stop()
+
+
+def make_settings(tmp_path: Path, erp_url: str = "", **daemon: object) -> Settings:
+    values: dict[str, object] = {
+        "workers": 4,
+        "settle_seconds": 0.1,
+        "incomplete_grace_seconds": 2.0,
+        "rescan_seconds": 1.0,
+        "heartbeat_seconds": 0.2,
+        "shutdown_timeout_seconds": 5.0,
+        "observer": "inotify",
+    }
+    values.update(daemon)
+    settings = Settings(
+        paths=PathSettings(root=tmp_path),
+        erp=ErpSettings(
+            url=erp_url,
+            max_attempts=2,
+            backoff_initial_seconds=0.01,
+            backoff_max_seconds=0.02,
+            backoff_jitter_seconds=0.0,
+            read_timeout_seconds=10.0,
+        ),
+        daemon=DaemonSettings(**values),  # type: ignore[arg-type]
+    )
+    settings.paths.create()
+    return settings
+
+
+def open_db(settings: Settings):
+    db = store.open_database(settings.database_url, settings)
+    store.init(db)
+    return db
+
+
+def query(settings: Settings, sql: str) -> list[dict]:
+    """Rows read with plain sqlite3: opening a second peewee database would rebind
+    the store's models under a running service."""
+    path = settings.database_url[len("sqlite:///") :]
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(sql)]
+
+
+def job_rows(settings: Settings) -> list[dict]:
+    return query(settings, "SELECT * FROM jobs")
+
+
+def names(path: Path) -> list[str]:
+    return sorted(os.listdir(path))
+
+
+class Running:
+    """A Service with a real pipeline and database, run on a thread."""
+
+    def __init__(
+        self, settings: Settings, *, once: bool = False, db: object = None, **kwargs: object
+    ) -> None:
+        self.db = db or open_db(settings)
+        self.pipeline = Pipeline(settings, store.DatabaseRecorder(self.db))
+        self.service = Service(settings, self.pipeline, **kwargs)  # type: ignore[arg-type]
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(once,), daemon=True)
+        self.thread.start()
+
+    def _run(self, once: bool) -> None:
+        try:
+            self.code = self.service.run(once=once)
+        finally:
+            self.pipeline.close()
+
+    def ready(self) -> bool:
+        return self.service.tracker is not None and (
+            self.service.observer is not None or not self.thread.is_alive()
+        )
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        self.service.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the service did not stop"
+        return self.code
+
+
+def sigterm_when(condition, timeout: float = 10.0) -> threading.Thread:
+    """Send a real SIGTERM to this process once ``condition()`` holds."""
+
+    def watch() -> None:
+        poll_until(condition, timeout)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+# -- burst mode: the backlog present at start ---------------------------------------
+
+
+def test_once_processes_backlog_and_refuses_unsafe_objects(tmp_path, erp):
+    """Files present at start are processed once; links, FIFOs, empties, big files are refused."""
+    settings = make_settings(tmp_path, erp.url, max_file_bytes=1 << 20)
+    inbox = settings.paths.inbox
+    for n in range(1, 6):
+        (inbox / f"po{n}.edi").write_bytes(make_po(n))
+    (inbox / "bad.edi").write_bytes(BAD)
+    (inbox / "empty.edi").touch()
+    os.symlink("/etc/passwd", inbox / "passwd.edi")
+    os.mkfifo(inbox / "fifo.edi")
+    outside = tmp_path / "outside.edi"
+    outside.write_bytes(make_po(99))
+    os.link(outside, inbox / "hardlink.edi")
+    with open(inbox / "huge.edi", "wb") as fh:
+        fh.truncate(2 * 1024**3)  # 2 GiB, sparse: refused by the cap, never read
+    (inbox / "folder.edi").mkdir()
+
+    assert service.run(settings, once=True) == 0
+
+    assert names(settings.paths.done) == [f"po{n}.edi" for n in range(1, 6)]
+    refused = ["bad.edi", "empty.edi", "fifo.edi", "hardlink.edi", "huge.edi", "passwd.edi"]
+    assert names(settings.paths.failed) == sorted([*refused, *(f"{n}.error.json" for n in refused)])
+    assert names(inbox) == ["folder.edi"]  # a directory is left where it is
+    assert os.readlink(settings.paths.failed / "passwd.edi") == "/etc/passwd"  # the link moved
+    assert len(erp.keys) == 5 and set(erp.keys.values()) == {1}
+    codes = {
+        name: json.loads((settings.paths.failed / f"{name}.error.json").read_text())[
+            "error_details"
+        ][0].get("code")
+        for name in refused
+    }
+    assert codes == {
+        "bad.edi": "line_count_mismatch",
+        "empty.edi": "empty",
+        "fifo.edi": "fifo",
+        "hardlink.edi": "hard_link",
+        "huge.edi": "too_large",
+        "passwd.edi": "symlink",
+    }
+    rows = job_rows(settings)
+    assert Counter(r["status"] for r in rows) == {"succeeded": 5, "failed": 6}
+    assert all(r["file_path"] and "/processing/" not in r["file_path"] for r in rows)
+
+
+def test_bad_file_error_json_has_reasons_with_positions(tmp_path, erp):
+    """failed/NAME.error.json says why, with job id, status and segment positions."""
+    settings = make_settings(tmp_path, erp.url)
+    (settings.paths.inbox / "bad.edi").write_bytes(GOOD[: len(GOOD) // 2])  # truncated
+    Running(settings, once=True, host="test").thread.join(10)
+    # once mode leaves a held upload alone: it is still within the grace
+    assert names(settings.paths.inbox) == ["bad.edi"]
+    settings = make_settings(tmp_path, erp.url, incomplete_grace_seconds=0.0)
+    Running(settings, once=True, host="test").thread.join(10)
+    report = json.loads((settings.paths.failed / "bad.edi.error.json").read_text())
+    assert report["status"] == "failed" and uuid.UUID(report["job_id"])
+    assert "truncated" in report["error"]
+    assert report["error_details"][0]["segment_number"] > 0
+
+
+def test_duplicate_upload_not_posted_again(tmp_path, erp):
+    """The same bytes uploaded again are recorded as a duplicate; done/ keeps both, no overwrite."""
+    settings = make_settings(tmp_path, erp.url)
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(7))
+    assert service.run(settings, once=True) == 0
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(7))
+    assert service.run(settings, once=True) == 0
+    assert names(settings.paths.done) == ["po.1.edi", "po.edi"]
+    assert erp.posts == 1
+    assert sorted(r["status"] for r in job_rows(settings)) == ["duplicate", "succeeded"]
+
+
+def test_name_collisions_never_overwrite(tmp_path, erp):
+    """A name already in done/ or failed/ gets a suffix; the old files stay as they were."""
+    settings = make_settings(tmp_path, erp.url)
+    (settings.paths.done / "po.edi").write_bytes(b"old")
+    (settings.paths.failed / "bad.edi").write_bytes(b"old")
+    (settings.paths.failed / "bad.edi.error.json").write_bytes(b"{}")
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    (settings.paths.inbox / "bad.edi").write_bytes(BAD)
+    assert service.run(settings, once=True) == 0
+    assert (settings.paths.done / "po.edi").read_bytes() == b"old"
+    assert (settings.paths.done / "po.1.edi").read_bytes() == make_po(1)
+    assert (settings.paths.failed / "bad.edi").read_bytes() == b"old"
+    assert (settings.paths.failed / "bad.edi.error.json").read_bytes() == b"{}"
+    assert (settings.paths.failed / "bad.1.edi").read_bytes() == BAD
+    assert json.loads((settings.paths.failed / "bad.1.edi.error.json").read_text())["error"]
+
+
+def test_odd_names_handled_and_logged_escaped(tmp_path, erp):
+    """Spaces, newline, non-UTF-8 bytes, leading dash: processed, names kept, logs escaped."""
+    settings = make_settings(tmp_path, erp.url)
+    odd = [b"po 1.edi", b"po\nforged.edi", b"po\xff.edi", b"-rf.edi"]
+    for n, name in enumerate(odd, 1):
+        with open(os.path.join(os.fsencode(settings.paths.inbox), name), "wb") as fh:
+            fh.write(make_po(n))
+    with capture_logs() as logs:
+        assert service.run(settings, once=True) == 0
+    assert sorted(os.listdir(os.fsencode(settings.paths.done))) == sorted(odd)
+    shown = {e["file"] for e in logs if e["event"] == "job_done"}
+    assert shown == {"po 1.edi", "po\\nforged.edi", "po\\xff.edi", "-rf.edi"}
+    assert erp.posts == 4
+
+
+def test_two_daemons_share_one_inbox(tmp_path, erp):
+    """Two services on one inbox and database: each file claimed once (the rename is the lock)."""
+    settings = make_settings(tmp_path, erp.url, workers=3)
+    for n in range(150):
+        (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
+    db = open_db(settings)  # one database object per process (peewee binds models to it)
+    first = Running(settings, once=True, host="host-a", db=db)
+    second = Running(settings, once=True, host="host-b", db=db)
+    first.thread.join(30)
+    second.thread.join(30)
+    assert first.code == second.code == 0
+    assert names(settings.paths.done) == [f"po{n:03d}.edi" for n in range(150)]
+    assert len(erp.keys) == 150 and set(erp.keys.values()) == {1}
+    done = first.service.counters["succeeded"] + second.service.counters["succeeded"]
+    assert done == 150
+    assert len(job_rows(settings)) == 150
+
+
+def test_max_jobs_stops_and_leaves_the_rest(tmp_path, erp):
+    """run(max_jobs=N) stops after N jobs; unclaimed files stay in the inbox, none claimed."""
+    settings = make_settings(tmp_path, erp.url, workers=1)
+    for n in range(5):
+        (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n + 1))
+    assert service.run(settings, once=True, max_jobs=2) == 0
+    done, left = names(settings.paths.done), names(settings.paths.inbox)
+    assert len(done) >= 2 and len(done) + len(left) == 5
+    assert names(settings.paths.processing) == [".retry"]
+
+
+# -- failures while moving, and crashes --------------------------------------------
+
+
+def test_move_failure_keeps_file_claimed_and_retries(tmp_path, erp):
+    """A move that fails (any OSError, like a full disk) keeps the file claimed and is retried."""
+    settings = make_settings(tmp_path, erp.url)
+    done = settings.paths.done
+    with capture_logs() as logs:
+        running = Running(settings)
+        poll_until(running.ready)
+        done.rmdir()
+        done.write_bytes(b"not a directory")  # link() into it fails with ENOTDIR
+        (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+        poll_until(lambda: running.service.pending)
+        assert names(settings.paths.processing)[1].startswith("po.edi.")
+        done.unlink()
+        done.mkdir()
+        poll_until(lambda: names(done) == ["po.edi"])
+        assert running.stop() == 0
+    assert names(done) == ["po.edi"] and names(settings.paths.processing) == [".retry"]
+    assert erp.posts == 1
+    failures = [e for e in logs if e["event"] == "move_failed"]
+    assert 1 <= len(failures) <= 3  # backoff, not a hot loop
+    assert "Not a directory" in failures[0]["error"]
+
+
+def test_crash_leftover_resumed_without_second_post(tmp_path, erp):
+    """A file left in processing/ by a crash is run again (retry_of the old job); an order the
+    ERP already accepted is not posted again."""
+    settings = make_settings(tmp_path, erp.url)
+    data = make_po(42)
+    ts = next(X12Reader(io.BytesIO(data)).transaction_sets())
+    key = orders.idempotency_key(orders.from_transaction(ts))
+    old = JobResult(
+        job_id=str(uuid.uuid4()),
+        file_name="po.edi",
+        status=JobStatus.RUNNING,
+        host=socket.gethostname(),
+        started_at=datetime.now(UTC),
+    )
+    db = open_db(settings)
+    recorder = store.DatabaseRecorder(db)
+    recorder.job_started(old)
+    order = OrderResult("42", key, 1, Decimal("1"), None, erp_po_id="E-1")
+    recorder.order_accepted(old, order)
+    db.close()
+    (settings.paths.processing / f"po.edi.{old.job_id}").write_bytes(data)
+
+    assert service.run(settings, once=True) == 0
+
+    assert names(settings.paths.done) == ["po.edi"]
+    assert erp.posts == 0
+    rows = {r["job_id"]: r for r in job_rows(settings)}
+    assert rows[old.job_id]["status"] == "interrupted"
+    (new,) = [r for r in rows.values() if r["job_id"] != old.job_id]
+    assert new["retry_of"] == old.job_id and new["status"] == "succeeded"
+    assert new["erp_po_id"] == "E-1"
+
+
+def test_pipeline_exception_fails_only_that_job(tmp_path, erp):
+    """An exception escaping the pipeline fails that one job; the other files go on."""
+    settings = make_settings(tmp_path, erp.url)
+
+    class Crashing(Pipeline):
+        def run(self, path, **kwargs):
+            if kwargs.get("file_name") == "boom.edi":
+                raise RuntimeError("bug in a step")
+            return super().run(path, **kwargs)
+
+    for name, n in (("a.edi", 1), ("boom.edi", 2), ("b.edi", 3)):
+        (settings.paths.inbox / name).write_bytes(make_po(n))
+    db = open_db(settings)
+    recorder = store.DatabaseRecorder(db)
+    with Crashing(settings, recorder) as pipeline:
+        assert Service(settings, pipeline).run(once=True) == 0
+    assert names(settings.paths.done) == ["a.edi", "b.edi"]
+    report = json.loads((settings.paths.failed / "boom.edi.error.json").read_text())
+    assert "internal error" in report["error"] and "bug in a step" in report["error"]
+
+
+# -- the watching daemon ------------------------------------------------------------
+
+
+def test_new_uploads_processed_while_running(tmp_path, erp):
+    """A running daemon picks up a file written in place and one renamed from *.filepart."""
+    settings = make_settings(tmp_path, erp.url, rescan_seconds=60.0)
+    running = Running(settings)
+    poll_until(running.ready)
+    inbox = settings.paths.inbox
+    (inbox / "inplace.edi").write_bytes(make_po(1))
+    (inbox / "upload.edi.filepart").write_bytes(make_po(2))
+    os.rename(inbox / "upload.edi.filepart", inbox / "upload.edi")
+    poll_until(lambda: len(names(settings.paths.done)) == 2)
+    assert running.stop() == 0
+    assert names(settings.paths.done) == ["inplace.edi", "upload.edi"]
+    assert names(inbox) == []
+
+
+def test_polling_observer_finds_uploads(tmp_path, erp):
+    """observer = "polling" (network shares) finds new files between rescans."""
+    settings = make_settings(
+        tmp_path, erp.url, observer="polling", polling_interval_seconds=0.05, rescan_seconds=60.0
+    )
+    running = Running(settings)
+    poll_until(running.ready)
+    assert running.service.observer_kind == "polling"
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    poll_until(lambda: names(settings.paths.done) == ["po.edi"])
+    assert running.stop() == 0
+
+
+def test_stalled_upload_failed_as_truncated_after_grace(tmp_path, erp):
+    """An upload that stops without its trailer is held for the grace, then failed as truncated."""
+    settings = make_settings(tmp_path, erp.url, incomplete_grace_seconds=0.6)
+    running = Running(settings)
+    poll_until(running.ready)
+    written = time.monotonic()
+    (settings.paths.inbox / "stalled.edi").write_bytes(GOOD[:300])
+    poll_until(lambda: (settings.paths.failed / "stalled.edi.error.json").exists())
+    assert time.monotonic() - written >= 0.6
+    assert running.stop() == 0
+    report = json.loads((settings.paths.failed / "stalled.edi.error.json").read_text())
+    assert "truncated" in report["error"]
+    assert erp.posts == 0
+
+
+def test_slow_erp_posts_overlap(tmp_path, erp):
+    """Workers post to the ERP concurrently: a slow ERP does not serialise the daemon."""
+    erp.delay = 0.3
+    settings = make_settings(tmp_path, erp.url, workers=4)
+    for n in range(8):
+        (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n + 1))
+    assert service.run(settings, once=True) == 0
+    assert len(names(settings.paths.done)) == 8
+    assert erp.max_active >= 3
+
+
+def test_dead_observer_is_restarted(tmp_path, erp):
+    """The observer thread dying is noticed: it is restarted, a rescan runs, files still flow."""
+    settings = make_settings(tmp_path, erp.url, rescan_seconds=60.0)
+    running = Running(settings)
+    poll_until(running.ready)
+    first = running.service.observer
+    first.stop()
+    poll_until(lambda: running.service.counters["observer_restarts"] == 1)
+    assert running.service.observer is not first
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    poll_until(lambda: names(settings.paths.done) == ["po.edi"])
+    assert running.stop() == 0
+
+
+class _DyingObserver(InotifyObserver):
+    """A real inotify observer whose thread ends right after it starts."""
+
+    def start(self) -> None:
+        super().start()
+        self.stop()
+        self.join()
+
+
+def test_observer_that_keeps_dying_exits_nonzero(tmp_path):
+    """An observer that dies again and again makes the daemon exit non-zero (systemd restarts)."""
+    settings = make_settings(tmp_path)
+    running = Running(settings, inotify_factory=_DyingObserver)
+    running.thread.join(15)
+    assert running.code == 1
+    assert running.service.counters["observer_restarts"] >= 1
+
+
+# -- stopping -----------------------------------------------------------------------------
+
+
+def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp):
+    """SIGTERM: a job still running at shutdown_timeout_seconds goes back to the inbox; exit 0."""
+    erp.delay = 3.0
+    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=0.3)
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    sigterm_when(lambda: erp.posts >= 1)
+    started = time.monotonic()
+    assert service.run(settings) == 0
+    assert time.monotonic() - started < 2.9  # did not wait for the ERP
+    assert names(settings.paths.inbox) == ["po.edi"]
+    assert names(settings.paths.processing) == [".retry"]
+    assert names(settings.paths.done) == []
+
+
+def test_sigterm_lets_a_job_in_flight_finish(tmp_path, erp):
+    """SIGTERM: a job that finishes within shutdown_timeout_seconds completes; exit 0."""
+    erp.delay = 0.4
+    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=5.0)
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    sigterm_when(lambda: erp.posts >= 1)
+    assert service.run(settings) == 0
+    assert names(settings.paths.done) == ["po.edi"]
+    assert names(settings.paths.inbox) == []
+
+
+def test_heartbeat_recorded_and_removed_on_clean_stop(tmp_path):
+    """While running, the heartbeat row is in the database; a clean stop removes it."""
+    settings = make_settings(tmp_path)
+
+    def beating() -> bool:
+        try:
+            rows = job_daemons(settings)
+        except Exception:
+            return False
+        return bool(rows) and "succeeded" in json.loads(rows[0]["counters"])
+
+    sigterm_when(beating)
+    assert service.run(settings) == 0
+    assert job_daemons(settings) == []
+
+
+def job_daemons(settings: Settings) -> list[dict]:
+    return query(settings, "SELECT * FROM daemons")
+
+
+# -- systemd notify ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def notify_socket():
+    """A datagram socket in the abstract namespace, as systemd's NOTIFY_SOCKET may name."""
+    name = f"edi-inbox-test-{uuid.uuid4().hex}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.setblocking(False)
+    yield "@" + name, sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    messages = []
+    while True:
+        try:
+            messages.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return messages
+
+
+def test_notify_path_and_abstract_sockets(tmp_path, notify_socket):
+    """sd_notify reaches a path socket and an abstract one; without NOTIFY_SOCKET, nothing."""
+    address, sock = notify_socket
+    assert notify.notify("READY=1", {"NOTIFY_SOCKET": address})
+    assert received(sock) == ["READY=1"]
+    path = tmp_path / "n.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other:
+        other.bind(str(path))
+        assert notify.notify("STATUS=hi", {"NOTIFY_SOCKET": str(path)})
+        assert other.recv(100) == b"STATUS=hi"
+    assert not notify.notify("READY=1", {})
+    assert not notify.notify("READY=1", {"NOTIFY_SOCKET": str(tmp_path / "missing")})
+
+
+def test_notify_never_blocks_on_a_full_queue(notify_socket):
+    """A listener that stopped reading (queue full) costs at most the timeout, never a hang."""
+    address, sock = notify_socket
+    environ = {"NOTIFY_SOCKET": address}
+    while notify.notify("STATUS=filling", environ):
+        pass  # until the receiver's queue (net.unix.max_dgram_qlen) is full
+    started = time.monotonic()
+    assert not notify.notify("STOPPING=1", environ, timeout=0.2)
+    assert 0.15 < time.monotonic() - started < 2.0
+    received(sock)
+    assert notify.notify("STOPPING=1", environ, timeout=0.2)
+
+
+def test_watchdog_interval():
+    """WATCHDOG=1 is due at half WATCHDOG_USEC, and only for the process WATCHDOG_PID names."""
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "20000000"}) == 10.0
+    mine = {"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": str(os.getpid())}
+    assert notify.watchdog_interval(mine) == 1.0
+    assert notify.watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    assert notify.watchdog_interval({}) is None
+
+
+def test_ready_watchdog_status_stopping(tmp_path, notify_socket):
+    """READY=1 after the first scan, WATCHDOG=1 while healthy, STATUS= lines, STOPPING=1 on stop."""
+    address, sock = notify_socket
+    settings = make_settings(tmp_path)
+    environ = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"}
+    running = Running(settings, environ=environ)
+    seen: list[str] = []
+
+    def got(prefix: str) -> bool:
+        seen.extend(received(sock))
+        return any(m.startswith(prefix) for m in seen)
+
+    poll_until(lambda: got("READY=1"))
+    poll_until(lambda: got("WATCHDOG=1"))
+    poll_until(lambda: got("STATUS=queue"))
+    assert running.stop() == 0
+    poll_until(lambda: got("STOPPING=1"))
+    assert seen.index(next(m for m in seen if m.startswith("READY=1"))) == 0
+
+
+def test_missing_inbox_exits_nonzero_without_ready(tmp_path, notify_socket):
+    """A missing inbox: a clear error, exit 1, and no READY=1."""
+    address, sock = notify_socket
+    settings = make_settings(tmp_path)
+    settings.paths.inbox.rmdir()
+    with capture_logs() as logs:
+        code = Running(settings, environ={"NOTIFY_SOCKET": address}).stop()
+    assert code == 1
+    assert received(sock) == []
+    assert logs[-1]["event"] == "cannot_start" and "No such file" in logs[-1]["error"]
+
+
+class _LimitReached:
+    """Stands in for InotifyObserver when the kernel's limit is reached (cannot be had safely)."""
+
+    def __init__(self) -> None:
+        raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+
+def test_watch_limit_exits_nonzero_without_ready(tmp_path, notify_socket):
+    """observer = "inotify" and the watch limit reached: a clear error, exit 1, no READY=1."""
+    address, sock = notify_socket
+    settings = make_settings(tmp_path, observer="inotify")
+    running = Running(settings, environ={"NOTIFY_SOCKET": address}, inotify_factory=_LimitReached)
+    running.thread.join(10)
+    assert running.code == 1
+    assert received(sock) == []
+
+
+# -- retry ------------------------------------------------------------------------------
+
+
+def test_retry_puts_failed_file_back_as_retry_of(tmp_path, erp):
+    """retry JOB_ID: the failed file returns to the inbox; its next job records retry_of."""
+    settings = make_settings(tmp_path, erp.url)
+    erp.reject_next = 1
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(5))
+    assert service.run(settings, once=True) == 0
+    report = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
+    assert "unknown ship-to" in report["error"]
+
+    (result,) = service.retry(settings, report["job_id"])
+    assert result["retried"] and result["inbox_name"] == "po.edi"
+    assert names(settings.paths.inbox) == ["po.edi"]
+    assert names(settings.paths.failed) == []
+
+    assert service.run(settings, once=True) == 0
+    assert names(settings.paths.done) == ["po.edi"]
+    rows = {r["job_id"]: r for r in job_rows(settings)}
+    (new,) = [r for r in rows.values() if r["job_id"] != report["job_id"]]
+    assert new["retry_of"] == report["job_id"] and new["status"] == "succeeded"
+    assert names(settings.paths.processing / ".retry") == []  # the marker was used up
+
+
+def test_retry_all_failed_and_unknown_job(tmp_path, erp):
+    """retry --all-failed returns every failed file; an unknown job id is a clear error."""
+    settings = make_settings(tmp_path, erp.url)
+    (settings.paths.inbox / "a.edi").write_bytes(BAD)
+    (settings.paths.inbox / "b.edi").write_bytes(b"not edi at all\n")
+    assert service.run(settings, once=True) == 0
+    results = service.retry(settings, all_failed=True)
+    assert sorted(r["inbox_name"] for r in results) == ["a.edi", "b.edi"]
+    with pytest.raises(EdiInboxError, match="no failed file"):
+        service.retry(settings, "no-such-job")
+
+
+# -- small pieces -----------------------------------------------------------------------
+
+
+def test_processing_names():
+    """NAME.<job_id> round-trips, and a long name is cut to fit 255 bytes."""
+    job = str(uuid.uuid4())
+    assert split_processing_name(processing_name("po.x12", job)) == ("po.x12", job)
+    long = processing_name("é" * 200, job)
+    assert len(os.fsencode(long)) <= 255 and long.endswith("." + job)
+    assert split_processing_name("stray") == ("stray", None)
+
+
+def test_status_reports_daemons_backlog_and_folders(tmp_path):
+    """status(): a fresh heartbeat means running; the backlog and folder counts are there."""
+    settings = make_settings(tmp_path)
+    (settings.paths.inbox / "waiting.edi").touch()
+    (settings.paths.inbox / "upload.edi.filepart").touch()
+    db = open_db(settings)
+    try:
+        assert service.status(settings, db)["running"] is False
+        started = datetime.now(UTC)
+        store.heartbeat(db, "d1", host="h", pid=1, version="x", started_at=started)
+        doc = service.status(settings, db)
+    finally:
+        db.close()
+    assert doc["running"] is True and doc["daemons"][0]["alive"] is True
+    assert doc["inbox"]["waiting"] == 1 and doc["inbox"]["oldest_age_seconds"] >= 0
+    assert doc["folders"]["inbox"] == 2 and "last_24h" in doc and "jobs_running" in doc
+
+
+def test_folder_counts(tmp_path):
+    """folder_counts (for status) counts files per folder, error.json and markers aside."""
+    settings = make_settings(tmp_path)
+    (settings.paths.inbox / "a.edi").touch()
+    (settings.paths.failed / "b.edi").touch()
+    (settings.paths.failed / "b.edi.error.json").touch()
+    assert folder_counts(settings) == {"inbox": 1, "processing": 0, "done": 0, "failed": 1}

@@ -1,0 +1,472 @@
+"""Job records: the recorder, schema versions and the service's writes, on
+SQLite and PostgreSQL alike (the ``db`` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import peewee as pw
+import pytest
+from conftest import T0, close_database, make_job, record
+
+from edi_inbox import queries, store
+from edi_inbox.config import DatabaseSettings, Settings
+from edi_inbox.errors import StoreError
+from edi_inbox.jobs import Interchange, JobStatus, LogEntry, StepResult, StepStatus
+
+
+def reopen(db: store.Database, settings: Settings) -> store.Database:
+    """A second handle on the same database, as after a daemon restart."""
+    url = f"sqlite:///{db.database}" if db.is_sqlite else db.database
+    close_database(db)
+    again = store.open_database(url, settings, retry_seconds=20)
+    store.init(again)
+    return again
+
+
+def test_job_round_trips_as_its_json(db, recorder):
+    """A recorded job reads back as exactly what JobResult.to_json() said."""
+    job = make_job(1, vendor="MÜLLER Straße GmbH", amounts=(Decimal("12345678901234.5678"),))
+    record(recorder, job)
+    assert queries.show_job(db, job.job_id) == job.to_json()
+
+
+def test_multi_order_file_summary(db, recorder):
+    """A file with several 850s: first PO, summed total, first vendor, every order."""
+    job = make_job(
+        2,
+        po_numbers=("PO-A1", "PO-B2", "PO-C3"),
+        amounts=(Decimal("0.10"), Decimal("0.20"), Decimal("0.30")),
+    )
+    job.orders[0].vendor_name = None
+    record(recorder, job)
+    shown = queries.show_job(db, job.job_id)
+    assert shown["po_number"] == "PO-A1"
+    assert shown["total_amount"] == "0.60"
+    assert shown["vendor_name"] == "ACME Corp"
+    assert [o["po_number"] for o in shown["orders"]] == ["PO-A1", "PO-B2", "PO-C3"]
+    assert shown["erp_po_id"] == "ERP-2-0,ERP-2-1,ERP-2-2"
+
+
+def test_failed_step_write_leaves_nothing_half_written(db, recorder):
+    """A step whose log line fails rolls back the step too and leaves no lock behind."""
+    job = make_job(3)
+    job.status = JobStatus.RUNNING
+    recorder.job_started(job)
+    bad = LogEntry(T0, None, "no level", {})  # type: ignore[arg-type]  # NOT NULL
+    with pytest.raises(pw.IntegrityError):
+        recorder.step_finished(job, job.steps[0], [bad])
+    assert not db.in_transaction()
+    assert queries.show_job(db, job.job_id)["steps"] == []
+    if db.is_sqlite:  # another writer gets the lock at once
+        other = sqlite3.connect(db.database, timeout=0)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        other.close()
+    recorder.step_finished(job, job.steps[0], [job.logs[0]])
+    assert [s["step_name"] for s in queries.show_job(db, job.job_id)["steps"]] == ["parse"]
+
+
+def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
+    """An accepted ERP id outlives a crash; the job is interrupted, resumed, counted once."""
+    job = make_job(4)
+    job.status = JobStatus.RUNNING
+    recorder.job_started(job)
+    recorder.step_finished(job, job.steps[0], job.logs[:1])
+    recorder.order_accepted(job, job.orders[0])
+
+    db = reopen(db, settings)  # the daemon died here
+    again = store.DatabaseRecorder(db)
+    assert again.accepted_erp_id(job.orders[0].idempotency_key) == "ERP-4-0"
+    assert again.accepted_erp_id("no such key") is None
+    interrupted = store.mark_interrupted(db, "host-a")
+    assert [j["job_id"] for j in interrupted] == [job.job_id]
+    assert queries.stats(db)["by_status"]["interrupted"] == 1
+
+    again.job_started(job)
+    for step in job.steps:
+        again.step_finished(job, step, [])
+    job.status = JobStatus.SUCCEEDED
+    again.job_finished(job, [])
+    shown = queries.show_job(db, job.job_id)
+    assert shown["status"] == "succeeded" and shown["error"] is None
+    assert len(shown["steps"]) == 5 and len(shown["orders"]) == 1
+    stats = queries.stats(db)
+    assert stats["total_jobs"] == 1
+    assert stats["by_status"]["interrupted"] == 0 and stats["by_status"]["succeeded"] == 1
+
+
+def test_duplicate_by_hash_needs_an_earlier_success(db, recorder, record_job):
+    """Same bytes: a failed earlier file stays retryable; a succeeded one is the original."""
+    failed = record_job(5, status=JobStatus.FAILED, sha="ab" * 32)
+    again = make_job(6, sha="ab" * 32)
+    assert recorder.find_duplicate(again) is None
+    assert recorder.find_duplicate(failed) is None  # never its own duplicate
+    ok = record_job(7, sha="ab" * 32)
+    assert recorder.find_duplicate(again) == ok.job_id
+
+
+def test_duplicate_by_any_interchange(db, recorder, record_job):
+    """Different bytes, same sender + receiver + ISA13 in any interchange: a duplicate."""
+    first = make_job(8)
+    first.interchanges.append(Interchange("OTHER", "RECEIVER", "000000777"))
+    record(recorder, first)
+    later = make_job(9, sender="NEWSENDER")
+    assert recorder.find_duplicate(later) is None
+    later.interchanges.append(Interchange("OTHER", "RECEIVER", "000000777"))
+    assert recorder.find_duplicate(later) == first.job_id
+    later.interchanges[-1] = Interchange("OTHER", "ELSEWHERE", "000000777")
+    assert recorder.find_duplicate(later) is None
+
+
+def test_order_rows_by_idempotency_key(db, recorder):
+    """An accepted order stays with its job; a failed one moves to the job retrying it."""
+    original = make_job(10)
+    record(recorder, original)
+    duplicate = make_job(11, job_id=None)
+    duplicate.orders[0] = replace(
+        original.orders[0], status="duplicate", erp_po_id=None, payload={"changed": True}
+    )
+    record(recorder, duplicate)
+    assert queries.show_job(db, original.job_id)["orders"][0]["erp_po_id"] == "ERP-10-0"
+    assert queries.show_job(db, duplicate.job_id)["orders"] == []
+    assert recorder.accepted_erp_id(original.orders[0].idempotency_key) == "ERP-10-0"
+
+    failed = make_job(12, status=JobStatus.FAILED)
+    record(recorder, failed)
+    retry = make_job(13)
+    retry.retry_of = failed.job_id
+    retry.orders[0] = replace(failed.orders[0], status="posted", erp_po_id="ERP-13")
+    record(recorder, retry)
+    assert queries.show_job(db, failed.job_id)["orders"] == []
+    assert queries.show_job(db, retry.job_id)["orders"][0]["erp_po_id"] == "ERP-13"
+    assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
+
+
+def test_control_numbers_increase_across_restarts_and_wrap(db, recorder, settings):
+    """997 control numbers keep increasing after a restart and wrap after 999999999."""
+    first = recorder.next_control_number()
+    second = recorder.next_control_number()
+    assert 0 < first < second <= store.CONTROL_NUMBER_MAX
+    db = reopen(db, settings)
+    third = store.DatabaseRecorder(db).next_control_number()
+    assert third > second
+    store.run_unit(
+        db,
+        lambda: store.ControlNumber.update(value=store.CONTROL_NUMBER_MAX).execute(),
+    )
+    assert store.next_control_number(db) == 1
+
+
+def test_concurrent_writers(db):
+    """Four threads recording at once lose nothing and never share a control number."""
+    recorder = store.DatabaseRecorder(db)
+    numbers: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for n in range(offset, offset + 10):
+                record(recorder, make_job(n))
+                numbers.append(recorder.next_control_number())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            if db.is_sqlite and not db.is_closed():
+                db.close()
+
+    threads = [threading.Thread(target=work, args=(100 * k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert queries.stats(db)["total_jobs"] == 40
+    assert len(set(numbers)) == 40
+
+
+def test_edi_content_kept_up_to_the_limit(db_url, tmp_path):
+    """Content over edi_content_max_bytes is not stored; its hash and path are."""
+    settings = Settings(database=DatabaseSettings(edi_content_max_bytes=16))
+    db = store.open_database(db_url, settings)
+    store.init(db)
+    try:
+        recorder = store.DatabaseRecorder(db)
+        small = make_job(20, content=b"0123456789abcdef")
+        big = make_job(21, content=b"0123456789abcdefg")
+        record(recorder, small)
+        record(recorder, big)
+        assert (
+            queries.load_job(db, small.job_id, with_content=True).edi_content == small.edi_content
+        )
+        kept = queries.load_job(db, big.job_id, with_content=True)
+        assert kept.edi_content is None
+        assert kept.file_sha256 == big.file_sha256 and kept.file_path == big.file_path
+        assert queries.load_job(db, small.job_id).edi_content is None  # only when asked
+    finally:
+        close_database(db)
+
+
+def test_mark_interrupted_touches_only_this_hosts_running_jobs(db, recorder, record_job):
+    """Crash recovery takes this host's running jobs, not another host's or finished ones."""
+    done = record_job(30)
+    mine = make_job(31)
+    theirs = make_job(32)
+    theirs.host = "host-b"
+    for job in (mine, theirs):
+        job.status = JobStatus.RUNNING
+        recorder.job_started(job)
+    found = store.mark_interrupted(db, "host-a", now=T0 + timedelta(hours=1))
+    assert [(j["job_id"], j["file_path"]) for j in found] == [(mine.job_id, mine.file_path)]
+    assert queries.show_job(db, mine.job_id)["status"] == "interrupted"
+    assert queries.show_job(db, mine.job_id)["duration_seconds"] > 0
+    assert queries.show_job(db, theirs.job_id)["status"] == "running"
+    assert queries.show_job(db, done.job_id)["status"] == "succeeded"
+    assert store.mark_interrupted(db, "host-a") == []
+
+
+def test_heartbeats_and_final_path(db, recorder, record_job):
+    """One heartbeat row per daemon, upserted; the final path replaces the claimed one."""
+    for beat in range(3):
+        store.heartbeat(
+            db,
+            "d1",
+            host="host-a",
+            pid=42,
+            version="1.0",
+            started_at=T0,
+            counters={"processed": beat},
+            now=T0 + timedelta(seconds=beat),
+        )
+    store.heartbeat(db, "d2", host="host-b", pid=7, version="1.0", started_at=T0, now=T0)
+    daemons = queries.list_daemons(db, now=T0 + timedelta(seconds=12))
+    assert [(d["daemon_id"], d["counters"]) for d in daemons] == [
+        ("d1", {"processed": 2}),
+        ("d2", {}),
+    ]
+    assert daemons[0]["heartbeat_age_seconds"] == 10.0
+    store.remove_daemon(db, "d2")
+    assert [d["daemon_id"] for d in queries.list_daemons(db)] == ["d1"]
+
+    job = record_job(40)
+    store.record_final_path(db, job.job_id, "/srv/edi/done/po_40.edi")
+    assert queries.load_job(db, job.job_id).file_path == "/srv/edi/done/po_40.edi"
+
+
+def test_deleting_a_job_cascades(db, record_job):
+    """ON DELETE CASCADE: a deleted job takes its steps, logs, orders and search keys."""
+    job = record_job(50)
+    keep = record_job(51)
+    store.run_unit(db, lambda: store.Job.delete().where(store.Job.job_id == job.job_id).execute())
+    for model in (store.JobStep, store.JobLog, store.Order, store.JobInterchange, store.PoSearch):
+        left = store.run_unit(db, lambda m=model: m.select().count(), write=False)
+        assert left > 0
+        orphans = store.run_unit(
+            db,
+            lambda m=model: m.select().where(m.job.not_in(store.Job.select(store.Job.id))).count(),
+            write=False,
+        )
+        assert orphans == 0, model
+    assert queries.show_job(db, keep.job_id) is not None
+
+
+def test_init_is_idempotent_and_refuses_a_newer_schema(db):
+    """init again changes nothing; a schema newer than the code is refused by name."""
+    assert store.init(db) == []
+    assert store.schema_version(db) == store.SCHEMA_VERSION
+    store.run_unit(db, lambda: store._write_version(store.SCHEMA_VERSION + 1))
+    with pytest.raises(StoreError, match="newer than this edi-inbox"):
+        store.migrate(db)
+
+
+def test_migrate_a_v1_database(db, record_job):
+    """A v1 database (no jobs.acks, po_search, job_rollups) migrates in place, data kept."""
+    old = record_job(60, po_numbers=("4500004711",), amounts=(Decimal("99.99"),))
+
+    def make_v1() -> None:
+        store.PoSearch.drop_table()
+        store.JobRollup.drop_table()
+        db.execute_sql('ALTER TABLE "jobs" DROP COLUMN "acks"')
+        store._write_version(1)
+
+    store.run_unit(db, make_v1)
+    assert store.schema_version(db) == 1
+    assert "acks" not in {c.name for c in db.get_columns("jobs")}
+
+    assert store.migrate(db) == [2]
+    assert store.schema_version(db) == 2
+    assert "acks" in {c.name for c in db.get_columns("jobs")}
+    assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
+    stats = queries.stats(db)
+    assert stats["successful_jobs"] == 1 and stats["total_amount_processed"] == "99.99"
+    new = record_job(61)  # and it records as usual
+    assert queries.show_job(db, new.job_id)["acks"] == ["po_61.997"]
+
+
+def test_reset_drops_every_record(db, record_job):
+    """reset: all records gone, schema current, control numbers still fresh."""
+    record_job(70)
+    assert store.reset(db) == [store.SCHEMA_VERSION]
+    assert queries.stats(db)["total_jobs"] == 0
+    assert store.next_control_number(db) > 0
+
+
+def test_a_database_without_schema_version_is_not_guessed_at(db_url, settings):
+    """A jobs table without a schema_version table (not ours) is refused, not altered."""
+    db = store.open_database(db_url, settings)
+    try:
+        store.run_unit(db, lambda: db.execute_sql('CREATE TABLE "jobs" ("id" INTEGER)'))
+        with pytest.raises(StoreError, match="no schema_version"):
+            store.init(db)
+    finally:
+        close_database(db)
+
+
+def test_sqlite_connection_settings(tmp_path, settings):
+    """SQLite runs in WAL mode with foreign keys, synchronous=NORMAL and the busy timeout."""
+    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=2.5))
+    db = store.open_database(f"sqlite:///{tmp_path / 'a' / 'b.db'}", settings)
+    store.init(db)
+    pragmas = {
+        name: db.execute_sql(f"PRAGMA {name}").fetchone()[0]
+        for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+    }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "synchronous": 1,
+        "busy_timeout": 2500,
+    }
+    db.close()
+
+
+def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path, settings):
+    """With its directory removed, the recorder raises instead of writing into a deleted file."""
+    folder = tmp_path / "state"
+    db = store.open_database(f"sqlite:///{folder / 'edi-inbox.db'}", settings)
+    store.init(db)
+    recorder = store.DatabaseRecorder(db)
+    record(recorder, make_job(80))
+    shutil.rmtree(folder)
+    job = make_job(81)
+    with pytest.raises(StoreError, match="removed or replaced"):
+        recorder.job_started(job)
+    with pytest.raises(pw.OperationalError):  # and it cannot reopen it either
+        recorder.step_finished(job, job.steps[0], job.logs)
+    with pytest.raises(pw.OperationalError):
+        recorder.job_finished(job, [])
+    assert not folder.exists()
+    assert not db.in_transaction()
+
+
+def test_open_database_rejects_unknown_urls(settings):
+    """Only sqlite:///PATH and postgresql:// URLs are accepted, with a clear error."""
+    for url in ("mysql://x/y", "sqlite://", "sqlite:///"):
+        with pytest.raises(StoreError, match="database url"):
+            store.open_database(url, settings)
+
+
+def test_fold_makes_search_keys():
+    """fold: Unicode case folding, NFKC and collapsed spaces, not ASCII-only lowering."""
+    assert store.fold("MÜLLER  GmbH ") == "müller gmbh"
+    assert store.fold("Mu\u0308ller") == "müller"  # decomposed ü
+    assert store.fold("STRASSE") == store.fold("Straße") == "strasse"
+    assert store.fold(None) is None
+    assert store.po_suffixes("po-4711") == ["po-4711", "o-4711", "-4711", "4711", "711"]
+    assert store.po_suffixes("ab") == ["ab"]
+
+
+def test_steps_and_logs_keep_their_data(db, recorder):
+    """Step data, attempts, errors and log details come back as written (JSON as text)."""
+    job = make_job(90, status=JobStatus.FAILED)
+    job.steps[3] = StepResult(
+        "post_to_erp",
+        StepStatus.FAILED,
+        attempts=5,
+        error="ERP unavailable after 5 attempts",
+        data={"status_codes": [503, 503], "amount": Decimal("1.10"), "name": "Müller"},
+    )
+    record(recorder, job)
+    step = queries.show_job(db, job.job_id)["steps"][3]
+    assert step["attempts"] == 5 and step["error"].startswith("ERP unavailable")
+    assert step["data"] == {"status_codes": [503, 503], "amount": "1.10", "name": "Müller"}
+    assert json.loads(json.dumps(queries.show_job(db, job.job_id))) is not None
+
+
+def test_times_are_utc(db):
+    """Times come back timezone-aware in UTC, whatever zone they were given in."""
+    from zoneinfo import ZoneInfo
+
+    job = make_job(91, started_at=T0.astimezone(ZoneInfo("America/New_York")))
+    store.DatabaseRecorder(db).job_started(job)
+    loaded = queries.load_job(db, job.job_id)
+    assert loaded.started_at == T0
+    assert loaded.started_at.utcoffset() == timedelta(0)
+
+
+def test_database_file_is_where_settings_say(tmp_path):
+    """Without a URL, the SQLite file is <root>/edi-inbox.db (settings.database_url)."""
+    from edi_inbox.config import PathSettings
+
+    settings = Settings(paths=PathSettings(root=tmp_path / "root"))
+    db = store.open_database(None, settings)
+    store.init(db)
+    assert Path(db.database) == tmp_path / "root" / "edi-inbox.db"
+    assert (tmp_path / "root" / "edi-inbox.db").exists()
+    db.close()
+
+
+def test_sqlite_locked_by_another_writer(tmp_path):
+    """Another writer past busy_timeout: a 'locked' error, nothing written, then success."""
+    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=0.2))
+    db = store.open_database(f"sqlite:///{tmp_path / 'edi-inbox.db'}", settings)
+    store.init(db)
+    recorder = store.DatabaseRecorder(db)
+    job = make_job(95)
+    other = sqlite3.connect(db.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(pw.OperationalError, match="locked"):
+            recorder.job_started(job)
+        assert not db.in_transaction()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert queries.show_job(db, job.job_id) is None
+    record(recorder, job)
+    assert queries.show_job(db, job.job_id) == job.to_json()
+    db.close()
+
+
+def test_sqlite_threads_take_turns_without_the_busy_handler(tmp_path):
+    """Threads queue on the store's write lock, not SQLite's busy handler (timeout 0 works)."""
+    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=0))
+    db = store.open_database(f"sqlite:///{tmp_path / 'edi-inbox.db'}", settings)
+    store.init(db)
+    recorder = store.DatabaseRecorder(db)
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for n in range(offset, offset + 15):
+                record(recorder, make_job(n))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=work, args=(100 * k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert queries.stats(db)["total_jobs"] == 120
+    db.close()

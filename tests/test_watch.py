@@ -1,0 +1,576 @@
+"""The watcher: event handler, readiness tracker, safe open, observer start-up."""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+from watchdog.events import (
+    DirCreatedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from edi_inbox.config import DaemonSettings
+from edi_inbox.files import display_name
+from edi_inbox.watch import (
+    Event,
+    InboxHandler,
+    Refused,
+    Tracker,
+    Verdict,
+    WatchError,
+    is_ignored,
+    may_be_x12,
+    observer_alive,
+    peek,
+    safe_open,
+    scan,
+    start_observer,
+    stop_observer,
+)
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()
+SETTLE = 1.0
+GRACE = 10.0
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def poll_until(condition, timeout: float = 5.0, interval: float = 0.01):
+    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def inbox(tmp_path):
+    path = tmp_path / "inbox"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def inbox_fd(inbox):
+    fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def make_tracker(inbox_fd, clock, **overrides) -> Tracker:
+    values = {
+        "settle_seconds": SETTLE,
+        "incomplete_grace_seconds": GRACE,
+        "max_file_bytes": 1 << 20,
+        **overrides,
+    }
+    return Tracker(inbox_fd, DaemonSettings(**values), clock)
+
+
+def tickets(tracker: Tracker) -> dict[str, object]:
+    return {t.name: t for t in tracker.poll()}
+
+
+# -- names and the handler ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "ignored"),
+    [
+        (".hidden", True),
+        ("po.edi.filepart", True),
+        ("po.part", True),
+        ("po.tmp", True),
+        (".in.po.edi.", True),
+        ("po.edi", False),
+        ("-leading dash.x12", False),
+        ("po.partner.edi", False),
+    ],
+)
+def test_ignore_patterns(name, ignored):
+    """Upload temporaries (dot-files, *.filepart, *.part, *.tmp) are ignored, real names are not."""
+    assert is_ignored(name, DaemonSettings().ignore_patterns) is ignored
+
+
+def test_handler_turns_events_into_names(inbox):
+    """Created, modified, closed, moved-in, opened, closed-no-write events each enqueue the name."""
+    got: list = []
+    handler = InboxHandler(inbox, got.append, DaemonSettings().ignore_patterns)
+    p = str(inbox / "po.edi")
+    handler.dispatch(FileCreatedEvent(p))
+    handler.dispatch(FileModifiedEvent(p))
+    handler.dispatch(FileOpenedEvent(p))
+    handler.dispatch(FileClosedEvent(p))
+    handler.dispatch(FileClosedNoWriteEvent(p))
+    handler.dispatch(FileMovedEvent(str(inbox / "po.edi.filepart"), str(inbox / "renamed.edi")))
+    assert got == [
+        ("fs", Event.CHANGED, "po.edi"),
+        ("fs", Event.CHANGED, "po.edi"),
+        ("fs", Event.OPENED, "po.edi"),
+        ("fs", Event.CLOSED_WRITE, "po.edi"),
+        ("fs", Event.CLOSED, "po.edi"),
+        ("fs", Event.CHANGED, "renamed.edi"),
+    ]
+
+
+def test_handler_ignores_temp_names_deletes_and_other_folders(inbox, tmp_path):
+    """Temp names, deletions, moves out of the inbox and events elsewhere enqueue nothing."""
+    got: list = []
+    handler = InboxHandler(inbox, got.append, DaemonSettings().ignore_patterns)
+    handler.dispatch(FileCreatedEvent(str(inbox / "po.edi.filepart")))
+    handler.dispatch(FileCreatedEvent(str(inbox / ".po.edi")))
+    handler.dispatch(FileDeletedEvent(str(inbox / "po.edi")))
+    handler.dispatch(FileMovedEvent(str(inbox / "po.edi"), str(tmp_path / "elsewhere.edi")))
+    handler.dispatch(FileCreatedEvent(str(tmp_path / "po.edi")))
+    handler.dispatch(FileCreatedEvent(str(inbox / "sub" / "po.edi")))
+    assert got == []
+
+
+def test_handler_never_raises(inbox):
+    """A failing sink or a malformed event is counted, never raised into the observer thread."""
+
+    def broken_sink(item):
+        raise RuntimeError("queue is broken")
+
+    handler = InboxHandler(inbox, broken_sink)
+    handler.dispatch(FileCreatedEvent(str(inbox / "po.edi")))
+    handler.dispatch(object())  # type: ignore[arg-type]
+    assert handler.errors == 2
+
+
+def test_handler_keeps_odd_names(inbox):
+    """Names with spaces, a newline, non-UTF-8 bytes or a leading dash reach the queue intact."""
+    got: list = []
+    handler = InboxHandler(inbox, got.append)
+    odd = ["po 1.edi", "po\nforged.edi", os.fsdecode(b"po\xff.edi"), "-rf.edi"]
+    for name in odd:
+        handler.dispatch(FileCreatedEvent(os.path.join(str(inbox), name)))
+    assert [item[2] for item in got] == odd
+    assert display_name(odd[1]) == "po\\nforged.edi"
+    assert display_name(odd[2]) == "po\\xff.edi"
+
+
+# -- readiness --------------------------------------------------------------------
+
+
+def test_complete_file_ready_after_settle(inbox, inbox_fd, clock):
+    """A complete upload is ready once unchanged for settle_seconds, not before."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD)
+    tracker.event(Event.CHANGED, "po.edi")
+    clock.advance(SETTLE * 0.9)
+    assert tickets(tracker) == {}
+    clock.advance(SETTLE * 0.1)
+    ready = tickets(tracker)
+    assert ready["po.edi"].verdict is Verdict.PROCESS
+    assert tracker.poll() == []  # one ticket per file
+    assert tracker.due() is None
+
+
+def test_change_restarts_settle_timer(inbox, inbox_fd, clock):
+    """A write during settling restarts the timer: never processed half-written."""
+    tracker = make_tracker(inbox_fd, clock)
+    path = inbox / "po.edi"
+    path.write_bytes(GOOD[:100])
+    tracker.event(Event.CHANGED, "po.edi")
+    clock.advance(SETTLE * 0.8)
+    with open(path, "ab") as fh:
+        fh.write(GOOD[100:])
+    tracker.event(Event.CHANGED, "po.edi")
+    clock.advance(SETTLE * 0.8)
+    assert tickets(tracker) == {}
+    clock.advance(SETTLE * 0.2)
+    assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
+
+
+def test_open_writer_blocks_readiness(inbox, inbox_fd, clock):
+    """A file still open for writing is not ready, however long unchanged (within the grace)."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD)
+    tracker.event(Event.CHANGED, "po.edi")
+    tracker.event(Event.OPENED, "po.edi")
+    clock.advance(SETTLE * 3)
+    assert tickets(tracker) == {}
+    tracker.event(Event.CLOSED_WRITE, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
+
+
+def test_lost_close_event_does_not_hold_forever(inbox, inbox_fd, clock):
+    """An open count whose close event was lost is reset after the grace, with a warning."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD)
+    tracker.event(Event.OPENED, "po.edi")
+    with capture_logs() as logs:
+        for _ in range(int(GRACE / SETTLE) + 2):
+            clock.advance(SETTLE)
+            ready = tickets(tracker)
+            if ready:
+                break
+    assert ready["po.edi"].verdict is Verdict.PROCESS
+    assert [e["event"] for e in logs].count("open_count_reset") == 1
+
+
+def test_own_reads_cause_no_hot_loop(inbox, inbox_fd, clock):
+    """Open/close pairs from reading a held file schedule nothing: no re-check loop."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD[:200])  # no trailer: held
+    tracker.event(Event.CHANGED, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}
+    for _ in range(5):
+        tracker.event(Event.OPENED, "po.edi")
+        tracker.event(Event.CLOSED, "po.edi")
+    assert tracker.due() == pytest.approx(clock.now - SETTLE + GRACE)
+
+
+def test_empty_file_failed_once_settled(inbox, inbox_fd, clock):
+    """A zero-byte file waits settle_seconds (it may still grow), then is refused as empty."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "empty.edi").touch()
+    tracker.event(Event.CHANGED, "empty.edi")
+    assert tickets(tracker) == {}
+    clock.advance(SETTLE)
+    ticket = tickets(tracker)["empty.edi"]
+    assert (ticket.verdict, ticket.code) == (Verdict.REFUSE, "empty")
+    assert "empty" in ticket.reason
+
+
+def test_missing_trailer_held_then_processed_after_grace(inbox, inbox_fd, clock):
+    """A settled file without IEA is held; handed on (to fail as truncated) only after the grace."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "stalled.edi").write_bytes(GOOD[: len(GOOD) // 2])
+    tracker.event(Event.CHANGED, "stalled.edi")
+    with capture_logs() as logs:
+        clock.advance(SETTLE)
+        assert tickets(tracker) == {}
+        assert tracker.counts()["held"] == 1
+        clock.advance(GRACE - SETTLE - 0.01)
+        assert tickets(tracker) == {}
+        clock.advance(0.01)
+        ticket = tickets(tracker)["stalled.edi"]
+    assert ticket.verdict is Verdict.PROCESS and ticket.grace_expired
+    assert [e["event"] for e in logs] == ["upload_held", "upload_incomplete"]
+
+
+def test_resumed_upload_within_grace_processed_once(inbox, inbox_fd, clock):
+    """An upload resumed (appended) within the grace is processed once, complete."""
+    tracker = make_tracker(inbox_fd, clock)
+    path = inbox / "resumed.edi"
+    path.write_bytes(GOOD[:300])
+    tracker.event(Event.CHANGED, "resumed.edi")
+    clock.advance(SETTLE * 4)
+    assert tickets(tracker) == {}
+    with open(path, "ab") as fh:
+        fh.write(GOOD[300:])
+    tracker.event(Event.CHANGED, "resumed.edi")
+    clock.advance(SETTLE)
+    ticket = tickets(tracker)["resumed.edi"]
+    assert ticket.verdict is Verdict.PROCESS and not ticket.grace_expired
+    assert ticket.fingerprint.size == len(GOOD)
+
+
+def test_non_x12_not_held(inbox, inbox_fd, clock):
+    """A file that does not start like an interchange is handed on at once: waiting cannot help."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "notes.txt").write_bytes(b"hello, this is not EDI\n")
+    tracker.event(Event.CHANGED, "notes.txt")
+    clock.advance(SETTLE)
+    assert tickets(tracker)["notes.txt"].verdict is Verdict.PROCESS
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"ISA*00*", True),
+        (b"\xef\xbb\xbf\r\nISA|00", True),
+        (b"IS", True),
+        (b"", True),
+        (b"\xc9\xe2\xc1", True),  # EBCDIC
+        (b"UNA:+.? '", False),
+        (b"<?xml", False),
+    ],
+)
+def test_may_be_x12(head, expected):
+    """Only what could begin an interchange (or its upload) is held for a trailer."""
+    assert may_be_x12(head) is expected
+
+
+def test_scan_finds_files_without_events(inbox, inbox_fd, clock):
+    """Files found by a scan (present at start, lost to overflow, polling) are ready once."""
+    tracker = make_tracker(inbox_fd, clock)
+    for i in range(3):
+        (inbox / f"po{i}.edi").write_bytes(GOOD)
+    (inbox / "po.edi.filepart").write_bytes(GOOD)
+    for _ in range(2):  # a second scan changes nothing
+        for entry in scan(inbox_fd):
+            tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    clock.advance(SETTLE)
+    assert sorted(tickets(tracker)) == ["po0.edi", "po1.edi", "po2.edi"]
+
+
+def test_change_seen_only_by_stat_restarts_timer(inbox, inbox_fd, clock):
+    """Without events (polling, overflow), a change found by stat restarts the settle timer."""
+    tracker = make_tracker(inbox_fd, clock)
+    path = inbox / "po.edi"
+    path.write_bytes(GOOD[:500])
+    tracker.seen("po.edi", lambda: os.stat(path))
+    clock.advance(SETTLE * 0.5)
+    path.write_bytes(GOOD)
+    clock.advance(SETTLE * 0.5)
+    assert tickets(tracker) == {}  # changed since the scan: timer restarted
+    clock.advance(SETTLE)
+    assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
+
+
+def test_burst_of_20000_each_ready_once(inbox, inbox_fd, clock):
+    """20,000 files with repeated events and scans give exactly one ticket each."""
+    tracker = make_tracker(inbox_fd, clock)
+    names = [f"po{i:05d}.edi" for i in range(20_000)]
+    for name in names:
+        fd = os.open(inbox / name, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, GOOD)
+        os.close(fd)
+    for name in names[::2]:  # events for half, as if the rest overflowed
+        tracker.event(Event.CHANGED, name)
+        tracker.event(Event.CLOSED_WRITE, name)
+    for entry in scan(inbox_fd):
+        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    clock.advance(SETTLE)
+    got = tracker.poll()
+    got += tracker.poll()
+    assert sorted(t.name for t in got) == names
+    assert all(t.verdict is Verdict.PROCESS for t in got)
+
+
+def test_release_rechecks_a_changed_name(inbox, inbox_fd, clock):
+    """A name that changed while its ticket was out is looked at again on release."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD)
+    tracker.event(Event.CHANGED, "po.edi")
+    clock.advance(SETTLE)
+    assert "po.edi" in tickets(tracker)
+    tracker.event(Event.CHANGED, "po.edi")  # a new upload under the same name
+    assert tickets(tracker) == {}
+    tracker.release("po.edi")
+    clock.advance(SETTLE)
+    assert "po.edi" in tickets(tracker)
+    tracker.release("po.edi")
+    assert len(tracker) == 0
+
+
+# -- unsafe objects -----------------------------------------------------------
+
+
+@pytest.fixture
+def unsafe_objects(inbox, tmp_path):
+    """One of each thing that must never be read, dropped into the inbox."""
+    secret = tmp_path / "secret.edi"
+    secret.write_bytes(GOOD)
+    os.symlink(secret, inbox / "link.edi")
+    os.link(secret, inbox / "hardlink.edi")
+    os.mkfifo(inbox / "fifo.edi")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(inbox / "socket.edi"))
+    (inbox / "dir.edi").mkdir()
+    with open(inbox / "huge.edi", "wb") as fh:
+        fh.truncate(2 * 1024**3)  # sparse 2 GiB: the size cap refuses it unread
+    yield {
+        "link.edi": "symlink",
+        "hardlink.edi": "hard_link",
+        "fifo.edi": "fifo",
+        "socket.edi": "socket",
+        "dir.edi": "directory",
+        "huge.edi": "too_large",
+    }
+    sock.close()
+
+
+@pytest.mark.timeout(10)
+def test_safe_open_refuses_unsafe_objects(inbox_fd, unsafe_objects):
+    """Symlink, hard link, FIFO (no writer: no blocking), socket, directory, 2 GiB file: refused."""
+    for name, code in unsafe_objects.items():
+        with pytest.raises(Refused) as caught:
+            safe_open(inbox_fd, name, 1 << 20)
+        assert caught.value.code == code, name
+
+
+def test_safe_open_reads_a_regular_file(inbox, inbox_fd):
+    """A regular file with one link opens, with its fstat; head and tail are read by pread."""
+    (inbox / "po.edi").write_bytes(GOOD)
+    fd, st = safe_open(inbox_fd, "po.edi", 1 << 20)
+    os.close(fd)
+    assert stat.S_ISREG(st.st_mode) and st.st_size == len(GOOD)
+    head, tail = peek(inbox_fd, "po.edi", 1 << 20)
+    assert head.startswith(b"ISA") and tail.rstrip().endswith(GOOD.rstrip()[-20:])
+
+
+@pytest.mark.timeout(10)
+def test_tracker_refuses_unsafe_objects_and_reports_directory_once(
+    inbox, inbox_fd, clock, unsafe_objects
+):
+    """Unsafe objects become refusals (a directory: one report), never reads, never a hot loop."""
+    tracker = make_tracker(inbox_fd, clock)
+    for entry in scan(inbox_fd):
+        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    clock.advance(SETTLE)
+    got = tickets(tracker)
+    assert {n: t.code for n, t in got.items()} == unsafe_objects
+    assert got["dir.edi"].verdict is Verdict.REPORT
+    assert all(t.verdict is Verdict.REFUSE for n, t in got.items() if n != "dir.edi")
+    for _ in range(3):  # events and rescans do not report the directory again
+        tracker.event(Event.CHANGED, "dir.edi")
+        for entry in scan(inbox_fd):
+            tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+        clock.advance(SETTLE)
+        assert tracker.poll() == []
+
+
+def test_unreadable_file_backs_off_then_refused(inbox, inbox_fd, clock):
+    """An unreadable file is logged once, looked at with backoff, and refused after the grace."""
+    (inbox / "secret.edi").write_bytes(GOOD)
+    if os.geteuid() == 0:  # root reads anything: the permission error is injected
+
+        def unreadable_peek(dir_fd, name, limit):
+            raise PermissionError(errno.EACCES, "Permission denied")
+
+        tracker = make_tracker(inbox_fd, clock)
+        tracker.peek = unreadable_peek
+    else:
+        os.chmod(inbox / "secret.edi", 0)
+        tracker = make_tracker(inbox_fd, clock)
+    tracker.event(Event.CHANGED, "secret.edi")
+    checks = 0
+    with capture_logs() as logs:
+        while not (got := tickets(tracker)):
+            checks += 1
+            clock.now = tracker.due()
+    assert got["secret.edi"].code == "unreadable"
+    assert "Permission denied" in got["secret.edi"].reason
+    assert [e["event"] for e in logs] == ["file_unreadable"]
+    assert checks < 8  # exponential backoff, not a hot loop
+
+
+# -- the observer ----------------------------------------------------------------
+
+
+def test_real_inotify_events_for_uploads(inbox, tmp_path):
+    """Real inotify: an in-place write, a rename in the inbox and a move-in reach the handler."""
+    events: queue.Queue = queue.Queue()
+    handler = InboxHandler(inbox, events.put, DaemonSettings().ignore_patterns)
+    observer, kind = start_observer(DaemonSettings(observer="inotify"), inbox, handler)
+    seen: list = []
+
+    def got(item) -> bool:
+        while not events.empty():
+            seen.append(events.get()[1:])
+        return item in seen
+
+    try:
+        assert kind == "inotify" and observer_alive(observer)
+        with open(inbox / "inplace.edi", "wb") as fh:
+            fh.write(GOOD)
+        poll_until(lambda: got((Event.CLOSED_WRITE, "inplace.edi")))
+        assert (Event.OPENED, "inplace.edi") in seen
+        (inbox / "up.edi.filepart").write_bytes(GOOD)
+        os.rename(inbox / "up.edi.filepart", inbox / "up.edi")
+        poll_until(lambda: got((Event.CHANGED, "up.edi")))
+        (tmp_path / "outside.edi").write_bytes(GOOD)
+        os.rename(tmp_path / "outside.edi", inbox / "moved-in.edi")
+        poll_until(lambda: got((Event.CHANGED, "moved-in.edi")))
+        assert not any(name.endswith(".filepart") for _, name in seen)
+    finally:
+        stop_observer(observer)
+    assert not observer_alive(observer)
+
+
+def test_polling_observer_finds_files(inbox):
+    """observer = "polling" (network shares) reports new files without inotify."""
+    events: queue.Queue = queue.Queue()
+    handler = InboxHandler(inbox, events.put)
+    settings = DaemonSettings(observer="polling", polling_interval_seconds=0.05)
+    observer, kind = start_observer(settings, inbox, handler)
+    try:
+        assert kind == "polling"
+        (inbox / "po.edi").write_bytes(GOOD)
+        assert poll_until(lambda: not events.empty())
+        assert events.get()[2] == "po.edi"
+    finally:
+        stop_observer(observer)
+
+
+class _LimitReached:
+    """Stands in for InotifyObserver when the kernel's limit is reached (cannot be had safely)."""
+
+    def __init__(self) -> None:
+        raise OSError(errno.EMFILE, "inotify instance limit reached")
+
+
+def test_inotify_limit_falls_back_to_polling_in_auto_mode(inbox):
+    """observer = "auto": an inotify limit logs a warning and polls instead."""
+    handler = InboxHandler(inbox, lambda item: None)
+    with capture_logs() as logs:
+        observer, kind = start_observer(
+            DaemonSettings(observer="auto"), inbox, handler, inotify_factory=_LimitReached
+        )
+    stop_observer(observer)
+    assert kind == "polling"
+    assert logs[0]["event"] == "inotify_unavailable" and "max_user_instances" in logs[0]["error"]
+
+
+def test_inotify_limit_is_a_clear_error_in_inotify_mode(inbox):
+    """observer = "inotify": an inotify limit is a WatchError that says what to raise."""
+    handler = InboxHandler(inbox, lambda item: None)
+    with pytest.raises(WatchError, match="max_user_watches"):
+        start_observer(
+            DaemonSettings(observer="inotify"), inbox, handler, inotify_factory=_LimitReached
+        )
+
+
+def test_missing_inbox_cannot_be_watched(tmp_path):
+    """Watching a missing inbox is a WatchError, not a silent thread death."""
+    handler = InboxHandler(tmp_path / "nope", lambda item: None)
+    with pytest.raises(WatchError):
+        start_observer(DaemonSettings(observer="inotify"), tmp_path / "nope", handler)
+
+
+def test_directory_event_enqueues_for_report(inbox):
+    """A directory created in the inbox reaches the tracker (to be reported once)."""
+    got: list = []
+    InboxHandler(inbox, got.append).dispatch(DirCreatedEvent(str(inbox / "sub")))
+    assert got == [("fs", Event.CHANGED, "sub")]
