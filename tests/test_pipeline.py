@@ -28,6 +28,12 @@ JOB_KEYS = {
 }  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _logging():
+    """Our structlog set-up (other tests may have replaced it): it keeps each job's events."""
+    logsetup.configure("info", "json")
+
+
 def settings_for(tmp_path: Path, erp_url: str = "", **erp: object) -> Settings:
     return Settings(
         paths=PathSettings(root=tmp_path),

@@ -83,6 +83,24 @@ def _dumps(payload: dict[str, Any], **kwargs: Any) -> bytes:
     return json.dumps(payload, default=_json_default, ensure_ascii=False, **kwargs).encode()
 
 
+class _Sink:
+    """What both sinks share: ``with sink:`` closes it."""
+
+    def close(self) -> None:
+        """Release what the sink holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class _Retryable(Exception):
     """One attempt failed in a way that another attempt may fix."""
 
@@ -101,7 +119,7 @@ class _Retryable(Exception):
         self.attempt = attempt
 
 
-class HttpErp:
+class HttpErp(_Sink):
     """Posts orders to ``settings.url`` as JSON; see the module docstring for the
     retry policy.
 
@@ -243,17 +261,6 @@ class HttpErp:
         """Close the connection pool."""
         self._client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _read_token(path: Path) -> str:
     """The bearer token, read once; its text never reaches a message or a log."""
@@ -337,7 +344,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-class OutboxErp:
+class OutboxErp(_Sink):
     """Writes each order as pretty JSON into ``outbox_dir`` for another system
     to collect, as ``<po_number>.<key[:12]>.json``.
 
@@ -369,17 +376,6 @@ class OutboxErp:
 
     def close(self) -> None:
         """Nothing to release; here so both sinks are used alike."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def make_erp(settings: config.Settings) -> HttpErp | OutboxErp:

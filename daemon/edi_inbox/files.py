@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -83,18 +84,27 @@ def _copy_new(src: Path, target: Path) -> None:
         if not stat.S_ISREG(os.fstat(fd_in).st_mode):
             raise OSError(errno.EXDEV, f"{display_name(str(src))} is not a regular file "
                           "and cannot be moved to another file system")  # fmt: skip
-        fd_out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-        try:
-            while chunk := os.read(fd_in, 1 << 20):
-                os.write(fd_out, chunk)
-            os.fsync(fd_out)
-        except BaseException:
-            os.close(fd_out)
-            os.unlink(target)
-            raise
-        os.close(fd_out)
+        _create(target, iter(lambda: os.read(fd_in, 1 << 20), b""), fsync=True)
     finally:
         os.close(fd_in)
+
+
+def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool) -> None:
+    """Write ``chunks`` into a new file at ``path`` (never an existing one);
+    on any error the partial file is removed."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
+    try:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        if fsync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
 
 
 def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) -> Path:
@@ -102,18 +112,7 @@ def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) ->
     gets a suffix. Readers never see a half-written file: the bytes go to a
     hidden temporary name first and are linked into place when complete."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
+    _create(tmp, [data], fsync=fsync)
     try:
         return move_new(tmp, directory, name)
     finally:
