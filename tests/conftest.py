@@ -14,6 +14,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -92,13 +93,24 @@ def close_database(db: Any) -> None:
         db.close()
 
 
+@contextmanager
+def initialised(
+    url: str, settings: Settings, *, retry_seconds: float = 20
+) -> Iterator[store.Database]:
+    """The database at ``url`` with its schema created, closed on the way out."""
+    database = store.open_database(url, settings, retry_seconds=retry_seconds)
+    try:
+        store.init(database)
+        yield database
+    finally:
+        close_database(database)
+
+
 @pytest.fixture
 def db(db_url: str, settings: Settings) -> Iterator[store.Database]:
     """An initialised database (schema created) on SQLite or PostgreSQL."""
-    database = store.open_database(db_url, settings, retry_seconds=20)
-    store.init(database)
-    yield database
-    close_database(database)
+    with initialised(db_url, settings) as database:
+        yield database
 
 
 @pytest.fixture

@@ -21,41 +21,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from helpers import BAD, claimed, http_server, make_po, poll_until
+
 pytestmark = pytest.mark.e2e
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
-GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
-BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
 SETTLE = 0.3
 GRACE = 2.0
-
-
-def make_po(n: int, source: bytes = GOOD) -> bytes:
-    """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
-    text = source.decode("latin-1")
-    sep, term = text[3], text[105]
-    isa = text[:105].split(sep)
-    old = isa[13]
-    isa[13] = f"{n:09d}"
-    text = sep.join(isa) + text[105:]
-    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
-    start = text.index(f"{term}BEG{sep}") + 1
-    end = text.index(term, start)
-    beg = text[start:end].split(sep)
-    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
-    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
-
-
-def poll_until(condition, timeout: float = 15.0, interval: float = 0.02, what: str = ""):
-    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what or condition}")
-        time.sleep(interval)
 
 
 class Erp:
@@ -92,12 +63,8 @@ class Erp:
 
 @pytest.fixture
 def erp():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield Erp(server)
-    server.clear()
-    if server.is_running():
-        server.stop()
+    with http_server() as server:
+        yield Erp(server)
 
 
 def daemon_command(config: Path) -> list[str]:
@@ -238,6 +205,14 @@ def write_slowly(path: Path, data: bytes, parts: int, pause: float, *, keep_open
             time.sleep(pause)
 
 
+def upload_many(inbox: Path, count: int, *, first: int) -> list[str]:
+    """``count`` distinct good 850s written into the inbox at once; their names, sorted."""
+    uploaded = [f"po{n:04d}.edi" for n in range(count)]
+    for n, name in enumerate(uploaded):
+        (inbox / name).write_bytes(make_po(first + n))
+    return uploaded
+
+
 def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons):
     """Slow, resumed, aborted, renamed, moved-in, unsafe, empty, bad, odd and duplicate uploads
     each end in the right folder; every job is recorded; each good order is posted once."""
@@ -305,7 +280,7 @@ def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons):
     )
     assert daemon.alive()
     assert daemon.listing(inbox) == []
-    assert daemon.listing(daemon.processing) == []
+    assert claimed(daemon.processing) == []
     assert (daemon.done / "in-place.edi").read_bytes() == make_po(2)  # never half-written
     assert (daemon.done / "resumed.edi").read_bytes() == make_po(3)
     assert os.readlink(daemon.failed / "link.edi") == "/etc/hostname"
@@ -325,26 +300,24 @@ def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons):
     done/, no order lost, none accepted under two different Idempotency-Keys."""
     erp.delay = 0.02
     daemon = daemons(erp.url, workers=6)
-    total = 300
     daemon.start()
-    for n in range(total):
-        (daemon.inbox / f"po{n:04d}.edi").write_bytes(make_po(1000 + n))
+    uploaded = upload_many(daemon.inbox, 300, first=1000)
     for threshold in (40, 110, 180):
         poll_until(lambda t=threshold: len(os.listdir(daemon.done)) >= t, what=f"{threshold} done")
         daemon.kill()
         daemon.start()
     poll_until(
-        lambda: len(os.listdir(daemon.done)) == total, timeout=40, what="every file in done/"
+        lambda: len(os.listdir(daemon.done)) == len(uploaded), timeout=40, what="all in done/"
     )
     assert daemon.alive()
-    assert daemon.listing(daemon.done) == [f"po{n:04d}.edi" for n in range(total)]
-    assert daemon.listing(daemon.inbox) == [] and daemon.listing(daemon.processing) == []
+    assert daemon.listing(daemon.done) == uploaded
+    assert daemon.listing(daemon.inbox) == [] and claimed(daemon.processing) == []
     keys = erp.keys_by_po()
-    assert len(keys) == total  # none lost
+    assert len(keys) == len(uploaded)  # none lost
     assert all(len(k) == 1 for k in keys.values())  # never under two different keys
     jobs = daemon.jobs()
     finished = {j["file_name"] for j in jobs if j["status"] in ("succeeded", "duplicate")}
-    assert finished == {f"po{n:04d}.edi" for n in range(total)}
+    assert finished == set(uploaded)
     assert daemon.terminate(timeout=10) == 0
 
 
@@ -353,19 +326,17 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons):
     restart finishes the rest."""
     erp.delay = 0.03
     daemon = daemons(erp.url, shutdown_timeout_seconds=3.0)
-    total = 60
     daemon.start()
-    for n in range(total):
-        (daemon.inbox / f"po{n:03d}.edi").write_bytes(make_po(5000 + n))
+    uploaded = upload_many(daemon.inbox, 60, first=5000)
     poll_until(lambda: len(os.listdir(daemon.done)) >= 10, what="10 done")
     started = time.monotonic()
     assert daemon.terminate(timeout=3.0 + 5) == 0
     assert time.monotonic() - started < 3.0 + 2
-    assert daemon.listing(daemon.processing) == []
+    assert claimed(daemon.processing) == []
     done, left = daemon.listing(daemon.done), daemon.listing(daemon.inbox)
-    assert sorted(done + left) == [f"po{n:03d}.edi" for n in range(total)]
+    assert sorted(done + left) == uploaded
     daemon.start()
-    poll_until(lambda: len(os.listdir(daemon.done)) == total, what="the rest done")
+    poll_until(lambda: len(os.listdir(daemon.done)) == len(uploaded), what="the rest done")
     assert all(len(k) == 1 for k in erp.keys_by_po().values())
-    assert len(erp.keys_by_po()) == total
+    assert len(erp.keys_by_po()) == len(uploaded)
     assert daemon.terminate(timeout=10) == 0

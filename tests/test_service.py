@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,45 +24,16 @@ from structlog.testing import capture_logs
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
-from edi_inbox import notify, orders, service, store
+from edi_inbox import admin, notify, orders, service, store
+from edi_inbox.claims import host_folder, processing_name, split_processing_name
 from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
 from edi_inbox.jobs import JobResult, JobStatus, OrderResult
 from edi_inbox.pipeline import Pipeline
-from edi_inbox.service import Service, folder_counts, processing_name, split_processing_name
+from edi_inbox.service import Service
 from edi_inbox.x12 import X12Reader
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
-GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
-BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
-
-
-def make_po(n: int, source: bytes = GOOD) -> bytes:
-    """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
-    text = source.decode("latin-1")
-    sep, term = text[3], text[105]
-    isa = text[:105].split(sep)
-    old = isa[13]
-    isa[13] = f"{n:09d}"
-    text = sep.join(isa) + text[105:]
-    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
-    start = text.index(f"{term}BEG{sep}") + 1
-    end = text.index(term, start)
-    beg = text[start:end].split(sep)
-    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
-    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
-
-
-def poll_until(condition, timeout: float = 10.0, interval: float = 0.01):
-    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+from helpers import BAD, GOOD, claimed, http_server, make_po, poll_until
 
 
 class Erp:
@@ -106,12 +77,8 @@ class Erp:
 
 @pytest.fixture
 def erp():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield Erp(server)
-    server.clear()
-    if server.is_running():
-        server.stop()
+    with http_server() as server:
+        yield Erp(server)
 
 
 def make_settings(tmp_path: Path, erp_url: str = "", **daemon: object) -> Settings:
@@ -313,14 +280,55 @@ def test_odd_names_handled_and_logged_escaped(tmp_path, erp):
     assert erp.posts == 4
 
 
+def beating(db: object, host: str):
+    """A heartbeat callable that writes ``host``'s row, as ``service.run``'s does."""
+    started = datetime.now(UTC)
+
+    def beat(counters: dict[str, int], last_error: str | None) -> None:
+        store.heartbeat(
+            db,  # type: ignore[arg-type]
+            f"{host}:1",
+            host=host,
+            pid=1,
+            version="test",
+            started_at=started,
+            counters=counters,
+            last_error=last_error,
+        )
+
+    return beat
+
+
+def as_host(settings: Settings, db: object, host: str) -> dict[str, object]:
+    """Service options for one of several hosts: its heartbeat and the others' liveness,
+    both in the real database."""
+    return {
+        "host": host,
+        "db": db,
+        "heartbeat": beating(db, host),
+        "live_hosts": lambda: admin.live_hosts(settings, db),
+    }
+
+
+def claim_left(settings: Settings, host: str, n: int) -> tuple[str, Path]:
+    """A file claimed by ``host`` (in its folder of processing/) whose job row is not written."""
+    job_id = str(uuid.uuid4())
+    folder = settings.paths.processing / host_folder(host)
+    folder.mkdir(exist_ok=True)
+    path = folder / processing_name(f"po{n}.edi", job_id)
+    path.write_bytes(make_po(n))
+    return job_id, path
+
+
 def test_two_daemons_share_one_inbox(tmp_path, erp):
-    """Two services on one inbox and database: each file claimed once (the rename is the lock)."""
+    """Two services on one inbox and database: each file claimed once (the rename is the lock),
+    and neither takes the other's fresh claims at start or at a rescan."""
     settings = make_settings(tmp_path, erp.url, workers=3)
     for n in range(150):
         (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
     db = open_db(settings)  # one database object per process (peewee binds models to it)
-    first = Running(settings, once=True, host="host-a", db=db)
-    second = Running(settings, once=True, host="host-b", db=db)
+    first = Running(settings, once=True, **as_host(settings, db, "host-a"))
+    second = Running(settings, once=True, **as_host(settings, db, "host-b"))
     first.thread.join(30)
     second.thread.join(30)
     assert first.code == second.code == 0
@@ -329,6 +337,64 @@ def test_two_daemons_share_one_inbox(tmp_path, erp):
     done = first.service.counters["succeeded"] + second.service.counters["succeeded"]
     assert done == 150
     assert len(job_rows(settings)) == 150
+    assert first.service.counters["taken_over"] == second.service.counters["taken_over"] == 0
+    assert claimed(settings.paths.processing) == []
+
+
+def test_claims_of_live_hosts_kept_of_dead_hosts_taken_over_once(tmp_path, erp):
+    """A file just claimed by a host with a fresh heartbeat (no job row yet) is left alone; one
+    claimed by a host with a stale heartbeat is taken over by exactly one of two racing daemons."""
+    settings = make_settings(tmp_path, erp.url, workers=2)
+    db = open_db(settings)
+    now = datetime.now(UTC)
+    stale = now - timedelta(seconds=admin.fresh_seconds(settings.daemon) + 1)
+    store.heartbeat(db, "live:1", host="host-live", pid=1, version="x", started_at=now)
+    store.heartbeat(db, "dead:1", host="host-dead", pid=1, version="x", started_at=stale, now=stale)
+    _, live_file = claim_left(settings, "host-live", 1)
+    dead_job, _ = claim_left(settings, "host-dead", 2)
+
+    racers = [Running(settings, once=True, **as_host(settings, db, h)) for h in ("a", "b")]
+    for racer in racers:
+        racer.thread.join(30)
+
+    assert [r.code for r in racers] == [0, 0]
+    assert claimed(settings.paths.processing) == [live_file.name]  # untouched, still its host's
+    assert live_file.read_bytes() == make_po(1)
+    assert names(settings.paths.done) == ["po2.edi"]
+    assert sum(r.service.counters["taken_over"] for r in racers) == 1
+    assert erp.posts == 1
+    (row,) = job_rows(settings)
+    assert row["retry_of"] == dead_job and row["status"] == "succeeded"
+
+
+def test_running_daemon_takes_over_when_a_host_dies(tmp_path, erp):
+    """A daemon already running takes over the claims of a host without a heartbeat at a rescan."""
+    settings = make_settings(tmp_path, erp.url, rescan_seconds=0.2)
+    db = open_db(settings)
+    running = Running(settings, **as_host(settings, db, "host-a"))
+    poll_until(running.ready)
+    claim_left(settings, "host-gone", 3)
+    poll_until(lambda: names(settings.paths.done) == ["po3.edi"])
+    assert running.stop() == 0
+    assert running.service.counters["taken_over"] == 1
+    assert claimed(settings.paths.processing) == []
+
+
+def test_heartbeat_written_before_the_first_claim(tmp_path, erp):
+    """The first heartbeat comes before any claim or resume: others see a claiming host alive."""
+    settings = make_settings(tmp_path, erp.url)
+    (settings.paths.inbox / "po1.edi").write_bytes(make_po(1))
+    _, left = claim_left(settings, "host-a", 2)
+    first_beat: list[tuple[list[str], list[str]]] = []
+
+    def heartbeat(counters: dict[str, int], last_error: str | None) -> None:
+        if not first_beat:
+            first_beat.append((names(settings.paths.inbox), claimed(settings.paths.processing)))
+
+    with Pipeline(settings, store.DatabaseRecorder(open_db(settings))) as pipeline:
+        assert Service(settings, pipeline, host="host-a", heartbeat=heartbeat).run(once=True) == 0
+    assert first_beat == [(["po1.edi"], [left.name])]
+    assert names(settings.paths.done) == ["po1.edi", "po2.edi"]
 
 
 def test_max_jobs_stops_and_leaves_the_rest(tmp_path, erp):
@@ -339,7 +405,7 @@ def test_max_jobs_stops_and_leaves_the_rest(tmp_path, erp):
     assert service.run(settings, once=True, max_jobs=2) == 0
     done, left = names(settings.paths.done), names(settings.paths.inbox)
     assert len(done) >= 2 and len(done) + len(left) == 5
-    assert names(settings.paths.processing) == [".retry"]
+    assert claimed(settings.paths.processing) == []
 
 
 # -- failures while moving, and crashes --------------------------------------------
@@ -356,21 +422,24 @@ def test_move_failure_keeps_file_claimed_and_retries(tmp_path, erp):
         done.write_bytes(b"not a directory")  # link() into it fails with ENOTDIR
         (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
         poll_until(lambda: running.service.pending)
-        assert names(settings.paths.processing)[1].startswith("po.edi.")
+        (held,) = claimed(settings.paths.processing)
+        assert held.startswith("po.edi.")
         done.unlink()
         done.mkdir()
         poll_until(lambda: names(done) == ["po.edi"])
         assert running.stop() == 0
-    assert names(done) == ["po.edi"] and names(settings.paths.processing) == [".retry"]
+    assert names(done) == ["po.edi"] and claimed(settings.paths.processing) == []
     assert erp.posts == 1
     failures = [e for e in logs if e["event"] == "move_failed"]
     assert 1 <= len(failures) <= 3  # backoff, not a hot loop
     assert "Not a directory" in failures[0]["error"]
 
 
-def test_crash_leftover_resumed_without_second_post(tmp_path, erp):
-    """A file left in processing/ by a crash is run again (retry_of the old job); an order the
-    ERP already accepted is not posted again."""
+@pytest.mark.parametrize("layout", ["host folder", "flat (earlier versions)"])
+def test_crash_leftover_resumed_without_second_post(tmp_path, erp, layout):
+    """A file left in processing/ by a crash (in this host's folder, or directly in processing/ as
+    earlier versions left it) is run again (retry_of the old job); an order the ERP already
+    accepted is not posted again."""
     settings = make_settings(tmp_path, erp.url)
     data = make_po(42)
     ts = next(X12Reader(io.BytesIO(data)).transaction_sets())
@@ -388,7 +457,11 @@ def test_crash_leftover_resumed_without_second_post(tmp_path, erp):
     order = OrderResult("42", key, 1, Decimal("1"), None, erp_po_id="E-1")
     recorder.order_accepted(old, order)
     db.close()
-    (settings.paths.processing / f"po.edi.{old.job_id}").write_bytes(data)
+    folder = settings.paths.processing
+    if layout == "host folder":
+        folder = folder / host_folder(socket.gethostname())
+        folder.mkdir()
+    (folder / f"po.edi.{old.job_id}").write_bytes(data)
 
     assert service.run(settings, once=True) == 0
 
@@ -524,7 +597,7 @@ def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp):
     assert service.run(settings) == 0
     assert time.monotonic() - started < 2.9  # did not wait for the ERP
     assert names(settings.paths.inbox) == ["po.edi"]
-    assert names(settings.paths.processing) == [".retry"]
+    assert claimed(settings.paths.processing) == []
     assert names(settings.paths.done) == []
 
 
@@ -679,7 +752,7 @@ def test_retry_puts_failed_file_back_as_retry_of(tmp_path, erp):
     report = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
     assert "unknown ship-to" in report["error"]
 
-    (result,) = service.retry(settings, report["job_id"])
+    (result,) = admin.retry(settings, report["job_id"])
     assert result["retried"] and result["inbox_name"] == "po.edi"
     assert names(settings.paths.inbox) == ["po.edi"]
     assert names(settings.paths.failed) == []
@@ -698,10 +771,10 @@ def test_retry_all_failed_and_unknown_job(tmp_path, erp):
     (settings.paths.inbox / "a.edi").write_bytes(BAD)
     (settings.paths.inbox / "b.edi").write_bytes(b"not edi at all\n")
     assert service.run(settings, once=True) == 0
-    results = service.retry(settings, all_failed=True)
+    results = admin.retry(settings, all_failed=True)
     assert sorted(r["inbox_name"] for r in results) == ["a.edi", "b.edi"]
     with pytest.raises(EdiInboxError, match="no failed file"):
-        service.retry(settings, "no-such-job")
+        admin.retry(settings, "no-such-job")
 
 
 # -- small pieces -----------------------------------------------------------------------
@@ -721,17 +794,20 @@ def test_status_reports_daemons_backlog_and_folders(tmp_path):
     settings = make_settings(tmp_path)
     (settings.paths.inbox / "waiting.edi").touch()
     (settings.paths.inbox / "upload.edi.filepart").touch()
+    (settings.paths.processing / "host-x").mkdir()
+    (settings.paths.processing / "host-x" / "po.edi.1").touch()
     db = open_db(settings)
     try:
-        assert service.status(settings, db)["running"] is False
+        assert admin.status(settings, db)["running"] is False
         started = datetime.now(UTC)
         store.heartbeat(db, "d1", host="h", pid=1, version="x", started_at=started)
-        doc = service.status(settings, db)
+        doc = admin.status(settings, db)
     finally:
         db.close()
     assert doc["running"] is True and doc["daemons"][0]["alive"] is True
     assert doc["inbox"]["waiting"] == 1 and doc["inbox"]["oldest_age_seconds"] >= 0
     assert doc["folders"]["inbox"] == 2 and "last_24h" in doc and "jobs_running" in doc
+    assert doc["folders"]["processing"] == 1 and doc["claimed"] == {"host-x": 1}
 
 
 def test_folder_counts(tmp_path):
@@ -740,4 +816,4 @@ def test_folder_counts(tmp_path):
     (settings.paths.inbox / "a.edi").touch()
     (settings.paths.failed / "b.edi").touch()
     (settings.paths.failed / "b.edi.error.json").touch()
-    assert folder_counts(settings) == {"inbox": 1, "processing": 0, "done": 0, "failed": 1}
+    assert admin.folder_counts(settings) == {"inbox": 1, "processing": 0, "done": 0, "failed": 1}

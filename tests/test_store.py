@@ -7,14 +7,16 @@ import json
 import shutil
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 import pytest
-from conftest import T0, close_database, make_job, record
+from conftest import T0, close_database, initialised, make_job, record
 
 from edi_inbox import queries, store
 from edi_inbox.config import DatabaseSettings, Settings
@@ -29,6 +31,13 @@ def reopen(db: store.Database, settings: Settings) -> store.Database:
     again = store.open_database(url, settings, retry_seconds=20)
     store.init(again)
     return again
+
+
+def sqlite_at(path: Path, **database: Any) -> store.Database:
+    """An initialised SQLite database at ``path`` with these ``[database]`` settings."""
+    db = store.open_database(f"sqlite:///{path}", Settings(database=DatabaseSettings(**database)))
+    store.init(db)
+    return db
 
 
 def test_job_round_trips_as_its_json(db, recorder):
@@ -165,28 +174,38 @@ def test_control_numbers_increase_across_restarts_and_wrap(db, recorder, setting
     assert store.next_control_number(db) == 1
 
 
-def test_concurrent_writers(db):
-    """Four threads recording at once lose nothing and never share a control number."""
+def record_in_threads(
+    db: store.Database, threads: int, files: int, then: Callable[[Any], object] | None = None
+) -> list[BaseException]:
+    """``files`` made-up jobs recorded on each of ``threads`` threads through one
+    recorder, ``then(recorder)`` after each; returns what the threads raised."""
     recorder = store.DatabaseRecorder(db)
-    numbers: list[int] = []
     errors: list[BaseException] = []
 
     def work(offset: int) -> None:
         try:
-            for n in range(offset, offset + 10):
+            for n in range(offset, offset + files):
                 record(recorder, make_job(n))
-                numbers.append(recorder.next_control_number())
-        except BaseException as exc:  # pragma: no cover - reported below
+                if then is not None:
+                    then(recorder)
+        except BaseException as exc:  # pragma: no cover - reported by the caller
             errors.append(exc)
         finally:
             if db.is_sqlite and not db.is_closed():
-                db.close()
+                db.close()  # this thread's connection
 
-    threads = [threading.Thread(target=work, args=(100 * k,)) for k in range(4)]
-    for t in threads:
+    running = [threading.Thread(target=work, args=(100 * k,)) for k in range(threads)]
+    for t in running:
         t.start()
-    for t in threads:
+    for t in running:
         t.join(timeout=120)
+    return errors
+
+
+def test_concurrent_writers(db):
+    """Four threads recording at once lose nothing and never share a control number."""
+    numbers: list[int] = []
+    errors = record_in_threads(db, 4, 10, lambda r: numbers.append(r.next_control_number()))
     assert not errors
     assert queries.stats(db)["total_jobs"] == 40
     assert len(set(numbers)) == 40
@@ -195,9 +214,7 @@ def test_concurrent_writers(db):
 def test_edi_content_kept_up_to_the_limit(db_url, tmp_path):
     """Content over edi_content_max_bytes is not stored; its hash and path are."""
     settings = Settings(database=DatabaseSettings(edi_content_max_bytes=16))
-    db = store.open_database(db_url, settings)
-    store.init(db)
-    try:
+    with initialised(db_url, settings) as db:
         recorder = store.DatabaseRecorder(db)
         small = make_job(20, content=b"0123456789abcdef")
         big = make_job(21, content=b"0123456789abcdefg")
@@ -210,8 +227,6 @@ def test_edi_content_kept_up_to_the_limit(db_url, tmp_path):
         assert kept.edi_content is None
         assert kept.file_sha256 == big.file_sha256 and kept.file_path == big.file_path
         assert queries.load_job(db, small.job_id).edi_content is None  # only when asked
-    finally:
-        close_database(db)
 
 
 def test_mark_interrupted_touches_only_this_hosts_running_jobs(db, recorder, record_job):
@@ -258,6 +273,26 @@ def test_heartbeats_and_final_path(db, recorder, record_job):
     job = record_job(40)
     store.record_final_path(db, job.job_id, "/srv/edi/done/po_40.edi")
     assert queries.load_job(db, job.job_id).file_path == "/srv/edi/done/po_40.edi"
+
+
+def test_job_brief_is_what_the_service_checks(db, recorder, record_job):
+    """job_brief: a job's host, status and file name, running or finished; None if unknown."""
+    done = record_job(45)
+    running = make_job(46)
+    running.status = JobStatus.RUNNING
+    recorder.job_started(running)
+    assert store.job_brief(db, done.job_id) == {
+        "host": "host-a",
+        "status": "succeeded",
+        "file_name": "po_45.edi",
+    }
+    assert store.job_brief(db, running.job_id) == {
+        "host": "host-a",
+        "status": "running",
+        "file_name": "po_46.edi",
+    }
+    assert store.job_brief(db, "no-such-job") is None
+    assert store.job_brief(db, done.job_id[:8]) is None  # exact ids only, no prefixes
 
 
 def test_deleting_a_job_cascades(db, record_job):
@@ -329,11 +364,9 @@ def test_a_database_without_schema_version_is_not_guessed_at(db_url, settings):
         close_database(db)
 
 
-def test_sqlite_connection_settings(tmp_path, settings):
+def test_sqlite_connection_settings(tmp_path):
     """SQLite runs in WAL mode with foreign keys, synchronous=NORMAL and the busy timeout."""
-    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=2.5))
-    db = store.open_database(f"sqlite:///{tmp_path / 'a' / 'b.db'}", settings)
-    store.init(db)
+    db = sqlite_at(tmp_path / "a" / "b.db", busy_timeout_seconds=2.5)
     pragmas = {
         name: db.execute_sql(f"PRAGMA {name}").fetchone()[0]
         for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
@@ -347,11 +380,10 @@ def test_sqlite_connection_settings(tmp_path, settings):
     db.close()
 
 
-def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path, settings):
+def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path):
     """With its directory removed, the recorder raises instead of writing into a deleted file."""
     folder = tmp_path / "state"
-    db = store.open_database(f"sqlite:///{folder / 'edi-inbox.db'}", settings)
-    store.init(db)
+    db = sqlite_at(folder / "edi-inbox.db")
     recorder = store.DatabaseRecorder(db)
     record(recorder, make_job(80))
     shutil.rmtree(folder)
@@ -425,9 +457,7 @@ def test_database_file_is_where_settings_say(tmp_path):
 
 def test_sqlite_locked_by_another_writer(tmp_path):
     """Another writer past busy_timeout: a 'locked' error, nothing written, then success."""
-    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=0.2))
-    db = store.open_database(f"sqlite:///{tmp_path / 'edi-inbox.db'}", settings)
-    store.init(db)
+    db = sqlite_at(tmp_path / "edi-inbox.db", busy_timeout_seconds=0.2)
     recorder = store.DatabaseRecorder(db)
     job = make_job(95)
     other = sqlite3.connect(db.database, isolation_level=None)
@@ -447,26 +477,7 @@ def test_sqlite_locked_by_another_writer(tmp_path):
 
 def test_sqlite_threads_take_turns_without_the_busy_handler(tmp_path):
     """Threads queue on the store's write lock, not SQLite's busy handler (timeout 0 works)."""
-    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=0))
-    db = store.open_database(f"sqlite:///{tmp_path / 'edi-inbox.db'}", settings)
-    store.init(db)
-    recorder = store.DatabaseRecorder(db)
-    errors: list[BaseException] = []
-
-    def work(offset: int) -> None:
-        try:
-            for n in range(offset, offset + 15):
-                record(recorder, make_job(n))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=work, args=(100 * k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert errors == []
+    db = sqlite_at(tmp_path / "edi-inbox.db", busy_timeout_seconds=0)
+    assert record_in_threads(db, 8, 15) == []
     assert queries.stats(db)["total_jobs"] == 120
     db.close()

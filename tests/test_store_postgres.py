@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import peewee as pw
 import psycopg2
 import pytest
-from conftest import close_database, make_job, pg_base_url, pg_ctl, record
+from conftest import close_database, initialised, make_job, pg_base_url, pg_ctl, record
 
 from edi_inbox import queries, store
 from edi_inbox.config import Settings
@@ -21,10 +21,8 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def pg_db(pg_url: str, settings: Settings) -> Iterator[store.Database]:
-    db = store.open_database(pg_url, settings, retry_seconds=30)
-    store.init(db)
-    yield db
-    close_database(db)
+    with initialised(pg_url, settings, retry_seconds=30) as db:
+        yield db
 
 
 def backend_pid(db: store.Database) -> int:

@@ -7,7 +7,6 @@ import os
 import queue
 import socket
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +41,8 @@ from edi_inbox.watch import (
     stop_observer,
 )
 
+from helpers import poll_until
+
 CORPUS = Path(__file__).parent / "data" / "corpus"
 GOOD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()
 SETTLE = 1.0
@@ -59,18 +60,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-def poll_until(condition, timeout: float = 5.0, interval: float = 0.01):
-    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from . import __version__, config, queries, service, store
+from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError
 from .jobs import JobResult
@@ -191,7 +191,7 @@ def status(settings: config.Settings, as_json: bool) -> None:
         edi-inbox status --json
     """
     with _database(settings) as db:
-        doc = service.status(settings, db)
+        doc = admin.status(settings, db)
     if as_json:
         _echo_json(doc)
     else:
@@ -377,7 +377,7 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
     if bool(job_id) == all_failed:
         raise click.UsageError("give either JOB_ID or --all-failed")
     try:
-        results = service.retry(settings, job_id, all_failed=all_failed)
+        results = admin.retry(settings, job_id, all_failed=all_failed)
     except EdiInboxError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

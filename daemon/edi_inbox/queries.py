@@ -43,15 +43,7 @@ from .jobs import (
 from .store import (
     FINAL_STATUSES,
     MIN_SUBSTRING,
-    Daemon,
     Database,
-    Job,
-    JobInterchange,
-    JobLog,
-    JobRollup,
-    JobStep,
-    Order,
-    PoSearch,
     as_utc,
     day_of,
     fold,
@@ -59,6 +51,7 @@ from .store import (
     run_unit,
     utcnow,
 )
+from .store.models import Daemon, Job, JobInterchange, JobLog, JobRollup, JobStep, Order, PoSearch
 
 SUMMARY_FIELDS = (
     Job.job_id,

@@ -1,0 +1,216 @@
+"""Operator functions the CLI calls: ``retry`` failed files, ``status`` of the daemons.
+
+They work on the folders and the database directly, with or without a daemon
+running; nothing here is on the daemon's hot path except ``live_hosts``,
+which the daemon asks before it takes over another host's claims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import files
+from .claims import host_folder, os_message, write_retry_marker
+from .config import DaemonSettings, Settings
+from .errors import EdiInboxError
+from .watch import is_ignored, refusal
+
+logger = structlog.get_logger("edi_inbox.admin")
+
+
+# -- liveness ------------------------------------------------------------------------
+
+
+def fresh_seconds(daemon: DaemonSettings) -> float:
+    """How old a heartbeat may be for its daemon to count as alive: three
+    heartbeat intervals, at least 15 s."""
+    return max(3 * daemon.heartbeat_seconds, 15.0)
+
+
+def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> set[str]:
+    """The ``processing/`` folder names of the hosts with a fresh heartbeat."""
+    from . import queries
+
+    fresh = fresh_seconds(settings.daemon)
+    return {
+        host_folder(d["host"])
+        for d in queries.list_daemons(db, now=now)
+        if d["heartbeat_age_seconds"] <= fresh
+    }
+
+
+# -- retry ---------------------------------------------------------------------------
+
+
+def retry(
+    settings: Settings, job_id: str | None = None, *, all_failed: bool = False
+) -> list[dict[str, Any]]:
+    """``edi-inbox retry JOB_ID|--all-failed``: put failed files back into the inbox.
+
+    The file goes back under its original name (a suffix if that name is
+    taken; nothing is overwritten) and its error.json is removed; a marker in
+    ``processing/.retry/`` makes the next job for it record ``retry_of``.
+    Returns one dict per file: job_id, file (in failed/), inbox_name, retried
+    (bool), reason (when not retried). Raises EdiInboxError when JOB_ID has
+    no file in failed/.
+    """
+    paths = settings.paths
+    assert paths.failed and paths.inbox and paths.processing
+    if not all_failed and not job_id:
+        raise EdiInboxError("give a job id or --all-failed")
+    reports = []
+    for report_path in sorted(paths.failed.glob("*.error.json")):
+        try:
+            report = json.loads(report_path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(report, dict) or (not all_failed and report.get("job_id") != job_id):
+            continue
+        reports.append((report_path, report))
+    if not reports and not all_failed:
+        raise EdiInboxError(f"no failed file for job {job_id} in {paths.failed}")
+    results = [_retry_one(settings, path, report) for path, report in reports]
+    if job_id and not any(r["retried"] for r in results):
+        raise EdiInboxError(f"job {job_id} was not retried: {results[0]['reason']}")
+    return results
+
+
+def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) -> dict[str, Any]:
+    paths = settings.paths
+    assert paths.failed and paths.inbox and paths.processing
+    failed_name = report_path.name[: -len(".error.json")]
+    old_job = str(report.get("job_id"))
+    result: dict[str, Any] = {"job_id": old_job, "file": failed_name, "retried": False}
+    source = paths.failed / failed_name
+    try:
+        st = os.stat(source, follow_symlinks=False)
+    except FileNotFoundError:
+        result["reason"] = f"{files.display_name(failed_name)} is no longer in failed/"
+        return result
+    problem = refusal(st, settings.daemon.max_file_bytes)
+    if problem is not None:
+        result["reason"] = f"not retried: {problem.reason}"
+        return result
+    original = _original_name(failed_name, report)
+    # The marker exists before the file reaches the inbox.
+    marker = write_retry_marker(paths.processing, st, old_job)
+    try:
+        back = files.move_new(source, paths.inbox, original)
+    except OSError as exc:
+        marker.unlink(missing_ok=True)
+        result["reason"] = f"cannot move it back: {os_message(exc)}"
+        return result
+    report_path.unlink(missing_ok=True)
+    result.update(retried=True, inbox_name=files.display_name(back.name))
+    logger.info("retry_queued", job_id=old_job, file=files.display_name(back.name))
+    return result
+
+
+def _original_name(failed_name: str, report: Mapping[str, Any]) -> str:
+    """The name the partner used: file_name unless it was escaped for display."""
+    original = report.get("file_name")
+    if (
+        isinstance(original, str)
+        and original not in ("", ".", "..")
+        and "/" not in original
+        and files.display_name(original) == original
+    ):
+        return original
+    return failed_name
+
+
+# -- status --------------------------------------------------------------------------
+
+
+def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """``edi-inbox status``: every daemon's heartbeat (``alive`` when younger than
+    ``fresh_seconds``), ``running`` (any alive), the inbox backlog, folder
+    counts, the claimed files per host folder (``claimed``; a dead host's stay
+    until a live daemon takes them over), and the store's 24-hour summary and
+    last error (``jobs_running``: jobs in state running)."""
+    from . import queries
+
+    now = now or datetime.now(UTC)
+    doc = queries.status_summary(db, now=now)
+    doc["jobs_running"] = doc.pop("running", 0)
+    fresh = fresh_seconds(settings.daemon)
+    for daemon in doc.get("daemons", []):
+        daemon["alive"] = daemon["heartbeat_age_seconds"] <= fresh
+    doc["running"] = any(d["alive"] for d in doc.get("daemons", []))
+    doc["inbox"] = inbox_backlog(settings, now=now.timestamp())
+    doc["claimed"] = claimed_counts(settings)
+    doc["folders"] = folder_counts(settings, claimed=doc["claimed"])
+    return doc
+
+
+def inbox_backlog(settings: Settings, *, now: float | None = None) -> dict[str, Any]:
+    """Names waiting in the inbox (temporaries aside) and the oldest one's age,
+    by ctime (a rename into the inbox sets it; clients often preserve mtime)."""
+    now = time.time() if now is None else now
+    waiting, oldest = 0, None
+    try:
+        with os.scandir(settings.paths.folders()["inbox"]) as entries:
+            for entry in entries:
+                if is_ignored(entry.name, settings.daemon.ignore_patterns):
+                    continue
+                waiting += 1
+                with contextlib.suppress(OSError):
+                    ctime = entry.stat(follow_symlinks=False).st_ctime
+                    oldest = ctime if oldest is None else min(oldest, ctime)
+    except OSError:
+        return {"waiting": None, "oldest_age_seconds": None}
+    age = None if oldest is None else round(max(0.0, now - oldest), 3)
+    return {"waiting": waiting, "oldest_age_seconds": age}
+
+
+def _count(path: Path) -> int | None:
+    """Files in a folder, hidden ones and error reports aside (None: no such folder)."""
+    try:
+        with os.scandir(path) as entries:
+            return sum(
+                1
+                for e in entries
+                if not e.name.startswith(".") and not e.name.endswith(".error.json")
+            )
+    except OSError:
+        return None
+
+
+def claimed_counts(settings: Settings) -> dict[str, int]:
+    """Claimed files per host folder of ``processing/`` (``""``: the flat layout of
+    earlier versions), empty folders left out."""
+    processing = settings.paths.folders()["processing"]
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError), os.scandir(processing) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                n = _count(Path(entry.path)) or 0
+                if n:
+                    counts[entry.name] = n
+            else:
+                counts[""] = counts.get("", 0) + 1
+    return counts
+
+
+def folder_counts(
+    settings: Settings, *, claimed: Mapping[str, int] | None = None
+) -> dict[str, int | None]:
+    """Files in inbox/, processing/ (claimed, every host's), done/, failed/ (None:
+    folder missing), error.json and markers aside, for status."""
+    folders = settings.paths.folders()
+    counts = {name: _count(folders[name]) for name in ("inbox", "processing", "done", "failed")}
+    if counts["processing"] is not None:
+        claimed = claimed_counts(settings) if claimed is None else claimed
+        counts["processing"] = sum(claimed.values())
+    return counts

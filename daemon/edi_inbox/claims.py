@@ -1,0 +1,280 @@
+"""Claims: files in ``processing/``, who holds them, and claims left behind.
+
+Each host claims into a folder of its own::
+
+    inbox/NAME --rename--> processing/<host>/NAME.<job_id>
+
+``<host>`` is ``files.safe_name`` of the host name (never starting with a dot,
+so it cannot meet ``.retry/``). The rename is the lock: it is atomic on one
+file system, and a worker (or host) that finds the name gone has lost the race.
+
+A file stays claimed until the worker moves it to ``done/`` or ``failed/``.
+Claims left behind by a crash are found by ``Claims.leftovers``, each moved by
+one more rename into this host's folder under a new job id (``retry_of`` the
+old one); a rename that finds the name gone means another daemon was first:
+
+- this host's own folder, at start: it can only be this host's previous run
+  (one daemon per host);
+- files directly in ``processing/`` (the flat layout of earlier versions), at
+  start: as before, unless the job row says another host is running it;
+- another host's folder, at start and at every rescan: only when that host has
+  no fresh heartbeat (``live_hosts``). A daemon writes its heartbeat before it
+  claims anything, and the folder is listed *before* the heartbeats are read,
+  so a file seen there belongs to a host that was alive at that moment unless
+  the host has gone quiet. Without liveness information nothing is taken.
+
+Retry markers: ``processing/.retry/<dev>-<ino>.json`` (keyed by the inode,
+which a same-file-system move keeps, and checked against size and mtime) tells
+the daemon that the next job for that file is a retry of the old one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import structlog
+
+from . import files
+from .config import PathSettings
+from .watch import WatchError, scan
+
+logger = structlog.get_logger("edi_inbox.claims")
+
+MAX_NAME_BYTES = 255
+RETRY_DIR = ".retry"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+LookupJob = Callable[[str], Mapping[str, Any] | None]
+LiveHosts = Callable[[], Collection[str]]
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def os_message(exc: BaseException) -> str:
+    """An OSError in words, with the (escaped) file name it concerns."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {files.display_name(os.fsdecode(exc.filename))}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc)
+
+
+def host_folder(host: str) -> str:
+    """The name of ``host``'s folder in ``processing/``."""
+    return files.safe_name(host, fallback="host")
+
+
+def processing_name(name: str, job_id: str) -> str:
+    """``NAME.<job_id>``, with NAME cut (bytewise) so the whole fits a file name."""
+    suffix = "." + job_id
+    raw = os.fsencode(name)[: MAX_NAME_BYTES - len(os.fsencode(suffix))]
+    return os.fsdecode(raw) + suffix
+
+
+def split_processing_name(pname: str) -> tuple[str, str | None]:
+    """The original name and job id of a claimed file."""
+    base, dot, job_id = pname.rpartition(".")
+    if not dot or not base or not job_id:
+        return pname, None
+    return base, job_id
+
+
+def retry_marker(processing: Path, st: os.stat_result) -> Path:
+    """Where the retry marker of the file with stat ``st`` lives."""
+    return processing / RETRY_DIR / f"{st.st_dev}-{st.st_ino}.json"
+
+
+def write_retry_marker(processing: Path, st: os.stat_result, retry_of: str) -> Path:
+    """Mark the file with stat ``st``: its next job is a retry of ``retry_of``."""
+    marker = retry_marker(processing, st)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    body = {"retry_of": retry_of, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, marker)
+    return marker
+
+
+class Claim(NamedTuple):
+    """A claim left behind, now in this host's folder under a new job id."""
+
+    name: str
+    pname: str
+    job_id: str
+    retry_of: str | None
+    taken_from: str | None  # the dead host's folder it was taken from
+
+
+class Claims:
+    """The inbox and this host's ``processing/`` folder, by directory descriptor."""
+
+    def __init__(self, paths: PathSettings, host: str) -> None:
+        assert paths.inbox is not None and paths.processing is not None
+        self.paths = paths
+        self.host = host
+        self.folder = host_folder(host)
+        self.dir = paths.processing / self.folder
+        self.inbox_fd = self.processing_fd = self.fd = -1
+
+    def open(self) -> None:
+        """Open the inbox (WatchError if missing) and create the other folders."""
+        paths = self.paths
+        assert paths.inbox is not None and paths.processing is not None
+        try:
+            self.inbox_fd = os.open(paths.inbox, _DIR_FLAGS)
+        except OSError as exc:
+            raise WatchError(f"inbox {paths.inbox}: {os_message(exc)}") from None
+        try:
+            for name, path in paths.folders().items():
+                if name != "inbox":
+                    path.mkdir(parents=True, exist_ok=True)
+            (paths.processing / RETRY_DIR).mkdir(exist_ok=True)
+            self.dir.mkdir(exist_ok=True)
+            self.processing_fd = os.open(paths.processing, _DIR_FLAGS)
+            self.fd = os.open(self.dir, _DIR_FLAGS | os.O_NOFOLLOW)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for fd in (self.inbox_fd, self.processing_fd, self.fd):
+            if fd >= 0:
+                os.close(fd)
+        self.inbox_fd = self.processing_fd = self.fd = -1
+
+    def path(self, pname: str) -> Path:
+        return self.dir / pname
+
+    def claim(self, name: str, job_id: str) -> str:
+        """Rename ``inbox/NAME`` into this host's folder; FileNotFoundError: it is gone."""
+        pname = processing_name(name, job_id)
+        os.rename(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
+        return pname
+
+    def hand_back(self, name: str, pname: str) -> Path:
+        """Put a claimed file back into the inbox under its name (never overwriting)."""
+        assert self.paths.inbox is not None
+        return files.move_new(self.path(pname), self.paths.inbox, name)
+
+    def take_retry_marker(self, st: os.stat_result) -> str | None:
+        """The job this file is a retry of, if ``retry`` marked it (the marker is used up)."""
+        assert self.paths.processing is not None
+        marker = retry_marker(self.paths.processing, st)
+        try:
+            info = json.loads(marker.read_bytes())
+        except (OSError, ValueError):
+            return None
+        with contextlib.suppress(OSError):
+            marker.unlink()
+        if info.get("size") != st.st_size or info.get("mtime_ns") != st.st_mtime_ns:
+            return None  # the inode was reused by another file
+        return info.get("retry_of")
+
+    # -- claims left behind -----------------------------------------------------------
+
+    def leftovers(
+        self,
+        *,
+        start: bool,
+        lookup_job: LookupJob | None = None,
+        live_hosts: LiveHosts | None = None,
+    ) -> Iterator[Claim]:
+        """Claims to run again: at ``start`` this host's own and the flat layout's;
+        always those in the folders of hosts without a fresh heartbeat."""
+        flat: list[str] = []
+        others: list[str] = []
+        for entry in scan(self.processing_fd):
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                flat.append(entry.name)
+            elif entry.name != self.folder:
+                others.append(entry.name)
+        if start:
+            own = [e.name for e in scan(self.fd)]
+            for pname in own:
+                claim = self._move_in(self.fd, pname)
+                if claim:
+                    yield claim
+            for pname in flat:
+                claim = self._resume_flat(pname, lookup_job)
+                if claim:
+                    yield claim
+        if others and live_hosts is not None:
+            yield from self._take_over(others, live_hosts)
+
+    def _resume_flat(self, pname: str, lookup_job: LookupJob | None) -> Claim | None:
+        _, old_job = split_processing_name(pname)
+        info = None
+        if lookup_job is not None and old_job:
+            try:
+                info = lookup_job(old_job)
+            except Exception as exc:  # no record to go by: resume it (the rename decides)
+                logger.warning("job_lookup_failed", job_id=old_job, error=repr(exc))
+        if (
+            info
+            and info.get("host") not in (None, self.host)
+            and info.get("status") in ("running", "received")
+        ):
+            logger.info(
+                "resume_skipped",
+                file=files.display_name(pname),
+                job_id=old_job,
+                reason=f"job running on host {info.get('host')}",
+            )
+            return None
+        return self._move_in(self.processing_fd, pname)
+
+    def _take_over(self, folders: list[str], live_hosts: LiveHosts) -> Iterator[Claim]:
+        # List first, read the heartbeats second: a claim made after a fresh
+        # heartbeat was read is not in the listing.
+        listed: dict[str, tuple[int, list[str]]] = {}
+        try:
+            for folder in folders:
+                try:
+                    fd = os.open(folder, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.processing_fd)
+                except OSError:
+                    continue
+                listed[folder] = (fd, [e.name for e in scan(fd)])
+            if not any(names for _, names in listed.values()):
+                return
+            try:
+                alive = set(live_hosts())
+            except Exception as exc:  # unknown: take nothing
+                logger.warning("liveness_unknown", error=repr(exc))
+                return
+            for folder, (fd, names) in listed.items():
+                if folder in alive:
+                    continue
+                for pname in names:
+                    claim = self._move_in(fd, pname, taken_from=folder)
+                    if claim:
+                        yield claim
+        finally:
+            for fd, _ in listed.values():
+                os.close(fd)
+
+    def _move_in(self, src_fd: int, pname: str, taken_from: str | None = None) -> Claim | None:
+        """Rename a claimed file into this host's folder under a new job id."""
+        name, old_job = split_processing_name(pname)
+        job_id = new_job_id()
+        new = processing_name(name, job_id)
+        try:
+            os.rename(pname, new, src_dir_fd=src_fd, dst_dir_fd=self.fd)
+        except FileNotFoundError:
+            return None  # another daemon was first
+        logger.info(
+            "taken_over" if taken_from else "resuming",
+            file=files.display_name(name),
+            job_id=job_id,
+            retry_of=old_job,
+            from_host=taken_from,
+        )
+        return Claim(name, new, job_id, old_job, taken_from)

@@ -1,0 +1,172 @@
+"""Outcomes: a finished job's file moved to ``done/`` or ``failed/`` (+ ``NAME.error.json``).
+
+Nothing is ever overwritten (``files.move_new``, ``files.write_new``). A move
+that fails (a full disk, a folder gone) leaves the file claimed: the
+``Mover`` keeps it as a ``PendingMove`` and tries again with backoff, from the
+main thread, until it succeeds or the file is gone (resumed elsewhere or
+removed by hand). After a restart such a file is resumed like any claim left
+behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from . import files
+from .claims import MAX_NAME_BYTES, os_message
+from .config import PathSettings
+from .jobs import JobResult
+
+logger = structlog.get_logger("edi_inbox.outcomes")
+
+FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
+MAX_RETRY = 60.0
+
+
+def error_report(result: JobResult, file: str) -> dict[str, Any]:
+    """What ``failed/NAME.error.json`` holds: the reasons, in words a partner can act on."""
+    return {
+        "job_id": result.job_id,
+        "file_name": result.file_name,
+        "file": files.display_name(file),
+        "status": str(result.status),
+        "error": result.error,
+        "error_details": result.error_details,
+        "po_number": result.po_number,
+        "sender_id": result.sender_id,
+        "interchange_control_number": result.interchange_control_number,
+        "retry_of": result.retry_of,
+        "completed_at": result.completed_at.isoformat() if result.completed_at else None,
+        "steps": [
+            {"step_name": s.step_name, "status": str(s.status), "error": s.error}
+            for s in result.steps
+        ],
+    }
+
+
+@dataclass
+class PendingMove:
+    """A finished job whose file could not be moved yet (disk full…)."""
+
+    pname: str
+    name: str
+    result: JobResult
+    attempts: int = 0
+    next_at: float = 0.0
+    final: Path | None = None  # moved already; only the error.json is missing
+    last_error: str = ""
+
+
+class Mover:
+    """Moves finished files out of this host's ``processing/`` folder.
+
+    ``finish`` runs on worker threads; ``pending``, ``add``, ``retry_due`` and
+    ``flush`` belong to the main thread."""
+
+    def __init__(
+        self,
+        paths: PathSettings,
+        claimed: Path,
+        *,
+        clock: Callable[[], float],
+        final_path: Callable[[str, str], None] | None = None,
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.paths = paths
+        self.claimed = claimed
+        self.clock = clock
+        self.final_path = final_path
+        self.on_error = on_error
+        self.pending: list[PendingMove] = []
+
+    def finish(self, pname: str, name: str, result: JobResult) -> PendingMove | None:
+        """Move the file; on OSError return it as a pending move, due shortly."""
+        move = PendingMove(pname, name, result)
+        try:
+            self.complete(move)
+        except OSError as exc:
+            move.attempts = 1
+            move.next_at = self.clock() + FIRST_RETRY
+            self._failed(move, exc, FIRST_RETRY)
+            return move
+        return None
+
+    def complete(self, move: PendingMove) -> None:
+        """The move (and error.json) of a finished job; raises OSError to retry later."""
+        paths = self.paths
+        assert paths.done and paths.failed
+        ok = move.result.success
+        if move.final is None:
+            target = paths.done if ok else paths.failed
+            move.final = files.move_new(self.claimed / move.pname, target, move.name)
+        if not ok:
+            report = json.dumps(error_report(move.result, move.final.name), indent=2, default=str)
+            json_name = move.final.name + ".error.json"
+            if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
+                json_name = f"{move.result.job_id}.error.json"
+            files.write_new(paths.failed, json_name, report.encode("utf-8", "surrogateescape"))
+        if self.final_path is not None:
+            try:
+                self.final_path(move.result.job_id, str(move.final))
+            except Exception as exc:  # the file is where it belongs; the record can lag
+                logger.error("record_final_path_failed", job_id=move.result.job_id, error=repr(exc))
+        logger.info(
+            "job_done",
+            file=files.display_name(move.name),
+            job_id=move.result.job_id,
+            status=str(move.result.status),
+            moved_to=files.display_name(str(move.final)),
+            error=move.result.error,
+        )
+
+    def add(self, move: PendingMove) -> None:
+        self.pending.append(move)
+
+    def next_due(self) -> float | None:
+        return min((m.next_at for m in self.pending), default=None)
+
+    def retry_due(self, now: float) -> None:
+        """Try the moves that are due; back off the ones that fail again."""
+        for move in [m for m in self.pending if m.next_at <= now]:
+            try:
+                self.complete(move)
+            except OSError as exc:
+                if move.final is None and not os.path.lexists(self.claimed / move.pname):
+                    self.pending.remove(move)  # gone: removed by hand or taken over
+                    continue
+                move.attempts += 1
+                delay = min(MAX_RETRY, FIRST_RETRY * 2**move.attempts)
+                move.next_at = now + delay
+                if os_message(exc) != move.last_error or move.attempts % 10 == 0:
+                    self._failed(move, exc, delay)
+                move.last_error = os_message(exc)
+            else:
+                self.pending.remove(move)
+
+    def flush(self) -> None:
+        """One last try of every pending move (at shutdown); the rest wait for a restart."""
+        for move in list(self.pending):
+            try:
+                self.complete(move)
+            except OSError:
+                continue
+            self.pending.remove(move)
+
+    def _failed(self, move: PendingMove, exc: OSError, delay: float) -> None:
+        move.last_error = os_message(exc)
+        logger.error(
+            "move_failed",
+            file=files.display_name(move.name),
+            job_id=move.result.job_id,
+            error=move.last_error,
+            attempts=move.attempts,
+            retry_in_seconds=delay,
+        )
+        self.on_error(f"cannot move a finished file: {move.last_error}")

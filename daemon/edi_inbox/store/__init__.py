@@ -1,0 +1,126 @@
+"""Job records in SQLite or PostgreSQL, with Peewee.
+
+``open_database(url, settings)`` gives a database bound to the models;
+``init``/``migrate``/``reset`` manage its schema; ``DatabaseRecorder`` is the
+pipeline's ``jobs.Recorder``; ``heartbeat``, ``mark_interrupted``,
+``record_final_path`` and ``job_brief`` are the service's. Reads for the CLI
+live in ``edi_inbox.queries``.
+
+One noun per module:
+
+- ``fields``: column types that store the same values on both databases
+  (UTC times, exact money, JSON, ``fold()`` search keys);
+- ``models``: the tables, ``po_search`` and ``job_rollups`` included;
+- ``database``: ``SqliteStore``/``PostgresStore``, ``open_database`` and
+  ``run_unit`` (one transaction per unit of work; retried on a fresh
+  connection when PostgreSQL's dies);
+- ``schema``: ``SCHEMA_VERSION``, ``MIGRATIONS``, ``init``/``migrate``/``reset``;
+- ``statements``: the recorder's SQL, a unit's statements sent together;
+- ``recorder``: ``DatabaseRecorder`` and the service's writes.
+"""
+
+from __future__ import annotations
+
+from .database import Database, PostgresStore, SqliteStore, open_database, run_unit
+from .fields import (
+    FIELD_TYPES,
+    FoldedField,
+    JsonField,
+    MoneyField,
+    UtcDateTimeField,
+    as_utc,
+    day_of,
+    dumps,
+    fold,
+    hour_of,
+    utcnow,
+)
+from .models import (
+    CONTROL_NUMBER_MAX,
+    FINAL_STATUSES,
+    MIN_SUBSTRING,
+    MODELS,
+    ROLLUP_PERIODS,
+    BaseModel,
+    ControlNumber,
+    Daemon,
+    Job,
+    JobInterchange,
+    JobLog,
+    JobRollup,
+    JobStep,
+    Order,
+    PoSearch,
+    SchemaVersion,
+    po_suffixes,
+)
+from .recorder import (
+    DatabaseRecorder,
+    heartbeat,
+    job_brief,
+    mark_interrupted,
+    next_control_number,
+    record_final_path,
+    remove_daemon,
+)
+from .schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    _write_version,
+    init,
+    migrate,
+    rebuild_search_and_rollups,
+    reset,
+    schema_version,
+)
+
+__all__ = [
+    "CONTROL_NUMBER_MAX",
+    "FIELD_TYPES",
+    "FINAL_STATUSES",
+    "MIGRATIONS",
+    "MIN_SUBSTRING",
+    "MODELS",
+    "ROLLUP_PERIODS",
+    "SCHEMA_VERSION",
+    "BaseModel",
+    "ControlNumber",
+    "Daemon",
+    "Database",
+    "DatabaseRecorder",
+    "FoldedField",
+    "Job",
+    "JobInterchange",
+    "JobLog",
+    "JobRollup",
+    "JobStep",
+    "JsonField",
+    "MoneyField",
+    "Order",
+    "PoSearch",
+    "PostgresStore",
+    "SchemaVersion",
+    "SqliteStore",
+    "UtcDateTimeField",
+    "_write_version",
+    "as_utc",
+    "day_of",
+    "dumps",
+    "fold",
+    "heartbeat",
+    "hour_of",
+    "init",
+    "job_brief",
+    "mark_interrupted",
+    "migrate",
+    "next_control_number",
+    "open_database",
+    "po_suffixes",
+    "rebuild_search_and_rollups",
+    "record_final_path",
+    "remove_daemon",
+    "reset",
+    "run_unit",
+    "schema_version",
+    "utcnow",
+]

@@ -1,0 +1,302 @@
+"""The two databases, and units of work on them.
+
+``open_database(url, settings)`` gives a ``SqliteStore`` or a
+``PostgresStore`` with the models bound to it. Every unit of work runs through
+``run_unit``: one transaction (``BEGIN IMMEDIATE`` on SQLite for writes, so
+two writers never deadlock upgrading a read lock), rolled back whole on any
+error. On PostgreSQL a unit that fails because the connection died (server
+restarted, connection killed) is retried on a fresh connection for up to
+``retry_seconds``; SQLite errors are final (``busy_timeout`` has already
+waited for a competing writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase
+
+from ..config import DatabaseSettings, Settings
+from ..errors import StoreError
+from .fields import FIELD_TYPES
+from .models import MODELS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# peewee's driver-error → peewee-error translation (a mangled name inside classes).
+EXCEPTIONS = getattr(pw, "__exception_wrapper__")  # noqa: B009
+
+
+def _dec_add(a: Any, b: Any) -> str:
+    return str(Decimal(str(a or 0)) + Decimal(str(b or 0)))
+
+
+class _DecSum:
+    """SQLite aggregate: the exact sum of decimal text (``SUM`` would use floats)."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: Any) -> None:
+        if value is not None:
+            self.total = (self.total or Decimal(0)) + Decimal(str(value))
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else str(self.total)
+
+
+class _Units:
+    """What both database classes add: units of work with rollback and retry."""
+
+    retry_seconds: float = 10.0
+    edi_content_max_bytes: int = 1024 * 1024
+    is_sqlite: bool = False
+
+    def run(self: Any, fn: Callable[[], T], *, write: bool = True, atomic: bool = True) -> T:
+        """Run ``fn`` in one transaction (``atomic=False``: a single statement
+        that needs none); on PostgreSQL, again on a fresh connection while the
+        connection keeps dying, for up to ``retry_seconds``."""
+        if self.in_transaction():  # nested: the outer unit owns commit and retry
+            return fn()
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            opened = False
+            try:
+                opened = self.connect(reuse_if_open=True)
+                self._check_connection()
+                if not atomic:
+                    return fn()
+                with self._transaction(write):
+                    return fn()
+            except Exception as exc:
+                self._discard_broken()
+                if not self._retryable(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database connection lost (%s); retrying", exc)
+            finally:
+                if opened and not self.is_sqlite and not self.is_closed():
+                    self.close()  # back to the pool: one connection per unit of work
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+class SqliteStore(_Units, pw.SqliteDatabase):
+    """SQLite in WAL mode: one connection per thread, writes ``BEGIN IMMEDIATE``."""
+
+    is_sqlite = True
+
+    def __init__(self, path: str, settings: DatabaseSettings) -> None:
+        busy_ms = int(settings.busy_timeout_seconds * 1000)
+        super().__init__(
+            path,
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": busy_ms,
+                "foreign_keys": 1,
+                "synchronous": "normal",
+                "cache_size": -32_000,  # 32 MB of page cache per connection
+                "temp_store": "memory",
+                # A checkpoint costs two fsyncs (~4 ms each on a VM disk): every
+                # 10,000 WAL pages (~40 MB) instead of SQLite's 1,000 makes that
+                # ~60 µs a file instead of ~600; the WAL is cut back to 64 MB after.
+                "wal_autocheckpoint": 10_000,
+                "journal_size_limit": 64 * 1024 * 1024,
+            },
+            timeout=settings.busy_timeout_seconds,
+            field_types=FIELD_TYPES["sqlite"],
+        )
+        self.edi_content_max_bytes = settings.edi_content_max_bytes
+        self.write_lock = threading.Lock()
+        self.write_lock_seconds = settings.busy_timeout_seconds + 5.0
+        self.register_function(_dec_add, "dec_add", 2, deterministic=True)
+        self.register_aggregate(_DecSum, "dec_sum", 1)
+
+    def _transaction(self, write: bool) -> Any:
+        return _SqliteTransaction(self, write)
+
+    def _initialize_connection(self, conn: Any) -> None:
+        self._state.file_id = self._file_id()  # type: ignore[attr-defined]
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.database)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def _check_connection(self) -> None:
+        # An open SQLite connection goes on writing into a database file that
+        # was deleted or replaced underneath it, and every record is lost:
+        # check (one stat) that the file is still the one we opened.
+        if self.database == ":memory:":
+            return
+        state: Any = self._state  # type: ignore[attr-defined]
+        if state.file_id is None or self._file_id() != state.file_id:
+            _force_close(self)
+            raise StoreError(f"the database file {self.database} was removed or replaced")
+
+    def _retryable(self, exc: BaseException) -> bool:
+        return False
+
+    def _discard_broken(self) -> None:
+        # A failed rollback (the file vanished) leaves the driver mid-transaction:
+        # close the connection rather than hand a half-written transaction on.
+        if not self.is_closed() and self._state.conn.in_transaction:  # type: ignore[attr-defined]
+            _force_close(self)
+
+
+class _SqliteTransaction:
+    """``db.atomic('IMMEDIATE')`` without its generality (savepoints, commit
+    hooks), for the recorder's many small units. It sits on peewee's
+    transaction stack, so ``in_transaction()`` and nested ``atomic()`` see it.
+
+    A write first takes the database's in-process write lock: threads of one
+    process then queue on it and are woken the moment it is free, instead of
+    meeting SQLite's busy handler, which sleeps 1-100 ms between retries (with
+    eight or more workers that sleeping was the daemon's ceiling). Other
+    processes still meet ``busy_timeout``."""
+
+    def __init__(self, db: SqliteStore, write: bool) -> None:
+        self.db = db
+        self.write = write
+
+    def __enter__(self) -> _SqliteTransaction:
+        db = self.db
+        if self.write and not db.write_lock.acquire(timeout=db.write_lock_seconds):
+            raise pw.OperationalError(
+                f"database is locked: no write turn within {db.write_lock_seconds:g} s"
+            )
+        try:
+            with EXCEPTIONS:
+                db._state.conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")  # type: ignore[attr-defined]
+        except BaseException:
+            if self.write:
+                db.write_lock.release()
+            raise
+        db.push_transaction(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        db = self.db
+        db.pop_transaction()
+        conn = db._state.conn  # type: ignore[attr-defined]
+        try:
+            with EXCEPTIONS:
+                if exc_type is None:
+                    try:
+                        conn.execute("COMMIT")
+                        return
+                    except Exception:
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        finally:
+            if self.write:
+                db.write_lock.release()
+
+
+class PostgresStore(_Units, PooledPostgresqlDatabase):
+    """PostgreSQL through peewee's pool; dead connections are dropped, not reused."""
+
+    def __init__(self, url: str, settings: DatabaseSettings, retry_seconds: float) -> None:
+        super().__init__(
+            url,
+            max_connections=max(settings.pool_size, 1),
+            stale_timeout=300,
+            timeout=30,
+            connect_timeout=5,
+            field_types=FIELD_TYPES["postgresql"],
+        )
+        self.edi_content_max_bytes = settings.edi_content_max_bytes
+        self.retry_seconds = retry_seconds
+
+    def _transaction(self, write: bool) -> Any:
+        return self.atomic()
+
+    def _check_connection(self) -> None:
+        pass
+
+    def _retryable(self, exc: BaseException) -> bool:
+        # Connection loss surfaces as InterfaceError ("connection already closed")
+        # or OperationalError ("server closed the connection unexpectedly",
+        # "terminating connection due to administrator command", "could not
+        # connect"); serialization failures and deadlocks are OperationalError too.
+        return isinstance(exc, pw.InterfaceError | pw.OperationalError)
+
+    def _is_closed(self, conn: Any) -> bool:
+        # peewee's pool sends SELECT 1 at every checkout to weed out dead
+        # connections: a round trip per unit of work. A unit finds a dead one
+        # anyway (its first statement fails and ``run`` retries it on a fresh
+        # connection), so the pool checks only what the driver knows locally.
+        adapter = self._adapter
+        return bool(conn.closed) or adapter.txn_status(conn) != adapter.txn_idle
+
+    def _discard_broken(self) -> None:
+        if self.is_closed():
+            return
+        conn = self._state.conn
+        status = self._adapter.txn_status(conn)
+        dead = bool(conn.closed) or status == self._adapter.txn_unknown
+        if dead or status != self._adapter.txn_idle:
+            _force_close(self)
+        if dead:  # after a server restart the pool's idle connections are dead too,
+            self.close_idle()  # and each would cost the retry loop a turn
+
+
+def _force_close(db: Any) -> None:
+    try:
+        while db.in_transaction():
+            db.pop_transaction()
+        if isinstance(db, PooledPostgresqlDatabase):
+            db.manual_close()
+        else:
+            db.close()
+    except Exception:  # the connection is beyond saving: forget it
+        log.debug("closing a broken connection failed", exc_info=True)
+        db._state.reset()
+
+
+Database = SqliteStore | PostgresStore
+
+
+def open_database(
+    url: str | None = None, settings: Settings | None = None, *, retry_seconds: float = 10.0
+) -> Database:
+    """Open ``sqlite:///PATH`` or ``postgresql://…`` (default: ``settings.database_url``)
+    and bind the models to it. One database per process at a time: opening
+    another rebinds the models. The schema is not touched: call ``init``."""
+    settings = settings or Settings()
+    url = url or settings.database_url
+    scheme = urlsplit(url).scheme
+    db: Database
+    if scheme == "sqlite":
+        # As SQLAlchemy and playhouse.db_url read it: sqlite:////abs/path,
+        # sqlite:///relative/path (what Settings.database_url builds).
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        if not path:
+            raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
+        db = SqliteStore(path, settings.database)
+    elif scheme in ("postgresql", "postgres"):
+        db = PostgresStore(
+            "postgresql" + url[len(scheme) :], settings.database, retry_seconds=retry_seconds
+        )
+    else:
+        raise StoreError(f"database url {url!r}: use sqlite:///PATH or postgresql://…")
+    db.bind(MODELS, bind_refs=False, bind_backrefs=False)
+    return db
+
+
+def run_unit(db: Database, fn: Callable[[], T], *, write: bool = True, atomic: bool = True) -> T:
+    """``fn()`` as one unit of work (see ``_Units.run``)."""
+    return db.run(fn, write=write, atomic=atomic)

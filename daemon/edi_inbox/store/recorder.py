@@ -1,0 +1,413 @@
+"""``DatabaseRecorder``: the pipeline's ``jobs.Recorder`` on a database.
+
+A job's records go in the units of work the protocol asks for, each committed
+whole or not at all: the job row when the job starts; each step with its log
+lines as it completes; an order's ERP id the moment the ERP gives it; the
+final status, summary, orders, interchanges, search keys and rollups at the
+end. Each unit sends its writes as one ``Batch``: on PostgreSQL one round
+trip (``job_finished``, which reads the row's old values first, takes four).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, StepResult
+from .database import Database, run_unit
+from .fields import dumps, fold, utcnow
+from .models import Daemon, Job, po_suffixes
+from .schema import seed_control_number
+from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
+
+
+class DatabaseRecorder:
+    """``jobs.Recorder`` on a database: a job's records in a few short transactions.
+
+    Each method is one unit of work (``run_unit``): it commits whole or raises
+    with nothing written. A method called for a job whose row is missing (its
+    ``job_started`` failed while the database was away) creates the row first.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+        # Per job in flight, to skip work that would change nothing (each
+        # written page costs a SQLite commit ~10 µs): the row id, whether this
+        # recorder created the row, and the orders order_accepted just wrote.
+        self._ids: dict[str, int] = {}
+        self._fresh: set[str] = set()
+        self._accepted: dict[str, tuple[Any, ...]] = {}
+
+    def _remember(self, job: JobResult, pk: int, fresh: bool) -> None:
+        with self._lock:
+            self._ids[job.job_id] = pk
+            if fresh:
+                self._fresh.add(job.job_id)
+            else:
+                self._fresh.discard(job.job_id)
+
+    def _known_pk(self, job: JobResult) -> int | None:
+        with self._lock:
+            return self._ids.get(job.job_id)
+
+    def _insert_job(self, job: JobResult, now: datetime) -> Batch:
+        when = stamp(now)
+        return Batch(self.db).add(
+            "job_insert",
+            job.job_id,
+            job.file_name,
+            job.file_path,
+            job.file_sha256,
+            job.file_size,
+            JobStatus.RUNNING.value,
+            False,
+            stamp(job.started_at) if job.started_at else when,
+            job.host,
+            job.retry_of,
+            when,
+            when,
+        )
+
+    def _job_pk(self, job: JobResult) -> int:
+        """The job's row id, inserting the row if it is missing (inside a unit)."""
+        pk = self._known_pk(job)
+        if pk is None:
+            row = self._insert_job(job, utcnow()).run()
+            pk = row[0] if row else execute(self.db, "job_get", job.job_id).fetchone()[0]
+        return pk
+
+    def _write(self, job: JobResult, add: Callable[[Batch, int], object]) -> None:
+        """One unit of work: the statements ``add(batch, pk)`` puts in a batch
+        for the job's row ``pk``. The row id, known from ``job_started``, is
+        remembered only once a unit that had to find it has committed."""
+        pk = self._known_pk(job)
+        if pk is not None:
+            batch = Batch(self.db)
+            add(batch, pk)
+            batch.commit()
+            return
+
+        def work() -> int:
+            pk = self._job_pk(job)
+            batch = Batch(self.db)
+            add(batch, pk)
+            batch.run()
+            return pk
+
+        self._remember(job, run_unit(self.db, work), fresh=False)
+
+    def job_started(self, job: JobResult) -> None:
+        now = utcnow()
+        row = self._insert_job(job, now).commit()
+        if row is not None:
+            self._remember(job, row[0], fresh=True)
+            return
+
+        def work() -> tuple[int, bool]:  # resumed after a crash, or run again under the same id
+            row = self._insert_job(job, now).run()  # unless the row went meanwhile
+            if row is not None:
+                return row[0], True
+            pk, status, started_at, duration, amount = execute(
+                self.db, "job_get", job.job_id
+            ).fetchone()
+            batch = add_rollup(Batch(self.db), status, started_at, duration, amount, -1)
+            batch.add(
+                "job_restart",
+                False,
+                stamp(job.started_at or now),
+                job.host,
+                job.file_path,
+                stamp(now),
+                pk,
+            )
+            batch.run()
+            return pk, False
+
+        self._remember(job, *run_unit(self.db, work))
+
+    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
+        now = stamp(utcnow())
+
+        def add(batch: Batch, pk: int) -> Batch:
+            batch.add(
+                "step_upsert",
+                pk,
+                step.step_name,
+                str(step.status),
+                json_or_none(step.data),
+                step.error,
+                step.attempts,
+                stamp(step.started_at),
+                step.duration_seconds,
+                now,
+            )
+            return _add_logs(batch, pk, logs)
+
+        self._write(job, add)
+
+    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
+        now = utcnow()
+        self._write(job, lambda batch, pk: _add_orders(batch, pk, [order], now))
+        with self._lock:
+            self._accepted[order.idempotency_key] = _order_fields(order)
+
+    def _orders_changed(self, orders: Iterable[OrderResult]) -> list[OrderResult]:
+        with self._lock:
+            return [o for o in orders if self._accepted.get(o.idempotency_key) != _order_fields(o)]
+
+    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
+        now = utcnow()
+        content = job.edi_content
+        if content is not None and len(content) > self.db.edi_content_max_bytes:
+            content = None  # the hash and the final path are what is kept
+        status = _status(job.status)
+        total = job.total_amount
+        orders = self._orders_changed(job.orders)
+        suffixes = sorted({s for o in job.orders for s in po_suffixes(fold(o.po_number))})
+        with self._lock:
+            fresh = job.job_id in self._fresh
+
+        def work() -> None:
+            db = self.db
+            pk = self._job_pk(job)
+            old_status, old_started, old_duration, old_amount, old_sha, old_retry = execute(
+                db, "job_get_pk", pk
+            ).fetchone()
+            batch = add_rollup(Batch(db), old_status, old_started, old_duration, old_amount, -1)
+            old_started = read_time(old_started)
+            started = job.started_at or old_started or now
+            values: dict[str, Any] = {
+                "status": status,
+                "success": job.success,
+                "completed_at": stamp(job.completed_at or now),
+                "duration_seconds": job.duration_seconds,
+                "file_size": job.file_size,
+                "po_number": job.po_number,
+                "po_number_folded": fold(job.po_number),
+                "total_amount": total,
+                "erp_po_id": job.erp_po_id,
+                "vendor_name": job.vendor_name,
+                "vendor_name_folded": fold(job.vendor_name),
+                "error": job.error,
+                "error_details": json_or_none(job.error_details),
+                "host": job.host,
+                "sender_id": job.sender_id,
+                "receiver_id": job.receiver_id,
+                "interchange_control_number": job.interchange_control_number,
+                "duplicate_of": job.duplicate_of,
+                "acks": json_or_none(job.acks),
+                "edi_content": content,
+                "updated_at": stamp(now),
+            }
+            # Assigning an indexed column rewrites its index even when the value
+            # is the same: set the ones known since job_started only if changed.
+            if started != old_started:
+                values["started_at"] = stamp(started)
+            if job.file_sha256 != old_sha:
+                values["file_sha256"] = job.file_sha256
+            if job.retry_of != old_retry:
+                values["retry_of"] = job.retry_of
+            batch.update("jobs", pk, values)
+            _add_orders(batch, pk, orders, now)
+            _add_logs(batch, pk, logs)
+            if not fresh:
+                batch.add("interchanges_delete", pk)
+            interchanges = dict.fromkeys(i.key() for i in job.interchanges)
+            batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
+            batch.add_rows("po_search_insert", [(s, pk) for s in suffixes])
+            add_rollup(batch, status, started, job.duration_seconds, total, +1).run()
+
+        run_unit(self.db, work)
+        with self._lock:
+            self._ids.pop(job.job_id, None)
+            self._fresh.discard(job.job_id)
+            for order in job.orders:
+                self._accepted.pop(order.idempotency_key, None)
+
+    def find_duplicate(self, job: JobResult) -> str | None:
+        def work() -> str | None:
+            if job.file_sha256:
+                row = execute(self.db, "duplicate_by_hash", job.file_sha256, job.job_id).fetchone()
+                if row:
+                    return str(row[0])
+            for key in dict.fromkeys(i.key() for i in job.interchanges):
+                row = execute(self.db, "duplicate_by_interchange", *key, job.job_id).fetchone()
+                if row:
+                    return str(row[0])
+            return None
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def accepted_erp_id(self, idempotency_key: str) -> str | None:
+        def work() -> str | None:
+            row = execute(self.db, "accepted_erp_id", idempotency_key).fetchone()
+            return row[0] if row else None
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def next_control_number(self) -> int:
+        return next_control_number(self.db)
+
+
+def _status(value: Any) -> str:
+    return str(value.value if isinstance(value, JobStatus) else value)
+
+
+def _add_logs(batch: Batch, pk: int, logs: Iterable[LogEntry]) -> Batch:
+    rows = [(pk, stamp(e.timestamp), e.level, e.message, json_or_none(e.details)) for e in logs]
+    return batch.add_rows("log_insert", rows)
+
+
+def _order_fields(order: OrderResult) -> tuple[Any, ...]:
+    return (
+        order.po_number,
+        order.line_count,
+        order.total_amount,
+        order.vendor_name,
+        order.erp_po_id,
+        order.status,
+        order.error,
+        order.attempts,
+        dumps(order.payload),
+    )
+
+
+def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datetime) -> Batch:
+    """Insert or update orders by idempotency key (the last one of a key wins)."""
+    when = stamp(now)
+    rows = [
+        (
+            pk,
+            o.po_number,
+            fold(o.po_number),
+            o.line_count,
+            o.total_amount,
+            o.vendor_name,
+            o.erp_po_id,
+            o.idempotency_key,
+            o.status,
+            o.error,
+            o.attempts,
+            None if o.payload is None else dumps(o.payload),
+            when,
+            when,
+        )
+        for o in {o.idempotency_key: o for o in orders}.values()
+    ]
+    return batch.add_rows("order_upsert", rows)
+
+
+# --- the service's writes -------------------------------------------------
+
+
+def next_control_number(db: Database) -> int:
+    """The next ISA13 for a 997: 1…999999999, wrapping, increasing across restarts."""
+    row = Batch(db).add("control_next", "isa13").commit()
+    if row is None:  # a database initialised before the row existed
+
+        def work() -> Any:
+            seed_control_number()
+            return execute(db, "control_next", "isa13").fetchone()
+
+        row = run_unit(db, work)
+    return int(row[0])
+
+
+def heartbeat(
+    db: Database,
+    daemon_id: str,
+    *,
+    host: str,
+    pid: int,
+    version: str,
+    started_at: datetime,
+    counters: dict[str, Any] | None = None,
+    last_error: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Record that daemon ``daemon_id`` is alive (one row per daemon, upserted)."""
+    row = {
+        Daemon.daemon_id: daemon_id,
+        Daemon.host: host,
+        Daemon.pid: pid,
+        Daemon.version: version,
+        Daemon.started_at: started_at,
+        Daemon.heartbeat_at: now or utcnow(),
+        Daemon.counters: counters or {},
+        Daemon.last_error: last_error,
+    }
+    upsert = Daemon.insert(row).on_conflict(
+        conflict_target=[Daemon.daemon_id], preserve=[f for f in row if f is not Daemon.daemon_id]
+    )
+    run_unit(db, upsert.execute)
+
+
+def remove_daemon(db: Database, daemon_id: str) -> None:
+    """Forget a daemon's heartbeat row (on clean shutdown)."""
+    run_unit(db, Daemon.delete().where(Daemon.daemon_id == daemon_id).execute)
+
+
+def mark_interrupted(
+    db: Database, host: str, *, now: datetime | None = None, reason: str | None = None
+) -> list[dict[str, Any]]:
+    """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``.
+
+    Call at start-up, before any worker runs. Returns each such job as
+    ``{job_id, file_name, file_path, started_at}`` so the service can resume
+    its file from ``processing/``. A job another host finished meanwhile is
+    left alone (compare-and-set on the status)."""
+    now = now or utcnow()
+    reason = reason or f"interrupted: the daemon on {host} stopped while this job ran"
+    running = JobStatus.RUNNING.value
+    interrupted = JobStatus.INTERRUPTED.value
+
+    def work() -> list[dict[str, Any]]:
+        rows = list(
+            Job.select(
+                Job.id, Job.started_at, Job.total_amount, Job.job_id, Job.file_name, Job.file_path
+            ).where((Job.status == running) & (Job.host == host))
+        )
+        done = []
+        for row in rows:
+            duration = (now - row.started_at).total_seconds() if row.started_at else None
+            values = {
+                Job.status: interrupted,
+                Job.success: False,
+                Job.completed_at: now,
+                Job.duration_seconds: duration,
+                Job.error: reason,
+                Job.updated_at: now,
+            }
+            cas = (Job.id == row.id) & (Job.status == running)
+            changed = Job.update(values).where(cas).execute()
+            if not changed:
+                continue
+            add_rollup(Batch(db), interrupted, row.started_at, duration, row.total_amount, +1).run()
+            started = row.started_at.isoformat() if row.started_at else None
+            done.append(
+                {
+                    "job_id": row.job_id,
+                    "file_name": row.file_name,
+                    "file_path": row.file_path,
+                    "started_at": started,
+                }
+            )
+        return done
+
+    return run_unit(db, work)
+
+
+def record_final_path(db: Database, job_id: str, path: str) -> None:
+    """Where the file ended up (``done/…`` or ``failed/…``), after the move."""
+    update = Job.update(file_path=path, updated_at=utcnow()).where(Job.job_id == job_id)
+    run_unit(db, update.execute)
+
+
+def job_brief(db: Database, job_id: str) -> dict[str, Any] | None:
+    """``{host, status, file_name}`` of a job, or None if there is no such job:
+    what the service checks before it touches a file a job may own."""
+    query = Job.select(Job.host, Job.status, Job.file_name).where(Job.job_id == job_id)
+    return run_unit(db, lambda: query.dicts().first(), write=False)

@@ -1,0 +1,218 @@
+"""The schema's version, and bringing a database to it.
+
+``SCHEMA_VERSION`` is kept in ``schema_version``; ``MIGRATIONS`` step it
+forward in place (``init`` at every start, ``migrate`` on demand), so an
+upgrade never needs ``reset``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import peewee as pw
+from playhouse.migrate import SchemaMigrator
+
+from ..errors import StoreError
+from .database import Database, run_unit
+from .fields import utcnow
+from .models import (
+    CONTROL_NUMBER_MAX,
+    FINAL_STATUSES,
+    MODELS,
+    ROLLUP_PERIODS,
+    BaseModel,
+    ControlNumber,
+    Job,
+    JobInterchange,
+    JobRollup,
+    Order,
+    PoSearch,
+    SchemaVersion,
+    po_suffixes,
+)
+
+SCHEMA_VERSION = 2
+
+
+def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
+    # Tables keyed by their primary key alone are WITHOUT ROWID on SQLite: one
+    # B-tree to write instead of two. PostgreSQL has no such clause.
+    for model in (JobInterchange, PoSearch, JobRollup):
+        model._meta.without_rowid = db.is_sqlite
+    db.create_tables(models, safe=True)
+
+
+def _lock_schema(db: Database) -> None:
+    """Serialize schema changes between daemons starting at once."""
+    if not db.is_sqlite:  # SQLite: BEGIN IMMEDIATE already excludes other writers
+        db.execute_sql("SELECT pg_advisory_xact_lock(7243001)")
+
+
+def _read_version(db: Database) -> int | None:
+    if "schema_version" not in db.get_tables():
+        return None
+    row = SchemaVersion.get_or_none(SchemaVersion.id == 1)
+    return row.version if row else None
+
+
+def _write_version(version: int) -> None:
+    SchemaVersion.insert(id=1, version=version, migrated_at=utcnow()).on_conflict(
+        conflict_target=[SchemaVersion.id],
+        preserve=[SchemaVersion.version, SchemaVersion.migrated_at],
+    ).execute()
+
+
+def seed_control_number() -> None:
+    """The ``isa13`` sequence's row, if missing (part of the caller's unit)."""
+    # Start where jobs.NullRecorder's clock-based numbers are, so numbers keep
+    # increasing after a reset or after running without a database.
+    start = (int(time.time()) - 1_577_836_800) % CONTROL_NUMBER_MAX
+    ControlNumber.insert(name="isa13", value=start).on_conflict_ignore().execute()
+
+
+def _add_column_if_missing(db: Database, model: type[BaseModel], name: str) -> None:
+    table = model._meta.table_name
+    if name in {c.name for c in db.get_columns(table)}:
+        return
+    field = model._meta.fields[name]
+    SchemaMigrator.from_database(db).add_column(table, field.column_name, field).run()
+
+
+def _migrate_v2(db: Database) -> None:
+    """v2: ``jobs.acks``; ``po_search`` and ``job_rollups``, filled from existing jobs."""
+    _add_column_if_missing(db, Job, "acks")
+    _create_tables(db, MODELS)  # the new tables, and any index still missing
+    db.execute_sql('DROP INDEX IF EXISTS "orders_job_id"')  # now (job_id, po_number_folded)
+    rebuild_search_and_rollups(db)
+
+
+# Each step takes the schema from version N-1 to N, inside the migration's
+# transaction. A step must work from that version's layout, not today's
+# models: add columns with _add_column_if_missing, create tables safe=True.
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _migrate_v2}
+
+
+def init(db: Database) -> list[int]:
+    """Create the schema in an empty database, or migrate an older one forward.
+
+    Returns the versions applied (``[SCHEMA_VERSION]`` for a new database).
+    Safe to call at every start-up, from several hosts at once."""
+    return migrate(db)
+
+
+def migrate(db: Database) -> list[int]:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the versions applied.
+
+    Raises ``StoreError`` for a database newer than this code, or one holding a
+    ``jobs`` table but no schema version (not ours to guess at). Creates the
+    SQLite file's directory if need be."""
+    if db.is_sqlite and db.database != ":memory:":
+        os.makedirs(os.path.dirname(os.path.abspath(db.database)), exist_ok=True)
+    # The common case, at every start and CLI call: current already. A read
+    # answers it without queueing for the write lock behind a busy daemon.
+    if schema_version(db) == SCHEMA_VERSION:
+        return []
+
+    def work() -> list[int]:
+        _lock_schema(db)
+        current = _read_version(db)
+        if current is None:
+            if "jobs" in db.get_tables():
+                raise StoreError(
+                    "the database has a jobs table but no schema_version: "
+                    "not an edi-inbox database this version knows how to migrate"
+                )
+            _create_tables(db, MODELS)
+            seed_control_number()
+            _write_version(SCHEMA_VERSION)
+            return [SCHEMA_VERSION]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database schema is version {current}, newer than this "
+                f"edi-inbox knows ({SCHEMA_VERSION}): upgrade edi-inbox"
+            )
+        applied = []
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](db)
+            applied.append(version)
+        if applied:
+            _write_version(SCHEMA_VERSION)
+        return applied
+
+    return run_unit(db, work)
+
+
+def reset(db: Database) -> list[int]:
+    """Drop every edi-inbox table (all records go) and create the schema anew."""
+
+    def work() -> None:
+        _lock_schema(db)
+        for model in reversed(MODELS):
+            model.drop_table(safe=True)
+
+    run_unit(db, work)
+    return migrate(db)
+
+
+def schema_version(db: Database) -> int | None:
+    """The database's schema version, or None when it has none yet."""
+    return run_unit(db, lambda: _read_version(db), write=False)
+
+
+def rebuild_search_and_rollups(db: Database) -> None:
+    """Recompute ``po_search`` and ``job_rollups`` from orders and jobs (derived
+    data: run after editing jobs by hand). Part of the caller's transaction."""
+    PoSearch.delete().execute()
+    JobRollup.delete().execute()
+    last = 0
+    while True:
+        batch: list[Any] = list(
+            Order.select(Order.id, Order.job, Order.po_number_folded)
+            .where(Order.id > last)
+            .order_by(Order.id)
+            .limit(5000)
+            .tuples()
+        )
+        if not batch:
+            break
+        last = batch[-1][0]
+        rows = {(s, job) for _, job, po in batch for s in po_suffixes(po)}
+        for chunk in pw.chunked(sorted(rows), 500):
+            PoSearch.insert_many(
+                chunk, fields=[PoSearch.suffix, PoSearch.job]
+            ).on_conflict_ignore().execute()
+    totals: dict[tuple[str, datetime, str], list[Any]] = {}
+    query: Any = (
+        Job.select(Job.status, Job.started_at, Job.duration_seconds, Job.total_amount)
+        .where(Job.status.in_([str(s) for s in FINAL_STATUSES]) & Job.started_at.is_null(False))
+        .tuples()
+    )
+    for status, started_at, duration, amount in query.iterator():
+        for period, start in ROLLUP_PERIODS:
+            key = (period, start(started_at), status)
+            entry = totals.setdefault(key, [0, 0, 0.0, Decimal(0)])
+            entry[0] += 1
+            if duration is not None:
+                entry[1] += 1
+                entry[2] += duration
+            entry[3] += amount or 0
+    for group in pw.chunked(list(totals.items()), 200):
+        JobRollup.insert_many(
+            [
+                {
+                    "period": key[0],
+                    "start": key[1],
+                    "status": key[2],
+                    "jobs": sums[0],
+                    "durations": sums[1],
+                    "duration_total": sums[2],
+                    "amount": sums[3],
+                }
+                for key, sums in group
+            ]
+        ).execute()

@@ -1,0 +1,250 @@
+"""The worker: one unit of work from claim to outcome, on a worker thread.
+
+A unit is a ticket from the inbox (claim it by rename, then run it) or a
+claim left behind (already in this host's folder). The worker opens the
+claimed file safely, checks it is still the file the watcher judged ready,
+runs ``Pipeline.run`` on its bytes and has the ``Mover`` put it in ``done/``
+or ``failed/``. It never raises for a file: it reports an ``Outcome`` for the
+main thread. At shutdown the service hands back the files of jobs still
+running (``hand_back_unfinished``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from . import files
+from .claims import Claims, new_job_id, os_message
+from .config import Settings
+from .jobs import JobResult, JobStatus
+from .outcomes import Mover, PendingMove
+from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
+
+logger = structlog.get_logger("edi_inbox.worker")
+
+
+@dataclass
+class Work:
+    """One unit for a worker: a ticket from the inbox, or a claim to resume."""
+
+    name: str
+    ticket: Ticket | None = None
+    pname: str | None = None  # resume: already in this host's folder
+    job_id: str | None = None
+    retry_of: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What a worker reports back to the main thread."""
+
+    name: str
+    status: str  # succeeded | failed | duplicate | refused | taken | changed | handed_back | error
+    job_id: str | None = None
+    recheck: bool = False  # the name is back in (or still in) the inbox
+    pending: PendingMove | None = None
+
+
+@dataclass
+class InFlight:
+    name: str
+    pname: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    handed_back: bool = False
+    finishing: bool = False
+
+
+class Worker:
+    """Runs units of work; shared by the worker threads (state: the jobs in flight)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Any,
+        recorder: Any,
+        claims: Claims,
+        mover: Mover,
+        *,
+        host: str,
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.recorder = recorder
+        self.claims = claims
+        self.mover = mover
+        self.host = host
+        self.max_bytes = settings.daemon.max_file_bytes
+        self.on_error = on_error
+        self.inflight: dict[str, InFlight] = {}
+        self._lock = threading.Lock()
+
+    def do(self, item: Work) -> Outcome:
+        """Claim (unless resumed), run and finish one unit."""
+        if item.pname is not None:  # resumed: already claimed
+            return self._run_claimed(item.name, item.pname, item.job_id or new_job_id(), item)
+        ticket = item.ticket
+        assert ticket is not None
+        job_id = new_job_id()
+        try:
+            st = os.stat(ticket.name, dir_fd=self.claims.inbox_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return Outcome(ticket.name, "taken")
+        if ticket.fingerprint is not None and Fingerprint.of(st) != ticket.fingerprint:
+            return Outcome(ticket.name, "changed", recheck=True)
+        try:
+            pname = self.claims.claim(ticket.name, job_id)
+        except FileNotFoundError:
+            return Outcome(ticket.name, "taken")  # another worker or host was first
+        except OSError as exc:
+            hint = ""
+            if exc.errno == errno.EXDEV:
+                hint = " (processing/ must be on the same file system as the inbox)"
+            message = os_message(exc) + hint
+            logger.error("claim_failed", file=files.display_name(ticket.name), error=message)
+            self.on_error(f"cannot claim a file: {message}")
+            return Outcome(ticket.name, "error", recheck=True)
+        logger.debug("claimed", file=files.display_name(ticket.name), job_id=job_id)
+        return self._run_claimed(ticket.name, pname, job_id, item)
+
+    def in_flight(self) -> int:
+        return len(self.inflight)
+
+    def hand_back_unfinished(self) -> int:
+        """At shutdown: give the files of jobs still running back to the inbox."""
+        with self._lock:
+            left = list(self.inflight.values())
+        count = 0
+        for flight in left:
+            with flight.lock:
+                if flight.finishing:
+                    continue
+                flight.handed_back = True
+            self._hand_back(flight, "shutdown")
+            count += 1
+        return count
+
+    def _run_claimed(self, name: str, pname: str, job_id: str, item: Work) -> Outcome:
+        flight = InFlight(name, pname)
+        with self._lock:
+            self.inflight[job_id] = flight
+        try:
+            return self._run(flight, job_id, item)
+        finally:
+            with self._lock:
+                self.inflight.pop(job_id, None)
+
+    def _run(self, flight: InFlight, job_id: str, item: Work) -> Outcome:
+        name, pname, ticket = flight.name, flight.pname, item.ticket
+        if ticket is not None and ticket.verdict is Verdict.REFUSE:
+            try:
+                st = os.stat(pname, dir_fd=self.claims.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return Outcome(name, "taken")
+            if Fingerprint.of(st) != ticket.fingerprint:  # swapped since the verdict
+                return self._hand_back(flight, "changed")
+            problem = Refused(ticket.code or "refused", ticket.reason or "refused")
+            return self._refuse(flight, job_id, problem, item.retry_of)
+
+        try:
+            fd, st = safe_open(self.claims.fd, pname, self.max_bytes)
+        except FileNotFoundError:
+            return Outcome(name, "taken")
+        except Refused as problem:
+            return self._refuse(flight, job_id, problem, item.retry_of)
+        except OSError as exc:
+            reason = f"the file cannot be read: {os_message(exc)}"
+            return self._refuse(flight, job_id, Refused("unreadable", reason), item.retry_of)
+        try:
+            fingerprint = ticket.fingerprint if ticket is not None else None
+            if fingerprint is not None and Fingerprint.of(st) != fingerprint:
+                return self._hand_back(flight, "changed")
+            data = read_all(fd, st.st_size)
+        finally:
+            os.close(fd)
+        if len(data) != st.st_size:  # still being written through an open descriptor
+            return self._hand_back(flight, "changed")
+        retry_of = item.retry_of or self.claims.take_retry_marker(st)
+        try:
+            result = self.pipeline.run(
+                self.claims.path(pname),
+                file_name=files.display_name(name),
+                job_id=job_id,
+                retry_of=retry_of,
+                data=data,
+            )
+        except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
+            logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
+            error = f"internal error: {exc!r}"
+            result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
+            self._record_finished(result, started=False)
+        return self._finish(flight, result)
+
+    def _refuse(
+        self, flight: InFlight, job_id: str, problem: Refused, retry_of: str | None
+    ) -> Outcome:
+        """Fail a file without reading it: recorded as a job, moved to failed/."""
+        shown = files.display_name(flight.name)
+        error = f"{shown} was not read: {problem.reason}"
+        result = self._failed_result(job_id, flight, retry_of, error, problem.code)
+        logger.warning("file_refused", file=shown, code=problem.code, reason=problem.reason)
+        self._record_finished(result, started=True)
+        outcome = self._finish(flight, result)
+        if outcome.status == "failed":
+            outcome.status = "refused"
+        return outcome
+
+    def _failed_result(
+        self, job_id: str, flight: InFlight, retry_of: str | None, error: str, code: str
+    ) -> JobResult:
+        now = datetime.now(UTC)
+        return JobResult(
+            job_id=job_id,
+            file_name=files.display_name(flight.name),
+            status=JobStatus.FAILED,
+            started_at=now,
+            completed_at=now,
+            duration_seconds=0.0,
+            file_path=str(self.claims.path(flight.pname)),
+            error=error,
+            error_details=[{"code": code, "message": error}],
+            host=self.host,
+            retry_of=retry_of,
+        )
+
+    def _record_finished(self, result: JobResult, *, started: bool) -> None:
+        if self.recorder is None:
+            return
+        try:
+            if started:
+                self.recorder.job_started(result)
+            self.recorder.job_finished(result, [])
+        except Exception as exc:  # the recorder never fails a job
+            logger.error("recorder_failed", job_id=result.job_id, error=repr(exc))
+
+    def _finish(self, flight: InFlight, result: JobResult) -> Outcome:
+        """Move the file to done/ or failed/; when the move fails it stays claimed (pending)."""
+        with flight.lock:
+            if flight.handed_back:  # shutdown gave the file back meanwhile
+                return Outcome(flight.name, "handed_back", job_id=result.job_id)
+            flight.finishing = True
+        pending = self.mover.finish(flight.pname, flight.name, result)
+        return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
+
+    def _hand_back(self, flight: InFlight, status: str) -> Outcome:
+        try:
+            back = self.claims.hand_back(flight.name, flight.pname)
+        except OSError as exc:
+            logger.error(
+                "hand_back_failed", file=files.display_name(flight.name), error=os_message(exc)
+            )
+            return Outcome(flight.name, "error", recheck=True)
+        logger.info("handed_back", file=files.display_name(back.name), reason=status)
+        return Outcome(flight.name, status, recheck=True)

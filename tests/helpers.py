@@ -1,0 +1,72 @@
+"""Helpers the daemon tests share: sample 850s, waiting on a condition, a real HTTP
+server for the ERP, claimed files."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pytest_httpserver import HTTPServer
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
+BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
+
+
+def make_po(n: int, source: bytes = GOOD) -> bytes:
+    """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
+    text = source.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    old = isa[13]
+    isa[13] = f"{n:09d}"
+    text = sep.join(isa) + text[105:]
+    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
+    start = text.index(f"{term}BEG{sep}") + 1
+    end = text.index(term, start)
+    beg = text[start:end].split(sep)
+    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
+    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+
+
+def poll_until(condition, timeout: float = 15.0, interval: float = 0.01, what: str = ""):
+    """Wait until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[HTTPServer]:
+    """A real threaded HTTP server on 127.0.0.1 (a free port), stopped afterwards."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.clear()
+        if server.is_running():
+            server.stop()
+
+
+def claimed(processing: Path) -> list[str]:
+    """The claimed files in ``processing/``: in the host folders and the flat
+    layout, hidden names (``.retry/``) aside."""
+    found = []
+    for name in os.listdir(processing):
+        if name.startswith("."):
+            continue
+        path = processing / name
+        if path.is_dir() and not path.is_symlink():
+            found += [n for n in os.listdir(path) if not n.startswith(".")]
+        else:
+            found.append(name)
+    return sorted(found)
