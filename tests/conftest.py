@@ -189,20 +189,22 @@ def make_job(
 
 
 def record(recorder: store.DatabaseRecorder, job: JobResult) -> None:
-    """Report a job to the recorder the way the pipeline does, step by step."""
+    """Report a job to the recorder the way the pipeline does: the steps before
+    the ERP call, each accepted order, then the rest with the final status."""
     final = job.status
     job.status = JobStatus.RUNNING
     recorder.job_started(job)
-    for step, entry in zip(job.steps, job.logs, strict=False):
-        recorder.step_finished(job, step, [entry])
-        if step.step_name == "post_to_erp":
-            for order in job.orders:
-                if order.erp_po_id:
-                    recorder.order_accepted(job, order)
+    names = [s.step_name for s in job.steps]
+    cut = names.index("post_to_erp") if "post_to_erp" in names else len(names)
+    recorder.steps_finished(job, job.steps[:cut], job.logs[:cut])
+    for order in job.orders:
+        if order.erp_po_id:
+            recorder.order_accepted(job, order)
     job.status = final
     last = LogEntry(job.completed_at or T0, "info", "finished", {"status": str(final)})
+    rest = job.logs[cut:]
     job.logs.append(last)
-    recorder.job_finished(job, [last])
+    recorder.job_finished(job, [*rest, last], job.steps[cut:])
 
 
 @pytest.fixture

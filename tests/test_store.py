@@ -71,7 +71,7 @@ def test_failed_step_write_leaves_nothing_half_written(db, recorder):
     recorder.job_started(job)
     bad = LogEntry(T0, None, "no level", {})  # type: ignore[arg-type]  # NOT NULL
     with pytest.raises(pw.IntegrityError):
-        recorder.step_finished(job, job.steps[0], [bad])
+        recorder.steps_finished(job, job.steps[:1], [bad])
     assert not db.in_transaction()
     assert queries.show_job(db, job.job_id)["steps"] == []
     if db.is_sqlite:  # another writer gets the lock at once
@@ -79,7 +79,7 @@ def test_failed_step_write_leaves_nothing_half_written(db, recorder):
         other.execute("BEGIN IMMEDIATE")
         other.execute("ROLLBACK")
         other.close()
-    recorder.step_finished(job, job.steps[0], [job.logs[0]])
+    recorder.steps_finished(job, job.steps[:1], [job.logs[0]])
     assert [s["step_name"] for s in queries.show_job(db, job.job_id)["steps"]] == ["parse"]
 
 
@@ -88,7 +88,7 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     job = make_job(4)
     job.status = JobStatus.RUNNING
     recorder.job_started(job)
-    recorder.step_finished(job, job.steps[0], job.logs[:1])
+    recorder.steps_finished(job, job.steps[:1], job.logs[:1])
     recorder.order_accepted(job, job.orders[0])
 
     db = reopen(db, settings)  # the daemon died here
@@ -100,10 +100,8 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     assert queries.stats(db)["by_status"]["interrupted"] == 1
 
     again.job_started(job)
-    for step in job.steps:
-        again.step_finished(job, step, [])
     job.status = JobStatus.SUCCEEDED
-    again.job_finished(job, [])
+    again.job_finished(job, [], job.steps)
     shown = queries.show_job(db, job.job_id)
     assert shown["status"] == "succeeded" and shown["error"] is None
     assert len(shown["steps"]) == 5 and len(shown["orders"]) == 1
@@ -391,7 +389,7 @@ def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path):
     with pytest.raises(StoreError, match="removed or replaced"):
         recorder.job_started(job)
     with pytest.raises(pw.OperationalError):  # and it cannot reopen it either
-        recorder.step_finished(job, job.steps[0], job.logs)
+        recorder.steps_finished(job, job.steps[:1], job.logs)
     with pytest.raises(pw.OperationalError):
         recorder.job_finished(job, [])
     assert not folder.exists()

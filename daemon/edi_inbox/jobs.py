@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -215,11 +216,14 @@ class Recorder(Protocol):
     def job_started(self, job: JobResult) -> None:
         """The job row, status running, before the first step."""
 
-    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
-        """A step and the log lines since the previous one, in one transaction."""
+    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
+        """Steps and the log lines since the last write, in one transaction."""
 
-    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
-        """Final status, summary fields, orders, remaining log lines."""
+    def job_finished(
+        self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
+    ) -> None:
+        """Final status, summary fields, orders, the steps not yet written and
+        the remaining log lines, in one transaction."""
 
     def find_duplicate(self, job: JobResult) -> str | None:
         """The job_id of an earlier succeeded job with the same file sha256 or
@@ -249,10 +253,12 @@ class NullRecorder:
     def job_started(self, job: JobResult) -> None:
         pass
 
-    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
+    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
         pass
 
-    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
+    def job_finished(
+        self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
+    ) -> None:
         pass
 
     def find_duplicate(self, job: JobResult) -> str | None:

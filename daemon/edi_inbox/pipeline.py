@@ -5,6 +5,13 @@ A step is a method taking the job's ``_Work`` and returning the step's data
 processors: it binds ``job_id`` and ``file`` to the logger, times each step,
 and reports it to the recorder. ``edi-inbox process`` and the daemon both call
 ``Pipeline.run``; it never raises for bad input and never moves the file.
+
+Records are written where they protect something: the job row before the
+first step; the finished steps (and their log lines) just before the first
+ERP call, the only step whose effect lies outside this host; each order's ERP
+id the moment the ERP answers; the rest with the final status. Four
+transactions for a good file instead of one per step: a crash can lose only
+step rows of a job that is then run again (``interrupted``) anyway.
 """
 
 from __future__ import annotations
@@ -191,8 +198,12 @@ class Pipeline:
             self._fill_file_facts(job, work.data)
             self._record(self.recorder.job_started, job)
             logger.info("job_started", size=job.file_size, retry_of=retry_of)
+            unwritten: list[StepResult] = []
             for name, step in self.steps:
-                self._run_step(job, work, name, step, logs)
+                if name == "post_to_erp" and not work.skip_rest:
+                    self._record(self.recorder.steps_finished, job, unwritten, logs.drain())
+                    unwritten = []
+                unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:
                 job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
             job.completed_at = datetime.now(UTC)
@@ -206,7 +217,7 @@ class Pipeline:
                 duration_seconds=job.duration_seconds,
             )
             job.logs = logs.entries
-            self._record(self.recorder.job_finished, job, logs.drain())
+            self._record(self.recorder.job_finished, job, logs.drain(), unwritten)
         return job
 
     def _fill_file_facts(self, job: JobResult, data: bytes) -> None:
@@ -221,8 +232,7 @@ class Pipeline:
         work: _Work,
         name: str,
         step: Callable[[JobResult, _Work], dict[str, Any]],
-        logs: logsetup.JobLogBuffer,
-    ) -> None:
+    ) -> StepResult:
         started = datetime.now(UTC)
         clock = time.perf_counter()
         result = StepResult(step_name=name, status=StepStatus.SUCCESS, started_at=started)
@@ -252,7 +262,7 @@ class Pipeline:
         elif result.status is StepStatus.SUCCESS:
             logger.debug("step_done", step=name, duration_seconds=result.duration_seconds)
         job.steps.append(result)
-        self._record(self.recorder.step_finished, job, result, logs.drain())
+        return result
 
     def _fail(
         self,

@@ -128,25 +128,8 @@ class DatabaseRecorder:
 
         self._remember(job, *run_unit(self.db, work))
 
-    def step_finished(self, job: JobResult, step: StepResult, logs: list[LogEntry]) -> None:
-        now = stamp(utcnow())
-
-        def add(batch: Batch, pk: int) -> Batch:
-            batch.add(
-                "step_upsert",
-                pk,
-                step.step_name,
-                str(step.status),
-                json_or_none(step.data),
-                step.error,
-                step.attempts,
-                stamp(step.started_at),
-                step.duration_seconds,
-                now,
-            )
-            return _add_logs(batch, pk, logs)
-
-        self._write(job, add)
+    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
+        self._write(job, lambda batch, pk: _add_logs(_add_steps(batch, pk, steps), pk, logs))
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         now = utcnow()
@@ -158,7 +141,9 @@ class DatabaseRecorder:
         with self._lock:
             return [o for o in orders if self._accepted.get(o.idempotency_key) != _order_fields(o)]
 
-    def job_finished(self, job: JobResult, logs: list[LogEntry]) -> None:
+    def job_finished(
+        self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
+    ) -> None:
         now = utcnow()
         content = job.edi_content
         if content is not None and len(content) > self.db.edi_content_max_bytes:
@@ -212,6 +197,7 @@ class DatabaseRecorder:
                 values["retry_of"] = job.retry_of
             batch.update("jobs", pk, values)
             _add_orders(batch, pk, orders, now)
+            _add_steps(batch, pk, steps)
             _add_logs(batch, pk, logs)
             if not fresh:
                 batch.add("interchanges_delete", pk)
@@ -254,6 +240,24 @@ class DatabaseRecorder:
 
 def _status(value: Any) -> str:
     return str(value.value if isinstance(value, JobStatus) else value)
+
+
+def _add_steps(batch: Batch, pk: int, steps: Iterable[StepResult]) -> Batch:
+    now = stamp(utcnow())
+    for step in steps:
+        batch.add(
+            "step_upsert",
+            pk,
+            step.step_name,
+            str(step.status),
+            json_or_none(step.data),
+            step.error,
+            step.attempts,
+            stamp(step.started_at),
+            step.duration_seconds,
+            now,
+        )
+    return batch
 
 
 def _add_logs(batch: Batch, pk: int, logs: Iterable[LogEntry]) -> Batch:
