@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edi_inbox import orders, rules
+from edi_inbox import orders, render, rules
 from edi_inbox.errors import NotHandledError
 from edi_inbox.orders import (
     Amount,
@@ -25,8 +25,8 @@ from edi_inbox.orders import (
     idempotency_key,
     parse_date,
     parse_decimal,
-    to_x12,
 )
+from edi_inbox.render import to_x12
 from edi_inbox.x12.model import (
     Delimiters,
     GroupSummary,
@@ -530,7 +530,7 @@ def test_to_x12_refuses_orders_with_different_envelopes():
 def test_transaction_segments_render_loops_in_850_order():
     """Header, parties, lines (PID, REF, DTM, N1), CTT, AMT: what from_transaction reads back."""
     po = from_transaction(transaction(FULL))
-    segs = orders.transaction_segments(po)
+    segs = render.transaction_segments(po)
     tags = [s[0] for s in segs]
     assert tags == [
         *("ST", "BEG", "CUR", "REF", "PER", "DTM"),
@@ -557,7 +557,7 @@ def test_amounts_without_ctt_are_written_in_the_header():
             ),
         ),
     )
-    segs = orders.transaction_segments(po)
+    segs = render.transaction_segments(po)
     assert [s[0] for s in segs] == ["ST", "BEG", "AMT", "PO1", "PID", "SE"]
     text = "~".join("*".join(s) for s in segs) + "~"
     back = from_transaction(transaction(text))

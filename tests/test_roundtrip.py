@@ -1,4 +1,4 @@
-"""Round trips: an order rendered by orders.to_x12 and read back by the X12 reader is unchanged."""
+"""Round trips: an order rendered by render.to_x12 and read back by the X12 reader is unchanged."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from edi_inbox import orders
+from edi_inbox import orders, render
 from edi_inbox.orders import (
     Amount,
     Communication,
@@ -26,8 +26,8 @@ from edi_inbox.orders import (
     Reference,
     Totals,
     from_transaction,
-    to_x12,
 )
+from edi_inbox.render import to_x12
 from edi_inbox.x12.model import Delimiters
 from edi_inbox.x12.reader import X12Reader
 
@@ -217,7 +217,7 @@ def test_segment_numbers_of_a_read_back_order_point_at_its_segments(case):
     d, po, line_ending = case
     data = to_x12(po, d, line_ending=line_ending)
     (back,) = read_back(data)
-    tags = ["ISA", "GS"] + [s[0] for s in orders.transaction_segments(po)]
+    tags = ["ISA", "GS"] + [s[0] for s in render.transaction_segments(po)]
     assert tags[back.set_segment_number - 1] == "ST"
     assert tags[back.beg_segment_number - 1] == "BEG"
     for line in back.lines:
