@@ -49,11 +49,11 @@ import uuid
 from pathlib import Path
 
 try:
-    from edi_inbox import orders
+    from edi_inbox import orders, render
     from edi_inbox.x12 import X12Reader
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
-    from edi_inbox import orders
+    from edi_inbox import orders, render
     from edi_inbox.x12 import X12Reader
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests/data/corpus/botsplugins__850-004010-01.x12"
@@ -61,18 +61,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "tests/data/corpus/botsplugins
 
 def make_po(template: bytes, n: int) -> bytes:
     """A distinct 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
-    text = template.decode("latin-1")
-    sep, term = text[3], text[105]
-    isa = text[:105].split(sep)
-    old = isa[13]
-    isa[13] = f"{n:09d}"
-    text = sep.join(isa) + text[105:]
-    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
-    start = text.index(f"{term}BEG{sep}") + 1
-    end = text.index(term, start)
-    beg = text[start:end].split(sep)
-    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
-    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+    return render.renumbered(template, n)
 
 
 # -- the ERP ---------------------------------------------------------------------

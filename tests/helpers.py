@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pytest_httpserver import HTTPServer
 
+from edi_inbox.render import renumbered
+
 CORPUS = Path(__file__).parent / "data" / "corpus"
 GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
 BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagrees: fails
@@ -18,18 +20,7 @@ BAD = (CORPUS / "botsplugins__850-004010-04.x12").read_bytes()  # CTT01 disagree
 
 def make_po(n: int, source: bytes = GOOD) -> bytes:
     """A distinct good 850: ISA13/IEA02 and BEG03 replaced, widths kept."""
-    text = source.decode("latin-1")
-    sep, term = text[3], text[105]
-    isa = text[:105].split(sep)
-    old = isa[13]
-    isa[13] = f"{n:09d}"
-    text = sep.join(isa) + text[105:]
-    text = text.replace(f"IEA{sep}1{sep}{old}", f"IEA{sep}1{sep}{n:09d}")
-    start = text.index(f"{term}BEG{sep}") + 1
-    end = text.index(term, start)
-    beg = text[start:end].split(sep)
-    beg[3] = f"{n:0{len(beg[3])}d}"[-len(beg[3]) :]
-    return (text[:start] + sep.join(beg) + text[end:]).encode("latin-1")
+    return renumbered(source, n)
 
 
 def poll_until(condition, timeout: float = 15.0, interval: float = 0.01, what: str = ""):
