@@ -24,9 +24,9 @@ from structlog.testing import capture_logs
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
-from edi_inbox import admin, notify, orders, service, store
+from edi_inbox import admin, notify, orders, queries, service, store
 from edi_inbox.claims import host_folder, processing_name, split_processing_name
-from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
+from edi_inbox.config import DaemonSettings, DatabaseSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
 from edi_inbox.jobs import JobResult, JobStatus, OrderResult
 from edi_inbox.pipeline import Pipeline
@@ -339,6 +339,28 @@ def test_two_daemons_share_one_inbox(tmp_path, erp):
     assert len(job_rows(settings)) == 150
     assert first.service.counters["taken_over"] == second.service.counters["taken_over"] == 0
     assert claimed(settings.paths.processing) == []
+
+
+@pytest.mark.postgres
+def test_two_daemons_share_one_inbox_and_postgresql(tmp_path, erp, pg_url):
+    """Two hosts on one inbox and one PostgreSQL: each file processed and posted once."""
+    settings = make_settings(tmp_path, erp.url, workers=3)
+    settings = settings.replace(database=DatabaseSettings(url=pg_url))
+    for n in range(60):
+        (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
+    db = open_db(settings)
+    try:
+        first = Running(settings, once=True, **as_host(settings, db, "host-a"))
+        second = Running(settings, once=True, **as_host(settings, db, "host-b"))
+        first.thread.join(30)
+        second.thread.join(30)
+        assert first.code == second.code == 0
+        assert names(settings.paths.done) == [f"po{n:03d}.edi" for n in range(60)]
+        assert len(erp.keys) == 60 and set(erp.keys.values()) == {1}
+        jobs = queries.list_jobs(db, limit=1000)
+        assert len(jobs) == 60 and {j["status"] for j in jobs} == {"succeeded"}
+    finally:
+        db.close()
 
 
 def test_claims_of_live_hosts_kept_of_dead_hosts_taken_over_once(tmp_path, erp):
