@@ -320,45 +320,29 @@ def claim_left(settings: Settings, host: str, n: int) -> tuple[str, Path]:
     return job_id, path
 
 
-def test_two_daemons_share_one_inbox(tmp_path, erp):
-    """Two services on one inbox and database: each file claimed once (the rename is the lock),
-    and neither takes the other's fresh claims at start or at a rescan."""
+def test_two_daemons_share_one_inbox(tmp_path, erp, db_url):
+    """Two hosts on one inbox and one database (SQLite, PostgreSQL): each file claimed,
+    processed and posted once (the rename is the lock), and neither takes the other's fresh
+    claims at start or at a rescan."""
     settings = make_settings(tmp_path, erp.url, workers=3)
+    settings = settings.replace(database=DatabaseSettings(url=db_url))
     for n in range(150):
         (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
     db = open_db(settings)  # one database object per process (peewee binds models to it)
-    first = Running(settings, once=True, **as_host(settings, db, "host-a"))
-    second = Running(settings, once=True, **as_host(settings, db, "host-b"))
-    first.thread.join(30)
-    second.thread.join(30)
-    assert first.code == second.code == 0
-    assert names(settings.paths.done) == [f"po{n:03d}.edi" for n in range(150)]
-    assert len(erp.keys) == 150 and set(erp.keys.values()) == {1}
-    done = first.service.counters["succeeded"] + second.service.counters["succeeded"]
-    assert done == 150
-    assert len(job_rows(settings)) == 150
-    assert first.service.counters["taken_over"] == second.service.counters["taken_over"] == 0
-    assert claimed(settings.paths.processing) == []
-
-
-@pytest.mark.postgres
-def test_two_daemons_share_one_inbox_and_postgresql(tmp_path, erp, pg_url):
-    """Two hosts on one inbox and one PostgreSQL: each file processed and posted once."""
-    settings = make_settings(tmp_path, erp.url, workers=3)
-    settings = settings.replace(database=DatabaseSettings(url=pg_url))
-    for n in range(60):
-        (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
-    db = open_db(settings)
     try:
         first = Running(settings, once=True, **as_host(settings, db, "host-a"))
         second = Running(settings, once=True, **as_host(settings, db, "host-b"))
         first.thread.join(30)
         second.thread.join(30)
         assert first.code == second.code == 0
-        assert names(settings.paths.done) == [f"po{n:03d}.edi" for n in range(60)]
-        assert len(erp.keys) == 60 and set(erp.keys.values()) == {1}
+        assert names(settings.paths.done) == [f"po{n:03d}.edi" for n in range(150)]
+        assert len(erp.keys) == 150 and set(erp.keys.values()) == {1}
+        done = first.service.counters["succeeded"] + second.service.counters["succeeded"]
+        assert done == 150
         jobs = queries.list_jobs(db, limit=1000)
-        assert len(jobs) == 60 and {j["status"] for j in jobs} == {"succeeded"}
+        assert len(jobs) == 150 and {j["status"] for j in jobs} == {"succeeded"}
+        assert first.service.counters["taken_over"] == second.service.counters["taken_over"] == 0
+        assert claimed(settings.paths.processing) == []
     finally:
         db.close()
 
