@@ -11,7 +11,7 @@ observer. For each ERP speed it reports, as files per second:
 
 * loop   — the least that does the same work, one file after another: read,
   parse (``X12Reader`` + ``orders.from_transaction``), POST with an
-  Idempotency-Key (httpx, keep-alive), rename into done/, one SQLite
+  Idempotency-Key (urllib3, keep-alive, as the daemon), rename into done/, one SQLite
   transaction (one row);
 * Pipeline.run alone — the pipeline with the SQLite recorder, sequentially,
   without watching or moving: the share of the daemon's work that is not its own;
@@ -112,7 +112,7 @@ def erp_server(delay: float):
 
 def run_loop(template: bytes, count: int, erp_url: str, work: Path) -> float:
     """Files per second for: read, parse, POST, rename, one transaction — sequentially."""
-    import httpx
+    import urllib3
 
     inbox, done = work / "inbox", work / "done"
     for folder in (inbox, done):
@@ -123,23 +123,25 @@ def run_loop(template: bytes, count: int, erp_url: str, work: Path) -> float:
     db.execute("PRAGMA journal_mode=wal")
     db.execute("PRAGMA synchronous=normal")
     db.execute("CREATE TABLE jobs (file TEXT, po TEXT, erp_id TEXT, at REAL)")
-    client = httpx.Client(timeout=30)
+    client = urllib3.connection_from_url(erp_url, retries=False, timeout=30.0)
+    target = urllib3.util.parse_url(erp_url).request_uri
     started = time.perf_counter()
     for name in sorted(os.listdir(inbox)):
         data = (inbox / name).read_bytes()
         for ts in X12Reader(io.BytesIO(data)).transaction_sets():
             po = orders.from_transaction(ts)
             body = json.dumps(po.to_json(), default=str)
-            response = client.post(
-                erp_url,
-                content=body,
+            response = client.urlopen(
+                "POST",
+                target,
+                body=body.encode(),
                 headers={
                     "Content-Type": "application/json",
                     "Idempotency-Key": orders.idempotency_key(po),
                 },
             )
-            response.raise_for_status()
-            erp_id = response.json()["id"]
+            assert response.status == 201, response.status
+            erp_id = json.loads(response.data)["id"]
         os.rename(inbox / name, done / name)
         db.execute("BEGIN IMMEDIATE")
         db.execute(

@@ -232,7 +232,7 @@ def test_connection_refused_retried_then_unavailable() -> None:
 
     assert caught.value.attempts == 3
     assert caught.value.status_code is None
-    assert "ConnectError" in caught.value.message
+    assert "ConnectionRefusedError: [Errno 111] Connection refused" in caught.value.message
     assert len(waits) == 2
 
 
@@ -365,3 +365,18 @@ def test_make_erp_picks_the_sink(tmp_path: Path) -> None:
         assert outbox.outbox_dir == tmp_path / "outbox"
     with make_erp(base.replace(erp=ErpSettings(url="http://127.0.0.1:9/orders"))) as http:
         assert isinstance(http, HttpErp)
+
+
+def test_user_info_in_url_is_basic_auth_and_never_shown(httpserver: HTTPServer) -> None:
+    """user:password@ in [erp] url goes out as Basic auth; messages show the URL without it."""
+    httpserver.expect_request(
+        PATH, headers={"Authorization": "Basic ZXJwOnMzY3JldA=="}
+    ).respond_with_data("down", status=503)
+    url = httpserver.url_for(PATH).replace("http://", "http://erp:s3cret@") + "?tenant=7"
+    erp = HttpErp(settings(url, max_attempts=1), sleep=lambda s: None)
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    assert caught.value.status_code == 503
+    assert httpserver.log[0][0].args.get("tenant") == "7"
+    assert erp.display_url == httpserver.url_for(PATH)
+    assert "s3cret" not in str(caught.value)

@@ -1,6 +1,7 @@
 """ERP delivery: post each purchase order over HTTP, or drop it as JSON into ``outbox/``.
 
-``HttpErp`` owns one keep-alive ``httpx.Client`` shared by every worker thread.
+``HttpErp`` owns one pool of keep-alive connections (urllib3) shared by every
+worker thread.
 Each order carries an ``Idempotency-Key`` that stays the same on every attempt,
 so retrying after a timeout (when the ERP may already have taken the order) is
 safe: the ERP answers the retry with the order it already has.
@@ -32,19 +33,22 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-import httpx
 import structlog
 import tenacity
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import LocationParseError
+from urllib3.util import make_headers, parse_url
 
 from . import __version__, config, files
 from .errors import ConfigError, ErpRejected, ErpUnavailable
+from .jobs import dumps, json_default
 
 __all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp"]
 
@@ -65,22 +69,9 @@ class Delivery:
 class Erp(Protocol):
     """What the pipeline needs of an ERP sink."""
 
-    def deliver(self, payload: dict[str, Any], idempotency_key: str) -> Delivery: ...
+    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery: ...
 
     def close(self) -> None: ...
-
-
-def _json_default(value: object) -> object:
-    # Money is Decimal; a float would lose cents in the ERP, a string keeps them exact.
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _dumps(payload: dict[str, Any], **kwargs: Any) -> bytes:
-    return json.dumps(payload, default=_json_default, ensure_ascii=False, **kwargs).encode()
 
 
 class _Sink:
@@ -142,32 +133,34 @@ class HttpErp(_Sink):
         self._sleep = sleep
         self._log = log if log is not None else structlog.get_logger()
         try:
-            url = httpx.URL(settings.url)
-        except httpx.InvalidURL as exc:
+            url = parse_url(settings.url)
+        except LocationParseError as exc:
             raise ConfigError(f"[erp] url {settings.url!r} is not a valid URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(f"[erp] url {settings.url!r} must be an http:// or https:// URL")
         # Shown in messages and logs: no user info, no query (either may hold secrets).
-        self.display_url = str(url.copy_with(username=None, password=None, query=None))
+        self.display_url = url._replace(auth=None, query=None).url
+        self._target = url.request_uri
         headers = {"User-Agent": f"edi-inbox/{__version__}", "Accept": "application/json"}
+        if url.auth:
+            headers.update(make_headers(basic_auth=url.auth))
         if settings.token_file is not None:
             headers["Authorization"] = f"Bearer {_read_token(settings.token_file)}"
-        pool_size = max(1, pool_size)
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout_seconds,
-                read=settings.read_timeout_seconds,
-                write=settings.read_timeout_seconds,
-                # Waiting for a free connection is bounded by the requests holding them.
-                pool=None,
+        self._headers = {**headers, "Content-Type": "application/json"}
+        # A connection per worker at most (block=True: a worker waits for a free
+        # one). No retries or redirects of urllib3's own: tenacity retries, and a
+        # redirect would re-send the token and the order somewhere else.
+        self._pool = urllib3.connection_from_url(
+            url._replace(auth=None, path=None, query=None, fragment=None).url,
+            maxsize=max(1, pool_size),
+            block=True,
+            retries=False,
+            timeout=urllib3.Timeout(
+                connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds
             ),
-            limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
-            # A redirect would re-send the token and the order somewhere else: report it.
-            follow_redirects=False,
         )
 
-    def deliver(self, payload: dict[str, Any], idempotency_key: str) -> Delivery:
+    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery:
         """Post one order; the ERP's id on success.
 
         Raises ``ErpRejected`` (permanent, at once) or ``ErpUnavailable`` (after
@@ -175,8 +168,8 @@ class HttpErp(_Sink):
         """
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
-        body = _dumps(payload, separators=(",", ":"))
-        headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key}
+        body = (payload if isinstance(payload, str) else dumps(payload)).encode()
+        headers = {**self._headers, "Idempotency-Key": idempotency_key}
         s = self.settings
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Retryable),
@@ -201,15 +194,23 @@ class HttpErp(_Sink):
 
     def _attempt(self, body: bytes, headers: dict[str, str], n: int) -> Delivery:
         try:
-            response = self._client.post(self.settings.url, content=body, headers=headers)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+            response = self._pool.urlopen(
+                "POST",
+                self._target,
+                body=body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+            )
+        except (Urllib3Error, OSError) as exc:
             # Includes read timeouts after the body went out: the ERP may have the
             # order already, which is what the unchanged Idempotency-Key is for.
-            detail = str(exc) or "no detail"
-            raise _Retryable(f"{type(exc).__name__}: {detail}", attempt=n) from None
-        code = response.status_code
+            message = _transport_message(exc, self.settings.read_timeout_seconds)
+            raise _Retryable(message, attempt=n) from None
+        code, data = response.status, response.data
         if 200 <= code < 300:
-            erp_id = _erp_id(response, self.settings.id_field)
+            erp_id = _erp_id(data, self.settings.id_field)
             if erp_id is None:
                 raise _Retryable(
                     f"ERP answered {code} without an {self.settings.id_field!r} in a JSON body",
@@ -217,10 +218,10 @@ class HttpErp(_Sink):
                     attempt=n,
                 )
             return Delivery(erp_id=erp_id, attempts=n, status_code=code)
-        status = f"HTTP {code} {response.reason_phrase}".rstrip()
+        status = f"HTTP {code} {response.reason or ''}".rstrip()
         if code in (408, 429) or code >= 500:
             raise _Retryable(
-                f"{status}: {_erp_message(response)}",
+                f"{status}: {_erp_message(data)}",
                 status_code=code,
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 attempt=n,
@@ -229,7 +230,7 @@ class HttpErp(_Sink):
             where = response.headers.get("Location", "an unnamed place")
             message = f"{status}: redirected to {where}; set [erp] url to the final address"
         else:
-            message = f"{status}: {_erp_message(response)}"
+            message = f"{status}: {_erp_message(data)}"
         raise ErpRejected(f"ERP rejected the order: {message}", status_code=code, attempts=n)
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
@@ -259,7 +260,7 @@ class HttpErp(_Sink):
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._client.close()
+        self._pool.close()
 
 
 def _read_token(path: Path) -> str:
@@ -280,13 +281,29 @@ def _read_token(path: Path) -> str:
     return token
 
 
-def _erp_id(response: httpx.Response, field: str) -> str | None:
-    """The order's id from a 2xx body, as text; ``None`` if there is none."""
+def _transport_message(exc: BaseException, read_timeout: float) -> str:
+    """What went wrong on the wire, as the socket said it: "ConnectionRefusedError:
+    [Errno 111] Connection refused", "ReadTimeoutError: no answer within 5.0 s"."""
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return f"ReadTimeoutError: no answer within {read_timeout:g} s"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, Urllib3Error) and isinstance(cause, OSError):
+        exc = cause  # the socket's own error, not urllib3's wrapping of it
+    return f"{type(exc).__name__}: {str(exc) or 'no detail'}"
+
+
+def _json(data: bytes) -> Any:
+    """The body as JSON; ``None`` when it is not JSON (or not UTF-8)."""
     try:
-        data = response.json()
+        return json.loads(data)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         return None
-    value = data.get(field) if isinstance(data, dict) else None
+
+
+def _erp_id(data: bytes, field: str) -> str | None:
+    """The order's id from a 2xx body, as text; ``None`` if there is none."""
+    body = _json(data)
+    value = body.get(field) if isinstance(body, dict) else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float) and math.isfinite(value):
@@ -296,26 +313,20 @@ def _erp_id(response: httpx.Response, field: str) -> str | None:
     return None
 
 
-def _erp_message(response: httpx.Response) -> str:
+def _erp_message(data: bytes) -> str:
     """What the ERP said: its JSON ``error``/``message``/``detail``, else the body
     text, cut to ``MESSAGE_MAX`` characters."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
+    body = _json(data)
+    if isinstance(body, dict):
         for key in ("error", "message", "detail"):
-            value = data.get(key)
+            value = body.get(key)
             if isinstance(value, dict) and isinstance(value.get("message"), str):
                 value = value["message"]  # {"error": {"code": …, "message": …}}
             if isinstance(value, str) and value.strip():
                 return _cut(value.strip())
             if value not in (None, "", [], {}):
                 return _cut(json.dumps(value, ensure_ascii=False))
-    try:
-        text = response.text.strip()
-    except (UnicodeDecodeError, LookupError):
-        text = ""
+    text = data.decode("utf-8", "replace").strip()
     return _cut(text) if text else "(empty body)"
 
 
@@ -359,13 +370,15 @@ class OutboxErp(_Sink):
         # The look-then-write below must not interleave between worker threads.
         self._lock = threading.Lock()
 
-    def deliver(self, payload: dict[str, Any], idempotency_key: str) -> Delivery:
+    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery:
         """Write the order (or find it written); ``erp_id`` is ``outbox:<file name>``."""
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
         tag = files.safe_name(idempotency_key[:12], fallback="key")
-        po_number = files.safe_name(str(payload.get("po_number") or ""), fallback="order")
-        data = _dumps(payload, indent=2) + b"\n"
+        order = json.loads(payload) if isinstance(payload, str) else payload
+        po_number = files.safe_name(str(order.get("po_number") or ""), fallback="order")
+        text = json.dumps(order, indent=2, ensure_ascii=False, default=json_default)
+        data = (text + "\n").encode()
         with self._lock:
             self.outbox_dir.mkdir(parents=True, exist_ok=True)
             existing = sorted(self.outbox_dir.glob(f"*.{tag}.json"))

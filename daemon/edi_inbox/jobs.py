@@ -8,11 +8,12 @@ contract (``jobs show --json``, ``process --json``): keep the names.
 from __future__ import annotations
 
 import enum
+import json
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -42,6 +43,29 @@ def iso(value: datetime | None) -> str | None:
 def money(value: Decimal | None) -> str | None:
     """Decimal money as JSON: a string, so no float ever touches it."""
     return None if value is None else str(value)
+
+
+def json_default(value: Any) -> Any:
+    """What JSON cannot hold, as it can: money as a string (never a float),
+    dates ISO, sets and tuples as lists, anything else as its text."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+# One encoder for every call: json.dumps with options builds a new one each
+# time, and a file's records encode about a dozen values.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept, ``Decimal`` as a string: what the
+    ERP is sent and the database keeps, encoded once per order."""
+    return _ENCODER.encode(value)
 
 
 @dataclass
@@ -96,6 +120,7 @@ class OrderResult:
     error: str | None = None
     attempts: int = 0
     payload: dict[str, Any] | None = None  # the canonical PO as JSON
+    payload_json: str | None = None  # ``dumps(payload)``, encoded once for the ERP and the record
 
     def to_json(self) -> dict[str, Any]:
         return {

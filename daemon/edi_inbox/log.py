@@ -151,10 +151,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     handler._edi_inbox = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Libraries talk a lot at DEBUG; httpcore's debug lines include headers.
-    for noisy in ("httpcore", "httpx", "peewee", "watchdog", "urllib3"):
+    # Libraries talk a lot at DEBUG (peewee's lines hold the SQL parameters);
+    # urllib3 logs every request at DEBUG and a discarded connection at WARNING.
+    for noisy in ("peewee", "watchdog", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -52,6 +52,7 @@ from .jobs import (
     Recorder,
     StepResult,
     StepStatus,
+    dumps,
 )
 from .x12 import X12Reader, build_997
 from .x12.model import InterchangeSummary, TransactionSet
@@ -333,6 +334,7 @@ class Pipeline:
                 errors.append(exc)
                 continue
             work.purchase_orders.append((ts, po))
+            payload = po.to_json()
             job.orders.append(
                 OrderResult(
                     po_number=po.po_number,
@@ -340,7 +342,8 @@ class Pipeline:
                     line_count=len(po.lines),
                     total_amount=po.total_amount,
                     vendor_name=po.vendor_name,
-                    payload=po.to_json(),
+                    payload=payload,
+                    payload_json=dumps(payload),  # once, for the ERP and the record
                 )
             )
         if errors:
@@ -376,7 +379,7 @@ class Pipeline:
                 logger.info("order_already_accepted", po_number=order.po_number, erp_po_id=known)
                 continue
             try:
-                delivery = self.erp.deliver(order.payload or {}, order.idempotency_key)
+                delivery = self.erp.deliver(order.payload_json or "{}", order.idempotency_key)
             except ErpError as exc:
                 order.attempts = exc.attempts
                 attempts += exc.attempts

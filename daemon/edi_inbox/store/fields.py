@@ -22,6 +22,8 @@ from typing import Any
 
 import peewee as pw
 
+from ..jobs import dumps
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -53,26 +55,6 @@ def fold(text: str | None) -> str | None:
         return None
     folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     return _SPACE.sub(" ", folded).strip()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-# One encoder for every call: json.dumps with options builds a new one each
-# time, and a file's records encode about a dozen values.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept, ``Decimal`` as a string."""
-    return _ENCODER.encode(value)
 
 
 class UtcDateTimeField(pw.Field):

@@ -275,8 +275,14 @@ def _order_fields(order: OrderResult) -> tuple[Any, ...]:
         order.status,
         order.error,
         order.attempts,
-        dumps(order.payload),
+        _payload(order),
     )
+
+
+def _payload(order: OrderResult) -> str | None:
+    if order.payload_json is not None:
+        return order.payload_json
+    return None if order.payload is None else dumps(order.payload)
 
 
 def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datetime) -> Batch:
@@ -295,7 +301,7 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
             o.status,
             o.error,
             o.attempts,
-            None if o.payload is None else dumps(o.payload),
+            _payload(o),
             when,
             when,
         )
