@@ -29,6 +29,7 @@ from edi_inbox.claims import host_folder, processing_name, split_processing_name
 from edi_inbox.config import DaemonSettings, DatabaseSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
 from edi_inbox.jobs import JobResult, JobStatus, OrderResult
+from edi_inbox.outcomes import Mover
 from edi_inbox.pipeline import Pipeline
 from edi_inbox.service import Service
 from edi_inbox.x12 import X12Reader
@@ -263,6 +264,39 @@ def test_name_collisions_never_overwrite(tmp_path, erp):
     assert (settings.paths.failed / "bad.edi.error.json").read_bytes() == b"{}"
     assert (settings.paths.failed / "bad.1.edi").read_bytes() == BAD
     assert json.loads((settings.paths.failed / "bad.1.edi.error.json").read_text())["error"]
+    paths = sorted(r["file_path"] for r in job_rows(settings))  # the suffixed names
+    assert paths == [
+        str(settings.paths.done / "po.1.edi"),
+        str(settings.paths.failed / "bad.1.edi"),
+    ]
+
+
+def test_name_taken_after_the_record_is_corrected(tmp_path):
+    """The job's final record foresees done/NAME; if another file takes that name before
+    the move, the file still goes elsewhere untouched and the record is corrected."""
+    settings = make_settings(tmp_path)
+    claimed_dir = settings.paths.processing / "host"
+    claimed_dir.mkdir()
+    (claimed_dir / "po.edi.job-1").write_bytes(b"mine")
+    recorded: list[tuple[str, str]] = []
+    mover = Mover(
+        settings.paths, claimed_dir, clock=time.monotonic, final_path=lambda *a: recorded.append(a)
+    )
+    result = JobResult(job_id="job-1", file_name="po.edi", status=JobStatus.SUCCEEDED)
+    result.file_path = mover.destination("po.edi", result)
+    assert result.file_path == str(settings.paths.done / "po.edi")
+    assert mover.finish("po.edi.job-1", "po.edi", result) is None
+    assert recorded == []  # foreseen right: nothing more to record
+
+    (claimed_dir / "po.edi.job-2").write_bytes(b"second")
+    second = JobResult(job_id="job-2", file_name="po.edi", status=JobStatus.SUCCEEDED)
+    second.file_path = mover.destination("po.edi", second)
+    (settings.paths.done / "po.1.edi").write_bytes(b"someone else")  # the name goes meanwhile
+    assert mover.finish("po.edi.job-2", "po.edi", second) is None
+    assert (settings.paths.done / "po.1.edi").read_bytes() == b"someone else"
+    assert (settings.paths.done / "po.2.edi").read_bytes() == b"second"
+    assert recorded == [("job-2", str(settings.paths.done / "po.2.edi"))]
+    assert second.file_path == str(settings.paths.done / "po.2.edi")
 
 
 def test_odd_names_handled_and_logged_escaped(tmp_path, erp):

@@ -52,6 +52,16 @@ def _candidates(name: str):
         yield f"{stem}.{n}{dot}{ext}" if dot else f"{name}.{n}"
 
 
+def free_path(directory: Path, name: str) -> Path:
+    """Where ``move_new`` would put ``name`` now: the first candidate not taken.
+    Only a forecast: another writer may take it before the move."""
+    for candidate in _candidates(name):
+        target = directory / candidate
+        if not os.path.lexists(target):
+            return target
+    raise FileExistsError(f"no free name for {name} in {directory}")
+
+
 def move_new(src: Path, directory: Path, name: str | None = None) -> Path:
     """Move ``src`` into ``directory`` under ``name`` (default: its own), adding
     ``.1``, ``.2``… before the extension if that name is taken. Returns the new path.

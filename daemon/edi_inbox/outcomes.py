@@ -98,8 +98,16 @@ class Mover:
             return move
         return None
 
+    def destination(self, name: str, result: JobResult) -> str:
+        """Where ``complete`` will move the file of this finished job, as things
+        stand: the job's final record carries it (``Pipeline.run(destination=)``)."""
+        assert self.paths.done and self.paths.failed
+        target = self.paths.done if result.success else self.paths.failed
+        return str(files.free_path(target, name))
+
     def complete(self, move: PendingMove) -> None:
-        """The move (and error.json) of a finished job; raises OSError to retry later."""
+        """The move (and error.json) of a finished job; raises OSError to retry later.
+        The job's record learns the new path unless it foresaw it already."""
         paths = self.paths
         assert paths.done and paths.failed
         ok = move.result.success
@@ -112,11 +120,13 @@ class Mover:
             if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"
             files.write_new(paths.failed, json_name, report.encode("utf-8", "surrogateescape"))
-        if self.final_path is not None:
+        if self.final_path is not None and move.result.file_path != str(move.final):
             try:
                 self.final_path(move.result.job_id, str(move.final))
             except Exception as exc:  # the file is where it belongs; the record can lag
                 logger.error("record_final_path_failed", job_id=move.result.job_id, error=repr(exc))
+            else:
+                move.result.file_path = str(move.final)
         logger.info(
             "job_done",
             file=files.display_name(move.name),

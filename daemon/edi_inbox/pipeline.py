@@ -9,9 +9,10 @@ and reports it to the recorder. ``edi-inbox process`` and the daemon both call
 Records are written where they protect something: the job row before the
 first step; the finished steps (and their log lines) just before the first
 ERP call, the only step whose effect lies outside this host; each order's ERP
-id the moment the ERP answers; the rest with the final status. Four
-transactions for a good file instead of one per step: a crash can lose only
-step rows of a job that is then run again (``interrupted``) anyway.
+id the moment the ERP answers; the rest with the final status (and, in
+the daemon, the path the file is about to be moved to). Four transactions for
+a good file instead of one per step: a crash can lose only step rows of a job
+that is then run again (``interrupted``) anyway.
 """
 
 from __future__ import annotations
@@ -169,8 +170,13 @@ class Pipeline:
         job_id: str | None = None,
         retry_of: str | None = None,
         data: bytes | None = None,
+        destination: Callable[[JobResult], str] | None = None,
     ) -> JobResult:
-        """Process one file; the result says what happened. Never raises for bad input."""
+        """Process one file; the result says what happened. Never raises for bad input.
+
+        ``destination(job)``, if given, says where the file will be moved once
+        the job is done (the daemon's ``done/`` or ``failed/``): the final
+        record carries that path, saving the move a transaction of its own."""
         path = Path(path)
         job = JobResult(
             job_id=job_id or str(uuid.uuid4()),
@@ -217,6 +223,11 @@ class Pipeline:
                 error=job.error,
                 duration_seconds=job.duration_seconds,
             )
+            if destination is not None:
+                try:
+                    job.file_path = destination(job)
+                except Exception as exc:  # the path is a record's detail, never a failure
+                    logger.error("destination_unknown", error=repr(exc))
             job.logs = logs.entries
             self._record(self.recorder.job_finished, job, logs.drain(), unwritten)
         return job

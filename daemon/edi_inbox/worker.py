@@ -179,6 +179,7 @@ class Worker:
                 job_id=job_id,
                 retry_of=retry_of,
                 data=data,
+                destination=lambda job: self.mover.destination(name, job),
             )
         except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))

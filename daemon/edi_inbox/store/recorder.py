@@ -170,6 +170,7 @@ class DatabaseRecorder:
                 "completed_at": stamp(job.completed_at or now),
                 "duration_seconds": job.duration_seconds,
                 "file_size": job.file_size,
+                "file_path": job.file_path,  # in the daemon: where the file is going
                 "po_number": job.po_number,
                 "po_number_folded": fold(job.po_number),
                 "total_amount": total,
@@ -411,7 +412,8 @@ def mark_interrupted(
 
 
 def record_final_path(db: Database, job_id: str, path: str) -> None:
-    """Where the file ended up (``done/…`` or ``failed/…``), after the move."""
+    """Where the file ended up (``done/…`` or ``failed/…``), when that is not
+    the path its job's final record foresaw (the name was taken meanwhile)."""
     update = Job.update(file_path=path, updated_at=utcnow()).where(Job.job_id == job_id)
     run_unit(db, update.execute)
 
