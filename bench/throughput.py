@@ -185,7 +185,9 @@ def run_pipeline_alone(template: bytes, count: int, erp_url: str, work: Path) ->
 class Daemon:
     """``edi-inbox run`` as a subprocess, READY=1 on a notify socket."""
 
-    def __init__(self, root: Path, erp_url: str, workers: int, settle: float) -> None:
+    def __init__(
+        self, root: Path, erp_url: str, workers: int, settle: float, processes: int = 1
+    ) -> None:
         self.root = root
         self.inbox, self.done = root / "inbox", root / "done"
         for folder in ("inbox", "processing", "done", "failed", "staging"):
@@ -202,6 +204,7 @@ class Daemon:
                     "enabled = false",
                     "[daemon]",
                     f"workers = {workers}",
+                    f"processes = {processes}",
                     f"settle_seconds = {settle}",
                     "rescan_seconds = 60.0",
                     "[log]",

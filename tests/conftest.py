@@ -86,13 +86,6 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(paths=PathSettings(root=tmp_path))
 
 
-def close_database(db: Any) -> None:
-    if isinstance(db, store.PostgresStore):
-        db.close_all()
-    elif not db.is_closed():
-        db.close()
-
-
 @contextmanager
 def initialised(
     url: str, settings: Settings, *, retry_seconds: float = 20
@@ -103,7 +96,7 @@ def initialised(
         store.init(database)
         yield database
     finally:
-        close_database(database)
+        store.close_database(database)
 
 
 @pytest.fixture

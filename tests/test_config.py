@@ -103,6 +103,7 @@ def test_config_path_from_environment(tmp_path):
         ("[deamon]\nworkers = 1\n", "section [deamon] is not known; did you mean 'daemon'?"),
         ("[daemon]\nworkers = 'four'\n", "key 'workers' must be a whole number, not 'four'"),
         ("[daemon]\nworkers = 0\n", "'workers' must be at least 1"),
+        ("[daemon]\nprocesses = 0\n", "'processes' must be at least 1"),
         ("[daemon]\nsettle_seconds = -1\n", "must not be negative"),
         ("[daemon]\nobserver = 'fanotify'\n", "must be one of auto, inotify, polling"),
         ("[ack]\nenabled = 'yes'\n", "must be true or false"),

@@ -147,9 +147,17 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL the daemon; its worker processes, if any, must die with it."""
         assert self.proc is not None
+        children = child_pids(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        poll_until(lambda: not any(running(pid) for pid in children), what="children gone")
+
+    def worker_processes(self) -> list[int]:
+        """The children running jobs (multiprocessing's resource tracker left out)."""
+        assert self.proc is not None
+        return [pid for pid in child_pids(self.proc.pid) if b"spawn_main" in cmdline(pid)]
 
     def terminate(self, timeout: float) -> int:
         assert self.proc is not None
@@ -169,6 +177,33 @@ class Daemon:
 
     def listing(self, folder: Path) -> list[str]:
         return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented child may wait unreaped in a container)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 @pytest.fixture
@@ -295,12 +330,15 @@ def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons):
     assert daemon.terminate(timeout=10) == 0
 
 
-def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons, processes):
     """SIGKILL again and again with hundreds of files in flight: after restarts every file is in
-    done/, no order lost, none accepted under two different Idempotency-Keys."""
+    done/, no order lost, none accepted under two different Idempotency-Keys. With worker
+    processes, SIGKILL of the daemon takes them down too (``Daemon.kill`` waits for that)."""
     erp.delay = 0.02
-    daemon = daemons(erp.url, workers=6)
+    daemon = daemons(erp.url, workers=6, processes=processes)
     daemon.start()
+    assert len(daemon.worker_processes()) == (processes if processes > 1 else 0)
     uploaded = upload_many(daemon.inbox, 300, first=1000)
     for threshold in (40, 110, 180):
         poll_until(lambda t=threshold: len(os.listdir(daemon.done)) >= t, what=f"{threshold} done")
@@ -321,11 +359,12 @@ def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons):
     assert daemon.terminate(timeout=10) == 0
 
 
-def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons, processes):
     """SIGTERM mid-run: exit 0 within the stop timeout, nothing left in processing/, and a
     restart finishes the rest."""
     erp.delay = 0.03
-    daemon = daemons(erp.url, shutdown_timeout_seconds=3.0)
+    daemon = daemons(erp.url, shutdown_timeout_seconds=3.0, processes=processes)
     daemon.start()
     uploaded = upload_many(daemon.inbox, 60, first=5000)
     poll_until(lambda: len(os.listdir(daemon.done)) >= 10, what="10 done")
@@ -339,4 +378,48 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons):
     poll_until(lambda: len(os.listdir(daemon.done)) == len(uploaded), what="the rest done")
     assert all(len(k) == 1 for k in erp.keys_by_po().values())
     assert len(erp.keys_by_po()) == len(uploaded)
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_sigterm_gives_up_jobs_past_the_deadline_in_worker_processes(tmp_path, erp, daemons):
+    """Worker processes whose jobs outlast shutdown_timeout_seconds are killed at the deadline;
+    their files go back to the inbox, the daemon exits 0, and a restart posts each order under
+    its one Idempotency-Key."""
+    erp.delay = 4.0
+    daemon = daemons(erp.url, workers=4, processes=2, shutdown_timeout_seconds=1.0)
+    daemon.start()
+    workers = daemon.worker_processes()
+    uploaded = upload_many(daemon.inbox, 4, first=7000)
+    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
+    started = time.monotonic()
+    assert daemon.terminate(timeout=1.0 + 5) == 0
+    assert time.monotonic() - started < 1.0 + 3
+    assert not any(running(pid) for pid in workers)
+    assert claimed(daemon.processing) == []
+    assert daemon.listing(daemon.inbox) == uploaded and daemon.listing(daemon.done) == []
+    erp.delay = 0.0
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
+    assert all(len(k) == 1 for k in erp.keys_by_po().values())
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_sigkill_takes_worker_processes_down_mid_job(tmp_path, erp, daemons):
+    """A SIGKILLed daemon's worker processes die at once, mid-job (PR_SET_PDEATHSIG), rather
+    than finish jobs whose claims the next start resumes; the restart then does them all."""
+    erp.delay = 4.0
+    daemon = daemons(erp.url, workers=4, processes=2)
+    daemon.start()
+    workers = daemon.worker_processes()
+    uploaded = upload_many(daemon.inbox, 4, first=8000)
+    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGKILL)
+    daemon.proc.wait(10)
+    poll_until(lambda: not any(running(pid) for pid in workers), timeout=2.0, what="workers gone")
+    assert len(claimed(daemon.processing)) == 4  # left for the next start
+    erp.delay = 0.0
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
+    assert all(len(k) == 1 for k in erp.keys_by_po().values())
     assert daemon.terminate(timeout=10) == 0

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
-from edi_inbox import admin, notify, orders, queries, service, store
+from edi_inbox import admin, notify, orders, procs, queries, service, store
 from edi_inbox.claims import host_folder, processing_name, split_processing_name
 from edi_inbox.config import DaemonSettings, DatabaseSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
@@ -857,3 +857,12 @@ def test_folder_counts(tmp_path):
     (settings.paths.failed / "b.edi").touch()
     (settings.paths.failed / "b.edi.error.json").touch()
     assert admin.folder_counts(settings) == {"inbox": 1, "processing": 0, "done": 0, "failed": 1}
+
+
+@pytest.mark.parametrize(
+    ("workers", "processes", "expected"),
+    [(4, 2, [2, 2]), (5, 2, [3, 2]), (8, 3, [3, 3, 2]), (1, 2, [1]), (3, 1, [3])],
+)
+def test_workers_spread_over_worker_processes(workers, processes, expected):
+    """Each worker process runs its share of the workers; never a process with none."""
+    assert procs.shares(workers, processes) == expected

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +18,7 @@ from typing import Any
 
 import peewee as pw
 import pytest
-from conftest import T0, close_database, initialised, make_job, record
+from conftest import T0, initialised, make_job, record
 
 from edi_inbox import queries, store
 from edi_inbox.config import DatabaseSettings, Settings
@@ -27,7 +29,7 @@ from edi_inbox.jobs import Interchange, JobStatus, LogEntry, StepResult, StepSta
 def reopen(db: store.Database, settings: Settings) -> store.Database:
     """A second handle on the same database, as after a daemon restart."""
     url = f"sqlite:///{db.database}" if db.is_sqlite else db.database
-    close_database(db)
+    store.close_database(db)
     again = store.open_database(url, settings, retry_seconds=20)
     store.init(again)
     return again
@@ -359,7 +361,7 @@ def test_a_database_without_schema_version_is_not_guessed_at(db_url, settings):
         with pytest.raises(StoreError, match="no schema_version"):
             store.init(db)
     finally:
-        close_database(db)
+        store.close_database(db)
 
 
 def test_sqlite_connection_settings(tmp_path):
@@ -471,6 +473,78 @@ def test_sqlite_locked_by_another_writer(tmp_path):
     record(recorder, job)
     assert queries.show_job(db, job.job_id) == job.to_json()
     db.close()
+
+
+WRITER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from conftest import make_job, record
+from edi_inbox import store
+from edi_inbox.config import DatabaseSettings, Settings
+settings = Settings(database=DatabaseSettings(busy_timeout_seconds=float(sys.argv[3])))
+db = store.open_database("sqlite:///" + sys.argv[2], settings)
+recorder = store.DatabaseRecorder(db)
+print("ready", flush=True)
+sys.stdin.readline()
+for n in range(int(sys.argv[4])):
+    record(recorder, make_job(n))
+print("done", flush=True)
+"""
+
+
+def writer_process(db: store.Database, busy_timeout: float, jobs: int) -> subprocess.Popen[str]:
+    """Another process that records ``jobs`` jobs in ``db`` once told to go (a line on stdin)."""
+    tests = str(Path(__file__).resolve().parent)
+    args = [sys.executable, "-c", WRITER, tests, db.database, str(busy_timeout), str(jobs)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def test_sqlite_processes_take_turns_without_the_busy_handler(tmp_path):
+    """Processes writing one SQLite file at once wait for each other's turn (the lock file),
+    not in SQLite's busy handler: with busy_timeout 0, not one 'database is locked'."""
+    db = sqlite_at(tmp_path / "edi-inbox.db", busy_timeout_seconds=0)
+    writers = [writer_process(db, 0, 60) for _ in range(3)]
+    for proc in writers:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outputs = [proc.communicate(timeout=120) for proc in writers]
+    assert [proc.returncode for proc in writers] == [0, 0, 0], outputs
+    assert queries.stats(db)["total_jobs"] == 180
+    store.close_database(db)
+
+
+def test_sqlite_write_turn_held_too_long_is_an_error(tmp_path):
+    """A process that keeps the write turn past busy_timeout: a clear error, nothing written."""
+    db = sqlite_at(tmp_path / "edi-inbox.db", busy_timeout_seconds=0.2)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_TURN, db.database + "-writers.lock"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    job = make_job(96)
+    try:
+        with pytest.raises(pw.OperationalError, match="another process kept the write turn"):
+            store.DatabaseRecorder(db).job_started(job)
+    finally:
+        holder.communicate("", timeout=10)  # stdin closed: it lets go and exits
+    assert queries.show_job(db, job.job_id) is None
+    record(store.DatabaseRecorder(db), job)
+    assert queries.show_job(db, job.job_id) == job.to_json()
+    store.close_database(db)
+
+
+HOLD_TURN = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
 
 
 def test_sqlite_threads_take_turns_without_the_busy_handler(tmp_path):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import peewee as pw
 import psycopg2
 import pytest
-from conftest import close_database, initialised, make_job, pg_base_url, pg_ctl, record
+from conftest import initialised, make_job, pg_base_url, pg_ctl, record
 
 from edi_inbox import queries, store
 from edi_inbox.config import Settings
@@ -80,7 +80,7 @@ def test_recorder_raises_when_postgres_is_gone(settings):
     with pytest.raises(pw.OperationalError):
         store.DatabaseRecorder(db).job_started(make_job(4))
     assert time.monotonic() - started < 10
-    close_database(db)
+    store.close_database(db)
 
 
 def test_postgres_column_types(pg_db):

@@ -71,7 +71,7 @@ def _database(settings: config.Settings) -> Iterator[Any]:
     except EdiInboxError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        db.close()
+        store.close_database(db)
 
 
 def _when(value: str | None) -> datetime | None:

@@ -100,6 +100,7 @@ class DaemonSettings:
     """The watching service."""
 
     workers: int = 4
+    processes: int = 1  # > 1: the workers run in that many child processes (procs.py)
     settle_seconds: float = 2.0
     incomplete_grace_seconds: float = 300.0
     rescan_seconds: float = 60.0
@@ -244,8 +245,9 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         number = kwargs[key]
         if isinstance(number, int | float) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
-    if section == "daemon" and kwargs.get("workers", 1) == 0:
-        raise ConfigError(f"{where} key 'workers' must be at least 1")
+    for key in ("workers", "processes"):
+        if section == "daemon" and kwargs.get(key, 1) == 0:
+            raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)
 
 

@@ -3,7 +3,9 @@
 One main thread owns the readiness ``Tracker`` (``watch.py``) and every
 decision; the watchdog observer thread only enqueues events; worker threads
 (``worker.py``) claim a file, run ``Pipeline.run`` on it and have it moved
-(``outcomes.py``). A file's life:
+(``outcomes.py``) — or, with ``[daemon] processes`` above 1, relay each unit
+of work to a thread in a child process that does the same (``procs.py``).
+A file's life:
 
     inbox/NAME --rename--> processing/<host>/NAME.<job_id>
         --> done/NAME or failed/NAME (+ NAME.error.json)
@@ -33,7 +35,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
@@ -42,10 +43,11 @@ from typing import Any
 import structlog
 
 from . import __version__, files, notify
-from .claims import Claims, LiveHosts, LookupJob, os_message
+from .claims import Claims, LiveHosts, LookupJob, new_job_id, os_message, processing_name
 from .config import Settings
 from .errors import EdiInboxError
 from .outcomes import Mover, PendingMove
+from .procs import ProcessPool
 from .watch import (
     InboxHandler,
     Ticket,
@@ -58,7 +60,7 @@ from .watch import (
     start_observer,
     stop_observer,
 )
-from .worker import Outcome, Work, Worker
+from .worker import Outcome, Work, Worker, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
 
@@ -143,6 +145,8 @@ class Service:
         self.observer_kind: str | None = None
         self.tracker: Tracker | None = None
         self.threads: list[threading.Thread] = []
+        self.pool: ProcessPool | None = None  # [daemon] processes > 1
+        self.relayed: dict[int, Work] = {}  # relay thread -> the unit its child is running
         self.reported: set[tuple[str, int]] = set()
         self.claim_failures: dict[str, int] = {}
         self.finished = 0
@@ -181,7 +185,10 @@ class Service:
         try:
             self._beat()  # before the first claim: other hosts must see this one alive
             self.tracker = Tracker(self.claims.inbox_fd, self.daemon, self.clock)
-            self._start_workers()
+            try:
+                self._start_workers()
+            except RuntimeError as exc:
+                return self._fatal("cannot_start_workers", exc)
             if not once:
                 try:
                     self._start_observer()
@@ -233,6 +240,10 @@ class Service:
                 next_rescan = now + self.daemon.rescan_seconds
             if not once and not self._check_observer(now):
                 return EXIT_FAILURE
+            if self.pool is not None and not self.pool.alive():
+                logger.error("worker_process_died")
+                self.last_error = "a worker process died"
+                return EXIT_FAILURE
             if now >= next_heartbeat:
                 self._beat()
                 next_heartbeat = now + self.daemon.heartbeat_seconds
@@ -256,8 +267,11 @@ class Service:
         return self.outstanding == 0 and self.tracker.waiting() == 0 and not self.pending
 
     def healthy(self) -> bool:
-        """Observer (if any) and every worker alive: the condition for WATCHDOG=1."""
+        """Observer (if any), every worker (and worker process) alive: the
+        condition for WATCHDOG=1."""
         if self.observer is not None and not observer_alive(self.observer):
+            return False
+        if self.pool is not None and not self.pool.alive():
             return False
         return all(t.is_alive() for t in self.threads)
 
@@ -360,7 +374,7 @@ class Service:
                 )
             return
         self.outstanding += 1
-        self.work.put(Work(ticket.name, ticket=ticket))
+        self.work.put(Work(ticket.name, ticket=ticket, job_id=new_job_id()))
 
     def _on_outcome(self, outcome: Outcome) -> None:
         assert self.tracker is not None
@@ -384,23 +398,68 @@ class Service:
     # -- worker threads -------------------------------------------------------------------
 
     def _start_workers(self) -> None:
+        """Worker threads; or, with ``processes`` > 1, the children and a relay
+        thread per child thread (RuntimeError if a child does not start)."""
+        if self.daemon.processes > 1:
+            self.pool = ProcessPool(
+                self.settings, self.host, self.daemon.processes, self.daemon.workers
+            )
+            self.pool.start()
+            for n, channel in enumerate(self.pool.channels):
+                self._thread(f"edi-relay-{n}", self._relay, channel, n)
+            return
         for n in range(self.daemon.workers):
-            thread = threading.Thread(target=self._work, name=f"edi-worker-{n}", daemon=True)
-            thread.start()
-            self.threads.append(thread)
+            self._thread(f"edi-worker-{n}", self._work)
+
+    def _thread(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self.threads.append(thread)
 
     def _work(self) -> None:
         while True:
             item = self.work.get()
             if item is None:
                 return
+            self.events.put(("done", run_one(self.worker, item)))
+
+    def _relay(self, channel: Any, n: int) -> None:
+        """Hand units of work to one thread of a child process, report what it did."""
+        while True:
+            item = self.work.get()
+            if item is None:
+                return
+            self.relayed[n] = item
             try:
-                outcome = self.worker.do(item)
-            except Exception as exc:  # a bug: that file, never the worker
-                logger.error("worker_error", file=files.display_name(item.name), error=repr(exc))
-                logger.debug("worker_traceback", traceback=traceback.format_exc())
-                outcome = Outcome(item.name, "error", recheck=True)
+                channel.send(item)
+                outcome = channel.recv()
+            except (EOFError, OSError):  # the child is gone: the loop stops the daemon
+                return  # the unit stays in ``relayed``: shutdown hands its file back
+            del self.relayed[n]
             self.events.put(("done", outcome))
+
+    def _in_flight(self) -> int:
+        return self.worker.in_flight() + len(self.relayed)
+
+    def _hand_back_relayed(self) -> int:
+        """At shutdown, once the children are gone: the files of their unfinished
+        jobs back to the inbox (a claim the child never made is not there)."""
+        count = 0
+        for item in list(self.relayed.values()):
+            pname = item.pname or processing_name(item.name, item.job_id or "")
+            if not os.path.lexists(self.claims.path(pname)):
+                continue
+            try:
+                back = self.claims.hand_back(item.name, pname)
+            except OSError as exc:
+                logger.error(
+                    "hand_back_failed", file=files.display_name(item.name), error=os_message(exc)
+                )
+                continue
+            logger.info("handed_back", file=files.display_name(back.name), reason="shutdown")
+            count += 1
+        self.relayed.clear()
+        return count
 
     # -- stopping ------------------------------------------------------------------
 
@@ -408,7 +467,7 @@ class Service:
         """Stop intake, let jobs finish within the timeout, hand back the rest."""
         if self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
-            logger.info("daemon_stopping", in_flight=self.worker.in_flight())
+            logger.info("daemon_stopping", in_flight=self._in_flight())
         if self.observer is not None:
             stop_observer(self.observer)
         # Unclaimed work stays in the inbox; resumes not started stay in processing/.
@@ -425,6 +484,13 @@ class Service:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.counters["handed_back"] += self.worker.hand_back_unfinished()
+        if self.pool is not None:
+            if any(t.is_alive() for t in self.threads):  # jobs past the deadline
+                self.pool.kill()
+                for thread in self.threads:
+                    thread.join(5.0)
+            self.pool.stop(max(0.0, deadline - time.monotonic()))
+            self.counters["handed_back"] += self._hand_back_relayed()
         for item in drain(self.events, 0):
             if item[0] == "done" and item[1].pending is not None:
                 self.mover.add(item[1].pending)
@@ -440,7 +506,7 @@ class Service:
         tracked = self.tracker.counts() if self.tracker else {}
         return {
             **self.counters,
-            "in_flight": self.worker.in_flight(),
+            "in_flight": self._in_flight(),
             "queue": self.work.qsize(),
             "tracked": tracked.get("tracked", 0),
             "held": tracked.get("held", 0),
@@ -543,7 +609,7 @@ def run(
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
     with contextlib.suppress(Exception):
-        db.close()
+        store.close_database(db)
     return code
 
 

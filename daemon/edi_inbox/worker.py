@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ class Work:
     name: str
     ticket: Ticket | None = None
     pname: str | None = None  # resume: already in this host's folder
-    job_id: str | None = None
+    job_id: str | None = None  # a ticket's: the claim is processing/<host>/NAME.<job_id>
     retry_of: str | None = None
 
 
@@ -92,7 +93,7 @@ class Worker:
             return self._run_claimed(item.name, item.pname, item.job_id or new_job_id(), item)
         ticket = item.ticket
         assert ticket is not None
-        job_id = new_job_id()
+        job_id = item.job_id or new_job_id()
         try:
             st = os.stat(ticket.name, dir_fd=self.claims.inbox_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -249,3 +250,13 @@ class Worker:
             return Outcome(flight.name, "error", recheck=True)
         logger.info("handed_back", file=files.display_name(back.name), reason=status)
         return Outcome(flight.name, status, recheck=True)
+
+
+def run_one(worker: Worker, item: Work) -> Outcome:
+    """``worker.do(item)``; a bug fails that unit of work, never the thread running it."""
+    try:
+        return worker.do(item)
+    except Exception as exc:
+        logger.error("worker_error", file=files.display_name(item.name), error=repr(exc))
+        logger.debug("worker_traceback", traceback=traceback.format_exc())
+        return Outcome(item.name, "error", recheck=True)

@@ -21,7 +21,14 @@ One noun per module:
 
 from __future__ import annotations
 
-from .database import Database, PostgresStore, SqliteStore, open_database, run_unit
+from .database import (
+    Database,
+    PostgresStore,
+    SqliteStore,
+    close_database,
+    open_database,
+    run_unit,
+)
 from .fields import (
     FIELD_TYPES,
     FoldedField,
@@ -104,6 +111,7 @@ __all__ = [
     "UtcDateTimeField",
     "_write_version",
     "as_utc",
+    "close_database",
     "day_of",
     "dumps",
     "fold",
