@@ -253,10 +253,16 @@ def count_entries(folder: Path) -> int:
 
 
 def run_daemon(
-    template: bytes, count: int, erp_url: str, work: Path, workers: int, settle: float
+    template: bytes,
+    count: int,
+    erp_url: str,
+    work: Path,
+    workers: int,
+    settle: float,
+    processes: int,
 ) -> tuple[float, float]:
     """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
-    daemon = Daemon(work, erp_url, workers, settle)
+    daemon = Daemon(work, erp_url, workers, settle, processes)
     try:
         staging = work / "staging"
         names = [f"po{n:05d}.edi" for n in range(count)]
@@ -287,10 +293,10 @@ def run_daemon(
 
 
 def run_latency(
-    template: bytes, erp_url: str, work: Path, settle: float, samples: int
+    template: bytes, erp_url: str, work: Path, settle: float, samples: int, processes: int
 ) -> list[float]:
     """Seconds from an in-place upload's last write until the daemon claims it."""
-    daemon = Daemon(work, erp_url, 4, settle)
+    daemon = Daemon(work, erp_url, 4, settle, processes)
     latencies = []
     try:
         for n in range(samples):
@@ -315,11 +321,17 @@ def run_latency(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=8, help="daemon workers (20 ms ERP)")
-    parser.add_argument("--fast-workers", type=int, default=4, help="daemon workers (instant ERP)")
+    parser.add_argument("--workers", type=int, default=16, help="daemon workers (20 ms ERP)")
+    parser.add_argument("--fast-workers", type=int, default=2, help="daemon workers (instant ERP)")
     parser.add_argument("--erp-delay-ms", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=0.2, help="daemon settle_seconds")
     parser.add_argument("--latency-samples", type=int, default=20)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="daemon worker processes (default: one per CPU)",
+    )
     args = parser.parse_args()
     template = SAMPLE.read_bytes()
     print(f"{args.files} files of {len(template)} bytes; {os.cpu_count()} CPUs")
@@ -333,16 +345,22 @@ def main() -> None:
                 loop = run_loop(template, args.files, url, base / f"loop-{delay}")
                 alone = run_pipeline_alone(template, args.files, url, base / f"alone-{delay}")
                 overall, steady = run_daemon(
-                    template, args.files, url, base / f"daemon-{delay}", workers, args.settle
+                    template,
+                    args.files,
+                    url,
+                    base / f"daemon-{delay}",
+                    workers,
+                    args.settle,
+                    args.processes,
                 )
             print(
                 f"{label}: loop {loop:.1f} files/s; Pipeline.run alone {alone:.1f}; "
-                f"daemon ({workers} workers) {overall:.1f} overall, {steady:.1f} steady "
-                f"= {overall / loop:.0%} of the loop"
+                f"daemon ({workers} workers, {args.processes} processes) {overall:.1f} overall, "
+                f"{steady:.1f} steady = {overall / loop:.0%} of the loop"
             )
         with erp_server(0.0) as url:
             latencies = run_latency(
-                template, url, base / "latency", args.settle, args.latency_samples
+                template, url, base / "latency", args.settle, args.latency_samples, args.processes
             )
         extra = [(s - args.settle) * 1000 for s in latencies]
         print(
