@@ -100,8 +100,14 @@ class _Part:
     __slots__ = ()
 
     def to_json(self) -> dict[str, Any]:
-        parts = fields(self)  # type: ignore[arg-type]
-        return {f.name: _jsonable(getattr(self, f.name)) for f in parts if f.compare}
+        names = _COMPARED.get(type(self))
+        if names is None:  # once per class: dataclasses.fields() costs ~1.5 µs a call
+            parts = fields(self)  # type: ignore[arg-type]
+            names = _COMPARED[type(self)] = tuple(f.name for f in parts if f.compare)
+        return {name: _jsonable(getattr(self, name)) for name in names}
+
+
+_COMPARED: dict[type, tuple[str, ...]] = {}  # a part's class -> the fields its JSON holds
 
 
 def _jsonable(value: Any) -> Any:
