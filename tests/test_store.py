@@ -4,6 +4,7 @@ SQLite and PostgreSQL alike (the ``db`` fixture runs each test on both)."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import sqlite3
 import subprocess
@@ -535,6 +536,37 @@ def test_sqlite_write_turn_held_too_long_is_an_error(tmp_path):
     assert queries.show_job(db, job.job_id) is None
     record(store.DatabaseRecorder(db), job)
     assert queries.show_job(db, job.job_id) == job.to_json()
+    store.close_database(db)
+
+
+def write_one_job(path: str, lock: Any, n: int) -> None:
+    """In a spawned process: record a job under the daemon's shared write turn; the exit
+    code says how it went (0 written, 3 no turn)."""
+    settings = Settings(database=DatabaseSettings(busy_timeout_seconds=0.2))
+    db = store.open_database(f"sqlite:///{path}", settings)
+    db.process_lock = lock
+    try:
+        record(store.DatabaseRecorder(db), make_job(n))
+    except pw.OperationalError as exc:
+        sys.exit(3 if "no write turn" in str(exc) else 4)
+
+
+def test_worker_processes_share_one_write_turn(tmp_path):
+    """The daemon's worker processes take SQLite's write turn from one shared lock: while
+    it is held elsewhere, a write waits, then fails clearly; once free, it goes through."""
+    db = sqlite_at(tmp_path / "edi-inbox.db")
+    context = multiprocessing.get_context("spawn")
+    lock = context.Lock()
+    with lock:
+        blocked = context.Process(target=write_one_job, args=(db.database, lock, 97))
+        blocked.start()
+        blocked.join(60)
+    assert blocked.exitcode == 3
+    free = context.Process(target=write_one_job, args=(db.database, lock, 98))
+    free.start()
+    free.join(60)
+    assert free.exitcode == 0
+    assert queries.stats(db)["total_jobs"] == 1
     store.close_database(db)
 
 

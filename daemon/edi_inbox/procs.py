@@ -62,13 +62,20 @@ class ProcessPool:
         """Start every child (from the calling thread: a child dies with it) and
         wait until each is ready. Raises RuntimeError if one is not."""
         context = multiprocessing.get_context("spawn")
+        write_turn = context.Lock()  # SQLite's write turn among the children (database.py)
         readies = []
         for n, count in enumerate(self.counts):
             ends = [context.Pipe() for _ in range(count)]
             ready_here, ready_there = context.Pipe(duplex=False)
             child = context.Process(
                 target=child_main,
-                args=(self.settings, self.host, [there for _, there in ends], ready_there),
+                args=(
+                    self.settings,
+                    self.host,
+                    [there for _, there in ends],
+                    ready_there,
+                    write_turn,
+                ),
                 name=f"edi-inbox-jobs-{n}",
                 daemon=True,
             )
@@ -129,7 +136,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def child_main(
-    settings: Settings, host: str, channels: list[Connection], ready: Connection
+    settings: Settings,
+    host: str,
+    channels: list[Connection],
+    ready: Connection,
+    write_turn: Any = None,
 ) -> None:
     """A worker process: a ``Worker`` with its own database and ERP, one thread per channel."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -145,6 +156,8 @@ def child_main(
     log.configure(settings.log.level, settings.log.format)
     try:
         db = store.open_database(settings.database_url, settings)
+        if isinstance(db, store.SqliteStore):
+            db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)
         pipeline = Pipeline(settings, recorder, host=host)
         claims = Claims(settings.paths, host)
