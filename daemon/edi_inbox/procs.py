@@ -12,11 +12,13 @@ file, runs ``Pipeline.run`` with its own database connection and ERP pool, and
 moves the file. The claim folder is the host's, as before.
 
 Children are started with ``spawn`` (a fresh interpreter: nothing of the
-parent's threads or connections is inherited), ignore SIGTERM and SIGINT (the
-main process decides when a job is given up, and systemd signals the whole
-control group), and die with the main process (``PR_SET_PDEATHSIG``): after a
+parent's threads or connections is inherited), ignore SIGINT (a Ctrl-C reaches
+the terminal's whole process group; the main process decides when a job is
+given up), and die with the main process (``PR_SET_PDEATHSIG``): after a
 SIGKILL of the daemon no child goes on working on a claim the next start
-resumes. A child that dies on its own stops the daemon with an error; systemd
+resumes. SIGTERM ends a child (the unit sends it to the main process only,
+``KillMode=mixed``; multiprocessing's exit handler sends it to children left
+over). A child that dies on its own stops the daemon with an error; systemd
 restarts it and the claims are resumed.
 """
 
@@ -144,7 +146,6 @@ def child_main(
 ) -> None:
     """A worker process: a ``Worker`` with its own database and ERP, one thread per channel."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     _die_with_parent(parent)
     from . import log, store
@@ -169,8 +170,19 @@ def child_main(
     def final_path(job_id: str, path: str) -> None:
         store.record_final_path(db, job_id, path)
 
-    mover = Mover(settings.paths, claims.dir, clock=time.monotonic, final_path=final_path)
-    worker = Worker(settings, pipeline, recorder, claims, mover, host=host)
+    errors = threading.local()  # what the unit of work on this thread had to report
+
+    def note_error(message: str) -> None:
+        errors.last = message
+
+    mover = Mover(
+        settings.paths,
+        claims.dir,
+        clock=time.monotonic,
+        final_path=final_path,
+        on_error=note_error,
+    )
+    worker = Worker(settings, pipeline, recorder, claims, mover, host=host, on_error=note_error)
 
     def serve(channel: Connection) -> None:
         while True:
@@ -178,7 +190,10 @@ def child_main(
                 item = channel.recv()
             except (EOFError, OSError):  # the main process closed the pipe: stop
                 return
-            channel.send(run_one(worker, item))
+            errors.last = None
+            outcome = run_one(worker, item)
+            outcome.error = errors.last  # for the daemon's last error (status, heartbeat)
+            channel.send(outcome)
 
     threads = [threading.Thread(target=serve, args=(c,), daemon=True) for c in channels]
     for thread in threads:

@@ -379,6 +379,8 @@ class Service:
     def _on_outcome(self, outcome: Outcome) -> None:
         assert self.tracker is not None
         self.outstanding -= 1
+        if outcome.error is not None:  # told by a worker process
+            self.last_error = outcome.error
         if outcome.status in FINISHED:
             self.finished += 1
         if outcome.status in (*FINISHED, "taken", "changed"):

@@ -52,6 +52,7 @@ class Outcome:
     job_id: str | None = None
     recheck: bool = False  # the name is back in (or still in) the inbox
     pending: PendingMove | None = None
+    error: str | None = None  # from a worker process: what it would have told on_error
 
 
 @dataclass
