@@ -354,11 +354,12 @@ def claim_left(settings: Settings, host: str, n: int) -> tuple[str, Path]:
     return job_id, path
 
 
-def test_two_daemons_share_one_inbox(tmp_path, erp, db_url):
-    """Two hosts on one inbox and one database (SQLite, PostgreSQL): each file claimed,
-    processed and posted once (the rename is the lock), and neither takes the other's fresh
-    claims at start or at a rescan."""
-    settings = make_settings(tmp_path, erp.url, workers=3)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_two_daemons_share_one_inbox(tmp_path, erp, db_url, processes):
+    """Two hosts on one inbox and one database (SQLite, PostgreSQL), with their jobs in
+    threads or in worker processes: each file claimed, processed and posted once (the rename
+    is the lock), and neither takes the other's fresh claims at start or at a rescan."""
+    settings = make_settings(tmp_path, erp.url, workers=3, processes=processes)
     settings = settings.replace(database=DatabaseSettings(url=db_url))
     for n in range(150):
         (settings.paths.inbox / f"po{n:03d}.edi").write_bytes(make_po(n + 1))
