@@ -248,10 +248,12 @@ def upload_many(inbox: Path, count: int, *, first: int) -> list[str]:
     return uploaded
 
 
-def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons, processes):
     """Slow, resumed, aborted, renamed, moved-in, unsafe, empty, bad, odd and duplicate uploads
-    each end in the right folder; every job is recorded; each good order is posted once."""
-    daemon = daemons(erp.url)
+    each end in the right folder; every job is recorded; each good order is posted once
+    (the jobs in the daemon's threads, or in its worker processes)."""
+    daemon = daemons(erp.url, processes=processes)
     inbox = daemon.inbox
     (inbox / "before-start.edi").write_bytes(make_po(1))  # present before the daemon starts
     daemon.start()
