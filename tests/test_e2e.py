@@ -425,3 +425,26 @@ def test_sigkill_takes_worker_processes_down_mid_job(tmp_path, erp, daemons):
     poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
     assert all(len(k) == 1 for k in erp.keys_by_po().values())
     assert daemon.terminate(timeout=10) == 0
+
+
+def test_a_worker_process_that_dies_stops_the_daemon_with_an_error(tmp_path, erp, daemons):
+    """A worker process killed from outside (the OOM killer): the daemon stops with exit 1 for
+    systemd to restart it, the dead process's files go back to the inbox, the other's jobs
+    finish; after the restart every file is done, each order under one Idempotency-Key."""
+    erp.delay = 1.0
+    daemon = daemons(erp.url, workers=4, processes=2)
+    daemon.start()
+    uploaded = upload_many(daemon.inbox, 4, first=9000)
+    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
+    victim = daemon.worker_processes()[0]
+    os.kill(victim, signal.SIGKILL)
+    assert daemon.proc is not None and daemon.proc.wait(15) == 1
+    assert claimed(daemon.processing) == []
+    assert sorted(daemon.listing(daemon.inbox) + daemon.listing(daemon.done)) == uploaded
+    assert daemon.listing(daemon.inbox)  # the dead process's files, handed back
+    erp.delay = 0.0
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
+    assert all(len(k) == 1 for k in erp.keys_by_po().values())
+    assert "worker_process_died" in daemon.log.read_text()
+    assert daemon.terminate(timeout=10) == 0
