@@ -29,6 +29,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -154,7 +155,7 @@ def child_main(
     from .pipeline import Pipeline
     from .worker import Worker, run_one
 
-    log.configure(settings.log.level, settings.log.format)
+    log.configure(settings.log.level, settings.log.format, stream=sys.stdout)  # as `run`
     try:
         db = store.open_database(settings.database_url, settings)
         if isinstance(db, store.SqliteStore):
