@@ -383,68 +383,65 @@ def test_sigterm_mid_run_exits_zero_and_loses_nothing(tmp_path, erp, daemons, pr
     assert daemon.terminate(timeout=10) == 0
 
 
+def four_jobs_in_worker_processes(erp, daemons, *, erp_delay: float, first: int, **options):
+    """A daemon with two worker processes and four jobs in flight, each waiting for the ERP."""
+    erp.delay = erp_delay
+    daemon = daemons(erp.url, workers=4, processes=2, **options)
+    daemon.start()
+    uploaded = upload_many(daemon.inbox, 4, first=first)
+    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
+    return daemon, uploaded
+
+
+def restart_and_finish(erp, daemon: Daemon, uploaded: list[str]) -> None:
+    """Start again with a prompt ERP: every file done, each order under one Idempotency-Key,
+    then a clean stop."""
+    erp.delay = 0.0
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
+    assert all(len(k) == 1 for k in erp.keys_by_po().values())
+    assert daemon.terminate(timeout=10) == 0
+
+
 def test_sigterm_gives_up_jobs_past_the_deadline_in_worker_processes(tmp_path, erp, daemons):
     """Worker processes whose jobs outlast shutdown_timeout_seconds are killed at the deadline;
     their files go back to the inbox, the daemon exits 0, and a restart posts each order under
     its one Idempotency-Key."""
-    erp.delay = 4.0
-    daemon = daemons(erp.url, workers=4, processes=2, shutdown_timeout_seconds=1.0)
-    daemon.start()
+    daemon, uploaded = four_jobs_in_worker_processes(
+        erp, daemons, erp_delay=4.0, first=7000, shutdown_timeout_seconds=1.0
+    )
     workers = daemon.worker_processes()
-    uploaded = upload_many(daemon.inbox, 4, first=7000)
-    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
     started = time.monotonic()
     assert daemon.terminate(timeout=1.0 + 5) == 0
     assert time.monotonic() - started < 1.0 + 3
     assert not any(running(pid) for pid in workers)
     assert claimed(daemon.processing) == []
     assert daemon.listing(daemon.inbox) == uploaded and daemon.listing(daemon.done) == []
-    erp.delay = 0.0
-    daemon.start()
-    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
-    assert all(len(k) == 1 for k in erp.keys_by_po().values())
-    assert daemon.terminate(timeout=10) == 0
+    restart_and_finish(erp, daemon, uploaded)
 
 
 def test_sigkill_takes_worker_processes_down_mid_job(tmp_path, erp, daemons):
     """A SIGKILLed daemon's worker processes die at once, mid-job (PR_SET_PDEATHSIG), rather
     than finish jobs whose claims the next start resumes; the restart then does them all."""
-    erp.delay = 4.0
-    daemon = daemons(erp.url, workers=4, processes=2)
-    daemon.start()
+    daemon, uploaded = four_jobs_in_worker_processes(erp, daemons, erp_delay=4.0, first=8000)
     workers = daemon.worker_processes()
-    uploaded = upload_many(daemon.inbox, 4, first=8000)
-    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGKILL)
     daemon.proc.wait(10)
     poll_until(lambda: not any(running(pid) for pid in workers), timeout=2.0, what="workers gone")
     assert len(claimed(daemon.processing)) == 4  # left for the next start
-    erp.delay = 0.0
-    daemon.start()
-    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
-    assert all(len(k) == 1 for k in erp.keys_by_po().values())
-    assert daemon.terminate(timeout=10) == 0
+    restart_and_finish(erp, daemon, uploaded)
 
 
 def test_a_worker_process_that_dies_stops_the_daemon_with_an_error(tmp_path, erp, daemons):
     """A worker process killed from outside (the OOM killer): the daemon stops with exit 1 for
     systemd to restart it, the dead process's files go back to the inbox, the other's jobs
     finish; after the restart every file is done, each order under one Idempotency-Key."""
-    erp.delay = 1.0
-    daemon = daemons(erp.url, workers=4, processes=2)
-    daemon.start()
-    uploaded = upload_many(daemon.inbox, 4, first=9000)
-    poll_until(lambda: len(erp.posts_per_key()) == 4, what="four POSTs in flight")
-    victim = daemon.worker_processes()[0]
-    os.kill(victim, signal.SIGKILL)
+    daemon, uploaded = four_jobs_in_worker_processes(erp, daemons, erp_delay=1.0, first=9000)
+    os.kill(daemon.worker_processes()[0], signal.SIGKILL)
     assert daemon.proc is not None and daemon.proc.wait(15) == 1
+    assert "worker_process_died" in daemon.log.read_text()
     assert claimed(daemon.processing) == []
     assert sorted(daemon.listing(daemon.inbox) + daemon.listing(daemon.done)) == uploaded
     assert daemon.listing(daemon.inbox)  # the dead process's files, handed back
-    erp.delay = 0.0
-    daemon.start()
-    poll_until(lambda: daemon.listing(daemon.done) == uploaded, what="all done after restart")
-    assert all(len(k) == 1 for k in erp.keys_by_po().values())
-    assert "worker_process_died" in daemon.log.read_text()
-    assert daemon.terminate(timeout=10) == 0
+    restart_and_finish(erp, daemon, uploaded)
