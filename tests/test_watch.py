@@ -508,6 +508,38 @@ def test_real_inotify_events_for_uploads(inbox, tmp_path):
     assert not observer_alive(observer)
 
 
+def test_renames_in_are_not_paired_by_searching_the_queue(inbox, tmp_path, monkeypatch):
+    """IN_MOVED_FROM is not watched, so watchdog's move grouper must not search its
+    queue for one on every IN_MOVED_TO: for a burst of renames that was quadratic."""
+    from watchdog.utils.delayed_queue import DelayedQueue
+
+    searches = []
+    search = DelayedQueue._index_and_item
+    monkeypatch.setattr(
+        DelayedQueue, "_index_and_item", lambda self, p: searches.append(1) or search(self, p)
+    )
+    events: queue.Queue = queue.Queue()
+    handler = InboxHandler(inbox, events.put, DaemonSettings().ignore_patterns)
+    observer, _ = start_observer(DaemonSettings(observer="inotify"), inbox, handler)
+    names = {f"po{n:03d}.edi" for n in range(200)}
+    try:
+        for name in sorted(names):
+            (tmp_path / name).write_bytes(GOOD)
+            os.rename(tmp_path / name, inbox / name)
+        os.rename(inbox / "po000.edi", tmp_path / "claimed.edi")  # a claim: unwatched
+        seen: set = set()
+
+        def all_seen() -> bool:
+            while not events.empty():
+                seen.add(events.get()[2])
+            return names <= seen
+
+        assert poll_until(all_seen)
+    finally:
+        stop_observer(observer)
+    assert searches == []
+
+
 def test_polling_observer_finds_files(inbox):
     """observer = "polling" (network shares) reports new files without inotify."""
     events: queue.Queue = queue.Queue()

@@ -137,8 +137,9 @@ class Service:
             host=self.host,
             on_error=self._error,
         )
-        self.events: queue.Queue[Any] = queue.Queue()
-        self.work: queue.Queue[Work | None] = queue.Queue()
+        # SimpleQueue (C, no Python-level Condition): four hand-offs per file.
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.last_error: str | None = None
         self.observer: Any = None
