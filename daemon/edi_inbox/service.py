@@ -73,6 +73,9 @@ MAX_OBSERVER_RESTARTS = 5
 OBSERVER_RESTART_WINDOW = 60.0
 LOOP_WAIT_MAX = 0.25  # the longest the loop sleeps: a stop request waits no longer
 STATUS_EVERY = 1.0
+# How often the loop looks at the observer and the worker processes: a look is
+# a few system calls, and a busy loop turns once per batch of events.
+HEALTH_EVERY = 0.1
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
@@ -223,6 +226,7 @@ class Service:
         ping_every = notify.watchdog_interval(self.environ)
         next_ping = now
         next_status = now + STATUS_EVERY
+        next_health = now
         while not self.stopping:
             now = self.clock()
             wait = LOOP_WAIT_MAX
@@ -239,12 +243,14 @@ class Service:
                 self._rescan()
                 self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
-            if not once and not self._check_observer(now):
-                return EXIT_FAILURE
-            if self.pool is not None and not self.pool.alive():
-                logger.error("worker_process_died")
-                self.last_error = "a worker process died"
-                return EXIT_FAILURE
+            if now >= next_health:
+                if not once and not self._check_observer(now):
+                    return EXIT_FAILURE
+                if self.pool is not None and not self.pool.alive():
+                    logger.error("worker_process_died")
+                    self.last_error = "a worker process died"
+                    return EXIT_FAILURE
+                next_health = now + HEALTH_EVERY
             if now >= next_heartbeat:
                 self._beat()
                 next_heartbeat = now + self.daemon.heartbeat_seconds
