@@ -294,10 +294,9 @@ def sample_job(n: int) -> JobResult:
 def record_through_recorder(recorder: store.DatabaseRecorder, job: JobResult) -> None:
     recorder.find_duplicate(job)
     recorder.accepted_erp_id(job.orders[0].idempotency_key)
-    recorder.job_started(job)
-    # As the pipeline does: the steps before the ERP call in one write, the
-    # accepted order at once, the rest with the final status.
-    recorder.steps_finished(job, job.steps[:3], job.logs[:3])
+    # As the pipeline does: the row with the steps before the ERP call in one
+    # write, the accepted order at once, the rest with the final status.
+    recorder.job_started(job, job.steps[:3], job.logs[:3])
     recorder.order_accepted(job, job.orders[0])
     recorder.next_control_number()
     job.status = JobStatus.SUCCEEDED

@@ -182,14 +182,14 @@ def make_job(
 
 
 def record(recorder: store.DatabaseRecorder, job: JobResult) -> None:
-    """Report a job to the recorder the way the pipeline does: the steps before
-    the ERP call, each accepted order, then the rest with the final status."""
+    """Report a job to the recorder the way the pipeline does: the row with the
+    steps before the ERP call, each accepted order, then the rest with the
+    final status."""
     final = job.status
     job.status = JobStatus.RUNNING
-    recorder.job_started(job)
     names = [s.step_name for s in job.steps]
     cut = names.index("post_to_erp") if "post_to_erp" in names else len(names)
-    recorder.steps_finished(job, job.steps[:cut], job.logs[:cut])
+    recorder.job_started(job, job.steps[:cut], job.logs[:cut])
     for order in job.orders:
         if order.erp_po_id:
             recorder.order_accepted(job, order)

@@ -247,6 +247,54 @@ def test_the_997_parses_back_cleanly(tmp_path):
     assert [s.code for s in sets] == ["997"] and reader.errors == []
 
 
+class CallLog(NullRecorder):
+    """Writes nothing; notes each write the pipeline asks for, with its steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, list[str]]] = []
+
+    def job_started(self, job, steps=(), logs=()):
+        self.writes.append(("job_started", [s.step_name for s in steps]))
+
+    def order_accepted(self, job, order):
+        self.writes.append(("order_accepted", [order.po_number]))
+        super().order_accepted(job, order)
+
+    def job_finished(self, job, logs, steps=()):
+        self.writes.append(("job_finished", [s.step_name for s in steps]))
+
+    def next_control_number(self) -> int:
+        self.writes.append(("next_control_number", []))
+        return super().next_control_number()
+
+
+def test_records_are_written_before_the_erp_call_and_after_it(tmp_path):
+    """A good file: the running job with the steps so far just before the ERP call,
+    the accepted order the moment the ERP answers, the rest at the end."""
+    calls = CallLog()
+    with Pipeline(settings_for(tmp_path), calls) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD_LF))
+    assert job.status is JobStatus.SUCCEEDED
+    assert calls.writes == [
+        ("job_started", ["parse", "transform", "validate"]),
+        ("order_accepted", [job.po_number]),
+        ("next_control_number", []),
+        ("job_finished", ["post_to_erp", "acknowledge"]),
+    ]
+
+
+def test_a_file_failing_before_the_erp_call_is_written_once(tmp_path):
+    """Nothing to protect before the ERP call: the job is written at its end, whole."""
+    calls = CallLog()
+    edit = lambda data: data.replace(b"PO1*1*120*EA*9.25", b"PO1*1*0*EA*9.25")  # noqa: E731
+    with Pipeline(settings_for(tmp_path), calls) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD, edit=edit))
+    assert job.status is JobStatus.FAILED
+    steps = ["parse", "transform", "validate", "post_to_erp", "acknowledge"]
+    assert calls.writes == [("next_control_number", []), ("job_finished", steps)]
+
+
 class BrokenRecorder(NullRecorder):
     """A recorder whose database is gone: every call raises."""
 

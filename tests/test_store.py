@@ -50,6 +50,19 @@ def test_job_round_trips_as_its_json(db, recorder):
     assert queries.show_job(db, job.job_id) == job.to_json()
 
 
+def test_job_written_only_at_its_end_round_trips(db, recorder):
+    """A job that never reached the ERP is written once, by job_finished: the
+    row, its steps, logs, interchanges, search keys and rollups together."""
+    job = make_job(5, status=JobStatus.FAILED)
+    job.orders[0].erp_po_id = None
+    recorder.job_finished(job, job.logs, job.steps)
+    assert queries.show_job(db, job.job_id) == job.to_json()
+    assert {k: v for k, v in queries.stats(db)["by_status"].items() if v} == {"failed": 1}
+    assert [j["job_id"] for j in queries.search_jobs(db, po_number=job.po_number[1:])] == [
+        job.job_id
+    ]
+
+
 def test_multi_order_file_summary(db, recorder):
     """A file with several 850s: first PO, summed total, first vendor, every order."""
     job = make_job(
@@ -68,21 +81,20 @@ def test_multi_order_file_summary(db, recorder):
 
 
 def test_failed_step_write_leaves_nothing_half_written(db, recorder):
-    """A step whose log line fails rolls back the step too and leaves no lock behind."""
+    """A log line that fails rolls back the job row and its steps too, and leaves no lock behind."""
     job = make_job(3)
     job.status = JobStatus.RUNNING
-    recorder.job_started(job)
     bad = LogEntry(T0, None, "no level", {})  # type: ignore[arg-type]  # NOT NULL
     with pytest.raises(pw.IntegrityError):
-        recorder.steps_finished(job, job.steps[:1], [bad])
+        recorder.job_started(job, job.steps[:1], [bad])
     assert not db.in_transaction()
-    assert queries.show_job(db, job.job_id)["steps"] == []
+    assert queries.show_job(db, job.job_id) is None
     if db.is_sqlite:  # another writer gets the lock at once
         other = sqlite3.connect(db.database, timeout=0)
         other.execute("BEGIN IMMEDIATE")
         other.execute("ROLLBACK")
         other.close()
-    recorder.steps_finished(job, job.steps[:1], [job.logs[0]])
+    recorder.job_started(job, job.steps[:1], [job.logs[0]])
     assert [s["step_name"] for s in queries.show_job(db, job.job_id)["steps"]] == ["parse"]
 
 
@@ -90,8 +102,7 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     """An accepted ERP id outlives a crash; the job is interrupted, resumed, counted once."""
     job = make_job(4)
     job.status = JobStatus.RUNNING
-    recorder.job_started(job)
-    recorder.steps_finished(job, job.steps[:1], job.logs[:1])
+    recorder.job_started(job, job.steps[:1], job.logs[:1])
     recorder.order_accepted(job, job.orders[0])
 
     db = reopen(db, settings)  # the daemon died here
@@ -390,9 +401,9 @@ def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path):
     shutil.rmtree(folder)
     job = make_job(81)
     with pytest.raises(StoreError, match="removed or replaced"):
-        recorder.job_started(job)
+        recorder.job_started(job, job.steps[:1], job.logs)
     with pytest.raises(pw.OperationalError):  # and it cannot reopen it either
-        recorder.steps_finished(job, job.steps[:1], job.logs)
+        recorder.order_accepted(job, job.orders[0])
     with pytest.raises(pw.OperationalError):
         recorder.job_finished(job, [])
     assert not folder.exists()

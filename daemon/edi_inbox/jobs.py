@@ -238,11 +238,13 @@ class Recorder(Protocol):
     """Where the pipeline reports. Every method may raise; the pipeline logs
     the failure loudly and goes on (a recorder never fails a job)."""
 
-    def job_started(self, job: JobResult) -> None:
-        """The job row, status running, before the first step."""
-
-    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
-        """Steps and the log lines since the last write, in one transaction."""
+    def job_started(
+        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
+    ) -> None:
+        """The job row, status running, with the steps done so far and their
+        log lines, in one transaction. The pipeline writes it just before the
+        first ERP call; a job that ends before that is written once, by
+        ``job_finished``."""
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
@@ -275,10 +277,9 @@ class NullRecorder:
         # written on average; the database recorder keeps a real sequence.
         self._control = int(time.time()) - 1_577_836_800
 
-    def job_started(self, job: JobResult) -> None:
-        pass
-
-    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
+    def job_started(
+        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
+    ) -> None:
         pass
 
     def job_finished(

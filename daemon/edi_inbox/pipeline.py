@@ -6,13 +6,16 @@ processors: it binds ``job_id`` and ``file`` to the logger, times each step,
 and reports it to the recorder. ``edi-inbox process`` and the daemon both call
 ``Pipeline.run``; it never raises for bad input and never moves the file.
 
-Records are written where they protect something: the job row before the
-first step; the finished steps (and their log lines) just before the first
-ERP call, the only step whose effect lies outside this host; each order's ERP
-id the moment the ERP answers; the rest with the final status (and, in
-the daemon, the path the file is about to be moved to). Four transactions for
-a good file instead of one per step: a crash can lose only step rows of a job
-that is then run again (``interrupted``) anyway.
+Records are written where they protect something: the job row (status
+running), with the steps done so far and their log lines, just before the
+first ERP call, the only step whose effect lies outside this host; each
+order's ERP id the moment the ERP answers; the rest with the final status
+(and, in the daemon, the path the file is about to be moved to). Three
+transactions for a good file, one for a file that fails before the ERP call,
+instead of one per step. A crash before the first write loses nothing: the
+daemon runs the claimed file again under the same job id; one after it leaves
+the job ``running``, and the next start marks it ``interrupted`` and runs it
+again.
 """
 
 from __future__ import annotations
@@ -203,12 +206,11 @@ class Pipeline:
                 job.error = work.skip_rest
                 job.error_details = [{"message": work.skip_rest}]
             self._fill_file_facts(job, work.data)
-            self._record(self.recorder.job_started, job)
             logger.info("job_started", size=job.file_size, retry_of=retry_of)
             unwritten: list[StepResult] = []
             for name, step in self.steps:
                 if name == "post_to_erp" and not work.skip_rest:
-                    self._record(self.recorder.steps_finished, job, unwritten, logs.drain())
+                    self._record(self.recorder.job_started, job, unwritten, logs.drain())
                     unwritten = []
                 unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:

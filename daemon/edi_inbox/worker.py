@@ -187,7 +187,7 @@ class Worker:
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
             error = f"internal error: {exc!r}"
             result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
-            self._record_finished(result, started=False)
+            self._record_finished(result)
         return self._finish(flight, result)
 
     def _refuse(
@@ -198,7 +198,7 @@ class Worker:
         error = f"{shown} was not read: {problem.reason}"
         result = self._failed_result(job_id, flight, retry_of, error, problem.code)
         logger.warning("file_refused", file=shown, code=problem.code, reason=problem.reason)
-        self._record_finished(result, started=True)
+        self._record_finished(result)
         outcome = self._finish(flight, result)
         if outcome.status == "failed":
             outcome.status = "refused"
@@ -222,13 +222,11 @@ class Worker:
             retry_of=retry_of,
         )
 
-    def _record_finished(self, result: JobResult, *, started: bool) -> None:
+    def _record_finished(self, result: JobResult) -> None:
         if self.recorder is None:
             return
         try:
-            if started:
-                self.recorder.job_started(result)
-            self.recorder.job_finished(result, [])
+            self.recorder.job_finished(result, [])  # the row too: one transaction
         except Exception as exc:  # the recorder never fails a job
             logger.error("recorder_failed", job_id=result.job_id, error=repr(exc))
 

@@ -1,11 +1,13 @@
 """``DatabaseRecorder``: the pipeline's ``jobs.Recorder`` on a database.
 
 A job's records go in the units of work the protocol asks for, each committed
-whole or not at all: the job row when the job starts; each step with its log
-lines as it completes; an order's ERP id the moment the ERP gives it; the
-final status, summary, orders, interchanges, search keys and rollups at the
-end. Each unit sends its writes as one ``Batch``: on PostgreSQL one round
-trip (``job_finished``, which reads the row's old values first, takes four).
+whole or not at all: the job row with the steps done so far and their log
+lines, just before the first ERP call; an order's ERP id the moment the ERP
+gives it; the final status, summary, orders, interchanges, search keys and
+rollups at the end (with the row, for a job that never reached the ERP).
+Each unit sends its writes as one ``Batch``: on PostgreSQL one round trip
+(``job_finished``, which reads the row's old values first, takes four;
+``job_started``, which needs the new row's id for the steps, four as well).
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class DatabaseRecorder:
     """``jobs.Recorder`` on a database: a job's records in a few short transactions.
 
     Each method is one unit of work (``run_unit``): it commits whole or raises
-    with nothing written. A method called for a job whose row is missing (its
-    ``job_started`` failed while the database was away) creates the row first.
+    with nothing written. A method called for a job whose row is missing (a
+    job that ended before the ERP call, or whose ``job_started`` failed while
+    the database was away) creates the row first.
     """
 
     def __init__(self, db: Database) -> None:
@@ -71,13 +74,16 @@ class DatabaseRecorder:
             when,
         )
 
-    def _job_pk(self, job: JobResult) -> int:
-        """The job's row id, inserting the row if it is missing (inside a unit)."""
+    def _job_pk(self, job: JobResult) -> tuple[int, bool]:
+        """The job's row id, inserting the row if it is missing (inside a unit),
+        and whether it did."""
         pk = self._known_pk(job)
-        if pk is None:
-            row = self._insert_job(job, utcnow()).run()
-            pk = row[0] if row else execute(self.db, "job_get", job.job_id).fetchone()[0]
-        return pk
+        if pk is not None:
+            return pk, False
+        row = self._insert_job(job, utcnow()).run()
+        if row:
+            return row[0], True
+        return execute(self.db, "job_get", job.job_id).fetchone()[0], False
 
     def _write(self, job: JobResult, add: Callable[[Batch, int], object]) -> None:
         """One unit of work: the statements ``add(batch, pk)`` puts in a batch
@@ -91,7 +97,7 @@ class DatabaseRecorder:
             return
 
         def work() -> int:
-            pk = self._job_pk(job)
+            pk, _ = self._job_pk(job)
             batch = Batch(self.db)
             add(batch, pk)
             batch.run()
@@ -99,17 +105,17 @@ class DatabaseRecorder:
 
         self._remember(job, run_unit(self.db, work), fresh=False)
 
-    def job_started(self, job: JobResult) -> None:
+    def job_started(
+        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
+    ) -> None:
         now = utcnow()
-        row = self._insert_job(job, now).commit()
-        if row is not None:
-            self._remember(job, row[0], fresh=True)
-            return
 
-        def work() -> tuple[int, bool]:  # resumed after a crash, or run again under the same id
-            row = self._insert_job(job, now).run()  # unless the row went meanwhile
+        def work() -> tuple[int, bool]:
+            row = self._insert_job(job, now).run()
             if row is not None:
+                _add_logs(_add_steps(Batch(self.db), row[0], steps), row[0], logs).run()
                 return row[0], True
+            # Resumed after a crash, or run again under the same id.
             pk, status, started_at, duration, amount = execute(
                 self.db, "job_get", job.job_id
             ).fetchone()
@@ -123,13 +129,10 @@ class DatabaseRecorder:
                 stamp(now),
                 pk,
             )
-            batch.run()
+            _add_logs(_add_steps(batch, pk, steps), pk, logs).run()
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
-
-    def steps_finished(self, job: JobResult, steps: list[StepResult], logs: list[LogEntry]) -> None:
-        self._write(job, lambda batch, pk: _add_logs(_add_steps(batch, pk, steps), pk, logs))
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         now = utcnow()
@@ -157,7 +160,7 @@ class DatabaseRecorder:
 
         def work() -> None:
             db = self.db
-            pk = self._job_pk(job)
+            pk, inserted = self._job_pk(job)
             old_status, old_started, old_duration, old_amount, old_sha, old_retry = execute(
                 db, "job_get_pk", pk
             ).fetchone()
@@ -200,7 +203,7 @@ class DatabaseRecorder:
             _add_orders(batch, pk, orders, now)
             _add_steps(batch, pk, steps)
             _add_logs(batch, pk, logs)
-            if not fresh:
+            if not (fresh or inserted):
                 batch.add("interchanges_delete", pk)
             interchanges = dict.fromkeys(i.key() for i in job.interchanges)
             batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
