@@ -102,18 +102,22 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     """An accepted ERP id outlives a crash; the job is interrupted, resumed, counted once."""
     job = make_job(4)
     job.status = JobStatus.RUNNING
-    recorder.job_started(job, job.steps[:1], job.logs[:1])
+    accepted = job.orders[0].erp_po_id
+    job.orders[0].erp_po_id = None
+    assert recorder.job_started(job, job.steps[:1], job.logs[:1]) == {}
+    job.orders[0].erp_po_id = accepted
     recorder.order_accepted(job, job.orders[0])
 
     db = reopen(db, settings)  # the daemon died here
     again = store.DatabaseRecorder(db)
-    assert again.accepted_erp_id(job.orders[0].idempotency_key) == "ERP-4-0"
-    assert again.accepted_erp_id("no such key") is None
     interrupted = store.mark_interrupted(db, "host-a")
     assert [j["job_id"] for j in interrupted] == [job.job_id]
     assert queries.stats(db)["by_status"]["interrupted"] == 1
 
-    again.job_started(job)
+    job.orders.append(replace(job.orders[0], idempotency_key="no such key", erp_po_id=None))
+    known = again.job_started(job)  # the run after the restart: not posted again
+    assert known == {job.orders[0].idempotency_key: "ERP-4-0"}
+    del job.orders[1]
     job.status = JobStatus.SUCCEEDED
     again.job_finished(job, [], job.steps)
     shown = queries.show_job(db, job.job_id)
@@ -158,7 +162,8 @@ def test_order_rows_by_idempotency_key(db, recorder):
     record(recorder, duplicate)
     assert queries.show_job(db, original.job_id)["orders"][0]["erp_po_id"] == "ERP-10-0"
     assert queries.show_job(db, duplicate.job_id)["orders"] == []
-    assert recorder.accepted_erp_id(original.orders[0].idempotency_key) == "ERP-10-0"
+    again = replace(duplicate, job_id="another-run", orders=[original.orders[0]])
+    assert recorder.job_started(again) == {original.orders[0].idempotency_key: "ERP-10-0"}
 
     failed = make_job(12, status=JobStatus.FAILED)
     record(recorder, failed)

@@ -240,11 +240,12 @@ class Recorder(Protocol):
 
     def job_started(
         self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> None:
+    ) -> dict[str, str]:
         """The job row, status running, with the steps done so far and their
-        log lines, in one transaction. The pipeline writes it just before the
-        first ERP call; a job that ends before that is written once, by
-        ``job_finished``."""
+        log lines, in one transaction, which also reads the ERP ids already
+        given to the job's orders (idempotency key -> id): those are not
+        posted again. The pipeline calls it just before the first ERP call; a
+        job that ends before that is written once, by ``job_finished``."""
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
@@ -255,9 +256,6 @@ class Recorder(Protocol):
     def find_duplicate(self, job: JobResult) -> str | None:
         """The job_id of an earlier succeeded job with the same file sha256 or
         an accepted interchange with the same sender + receiver + ISA13."""
-
-    def accepted_erp_id(self, idempotency_key: str) -> str | None:
-        """The ERP id an order with this key already got, if any."""
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         """Record the ERP id at once, before anything else can go wrong."""
@@ -279,8 +277,10 @@ class NullRecorder:
 
     def job_started(
         self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> None:
-        pass
+    ) -> dict[str, str]:
+        keys = {o.idempotency_key for o in job.orders}
+        with self._lock:
+            return {k: v for k, v in self._accepted.items() if k in keys}
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
@@ -289,10 +289,6 @@ class NullRecorder:
 
     def find_duplicate(self, job: JobResult) -> str | None:
         return None
-
-    def accepted_erp_id(self, idempotency_key: str) -> str | None:
-        with self._lock:
-            return self._accepted.get(idempotency_key)
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         if order.erp_po_id:

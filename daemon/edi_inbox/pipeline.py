@@ -97,6 +97,7 @@ class _Work:
     rejected: dict[tuple[str, str, str], list[X12Error]] = field(default_factory=dict)
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
+    accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         key = (ts.interchange.control_number, ts.group.control_number, ts.control_number)
@@ -210,7 +211,8 @@ class Pipeline:
             unwritten: list[StepResult] = []
             for name, step in self.steps:
                 if name == "post_to_erp" and not work.skip_rest:
-                    self._record(self.recorder.job_started, job, unwritten, logs.drain())
+                    known = self._record(self.recorder.job_started, job, unwritten, logs.drain())
+                    work.accepted = known or {}
                     unwritten = []
                 unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:
@@ -382,11 +384,12 @@ class Pipeline:
         return {"orders_checked": len(work.purchase_orders)}
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
-        """Deliver each order once: an order the ERP already accepted is not posted again."""
+        """Deliver each order once: an order the ERP already accepted (as read
+        with the job's running record) is not posted again."""
         attempts = 0
         failures: list[str] = []
         for order in job.orders:
-            known = self._record(self.recorder.accepted_erp_id, order.idempotency_key)
+            known = work.accepted.get(order.idempotency_key)
             if known:
                 order.erp_po_id, order.status = known, "posted"
                 logger.info("order_already_accepted", po_number=order.po_number, erp_po_id=known)

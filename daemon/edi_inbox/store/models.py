@@ -117,7 +117,7 @@ class JobLog(BaseModel):
 
 class Order(BaseModel):
     """One 850. ``idempotency_key`` is unique: the row of an order the ERP
-    accepted is never taken over by a later job (``accepted_erp_id`` reads it)."""
+    accepted is never taken over by a later job (``job_started`` reads it)."""
 
     id = pw.BigAutoField()
     # Indexed with po_number_folded (below): "has this job an order whose PO

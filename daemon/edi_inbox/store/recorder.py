@@ -107,10 +107,16 @@ class DatabaseRecorder:
 
     def job_started(
         self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> None:
+    ) -> dict[str, str]:
         now = utcnow()
+        accepted: dict[str, str] = {}
 
         def work() -> tuple[int, bool]:
+            accepted.clear()  # (a unit may run again on PostgreSQL)
+            for key in dict.fromkeys(o.idempotency_key for o in job.orders):
+                row = execute(self.db, "accepted_erp_id", key).fetchone()
+                if row:
+                    accepted[key] = row[0]
             row = self._insert_job(job, now).run()
             if row is not None:
                 _add_logs(_add_steps(Batch(self.db), row[0], steps), row[0], logs).run()
@@ -133,6 +139,7 @@ class DatabaseRecorder:
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
+        return accepted
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         now = utcnow()
@@ -228,13 +235,6 @@ class DatabaseRecorder:
                 if row:
                     return str(row[0])
             return None
-
-        return run_unit(self.db, work, write=False, atomic=False)
-
-    def accepted_erp_id(self, idempotency_key: str) -> str | None:
-        def work() -> str | None:
-            row = execute(self.db, "accepted_erp_id", idempotency_key).fetchone()
-            return row[0] if row else None
 
         return run_unit(self.db, work, write=False, atomic=False)
 
