@@ -25,6 +25,10 @@ _job_buffer: contextvars.ContextVar[JobLogBuffer | None] = contextvars.ContextVa
     "edi_inbox_job_buffer", default=None
 )
 
+# Whether configure() has run: its first call replaces structlog's default
+# processor list (which loggers made before it hold), later calls change it.
+_configured: list[bool] = []
+
 # Keys that never reach a log line, whatever a caller binds.
 SECRET_KEYS = frozenset({"token", "authorization", "password", "secret", "api_key"})
 _OMIT_FROM_DETAILS = frozenset({"event", "level", "timestamp", "job_id", "file", "logger"})
@@ -127,16 +131,25 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         final = [renderer]
 
     shared = shared_processors()
+    # Loggers are bound once, at their first use after this call (a dozen
+    # events a job otherwise each rebuild their bound logger). A cached
+    # logger keeps the processor list it was made with, so the list is
+    # changed in place, as structlog.testing.capture_logs does.
+    processors = structlog.get_config()["processors"]
+    if not _configured:
+        processors = []
+        _configured.append(True)
+    processors[:] = [
+        structlog.stdlib.filter_by_level,
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
