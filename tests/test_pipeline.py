@@ -107,6 +107,24 @@ def test_job_logs_carry_job_id_and_file(tmp_path):
     assert [entry.message for entry in job.logs] == [e["event"] for e in mine]
 
 
+def test_log_level_applies_to_loggers_already_used(tmp_path):
+    """Loggers are bound once; configure() with another level still takes effect:
+    below it an event is neither written nor kept, at or above it both."""
+    stream = io.StringIO()
+    try:
+        logsetup.configure("warning", "json", stream=stream)
+        with Pipeline(settings_for(tmp_path)) as pipeline:
+            quiet = pipeline.run(copy(tmp_path, GOOD))
+            logsetup.configure("debug", "json", stream=stream)
+            loud = pipeline.run(copy(tmp_path, GOOD, name="again.edi"))
+    finally:
+        logsetup.configure("info", "json")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert quiet.logs == [] and {e["job_id"] for e in lines} == {loud.job_id}
+    assert {"job_started", "step_done", "job_finished"} <= {e.message for e in loud.logs}
+    assert [e.message for e in loud.logs] == [e["event"] for e in lines]
+
+
 def test_posts_to_the_http_erp_once_with_an_idempotency_key(tmp_path, httpserver):
     """With [erp] url the order is POSTed once; a second run of the same file is not posted."""
     httpserver.expect_request("/orders", method="POST").respond_with_json({"id": 77}, status=201)

@@ -105,6 +105,22 @@ def job_context(job_id: str, file: str) -> Iterator[JobLogBuffer]:
             _job_buffer.reset(token)
 
 
+class BoundLogger(structlog.stdlib.BoundLogger):
+    """structlog's stdlib logger, but an event below the logger's level costs
+    one level check instead of a trip through the processors to
+    ``filter_by_level`` (the daemon makes a dozen debug and info events a job)."""
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return self._proxy_to_logger("debug", event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        return self._proxy_to_logger("info", event, *args, **kw)
+
+
 def shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -148,7 +164,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     structlog.configure(
         processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=BoundLogger,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
