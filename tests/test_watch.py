@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from watchdog.events import (
     DirCreatedEvent,
@@ -172,6 +174,17 @@ def test_handler_keeps_odd_names(inbox):
     assert [item[2] for item in got] == odd
     assert display_name(odd[1]) == "po\\nforged.edi"
     assert display_name(odd[2]) == "po\\xff.edi"
+
+
+@given(st.text(st.characters(codec="utf-8"), max_size=40) | st.binary(max_size=40).map(os.fsdecode))
+def test_display_name_escapes_every_control_character_and_stray_byte(name):
+    """What reaches a log line: no control character, no undecodable byte; a
+    name without any comes out as it is."""
+    shown = display_name(name)
+    codes = [ord(c) for c in shown]
+    assert not any(c < 0x20 or 0x7F <= c < 0xA0 or 0xD800 <= c < 0xE000 for c in codes)
+    if name.isprintable():
+        assert shown == name
 
 
 # -- readiness --------------------------------------------------------------------

@@ -31,6 +31,8 @@ def display_name(name: str | bytes) -> str:
     undecodable bytes escaped (a newline in a name cannot forge a log line)."""
     if isinstance(name, bytes):
         name = os.fsdecode(name)
+    if name.isprintable():  # no control character, no escaped byte: as it is
+        return name
     out = []
     for ch in name:
         code = ord(ch)
