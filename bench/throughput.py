@@ -23,10 +23,10 @@ observer. For each ERP speed it reports, as files per second:
   row, five step rows, log lines, the order, the duplicate check, the claim
   rename, the safe open. 997s are off in both.
 
-With the instant ERP the loop and the daemon run ``--rounds`` times back to
-back and the median ratio is reported: on a shared machine one round can be
-20 % off the next. With the slow ERP the loop posts at most 300 files (its rate
-is the ERP's).
+With the instant ERP the daemon runs ``--rounds`` times, each run between two
+runs of the loop and compared with their mean, and the median ratio is
+reported: on a shared machine the speed drifts by 20 % within minutes. With
+the slow ERP the loop posts at most 300 files (its rate is the ERP's).
 
 Then pickup latency: single files written in place, one at a time; the time
 from the upload's last write to the file leaving the inbox (the claim), whose
@@ -335,7 +335,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=0.2, help="daemon settle_seconds")
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="loop + daemon rounds with the instant ERP"
+        "--rounds", type=int, default=3, help="daemon runs between loop runs (instant ERP)"
     )
     parser.add_argument(
         "--processes",
@@ -359,9 +359,11 @@ def main() -> None:
             with erp_server(delay) as url:
                 alone = run_pipeline_alone(template, loop_files, url, base / f"alone-{delay}")
                 print(f"{label}: Pipeline.run alone {alone:.1f} files/s")
-                for n in range(rounds):  # loop and daemon back to back, so alike in weather
+                # Each daemon run sits between two loop runs and is compared with
+                # their mean: on a shared machine the speed drifts within minutes.
+                before = run_loop(template, loop_files, url, base / f"{delay}-loop")
+                for n in range(rounds):
                     work = base / f"{delay}-{n}"
-                    loop = run_loop(template, loop_files, url, work / "loop")
                     overall, steady = run_daemon(
                         template,
                         args.files,
@@ -371,12 +373,16 @@ def main() -> None:
                         args.settle,
                         args.processes,
                     )
+                    after = run_loop(template, loop_files, url, work / "loop")
+                    loop = (before + after) / 2
                     ratios.append((overall / loop, steady / loop))
                     print(
-                        f"  loop {loop:.1f} files/s; daemon ({workers} workers, "
-                        f"{args.processes} processes) {overall:.1f} overall, {steady:.1f} "
-                        f"steady = {overall / loop:.0%} / {steady / loop:.0%} of the loop"
+                        f"  loop {before:.1f} / {after:.1f} files/s before / after; daemon "
+                        f"({workers} workers, {args.processes} processes) {overall:.1f} overall, "
+                        f"{steady:.1f} steady = {overall / loop:.0%} / {steady / loop:.0%} "
+                        "of the loop's mean"
                     )
+                    before = after
             if rounds > 1:
                 print(
                     f"  median of {rounds} rounds: daemon = "
