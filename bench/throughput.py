@@ -43,6 +43,7 @@ import contextlib
 import http.server
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -55,6 +56,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 try:
     from edi_inbox import orders, render
@@ -260,6 +262,45 @@ def count_entries(folder: Path) -> int:
         return sum(1 for _ in entries)
 
 
+class Arrivals:
+    """When each file reached a folder, told by inotify (watchdog), so that
+    timing the daemon costs the bench ~20 µs a file instead of a directory
+    scan (~1 ms for 2,000 names) every 10 ms on the cores the daemon uses."""
+
+    def __init__(self, folder: Path) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self.times: list[float] = []
+        self.arrived = threading.Condition()
+        arrivals = self
+
+        class Handler(FileSystemEventHandler):
+            def on_created(self, event: object) -> None:
+                with arrivals.arrived:
+                    arrivals.times.append(time.perf_counter())
+                    arrivals.arrived.notify_all()
+
+        # watchdog 7 logs an error when an emitter stops mid-read; nothing is lost.
+        logging.getLogger("watchdog").setLevel(logging.CRITICAL)
+        self.observer = Observer()
+        self.observer.schedule(Handler(), str(folder))
+        self.observer.start()
+
+    def wait(self, count: int, alive: Any) -> list[float]:
+        """The first ``count`` arrival times, once they are in (``alive()`` checked meanwhile)."""
+        with self.arrived:
+            while len(self.times) < count:
+                if not alive():
+                    raise SystemExit("the daemon died while the bench waited")
+                self.arrived.wait(0.5)
+            return self.times[:count]
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join()
+
+
 def run_daemon(
     template: bytes,
     count: int,
@@ -271,6 +312,7 @@ def run_daemon(
 ) -> tuple[float, float]:
     """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
     daemon = Daemon(work, erp_url, workers, settle, processes)
+    arrivals = Arrivals(daemon.done)
     try:
         staging = work / "staging"
         names = [f"po{n:05d}.edi" for n in range(count)]
@@ -279,24 +321,14 @@ def run_daemon(
         started = time.perf_counter()
         for name in names:  # finished uploads arrive at once
             os.rename(staging / name, daemon.inbox / name)
-        marks: dict[int, float] = {}
+        times = arrivals.wait(count, lambda: daemon.proc.poll() is None)
+        if count_entries(daemon.done) != count:
+            raise SystemExit(f"{count} arrivals told, but done/ holds another number: see {work}")
         low, high = count // 10, count - count // 10
-        while True:
-            done = count_entries(daemon.done)
-            now = time.perf_counter()
-            if done >= low:
-                marks.setdefault(low, now)
-            if done >= high:
-                marks.setdefault(high, now)
-            if done >= count:
-                break
-            if daemon.proc.poll() is not None:
-                raise SystemExit(f"the daemon died: see {work / 'daemon.log'}")
-            time.sleep(0.01)
-        elapsed = now - started
-        steady = (high - low) / max(marks[high] - marks[low], 1e-9)
-        return count / elapsed, steady
+        steady = (high - low) / max(times[high - 1] - times[low - 1], 1e-9)
+        return count / (times[-1] - started), steady
     finally:
+        arrivals.stop()
         daemon.stop()
 
 
