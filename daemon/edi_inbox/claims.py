@@ -88,7 +88,11 @@ def split_processing_name(pname: str) -> tuple[str, str | None]:
 
 def retry_marker(processing: Path, st: os.stat_result) -> Path:
     """Where the retry marker of the file with stat ``st`` lives."""
-    return processing / RETRY_DIR / f"{st.st_dev}-{st.st_ino}.json"
+    return processing / _marker_name(st)
+
+
+def _marker_name(st: os.stat_result) -> str:
+    return f"{RETRY_DIR}/{st.st_dev}-{st.st_ino}.json"
 
 
 def write_retry_marker(processing: Path, st: os.stat_result, retry_of: str) -> Path:
@@ -165,14 +169,19 @@ class Claims:
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:
         """The job this file is a retry of, if ``retry`` marked it (the marker is used up)."""
-        assert self.paths.processing is not None
-        marker = retry_marker(self.paths.processing, st)
+        marker = _marker_name(st)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:  # once per job, and almost never there: one failed open, no Path
+            fd = os.open(marker, flags, dir_fd=self.processing_fd)
+        except OSError:
+            return None
         try:
-            info = json.loads(marker.read_bytes())
+            with os.fdopen(fd, "rb") as fh:
+                info = json.loads(fh.read(64 * 1024))
         except (OSError, ValueError):
             return None
         with contextlib.suppress(OSError):
-            marker.unlink()
+            os.unlink(marker, dir_fd=self.processing_fd)
         if info.get("size") != st.st_size or info.get("mtime_ns") != st.st_mtime_ns:
             return None  # the inode was reused by another file
         return info.get("retry_of")
