@@ -352,14 +352,29 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2]
-    assert store.schema_version(db) == 2
+    assert store.migrate(db) == [2, 3]
+    assert store.schema_version(db) == 3
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
     stats = queries.stats(db)
     assert stats["successful_jobs"] == 1 and stats["total_amount_processed"] == "99.99"
     new = record_job(61)  # and it records as usual
     assert queries.show_job(db, new.job_id)["acks"] == ["po_61.997"]
+
+
+def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
+    """v2 → v3: the index on jobs.po_number goes; jobs are still found by PO."""
+    old = record_job(62, po_numbers=("4500004712",))
+
+    def make_v2() -> None:
+        db.execute_sql('CREATE INDEX "jobs_po_number" ON "jobs" ("po_number")')
+        store._write_version(2)
+
+    store.run_unit(db, make_v2)
+    assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
+    assert store.migrate(db) == [3]
+    assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
+    assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
 
 def test_reset_drops_every_record(db, record_job):

@@ -75,9 +75,9 @@ class Job(BaseModel):
 # Every index costs a page write per commit (SQLite's commit cost grows with
 # the pages it touches), so the indexes on columns that are NULL while a job
 # runs are partial: a row enters them once, when the job finishes.
+# (No index on po_number: a PO is looked up through orders and po_search.)
 for _column, *_more in (
     (Job.file_sha256,),
-    (Job.po_number,),
     (Job.retry_of,),
     (Job.vendor_name_folded, Job.started_at),
     (Job.sender_id, Job.started_at),

@@ -36,7 +36,7 @@ from .models import (
     po_suffixes,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -91,10 +91,16 @@ def _migrate_v2(db: Database) -> None:
     rebuild_search_and_rollups(db)
 
 
+def _migrate_v3(db: Database) -> None:
+    """v3: no index on ``jobs.po_number`` (never used: POs are found through
+    ``orders`` and ``po_search``; it cost every finished job a page write)."""
+    db.execute_sql('DROP INDEX IF EXISTS "jobs_po_number"')
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _migrate_v2}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _migrate_v2, 3: _migrate_v3}
 
 
 def init(db: Database) -> list[int]:
