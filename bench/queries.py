@@ -378,7 +378,7 @@ def fresh_database(folder: Path, name: str) -> Path:
 
 def bench_recording(folder: Path, files: int) -> dict[str, float]:
     """Per-file cost (µs): the recorder, raw sqlite3 in one transaction, raw sqlite3
-    in the recorder's five transactions."""
+    in the recorder's four transactions."""
     out: dict[str, float] = {}
     path = fresh_database(folder, "record.db")
     db = store.open_database(f"sqlite:///{path}", Settings(paths=PathSettings(root=folder)))
@@ -413,13 +413,13 @@ def bench_recording(folder: Path, files: int) -> dict[str, float]:
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
                 continue
-            # The recorder's units: job row; the three steps before the ERP call
-            # with their logs; order; control number; the job's final update
-            # with the last two steps and logs, interchange, keys, rollup.
+            # The recorder's units: the job row with the three steps before the
+            # ERP call and their logs; order; control number; the job's final
+            # update with the last two steps and logs, interchange, keys, rollup.
             jobs_sql, steps, logs, orders, inter, keys, roll, control = writes
-            head = [(steps[0], steps[1][:3]), (logs[0], logs[1][:3])]
+            head = [jobs_sql, (steps[0], steps[1][:3]), (logs[0], logs[1][:3])]
             tail = [(steps[0], steps[1][3:]), (logs[0], logs[1][3:])]
-            units = [[jobs_sql], head, [orders], [control], [*tail, inter, keys, roll]]
+            units = [head, [orders], [control], [*tail, inter, keys, roll]]
             for unit in units:
                 conn.execute("BEGIN IMMEDIATE")
                 for sql, rows in unit:
