@@ -871,3 +871,27 @@ def test_folder_counts(tmp_path):
 def test_workers_spread_over_worker_processes(workers, processes, expected):
     """Each worker process runs its share of the workers; never a process with none."""
     assert procs.shares(workers, processes) == expected
+
+
+def test_the_daemon_checkpoints_sqlite_beside_its_workers(tmp_path, erp, monkeypatch):
+    """run: the WAL is checkpointed by the daemon's Checkpointer thread (started
+    with the service, stopped with it), its connections and worker processes'
+    never checkpoint in a commit."""
+    started: list[store.Checkpointer] = []
+
+    class Quick(store.Checkpointer):  # the real one, with a low mark and a short turn
+        def __init__(self, db, **kwargs):
+            super().__init__(db, pages=20, interval=0.02)
+            started.append(self)
+
+    monkeypatch.setattr(store, "Checkpointer", Quick)
+    settings = make_settings(tmp_path, erp.url, processes=2, workers=2)
+    for n in range(1, 13):
+        (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n))
+    assert service.run(settings, once=True) == 0
+    assert len(names(settings.paths.done)) == 12
+    (checkpointer,) = started
+    assert checkpointer.restarts >= 1 and not checkpointer._thread.is_alive()
+    db = store.open_database(settings.database_url, settings)
+    assert queries.stats(db)["total_jobs"] == 12
+    store.close_database(db)

@@ -26,6 +26,8 @@ from edi_inbox.config import DatabaseSettings, Settings
 from edi_inbox.errors import StoreError
 from edi_inbox.jobs import Interchange, JobStatus, LogEntry, StepResult, StepStatus
 
+from helpers import poll_until
+
 
 def reopen(db: store.Database, settings: Settings) -> store.Database:
     """A second handle on the same database, as after a daemon restart."""
@@ -616,3 +618,81 @@ def test_sqlite_threads_take_turns_without_the_busy_handler(tmp_path):
     assert record_in_threads(db, 8, 15) == []
     assert queries.stats(db)["total_jobs"] == 120
     db.close()
+
+
+# -- checkpoints beside the writers ----------------------------------------------
+
+
+def _wal_frames(path: Path) -> int:
+    """Frames the WAL of ``path`` holds, read by a checkpoint from a plain connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    finally:
+        conn.close()
+
+
+def test_daemon_connections_leave_checkpoints_to_the_checkpointer(tmp_path):
+    """checkpoints=False: writers never checkpoint, however long the WAL; the
+    Checkpointer copies it beside them and, past its mark, starts it over."""
+    path = tmp_path / "edi-inbox.db"
+    sqlite_at(path).close()
+    settings = Settings(database=DatabaseSettings())
+    db = store.open_database(f"sqlite:///{path}", settings, checkpoints=False)
+    recorder = store.DatabaseRecorder(db)
+    for n in range(1, 41):  # a few hundred pages; a writer would checkpoint at 10,000
+        record(recorder, make_job(n))
+    assert db.execute_sql("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    checkpointer = store.Checkpointer(db, pages=100)
+    frames = checkpointer.checkpoint()  # beside the writers, then within the turn
+    assert frames >= 100 and checkpointer.restarts == 1
+    record(recorder, make_job(41))  # the next write starts the WAL over
+    assert _wal_frames(path) < frames
+    assert queries.stats(db)["total_jobs"] == 41
+
+
+def test_checkpointer_copies_beside_a_writer_and_waits_only_to_start_over(tmp_path):
+    """The first pass does not wait for the write turn; the pass that lets the
+    WAL start over does, so no writer's frames are left behind."""
+    path = tmp_path / "edi-inbox.db"
+    sqlite_at(path).close()
+    settings = Settings(database=DatabaseSettings())
+    db = store.open_database(f"sqlite:///{path}", settings, checkpoints=False)
+    for n in range(1, 11):
+        record(store.DatabaseRecorder(db), make_job(n))
+    writer = store.open_database(f"sqlite:///{path}", settings, checkpoints=False)
+    writer.begin_write()  # another writer holds the turn (the flock on the lock file)
+    results: list[int] = []
+    below = store.Checkpointer(db, pages=10**9)
+    done = threading.Thread(target=lambda: results.append(below.checkpoint()))
+    done.start()
+    done.join(10)
+    assert results and below.restarts == 0  # it never asked for the turn
+
+    above = store.Checkpointer(db, pages=1)
+    waiting = threading.Thread(target=lambda: results.append(above.checkpoint()))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and above.restarts == 0  # waits for the turn
+    writer.end_write()
+    waiting.join(10)
+    assert not waiting.is_alive() and above.restarts == 1
+    store.close_database(writer)
+
+
+def test_checkpointer_thread_runs_until_stopped(tmp_path):
+    """start(): a turn every interval, errors logged and tried again; stop() ends it."""
+    path = tmp_path / "edi-inbox.db"
+    sqlite_at(path).close()
+    settings = Settings(database=DatabaseSettings())
+    db = store.open_database(f"sqlite:///{path}", settings, checkpoints=False)
+    recorder = store.DatabaseRecorder(db)
+    checkpointer = store.Checkpointer(db, pages=50, interval=0.01)
+    checkpointer.start()
+    try:
+        for n in range(1, 31):
+            record(recorder, make_job(n))
+        poll_until(lambda: checkpointer.restarts >= 1, what="a checkpoint that starts the WAL over")
+    finally:
+        checkpointer.stop()
+    assert not checkpointer._thread.is_alive()

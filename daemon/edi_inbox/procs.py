@@ -157,7 +157,8 @@ def child_main(
 
     log.configure(settings.log.level, settings.log.format, stream=sys.stdout)  # as `run`
     try:
-        db = store.open_database(settings.database_url, settings)
+        # The daemon's main process checkpoints SQLite's WAL (store.Checkpointer).
+        db = store.open_database(settings.database_url, settings, checkpoints=False)
         if isinstance(db, store.SqliteStore):
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)

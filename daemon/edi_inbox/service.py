@@ -565,12 +565,17 @@ def run(
 
     host = socket.gethostname()
     try:
-        db = store.open_database(settings.database_url, settings)
+        # SQLite's WAL is checkpointed by a thread of its own, not in the
+        # commit of whichever worker crosses the mark (the others waited).
+        db = store.open_database(settings.database_url, settings, checkpoints=False)
         store.init(db)  # creates or migrates the schema; safe at every start
         interrupted = store.mark_interrupted(db, host)
     except Exception as exc:
         logger.error("cannot_open_database", url=_safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
+    checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
+    if checkpointer is not None:
+        checkpointer.start()
     if interrupted:
         logger.warning("jobs_interrupted", count=len(interrupted))
     daemon_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -614,6 +619,8 @@ def run(
             code = service.run(once=once, max_jobs=max_jobs)
         finally:
             pipeline.close()
+            if checkpointer is not None:
+                checkpointer.stop()
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat

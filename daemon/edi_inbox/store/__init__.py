@@ -22,6 +22,7 @@ One noun per module:
 from __future__ import annotations
 
 from .database import (
+    Checkpointer,
     Database,
     PostgresStore,
     SqliteStore,
@@ -91,6 +92,7 @@ __all__ = [
     "ROLLUP_PERIODS",
     "SCHEMA_VERSION",
     "BaseModel",
+    "Checkpointer",
     "ControlNumber",
     "Daemon",
     "Database",
