@@ -573,9 +573,6 @@ def run(
     except Exception as exc:
         logger.error("cannot_open_database", url=_safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
-    checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
-    if checkpointer is not None:
-        checkpointer.start()
     if interrupted:
         logger.warning("jobs_interrupted", count=len(interrupted))
     daemon_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -614,8 +611,11 @@ def run(
         final_path=final_path,
         host=host,
     )
+    checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
     with _signals(service):
         try:
+            if checkpointer is not None:
+                checkpointer.start()
             code = service.run(once=once, max_jobs=max_jobs)
         finally:
             pipeline.close()
