@@ -895,3 +895,19 @@ def test_the_daemon_checkpoints_sqlite_beside_its_workers(tmp_path, erp, monkeyp
     db = store.open_database(settings.database_url, settings)
     assert queries.stats(db)["total_jobs"] == 12
     store.close_database(db)
+
+
+def test_with_a_backlog_each_worker_process_gets_its_next_file_ahead(tmp_path, erp):
+    """Worker processes: while a child runs a unit and more work waits than there
+    are relays, its next unit is already at it (it goes on without waiting to be
+    woken); every file still ends in done/ and every order is posted once."""
+    erp.delay = 0.3
+    settings = make_settings(tmp_path, erp.url, processes=2, workers=2)
+    for n in range(1, 9):
+        (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n))
+    running = Running(settings, once=True)
+    poll_until(lambda: running.service._in_flight() == 4, what="two units at each child")
+    running.thread.join(30)
+    assert running.code == 0
+    assert names(settings.paths.done) == sorted(f"po{n}.edi" for n in range(1, 9))
+    assert len(erp.keys) == 8 and set(erp.keys.values()) == {1}
