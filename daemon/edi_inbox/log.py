@@ -25,9 +25,10 @@ _job_buffer: contextvars.ContextVar[JobLogBuffer | None] = contextvars.ContextVa
     "edi_inbox_job_buffer", default=None
 )
 
-# Whether configure() has run: its first call replaces structlog's default
-# processor list (which loggers made before it hold), later calls change it.
-_configured: list[bool] = []
+# The processor list every configure() fills in place: a logger bound once
+# keeps the list it was made with (structlog.testing.capture_logs changes it
+# in place too).
+_PROCESSORS: list[Any] = []
 
 # Keys that never reach a log line, whatever a caller binds.
 SECRET_KEYS = frozenset({"token", "authorization", "password", "secret", "api_key"})
@@ -148,21 +149,15 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
 
     shared = shared_processors()
     # Loggers are bound once, at their first use after this call (a dozen
-    # events a job otherwise each rebuild their bound logger). A cached
-    # logger keeps the processor list it was made with, so the list is
-    # changed in place, as structlog.testing.capture_logs does.
-    processors = structlog.get_config()["processors"]
-    if not _configured:
-        processors = []
-        _configured.append(True)
-    processors[:] = [
+    # events a job otherwise each rebuild their bound logger).
+    _PROCESSORS[:] = [
         structlog.stdlib.filter_by_level,
         *shared,
         structlog.processors.StackInfoRenderer(),
         structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
     ]
     structlog.configure(
-        processors=processors,
+        processors=_PROCESSORS,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=BoundLogger,
         cache_logger_on_first_use=True,

@@ -445,22 +445,14 @@ class Service:
         up). With less, a unit goes to a relay whose child is idle."""
         sent: list[Work] = []
         self.relayed[n] = sent
-        stopping = False
         while True:
             item: Work | None
             if not sent:
                 item = self.work.get()  # nothing at the child: wait for work
                 if item is None:
                     return
-            elif len(sent) < RELAY_AHEAD and self.work.qsize() > len(self.relayed):
-                try:
-                    item = self.work.get_nowait()
-                except queue.Empty:
-                    item = None
-                else:
-                    stopping = item is None
             else:
-                item = None
+                item = self._waiting_unit() if len(sent) < RELAY_AHEAD else None
             try:
                 if item is not None:
                     sent.append(item)
@@ -472,8 +464,19 @@ class Service:
                 return  # the units stay in ``relayed``: shutdown hands their files back
             sent.pop(0)
             self.events.put(("done", outcome))
-            if stopping and not sent:
-                return
+
+    def _waiting_unit(self) -> Work | None:
+        """A unit off the queue if more wait than there are relays, else None.
+        A stop sentinel goes back: a relay takes it once its child has nothing."""
+        if self.work.qsize() <= len(self.relayed):
+            return None
+        try:
+            item = self.work.get_nowait()
+        except queue.Empty:
+            return None
+        if item is None:
+            self.work.put(None)
+        return item
 
     def _in_flight(self) -> int:
         return self.worker.in_flight() + sum(len(sent) for sent in self.relayed.values())

@@ -427,20 +427,19 @@ class Checkpointer:
     def checkpoint(self) -> int:
         """One turn, now, on the calling thread; returns the frames the WAL held."""
         db = self.db
-        db.connect(reuse_if_open=True)
-        db._check_connection()
-        conn = db._state.conn  # type: ignore[attr-defined]
-        with EXCEPTIONS:
-            _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frames = run_unit(db, self._pass, write=False, atomic=False)
         if frames >= self.pages:
-            db.begin_write()
+            db.begin_write()  # not a transaction: SQLite checkpoints outside one
             try:
-                with EXCEPTIONS:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                run_unit(db, self._pass, write=False, atomic=False)
             finally:
                 db.end_write()
             self.restarts += 1
-        return int(frames)
+        return frames
+
+    def _pass(self) -> int:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: the frames the WAL holds."""
+        return int(self.db.execute_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="edi-checkpoint", daemon=True)
