@@ -21,9 +21,12 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+import uids
 from helpers import BAD, claimed, http_server, make_po, poll_until
+from uids import shared_root
 
 pytestmark = pytest.mark.e2e
+__all__ = ["shared_root"]  # a fixture
 
 SETTLE = 0.3
 GRACE = 2.0
@@ -75,8 +78,9 @@ def daemon_command(config: Path) -> list[str]:
 class Daemon:
     """The daemon as a subprocess; READY=1 arrives on a real notify socket."""
 
-    def __init__(self, root: Path, erp_url: str, **daemon: object) -> None:
+    def __init__(self, root: Path, erp_url: str, *, user: bool = False, **daemon: object) -> None:
         self.root = root
+        self.user = user  # run as the daemon's own user (uids.DAEMON), not root
         values = {
             "workers": 4,
             "settle_seconds": SETTLE,
@@ -107,6 +111,7 @@ class Daemon:
         self.config.write_text("\n".join(lines) + "\n")
         for folder in ("inbox", "processing", "done", "failed"):
             (root / folder).mkdir(exist_ok=True)
+        os.chmod(self.config, 0o644)
         self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
         self.processing = root / "processing"
         self.log = root / "daemon.log"
@@ -135,8 +140,12 @@ class Daemon:
         env = {**os.environ, "NOTIFY_SOCKET": "@" + self.notify_name}
         env.pop("EDI_INBOX_CONFIG", None)
         with open(self.log, "ab") as log:
+            command = daemon_command(self.config)
             self.proc = subprocess.Popen(
-                daemon_command(self.config), env=env, stdout=log, stderr=subprocess.STDOUT
+                uids.as_daemon_command(command) if self.user else command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 20
         while not self.ready.wait(0.05):
@@ -330,6 +339,49 @@ def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons, processe
     assert statuses == {"succeeded": 8, "duplicate": 1, "failed": 6}
 
     assert daemon.terminate(timeout=10) == 0
+
+
+def test_partners_uploads_filed_by_the_daemons_own_user(shared_root, erp):
+    """Partners own their uploads (0644); the daemon runs as a user of its own, which may
+    not link() them (fs.protected_hardlinks). Every file is claimed, posted once, filed
+    under one name and recorded where it is; a restart runs nothing again. (Worker
+    processes file through the same ``Mover``; they re-exec the interpreter, which the
+    test's venv may keep out of the daemon user's reach.)"""
+    daemon = Daemon(shared_root, erp.url, user=True)
+    try:
+        uids.upload(daemon.done / "po1.edi", b"an older file of the same name")
+        for n in range(1, 6):
+            uids.upload(daemon.inbox / f"po{n}.edi", make_po(n))
+        uids.upload(daemon.inbox / "bad.edi", BAD)
+        daemon.start()
+        expected_done = ["po1.1.edi", "po1.edi", "po2.edi", "po3.edi", "po4.edi", "po5.edi"]
+        poll_until(
+            lambda: (
+                daemon.listing(daemon.done) == expected_done
+                and daemon.listing(daemon.failed) == ["bad.edi", "bad.edi.error.json"]
+            ),
+            what="every upload filed",
+        )
+        poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+        assert claimed(daemon.processing) == [] and daemon.listing(daemon.inbox) == []
+        assert (daemon.done / "po1.edi").read_bytes() == b"an older file of the same name"
+        assert (daemon.done / "po1.1.edi").read_bytes() == make_po(1)
+        for name in expected_done:
+            st = os.stat(daemon.done / name)
+            assert (st.st_uid, st.st_nlink) == (uids.PARTNER, 1)
+        assert len(os.listdir(shared_root / "acks")) == 6  # a 997 for each, the bad one too
+        places = sorted(job["file_path"] for job in daemon.jobs())
+        filed = [daemon.done / n for n in expected_done if n != "po1.edi"]
+        assert places == sorted(str(path) for path in [daemon.failed / "bad.edi", *filed])
+        assert daemon.terminate(timeout=10) == 0
+        daemon.start()  # nothing is left to run again
+        assert daemon.terminate(timeout=10) == 0
+        posts = erp.posts_per_key()
+        assert len(posts) == 5 and set(posts.values()) == {1}
+        assert len(daemon.jobs()) == 6
+        assert "move_failed" not in daemon.log.read_text()
+    finally:
+        daemon.close()
 
 
 @pytest.mark.parametrize("processes", [1, 2])

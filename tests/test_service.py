@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import os
@@ -295,7 +296,7 @@ def test_name_taken_after_the_record_is_corrected(tmp_path):
     assert mover.finish("po.edi.job-2", "po.edi", second) is None
     assert (settings.paths.done / "po.1.edi").read_bytes() == b"someone else"
     assert (settings.paths.done / "po.2.edi").read_bytes() == b"second"
-    assert recorded == [("job-2", str(settings.paths.done / "po.2.edi"))]
+    assert recorded == [("job-2", str(settings.paths.done / "po.2.edi"), None)]
     assert second.file_path == str(settings.paths.done / "po.2.edi")
 
 
@@ -478,6 +479,66 @@ def test_move_failure_keeps_file_claimed_and_retries(tmp_path, erp, processes):
     if processes == 1:  # a worker process logs its own first failure, out of this capture
         assert 1 <= len(failures) <= 3  # backoff, not a hot loop
         assert "Not a directory" in failures[0]["error"]
+
+
+def test_a_move_that_fails_or_finds_the_file_gone_leaves_a_true_record(tmp_path, erp):
+    """The final record foresees done/NAME; while the move fails, the record says where the
+    file is and why; a claimed file removed by hand is recorded as gone, not as in done/."""
+    settings = make_settings(tmp_path, erp.url)
+    db = open_db(settings)
+    running = Running(settings, db=db, final_path=functools.partial(store.record_final_path, db))
+    poll_until(running.ready)
+    done = settings.paths.done
+    done.rmdir()
+    done.write_bytes(b"not a directory")
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    poll_until(lambda: running.service.pending)
+    (held,) = claimed(settings.paths.processing)
+    folder = settings.paths.processing / host_folder(socket.gethostname())
+    (job,) = job_rows(settings)
+    assert job["status"] == "succeeded" and job["file_path"] == str(folder / held)
+    logs = query(settings, "SELECT level, message FROM job_logs WHERE level = 'warning'")
+    assert logs[-1]["message"].startswith("cannot move the file to done/: Not a directory")
+
+    (folder / held).unlink()  # by hand, while the move waits for its retry
+    done.unlink()
+    done.mkdir()
+    poll_until(lambda: not running.service.pending)
+    assert running.stop() == 0
+    (job,) = job_rows(settings)
+    assert job["file_path"] is None and names(done) == []
+    logs = query(settings, "SELECT message FROM job_logs WHERE level = 'warning'")
+    assert "po.edi left processing/ before it was filed" in logs[-1]["message"]
+
+
+@pytest.mark.parametrize("observer", ["inotify", "polling"])
+def test_a_file_appended_to_while_it_runs_runs_again(tmp_path, erp, observer):
+    """A writer keeps the upload open past the grace (or, polled, pauses past settle_seconds)
+    and appends a second interchange while the first order is being posted: the file is not
+    filed as read; it runs again, and each order is posted once."""
+    erp.delay = 0.5
+    settings = make_settings(
+        tmp_path,
+        erp.url,
+        incomplete_grace_seconds=0.3,
+        observer=observer,
+        polling_interval_seconds=0.05,
+    )
+    running = Running(settings)
+    poll_until(running.ready)
+    with open(settings.paths.inbox / "po.edi", "wb") as upload:
+        upload.write(make_po(1))
+        upload.flush()
+        poll_until(lambda: erp.posts == 1, what="the first order posted")
+        upload.write(make_po(2))
+    poll_until(lambda: names(settings.paths.done) == ["po.edi"] and erp.posts == 2)
+    assert running.stop() == 0
+    assert (settings.paths.done / "po.edi").read_bytes() == make_po(1) + make_po(2)
+    assert sorted(erp.keys.values()) == [1, 1]
+    statuses = sorted(job["status"] for job in job_rows(settings))
+    assert statuses == ["interrupted", "succeeded"]
+    (changed,) = [job for job in job_rows(settings) if job["status"] == "interrupted"]
+    assert "changed while it was processed" in changed["error"]
 
 
 @pytest.mark.parametrize("layout", ["host folder", "flat (earlier versions)"])

@@ -292,6 +292,9 @@ def test_heartbeats_and_final_path(db, recorder, record_job):
     job = record_job(40)
     store.record_final_path(db, job.job_id, "/srv/edi/done/po_40.edi")
     assert queries.load_job(db, job.job_id).file_path == "/srv/edi/done/po_40.edi"
+    store.record_final_path(db, job.job_id, None, "it vanished")
+    gone = queries.load_job(db, job.job_id)
+    assert gone.file_path is None and gone.logs[-1].message == "it vanished"
 
 
 def test_job_brief_is_what_the_service_checks(db, recorder, record_job):

@@ -159,7 +159,7 @@ class Claims:
     def claim(self, name: str, job_id: str) -> str:
         """Rename ``inbox/NAME`` into this host's folder; FileNotFoundError: it is gone."""
         pname = processing_name(name, job_id)
-        os.rename(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
+        files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
         return pname
 
     def hand_back(self, name: str, pname: str) -> Path:
@@ -276,7 +276,7 @@ class Claims:
         job_id = new_job_id()
         new = processing_name(name, job_id)
         try:
-            os.rename(pname, new, src_dir_fd=src_fd, dst_dir_fd=self.fd)
+            files.rename_new(pname, new, src_dir_fd=src_fd, dst_dir_fd=self.fd)
         except FileNotFoundError:
             return None  # another daemon was first
         logger.info(

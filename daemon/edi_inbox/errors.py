@@ -134,5 +134,9 @@ class UnsafeFile(EdiInboxError):
     """A path in the inbox that must not be read: link, FIFO, device, too big."""
 
 
+class FileChanged(EdiInboxError):
+    """The file is no longer the one that was read: it must not be filed as done."""
+
+
 class StoreError(EdiInboxError):
     """The job records could not be read or written."""

@@ -1,12 +1,16 @@
 """File moves and writes that never overwrite and never follow links.
 
-``os.rename`` silently replaces an existing target; everything here uses
-``link()`` + ``unlink()`` (or ``O_EXCL``) so a name collision becomes a new
-name with a suffix instead of lost data.
+``os.rename`` silently replaces an existing target, and ``link()`` +
+``unlink()`` fails on files the daemon does not own (partners' uploads, under
+``fs.protected_hardlinks=1``) and can leave one file with two names. A move
+here is one ``renameat2(RENAME_NOREPLACE)``: the name is either free and the
+file moves, or taken and nothing happens (``FileExistsError``), so a name
+collision becomes a new name with a suffix instead of lost data.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
@@ -17,6 +21,10 @@ from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 200
+
+_RENAME_NOREPLACE = 1
+_AT_FDCWD = -100
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
 def safe_name(text: str, *, fallback: str = "file") -> str:
@@ -64,33 +72,70 @@ def free_path(directory: Path, name: str) -> Path:
     raise FileExistsError(f"no free name for {name} in {directory}")
 
 
+def rename_new(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int | None = None,
+) -> None:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (then ``FileExistsError``).
+
+    ``renameat2(RENAME_NOREPLACE)`` (Linux 3.15+; ext4, xfs, btrfs, tmpfs…).
+    Where the file system lacks it (NFS, some FUSE), ``dst`` is first created
+    as an empty placeholder with ``O_EXCL``, then renamed over: the only file
+    ever replaced is our own placeholder, in folders only the daemon writes.
+    """
+    if _renameat2 is not None:
+        result = _renameat2(
+            _AT_FDCWD if src_dir_fd is None else src_dir_fd,
+            os.fsencode(src),
+            _AT_FDCWD if dst_dir_fd is None else dst_dir_fd,
+            os.fsencode(dst),
+            _RENAME_NOREPLACE,
+        )
+        if result == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), os.fsdecode(dst))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    os.close(os.open(dst, flags, 0o600, dir_fd=dst_dir_fd))
+    try:
+        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+    except BaseException:
+        os.unlink(dst, dir_fd=dst_dir_fd)
+        raise
+
+
 def move_new(src: Path, directory: Path, name: str | None = None) -> Path:
     """Move ``src`` into ``directory`` under ``name`` (default: its own), adding
     ``.1``, ``.2``… before the extension if that name is taken. Returns the new path.
 
-    ``link()`` fails if the target exists, so nothing is ever replaced; the
-    source is unlinked only once the link stands. Across file systems the
-    bytes are copied into an ``O_EXCL`` file and fsynced first.
+    One ``rename_new``: the file has one name at every moment. Across file
+    systems the bytes are copied into an ``O_EXCL`` file and fsynced before
+    the source is unlinked.
     """
     name = name or src.name
     for candidate in _candidates(name):
         target = directory / candidate
         try:
-            os.link(src, target, follow_symlinks=False)
+            try:
+                rename_new(src, target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_new(src, target)
+                os.unlink(src)
         except FileExistsError:
             continue
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            _copy_new(src, target)
-        os.unlink(src)
         return target
     raise FileExistsError(f"no free name for {name} in {directory}")
 
 
 def _copy_new(src: Path, target: Path) -> None:
     # Only a regular file is copied: a FIFO would block the open, a device or
-    # directory has no bytes to move (link() would have moved any of them).
+    # directory has no bytes to move (a rename would have moved any of them).
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         if not stat.S_ISREG(os.fstat(fd_in).st_mode):
@@ -122,7 +167,7 @@ def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool) -> None:
 def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` atomically as a new file in ``directory``; a taken name
     gets a suffix. Readers never see a half-written file: the bytes go to a
-    hidden temporary name first and are linked into place when complete."""
+    hidden temporary name first and are renamed into place when complete."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
     _create(tmp, [data], fsync=fsync)
     try:

@@ -5,7 +5,9 @@ that fails (a full disk, a folder gone) leaves the file claimed: the
 ``Mover`` keeps it as a ``PendingMove`` and tries again with backoff, from the
 main thread, until it succeeds or the file is gone (resumed elsewhere or
 removed by hand). After a restart such a file is resumed like any claim left
-behind.
+behind. The job's record always says where the file is: the final record
+foresees ``done/`` or ``failed/``; a move that fails puts the claimed path
+and the reason in the record, a file that vanished leaves no path and a note.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class Mover:
         claimed: Path,
         *,
         clock: Callable[[], float],
-        final_path: Callable[[str, str], None] | None = None,
+        final_path: Callable[[str, str | None, str | None], None] | None = None,
         on_error: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.paths = paths
@@ -120,13 +122,8 @@ class Mover:
             if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"
             files.write_new(paths.failed, json_name, report.encode("utf-8", "surrogateescape"))
-        if self.final_path is not None and move.result.file_path != str(move.final):
-            try:
-                self.final_path(move.result.job_id, str(move.final))
-            except Exception as exc:  # the file is where it belongs; the record can lag
-                logger.error("record_final_path_failed", job_id=move.result.job_id, error=repr(exc))
-            else:
-                move.result.file_path = str(move.final)
+        if move.result.file_path != str(move.final):
+            self._record(move, str(move.final))
         logger.info(
             "job_done",
             file=files.display_name(move.name),
@@ -149,7 +146,8 @@ class Mover:
                 self.complete(move)
             except OSError as exc:
                 if move.final is None and not os.path.lexists(self.claimed / move.pname):
-                    self.pending.remove(move)  # gone: removed by hand or taken over
+                    self.pending.remove(move)
+                    self._vanished(move)
                     continue
                 move.attempts += 1
                 delay = min(MAX_RETRY, FIRST_RETRY * 2**move.attempts)
@@ -169,7 +167,34 @@ class Mover:
                 continue
             self.pending.remove(move)
 
+    def _record(self, move: PendingMove, path: str | None, note: str | None = None) -> None:
+        """Tell the job's record where its file is (and why, when that is not
+        where it belongs). A failure is logged: the file is safe either way."""
+        if self.final_path is None:
+            return
+        try:
+            self.final_path(move.result.job_id, path, note)
+        except Exception as exc:
+            logger.error("record_final_path_failed", job_id=move.result.job_id, error=repr(exc))
+        else:
+            move.result.file_path = path
+
+    def _vanished(self, move: PendingMove) -> None:
+        note = (
+            f"{files.display_name(move.name)} left processing/ before it was filed "
+            "(removed by hand, or taken over by another host); it is not in done/ or failed/"
+        )
+        logger.warning("claimed_file_gone", file=files.display_name(move.name),
+                       job_id=move.result.job_id)  # fmt: skip
+        self._record(move, None, note)
+
     def _failed(self, move: PendingMove, exc: OSError, delay: float) -> None:
+        if move.attempts == 1:  # the record foresaw done/ or failed/: say where it is
+            folder = "done/" if move.result.success else "failed/"
+            where = move.final or self.claimed / move.pname
+            action = "write its error.json" if move.final else f"move the file to {folder}"
+            note = f"cannot {action}: {os_message(exc)}; retrying"
+            self._record(move, str(where), note)
         move.last_error = os_message(exc)
         logger.error(
             "move_failed",

@@ -42,6 +42,7 @@ from .erp import make_erp
 from .errors import (
     EdiInboxError,
     ErpError,
+    FileChanged,
     Problem,
     UnsafeFile,
     X12Error,
@@ -180,7 +181,9 @@ class Pipeline:
 
         ``destination(job)``, if given, says where the file will be moved once
         the job is done (the daemon's ``done/`` or ``failed/``): the final
-        record carries that path, saving the move a transaction of its own."""
+        record carries that path, saving the move a transaction of its own.
+        If it raises ``FileChanged``, the job ends ``interrupted``: the file
+        runs again (orders the ERP accepted are not posted again)."""
         path = Path(path)
         job = JobResult(
             job_id=job_id or str(uuid.uuid4()),
@@ -219,6 +222,15 @@ class Pipeline:
                 job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
             job.completed_at = datetime.now(UTC)
             job.duration_seconds = round(time.perf_counter() - clock, 6)
+            if destination is not None:
+                try:
+                    job.file_path = destination(job)
+                except FileChanged as exc:  # what was read is not what would be filed
+                    job.status = JobStatus.INTERRUPTED
+                    job.error = str(exc)
+                    job.error_details = [{"code": "changed", "message": str(exc)}]
+                except Exception as exc:  # the path is a record's detail, never a failure
+                    logger.error("destination_unknown", error=repr(exc))
             logger.info(
                 "job_finished",
                 status=str(job.status),
@@ -227,11 +239,6 @@ class Pipeline:
                 error=job.error,
                 duration_seconds=job.duration_seconds,
             )
-            if destination is not None:
-                try:
-                    job.file_path = destination(job)
-                except Exception as exc:  # the path is a record's detail, never a failure
-                    logger.error("destination_unknown", error=repr(exc))
             job.logs = logs.entries
             self._record(self.recorder.job_finished, job, logs.drain(), unwritten)
         return job

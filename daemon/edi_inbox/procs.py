@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import multiprocessing
 import os
 import signal
@@ -169,9 +170,6 @@ def child_main(
         ready.send(f"{type(exc).__name__}: {exc}")
         return
 
-    def final_path(job_id: str, path: str) -> None:
-        store.record_final_path(db, job_id, path)
-
     errors = threading.local()  # what the unit of work on this thread had to report
 
     def note_error(message: str) -> None:
@@ -181,7 +179,7 @@ def child_main(
         settings.paths,
         claims.dir,
         clock=time.monotonic,
-        final_path=final_path,
+        final_path=functools.partial(store.record_final_path, db),
         on_error=note_error,
     )
     worker = Worker(settings, pipeline, recorder, claims, mover, host=host, on_error=note_error)

@@ -109,7 +109,7 @@ class Service:
         heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
         lookup_job: LookupJob | None = None,
         live_hosts: LiveHosts | None = None,
-        final_path: Callable[[str, str], None] | None = None,
+        final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
     ) -> None:
@@ -627,9 +627,6 @@ def run(
     def live_hosts() -> Collection[str]:
         return admin.live_hosts(settings, db)
 
-    def final_path(job_id: str, path: str) -> None:
-        store.record_final_path(db, job_id, path)
-
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     service = Service(
         settings,
@@ -639,7 +636,7 @@ def run(
         heartbeat=heartbeat,
         lookup_job=lookup_job,
         live_hosts=live_hosts,
-        final_path=final_path,
+        final_path=functools.partial(store.record_final_path, db),
         host=host,
     )
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None

@@ -25,6 +25,7 @@ import structlog
 from . import files
 from .claims import Claims, new_job_id, os_message
 from .config import Settings
+from .errors import FileChanged
 from .jobs import JobResult, JobStatus
 from .outcomes import Mover, PendingMove
 from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
@@ -174,6 +175,11 @@ class Worker:
         if len(data) != st.st_size:  # still being written through an open descriptor
             return self._hand_back(flight, "changed")
         retry_of = item.retry_of or self.claims.take_retry_marker(st)
+
+        def destination(job: JobResult) -> str:
+            self._check_unchanged(flight, st)
+            return self.mover.destination(name, job)
+
         try:
             result = self.pipeline.run(
                 self.claims.path(pname),
@@ -181,14 +187,29 @@ class Worker:
                 job_id=job_id,
                 retry_of=retry_of,
                 data=data,
-                destination=lambda job: self.mover.destination(name, job),
+                destination=destination,
             )
         except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
             error = f"internal error: {exc!r}"
             result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
             self._record_finished(result)
+        if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
+            return self._hand_back(flight, "changed")
         return self._finish(flight, result)
+
+    def _check_unchanged(self, flight: InFlight, read: os.stat_result) -> None:
+        """Raise ``FileChanged`` unless the claimed file is still the one read
+        (a writer that kept it open may have appended another interchange)."""
+        try:
+            now = os.stat(flight.pname, dir_fd=self.claims.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # gone (by hand, or taken over): the Mover records that
+        if _stamp(now) != _stamp(read):
+            raise FileChanged(
+                f"{files.display_name(flight.name)} changed while it was processed "
+                f"({read.st_size} bytes read, {now.st_size} now); it runs again"
+            )
 
     def _refuse(
         self, flight: InFlight, job_id: str, problem: Refused, retry_of: str | None
@@ -249,6 +270,11 @@ class Worker:
             return Outcome(flight.name, "error", recheck=True)
         logger.info("handed_back", file=files.display_name(back.name), reason=status)
         return Outcome(flight.name, status, recheck=True)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever the bytes may have: inode, size, mtime and ctime."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def run_one(worker: Worker, item: Work) -> Outcome:

@@ -20,7 +20,7 @@ from typing import Any
 from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, StepResult
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
-from .models import Daemon, Job, po_suffixes
+from .models import Daemon, Job, JobLog, po_suffixes
 from .schema import seed_control_number
 from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
 
@@ -414,11 +414,20 @@ def mark_interrupted(
     return run_unit(db, work)
 
 
-def record_final_path(db: Database, job_id: str, path: str) -> None:
-    """Where the file ended up (``done/…`` or ``failed/…``), when that is not
-    the path its job's final record foresaw (the name was taken meanwhile)."""
-    update = Job.update(file_path=path, updated_at=utcnow()).where(Job.job_id == job_id)
-    run_unit(db, update.execute)
+def record_final_path(db: Database, job_id: str, path: str | None, note: str | None = None) -> None:
+    """Where the job's file is now, when that is not the path its final record
+    foresaw: another name in ``done/``, still claimed after a move that failed,
+    or nowhere (``None``: it vanished). ``note`` says why, in the job's log."""
+
+    def work() -> None:
+        now = utcnow()
+        Job.update(file_path=path, updated_at=now).where(Job.job_id == job_id).execute()
+        if note:
+            pk = Job.select(Job.id).where(Job.job_id == job_id).scalar()
+            if pk is not None:
+                JobLog.insert(job=pk, timestamp=now, level="warning", message=note).execute()
+
+    run_unit(db, work)
 
 
 def job_brief(db: Database, job_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,101 @@
+"""Moves and writes that never overwrite, never give a file two names, and work
+on partners' files: run as the daemon's user on files a partner owns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edi_inbox import files
+
+from uids import as_daemon, shared_root, upload
+
+__all__ = ["shared_root"]  # the fixture, imported for the tests below
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def test_the_daemon_moves_a_partners_upload_it_cannot_link(shared_root):
+    # fs.protected_hardlinks=1: link() of a 0644 file owned by someone else fails.
+    src = upload(shared_root / "inbox" / "po.edi", b"ISA*...")
+    moved = as_daemon(files.move_new, src, shared_root / "done")
+    assert moved == shared_root / "done" / "po.edi"
+    assert names(shared_root / "inbox") == []
+    st = os.stat(moved)
+    assert (st.st_nlink, st.st_uid, moved.read_bytes()) == (1, 12345, b"ISA*...")
+
+
+def test_a_taken_name_gets_a_suffix_and_the_file_there_is_kept(shared_root):
+    done = shared_root / "done"
+    (done / "po.edi").write_bytes(b"first")
+    (done / "po.1.edi").write_bytes(b"second")
+    src = upload(shared_root / "inbox" / "po.edi", b"third")
+    moved = as_daemon(files.move_new, src, done)
+    assert moved.name == "po.2.edi"
+    found = [(done / n).read_bytes() for n in ("po.edi", "po.1.edi", "po.2.edi")]
+    assert found == [b"first", b"second", b"third"] and len(names(done)) == 3
+
+
+def test_a_move_that_cannot_happen_leaves_the_file_where_it_was(shared_root):
+    src = upload(shared_root / "inbox" / "po.edi", b"ISA")
+    os.chmod(shared_root / "done", 0o550)  # the daemon's user cannot write into done/
+    with pytest.raises(PermissionError):
+        as_daemon(files.move_new, src, shared_root / "done")
+    assert src.read_bytes() == b"ISA" and names(shared_root / "done") == []
+
+
+@pytest.mark.parametrize("noreplace", [True, False], ids=["renameat2", "placeholder"])
+def test_rename_new_never_replaces(tmp_path, monkeypatch, noreplace):
+    if not noreplace:  # as on NFS: no RENAME_NOREPLACE, an O_EXCL placeholder instead
+        monkeypatch.setattr(files, "_renameat2", None)
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        files.rename_new(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == b"a" and (tmp_path / "b").read_bytes() == b"b"
+    files.rename_new(tmp_path / "a", tmp_path / "c")
+    assert names(tmp_path) == ["b", "c"] and (tmp_path / "c").read_bytes() == b"a"
+    with pytest.raises(FileNotFoundError):
+        files.rename_new(tmp_path / "a", tmp_path / "d")
+    assert names(tmp_path) == ["b", "c"]  # no placeholder left behind
+
+
+def test_rename_new_by_directory_descriptors(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "f").write_bytes(b"f")
+    src_fd = os.open(tmp_path / "x", os.O_RDONLY | os.O_DIRECTORY)
+    dst_fd = os.open(tmp_path / "y", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        files.rename_new("f", "g", src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    finally:
+        os.close(src_fd)
+        os.close(dst_fd)
+    assert names(tmp_path / "x") == [] and (tmp_path / "y" / "g").read_bytes() == b"f"
+
+
+def test_across_file_systems_the_bytes_are_copied_once(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    src = shm / f"edi-inbox-test-{os.getpid()}.edi"
+    src.write_bytes(b"ISA")
+    try:
+        (tmp_path / "po.edi").write_bytes(b"taken")
+        moved = files.move_new(src, tmp_path, "po.edi")
+    finally:
+        src.unlink(missing_ok=True)
+    assert moved.name == "po.1.edi" and moved.read_bytes() == b"ISA"
+    assert not src.exists() and (tmp_path / "po.edi").read_bytes() == b"taken"
+
+
+def test_write_new_never_replaces_and_leaves_no_temporary_file(tmp_path):
+    first = files.write_new(tmp_path, "ack.997", b"one")
+    second = files.write_new(tmp_path, "ack.997", b"two")
+    assert (first.name, second.name) == ("ack.997", "ack.1.997")
+    assert names(tmp_path) == ["ack.1.997", "ack.997"]
+    assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
