@@ -647,6 +647,19 @@ def test_stalled_upload_failed_as_truncated_after_grace(tmp_path, erp):
     assert erp.posts == 0
 
 
+def test_control_character_delimiters_are_a_complete_file(tmp_path, erp):
+    """A file delimited by \\x1d (elements) and \\x1c (segments) ends with its IEA: it is
+    processed once settled, not held for the grace as if still arriving."""
+    settings = make_settings(tmp_path, erp.url, incomplete_grace_seconds=300.0)
+    running = Running(settings)
+    poll_until(running.ready)
+    data = make_po(1).replace(b"\n", b"\x1c").replace(b"*", b"\x1d")
+    (settings.paths.inbox / "po.edi").write_bytes(data)
+    poll_until(lambda: names(settings.paths.done) == ["po.edi"])
+    assert running.stop() == 0
+    assert erp.posts == 1
+
+
 def test_slow_erp_posts_overlap(tmp_path, erp):
     """Workers post to the ERP concurrently: a slow ERP does not serialise the daemon."""
     erp.delay = 0.3

@@ -639,6 +639,7 @@ def test_round_trip_mailbag(docs, gaps, chunk_size):
         b"IEA*2*3438",  # no terminator at the very end (ediengine)
         b"IEA*1*00000\r\n0001~",  # wrapped at 80 columns
         b"IEA\x7f1\x7f000000001\x15",
+        b"GE\x1d1\x1d1\x1cIEA\x1d1\x1d000000001\x1c",  # control characters as delimiters
         ebcdic("GE*1*1~IEA*1*000000183~"),
     ],
 )

@@ -48,7 +48,8 @@ _BREAKS = "\r\n"
 _BETWEEN = re.compile("[ \t\r\n\x00\x1a\x85\ufeff]*")  # what may sit between interchanges
 _skip_between = _BETWEEN.match
 _IEA_OR_ISA = re.compile("I(?:EA|SA)")
-_TRAILER = re.compile(r"IEA([^0-9A-Za-z\s])[0-9]{1,5}\1[0-9]{1,9}[^0-9A-Za-z]?\Z")
+# Not ``\s``: in a str pattern it matches \x1c-\x1f, which partners use as delimiters.
+_TRAILER = re.compile(r"IEA([^0-9A-Za-z \t\n\r\f\v])[0-9]{1,5}\1[0-9]{1,9}[^0-9A-Za-z]?\Z")
 
 
 def digits(text: str) -> bool:
