@@ -7,7 +7,6 @@ stderr (``run`` logs to stdout, which journald reads).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -22,10 +21,12 @@ from . import log as logsetup
 from .errors import EdiInboxError
 from .jobs import JobResult
 from .pipeline import Pipeline
+from .terminal import json_text, shown
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+    """JSON alone on stdout; partner text in it cannot act on a terminal."""
+    click.echo(json_text(value, indent=2, default=str))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,11 +66,11 @@ def _database(settings: config.Settings) -> Iterator[Any]:
         db = store.open_database(settings.database_url, settings)
         store.init(db)
     except Exception as exc:
-        raise click.ClickException(f"cannot open the database: {exc}") from None
+        raise click.ClickException(f"cannot open the database: {shown(exc)}") from None
     try:
         yield db
     except EdiInboxError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(shown(exc)) from None
     finally:
         store.close_database(db)
 
@@ -85,12 +86,17 @@ def _when(value: str | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _cell(value: Any) -> str:
+    """A table cell: one line, nothing a terminal would obey."""
+    return shown("" if value is None else str(value).replace("\n", " "))
+
+
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """An aligned table that fits the terminal: the widest column gives way."""
     if not rows:
         return "(none)"
-    cells = [[("" if r.get(key) is None else str(r.get(key))) for key, _ in columns] for r in rows]
-    cells = [[c.replace("\n", " ") for c in row] for row in cells]
+    # Partner text (PO numbers, vendor names, errors quoting them) is shown, not obeyed.
+    cells = [[_cell(r.get(key)) for key, _ in columns] for r in rows]
     widths = [
         max(len(title), *(len(row[i]) for row in cells)) for i, (_, title) in enumerate(columns)
     ]
@@ -223,7 +229,9 @@ def _status_text(doc: dict[str, Any]) -> str:
     )
     if doc.get("last_error"):
         err = doc["last_error"]
-        lines.append(f"last error: {err['file_name']}: {err['error']} (job {err['job_id']})")
+        lines.append(
+            f"last error: {shown(err['file_name'])}: {shown(err['error'])} (job {err['job_id']})"
+        )
     return "\n".join(lines)
 
 
@@ -278,11 +286,10 @@ def jobs_list(
     """
     with _database(settings) as db:
         found = queries.list_jobs(db, limit=limit, offset=offset, status=status_)
-    click.echo(
-        json.dumps(found, indent=2, default=str)
-        if as_json
-        else _table(_job_rows(found), JOB_COLUMNS)
-    )
+    if as_json:
+        _echo_json(found)
+    else:
+        click.echo(_table(_job_rows(found), JOB_COLUMNS))
 
 
 @jobs.command("show")
@@ -307,7 +314,7 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
                 "vendor_name", "total_amount", "erp_po_id", "sender_id", "retry_of",
                 "duplicate_of", "error"):  # fmt: skip
         if doc.get(key) is not None:
-            click.echo(f"{key.replace('_', ' '):<18} {doc[key]}")
+            click.echo(f"{key.replace('_', ' '):<18} {shown(doc[key])}")
     click.echo("\nsteps:")
     click.echo(_table(doc["steps"], STEP_COLUMNS))
     if doc["orders"]:
@@ -355,11 +362,10 @@ def jobs_search(
             until=_when(until),
             limit=limit,
         )
-    click.echo(
-        json.dumps(found, indent=2, default=str)
-        if as_json
-        else _table(_job_rows(found), JOB_COLUMNS)
-    )
+    if as_json:
+        _echo_json(found)
+    else:
+        click.echo(_table(_job_rows(found), JOB_COLUMNS))
 
 
 @main.command()
@@ -379,15 +385,16 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
     try:
         results = admin.retry(settings, job_id, all_failed=all_failed)
     except EdiInboxError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(shown(exc)) from None
     if as_json:
         _echo_json(results)
         return
     for r in results:
         if r["retried"]:
-            click.echo(f"retrying {r['file']} (job {r['job_id']}) as inbox/{r['inbox_name']}")
+            file, inbox_name = shown(r["file"]), shown(r["inbox_name"])
+            click.echo(f"retrying {file} (job {r['job_id']}) as inbox/{inbox_name}")
         else:
-            click.echo(f"not retried: {r['file']} (job {r['job_id']}): {r['reason']}")
+            click.echo(f"not retried: {shown(r['file'])} (job {r['job_id']}): {shown(r['reason'])}")
 
 
 @main.group()
@@ -445,16 +452,16 @@ def db_reset(settings: config.Settings, yes: bool) -> None:
 
 def _summary_line(job: JobResult) -> str:
     mark = {"succeeded": "ok", "duplicate": "dup"}.get(str(job.status), "FAILED")
-    line = f"{mark:<6} {job.file_name}"
+    line = f"{mark:<6} {shown(job.file_name)}"
     if job.orders:
-        pos = ", ".join(o.po_number for o in job.orders)
+        pos = ", ".join(shown(o.po_number) for o in job.orders)
         line += f"  PO {pos}  total {job.total_amount}"
         if job.erp_po_id:
-            line += f"  erp {job.erp_po_id}"
+            line += f"  erp {shown(job.erp_po_id)}"
     if job.duplicate_of:
         line += f"  duplicate of job {job.duplicate_of}"
     if job.error:
-        line += f"\n       {job.error}"
+        line += f"\n       {shown(job.error)}"
     return line
 
 

@@ -1,0 +1,97 @@
+"""Hostile partner data and unsafe settings: shown, refused or kept to ourselves."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edi_inbox.cli import main
+from edi_inbox.terminal import json_text, shown
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+GOOD = CORPUS / "ediengine__850.OK.edi"
+
+# An OSC title change, a colour, DEL: what a partner's PO number and vendor name may hold.
+EVIL_PO = "0829\x1b]0;pwned\x07\x1b[2J"
+EVIL_VENDOR = "ACME\x1b[31m\x7fCO"
+
+
+@pytest.fixture
+def env(tmp_path):
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text(f'[paths]\nroot = "{tmp_path}/state"\n[log]\nformat = "json"\n')
+    return {"EDI_INBOX_CONFIG": str(config)}
+
+
+@pytest.fixture
+def evil_file(tmp_path) -> Path:
+    """The corpus 850 with control characters in BEG03 and a vendor N1."""
+    data = GOOD.read_bytes()
+    data = data.replace(b"BEG*00*SA*08292233294*", b"BEG*00*SA*" + EVIL_PO.encode() + b"*")
+    data = data.replace(b"N1*ST*XYZ RETAIL", b"N1*VN*" + EVIL_VENDOR.encode())
+    path = tmp_path / "evil.edi"
+    path.write_bytes(data)
+    return path
+
+
+def cli(env, *args):
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def assert_inert(text: str) -> None:
+    """No control character but the line breaks reaches the terminal."""
+    bad = [c for c in text if not c.isprintable() and c != "\n"]
+    assert not bad, f"raw control characters printed: {bad!r}"
+
+
+def test_shown_escapes_every_non_printable_and_keeps_the_rest():
+    """ESC, BEL, DEL, a C1 CSI, a bidi override and a line break are escaped; accents are not."""
+    assert shown("a\x1b[2Jb") == "a\\x1b[2Jb"
+    assert shown("\x07\x7f\x9b\u202e\n\t") == "\\x07\\x7f\\x9b\\u202e\\n\\t"
+    assert shown("Müller & Søn ½") == "Müller & Søn ½"
+    assert shown(None) == "" and shown(42) == "42"
+
+
+def test_json_text_escapes_what_json_dumps_leaves_raw():
+    """json.dumps(ensure_ascii=False) leaves DEL and C1 raw; json_text escapes them, same value."""
+    value = {"po": "A\x7fB\x9b\u2028C\U0001f600", "vendor": "Müller"}
+    assert "\x7f" in json.dumps(value, ensure_ascii=False)  # the gap being closed
+    text = json_text(value, indent=2)
+    assert_inert(text)
+    assert "Müller" in text and "\\u009b" in text
+    assert json.loads(text) == value
+
+
+def test_process_and_jobs_show_escape_partner_text(env, evil_file):
+    """process, jobs list, jobs search and jobs show print the PO number and vendor escaped."""
+    done = cli(env, "process", str(evil_file))
+    assert done.exit_code == 0, done.output
+    assert_inert(done.stdout)
+    assert "0829\\x1b]0;pwned\\x07\\x1b[2J" in done.stdout
+    for args in (("jobs", "list"), ("jobs", "search", "--po-number", "0829")):
+        table = cli(env, *args)
+        assert table.exit_code == 0, table.output
+        assert_inert(table.stdout)
+        assert "ACME\\x1b[31m\\x7fCO" in table.stdout
+    job_id = json.loads(cli(env, "jobs", "list", "--json").stdout)[0]["job_id"]
+    show = cli(env, "jobs", "show", job_id)
+    assert show.exit_code == 0, show.output
+    assert_inert(show.stdout)
+    assert "0829\\x1b]0;pwned" in show.stdout
+
+
+def test_json_output_escapes_partner_text_and_keeps_its_value(env, evil_file):
+    """--json output holds no raw DEL or ESC, and parses back to the partner's exact text."""
+    done = cli(env, "process", "--json", str(evil_file))
+    assert done.exit_code == 0, done.output
+    assert_inert(done.stdout)
+    assert json.loads(done.stdout)["orders"][0]["vendor_name"] == EVIL_VENDOR
+    for args in (("jobs", "list", "--json"), ("jobs", "search", "--vendor", "ACME", "--json")):
+        out = cli(env, *args)
+        assert_inert(out.stdout)
+        assert json.loads(out.stdout)[0]["po_number"] == EVIL_PO
+    job_id = json.loads(done.stdout)["job_id"]
+    show = cli(env, "jobs", "show", "--json", job_id)
+    assert_inert(show.stdout)
+    assert json.loads(show.stdout)["vendor_name"] == EVIL_VENDOR
