@@ -95,3 +95,38 @@ def test_json_output_escapes_partner_text_and_keeps_its_value(env, evil_file):
     show = cli(env, "jobs", "show", "--json", job_id)
     assert_inert(show.stdout)
     assert json.loads(show.stdout)["vendor_name"] == EVIL_VENDOR
+
+
+@pytest.mark.parametrize(
+    "isa06, why",
+    [
+        ("ABCDEFGHIJKLMNOPQRSTUV", "is longer than 15 characters"),  # a 113-character ISA
+        ("ABCDEFG>IEA>XYZ", "holds the delimiter '>'"),  # the file's component separator
+    ],
+)
+def test_hostile_isa06_gets_no_997_and_the_job_keeps_its_outcome(env, tmp_path, isa06, why):
+    """A bad ISA06: the order is posted, no 997 is written, the acknowledge step says why."""
+    data = GOOD.read_bytes().replace(b"*ABCDEFGHIJKLMNO*", f"*{isa06}*".encode())
+    path = tmp_path / "hostile.edi"
+    path.write_bytes(data)
+    done = cli(env, "process", "--json", str(path))
+    assert done.exit_code == 0, done.output
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded" and job["error"] is None
+    step = next(s for s in job["steps"] if s["step_name"] == "acknowledge")
+    assert step["status"] == "failed"
+    assert "not_acknowledged" in step["error"] and f"ISA06 '{isa06}' {why}" in step["error"]
+    acks = tmp_path / "state" / "acks"
+    assert not acks.exists() or list(acks.iterdir()) == []
+    shown_job = json.loads(cli(env, "jobs", "show", "--json", job["job_id"]).stdout)
+    recorded = next(s for s in shown_job["steps"] if s["step_name"] == "acknowledge")
+    assert recorded["status"] == "failed" and "ISA06" in recorded["error"]
+
+
+def test_997_for_a_good_file_has_a_106_character_isa(env, tmp_path):
+    """The acknowledge step still writes the 997 for a well-addressed file, ISA 106 wide."""
+    done = cli(env, "process", "--json", str(GOOD))
+    assert done.exit_code == 0, done.output
+    (ack,) = (tmp_path / "state" / "acks").iterdir()
+    text = ack.read_bytes().decode("latin-1")
+    assert text[:106].count("*") == 16 and text[105] == "\n"

@@ -10,6 +10,7 @@ import pytest
 
 from edi_inbox.errors import X12Error
 from edi_inbox.x12 import X12Reader, build_997
+from edi_inbox.x12.ack import ISA_LENGTH, Unaddressable
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 NOW = datetime(2024, 5, 6, 7, 8)
@@ -219,6 +220,9 @@ def test_997_for_every_corpus_group_reads_back_clean(name, i, j):
     ic = reader.interchanges[i]
     group = ic.groups[j]
     out = build_997(ic, group, control_number=7, now=NOW)
+    text = out.decode(ic.encoding if ic.encoding != "ascii" else "latin-1")
+    isa = text[:ISA_LENGTH]
+    assert isa.count(ic.delimiters.element) == 16 and isa.index(ic.delimiters.segment) == 105
     back = X12Reader(io.BytesIO(out))
     (ts,) = list(back.transaction_sets())
     assert back.errors == [] and back.warnings == []
@@ -237,3 +241,33 @@ def test_repetition_separator_chosen_when_received_had_none():
     data = data.replace(b"*", b"{")
     _, segs = ack(data)
     assert segs[0][11] == "!" and segs[0][12] == "00501"
+
+
+@pytest.mark.parametrize(
+    "old, new, element",
+    [
+        ("*ACME           *", "*ACMECORPORATIONLTD*", "ISA06"),  # 18 characters: a 109-char ISA
+        ("*ACME           *", "*ACME~IEA~EVIL  *", "ISA06"),  # 15 wide, but "~" ends a segment
+        ("*123456789      *", "*12345>789      *", "ISA08"),  # the component separator
+        ("*ACME           *", "*ACME\x1b[2J      *", "ISA06"),  # a control character
+        ("*ZZ*ACME", "*ZZZ*ACME", "ISA05"),  # a qualifier of three
+        ("*U*00401*", "*U*004010*", "ISA12"),  # a version of six digits
+    ],
+)
+def test_hostile_envelope_gets_no_997(old, new, element):
+    """A partner value that would break the 997's envelope is refused by name, not copied."""
+    isa = ISA.replace(old, new)
+    assert isa != ISA
+    reader = read(doc(order(1), isa=isa))
+    ic = reader.interchanges[0]
+    with pytest.raises(Unaddressable, match=element):
+        build_997(ic, ic.groups[0], control_number=1, now=NOW)
+
+
+def test_hostile_group_sender_gets_no_997():
+    """GS02 goes back as GS03: a component separator inside it is refused too."""
+    data = doc(order(1)).replace(b"GS*PO*ACMEAPP*", b"GS*PO*ACME>APP*")
+    reader = read(data)
+    ic = reader.interchanges[0]
+    with pytest.raises(Unaddressable, match="GS02"):
+        build_997(ic, ic.groups[0], control_number=1, now=NOW)

@@ -60,6 +60,7 @@ from .jobs import (
     dumps,
 )
 from .x12 import X12Reader, build_997
+from .x12.ack import Unaddressable
 from .x12.model import InterchangeSummary, TransactionSet
 
 logger = structlog.get_logger("edi_inbox.pipeline")
@@ -84,6 +85,15 @@ class StepFailed(EdiInboxError):
     def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.details = details
+
+
+class NotAcknowledged(EdiInboxError):
+    """Some 997s could not be written: the step fails, the job keeps its outcome
+    (the orders were handled; only the answer to the partner is missing)."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.data = data
 
 
 @dataclass
@@ -271,6 +281,8 @@ class Pipeline:
                 attempts = result.data.pop("_attempts", None)
                 if attempts is not None:
                     result.attempts = attempts
+            except NotAcknowledged as exc:
+                result.status, result.error, result.data = StepStatus.FAILED, str(exc), exc.data
             except StepFailed as exc:
                 self._fail(job, work, result, str(exc), exc.details)
             except EdiInboxError as exc:
@@ -424,14 +436,18 @@ class Pipeline:
         return {"_attempts": max(attempts, 1), "erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
-        """Write a 997 for every functional group received, into acks/."""
+        """Write a 997 for every functional group received, into acks/.
+
+        A group whose envelope cannot be answered (``Unaddressable``: an ISA06
+        too long, a delimiter inside it) gets no 997; the step says why."""
         if not self.settings.ack.enabled:
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
         acks_dir = self.settings.paths.acks
         assert acks_dir is not None
         acks_dir.mkdir(parents=True, exist_ok=True)
         now = datetime.now(UTC)
-        written = []
+        written: list[str] = []
+        not_acknowledged: list[str] = []
         for interchange in work.interchanges:
             for group in interchange.groups:
                 rejected = {
@@ -442,13 +458,24 @@ class Pipeline:
                 number = self._record(self.recorder.next_control_number)
                 if number is None:  # the recorder is down: the 997 still goes out
                     number = NullRecorder().next_control_number()
-                ack = build_997(
-                    interchange, group, control_number=number, rejected=rejected, now=now
-                )
+                try:
+                    ack = build_997(
+                        interchange, group, control_number=number, rejected=rejected, now=now
+                    )
+                except Unaddressable as exc:
+                    reason = f"group {group.control_number[:20]!r}: {exc}"
+                    logger.warning("not_acknowledged", reason=reason)
+                    not_acknowledged.append(reason)
+                    continue
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
                 path = write_new(acks_dir, safe_name(name), ack)
                 written.append(path.name)
         job.acks = written
+        if not_acknowledged:
+            raise NotAcknowledged(
+                "not_acknowledged: no 997 written for " + _summarise(not_acknowledged),
+                {"acks": written, "not_acknowledged": not_acknowledged},
+            )
         return {"acks": written}
 
 

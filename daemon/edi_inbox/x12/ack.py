@@ -19,6 +19,12 @@ AK5 is A, or R when the set has errors of its own or in ``rejected``. AK9 is
 A when every set is accepted, P when some are, R when none are, and E
 (accepted, errors noted) when every set is accepted but the GS/GE envelope
 itself is wrong — the reader reads such groups leniently.
+
+The envelope goes back to addresses the partner wrote, so they are checked,
+never copied raw (``check_address``): an ISA06 of 20 characters would make a
+111-character ISA, a ``~`` inside it a segment of its own. The ISA written is
+always 106 characters; a group that cannot be addressed gets no 997
+(``Unaddressable``).
 """
 
 from __future__ import annotations
@@ -27,12 +33,19 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from ..errors import X12Error
+from ..errors import EdiInboxError, X12Error
 from .model import Delimiters, GroupSummary, InterchangeSummary, SetSummary
 
 _LINE_BREAKS = "\r\n\x85"  # U+0085 is the EBCDIC NL once decoded
 _CODE = re.compile("[0-9A-Z]{1,3}")
 _SET_LEVEL = ("ST", "SE")
+ISA_LENGTH = 106  # "ISA" and 16 fixed-width elements, with their separators
+_PRINTABLE = re.compile("[ -~]*")  # the X12 character sets are printable ASCII
+
+
+class Unaddressable(EdiInboxError):
+    """The received envelope cannot be answered: a 997 built from it would not
+    be well-formed X12 (a value too long, holding a delimiter, or unprintable)."""
 
 
 def render(
@@ -59,13 +72,20 @@ def isa_elements(
     now: datetime,
     usage: str = "P",
 ) -> list[str]:
-    """An ISA with its fixed widths; ``sender``/``receiver`` are (qualifier, id)."""
-    if version >= "00402":
-        used = (delimiters.element, delimiters.component, delimiters.segment)
-        isa11 = delimiters.repetition or next(c for c in "^{!|`" if c not in used)
-    else:
-        isa11 = "U"
-    return [
+    """An ISA with its fixed widths; ``sender``/``receiver`` are (qualifier, id).
+
+    Raises ``Unaddressable`` unless every value fits its width and holds no
+    delimiter, so the ISA is always ``ISA_LENGTH`` characters.
+    """
+    isa11 = _isa11(version, delimiters)
+    banned = _banned(version, delimiters)
+    _check("ISA05", sender[0], 2, banned)
+    _check("ISA06", sender[1], 15, banned)
+    _check("ISA07", receiver[0], 2, banned)
+    _check("ISA08", receiver[1], 15, banned)
+    _check_version(version)
+    _check("ISA15", usage, 1, banned)
+    isa = [
         "ISA",
         "00",
         " " * 10,
@@ -84,6 +104,62 @@ def isa_elements(
         usage,
         delimiters.component,
     ]
+    # The checks above make this hold; an ISA of any other length is never written.
+    if len(delimiters.element.join(isa)) + 1 != ISA_LENGTH:
+        raise Unaddressable(f"the ISA would not be {ISA_LENGTH} characters long")
+    return isa
+
+
+def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
+    """Raise ``Unaddressable`` if the 997 for ``group`` cannot be addressed:
+    ISA05/ISA07 (qualifiers) over 2 characters, ISA06/ISA08 (ids) or GS02/GS03
+    over 15, any of them holding a delimiter or a character that is not
+    printable ASCII; ISA12 not five digits; ISA15 not one character."""
+    ic = interchange
+    banned = _banned(ic.version, ic.delimiters)
+    _check("ISA05", ic.sender_qualifier, 2, banned)
+    _check("ISA06", ic.sender_id, 15, banned)
+    _check("ISA07", ic.receiver_qualifier, 2, banned)
+    _check("ISA08", ic.receiver_id, 15, banned)
+    _check_version(ic.version)
+    _check("ISA15", ic.usage or "P", 1, banned)
+    _check("GS02", group.sender, 15, banned)
+    _check("GS03", group.receiver, 15, banned)
+
+
+def _isa11(version: str, d: Delimiters) -> str:
+    """ISA11: the repetition separator from 00402 on (one is chosen if none was
+    received), else ``U``."""
+    if version >= "00402":
+        used = (d.element, d.component, d.segment)
+        return d.repetition or next(c for c in "^{!|`" if c not in used)
+    return "U"
+
+
+def _banned(version: str, d: Delimiters) -> str:
+    """Every delimiter the 997 will use: none may appear inside a value."""
+    isa11 = _isa11(version, d)
+    return d.element + d.component + d.segment + (isa11 if isa11 != "U" else "")
+
+
+def _check_version(version: str) -> None:
+    if not (len(version) == 5 and version.isascii() and version.isdigit()):
+        raise Unaddressable(f"ISA12 {_quote(version)} is not a five-digit version")
+
+
+def _quote(value: str, limit: int = 40) -> str:
+    """A partner's value for a message: repr (control characters escaped), cut short."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+def _check(name: str, value: str, width: int, banned: str) -> None:
+    if len(value) > width:
+        raise Unaddressable(f"{name} {_quote(value)} is longer than {width} characters")
+    if not _PRINTABLE.fullmatch(value):
+        raise Unaddressable(f"{name} {_quote(value)} holds characters that are not printable")
+    inside = sorted(set(banned).intersection(value))
+    if inside:
+        raise Unaddressable(f"{name} {_quote(value)} holds the delimiter {inside[0]!r}")
 
 
 def build_997(
@@ -99,15 +175,17 @@ def build_997(
     ``rejected`` maps a set's control number (ST02) to problems found after
     parsing (transform, validation); those sets are rejected like sets with
     structure errors. ``control_number`` gives ISA13, GS06 and ST02.
+    Raises ``Unaddressable`` (see ``check_address``): no 997 rather than a broken one.
     """
     if not 0 < control_number <= 999_999_999:
         raise ValueError(f"control number {control_number} does not fit ISA13 (1..999999999)")
+    check_address(interchange, group)
     rejected = rejected or {}
     d = interchange.delimiters
     version = group.version or interchange.version + "0"
     body: list[list[str]] = [
         ["ST", "997", f"{control_number:04d}"],
-        ["AK1", group.functional_id, group.control_number],
+        ["AK1", _clean(group.functional_id, d), _clean(group.control_number, d)],
     ]
     accepted = 0
     for s in group.sets:
@@ -151,7 +229,7 @@ def build_997(
 
 def _set_response(s: SetSummary, errors: list[X12Error], d: Delimiters) -> list[list[str]]:
     """AK2, AK3/AK4 for each segment in error, AK5."""
-    out = [["AK2", s.code, s.control_number]]
+    out = [["AK2", _clean(s.code, d), _clean(s.control_number, d)]]
     set_codes: list[str | None] = []
     by_segment: dict[int, list[X12Error]] = {}
     for err in errors:
@@ -205,11 +283,12 @@ def _segment_id(segment_id: str | None) -> str:
 
 
 def _clean(value: str, d: Delimiters) -> str:
-    """A copy of a bad value that cannot break the 997 (AK404 must not hold delimiters)."""
-    for c in (d.element, d.component, d.segment, d.repetition, "\r", "\n"):
+    """A copy of a received value that cannot break the 997: no delimiters, only
+    control characters (AK404 quotes bad values; AK1/AK2 echo control numbers)."""
+    for c in (d.element, d.component, d.segment, d.repetition):
         if c:
             value = value.replace(c, "")
-    return value
+    return "".join(c for c in value if c.isprintable())
 
 
 def _trim(elements: list[str]) -> list[str]:
