@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 
 from edi_inbox import __version__
 from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
-from edi_inbox.erp import Delivery, HttpErp, OutboxErp, make_erp
+from edi_inbox.erp import Delivery, HttpErp, OutboxErp, make_erp, redact
 from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
 
 PATH = "/orders"
@@ -240,6 +240,7 @@ def test_bearer_token_sent_and_never_logged(httpserver: HTTPServer, tmp_path: Pa
     """The token file's content (newline stripped) goes out as a Bearer header and into no log."""
     token_file = tmp_path / "erp.token"
     token_file.write_text("s3cret-T0ken\n")
+    token_file.chmod(0o600)
     httpserver.expect_ordered_request(
         PATH, headers={"Authorization": "Bearer s3cret-T0ken"}
     ).respond_with_data("oops", status=500)
@@ -380,3 +381,43 @@ def test_user_info_in_url_is_basic_auth_and_never_shown(httpserver: HTTPServer) 
     assert httpserver.log[0][0].args.get("tenant") == "7"
     assert erp.display_url == httpserver.url_for(PATH)
     assert "s3cret" not in str(caught.value)
+
+
+def echo_headers(request: Request) -> Response:
+    """An ERP debug page: a 422 whose body echoes every request header."""
+    lines = "\n".join(f"{name}: {value}" for name, value in request.headers.items())
+    return Response(f"Unprocessable order\n\nRequest headers:\n{lines}\n", status=422)
+
+
+def test_erp_error_echoing_the_token_is_redacted(httpserver: HTTPServer, tmp_path: Path) -> None:
+    """An ERP body that echoes the Authorization header keeps its words but loses the token."""
+    token_file = tmp_path / "erp.token"
+    token_file.write_text("s3cret-T0ken-4711\n")
+    token_file.chmod(0o600)
+    httpserver.expect_request(PATH).respond_with_handler(echo_headers)
+    with http_erp(httpserver, [], token_file=token_file) as erp, pytest.raises(ErpRejected) as info:
+        erp.deliver(PAYLOAD, KEY)
+    message = str(info.value)
+    assert "Unprocessable order" in message and "Authorization: [redacted]" in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "said, kept",
+    [
+        ("Authorization: Bearer abc.DEF-123\nHost: erp", "Authorization: [redacted]\nHost: erp"),
+        ('{"authorization": "Basic dXNlcjpw"}', '{"authorization": "[redacted]"}'),
+        ("<td>Bearer abcdefgh</td>", "<td>Bearer [redacted]</td>"),
+        ("retry with token=abc123&user=me", "retry with token=[redacted]&user=me"),
+        ("password: hunter2, then", "password: [redacted], then"),
+        (
+            '{"api_key": "k-1", "client_secret":"x"}',
+            '{"api_key": "[redacted]", "client_secret":"[redacted]"}',
+        ),
+        ("session THE-TOKEN-ITSELF seen", "session [redacted] seen"),
+        ("unknown buyer 4711: the token expired", "unknown buyer 4711: the token expired"),
+    ],
+)
+def test_redact_removes_what_looks_like_a_credential(said: str, kept: str) -> None:
+    """The configured token anywhere, and any header, scheme or key=value that names a secret."""
+    assert redact(said, ["THE-TOKEN-ITSELF"]) == kept

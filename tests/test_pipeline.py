@@ -144,13 +144,14 @@ def test_posts_to_the_http_erp_once_with_an_idempotency_key(tmp_path, httpserver
 
 
 def test_erp_rejection_fails_the_job_with_its_message(tmp_path, httpserver):
-    """A 400 from the ERP fails the job at once, keeping the ERP's words."""
+    """A 400 from the ERP fails the job at once: our words for the job, the ERP's in the order."""
     httpserver.expect_request("/orders").respond_with_json({"error": "unknown buyer"}, status=400)
     settings = settings_for(tmp_path, httpserver.url_for("/orders"))
     with Pipeline(settings) as pipeline:
         job = pipeline.run(copy(tmp_path, GOOD))
     assert job.status is JobStatus.FAILED
-    assert "unknown buyer" in job.error
+    assert job.error == "the ERP rejected order 08292233294 (HTTP 400)"
+    assert "unknown buyer" in job.orders[0].error
     post = next(s for s in job.steps if s.step_name == "post_to_erp")
     assert post.status is StepStatus.FAILED and post.attempts == 1
     assert job.orders[0].status == "failed"

@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
+from edi_inbox import config, service
 from edi_inbox.cli import main
 from edi_inbox.terminal import json_text, shown
 
@@ -130,3 +133,46 @@ def test_997_for_a_good_file_has_a_106_character_isa(env, tmp_path):
     (ack,) = (tmp_path / "state" / "acks").iterdir()
     text = ack.read_bytes().decode("latin-1")
     assert text[:106].count("*") == 16 and text[105] == "\n"
+
+
+TOKEN = "s3cret-T0ken-4711"
+
+
+def debug_page(request: Request) -> Response:
+    """An ERP in debug mode: a 422 whose body echoes the request's headers."""
+    lines = "\n".join(f"{name}: {value}" for name, value in request.headers.items())
+    return Response(f"Unprocessable order\nRequest headers:\n{lines}\n", status=422)
+
+
+def test_erp_body_never_reaches_the_partner_and_is_redacted_in_the_record(
+    tmp_path: Path, httpserver: HTTPServer
+) -> None:
+    """error.json says "the ERP rejected order X (HTTP 422)"; the record keeps the ERP's words,
+    token redacted."""
+    httpserver.expect_request("/orders").respond_with_handler(debug_page)
+    token = tmp_path / "erp.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    toml = tmp_path / "edi-inbox.toml"
+    toml.write_text(
+        f'[paths]\nroot = "{tmp_path}/state"\n[log]\nformat = "json"\n'
+        f'[erp]\nurl = "{httpserver.url_for("/orders")}"\ntoken_file = "{token}"\n'
+        "max_attempts = 1\n[daemon]\nsettle_seconds = 0.1\n"
+    )
+    settings = config.load(toml, {})
+    settings.paths.create()
+    (settings.paths.inbox / "po.edi").write_bytes(GOOD.read_bytes())
+    assert service.run(settings, once=True) == 0
+
+    report_file = settings.paths.failed / "po.edi.error.json"
+    report = json.loads(report_file.read_text())
+    assert report["error"] == "the ERP rejected order 08292233294 (HTTP 422)"
+    text = report_file.read_text()
+    assert TOKEN not in text and "Unprocessable" not in text and "Authorization" not in text
+
+    shown_job = cli({"EDI_INBOX_CONFIG": str(toml)}, "jobs", "show", "--json", report["job_id"])
+    record = shown_job.stdout
+    assert TOKEN not in record
+    (order,) = json.loads(record)["orders"]
+    assert "Unprocessable order" in order["error"] and "Authorization: [redacted]" in order["error"]
+    assert any(line["message"] == "erp_refused" for line in json.loads(record)["logs"])

@@ -869,7 +869,7 @@ def test_retry_puts_failed_file_back_as_retry_of(tmp_path, erp):
     (settings.paths.inbox / "po.edi").write_bytes(make_po(5))
     assert service.run(settings, once=True) == 0
     report = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
-    assert "unknown ship-to" in report["error"]
+    assert "the ERP rejected order" in report["error"]  # the ERP's own words stay ours
 
     (result,) = admin.retry(settings, report["job_id"])
     assert result["retried"] and result["inbox_name"] == "po.edi"

@@ -20,6 +20,11 @@ What is retried, and why:
 - any other answer (4xx, 3xx) fails at once with ``ErpRejected``: sending the
   same body again would get the same answer.
 
+What the ERP answers stays ours: its error text goes into the job's record
+(``redact`` first removes the token and anything that looks like a
+credential: an ERP debug page may echo the request's headers), never to the
+partner, who is told "the ERP rejected order 4711 (HTTP 422)".
+
 ``OutboxErp`` stands in when ``[erp] url`` is empty: another system picks the
 files up from ``outbox/``.
 """
@@ -31,9 +36,10 @@ import email.utils
 import json
 import math
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -50,10 +56,26 @@ from . import __version__, config, files
 from .errors import ConfigError, ErpRejected, ErpUnavailable
 from .jobs import dumps, json_default
 
-__all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp"]
+__all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "redact"]
 
 MESSAGE_MAX = 500  # characters of an ERP error body kept in messages
 DEFAULT_POOL_SIZE = 8
+REDACTED = "[redacted]"
+
+# A header line, or a JSON/HTML echo of one, whose whole value is secret:
+# "Authorization: Bearer abc", '"authorization": "Basic abc"', "Cookie: s=1; t=2".
+_SECRET_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie|x-api-key)(\s*[\"']?\s*[:=]\s*[\"']?)"
+    r"([^\"'\r\n<]+)"
+)
+# A credential scheme and its value wherever it stands: "<td>Bearer abc</td>".
+_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)([A-Za-z0-9._~+/=-]{4,})")
+# key=value, key: value, "key": "value" for any key naming a secret:
+# token, access_token, password, passwd, secret, client_secret, api_key, apikey.
+_SECRET_PAIR = re.compile(
+    r"(?i)\b([\w-]*(?:token|password|passwd|secret|api[_-]?key|apikey))"
+    r"(\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,;<>}]+)"
+)
 
 
 @dataclass(frozen=True)
@@ -144,8 +166,14 @@ class HttpErp(_Sink):
         headers = {"User-Agent": f"edi-inbox/{__version__}", "Accept": "application/json"}
         if url.auth:
             headers.update(make_headers(basic_auth=url.auth))
+        # What redact() removes from the ERP's answers, besides what looks secret.
+        self._secrets: tuple[str, ...] = tuple(
+            part for part in (url.auth or "").partition(":")[::2] if len(part) >= 4
+        )
         if settings.token_file is not None:
-            headers["Authorization"] = f"Bearer {_read_token(settings.token_file)}"
+            token = _read_token(settings.token_file)
+            headers["Authorization"] = f"Bearer {token}"
+            self._secrets += (token,)
         self._headers = {**headers, "Content-Type": "application/json"}
         # A connection per worker at most (block=True: a worker waits for a free
         # one). No retries or redirects of urllib3's own: tenacity retries, and a
@@ -221,16 +249,16 @@ class HttpErp(_Sink):
         status = f"HTTP {code} {response.reason or ''}".rstrip()
         if code in (408, 429) or code >= 500:
             raise _Retryable(
-                f"{status}: {_erp_message(data)}",
+                f"{status}: {_erp_message(data, self._secrets)}",
                 status_code=code,
                 retry_after=_retry_after(response.headers.get("Retry-After")),
                 attempt=n,
             )
         if 300 <= code < 400:
-            where = response.headers.get("Location", "an unnamed place")
+            where = redact(response.headers.get("Location", "an unnamed place"), self._secrets)
             message = f"{status}: redirected to {where}; set [erp] url to the final address"
         else:
-            message = f"{status}: {_erp_message(data)}"
+            message = f"{status}: {_erp_message(data, self._secrets)}"
         raise ErpRejected(f"ERP rejected the order: {message}", status_code=code, attempts=n)
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
@@ -313,9 +341,24 @@ def _erp_id(data: bytes, field: str) -> str | None:
     return None
 
 
-def _erp_message(data: bytes) -> str:
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` without credentials: each of ``secrets`` (the bearer token, the
+    URL's password) wherever it appears, and the value of anything that looks
+    like one — an ``Authorization:`` or ``Cookie:`` header, ``Bearer xxx``,
+    ``token=``, ``password=``, ``api_key=``, ``client_secret:`` — replaced by
+    ``[redacted]``. For the ERP's answers, before they reach a record or a log."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    text = _SECRET_HEADER.sub(lambda m: m[1] + m[2] + REDACTED, text)
+    text = _SCHEME.sub(lambda m: m[1] + m[2] + REDACTED, text)
+    return _SECRET_PAIR.sub(lambda m: m[1] + m[2] + REDACTED, text)
+
+
+def _erp_message(data: bytes, secrets: Iterable[str] = ()) -> str:
     """What the ERP said: its JSON ``error``/``message``/``detail``, else the body
-    text, cut to ``MESSAGE_MAX`` characters."""
+    text, redacted, then cut to ``MESSAGE_MAX`` characters (redacted first: a
+    token cut in half would no longer be found)."""
     body = _json(data)
     if isinstance(body, dict):
         for key in ("error", "message", "detail"):
@@ -323,11 +366,11 @@ def _erp_message(data: bytes) -> str:
             if isinstance(value, dict) and isinstance(value.get("message"), str):
                 value = value["message"]  # {"error": {"code": …, "message": …}}
             if isinstance(value, str) and value.strip():
-                return _cut(value.strip())
+                return _cut(redact(value.strip(), secrets))
             if value not in (None, "", [], {}):
-                return _cut(json.dumps(value, ensure_ascii=False))
+                return _cut(redact(json.dumps(value, ensure_ascii=False), secrets))
     text = data.decode("utf-8", "replace").strip()
-    return _cut(text) if text else "(empty body)"
+    return _cut(redact(text, secrets)) if text else "(empty body)"
 
 
 def _cut(text: str) -> str:

@@ -42,6 +42,7 @@ from .erp import make_erp
 from .errors import (
     EdiInboxError,
     ErpError,
+    ErpRejected,
     FileChanged,
     Problem,
     UnsafeFile,
@@ -418,8 +419,17 @@ class Pipeline:
             except ErpError as exc:
                 order.attempts = exc.attempts
                 attempts += exc.attempts
+                # The ERP's own words (redacted by erp.py) stay in the job's
+                # record; the step's error, which reaches error.json, is ours.
                 order.status, order.error = "failed", str(exc)
-                failures.append(f"PO {order.po_number}: {exc}")
+                logger.warning(
+                    "erp_refused",
+                    po_number=order.po_number,
+                    status_code=exc.status_code,
+                    attempts=exc.attempts,
+                    error=str(exc),
+                )
+                failures.append(_erp_failure(order.po_number, exc))
                 continue
             order.attempts = delivery.attempts
             attempts += delivery.attempts
@@ -429,10 +439,7 @@ class Pipeline:
             self._record(self.recorder.order_accepted, job, order)
             logger.info("order_posted", po_number=order.po_number, erp_po_id=delivery.erp_id)
         if failures:
-            raise StepFailed(
-                "the ERP did not accept every order: " + "; ".join(failures),
-                [{"message": f} for f in failures],
-            )
+            raise StepFailed(_summarise(failures), [{"message": f} for f in failures])
         return {"_attempts": max(attempts, 1), "erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
@@ -483,6 +490,15 @@ def _summarise(messages: list[str], limit: int = 5) -> str:
     shown = "; ".join(messages[:limit])
     more = len(messages) - limit
     return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def _erp_failure(po_number: str, exc: ErpError) -> str:
+    """Why an order failed at the ERP, in our words: the partner reads them in
+    error.json, so no ERP body (which may echo headers, tokens) goes in."""
+    status = f"HTTP {exc.status_code}" if exc.status_code is not None else "no answer"
+    if isinstance(exc, ErpRejected):
+        return f"the ERP rejected order {po_number} ({status})"
+    return f"the ERP did not take order {po_number} ({status} after {exc.attempts} attempts)"
 
 
 def _problem_to_x12(problem: Problem) -> X12Error:
