@@ -1,6 +1,9 @@
 """The command line: help everywhere, exit codes, JSON alone on stdout."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -144,3 +147,26 @@ def test_unknown_job_is_a_clear_error(env):
     """jobs show with an unknown id exits 1 and says so."""
     result = run_cli(env, "jobs", "show", "no-such-job")
     assert result.exit_code == 1 and "no job" in result.stderr
+
+
+def test_cli_creates_nothing_other_users_can_read(tmp_path):
+    """Run with umask 000, process still leaves the database, folders and files closed to others."""
+    root = tmp_path / "state"
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text(f'[paths]\nroot = "{root}"\n[log]\nformat = "json"\n')
+    env = {**os.environ, "EDI_INBOX_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "edi_inbox.cli", "process", str(GOOD)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.umask(0),
+    )
+    assert done.returncode == 0, done.stderr
+    created = [root, *root.rglob("*")]
+    names = {p.relative_to(root).as_posix() for p in created}
+    assert {"edi-inbox.db", "acks", "outbox"} <= names
+    assert any(p.parent.name == "acks" for p in created)  # the 997 itself
+    modes = {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in created}
+    assert {name: oct(mode) for name, mode in modes.items() if mode & 0o027} == {}

@@ -104,7 +104,8 @@ def test_config_path_from_environment(tmp_path):
         ("[daemon]\nworkers = 'four'\n", "key 'workers' must be a whole number, not 'four'"),
         ("[daemon]\nworkers = 0\n", "'workers' must be at least 1"),
         ("[daemon]\nprocesses = 0\n", "'processes' must be at least 1"),
-        ("[daemon]\nsettle_seconds = -1\n", "must not be negative"),
+        ("[daemon]\nsettle_seconds = -1\n", "must be a finite number ≥ 0, got -1.0"),
+        ("[daemon]\nmax_file_bytes = -1\n", "must not be negative"),
         ("[daemon]\nobserver = 'fanotify'\n", "must be one of auto, inotify, polling"),
         ("[ack]\nenabled = 'yes'\n", "must be true or false"),
         ("[erp\n", "not valid TOML"),
@@ -129,3 +130,59 @@ def test_missing_file_is_a_clear_error(tmp_path):
     """A named configuration file that does not exist is an error, not the defaults."""
     with pytest.raises(ConfigError, match="not found"):
         config.load(tmp_path / "nope.toml", {})
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "shown"),
+    [
+        ("daemon", "settle_seconds", "nan", "nan"),
+        ("daemon", "settle_seconds", "inf", "inf"),
+        ("daemon", "incomplete_grace_seconds", "-inf", "-inf"),
+        ("daemon", "rescan_seconds", "nan", "nan"),
+        ("erp", "connect_timeout_seconds", "nan", "nan"),
+        ("erp", "backoff_max_seconds", "inf", "inf"),
+        ("database", "busy_timeout_seconds", "nan", "nan"),
+    ],
+)
+def test_float_settings_must_be_finite_and_name_the_key(tmp_path, section, key, value, shown):
+    """nan and inf (TOML literals or environment text) are refused, naming the key."""
+    path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path, {})
+    assert f"[{section}] key '{key}' must be a finite number ≥ 0, got {shown}" in str(info.value)
+    assert str(path) in str(info.value)
+    variable = f"EDI_INBOX_{section.upper()}_{key.upper()}"
+    with pytest.raises(ConfigError, match=f"{variable}.*finite number"):
+        config.load(None, {variable: value})
+
+
+def test_float_settings_must_be_at_most_a_year(tmp_path):
+    """A duration beyond a year is a typo (and 1e300 s overflows a sleep): refused by name."""
+    path = write(tmp_path, "[daemon]\nheartbeat_seconds = 1e300\n")
+    with pytest.raises(ConfigError, match=r"key 'heartbeat_seconds' must be at most 31536000"):
+        config.load(path, {})
+    assert config.load(write(tmp_path, "[daemon]\nsettle_seconds = 0\n"), {})
+
+
+@pytest.mark.parametrize(
+    ("mode", "why"),
+    [
+        (0o644, "world-readable"),
+        (0o604, "world-readable"),
+        (0o660, "group-writable"),
+        (0o602, "world-writable"),
+    ],
+)
+def test_loose_token_file_is_refused(tmp_path, mode, why):
+    """A token file others can read or change stops start-up, naming the file and its mode."""
+    token = tmp_path / "erp.token"
+    token.write_text("s3cret\n")
+    token.chmod(mode)
+    path = write(tmp_path, f'[erp]\nurl = "http://127.0.0.1:9/orders"\ntoken_file = "{token}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path, {})
+    message = str(info.value)
+    assert str(token) in message and f"mode {mode:04o}" in message and why in message
+    assert "token_file" in message and str(path) in message
+    token.chmod(0o640)  # the service's group may read it
+    assert config.load(path, {}).erp.token_file == token

@@ -176,3 +176,15 @@ def test_erp_body_never_reaches_the_partner_and_is_redacted_in_the_record(
     (order,) = json.loads(record)["orders"]
     assert "Unprocessable order" in order["error"] and "Authorization: [redacted]" in order["error"]
     assert any(line["message"] == "erp_refused" for line in json.loads(record)["logs"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_settle_seconds_nan_stops_the_cli_naming_the_key(tmp_path, value):
+    """settle_seconds = nan would hold every file forever: the command refuses to start."""
+    toml = tmp_path / "edi-inbox.toml"
+    toml.write_text(f'[paths]\nroot = "{tmp_path}/state"\n[daemon]\nsettle_seconds = {value}\n')
+    result = cli({"EDI_INBOX_CONFIG": str(toml)}, "run", "--once")
+    assert result.exit_code == 1
+    expected = f"[daemon] key 'settle_seconds' must be a finite number ≥ 0, got {value}"
+    assert expected in result.stderr
+    assert not (tmp_path / "state").exists()

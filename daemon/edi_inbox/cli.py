@@ -2,11 +2,16 @@
 
 Read commands take ``--json`` and then print JSON alone on stdout; logs go to
 stderr (``run`` logs to stdout, which journald reads).
+
+Every command runs under umask 027 (as the systemd unit's ``UMask=0027``): the
+database holds every order's bytes, and the folders and files it creates are
+no business of other users, wherever the command is run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -22,6 +27,8 @@ from .errors import EdiInboxError
 from .jobs import JobResult
 from .pipeline import Pipeline
 from .terminal import json_text, shown
+
+PRIVATE_UMASK = 0o027  # no write for the group, nothing for others
 
 
 def _echo_json(value: Any) -> None:
@@ -48,6 +55,11 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
     Example:
         edi-inbox --config /etc/edi-inbox/edi-inbox.toml status
     """
+    # Stricter bits already set are kept; the old mask comes back when the
+    # command ends (it matters only to callers in the same process: tests).
+    old = os.umask(PRIVATE_UMASK)
+    os.umask(old | PRIVATE_UMASK)
+    ctx.call_on_close(lambda: os.umask(old))
     try:
         settings = config.load(config_path)
     except EdiInboxError as exc:

@@ -4,13 +4,18 @@ Every key has a default, so ``load(None)`` gives a working configuration.
 Precedence, last wins: built-in defaults, the TOML file, ``EDI_INBOX_<SECTION>_<KEY>``
 environment variables (``EDI_INBOX_ERP_URL=https://…``). Unknown sections and
 keys are errors that name the key, the file and the nearest known key.
+Numbers are checked too: a float must be finite, ≥ 0 and at most a year of
+seconds (``settle_seconds = nan`` would hold every file forever), and a
+``token_file`` others can read or change is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -23,6 +28,7 @@ from .errors import ConfigError
 CONFIG_ENV = "EDI_INBOX_CONFIG"
 ENV_PREFIX = "EDI_INBOX_"
 DEFAULT_CONFIG_PATHS = (Path("/etc/edi-inbox/edi-inbox.toml"),)
+MAX_SECONDS = 365 * 24 * 3600  # every float setting is a duration; more is a typo
 
 
 def default_root(environ: Mapping[str, str]) -> Path:
@@ -203,7 +209,34 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
             values["root"] = default_root(environ)
         where = name_of(source, section)
         sections[section] = _build(cls, section, values, where)
+    token_file = typing.cast(ErpSettings, sections["erp"]).token_file
+    if token_file is not None:
+        check_token_file(token_file, f"{name_of(source, 'erp')} key 'token_file'")
     return Settings(source=source, **sections)  # type: ignore[arg-type]
+
+
+def check_token_file(path: Path, label: str = "[erp] token_file") -> None:
+    """Refuse a token file that other users can read, or that anyone but its
+    owner can change (mode 0600 or 0640 is right). A file that cannot be
+    looked at is left to the ERP client, which says why when it reads it."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    loose = [
+        what
+        for bit, what in (
+            (stat.S_IROTH, "world-readable"),
+            (stat.S_IWOTH, "world-writable"),
+            (stat.S_IWGRP, "group-writable"),
+        )
+        if mode & bit
+    ]
+    if loose:
+        raise ConfigError(
+            f"{label}: {path} has mode {mode:04o} ({', '.join(loose)}): the ERP token must "
+            f"be kept from other users; chmod 0600 (or 0640 for the service's group) {path}"
+        )
 
 
 def name_of(source: Path | None, section: str) -> str:
@@ -243,12 +276,22 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         if choices and kwargs[key] not in choices:
             raise ConfigError(f"{label} must be one of {', '.join(choices)}, not {value!r}")
         number = kwargs[key]
-        if isinstance(number, int | float) and not isinstance(number, bool) and number < 0:
+        if isinstance(number, float):
+            _check_float(number, label)
+        elif isinstance(number, int) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
     for key in ("workers", "processes"):
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)
+
+
+def _check_float(number: float, label: str) -> None:
+    """NaN compares false with everything, so ``< 0`` lets it through; inf never elapses."""
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{label} must be a finite number ≥ 0, got {number}")
+    if number > MAX_SECONDS:
+        raise ConfigError(f"{label} must be at most {MAX_SECONDS} (a year), got {number:g}")
 
 
 def _convert(value: object, hint: object, label: str) -> object:
