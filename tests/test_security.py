@@ -1,14 +1,18 @@
 """Hostile partner data and unsafe settings: shown, refused or kept to ourselves."""
 
+import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import structlog
 from click.testing import CliRunner
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from edi_inbox import config, service
+from edi_inbox import log as logsetup
 from edi_inbox.cli import main
 from edi_inbox.terminal import json_text, shown
 
@@ -188,3 +192,16 @@ def test_settle_seconds_nan_stops_the_cli_naming_the_key(tmp_path, value):
     expected = f"[daemon] key 'settle_seconds' must be a finite number ≥ 0, got {value}"
     assert expected in result.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_console_log_lines_escape_partner_text():
+    """On a terminal the logs are console text: a PO number's ESC is shown, not obeyed."""
+    stream = io.StringIO()
+    try:
+        logsetup.configure("info", "console", stream=stream)
+        structlog.get_logger("edi_inbox.test").info("job_finished", po_number=EVIL_PO)
+    finally:
+        logsetup.configure("info", "json", stream=sys.stderr)
+    line = stream.getvalue()
+    assert "job_finished" in line and "0829\\x1b]0;pwned\\x07" in line
+    assert_inert(line)

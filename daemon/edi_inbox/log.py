@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import structlog
 
 from .jobs import LogEntry
+from .terminal import shown
 
 _job_buffer: contextvars.ContextVar[JobLogBuffer | None] = contextvars.ContextVar(
     "edi_inbox_job_buffer", default=None
@@ -84,6 +85,15 @@ def redact_secrets(
     return event_dict
 
 
+def escape_text(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor (console format): text values shown escaped, as ``terminal.shown``
+    does. The console renderer prints strings raw, and a PO number is the
+    partner's text; JSON lines escape control characters already."""
+    return {k: shown(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -145,7 +155,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         final = [structlog.processors.format_exc_info, renderer]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
-        final = [renderer]
+        final = [escape_text, renderer]
 
     shared = shared_processors()
     # Loggers are bound once, at their first use after this call (a dozen
