@@ -61,7 +61,7 @@ from .jobs import (
     dumps,
 )
 from .x12 import X12Reader, build_997
-from .x12.ack import Unaddressable
+from .x12.ack import Unaddressable, check_address
 from .x12.model import InterchangeSummary, TransactionSet
 
 logger = structlog.get_logger("edi_inbox.pipeline")
@@ -462,18 +462,19 @@ class Pipeline:
                     for (isa, gs, st), errs in work.rejected.items()
                     if isa == interchange.control_number and gs == group.control_number
                 }
-                number = self._record(self.recorder.next_control_number)
-                if number is None:  # the recorder is down: the 997 still goes out
-                    number = NullRecorder().next_control_number()
-                try:
-                    ack = build_997(
-                        interchange, group, control_number=number, rejected=rejected, now=now
-                    )
+                try:  # before a control number is spent on it
+                    check_address(interchange, group)
                 except Unaddressable as exc:
                     reason = f"group {group.control_number[:20]!r}: {exc}"
                     logger.warning("not_acknowledged", reason=reason)
                     not_acknowledged.append(reason)
                     continue
+                number = self._record(self.recorder.next_control_number)
+                if number is None:  # the recorder is down: the 997 still goes out
+                    number = NullRecorder().next_control_number()
+                ack = build_997(
+                    interchange, group, control_number=number, rejected=rejected, now=now
+                )
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
                 path = write_new(acks_dir, safe_name(name), ack)
                 written.append(path.name)
