@@ -355,10 +355,11 @@ def test_partner_upload_reaches_done_with_its_997_in_two_processes(machine):
     """With `processes = 2` under the unit's hardening, a partner's upload (owned by the
     partner, 0644, protected hard links on) is filed in done/ with its 997 in acks/; the
     STATUS= line and `edi-inbox status` as the service user say so."""
+    cursor = machine.cursor()
     set_processes(machine, 2)
     wait_for(lambda: len(machine.unit_pids()) >= 3, 30, "the main process and 2 children")
-    assert "worker_processes_started" in wait_for(
-        lambda: "worker_processes_started" in machine.journal() and machine.journal(),
+    wait_for(
+        lambda: "worker_processes_started" in machine.journal(cursor),
         30,
         "worker_processes_started in the journal",
     )
