@@ -61,6 +61,11 @@ def shares(workers: int, processes: int) -> list[int]:
 class ProcessPool:
     """The children and one pipe per relay thread (``channels``)."""
 
+    # Pools started and not yet stopped in this process (tests run two daemons in
+    # one): the resource tracker is the process's, stopped with the last of them.
+    live = 0
+    live_lock = threading.Lock()
+
     def __init__(self, settings: Settings, host: str, processes: int, workers: int) -> None:
         self.settings = settings
         self.host = host
@@ -73,6 +78,8 @@ class ProcessPool:
         """Start every child (from the calling thread: a child dies with it) and
         wait until each is ready. Raises RuntimeError if one is not."""
         context = multiprocessing.get_context("spawn")
+        with ProcessPool.live_lock:
+            ProcessPool.live += 1
         self.write_turn = context.Lock()
         readies = []
         for n, count in enumerate(self.counts):
@@ -131,11 +138,17 @@ class ProcessPool:
     def _stop_resource_tracker(self) -> None:
         """With the children gone: drop the write-turn lock (the children's
         arguments hold it too), whose finalizer unlinks its semaphore and tells the
-        tracker, then stop the tracker and wait for it. Without this it outlives
-        the main process and systemd SIGKILLs it at stop."""
+        tracker; then, if no other pool runs in this process, stop the tracker and
+        wait for it. Without this it outlives the main process and systemd
+        SIGKILLs it at stop."""
+        if self.write_turn is None:  # not started, or stopped already
+            return
         self.children = []
         self.write_turn = None
-        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+        with ProcessPool.live_lock:
+            ProcessPool.live -= 1
+            if ProcessPool.live == 0:
+                resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
     def kill(self) -> None:
         """SIGKILL the children still running (their jobs are given up) and reap
