@@ -98,6 +98,8 @@ def test_unit_contract():
     stop = seconds(values["TimeoutStopSec"][0])
     assert stop >= DaemonSettings().shutdown_timeout_seconds + 10
     assert values["User"] == ["edi-inbox"] and values["Group"] == ["sftp-partners"]
+    # The config is root:edi-inbox 0640: systemd does not add the user's own group.
+    assert values["SupplementaryGroups"] == ["edi-inbox"]
     assert values["StateDirectory"] == ["edi-inbox"]
     assert values["ConfigurationDirectory"] == ["edi-inbox"]
     assert values["CapabilityBoundingSet"] == [""]
@@ -108,7 +110,8 @@ def test_unit_contract():
 
 
 def test_sysusers_creates_user_in_sftp_group(tmp_path):
-    """systemd-sysusers (into a scratch root) creates edi-inbox, a member of sftp-partners."""
+    """systemd-sysusers (into a scratch root) creates edi-inbox, a member of sftp-partners,
+    and its own group edi-inbox (the config's group)."""
     tool = need("systemd-sysusers")
     (tmp_path / "etc").mkdir()
     conf = SYSTEMD / "edi-inbox.sysusers.conf"
@@ -122,6 +125,7 @@ def test_sysusers_creates_user_in_sftp_group(tmp_path):
     group = (tmp_path / "etc" / "group").read_text()
     assert re.search(r"^edi-inbox:x:\d+:\d+:.*:/var/lib/edi-inbox:", passwd, re.M)
     assert re.search(r"^sftp-partners:x:\d+:edi-inbox$", group, re.M)
+    assert re.search(r"^edi-inbox:x:\d+:", group, re.M)
 
 
 def test_tmpfiles_creates_the_folders(tmp_path):

@@ -20,6 +20,11 @@ resumes. SIGTERM ends a child (the unit sends it to the main process only,
 ``KillMode=mixed``; multiprocessing's exit handler sends it to children left
 over). A child that dies on its own stops the daemon with an error; systemd
 restarts it and the claims are resumed.
+
+``spawn`` also starts multiprocessing's resource tracker, a process of its own
+that would outlive the main process by a moment (it ends when it reads EOF),
+long enough for systemd to SIGKILL it at every stop (``KillMode=mixed``): the
+pool stops it once the children are gone.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -55,18 +61,26 @@ def shares(workers: int, processes: int) -> list[int]:
 class ProcessPool:
     """The children and one pipe per relay thread (``channels``)."""
 
+    # Pools started and not yet stopped in this process (tests run two daemons in
+    # one): the resource tracker is the process's, stopped with the last of them.
+    live = 0
+    live_lock = threading.Lock()
+
     def __init__(self, settings: Settings, host: str, processes: int, workers: int) -> None:
         self.settings = settings
         self.host = host
         self.counts = shares(workers, processes)
         self.children: list[Any] = []
         self.channels: list[Connection] = []
+        self.write_turn: Any = None  # SQLite's write turn among the children (database.py)
 
     def start(self) -> None:
         """Start every child (from the calling thread: a child dies with it) and
         wait until each is ready. Raises RuntimeError if one is not."""
         context = multiprocessing.get_context("spawn")
-        write_turn = context.Lock()  # SQLite's write turn among the children (database.py)
+        with ProcessPool.live_lock:
+            ProcessPool.live += 1
+        self.write_turn = context.Lock()
         readies = []
         for n, count in enumerate(self.counts):
             ends = [context.Pipe() for _ in range(count)]
@@ -78,7 +92,7 @@ class ProcessPool:
                     self.host,
                     [there for _, there in ends],
                     ready_there,
-                    write_turn,
+                    self.write_turn,
                 ),
                 name=f"edi-inbox-jobs-{n}",
                 daemon=True,
@@ -119,6 +133,22 @@ class ProcessPool:
         for child in self.children:
             child.join(max(0.0, deadline - time.monotonic()))
         self.kill()
+        self._stop_resource_tracker()
+
+    def _stop_resource_tracker(self) -> None:
+        """With the children gone: drop the write-turn lock (the children's
+        arguments hold it too), whose finalizer unlinks its semaphore and tells the
+        tracker; then, if no other pool runs in this process, stop the tracker and
+        wait for it. Without this it outlives the main process and systemd
+        SIGKILLs it at stop."""
+        if self.write_turn is None:  # not started, or stopped already
+            return
+        self.children = []
+        self.write_turn = None
+        with ProcessPool.live_lock:
+            ProcessPool.live -= 1
+            if ProcessPool.live == 0:
+                resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
     def kill(self) -> None:
         """SIGKILL the children still running (their jobs are given up) and reap
