@@ -39,6 +39,8 @@ class Erp:
         self.url = server.url_for("/orders")
         self.requests: list[tuple[str, str]] = []
         self.delay = 0.0
+        self.gate = threading.Event()  # cleared: requests wait until it is set again
+        self.gate.set()
         self._lock = threading.Lock()
         server.expect_request("/orders", method="POST").respond_with_handler(self.handle)
 
@@ -47,6 +49,7 @@ class Erp:
         po = json.loads(request.get_data())["po_number"]
         with self._lock:
             self.requests.append((key, po))
+        self.gate.wait(60)
         if self.delay:
             time.sleep(self.delay)
         body = json.dumps({"id": f"ERP-{key[:12]}"})
@@ -67,7 +70,9 @@ class Erp:
 @pytest.fixture
 def erp():
     with http_server() as server:
-        yield Erp(server)
+        erp = Erp(server)
+        yield erp
+        erp.gate.set()  # no request left waiting on a stopped server
 
 
 def daemon_command(config: Path) -> list[str]:
@@ -78,9 +83,18 @@ def daemon_command(config: Path) -> list[str]:
 class Daemon:
     """The daemon as a subprocess; READY=1 arrives on a real notify socket."""
 
-    def __init__(self, root: Path, erp_url: str, *, user: bool = False, **daemon: object) -> None:
+    def __init__(
+        self,
+        root: Path,
+        erp_url: str,
+        *,
+        user: bool = False,
+        host: str | None = None,
+        **daemon: object,
+    ) -> None:
         self.root = root
         self.user = user  # run as the daemon's own user (uids.DAEMON), not root
+        self.host = host  # another host name (a UTS namespace of its own); None: this one
         values = {
             "workers": 4,
             "settle_seconds": SETTLE,
@@ -114,7 +128,7 @@ class Daemon:
         os.chmod(self.config, 0o644)
         self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
         self.processing = root / "processing"
-        self.log = root / "daemon.log"
+        self.log = root / (f"daemon-{host}.log" if host else "daemon.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify_name = f"edi-inbox-e2e-{uuid.uuid4().hex}"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -141,8 +155,12 @@ class Daemon:
         env.pop("EDI_INBOX_CONFIG", None)
         with open(self.log, "ab") as log:
             command = daemon_command(self.config)
+            if self.user:
+                command = uids.as_daemon_command(command)
+            if self.host:
+                command = as_host(self.host, command)
             self.proc = subprocess.Popen(
-                uids.as_daemon_command(command) if self.user else command,
+                command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -186,6 +204,13 @@ class Daemon:
 
     def listing(self, folder: Path) -> list[str]:
         return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def as_host(host: str, argv: list[str]) -> list[str]:
+    """``argv`` in a UTS namespace of its own named ``host``, in the same process
+    (unshare and sh exec): a daemon of another host on this machine."""
+    script = 'hostname "$0" && exec "$@"'
+    return ["unshare", "--uts", "sh", "-c", script, host, *argv]
 
 
 def child_pids(pid: int) -> list[int]:

@@ -23,6 +23,9 @@ old one); a rename that finds the name gone means another daemon was first:
   so a file seen there belongs to a host that was alive at that moment unless
   the host has gone quiet. Without liveness information nothing is taken.
 
+One daemon per host: ``lock_host`` holds an flock on
+``processing/.<host>.lock`` for the daemon's life, taken before anything else.
+
 Retry markers: ``processing/.retry/<dev>-<ino>.json`` (keyed by the inode,
 which a same-file-system move keeps, and checked against size and mtime) tells
 the daemon that the next job for that file is a retry of the old one.
@@ -31,6 +34,7 @@ the daemon that the next job for that file is a retry of the old one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import uuid
@@ -42,6 +46,7 @@ import structlog
 
 from . import files
 from .config import PathSettings
+from .errors import AlreadyRunning
 from .watch import WatchError, scan
 
 logger = structlog.get_logger("edi_inbox.claims")
@@ -49,6 +54,8 @@ logger = structlog.get_logger("edi_inbox.claims")
 MAX_NAME_BYTES = 255
 RETRY_DIR = ".retry"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+LOCK_MODE = 0o640
 
 LookupJob = Callable[[str], Mapping[str, Any] | None]
 LiveHosts = Callable[[], Collection[str]]
@@ -69,6 +76,28 @@ def os_message(exc: BaseException) -> str:
 def host_folder(host: str) -> str:
     """The name of ``host``'s folder in ``processing/``."""
     return files.safe_name(host, fallback="host")
+
+
+def lock_host(processing: Path, host: str) -> int:
+    """Lock ``processing/.<host>.lock`` (flock, exclusive); the descriptor holds the
+    lock until it is closed or the process ends. ``AlreadyRunning`` if another
+    daemon holds it.
+
+    The descriptor is close-on-exec and worker processes are spawned (a fresh
+    interpreter), so only the main process holds the lock; its children die
+    with it (``procs.py``), so a lock set free by a dead daemon leaves no
+    worker of it running for long."""
+    processing.mkdir(parents=True, exist_ok=True)
+    fd = os.open(processing / f".{host_folder(host)}.lock", _LOCK_FLAGS, LOCK_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another edi-inbox is running for host {host}") from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def processing_name(name: str, job_id: str) -> str:

@@ -138,5 +138,9 @@ class FileChanged(EdiInboxError):
     """The file is no longer the one that was read: it must not be filed as done."""
 
 
+class AlreadyRunning(EdiInboxError):
+    """Another daemon holds this host's lock: one daemon per host."""
+
+
 class StoreError(EdiInboxError):
     """The job records could not be read or written."""

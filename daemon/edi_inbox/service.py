@@ -16,7 +16,8 @@ anything, then resumes the claims its previous run left (and files of the
 flat layout of earlier versions) as new jobs with ``retry_of`` the old job id
 (the recorder knows which orders the ERP already accepted). At start and at
 every rescan it takes over the claims of hosts without a fresh heartbeat.
-One daemon per host: two on one host would resume each other's files.
+One daemon per host (two would resume each other's files): ``run`` takes the
+host's lock (``claims.lock_host``) before anything else, or exits 1.
 
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
@@ -33,6 +34,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -43,9 +45,17 @@ from typing import Any
 import structlog
 
 from . import __version__, files, notify
-from .claims import Claims, LiveHosts, LookupJob, new_job_id, os_message, processing_name
+from .claims import (
+    Claims,
+    LiveHosts,
+    LookupJob,
+    lock_host,
+    new_job_id,
+    os_message,
+    processing_name,
+)
 from .config import Settings
-from .errors import EdiInboxError
+from .errors import AlreadyRunning, EdiInboxError
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .watch import (
@@ -586,15 +596,39 @@ def run(
 ) -> int:
     """``edi-inbox run``: open the database, watch the inbox until SIGTERM/SIGINT.
 
-    Returns the exit code: 0 after a clean stop, 1 when the inbox is missing,
-    the watch cannot start, the database cannot be opened or the observer keeps
-    dying. READY=1 is sent only once the database is open and the first scan
-    is queued.
+    Returns the exit code: 0 after a clean stop, 1 when another daemon runs for
+    this host, the inbox is missing, the watch cannot start, the database cannot
+    be opened or the observer keeps dying. READY=1 is sent only once the
+    database is open and the first scan is queued.
     """
+    assert settings.paths.processing is not None
+    host = socket.gethostname()
+    try:  # first of all: a second daemon for this host must touch nothing
+        lock = lock_host(settings.paths.processing, host)
+    except (AlreadyRunning, OSError) as exc:
+        message = str(exc) if isinstance(exc, EdiInboxError) else f"cannot lock: {os_message(exc)}"
+        logger.error("cannot_start", error=message, host=host)
+        print(f"edi-inbox: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _serve(settings, host, once=once, max_jobs=max_jobs, clock=clock, environ=environ)
+    finally:
+        os.close(lock)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    *,
+    once: bool,
+    max_jobs: int | None,
+    clock: Callable[[], float],
+    environ: Mapping[str, str] | None,
+) -> int:
+    """``run`` once this host's lock is held."""
     from . import admin, store
     from .pipeline import Pipeline
 
-    host = socket.gethostname()
     try:
         # SQLite's WAL is checkpointed by a thread of its own, not in the
         # commit of whichever worker crosses the mark (the others waited).
