@@ -39,6 +39,7 @@ class Erp:
         self.url = server.url_for("/orders")
         self.requests: list[tuple[str, str]] = []
         self.delay = 0.0
+        self.answers: list[int] = []  # statuses for the next requests, in order; then 201
         self.gate = threading.Event()  # cleared: requests wait until it is set again
         self.gate.set()
         self._lock = threading.Lock()
@@ -49,9 +50,12 @@ class Erp:
         po = json.loads(request.get_data())["po_number"]
         with self._lock:
             self.requests.append((key, po))
+            status = self.answers.pop(0) if self.answers else 201
         self.gate.wait(60)
         if self.delay:
             time.sleep(self.delay)
+        if status != 201:
+            return Response("busy", status=status)
         body = json.dumps({"id": f"ERP-{key[:12]}"})
         return Response(body, status=201, content_type="application/json")
 

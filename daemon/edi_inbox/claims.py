@@ -26,6 +26,15 @@ old one); a rename that finds the name gone means another daemon was first:
 One daemon per host: ``lock_host`` holds an flock on
 ``processing/.<host>.lock`` for the daemon's life, taken before anything else.
 
+A claim is checked before each ERP post and retry and before filing
+(``Claims.check_claim``): a host frozen (SIGSTOP, a stalled VM) past the
+takeover age may have lost its files to another host, and must post nothing
+of them when it wakes. The check waits until this host's heartbeat is fresh
+again (from then on no host takes its files) and then looks whether the file
+is still the one it claimed. A host that read the stale heartbeat just before
+it was refreshed may still be renaming; that window is the few milliseconds
+between its read and its rename.
+
 Retry markers: ``processing/.retry/<dev>-<ino>.json`` (keyed by the inode,
 which a same-file-system move keeps, and checked against size and mtime) tells
 the daemon that the next job for that file is a retry of the old one.
@@ -36,7 +45,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
@@ -46,7 +57,7 @@ import structlog
 
 from . import files
 from .config import PathSettings
-from .errors import AlreadyRunning
+from .errors import AlreadyRunning, ClaimLost
 from .watch import WatchError, scan
 
 logger = structlog.get_logger("edi_inbox.claims")
@@ -56,6 +67,7 @@ RETRY_DIR = ".retry"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 LOCK_MODE = 0o640
+FRESH_WAIT_STEP = 0.05  # how often a claim check looks whether the heartbeat is fresh again
 
 LookupJob = Callable[[str], Mapping[str, Any] | None]
 LiveHosts = Callable[[], Collection[str]]
@@ -145,13 +157,40 @@ class Claim(NamedTuple):
     taken_from: str | None  # the dead host's folder it was taken from
 
 
-class Claims:
-    """The inbox and this host's ``processing/`` folder, by directory descriptor."""
+class Liveness:
+    """When this host's heartbeat was last written, by ``time.monotonic()`` (one
+    clock for every process of the machine, running on while a process is
+    stopped), in shared memory that worker processes are given at start.
 
-    def __init__(self, paths: PathSettings, host: str) -> None:
+    A claim is safe while the heartbeat is younger than half ``takeover_seconds``
+    (the age at which other hosts take this host's files)."""
+
+    def __init__(self, takeover_seconds: float) -> None:
+        self.takeover_seconds = takeover_seconds
+        self.last = multiprocessing.RawValue("d", 0.0)  # 0: no heartbeat written yet
+
+    def beat(self) -> None:
+        """The heartbeat was just written."""
+        self.last.value = time.monotonic()
+
+    def age(self) -> float:
+        return time.monotonic() - self.last.value
+
+    def safe(self) -> bool:
+        return self.age() < self.takeover_seconds / 2
+
+
+class Claims:
+    """The inbox and this host's ``processing/`` folder, by directory descriptor.
+
+    ``liveness``: this host's heartbeat, for ``check_claim`` (None: no other
+    host takes files over, as in ``process`` and tests without a database)."""
+
+    def __init__(self, paths: PathSettings, host: str, liveness: Liveness | None = None) -> None:
         assert paths.inbox is not None and paths.processing is not None
         self.paths = paths
         self.host = host
+        self.liveness = liveness
         self.folder = host_folder(host)
         self.dir = paths.processing / self.folder
         self.inbox_fd = self.processing_fd = self.fd = -1
@@ -190,6 +229,31 @@ class Claims:
         pname = processing_name(name, job_id)
         files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
         return pname
+
+    def check_claim(self, pname: str, claimed: os.stat_result) -> None:
+        """Raise ``ClaimLost`` unless ``pname`` is still this host's claim: the file
+        of stat ``claimed`` (same device and inode) in this host's folder, checked
+        while the heartbeat is fresh. A stale heartbeat (this host was paused, or
+        the database is away) is waited for first, up to the takeover age."""
+        shown = files.display_name(split_processing_name(pname)[0])
+        if self.liveness is not None and not self.liveness.safe():
+            deadline = time.monotonic() + self.liveness.takeover_seconds
+            while not self.liveness.safe():
+                if time.monotonic() > deadline:
+                    raise ClaimLost(
+                        f"{shown}: this host's heartbeat is {self.liveness.age():.0f} s old; "
+                        "another host may take the file over, so it is neither posted nor filed"
+                    )
+                time.sleep(FRESH_WAIT_STEP)
+        try:
+            st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (claimed.st_dev, claimed.st_ino):
+            raise ClaimLost(
+                f"{shown} is no longer claimed by host {self.host} (another host took it "
+                "over while this one was paused, or it was removed); this job stops"
+            )
 
     def hand_back(self, name: str, pname: str) -> Path:
         """Put a claimed file back into the inbox under its name (never overwriting)."""

@@ -38,6 +38,7 @@ from typing import Any
 
 import structlog
 
+from .claims import Claims, Liveness
 from .config import Settings
 
 logger = structlog.get_logger("edi_inbox.procs")
@@ -55,9 +56,17 @@ def shares(workers: int, processes: int) -> list[int]:
 class ProcessPool:
     """The children and one pipe per relay thread (``channels``)."""
 
-    def __init__(self, settings: Settings, host: str, processes: int, workers: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        processes: int,
+        workers: int,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.settings = settings
         self.host = host
+        self.liveness = liveness  # the main process's heartbeat time, in shared memory
         self.counts = shares(workers, processes)
         self.children: list[Any] = []
         self.channels: list[Connection] = []
@@ -79,6 +88,7 @@ class ProcessPool:
                     [there for _, there in ends],
                     ready_there,
                     write_turn,
+                    self.liveness,
                 ),
                 name=f"edi-inbox-jobs-{n}",
                 daemon=True,
@@ -145,13 +155,14 @@ def child_main(
     channels: list[Connection],
     ready: Connection,
     write_turn: Any = None,
+    liveness: Liveness | None = None,
 ) -> None:
-    """A worker process: a ``Worker`` with its own database and ERP, one thread per channel."""
+    """A worker process: a ``Worker`` with its own database and ERP, one thread per
+    channel; its claim checks read the main process's heartbeat time (``liveness``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     _die_with_parent(parent)
     from . import log, store
-    from .claims import Claims
     from .outcomes import Mover
     from .pipeline import Pipeline
     from .worker import Worker, run_one
@@ -164,7 +175,7 @@ def child_main(
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)
         pipeline = Pipeline(settings, recorder, host=host)
-        claims = Claims(settings.paths, host)
+        claims = Claims(settings.paths, host, liveness)
         claims.open()
     except Exception as exc:
         ready.send(f"{type(exc).__name__}: {exc}")

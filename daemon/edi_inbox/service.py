@@ -45,9 +45,11 @@ from typing import Any
 import structlog
 
 from . import __version__, files, notify
+from .admin import fresh_seconds
 from .claims import (
     Claims,
     LiveHosts,
+    Liveness,
     LookupJob,
     lock_host,
     new_job_id,
@@ -99,6 +101,7 @@ COUNTERS = (
     "handed_back",
     "taken",
     "changed",
+    "lost",
     "move_errors",
     "observer_restarts",
 )
@@ -119,6 +122,7 @@ class Service:
         heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
         lookup_job: LookupJob | None = None,
         live_hosts: LiveHosts | None = None,
+        interrupt_jobs: Callable[[list[str]], Any] | None = None,
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
@@ -130,12 +134,16 @@ class Service:
         self.heartbeat = heartbeat
         self.lookup_job = lookup_job
         self.live_hosts = live_hosts
+        self.interrupt_jobs = interrupt_jobs  # the jobs of the claims taken over
         self.host = host or socket.gethostname()
         self.inotify_factory = inotify_factory
         if recorder is None:
             recorder = getattr(pipeline, "recorder", None)
 
-        self.claims = Claims(settings.paths, self.host)
+        # With a heartbeat, other hosts may take this host's files when it goes
+        # quiet: the workers check their claims against its age.
+        self.liveness = Liveness(fresh_seconds(self.daemon)) if heartbeat is not None else None
+        self.claims = Claims(settings.paths, self.host, self.liveness)
         self.mover = Mover(
             settings.paths,
             self.claims.dir,
@@ -359,9 +367,12 @@ class Service:
         leftovers = self.claims.leftovers(
             start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
         )
+        taken: list[str] = []  # the jobs of the files taken over
         try:
             for claim in leftovers:  # each is in this host's folder already: queue it now
                 self.counters["taken_over" if claim.taken_from else "resumed"] += 1
+                if claim.taken_from and claim.retry_of:
+                    taken.append(claim.retry_of)
                 self.outstanding += 1
                 self.work.put(
                     Work(
@@ -371,6 +382,11 @@ class Service:
         except OSError as exc:
             logger.error("recover_failed", error=os_message(exc))
             self.last_error = f"cannot read processing/: {os_message(exc)}"
+        if taken and self.interrupt_jobs is not None:
+            try:
+                self.interrupt_jobs(taken)
+            except Exception as exc:  # a record's detail: the files are taken over all the same
+                logger.error("interrupt_failed", jobs=taken, error=repr(exc))
 
     # -- events, tickets, outcomes ------------------------------------------------------
 
@@ -403,7 +419,7 @@ class Service:
             self.last_error = outcome.error
         if outcome.status in FINISHED:
             self.finished += 1
-        if outcome.status in (*FINISHED, "taken", "changed"):
+        if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
         delay = None
         if outcome.status == "error":
@@ -424,7 +440,7 @@ class Service:
         thread per child thread (RuntimeError if a child does not start)."""
         if self.daemon.processes > 1:
             self.pool = ProcessPool(
-                self.settings, self.host, self.daemon.processes, self.daemon.workers
+                self.settings, self.host, self.daemon.processes, self.daemon.workers, self.liveness
             )
             self.pool.start()
             for n, channel in enumerate(self.pool.channels):
@@ -579,6 +595,8 @@ class Service:
             if stopping:
                 counters["stopping"] = 1
             self.heartbeat(counters, self.last_error)
+            if self.liveness is not None:
+                self.liveness.beat()
         except Exception as exc:  # the database may be away for a moment
             logger.error("heartbeat_failed", error=repr(exc))
 
@@ -661,6 +679,9 @@ def _serve(
     def live_hosts() -> Collection[str]:
         return admin.live_hosts(settings, db)
 
+    def interrupt_jobs(job_ids: list[str]) -> None:
+        store.mark_interrupted(db, host, job_ids=job_ids)
+
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     service = Service(
         settings,
@@ -670,6 +691,7 @@ def _serve(
         heartbeat=heartbeat,
         lookup_job=lookup_job,
         live_hosts=live_hosts,
+        interrupt_jobs=interrupt_jobs,
         final_path=functools.partial(store.record_final_path, db),
         host=host,
     )
