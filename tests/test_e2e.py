@@ -139,6 +139,7 @@ class Daemon:
         self.notify.bind("\0" + self.notify_name)
         self.notify.settimeout(0.05)
         self.ready = threading.Event()
+        self.messages: list[bytes] = []  # every notification, in order
         threading.Thread(target=self._listen, daemon=True).start()
 
     def _listen(self) -> None:
@@ -150,6 +151,7 @@ class Daemon:
                 continue
             except OSError:
                 return
+            self.messages.append(message)
             if message.startswith(b"READY=1"):
                 self.ready.set()
 
@@ -526,3 +528,35 @@ def test_a_worker_process_that_dies_stops_the_daemon_with_an_error(tmp_path, erp
     assert sorted(daemon.listing(daemon.inbox) + daemon.listing(daemon.done)) == uploaded
     assert daemon.listing(daemon.inbox)  # the dead process's files, handed back
     restart_and_finish(erp, daemon, uploaded)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_inbox_deleted_and_recreated_is_watched_again(tmp_path, erp, daemons, processes):
+    """The inbox removed and made again: the daemon notices (``inbox_replaced``), watches
+    and scans the new directory, and a file uploaded there is processed (by the worker
+    processes too, which follow the new inbox)."""
+    daemon = daemons(erp.url, processes=processes)
+    daemon.start()
+    (daemon.inbox / "po1.edi").write_bytes(make_po(1))
+    poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi"], what="po1 done")
+    os.rmdir(daemon.inbox)
+    daemon.inbox.mkdir()
+    (daemon.inbox / "po2.edi").write_bytes(make_po(2))
+    poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi", "po2.edi"], what="po2 done")
+    (daemon.inbox / "po3.edi").write_bytes(make_po(3))  # seen by the new observer
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 3, what="po3 done")
+    assert "inbox_replaced" in daemon.log.read_text()
+    assert len(erp.posts_per_key()) == 3
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_an_inbox_that_stays_missing_stops_the_daemon_with_exit_1(tmp_path, erp, daemons):
+    """The inbox removed and not made again: after a few seconds the daemon logs
+    ``inbox_gone``, says so on the STATUS= line and exits 1 (systemd restarts it, and the
+    start fails clearly until the inbox is back)."""
+    daemon = daemons(erp.url)
+    daemon.start()
+    os.rmdir(daemon.inbox)
+    assert daemon.proc is not None and daemon.proc.wait(15) == 1
+    assert "inbox_gone" in daemon.log.read_text()
+    assert any(m.startswith(b"STATUS=the inbox") for m in daemon.messages)

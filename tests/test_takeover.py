@@ -16,7 +16,7 @@ from test_e2e import Daemon, Erp, child_pids, daemon_command
 
 from edi_inbox import claims as claims_module
 from edi_inbox import queries, store
-from edi_inbox.claims import Claims, Liveness, lock_host
+from edi_inbox.claims import Claims, Inbox, Liveness, lock_host
 from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.erp import HttpErp
 from edi_inbox.errors import AlreadyRunning, ClaimLost
@@ -186,6 +186,23 @@ def test_taken_over_jobs_are_marked_interrupted(db, recorder):
     shown = queries.show_job(db, jobs[0].job_id)
     assert shown["status"] == "interrupted" and "host-a took the file over" in shown["error"]
     assert queries.show_job(db, jobs[1].job_id)["status"] == "running"
+
+
+# -- the inbox re-created ------------------------------------------------------------
+
+
+def test_follow_inbox_opens_a_recreated_inbox_behind_the_same_descriptor(claims):
+    """Deleted: MISSING; made again: REPLACED, and the same descriptor number now lists
+    the new directory; then SAME."""
+    inbox, fd = claims.paths.inbox, claims.inbox_fd
+    assert claims.follow_inbox() is Inbox.SAME
+    os.rmdir(inbox)
+    assert claims.follow_inbox() is Inbox.MISSING
+    inbox.mkdir()
+    (inbox / "new.edi").write_bytes(make_po(2))
+    assert claims.follow_inbox() is Inbox.REPLACED
+    assert claims.inbox_fd == fd and os.listdir(fd) == ["new.edi"]
+    assert claims.follow_inbox() is Inbox.SAME
 
 
 # -- the host lock ------------------------------------------------------------------

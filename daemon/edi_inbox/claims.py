@@ -35,6 +35,10 @@ is still the one it claimed. A host that read the stale heartbeat just before
 it was refreshed may still be renaming; that window is the few milliseconds
 between its read and its rename.
 
+The inbox is held open by descriptor; ``Claims.follow_inbox`` notices when
+its path names another directory (deleted and re-created) and puts the new
+one behind the same descriptor number.
+
 Retry markers: ``processing/.retry/<dev>-<ino>.json`` (keyed by the inode,
 which a same-file-system move keeps, and checked against size and mtime) tells
 the daemon that the next job for that file is a retry of the old one.
@@ -50,6 +54,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -157,6 +162,14 @@ class Claim(NamedTuple):
     taken_from: str | None  # the dead host's folder it was taken from
 
 
+class Inbox(StrEnum):
+    """What ``Claims.follow_inbox`` found at the inbox's path."""
+
+    SAME = "same"
+    REPLACED = "replaced"  # another directory, now open instead of the old one
+    MISSING = "missing"  # nothing, or no directory that can be opened
+
+
 class Liveness:
     """When this host's heartbeat was last written, by ``time.monotonic()`` (one
     clock for every process of the machine, running on while a process is
@@ -191,6 +204,7 @@ class Claims:
         self.paths = paths
         self.host = host
         self.liveness = liveness
+        self.inbox_id = (0, 0)  # (st_dev, st_ino) of the inbox open as inbox_fd
         self.folder = host_folder(host)
         self.dir = paths.processing / self.folder
         self.inbox_fd = self.processing_fd = self.fd = -1
@@ -203,6 +217,8 @@ class Claims:
             self.inbox_fd = os.open(paths.inbox, _DIR_FLAGS)
         except OSError as exc:
             raise WatchError(f"inbox {paths.inbox}: {os_message(exc)}") from None
+        st = os.fstat(self.inbox_fd)
+        self.inbox_id = (st.st_dev, st.st_ino)
         try:
             for name, path in paths.folders().items():
                 if name != "inbox":
@@ -220,6 +236,28 @@ class Claims:
             if fd >= 0:
                 os.close(fd)
         self.inbox_fd = self.processing_fd = self.fd = -1
+
+    def follow_inbox(self) -> Inbox:
+        """Whether the inbox's path still names the directory held open. If it
+        names another (the inbox was deleted and re-created), that one is opened
+        behind the same descriptor number, so whatever holds ``inbox_fd`` (the
+        tracker, the workers) reads the new directory from now on."""
+        assert self.paths.inbox is not None
+        try:
+            st = os.stat(self.paths.inbox)
+        except OSError:
+            return Inbox.MISSING
+        if (st.st_dev, st.st_ino) == self.inbox_id:
+            return Inbox.SAME
+        try:
+            fd = os.open(self.paths.inbox, _DIR_FLAGS)
+        except OSError:  # gone again, or not a directory
+            return Inbox.MISSING
+        st = os.fstat(fd)
+        os.dup2(fd, self.inbox_fd, inheritable=False)
+        os.close(fd)
+        self.inbox_id = (st.st_dev, st.st_ino)
+        return Inbox.REPLACED
 
     def path(self, pname: str) -> Path:
         return self.dir / pname

@@ -202,6 +202,9 @@ def child_main(
             except (EOFError, OSError):  # the main process closed the pipe: stop
                 return
             errors.last = None
+            # The main process found the unit's file in the inbox it watches:
+            # if that is a re-created inbox, follow it here too (one stat).
+            claims.follow_inbox()
             outcome = run_one(worker, item)
             outcome.error = errors.last  # for the daemon's last error (status, heartbeat)
             channel.send(outcome)

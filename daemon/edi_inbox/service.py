@@ -48,6 +48,7 @@ from . import __version__, files, notify
 from .admin import fresh_seconds
 from .claims import (
     Claims,
+    Inbox,
     LiveHosts,
     Liveness,
     LookupJob,
@@ -90,6 +91,7 @@ STATUS_EVERY = 1.0
 HEALTH_EVERY = 0.1
 # Units a relay keeps at its child thread: the one running and the next.
 RELAY_AHEAD = 2
+INBOX_GONE_AFTER = 5.0  # seconds the inbox may be missing (being re-created) before exit 1
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
@@ -180,6 +182,7 @@ class Service:
         self._restart_times: list[float] = []
         self._failed_starts = 0
         self._next_observer_try = 0.0
+        self._inbox_missing_since: float | None = None
 
     # -- control ---------------------------------------------------------------
 
@@ -265,7 +268,10 @@ class Service:
                 self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
             if now >= next_health:
-                if not once and not self._check_observer(now):
+                if not once and not self._follow_inbox(now):
+                    return EXIT_FAILURE
+                inbox_there = self._inbox_missing_since is None
+                if not once and inbox_there and not self._check_observer(now):
                     return EXIT_FAILURE
                 if self.pool is not None and not self.pool.alive():
                     logger.error("worker_process_died")
@@ -313,6 +319,36 @@ class Service:
         self.observer, self.observer_kind = start_observer(
             self.daemon, self.settings.paths.inbox, handler, inotify_factory=self.inotify_factory
         )
+
+    def _follow_inbox(self, now: float) -> bool:
+        """Notice an inbox deleted and re-created: watch and scan the new one.
+        False: it has been missing for ``INBOX_GONE_AFTER`` seconds (exit 1)."""
+        inbox = str(self.settings.paths.inbox)
+        state = self.claims.follow_inbox()
+        if state is Inbox.MISSING:
+            if self._inbox_missing_since is None:
+                self._inbox_missing_since = now
+                logger.warning("inbox_missing", inbox=inbox)
+            elif now - self._inbox_missing_since >= INBOX_GONE_AFTER:
+                message = f"the inbox {inbox} has been missing for {INBOX_GONE_AFTER:.0f} s"
+                logger.error("inbox_gone", inbox=inbox, error=message)
+                self.last_error = message
+                notify.notify(f"STATUS={message}; exiting", self.environ)
+                return False
+            return True
+        self._inbox_missing_since = None
+        if state is Inbox.REPLACED:
+            logger.warning("inbox_replaced", inbox=inbox)
+            if self.observer is not None:  # it watches the old directory
+                stop_observer(self.observer, timeout=0.5)
+                self.observer = None
+            try:
+                self._start_observer()
+            except WatchError as exc:  # _check_observer tries again
+                logger.error("observer_restart_failed", error=str(exc))
+                self.last_error = str(exc)
+            self._rescan()
+        return True
 
     def _check_observer(self, now: float) -> bool:
         """Restart a dead observer (and rescan: its events are lost). False: give up."""
