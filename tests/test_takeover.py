@@ -252,6 +252,7 @@ def test_a_second_daemon_for_the_host_refuses_to_start_touching_nothing(erp, dae
     assert second.returncode == 1
     host = socket.gethostname()
     assert f"another edi-inbox is running for host {host}" in second.stderr.decode()
+    assert '"event": "cannot_start"' in second.stdout.decode()  # logged too
     assert (claimed(daemon.processing), daemon.jobs()) == before
     assert [job["status"] for job in before[1]] == ["running"]
     erp.gate.set()

@@ -290,7 +290,7 @@ class Claims:
         if st is None or (st.st_dev, st.st_ino) != (claimed.st_dev, claimed.st_ino):
             raise ClaimLost(
                 f"{shown} is no longer claimed by host {self.host} (another host took it "
-                "over while this one was paused, or it was removed); this job stops"
+                "over while this one was paused, or it was moved away); this job stops"
             )
 
     def hand_back(self, name: str, pname: str) -> Path:

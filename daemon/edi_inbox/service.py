@@ -19,6 +19,10 @@ every rescan it takes over the claims of hosts without a fresh heartbeat.
 One daemon per host (two would resume each other's files): ``run`` takes the
 host's lock (``claims.lock_host``) before anything else, or exits 1.
 
+The loop looks at the inbox's path every ``HEALTH_EVERY``: an inbox deleted
+and re-created is opened, watched and scanned again (``inbox_replaced``); one
+missing for ``INBOX_GONE_AFTER`` seconds ends the daemon with exit 1.
+
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
 hands the files of the rest back to the inbox and returns 0. ``run(once=True)``
@@ -44,8 +48,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, files, notify
-from .admin import fresh_seconds
+from . import __version__, admin, files, notify
 from .claims import (
     Claims,
     Inbox,
@@ -144,7 +147,7 @@ class Service:
 
         # With a heartbeat, other hosts may take this host's files when it goes
         # quiet: the workers check their claims against its age.
-        self.liveness = Liveness(fresh_seconds(self.daemon)) if heartbeat is not None else None
+        self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
         self.claims = Claims(settings.paths, self.host, self.liveness)
         self.mover = Mover(
             settings.paths,
@@ -680,7 +683,7 @@ def _serve(
     environ: Mapping[str, str] | None,
 ) -> int:
     """``run`` once this host's lock is held."""
-    from . import admin, store
+    from . import store
     from .pipeline import Pipeline
 
     try:
