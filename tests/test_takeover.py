@@ -269,7 +269,10 @@ def test_a_host_paused_past_the_takeover_posts_nothing_it_lost(erp, daemons, pro
     frozen daemon gets the ERP's 503 and does not retry: nothing more is posted, its job
     ends interrupted (claim lost), the file is not moved again. With worker processes,
     the children check the main process's heartbeat time."""
-    first = daemons(erp.url, processes=processes)
+    # Heartbeats every 5 s (the takeover age stays 15 s): the daemon is seldom frozen
+    # inside a SQLite write that would hold up the other host's.
+    options = {"processes": processes, "heartbeat_seconds": 5.0}
+    first = daemons(erp.url, **options)
     first.start()
     erp.gate.clear()  # the first daemon's POST waits, then gets a 503
     erp.answers = [503]
@@ -281,7 +284,7 @@ def test_a_host_paused_past_the_takeover_posts_nothing_it_lost(erp, daemons, pro
         os.kill(pid, signal.SIGSTOP)
     erp.gate.set()  # the 503 waits in the frozen daemon's socket
 
-    other = daemons(erp.url, host="other-host", processes=processes)
+    other = daemons(erp.url, host="other-host", **options)
     other.start()
     poll_until(lambda: first.listing(first.done) == ["po1.edi"], timeout=45, what="taken over")
     (lost,) = [j for j in first.jobs() if j["host"] == socket.gethostname()]
