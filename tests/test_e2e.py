@@ -39,6 +39,9 @@ class Erp:
         self.url = server.url_for("/orders")
         self.requests: list[tuple[str, str]] = []
         self.delay = 0.0
+        self.answers: list[int] = []  # statuses for the next requests, in order; then 201
+        self.gate = threading.Event()  # cleared: requests wait until it is set again
+        self.gate.set()
         self._lock = threading.Lock()
         server.expect_request("/orders", method="POST").respond_with_handler(self.handle)
 
@@ -47,8 +50,12 @@ class Erp:
         po = json.loads(request.get_data())["po_number"]
         with self._lock:
             self.requests.append((key, po))
+            status = self.answers.pop(0) if self.answers else 201
+        self.gate.wait(60)
         if self.delay:
             time.sleep(self.delay)
+        if status != 201:
+            return Response("busy", status=status)
         body = json.dumps({"id": f"ERP-{key[:12]}"})
         return Response(body, status=201, content_type="application/json")
 
@@ -67,7 +74,9 @@ class Erp:
 @pytest.fixture
 def erp():
     with http_server() as server:
-        yield Erp(server)
+        erp = Erp(server)
+        yield erp
+        erp.gate.set()  # no request left waiting on a stopped server
 
 
 def daemon_command(config: Path) -> list[str]:
@@ -78,9 +87,18 @@ def daemon_command(config: Path) -> list[str]:
 class Daemon:
     """The daemon as a subprocess; READY=1 arrives on a real notify socket."""
 
-    def __init__(self, root: Path, erp_url: str, *, user: bool = False, **daemon: object) -> None:
+    def __init__(
+        self,
+        root: Path,
+        erp_url: str,
+        *,
+        user: bool = False,
+        host: str | None = None,
+        **daemon: object,
+    ) -> None:
         self.root = root
         self.user = user  # run as the daemon's own user (uids.DAEMON), not root
+        self.host = host  # another host name (a UTS namespace of its own); None: this one
         values = {
             "workers": 4,
             "settle_seconds": SETTLE,
@@ -114,13 +132,14 @@ class Daemon:
         os.chmod(self.config, 0o644)
         self.inbox, self.done, self.failed = root / "inbox", root / "done", root / "failed"
         self.processing = root / "processing"
-        self.log = root / "daemon.log"
+        self.log = root / (f"daemon-{host}.log" if host else "daemon.log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.notify_name = f"edi-inbox-e2e-{uuid.uuid4().hex}"
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind("\0" + self.notify_name)
         self.notify.settimeout(0.05)
         self.ready = threading.Event()
+        self.messages: list[bytes] = []  # every notification, in order
         threading.Thread(target=self._listen, daemon=True).start()
 
     def _listen(self) -> None:
@@ -132,6 +151,7 @@ class Daemon:
                 continue
             except OSError:
                 return
+            self.messages.append(message)
             if message.startswith(b"READY=1"):
                 self.ready.set()
 
@@ -141,8 +161,12 @@ class Daemon:
         env.pop("EDI_INBOX_CONFIG", None)
         with open(self.log, "ab") as log:
             command = daemon_command(self.config)
+            if self.user:
+                command = uids.as_daemon_command(command)
+            if self.host:
+                command = as_host(self.host, command)
             self.proc = subprocess.Popen(
-                uids.as_daemon_command(command) if self.user else command,
+                command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -186,6 +210,13 @@ class Daemon:
 
     def listing(self, folder: Path) -> list[str]:
         return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+def as_host(host: str, argv: list[str]) -> list[str]:
+    """``argv`` in a UTS namespace of its own named ``host``, in the same process
+    (unshare and sh exec): a daemon of another host on this machine."""
+    script = 'hostname "$0" && exec "$@"'
+    return ["unshare", "--uts", "sh", "-c", script, host, *argv]
 
 
 def child_pids(pid: int) -> list[int]:
@@ -497,3 +528,35 @@ def test_a_worker_process_that_dies_stops_the_daemon_with_an_error(tmp_path, erp
     assert sorted(daemon.listing(daemon.inbox) + daemon.listing(daemon.done)) == uploaded
     assert daemon.listing(daemon.inbox)  # the dead process's files, handed back
     restart_and_finish(erp, daemon, uploaded)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_an_inbox_deleted_and_recreated_is_watched_again(tmp_path, erp, daemons, processes):
+    """The inbox removed and made again: the daemon notices (``inbox_replaced``), watches
+    and scans the new directory, and a file uploaded there is processed (by the worker
+    processes too, which follow the new inbox)."""
+    daemon = daemons(erp.url, processes=processes)
+    daemon.start()
+    (daemon.inbox / "po1.edi").write_bytes(make_po(1))
+    poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi"], what="po1 done")
+    os.rmdir(daemon.inbox)
+    daemon.inbox.mkdir()
+    (daemon.inbox / "po2.edi").write_bytes(make_po(2))
+    poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi", "po2.edi"], what="po2 done")
+    (daemon.inbox / "po3.edi").write_bytes(make_po(3))  # seen by the new observer
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 3, what="po3 done")
+    assert "inbox_replaced" in daemon.log.read_text()
+    assert len(erp.posts_per_key()) == 3
+    assert daemon.terminate(timeout=10) == 0
+
+
+def test_an_inbox_that_stays_missing_stops_the_daemon_with_exit_1(tmp_path, erp, daemons):
+    """The inbox removed and not made again: after a few seconds the daemon logs
+    ``inbox_gone``, says so on the STATUS= line and exits 1 (systemd restarts it, and the
+    start fails clearly until the inbox is back)."""
+    daemon = daemons(erp.url)
+    daemon.start()
+    os.rmdir(daemon.inbox)
+    assert daemon.proc is not None and daemon.proc.wait(15) == 1
+    assert "inbox_gone" in daemon.log.read_text()
+    assert any(m.startswith(b"STATUS=the inbox") for m in daemon.messages)

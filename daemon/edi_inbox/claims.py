@@ -23,6 +23,22 @@ old one); a rename that finds the name gone means another daemon was first:
   so a file seen there belongs to a host that was alive at that moment unless
   the host has gone quiet. Without liveness information nothing is taken.
 
+One daemon per host: ``lock_host`` holds an flock on
+``processing/.<host>.lock`` for the daemon's life, taken before anything else.
+
+A claim is checked before each ERP post and retry and before filing
+(``Claims.check_claim``): a host frozen (SIGSTOP, a stalled VM) past the
+takeover age may have lost its files to another host, and must post nothing
+of them when it wakes. The check waits until this host's heartbeat is fresh
+again (from then on no host takes its files) and then looks whether the file
+is still the one it claimed. A host that read the stale heartbeat just before
+it was refreshed may still be renaming; that window is the few milliseconds
+between its read and its rename.
+
+The inbox is held open by descriptor; ``Claims.follow_inbox`` notices when
+its path names another directory (deleted and re-created) and puts the new
+one behind the same descriptor number.
+
 Retry markers: ``processing/.retry/<dev>-<ino>.json`` (keyed by the inode,
 which a same-file-system move keeps, and checked against size and mtime) tells
 the daemon that the next job for that file is a retry of the old one.
@@ -31,10 +47,14 @@ the daemon that the next job for that file is a retry of the old one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import multiprocessing
 import os
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,6 +62,7 @@ import structlog
 
 from . import files
 from .config import PathSettings
+from .errors import AlreadyRunning, ClaimLost
 from .watch import WatchError, scan
 
 logger = structlog.get_logger("edi_inbox.claims")
@@ -49,6 +70,9 @@ logger = structlog.get_logger("edi_inbox.claims")
 MAX_NAME_BYTES = 255
 RETRY_DIR = ".retry"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+LOCK_MODE = 0o640
+FRESH_WAIT_STEP = 0.05  # how often a claim check looks whether the heartbeat is fresh again
 
 LookupJob = Callable[[str], Mapping[str, Any] | None]
 LiveHosts = Callable[[], Collection[str]]
@@ -69,6 +93,28 @@ def os_message(exc: BaseException) -> str:
 def host_folder(host: str) -> str:
     """The name of ``host``'s folder in ``processing/``."""
     return files.safe_name(host, fallback="host")
+
+
+def lock_host(processing: Path, host: str) -> int:
+    """Lock ``processing/.<host>.lock`` (flock, exclusive); the descriptor holds the
+    lock until it is closed or the process ends. ``AlreadyRunning`` if another
+    daemon holds it.
+
+    The descriptor is close-on-exec and worker processes are spawned (a fresh
+    interpreter), so only the main process holds the lock; its children die
+    with it (``procs.py``), so a lock set free by a dead daemon leaves no
+    worker of it running for long."""
+    processing.mkdir(parents=True, exist_ok=True)
+    fd = os.open(processing / f".{host_folder(host)}.lock", _LOCK_FLAGS, LOCK_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"another edi-inbox is running for host {host}") from None
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def processing_name(name: str, job_id: str) -> str:
@@ -116,13 +162,49 @@ class Claim(NamedTuple):
     taken_from: str | None  # the dead host's folder it was taken from
 
 
-class Claims:
-    """The inbox and this host's ``processing/`` folder, by directory descriptor."""
+class Inbox(StrEnum):
+    """What ``Claims.follow_inbox`` found at the inbox's path."""
 
-    def __init__(self, paths: PathSettings, host: str) -> None:
+    SAME = "same"
+    REPLACED = "replaced"  # another directory, now open instead of the old one
+    MISSING = "missing"  # nothing, or no directory that can be opened
+
+
+class Liveness:
+    """When this host's heartbeat was last written, by ``time.monotonic()`` (one
+    clock for every process of the machine, running on while a process is
+    stopped), in shared memory that worker processes are given at start.
+
+    A claim is safe while the heartbeat is younger than half ``takeover_seconds``
+    (the age at which other hosts take this host's files)."""
+
+    def __init__(self, takeover_seconds: float) -> None:
+        self.takeover_seconds = takeover_seconds
+        self.last = multiprocessing.RawValue("d", 0.0)  # 0: no heartbeat written yet
+
+    def beat(self) -> None:
+        """The heartbeat was just written."""
+        self.last.value = time.monotonic()
+
+    def age(self) -> float:
+        return time.monotonic() - self.last.value
+
+    def safe(self) -> bool:
+        return self.age() < self.takeover_seconds / 2
+
+
+class Claims:
+    """The inbox and this host's ``processing/`` folder, by directory descriptor.
+
+    ``liveness``: this host's heartbeat, for ``check_claim`` (None: no other
+    host takes files over, as in ``process`` and tests without a database)."""
+
+    def __init__(self, paths: PathSettings, host: str, liveness: Liveness | None = None) -> None:
         assert paths.inbox is not None and paths.processing is not None
         self.paths = paths
         self.host = host
+        self.liveness = liveness
+        self.inbox_id = (0, 0)  # (st_dev, st_ino) of the inbox open as inbox_fd
         self.folder = host_folder(host)
         self.dir = paths.processing / self.folder
         self.inbox_fd = self.processing_fd = self.fd = -1
@@ -135,6 +217,8 @@ class Claims:
             self.inbox_fd = os.open(paths.inbox, _DIR_FLAGS)
         except OSError as exc:
             raise WatchError(f"inbox {paths.inbox}: {os_message(exc)}") from None
+        st = os.fstat(self.inbox_fd)
+        self.inbox_id = (st.st_dev, st.st_ino)
         try:
             for name, path in paths.folders().items():
                 if name != "inbox":
@@ -153,6 +237,28 @@ class Claims:
                 os.close(fd)
         self.inbox_fd = self.processing_fd = self.fd = -1
 
+    def follow_inbox(self) -> Inbox:
+        """Whether the inbox's path still names the directory held open. If it
+        names another (the inbox was deleted and re-created), that one is opened
+        behind the same descriptor number, so whatever holds ``inbox_fd`` (the
+        tracker, the workers) reads the new directory from now on."""
+        assert self.paths.inbox is not None
+        try:
+            st = os.stat(self.paths.inbox)
+        except OSError:
+            return Inbox.MISSING
+        if (st.st_dev, st.st_ino) == self.inbox_id:
+            return Inbox.SAME
+        try:
+            fd = os.open(self.paths.inbox, _DIR_FLAGS)
+        except OSError:  # gone again, or not a directory
+            return Inbox.MISSING
+        st = os.fstat(fd)
+        os.dup2(fd, self.inbox_fd, inheritable=False)
+        os.close(fd)
+        self.inbox_id = (st.st_dev, st.st_ino)
+        return Inbox.REPLACED
+
     def path(self, pname: str) -> Path:
         return self.dir / pname
 
@@ -161,6 +267,31 @@ class Claims:
         pname = processing_name(name, job_id)
         files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
         return pname
+
+    def check_claim(self, pname: str, claimed: os.stat_result) -> None:
+        """Raise ``ClaimLost`` unless ``pname`` is still this host's claim: the file
+        of stat ``claimed`` (same device and inode) in this host's folder, checked
+        while the heartbeat is fresh. A stale heartbeat (this host was paused, or
+        the database is away) is waited for first, up to the takeover age."""
+        shown = files.display_name(split_processing_name(pname)[0])
+        if self.liveness is not None and not self.liveness.safe():
+            deadline = time.monotonic() + self.liveness.takeover_seconds
+            while not self.liveness.safe():
+                if time.monotonic() > deadline:
+                    raise ClaimLost(
+                        f"{shown}: this host's heartbeat is {self.liveness.age():.0f} s old; "
+                        "another host may take the file over, so it is neither posted nor filed"
+                    )
+                time.sleep(FRESH_WAIT_STEP)
+        try:
+            st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None or (st.st_dev, st.st_ino) != (claimed.st_dev, claimed.st_ino):
+            raise ClaimLost(
+                f"{shown} is no longer claimed by host {self.host} (another host took it "
+                "over while this one was paused, or it was moved away); this job stops"
+            )
 
     def hand_back(self, name: str, pname: str) -> Path:
         """Put a claimed file back into the inbox under its name (never overwriting)."""

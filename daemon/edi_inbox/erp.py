@@ -91,7 +91,13 @@ class Delivery:
 class Erp(Protocol):
     """What the pipeline needs of an ERP sink."""
 
-    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery: ...
+    def deliver(
+        self,
+        payload: Mapping[str, Any] | str,
+        idempotency_key: str,
+        *,
+        guard: Callable[[], None] | None = None,
+    ) -> Delivery: ...
 
     def close(self) -> None: ...
 
@@ -188,11 +194,19 @@ class HttpErp(_Sink):
             ),
         )
 
-    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery:
+    def deliver(
+        self,
+        payload: Mapping[str, Any] | str,
+        idempotency_key: str,
+        *,
+        guard: Callable[[], None] | None = None,
+    ) -> Delivery:
         """Post one order; the ERP's id on success.
 
         Raises ``ErpRejected`` (permanent, at once) or ``ErpUnavailable`` (after
         ``max_attempts``); both carry the ERP's last message, status and attempts.
+        ``guard()`` is called before each retry (the caller checks before the
+        first post): whatever it raises (``ClaimLost``) ends the delivery at once.
         """
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
@@ -210,7 +224,10 @@ class HttpErp(_Sink):
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._attempt(body, headers, attempt.retry_state.attempt_number)
+                    n = attempt.retry_state.attempt_number
+                    if guard is not None and n > 1:  # the wait may have been long
+                        guard()
+                    return self._attempt(body, headers, n)
         except _Retryable as exc:
             raise ErpUnavailable(
                 f"ERP at {self.display_url} unavailable after {exc.attempt} attempts: "
@@ -413,8 +430,15 @@ class OutboxErp(_Sink):
         # The look-then-write below must not interleave between worker threads.
         self._lock = threading.Lock()
 
-    def deliver(self, payload: Mapping[str, Any] | str, idempotency_key: str) -> Delivery:
-        """Write the order (or find it written); ``erp_id`` is ``outbox:<file name>``."""
+    def deliver(
+        self,
+        payload: Mapping[str, Any] | str,
+        idempotency_key: str,
+        *,
+        guard: Callable[[], None] | None = None,
+    ) -> Delivery:
+        """Write the order (or find it written); ``erp_id`` is ``outbox:<file name>``.
+        One attempt, so no ``guard``: the caller's check before it is the check."""
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
         tag = files.safe_name(idempotency_key[:12], fallback="key")

@@ -138,5 +138,14 @@ class FileChanged(EdiInboxError):
     """The file is no longer the one that was read: it must not be filed as done."""
 
 
+class ClaimLost(EdiInboxError):
+    """The claimed file is no longer this host's (taken over while this host was
+    paused, or removed): the job stops, posts nothing more and files nothing."""
+
+
+class AlreadyRunning(EdiInboxError):
+    """Another daemon holds this host's lock: one daemon per host."""
+
+
 class StoreError(EdiInboxError):
     """The job records could not be read or written."""

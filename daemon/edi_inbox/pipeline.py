@@ -40,6 +40,7 @@ from . import orders, rules
 from .config import Settings
 from .erp import make_erp
 from .errors import (
+    ClaimLost,
     EdiInboxError,
     ErpError,
     ErpRejected,
@@ -109,6 +110,8 @@ class _Work:
     rejected: dict[tuple[str, str, str], list[X12Error]] = field(default_factory=dict)
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
+    guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
+    lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
@@ -186,15 +189,20 @@ class Pipeline:
         job_id: str | None = None,
         retry_of: str | None = None,
         data: bytes | None = None,
+        guard: Callable[[], None] | None = None,
         destination: Callable[[JobResult], str] | None = None,
     ) -> JobResult:
         """Process one file; the result says what happened. Never raises for bad input.
 
+        ``guard()``, if given, is called before each ERP post and retry; if it
+        raises ``ClaimLost`` (another host has the file now) the job ends
+        ``interrupted`` at once: nothing more is posted, no 997 written.
         ``destination(job)``, if given, says where the file will be moved once
         the job is done (the daemon's ``done/`` or ``failed/``): the final
         record carries that path, saving the move a transaction of its own.
-        If it raises ``FileChanged``, the job ends ``interrupted``: the file
-        runs again (orders the ERP accepted are not posted again)."""
+        If it raises ``FileChanged`` or ``ClaimLost``, the job ends
+        ``interrupted``: the file runs again, here or on the host that took it
+        (orders the ERP accepted are not posted again)."""
         path = Path(path)
         job = JobResult(
             job_id=job_id or str(uuid.uuid4()),
@@ -207,7 +215,7 @@ class Pipeline:
         )
         clock = time.perf_counter()
         with logsetup.job_context(job.job_id, display_name(job.file_name)) as logs:
-            work = _Work()
+            work = _Work(guard=guard)
             try:
                 work.data = (
                     data
@@ -233,13 +241,11 @@ class Pipeline:
                 job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
             job.completed_at = datetime.now(UTC)
             job.duration_seconds = round(time.perf_counter() - clock, 6)
-            if destination is not None:
+            if destination is not None and not work.lost:
                 try:
                     job.file_path = destination(job)
-                except FileChanged as exc:  # what was read is not what would be filed
-                    job.status = JobStatus.INTERRUPTED
-                    job.error = str(exc)
-                    job.error_details = [{"code": "changed", "message": str(exc)}]
+                except (FileChanged, ClaimLost) as exc:  # not what was read, or not ours
+                    _interrupt(job, exc)
                 except Exception as exc:  # the path is a record's detail, never a failure
                     logger.error("destination_unknown", error=repr(exc))
             logger.info(
@@ -272,7 +278,7 @@ class Pipeline:
         result = StepResult(step_name=name, status=StepStatus.SUCCESS, started_at=started)
         # The 997 is written for rejected files too; every other step stops at
         # the first failure.
-        if work.skip_rest and not (name == "acknowledge" and work.interchanges):
+        if work.skip_rest and not (name == "acknowledge" and work.interchanges and not work.lost):
             result.status = StepStatus.PENDING
             result.attempts = 0
             result.data = {"skipped": work.skip_rest}
@@ -284,6 +290,10 @@ class Pipeline:
                     result.attempts = attempts
             except NotAcknowledged as exc:
                 result.status, result.error, result.data = StepStatus.FAILED, str(exc), exc.data
+            except ClaimLost as exc:  # another host runs the file now: stop here
+                result.status, result.error = StepStatus.FAILED, str(exc)
+                work.lost, work.skip_rest = True, "the claim was lost"
+                _interrupt(job, exc)
             except StepFailed as exc:
                 self._fail(job, work, result, str(exc), exc.details)
             except EdiInboxError as exc:
@@ -414,8 +424,12 @@ class Pipeline:
                 order.erp_po_id, order.status = known, "posted"
                 logger.info("order_already_accepted", po_number=order.po_number, erp_po_id=known)
                 continue
+            if work.guard is not None:
+                work.guard()
             try:
-                delivery = self.erp.deliver(order.payload_json or "{}", order.idempotency_key)
+                delivery = self.erp.deliver(
+                    order.payload_json or "{}", order.idempotency_key, guard=work.guard
+                )
             except ErpError as exc:
                 order.attempts = exc.attempts
                 attempts += exc.attempts
@@ -449,6 +463,8 @@ class Pipeline:
         too long, a delimiter inside it) gets no 997; the step says why."""
         if not self.settings.ack.enabled:
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
+        if work.guard is not None:  # a host that lost the file leaves its 997 to the other
+            work.guard()
         acks_dir = self.settings.paths.acks
         assert acks_dir is not None
         acks_dir.mkdir(parents=True, exist_ok=True)
@@ -485,6 +501,14 @@ class Pipeline:
                 {"acks": written, "not_acknowledged": not_acknowledged},
             )
         return {"acks": written}
+
+
+def _interrupt(job: JobResult, exc: FileChanged | ClaimLost) -> None:
+    """End the job ``interrupted``: its file changed, or is another host's now."""
+    job.status = JobStatus.INTERRUPTED
+    job.error = str(exc)
+    code = "claim_lost" if isinstance(exc, ClaimLost) else "changed"
+    job.error_details = [{"code": code, "message": str(exc)}]
 
 
 def _summarise(messages: list[str], limit: int = 5) -> str:

@@ -44,6 +44,7 @@ from typing import Any
 
 import structlog
 
+from .claims import Claims, Liveness
 from .config import Settings
 
 logger = structlog.get_logger("edi_inbox.procs")
@@ -66,9 +67,17 @@ class ProcessPool:
     live = 0
     live_lock = threading.Lock()
 
-    def __init__(self, settings: Settings, host: str, processes: int, workers: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        host: str,
+        processes: int,
+        workers: int,
+        liveness: Liveness | None = None,
+    ) -> None:
         self.settings = settings
         self.host = host
+        self.liveness = liveness  # the main process's heartbeat time, in shared memory
         self.counts = shares(workers, processes)
         self.children: list[Any] = []
         self.channels: list[Connection] = []
@@ -93,6 +102,7 @@ class ProcessPool:
                     [there for _, there in ends],
                     ready_there,
                     self.write_turn,
+                    self.liveness,
                 ),
                 name=f"edi-inbox-jobs-{n}",
                 daemon=True,
@@ -175,13 +185,14 @@ def child_main(
     channels: list[Connection],
     ready: Connection,
     write_turn: Any = None,
+    liveness: Liveness | None = None,
 ) -> None:
-    """A worker process: a ``Worker`` with its own database and ERP, one thread per channel."""
+    """A worker process: a ``Worker`` with its own database and ERP, one thread per
+    channel; its claim checks read the main process's heartbeat time (``liveness``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
     _die_with_parent(parent)
     from . import log, store
-    from .claims import Claims
     from .outcomes import Mover
     from .pipeline import Pipeline
     from .worker import Worker, run_one
@@ -194,7 +205,7 @@ def child_main(
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)
         pipeline = Pipeline(settings, recorder, host=host)
-        claims = Claims(settings.paths, host)
+        claims = Claims(settings.paths, host, liveness)
         claims.open()
     except Exception as exc:
         ready.send(f"{type(exc).__name__}: {exc}")
@@ -221,6 +232,9 @@ def child_main(
             except (EOFError, OSError):  # the main process closed the pipe: stop
                 return
             errors.last = None
+            # The main process found the unit's file in the inbox it watches:
+            # if that is a re-created inbox, follow it here too (one stat).
+            claims.follow_inbox()
             outcome = run_one(worker, item)
             outcome.error = errors.last  # for the daemon's last error (status, heartbeat)
             channel.send(outcome)

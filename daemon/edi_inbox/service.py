@@ -16,7 +16,12 @@ anything, then resumes the claims its previous run left (and files of the
 flat layout of earlier versions) as new jobs with ``retry_of`` the old job id
 (the recorder knows which orders the ERP already accepted). At start and at
 every rescan it takes over the claims of hosts without a fresh heartbeat.
-One daemon per host: two on one host would resume each other's files.
+One daemon per host (two would resume each other's files): ``run`` takes the
+host's lock (``claims.lock_host``) before anything else, or exits 1.
+
+The loop looks at the inbox's path every ``HEALTH_EVERY``: an inbox deleted
+and re-created is opened, watched and scanned again (``inbox_replaced``); one
+missing for ``INBOX_GONE_AFTER`` seconds ends the daemon with exit 1.
 
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
@@ -33,6 +38,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -42,10 +48,20 @@ from typing import Any
 
 import structlog
 
-from . import __version__, files, notify
-from .claims import Claims, LiveHosts, LookupJob, new_job_id, os_message, processing_name
+from . import __version__, admin, files, notify
+from .claims import (
+    Claims,
+    Inbox,
+    LiveHosts,
+    Liveness,
+    LookupJob,
+    lock_host,
+    new_job_id,
+    os_message,
+    processing_name,
+)
 from .config import Settings
-from .errors import EdiInboxError
+from .errors import AlreadyRunning, EdiInboxError
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .watch import (
@@ -78,6 +94,7 @@ STATUS_EVERY = 1.0
 HEALTH_EVERY = 0.1
 # Units a relay keeps at its child thread: the one running and the next.
 RELAY_AHEAD = 2
+INBOX_GONE_AFTER = 5.0  # seconds the inbox may be missing (being re-created) before exit 1
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
@@ -89,6 +106,7 @@ COUNTERS = (
     "handed_back",
     "taken",
     "changed",
+    "lost",
     "move_errors",
     "observer_restarts",
 )
@@ -109,6 +127,7 @@ class Service:
         heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
         lookup_job: LookupJob | None = None,
         live_hosts: LiveHosts | None = None,
+        interrupt_jobs: Callable[[list[str]], Any] | None = None,
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
@@ -120,12 +139,16 @@ class Service:
         self.heartbeat = heartbeat
         self.lookup_job = lookup_job
         self.live_hosts = live_hosts
+        self.interrupt_jobs = interrupt_jobs  # the jobs of the claims taken over
         self.host = host or socket.gethostname()
         self.inotify_factory = inotify_factory
         if recorder is None:
             recorder = getattr(pipeline, "recorder", None)
 
-        self.claims = Claims(settings.paths, self.host)
+        # With a heartbeat, other hosts may take this host's files when it goes
+        # quiet: the workers check their claims against its age.
+        self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
+        self.claims = Claims(settings.paths, self.host, self.liveness)
         self.mover = Mover(
             settings.paths,
             self.claims.dir,
@@ -162,6 +185,7 @@ class Service:
         self._restart_times: list[float] = []
         self._failed_starts = 0
         self._next_observer_try = 0.0
+        self._inbox_missing_since: float | None = None
 
     # -- control ---------------------------------------------------------------
 
@@ -247,7 +271,10 @@ class Service:
                 self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
             if now >= next_health:
-                if not once and not self._check_observer(now):
+                if not once and not self._follow_inbox(now):
+                    return EXIT_FAILURE
+                inbox_there = self._inbox_missing_since is None
+                if not once and inbox_there and not self._check_observer(now):
                     return EXIT_FAILURE
                 if self.pool is not None and not self.pool.alive():
                     logger.error("worker_process_died")
@@ -295,6 +322,36 @@ class Service:
         self.observer, self.observer_kind = start_observer(
             self.daemon, self.settings.paths.inbox, handler, inotify_factory=self.inotify_factory
         )
+
+    def _follow_inbox(self, now: float) -> bool:
+        """Notice an inbox deleted and re-created: watch and scan the new one.
+        False: it has been missing for ``INBOX_GONE_AFTER`` seconds (exit 1)."""
+        inbox = str(self.settings.paths.inbox)
+        state = self.claims.follow_inbox()
+        if state is Inbox.MISSING:
+            if self._inbox_missing_since is None:
+                self._inbox_missing_since = now
+                logger.warning("inbox_missing", inbox=inbox)
+            elif now - self._inbox_missing_since >= INBOX_GONE_AFTER:
+                message = f"the inbox {inbox} has been missing for {INBOX_GONE_AFTER:.0f} s"
+                logger.error("inbox_gone", inbox=inbox, error=message)
+                self.last_error = message
+                notify.notify(f"STATUS={message}; exiting", self.environ)
+                return False
+            return True
+        self._inbox_missing_since = None
+        if state is Inbox.REPLACED:
+            logger.warning("inbox_replaced", inbox=inbox)
+            if self.observer is not None:  # it watches the old directory
+                stop_observer(self.observer, timeout=0.5)
+                self.observer = None
+            try:
+                self._start_observer()
+            except WatchError as exc:  # _check_observer tries again
+                logger.error("observer_restart_failed", error=str(exc))
+                self.last_error = str(exc)
+            self._rescan()
+        return True
 
     def _check_observer(self, now: float) -> bool:
         """Restart a dead observer (and rescan: its events are lost). False: give up."""
@@ -349,9 +406,12 @@ class Service:
         leftovers = self.claims.leftovers(
             start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
         )
+        taken: list[str] = []  # the jobs of the files taken over
         try:
             for claim in leftovers:  # each is in this host's folder already: queue it now
                 self.counters["taken_over" if claim.taken_from else "resumed"] += 1
+                if claim.taken_from and claim.retry_of:
+                    taken.append(claim.retry_of)
                 self.outstanding += 1
                 self.work.put(
                     Work(
@@ -361,6 +421,11 @@ class Service:
         except OSError as exc:
             logger.error("recover_failed", error=os_message(exc))
             self.last_error = f"cannot read processing/: {os_message(exc)}"
+        if taken and self.interrupt_jobs is not None:
+            try:
+                self.interrupt_jobs(taken)
+            except Exception as exc:  # a record's detail: the files are taken over all the same
+                logger.error("interrupt_failed", jobs=taken, error=repr(exc))
 
     # -- events, tickets, outcomes ------------------------------------------------------
 
@@ -393,7 +458,7 @@ class Service:
             self.last_error = outcome.error
         if outcome.status in FINISHED:
             self.finished += 1
-        if outcome.status in (*FINISHED, "taken", "changed"):
+        if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
         delay = None
         if outcome.status == "error":
@@ -414,7 +479,7 @@ class Service:
         thread per child thread (RuntimeError if a child does not start)."""
         if self.daemon.processes > 1:
             self.pool = ProcessPool(
-                self.settings, self.host, self.daemon.processes, self.daemon.workers
+                self.settings, self.host, self.daemon.processes, self.daemon.workers, self.liveness
             )
             self.pool.start()
             for n, channel in enumerate(self.pool.channels):
@@ -569,6 +634,8 @@ class Service:
             if stopping:
                 counters["stopping"] = 1
             self.heartbeat(counters, self.last_error)
+            if self.liveness is not None:
+                self.liveness.beat()
         except Exception as exc:  # the database may be away for a moment
             logger.error("heartbeat_failed", error=repr(exc))
 
@@ -586,15 +653,39 @@ def run(
 ) -> int:
     """``edi-inbox run``: open the database, watch the inbox until SIGTERM/SIGINT.
 
-    Returns the exit code: 0 after a clean stop, 1 when the inbox is missing,
-    the watch cannot start, the database cannot be opened or the observer keeps
-    dying. READY=1 is sent only once the database is open and the first scan
-    is queued.
+    Returns the exit code: 0 after a clean stop, 1 when another daemon runs for
+    this host, the inbox is missing, the watch cannot start, the database cannot
+    be opened or the observer keeps dying. READY=1 is sent only once the
+    database is open and the first scan is queued.
     """
-    from . import admin, store
+    assert settings.paths.processing is not None
+    host = socket.gethostname()
+    try:  # first of all: a second daemon for this host must touch nothing
+        lock = lock_host(settings.paths.processing, host)
+    except (AlreadyRunning, OSError) as exc:
+        message = str(exc) if isinstance(exc, EdiInboxError) else f"cannot lock: {os_message(exc)}"
+        logger.error("cannot_start", error=message, host=host)
+        print(f"edi-inbox: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        return _serve(settings, host, once=once, max_jobs=max_jobs, clock=clock, environ=environ)
+    finally:
+        os.close(lock)
+
+
+def _serve(
+    settings: Settings,
+    host: str,
+    *,
+    once: bool,
+    max_jobs: int | None,
+    clock: Callable[[], float],
+    environ: Mapping[str, str] | None,
+) -> int:
+    """``run`` once this host's lock is held."""
+    from . import store
     from .pipeline import Pipeline
 
-    host = socket.gethostname()
     try:
         # SQLite's WAL is checkpointed by a thread of its own, not in the
         # commit of whichever worker crosses the mark (the others waited).
@@ -627,6 +718,9 @@ def run(
     def live_hosts() -> Collection[str]:
         return admin.live_hosts(settings, db)
 
+    def interrupt_jobs(job_ids: list[str]) -> None:
+        store.mark_interrupted(db, host, job_ids=job_ids)
+
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     service = Service(
         settings,
@@ -636,6 +730,7 @@ def run(
         heartbeat=heartbeat,
         lookup_job=lookup_job,
         live_hosts=live_hosts,
+        interrupt_jobs=interrupt_jobs,
         final_path=functools.partial(store.record_final_path, db),
         host=host,
     )

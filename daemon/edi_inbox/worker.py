@@ -4,9 +4,12 @@ A unit is a ticket from the inbox (claim it by rename, then run it) or a
 claim left behind (already in this host's folder). The worker opens the
 claimed file safely, checks it is still the file the watcher judged ready,
 runs ``Pipeline.run`` on its bytes and has the ``Mover`` put it in ``done/``
-or ``failed/``. It never raises for a file: it reports an ``Outcome`` for the
-main thread. At shutdown the service hands back the files of jobs still
-running (``hand_back_unfinished``).
+or ``failed/``. Before each ERP post and before filing it checks the claim is
+still its own (``Claims.check_claim``); a job whose file another host took
+over stops, ``interrupted``, and its file is left to that host. It never
+raises for a file: it reports an ``Outcome`` for the main thread. At
+shutdown the service hands back the files of jobs still running
+(``hand_back_unfinished``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import structlog
 from . import files
 from .claims import Claims, new_job_id, os_message
 from .config import Settings
-from .errors import FileChanged
+from .errors import ClaimLost, FileChanged
 from .jobs import JobResult, JobStatus
 from .outcomes import Mover, PendingMove
 from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
@@ -49,7 +52,8 @@ class Outcome:
     """What a worker reports back to the main thread."""
 
     name: str
-    status: str  # succeeded | failed | duplicate | refused | taken | changed | handed_back | error
+    # succeeded | failed | duplicate | refused | taken | changed | lost | handed_back | error
+    status: str
     job_id: str | None = None
     recheck: bool = False  # the name is back in (or still in) the inbox
     pending: PendingMove | None = None
@@ -63,6 +67,7 @@ class InFlight:
     lock: threading.Lock = field(default_factory=threading.Lock)
     handed_back: bool = False
     finishing: bool = False
+    lost: bool = False  # the claim was found taken over: the file is not ours to move
 
 
 class Worker:
@@ -176,7 +181,11 @@ class Worker:
             return self._hand_back(flight, "changed")
         retry_of = item.retry_of or self.claims.take_retry_marker(st)
 
+        def guard() -> None:
+            self._check_claim(flight, st)
+
         def destination(job: JobResult) -> str:
+            self._check_claim(flight, st)
             self._check_unchanged(flight, st)
             return self.mover.destination(name, job)
 
@@ -187,6 +196,7 @@ class Worker:
                 job_id=job_id,
                 retry_of=retry_of,
                 data=data,
+                guard=guard,
                 destination=destination,
             )
         except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
@@ -194,9 +204,19 @@ class Worker:
             error = f"internal error: {exc!r}"
             result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
             self._record_finished(result)
+        if flight.lost:  # another host has the file now: leave it alone
+            return Outcome(name, "lost", job_id=job_id)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
             return self._hand_back(flight, "changed")
         return self._finish(flight, result)
+
+    def _check_claim(self, flight: InFlight, claimed: os.stat_result) -> None:
+        """``Claims.check_claim``, remembering a loss (the pipeline reports it)."""
+        try:
+            self.claims.check_claim(flight.pname, claimed)
+        except ClaimLost:
+            flight.lost = True
+            raise
 
     def _check_unchanged(self, flight: InFlight, read: os.stat_result) -> None:
         """Raise ``FileChanged`` unless the claimed file is still the one read

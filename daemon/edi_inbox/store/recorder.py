@@ -13,7 +13,7 @@ Each unit sends its writes as one ``Batch``: on PostgreSQL one round trip
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -365,24 +365,35 @@ def remove_daemon(db: Database, daemon_id: str) -> None:
 
 
 def mark_interrupted(
-    db: Database, host: str, *, now: datetime | None = None, reason: str | None = None
+    db: Database,
+    host: str,
+    *,
+    job_ids: Collection[str] | None = None,
+    now: datetime | None = None,
+    reason: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``.
+    """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``;
+    with ``job_ids`` instead, those jobs of other hosts whose files this
+    ``host`` took over.
 
     Call at start-up, before any worker runs. Returns each such job as
     ``{job_id, file_name, file_path, started_at}`` so the service can resume
     its file from ``processing/``. A job another host finished meanwhile is
     left alone (compare-and-set on the status)."""
     now = now or utcnow()
-    reason = reason or f"interrupted: the daemon on {host} stopped while this job ran"
+    if reason is None:
+        reason = f"interrupted: the daemon on {host} stopped while this job ran"
+        if job_ids is not None:
+            reason = f"interrupted: its host went quiet and {host} took the file over"
     running = JobStatus.RUNNING.value
     interrupted = JobStatus.INTERRUPTED.value
+    which = Job.host == host if job_ids is None else Job.job_id.in_(list(job_ids))
 
     def work() -> list[dict[str, Any]]:
         rows = list(
             Job.select(
                 Job.id, Job.started_at, Job.total_amount, Job.job_id, Job.file_name, Job.file_path
-            ).where((Job.status == running) & (Job.host == host))
+            ).where((Job.status == running) & which)
         )
         done = []
         for row in rows:
