@@ -29,14 +29,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import GOOD, make_po
+from helpers import GOOD, make_po, poll_until
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -94,15 +93,7 @@ def need(condition: bool, why: str) -> None:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """``condition()``'s first truthy value; fails after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    return poll_until(condition, timeout, interval=0.1, what=what)
 
 
 def install_block() -> str:
