@@ -27,6 +27,7 @@ from .database import (
     PostgresStore,
     SqliteStore,
     close_database,
+    is_permanent,
     open_database,
     run_unit,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "heartbeat",
     "hour_of",
     "init",
+    "is_permanent",
     "job_brief",
     "mark_interrupted",
     "migrate",
