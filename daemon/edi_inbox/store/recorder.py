@@ -117,9 +117,14 @@ class DatabaseRecorder:
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
                 if row:
                     accepted[key] = row[0]
+            # The orders go in with the running row, before any is posted: an
+            # order the database cannot hold (a permanent error) fails the job
+            # here, with nothing posted, instead of after the ERP took it.
+            pending = [o for o in job.orders if o.idempotency_key not in accepted]
             row = self._insert_job(job, now).run()
             if row is not None:
-                _add_logs(_add_steps(Batch(self.db), row[0], steps), row[0], logs).run()
+                batch = _add_orders(_add_steps(Batch(self.db), row[0], steps), row[0], pending, now)
+                _add_logs(batch, row[0], logs).run()
                 return row[0], True
             # Resumed after a crash, or run again under the same id.
             pk, status, started_at, duration, amount = execute(
@@ -135,7 +140,8 @@ class DatabaseRecorder:
                 stamp(now),
                 pk,
             )
-            _add_logs(_add_steps(batch, pk, steps), pk, logs).run()
+            _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
+            _add_logs(batch, pk, logs).run()
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
@@ -216,6 +222,52 @@ class DatabaseRecorder:
             batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
             batch.add_rows("po_search_insert", [(s, pk) for s in suffixes])
             add_rollup(batch, status, started, job.duration_seconds, total, +1).run()
+
+        run_unit(self.db, work)
+        with self._lock:
+            self._ids.pop(job.job_id, None)
+            self._fresh.discard(job.job_id)
+            for order in job.orders:
+                self._accepted.pop(order.idempotency_key, None)
+
+    def job_status_only(self, job: JobResult, reason: str) -> None:
+        """The fallback when the full final record fails for good (a value the
+        database cannot hold): the job's row alone gets its status, times,
+        ERP id and ``reason`` (with each order's PO, cut short, and ERP id in
+        ``error_details``), so that no job stays ``running`` and no ERP id is
+        lost. One unit of work."""
+        now = utcnow()
+        status = _status(job.status)
+        details = [{"code": "not_recorded", "message": reason}] + [
+            {"po_number": o.po_number[:64], "erp_po_id": o.erp_po_id, "status": o.status}
+            for o in job.orders
+        ]
+
+        def work() -> None:
+            db = self.db
+            pk, _ = self._job_pk(job)
+            old_status, old_started, old_duration, old_amount, _, _ = execute(
+                db, "job_get_pk", pk
+            ).fetchone()
+            batch = add_rollup(Batch(db), old_status, old_started, old_duration, old_amount, -1)
+            started = read_time(old_started) or job.started_at or now
+            erp_ids = [o.erp_po_id for o in job.orders if o.erp_po_id]
+            batch.update(
+                "jobs",
+                pk,
+                {
+                    "status": status,
+                    "success": job.success,
+                    "completed_at": stamp(job.completed_at or now),
+                    "duration_seconds": job.duration_seconds,
+                    "file_path": job.file_path,
+                    "erp_po_id": ", ".join(erp_ids)[:200] if erp_ids else None,
+                    "error": reason,
+                    "error_details": json_or_none(details),
+                    "updated_at": stamp(now),
+                },
+            )
+            add_rollup(batch, status, started, job.duration_seconds, old_amount, +1).run()
 
         run_unit(self.db, work)
         with self._lock:
