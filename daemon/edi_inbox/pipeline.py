@@ -343,7 +343,9 @@ class Pipeline:
                 if is_permanent(exc):
                     if not logs:
                         raise
-                    logger.error("log_lines_not_recorded", lines=len(logs), error=repr(exc))
+                    logger.error(
+                        "record_retried_without_log_lines", lines=len(logs), error=repr(exc)
+                    )
                     logs = []
                     continue
                 if time.monotonic() + delay > deadline:

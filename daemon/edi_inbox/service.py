@@ -18,6 +18,13 @@ flat layout of earlier versions) as new jobs with ``retry_of`` the old job id
 every rescan it takes over the claims of hosts without a fresh heartbeat.
 One daemon per host: two on one host would resume each other's files.
 
+While the database is unavailable (a job's record or the heartbeat cannot be
+written) intake pauses: files stay in the inbox, jobs that could not be
+recorded stay claimed (``worker.py``), the heartbeat write probes the database
+with backoff (0.5 s → 30 s), STATUS= says "database unavailable, intake
+paused", and once a probe succeeds the parked jobs are queued again and intake
+resumes by itself.
+
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
 hands the files of the rest back to the inbox and returns 0. ``run(once=True)``
@@ -48,6 +55,7 @@ from .config import Settings
 from .errors import EdiInboxError
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
+from .store.database import is_permanent
 from .watch import (
     InboxHandler,
     Ticket,
@@ -93,6 +101,8 @@ COUNTERS = (
     "observer_restarts",
 )
 FINISHED = ("succeeded", "failed", "duplicate", "refused")
+PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; doubled
+PROBE_MAX = 30.0
 
 
 class Service:
@@ -162,6 +172,11 @@ class Service:
         self._restart_times: list[float] = []
         self._failed_starts = 0
         self._next_observer_try = 0.0
+        self.db_down: str | None = None  # why the database is unavailable: intake paused
+        self.parked: list[Work] = []  # units to queue again once it is back
+        self._probe_delay = PROBE_FIRST
+        self._next_probe = 0.0
+        self._resumed_at = -PROBE_MAX - 1.0
 
     # -- control ---------------------------------------------------------------
 
@@ -238,13 +253,15 @@ class Service:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
                 self._handle(item)
-            for ticket in self.tracker.poll():
-                self._dispatch(ticket)
+            if self.db_down is None or not self._paused(now):
+                for ticket in self.tracker.poll():
+                    self._dispatch(ticket)
             now = self.clock()
             self.mover.retry_due(now)
             if now >= next_rescan:
                 self._rescan()
-                self._recover(start=False)
+                if self.db_down is None:
+                    self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
             if now >= next_health:
                 if not once and not self._check_observer(now):
@@ -391,6 +408,9 @@ class Service:
         self.outstanding -= 1
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
+        if outcome.parked is not None:  # unrecorded: the file stays claimed
+            self.parked.append(outcome.parked)
+            self._pause(outcome.error or "a job could not be recorded")
         if outcome.status in FINISHED:
             self.finished += 1
         if outcome.status in (*FINISHED, "taken", "changed"):
@@ -534,6 +554,7 @@ class Service:
         for item in drain(self.events, 0):
             if item[0] == "done" and item[1].pending is not None:
                 self.mover.add(item[1].pending)
+        self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
         self._beat(stopping=True)
         self.claims.close()
@@ -551,10 +572,14 @@ class Service:
             "tracked": tracked.get("tracked", 0),
             "held": tracked.get("held", 0),
             "pending_moves": len(self.pending),
+            "parked": len(self.parked),
         }
 
     def _status_line(self) -> str:
         s = self.snapshot()
+        if self.db_down is not None:
+            waiting = s["tracked"] + s["queue"] + len(self.parked)
+            return f"STATUS=database unavailable, intake paused ({waiting} waiting): {self.db_down}"
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}, held {s['held']}; "
             f"done {s['succeeded']}, duplicate {s['duplicate']}, failed {s['failed']}, "
@@ -571,6 +596,70 @@ class Service:
             self.heartbeat(counters, self.last_error)
         except Exception as exc:  # the database may be away for a moment
             logger.error("heartbeat_failed", error=repr(exc))
+            if not is_permanent(exc) and not stopping:
+                self._pause(f"database unavailable: {exc}")
+
+    # -- the database unavailable: intake paused ------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        """Stop taking files from the inbox until a probe reaches the database
+        (logged once per pause; STATUS= shows the latest reason)."""
+        if reason == self.db_down:
+            return
+        if self.db_down is not None:  # paused already: a new word for it
+            self.db_down = self.last_error = reason
+            return
+        # Back off further if the last resume did not hold (a probe may pass
+        # while jobs still fail: a disk with a few pages free).
+        held = self.clock() - self._resumed_at > PROBE_MAX
+        self._probe_delay = PROBE_FIRST if held else min(self._probe_delay * 2, PROBE_MAX)
+        self._next_probe = self.clock() + self._probe_delay
+        self.db_down = reason
+        self.last_error = reason
+        waiting = (self.tracker.counts()["tracked"] if self.tracker else 0) + len(self.parked)
+        logger.error("intake_paused", reason=reason, waiting=waiting)
+        notify.notify(self._status_line(), self.environ)
+
+    def _settle_parked(self, deadline: float) -> None:
+        """At shutdown, with the workers gone: the records parked jobs owe, if
+        the database answers now. The rest stay claimed; the next start
+        resumes them."""
+        for item in [w for w in self.parked if w.owed is not None]:
+            if time.monotonic() > deadline:
+                break
+            outcome = run_one(self.worker, item)
+            if outcome.parked is not None:
+                break  # still unavailable
+            self.parked.remove(item)
+            if outcome.pending is not None:
+                self.mover.add(outcome.pending)
+        if self.parked:
+            logger.warning("parked_at_shutdown", jobs=len(self.parked), reason=self.db_down)
+
+    def _paused(self, now: float) -> bool:
+        """While paused: probe the database when due (the heartbeat write);
+        once it answers, queue the parked jobs again and resume intake."""
+        if now < self._next_probe:
+            return True
+        if self.heartbeat is not None:
+            try:
+                self.heartbeat(self.snapshot(), self.last_error)
+            except Exception as exc:
+                self._probe_delay = min(self._probe_delay * 2, PROBE_MAX)
+                self._next_probe = self.clock() + self._probe_delay
+                if is_permanent(exc):
+                    logger.error("heartbeat_failed", error=repr(exc))
+                else:
+                    self._pause(f"database unavailable: {exc}")
+                return True
+        logger.info("intake_resumed", parked=len(self.parked), was=self.db_down)
+        self.db_down = None
+        self._resumed_at = now
+        parked, self.parked = self.parked, []
+        for item in parked:
+            self.outstanding += 1
+            self.work.put(item)
+        return False
 
 
 # -- the entry point (the CLI calls it) ------------------------------------------
