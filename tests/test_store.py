@@ -763,3 +763,14 @@ def test_checkpointer_thread_runs_until_stopped(tmp_path):
     finally:
         checkpointer.stop()
     assert not checkpointer._thread.is_alive()
+
+
+def test_a_path_with_a_byte_that_is_not_utf8_is_recorded_escaped(recorder, db):
+    """A partner's file name with a non-UTF-8 byte: the job is recorded (its
+    path escaped as the logs show it), never refused by the database."""
+    job = make_job(90)
+    job.file_path = "/srv/edi/done/po\udcff.edi"
+    record(recorder, job)
+    assert queries.show_job(db, job.job_id)["status"] == "succeeded"
+    row = store.Job.get(store.Job.job_id == job.job_id)
+    assert row.file_path == "/srv/edi/done/po\\xff.edi"

@@ -511,12 +511,16 @@ class Checkpointer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        told = ""
         try:
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint()
-                except Exception as exc:  # the next turn tries again
-                    log.warning("checkpoint failed: %s", exc)
+                    told = ""
+                except Exception as exc:  # the next turn tries again (told once)
+                    if str(exc) != told:
+                        log.warning("checkpoint failed: %s", exc)
+                    told = str(exc)
         finally:
             with contextlib.suppress(Exception):
                 if not self.db.is_closed():

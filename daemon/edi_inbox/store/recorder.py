@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..files import display_name
 from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, StepResult
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
@@ -62,7 +63,7 @@ class DatabaseRecorder:
             "job_insert",
             job.job_id,
             job.file_name,
-            job.file_path,
+            _text(job.file_path),
             job.file_sha256,
             job.file_size,
             JobStatus.RUNNING.value,
@@ -136,7 +137,7 @@ class DatabaseRecorder:
                 False,
                 stamp(job.started_at or now),
                 job.host,
-                job.file_path,
+                _text(job.file_path),
                 stamp(now),
                 pk,
             )
@@ -186,14 +187,14 @@ class DatabaseRecorder:
                 "completed_at": stamp(job.completed_at or now),
                 "duration_seconds": job.duration_seconds,
                 "file_size": job.file_size,
-                "file_path": job.file_path,  # in the daemon: where the file is going
+                "file_path": _text(job.file_path),  # in the daemon: where the file is going
                 "po_number": job.po_number,
                 "po_number_folded": fold(job.po_number),
                 "total_amount": total,
                 "erp_po_id": job.erp_po_id,
                 "vendor_name": job.vendor_name,
                 "vendor_name_folded": fold(job.vendor_name),
-                "error": job.error,
+                "error": _text(job.error),
                 "error_details": json_or_none(job.error_details),
                 "host": job.host,
                 "sender_id": job.sender_id,
@@ -260,9 +261,9 @@ class DatabaseRecorder:
                     "success": job.success,
                     "completed_at": stamp(job.completed_at or now),
                     "duration_seconds": job.duration_seconds,
-                    "file_path": job.file_path,
+                    "file_path": _text(job.file_path),
                     "erp_po_id": ", ".join(erp_ids)[:200] if erp_ids else None,
-                    "error": reason,
+                    "error": _text(reason),
                     "error_details": json_or_none(details),
                     "updated_at": stamp(now),
                 },
@@ -292,6 +293,18 @@ class DatabaseRecorder:
 
     def next_control_number(self) -> int:
         return next_control_number(self.db)
+
+
+def _text(value: str | None) -> str | None:
+    """Text the database can hold: a path with a byte that is not UTF-8 (a
+    partner's file name) is kept escaped, as logs show it, not refused."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return display_name(value)
+    return value
 
 
 def _status(value: Any) -> str:
@@ -473,7 +486,7 @@ def record_final_path(db: Database, job_id: str, path: str | None, note: str | N
 
     def work() -> None:
         now = utcnow()
-        Job.update(file_path=path, updated_at=now).where(Job.job_id == job_id).execute()
+        Job.update(file_path=_text(path), updated_at=now).where(Job.job_id == job_id).execute()
         if note:
             pk = Job.select(Job.id).where(Job.job_id == job_id).scalar()
             if pk is not None:
