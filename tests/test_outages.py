@@ -361,3 +361,38 @@ def test_the_daemon_files_a_po_number_too_long_for_the_index(erp, outage_daemons
     check_records(erp, pg_rows(own_pg_url, ORDERS), list(jobs.values()), daemon.done, final=False)
     assert claimed(daemon.processing) == []
     assert daemon.terminate(20) == 0
+
+
+# -- `process` never exits 0 with an order it could not record -------------------------
+
+
+def test_process_exits_non_zero_for_a_posted_order_it_cannot_record(
+    tmp_path, httpserver, monkeypatch
+):
+    """The database goes away while the ERP takes the order and stays away
+    past the wait: ``process`` exits 1 naming the ERP id, never 0."""
+    from click.testing import CliRunner
+    from werkzeug import Response
+
+    from edi_inbox import cli
+
+    path, away = tmp_path / "jobs.db", tmp_path / "jobs.db.away"
+
+    def take(request):
+        os.rename(path, away)  # the running record is in: the database goes now
+        return Response(json.dumps({"id": "E11"}), 201, content_type="application/json")
+
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(take)
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text(
+        f'[paths]\nroot = "{tmp_path}"\n[database]\nurl = "sqlite:///{path}"\n'
+        f'[erp]\nurl = "{httpserver.url_for("/orders")}"\n[log]\nformat = "json"\n'
+    )
+    monkeypatch.setattr(cli, "RECORD_PATIENCE", 1.0)
+    edi = tmp_path / "po.edi"
+    edi.write_bytes(make_po(5))
+    result = CliRunner().invoke(cli.main, ["--config", str(config), "process", str(edi)])
+    assert result.exit_code == 1, result.output
+    assert "the ERP accepted PO 00000005 as E11" in result.stderr
+    assert "not recorded" in result.stderr
+    assert len(httpserver.log) == 1 and not path.exists()

@@ -431,3 +431,21 @@ def test_the_record_is_awaited_for_record_patience(tmp_path, httpserver):
         timer.join()
     assert queries.show_job(db, job.job_id)["status"] == "succeeded"
     assert len(httpserver.log) == 1
+
+
+def test_a_final_record_refused_for_good_keeps_status_and_erp_id(tmp_path, httpserver):
+    """After the post, the full final record is refused for good (a trigger on
+    po_search stands for a value the database cannot hold): the job's row
+    still gets its final status, the reason and the ERP id; nothing stays
+    running."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E10"}, 201)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    db.execute_sql(
+        "CREATE TRIGGER no_search BEFORE INSERT ON po_search BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    with pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    shown = queries.show_job(db, job.job_id)
+    assert shown["status"] == "succeeded" and shown["erp_po_id"] == "E10"
+    assert "cannot be written in full" in shown["error"]
+    assert len(httpserver.log) == 1
