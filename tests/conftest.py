@@ -236,9 +236,12 @@ def own_pg_cluster() -> Iterator[Cluster]:
     Skips (fails under CI=true) where none can be started."""
     script = Path(__file__).parent.parent / ".ci" / "postgres.sh"
     env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_PG_ENV_FILE"}
-    done = subprocess.run(
-        ["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=900
-    )
+    for _ in range(3):  # the script's random port may be taken meanwhile: try another
+        done = subprocess.run(
+            ["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=900
+        )
+        if done.returncode == 0:
+            break
     if done.returncode != 0:
         if os.environ.get("CI") == "true":
             pytest.fail(f"cannot start a PostgreSQL cluster: {done.stderr[-2000:]}")
