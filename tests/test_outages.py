@@ -247,6 +247,8 @@ def test_database_on_a_full_disk_posts_nothing_unrecorded(
     poll_until(
         lambda: "database unavailable" in daemon.status_line, timeout=30, what="STATUS= says so"
     )
+    status = daemon.cli("status")
+    assert status.returncode == 1 and "database unavailable" in status.stderr, status
     check_records(erp, sqlite_rows(path, ORDERS), sqlite_rows(path, JOBS), daemon.done, final=False)
     assert len(daemon.listing(daemon.done)) < len(names)
     ballast.unlink()

@@ -215,8 +215,11 @@ def status(settings: config.Settings, as_json: bool) -> None:
         db = store.open_database(settings.database_url, settings, create=False, retry_seconds=2)
         try:
             doc = admin.status(settings, db)
+            full = db.no_room() if isinstance(db, store.SqliteStore) else None
         finally:
             store.close_database(db)
+        if full is not None:
+            raise store.DatabaseUnavailable(full)
     except Exception as exc:
         reason = f"database unavailable: {exc}"
         if as_json:

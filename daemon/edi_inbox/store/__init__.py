@@ -21,6 +21,7 @@ One noun per module:
 
 from __future__ import annotations
 
+from ..errors import DatabaseUnavailable
 from .database import (
     Checkpointer,
     Database,
@@ -98,6 +99,7 @@ __all__ = [
     "Daemon",
     "Database",
     "DatabaseRecorder",
+    "DatabaseUnavailable",
     "FoldedField",
     "Job",
     "JobInterchange",

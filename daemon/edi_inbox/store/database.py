@@ -100,6 +100,8 @@ class _Units:
             delay = min(delay * 2, 1.0)
 
 
+# Less free space than this on the database's file system: writes may fail.
+MIN_FREE_BYTES = 256 * 1024
 # A checkpoint (WAL pages copied into the database, two fsyncs) every this
 # many WAL pages (~40 MB): SQLite's 1,000 made that ~600 µs a file, this ~60.
 CHECKPOINT_PAGES = 10_000
@@ -198,6 +200,21 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         except OSError:
             return None
         return (st.st_dev, st.st_ino)
+
+    def no_room(self, least: int = MIN_FREE_BYTES) -> str | None:
+        """Why nothing can be written, if the file system holding the database
+        has less than ``least`` bytes free (``status`` tells it; a full disk
+        leaves reads working and every write failing)."""
+        if self.database == ":memory:":
+            return None
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.database)))
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free >= least:
+            return None
+        return f"no space left for the database: {free} bytes free on its file system"
 
     def begin_write(self) -> None:
         """Take the write turn: from this process's other threads (``write_lock``),
