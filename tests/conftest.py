@@ -15,6 +15,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -61,15 +62,23 @@ def _pg_admin(url: str, sql: str) -> None:
         conn.close()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose connections all use a fresh, private schema."""
-    base = pg_base_url()
+@contextmanager
+def private_schema(base: str) -> Iterator[str]:
+    """``base`` with every connection in a fresh schema, dropped afterwards."""
     schema = f"test_{uuid.uuid4().hex[:12]}"
     _pg_admin(base, f"CREATE SCHEMA {schema}")
     joiner = "&" if "?" in base else "?"
-    yield f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
-    _pg_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    try:
+        yield f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        _pg_admin(base, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose connections all use a fresh, private schema."""
+    with private_schema(pg_base_url()) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -212,9 +221,49 @@ def record_job(recorder: store.DatabaseRecorder) -> Callable[..., JobResult]:
     return run
 
 
-def pg_ctl(action: str, *extra: str) -> None:
-    """Run ``pg_ctl ACTION`` on the test cluster, as its owner (initdb refuses root)."""
-    datadir = os.environ.get(PG_DATADIR_ENV)
+@dataclass(frozen=True)
+class Cluster:
+    """A PostgreSQL cluster of the test session's own (``.ci/postgres.sh``)."""
+
+    url: str
+    datadir: str
+
+
+@pytest.fixture(scope="session")
+def own_pg_cluster() -> Iterator[Cluster]:
+    """A throwaway cluster for the tests that stop or restart their server:
+    the shared one (EDI_INBOX_TEST_PG_URL) serves other test runs meanwhile.
+    Skips (fails under CI=true) where none can be started."""
+    script = Path(__file__).parent.parent / ".ci" / "postgres.sh"
+    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_PG_ENV_FILE"}
+    for _ in range(3):  # the script's random port may be taken meanwhile: try another
+        done = subprocess.run(
+            ["bash", str(script), "start"], capture_output=True, text=True, env=env, timeout=900
+        )
+        if done.returncode == 0:
+            break
+    if done.returncode != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot start a PostgreSQL cluster: {done.stderr[-2000:]}")
+        pytest.skip(f"cannot start a PostgreSQL cluster: {done.stderr[-500:]}")
+    exports = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in done.stdout.splitlines()
+        if line.startswith("export ")
+    )
+    cluster = Cluster(exports[PG_URL_ENV], exports[PG_DATADIR_ENV])
+    try:
+        yield cluster
+    finally:
+        subprocess.run(
+            ["bash", str(script), "stop", cluster.datadir], capture_output=True, timeout=300
+        )
+
+
+def pg_ctl(action: str, *extra: str, datadir: str | None = None) -> None:
+    """Run ``pg_ctl ACTION`` on the test cluster (``datadir``, else
+    EDI_INBOX_TEST_PG_DATADIR's), as its owner (initdb refuses root)."""
+    datadir = datadir or os.environ.get(PG_DATADIR_ENV)
     if not datadir:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {PG_DATADIR_ENV} is unset")

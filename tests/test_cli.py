@@ -127,6 +127,7 @@ def test_jobs_list_search_and_stats(env):
 
 def test_status_exits_3_when_no_daemon_runs(env):
     """status answers with the backlog and exits 3 when no daemon heartbeat is fresh."""
+    run_cli(env, "db", "init")  # status never creates the database
     result = run_cli(env, "status", "--json")
     assert result.exit_code == 3, result.output
     doc = json.loads(result.stdout)

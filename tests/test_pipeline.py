@@ -8,12 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
 from edi_inbox import log as logsetup
+from edi_inbox import queries, store
 from edi_inbox.config import ErpSettings, PathSettings, Settings
-from edi_inbox.errors import UnsafeFile
+from edi_inbox.errors import NotRecorded, UnsafeFile
 from edi_inbox.jobs import JobStatus, NullRecorder, StepStatus
 from edi_inbox.pipeline import Pipeline, read_file
 from edi_inbox.x12 import X12Reader
@@ -327,13 +327,16 @@ class BrokenRecorder(NullRecorder):
         return fail
 
 
-def test_a_failing_recorder_never_fails_the_job(tmp_path):
-    """Graceful degradation: recording errors are logged loudly, the job still succeeds."""
-    with Pipeline(settings_for(tmp_path), BrokenRecorder()) as pipeline, capture_logs() as events:
-        job = pipeline.run(copy(tmp_path, GOOD))
-    assert job.status is JobStatus.SUCCEEDED
-    assert any(e["event"] == "recorder_failed" and e["log_level"] == "error" for e in events)
-    assert read_acks(pipeline.settings)  # the 997 went out without a control-number table
+def test_nothing_is_posted_while_the_job_cannot_be_recorded(tmp_path, httpserver):
+    """A recorder whose database is gone: the ERP is never called, and ``run``
+    raises NotRecorded (nothing posted, the job must run again)."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings, BrokenRecorder()) as pipeline, pytest.raises(NotRecorded) as caught:
+        pipeline.run(copy(tmp_path, GOOD))
+    assert caught.value.posted is False
+    assert caught.value.job.status is JobStatus.RUNNING
+    assert httpserver.log == []
 
 
 def test_read_file_refuses_a_fifo_without_blocking(tmp_path):
@@ -358,3 +361,92 @@ def test_unreadable_file_is_a_failed_job_not_a_crash(tmp_path):
         job = pipeline.run(tmp_path / "nope.edi")
     assert job.status is JobStatus.FAILED
     assert "could not be read" in job.error
+
+
+def recording_pipeline(tmp_path: Path, erp_url: str, **options):
+    """A pipeline recording into a real SQLite file; returns it and the database."""
+    settings = settings_for(tmp_path, erp_url)
+    db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", settings)
+    store.init(db)
+    return Pipeline(settings, store.DatabaseRecorder(db), **options), db
+
+
+def test_a_log_line_that_cannot_be_written_never_fails_the_job(tmp_path, httpserver):
+    """job_logs refuses every row (a trigger): the job is still posted once and
+    recorded succeeded, without its log lines."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E7"}, 201)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    db.execute_sql(
+        "CREATE TRIGGER no_logs BEFORE INSERT ON job_logs BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    with pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    shown = queries.show_job(db, job.job_id)
+    assert shown["status"] == "succeeded" and shown["erp_po_id"] == "E7"
+    assert shown["logs"] == [] and len(shown["steps"]) == 5
+    assert len(httpserver.log) == 1
+
+
+def test_posted_but_unrecorded_carries_the_record_owed(tmp_path, httpserver):
+    """The database file goes away while the ERP takes the order: ``run`` raises
+    NotRecorded(posted) with the ERP id; once the file is back, ``record_owed``
+    writes the true record (no job left running, the ERP id kept)."""
+    path = tmp_path / "jobs.db"
+    away = tmp_path / "jobs.db.away"
+
+    def take(request: Request) -> Response:
+        os.rename(path, away)  # the running record is written: the database goes now
+        return Response(json.dumps({"id": "E8"}), 201, content_type="application/json")
+
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(take)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    with pipeline, pytest.raises(NotRecorded) as caught:
+        pipeline.run(copy(tmp_path, GOOD))
+    owed = caught.value
+    assert owed.posted and owed.job.orders[0].erp_po_id == "E8"
+    assert owed.job.status is JobStatus.SUCCEEDED
+    assert not path.exists()  # not created again, empty
+    os.rename(away, path)
+    pipeline.record_owed(owed)
+    shown = queries.show_job(db, owed.job.job_id)
+    assert shown["status"] == "succeeded" and shown["erp_po_id"] == "E8"
+    assert [s["step_name"] for s in shown["steps"]] == [
+        "parse", "transform", "validate", "post_to_erp", "acknowledge",
+    ]  # fmt: skip
+    assert len(httpserver.log) == 1
+
+
+def test_the_record_is_awaited_for_record_patience(tmp_path, httpserver):
+    """With record_patience, a database back within it costs nothing: the job
+    is posted and recorded as if it had never gone."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E9"}, 201)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"), record_patience=30)
+    path, away = tmp_path / "jobs.db", tmp_path / "jobs.db.away"
+    os.rename(path, away)
+    timer = threading.Timer(1.0, os.rename, (away, path))
+    timer.start()
+    try:
+        with pipeline:
+            job = pipeline.run(copy(tmp_path, GOOD))
+    finally:
+        timer.join()
+    assert queries.show_job(db, job.job_id)["status"] == "succeeded"
+    assert len(httpserver.log) == 1
+
+
+def test_a_final_record_refused_for_good_keeps_status_and_erp_id(tmp_path, httpserver):
+    """After the post, the full final record is refused for good (a trigger on
+    po_search stands for a value the database cannot hold): the job's row
+    still gets its final status, the reason and the ERP id; nothing stays
+    running."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E10"}, 201)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    db.execute_sql(
+        "CREATE TRIGGER no_search BEFORE INSERT ON po_search BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    with pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    shown = queries.show_job(db, job.job_id)
+    assert shown["status"] == "succeeded" and shown["erp_po_id"] == "E10"
+    assert "cannot be written in full" in shown["error"]
+    assert len(httpserver.log) == 1

@@ -23,7 +23,7 @@ from conftest import T0, initialised, make_job, record
 
 from edi_inbox import queries, store
 from edi_inbox.config import DatabaseSettings, Settings
-from edi_inbox.errors import StoreError
+from edi_inbox.errors import DatabaseUnavailable, StoreError
 from edi_inbox.jobs import Interchange, JobStatus, LogEntry, StepResult, StepStatus
 
 from helpers import poll_until
@@ -119,12 +119,13 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     job.orders.append(replace(job.orders[0], idempotency_key="no such key", erp_po_id=None))
     known = again.job_started(job)  # the run after the restart: not posted again
     assert known == {job.orders[0].idempotency_key: "ERP-4-0"}
-    del job.orders[1]
+    job.orders[1].erp_po_id, job.orders[1].status = "ERP-4-1", "posted"
     job.status = JobStatus.SUCCEEDED
     again.job_finished(job, [], job.steps)
     shown = queries.show_job(db, job.job_id)
     assert shown["status"] == "succeeded" and shown["error"] is None
-    assert len(shown["steps"]) == 5 and len(shown["orders"]) == 1
+    assert len(shown["steps"]) == 5
+    assert [o["erp_po_id"] for o in shown["orders"]] == ["ERP-4-0", "ERP-4-1"]
     stats = queries.stats(db)
     assert stats["total_jobs"] == 1
     assert stats["by_status"]["interrupted"] == 0 and stats["by_status"]["succeeded"] == 1
@@ -425,14 +426,81 @@ def test_sqlite_recorder_raises_when_the_database_is_gone(tmp_path):
     record(recorder, make_job(80))
     shutil.rmtree(folder)
     job = make_job(81)
-    with pytest.raises(StoreError, match="removed or replaced"):
+    with pytest.raises(DatabaseUnavailable, match="removed or replaced"):
         recorder.job_started(job, job.steps[:1], job.logs)
-    with pytest.raises(pw.OperationalError):  # and it cannot reopen it either
+    with pytest.raises(DatabaseUnavailable, match="missing"):  # and it does not reopen it
         recorder.order_accepted(job, job.orders[0])
-    with pytest.raises(pw.OperationalError):
+    with pytest.raises(DatabaseUnavailable, match="missing"):
         recorder.job_finished(job, [])
     assert not folder.exists()
     assert not db.in_transaction()
+
+
+def test_a_deleted_sqlite_file_is_never_created_again_empty(tmp_path):
+    """The file removed mid-run (its folder kept): every thread's next unit of
+    work finds the database unavailable, and no new empty file appears."""
+    path = tmp_path / "edi-inbox.db"
+    db = sqlite_at(path)
+    recorder = store.DatabaseRecorder(db)
+    record(recorder, make_job(82))
+    path.unlink()
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:  # a thread that never connected before
+        try:
+            store.schema_version(db)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    with pytest.raises(DatabaseUnavailable, match="removed or replaced"):
+        record(recorder, make_job(83))
+    with pytest.raises(DatabaseUnavailable, match="missing"):
+        record(recorder, make_job(84))
+    assert [type(e) for e in errors] == [DatabaseUnavailable]
+    assert not path.exists()
+    assert not store.is_permanent(errors[0])
+
+
+def test_a_replaced_sqlite_file_is_unavailable(tmp_path):
+    """Another file put in the database's place is refused, not written to."""
+    path = tmp_path / "edi-inbox.db"
+    db = sqlite_at(path)
+    record(store.DatabaseRecorder(db), make_job(85))
+    store.close_database(db)
+    path.rename(tmp_path / "old.db")
+    shutil.copy(tmp_path / "old.db", path)  # same bytes, another file
+    with pytest.raises(DatabaseUnavailable, match="replaced"):
+        record(store.DatabaseRecorder(db), make_job(86))
+    assert queries.stats(sqlite_at(tmp_path / "old.db"))["total_jobs"] == 1
+
+
+def test_create_false_never_creates_the_file(tmp_path, settings):
+    """``create=False`` (status, worker processes): a missing file is unavailable."""
+    path = tmp_path / "nothing-here.db"
+    db = store.open_database(f"sqlite:///{path}", settings, create=False)
+    with pytest.raises(DatabaseUnavailable, match="is missing"):
+        store.schema_version(db)
+    assert not path.exists()
+
+
+def test_is_permanent_tells_data_errors_from_outages(tmp_path):
+    """Data the database cannot hold is permanent; a lock, a full disk, a
+    missing file or a lost connection is not."""
+    path = tmp_path / "edi-inbox.db"
+    db = sqlite_at(path)
+    with pytest.raises(pw.IntegrityError) as integrity:
+        store.run_unit(db, lambda: db.execute_sql("INSERT INTO jobs (job_id) VALUES (NULL)"))
+    assert store.is_permanent(integrity.value)
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    assert not store.is_permanent(pw.OperationalError(full))
+    assert not store.is_permanent(pw.OperationalError("database is locked"))
+    assert not store.is_permanent(DatabaseUnavailable("gone"))
+    assert not store.is_permanent(ConnectionRefusedError())
+    assert store.is_permanent(TypeError("a bug"))
 
 
 def test_open_database_rejects_unknown_urls(settings):
@@ -695,3 +763,14 @@ def test_checkpointer_thread_runs_until_stopped(tmp_path):
     finally:
         checkpointer.stop()
     assert not checkpointer._thread.is_alive()
+
+
+def test_a_path_with_a_byte_that_is_not_utf8_is_recorded_escaped(recorder, db):
+    """A partner's file name with a non-UTF-8 byte: the job is recorded (its
+    path escaped as the logs show it), never refused by the database."""
+    job = make_job(90)
+    job.file_path = "/srv/edi/done/po\udcff.edi"
+    record(recorder, job)
+    assert queries.show_job(db, job.job_id)["status"] == "succeeded"
+    row = store.Job.get(store.Job.job_id == job.job_id)
+    assert row.file_path == "/srv/edi/done/po\\xff.edi"

@@ -1,6 +1,7 @@
 """PostgreSQL only: surviving a restarted server or a killed connection, and
-failing clearly when the server is gone. Needs EDI_INBOX_TEST_PG_URL (and
-EDI_INBOX_TEST_PG_DATADIR for the restart); under CI=true their absence fails."""
+failing clearly when the server is gone. Needs EDI_INBOX_TEST_PG_URL; the
+restart runs on a throwaway cluster of the session's own (``own_pg_cluster``),
+never on the shared one; under CI=true their absence fails."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from collections.abc import Iterator
 import peewee as pw
 import psycopg2
 import pytest
-from conftest import initialised, make_job, pg_base_url, pg_ctl, record
+from conftest import (
+    Cluster,
+    initialised,
+    make_job,
+    pg_base_url,
+    pg_ctl,
+    private_schema,
+    record,
+)
 
 from edi_inbox import queries, store
 from edi_inbox.config import Settings
@@ -29,12 +38,20 @@ def backend_pid(db: store.Database) -> int:
     return int(db.execute_sql("SELECT pg_backend_pid()").fetchone()[0])
 
 
-def test_second_job_records_after_a_server_restart(pg_db):
+@pytest.fixture
+def own_pg_db(own_pg_cluster: Cluster, settings: Settings) -> Iterator[store.Database]:
+    """On the session's own cluster, which a test may restart (not the shared one)."""
+    with private_schema(own_pg_cluster.url) as url, initialised(url, settings) as db:
+        yield db
+
+
+def test_second_job_records_after_a_server_restart(own_pg_db, own_pg_cluster):
     """PostgreSQL restarted between two jobs: the second job still records."""
+    pg_db = own_pg_db
     recorder = store.DatabaseRecorder(pg_db)
     first = make_job(1)
     record(recorder, first)
-    pg_ctl("restart", "-m", "fast")
+    pg_ctl("restart", "-m", "fast", datadir=own_pg_cluster.datadir)
     second = make_job(2)
     record(recorder, second)
     assert queries.show_job(pg_db, first.job_id) == first.to_json()

@@ -23,12 +23,18 @@ import click
 
 from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
-from .errors import EdiInboxError
+from .errors import EdiInboxError, NotRecorded
 from .jobs import JobResult
 from .pipeline import Pipeline
 from .terminal import json_text, shown
 
 PRIVATE_UMASK = 0o027  # no write for the group, nothing for others
+
+# `process` waits this long for an unavailable database before it gives up on
+# recording a job (and exits non-zero): a database restart fits in it.
+RECORD_PATIENCE = 30.0
+EXIT_DATABASE_UNAVAILABLE = 1  # status: the database cannot be opened or read
+EXIT_NOT_RUNNING = 3  # status: no daemon has a fresh heartbeat
 
 
 def _echo_json(value: Any) -> None:
@@ -158,16 +164,29 @@ def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -
     """Run the pipeline once for each FILE, in place (the file is not moved),
     and record each job in the configured database.
 
-    Exits 0 only if every file succeeded (a duplicate counts as success).
+    Exits 0 only if every file succeeded (a duplicate counts as success) and
+    was recorded: a job the database cannot record within 30 s is an error
+    (exit 1), and its orders are not posted unless its running record was
+    written first.
 
     \b
     Example:
         edi-inbox process po_4711.edi --json
     """
     results: list[JobResult] = []
-    with _database(settings) as db, Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
+    unrecorded: NotRecorded | None = None
+    with (
+        _database(settings) as db,
+        Pipeline(settings, store.DatabaseRecorder(db), record_patience=RECORD_PATIENCE) as pipeline,
+    ):
         for path in files:
-            results.append(pipeline.run(path))
+            try:
+                results.append(pipeline.run(path))
+            except NotRecorded as exc:
+                unrecorded = exc
+                break
+    if unrecorded is not None:
+        raise click.ClickException(_not_recorded(unrecorded))
     if as_json:
         payload = [r.to_json() for r in results]
         _echo_json(payload[0] if len(payload) == 1 else payload)
@@ -202,19 +221,35 @@ def run(settings: config.Settings, once: bool, max_jobs: int | None) -> None:
 def status(settings: config.Settings, as_json: bool) -> None:
     """Show every daemon's heartbeat, the inbox backlog and the last 24 hours.
 
-    Exits 0 when a daemon is running (fresh heartbeat), 3 when none is.
+    Exits 0 when a daemon is running (fresh heartbeat), 3 when none is, 1
+    when the database is unavailable (missing, unreadable, server down): it
+    is never created here.
 
     \b
     Example:
         edi-inbox status --json
     """
-    with _database(settings) as db:
-        doc = admin.status(settings, db)
+    try:
+        db = store.open_database(settings.database_url, settings, create=False, retry_seconds=2)
+        try:
+            doc = admin.status(settings, db)
+            full = db.no_room() if isinstance(db, store.SqliteStore) else None
+        finally:
+            store.close_database(db)
+        if full is not None:
+            raise store.DatabaseUnavailable(full)
+    except Exception as exc:
+        reason = f"database unavailable: {exc}"
+        if as_json:
+            _echo_json({"running": None, "database": "unavailable", "error": reason})
+        else:
+            click.echo(reason, err=True)
+        sys.exit(EXIT_DATABASE_UNAVAILABLE)
     if as_json:
         _echo_json(doc)
     else:
         click.echo(_status_text(doc))
-    sys.exit(0 if doc["running"] else 3)
+    sys.exit(0 if doc["running"] else EXIT_NOT_RUNNING)
 
 
 def _status_text(doc: dict[str, Any]) -> str:
@@ -460,6 +495,22 @@ def db_reset(settings: config.Settings, yes: bool) -> None:
     with _database(settings) as database:
         store.reset(database)
         click.echo(f"reset; schema version {store.schema_version(database)}")
+
+
+def _not_recorded(exc: NotRecorded) -> str:
+    """What ``process`` says when a job could not be recorded."""
+    job = exc.job
+    name = job.file_name
+    if exc.posted:
+        ids = ", ".join(f"PO {o.po_number} as {o.erp_po_id}" for o in job.orders if o.erp_po_id)
+        return (
+            f"{name}: the ERP accepted {ids}, but the database is unavailable and the "
+            f"job {job.job_id} is not recorded: {exc.reason}"
+        )
+    return (
+        f"{name}: nothing was posted: the database is unavailable and the job "
+        f"{job.job_id} cannot be recorded: {exc.reason}"
+    )
 
 
 def _summary_line(job: JobResult) -> str:

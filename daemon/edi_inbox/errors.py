@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 class EdiInboxError(Exception):
@@ -149,3 +150,41 @@ class AlreadyRunning(EdiInboxError):
 
 class StoreError(EdiInboxError):
     """The job records could not be read or written."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached now (server down, file missing or
+    replaced, disk full, locked): worth retrying, and nothing may be posted
+    meanwhile."""
+
+
+class NotRecorded(StoreError):
+    """A job's record could not be written and is owed.
+
+    ``job`` is the job as it ended (its record is owed), or, with
+    ``job.status`` still ``running``, a job stopped before the ERP call
+    because its running record could not be written (it must run again).
+    ``posted`` says whether the ERP accepted any of its orders; ``logs`` and
+    ``steps`` are what the owed record still has to carry."""
+
+    def __init__(
+        self,
+        job: Any,
+        posted: bool,
+        reason: str,
+        logs: list[Any] | None = None,
+        steps: list[Any] | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.job = job
+        self.posted = posted
+        self.reason = reason
+        self.logs = list(logs or [])
+        self.steps = list(steps or [])
+
+    def __reduce__(self) -> Any:  # crosses the pipe from a worker process
+        return (type(self), (self.job, self.posted, self.reason, self.logs, self.steps))
+
+    def __str__(self) -> str:
+        what = "posted to the ERP but not recorded" if self.posted else "not recorded"
+        return f"job {self.job.job_id} {what}: {self.reason}"

@@ -235,8 +235,11 @@ class JobResult:
 
 
 class Recorder(Protocol):
-    """Where the pipeline reports. Every method may raise; the pipeline logs
-    the failure loudly and goes on (a recorder never fails a job)."""
+    """Where the pipeline reports. Every method may raise. ``job_started``,
+    ``order_accepted`` and ``job_finished`` must land (no order is posted
+    without a record; see ``pipeline``); the others' failures are logged and
+    the job goes on. A recorder may add ``job_status_only(job, reason)``, the
+    pipeline's fallback when the full final record cannot be written."""
 
     def job_started(
         self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()

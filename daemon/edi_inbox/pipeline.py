@@ -16,10 +16,20 @@ instead of one per step. A crash before the first write loses nothing: the
 daemon runs the claimed file again under the same job id; one after it leaves
 the job ``running``, and the next start marks it ``interrupted`` and runs it
 again.
+
+No order is posted without a record: if the running record cannot be
+written, nothing is posted. A write that fails is tried again for
+``record_patience`` seconds (backoff 0.5 s → 30 s); then ``run`` raises
+``NotRecorded``, which carries the record still owed (``record_owed`` writes
+it later). An error no retry can fix (``store.is_permanent``: a value the
+database cannot hold) fails the job with that reason instead: the record is
+written without its log lines (a log line never fails a job), else the job's
+status alone (``job_status_only``), so that no job stays ``running``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -27,7 +37,7 @@ import socket
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +55,7 @@ from .errors import (
     ErpError,
     ErpRejected,
     FileChanged,
+    NotRecorded,
     Problem,
     UnsafeFile,
     X12Error,
@@ -61,6 +72,7 @@ from .jobs import (
     StepStatus,
     dumps,
 )
+from .store.database import is_permanent
 from .x12 import X12Reader, build_997
 from .x12.ack import Unaddressable, check_address
 from .x12.model import InterchangeSummary, TransactionSet
@@ -79,6 +91,8 @@ _AK4_BY_PROBLEM = {
 }
 _AK3_MANDATORY_MISSING = "3"
 _AK3_HAS_ELEMENT_ERRORS = "8"
+RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled
+RECORD_RETRY_MAX = 30.0
 
 
 class StepFailed(EdiInboxError):
@@ -113,6 +127,7 @@ class _Work:
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
+    unrecorded: str | None = None  # an accepted order's record failed: post nothing more
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         key = (ts.interchange.control_number, ts.group.control_number, ts.control_number)
@@ -153,6 +168,7 @@ class Pipeline:
         erp: Any = None,
         *,
         host: str | None = None,
+        record_patience: float = 0.0,
     ) -> None:
         if not structlog.is_configured():
             logsetup.configure(settings.log.level, settings.log.format)
@@ -161,6 +177,10 @@ class Pipeline:
         self._own_erp = erp is None
         self.erp = erp if erp is not None else make_erp(settings)
         self.host = host or socket.gethostname()
+        # How long a record write that fails for a reason that may pass is
+        # tried again before ``run`` raises NotRecorded (the daemon parks the
+        # file at once and retries from its loop; ``process`` waits).
+        self.record_patience = record_patience
         self.steps: list[tuple[str, Callable[[JobResult, _Work], dict[str, Any]]]] = [
             ("parse", self.parse),
             ("transform", self.transform),
@@ -202,7 +222,11 @@ class Pipeline:
         record carries that path, saving the move a transaction of its own.
         If it raises ``FileChanged`` or ``ClaimLost``, the job ends
         ``interrupted``: the file runs again, here or on the host that took it
-        (orders the ERP accepted are not posted again)."""
+        (orders the ERP accepted are not posted again).
+
+        Raises ``NotRecorded`` when the job's record cannot be written (the
+        database is unavailable): before the ERP call nothing was posted and
+        the job must run again; after it, the final record is owed."""
         path = Path(path)
         job = JobResult(
             job_id=job_id or str(uuid.uuid4()),
@@ -231,11 +255,12 @@ class Pipeline:
             self._fill_file_facts(job, work.data)
             logger.info("job_started", size=job.file_size, retry_of=retry_of)
             unwritten: list[StepResult] = []
+            held: list[Any] = []  # log lines drained for a write that did not land
             for name, step in self.steps:
                 if name == "post_to_erp" and not work.skip_rest:
-                    known = self._record(self.recorder.job_started, job, unwritten, logs.drain())
-                    work.accepted = known or {}
-                    unwritten = []
+                    held = logs.drain()
+                    if self._record_running(job, work, unwritten, held):
+                        unwritten, held = [], []
                 unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:
                 job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
@@ -257,7 +282,7 @@ class Pipeline:
                 duration_seconds=job.duration_seconds,
             )
             job.logs = logs.entries
-            self._record(self.recorder.job_finished, job, logs.drain(), unwritten)
+            self._record_final(job, [*held, *logs.drain()], unwritten, destination)
         return job
 
     def _fill_file_facts(self, job: JobResult, data: bytes) -> None:
@@ -325,6 +350,110 @@ class Pipeline:
         if job.error is None:
             job.error = message
             job.error_details = details
+
+    def _persist(
+        self, method: Callable[..., Any], job: JobResult, logs: list[Any], *rest: Any
+    ) -> Any:
+        """``method(job, logs, *rest)`` until it lands, for up to
+        ``record_patience`` seconds; an error no retry can fix is tried once
+        more without the log lines, then raised, as is the last other one."""
+        deadline = time.monotonic() + self.record_patience
+        delay = RECORD_RETRY_FIRST
+        while True:
+            try:
+                return method(job, logs, *rest)
+            except Exception as exc:
+                if is_permanent(exc):
+                    if not logs:
+                        raise
+                    logger.error(
+                        "record_retried_without_log_lines", lines=len(logs), error=repr(exc)
+                    )
+                    logs = []
+                    continue
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("record_retry", error=str(exc), retry_in_seconds=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RECORD_RETRY_MAX)
+
+    def _record_running(
+        self, job: JobResult, work: _Work, steps: list[StepResult], logs: list[Any]
+    ) -> bool:
+        """The running record, before the ERP call; True if it landed. If it
+        cannot be written for good, the job fails here, with nothing posted;
+        if the database is unavailable, ``NotRecorded`` (the job runs again)."""
+        started = lambda job, logs, steps: self.recorder.job_started(job, steps, logs)  # noqa: E731
+        try:
+            known = self._persist(started, job, logs, steps)
+        except Exception as exc:
+            if not is_permanent(exc):
+                logger.error("job_not_recorded", error=str(exc), posted=False)
+                raise NotRecorded(job, False, str(exc), logs, steps) from exc
+            reason = f"the job cannot be recorded, so nothing was posted: {exc}"
+            logger.error("job_not_recorded", error=str(exc), permanent=True)
+            work.failed = True
+            work.skip_rest = "the job cannot be recorded"
+            job.error = reason
+            job.error_details = [{"code": "not_recorded", "message": reason}]
+            return False
+        work.accepted = known or {}
+        return True
+
+    def _record_final(
+        self,
+        job: JobResult,
+        logs: list[Any],
+        steps: list[StepResult],
+        destination: Callable[[JobResult], str] | None = None,
+    ) -> None:
+        """The final record; ``NotRecorded`` if the database is unavailable."""
+        try:
+            self.record_owed(NotRecorded(job, _posted(job), "", logs, steps), destination)
+        except NotRecorded as exc:
+            logger.error("job_not_recorded", error=exc.reason, posted=exc.posted)
+            raise
+
+    def record_owed(
+        self, owed: NotRecorded, destination: Callable[[JobResult], str] | None = None
+    ) -> None:
+        """Write a job's final record (``owed`` as ``run`` raised it): the whole
+        record, or, if that cannot be written for good, the job's status
+        alone. Raises ``NotRecorded`` again while the database is unavailable."""
+        job = owed.job
+        try:
+            self._persist(self.recorder.job_finished, job, owed.logs, owed.steps)
+            return
+        except Exception as exc:
+            if not is_permanent(exc):
+                raise NotRecorded(job, owed.posted, str(exc), owed.logs, owed.steps) from exc
+            error = exc
+        posted = [o for o in job.orders if o.erp_po_id]
+        if posted:
+            reason = (
+                f"the ERP accepted {len(posted)} order(s), but the job's record cannot be "
+                f"written in full: {error}"
+            )
+        else:  # nothing left this host: the job fails, with the reason
+            reason = f"the job's record cannot be written: {error}"
+            if job.status is not JobStatus.FAILED:
+                job.status = JobStatus.FAILED
+                if destination is not None:
+                    with _suppressed():
+                        job.file_path = destination(job)
+        job.error = reason
+        job.error_details = [{"code": "not_recorded", "message": reason}]
+        logger.error("record_cut_short", error=str(error), posted=len(posted))
+        fallback = getattr(self.recorder, "job_status_only", None)
+        if fallback is None:
+            return
+        try:
+            fallback(job, reason)
+        except Exception as exc:
+            if is_permanent(exc):
+                logger.error("recorder_failed", call="job_status_only", error=repr(exc))
+                return
+            raise NotRecorded(job, owed.posted, str(exc), owed.logs, owed.steps) from exc
 
     def _record(self, method: Callable[..., Any], *args: Any) -> Any:
         """Call the recorder; a failure is logged loudly and the job goes on."""
@@ -419,6 +548,9 @@ class Pipeline:
         attempts = 0
         failures: list[str] = []
         for order in job.orders:
+            if work.unrecorded:  # no order is posted while the job cannot be recorded
+                failures.append(f"PO {order.po_number}: not posted: {work.unrecorded}")
+                continue
             known = work.accepted.get(order.idempotency_key)
             if known:
                 order.erp_po_id, order.status = known, "posted"
@@ -450,8 +582,19 @@ class Pipeline:
             order.erp_po_id, order.status = delivery.erp_id, "posted"
             # Recorded before anything else can go wrong: a crash after this
             # line never posts the order again.
-            self._record(self.recorder.order_accepted, job, order)
+            try:
+                self._persist(
+                    lambda job, logs, order: self.recorder.order_accepted(job, order),
+                    job,
+                    [],
+                    order,
+                )
+            except Exception as exc:
+                logger.error("order_not_recorded", po_number=order.po_number, error=repr(exc))
+                work.unrecorded = f"the database is unavailable ({exc})"
             logger.info("order_posted", po_number=order.po_number, erp_po_id=delivery.erp_id)
+        if failures and work.unrecorded:  # runs again: the accepted orders are not posted twice
+            job.status = JobStatus.INTERRUPTED
         if failures:
             raise StepFailed(_summarise(failures), [{"message": f} for f in failures])
         return {"_attempts": max(attempts, 1), "erp_po_ids": [o.erp_po_id for o in job.orders]}
@@ -509,6 +652,19 @@ def _interrupt(job: JobResult, exc: FileChanged | ClaimLost) -> None:
     job.error = str(exc)
     code = "claim_lost" if isinstance(exc, ClaimLost) else "changed"
     job.error_details = [{"code": code, "message": str(exc)}]
+
+
+def _posted(job: JobResult) -> bool:
+    return any(o.erp_po_id for o in job.orders)
+
+
+@contextlib.contextmanager
+def _suppressed() -> Iterator[None]:
+    """A detail of the record (the file's path) never stops it being written."""
+    try:
+        yield
+    except Exception as exc:
+        logger.error("destination_unknown", error=repr(exc))
 
 
 def _summarise(messages: list[str], limit: int = 5) -> str:

@@ -200,7 +200,7 @@ def child_main(
     log.configure(settings.log.level, settings.log.format, stream=sys.stdout)  # as `run`
     try:
         # The daemon's main process checkpoints SQLite's WAL (store.Checkpointer).
-        db = store.open_database(settings.database_url, settings, checkpoints=False)
+        db = store.open_database(settings.database_url, settings, checkpoints=False, create=False)
         if isinstance(db, store.SqliteStore):
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)

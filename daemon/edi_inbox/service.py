@@ -23,6 +23,13 @@ The loop looks at the inbox's path every ``HEALTH_EVERY``: an inbox deleted
 and re-created is opened, watched and scanned again (``inbox_replaced``); one
 missing for ``INBOX_GONE_AFTER`` seconds ends the daemon with exit 1.
 
+While the database is unavailable (a job's record or the heartbeat cannot be
+written) intake pauses: files stay in the inbox, jobs that could not be
+recorded stay claimed (``worker.py``), the heartbeat write probes the database
+with backoff (0.5 s → 30 s), STATUS= says "database unavailable, intake
+paused", and once a probe succeeds the parked jobs are queued again and intake
+resumes by itself.
+
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
 hands the files of the rest back to the inbox and returns 0. ``run(once=True)``
@@ -64,6 +71,7 @@ from .config import Settings
 from .errors import AlreadyRunning, EdiInboxError
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
+from .store.database import is_permanent
 from .watch import (
     InboxHandler,
     Ticket,
@@ -111,6 +119,8 @@ COUNTERS = (
     "observer_restarts",
 )
 FINISHED = ("succeeded", "failed", "duplicate", "refused")
+PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; doubled
+PROBE_MAX = 30.0
 
 
 class Service:
@@ -186,6 +196,11 @@ class Service:
         self._failed_starts = 0
         self._next_observer_try = 0.0
         self._inbox_missing_since: float | None = None
+        self.db_down: str | None = None  # why the database is unavailable: intake paused
+        self.parked: list[Work] = []  # units to queue again once it is back
+        self._probe_delay = PROBE_FIRST
+        self._next_probe = 0.0
+        self._resumed_at = -PROBE_MAX - 1.0
 
     # -- control ---------------------------------------------------------------
 
@@ -262,13 +277,15 @@ class Service:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
                 self._handle(item)
-            for ticket in self.tracker.poll():
-                self._dispatch(ticket)
+            if self.db_down is None or not self._paused(now):
+                for ticket in self.tracker.poll():
+                    self._dispatch(ticket)
             now = self.clock()
             self.mover.retry_due(now)
             if now >= next_rescan:
                 self._rescan()
-                self._recover(start=False)
+                if self.db_down is None:
+                    self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
             if now >= next_health:
                 if not once and not self._follow_inbox(now):
@@ -456,6 +473,9 @@ class Service:
         self.outstanding -= 1
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
+        if outcome.parked is not None:  # unrecorded: the file stays claimed
+            self.parked.append(outcome.parked)
+            self._pause(outcome.error or "a job could not be recorded")
         if outcome.status in FINISHED:
             self.finished += 1
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
@@ -599,6 +619,7 @@ class Service:
         for item in drain(self.events, 0):
             if item[0] == "done" and item[1].pending is not None:
                 self.mover.add(item[1].pending)
+        self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
         self._beat(stopping=True)
         self.claims.close()
@@ -616,10 +637,14 @@ class Service:
             "tracked": tracked.get("tracked", 0),
             "held": tracked.get("held", 0),
             "pending_moves": len(self.pending),
+            "parked": len(self.parked),
         }
 
     def _status_line(self) -> str:
         s = self.snapshot()
+        if self.db_down is not None:
+            waiting = s["tracked"] + s["queue"] + len(self.parked)
+            return f"STATUS=database unavailable, intake paused ({waiting} waiting): {self.db_down}"
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}, held {s['held']}; "
             f"done {s['succeeded']}, duplicate {s['duplicate']}, failed {s['failed']}, "
@@ -638,6 +663,70 @@ class Service:
                 self.liveness.beat()
         except Exception as exc:  # the database may be away for a moment
             logger.error("heartbeat_failed", error=repr(exc))
+            if not is_permanent(exc) and not stopping:
+                self._pause(f"database unavailable: {exc}")
+
+    # -- the database unavailable: intake paused ------------------------------------
+
+    def _pause(self, reason: str) -> None:
+        """Stop taking files from the inbox until a probe reaches the database
+        (logged once per pause; STATUS= shows the latest reason)."""
+        if reason == self.db_down:
+            return
+        if self.db_down is not None:  # paused already: a new word for it
+            self.db_down = self.last_error = reason
+            return
+        # Back off further if the last resume did not hold (a probe may pass
+        # while jobs still fail: a disk with a few pages free).
+        held = self.clock() - self._resumed_at > PROBE_MAX
+        self._probe_delay = PROBE_FIRST if held else min(self._probe_delay * 2, PROBE_MAX)
+        self._next_probe = self.clock() + self._probe_delay
+        self.db_down = reason
+        self.last_error = reason
+        waiting = (self.tracker.counts()["tracked"] if self.tracker else 0) + len(self.parked)
+        logger.error("intake_paused", reason=reason, waiting=waiting)
+        notify.notify(self._status_line(), self.environ)
+
+    def _settle_parked(self, deadline: float) -> None:
+        """At shutdown, with the workers gone: the records parked jobs owe, if
+        the database answers now. The rest stay claimed; the next start
+        resumes them."""
+        for item in [w for w in self.parked if w.owed is not None]:
+            if time.monotonic() > deadline:
+                break
+            outcome = run_one(self.worker, item)
+            if outcome.parked is not None:
+                break  # still unavailable
+            self.parked.remove(item)
+            if outcome.pending is not None:
+                self.mover.add(outcome.pending)
+        if self.parked:
+            logger.warning("parked_at_shutdown", jobs=len(self.parked), reason=self.db_down)
+
+    def _paused(self, now: float) -> bool:
+        """While paused: probe the database when due (the heartbeat write);
+        once it answers, queue the parked jobs again and resume intake."""
+        if now < self._next_probe:
+            return True
+        if self.heartbeat is not None:
+            try:
+                self.heartbeat(self.snapshot(), self.last_error)
+            except Exception as exc:
+                self._probe_delay = min(self._probe_delay * 2, PROBE_MAX)
+                self._next_probe = self.clock() + self._probe_delay
+                if is_permanent(exc):
+                    logger.error("heartbeat_failed", error=repr(exc))
+                else:
+                    self._pause(f"database unavailable: {exc}")
+                return True
+        logger.info("intake_resumed", parked=len(self.parked), was=self.db_down)
+        self.db_down = None
+        self._resumed_at = now
+        parked, self.parked = self.parked, []
+        for item in parked:
+            self.outstanding += 1
+            self.work.put(item)
+        return False
 
 
 # -- the entry point (the CLI calls it) ------------------------------------------

@@ -10,6 +10,13 @@ over stops, ``interrupted``, and its file is left to that host. It never
 raises for a file: it reports an ``Outcome`` for the main thread. At
 shutdown the service hands back the files of jobs still running
 (``hand_back_unfinished``).
+
+A job whose record cannot be written (``NotRecorded``) is parked: its file
+stays claimed in ``processing/``, never moved and never handed back, and the
+outcome ``unrecorded`` carries the record owed. The service queues it again
+(``parked_work``) once the database is back: the owed record is written and
+the file moved, or, for a job stopped before the ERP call, the job runs again.
+No job stays ``running`` once its file has moved.
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import structlog
 from . import files
 from .claims import Claims, new_job_id, os_message
 from .config import Settings
-from .errors import ClaimLost, FileChanged
+from .errors import ClaimLost, FileChanged, NotRecorded
 from .jobs import JobResult, JobStatus
 from .outcomes import Mover, PendingMove
+from .store.database import is_permanent
 from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
 
 logger = structlog.get_logger("edi_inbox.worker")
@@ -45,6 +53,7 @@ class Work:
     pname: str | None = None  # resume: already in this host's folder
     job_id: str | None = None  # a ticket's: the claim is processing/<host>/NAME.<job_id>
     retry_of: str | None = None
+    owed: NotRecorded | None = None  # a parked job's final record, still to write
 
 
 @dataclass
@@ -52,12 +61,27 @@ class Outcome:
     """What a worker reports back to the main thread."""
 
     name: str
-    # succeeded | failed | duplicate | refused | taken | changed | lost | handed_back | error
+    # succeeded | failed | duplicate | refused | taken | changed | lost | handed_back
+    # | unrecorded | error
     status: str
     job_id: str | None = None
     recheck: bool = False  # the name is back in (or still in) the inbox
     pending: PendingMove | None = None
     error: str | None = None  # from a worker process: what it would have told on_error
+    parked: Work | None = None  # unrecorded: the unit to queue once the database is back
+
+
+def parked_work(name: str, pname: str, owed: NotRecorded) -> Work:
+    """The unit that finishes a parked job: its owed record then the move, or,
+    if it stopped before the ERP call (still ``running``), the job again."""
+    again = owed.job.status is JobStatus.RUNNING
+    return Work(
+        name,
+        pname=pname,
+        job_id=owed.job.job_id,
+        retry_of=owed.job.retry_of,
+        owed=None if again else owed,
+    )
 
 
 @dataclass
@@ -96,6 +120,8 @@ class Worker:
 
     def do(self, item: Work) -> Outcome:
         """Claim (unless resumed), run and finish one unit."""
+        if item.owed is not None and item.pname is not None:
+            return self._settle(item.name, item.pname, item.owed)
         if item.pname is not None:  # resumed: already claimed
             return self._run_claimed(item.name, item.pname, item.job_id or new_job_id(), item)
         ticket = item.ticket
@@ -199,11 +225,15 @@ class Worker:
                 guard=guard,
                 destination=destination,
             )
+        except NotRecorded as unrecorded:
+            return self._park(flight, unrecorded)
         except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
             error = f"internal error: {exc!r}"
             result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
-            self._record_finished(result)
+            owed = self._record_finished(result)
+            if owed is not None:
+                return self._park(flight, owed)
         if flight.lost:  # another host has the file now: leave it alone
             return Outcome(name, "lost", job_id=job_id)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
@@ -239,7 +269,9 @@ class Worker:
         error = f"{shown} was not read: {problem.reason}"
         result = self._failed_result(job_id, flight, retry_of, error, problem.code)
         logger.warning("file_refused", file=shown, code=problem.code, reason=problem.reason)
-        self._record_finished(result)
+        owed = self._record_finished(result)
+        if owed is not None:
+            return self._park(flight, owed)
         outcome = self._finish(flight, result)
         if outcome.status == "failed":
             outcome.status = "refused"
@@ -263,13 +295,54 @@ class Worker:
             retry_of=retry_of,
         )
 
-    def _record_finished(self, result: JobResult) -> None:
+    def _record_finished(self, result: JobResult) -> NotRecorded | None:
+        """Record a job the worker ended itself; what is owed if the database
+        is unavailable (an error no retry fixes is logged: the file is filed)."""
         if self.recorder is None:
-            return
+            return None
         try:
             self.recorder.job_finished(result, [])  # the row too: one transaction
-        except Exception as exc:  # the recorder never fails a job
+        except Exception as exc:
             logger.error("recorder_failed", job_id=result.job_id, error=repr(exc))
+            if not is_permanent(exc):
+                return NotRecorded(result, False, str(exc))
+        return None
+
+    def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
+        """The job cannot be recorded: its file stays claimed where it is
+        (not moved, not handed back at shutdown; a restart resumes it)."""
+        with flight.lock:
+            flight.finishing = True
+        shown = files.display_name(flight.name)
+        logger.warning(
+            "job_parked", file=shown, job_id=owed.job.job_id, posted=owed.posted, reason=owed.reason
+        )
+        message = f"database unavailable: {owed.reason}"
+        self.on_error(message)
+        work = parked_work(flight.name, flight.pname, owed)
+        return Outcome(
+            flight.name, "unrecorded", job_id=owed.job.job_id, error=message, parked=work
+        )
+
+    def _settle(self, name: str, pname: str, owed: NotRecorded) -> Outcome:
+        """A parked job: write the record it owes, then file it (or, if it was
+        interrupted, give it back to the inbox to run again)."""
+        flight = InFlight(name, pname, finishing=True)
+        job = owed.job
+        with self._lock:
+            self.inflight[job.job_id] = flight
+        try:
+            try:
+                self.pipeline.record_owed(owed)
+            except NotRecorded as again:
+                return self._park(flight, again)
+            logger.info("job_recorded_late", file=files.display_name(name), job_id=job.job_id)
+            if job.status is JobStatus.INTERRUPTED:
+                return self._hand_back(flight, "changed")
+            return self._finish(flight, job)
+        finally:
+            with self._lock:
+                self.inflight.pop(job.job_id, None)
 
     def _finish(self, flight: InFlight, result: JobResult) -> Outcome:
         """Move the file to done/ or failed/; when the move fails it stays claimed (pending)."""

@@ -21,12 +21,14 @@ One noun per module:
 
 from __future__ import annotations
 
+from ..errors import DatabaseUnavailable
 from .database import (
     Checkpointer,
     Database,
     PostgresStore,
     SqliteStore,
     close_database,
+    is_permanent,
     open_database,
     run_unit,
 )
@@ -97,6 +99,7 @@ __all__ = [
     "Daemon",
     "Database",
     "DatabaseRecorder",
+    "DatabaseUnavailable",
     "FoldedField",
     "Job",
     "JobInterchange",
@@ -120,6 +123,7 @@ __all__ = [
     "heartbeat",
     "hour_of",
     "init",
+    "is_permanent",
     "job_brief",
     "mark_interrupted",
     "migrate",

@@ -8,6 +8,14 @@ error. On PostgreSQL a unit that fails because the connection died (server
 restarted, connection killed) is retried on a fresh connection for up to
 ``retry_seconds``; SQLite errors are final (``busy_timeout`` has already
 waited for a competing writer).
+
+A SQLite file is created only by the open that asks for it (``create=True``,
+the daemon at start-up, ``db init``); every later connection opens it
+``mode=rw`` and checks that it is still the file first opened. A file removed
+or replaced mid-run makes the database unavailable (``DatabaseUnavailable``),
+never a new empty database that silently takes the records. ``is_permanent``
+tells the errors retrying cannot fix (a value too big for an index) from the
+ones the database may recover from (server down, disk full, locked).
 """
 
 from __future__ import annotations
@@ -16,18 +24,19 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
 from ..config import DatabaseSettings, Settings
-from ..errors import StoreError
+from ..errors import DatabaseUnavailable, StoreError
 from .fields import FIELD_TYPES
 from .models import MODELS
 
@@ -91,6 +100,8 @@ class _Units:
             delay = min(delay * 2, 1.0)
 
 
+# Less free space than this on the database's file system: writes may fail.
+MIN_FREE_BYTES = 256 * 1024
 # A checkpoint (WAL pages copied into the database, two fsyncs) every this
 # many WAL pages (~40 MB): SQLite's 1,000 made that ~600 µs a file, this ~60.
 CHECKPOINT_PAGES = 10_000
@@ -104,7 +115,14 @@ class SqliteStore(_Units, pw.SqliteDatabase):
 
     is_sqlite = True
 
-    def __init__(self, path: str, settings: DatabaseSettings, *, checkpoints: bool = True) -> None:
+    def __init__(
+        self,
+        path: str,
+        settings: DatabaseSettings,
+        *,
+        checkpoints: bool = True,
+        create: bool = True,
+    ) -> None:
         busy_ms = int(settings.busy_timeout_seconds * 1000)
         super().__init__(
             path,
@@ -124,6 +142,10 @@ class SqliteStore(_Units, pw.SqliteDatabase):
             field_types=FIELD_TYPES["sqlite"],
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
+        self.create = create  # the first connection may create the file
+        # (st_dev, st_ino) of the file this store first opened: every later
+        # connection must find that same file.
+        self.file_id: tuple[int, int] | None = None
         self.write_lock = threading.Lock()
         self.write_lock_seconds = settings.busy_timeout_seconds + 5.0
         self._turn_fd: int | None = None  # the writers' lock file, opened at the first write
@@ -136,6 +158,39 @@ class SqliteStore(_Units, pw.SqliteDatabase):
     def _transaction(self, write: bool) -> Any:
         return _SqliteTransaction(self, write)
 
+    def _connect(self) -> Any:
+        """The first connection of a ``create=True`` store may create the file;
+        every other opens it ``mode=rw`` (never creating it) and only if it is
+        the file first opened."""
+        if self.database == ":memory:" or (self.file_id is None and self.create):
+            conn = super()._connect()  # type: ignore[misc]
+            if self.file_id is None:
+                self.file_id = self._file_id()
+            return conn
+        found = self._file_id()
+        if found is None:
+            raise DatabaseUnavailable(
+                f"the database file {self.database} is missing"
+                + (" (removed while in use; it is not created again)" if self.file_id else "")
+            )
+        if self.file_id is not None and found != self.file_id:
+            raise DatabaseUnavailable(
+                f"the database file {self.database} was replaced by another file"
+            )
+        uri = f"file:{quote(os.path.abspath(self.database))}?mode=rw"
+        timeout: float = getattr(self, "_timeout")  # noqa: B009 (peewee's, untyped)
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None, **self.connect_params
+        )
+        try:
+            self._add_conn_hooks(conn)  # type: ignore[attr-defined]
+        except Exception:
+            conn.close()
+            raise
+        if self.file_id is None:
+            self.file_id = found
+        return conn
+
     def _initialize_connection(self, conn: Any) -> None:
         self._state.file_id = self._file_id()  # type: ignore[attr-defined]
 
@@ -145,6 +200,21 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         except OSError:
             return None
         return (st.st_dev, st.st_ino)
+
+    def no_room(self, least: int = MIN_FREE_BYTES) -> str | None:
+        """Why nothing can be written, if the file system holding the database
+        has less than ``least`` bytes free (``status`` tells it; a full disk
+        leaves reads working and every write failing)."""
+        if self.database == ":memory:":
+            return None
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.database)))
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free >= least:
+            return None
+        return f"no space left for the database: {free} bytes free on its file system"
 
     def begin_write(self) -> None:
         """Take the write turn: from this process's other threads (``write_lock``),
@@ -226,9 +296,12 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         if self.database == ":memory:":
             return
         state: Any = self._state  # type: ignore[attr-defined]
-        if state.file_id is None or self._file_id() != state.file_id:
+        found = self._file_id()
+        if found is None or found != state.file_id or found != self.file_id:
             _force_close(self)
-            raise StoreError(f"the database file {self.database} was removed or replaced")
+            raise DatabaseUnavailable(
+                f"the database file {self.database} was removed or replaced while in use"
+            )
 
     def _retryable(self, exc: BaseException) -> bool:
         return False
@@ -316,7 +389,7 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
         # or OperationalError ("server closed the connection unexpectedly",
         # "terminating connection due to administrator command", "could not
         # connect"); serialization failures and deadlocks are OperationalError too.
-        return isinstance(exc, pw.InterfaceError | pw.OperationalError)
+        return isinstance(exc, pw.InterfaceError | pw.OperationalError) and not is_permanent(exc)
 
     def _is_closed(self, conn: Any) -> bool:
         # peewee's pool sends SELECT 1 at every checkout to weed out dead
@@ -360,12 +433,16 @@ def open_database(
     *,
     retry_seconds: float = 10.0,
     checkpoints: bool = True,
+    create: bool = True,
 ) -> Database:
     """Open ``sqlite:///PATH`` or ``postgresql://…`` (default: ``settings.database_url``)
     and bind the models to it. One database per process at a time: opening
     another rebinds the models. The schema is not touched: call ``init``.
     ``checkpoints=False``: SQLite connections that leave checkpoints to a
-    ``Checkpointer`` (the daemon)."""
+    ``Checkpointer`` (the daemon). ``create=False``: a SQLite file that does
+    not exist is ``DatabaseUnavailable`` at the first unit of work, not
+    created (``status``, the daemon's worker processes); with ``create=True``
+    only the first connection may create it."""
     settings = settings or Settings()
     url = url or settings.database_url
     scheme = urlsplit(url).scheme
@@ -376,7 +453,7 @@ def open_database(
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
             raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
-        db = SqliteStore(path, settings.database, checkpoints=checkpoints)
+        db = SqliteStore(path, settings.database, checkpoints=checkpoints, create=create)
     elif scheme in ("postgresql", "postgres"):
         db = PostgresStore(
             "postgresql" + url[len(scheme) :], settings.database, retry_seconds=retry_seconds
@@ -451,16 +528,55 @@ class Checkpointer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        told = ""
         try:
             while not self._stop.wait(self.interval):
                 try:
                     self.checkpoint()
-                except Exception as exc:  # the next turn tries again
-                    log.warning("checkpoint failed: %s", exc)
+                    told = ""
+                except Exception as exc:  # the next turn tries again (told once)
+                    if str(exc) != told:
+                        log.warning("checkpoint failed: %s", exc)
+                    told = str(exc)
         finally:
             with contextlib.suppress(Exception):
                 if not self.db.is_closed():
                     self.db.close()  # this thread's connection
+
+
+# SQLSTATE classes no retry can fix: data exception (a value out of range or
+# too long), integrity constraint violation, program limit exceeded (an index
+# row too large).
+PERMANENT_SQLSTATE_CLASSES = ("22", "23", "54")
+# SQLite's primary result codes that the same write may get past later: busy,
+# locked, out of memory, read-only, I/O error, corrupt, disk full, cannot open,
+# protocol, not a database (a file replaced underneath).
+TRANSIENT_SQLITE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether writing the same records again can never succeed: the job must
+    fail with this reason rather than wait for the database. Connection loss,
+    a missing or replaced file, a full disk and a lock are not permanent."""
+    if isinstance(exc, DatabaseUnavailable | OSError):
+        return False
+    orig = getattr(exc, "orig", None) or exc
+    pgcode = getattr(orig, "pgcode", None)
+    if pgcode:
+        return str(pgcode)[:2] in PERMANENT_SQLSTATE_CLASSES
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) not in TRANSIENT_SQLITE_CODES
+    if isinstance(exc, pw.IntegrityError | pw.DataError):
+        return True
+    if isinstance(exc, pw.PeeweeException | sqlite3.Error | StoreError):
+        return False  # the database's own trouble: it may pass
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - psycopg2 is a dependency
+        return True
+    # A driver error without a SQLSTATE is the connection's; anything else is a bug.
+    return not isinstance(orig, psycopg2.Error)
 
 
 def run_unit(db: Database, fn: Callable[[], T], *, write: bool = True, atomic: bool = True) -> T:

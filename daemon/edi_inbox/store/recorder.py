@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from ..files import display_name
 from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, StepResult
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
@@ -62,7 +63,7 @@ class DatabaseRecorder:
             "job_insert",
             job.job_id,
             job.file_name,
-            job.file_path,
+            _text(job.file_path),
             job.file_sha256,
             job.file_size,
             JobStatus.RUNNING.value,
@@ -117,9 +118,14 @@ class DatabaseRecorder:
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
                 if row:
                     accepted[key] = row[0]
+            # The orders go in with the running row, before any is posted: an
+            # order the database cannot hold (a permanent error) fails the job
+            # here, with nothing posted, instead of after the ERP took it.
+            pending = [o for o in job.orders if o.idempotency_key not in accepted]
             row = self._insert_job(job, now).run()
             if row is not None:
-                _add_logs(_add_steps(Batch(self.db), row[0], steps), row[0], logs).run()
+                batch = _add_orders(_add_steps(Batch(self.db), row[0], steps), row[0], pending, now)
+                _add_logs(batch, row[0], logs).run()
                 return row[0], True
             # Resumed after a crash, or run again under the same id.
             pk, status, started_at, duration, amount = execute(
@@ -131,11 +137,12 @@ class DatabaseRecorder:
                 False,
                 stamp(job.started_at or now),
                 job.host,
-                job.file_path,
+                _text(job.file_path),
                 stamp(now),
                 pk,
             )
-            _add_logs(_add_steps(batch, pk, steps), pk, logs).run()
+            _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
+            _add_logs(batch, pk, logs).run()
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
@@ -180,14 +187,14 @@ class DatabaseRecorder:
                 "completed_at": stamp(job.completed_at or now),
                 "duration_seconds": job.duration_seconds,
                 "file_size": job.file_size,
-                "file_path": job.file_path,  # in the daemon: where the file is going
+                "file_path": _text(job.file_path),  # in the daemon: where the file is going
                 "po_number": job.po_number,
                 "po_number_folded": fold(job.po_number),
                 "total_amount": total,
                 "erp_po_id": job.erp_po_id,
                 "vendor_name": job.vendor_name,
                 "vendor_name_folded": fold(job.vendor_name),
-                "error": job.error,
+                "error": _text(job.error),
                 "error_details": json_or_none(job.error_details),
                 "host": job.host,
                 "sender_id": job.sender_id,
@@ -224,6 +231,52 @@ class DatabaseRecorder:
             for order in job.orders:
                 self._accepted.pop(order.idempotency_key, None)
 
+    def job_status_only(self, job: JobResult, reason: str) -> None:
+        """The fallback when the full final record fails for good (a value the
+        database cannot hold): the job's row alone gets its status, times,
+        ERP id and ``reason`` (with each order's PO, cut short, and ERP id in
+        ``error_details``), so that no job stays ``running`` and no ERP id is
+        lost. One unit of work."""
+        now = utcnow()
+        status = _status(job.status)
+        details = [{"code": "not_recorded", "message": reason}] + [
+            {"po_number": o.po_number[:64], "erp_po_id": o.erp_po_id, "status": o.status}
+            for o in job.orders
+        ]
+
+        def work() -> None:
+            db = self.db
+            pk, _ = self._job_pk(job)
+            old_status, old_started, old_duration, old_amount, _, _ = execute(
+                db, "job_get_pk", pk
+            ).fetchone()
+            batch = add_rollup(Batch(db), old_status, old_started, old_duration, old_amount, -1)
+            started = read_time(old_started) or job.started_at or now
+            erp_ids = [o.erp_po_id for o in job.orders if o.erp_po_id]
+            batch.update(
+                "jobs",
+                pk,
+                {
+                    "status": status,
+                    "success": job.success,
+                    "completed_at": stamp(job.completed_at or now),
+                    "duration_seconds": job.duration_seconds,
+                    "file_path": _text(job.file_path),
+                    "erp_po_id": ", ".join(erp_ids)[:200] if erp_ids else None,
+                    "error": _text(reason),
+                    "error_details": json_or_none(details),
+                    "updated_at": stamp(now),
+                },
+            )
+            add_rollup(batch, status, started, job.duration_seconds, old_amount, +1).run()
+
+        run_unit(self.db, work)
+        with self._lock:
+            self._ids.pop(job.job_id, None)
+            self._fresh.discard(job.job_id)
+            for order in job.orders:
+                self._accepted.pop(order.idempotency_key, None)
+
     def find_duplicate(self, job: JobResult) -> str | None:
         def work() -> str | None:
             if job.file_sha256:
@@ -240,6 +293,18 @@ class DatabaseRecorder:
 
     def next_control_number(self) -> int:
         return next_control_number(self.db)
+
+
+def _text(value: str | None) -> str | None:
+    """Text the database can hold: a path with a byte that is not UTF-8 (a
+    partner's file name) is kept escaped, as logs show it, not refused."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return display_name(value)
+    return value
 
 
 def _status(value: Any) -> str:
@@ -432,7 +497,7 @@ def record_final_path(db: Database, job_id: str, path: str | None, note: str | N
 
     def work() -> None:
         now = utcnow()
-        Job.update(file_path=path, updated_at=now).where(Job.job_id == job_id).execute()
+        Job.update(file_path=_text(path), updated_at=now).where(Job.job_id == job_id).execute()
         if note:
             pk = Job.select(Job.id).where(Job.job_id == job_id).scalar()
             if pk is not None:
