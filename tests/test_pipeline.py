@@ -154,7 +154,7 @@ def test_erp_rejection_fails_the_job_with_its_message(tmp_path, httpserver):
     assert "unknown buyer" in job.orders[0].error
     post = next(s for s in job.steps if s.step_name == "post_to_erp")
     assert post.status is StepStatus.FAILED and post.attempts == 1
-    assert job.orders[0].status == "failed"
+    assert job.orders[0].status == "rejected"
 
 
 def test_erp_outage_is_retried_then_succeeds(tmp_path, httpserver):

@@ -22,6 +22,7 @@ class JobStatus(enum.StrEnum):
     RECEIVED = "received"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # some orders posted, some rejected
     FAILED = "failed"
     DUPLICATE = "duplicate"
     INTERRUPTED = "interrupted"
@@ -115,12 +116,15 @@ class OrderResult:
     line_count: int
     total_amount: Decimal
     vendor_name: str | None
-    status: str = "pending"  # pending | posted | duplicate | failed
+    status: str = "pending"  # pending (while the job runs) | posted | rejected | duplicate
     erp_po_id: str | None = None
     error: str | None = None
     attempts: int = 0
     payload: dict[str, Any] | None = None  # the canonical PO as JSON
     payload_json: str | None = None  # ``dumps(payload)``, encoded once for the ERP and the record
+    # Why it was not posted in words for the partner (error.json), where
+    # ``error`` keeps the ERP's own (redacted) words for the record.
+    partner_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,7 +170,9 @@ class JobResult:
     steps: list[StepResult] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
     orders: list[OrderResult] = field(default_factory=list)
-    acks: list[str] = field(default_factory=list)  # 997 file names written
+    acks: list[str] = field(default_factory=list)  # 997 (and TA1) file names written
+    # What became of each transaction set received, and why (for error.json).
+    sets: list[dict[str, Any]] = field(default_factory=list)
     edi_content: bytes | None = None
 
     @property
@@ -179,9 +185,11 @@ class JobResult:
 
     @property
     def total_amount(self) -> Decimal | None:
-        if not self.orders:
-            return None
-        return sum((o.total_amount for o in self.orders), Decimal(0))
+        """What was posted to the ERP by this job, each order once (duplicates
+        and rejected orders add nothing); None when nothing priced was posted."""
+        amounts = [o.total_amount for o in self.orders if o.status == "posted"]
+        priced = [a for a in amounts if a is not None]
+        return sum(priced, Decimal(0)) if priced else None
 
     @property
     def vendor_name(self) -> str | None:

@@ -46,6 +46,7 @@ from .errors import (
     ErpRejected,
     FileChanged,
     Problem,
+    TruncatedError,
     UnsafeFile,
     X12Error,
 )
@@ -62,8 +63,9 @@ from .jobs import (
     dumps,
 )
 from .x12 import X12Reader, build_997
-from .x12.ack import Unaddressable, check_address
-from .x12.model import InterchangeSummary, TransactionSet
+from .x12.ack import SetAnswer, Unaddressable, build_ta1, check_address, ta1_wanted
+from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
+from .x12.repeats import mark_repeats
 
 logger = structlog.get_logger("edi_inbox.pipeline")
 
@@ -106,8 +108,10 @@ class _Work:
     sets: list[TransactionSet] = field(default_factory=list)
     interchanges: list[InterchangeSummary] = field(default_factory=list)
     purchase_orders: list[tuple[TransactionSet, orders.PurchaseOrder]] = field(default_factory=list)
-    # Problems per interchange/group/set, for the 997: (ISA13, GS06, ST02) -> errors.
-    rejected: dict[tuple[str, str, str], list[X12Error]] = field(default_factory=dict)
+    # Why a set is not posted, for the 997 and error.json: id(SetSummary) -> errors.
+    # (By identity: control numbers may repeat, which is an error of its own.)
+    rejected: dict[int, list[X12Error]] = field(default_factory=dict)
+    order_of: dict[int, OrderResult] = field(default_factory=dict)  # id(SetSummary) -> order
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
@@ -115,8 +119,17 @@ class _Work:
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
-        key = (ts.interchange.control_number, ts.group.control_number, ts.control_number)
-        self.rejected.setdefault(key, []).append(error)
+        self.rejected.setdefault(id(summary_of(ts)), []).append(error)
+
+    def usable(self, ts: TransactionSet) -> bool:
+        """Nothing found wrong with the set (or its group) so far."""
+        s = summary_of(ts)
+        return not s.errors and not ts.group.errors and id(s) not in self.rejected
+
+
+def summary_of(ts: TransactionSet) -> SetSummary:
+    """The summary the reader keeps of ``ts`` (the two share their error list)."""
+    return next(s for s in ts.group.sets if s.errors is ts.errors)
 
 
 def read_file(path: Path, limit: int) -> bytes:
@@ -238,7 +251,7 @@ class Pipeline:
                     unwritten = []
                 unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:
-                job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
+                job.status = conclude(job, work)
             job.completed_at = datetime.now(UTC)
             job.duration_seconds = round(time.perf_counter() - clock, 6)
             if destination is not None and not work.lost:
@@ -342,6 +355,9 @@ class Pipeline:
         try:
             for ts in reader.transaction_sets():
                 work.sets.append(ts)
+        except TruncatedError:
+            _mark_cut_off(reader.interchanges, work.sets)
+            raise
         finally:
             work.interchanges = list(reader.interchanges)
             job.interchanges = [
@@ -353,12 +369,24 @@ class Pipeline:
             "transaction_sets": len(work.sets),
             "codes": sorted({ts.code for ts in work.sets}),
         }
-        if reader.errors:
+        for interchange in work.interchanges:
+            mark_repeats(interchange)
+        envelope = [e for i in work.interchanges for e in i.errors]
+        if envelope:  # the interchange itself is wrong: nothing in it is posted
             raise StepFailed(
-                _summarise([str(e) for e in reader.errors]), [e.to_json() for e in reader.errors]
+                _summarise([str(e) for e in envelope]), [e.to_json() for e in envelope]
             )
         if not work.sets:
             raise X12Error("the file holds no transaction set")
+        for ts in work.sets:
+            if ts.group.errors and not ts.errors:
+                work.reject(ts, _group_rejected(ts))
+        bad = [ts for ts in work.sets if not work.usable(ts)]
+        if bad:
+            data["rejected_sets"] = [f"{ts.code} {ts.control_number}" for ts in bad]
+        if len(bad) == len(work.sets):  # nothing left to post
+            errors = [e for ts in bad for e in _set_errors(work, ts)]
+            raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
         duplicate_of = self._record(self.recorder.find_duplicate, job)
         if duplicate_of:
             job.status = JobStatus.DUPLICATE
@@ -372,6 +400,8 @@ class Pipeline:
         """Turn each 850 into a purchase order; any other set is refused."""
         errors: list[X12Error] = []
         for ts in work.sets:
+            if not work.usable(ts):
+                continue
             try:
                 po = orders.from_transaction(ts)
             except X12Error as exc:
@@ -380,20 +410,23 @@ class Pipeline:
                 continue
             work.purchase_orders.append((ts, po))
             payload = po.to_json()
-            job.orders.append(
-                OrderResult(
-                    po_number=po.po_number,
-                    idempotency_key=orders.idempotency_key(po),
-                    line_count=len(po.lines),
-                    total_amount=po.total_amount,
-                    vendor_name=po.vendor_name,
-                    payload=payload,
-                    payload_json=dumps(payload),  # once, for the ERP and the record
-                )
+            order = OrderResult(
+                po_number=po.po_number,
+                idempotency_key=orders.idempotency_key(po),
+                line_count=len(po.lines),
+                total_amount=po.total_amount,
+                vendor_name=po.vendor_name,
+                payload=payload,
+                payload_json=dumps(payload),  # once, for the ERP and the record
             )
-        if errors:
+            job.orders.append(order)
+            work.order_of[id(summary_of(ts))] = order
+        if errors and not job.orders:
             raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
-        return {"orders": [o.po_number for o in job.orders]}
+        data: dict[str, Any] = {"orders": [o.po_number for o in job.orders]}
+        if errors:
+            data["rejected"] = [str(e) for e in errors]
+        return data
 
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
@@ -402,16 +435,18 @@ class Pipeline:
             found = rules.validate(po)
             for problem in found:
                 work.reject(ts, _problem_to_x12(problem))
+            if found:
+                order = work.order_of[id(summary_of(ts))]
+                order.status, order.error = "rejected", "; ".join(p.message for p in found)
             problems.extend(found)
-        if problems:
-            for order in job.orders:
-                mine = [p.message for p in problems if p.po_number == order.po_number]
-                if mine:
-                    order.status, order.error = "failed", "; ".join(mine)
+        if problems and all(o.status == "rejected" for o in job.orders):
             raise StepFailed(
                 _summarise([p.message for p in problems]), [p.to_json() for p in problems]
             )
-        return {"orders_checked": len(work.purchase_orders)}
+        data: dict[str, Any] = {"orders_checked": len(work.purchase_orders)}
+        if problems:
+            data["rejected"] = [o.po_number for o in job.orders if o.status == "rejected"]
+        return data
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
@@ -419,6 +454,8 @@ class Pipeline:
         attempts = 0
         failures: list[str] = []
         for order in job.orders:
+            if order.status != "pending":  # rejected by a rule: never posted
+                continue
             known = work.accepted.get(order.idempotency_key)
             if known:
                 order.erp_po_id, order.status = known, "posted"
@@ -435,7 +472,8 @@ class Pipeline:
                 attempts += exc.attempts
                 # The ERP's own words (redacted by erp.py) stay in the job's
                 # record; the step's error, which reaches error.json, is ours.
-                order.status, order.error = "failed", str(exc)
+                order.status, order.error = "rejected", str(exc)
+                order.partner_error = _erp_failure(order.po_number, exc)
                 logger.warning(
                     "erp_refused",
                     po_number=order.po_number,
@@ -471,13 +509,21 @@ class Pipeline:
         now = datetime.now(UTC)
         written: list[str] = []
         not_acknowledged: list[str] = []
+        answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         for interchange in work.interchanges:
+            if ta1_wanted(interchange):
+                try:
+                    check_address(interchange, _NO_GROUP)
+                except Unaddressable as exc:
+                    reason = f"interchange {interchange.control_number[:20]!r}: {exc}"
+                    logger.warning("not_acknowledged", reason=reason)
+                    not_acknowledged.append(reason)
+                else:
+                    number = self._control_number()
+                    ta1 = build_ta1(interchange, control_number=number, now=now)
+                    name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                    written.append(write_new(acks_dir, safe_name(name), ta1).name)
             for group in interchange.groups:
-                rejected = {
-                    st: errs
-                    for (isa, gs, st), errs in work.rejected.items()
-                    if isa == interchange.control_number and gs == group.control_number
-                }
                 try:  # before a control number is spent on it
                     check_address(interchange, group)
                 except Unaddressable as exc:
@@ -485,12 +531,8 @@ class Pipeline:
                     logger.warning("not_acknowledged", reason=reason)
                     not_acknowledged.append(reason)
                     continue
-                number = self._record(self.recorder.next_control_number)
-                if number is None:  # the recorder is down: the 997 still goes out
-                    number = NullRecorder().next_control_number()
-                ack = build_997(
-                    interchange, group, control_number=number, rejected=rejected, now=now
-                )
+                number = self._control_number()
+                ack = build_997(interchange, group, control_number=number, answers=answers, now=now)
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
                 path = write_new(acks_dir, safe_name(name), ack)
                 written.append(path.name)
@@ -501,6 +543,114 @@ class Pipeline:
                 {"acks": written, "not_acknowledged": not_acknowledged},
             )
         return {"acks": written}
+
+    def _control_number(self) -> int:
+        number = self._record(self.recorder.next_control_number)
+        if number is None:  # the recorder is down: the acknowledgment still goes out
+            number = NullRecorder().next_control_number()
+        return int(number)
+
+
+# check_address for an interchange alone (a TA1 answers no group).
+_NO_GROUP = GroupSummary("", "", "", "", "", 0)
+_ANSWERED = ("posted", "duplicate")  # posted now, or before: the 997 accepts these
+
+
+def _answers(work: _Work, *, before: bool = False) -> dict[int, SetAnswer]:
+    """What became of each set, for the 997: accepted only if its order was
+    posted (``before``: the whole file was, by the job it duplicates)."""
+    answers: dict[int, SetAnswer] = {}
+    for interchange in work.interchanges:
+        for group in interchange.groups:
+            for s in group.sets:
+                order = work.order_of.get(id(s))
+                errors = tuple(work.rejected.get(id(s), ()))
+                posted = before or (order is not None and order.status in _ANSWERED)
+                answers[id(s)] = SetAnswer(posted=posted, errors=() if posted else errors)
+    return answers
+
+
+def conclude(job: JobResult, work: _Work) -> JobStatus:
+    """The job's status from its sets: every set posted (or posted before)
+    ``succeeded``, some ``partial``, none ``failed``. An order still pending
+    (the file failed as a whole, or a step crashed) is ``rejected``; the job
+    keeps, per set, what became of it and why (``job.sets``, for error.json)."""
+    reason = job.error or "the file was rejected as a whole"
+    for pending in job.orders:
+        if pending.status == "pending":
+            pending.status, pending.error = "rejected", pending.error or f"not posted: {reason}"
+    received = posted = 0
+    for interchange in work.interchanges:
+        for group in interchange.groups:
+            for s in group.sets:
+                received += 1
+                order = work.order_of.get(id(s))
+                ok = order is not None and order.status in _ANSWERED
+                posted += ok
+                job.sets.append(_set_report(interchange, group.control_number, s, order, work))
+    if received == 0 or posted == 0:
+        return JobStatus.FAILED
+    if posted == received:
+        return JobStatus.SUCCEEDED
+    if job.error is None:
+        rejected = [r for r in job.sets if r["status"] == "rejected"]
+        job.error = f"{len(rejected)} of {received} transaction sets not posted: " + _summarise(
+            [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
+        )
+    return JobStatus.PARTIAL
+
+
+def _set_report(
+    interchange: InterchangeSummary,
+    group: str,
+    s: SetSummary,
+    order: OrderResult | None,
+    work: _Work,
+) -> dict[str, Any]:
+    posted = order is not None and order.status in _ANSWERED
+    reasons = [str(e) for e in (*s.errors, *work.rejected.get(id(s), ()))]
+    if order is not None and not posted and (order.partner_error or order.error):
+        reasons.append(order.partner_error or order.error or "")
+    return {
+        "interchange_control_number": interchange.control_number,
+        "group_control_number": group,
+        "transaction_set": s.code,
+        "control_number": s.control_number,
+        "po_number": order.po_number if order is not None else None,
+        "status": order.status if order is not None else "rejected",
+        "erp_po_id": order.erp_po_id if order is not None else None,
+        "reason": None if posted else _summarise(list(dict.fromkeys(reasons))) or work_reason(work),
+    }
+
+
+def work_reason(work: _Work) -> str:
+    return f"not posted: {work.skip_rest}" if work.skip_rest else "not posted"
+
+
+def _mark_cut_off(interchanges: list[InterchangeSummary], read: list[TransactionSet]) -> None:
+    """A file that ends inside a set: that set lacks its SE (AK5 2), its group
+    its GE (AK9 3), so the 997 says what is missing."""
+    whole = {id(summary_of(ts)) for ts in read}
+    if not interchanges or not interchanges[-1].groups:
+        return
+    group = interchanges[-1].groups[-1]
+    if group.included is None:
+        group.errors.append(X12Error("the file ends inside this group", segment_id="GE", code="3"))
+    if group.sets and id(group.sets[-1]) not in whole:
+        cut = X12Error("the file ends inside this transaction set", segment_id="SE", code="2")
+        group.sets[-1].errors.append(cut)
+
+
+def _group_rejected(ts: TransactionSet) -> X12Error:
+    first = ts.group.errors[0]
+    return X12Error(
+        f"functional group {ts.group.control_number!r} is rejected: {first}",
+        segment_id="GS",
+    )
+
+
+def _set_errors(work: _Work, ts: TransactionSet) -> list[X12Error]:
+    return [*ts.errors, *work.rejected.get(id(summary_of(ts)), ())]
 
 
 def _interrupt(job: JobResult, exc: FileChanged | ClaimLost) -> None:

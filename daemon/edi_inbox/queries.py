@@ -197,7 +197,10 @@ def _stats_json(
         "duplicates": by_status["duplicate"],
         "success_rate": round(100.0 * successful / finished, 2) if finished else None,
         "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
-        "total_amount_processed": money(amounts.get("succeeded", Decimal(0))),
+        # What was posted, each order once: a partial job's total is its posted orders'.
+        "total_amount_processed": money(
+            amounts.get("succeeded", Decimal(0)) + amounts.get("partial", Decimal(0))
+        ),
         "by_status": by_status,
     }
 

@@ -1,0 +1,184 @@
+"""Issue 10: the 997, the job and error.json tell the truth, order by order."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from edi_inbox import log as logsetup
+from edi_inbox import orders
+from edi_inbox.config import PathSettings, Settings
+from edi_inbox.jobs import JobStatus
+from edi_inbox.outcomes import error_report
+from edi_inbox.pipeline import Pipeline
+from edi_inbox.x12 import X12Reader
+
+ISA = (
+    "ISA*00*          *00*          *ZZ*ACME           *01*123456789      "
+    "*240102*1200*U*00401*000000321*{ack}*T*>~"
+)
+
+
+@pytest.fixture(autouse=True)
+def _logging():
+    logsetup.configure("info", "json")
+
+
+def order(n: int, quantity: str = "2", code: str = "850", price: str = "3.50") -> str:
+    """An 850 (or another set code) with one line; total quantity × price."""
+    if code != "850":
+        return f"ST*{code}*{n:04d}~BIG*20240102*INV-{n}~SE*3*{n:04d}~"
+    return (
+        f"ST*850*{n:04d}~BEG*00*SA*PO-{n}**20240102~"
+        f"PO1*1*{quantity}*EA*{price}**VP*X1~CTT*1~SE*5*{n:04d}~"
+    )
+
+
+def group(*sets: str, gs06: str = "77", fid: str = "PO") -> str:
+    return (
+        f"GS*{fid}*ACMEAPP*OURAPP*20240102*1200*{gs06}*X*004010~"
+        + "".join(sets)
+        + f"GE*{len(sets)}*{gs06}~"
+    )
+
+
+def doc(*groups: str, iea: str = "000000321", ack: str = "0") -> bytes:
+    return (ISA.format(ack=ack) + "".join(groups) + f"IEA*{len(groups)}*{iea}~").encode()
+
+
+def run(tmp_path: Path, data: bytes, name: str = "po.edi"):
+    settings = Settings(paths=PathSettings(root=tmp_path))
+    path = tmp_path / name
+    path.write_bytes(data)
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(path)
+    acks = {p.suffix: p.read_bytes() for p in sorted(settings.paths.acks.iterdir())}
+    posted = sorted(p.name for p in settings.paths.outbox.iterdir()) if (
+        settings.paths.outbox.exists()
+    ) else []  # fmt: skip
+    return job, acks, posted
+
+
+def ak(ack: bytes) -> list[str]:
+    """The AK and TA1 segments of an acknowledgment, as read back by our reader."""
+    reader = X12Reader(io.BytesIO(ack))
+    return ["*".join(s.elements) for s in reader.scanner if s.elements[0][:2] in ("AK", "TA")]
+
+
+def test_cut_off_inside_a_set_gets_a_rejecting_997_and_ta1(tmp_path):
+    """Case 1a: a file cut off inside its second set: nothing posted, the set
+    read is AK5 R, AK9 R, and a TA1 R 023 (premature end of file)."""
+    data = doc(group(order(1), order(2)))
+    cut = data[: data.index(b"PO1*1*2*EA*3.50**VP*X1~CTT*1~SE*5*0002")]
+    job, acks, posted = run(tmp_path, cut)
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK2*850*0002",
+                                "AK5*R*2", "AK9*R*2*2*0*3"]  # fmt: skip
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*R*023"]
+    assert all(o.status == "rejected" for o in job.orders)
+
+
+def test_iea02_not_isa13_rejects_the_interchange(tmp_path):
+    """Case 1a: IEA02 differs from ISA13: nothing posted; 997 rejects every set;
+    TA1 R 001 (control numbers in header and trailer do not match)."""
+    job, acks, posted = run(tmp_path, doc(group(order(1)), iea="000000999"))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK9*R*1*1*0"]
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*R*001"]
+
+
+def test_internal_error_never_gets_an_accepting_997(tmp_path, monkeypatch):
+    """Case 1a: a bug in a step fails the job; the 997 rejects the set it did not post."""
+
+    def broken(ts):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(orders, "from_transaction", broken)
+    job, acks, posted = run(tmp_path, doc(group(order(1))))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK9*R*1*1*0"]
+    assert job.orders == [] or job.orders[0].status == "rejected"
+
+
+def test_one_zero_quantity_among_four_posts_the_other_three(tmp_path):
+    """Cases 1b and 2: four 850s, one with quantity 0: three posted, one rejected;
+    the job is partial; the 997 says AK9 P 4 4 3 and the bad set R with AK3/AK4."""
+    job, acks, posted = run(tmp_path, doc(group(order(1), order(2, "0"), order(3), order(4))))
+    assert job.status is JobStatus.PARTIAL and not job.success
+    assert [o.status for o in job.orders] == ["posted", "rejected", "posted", "posted"]
+    assert len(posted) == 3
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0002", "AK3*PO1*3**8", "AK4*2**7",
+        "AK5*R*5", "AK2*850*0003", "AK5*A", "AK2*850*0004", "AK5*A", "AK9*P*4*4*3",
+    ]  # fmt: skip
+    assert job.total_amount == Decimal("21.00")  # 3 × 7.00 posted
+    report = error_report(job, "po.edi")
+    assert [(o["po_number"], o["status"]) for o in report["orders"]] == [
+        ("PO-1", "posted"), ("PO-2", "rejected"), ("PO-3", "posted"), ("PO-4", "posted"),
+    ]  # fmt: skip
+    assert "quantity '0' must be greater than 0" in report["orders"][1]["reason"]
+    assert report["orders"][0]["erp_po_id"].startswith("outbox:")
+    json.dumps(report)
+
+
+def test_850_next_to_810_is_posted_and_the_810_rejected(tmp_path):
+    """Cases 1c and 2: an 850 and an 810 in one interchange: the 850 is posted
+    (AK5 A), the 810 rejected (AK5 R 1, not supported); no order is left pending."""
+    data = doc(group(order(1)), group(order(2, code="810"), gs06="78", fid="IN"))
+    job, _, posted = run(tmp_path, data)
+    assert job.status is JobStatus.PARTIAL
+    assert [o.status for o in job.orders] == ["posted"] and len(posted) == 1
+    ack997 = sorted(p for p in (tmp_path / "acks").iterdir())
+    texts = {p.name.split(".")[-2]: ak(p.read_bytes()) for p in ack997}
+    assert texts["77"] == ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK9*A*1*1*1"]
+    assert texts["78"] == ["AK1*IN*78", "AK2*810*0002", "AK5*R*1", "AK9*R*1*1*0"]
+    report = error_report(job, "po.edi")
+    assert report["orders"][1]["status"] == "rejected"
+    assert "810 is not handled" in report["orders"][1]["reason"]
+
+
+def test_all_sets_rejected_fails_the_job(tmp_path):
+    """Case 2: a file whose every order breaks a rule is failed, nothing posted."""
+    job, acks, posted = run(tmp_path, doc(group(order(1, "0"), order(2, "-1"))))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert [o.status for o in job.orders] == ["rejected", "rejected"]
+    assert ak(acks[".997"])[-1] == "AK9*R*2*2*0"
+
+
+def test_repeated_st02_is_rejected_with_code_23(tmp_path):
+    """Case 3c: a repeated ST02 in one group is an envelope error: AK5 R 23 for
+    the second set, which is not posted; the first is posted."""
+    second = order(2).replace("0002", "0001")
+    job, acks, posted = run(tmp_path, doc(group(order(1), second)))
+    assert job.status is JobStatus.PARTIAL and len(posted) == 1
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0001",
+                                "AK5*R*23", "AK9*P*2*2*1"]  # fmt: skip
+
+
+def test_repeated_gs06_rejects_the_second_group_with_code_19(tmp_path):
+    """Case 3c: a repeated GS06 in one interchange: the second group is AK9 R 19,
+    its set R; the first group's 850 keeps its AK5 A (not the other's R)."""
+    data = doc(group(order(1)), group(order(2, code="810"), fid="IN"))
+    job, _, posted = run(tmp_path, data)
+    assert job.status is JobStatus.PARTIAL and len(posted) == 1
+    acks = [ak(p.read_bytes()) for p in sorted((tmp_path / "acks").iterdir())]
+    assert ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK9*A*1*1*1"] in acks
+    assert ["AK1*IN*77", "AK2*810*0002", "AK5*R", "AK9*R*1*1*0*19"] in acks
+
+
+def test_ta1_when_isa14_asks(tmp_path):
+    """A TA1 A 000 is written beside the 997 when ISA14 is 1 and the envelope is right."""
+    job, acks, _ = run(tmp_path, doc(group(order(1)), ack="1"))
+    assert job.status is JobStatus.SUCCEEDED
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*A*000"]
+    assert ak(acks[".997"])[-1] == "AK9*A*1*1*1"
+
+
+def test_no_ta1_unless_asked_or_wrong(tmp_path):
+    """ISA14 0 and a right envelope: a 997 only."""
+    _, acks, _ = run(tmp_path, doc(group(order(1))))
+    assert set(acks) == {".997"}
