@@ -182,3 +182,49 @@ def test_no_ta1_unless_asked_or_wrong(tmp_path):
     """ISA14 0 and a right envelope: a 997 only."""
     _, acks, _ = run(tmp_path, doc(group(order(1))))
     assert set(acks) == {".997"}
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def priced_order(n: int, po1_price: str, ctps: str, amt: str = "") -> str:
+    body = f"BEG*00*SA*PO-{n}**20240102~PO1*1*3*EA*{po1_price}**VP*X1~{ctps}CTT*1~{amt}"
+    count = body.count("~") + 2
+    return f"ST*850*{n:04d}~{body}SE*{count}*{n:04d}~"
+
+
+def test_a_line_without_po104_takes_its_price_from_ctp_ucp(tmp_path):
+    """Case 4: CTP02 UCP gives the unit price (CTP03) of a line without PO104;
+    the RES (retail) CTP before it does not count."""
+    sets = priced_order(1, "", "CTP*RS*RES*9.95~CTP**UCP*4.25~", "AMT*TT*12.75~")
+    job, _, _posted = run(tmp_path, doc(group(sets)))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    (order,) = job.orders
+    assert order.total_amount == Decimal("12.75")
+    line = order.payload["lines"][0]
+    assert (line["unit_price"], line["price_source"]) == ("4.25", "CTP UCP")
+    assert order.payload["priced"] is True
+
+
+def test_an_order_without_any_price_is_unpriced_not_zero(tmp_path):
+    """Case 4: no PO104 and only a RES CTP: unit price and total null (not "0"),
+    the AMT*TT check skipped, the ERP payload says priced: false."""
+    sets = priced_order(1, "", "CTP*RS*RES*9.95~", "AMT*TT*12~")
+    job, _, posted = run(tmp_path, doc(group(sets)))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    (order,) = job.orders
+    assert order.total_amount is None and order.to_json()["total_amount"] is None
+    sent = json.loads((tmp_path / "outbox" / posted[0]).read_text())
+    assert sent["priced"] is False and sent["total_amount"] is None
+    assert sent["lines"][0]["unit_price"] is None
+    assert job.total_amount is None
+
+
+def test_vics_orders_are_priced_from_ctp():
+    """Case 4: the VICS corpus file prices every line in CTP*…*UCP only."""
+    from edi_inbox.x12 import X12Reader as Reader
+
+    with (CORPUS / "botsplugins__850-004010VICS-01.x12").open("rb") as fh:
+        pos = [orders.from_transaction(ts) for ts in Reader(fh).transaction_sets()]
+    assert [str(p.total_amount) for p in pos] == ["14565.58", "2147.81", "26567.5", "9934.79"]
+    assert all(line.price_source == "CTP UCP" for p in pos for line in p.lines)

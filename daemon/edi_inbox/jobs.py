@@ -114,7 +114,7 @@ class OrderResult:
     po_number: str
     idempotency_key: str
     line_count: int
-    total_amount: Decimal
+    total_amount: Decimal | None  # None: unpriced (never "0")
     vendor_name: str | None
     status: str = "pending"  # pending (while the job runs) | posted | rejected | duplicate
     erp_po_id: str | None = None

@@ -17,13 +17,14 @@ Codes:
 - ``missing_quantity``: PO102 empty.
 - ``not_numeric``: PO102, PO104, CTT01 or AMT02 is not an X12 number.
 - ``quantity_not_positive``: PO102 is 0 or negative.
-- ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed (the ERP
-  prices the line from its catalogue); such a line adds 0 to the total.
+- ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed: the line
+  takes its price from a CTP (``orders.CTP_PRICE_CODES``), or the ERP prices it
+  from its catalogue and it adds 0 to the total.
 - ``duplicate_line_number``: a PO101 used by an earlier line (blank PO101s are
   not compared).
 - ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
 - ``total_mismatch``: an AMT*TT differs from Σ quantity × unit price, both
-  rounded half-up to the cent.
+  rounded half-up to the cent; not checked on an order with no price at all.
 """
 
 from __future__ import annotations
@@ -213,6 +214,8 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
                 element=1,
             )
 
+    if po.total_amount is None:  # unpriced: nothing to compare an AMT*TT with
+        return
     computed = cents(po.total_amount)
     for amt in po.amounts:
         if amt.qualifier != "TT":
