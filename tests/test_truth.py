@@ -8,9 +8,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edi_inbox import log as logsetup
-from edi_inbox import orders
+from edi_inbox import orders, queries
 from edi_inbox.config import PathSettings, Settings
 from edi_inbox.jobs import JobStatus
 from edi_inbox.outcomes import error_report
@@ -228,3 +229,127 @@ def test_vics_orders_are_priced_from_ctp():
         pos = [orders.from_transaction(ts) for ts in Reader(fh).transaction_sets()]
     assert [str(p.total_amount) for p in pos] == ["14565.58", "2147.81", "26567.5", "9934.79"]
     assert all(line.price_source == "CTP UCP" for p in pos for line in p.lines)
+
+
+# --- duplicates by content (case 3) ---------------------------------------------
+
+
+def isa(icn: str) -> str:
+    return ISA.format(ack="0").replace("000000321", icn)
+
+
+def file_of(*sets: str, icn: str = "000000321", gs06: str = "77") -> bytes:
+    return (isa(icn) + group(*sets, gs06=gs06) + f"IEA*1*{icn}~").encode()
+
+
+def purpose(n: int, beg01: str, quantity: str = "2", st: int | None = None) -> str:
+    return order(st or n, quantity).replace(f"BEG*00*SA*PO-{st or n}*", f"BEG*{beg01}*SA*PO-{n}*")
+
+
+@pytest.fixture
+def db_pipeline(tmp_path, recorder):
+    settings = Settings(paths=PathSettings(root=tmp_path))
+    with Pipeline(settings, recorder) as pipeline:
+
+        def process(data: bytes, name: str = "po.edi", **options):
+            path = tmp_path / name
+            path.write_bytes(data)
+            return pipeline.run(path, **options)
+
+        process.outbox = lambda: sorted(settings.paths.outbox.glob("*"))  # type: ignore[attr-defined]
+        process.db = recorder.db  # type: ignore[attr-defined]
+        yield process
+
+
+def test_new_order_under_a_reused_isa13_is_posted_with_a_warning(db_pipeline):
+    """Case 3a: a new order in a file whose sender, receiver and ISA13 match an
+    earlier file's is posted (counters wrap); the reuse is logged as a warning."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    with capture_logs() as logs:
+        second = db_pipeline(file_of(order(2)), "b.edi")
+    assert first.status is second.status is JobStatus.SUCCEEDED
+    assert len(db_pipeline.outbox()) == 2
+    (warning,) = [e for e in logs if e["event"] == "interchange_number_reused"]
+    assert warning["earlier_job"] == first.job_id and warning["log_level"] == "warning"
+
+
+def test_same_order_under_a_new_isa13_is_a_duplicate_not_posted(db_pipeline):
+    """Case 3b: the same order resent under a new ISA13 is a duplicate pointing to
+    the first job; it is not posted again; the 997 accepts it (posted before)."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    again = db_pipeline(file_of(order(1), icn="000000400"), "b.edi")
+    assert again.status is JobStatus.DUPLICATE and again.duplicate_of == first.job_id
+    (dup,) = again.orders
+    assert (dup.status, dup.duplicate_of, dup.erp_po_id) == (
+        "duplicate", first.job_id, first.orders[0].erp_po_id,
+    )  # fmt: skip
+    assert len(db_pipeline.outbox()) == 1
+    shown = queries.show_job(db_pipeline.db, again.job_id)
+    assert [o["status"] for o in shown["orders"]] == ["duplicate"]
+
+
+def test_two_different_orders_never_share_a_key(db_pipeline):
+    """Case 3c: two different 850s with one ST02 and one PO number (in two groups):
+    their keys differ; the second is rejected as a changed copy, never answered
+    with the first one's ERP id."""
+    other = order(1, "5")
+    job = db_pipeline(
+        (isa("000000321") + group(order(1)) + group(other, gs06="78") + "IEA*2*000000321~").encode()
+    )
+    a, b = job.orders
+    assert a.idempotency_key != b.idempotency_key
+    assert (a.status, b.status) == ("posted", "rejected") and b.erp_po_id is None
+    assert "appears earlier in this file with other content" in b.error
+    assert job.status is JobStatus.PARTIAL and len(db_pipeline.outbox()) == 1
+
+
+def test_four_identical_sets_post_one_order_and_count_it_once(db_pipeline):
+    """Case 3d: four identical orders in one file: one posted, three duplicates;
+    the job's total and stats count 7.00 once, not four times."""
+    job = db_pipeline(file_of(*(purpose(1, "00", st=n) for n in range(1, 5))))
+    assert [o.status for o in job.orders] == ["posted"] + ["duplicate"] * 3
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.total_amount == Decimal("7.00")
+    assert len(db_pipeline.outbox()) == 1
+    assert queries.stats(db_pipeline.db)["total_amount_processed"] == "7.00"
+
+
+def test_changed_original_is_rejected_naming_the_earlier_job(db_pipeline):
+    """Case 3: the same sender, PO number and BEG01 00 with other content: rejected,
+    naming the job that posted the first; not posted."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    changed = db_pipeline(file_of(order(1, "9"), icn="000000400"), "b.edi")
+    assert changed.status is JobStatus.FAILED
+    assert first.job_id in changed.orders[0].error
+    assert len(db_pipeline.outbox()) == 1
+    ack = (db_pipeline.outbox()[0].parent.parent / "acks").glob("b.edi*.997")
+    assert ak(next(ack).read_bytes())[-2:] == ["AK5*R", "AK9*R*1*1*0"]
+
+
+def test_replace_and_cancel_posted_once_each_07_never(db_pipeline):
+    """Case 3: BEG01 05 (replace) and 01 (cancellation) of a posted order are posted
+    as what they are, once each (sent again: duplicates); 07 is never posted."""
+    db_pipeline(file_of(order(1)), "a.edi")
+    replace = db_pipeline(file_of(purpose(1, "05", "3")), "b.edi")
+    cancel = db_pipeline(file_of(purpose(1, "01", "3")), "c.edi")
+    assert replace.status is cancel.status is JobStatus.SUCCEEDED
+    sent = [json.loads(p.read_text())["purpose"] for p in db_pipeline.outbox()]
+    assert sorted(sent) == ["00", "01", "05"]
+    again = db_pipeline(file_of(purpose(1, "05", "3"), icn="000000500"), "d.edi")
+    assert again.status is JobStatus.DUPLICATE
+    seven = db_pipeline(file_of(purpose(1, "07")), "e.edi")
+    assert seven.orders[0].status == "duplicate" and len(db_pipeline.outbox()) == 3
+    lone = db_pipeline(file_of(purpose(2, "07")), "f.edi")
+    assert lone.orders[0].status == "rejected" and "no original" in lone.orders[0].error
+
+
+def test_retry_never_posts_an_accepted_order_again(db_pipeline):
+    """Case 2: a partial job retried: the order posted the first time is not
+    posted again (nor called a duplicate of its own job); the other is judged again."""
+    data = file_of(order(1), order(2, "0"))
+    first = db_pipeline(data, "a.edi")
+    assert first.status is JobStatus.PARTIAL
+    retry = db_pipeline(data, "a.edi", retry_of=first.job_id)
+    assert [o.status for o in retry.orders] == ["posted", "rejected"]
+    assert retry.orders[0].erp_po_id == first.orders[0].erp_po_id
+    assert len(db_pipeline.outbox()) == 1

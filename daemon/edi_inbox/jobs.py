@@ -125,6 +125,17 @@ class OrderResult:
     # Why it was not posted in words for the partner (error.json), where
     # ``error`` keeps the ERP's own (redacted) words for the record.
     partner_error: str | None = None
+    duplicate_of: str | None = None  # the job that posted this order first
+
+    @property
+    def sender(self) -> tuple[str, str]:
+        """ISA05, ISA06 of the order's interchange (from its payload)."""
+        payload = self.payload or {}
+        return (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
+
+    @property
+    def purpose(self) -> str:
+        return str((self.payload or {}).get("purpose", ""))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,7 +146,18 @@ class OrderResult:
             "erp_po_id": self.erp_po_id,
             "status": self.status,
             "error": self.error,
+            "duplicate_of": self.duplicate_of,
         }
+
+
+@dataclass(frozen=True)
+class PostedOrder:
+    """An order some job posted: what a later one is compared with."""
+
+    job_id: str
+    erp_po_id: str
+    idempotency_key: str
+    purpose: str  # BEG01
 
 
 @dataclass
@@ -262,8 +284,15 @@ class Recorder(Protocol):
         the remaining log lines, in one transaction."""
 
     def find_duplicate(self, job: JobResult) -> str | None:
-        """The job_id of an earlier succeeded job with the same file sha256 or
-        an accepted interchange with the same sender + receiver + ISA13."""
+        """The job_id of an earlier succeeded job with the same file sha256."""
+
+    def interchange_seen(self, job: JobResult) -> str | None:
+        """The job_id of an earlier succeeded job with an interchange of the
+        same sender + receiver + ISA13 (a reused number: only worth a warning)."""
+
+    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
+        posted by any job, oldest first."""
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         """Record the ERP id at once, before anything else can go wrong."""
@@ -278,6 +307,7 @@ class NullRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accepted: dict[str, str] = {}
+        self._posted: dict[tuple[tuple[str, str], str], list[PostedOrder]] = {}
         # Seconds since 2020 fit ISA13's nine digits until 2051 and keep
         # increasing across restarts as long as fewer than one 997 a second is
         # written on average; the database recorder keeps a real sequence.
@@ -298,10 +328,19 @@ class NullRecorder:
     def find_duplicate(self, job: JobResult) -> str | None:
         return None
 
+    def interchange_seen(self, job: JobResult) -> str | None:
+        return None
+
+    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        with self._lock:
+            return list(self._posted.get((sender, po_number), ()))
+
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         if order.erp_po_id:
+            posted = PostedOrder(job.job_id, order.erp_po_id, order.idempotency_key, order.purpose)
             with self._lock:
                 self._accepted[order.idempotency_key] = order.erp_po_id
+                self._posted.setdefault((order.sender, order.po_number), []).append(posted)
 
     def next_control_number(self) -> int:
         with self._lock:

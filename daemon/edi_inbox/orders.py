@@ -444,24 +444,42 @@ class PurchaseOrder(_Part):
         }
 
 
-def idempotency_key(po: PurchaseOrder) -> str:
-    """A key stable per order: the same order sent again (a retry) gets the same key.
-
-    Sender and receiver (qualifier and id), ISA13, GS06, ST02 and BEG03, as a
-    JSON array (so no two different tuples hash alike), sha256, 32 hex digits.
-    """
+def identity(po: PurchaseOrder) -> tuple[str, str, str, str]:
+    """Who ordered what, as the partner means it: sender (ISA05:ISA06), PO
+    number (BEG03) and purpose (BEG01: 00 original, 01 cancellation, 05
+    replace, 07 duplicate …). Envelope numbers take no part: partners reset them."""
     env = po.envelope
-    parts = [
-        env.sender_qualifier,
-        env.sender_id,
-        env.receiver_qualifier,
-        env.receiver_id,
-        env.interchange_control_number,
-        env.group_control_number,
-        env.set_control_number,
-        po.po_number,
-    ]
+    return (env.sender_qualifier, env.sender_id, po.po_number, po.purpose)
+
+
+_ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
+
+
+def content_hash(po: PurchaseOrder) -> str:
+    """sha256 of the canonical order (``to_json``) without its envelope: the
+    same order sent again under new control numbers hashes alike; any change
+    to what is ordered, at what price, for whom, hashes differently."""
+    canonical = {k: v for k, v in po.to_json().items() if k not in _ENVELOPE_KEYS}
+    encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def idempotency_key(po: PurchaseOrder) -> str:
+    """A key stable per order: the same order sent again (a retry, or a resend
+    under a new ISA13) gets the same key; two different orders never share one.
+
+    The identity (``identity``) and the content (``content_hash``) as a JSON
+    array (so no two different tuples hash alike), sha256, 32 hex digits.
+    """
+    parts = [*identity(po), content_hash(po)]
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def record_key(key: str, job_id: str, index: int) -> str:
+    """The record's key for an order never posted because it duplicates one
+    that was (its ERP key belongs to that one's row)."""
+    encoded = json.dumps([key, job_id, index], separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 

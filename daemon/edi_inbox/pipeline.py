@@ -112,6 +112,7 @@ class _Work:
     # (By identity: control numbers may repeat, which is an error of its own.)
     rejected: dict[int, list[X12Error]] = field(default_factory=dict)
     order_of: dict[int, OrderResult] = field(default_factory=dict)  # id(SetSummary) -> order
+    copy_of: dict[int, OrderResult] = field(default_factory=dict)  # id(a copy) -> first in file
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
@@ -387,6 +388,10 @@ class Pipeline:
         if len(bad) == len(work.sets):  # nothing left to post
             errors = [e for ts in bad for e in _set_errors(work, ts)]
             raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
+        reused = self._record(self.recorder.interchange_seen, job)
+        if reused:  # partners' counters wrap and get reset: the content decides
+            logger.warning("interchange_number_reused", earlier_job=reused)
+            data["interchange_number_reused_from"] = reused
         duplicate_of = self._record(self.recorder.find_duplicate, job)
         if duplicate_of:
             job.status = JobStatus.DUPLICATE
@@ -444,9 +449,84 @@ class Pipeline:
                 _summarise([p.message for p in problems]), [p.to_json() for p in problems]
             )
         data: dict[str, Any] = {"orders_checked": len(work.purchase_orders)}
-        if problems:
+        duplicates = self._deduplicate(job, work)
+        if duplicates:
+            data["duplicates"] = duplicates
+        if problems or duplicates:
             data["rejected"] = [o.po_number for o in job.orders if o.status == "rejected"]
         return data
+
+    def _deduplicate(self, job: JobResult, work: _Work) -> list[str]:
+        """Duplicates by content (issue 10): an order whose identity (sender,
+        PO number, BEG01) and content match one posted before, by another job
+        or earlier in this file, is ``duplicate`` and not posted; the same
+        identity with other content is rejected, naming the job that posted
+        the first (an original changed is sent as BEG01 05, a replace). An
+        order posted by the job this one retries is left to ``post_to_erp``,
+        which knows it as accepted. BEG01 07 (a duplicate, says the partner)
+        is never posted. Returns what was decided, in words."""
+        said: list[str] = []
+        seen: dict[tuple[str, ...], OrderResult] = {}
+        for index, (ts, po) in enumerate(work.purchase_orders):
+            order = work.order_of[id(summary_of(ts))]
+            if order.status != "pending":
+                continue
+            ident = orders.identity(po)
+            label = f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
+            first = seen.get(ident)
+            if first is not None:  # earlier in this file
+                if first.idempotency_key == order.idempotency_key:
+                    self._duplicate(job, order, index, job.job_id, first.erp_po_id)
+                    work.copy_of[id(order)] = first
+                else:
+                    order.status = "rejected"
+                    order.error = f"{label} appears earlier in this file with other content"
+                said.append(f"{label}: {order.status} (this file)")
+                continue
+            seen[ident] = order
+            sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
+            posted = self._record(self.recorder.find_posted, sender, po.po_number) or []
+            posted = [p for p in posted if p.job_id not in (job.job_id, job.retry_of)]
+            if po.purpose == "07":  # "duplicate": the original is what counts
+                original = next((p for p in posted if p.purpose != "07"), None)
+                if original is not None:
+                    self._duplicate(job, order, index, original.job_id, original.erp_po_id)
+                else:
+                    order.status = "rejected"
+                    order.error = (
+                        f"{label} is marked a duplicate (BEG01 07) but no original of it was"
+                        " posted: send the original (BEG01 00)"
+                    )
+                said.append(f"{label}: {order.status}")
+                continue
+            same = [p for p in posted if p.purpose == po.purpose]
+            match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
+            if match is not None:
+                self._duplicate(job, order, index, match.job_id, match.erp_po_id)
+            elif same:
+                order.status = "rejected"
+                order.error = (
+                    f"{label} was posted by job {same[0].job_id} with other content;"
+                    " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
+                )
+            else:
+                continue
+            said.append(f"{label}: {order.status}")
+        for order in job.orders:
+            if order.status == "rejected" and order.error and not order.partner_error:
+                order.partner_error = order.error
+        return said
+
+    @staticmethod
+    def _duplicate(
+        job: JobResult, order: OrderResult, index: int, first_job: str, erp_po_id: str | None
+    ) -> None:
+        """Not posted: the same order was, by ``first_job``. Its record gets a
+        key of its own (the ERP key stays with the posted one's row)."""
+        order.status, order.duplicate_of, order.erp_po_id = "duplicate", first_job, erp_po_id
+        order.error = f"duplicate of order {order.po_number} posted by job {first_job}"
+        order.idempotency_key = orders.record_key(order.idempotency_key, job.job_id, index)
+        logger.info("order_duplicate", po_number=order.po_number, duplicate_of=first_job)
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
@@ -576,6 +656,13 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     (the file failed as a whole, or a step crashed) is ``rejected``; the job
     keeps, per set, what became of it and why (``job.sets``, for error.json)."""
     reason = job.error or "the file was rejected as a whole"
+    for copy in job.orders:  # a copy of an order in this file is what its first became
+        first = work.copy_of.get(id(copy))
+        if first is not None:
+            copy.erp_po_id = first.erp_po_id
+            if first.status != "posted":
+                copy.status = "rejected"
+                copy.error = f"a copy of order {copy.po_number} earlier in this file, not posted"
     for pending in job.orders:
         if pending.status == "pending":
             pending.status, pending.error = "rejected", pending.error or f"not posted: {reason}"
@@ -591,6 +678,9 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     if received == 0 or posted == 0:
         return JobStatus.FAILED
     if posted == received:
+        if not any(o.status == "posted" for o in job.orders):  # each one posted before
+            job.duplicate_of = next(o.duplicate_of for o in job.orders if o.duplicate_of)
+            return JobStatus.DUPLICATE
         return JobStatus.SUCCEEDED
     if job.error is None:
         rejected = [r for r in job.sets if r["status"] == "rejected"]
