@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from edi_inbox import log as logsetup
 from edi_inbox import orders, queries
-from edi_inbox.config import PathSettings, Settings
+from edi_inbox.config import ConfigError, PathSettings, RuleSettings, Settings, load
 from edi_inbox.jobs import JobStatus
 from edi_inbox.outcomes import error_report
 from edi_inbox.pipeline import Pipeline
@@ -353,3 +353,60 @@ def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     assert [o.status for o in retry.orders] == ["posted", "rejected"]
     assert retry.orders[0].erp_po_id == first.orders[0].erp_po_id
     assert len(db_pipeline.outbox()) == 1
+
+
+# --- rule levels (case 5) -----------------------------------------------------------
+
+
+def miscounted(n: int = 1) -> str:
+    """An 850 of two lines whose CTT01 says 5 (as real files do)."""
+    return (
+        f"ST*850*{n:04d}~BEG*00*SA*PO-{n}**20240102~PO1*1*2*EA*3.50**VP*X1~"
+        f"PO1*2*1*EA*1.00**VP*X2~CTT*5~SE*6*{n:04d}~"
+    )
+
+
+def test_a_warned_rule_posts_the_order_and_says_so(db_pipeline):
+    """Case 5: CTT01 ≠ number of PO1 is a warning by default: the order is posted,
+    the warning kept on the order and in the job's log (jobs show), the 997 says
+    AK5 E with the AK3/AK4 noted and AK9 E."""
+    job = db_pipeline(file_of(miscounted()))
+    assert job.status is JobStatus.SUCCEEDED and len(db_pipeline.outbox()) == 1
+    (order,) = job.orders
+    assert order.status == "posted"
+    assert order.warnings == ["CTT01 says 5 line items but the order has 2 PO1 segments"]
+    shown = queries.show_job(db_pipeline.db, job.job_id)
+    assert "CTT01 says 5" in shown["orders"][0]["error"]
+    assert any(e["message"] == "rule_warning" for e in shown["logs"])
+    ack = next((db_pipeline.outbox()[0].parent.parent / "acks").glob("*.997")).read_bytes()
+    assert ak(ack) == ["AK1*PO*77", "AK2*850*0001", "AK3*CTT*5**8", "AK4*1**7", "AK5*E",
+                       "AK9*E*1*1*1"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("level", "status", "ak5"), [("error", "rejected", "AK5*R*5"),
+                                                      ("off", "posted", "AK5*A")])  # fmt: skip
+def test_rule_levels_error_and_off(tmp_path, level, status, ak5):
+    """Case 5: [rules] line_count_mismatch = error rejects the order; off skips the check."""
+    settings = Settings(
+        paths=PathSettings(root=tmp_path), rules=RuleSettings(line_count_mismatch=level)
+    )
+    path = tmp_path / "po.edi"
+    path.write_bytes(file_of(miscounted()))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(path)
+    assert job.orders[0].status == status and job.orders[0].warnings == []
+    ack = next(settings.paths.acks.glob("*.997")).read_bytes()
+    assert ak5 in ak(ack)
+
+
+def test_rule_levels_are_checked_when_loaded(tmp_path):
+    """Case 5: a level that is not error/warn/off, or a rule that is not levelled, names the key."""
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text('[rules]\ntotal_mismatch = "maybe"\n')
+    with pytest.raises(ConfigError, match="total_mismatch' must be one of error, warn, off"):
+        load(config, {})
+    config.write_text('[rules]\nnot_numeric = "off"\n')  # syntax: always an error
+    with pytest.raises(ConfigError, match="not_numeric"):
+        load(config, {})
+    config.write_text('[rules]\ntotal_mismatch = "warn"\n')
+    assert load(config, {}).rules.total_mismatch == "warn"

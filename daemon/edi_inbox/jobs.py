@@ -125,6 +125,7 @@ class OrderResult:
     # Why it was not posted in words for the partner (error.json), where
     # ``error`` keeps the ERP's own (redacted) words for the record.
     partner_error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # rules at level "warn" it broke
     duplicate_of: str | None = None  # the job that posted this order first
 
     @property
@@ -147,6 +148,7 @@ class OrderResult:
             "status": self.status,
             "error": self.error,
             "duplicate_of": self.duplicate_of,
+            "warnings": self.warnings,
         }
 
 

@@ -20,6 +20,7 @@ again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -113,6 +114,7 @@ class _Work:
     rejected: dict[int, list[X12Error]] = field(default_factory=dict)
     order_of: dict[int, OrderResult] = field(default_factory=dict)  # id(SetSummary) -> order
     copy_of: dict[int, OrderResult] = field(default_factory=dict)  # id(a copy) -> first in file
+    noted: dict[int, list[X12Error]] = field(default_factory=dict)  # id(SetSummary) -> warnings
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
@@ -436,13 +438,22 @@ class Pipeline:
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
         problems: list[Problem] = []
+        levels = dataclasses.asdict(self.settings.rules)
         for ts, po in work.purchase_orders:
-            found = rules.validate(po)
+            found, warnings = rules.split(rules.validate(po), levels)
+            order = work.order_of[id(summary_of(ts))]
             for problem in found:
                 work.reject(ts, _problem_to_x12(problem))
             if found:
-                order = work.order_of[id(summary_of(ts))]
                 order.status, order.error = "rejected", "; ".join(p.message for p in found)
+            if warnings:  # posted all the same; kept on the order, the job's log, AK5 E
+                work.noted[id(summary_of(ts))] = [_problem_to_x12(p) for p in warnings]
+                order.warnings = [p.message for p in warnings]
+                if not found:
+                    order.error = "warning: " + "; ".join(order.warnings)
+                for p in warnings:
+                    logger.warning("rule_warning", po_number=po.po_number, rule=p.code,
+                                   warning=p.message)  # fmt: skip
             problems.extend(found)
         if problems and all(o.status == "rejected" for o in job.orders):
             raise StepFailed(
@@ -646,7 +657,10 @@ def _answers(work: _Work, *, before: bool = False) -> dict[int, SetAnswer]:
                 order = work.order_of.get(id(s))
                 errors = tuple(work.rejected.get(id(s), ()))
                 posted = before or (order is not None and order.status in _ANSWERED)
-                answers[id(s)] = SetAnswer(posted=posted, errors=() if posted else errors)
+                noted = tuple(work.noted.get(id(s), ())) if posted else ()
+                answers[id(s)] = SetAnswer(
+                    posted=posted, errors=noted if posted else errors, warnings=bool(noted)
+                )
     return answers
 
 

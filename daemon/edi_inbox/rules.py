@@ -30,6 +30,7 @@ Codes:
 from __future__ import annotations
 
 import decimal
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
@@ -49,6 +50,35 @@ _CENTS = decimal.Context(
 def cents(value: Decimal) -> Decimal:
     """``value`` rounded half-up to two decimal places."""
     return value.quantize(CENT, context=_CENTS)
+
+
+# Rules whose level ``[rules]`` sets (error, warn, off); every other code
+# (a missing BEG, BEG03 or PO1, a value that is not a number) is always an error.
+LEVELLED = (
+    "line_count_mismatch",
+    "total_mismatch",
+    "quantity_not_positive",
+    "duplicate_line_number",
+    "invalid_date",
+    "missing_date",
+    "negative_unit_price",
+)
+
+
+def split(
+    problems: list[Problem], levels: Mapping[str, str]
+) -> tuple[list[Problem], list[Problem]]:
+    """``problems`` as (errors, warnings) under ``levels`` (code -> error, warn
+    or off); a code not in ``LEVELLED`` or not in ``levels`` is an error."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for problem in problems:
+        level = levels.get(problem.code, "error") if problem.code in LEVELLED else "error"
+        if level == "warn":
+            warnings.append(problem)
+        elif level != "off":
+            errors.append(problem)
+    return errors, warnings
 
 
 def validate(po: PurchaseOrder) -> list[Problem]:
