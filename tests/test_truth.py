@@ -410,3 +410,19 @@ def test_rule_levels_are_checked_when_loaded(tmp_path):
         load(config, {})
     config.write_text('[rules]\ntotal_mismatch = "warn"\n')
     assert load(config, {}).rules.total_mismatch == "warn"
+
+
+def test_a_space_terminator_is_named_as_the_cause(tmp_path):
+    """Case 7: an ISA that declares a space as the segment terminator, with names
+    holding spaces: the error says the terminator is the problem, first."""
+    text = (ISA.format(ack="0")[:-1] + " ").replace("~", " ")
+    body = (
+        "GS*PO*ACMEAPP*OURAPP*20240102*1200*77*X*004010 ST*850*0001 "
+        "BEG*00*SA*PO-1**20240102 N1*VN*Acme Widget Co PO1*1*2*EA*3.50**VP*X1 CTT*1 "
+        "SE*6*0001 GE*1*77 IEA*1*000000321 "
+    )
+    job, acks, posted = run(tmp_path, (text + body).encode())
+    assert job.status is JobStatus.FAILED and posted == []
+    assert job.error.startswith("segment ISA: the ISA declares ' ' as the segment terminator")
+    assert "'Widget' was read as a segment ID" in job.error
+    assert "AK5*R*4*5" in ak(acks[".997"])

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import socket
 import stat
 import time
@@ -384,11 +385,18 @@ class Pipeline:
         for ts in work.sets:
             if ts.group.errors and not ts.errors:
                 work.reject(ts, _group_rejected(ts))
+        hint = None
+        for ts in work.sets:
+            hint = _terminator_hint(ts) or hint
+            if hint is not None and any(_cut_value(e) for e in ts.errors):
+                work.reject(ts, hint)
         bad = [ts for ts in work.sets if not work.usable(ts)]
         if bad:
             data["rejected_sets"] = [f"{ts.code} {ts.control_number}" for ts in bad]
         if len(bad) == len(work.sets):  # nothing left to post
             errors = [e for ts in bad for e in _set_errors(work, ts)]
+            if hint is not None:  # the cause first, then what it caused
+                errors = [hint, *(e for e in errors if e is not hint)]
             raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
         reused = self._record(self.recorder.interchange_seen, job)
         if reused:  # partners' counters wrap and get reset: the content decides
@@ -743,6 +751,35 @@ def _mark_cut_off(interchanges: list[InterchangeSummary], read: list[Transaction
     if group.sets and id(group.sets[-1]) not in whole:
         cut = X12Error("the file ends inside this transaction set", segment_id="SE", code="2")
         group.sets[-1].errors.append(cut)
+
+
+_SEGMENT_ID = re.compile("[A-Z0-9]{2,3}")
+
+
+def _cut_value(error: X12Error) -> bool:
+    """A bad segment ID (AK3 1) that is a piece of text: a value cut in two."""
+    sid = error.segment_id or ""
+    return error.code == "1" and not _SEGMENT_ID.fullmatch(sid)
+
+
+def _terminator_hint(ts: TransactionSet) -> X12Error | None:
+    """When the ISA declares a space or a letter or digit as the segment
+    terminator (its last character) and the set holds "segment IDs" that are
+    pieces of text, the terminator is what is wrong: say so, first."""
+    terminator = ts.delimiters.segment
+    if not (terminator == " " or terminator.isalnum()):
+        return None
+    pieces = [e.segment_id for e in ts.errors if _cut_value(e)]
+    if not pieces:
+        return None
+    return X12Error(
+        f"the ISA declares {terminator!r} as the segment terminator (the character after"
+        f" ISA16), so every {terminator!r} inside a value ends a segment: {pieces[0]!r} was"
+        " read as a segment ID. The terminator is most likely misdetected or mis-declared:"
+        " end each segment with the character the ISA declares after ISA16 (e.g. '~'),"
+        " one that never occurs inside a value",
+        segment_id="ISA",
+    )
 
 
 def _group_rejected(ts: TransactionSet) -> X12Error:
