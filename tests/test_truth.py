@@ -426,3 +426,12 @@ def test_a_space_terminator_is_named_as_the_cause(tmp_path):
     assert job.error.startswith("segment ISA: the ISA declares ' ' as the segment terminator")
     assert "'Widget' was read as a segment ID" in job.error
     assert "AK5*R*4*5" in ak(acks[".997"])
+
+
+def test_a_release_is_not_a_changed_copy_of_its_blanket_order(db_pipeline):
+    """Case 3: a release (BEG04) against a blanket order shares its BEG03: the
+    release number is part of the identity, so both are posted."""
+    blanket = order(1)
+    release = order(2).replace("BEG*00*SA*PO-2**", "BEG*00*RL*PO-1*R1*")
+    job = db_pipeline(file_of(blanket, release))
+    assert [o.status for o in job.orders] == ["posted", "posted"]

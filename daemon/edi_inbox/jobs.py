@@ -160,6 +160,7 @@ class PostedOrder:
     erp_po_id: str
     idempotency_key: str
     purpose: str  # BEG01
+    release_number: str = ""  # BEG04
 
 
 @dataclass
@@ -339,7 +340,10 @@ class NullRecorder:
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         if order.erp_po_id:
-            posted = PostedOrder(job.job_id, order.erp_po_id, order.idempotency_key, order.purpose)
+            release = str((order.payload or {}).get("release_number", ""))
+            posted = PostedOrder(
+                job.job_id, order.erp_po_id, order.idempotency_key, order.purpose, release
+            )
             with self._lock:
                 self._accepted[order.idempotency_key] = order.erp_po_id
                 self._posted.setdefault((order.sender, order.po_number), []).append(posted)

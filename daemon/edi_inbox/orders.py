@@ -444,12 +444,14 @@ class PurchaseOrder(_Part):
         }
 
 
-def identity(po: PurchaseOrder) -> tuple[str, str, str, str]:
+def identity(po: PurchaseOrder) -> tuple[str, str, str, str, str]:
     """Who ordered what, as the partner means it: sender (ISA05:ISA06), PO
-    number (BEG03) and purpose (BEG01: 00 original, 01 cancellation, 05
-    replace, 07 duplicate …). Envelope numbers take no part: partners reset them."""
+    number (BEG03) with its release number (BEG04: releases against one
+    blanket order share BEG03), and purpose (BEG01: 00 original, 01
+    cancellation, 05 replace, 07 duplicate …). Envelope numbers take no part:
+    partners reset them."""
     env = po.envelope
-    return (env.sender_qualifier, env.sender_id, po.po_number, po.purpose)
+    return (env.sender_qualifier, env.sender_id, po.po_number, po.release_number, po.purpose)
 
 
 _ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))

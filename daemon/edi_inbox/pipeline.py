@@ -492,6 +492,8 @@ class Pipeline:
                 continue
             ident = orders.identity(po)
             label = f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
+            if po.release_number:
+                label = f"order {po.po_number} release {po.release_number} (BEG01 {po.purpose})"
             first = seen.get(ident)
             if first is not None:  # earlier in this file
                 if first.idempotency_key == order.idempotency_key:
@@ -505,7 +507,12 @@ class Pipeline:
             seen[ident] = order
             sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
             posted = self._record(self.recorder.find_posted, sender, po.po_number) or []
-            posted = [p for p in posted if p.job_id not in (job.job_id, job.retry_of)]
+            posted = [
+                p
+                for p in posted
+                if p.job_id not in (job.job_id, job.retry_of)
+                and p.release_number == po.release_number
+            ]
             if po.purpose == "07":  # "duplicate": the original is what counts
                 original = next((p for p in posted if p.purpose != "07"), None)
                 if original is not None:
@@ -696,7 +703,9 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
                 order = work.order_of.get(id(s))
                 ok = order is not None and order.status in _ANSWERED
                 posted += ok
-                job.sets.append(_set_report(interchange, group.control_number, s, order, work))
+                job.sets.append(
+                    _set_report(interchange, group.control_number, s, order, work, job.error)
+                )
     if received == 0 or posted == 0:
         return JobStatus.FAILED
     if posted == received:
@@ -718,10 +727,11 @@ def _set_report(
     s: SetSummary,
     order: OrderResult | None,
     work: _Work,
+    job_error: str | None,
 ) -> dict[str, Any]:
     posted = order is not None and order.status in _ANSWERED
     reasons = [str(e) for e in (*s.errors, *work.rejected.get(id(s), ()))]
-    if order is not None and not posted and (order.partner_error or order.error):
+    if not reasons and order is not None and not posted:
         reasons.append(order.partner_error or order.error or "")
     return {
         "interchange_control_number": interchange.control_number,
@@ -731,12 +741,11 @@ def _set_report(
         "po_number": order.po_number if order is not None else None,
         "status": order.status if order is not None else "rejected",
         "erp_po_id": order.erp_po_id if order is not None else None,
-        "reason": None if posted else _summarise(list(dict.fromkeys(reasons))) or work_reason(work),
+        "reason": None
+        if posted
+        else _summarise(list(dict.fromkeys(r for r in reasons if r)))
+        or f"not posted: the file was rejected as a whole: {job_error or 'see the job'}",
     }
-
-
-def work_reason(work: _Work) -> str:
-    return f"not posted: {work.skip_rest}" if work.skip_rest else "not posted"
 
 
 def _mark_cut_off(interchanges: list[InterchangeSummary], read: list[TransactionSet]) -> None:

@@ -255,7 +255,9 @@ class DatabaseRecorder:
                 payload = payload or {}
                 if (payload.get("sender_qualifier"), payload.get("sender_id")) != sender:
                     continue
-                found.append(PostedOrder(job_id, erp_po_id, key, str(payload.get("purpose", ""))))
+                purpose = str(payload.get("purpose", ""))
+                release = str(payload.get("release_number", ""))
+                found.append(PostedOrder(job_id, erp_po_id, key, purpose, release))
             return found
 
         return run_unit(self.db, work, write=False, atomic=False)
