@@ -435,3 +435,25 @@ def test_a_release_is_not_a_changed_copy_of_its_blanket_order(db_pipeline):
     release = order(2).replace("BEG*00*SA*PO-2**", "BEG*00*RL*PO-1*R1*")
     job = db_pipeline(file_of(blanket, release))
     assert [o.status for o in job.orders] == ["posted", "posted"]
+
+
+def test_a_partial_file_goes_to_failed_with_an_error_json_per_order(tmp_path):
+    """Case 2: a partial job's file is filed in failed/ (DESIGN: some orders
+    rejected) with NAME.error.json listing each order posted or not, and why."""
+    import time
+
+    from edi_inbox.outcomes import Mover
+
+    job, _, _ = run(tmp_path, doc(group(order(1), order(2, "0"))))
+    paths = Settings(paths=PathSettings(root=tmp_path)).paths
+    paths.create()
+    claimed = tmp_path / "processing" / "host"
+    claimed.mkdir(parents=True)
+    (claimed / "po.edi.job").write_bytes(b"the file")
+    assert Mover(paths, claimed, clock=time.monotonic).finish("po.edi.job", "po.edi", job) is None
+    report = json.loads((paths.failed / "po.edi.error.json").read_text())
+    assert report["status"] == "partial"
+    assert [(o["po_number"], o["status"]) for o in report["orders"]] == [
+        ("PO-1", "posted"), ("PO-2", "rejected"),
+    ]  # fmt: skip
+    assert "1 of 2 transaction sets not posted" in report["error"]
