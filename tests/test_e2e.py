@@ -400,7 +400,10 @@ def test_partners_uploads_filed_by_the_daemons_own_user(shared_root, erp):
         for name in expected_done:
             st = os.stat(daemon.done / name)
             assert (st.st_uid, st.st_nlink) == (uids.PARTNER, 1)
-        assert len(os.listdir(shared_root / "acks")) == 6  # a 997 for each, the bad one too
+        acks = os.listdir(shared_root / "acks")
+        assert len([a for a in acks if a.endswith(".997")]) == 6  # for each, the bad one too
+        # The good files' ISA14 is 1: each asks for a TA1 as well (issue 10).
+        assert len([a for a in acks if a.endswith(".TA1")]) == 5
         places = sorted(job["file_path"] for job in daemon.jobs())
         filed = [daemon.done / n for n in expected_done if n != "po1.edi"]
         assert places == sorted(str(path) for path in [daemon.failed / "bad.edi", *filed])

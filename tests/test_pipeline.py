@@ -134,7 +134,9 @@ def test_posts_to_the_http_erp_once_with_an_idempotency_key(tmp_path, httpserver
         first = pipeline.run(path)
         second = pipeline.run(path)
     assert first.status is JobStatus.SUCCEEDED and first.erp_po_id == "77"
-    assert second.status is JobStatus.SUCCEEDED and second.erp_po_id == "77"
+    # The same order again: a duplicate of the first job's, pointing to it (issue 10).
+    assert second.status is JobStatus.DUPLICATE and second.erp_po_id == "77"
+    assert second.orders[0].duplicate_of == first.job_id == second.duplicate_of
     assert len(httpserver.log) == 1
     request = httpserver.log[0][0]
     assert request.headers["Idempotency-Key"] == first.orders[0].idempotency_key
@@ -154,7 +156,7 @@ def test_erp_rejection_fails_the_job_with_its_message(tmp_path, httpserver):
     assert "unknown buyer" in job.orders[0].error
     post = next(s for s in job.steps if s.step_name == "post_to_erp")
     assert post.status is StepStatus.FAILED and post.attempts == 1
-    assert job.orders[0].status == "failed"
+    assert job.orders[0].status == "rejected"
 
 
 def test_erp_outage_is_retried_then_succeeds(tmp_path, httpserver):

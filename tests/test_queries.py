@@ -45,6 +45,7 @@ def expected_stats(jobs: list[JobResult]) -> dict:
         "total_jobs": len(jobs),
         "successful_jobs": successful,
         "failed_jobs": counts["failed"],
+        "partial_jobs": counts["partial"],
         "duplicates": counts["duplicate"],
         "success_rate": round(100.0 * successful / len(jobs), 2),
         "average_duration_seconds": round(sum(durations) / len(durations), 3),

@@ -211,7 +211,7 @@ def test_once_processes_backlog_and_refuses_unsafe_objects(tmp_path, erp):
         for name in refused
     }
     assert codes == {
-        "bad.edi": "line_count_mismatch",
+        "bad.edi": "quantity_not_positive",  # CTT01 wrong is only a warning
         "empty.edi": "empty",
         "fifo.edi": "fifo",
         "hardlink.edi": "hard_link",

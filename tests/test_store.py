@@ -141,17 +141,19 @@ def test_duplicate_by_hash_needs_an_earlier_success(db, recorder, record_job):
     assert recorder.find_duplicate(again) == ok.job_id
 
 
-def test_duplicate_by_any_interchange(db, recorder, record_job):
-    """Different bytes, same sender + receiver + ISA13 in any interchange: a duplicate."""
+def test_reused_interchange_is_seen_not_a_duplicate(db, recorder, record_job):
+    """Different bytes, same sender + receiver + ISA13: seen before (a warning),
+    no longer a duplicate: the content decides (issue 10)."""
     first = make_job(8)
     first.interchanges.append(Interchange("OTHER", "RECEIVER", "000000777"))
     record(recorder, first)
     later = make_job(9, sender="NEWSENDER")
-    assert recorder.find_duplicate(later) is None
+    assert recorder.interchange_seen(later) is None
     later.interchanges.append(Interchange("OTHER", "RECEIVER", "000000777"))
-    assert recorder.find_duplicate(later) == first.job_id
-    later.interchanges[-1] = Interchange("OTHER", "ELSEWHERE", "000000777")
+    assert recorder.interchange_seen(later) == first.job_id
     assert recorder.find_duplicate(later) is None
+    later.interchanges[-1] = Interchange("OTHER", "ELSEWHERE", "000000777")
+    assert recorder.interchange_seen(later) is None
 
 
 def test_order_rows_by_idempotency_key(db, recorder):

@@ -271,7 +271,8 @@ def _status_text(doc: dict[str, Any]) -> str:
     )
     day = doc["last_24h"]
     lines.append(
-        f"last 24 h: {day['succeeded']} succeeded, {day['failed']} failed, "
+        f"last 24 h: {day['succeeded']} succeeded, {day.get('partial', 0)} partial,"
+        f" {day['failed']} failed, "
         f"{day['duplicate']} duplicate"
     )
     if doc.get("last_error"):

@@ -119,6 +119,24 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class RuleSettings:
+    """How much each business rule matters: ``error`` rejects the order (AK5 R),
+    ``warn`` posts it with the warning kept (AK5 E), ``off`` skips the check.
+    Envelope and syntax errors are always errors. Defaults: see README."""
+
+    line_count_mismatch: str = "warn"  # CTT01 ≠ number of PO1
+    total_mismatch: str = "error"  # AMT*TT ≠ Σ quantity × price
+    quantity_not_positive: str = "error"  # PO102 ≤ 0
+    duplicate_line_number: str = "warn"  # PO101 repeated
+    invalid_date: str = "error"  # BEG05 or a DTM02 not a real date
+    missing_date: str = "error"  # BEG05 empty
+    negative_unit_price: str = "error"  # PO104 < 0
+
+
+RULE_LEVELS = ("error", "warn", "off")
+
+
+@dataclass(frozen=True)
 class LogSettings:
     """``format``: auto (JSON unless on a terminal), json or console."""
 
@@ -134,6 +152,7 @@ class Settings:
     ack: AckSettings = field(default_factory=AckSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
     source: Path | None = None  # the file these came from, if any
 
     @property
@@ -152,12 +171,14 @@ SECTIONS: dict[str, type] = {
     "ack": AckSettings,
     "daemon": DaemonSettings,
     "log": LogSettings,
+    "rules": RuleSettings,
 }
 
 _CHOICES = {
     ("daemon", "observer"): ("auto", "inotify", "polling"),
     ("log", "format"): ("auto", "json", "console"),
     ("log", "level"): ("debug", "info", "warning", "error", "critical"),
+    **{("rules", f.name): RULE_LEVELS for f in dataclasses.fields(RuleSettings)},
 }
 
 

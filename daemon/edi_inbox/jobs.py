@@ -22,6 +22,7 @@ class JobStatus(enum.StrEnum):
     RECEIVED = "received"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # some orders posted, some rejected
     FAILED = "failed"
     DUPLICATE = "duplicate"
     INTERRUPTED = "interrupted"
@@ -113,14 +114,29 @@ class OrderResult:
     po_number: str
     idempotency_key: str
     line_count: int
-    total_amount: Decimal
+    total_amount: Decimal | None  # None: unpriced (never "0")
     vendor_name: str | None
-    status: str = "pending"  # pending | posted | duplicate | failed
+    status: str = "pending"  # pending (while the job runs) | posted | rejected | duplicate
     erp_po_id: str | None = None
     error: str | None = None
     attempts: int = 0
     payload: dict[str, Any] | None = None  # the canonical PO as JSON
     payload_json: str | None = None  # ``dumps(payload)``, encoded once for the ERP and the record
+    # Why it was not posted in words for the partner (error.json), where
+    # ``error`` keeps the ERP's own (redacted) words for the record.
+    partner_error: str | None = None
+    warnings: list[str] = field(default_factory=list)  # rules at level "warn" it broke
+    duplicate_of: str | None = None  # the job that posted this order first
+
+    @property
+    def sender(self) -> tuple[str, str]:
+        """ISA05, ISA06 of the order's interchange (from its payload)."""
+        payload = self.payload or {}
+        return (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
+
+    @property
+    def purpose(self) -> str:
+        return str((self.payload or {}).get("purpose", ""))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,7 +147,20 @@ class OrderResult:
             "erp_po_id": self.erp_po_id,
             "status": self.status,
             "error": self.error,
+            "duplicate_of": self.duplicate_of,
+            "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class PostedOrder:
+    """An order some job posted: what a later one is compared with."""
+
+    job_id: str
+    erp_po_id: str
+    idempotency_key: str
+    purpose: str  # BEG01
+    release_number: str = ""  # BEG04
 
 
 @dataclass
@@ -166,7 +195,9 @@ class JobResult:
     steps: list[StepResult] = field(default_factory=list)
     logs: list[LogEntry] = field(default_factory=list)
     orders: list[OrderResult] = field(default_factory=list)
-    acks: list[str] = field(default_factory=list)  # 997 file names written
+    acks: list[str] = field(default_factory=list)  # 997 (and TA1) file names written
+    # What became of each transaction set received, and why (for error.json).
+    sets: list[dict[str, Any]] = field(default_factory=list)
     edi_content: bytes | None = None
 
     @property
@@ -179,9 +210,11 @@ class JobResult:
 
     @property
     def total_amount(self) -> Decimal | None:
-        if not self.orders:
-            return None
-        return sum((o.total_amount for o in self.orders), Decimal(0))
+        """What was posted to the ERP by this job, each order once (duplicates
+        and rejected orders add nothing); None when nothing priced was posted."""
+        amounts = [o.total_amount for o in self.orders if o.status == "posted"]
+        priced = [a for a in amounts if a is not None]
+        return sum(priced, Decimal(0)) if priced else None
 
     @property
     def vendor_name(self) -> str | None:
@@ -257,8 +290,15 @@ class Recorder(Protocol):
         the remaining log lines, in one transaction."""
 
     def find_duplicate(self, job: JobResult) -> str | None:
-        """The job_id of an earlier succeeded job with the same file sha256 or
-        an accepted interchange with the same sender + receiver + ISA13."""
+        """The job_id of an earlier succeeded job with the same file sha256."""
+
+    def interchange_seen(self, job: JobResult) -> str | None:
+        """The job_id of an earlier succeeded job with an interchange of the
+        same sender + receiver + ISA13 (a reused number: only worth a warning)."""
+
+    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
+        posted by any job, oldest first."""
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         """Record the ERP id at once, before anything else can go wrong."""
@@ -273,6 +313,7 @@ class NullRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accepted: dict[str, str] = {}
+        self._posted: dict[tuple[tuple[str, str], str], list[PostedOrder]] = {}
         # Seconds since 2020 fit ISA13's nine digits until 2051 and keep
         # increasing across restarts as long as fewer than one 997 a second is
         # written on average; the database recorder keeps a real sequence.
@@ -293,10 +334,22 @@ class NullRecorder:
     def find_duplicate(self, job: JobResult) -> str | None:
         return None
 
+    def interchange_seen(self, job: JobResult) -> str | None:
+        return None
+
+    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        with self._lock:
+            return list(self._posted.get((sender, po_number), ()))
+
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         if order.erp_po_id:
+            release = str((order.payload or {}).get("release_number", ""))
+            posted = PostedOrder(
+                job.job_id, order.erp_po_id, order.idempotency_key, order.purpose, release
+            )
             with self._lock:
                 self._accepted[order.idempotency_key] = order.erp_po_id
+                self._posted.setdefault((order.sender, order.po_number), []).append(posted)
 
     def next_control_number(self) -> int:
         with self._lock:

@@ -50,6 +50,12 @@ CENTURY_PIVOT = 50
 # Party codes whose name is the vendor's, best first: vendor, supplier, seller.
 VENDOR_CODES = ("VN", "SU", "SE")
 
+# CTP02 price identifiers that give the price the buyer pays per unit (CTP03),
+# for a line without PO104, best first: unit cost price (VICS/UCS), contract
+# price, net item price. Not counted: RES (the retail price the store will
+# sell at, printed on tickets), DIS (a discount), MSR/LPR (list prices).
+CTP_PRICE_CODES = ("UCP", "CON", "NET")
+
 
 def parse_decimal(raw: str) -> Decimal | None:
     """The value of an X12 R (or N0) element, or None when it is not one."""
@@ -239,6 +245,8 @@ class Line(_Part):
     unit: str = ""  # PO103
     unit_price_raw: str = ""  # PO104
     price_basis: str = ""  # PO105
+    ctp_code: str = ""  # CTP02 of the CTP that prices the line when PO104 is empty
+    ctp_price_raw: str = ""  # its CTP03
     product_ids: tuple[ProductId, ...] = ()  # PO106/07, PO108/09, ...
     descriptions: tuple[Description, ...] = ()
     references: tuple[Reference, ...] = ()
@@ -252,7 +260,17 @@ class Line(_Part):
 
     @property
     def unit_price(self) -> Decimal | None:
-        return parse_decimal(self.unit_price_raw)
+        """PO104, else the CTP03 of a counted CTP (``CTP_PRICE_CODES``), else None."""
+        if self.unit_price_raw:
+            return parse_decimal(self.unit_price_raw)
+        return parse_decimal(self.ctp_price_raw) if self.ctp_price_raw else None
+
+    @property
+    def price_source(self) -> str | None:
+        """Where the unit price comes from: "PO104", "CTP UCP" …, or None (unpriced)."""
+        if self.unit_price_raw:
+            return "PO104"
+        return f"CTP {self.ctp_code}" if self.ctp_price_raw else None
 
     @property
     def amount(self) -> Decimal | None:
@@ -277,6 +295,7 @@ class Line(_Part):
             "quantity": _text(self.quantity),
             "unit": self.unit,
             "unit_price": _text(self.unit_price),
+            "price_source": self.price_source,
             "price_basis": self.price_basis,
             "product_ids": [p.to_json() for p in self.product_ids],
             "description": self.description,
@@ -360,14 +379,20 @@ class PurchaseOrder(_Part):
         return None
 
     @property
-    def total_amount(self) -> Decimal:
-        """Σ quantity × unit price over the lines, exact; unpriced lines add 0."""
-        total = Decimal(0)
+    def total_amount(self) -> Decimal | None:
+        """Σ quantity × unit price over the lines, exact; unpriced lines add 0.
+        None when no line has a price: the order is unpriced, not worth 0."""
+        total: Decimal | None = None
         for line in self.lines:
             amount = line.amount
             if amount is not None:
-                total = EXACT.add(total, amount)
+                total = EXACT.add(total or Decimal(0), amount)
         return total
+
+    @property
+    def priced(self) -> bool:
+        """Whether any line carries a price (PO104 or a counted CTP)."""
+        return any(line.unit_price is not None for line in self.lines)
 
     def amount(self, qualifier: str) -> Amount | None:
         """The first AMT with this qualifier (``"TT"``: total transaction amount)."""
@@ -406,7 +431,8 @@ class PurchaseOrder(_Part):
             "contract_number": self.contract_number,
             "currency": self.currency,
             "vendor_name": self.vendor_name,
-            "total_amount": str(self.total_amount),
+            "total_amount": _text(self.total_amount),
+            "priced": self.priced,  # false: no price at all; the ERP prices it
             "line_count": len(self.lines),
             "references": [r.to_json() for r in self.references],
             "contacts": [c.to_json() for c in self.contacts],
@@ -418,24 +444,44 @@ class PurchaseOrder(_Part):
         }
 
 
-def idempotency_key(po: PurchaseOrder) -> str:
-    """A key stable per order: the same order sent again (a retry) gets the same key.
-
-    Sender and receiver (qualifier and id), ISA13, GS06, ST02 and BEG03, as a
-    JSON array (so no two different tuples hash alike), sha256, 32 hex digits.
-    """
+def identity(po: PurchaseOrder) -> tuple[str, str, str, str, str]:
+    """Who ordered what, as the partner means it: sender (ISA05:ISA06), PO
+    number (BEG03) with its release number (BEG04: releases against one
+    blanket order share BEG03), and purpose (BEG01: 00 original, 01
+    cancellation, 05 replace, 07 duplicate …). Envelope numbers take no part:
+    partners reset them."""
     env = po.envelope
-    parts = [
-        env.sender_qualifier,
-        env.sender_id,
-        env.receiver_qualifier,
-        env.receiver_id,
-        env.interchange_control_number,
-        env.group_control_number,
-        env.set_control_number,
-        po.po_number,
-    ]
+    return (env.sender_qualifier, env.sender_id, po.po_number, po.release_number, po.purpose)
+
+
+_ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
+
+
+def content_hash(po: PurchaseOrder) -> str:
+    """sha256 of the canonical order (``to_json``) without its envelope: the
+    same order sent again under new control numbers hashes alike; any change
+    to what is ordered, at what price, for whom, hashes differently."""
+    canonical = {k: v for k, v in po.to_json().items() if k not in _ENVELOPE_KEYS}
+    encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def idempotency_key(po: PurchaseOrder) -> str:
+    """A key stable per order: the same order sent again (a retry, or a resend
+    under a new ISA13) gets the same key; two different orders never share one.
+
+    The identity (``identity``) and the content (``content_hash``) as a JSON
+    array (so no two different tuples hash alike), sha256, 32 hex digits.
+    """
+    parts = [*identity(po), content_hash(po)]
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def record_key(key: str, job_id: str, index: int) -> str:
+    """The record's key for an order never posted because it duplicates one
+    that was (its ERP key belongs to that one's row)."""
+    encoded = json.dumps([key, job_id, index], separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 
@@ -545,6 +591,7 @@ class _LineBuilder:
         self.references: list[Reference] = []
         self.dates: list[DateReference] = []
         self.parties: list[_PartyBuilder] = []
+        self.ctp: Segment | None = None  # the first CTP that prices the line
 
     def build(self) -> Line:
         s = self.po1
@@ -554,6 +601,8 @@ class _LineBuilder:
             unit=s.get(3),
             unit_price_raw=s.get(4),
             price_basis=s.get(5),
+            ctp_code=self.ctp.get(2) if self.ctp else "",
+            ctp_price_raw=self.ctp.get(3) if self.ctp else "",
             product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
             descriptions=tuple(self.descriptions),
             references=tuple(self.references),
@@ -658,6 +707,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 line.references.append(_reference(s))
             elif tag == "DTM":
                 line.dates.append(_date(s))
+            elif tag == "CTP" and line.ctp is None and s.get(2) in CTP_PRICE_CODES:
+                line.ctp = s
             elif tag == "N1":
                 party = _PartyBuilder(s)
                 line.parties.append(party)

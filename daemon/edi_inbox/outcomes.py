@@ -50,6 +50,9 @@ def error_report(result: JobResult, file: str) -> dict[str, Any]:
             {"step_name": s.step_name, "status": str(s.status), "error": s.error}
             for s in result.steps
         ],
+        # Each transaction set received: posted (with the ERP's id), a
+        # duplicate of one posted before, or rejected, with why.
+        "orders": result.sets,
     }
 
 

@@ -30,9 +30,11 @@ status alone (``job_status_only``), so that no job stays ``running``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
+import re
 import socket
 import stat
 import time
@@ -57,6 +59,7 @@ from .errors import (
     FileChanged,
     NotRecorded,
     Problem,
+    TruncatedError,
     UnsafeFile,
     X12Error,
 )
@@ -74,8 +77,9 @@ from .jobs import (
 )
 from .store.database import is_permanent
 from .x12 import X12Reader, build_997
-from .x12.ack import Unaddressable, check_address
-from .x12.model import InterchangeSummary, TransactionSet
+from .x12.ack import SetAnswer, Unaddressable, build_ta1, check_address, ta1_wanted
+from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
+from .x12.repeats import mark_repeats
 
 logger = structlog.get_logger("edi_inbox.pipeline")
 
@@ -120,8 +124,12 @@ class _Work:
     sets: list[TransactionSet] = field(default_factory=list)
     interchanges: list[InterchangeSummary] = field(default_factory=list)
     purchase_orders: list[tuple[TransactionSet, orders.PurchaseOrder]] = field(default_factory=list)
-    # Problems per interchange/group/set, for the 997: (ISA13, GS06, ST02) -> errors.
-    rejected: dict[tuple[str, str, str], list[X12Error]] = field(default_factory=dict)
+    # Why a set is not posted, for the 997 and error.json: id(SetSummary) -> errors.
+    # (By identity: control numbers may repeat, which is an error of its own.)
+    rejected: dict[int, list[X12Error]] = field(default_factory=dict)
+    order_of: dict[int, OrderResult] = field(default_factory=dict)  # id(SetSummary) -> order
+    copy_of: dict[int, OrderResult] = field(default_factory=dict)  # id(a copy) -> first in file
+    noted: dict[int, list[X12Error]] = field(default_factory=dict)  # id(SetSummary) -> warnings
     failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
@@ -130,8 +138,17 @@ class _Work:
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
-        key = (ts.interchange.control_number, ts.group.control_number, ts.control_number)
-        self.rejected.setdefault(key, []).append(error)
+        self.rejected.setdefault(id(summary_of(ts)), []).append(error)
+
+    def usable(self, ts: TransactionSet) -> bool:
+        """Nothing found wrong with the set (or its group) so far."""
+        s = summary_of(ts)
+        return not s.errors and not ts.group.errors and id(s) not in self.rejected
+
+
+def summary_of(ts: TransactionSet) -> SetSummary:
+    """The summary the reader keeps of ``ts`` (the two share their error list)."""
+    return next(s for s in ts.group.sets if s.errors is ts.errors)
 
 
 def read_file(path: Path, limit: int) -> bytes:
@@ -263,7 +280,7 @@ class Pipeline:
                         unwritten, held = [], []
                 unwritten.append(self._run_step(job, work, name, step))
             if job.status is JobStatus.RUNNING:
-                job.status = JobStatus.FAILED if work.failed else JobStatus.SUCCEEDED
+                job.status = conclude(job, work)
             job.completed_at = datetime.now(UTC)
             job.duration_seconds = round(time.perf_counter() - clock, 6)
             if destination is not None and not work.lost:
@@ -471,6 +488,9 @@ class Pipeline:
         try:
             for ts in reader.transaction_sets():
                 work.sets.append(ts)
+        except TruncatedError:
+            _mark_cut_off(reader.interchanges, work.sets)
+            raise
         finally:
             work.interchanges = list(reader.interchanges)
             job.interchanges = [
@@ -482,12 +502,35 @@ class Pipeline:
             "transaction_sets": len(work.sets),
             "codes": sorted({ts.code for ts in work.sets}),
         }
-        if reader.errors:
+        for interchange in work.interchanges:
+            mark_repeats(interchange)
+        envelope = [e for i in work.interchanges for e in i.errors]
+        if envelope:  # the interchange itself is wrong: nothing in it is posted
             raise StepFailed(
-                _summarise([str(e) for e in reader.errors]), [e.to_json() for e in reader.errors]
+                _summarise([str(e) for e in envelope]), [e.to_json() for e in envelope]
             )
         if not work.sets:
             raise X12Error("the file holds no transaction set")
+        for ts in work.sets:
+            if ts.group.errors and not ts.errors:
+                work.reject(ts, _group_rejected(ts))
+        hint = None
+        for ts in work.sets:
+            hint = _terminator_hint(ts) or hint
+            if hint is not None and any(_cut_value(e) for e in ts.errors):
+                work.reject(ts, hint)
+        bad = [ts for ts in work.sets if not work.usable(ts)]
+        if bad:
+            data["rejected_sets"] = [f"{ts.code} {ts.control_number}" for ts in bad]
+        if len(bad) == len(work.sets):  # nothing left to post
+            errors = [e for ts in bad for e in _set_errors(work, ts)]
+            if hint is not None:  # the cause first, then what it caused
+                errors = [hint, *(e for e in errors if e is not hint)]
+            raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
+        reused = self._record(self.recorder.interchange_seen, job)
+        if reused:  # partners' counters wrap and get reset: the content decides
+            logger.warning("interchange_number_reused", earlier_job=reused)
+            data["interchange_number_reused_from"] = reused
         duplicate_of = self._record(self.recorder.find_duplicate, job)
         if duplicate_of:
             job.status = JobStatus.DUPLICATE
@@ -501,6 +544,8 @@ class Pipeline:
         """Turn each 850 into a purchase order; any other set is refused."""
         errors: list[X12Error] = []
         for ts in work.sets:
+            if not work.usable(ts):
+                continue
             try:
                 po = orders.from_transaction(ts)
             except X12Error as exc:
@@ -509,38 +554,134 @@ class Pipeline:
                 continue
             work.purchase_orders.append((ts, po))
             payload = po.to_json()
-            job.orders.append(
-                OrderResult(
-                    po_number=po.po_number,
-                    idempotency_key=orders.idempotency_key(po),
-                    line_count=len(po.lines),
-                    total_amount=po.total_amount,
-                    vendor_name=po.vendor_name,
-                    payload=payload,
-                    payload_json=dumps(payload),  # once, for the ERP and the record
-                )
+            order = OrderResult(
+                po_number=po.po_number,
+                idempotency_key=orders.idempotency_key(po),
+                line_count=len(po.lines),
+                total_amount=po.total_amount,
+                vendor_name=po.vendor_name,
+                payload=payload,
+                payload_json=dumps(payload),  # once, for the ERP and the record
             )
-        if errors:
+            job.orders.append(order)
+            work.order_of[id(summary_of(ts))] = order
+        if errors and not job.orders:
             raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
-        return {"orders": [o.po_number for o in job.orders]}
+        data: dict[str, Any] = {"orders": [o.po_number for o in job.orders]}
+        if errors:
+            data["rejected"] = [str(e) for e in errors]
+        return data
 
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
         problems: list[Problem] = []
+        levels = dataclasses.asdict(self.settings.rules)
         for ts, po in work.purchase_orders:
-            found = rules.validate(po)
+            found, warnings = rules.split(rules.validate(po), levels)
+            order = work.order_of[id(summary_of(ts))]
             for problem in found:
                 work.reject(ts, _problem_to_x12(problem))
+            if found:
+                order.status, order.error = "rejected", "; ".join(p.message for p in found)
+            if warnings:  # posted all the same; kept on the order, the job's log, AK5 E
+                work.noted[id(summary_of(ts))] = [_problem_to_x12(p) for p in warnings]
+                order.warnings = [p.message for p in warnings]
+                if not found:
+                    order.error = "warning: " + "; ".join(order.warnings)
+                for p in warnings:
+                    logger.warning("rule_warning", po_number=po.po_number, rule=p.code,
+                                   warning=p.message)  # fmt: skip
             problems.extend(found)
-        if problems:
-            for order in job.orders:
-                mine = [p.message for p in problems if p.po_number == order.po_number]
-                if mine:
-                    order.status, order.error = "failed", "; ".join(mine)
+        if problems and all(o.status == "rejected" for o in job.orders):
             raise StepFailed(
                 _summarise([p.message for p in problems]), [p.to_json() for p in problems]
             )
-        return {"orders_checked": len(work.purchase_orders)}
+        data: dict[str, Any] = {"orders_checked": len(work.purchase_orders)}
+        duplicates = self._deduplicate(job, work)
+        if duplicates:
+            data["duplicates"] = duplicates
+        if problems or duplicates:
+            data["rejected"] = [o.po_number for o in job.orders if o.status == "rejected"]
+        return data
+
+    def _deduplicate(self, job: JobResult, work: _Work) -> list[str]:
+        """Duplicates by content (issue 10): an order whose identity (sender,
+        PO number, BEG01) and content match one posted before, by another job
+        or earlier in this file, is ``duplicate`` and not posted; the same
+        identity with other content is rejected, naming the job that posted
+        the first (an original changed is sent as BEG01 05, a replace). An
+        order posted by the job this one retries is left to ``post_to_erp``,
+        which knows it as accepted. BEG01 07 (a duplicate, says the partner)
+        is never posted. Returns what was decided, in words."""
+        said: list[str] = []
+        seen: dict[tuple[str, ...], OrderResult] = {}
+        for index, (ts, po) in enumerate(work.purchase_orders):
+            order = work.order_of[id(summary_of(ts))]
+            if order.status != "pending":
+                continue
+            ident = orders.identity(po)
+            label = f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
+            if po.release_number:
+                label = f"order {po.po_number} release {po.release_number} (BEG01 {po.purpose})"
+            first = seen.get(ident)
+            if first is not None:  # earlier in this file
+                if first.idempotency_key == order.idempotency_key:
+                    self._duplicate(job, order, index, job.job_id, first.erp_po_id)
+                    work.copy_of[id(order)] = first
+                else:
+                    order.status = "rejected"
+                    order.error = f"{label} appears earlier in this file with other content"
+                said.append(f"{label}: {order.status} (this file)")
+                continue
+            seen[ident] = order
+            sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
+            posted = self._record(self.recorder.find_posted, sender, po.po_number) or []
+            posted = [
+                p
+                for p in posted
+                if p.job_id not in (job.job_id, job.retry_of)
+                and p.release_number == po.release_number
+            ]
+            if po.purpose == "07":  # "duplicate": the original is what counts
+                original = next((p for p in posted if p.purpose != "07"), None)
+                if original is not None:
+                    self._duplicate(job, order, index, original.job_id, original.erp_po_id)
+                else:
+                    order.status = "rejected"
+                    order.error = (
+                        f"{label} is marked a duplicate (BEG01 07) but no original of it was"
+                        " posted: send the original (BEG01 00)"
+                    )
+                said.append(f"{label}: {order.status}")
+                continue
+            same = [p for p in posted if p.purpose == po.purpose]
+            match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
+            if match is not None:
+                self._duplicate(job, order, index, match.job_id, match.erp_po_id)
+            elif same:
+                order.status = "rejected"
+                order.error = (
+                    f"{label} was posted by job {same[0].job_id} with other content;"
+                    " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
+                )
+            else:
+                continue
+            said.append(f"{label}: {order.status}")
+        for order in job.orders:
+            if order.status == "rejected" and order.error and not order.partner_error:
+                order.partner_error = order.error
+        return said
+
+    @staticmethod
+    def _duplicate(
+        job: JobResult, order: OrderResult, index: int, first_job: str, erp_po_id: str | None
+    ) -> None:
+        """Not posted: the same order was, by ``first_job``. Its record gets a
+        key of its own (the ERP key stays with the posted one's row)."""
+        order.status, order.duplicate_of, order.erp_po_id = "duplicate", first_job, erp_po_id
+        order.error = f"duplicate of order {order.po_number} posted by job {first_job}"
+        order.idempotency_key = orders.record_key(order.idempotency_key, job.job_id, index)
+        logger.info("order_duplicate", po_number=order.po_number, duplicate_of=first_job)
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
@@ -548,6 +689,8 @@ class Pipeline:
         attempts = 0
         failures: list[str] = []
         for order in job.orders:
+            if order.status != "pending":  # rejected by a rule: never posted
+                continue
             if work.unrecorded:  # no order is posted while the job cannot be recorded
                 failures.append(f"PO {order.po_number}: not posted: {work.unrecorded}")
                 continue
@@ -567,7 +710,8 @@ class Pipeline:
                 attempts += exc.attempts
                 # The ERP's own words (redacted by erp.py) stay in the job's
                 # record; the step's error, which reaches error.json, is ours.
-                order.status, order.error = "failed", str(exc)
+                order.status, order.error = "rejected", str(exc)
+                order.partner_error = _erp_failure(order.po_number, exc)
                 logger.warning(
                     "erp_refused",
                     po_number=order.po_number,
@@ -614,13 +758,21 @@ class Pipeline:
         now = datetime.now(UTC)
         written: list[str] = []
         not_acknowledged: list[str] = []
+        answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         for interchange in work.interchanges:
+            if ta1_wanted(interchange):
+                try:
+                    check_address(interchange, _NO_GROUP)
+                except Unaddressable as exc:
+                    reason = f"interchange {interchange.control_number[:20]!r}: {exc}"
+                    logger.warning("not_acknowledged", reason=reason)
+                    not_acknowledged.append(reason)
+                else:
+                    number = self._control_number()
+                    ta1 = build_ta1(interchange, control_number=number, now=now)
+                    name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                    written.append(write_new(acks_dir, safe_name(name), ta1).name)
             for group in interchange.groups:
-                rejected = {
-                    st: errs
-                    for (isa, gs, st), errs in work.rejected.items()
-                    if isa == interchange.control_number and gs == group.control_number
-                }
                 try:  # before a control number is spent on it
                     check_address(interchange, group)
                 except Unaddressable as exc:
@@ -628,12 +780,8 @@ class Pipeline:
                     logger.warning("not_acknowledged", reason=reason)
                     not_acknowledged.append(reason)
                     continue
-                number = self._record(self.recorder.next_control_number)
-                if number is None:  # the recorder is down: the 997 still goes out
-                    number = NullRecorder().next_control_number()
-                ack = build_997(
-                    interchange, group, control_number=number, rejected=rejected, now=now
-                )
+                number = self._control_number()
+                ack = build_997(interchange, group, control_number=number, answers=answers, now=now)
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
                 path = write_new(acks_dir, safe_name(name), ack)
                 written.append(path.name)
@@ -644,6 +792,158 @@ class Pipeline:
                 {"acks": written, "not_acknowledged": not_acknowledged},
             )
         return {"acks": written}
+
+    def _control_number(self) -> int:
+        number = self._record(self.recorder.next_control_number)
+        if number is None:  # the recorder is down: the acknowledgment still goes out
+            number = NullRecorder().next_control_number()
+        return int(number)
+
+
+# check_address for an interchange alone (a TA1 answers no group).
+_NO_GROUP = GroupSummary("", "", "", "", "", 0)
+_ANSWERED = ("posted", "duplicate")  # posted now, or before: the 997 accepts these
+
+
+def _answers(work: _Work, *, before: bool = False) -> dict[int, SetAnswer]:
+    """What became of each set, for the 997: accepted only if its order was
+    posted (``before``: the whole file was, by the job it duplicates)."""
+    answers: dict[int, SetAnswer] = {}
+    for interchange in work.interchanges:
+        for group in interchange.groups:
+            for s in group.sets:
+                order = work.order_of.get(id(s))
+                errors = tuple(work.rejected.get(id(s), ()))
+                posted = before or (order is not None and order.status in _ANSWERED)
+                noted = tuple(work.noted.get(id(s), ())) if posted else ()
+                answers[id(s)] = SetAnswer(
+                    posted=posted, errors=noted if posted else errors, warnings=bool(noted)
+                )
+    return answers
+
+
+def conclude(job: JobResult, work: _Work) -> JobStatus:
+    """The job's status from its sets: every set posted (or posted before)
+    ``succeeded``, some ``partial``, none ``failed``. An order still pending
+    (the file failed as a whole, or a step crashed) is ``rejected``; the job
+    keeps, per set, what became of it and why (``job.sets``, for error.json)."""
+    reason = job.error or "the file was rejected as a whole"
+    for copy in job.orders:  # a copy of an order in this file is what its first became
+        first = work.copy_of.get(id(copy))
+        if first is not None:
+            copy.erp_po_id = first.erp_po_id
+            if first.status != "posted":
+                copy.status = "rejected"
+                copy.error = f"a copy of order {copy.po_number} earlier in this file, not posted"
+    for pending in job.orders:
+        if pending.status == "pending":
+            pending.status, pending.error = "rejected", pending.error or f"not posted: {reason}"
+    received = posted = 0
+    for interchange in work.interchanges:
+        for group in interchange.groups:
+            for s in group.sets:
+                received += 1
+                order = work.order_of.get(id(s))
+                ok = order is not None and order.status in _ANSWERED
+                posted += ok
+                job.sets.append(
+                    _set_report(interchange, group.control_number, s, order, work, job.error)
+                )
+    if received == 0 or posted == 0:
+        return JobStatus.FAILED
+    if posted == received:
+        if not any(o.status == "posted" for o in job.orders):  # each one posted before
+            job.duplicate_of = next(o.duplicate_of for o in job.orders if o.duplicate_of)
+            return JobStatus.DUPLICATE
+        return JobStatus.SUCCEEDED
+    if job.error is None:
+        rejected = [r for r in job.sets if r["status"] == "rejected"]
+        job.error = f"{len(rejected)} of {received} transaction sets not posted: " + _summarise(
+            [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
+        )
+    return JobStatus.PARTIAL
+
+
+def _set_report(
+    interchange: InterchangeSummary,
+    group: str,
+    s: SetSummary,
+    order: OrderResult | None,
+    work: _Work,
+    job_error: str | None,
+) -> dict[str, Any]:
+    posted = order is not None and order.status in _ANSWERED
+    reasons = [str(e) for e in (*s.errors, *work.rejected.get(id(s), ()))]
+    if not reasons and order is not None and not posted:
+        reasons.append(order.partner_error or order.error or "")
+    return {
+        "interchange_control_number": interchange.control_number,
+        "group_control_number": group,
+        "transaction_set": s.code,
+        "control_number": s.control_number,
+        "po_number": order.po_number if order is not None else None,
+        "status": order.status if order is not None else "rejected",
+        "erp_po_id": order.erp_po_id if order is not None else None,
+        "reason": None
+        if posted
+        else _summarise(list(dict.fromkeys(r for r in reasons if r)))
+        or f"not posted: the file was rejected as a whole: {job_error or 'see the job'}",
+    }
+
+
+def _mark_cut_off(interchanges: list[InterchangeSummary], read: list[TransactionSet]) -> None:
+    """A file that ends inside a set: that set lacks its SE (AK5 2), its group
+    its GE (AK9 3), so the 997 says what is missing."""
+    whole = {id(summary_of(ts)) for ts in read}
+    if not interchanges or not interchanges[-1].groups:
+        return
+    group = interchanges[-1].groups[-1]
+    if group.included is None:
+        group.errors.append(X12Error("the file ends inside this group", segment_id="GE", code="3"))
+    if group.sets and id(group.sets[-1]) not in whole:
+        cut = X12Error("the file ends inside this transaction set", segment_id="SE", code="2")
+        group.sets[-1].errors.append(cut)
+
+
+_SEGMENT_ID = re.compile("[A-Z0-9]{2,3}")
+
+
+def _cut_value(error: X12Error) -> bool:
+    """A bad segment ID (AK3 1) that is a piece of text: a value cut in two."""
+    sid = error.segment_id or ""
+    return error.code == "1" and not _SEGMENT_ID.fullmatch(sid)
+
+
+def _terminator_hint(ts: TransactionSet) -> X12Error | None:
+    """When the ISA declares a space or a letter or digit as the segment
+    terminator (its last character) and the set holds "segment IDs" that are
+    pieces of text, the terminator is what is wrong: say so, first."""
+    terminator = ts.delimiters.segment
+    if not (terminator == " " or terminator.isalnum()):
+        return None
+    pieces = [e.segment_id for e in ts.errors if _cut_value(e)]
+    if not pieces:
+        return None
+    return X12Error(
+        f"the ISA declares {terminator!r} as the segment terminator (the character after"
+        f" ISA16), so every {terminator!r} inside a value ends a segment: {pieces[0]!r} was"
+        " read as a segment ID. The terminator is most likely misdetected or mis-declared:"
+        " end each segment with the character the ISA declares after ISA16 (e.g. '~'),"
+        " one that never occurs inside a value",
+        segment_id="ISA",
+    )
+
+
+def _group_rejected(ts: TransactionSet) -> X12Error:
+    first = ts.group.errors[0]
+    return X12Error(
+        f"functional group {ts.group.control_number!r} is rejected: {first}",
+        segment_id="GS",
+    )
+
+
+def _set_errors(work: _Work, ts: TransactionSet) -> list[X12Error]:
+    return [*ts.errors, *work.rejected.get(id(summary_of(ts)), ())]
 
 
 def _interrupt(job: JobResult, exc: FileChanged | ClaimLost) -> None:

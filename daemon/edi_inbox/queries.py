@@ -194,10 +194,14 @@ def _stats_json(
         "total_jobs": sum(by_status.values()),
         "successful_jobs": successful,
         "failed_jobs": by_status["failed"],
+        "partial_jobs": by_status["partial"],  # some orders posted, some rejected
         "duplicates": by_status["duplicate"],
         "success_rate": round(100.0 * successful / finished, 2) if finished else None,
         "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
-        "total_amount_processed": money(amounts.get("succeeded", Decimal(0))),
+        # What was posted, each order once: a partial job's total is its posted orders'.
+        "total_amount_processed": money(
+            amounts.get("succeeded", Decimal(0)) + amounts.get("partial", Decimal(0))
+        ),
         "by_status": by_status,
     }
 
@@ -228,6 +232,7 @@ def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, An
         "last_24h": {
             "total": day["total_jobs"],
             "succeeded": by_status["succeeded"],
+            "partial": by_status["partial"],
             "failed": by_status["failed"],
             "duplicate": by_status["duplicate"],
             "interrupted": by_status["interrupted"],

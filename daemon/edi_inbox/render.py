@@ -95,6 +95,8 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
                 *ids,
             ]
         )
+        if line.ctp_price_raw:  # the CTP that priced the line
+            body.append(["CTP", "", line.ctp_code, line.ctp_price_raw])
         body += [
             ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
         ]

@@ -17,18 +17,20 @@ Codes:
 - ``missing_quantity``: PO102 empty.
 - ``not_numeric``: PO102, PO104, CTT01 or AMT02 is not an X12 number.
 - ``quantity_not_positive``: PO102 is 0 or negative.
-- ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed (the ERP
-  prices the line from its catalogue); such a line adds 0 to the total.
+- ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed: the line
+  takes its price from a CTP (``orders.CTP_PRICE_CODES``), or the ERP prices it
+  from its catalogue and it adds 0 to the total.
 - ``duplicate_line_number``: a PO101 used by an earlier line (blank PO101s are
   not compared).
 - ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
 - ``total_mismatch``: an AMT*TT differs from Σ quantity × unit price, both
-  rounded half-up to the cent.
+  rounded half-up to the cent; not checked on an order with no price at all.
 """
 
 from __future__ import annotations
 
 import decimal
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
@@ -48,6 +50,35 @@ _CENTS = decimal.Context(
 def cents(value: Decimal) -> Decimal:
     """``value`` rounded half-up to two decimal places."""
     return value.quantize(CENT, context=_CENTS)
+
+
+# Rules whose level ``[rules]`` sets (error, warn, off); every other code
+# (a missing BEG, BEG03 or PO1, a value that is not a number) is always an error.
+LEVELLED = (
+    "line_count_mismatch",
+    "total_mismatch",
+    "quantity_not_positive",
+    "duplicate_line_number",
+    "invalid_date",
+    "missing_date",
+    "negative_unit_price",
+)
+
+
+def split(
+    problems: list[Problem], levels: Mapping[str, str]
+) -> tuple[list[Problem], list[Problem]]:
+    """``problems`` as (errors, warnings) under ``levels`` (code -> error, warn
+    or off); a code not in ``LEVELLED`` or not in ``levels`` is an error."""
+    errors: list[Problem] = []
+    warnings: list[Problem] = []
+    for problem in problems:
+        level = levels.get(problem.code, "error") if problem.code in LEVELLED else "error"
+        if level == "warn":
+            warnings.append(problem)
+        elif level != "off":
+            errors.append(problem)
+    return errors, warnings
 
 
 def validate(po: PurchaseOrder) -> list[Problem]:
@@ -213,6 +244,8 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
                 element=1,
             )
 
+    if po.total_amount is None:  # unpriced: nothing to compare an AMT*TT with
+        return
     computed = cents(po.total_amount)
     for amt in po.amounts:
         if amt.qualifier != "TT":

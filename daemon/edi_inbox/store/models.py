@@ -19,7 +19,13 @@ from ..jobs import JobStatus
 from .fields import FoldedField, JsonField, MoneyField, UtcDateTimeField, day_of, hour_of
 
 FINAL_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DUPLICATE, JobStatus.INTERRUPTED}
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.PARTIAL,
+        JobStatus.FAILED,
+        JobStatus.DUPLICATE,
+        JobStatus.INTERRUPTED,
+    }
 )
 MIN_SUBSTRING = 3  # shorter PO search terms match as prefixes (see po_search)
 CONTROL_NUMBER_MAX = 999_999_999  # ISA13 has nine digits

@@ -18,10 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from ..files import display_name
-from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, StepResult
+from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, PostedOrder, StepResult
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
-from .models import Daemon, Job, JobLog, po_suffixes
+from .models import Daemon, Job, JobLog, Order, po_suffixes
 from .schema import seed_control_number
 from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
 
@@ -283,6 +283,40 @@ class DatabaseRecorder:
                 row = execute(self.db, "duplicate_by_hash", job.file_sha256, job.job_id).fetchone()
                 if row:
                     return str(row[0])
+            return None
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """Posted orders with this PO number, oldest first, kept when their
+        payload names this sender (the payload holds ISA05/ISA06 and BEG01)."""
+        query = (
+            Order.select(Order.payload, Order.erp_po_id, Order.idempotency_key, Job.job_id)
+            .join(Job, on=(Order.job == Job.id))
+            .where(
+                (Order.po_number_folded == fold(po_number))
+                & (Order.po_number == po_number)
+                & (Order.status == "posted")
+                & Order.erp_po_id.is_null(False)
+            )
+            .order_by(Order.id)
+        )
+
+        def work() -> list[PostedOrder]:
+            found = []
+            for payload, erp_po_id, key, job_id in query.tuples().iterator():
+                payload = payload or {}
+                if (payload.get("sender_qualifier"), payload.get("sender_id")) != sender:
+                    continue
+                purpose = str(payload.get("purpose", ""))
+                release = str(payload.get("release_number", ""))
+                found.append(PostedOrder(job_id, erp_po_id, key, purpose, release))
+            return found
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def interchange_seen(self, job: JobResult) -> str | None:
+        def work() -> str | None:
             for key in dict.fromkeys(i.key() for i in job.interchanges):
                 row = execute(self.db, "duplicate_by_interchange", *key, job.job_id).fetchone()
                 if row:

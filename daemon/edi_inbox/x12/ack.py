@@ -30,7 +30,8 @@ always 106 characters; a group that cannot be addressed gets no 997
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..errors import EdiInboxError, X12Error
@@ -162,12 +163,23 @@ def _check(name: str, value: str, width: int, banned: str) -> None:
         raise Unaddressable(f"{name} {_quote(value)} holds the delimiter {inside[0]!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class SetAnswer:
+    """What became of one received set: ``posted`` (now or before: AK5 A, or E
+    when ``warnings``), or not (AK5 R, with ``errors`` saying why)."""
+
+    posted: bool
+    errors: tuple[X12Error, ...] = ()
+    warnings: bool = False
+
+
 def build_997(
     interchange: InterchangeSummary,
     group: GroupSummary,
     *,
     control_number: int,
     rejected: dict[str, list[X12Error]] | None = None,
+    answers: Mapping[int, SetAnswer] | None = None,
     now: datetime,
 ) -> bytes:
     """A complete ISA..IEA interchange acknowledging ``group``, in the received encoding.
@@ -175,6 +187,11 @@ def build_997(
     ``rejected`` maps a set's control number (ST02) to problems found after
     parsing (transform, validation); those sets are rejected like sets with
     structure errors. ``control_number`` gives ISA13, GS06 and ST02.
+
+    ``answers``, when given, is what the application did with each set, by
+    ``id()`` of its ``SetSummary``: a set is accepted (A, or E with warnings)
+    only if its answer says it was posted, and a set without an answer is
+    rejected. So the 997 never accepts what was not posted.
     Raises ``Unaddressable`` (see ``check_address``): no 997 rather than a broken one.
     """
     if not 0 < control_number <= 999_999_999:
@@ -188,12 +205,21 @@ def build_997(
         ["AK1", _clean(group.functional_id, d), _clean(group.control_number, d)],
     ]
     accepted = 0
+    warned = False
     for s in group.sets:
         errors = list(s.errors) + list(rejected.get(s.control_number, ()))
+        answer = None if answers is None else answers.get(id(s), SetAnswer(posted=False))
+        if answer is not None:
+            errors += answer.errors
+            ok = answer.posted and not s.errors
+            warned = warned or (ok and answer.warnings)
+            body.extend(_set_response(s, errors, d, ok=ok, warnings=answer.warnings))
+            accepted += ok
+            continue
         body.extend(_set_response(s, errors, d))
         accepted += not errors
     received = len(group.sets)
-    status = _group_status(accepted, received, bool(group.errors))
+    status = _group_status(accepted, received, bool(group.errors) or warned)
     included = received if group.included is None else group.included
     group_codes = _codes(e.code for e in group.errors)
     body.append(["AK9", status, str(included), str(received), str(accepted), *group_codes])
@@ -227,8 +253,18 @@ def build_997(
     return render(segments, d).encode(encoding, errors="replace")
 
 
-def _set_response(s: SetSummary, errors: list[X12Error], d: Delimiters) -> list[list[str]]:
-    """AK2, AK3/AK4 for each segment in error, AK5."""
+def _set_response(
+    s: SetSummary,
+    errors: list[X12Error],
+    d: Delimiters,
+    *,
+    ok: bool | None = None,
+    warnings: bool = False,
+) -> list[list[str]]:
+    """AK2, AK3/AK4 for each segment in error, AK5 (A or E when ``ok``, else R;
+    when ``ok`` is None, A unless there are ``errors``)."""
+    if ok is None:
+        ok = not errors
     out = [["AK2", _clean(s.code, d), _clean(s.control_number, d)]]
     set_codes: list[str | None] = []
     by_segment: dict[int, list[X12Error]] = {}
@@ -249,15 +285,18 @@ def _set_response(s: SetSummary, errors: list[X12Error], d: Delimiters) -> list[
             value = _clean(str(getattr(e, "value", None) or ""), d)[:99]
             code = e.code if e.code is not None and _valid(e.code) else "7"
             out.append(_trim(["AK4", str(e.element), "", code, value]))
-    if by_segment:
+    if by_segment and not ok:
         set_codes.append("5")
-    codes = _codes(set_codes)
-    out.append(["AK5", "R", *codes] if errors else ["AK5", "A"])
+    if ok:  # accepted with errors noted: AK3/AK4 say what was noted
+        out.append(["AK5", "E" if warnings or by_segment else "A"])
+    else:
+        out.append(["AK5", "R", *_codes(set_codes)])
     return out
 
 
 def _group_status(accepted: int, received: int, envelope_errors: bool) -> str:
-    """AK901: A all accepted, E all accepted but GS/GE wrong, P some, R none."""
+    """AK901: A all accepted, E all accepted but GS/GE wrong (or with warnings
+    noted), P some, R none."""
     if accepted == received:
         return "E" if envelope_errors else "A"
     return "P" if accepted else "R"
@@ -301,3 +340,52 @@ def _trim(elements: list[str]) -> list[str]:
 def _numeric_version(version: str) -> int:
     digits = version[:6]
     return int(digits) if digits.isascii() and digits.isdigit() else 0
+
+
+# TA1 note codes (X12 element I18) the reader gives interchange errors; a TA1
+# carries one, the first error's.
+_TA1_NOTE = re.compile("[0-9]{3}")
+
+
+def ta1_wanted(interchange: InterchangeSummary) -> bool:
+    """A TA1 goes back when the interchange envelope is wrong, or ISA14 asks for one."""
+    return bool(interchange.errors) or interchange.ack_requested == "1"
+
+
+def build_ta1(interchange: InterchangeSummary, *, control_number: int, now: datetime) -> bytes:
+    """A TA1 interchange acknowledgment for ``interchange``, in an envelope of its own
+    (ISA, TA1, IEA with no group), in the received delimiters and encoding.
+
+    TA104 is R when the interchange has errors of its own (ISA/IEA: IEA02 not
+    ISA13, a file cut off, a bad count), E when it was read leniently
+    (warnings), else A; TA105 the first error's note code (``000``: none).
+    Raises ``Unaddressable`` when the envelope cannot be answered."""
+    if not 0 < control_number <= 999_999_999:
+        raise ValueError(f"control number {control_number} does not fit ISA13 (1..999999999)")
+    ic = interchange
+    d = ic.delimiters
+    note = next((e.code for e in ic.errors if e.code and _TA1_NOTE.fullmatch(e.code)), None)
+    if ic.errors:
+        code, note = "R", note or "024"  # 024: invalid interchange content
+    else:
+        code, note = ("E" if ic.warnings else "A"), "000"
+    number = _clean(ic.control_number, d)
+    if not (len(number) == 9 and number.isdigit()):
+        number = (number if number.isdigit() else "0")[-9:].rjust(9, "0")
+    date = ic.date if len(ic.date) == 6 and ic.date.isdigit() else now.strftime("%y%m%d")
+    time = ic.time if len(ic.time) == 4 and ic.time.isdigit() else now.strftime("%H%M")
+    segments = [
+        isa_elements(
+            sender=(ic.receiver_qualifier, ic.receiver_id),
+            receiver=(ic.sender_qualifier, ic.sender_id),
+            control_number=control_number,
+            version=ic.version,
+            delimiters=d,
+            now=now,
+            usage=ic.usage or "P",
+        ),
+        ["TA1", number, date, time, code, note],
+        ["IEA", "0", f"{control_number:09d}"],
+    ]
+    encoding = ic.encoding if ic.encoding != "ascii" else "latin-1"
+    return render(segments, d).encode(encoding, errors="replace")

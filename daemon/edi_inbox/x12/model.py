@@ -112,3 +112,4 @@ class InterchangeSummary:
     # What was read leniently but is not as the standard says (NBSP padding, a
     # missing ISA16, an unpadded IEA02, no terminator at the end): not errors.
     warnings: list[X12Error] = field(default_factory=list)
+    ack_requested: str = ""  # ISA14: "1" asks for a TA1

@@ -217,6 +217,7 @@ class X12Reader:
             usage=els[15],
             delimiters=self.scanner.delimiters,
             encoding=self.scanner.encoding,
+            ack_requested=els[14],
         )
         self.interchanges.append(ic)
         self._ic, self._quiet, self._ta1 = ic, False, False

@@ -1,0 +1,459 @@
+"""Issue 10: the 997, the job and error.json tell the truth, order by order."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from edi_inbox import log as logsetup
+from edi_inbox import orders, queries
+from edi_inbox.config import ConfigError, PathSettings, RuleSettings, Settings, load
+from edi_inbox.jobs import JobStatus
+from edi_inbox.outcomes import error_report
+from edi_inbox.pipeline import Pipeline
+from edi_inbox.x12 import X12Reader
+
+ISA = (
+    "ISA*00*          *00*          *ZZ*ACME           *01*123456789      "
+    "*240102*1200*U*00401*000000321*{ack}*T*>~"
+)
+
+
+@pytest.fixture(autouse=True)
+def _logging():
+    logsetup.configure("info", "json")
+
+
+def order(n: int, quantity: str = "2", code: str = "850", price: str = "3.50") -> str:
+    """An 850 (or another set code) with one line; total quantity × price."""
+    if code != "850":
+        return f"ST*{code}*{n:04d}~BIG*20240102*INV-{n}~SE*3*{n:04d}~"
+    return (
+        f"ST*850*{n:04d}~BEG*00*SA*PO-{n}**20240102~"
+        f"PO1*1*{quantity}*EA*{price}**VP*X1~CTT*1~SE*5*{n:04d}~"
+    )
+
+
+def group(*sets: str, gs06: str = "77", fid: str = "PO") -> str:
+    return (
+        f"GS*{fid}*ACMEAPP*OURAPP*20240102*1200*{gs06}*X*004010~"
+        + "".join(sets)
+        + f"GE*{len(sets)}*{gs06}~"
+    )
+
+
+def doc(*groups: str, iea: str = "000000321", ack: str = "0") -> bytes:
+    return (ISA.format(ack=ack) + "".join(groups) + f"IEA*{len(groups)}*{iea}~").encode()
+
+
+def run(tmp_path: Path, data: bytes, name: str = "po.edi"):
+    settings = Settings(paths=PathSettings(root=tmp_path))
+    path = tmp_path / name
+    path.write_bytes(data)
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(path)
+    acks = {p.suffix: p.read_bytes() for p in sorted(settings.paths.acks.iterdir())}
+    posted = sorted(p.name for p in settings.paths.outbox.iterdir()) if (
+        settings.paths.outbox.exists()
+    ) else []  # fmt: skip
+    return job, acks, posted
+
+
+def ak(ack: bytes) -> list[str]:
+    """The AK and TA1 segments of an acknowledgment, as read back by our reader."""
+    reader = X12Reader(io.BytesIO(ack))
+    return ["*".join(s.elements) for s in reader.scanner if s.elements[0][:2] in ("AK", "TA")]
+
+
+def test_cut_off_inside_a_set_gets_a_rejecting_997_and_ta1(tmp_path):
+    """Case 1a: a file cut off inside its second set: nothing posted, the set
+    read is AK5 R, AK9 R, and a TA1 R 023 (premature end of file)."""
+    data = doc(group(order(1), order(2)))
+    cut = data[: data.index(b"PO1*1*2*EA*3.50**VP*X1~CTT*1~SE*5*0002")]
+    job, acks, posted = run(tmp_path, cut)
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK2*850*0002",
+                                "AK5*R*2", "AK9*R*2*2*0*3"]  # fmt: skip
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*R*023"]
+    assert all(o.status == "rejected" for o in job.orders)
+
+
+def test_iea02_not_isa13_rejects_the_interchange(tmp_path):
+    """Case 1a: IEA02 differs from ISA13: nothing posted; 997 rejects every set;
+    TA1 R 001 (control numbers in header and trailer do not match)."""
+    job, acks, posted = run(tmp_path, doc(group(order(1)), iea="000000999"))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK9*R*1*1*0"]
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*R*001"]
+
+
+def test_internal_error_never_gets_an_accepting_997(tmp_path, monkeypatch):
+    """Case 1a: a bug in a step fails the job; the 997 rejects the set it did not post."""
+
+    def broken(ts):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(orders, "from_transaction", broken)
+    job, acks, posted = run(tmp_path, doc(group(order(1))))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*R", "AK9*R*1*1*0"]
+    assert job.orders == [] or job.orders[0].status == "rejected"
+
+
+def test_one_zero_quantity_among_four_posts_the_other_three(tmp_path):
+    """Cases 1b and 2: four 850s, one with quantity 0: three posted, one rejected;
+    the job is partial; the 997 says AK9 P 4 4 3 and the bad set R with AK3/AK4."""
+    job, acks, posted = run(tmp_path, doc(group(order(1), order(2, "0"), order(3), order(4))))
+    assert job.status is JobStatus.PARTIAL and not job.success
+    assert [o.status for o in job.orders] == ["posted", "rejected", "posted", "posted"]
+    assert len(posted) == 3
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0002", "AK3*PO1*3**8", "AK4*2**7",
+        "AK5*R*5", "AK2*850*0003", "AK5*A", "AK2*850*0004", "AK5*A", "AK9*P*4*4*3",
+    ]  # fmt: skip
+    assert job.total_amount == Decimal("21.00")  # 3 × 7.00 posted
+    report = error_report(job, "po.edi")
+    assert [(o["po_number"], o["status"]) for o in report["orders"]] == [
+        ("PO-1", "posted"), ("PO-2", "rejected"), ("PO-3", "posted"), ("PO-4", "posted"),
+    ]  # fmt: skip
+    assert "quantity '0' must be greater than 0" in report["orders"][1]["reason"]
+    assert report["orders"][0]["erp_po_id"].startswith("outbox:")
+    json.dumps(report)
+
+
+def test_850_next_to_810_is_posted_and_the_810_rejected(tmp_path):
+    """Cases 1c and 2: an 850 and an 810 in one interchange: the 850 is posted
+    (AK5 A), the 810 rejected (AK5 R 1, not supported); no order is left pending."""
+    data = doc(group(order(1)), group(order(2, code="810"), gs06="78", fid="IN"))
+    job, _, posted = run(tmp_path, data)
+    assert job.status is JobStatus.PARTIAL
+    assert [o.status for o in job.orders] == ["posted"] and len(posted) == 1
+    ack997 = sorted(p for p in (tmp_path / "acks").iterdir())
+    texts = {p.name.split(".")[-2]: ak(p.read_bytes()) for p in ack997}
+    assert texts["77"] == ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK9*A*1*1*1"]
+    assert texts["78"] == ["AK1*IN*78", "AK2*810*0002", "AK5*R*1", "AK9*R*1*1*0"]
+    report = error_report(job, "po.edi")
+    assert report["orders"][1]["status"] == "rejected"
+    assert "810 is not handled" in report["orders"][1]["reason"]
+
+
+def test_all_sets_rejected_fails_the_job(tmp_path):
+    """Case 2: a file whose every order breaks a rule is failed, nothing posted."""
+    job, acks, posted = run(tmp_path, doc(group(order(1, "0"), order(2, "-1"))))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert [o.status for o in job.orders] == ["rejected", "rejected"]
+    assert ak(acks[".997"])[-1] == "AK9*R*2*2*0"
+
+
+def test_repeated_st02_is_rejected_with_code_23(tmp_path):
+    """Case 3c: a repeated ST02 in one group is an envelope error: AK5 R 23 for
+    the second set, which is not posted; the first is posted."""
+    second = order(2).replace("0002", "0001")
+    job, acks, posted = run(tmp_path, doc(group(order(1), second)))
+    assert job.status is JobStatus.PARTIAL and len(posted) == 1
+    assert ak(acks[".997"]) == ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0001",
+                                "AK5*R*23", "AK9*P*2*2*1"]  # fmt: skip
+
+
+def test_repeated_gs06_rejects_the_second_group_with_code_19(tmp_path):
+    """Case 3c: a repeated GS06 in one interchange: the second group is AK9 R 19,
+    its set R; the first group's 850 keeps its AK5 A (not the other's R)."""
+    data = doc(group(order(1)), group(order(2, code="810"), fid="IN"))
+    job, _, posted = run(tmp_path, data)
+    assert job.status is JobStatus.PARTIAL and len(posted) == 1
+    acks = [ak(p.read_bytes()) for p in sorted((tmp_path / "acks").iterdir())]
+    assert ["AK1*PO*77", "AK2*850*0001", "AK5*A", "AK9*A*1*1*1"] in acks
+    assert ["AK1*IN*77", "AK2*810*0002", "AK5*R", "AK9*R*1*1*0*19"] in acks
+
+
+def test_ta1_when_isa14_asks(tmp_path):
+    """A TA1 A 000 is written beside the 997 when ISA14 is 1 and the envelope is right."""
+    job, acks, _ = run(tmp_path, doc(group(order(1)), ack="1"))
+    assert job.status is JobStatus.SUCCEEDED
+    assert ak(acks[".TA1"]) == ["TA1*000000321*240102*1200*A*000"]
+    assert ak(acks[".997"])[-1] == "AK9*A*1*1*1"
+
+
+def test_no_ta1_unless_asked_or_wrong(tmp_path):
+    """ISA14 0 and a right envelope: a 997 only."""
+    _, acks, _ = run(tmp_path, doc(group(order(1))))
+    assert set(acks) == {".997"}
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+
+
+def priced_order(n: int, po1_price: str, ctps: str, amt: str = "") -> str:
+    body = f"BEG*00*SA*PO-{n}**20240102~PO1*1*3*EA*{po1_price}**VP*X1~{ctps}CTT*1~{amt}"
+    count = body.count("~") + 2
+    return f"ST*850*{n:04d}~{body}SE*{count}*{n:04d}~"
+
+
+def test_a_line_without_po104_takes_its_price_from_ctp_ucp(tmp_path):
+    """Case 4: CTP02 UCP gives the unit price (CTP03) of a line without PO104;
+    the RES (retail) CTP before it does not count."""
+    sets = priced_order(1, "", "CTP*RS*RES*9.95~CTP**UCP*4.25~", "AMT*TT*12.75~")
+    job, _, _posted = run(tmp_path, doc(group(sets)))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    (order,) = job.orders
+    assert order.total_amount == Decimal("12.75")
+    line = order.payload["lines"][0]
+    assert (line["unit_price"], line["price_source"]) == ("4.25", "CTP UCP")
+    assert order.payload["priced"] is True
+
+
+def test_an_order_without_any_price_is_unpriced_not_zero(tmp_path):
+    """Case 4: no PO104 and only a RES CTP: unit price and total null (not "0"),
+    the AMT*TT check skipped, the ERP payload says priced: false."""
+    sets = priced_order(1, "", "CTP*RS*RES*9.95~", "AMT*TT*12~")
+    job, _, posted = run(tmp_path, doc(group(sets)))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    (order,) = job.orders
+    assert order.total_amount is None and order.to_json()["total_amount"] is None
+    sent = json.loads((tmp_path / "outbox" / posted[0]).read_text())
+    assert sent["priced"] is False and sent["total_amount"] is None
+    assert sent["lines"][0]["unit_price"] is None
+    assert job.total_amount is None
+
+
+def test_vics_orders_are_priced_from_ctp():
+    """Case 4: the VICS corpus file prices every line in CTP*…*UCP only."""
+    from edi_inbox.x12 import X12Reader as Reader
+
+    with (CORPUS / "botsplugins__850-004010VICS-01.x12").open("rb") as fh:
+        pos = [orders.from_transaction(ts) for ts in Reader(fh).transaction_sets()]
+    assert [str(p.total_amount) for p in pos] == ["14565.58", "2147.81", "26567.5", "9934.79"]
+    assert all(line.price_source == "CTP UCP" for p in pos for line in p.lines)
+
+
+# --- duplicates by content (case 3) ---------------------------------------------
+
+
+def isa(icn: str) -> str:
+    return ISA.format(ack="0").replace("000000321", icn)
+
+
+def file_of(*sets: str, icn: str = "000000321", gs06: str = "77") -> bytes:
+    return (isa(icn) + group(*sets, gs06=gs06) + f"IEA*1*{icn}~").encode()
+
+
+def purpose(n: int, beg01: str, quantity: str = "2", st: int | None = None) -> str:
+    return order(st or n, quantity).replace(f"BEG*00*SA*PO-{st or n}*", f"BEG*{beg01}*SA*PO-{n}*")
+
+
+@pytest.fixture
+def db_pipeline(tmp_path, recorder):
+    settings = Settings(paths=PathSettings(root=tmp_path))
+    with Pipeline(settings, recorder) as pipeline:
+
+        def process(data: bytes, name: str = "po.edi", **options):
+            path = tmp_path / name
+            path.write_bytes(data)
+            return pipeline.run(path, **options)
+
+        process.outbox = lambda: sorted(settings.paths.outbox.glob("*"))  # type: ignore[attr-defined]
+        process.db = recorder.db  # type: ignore[attr-defined]
+        yield process
+
+
+def test_new_order_under_a_reused_isa13_is_posted_with_a_warning(db_pipeline):
+    """Case 3a: a new order in a file whose sender, receiver and ISA13 match an
+    earlier file's is posted (counters wrap); the reuse is logged as a warning."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    with capture_logs() as logs:
+        second = db_pipeline(file_of(order(2)), "b.edi")
+    assert first.status is second.status is JobStatus.SUCCEEDED
+    assert len(db_pipeline.outbox()) == 2
+    (warning,) = [e for e in logs if e["event"] == "interchange_number_reused"]
+    assert warning["earlier_job"] == first.job_id and warning["log_level"] == "warning"
+
+
+def test_same_order_under_a_new_isa13_is_a_duplicate_not_posted(db_pipeline):
+    """Case 3b: the same order resent under a new ISA13 is a duplicate pointing to
+    the first job; it is not posted again; the 997 accepts it (posted before)."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    again = db_pipeline(file_of(order(1), icn="000000400"), "b.edi")
+    assert again.status is JobStatus.DUPLICATE and again.duplicate_of == first.job_id
+    (dup,) = again.orders
+    assert (dup.status, dup.duplicate_of, dup.erp_po_id) == (
+        "duplicate", first.job_id, first.orders[0].erp_po_id,
+    )  # fmt: skip
+    assert len(db_pipeline.outbox()) == 1
+    shown = queries.show_job(db_pipeline.db, again.job_id)
+    assert [o["status"] for o in shown["orders"]] == ["duplicate"]
+
+
+def test_two_different_orders_never_share_a_key(db_pipeline):
+    """Case 3c: two different 850s with one ST02 and one PO number (in two groups):
+    their keys differ; the second is rejected as a changed copy, never answered
+    with the first one's ERP id."""
+    other = order(1, "5")
+    job = db_pipeline(
+        (isa("000000321") + group(order(1)) + group(other, gs06="78") + "IEA*2*000000321~").encode()
+    )
+    a, b = job.orders
+    assert a.idempotency_key != b.idempotency_key
+    assert (a.status, b.status) == ("posted", "rejected") and b.erp_po_id is None
+    assert "appears earlier in this file with other content" in b.error
+    assert job.status is JobStatus.PARTIAL and len(db_pipeline.outbox()) == 1
+
+
+def test_four_identical_sets_post_one_order_and_count_it_once(db_pipeline):
+    """Case 3d: four identical orders in one file: one posted, three duplicates;
+    the job's total and stats count 7.00 once, not four times."""
+    job = db_pipeline(file_of(*(purpose(1, "00", st=n) for n in range(1, 5))))
+    assert [o.status for o in job.orders] == ["posted"] + ["duplicate"] * 3
+    assert job.status is JobStatus.SUCCEEDED
+    assert job.total_amount == Decimal("7.00")
+    assert len(db_pipeline.outbox()) == 1
+    assert queries.stats(db_pipeline.db)["total_amount_processed"] == "7.00"
+
+
+def test_changed_original_is_rejected_naming_the_earlier_job(db_pipeline):
+    """Case 3: the same sender, PO number and BEG01 00 with other content: rejected,
+    naming the job that posted the first; not posted."""
+    first = db_pipeline(file_of(order(1)), "a.edi")
+    changed = db_pipeline(file_of(order(1, "9"), icn="000000400"), "b.edi")
+    assert changed.status is JobStatus.FAILED
+    assert first.job_id in changed.orders[0].error
+    assert len(db_pipeline.outbox()) == 1
+    ack = (db_pipeline.outbox()[0].parent.parent / "acks").glob("b.edi*.997")
+    assert ak(next(ack).read_bytes())[-2:] == ["AK5*R", "AK9*R*1*1*0"]
+
+
+def test_replace_and_cancel_posted_once_each_07_never(db_pipeline):
+    """Case 3: BEG01 05 (replace) and 01 (cancellation) of a posted order are posted
+    as what they are, once each (sent again: duplicates); 07 is never posted."""
+    db_pipeline(file_of(order(1)), "a.edi")
+    replace = db_pipeline(file_of(purpose(1, "05", "3")), "b.edi")
+    cancel = db_pipeline(file_of(purpose(1, "01", "3")), "c.edi")
+    assert replace.status is cancel.status is JobStatus.SUCCEEDED
+    sent = [json.loads(p.read_text())["purpose"] for p in db_pipeline.outbox()]
+    assert sorted(sent) == ["00", "01", "05"]
+    again = db_pipeline(file_of(purpose(1, "05", "3"), icn="000000500"), "d.edi")
+    assert again.status is JobStatus.DUPLICATE
+    seven = db_pipeline(file_of(purpose(1, "07")), "e.edi")
+    assert seven.orders[0].status == "duplicate" and len(db_pipeline.outbox()) == 3
+    lone = db_pipeline(file_of(purpose(2, "07")), "f.edi")
+    assert lone.orders[0].status == "rejected" and "no original" in lone.orders[0].error
+
+
+def test_retry_never_posts_an_accepted_order_again(db_pipeline):
+    """Case 2: a partial job retried: the order posted the first time is not
+    posted again (nor called a duplicate of its own job); the other is judged again."""
+    data = file_of(order(1), order(2, "0"))
+    first = db_pipeline(data, "a.edi")
+    assert first.status is JobStatus.PARTIAL
+    retry = db_pipeline(data, "a.edi", retry_of=first.job_id)
+    assert [o.status for o in retry.orders] == ["posted", "rejected"]
+    assert retry.orders[0].erp_po_id == first.orders[0].erp_po_id
+    assert len(db_pipeline.outbox()) == 1
+
+
+# --- rule levels (case 5) -----------------------------------------------------------
+
+
+def miscounted(n: int = 1) -> str:
+    """An 850 of two lines whose CTT01 says 5 (as real files do)."""
+    return (
+        f"ST*850*{n:04d}~BEG*00*SA*PO-{n}**20240102~PO1*1*2*EA*3.50**VP*X1~"
+        f"PO1*2*1*EA*1.00**VP*X2~CTT*5~SE*6*{n:04d}~"
+    )
+
+
+def test_a_warned_rule_posts_the_order_and_says_so(db_pipeline):
+    """Case 5: CTT01 ≠ number of PO1 is a warning by default: the order is posted,
+    the warning kept on the order and in the job's log (jobs show), the 997 says
+    AK5 E with the AK3/AK4 noted and AK9 E."""
+    job = db_pipeline(file_of(miscounted()))
+    assert job.status is JobStatus.SUCCEEDED and len(db_pipeline.outbox()) == 1
+    (order,) = job.orders
+    assert order.status == "posted"
+    assert order.warnings == ["CTT01 says 5 line items but the order has 2 PO1 segments"]
+    shown = queries.show_job(db_pipeline.db, job.job_id)
+    assert "CTT01 says 5" in shown["orders"][0]["error"]
+    assert any(e["message"] == "rule_warning" for e in shown["logs"])
+    ack = next((db_pipeline.outbox()[0].parent.parent / "acks").glob("*.997")).read_bytes()
+    assert ak(ack) == ["AK1*PO*77", "AK2*850*0001", "AK3*CTT*5**8", "AK4*1**7", "AK5*E",
+                       "AK9*E*1*1*1"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("level", "status", "ak5"), [("error", "rejected", "AK5*R*5"),
+                                                      ("off", "posted", "AK5*A")])  # fmt: skip
+def test_rule_levels_error_and_off(tmp_path, level, status, ak5):
+    """Case 5: [rules] line_count_mismatch = error rejects the order; off skips the check."""
+    settings = Settings(
+        paths=PathSettings(root=tmp_path), rules=RuleSettings(line_count_mismatch=level)
+    )
+    path = tmp_path / "po.edi"
+    path.write_bytes(file_of(miscounted()))
+    with Pipeline(settings) as pipeline:
+        job = pipeline.run(path)
+    assert job.orders[0].status == status and job.orders[0].warnings == []
+    ack = next(settings.paths.acks.glob("*.997")).read_bytes()
+    assert ak5 in ak(ack)
+
+
+def test_rule_levels_are_checked_when_loaded(tmp_path):
+    """Case 5: a level that is not error/warn/off, or a rule that is not levelled, names the key."""
+    config = tmp_path / "edi-inbox.toml"
+    config.write_text('[rules]\ntotal_mismatch = "maybe"\n')
+    with pytest.raises(ConfigError, match="total_mismatch' must be one of error, warn, off"):
+        load(config, {})
+    config.write_text('[rules]\nnot_numeric = "off"\n')  # syntax: always an error
+    with pytest.raises(ConfigError, match="not_numeric"):
+        load(config, {})
+    config.write_text('[rules]\ntotal_mismatch = "warn"\n')
+    assert load(config, {}).rules.total_mismatch == "warn"
+
+
+def test_a_space_terminator_is_named_as_the_cause(tmp_path):
+    """Case 7: an ISA that declares a space as the segment terminator, with names
+    holding spaces: the error says the terminator is the problem, first."""
+    text = (ISA.format(ack="0")[:-1] + " ").replace("~", " ")
+    body = (
+        "GS*PO*ACMEAPP*OURAPP*20240102*1200*77*X*004010 ST*850*0001 "
+        "BEG*00*SA*PO-1**20240102 N1*VN*Acme Widget Co PO1*1*2*EA*3.50**VP*X1 CTT*1 "
+        "SE*6*0001 GE*1*77 IEA*1*000000321 "
+    )
+    job, acks, posted = run(tmp_path, (text + body).encode())
+    assert job.status is JobStatus.FAILED and posted == []
+    assert job.error.startswith("segment ISA: the ISA declares ' ' as the segment terminator")
+    assert "'Widget' was read as a segment ID" in job.error
+    assert "AK5*R*4*5" in ak(acks[".997"])
+
+
+def test_a_release_is_not_a_changed_copy_of_its_blanket_order(db_pipeline):
+    """Case 3: a release (BEG04) against a blanket order shares its BEG03: the
+    release number is part of the identity, so both are posted."""
+    blanket = order(1)
+    release = order(2).replace("BEG*00*SA*PO-2**", "BEG*00*RL*PO-1*R1*")
+    job = db_pipeline(file_of(blanket, release))
+    assert [o.status for o in job.orders] == ["posted", "posted"]
+
+
+def test_a_partial_file_goes_to_failed_with_an_error_json_per_order(tmp_path):
+    """Case 2: a partial job's file is filed in failed/ (DESIGN: some orders
+    rejected) with NAME.error.json listing each order posted or not, and why."""
+    import time
+
+    from edi_inbox.outcomes import Mover
+
+    job, _, _ = run(tmp_path, doc(group(order(1), order(2, "0"))))
+    paths = Settings(paths=PathSettings(root=tmp_path)).paths
+    paths.create()
+    claimed = tmp_path / "processing" / "host"
+    claimed.mkdir(parents=True)
+    (claimed / "po.edi.job").write_bytes(b"the file")
+    assert Mover(paths, claimed, clock=time.monotonic).finish("po.edi.job", "po.edi", job) is None
+    report = json.loads((paths.failed / "po.edi.error.json").read_text())
+    assert report["status"] == "partial"
+    assert [(o["po_number"], o["status"]) for o in report["orders"]] == [
+        ("PO-1", "posted"), ("PO-2", "rejected"),
+    ]  # fmt: skip
+    assert "1 of 2 transaction sets not posted" in report["error"]
