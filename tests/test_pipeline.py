@@ -341,6 +341,24 @@ def test_nothing_is_posted_while_the_job_cannot_be_recorded(tmp_path, httpserver
     assert httpserver.log == []
 
 
+class LookupFails(NullRecorder):
+    """Records, but the database drops out for the duplicate check."""
+
+    def find_posted(self, sender, po_number):
+        raise ConnectionError("database is gone")
+
+
+def test_an_order_whose_duplicate_check_fails_is_not_posted(tmp_path, httpserver):
+    """Whether the order was posted before cannot be known: nothing is posted and
+    the job ends ``interrupted``, to run again once the database answers."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    with Pipeline(settings, LookupFails()) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.INTERRUPTED
+    assert httpserver.log == []
+
+
 def test_read_file_refuses_a_fifo_without_blocking(tmp_path):
     """A FIFO is refused at once, never waited on."""
     fifo = tmp_path / "po.edi"

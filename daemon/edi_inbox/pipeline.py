@@ -635,7 +635,13 @@ class Pipeline:
                 continue
             seen[ident] = order
             sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-            posted = self._record(self.recorder.find_posted, sender, po.po_number) or []
+            try:
+                posted = self.recorder.find_posted(sender, po.po_number)
+            except Exception as exc:  # unknown is not "never posted": post nothing now
+                logger.error("recorder_failed", call="find_posted", error=repr(exc))
+                if not is_permanent(exc):
+                    work.unrecorded = f"the database is unavailable ({exc})"
+                posted = []
             posted = [
                 p
                 for p in posted
