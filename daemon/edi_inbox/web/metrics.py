@@ -1,0 +1,204 @@
+"""``GET /metrics``: the job records as Prometheus metrics, read at scrape time.
+
+A custom collector (prometheus_client's pattern for "a snapshot of another
+system") so that every ``serve`` reports the shared database, every host's
+daemons included, rather than what it saw itself. Each scrape reads small
+tables and indexes only, as ``queries.stats`` does:
+
+- jobs by status, amount posted and the job duration summary from
+  ``job_rollups`` (one row per day and status);
+- orders posted, ERP attempts and failures from ``orders``;
+- the last success from the ``(status, started_at)`` index;
+- per host, from the newest heartbeat: daemon up, heartbeat age, the
+  daemon's queue, in flight and held files (its backlog);
+- the inbox backlog and oldest file's age as this host sees the inbox
+  (``status`` measures it the same way), and the files in failed/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import peewee as pw
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from .. import admin
+from ..jobs import JobStatus
+from ..store import FINAL_STATUSES, run_unit
+from ..store.models import Job, JobRollup, Order
+
+router = APIRouter()
+
+
+def _rows(query: Any) -> Iterator[Any]:
+    """The rows of a ``.tuples()`` query (peewee's stubs call them model instances)."""
+    return iter(query)
+
+
+class RecordsCollector(Collector):
+    """Reads the database and the folders each time Prometheus scrapes."""
+
+    def __init__(self, web: Any) -> None:
+        self.web = web
+
+    def collect(self) -> Iterator[Metric]:
+        web = self.web
+        db = web.db
+        rollups, orders, last_success = run_unit(db, lambda: _read(db), write=False)
+        jobs = CounterMetricFamily(
+            "edi_inbox_jobs", "Jobs that reached a final status.", labels=["status"]
+        )
+        duration = SummaryMetricFamily(
+            "edi_inbox_job_duration_seconds",
+            "Time from a job's start to its end, by final status.",
+            labels=["status"],
+        )
+        amount = CounterMetricFamily(
+            "edi_inbox_amount_posted", "Sum of the totals of succeeded jobs' orders."
+        )
+        posted_amount = 0.0
+        for status in FINAL_STATUSES:
+            n, nd, total, money = rollups.get(str(status), (0, 0, 0.0, 0))
+            jobs.add_metric([str(status)], n)
+            duration.add_metric([str(status)], count_value=nd, sum_value=total)
+            if status is JobStatus.SUCCEEDED:
+                posted_amount = float(money or 0)
+        amount.add_metric([], posted_amount)
+        yield jobs
+        yield duration
+        yield amount
+        running = GaugeMetricFamily("edi_inbox_jobs_running", "Jobs being processed now.")
+        running.add_metric([], orders.pop("running", 0))
+        yield running
+        yield CounterMetricFamily(
+            "edi_inbox_orders_posted", "Orders the ERP accepted.", value=orders["posted"]
+        )
+        yield CounterMetricFamily(
+            "edi_inbox_erp_attempts", "ERP posts tried, retries included.", value=orders["attempts"]
+        )
+        yield CounterMetricFamily(
+            "edi_inbox_erp_failures",
+            "Orders the ERP refused or never answered for.",
+            value=orders["failed"],
+        )
+        last = GaugeMetricFamily(
+            "edi_inbox_last_success_timestamp_seconds",
+            "When the last succeeded job ended (Unix time); absent before the first.",
+        )
+        if last_success is not None:
+            last.add_metric([], last_success.timestamp())
+        yield last
+        yield from _hosts(web)
+        yield from _folders(web)
+
+
+def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], dict[str, int], Any]:
+    money = pw.fn.dec_sum(JobRollup.amount) if db.is_sqlite else pw.fn.SUM(JobRollup.amount)
+    query = (
+        JobRollup.select(
+            JobRollup.status,
+            pw.fn.SUM(JobRollup.jobs),
+            pw.fn.SUM(JobRollup.durations),
+            pw.fn.SUM(JobRollup.duration_total),
+            money,
+        )
+        .where(JobRollup.period == "day")
+        .group_by(JobRollup.status)
+    )
+    rollups = {
+        status: (int(n or 0), int(nd or 0), float(total or 0.0), amount)
+        for status, n, nd, total, amount in _rows(query.tuples())
+    }
+    orders: dict[str, int] = {"posted": 0, "failed": 0, "attempts": 0}
+    by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
+    for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
+        orders["attempts"] += int(attempts or 0)
+        if status in ("posted", "failed"):
+            orders[status] += int(n or 0)
+    orders["running"] = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
+    last = (
+        Job.select(Job.completed_at)
+        .where(Job.status == JobStatus.SUCCEEDED.value)
+        .order_by(Job.started_at.desc(), Job.id.desc())
+        .limit(1)
+        .scalar()
+    )
+    return rollups, orders, last
+
+
+def _hosts(web: Any) -> Iterator[Metric]:
+    """Per host, from its newest heartbeat (older rows are earlier runs)."""
+    from .. import queries
+
+    fresh = admin.fresh_seconds(web.settings.daemon)
+    up = GaugeMetricFamily(
+        "edi_inbox_daemon_up", "1 when the host's daemon beats.", labels=["host"]
+    )
+    age = GaugeMetricFamily(
+        "edi_inbox_daemon_heartbeat_age_seconds", "Age of the last heartbeat.", labels=["host"]
+    )
+    backlog = GaugeMetricFamily(
+        "edi_inbox_daemon_backlog",
+        "Files the host's daemon has seen and not finished (queued, held, in flight).",
+        labels=["host", "state"],
+    )
+    seen: set[str] = set()
+    for daemon in queries.list_daemons(web.db):
+        host = daemon["host"]
+        if host in seen:
+            continue
+        seen.add(host)
+        alive = daemon["heartbeat_age_seconds"] <= fresh and not (daemon.get("counters") or {}).get(
+            "stopping"
+        )
+        up.add_metric([host], 1.0 if alive else 0.0)
+        age.add_metric([host], daemon["heartbeat_age_seconds"])
+        counters = daemon.get("counters") or {}
+        for state in ("queue", "held", "in_flight"):
+            backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
+    yield up
+    yield age
+    yield backlog
+
+
+def _folders(web: Any) -> Iterator[Metric]:
+    inbox = admin.inbox_backlog(web.settings)
+    host = web.host
+    waiting = GaugeMetricFamily(
+        "edi_inbox_inbox_waiting", "Files waiting in the inbox.", labels=["host"]
+    )
+    oldest = GaugeMetricFamily(
+        "edi_inbox_inbox_oldest_age_seconds",
+        "Age of the oldest file waiting in the inbox (0 when empty).",
+        labels=["host"],
+    )
+    if inbox["waiting"] is not None:
+        waiting.add_metric([host], inbox["waiting"])
+        oldest.add_metric([host], inbox["oldest_age_seconds"] or 0.0)
+    yield waiting
+    yield oldest
+    failed = GaugeMetricFamily(
+        "edi_inbox_failed_files", "Files in failed/ waiting for a retry.", labels=["host"]
+    )
+    count = admin.folder_counts(web.settings, claimed={}).get("failed")
+    if count is not None:
+        failed.add_metric([host], count)
+    yield failed
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+def metrics(request: Request) -> Response:
+    """The Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RecordsCollector(request.app.state.web))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
