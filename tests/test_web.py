@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from edi_inbox import config
+from edi_inbox.errors import ConfigError
+
+from helpers import make_po
 from web_site import (
     HOSTILE_PO,
     MAX_FILE_BYTES,
@@ -20,11 +25,6 @@ from web_site import (
     site,
     write_config,
 )
-
-from edi_inbox import config
-from edi_inbox.errors import ConfigError
-
-from helpers import make_po
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
