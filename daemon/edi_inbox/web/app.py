@@ -86,6 +86,7 @@ class Web:
     db: Any
     token: str | None
     host: str = field(default_factory=socket.gethostname)
+    erp_figures: Any = None  # metrics.ErpFigures while the app runs
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -161,11 +162,17 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
         db = store.open_database(settings.database_url, settings)
         store.init(db)
     web = Web(settings, db, token)
+    from . import dashboard, metrics  # they import this module
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        web.close()
+        web.erp_figures = metrics.ErpFigures(db)
+        web.erp_figures.start()
+        try:
+            yield
+        finally:
+            web.erp_figures.stop()
+            web.close()
 
     app = FastAPI(
         title="edi-inbox",
@@ -177,8 +184,6 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
     app.state.web = web
     _errors(app)
     _routes(app)
-    from . import dashboard, metrics
-
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     return app

@@ -7,7 +7,10 @@ tables and indexes only, as ``queries.stats`` does:
 
 - jobs by status, amount posted and the job duration summary from
   ``job_rollups`` (one row per day and status);
-- orders posted, ERP attempts and failures from ``orders``;
+- orders posted, ERP attempts and failures: a pass over every order, too
+  slow for a scrape at a million jobs, so ``ErpFigures`` counts them in a
+  thread of its own every ``ERP_REFRESH_SECONDS`` and the scrape reports its
+  last count (absent until the first one is done);
 - the last success from the ``(status, started_at)`` index;
 - per host, from the newest heartbeat: daemon up, heartbeat age, the
   daemon's queue, in flight and held files (its backlog);
@@ -17,10 +20,12 @@ tables and indexes only, as ``queries.stats`` does:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import peewee as pw
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -38,6 +43,7 @@ from ..store import FINAL_STATUSES, run_unit
 from ..store.models import Job, JobRollup, Order
 
 router = APIRouter()
+ERP_REFRESH_SECONDS = 15.0
 
 
 def _rows(query: Any) -> Iterator[Any]:
@@ -54,7 +60,7 @@ class RecordsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         web = self.web
         db = web.db
-        rollups, orders, last_success = run_unit(db, lambda: _read(db), write=False)
+        rollups, running_jobs, last_success = run_unit(db, lambda: _read(db), write=False)
         jobs = CounterMetricFamily(
             "edi_inbox_jobs", "Jobs that reached a final status.", labels=["status"]
         )
@@ -78,19 +84,23 @@ class RecordsCollector(Collector):
         yield duration
         yield amount
         running = GaugeMetricFamily("edi_inbox_jobs_running", "Jobs being processed now.")
-        running.add_metric([], orders.pop("running", 0))
+        running.add_metric([], running_jobs)
         yield running
-        yield CounterMetricFamily(
-            "edi_inbox_orders_posted", "Orders the ERP accepted.", value=orders["posted"]
-        )
-        yield CounterMetricFamily(
-            "edi_inbox_erp_attempts", "ERP posts tried, retries included.", value=orders["attempts"]
-        )
-        yield CounterMetricFamily(
-            "edi_inbox_erp_failures",
-            "Orders the ERP refused or never answered for.",
-            value=orders["failed"],
-        )
+        orders = web.erp_figures.latest() if web.erp_figures is not None else None
+        if orders is not None:
+            yield CounterMetricFamily(
+                "edi_inbox_orders_posted", "Orders the ERP accepted.", value=orders["posted"]
+            )
+            yield CounterMetricFamily(
+                "edi_inbox_erp_attempts",
+                "ERP posts tried, retries included.",
+                value=orders["attempts"],
+            )
+            yield CounterMetricFamily(
+                "edi_inbox_erp_failures",
+                "Orders the ERP refused or never answered for.",
+                value=orders["failed"],
+            )
         last = GaugeMetricFamily(
             "edi_inbox_last_success_timestamp_seconds",
             "When the last succeeded job ended (Unix time); absent before the first.",
@@ -102,7 +112,7 @@ class RecordsCollector(Collector):
         yield from _folders(web)
 
 
-def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], dict[str, int], Any]:
+def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], int, Any]:
     money = pw.fn.dec_sum(JobRollup.amount) if db.is_sqlite else pw.fn.SUM(JobRollup.amount)
     query = (
         JobRollup.select(
@@ -119,13 +129,7 @@ def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], dict[str, in
         status: (int(n or 0), int(nd or 0), float(total or 0.0), amount)
         for status, n, nd, total, amount in _rows(query.tuples())
     }
-    orders: dict[str, int] = {"posted": 0, "failed": 0, "attempts": 0}
-    by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
-    for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
-        orders["attempts"] += int(attempts or 0)
-        if status in ("posted", "failed"):
-            orders[status] += int(n or 0)
-    orders["running"] = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
+    running = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
     last = (
         Job.select(Job.completed_at)
         .where(Job.status == JobStatus.SUCCEEDED.value)
@@ -133,7 +137,54 @@ def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], dict[str, in
         .limit(1)
         .scalar()
     )
-    return rollups, orders, last
+    return rollups, running, last
+
+
+def count_orders(db: Any) -> dict[str, int]:
+    """Orders posted and failed, and ERP attempts in all: one pass over ``orders``."""
+
+    def work() -> dict[str, int]:
+        orders = {"posted": 0, "failed": 0, "attempts": 0}
+        by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
+        for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
+            orders["attempts"] += int(attempts or 0)
+            if status in ("posted", "failed"):
+                orders[status] += int(n or 0)
+        return orders
+
+    result: dict[str, int] = run_unit(db, work, write=False)
+    return result
+
+
+class ErpFigures:
+    """``count_orders`` every ``every`` seconds in a thread, so that a scrape
+    reads the last count instead of waiting for a pass over every order."""
+
+    def __init__(self, db: Any, every: float = ERP_REFRESH_SECONDS) -> None:
+        self.db = db
+        self.every = every
+        self._latest: dict[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="erp-figures", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def latest(self) -> dict[str, int] | None:
+        return self._latest
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._latest = count_orders(self.db)
+            except Exception as exc:  # the database may be away for a moment
+                structlog.get_logger("edi_inbox.web").error("erp_figures_failed", error=repr(exc))
+            self._stop.wait(self.every)
 
 
 def _hosts(web: Any) -> Iterator[Metric]:
