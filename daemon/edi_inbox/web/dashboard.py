@@ -280,7 +280,7 @@ def job(request: Request, job_id: str) -> HTMLResponse:
         report=json.dumps(report, indent=2, ensure_ascii=False, default=str) if report else None,
         segments=_segments(result.edi_content, failing),
         edi_kept=result.edi_content is not None,
-        in_failed=_failed_report(web, doc["job_id"]) is not None,
+        in_failed=_failed_report(web, doc["job_id"], result.file_path) is not None,
         title=f"Job {doc['job_id'][:8]}",
     )
 
@@ -309,30 +309,30 @@ def _ack(web: Web, name: str) -> dict[str, Any]:
     return {"name": name, "segments": _segments(text.encode("latin-1"), set()) if text else []}
 
 
-def _failed_report(web: Web, job_id: str) -> dict[str, Any] | None:
-    """The error.json in failed/ for this job, if its file waits there."""
+def _failed_report(web: Web, job_id: str, file_path: str | None) -> dict[str, Any] | None:
+    """The error.json beside the job's file in failed/, if the file waits there
+    (the job records the path it was filed under)."""
     folder = web.settings.paths.failed
-    if folder is None:
+    if folder is None or not file_path:
+        return None
+    path = Path(file_path)
+    if path.parent != folder:
         return None
     try:
-        reports = list(folder.glob("*.error.json"))
-    except OSError:
+        if not path.exists():
+            return None
+        report = json.loads(path.with_name(path.name + ".error.json").read_bytes())
+    except (OSError, ValueError):
         return None
-    for path in reports:
-        try:
-            report = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(report, dict) and report.get("job_id") == job_id:
-            return report
-    return None
+    return report if isinstance(report, dict) and report.get("job_id") == job_id else None
 
 
 def _error_report(web: Web, result: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
     """What the partner was told: failed/'s error.json, else the same report built anew."""
     if doc["status"] != JobStatus.FAILED.value:
         return None
-    return _failed_report(web, doc["job_id"]) or outcomes.error_report(result, doc["file_name"])
+    filed = _failed_report(web, doc["job_id"], result.file_path)
+    return filed or outcomes.error_report(result, doc["file_name"])
 
 
 def _segments(content: bytes | None, failing: set[Any]) -> list[dict[str, Any]]:
@@ -362,32 +362,16 @@ def _segments(content: bytes | None, failing: set[Any]) -> list[dict[str, Any]]:
 def failed(request: Request, retried: str = "", problem: str = "") -> HTMLResponse:
     web = web_of(request)
     jobs = queries.failed_jobs(web.db, limit=500)
-    waiting = _waiting_in_failed(web)
     for item in jobs:
-        item["in_failed"] = item["job_id"] in waiting
+        item["in_failed"] = _failed_report(web, item["job_id"], item["file_path"]) is not None
     return page(
         "failed.html",
-        jobs=list(reversed(jobs)),
+        jobs=jobs,
         retried=retried,
         problem=problem,
         retry_on=web.token is not None,
         title="Failed files",
     )
-
-
-def _waiting_in_failed(web: Web) -> set[str]:
-    folder = web.settings.paths.failed
-    found: set[str] = set()
-    if folder is None or not folder.is_dir():
-        return found
-    for path in folder.glob("*.error.json"):
-        try:
-            report = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            continue
-        if isinstance(report, dict) and isinstance(report.get("job_id"), str):
-            found.add(report["job_id"])
-    return found
 
 
 @router.post("/jobs/{job_id}/retry", response_model=None)
