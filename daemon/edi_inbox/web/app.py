@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import peewee as pw
 import structlog
@@ -37,9 +37,6 @@ from ..jobs import JobResult, JobStatus
 from ..terminal import json_text
 
 logger = structlog.get_logger("edi_inbox.web")
-
-Status = Literal["received", "running", "succeeded", "failed", "duplicate", "interrupted"]
-assert set(Status.__args__) == {str(s) for s in JobStatus}  # type: ignore[attr-defined]
 
 
 class CliJSONResponse(JSONResponse):
@@ -249,10 +246,13 @@ def _routes(app: FastAPI) -> None:
         request: Request,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 10,
         offset: Annotated[int, Query(ge=0)] = 0,
-        status: Status | None = None,
+        status: JobStatus | None = None,
     ) -> Any:
         """The most recent jobs first: ``jobs list --json``."""
-        return queries.list_jobs(web_of(request).db, limit=limit, offset=offset, status=status)
+        db = web_of(request).db
+        return queries.list_jobs(
+            db, limit=limit, offset=offset, status=None if status is None else str(status)
+        )
 
     @app.get("/api/jobs/search", tags=["jobs"])
     def search(

@@ -148,8 +148,10 @@ def count_orders(db: Any) -> dict[str, int]:
         by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
         for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
             orders["attempts"] += int(attempts or 0)
-            if status in ("posted", "failed"):
-                orders[status] += int(n or 0)
+            if status == "posted":
+                orders["posted"] += int(n or 0)
+            elif status in ("failed", "rejected"):
+                orders["failed"] += int(n or 0)
         return orders
 
     result: dict[str, int] = run_unit(db, work, write=False)
