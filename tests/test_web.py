@@ -298,7 +298,7 @@ def test_http_settings_defaults_and_errors(tmp_path):
     assert config.load(None, {}).http.address() == ("127.0.0.1", 8080)
     toml = tmp_path / "c.toml"
     toml.write_text('[http]\nlisten = "localhost"\n')
-    with pytest.raises(ConfigError, match="listen must be HOST:PORT"):
+    with pytest.raises(ConfigError, match=r"c\.toml: \[http\] key 'listen' must be HOST:PORT"):
         config.load(toml, {})
     token = tmp_path / "token"
     token.write_text("t\n")

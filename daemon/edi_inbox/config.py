@@ -231,7 +231,11 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     if token_file is not None:
         check_token_file(token_file, f"{name_of(source, 'erp')} key 'token_file'")
     http = typing.cast(HttpSettings, sections["http"])
-    http.address()  # a listen that is not HOST:PORT fails here, naming the key
+    try:
+        http.address()
+    except ConfigError:
+        label = f"{name_of(source, 'http')} key 'listen'"
+        raise ConfigError(f"{label} must be HOST:PORT, not {http.listen!r}") from None
     if http.token_file is not None:
         check_token_file(http.token_file, f"{name_of(source, 'http')} key 'token_file'")
     return Settings(source=source, **sections)  # type: ignore[arg-type]
