@@ -11,6 +11,7 @@ no business of other users, wherever the command is run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -443,6 +444,29 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
             click.echo(f"retrying {file} (job {r['job_id']}) as inbox/{inbox_name}")
         else:
             click.echo(f"not retried: {shown(r['file'])} (job {r['job_id']}): {shown(r['reason'])}")
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT (default: [http] listen, 127.0.0.1:8080).")
+@pass_settings
+def serve(settings: config.Settings, listen: str | None) -> None:
+    """Serve the JSON API (/api, OpenAPI at /docs), the dashboard (/),
+    /metrics and /healthz over HTTP until SIGTERM.
+
+    \b
+    Example:
+        edi-inbox serve --listen 127.0.0.1:8080
+    """
+    try:
+        from . import web
+    except ImportError as exc:
+        raise click.ClickException(f"{exc.name} is missing: pip install 'edi-inbox[web]'") from None
+    if listen is not None:
+        settings = settings.replace(http=dataclasses.replace(settings.http, listen=listen))
+    try:
+        web.serve(settings)
+    except EdiInboxError as exc:
+        raise click.ClickException(shown(exc)) from None
 
 
 @main.group()

@@ -145,6 +145,22 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    """``edi-inbox serve``: where it listens, and the bearer token that
+    ``POST /api/orchestrate`` and retry need (both are off without one)."""
+
+    listen: str = "127.0.0.1:8080"
+    token_file: Path | None = None
+
+    def address(self) -> tuple[str, int]:
+        """``listen`` as (host, port); ``[::1]:8080`` for IPv6."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"[http] listen must be HOST:PORT, not {self.listen!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -153,6 +169,7 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     log: LogSettings = field(default_factory=LogSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     source: Path | None = None  # the file these came from, if any
 
     @property
@@ -172,6 +189,7 @@ SECTIONS: dict[str, type] = {
     "daemon": DaemonSettings,
     "log": LogSettings,
     "rules": RuleSettings,
+    "http": HttpSettings,
 }
 
 _CHOICES = {
@@ -233,6 +251,14 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     token_file = typing.cast(ErpSettings, sections["erp"]).token_file
     if token_file is not None:
         check_token_file(token_file, f"{name_of(source, 'erp')} key 'token_file'")
+    http = typing.cast(HttpSettings, sections["http"])
+    try:
+        http.address()
+    except ConfigError:
+        label = f"{name_of(source, 'http')} key 'listen'"
+        raise ConfigError(f"{label} must be HOST:PORT, not {http.listen!r}") from None
+    if http.token_file is not None:
+        check_token_file(http.token_file, f"{name_of(source, 'http')} key 'token_file'")
     return Settings(source=source, **sections)  # type: ignore[arg-type]
 
 
@@ -255,7 +281,7 @@ def check_token_file(path: Path, label: str = "[erp] token_file") -> None:
     ]
     if loose:
         raise ConfigError(
-            f"{label}: {path} has mode {mode:04o} ({', '.join(loose)}): the ERP token must "
+            f"{label}: {path} has mode {mode:04o} ({', '.join(loose)}): the token must "
             f"be kept from other users; chmod 0600 (or 0640 for the service's group) {path}"
         )
 

@@ -1,0 +1,359 @@
+"""The application: the seed's JSON endpoints, ``/healthz``, errors as JSON.
+
+Every ``/api`` answer is built by the function the CLI's ``--json`` calls
+(``queries.stats``, ``queries.list_jobs``, ``queries.show_job``,
+``queries.search_jobs``, ``admin.status``, ``JobResult.to_json``) and encoded
+by the same ``terminal.json_text``: one serializer for both.
+
+``POST /api/orchestrate`` and retry change things, so they need the bearer
+token from ``[http] token_file``; without one configured they are off (403).
+Errors are ``{"error": "…", "status": N}`` (422 adds ``details``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import socket
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import peewee as pw
+import structlog
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__, admin, config, queries, store
+from ..errors import ConfigError, EdiInboxError, StoreError
+from ..jobs import JobResult, JobStatus
+from ..terminal import json_text
+
+logger = structlog.get_logger("edi_inbox.web")
+
+
+class CliJSONResponse(JSONResponse):
+    """JSON as ``--json`` prints it (``terminal.json_text``, ``default=str``), compact."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, default=str, separators=(",", ":")).encode("utf-8")
+
+
+class ApiError(Exception):
+    """An answer other than 200: its status code, message and headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status: int, message: str, **extra: Any) -> CliJSONResponse:
+    return CliJSONResponse({"error": message, "status": status, **extra}, status_code=status)
+
+
+def read_token(path: Path | None) -> str | None:
+    """The bearer token in ``path`` (its first line), None when not configured."""
+    if path is None:
+        return None
+    config.check_token_file(path, "[http] token_file")
+    try:
+        token = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"[http] token_file {path}: cannot be read: {exc.strerror}") from None
+    if not token or not token[0].strip():
+        raise ConfigError(f"[http] token_file {path} is empty")
+    return token[0].strip()
+
+
+@dataclass
+class Web:
+    """What the endpoints share: the settings, the database, the token, and
+    (made on first use) the pipeline that ``orchestrate`` runs."""
+
+    settings: config.Settings
+    db: Any
+    token: str | None
+    host: str = field(default_factory=socket.gethostname)
+    erp_figures: Any = None  # metrics.ErpFigures while the app runs
+    _pipeline: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pipeline(self) -> Any:
+        from ..pipeline import Pipeline
+
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = Pipeline(self.settings, store.DatabaseRecorder(self.db))
+            return self._pipeline
+
+    def orchestrate(self, data: bytes, file_name: str) -> JobResult:
+        """The pipeline on ``data``, as ``edi-inbox process`` runs it on a file."""
+        result: JobResult = self.pipeline().run(Path("api") / file_name, data=data)
+        return result
+
+    def close(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.close()
+        store.close_database(self.db)
+
+
+def web_of(request: Request) -> Web:
+    web: Web = request.app.state.web
+    return web
+
+
+def require_token(request: Request) -> None:
+    """A dependency: the bearer token from ``[http] token_file`` must be given."""
+    web = web_of(request)
+    if web.token is None:
+        raise ApiError(403, "this is off: no [http] token_file is configured")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise ApiError(
+            401, "an Authorization: Bearer token is required", {"WWW-Authenticate": "Bearer"}
+        )
+    if not token_matches(web, given):
+        raise ApiError(401, "the bearer token is wrong", {"WWW-Authenticate": "Bearer"})
+
+
+def token_matches(web: Web, given: str) -> bool:
+    """Compared in constant time; False when no token is configured."""
+    if web.token is None:
+        return False
+    return hmac.compare_digest(given.strip().encode(), web.token.encode())
+
+
+def when(value: str | None, name: str) -> datetime | None:
+    """``since``/``until``: an ISO date or date-time; naive means UTC (as the CLI's)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ApiError(422, f"{name}: {value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def safe_file_name(name: str | None) -> str:
+    """A name for an uploaded file: its last path part, else a fresh one."""
+    name = Path(name).name if name else ""
+    if name in ("", ".", "..") or "\x00" in name:
+        return f"api-{uuid.uuid4().hex[:12]}.edi"
+    return name[:200]
+
+
+def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
+    """The application over ``settings`` (the database opened and its schema
+    created or migrated, as the CLI does, unless ``db`` is given)."""
+    token = read_token(settings.http.token_file)
+    if db is None:
+        db = store.open_database(settings.database_url, settings)
+        store.init(db)
+    web = Web(settings, db, token)
+    from . import dashboard, metrics  # they import this module
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        web.erp_figures = metrics.ErpFigures(db)
+        web.erp_figures.start()
+        try:
+            yield
+        finally:
+            web.erp_figures.stop()
+            web.close()
+
+    app = FastAPI(
+        title="edi-inbox",
+        version=__version__,
+        description="Inbound X12 850 purchase orders: jobs, status, metrics and a dashboard.",
+        lifespan=lifespan,
+        default_response_class=CliJSONResponse,
+    )
+    app.state.web = web
+    _errors(app)
+    _routes(app)
+    app.include_router(metrics.router)
+    app.include_router(dashboard.router)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> CliJSONResponse:
+        response = error_response(exc.status, exc.message)
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> CliJSONResponse:
+        response = error_response(exc.status_code, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> CliJSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"where": "", "message": "invalid"}
+        return error_response(422, f"{first['where']}: {first['message']}", details=details)
+
+    @app.exception_handler(pw.DatabaseError)
+    async def database_down(request: Request, exc: pw.DatabaseError) -> CliJSONResponse:
+        logger.error("database_error", path=request.url.path, error=repr(exc))
+        return error_response(503, "the database is not available")
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"])
+    def healthz(request: Request) -> Any:
+        """For load balancers: 200 when the database answers, else 503."""
+        web = web_of(request)
+        try:
+            store.run_unit(web.db, lambda: web.db.execute_sql("SELECT 1").fetchone(), write=False)
+        except Exception as exc:
+            return error_response(503, f"the database is not available: {type(exc).__name__}")
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/api/status", tags=["status"])
+    def status(request: Request) -> Any:
+        """Every daemon's heartbeat, the backlog and the last 24 hours: ``status --json``."""
+        web = web_of(request)
+        return admin.status(web.settings, web.db)
+
+    @app.get("/api/jobs/stats", tags=["jobs"])
+    def stats(
+        request: Request,
+        since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM], UTC")] = None,
+    ) -> Any:
+        """Totals: ``stats --json``."""
+        return queries.stats(web_of(request).db, since=when(since, "since"))
+
+    @app.get("/api/jobs/recent", tags=["jobs"])
+    def recent(
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 10,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        status: JobStatus | None = None,
+    ) -> Any:
+        """The most recent jobs first: ``jobs list --json``."""
+        db = web_of(request).db
+        return queries.list_jobs(
+            db, limit=limit, offset=offset, status=None if status is None else str(status)
+        )
+
+    @app.get("/api/jobs/search", tags=["jobs"])
+    def search(
+        request: Request,
+        po_number: Annotated[str | None, Query(max_length=200)] = None,
+        vendor_name: Annotated[str | None, Query(max_length=200)] = None,
+        sender: Annotated[str | None, Query(max_length=200)] = None,
+        success: bool | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    ) -> Any:
+        """Jobs by PO number, vendor, sender, outcome and time: ``jobs search --json``."""
+        return queries.search_jobs(
+            web_of(request).db,
+            po_number=po_number,
+            vendor=vendor_name,
+            sender=sender,
+            success=success,
+            since=when(since, "since"),
+            until=when(until, "until"),
+            limit=limit,
+        )
+
+    @app.get("/api/jobs/{job_id}", tags=["jobs"])
+    def show(request: Request, job_id: str) -> Any:
+        """One job with its steps, log lines and orders: ``jobs show --json``."""
+        try:
+            doc = queries.show_job(web_of(request).db, job_id)
+        except StoreError as exc:
+            raise ApiError(409, str(exc)) from None
+        if doc is None:
+            raise ApiError(404, f"no job {job_id}")
+        return doc
+
+    @app.post("/api/jobs/{job_id}/retry", tags=["jobs"], dependencies=[Depends(require_token)])
+    def retry(request: Request, job_id: str) -> Any:
+        """Put the job's failed file back into the inbox: ``retry JOB_ID --json``."""
+        return retry_job(web_of(request), job_id)
+
+    @app.post(
+        "/api/orchestrate",
+        tags=["jobs"],
+        dependencies=[Depends(require_token)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/edi-x12": {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    async def orchestrate(
+        request: Request,
+        file_name: Annotated[str | None, Query(max_length=255)] = None,
+    ) -> Any:
+        """Run the pipeline on the request body (an X12 file, at most
+        ``[daemon] max_file_bytes``), as ``edi-inbox process`` does, record the
+        job and return it: ``process --json``."""
+        web = web_of(request)
+        cap = web.settings.daemon.max_file_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > cap:
+            raise ApiError(413, f"the body is larger than max_file_bytes ({cap} bytes)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise ApiError(413, f"the body is larger than max_file_bytes ({cap} bytes)")
+            chunks.append(chunk)
+        if not size:
+            raise ApiError(422, "the body is empty: send the X12 file as the request body")
+        name = safe_file_name(file_name)
+        result = await run_in_threadpool(web.orchestrate, b"".join(chunks), name)
+        logger.info("orchestrated", job_id=result.job_id, status=str(result.status))
+        return result.to_json()
+
+
+def retry_job(web: Web, job_id: str) -> list[dict[str, Any]]:
+    """``admin.retry`` for one job; 404 when it has no file in failed/, 409 when
+    the file is there but cannot go back."""
+    try:
+        return admin.retry(web.settings, job_id)
+    except EdiInboxError as exc:
+        message = str(exc)
+        raise ApiError(404 if message.startswith("no failed file") else 409, message) from None
+
+
+def serve(settings: config.Settings) -> None:
+    """Run the application on ``[http] listen`` under uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    host, port = settings.http.address()
+    app = create_app(settings)
+    logger.info("serving", listen=f"{host}:{port}", database=_safe(settings.database_url))
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, proxy_headers=False)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for a log line."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.split(':')[0]}:***@{tail}"

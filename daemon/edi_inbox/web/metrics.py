@@ -1,0 +1,257 @@
+"""``GET /metrics``: the job records as Prometheus metrics, read at scrape time.
+
+A custom collector (prometheus_client's pattern for "a snapshot of another
+system") so that every ``serve`` reports the shared database, every host's
+daemons included, rather than what it saw itself. Each scrape reads small
+tables and indexes only, as ``queries.stats`` does:
+
+- jobs by status, amount posted and the job duration summary from
+  ``job_rollups`` (one row per day and status);
+- orders posted, ERP attempts and failures: a pass over every order, too
+  slow for a scrape at a million jobs, so ``ErpFigures`` counts them in a
+  thread of its own every ``ERP_REFRESH_SECONDS`` and the scrape reports its
+  last count (absent until the first one is done);
+- the last success from the ``(status, started_at)`` index;
+- per host, from the newest heartbeat: daemon up, heartbeat age, the
+  daemon's queue, in flight and held files (its backlog);
+- the inbox backlog and oldest file's age as this host sees the inbox
+  (``status`` measures it the same way), and the files in failed/.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import peewee as pw
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from .. import admin
+from ..jobs import JobStatus
+from ..store import FINAL_STATUSES, run_unit
+from ..store.models import Job, JobRollup, Order
+
+router = APIRouter()
+ERP_REFRESH_SECONDS = 60.0  # a pass takes ~1 s at a million orders (SQLite)
+
+
+def _rows(query: Any) -> Iterator[Any]:
+    """The rows of a ``.tuples()`` query (peewee's stubs call them model instances)."""
+    return iter(query)
+
+
+class RecordsCollector(Collector):
+    """Reads the database and the folders each time Prometheus scrapes."""
+
+    def __init__(self, web: Any) -> None:
+        self.web = web
+
+    def collect(self) -> Iterator[Metric]:
+        web = self.web
+        db = web.db
+        rollups, running_jobs, last_success = run_unit(db, lambda: _read(db), write=False)
+        jobs = CounterMetricFamily(
+            "edi_inbox_jobs", "Jobs that reached a final status.", labels=["status"]
+        )
+        duration = SummaryMetricFamily(
+            "edi_inbox_job_duration_seconds",
+            "Time from a job's start to its end, by final status.",
+            labels=["status"],
+        )
+        amount = CounterMetricFamily(
+            "edi_inbox_amount_posted", "Sum of the totals of succeeded jobs' orders."
+        )
+        posted_amount = 0.0
+        for status in FINAL_STATUSES:
+            n, nd, total, money = rollups.get(str(status), (0, 0, 0.0, 0))
+            jobs.add_metric([str(status)], n)
+            duration.add_metric([str(status)], count_value=nd, sum_value=total)
+            if status is JobStatus.SUCCEEDED:
+                posted_amount = float(money or 0)
+        amount.add_metric([], posted_amount)
+        yield jobs
+        yield duration
+        yield amount
+        running = GaugeMetricFamily("edi_inbox_jobs_running", "Jobs being processed now.")
+        running.add_metric([], running_jobs)
+        yield running
+        orders = web.erp_figures.latest() if web.erp_figures is not None else None
+        if orders is not None:
+            yield CounterMetricFamily(
+                "edi_inbox_orders_posted", "Orders the ERP accepted.", value=orders["posted"]
+            )
+            yield CounterMetricFamily(
+                "edi_inbox_erp_attempts",
+                "ERP posts tried, retries included.",
+                value=orders["attempts"],
+            )
+            yield CounterMetricFamily(
+                "edi_inbox_erp_failures",
+                "Orders the ERP refused or never answered for.",
+                value=orders["failed"],
+            )
+        last = GaugeMetricFamily(
+            "edi_inbox_last_success_timestamp_seconds",
+            "When the last succeeded job ended (Unix time); absent before the first.",
+        )
+        if last_success is not None:
+            last.add_metric([], last_success.timestamp())
+        yield last
+        yield from _hosts(web)
+        yield from _folders(web)
+
+
+def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], int, Any]:
+    money = pw.fn.dec_sum(JobRollup.amount) if db.is_sqlite else pw.fn.SUM(JobRollup.amount)
+    query = (
+        JobRollup.select(
+            JobRollup.status,
+            pw.fn.SUM(JobRollup.jobs),
+            pw.fn.SUM(JobRollup.durations),
+            pw.fn.SUM(JobRollup.duration_total),
+            money,
+        )
+        .where(JobRollup.period == "day")
+        .group_by(JobRollup.status)
+    )
+    rollups = {
+        status: (int(n or 0), int(nd or 0), float(total or 0.0), amount)
+        for status, n, nd, total, amount in _rows(query.tuples())
+    }
+    running = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
+    last = (
+        Job.select(Job.completed_at)
+        .where(Job.status == JobStatus.SUCCEEDED.value)
+        .order_by(Job.started_at.desc(), Job.id.desc())
+        .limit(1)
+        .scalar()
+    )
+    return rollups, running, last
+
+
+def count_orders(db: Any) -> dict[str, int]:
+    """Orders posted and failed, and ERP attempts in all: one pass over ``orders``."""
+
+    def work() -> dict[str, int]:
+        orders = {"posted": 0, "failed": 0, "attempts": 0}
+        by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
+        for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
+            orders["attempts"] += int(attempts or 0)
+            if status == "posted":
+                orders["posted"] += int(n or 0)
+            elif status in ("failed", "rejected"):
+                orders["failed"] += int(n or 0)
+        return orders
+
+    result: dict[str, int] = run_unit(db, work, write=False)
+    return result
+
+
+class ErpFigures:
+    """``count_orders`` every ``every`` seconds in a thread, so that a scrape
+    reads the last count instead of waiting for a pass over every order."""
+
+    def __init__(self, db: Any, every: float = ERP_REFRESH_SECONDS) -> None:
+        self.db = db
+        self.every = every
+        self._latest: dict[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="erp-figures", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def latest(self) -> dict[str, int] | None:
+        return self._latest
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._latest = count_orders(self.db)
+            except Exception as exc:  # the database may be away for a moment
+                structlog.get_logger("edi_inbox.web").error("erp_figures_failed", error=repr(exc))
+            self._stop.wait(self.every)
+
+
+def _hosts(web: Any) -> Iterator[Metric]:
+    """Per host, from its newest heartbeat (older rows are earlier runs)."""
+    from .. import queries
+
+    fresh = admin.fresh_seconds(web.settings.daemon)
+    up = GaugeMetricFamily(
+        "edi_inbox_daemon_up", "1 when the host's daemon beats.", labels=["host"]
+    )
+    age = GaugeMetricFamily(
+        "edi_inbox_daemon_heartbeat_age_seconds", "Age of the last heartbeat.", labels=["host"]
+    )
+    backlog = GaugeMetricFamily(
+        "edi_inbox_daemon_backlog",
+        "Files the host's daemon has seen and not finished (queued, held, in flight).",
+        labels=["host", "state"],
+    )
+    seen: set[str] = set()
+    for daemon in queries.list_daemons(web.db):
+        host = daemon["host"]
+        if host in seen:
+            continue
+        seen.add(host)
+        alive = daemon["heartbeat_age_seconds"] <= fresh and not (daemon.get("counters") or {}).get(
+            "stopping"
+        )
+        up.add_metric([host], 1.0 if alive else 0.0)
+        age.add_metric([host], daemon["heartbeat_age_seconds"])
+        counters = daemon.get("counters") or {}
+        for state in ("queue", "held", "in_flight"):
+            backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
+    yield up
+    yield age
+    yield backlog
+
+
+def _folders(web: Any) -> Iterator[Metric]:
+    inbox = admin.inbox_backlog(web.settings)
+    host = web.host
+    waiting = GaugeMetricFamily(
+        "edi_inbox_inbox_waiting", "Files waiting in the inbox.", labels=["host"]
+    )
+    oldest = GaugeMetricFamily(
+        "edi_inbox_inbox_oldest_age_seconds",
+        "Age of the oldest file waiting in the inbox (0 when empty).",
+        labels=["host"],
+    )
+    if inbox["waiting"] is not None:
+        waiting.add_metric([host], inbox["waiting"])
+        oldest.add_metric([host], inbox["oldest_age_seconds"] or 0.0)
+    yield waiting
+    yield oldest
+    failed = GaugeMetricFamily(
+        "edi_inbox_failed_files", "Files in failed/ waiting for a retry.", labels=["host"]
+    )
+    count = admin.folder_counts(web.settings, claimed={}).get("failed")
+    if count is not None:
+        failed.add_metric([host], count)
+    yield failed
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+def metrics(request: Request) -> Response:
+    """The Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RecordsCollector(request.app.state.web))
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

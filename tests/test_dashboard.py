@@ -1,0 +1,181 @@
+"""The dashboard at /: the pages over HTTP (escaped partner data, no script, a
+strict CSP) and a real headless Chromium (Debian's chromium and
+chromium-driver, driven by selenium) through the overview, a PO search, its
+job page, a retry and a hostile PO number that must not run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from web_site import HOSTILE_PO, TOKEN, site
+
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+# Set to write the overview's screenshot to docs/dashboard.png (README shows it).
+DOCS_SCREENSHOT_ENV = "EDI_INBOX_DOCS_SCREENSHOT"
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dashboard")
+    with site("sqlite", root) as running:
+        running.beat("edi-a", {"queue": 2, "held": 1, "in_flight": 1})
+        yield running
+
+
+def pages(web):
+    yield "/"
+    yield "/jobs"
+    yield "/jobs?po_number=pwned"
+    yield "/failed"
+    for job_id in web.jobs.values():
+        yield f"/jobs/{job_id}"
+
+
+def test_pages_escape_partner_data_and_carry_no_script(web):
+    """Every page: 200, HTML with a CSP that allows no script, no <script> tag,
+    and the hostile PO number as escaped text wherever it is shown."""
+    for path in pages(web):
+        answer = web.get(path)
+        assert answer.status == 200, (path, answer.body[:500])
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in answer.headers["content-security-policy"]
+        assert "<script" not in answer.text.lower(), path
+    for path in ("/", "/jobs?po_number=pwned", f"/jobs/{web.jobs['hostile']}"):
+        assert "&lt;script&gt;window.pwned=1&lt;/script&gt;" in web.get(path).text, path
+
+
+def test_job_page_shows_orders_997_report_and_the_failing_segment(web):
+    """A job's page: its order's lines and total, the 997 sent; a failed job's
+    error report and its EDI with the failing segment (CTT, segment 47) marked."""
+    named = web.get(f"/jobs/{web.jobs['named']}").text
+    assert "08292233294" in named and "13045.94" in named and "SMALL WIDGET" in named
+    assert ".997</code>" in named and "AK1*PO*1421" in named
+    failed = web.get(f"/jobs/{web.jobs['failed']}").text
+    assert 'id="error-report"' in failed and "line_count_mismatch" in failed
+    assert '<li value="47" class="failing"' in failed and "CTT*1" in failed
+
+
+def test_jobs_paging_and_bad_filters(web):
+    """Paging links keep the filters; a bad date is a 422 page that says why."""
+    first = web.get("/jobs?status=succeeded").text
+    assert "page 1" in first
+    answer = web.get("/jobs?since=yesterday")
+    assert answer.status == 422 and "is not a date" in answer.text
+    assert web.get("/jobs/00000000-0000-0000-0000-000000000000").status == 404
+
+
+def test_retry_form_needs_the_token(web):
+    """The retry form without the right token is refused (401) and moves nothing."""
+    job_id = web.jobs["failed"]
+    answer = web.request(
+        "POST",
+        f"/jobs/{job_id}/retry",
+        "token=wrong",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status == 401 and "the token is wrong" in answer.text
+    assert (web.root / "state" / "failed" / "bad-po.edi").exists()
+
+
+def browser(profile: Path):
+    """A headless Chromium through chromedriver; skipped (failed under CI) without them."""
+    missing = [p for p in CHROMIUM if not Path(p).exists()]
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {missing} missing: .ci/run installs chromium")
+        pytest.skip(f"{missing} not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM[0]
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    return webdriver.Chrome(options=options, service=Service(executable_path=CHROMIUM[1]))
+
+
+def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
+    """A real Chromium: the overview with its chart and hosts; a search for a PO
+    and its job page; the hostile PO shown as text, never run; a retry with the
+    token puts the failed file back into the inbox. Screenshots under tmp_path."""
+    from selenium.webdriver.common.by import By
+
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    driver = browser(tmp_path / "profile")
+    try:
+        driver.set_page_load_timeout(60)
+        # The overview.
+        driver.get(web.url + "/")
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Overview"
+        assert len(driver.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 48
+        hosts = driver.find_element(By.CSS_SELECTOR, "table.hosts").text
+        assert "edi-a" in hosts and "running" in hosts
+        driver.save_screenshot(str(shots / "overview.png"))
+        if os.environ.get(DOCS_SCREENSHOT_ENV):
+            docs = Path(__file__).parent.parent / "docs"
+            docs.mkdir(exist_ok=True)
+            shutil.copyfile(shots / "overview.png", docs / "dashboard.png")
+
+        # A search for a PO, then its job page.
+        driver.get(web.url + "/jobs")
+        box = driver.find_element(By.NAME, "po_number")
+        box.send_keys("08292233294")
+        box.submit()
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+        assert len(rows) == 1 and "08292233294" in rows[0].text
+        driver.save_screenshot(str(shots / "search.png"))
+        rows[0].find_element(By.TAG_NAME, "a").click()
+        assert driver.find_element(By.ID, "po-number").text == "08292233294"
+        assert "13045.94" in driver.find_element(By.CSS_SELECTOR, "table.lines tfoot").text
+        driver.save_screenshot(str(shots / "job.png"))
+
+        # The hostile PO number: text on the list and the job page, never a script.
+        driver.get(web.url + "/jobs?po_number=" + quote("pwned"))
+        (row,) = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+        assert row.find_element(By.CSS_SELECTOR, "td.po").text == HOSTILE_PO
+        row.find_element(By.TAG_NAME, "a").click()
+        assert driver.find_element(By.ID, "po-number").text == HOSTILE_PO
+        assert driver.execute_script("return typeof window.pwned") == "undefined"
+        driver.save_screenshot(str(shots / "hostile.png"))
+        driver.get(web.url + "/")
+        assert driver.execute_script("return typeof window.pwned") == "undefined"
+
+        # A retry from the failed files, with the token typed in.
+        driver.get(web.url + "/failed")
+        form = driver.find_element(
+            By.CSS_SELECTOR, f"form[action='/jobs/{web.jobs['failed']}/retry']"
+        )
+        form.find_element(By.NAME, "token").send_keys(TOKEN)
+        form.find_element(By.TAG_NAME, "button").click()
+        assert driver.find_element(By.ID, "retried").text == "Back in the inbox: bad-po.edi"
+        driver.save_screenshot(str(shots / "retried.png"))
+    finally:
+        driver.quit()
+    state = web.root / "state"
+    assert (state / "inbox" / "bad-po.edi").exists()
+    assert not (state / "failed" / "bad-po.edi").exists()
+    assert {p.name for p in shots.iterdir()} == {
+        "overview.png",
+        "search.png",
+        "job.png",
+        "hostile.png",
+        "retried.png",
+    }

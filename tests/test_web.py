@@ -1,0 +1,310 @@
+"""``edi-inbox serve``: the real server on 127.0.0.1 over real records (SQLite and
+PostgreSQL); every endpoint's JSON is the CLI's ``--json``, auth, error codes
+and ``/metrics`` read by prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edi_inbox import config
+from edi_inbox.errors import ConfigError
+
+from helpers import make_po, poll_until
+from web_site import (
+    HOSTILE_PO,
+    MAX_FILE_BYTES,
+    NAMED,
+    SITE_KINDS,
+    TOKEN,
+    Site,
+    server,
+    site,
+    write_config,
+)
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module", params=SITE_KINDS)
+def web(request, tmp_path_factory):
+    with site(request.param, tmp_path_factory.mktemp(f"web-{request.param}")) as running:
+        yield running
+
+
+def api(web: Site, path: str):
+    answer = web.get(path)
+    assert answer.status == 200, (path, answer.status, answer.body)
+    assert answer.headers["content-type"].startswith("application/json")
+    return answer.json()
+
+
+def test_stats_is_stats_json(web):
+    """/api/jobs/stats (and ?since=) answers what stats --json prints."""
+    assert api(web, "/api/jobs/stats") == web.cli_json("stats")
+    since = "2020-01-01T00:00"
+    assert api(web, f"/api/jobs/stats?since={since}") == web.cli_json("stats", "--since", since)
+    assert api(web, "/api/jobs/stats")["total_jobs"] >= 5
+
+
+def test_recent_is_jobs_list_json(web):
+    """/api/jobs/recent with limit, offset and status answers what jobs list --json prints."""
+    assert api(web, "/api/jobs/recent?limit=10") == web.cli_json("jobs", "list", "--limit", "10")
+    assert len(api(web, "/api/jobs/recent?limit=2")) == 2
+    assert api(web, "/api/jobs/recent?limit=2&offset=1") == web.cli_json(
+        "jobs", "list", "--limit", "2", "--offset", "1"
+    )
+    failed = api(web, "/api/jobs/recent?status=failed")
+    assert failed == web.cli_json("jobs", "list", "--status", "failed", "--limit", "10")
+    assert {j["job_id"] for j in failed} >= {web.jobs["failed"], web.jobs["nonedi"]}
+
+
+def test_search_is_jobs_search_json(web):
+    """/api/jobs/search's filters answer what jobs search --json prints for the same ones."""
+    cases = [
+        ("po_number=0829223", ["--po-number", "0829223"]),
+        ("po_number=%3Cscript", ["--po-number", "<script"]),
+        ("success=false", ["--failure"]),
+        ("success=true&since=2020-01-01", ["--success", "--since", "2020-01-01"]),
+        ("until=2020-01-01", ["--until", "2020-01-01"]),
+        ("vendor_name=x&limit=3", ["--vendor", "x", "--limit", "3"]),
+    ]
+    for query, args in cases:
+        found = api(web, f"/api/jobs/search?{query}")
+        assert found == web.cli_json("jobs", "search", *args), query
+    assert len(api(web, "/api/jobs/search?po_number=0829223")) == 1
+    (named,) = api(web, "/api/jobs/search?po_number=08292233294")
+    assert named["job_id"] == web.jobs["named"] and named["total_amount"] == "13045.94"
+    (hostile,) = api(web, "/api/jobs/search?po_number=window.pwned")
+    assert hostile["po_number"] == HOSTILE_PO
+
+
+def test_job_is_jobs_show_json(web):
+    """/api/jobs/{id} (a full id or a unique prefix) answers what jobs show --json prints."""
+    for what in ("named", "failed", "hostile"):
+        job_id = web.jobs[what]
+        doc = api(web, f"/api/jobs/{job_id}")
+        assert doc == web.cli_json("jobs", "show", job_id)
+        assert doc["steps"] and doc["logs"]
+    assert api(web, f"/api/jobs/{web.jobs['named'][:8]}")["job_id"] == web.jobs["named"]
+
+
+def test_status_is_status_json(web):
+    """/api/status answers what status --json prints (the clock-dependent ages aside)."""
+
+    def timeless(doc):
+        doc = json.loads(json.dumps(doc))
+        doc.pop("now")
+        for daemon in doc["daemons"]:
+            daemon.pop("heartbeat_age_seconds")
+        doc["inbox"].pop("oldest_age_seconds")
+        return doc
+
+    web.beat("edi-b", {"queue": 3, "held": 1, "in_flight": 2})
+    served = api(web, "/api/status")
+    assert timeless(served) == timeless(web.cli_json("status"))
+    assert "edi-b" in {d["host"] for d in served["daemons"]}
+    assert served["folders"]["failed"] >= 1
+
+
+def test_error_codes_are_json(web):
+    """Unknown job 404, bad parameters 422, wrong method 405: each a JSON error."""
+    for path, status in (
+        ("/api/jobs/00000000-0000-0000-0000-000000000000", 404),
+        ("/api/jobs/recent?limit=0", 422),
+        ("/api/jobs/recent?limit=abc", 422),
+        ("/api/jobs/recent?status=bogus", 422),
+        ("/api/jobs/search?success=maybe", 422),
+        ("/api/jobs/search?since=yesterday", 422),
+        ("/api/jobs/stats?since=2026-13-45", 422),
+        ("/api/nothing-here", 404),
+    ):
+        answer = web.get(path)
+        assert answer.status == status, (path, answer.status, answer.body)
+        doc = answer.json()
+        assert doc["status"] == status and doc["error"], path
+    assert web.request("DELETE", "/api/jobs/stats").status == 405
+
+
+def test_orchestrate_needs_the_bearer_token(web):
+    """Without the token 401 (and WWW-Authenticate), with a wrong one 401; nothing is recorded."""
+    before = api(web, "/api/jobs/stats")["total_jobs"]
+    body = NAMED.read_bytes()
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        answer = web.request("POST", "/api/orchestrate", body, headers)
+        assert answer.status == 401, answer.body
+        assert answer.headers["www-authenticate"] == "Bearer"
+        assert "token" in answer.json()["error"]
+    assert api(web, "/api/jobs/stats")["total_jobs"] == before
+
+
+def test_orchestrate_runs_the_pipeline_and_records_the_job(web):
+    """An X12 body with the token: the job as process --json gives it, recorded for jobs show."""
+    data = make_po(950)
+    answer = web.request("POST", "/api/orchestrate?file_name=../up/from-api.edi", data, AUTH)
+    assert answer.status == 200, answer.body
+    job = answer.json()
+    assert job["status"] == "succeeded" and job["success"] is True
+    assert job["file_name"] == "from-api.edi" and job["po_number"].endswith("950")
+    assert job["orders"][0]["status"] == "posted"
+    # The same bytes through process --json: the same shape, and a duplicate of this job.
+    upload = web.root / "same.edi"
+    upload.write_bytes(data)
+    processed = web.cli_json("process", str(upload))
+    assert set(job) == set(processed)
+    assert processed["status"] == "duplicate" and processed["duplicate_of"] == job["job_id"]
+    shown = web.cli_json("jobs", "show", job["job_id"])
+    assert shown["status"] == "succeeded" and shown["file_name"] == "from-api.edi"
+    assert {k: shown[k] for k in job} == job
+    assert api(web, f"/api/jobs/{job['job_id']}") == shown
+
+    bad = web.request("POST", "/api/orchestrate", b"this is not X12 at all\n", AUTH)
+    assert bad.status == 200 and bad.json()["success"] is False
+    assert "not X12" in bad.json()["error"]
+
+
+def test_orchestrate_refuses_bodies_over_max_file_bytes(web):
+    """413 for a body over max_file_bytes, announced or streamed chunked; 422 for an empty one."""
+    big = b"ISA" + b"x" * MAX_FILE_BYTES
+    answer = web.request("POST", "/api/orchestrate", big, AUTH)
+    assert answer.status == 413 and "max_file_bytes" in answer.json()["error"]
+    chunks = iter([big[:100_000], big[100_000:]])
+    answer = web.request("POST", "/api/orchestrate", chunks, AUTH, chunked=True)
+    assert answer.status == 413, answer.body
+    assert web.request("POST", "/api/orchestrate", b"", AUTH).status == 422
+
+
+def test_retry_needs_the_token_and_puts_the_file_back(web):
+    """POST /api/jobs/{id}/retry: 401 without the token; with it the failed file is in
+    the inbox again (as retry --json reports); a second retry is 404."""
+    job_id = web.jobs["failed"]
+    state = web.root / "state"
+    assert web.request("POST", f"/api/jobs/{job_id}/retry").status == 401
+    assert (state / "failed" / "bad-po.edi").exists()
+    answer = web.request("POST", f"/api/jobs/{job_id}/retry", None, AUTH)
+    assert answer.status == 200, answer.body
+    (result,) = answer.json()
+    assert result == {
+        "job_id": job_id,
+        "file": "bad-po.edi",
+        "retried": True,
+        "inbox_name": "bad-po.edi",
+    }
+    assert (state / "inbox" / "bad-po.edi").exists()
+    assert not (state / "failed" / "bad-po.edi").exists()
+    again = web.request("POST", f"/api/jobs/{job_id}/retry", None, AUTH)
+    assert again.status == 404 and "no failed file" in again.json()["error"]
+    # Put it back where it was, for the other tests.
+    (state / "inbox" / "bad-po.edi").rename(state / "failed" / "bad-po.edi")
+    report = {"job_id": job_id, "file_name": "bad-po.edi"}
+    (state / "failed" / "bad-po.edi.error.json").write_text(json.dumps(report))
+
+
+def test_metrics_parse_and_agree_with_stats(web):
+    """/metrics in the Prometheus text format: jobs by status, amount, durations,
+    orders, the daemon's host and the inbox, as stats and status say."""
+    web.beat("edi-b", {"queue": 3, "held": 1, "in_flight": 2})
+    web.beat("edi-c", {"queue": 0}, age_seconds=600)
+
+    def scrape():
+        answer = web.get("/metrics")
+        assert answer.status == 200 and answer.headers["content-type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+        # The ERP figures come from a thread's count, done once soon after the start.
+        return families if "edi_inbox_orders_posted" in families else None
+
+    families = poll_until(scrape, timeout=30, interval=0.1, what="the ERP figures")
+    stats = web.cli_json("stats")
+    jobs = {s.labels["status"]: s.value for s in families["edi_inbox_jobs"].samples}
+    for status in ("succeeded", "failed", "duplicate", "interrupted"):
+        assert jobs[status] == stats["by_status"][status], status
+    (amount,) = families["edi_inbox_amount_posted"].samples
+    assert amount.value == pytest.approx(float(stats["total_amount_processed"]))
+    durations = {
+        (s.name, s.labels["status"]): s.value
+        for s in families["edi_inbox_job_duration_seconds"].samples
+    }
+    assert durations[("edi_inbox_job_duration_seconds_count", "succeeded")] == jobs["succeeded"]
+    assert durations[("edi_inbox_job_duration_seconds_sum", "succeeded")] > 0
+    (posted,) = families["edi_inbox_orders_posted"].samples
+    assert posted.value >= 2
+    assert families["edi_inbox_erp_attempts"].samples[0].value >= posted.value
+    (last,) = families["edi_inbox_last_success_timestamp_seconds"].samples
+    assert last.value > 1.7e9
+    status = web.cli_json("status")
+    hosts = {d["host"] for d in status["daemons"]}
+    up = {s.labels["host"]: s.value for s in families["edi_inbox_daemon_up"].samples}
+    assert set(up) == hosts and up["edi-b"] == 1.0 and up["edi-c"] == 0.0
+    backlog = {
+        (s.labels["host"], s.labels["state"]): s.value
+        for s in families["edi_inbox_daemon_backlog"].samples
+    }
+    assert backlog[("edi-b", "queue")] == 3 and backlog[("edi-b", "in_flight")] == 2
+    ages = {
+        s.labels["host"]: s.value
+        for s in families["edi_inbox_daemon_heartbeat_age_seconds"].samples
+    }
+    assert ages["edi-c"] >= 600
+    (waiting,) = families["edi_inbox_inbox_waiting"].samples
+    assert waiting.value == status["inbox"]["waiting"]
+    (failed,) = families["edi_inbox_failed_files"].samples
+    assert failed.value == status["folders"]["failed"] >= 1
+
+
+def test_alert_rules_name_metrics_that_exist(web):
+    """Every metric an example alert rule uses is one /metrics exposes."""
+    rules = (Path(__file__).parent.parent / "config" / "edi-inbox.rules.yml").read_text()
+    exposed = {
+        s.name for f in text_string_to_metric_families(web.get("/metrics").text) for s in f.samples
+    } | {f.name for f in text_string_to_metric_families(web.get("/metrics").text)}
+    used = set(__import__("re").findall(r"\b(edi_inbox_[a-z_]+)", rules))
+    assert {"edi_inbox_jobs_total", "edi_inbox_daemon_up"} <= used
+    assert used <= exposed, used - exposed
+
+
+def test_healthz_and_openapi(web):
+    """/healthz answers ok; /docs serves OpenAPI with the seed's endpoints."""
+    assert api(web, "/healthz")["status"] == "ok"
+    assert web.get("/docs").status == 200
+    paths = set(api(web, "/openapi.json")["paths"])
+    assert {
+        "/api/jobs/stats",
+        "/api/jobs/recent",
+        "/api/jobs/search",
+        "/api/jobs/{job_id}",
+        "/api/orchestrate",
+        "/api/status",
+        "/healthz",
+    } <= paths
+
+
+def test_orchestrate_and_retry_are_off_without_a_token_file(tmp_path):
+    """No [http] token_file: orchestrate and retry answer 403 with a clear error."""
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}", token=False)
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {}, port, process, {}, "sqlite")
+        for path in ("/api/orchestrate", "/api/jobs/abc/retry"):
+            answer = running.request("POST", path, NAMED.read_bytes(), AUTH)
+            assert answer.status == 403
+            assert "no [http] token_file is configured" in answer.json()["error"]
+
+
+def test_http_settings_defaults_and_errors(tmp_path):
+    """[http] listen defaults to 127.0.0.1:8080; a bad listen or a world-readable
+    token_file stops the configuration, naming the key."""
+    assert config.load(None, {}).http.address() == ("127.0.0.1", 8080)
+    toml = tmp_path / "c.toml"
+    toml.write_text('[http]\nlisten = "localhost"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml: \[http\] key 'listen' must be HOST:PORT"):
+        config.load(toml, {})
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    token.chmod(0o644)
+    toml.write_text(f'[http]\ntoken_file = "{token}"\n')
+    with pytest.raises(ConfigError, match=r"\[http\] key 'token_file'.*world-readable"):
+        config.load(toml, {})
+    env = {"EDI_INBOX_HTTP_LISTEN": "[::1]:9000"}
+    assert config.load(None, env).http.address() == ("::1", 9000)
