@@ -62,13 +62,14 @@ def test_pages_escape_partner_data_and_carry_no_script(web):
 
 def test_job_page_shows_orders_997_report_and_the_failing_segment(web):
     """A job's page: its order's lines and total, the 997 sent; a failed job's
-    error report and its EDI with the failing segment (CTT, segment 47) marked."""
+    error report and its EDI with the failing segment (the PO1 of quantity 0,
+    segment 27) marked."""
     named = web.get(f"/jobs/{web.jobs['named']}").text
     assert "08292233294" in named and "13045.94" in named and "SMALL WIDGET" in named
     assert ".997</code>" in named and "AK1*PO*1421" in named
     failed = web.get(f"/jobs/{web.jobs['failed']}").text
-    assert 'id="error-report"' in failed and "line_count_mismatch" in failed
-    assert '<li value="47" class="failing"' in failed and "CTT*1" in failed
+    assert 'id="error-report"' in failed and "quantity_not_positive" in failed
+    assert '<li value="27" class="failing" title="the failing segment"><code>PO1**0*' in failed
 
 
 def test_jobs_paging_and_bad_filters(web):
