@@ -140,3 +140,14 @@ class FileChanged(EdiInboxError):
 
 class StoreError(EdiInboxError):
     """The job records could not be read or written."""
+
+
+def shorten(value: str, limit: int = 40) -> str:
+    """``value`` as quoted in a message: a partner's 40 KB PO number is not repeated whole.
+
+    Short values come back as ``repr``; longer ones keep their first ``limit``
+    characters and say how long they were: ``'PO-1234…' (30000 characters)``.
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"

@@ -23,9 +23,10 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import TruncatedError, X12Error
+from ..errors import TruncatedError, X12Error, shorten
 from .model import GroupSummary, InterchangeSummary, Segment, SetSummary, TransactionSet
 from .scan import CHUNK_SIZE, SegmentScanner, digits
+from .scan import number as count_of
 
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
@@ -34,7 +35,7 @@ _Handler = Callable[[Segment], "TransactionSet | None"]
 
 def _same_number(a: str, b: str) -> bool:
     """Control numbers agree: equal, or equal as numbers (``3438`` and ``000003438``)."""
-    return a == b or (digits(a) and digits(b) and int(a) == int(b))
+    return a == b or (digits(a) and digits(b) and a.lstrip("0") == b.lstrip("0"))
 
 
 class X12Reader:
@@ -223,7 +224,7 @@ class X12Reader:
         self._drain_warnings()
         for i, width in enumerate(_ISA_WIDTHS, 1):
             if len(els[i]) != width:
-                self._warn(f"ISA{i:02d} {els[i]!r} is not {width} characters long", seg, i)
+                self._warn(f"ISA{i:02d} {shorten(els[i])} is not {width} characters long", seg, i)
         if not digits(ic.control_number):
             self._error(ic.errors, "ISA13 is not a number", seg, element=13, code="018")
         if not (digits(ic.version) and len(ic.version) == 5):
@@ -240,16 +241,16 @@ class X12Reader:
             self._ic = None
             raise self._error(
                 ic.errors,
-                f"the file ends inside the IEA segment (IEA02 {number!r},"
-                f" ISA13 {ic.control_number!r}): truncated",
+                f"the file ends inside the IEA segment (IEA02 {shorten(number)},"
+                f" ISA13 {shorten(ic.control_number)}): truncated",
                 seg,
                 code="023",
                 cls=TruncatedError,
             )
-        if not (digits(count) and int(count) == n):
+        if count_of(count) != n:
             self._error(
                 ic.errors,
-                f"IEA01 says {count!r} functional groups, the interchange has {n}",
+                f"IEA01 says {shorten(count)} functional groups, the interchange has {n}",
                 seg,
                 element=1,
                 code="021",
@@ -257,14 +258,14 @@ class X12Reader:
         if not _same_number(number, ic.control_number):
             self._error(
                 ic.errors,
-                f"IEA02 {number!r} does not match ISA13 {ic.control_number!r}",
+                f"IEA02 {shorten(number)} does not match ISA13 {shorten(ic.control_number)}",
                 seg,
                 element=2,
                 code="001",
             )
         elif number != ic.control_number:
             self._warn(
-                f"IEA02 {number!r} is not written like ISA13 {ic.control_number!r};"
+                f"IEA02 {shorten(number)} is not written like ISA13 {shorten(ic.control_number)};"
                 " accepted as the same number",
                 seg,
                 2,
@@ -299,7 +300,7 @@ class X12Reader:
         if not digits(g.control_number):
             self._error(
                 g.errors,
-                f"GS06 {g.control_number!r} is not a group control number",
+                f"GS06 {shorten(g.control_number)} is not a group control number",
                 seg,
                 element=6,
                 code="6",
@@ -316,12 +317,13 @@ class X12Reader:
             self._error(ic.errors, "GE without a GS", seg, code="022")
             return done
         count, number, n = seg.get(1), seg.get(2), len(g.sets)
-        if digits(count):
-            g.included = int(count)
+        included = count_of(count)
+        if included is not None:
+            g.included = included
         if g.included != n:
             self._error(
                 g.errors,
-                f"GE01 says {count!r} transaction sets, the group has {n}",
+                f"GE01 says {shorten(count)} transaction sets, the group has {n}",
                 seg,
                 element=1,
                 code="5",
@@ -329,7 +331,7 @@ class X12Reader:
         if not _same_number(number, g.control_number):
             self._error(
                 g.errors,
-                f"GE02 {number!r} does not match GS06 {g.control_number!r}",
+                f"GE02 {shorten(number)} does not match GS06 {shorten(g.control_number)}",
                 seg,
                 element=2,
                 code="4",
@@ -349,7 +351,11 @@ class X12Reader:
         s = SetSummary(els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else "", [], seg[1])
         if not (len(s.code) == 3 and s.code.isalnum()):
             self._error(
-                s.errors, f"ST01 {s.code!r} is not a transaction set code", seg, element=1, code="6"
+                s.errors,
+                f"ST01 {shorten(s.code)} is not a transaction set code",
+                seg,
+                element=1,
+                code="6",
             )
         if not s.control_number:
             self._error(s.errors, "ST02 (control number) is missing", seg, element=2, code="7")
@@ -365,14 +371,18 @@ class X12Reader:
         segs.append(seg)
         els, n = seg[0], len(segs)
         count, number = els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else ""
-        if count != str(n) and not (digits(count) and int(count) == n):
+        if count != str(n) and count_of(count) != n:
             self._error(
-                s.errors, f"SE01 says {count!r} segments, the set has {n}", seg, element=1, code="4"
+                s.errors,
+                f"SE01 says {shorten(count)} segments, the set has {n}",
+                seg,
+                element=1,
+                code="4",
             )
         if number != s.control_number:
             self._error(
                 s.errors,
-                f"SE02 {number!r} does not match ST02 {s.control_number!r}",
+                f"SE02 {shorten(number)} does not match ST02 {shorten(s.control_number)}",
                 seg,
                 element=2,
                 code="3",
@@ -414,7 +424,7 @@ class X12Reader:
         assert self._set is not None
         self._error(
             self._set.errors,
-            f"{seg.tag!r} is not a segment ID (2-3 upper-case letters and digits)",
+            f"{shorten(seg.tag)} is not a segment ID (2-3 upper-case letters and digits)",
             seg,
             code="1",
         )

@@ -1,0 +1,148 @@
+"""Hostile files cost a bounded amount: long elements, huge counts, many groups,
+many sets, many segments, many outbox orders (issue 9, item G)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from edi_inbox import orders, service
+from edi_inbox.config import DaemonSettings, PathSettings, Settings
+from edi_inbox.errors import shorten
+from edi_inbox.jobs import JobStatus
+from edi_inbox.pipeline import Pipeline
+from edi_inbox.x12 import X12Reader
+
+from helpers import GOOD
+
+ISA = (
+    "ISA*00*          *00*          *ZZ*HOSTILE        *ZZ*RECEIVER       "
+    "*240102*1200*U*00401*000000001*0*P*>~"
+)
+DAEMON = Path(__file__).resolve().parent.parent / "daemon"
+
+
+def order(po_number: str = "PO-1", *, ctt01: str = "1", se01: str | None = None) -> list[str]:
+    """The segments of one small 850, ST to SE."""
+    body = [
+        "ST*850*0001",
+        f"BEG*00*SA*{po_number}**20240102",
+        "N1*VN*ACME SUPPLY",
+        "PO1*1*2*EA*3.50**VN*W-1",
+        f"CTT*{ctt01}",
+    ]
+    return [*body, f"SE*{se01 or len(body) + 1}*0001"]
+
+
+def interchange(*groups: list[list[str]]) -> bytes:
+    """An interchange with a PO group for each list of sets given."""
+    segs = [ISA]
+    for g, sets in enumerate(groups, 1):
+        segs.append(f"GS*PO*HOSTILE*RECEIVER*20240102*1200*{g}*X*004010")
+        for n, s in enumerate(sets, 1):
+            control = f"{n:04d}"
+            segs += [x.replace("*0001", f"*{control}") if x[:2] in ("ST", "SE") else x for x in s]
+        segs.append(f"GE*{len(sets)}*{g}")
+    segs.append(f"IEA*{len(groups)}*000000001")
+    return "~\n".join(segs).encode() + b"~\n"
+
+
+def make_settings(tmp_path: Path, **daemon: object) -> Settings:
+    """Outbox mode (no ERP URL), a SQLite database under ``tmp_path``."""
+    settings = Settings(paths=PathSettings(root=tmp_path), daemon=DaemonSettings(**daemon))  # type: ignore[arg-type]
+    settings.paths.create()
+    return settings
+
+
+def run_pipeline(tmp_path: Path, data: bytes, **daemon: object):
+    settings = make_settings(tmp_path, **daemon)
+    path = tmp_path / "in.edi"
+    path.write_bytes(data)
+    with Pipeline(settings, host="test") as pipeline:
+        return settings, pipeline.run(path)
+
+
+def acks(settings: Settings) -> list[str]:
+    assert settings.paths.acks is not None
+    return sorted(p.read_text() for p in settings.paths.acks.iterdir())
+
+
+# -- 1. element lengths -------------------------------------------------------------
+
+
+def test_an_overlong_po_number_is_refused_naming_beg03(tmp_path):
+    """A 20 KB BEG03 fails the file with an error naming BEG03 and its maximum (AK4 5);
+    22 characters, the maximum, is accepted."""
+    settings, job = run_pipeline(tmp_path, interchange([order("P" * 20_000)]))
+    assert job.status is JobStatus.FAILED
+    assert "BEG03 is 20000 characters long, over its maximum of 22" in job.error
+    assert len(job.error) < 300  # the value is quoted shortened, not whole
+    assert not list(settings.paths.outbox.iterdir())  # nothing posted
+    [ack] = acks(settings)
+    assert "AK3*BEG*2**8~" in ack and "AK4*3**5*" in ack and "AK5*R*5~" in ack
+    _, job = run_pipeline(tmp_path / "max", interchange([order("P" * 22)]))
+    assert job.status is JobStatus.SUCCEEDED, job.error
+
+
+def test_too_many_elements_is_refused_with_ak4_code_3(tmp_path):
+    """A BEG with a 13th element (the standard defines 12) is refused as too many."""
+    beg = b"BEG*00*SA*PO-1**20240102"
+    data = interchange([order()]).replace(beg, beg + b"*" * 7 + b"*X")
+    settings, job = run_pipeline(tmp_path, data)
+    assert job.status is JobStatus.FAILED
+    assert "BEG has 13 elements; the standard defines 12 (BEG13 is 'X')" in job.error
+    assert "AK4*13**3*X~" in acks(settings)[0]
+
+
+def test_every_maximum_is_checked_on_the_segments_read():
+    """Over-long N102, PO107, PID05, REF02 each name their element; a DTM inside
+    an N9 (not read into the order) is left alone."""
+    text = GOOD.decode("latin-1")
+    cases = {
+        "N1*BY**92*33333": ("N1*BY*" + "N" * 61 + "*92*33333", "N102", 60),
+        "CB*17920108": ("CB*" + "7" * 49, "PO107", 48),
+        "PID*F*08***KAK S/S PRINT CAMP": ("PID*F*08***" + "K" * 81, "PID05", 80),
+        "REF*DP*845": ("REF*DP*" + "8" * 31, "REF02", 30),
+    }
+    for old, (new, name, limit) in cases.items():
+        assert old in text
+        [ts] = list(X12Reader(io.BytesIO(text.replace(old, new, 1).encode())).transaction_sets())
+        with pytest.raises(orders.X12Error, match=f"{name} is .* over its maximum of {limit}"):
+            orders.from_transaction(ts)
+    ignored = text.replace("DTM*010*19980210", "N9*L1*NOTE~DTM*010*" + "1" * 100)
+    [ts] = list(X12Reader(io.BytesIO(ignored.encode())).transaction_sets())
+    assert orders.from_transaction(ts).po_number == "91393058"
+
+
+def test_counts_of_thousands_of_digits_fail_the_file_clearly(tmp_path):
+    """SE01 and CTT01 of 5,000 digits (past int()'s 4,300): a clear error naming
+    the element, no traceback, the file in failed/ with its report."""
+    settings = make_settings(tmp_path)
+    huge = "1" + "0" * 4999
+    (settings.paths.inbox / "se.edi").write_bytes(interchange([order(se01=huge)]))
+    (settings.paths.inbox / "ctt.edi").write_bytes(interchange([order(ctt01=huge)]))
+    assert service.run(settings, once=True) == 0
+    failed = settings.paths.failed
+    assert sorted(os.listdir(failed)) == [
+        "ctt.edi",
+        "ctt.edi.error.json",
+        "se.edi",
+        "se.edi.error.json",
+    ]
+    se = json.loads((failed / "se.edi.error.json").read_text())
+    ctt = json.loads((failed / "ctt.edi.error.json").read_text())
+    for report in (se, ctt):
+        assert "internal error" not in report["error"] and "4300" not in report["error"]
+        assert len(report["error"]) < 300
+    assert "SE01 says '1000000000" in se["error"] and "(5000 characters)" in se["error"]
+    assert "CTT01 is 5000 characters long, over its maximum of 20" in ctt["error"]
+
+
+def test_shorten_quotes_long_values_truncated():
+    """shorten() keeps short values whole and says how long a long one was."""
+    assert shorten("PO-1") == "'PO-1'"
+    assert shorten("x" * 50, 5) == "'xxxxx'… (50 characters)"
