@@ -6,12 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from edi_inbox import orders, service
 from edi_inbox.config import DaemonSettings, PathSettings, Settings
+from edi_inbox.erp import OutboxErp
 from edi_inbox.errors import shorten
 from edi_inbox.jobs import JobStatus
 from edi_inbox.pipeline import Pipeline
@@ -146,3 +148,44 @@ def test_shorten_quotes_long_values_truncated():
     """shorten() keeps short values whole and says how long a long one was."""
     assert shorten("PO-1") == "'PO-1'"
     assert shorten("x" * 50, 5) == "'xxxxx'… (50 characters)"
+
+
+# -- 5. outbox naming ------------------------------------------------------------------
+
+_listed: list[str] | None = None  # directories listed while a test watches, else None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _listed is not None and event in ("os.listdir", "os.scandir", "glob.glob"):
+        _listed.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # audit hooks cannot be removed: it only records while asked
+
+
+def test_outbox_delivery_looks_at_one_name_never_the_whole_outbox(tmp_path):
+    """With 2,000 orders in outbox/, a delivery lists no directory (one stat of
+    its own name); the same key is still found delivered, the same PO number
+    under another key is a new order, and partner bytes never shape the path."""
+    global _listed
+    outbox = tmp_path / "outbox"
+    erp = OutboxErp(outbox)
+    for n in range(2000):
+        erp.deliver({"po_number": f"PO-{n}"}, f"{n:032x}")
+    key = "ab" * 16
+    _listed = []
+    try:
+        first = erp.deliver({"po_number": "../../etc/PO 1\n", "n": 1}, key)
+        again = erp.deliver({"po_number": "../../etc/PO 1\n", "n": 2}, key)
+        other = erp.deliver({"po_number": "../../etc/PO 1\n", "n": 3}, "cd" * 16)
+        listed, _listed = _listed, None
+    finally:
+        _listed = None
+    assert listed == []
+    assert first == again and first.erp_id == f"outbox:etc_PO_1_.{key}.json"
+    assert other.erp_id != first.erp_id
+    assert json.loads((outbox / f"etc_PO_1_.{key}.json").read_text())["n"] == 1
+    assert json.loads((outbox / f"etc_PO_1_.{'cd' * 16}.json").read_text())["n"] == 3
+    assert len(os.listdir(outbox)) == 2002
+    long = erp.deliver({"po_number": "P" * 1000}, "e" * 200)
+    assert long.erp_id == f"outbox:{'P' * 64}.{'e' * 64}.json"
