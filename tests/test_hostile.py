@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from edi_inbox import orders, service
+from edi_inbox import orders, queries, service
 from edi_inbox.config import DaemonSettings, PathSettings, Settings
 from edi_inbox.erp import OutboxErp
 from edi_inbox.errors import shorten
 from edi_inbox.jobs import JobStatus
 from edi_inbox.pipeline import Pipeline
+from edi_inbox.store.models import PO_SEARCH_CHARS, Order, PoSearch
 from edi_inbox.x12 import X12Reader
 
 from helpers import GOOD
@@ -189,3 +190,23 @@ def test_outbox_delivery_looks_at_one_name_never_the_whole_outbox(tmp_path):
     assert len(os.listdir(outbox)) == 2002
     long = erp.deliver({"po_number": "P" * 1000}, "e" * 200)
     assert long.erp_id == f"outbox:{'P' * 64}.{'e' * 64}.json"
+
+
+# -- 2. the PO search table -------------------------------------------------------------
+
+
+def test_a_40kb_po_number_costs_at_most_62_search_rows(db, record_job):
+    """Even recorded (the parser refuses it), a 40 KB PO number gives at most 62
+    po_search rows of at most 64 characters and a 64-character folded column:
+    recorded on SQLite and PostgreSQL alike, and found by its first characters."""
+    po = "Ab" * 20_000
+    job = record_job(1, po_numbers=(po,))
+    rows = list(PoSearch.select(PoSearch.suffix).tuples())
+    assert len(rows) == PO_SEARCH_CHARS - 2 and max(len(r[0]) for r in rows) == 64
+    [(folded,)] = list(Order.select(Order.po_number_folded).tuples())
+    assert folded == ("ab" * 32)
+    [(kept,)] = list(Order.select(Order.po_number).tuples())
+    assert kept == po  # the order keeps its PO number whole
+    for term, match in (("BAB", "substring"), ("ab" * 40, "prefix"), ("ba" * 31, "substring")):
+        found = queries.search_jobs(db, po_number=term, match=match)
+        assert [j["job_id"] for j in found] == [job.job_id], term
