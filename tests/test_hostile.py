@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from edi_inbox import orders, queries, service
+from edi_inbox import config, orders, queries, service
 from edi_inbox.config import DaemonSettings, PathSettings, Settings
 from edi_inbox.erp import OutboxErp
-from edi_inbox.errors import shorten
+from edi_inbox.errors import ConfigError, shorten
 from edi_inbox.jobs import JobStatus
 from edi_inbox.pipeline import Pipeline
 from edi_inbox.store.models import PO_SEARCH_CHARS, Order, PoSearch
@@ -210,3 +210,54 @@ def test_a_40kb_po_number_costs_at_most_62_search_rows(db, record_job):
     for term, match in (("BAB", "substring"), ("ab" * 40, "prefix"), ("ba" * 31, "substring")):
         found = queries.search_jobs(db, po_number=term, match=match)
         assert [j["job_id"] for j in found] == [job.job_id], term
+
+
+# -- 4. groups and sets per file -----------------------------------------------------------
+
+
+def test_5000_empty_groups_give_one_failure_not_5000_acks(tmp_path):
+    """5,000 empty groups in 0.3 MB: the file is refused once, naming the limit;
+    no 997 is written, one error report is."""
+    settings = make_settings(tmp_path)
+    data = interchange(*([] for _ in range(5000)))
+    assert 250_000 < len(data) < 400_000
+    (settings.paths.inbox / "groups.edi").write_bytes(data)
+    assert service.run(settings, once=True) == 0
+    assert sorted(os.listdir(settings.paths.failed)) == ["groups.edi", "groups.edi.error.json"]
+    assert not settings.paths.acks.exists() or os.listdir(settings.paths.acks) == []
+    report = json.loads((settings.paths.failed / "groups.edi.error.json").read_text())
+    assert "more than 100 functional groups ([daemon] max_groups_per_file = 100)" in report["error"]
+    assert len(report["error_details"]) == 1
+
+
+def test_max_sets_per_file_is_configurable_and_named(tmp_path):
+    """max_sets_per_file = 3: three orders pass, four are refused naming the key."""
+    three = interchange([order(f"PO-{n}") for n in range(3)])
+    _, job = run_pipeline(tmp_path / "a", three, max_sets_per_file=3)
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    four = interchange([order(f"PO-{n}") for n in range(2)], [order(f"PO-{n}") for n in range(2)])
+    settings, job = run_pipeline(tmp_path / "b", four, max_sets_per_file=3)
+    assert job.status is JobStatus.FAILED and not job.orders
+    assert "more than 3 transaction sets ([daemon] max_sets_per_file = 3)" in job.error
+    assert acks(settings) == []
+
+
+def test_a_file_with_more_than_1000_errors_is_refused_whole(tmp_path):
+    """1,500 sets whose SE01 is wrong: one failure saying there are more than
+    1000 errors, not 1,500 listed."""
+    data = interchange([order(f"PO-{n}", se01="99") for n in range(1500)])
+    settings, job = run_pipeline(tmp_path, data)
+    assert job.status is JobStatus.FAILED
+    assert "more than 1000 errors" in job.error and len(job.error_details) == 1
+    assert acks(settings) == []
+
+
+def test_the_limits_are_read_from_the_config_file(tmp_path):
+    """[daemon] max_groups_per_file and max_sets_per_file load; 0 is refused by name."""
+    path = tmp_path / "edi-inbox.toml"
+    path.write_text("[daemon]\nmax_groups_per_file = 7\nmax_sets_per_file = 9\n")
+    loaded = config.load(path, {})
+    assert (loaded.daemon.max_groups_per_file, loaded.daemon.max_sets_per_file) == (7, 9)
+    path.write_text("[daemon]\nmax_sets_per_file = 0\n")
+    with pytest.raises(ConfigError, match="key 'max_sets_per_file' must be at least 1"):
+        config.load(path, {})

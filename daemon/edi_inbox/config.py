@@ -105,6 +105,8 @@ class DaemonSettings:
     incomplete_grace_seconds: float = 300.0
     rescan_seconds: float = 60.0
     max_file_bytes: int = 64 * 1024 * 1024
+    max_groups_per_file: int = 100  # a file with more is refused whole (x12.reader)
+    max_sets_per_file: int = 50_000
     observer: str = "auto"  # auto | inotify | polling
     polling_interval_seconds: float = 1.0
     ignore_patterns: tuple[str, ...] = (".*", "*.filepart", "*.part", "*.tmp")
@@ -245,7 +247,7 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         number = kwargs[key]
         if isinstance(number, int | float) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
-    for key in ("workers", "processes"):
+    for key in ("workers", "processes", "max_groups_per_file", "max_sets_per_file"):
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)

@@ -81,6 +81,14 @@ class TruncatedError(X12Error):
     """The file ends before its trailers: an upload may still be arriving."""
 
 
+class TooLarge(X12Error):
+    """The file passes a limit on what one file may hold (groups, sets, errors,
+    segments): it is refused whole, with one error naming the limit and no 997."""
+
+
+MAX_ERRORS_LISTED = 1000  # errors kept per file; a file with more is refused whole
+
+
 class NotHandledError(X12Error):
     """A well-formed transaction set that edi-inbox does not process (not an 850)."""
 

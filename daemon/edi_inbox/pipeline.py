@@ -44,6 +44,7 @@ from .errors import (
     ErpError,
     FileChanged,
     Problem,
+    TooLarge,
     UnsafeFile,
     X12Error,
 )
@@ -315,10 +316,18 @@ class Pipeline:
 
     def parse(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Read every interchange; a structural error anywhere fails the file."""
-        reader = X12Reader(io.BytesIO(work.data))
+        limits = self.settings.daemon
+        reader = X12Reader(
+            io.BytesIO(work.data),
+            max_groups=limits.max_groups_per_file,
+            max_sets=limits.max_sets_per_file,
+        )
         try:
             for ts in reader.transaction_sets():
                 work.sets.append(ts)
+        except TooLarge:
+            reader.interchanges.clear()  # refused whole: one failure, no 997 per group
+            raise
         finally:
             work.interchanges = list(reader.interchanges)
             job.interchanges = [

@@ -23,11 +23,16 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import TruncatedError, X12Error, shorten
+from ..errors import MAX_ERRORS_LISTED, TooLarge, TruncatedError, X12Error, shorten
 from .model import GroupSummary, InterchangeSummary, Segment, SetSummary, TransactionSet
 from .scan import CHUNK_SIZE, SegmentScanner, digits
 from .scan import number as count_of
 
+# What one file may hold ([daemon] max_groups_per_file, max_sets_per_file).
+# Past a limit the file is refused whole (``TooLarge``), as soon as it is
+# seen: 5,000 empty groups give one failure, not 5,000 997s.
+MAX_GROUPS = 100
+MAX_SETS = 50_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 _Handler = Callable[[Segment], "TransactionSet | None"]
@@ -48,8 +53,18 @@ class X12Reader:
     raised after the sets completed before the cut were yielded).
     """
 
-    def __init__(self, stream: BinaryIO, *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_groups: int = MAX_GROUPS,
+        max_sets: int = MAX_SETS,
+        max_errors: int = MAX_ERRORS_LISTED,
+    ) -> None:
         self.scanner = SegmentScanner(stream, chunk_size)
+        self.max_groups, self.max_sets, self.max_errors = max_groups, max_sets, max_errors
+        self._groups = self._sets = 0  # in the whole file
         self.interchanges: list[InterchangeSummary] = []
         self.errors: list[X12Error] = []
         self.warnings: list[X12Error] = []
@@ -127,10 +142,22 @@ class X12Reader:
     ) -> X12Error:
         number = seg if isinstance(seg, int) else seg.number
         sid = segment_id or (None if isinstance(seg, int) else seg.tag)
+        if len(self.errors) >= self.max_errors and cls is X12Error:
+            self._too_large(f"more than {self.max_errors} errors", number)
         err = cls(message, segment_number=number, segment_id=sid, element=element, code=code)
         where.append(err)
         self.errors.append(err)
         return err
+
+    def _too_large(self, what: str, number: int, limit: str = "") -> None:
+        """Refuse the whole file: it holds ``what``, past a limit."""
+        setting = f" ([daemon] {limit})" if limit else ""
+        err = TooLarge(
+            f"the file holds {what}{setting}: refused whole, no 997 is sent",
+            segment_number=number,
+        )
+        self.errors.append(err)
+        raise err
 
     def _warn(self, message: str, seg: Segment, element: int | None = None) -> None:
         assert self._ic is not None
@@ -282,6 +309,13 @@ class X12Reader:
         done = self._close_set(seg)
         self._close_group(seg)
         self._quiet = False
+        self._groups += 1
+        if self._groups > self.max_groups:
+            self._too_large(
+                f"more than {self.max_groups} functional groups",
+                seg.number,
+                f"max_groups_per_file = {self.max_groups}",
+            )
         if len(seg.elements) < 9:
             self._error(
                 ic.errors,
@@ -347,6 +381,13 @@ class X12Reader:
             self._error(ic.errors, "ST outside a functional group", seg, code="022")
             self._quiet = True  # its segments are skipped without a word each
             return done
+        self._sets += 1
+        if self._sets > self.max_sets:
+            self._too_large(
+                f"more than {self.max_sets} transaction sets",
+                seg.number,
+                f"max_sets_per_file = {self.max_sets}",
+            )
         els = seg[0]
         s = SetSummary(els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else "", [], seg[1])
         if not (len(s.code) == 3 and s.code.isalnum()):
