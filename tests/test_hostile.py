@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,60 @@ def test_the_limits_are_read_from_the_config_file(tmp_path):
     path.write_text("[daemon]\nmax_sets_per_file = 0\n")
     with pytest.raises(ConfigError, match="key 'max_sets_per_file' must be at least 1"):
         config.load(path, {})
+
+
+# -- 3. memory --------------------------------------------------------------------------------
+
+# Run in a child so that its peak RSS (ru_maxrss) is this file's alone.
+_PEAK = textwrap.dedent(
+    """
+    import resource, sys
+    from pathlib import Path
+    from edi_inbox.config import DaemonSettings, PathSettings, Settings
+    from edi_inbox.pipeline import Pipeline
+
+    root = Path(sys.argv[1])
+    settings = Settings(paths=PathSettings(root=root), daemon=DaemonSettings())
+    settings.paths.create()
+    with Pipeline(settings, host="peak") as pipeline:
+        pipeline.run(root / "hostile.edi", data=b"ISA")  # imports, logging: the baseline
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        job = pipeline.run(root / "hostile.edi")
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(job.status, (after - before) * 1024)
+    """
+)
+
+
+def tiny_segments(size: int, segment: str = "N9*1") -> bytes:
+    """One 850 padded to ``size`` bytes with tiny segments the order does not read."""
+    head = [ISA, "GS*PO*HOSTILE*RECEIVER*20240102*1200*1*X*004010", *order()[:-1]]
+    n = (size - 200) // (len(segment) + 1)
+    tail = [f"SE*{len(head) - 2 + n + 1}*0001", "GE*1*1", "IEA*1*000000001"]
+    return ("~".join(head) + "~" + (segment + "~") * n + "~".join(tail) + "~").encode()
+
+
+def test_memory_for_a_file_of_tiny_segments_stays_within_20x_its_size(tmp_path):
+    """5 MB of a million tiny segments: peak RSS grows by less than 20x the file
+    (it was 68x: every segment a list, strings and a tuple)."""
+    data = tiny_segments(5_000_000)
+    (tmp_path / "hostile.edi").write_bytes(data)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(DAEMON)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    status, grown = out.stdout.split()
+    assert status == "succeeded"
+    print(f"peak grew {int(grown) / len(data):.1f}x the file")
+    assert int(grown) < 20 * len(data), f"{int(grown) / len(data):.1f}x the file"
+
+
+def test_max_segments_per_file_refuses_the_file_naming_the_key(tmp_path):
+    """Past max_segments_per_file the file is refused whole, before any order is built."""
+    _, job = run_pipeline(tmp_path, tiny_segments(2_000), max_segments_per_file=100)
+    assert job.status is JobStatus.FAILED and not job.orders
+    assert "more than 100 segments ([daemon] max_segments_per_file = 100)" in job.error

@@ -107,6 +107,7 @@ class DaemonSettings:
     max_file_bytes: int = 64 * 1024 * 1024
     max_groups_per_file: int = 100  # a file with more is refused whole (x12.reader)
     max_sets_per_file: int = 50_000
+    max_segments_per_file: int = 2_500_000  # bounds memory: ~60 B kept per segment
     observer: str = "auto"  # auto | inotify | polling
     polling_interval_seconds: float = 1.0
     ignore_patterns: tuple[str, ...] = (".*", "*.filepart", "*.part", "*.tmp")
@@ -247,7 +248,8 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         number = kwargs[key]
         if isinstance(number, int | float) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
-    for key in ("workers", "processes", "max_groups_per_file", "max_sets_per_file"):
+    limits = ("max_groups_per_file", "max_sets_per_file", "max_segments_per_file")
+    for key in ("workers", "processes", *limits):
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)

@@ -321,6 +321,7 @@ class Pipeline:
             io.BytesIO(work.data),
             max_groups=limits.max_groups_per_file,
             max_sets=limits.max_sets_per_file,
+            max_segments=limits.max_segments_per_file,
         )
         try:
             for ts in reader.transaction_sets():

@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from ..errors import MAX_ERRORS_LISTED, TooLarge, TruncatedError, X12Error, shorten
-from .model import GroupSummary, InterchangeSummary, Segment, SetSummary, TransactionSet
+from .model import (
+    GroupSummary,
+    InterchangeSummary,
+    Segment,
+    SetSegments,
+    SetSummary,
+    TransactionSet,
+)
 from .scan import CHUNK_SIZE, SegmentScanner, digits
 from .scan import number as count_of
 
@@ -33,6 +40,11 @@ from .scan import number as count_of
 # seen: 5,000 empty groups give one failure, not 5,000 997s.
 MAX_GROUPS = 100
 MAX_SETS = 50_000
+# Segments per file ([daemon] max_segments_per_file): a 64 MB file of ordinary
+# orders has ~2 million. Each segment kept costs ~60 bytes as text
+# (SetSegments) and each one an order is read from ~1 KB downstream (the
+# order, its JSON): this caps both, whatever the segments' size.
+MAX_SEGMENTS = 2_500_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 _Handler = Callable[[Segment], "TransactionSet | None"]
@@ -61,9 +73,11 @@ class X12Reader:
         max_groups: int = MAX_GROUPS,
         max_sets: int = MAX_SETS,
         max_errors: int = MAX_ERRORS_LISTED,
+        max_segments: int = MAX_SEGMENTS,
     ) -> None:
         self.scanner = SegmentScanner(stream, chunk_size)
         self.max_groups, self.max_sets, self.max_errors = max_groups, max_sets, max_errors
+        self.max_segments = max_segments
         self._groups = self._sets = 0  # in the whole file
         self.interchanges: list[InterchangeSummary] = []
         self.errors: list[X12Error] = []
@@ -71,7 +85,8 @@ class X12Reader:
         self._ic: InterchangeSummary | None = None
         self._group: GroupSummary | None = None
         self._set: SetSummary | None = None
-        self._segs: list[Segment] | None = None  # the open set's segments
+        self._segs: list[str] | None = None  # the open set's segment texts
+        self._first = 0  # the number of the open set's ST
         self._data: set[str] = set()  # segment IDs seen and found valid, envelopes aside
         self._quiet = False  # a stray segment was reported; stay quiet until the next control
         self._ta1 = False  # the interchange carries TA1 acknowledgments (it may have no group)
@@ -90,24 +105,33 @@ class X12Reader:
         data, closed = self._data, frozenset[str]()
         segs = self._segs if self._segs is not None else []
         accept = data if self._segs is not None else closed  # the IDs that go straight to segs
-        seg: Segment | None = None
+        last, total = "", 0
         try:
             # The hot loop: all but ~2 segments per order are data inside a set and
-            # cost a split and a Segment (both made in C), a set lookup and an
-            # append; the rest go to _dispatch.
+            # cost a find, a slice, a set lookup and an append of the text (the set
+            # keeps texts: SetSegments); the rest are split and go to _dispatch.
             for first, texts in scanner.pieces():
-                for seg in scanner.segments(first, texts):
-                    if seg[0][0] in accept:
-                        segs.append(seg)
+                total += len(texts)
+                if total > self.max_segments:
+                    self._too_large(
+                        f"more than {self.max_segments} segments",
+                        first,
+                        f"max_segments_per_file = {self.max_segments}",
+                    )
+                elem = scanner.element_separator
+                for number, last in enumerate(texts, first):
+                    cut = last.find(elem)
+                    if (last[:cut] if cut >= 0 else last) in accept:
+                        segs.append(last)
                         continue
-                    done = dispatch(seg)
+                    done = dispatch(Segment(last.split(elem), number))
                     if self._segs is not None:
                         segs, accept = self._segs, data
                     else:
                         accept = closed
                     if done is not None:
                         yield done
-            self._finish(seg)
+            self._finish(last.split(scanner.element_separator)[0] if last else None)
         except X12Error as err:  # the fatal ones: keep .errors complete
             if not any(e is err for e in self.errors):
                 self.errors.append(err)
@@ -121,11 +145,16 @@ class X12Reader:
             handler = self._learn(els)
             if handler is None:  # a valid data segment
                 if self._segs is not None:
-                    self._segs.append(seg)
+                    self._keep(seg)
                 else:
                     self._stray(seg)
                 return None
         return handler(seg)
+
+    def _keep(self, seg: Segment) -> None:
+        """Add ``seg`` to the open set, as text (``_learn`` may have mended its ID)."""
+        assert self._segs is not None and self._ic is not None
+        self._segs.append(self._ic.delimiters.element.join(seg[0]))
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -197,8 +226,10 @@ class X12Reader:
                 code="2",
             )
         self._set = self._segs = None
+        d = self._ic.delimiters
+        segments = SetSegments(segs, self._first, d.element)
         return TransactionSet(
-            s.code, s.control_number, segs, self._ic.delimiters, self._ic, self._group, s.errors
+            s.code, s.control_number, segments, d, self._ic, self._group, s.errors
         )
 
     def _close_group(self, seg: Segment) -> None:
@@ -401,7 +432,8 @@ class X12Reader:
         if not s.control_number:
             self._error(s.errors, "ST02 (control number) is missing", seg, element=2, code="7")
         self._group.sets.append(s)
-        self._set, self._segs = s, [seg]
+        self._set, self._segs, self._first = s, [], seg.number
+        self._keep(seg)
         return done
 
     def _on_se(self, seg: Segment) -> TransactionSet | None:
@@ -409,7 +441,7 @@ class X12Reader:
         if s is None or segs is None:
             self._stray(seg)
             return None
-        segs.append(seg)
+        self._keep(seg)
         els, n = seg[0], len(segs)
         count, number = els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else ""
         if count != str(n) and count_of(count) != n:
@@ -458,7 +490,7 @@ class X12Reader:
         if self._segs is None:
             self._stray(seg)
         else:
-            self._segs.append(seg)
+            self._keep(seg)
             self._bad_tag(seg)
 
     def _bad_tag(self, seg: Segment) -> None:
@@ -482,8 +514,8 @@ class X12Reader:
         where, code = (self._group.errors, None) if self._group is not None else (ic.errors, "022")
         self._error(where, f"segment {seg.tag} is outside any transaction set", seg, code=code)
 
-    def _finish(self, last: Segment | None) -> None:
-        """At the end of the file: every envelope must be closed (``last`` was read last)."""
+    def _finish(self, last: str | None) -> None:
+        """At the end of the file: every envelope must be closed (``last``: the ID read last)."""
         ic = self._ic
         if ic is None:
             return
@@ -495,7 +527,7 @@ class X12Reader:
         if self._set is not None:
             missing.insert(0, "SE")
         n = self.scanner.segment_count
-        after = f"segment {n} ({last.tag})" if last is not None else f"segment {n}"
+        after = f"segment {n} ({last})" if last is not None else f"segment {n}"
         raise self._error(
             ic.errors,
             f"the file ends after {after} without {', '.join(missing)}:"
