@@ -320,3 +320,12 @@ def test_max_segments_per_file_refuses_the_file_naming_the_key(tmp_path):
     _, job = run_pipeline(tmp_path, tiny_segments(2_000), max_segments_per_file=100)
     assert job.status is JobStatus.FAILED and not job.orders
     assert "more than 100 segments ([daemon] max_segments_per_file = 100)" in job.error
+
+
+def test_at_most_1000_problems_are_listed_per_file(tmp_path):
+    """1,500 orders each with a broken rule: one failure, the first 1000 problems
+    listed in the report, the message counting the rest."""
+    data = interchange([order(f"PO-{n}", ctt01="7") for n in range(1500)])
+    _, job = run_pipeline(tmp_path, data)
+    assert job.status is JobStatus.FAILED
+    assert len(job.error_details) == 1000 and job.error.endswith("and 1495 more")

@@ -40,6 +40,7 @@ from . import orders, rules
 from .config import Settings
 from .erp import make_erp
 from .errors import (
+    MAX_ERRORS_LISTED,
     EdiInboxError,
     ErpError,
     FileChanged,
@@ -80,11 +81,12 @@ _AK3_HAS_ELEMENT_ERRORS = "8"
 
 
 class StepFailed(EdiInboxError):
-    """A step's own failure, already described: ``details`` go to error.json."""
+    """A step's own failure, already described: ``details`` go to error.json
+    (the first ``MAX_ERRORS_LISTED``; the message says how many more)."""
 
     def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
         super().__init__(message)
-        self.details = details
+        self.details = details[:MAX_ERRORS_LISTED]
 
 
 @dataclass
