@@ -329,3 +329,19 @@ def test_at_most_1000_problems_are_listed_per_file(tmp_path):
     _, job = run_pipeline(tmp_path, data)
     assert job.status is JobStatus.FAILED
     assert len(job.error_details) == 1000 and job.error.endswith("and 1495 more")
+
+
+def test_overlong_control_numbers_are_refused_naming_them():
+    """A 20 KB ST02 or GS06 is an error naming the element and its maximum."""
+    st02 = interchange([order()]).replace(b"*0001~", b"*" + b"7" * 20_000 + b"~")
+    reader = X12Reader(io.BytesIO(st02))
+    list(reader.transaction_sets())
+    assert any(
+        "ST02 is 20000 characters long, over its maximum of 9" in str(e) for e in reader.errors
+    )
+    gs06 = interchange([order()]).replace(b"*1200*1*X", b"*1200*" + b"1" * 20_000 + b"*X")
+    reader = X12Reader(io.BytesIO(gs06.replace(b"GE*1*1~", b"GE*1*" + b"1" * 20_000 + b"~")))
+    list(reader.transaction_sets())
+    assert [e.segment_id for e in reader.errors] == ["GS"]
+    assert "is not a group control number (1 to 9 digits)" in str(reader.errors[0])
+    assert len(str(reader.errors[0])) < 200

@@ -362,10 +362,10 @@ class X12Reader:
             version=seg.get(8),
             segment_number=seg.number,
         )
-        if not digits(g.control_number):
+        if not digits(g.control_number) or len(g.control_number) > 9:  # GS06 is N0 1/9
             self._error(
                 g.errors,
-                f"GS06 {shorten(g.control_number)} is not a group control number",
+                f"GS06 {shorten(g.control_number)} is not a group control number (1 to 9 digits)",
                 seg,
                 element=6,
                 code="6",
@@ -431,6 +431,15 @@ class X12Reader:
             )
         if not s.control_number:
             self._error(s.errors, "ST02 (control number) is missing", seg, element=2, code="7")
+        elif len(s.control_number) > 9:  # ST02 is AN 4/9
+            self._error(
+                s.errors,
+                f"ST02 is {len(s.control_number)} characters long, over its maximum of 9:"
+                f" {shorten(s.control_number)}",
+                seg,
+                element=2,
+                code="7",
+            )
         self._group.sets.append(s)
         self._set, self._segs, self._first = s, [], seg.number
         self._keep(seg)
