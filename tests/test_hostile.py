@@ -315,6 +315,39 @@ def test_memory_for_a_file_of_tiny_segments_stays_within_20x_its_size(tmp_path):
     assert int(grown) < 20 * len(data), f"{int(grown) / len(data):.1f}x the file"
 
 
+def plain_orders(size: int) -> bytes:
+    """Ordinary 850s of 20 lines each, ``size`` bytes in all."""
+    lines = [
+        f"PO1*{i}*{i}*EA*{i}.25**VP*SKU-{i:07d}~PID*F****WIDGET MODEL {i} BLUE"
+        for i in range(1, 21)
+    ]
+    one = order()
+    one[3:4] = lines
+    one[-2] = "CTT*20"
+    one[-1] = f"SE*{len(one) + 20}*0001"  # each PO1~PID pair is two segments
+    per = len("~\n".join(one)) + 2
+    return interchange([[x.replace("PO-1", f"PO-{n}") for x in one] for n in range(size // per)])
+
+
+def test_memory_for_plain_orders_keeps_their_json_only(tmp_path):
+    """3 MB of ordinary orders: peak RSS grows by less than 20x the file (each
+    order's payload dict kept beside its JSON made it ~34x)."""
+    data = plain_orders(3_000_000)
+    (tmp_path / "hostile.edi").write_bytes(data)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(DAEMON)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    status, grown = out.stdout.split()
+    print(f"peak grew {int(grown) / len(data):.1f}x the file")
+    assert status == "succeeded"
+    assert int(grown) < 20 * len(data), f"{int(grown) / len(data):.1f}x the file"
+
+
 def test_max_segments_per_file_refuses_the_file_naming_the_key(tmp_path):
     """Past max_segments_per_file the file is refused whole, before any order is built."""
     _, job = run_pipeline(tmp_path, tiny_segments(2_000), max_segments_per_file=100)
