@@ -326,7 +326,7 @@ def test_outbox_writes_pretty_json_atomically(tmp_path: Path) -> None:
     with OutboxErp(outbox) as erp:
         delivery = erp.deliver(PAYLOAD, KEY)
 
-    name = f"4711.{KEY[:12]}.json"
+    name = f"4711.{KEY}.json"
     assert delivery == Delivery(f"outbox:{name}", attempts=1, status_code=None)
     assert [p.name for p in outbox.iterdir()] == [name]
     text = (outbox / name).read_text()
@@ -354,7 +354,7 @@ def test_outbox_keeps_orders_with_same_po_number_apart(tmp_path: Path) -> None:
 
     assert a.erp_id != b.erp_id
     files = sorted(tmp_path.iterdir())
-    assert [p.name for p in files] == ["4711.aaaaaaaaaaaa.json", "4711.bbbbbbbbbbbb.json"]
+    assert [p.name for p in files] == [f"4711.{'a' * 64}.json", f"4711.{'b' * 64}.json"]
     assert [json.loads(p.read_text())["buyer"] for p in files] == ["A", "B"]
 
 

@@ -111,6 +111,9 @@ class DaemonSettings:
     incomplete_grace_seconds: float = 300.0
     rescan_seconds: float = 60.0
     max_file_bytes: int = 64 * 1024 * 1024
+    max_groups_per_file: int = 100  # a file with more is refused whole (x12.reader)
+    max_sets_per_file: int = 50_000
+    max_segments_per_file: int = 2_500_000  # bounds memory: ~60 B kept per segment
     observer: str = "auto"  # auto | inotify | polling
     polling_interval_seconds: float = 1.0
     ignore_patterns: tuple[str, ...] = (".*", "*.filepart", "*.part", "*.tmp")
@@ -327,7 +330,8 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
             _check_float(number, label)
         elif isinstance(number, int) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
-    for key in ("workers", "processes"):
+    limits = ("max_groups_per_file", "max_sets_per_file", "max_segments_per_file")
+    for key in ("workers", "processes", *limits):
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)

@@ -82,6 +82,14 @@ class TruncatedError(X12Error):
     """The file ends before its trailers: an upload may still be arriving."""
 
 
+class TooLarge(X12Error):
+    """The file passes a limit on what one file may hold (groups, sets, errors,
+    segments): it is refused whole, with one error naming the limit and no 997."""
+
+
+MAX_ERRORS_LISTED = 1000  # errors kept per file; a file with more is refused whole
+
+
 class NotHandledError(X12Error):
     """A well-formed transaction set that edi-inbox does not process (not an 850)."""
 
@@ -188,3 +196,14 @@ class NotRecorded(StoreError):
     def __str__(self) -> str:
         what = "posted to the ERP but not recorded" if self.posted else "not recorded"
         return f"job {self.job.job_id} {what}: {self.reason}"
+
+
+def shorten(value: str, limit: int = 40) -> str:
+    """``value`` as quoted in a message: a partner's 40 KB PO number is not repeated whole.
+
+    Short values come back as ``repr``; longer ones keep their first ``limit``
+    characters and say how long they were: ``'PO-1234…' (30000 characters)``.
+    """
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"

@@ -128,15 +128,22 @@ class OrderResult:
     warnings: list[str] = field(default_factory=list)  # rules at level "warn" it broke
     duplicate_of: str | None = None  # the job that posted this order first
 
+    def fields(self) -> dict[str, Any]:
+        """The canonical PO as a dict: ``payload``, or decoded from ``payload_json``
+        (the pipeline keeps only the JSON of a file's orders)."""
+        if self.payload is not None:
+            return self.payload
+        return json.loads(self.payload_json) if self.payload_json else {}
+
     @property
     def sender(self) -> tuple[str, str]:
         """ISA05, ISA06 of the order's interchange (from its payload)."""
-        payload = self.payload or {}
+        payload = self.fields()
         return (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
 
     @property
     def purpose(self) -> str:
-        return str((self.payload or {}).get("purpose", ""))
+        return str(self.fields().get("purpose", ""))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -343,7 +350,7 @@ class NullRecorder:
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         if order.erp_po_id:
-            release = str((order.payload or {}).get("release_number", ""))
+            release = str(order.fields().get("release_number", ""))
             posted = PostedOrder(
                 job.job_id, order.erp_po_id, order.idempotency_key, order.purpose, release
             )

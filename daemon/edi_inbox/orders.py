@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from .errors import NotHandledError
+from .errors import NotHandledError, X12Error, shorten
 from .x12.model import Segment, TransactionSet
 
 # Additions and products at this precision are exact (digits grow as needed);
@@ -57,6 +57,13 @@ VENDOR_CODES = ("VN", "SU", "SE")
 CTP_PRICE_CODES = ("UCP", "CON", "NET")
 
 
+# No X12 numeric element has more digits than this (R is at most 15 in the
+# 850). A longer count is not a number: ``int`` of 4,301 digits raises, and
+# thousands cost time (``Decimal`` has neither problem; ``from_transaction``
+# refuses a longer element anyway).
+MAX_NUMBER_CHARS = 20
+
+
 def parse_decimal(raw: str) -> Decimal | None:
     """The value of an X12 R (or N0) element, or None when it is not one."""
     return Decimal(raw) if _DECIMAL.fullmatch(raw) else None
@@ -64,6 +71,8 @@ def parse_decimal(raw: str) -> Decimal | None:
 
 def parse_integer(raw: str) -> int | None:
     """The value of an X12 N0 element (a count), or None when it is not one."""
+    if len(raw) > MAX_NUMBER_CHARS:
+        return None
     return int(raw) if _INTEGER.fullmatch(raw) else None
 
 
@@ -488,8 +497,77 @@ def record_key(key: str, job_id: str, index: int) -> str:
 # ----------------------------------------------------------------- reading
 
 
+# The maximum length of each element of the segments an order is read from,
+# from the 004010 850 standard (element 1 first), and so how many elements
+# each may have. A longer element is refused before anything is built from it
+# (AK4 5, "too long"; an element past the last, AK4 3, "too many"): a 40 KB
+# PO number would otherwise go into every search index and every log line.
+# Numbers (R, N0: PO102, PO104, CTT01-03, CTT05, AMT02, CUR03) are allowed
+# MAX_NUMBER_CHARS whatever their digits: a sign, a point and leading zeros
+# do not count in X12, and ``rules`` judges the value with a better message.
+# PO1 is PO101-PO105 and ten qualifier/id pairs; PER is three pairs and PER09.
+_N = MAX_NUMBER_CHARS
+ELEMENT_MAXIMA: dict[str, tuple[int, ...]] = {
+    "BEG": (2, 2, 22, 30, 8, 30, 2, 3, 2, 2, 2, 2),
+    "CUR": (3, 3, _N, 3, 3, 3) + (3, 8, 8) * 5,
+    "REF": (3, 30, 80, 99),  # REF04 is a composite of up to three pairs
+    "PER": (2, 60, 2, 80, 2, 80, 2, 80, 20),
+    "DTM": (3, 8, 8, 2, 3, 35),
+    "N1": (3, 60, 2, 80, 2, 3),
+    "N2": (60, 60),
+    "N3": (55, 55),
+    "N4": (30, 2, 15, 3, 2, 30),
+    "PO1": (20, _N, 2, _N, 2) + (2, 48) * 10,
+    "PID": (1, 3, 2, 12, 80, 3, 15, 1, 3),
+    "CTT": (_N, _N, _N, 2, _N, 2, 80),
+    "AMT": (3, _N, 1),
+}
+
+
+def checked(s: Segment) -> Segment:
+    """``s``, if no element is too long and none is one too many; else ``X12Error``.
+
+    AK4 code 5 (too long) or 3 (too many elements), naming the element and
+    its maximum. Only segments the order reads are checked: what it leaves
+    out (a DTM inside an N9) is none of its business.
+    """
+    maxima = ELEMENT_MAXIMA[s.tag]
+    elements = s.elements
+    for i in range(1, len(elements)):
+        value = elements[i]
+        if i > len(maxima):
+            extra = next((j for j in range(i, len(elements)) if elements[j]), None)
+            if extra is not None:  # empty trailing elements are only untidy
+                raise X12Error(
+                    f"{s.tag} has {len(elements) - 1} elements; the standard defines"
+                    f" {len(maxima)} ({s.tag}{extra:02d} is {shorten(elements[extra])})",
+                    segment_number=s.number,
+                    segment_id=s.tag,
+                    element=extra,
+                    code="3",  # AK4 3: too many data elements
+                    value=elements[extra][:99],
+                )
+            break
+        limit = maxima[i - 1]
+        if len(value) > limit:
+            raise X12Error(
+                f"{s.tag}{i:02d} is {len(value)} characters long, over its maximum of"
+                f" {limit}: {shorten(value)}",
+                segment_number=s.number,
+                segment_id=s.tag,
+                element=i,
+                code="5",  # AK4 5: data element too long
+                value=value[:99],
+            )
+    return s
+
+
 def _tags(text: str) -> frozenset[str]:
     return frozenset(text.split(" "))
+
+
+_HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1")  # what the header reads, outside loops
+_LINE_READ = _tags("PID REF DTM N1")  # ... and a line, after its PO1
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -554,6 +632,8 @@ class _PartyBuilder:
         self.contacts: list[Contact] = []
 
     def add(self, s: Segment) -> None:
+        if s.tag in ("N2", "N3", "REF", "PER") or (s.tag == "N4" and self.n4 is None):
+            checked(s)
         if s.tag == "N2":
             self.names.extend(e for e in s.elements[1:3] if e)
         elif s.tag == "N3":
@@ -616,7 +696,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     """Read an 850 into a ``PurchaseOrder``; any other set raises ``NotHandledError``.
 
     Never refuses an 850 for its content (a missing BEG, junk in a quantity):
-    that is for ``rules.validate`` to report. Segments the order does not model
+    that is for ``rules.validate`` to report. An element longer than the
+    standard allows (``ELEMENT_MAXIMA``) is refused here, as X12: the order
+    is never built from it. Segments the order does not model
     (MSG, SAC, TD5, PKG, FOB, N9, CTP, SLN ...) are left out without a word.
     """
     st = ts.segments[0] if ts.segments and ts.segments[0].tag == "ST" else None
@@ -647,11 +729,12 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if tag in ("ST", "SE"):
             continue
         if tag == "PO1":
-            lines.append(_LineBuilder(s))
+            lines.append(_LineBuilder(checked(s)))
             area, loop = "line", None
             continue
         if tag == "CTT":
             if totals is None:
+                checked(s)
                 totals = Totals(
                     line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
                 )
@@ -659,6 +742,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             continue
         if area == "summary":
             if tag == "AMT":
+                checked(s)
                 amounts.append(
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
@@ -673,6 +757,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         party = None
 
         if area == "header":
+            if tag in _HEADER_READ:
+                checked(s)
             if tag == "BEG":
                 beg = beg or s
             elif tag == "CUR":
@@ -692,6 +778,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 parties.append(party)
         else:
             line = lines[-1]
+            if tag in _LINE_READ:
+                checked(s)
             if tag == "PID":
                 line.descriptions.append(
                     Description(

@@ -52,6 +52,7 @@ from . import orders, rules
 from .config import Settings
 from .erp import make_erp
 from .errors import (
+    MAX_ERRORS_LISTED,
     ClaimLost,
     EdiInboxError,
     ErpError,
@@ -59,6 +60,7 @@ from .errors import (
     FileChanged,
     NotRecorded,
     Problem,
+    TooLarge,
     TruncatedError,
     UnsafeFile,
     X12Error,
@@ -100,11 +102,12 @@ RECORD_RETRY_MAX = 30.0
 
 
 class StepFailed(EdiInboxError):
-    """A step's own failure, already described: ``details`` go to error.json."""
+    """A step's own failure, already described: ``details`` go to error.json
+    (the first ``MAX_ERRORS_LISTED``; the message says how many more)."""
 
     def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
         super().__init__(message)
-        self.details = details
+        self.details = details[:MAX_ERRORS_LISTED]
 
 
 class NotAcknowledged(EdiInboxError):
@@ -484,12 +487,21 @@ class Pipeline:
 
     def parse(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Read every interchange; a structural error anywhere fails the file."""
-        reader = X12Reader(io.BytesIO(work.data))
+        limits = self.settings.daemon
+        reader = X12Reader(
+            io.BytesIO(work.data),
+            max_groups=limits.max_groups_per_file,
+            max_sets=limits.max_sets_per_file,
+            max_segments=limits.max_segments_per_file,
+        )
         try:
             for ts in reader.transaction_sets():
                 work.sets.append(ts)
         except TruncatedError:
             _mark_cut_off(reader.interchanges, work.sets)
+            raise
+        except TooLarge:
+            reader.interchanges.clear()  # refused whole: one failure, no 997 per group
             raise
         finally:
             work.interchanges = list(reader.interchanges)
@@ -553,15 +565,15 @@ class Pipeline:
                 errors.append(exc)
                 continue
             work.purchase_orders.append((ts, po))
-            payload = po.to_json()
             order = OrderResult(
                 po_number=po.po_number,
                 idempotency_key=orders.idempotency_key(po),
                 line_count=len(po.lines),
                 total_amount=po.total_amount,
                 vendor_name=po.vendor_name,
-                payload=payload,
-                payload_json=dumps(payload),  # once, for the ERP and the record
+                # Only the JSON is kept, encoded once for the ERP and the record:
+                # every order's dict as well took ~19x a file's size in memory.
+                payload_json=dumps(po.to_json()),
             )
             job.orders.append(order)
             work.order_of[id(summary_of(ts))] = order

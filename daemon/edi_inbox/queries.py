@@ -51,7 +51,17 @@ from .store import (
     run_unit,
     utcnow,
 )
-from .store.models import Daemon, Job, JobInterchange, JobLog, JobRollup, JobStep, Order, PoSearch
+from .store.models import (
+    Daemon,
+    Job,
+    JobInterchange,
+    JobLog,
+    JobRollup,
+    JobStep,
+    Order,
+    PoSearch,
+    po_search_key,
+)
 
 SUMMARY_FIELDS = (
     Job.job_id,
@@ -484,7 +494,7 @@ def search_jobs(
     def work() -> list[dict[str, Any]]:
         conditions = []
         if po_number is not None and po_number.strip():
-            term = fold(po_number) or ""
+            term = po_search_key(po_number) or ""  # the first PO_SEARCH_CHARS, as stored
             ids: Any
             if match == "prefix" or len(term) < MIN_SUBSTRING:
                 ids = Order.select(Order.job).where(_prefix(Order.po_number_folded, term))

@@ -16,7 +16,15 @@ from decimal import Decimal
 import peewee as pw
 
 from ..jobs import JobStatus
-from .fields import FoldedField, JsonField, MoneyField, UtcDateTimeField, day_of, hour_of
+from .fields import (
+    FoldedField,
+    JsonField,
+    MoneyField,
+    UtcDateTimeField,
+    day_of,
+    fold,
+    hour_of,
+)
 
 FINAL_STATUSES = frozenset(
     {
@@ -28,6 +36,12 @@ FINAL_STATUSES = frozenset(
     }
 )
 MIN_SUBSTRING = 3  # shorter PO search terms match as prefixes (see po_search)
+# A PO number is searched by its first PO_SEARCH_CHARS folded characters: the
+# folded column and po_search hold no more. A PO number has at most 22
+# (BEG03), but an order must never cost rows or index bytes quadratic in a
+# partner's value (a 40 KB one: 20,000 suffixes, 2.3 GB of SQLite; on
+# PostgreSQL, one index row over its 2,704-byte limit).
+PO_SEARCH_CHARS = 64
 CONTROL_NUMBER_MAX = 999_999_999  # ISA13 has nine digits
 ROLLUP_PERIODS = (("hour", hour_of), ("day", day_of))
 
@@ -130,7 +144,7 @@ class Order(BaseModel):
     # starts with …" is then answered from the index alone.
     job = pw.ForeignKeyField(Job, column_name="job_id", on_delete="CASCADE", index=False)
     po_number = pw.TextField()
-    po_number_folded = FoldedField(index=True)
+    po_number_folded = FoldedField(index=True)  # po_search_key(): at most PO_SEARCH_CHARS
     line_count = pw.IntegerField(default=0)
     total_amount = MoneyField(null=True)
     vendor_name = pw.TextField(null=True)
@@ -177,11 +191,21 @@ class PoSearch(BaseModel):
         indexes = ((("job", "suffix"), False),)
 
 
+def po_search_key(po_number: str | None) -> str | None:
+    """A PO number (or search term) as ``orders.po_number_folded`` holds it:
+    folded, cut to ``PO_SEARCH_CHARS``."""
+    folded = fold(po_number)
+    return None if folded is None else folded[:PO_SEARCH_CHARS]
+
+
 def po_suffixes(folded_po: str | None) -> list[str]:
-    """The ``po_search`` keys of a folded PO number: its suffixes of at least
-    ``MIN_SUBSTRING`` characters (the whole number, however short)."""
+    """The ``po_search`` keys of a folded PO number: the suffixes of its first
+    ``PO_SEARCH_CHARS`` characters that are at least ``MIN_SUBSTRING`` long
+    (the whole number, however short). At most 62 keys of at most 64
+    characters, however long the number."""
     if not folded_po:
         return []
+    folded_po = folded_po[:PO_SEARCH_CHARS]
     last = max(len(folded_po) - MIN_SUBSTRING, 0)
     return [folded_po[i:] for i in range(last + 1)]
 

@@ -21,7 +21,7 @@ from ..files import display_name
 from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, PostedOrder, StepResult
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
-from .models import Daemon, Job, JobLog, Order, po_suffixes
+from .models import Daemon, Job, JobLog, Order, po_search_key, po_suffixes
 from .schema import seed_control_number
 from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
 
@@ -395,7 +395,7 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
         (
             pk,
             o.po_number,
-            fold(o.po_number),
+            po_search_key(o.po_number),
             o.line_count,
             o.total_amount,
             o.vendor_name,

@@ -7,8 +7,10 @@ the summaries alone, so a file's segments need not stay in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from itertools import count, repeat
+from typing import NamedTuple, overload
 
 from ..errors import X12Error
 
@@ -50,6 +52,51 @@ class Segment(NamedTuple):
         return self.get(index).split(delimiters.component)
 
 
+class SetSegments(Sequence[Segment]):
+    """A transaction set's segments, kept as their texts and split when read.
+
+    A ``Segment`` costs ~340 bytes even for "N9*1" (a list, its strings, a
+    tuple); its text ~60. The reader keeps every set of a file until the
+    pipeline is done with it, so 10 MB of 2 million tiny segments took 681 MB
+    as ``Segment``s. The segments of a set are numbered consecutively from
+    ``first`` (the ST's number).
+    """
+
+    __slots__ = ("first", "separator", "texts")
+
+    def __init__(self, texts: list[str], first: int, separator: str) -> None:
+        self.texts = texts
+        self.first = first
+        self.separator = separator
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, index: int) -> Segment: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Segment]: ...
+    def __getitem__(self, index: int | slice) -> Segment | list[Segment]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.texts)))]
+        text = self.texts[index]  # raises IndexError as a list does
+        number = self.first + (index if index >= 0 else len(self.texts) + index)
+        return Segment(text.split(self.separator), number)
+
+    def __iter__(self) -> Iterator[Segment]:
+        return map(
+            _new,
+            repeat(Segment),
+            zip(map(str.split, self.texts, repeat(self.separator)), count(self.first)),
+        )
+
+    def __repr__(self) -> str:
+        return f"SetSegments({len(self.texts)} segments from {self.first})"
+
+
+_new = tuple.__new__  # builds a Segment without the NamedTuple's Python-level __new__
+
+
 @dataclass(slots=True)
 class TransactionSet:
     """One ST..SE, with its segments (ST and SE included) and its problems.
@@ -60,7 +107,7 @@ class TransactionSet:
 
     code: str  # ST01, e.g. "850"
     control_number: str  # ST02
-    segments: list[Segment]
+    segments: Sequence[Segment]  # a SetSegments from the reader; a list will do
     delimiters: Delimiters
     interchange: InterchangeSummary
     group: GroupSummary

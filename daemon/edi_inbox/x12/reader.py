@@ -23,10 +23,28 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from ..errors import TruncatedError, X12Error
-from .model import GroupSummary, InterchangeSummary, Segment, SetSummary, TransactionSet
+from ..errors import MAX_ERRORS_LISTED, TooLarge, TruncatedError, X12Error, shorten
+from .model import (
+    GroupSummary,
+    InterchangeSummary,
+    Segment,
+    SetSegments,
+    SetSummary,
+    TransactionSet,
+)
 from .scan import CHUNK_SIZE, SegmentScanner, digits
+from .scan import number as count_of
 
+# What one file may hold ([daemon] max_groups_per_file, max_sets_per_file).
+# Past a limit the file is refused whole (``TooLarge``), as soon as it is
+# seen: 5,000 empty groups give one failure, not 5,000 997s.
+MAX_GROUPS = 100
+MAX_SETS = 50_000
+# Segments per file ([daemon] max_segments_per_file): a 64 MB file of ordinary
+# orders has ~2 million. Each segment kept costs ~60 bytes as text
+# (SetSegments) and each one an order is read from ~1 KB downstream (the
+# order, its JSON): this caps both, whatever the segments' size.
+MAX_SEGMENTS = 2_500_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 _Handler = Callable[[Segment], "TransactionSet | None"]
@@ -34,7 +52,7 @@ _Handler = Callable[[Segment], "TransactionSet | None"]
 
 def _same_number(a: str, b: str) -> bool:
     """Control numbers agree: equal, or equal as numbers (``3438`` and ``000003438``)."""
-    return a == b or (digits(a) and digits(b) and int(a) == int(b))
+    return a == b or (digits(a) and digits(b) and a.lstrip("0") == b.lstrip("0"))
 
 
 class X12Reader:
@@ -47,15 +65,28 @@ class X12Reader:
     raised after the sets completed before the cut were yielded).
     """
 
-    def __init__(self, stream: BinaryIO, *, chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_groups: int = MAX_GROUPS,
+        max_sets: int = MAX_SETS,
+        max_errors: int = MAX_ERRORS_LISTED,
+        max_segments: int = MAX_SEGMENTS,
+    ) -> None:
         self.scanner = SegmentScanner(stream, chunk_size)
+        self.max_groups, self.max_sets, self.max_errors = max_groups, max_sets, max_errors
+        self.max_segments = max_segments
+        self._groups = self._sets = 0  # in the whole file
         self.interchanges: list[InterchangeSummary] = []
         self.errors: list[X12Error] = []
         self.warnings: list[X12Error] = []
         self._ic: InterchangeSummary | None = None
         self._group: GroupSummary | None = None
         self._set: SetSummary | None = None
-        self._segs: list[Segment] | None = None  # the open set's segments
+        self._segs: list[str] | None = None  # the open set's segment texts
+        self._first = 0  # the number of the open set's ST
         self._data: set[str] = set()  # segment IDs seen and found valid, envelopes aside
         self._quiet = False  # a stray segment was reported; stay quiet until the next control
         self._ta1 = False  # the interchange carries TA1 acknowledgments (it may have no group)
@@ -74,24 +105,33 @@ class X12Reader:
         data, closed = self._data, frozenset[str]()
         segs = self._segs if self._segs is not None else []
         accept = data if self._segs is not None else closed  # the IDs that go straight to segs
-        seg: Segment | None = None
+        last, total = "", 0
         try:
             # The hot loop: all but ~2 segments per order are data inside a set and
-            # cost a split and a Segment (both made in C), a set lookup and an
-            # append; the rest go to _dispatch.
+            # cost a find, a slice, a set lookup and an append of the text (the set
+            # keeps texts: SetSegments); the rest are split and go to _dispatch.
             for first, texts in scanner.pieces():
-                for seg in scanner.segments(first, texts):
-                    if seg[0][0] in accept:
-                        segs.append(seg)
+                total += len(texts)
+                if total > self.max_segments:
+                    self._too_large(
+                        f"more than {self.max_segments} segments",
+                        first,
+                        f"max_segments_per_file = {self.max_segments}",
+                    )
+                elem = scanner.element_separator
+                for number, last in enumerate(texts, first):
+                    cut = last.find(elem)
+                    if (last[:cut] if cut >= 0 else last) in accept:
+                        segs.append(last)
                         continue
-                    done = dispatch(seg)
+                    done = dispatch(Segment(last.split(elem), number))
                     if self._segs is not None:
                         segs, accept = self._segs, data
                     else:
                         accept = closed
                     if done is not None:
                         yield done
-            self._finish(seg)
+            self._finish(last.split(scanner.element_separator)[0] if last else None)
         except X12Error as err:  # the fatal ones: keep .errors complete
             if not any(e is err for e in self.errors):
                 self.errors.append(err)
@@ -105,11 +145,16 @@ class X12Reader:
             handler = self._learn(els)
             if handler is None:  # a valid data segment
                 if self._segs is not None:
-                    self._segs.append(seg)
+                    self._keep(seg)
                 else:
                     self._stray(seg)
                 return None
         return handler(seg)
+
+    def _keep(self, seg: Segment) -> None:
+        """Add ``seg`` to the open set, as text (``_learn`` may have mended its ID)."""
+        assert self._segs is not None and self._ic is not None
+        self._segs.append(self._ic.delimiters.element.join(seg[0]))
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -126,10 +171,22 @@ class X12Reader:
     ) -> X12Error:
         number = seg if isinstance(seg, int) else seg.number
         sid = segment_id or (None if isinstance(seg, int) else seg.tag)
+        if len(self.errors) >= self.max_errors and cls is X12Error:
+            self._too_large(f"more than {self.max_errors} errors", number)
         err = cls(message, segment_number=number, segment_id=sid, element=element, code=code)
         where.append(err)
         self.errors.append(err)
         return err
+
+    def _too_large(self, what: str, number: int, limit: str = "") -> None:
+        """Refuse the whole file: it holds ``what``, past a limit."""
+        setting = f" ([daemon] {limit})" if limit else ""
+        err = TooLarge(
+            f"the file holds {what}{setting}: refused whole, no 997 is sent",
+            segment_number=number,
+        )
+        self.errors.append(err)
+        raise err
 
     def _warn(self, message: str, seg: Segment, element: int | None = None) -> None:
         assert self._ic is not None
@@ -169,8 +226,10 @@ class X12Reader:
                 code="2",
             )
         self._set = self._segs = None
+        d = self._ic.delimiters
+        segments = SetSegments(segs, self._first, d.element)
         return TransactionSet(
-            s.code, s.control_number, segs, self._ic.delimiters, self._ic, self._group, s.errors
+            s.code, s.control_number, segments, d, self._ic, self._group, s.errors
         )
 
     def _close_group(self, seg: Segment) -> None:
@@ -224,7 +283,7 @@ class X12Reader:
         self._drain_warnings()
         for i, width in enumerate(_ISA_WIDTHS, 1):
             if len(els[i]) != width:
-                self._warn(f"ISA{i:02d} {els[i]!r} is not {width} characters long", seg, i)
+                self._warn(f"ISA{i:02d} {shorten(els[i])} is not {width} characters long", seg, i)
         if not digits(ic.control_number):
             self._error(ic.errors, "ISA13 is not a number", seg, element=13, code="018")
         if not (digits(ic.version) and len(ic.version) == 5):
@@ -241,16 +300,16 @@ class X12Reader:
             self._ic = None
             raise self._error(
                 ic.errors,
-                f"the file ends inside the IEA segment (IEA02 {number!r},"
-                f" ISA13 {ic.control_number!r}): truncated",
+                f"the file ends inside the IEA segment (IEA02 {shorten(number)},"
+                f" ISA13 {shorten(ic.control_number)}): truncated",
                 seg,
                 code="023",
                 cls=TruncatedError,
             )
-        if not (digits(count) and int(count) == n):
+        if count_of(count) != n:
             self._error(
                 ic.errors,
-                f"IEA01 says {count!r} functional groups, the interchange has {n}",
+                f"IEA01 says {shorten(count)} functional groups, the interchange has {n}",
                 seg,
                 element=1,
                 code="021",
@@ -258,14 +317,14 @@ class X12Reader:
         if not _same_number(number, ic.control_number):
             self._error(
                 ic.errors,
-                f"IEA02 {number!r} does not match ISA13 {ic.control_number!r}",
+                f"IEA02 {shorten(number)} does not match ISA13 {shorten(ic.control_number)}",
                 seg,
                 element=2,
                 code="001",
             )
         elif number != ic.control_number:
             self._warn(
-                f"IEA02 {number!r} is not written like ISA13 {ic.control_number!r};"
+                f"IEA02 {shorten(number)} is not written like ISA13 {shorten(ic.control_number)};"
                 " accepted as the same number",
                 seg,
                 2,
@@ -282,6 +341,13 @@ class X12Reader:
         done = self._close_set(seg)
         self._close_group(seg)
         self._quiet = False
+        self._groups += 1
+        if self._groups > self.max_groups:
+            self._too_large(
+                f"more than {self.max_groups} functional groups",
+                seg.number,
+                f"max_groups_per_file = {self.max_groups}",
+            )
         if len(seg.elements) < 9:
             self._error(
                 ic.errors,
@@ -297,10 +363,10 @@ class X12Reader:
             version=seg.get(8),
             segment_number=seg.number,
         )
-        if not digits(g.control_number):
+        if not digits(g.control_number) or len(g.control_number) > 9:  # GS06 is N0 1/9
             self._error(
                 g.errors,
-                f"GS06 {g.control_number!r} is not a group control number",
+                f"GS06 {shorten(g.control_number)} is not a group control number (1 to 9 digits)",
                 seg,
                 element=6,
                 code="6",
@@ -317,12 +383,13 @@ class X12Reader:
             self._error(ic.errors, "GE without a GS", seg, code="022")
             return done
         count, number, n = seg.get(1), seg.get(2), len(g.sets)
-        if digits(count):
-            g.included = int(count)
+        included = count_of(count)
+        if included is not None:
+            g.included = included
         if g.included != n:
             self._error(
                 g.errors,
-                f"GE01 says {count!r} transaction sets, the group has {n}",
+                f"GE01 says {shorten(count)} transaction sets, the group has {n}",
                 seg,
                 element=1,
                 code="5",
@@ -330,7 +397,7 @@ class X12Reader:
         if not _same_number(number, g.control_number):
             self._error(
                 g.errors,
-                f"GE02 {number!r} does not match GS06 {g.control_number!r}",
+                f"GE02 {shorten(number)} does not match GS06 {shorten(g.control_number)}",
                 seg,
                 element=2,
                 code="4",
@@ -346,16 +413,37 @@ class X12Reader:
             self._error(ic.errors, "ST outside a functional group", seg, code="022")
             self._quiet = True  # its segments are skipped without a word each
             return done
+        self._sets += 1
+        if self._sets > self.max_sets:
+            self._too_large(
+                f"more than {self.max_sets} transaction sets",
+                seg.number,
+                f"max_sets_per_file = {self.max_sets}",
+            )
         els = seg[0]
         s = SetSummary(els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else "", [], seg[1])
         if not (len(s.code) == 3 and s.code.isalnum()):
             self._error(
-                s.errors, f"ST01 {s.code!r} is not a transaction set code", seg, element=1, code="6"
+                s.errors,
+                f"ST01 {shorten(s.code)} is not a transaction set code",
+                seg,
+                element=1,
+                code="6",
             )
         if not s.control_number:
             self._error(s.errors, "ST02 (control number) is missing", seg, element=2, code="7")
+        elif len(s.control_number) > 9:  # ST02 is AN 4/9
+            self._error(
+                s.errors,
+                f"ST02 is {len(s.control_number)} characters long, over its maximum of 9:"
+                f" {shorten(s.control_number)}",
+                seg,
+                element=2,
+                code="7",
+            )
         self._group.sets.append(s)
-        self._set, self._segs = s, [seg]
+        self._set, self._segs, self._first = s, [], seg.number
+        self._keep(seg)
         return done
 
     def _on_se(self, seg: Segment) -> TransactionSet | None:
@@ -363,17 +451,21 @@ class X12Reader:
         if s is None or segs is None:
             self._stray(seg)
             return None
-        segs.append(seg)
+        self._keep(seg)
         els, n = seg[0], len(segs)
         count, number = els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else ""
-        if count != str(n) and not (digits(count) and int(count) == n):
+        if count != str(n) and count_of(count) != n:
             self._error(
-                s.errors, f"SE01 says {count!r} segments, the set has {n}", seg, element=1, code="4"
+                s.errors,
+                f"SE01 says {shorten(count)} segments, the set has {n}",
+                seg,
+                element=1,
+                code="4",
             )
         if number != s.control_number:
             self._error(
                 s.errors,
-                f"SE02 {number!r} does not match ST02 {s.control_number!r}",
+                f"SE02 {shorten(number)} does not match ST02 {shorten(s.control_number)}",
                 seg,
                 element=2,
                 code="3",
@@ -408,14 +500,14 @@ class X12Reader:
         if self._segs is None:
             self._stray(seg)
         else:
-            self._segs.append(seg)
+            self._keep(seg)
             self._bad_tag(seg)
 
     def _bad_tag(self, seg: Segment) -> None:
         assert self._set is not None
         self._error(
             self._set.errors,
-            f"{seg.tag!r} is not a segment ID (2-3 upper-case letters and digits)",
+            f"{shorten(seg.tag)} is not a segment ID (2-3 upper-case letters and digits)",
             seg,
             code="1",
         )
@@ -432,8 +524,8 @@ class X12Reader:
         where, code = (self._group.errors, None) if self._group is not None else (ic.errors, "022")
         self._error(where, f"segment {seg.tag} is outside any transaction set", seg, code=code)
 
-    def _finish(self, last: Segment | None) -> None:
-        """At the end of the file: every envelope must be closed (``last`` was read last)."""
+    def _finish(self, last: str | None) -> None:
+        """At the end of the file: every envelope must be closed (``last``: the ID read last)."""
         ic = self._ic
         if ic is None:
             return
@@ -445,7 +537,7 @@ class X12Reader:
         if self._set is not None:
             missing.insert(0, "SE")
         n = self.scanner.segment_count
-        after = f"segment {n} ({last.tag})" if last is not None else f"segment {n}"
+        after = f"segment {n} ({last})" if last is not None else f"segment {n}"
         raise self._error(
             ic.errors,
             f"the file ends after {after} without {', '.join(missing)}:"

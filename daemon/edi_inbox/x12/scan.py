@@ -57,6 +57,20 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+MAX_NUMBER_DIGITS = 18  # an X12 N0/count element never needs more (SE01 has 10)
+
+
+def number(text: str) -> int | None:
+    """The value of a count or control number: ASCII digits, at most 18 of them.
+
+    None otherwise. ``int()`` of thousands of digits is slow and past 4,300
+    digits raises; a partner's SE01 must not get that far.
+    """
+    if len(text) > MAX_NUMBER_DIGITS or not digits(text):
+        return None
+    return int(text)
+
+
 def trailer_present(tail: bytes) -> bool:
     """True if ``tail`` (a file's last bytes, say 4 KiB) ends with an IEA segment.
 
