@@ -31,13 +31,15 @@ ISA = (
 DAEMON = Path(__file__).resolve().parent.parent / "daemon"
 
 
-def order(po_number: str = "PO-1", *, ctt01: str = "1", se01: str | None = None) -> list[str]:
+def order(
+    po_number: str = "PO-1", *, ctt01: str = "1", se01: str | None = None, quantity: str = "2"
+) -> list[str]:
     """The segments of one small 850, ST to SE."""
     body = [
         "ST*850*0001",
         f"BEG*00*SA*{po_number}**20240102",
         "N1*VN*ACME SUPPLY",
-        "PO1*1*2*EA*3.50**VN*W-1",
+        f"PO1*1*{quantity}*EA*3.50**VN*W-1",
         f"CTT*{ctt01}",
     ]
     return [*body, f"SE*{se01 or len(body) + 1}*0001"]
@@ -358,7 +360,7 @@ def test_max_segments_per_file_refuses_the_file_naming_the_key(tmp_path):
 def test_at_most_1000_problems_are_listed_per_file(tmp_path):
     """1,500 orders each with a broken rule: one failure, the first 1000 problems
     listed in the report, the message counting the rest."""
-    data = interchange([order(f"PO-{n}", ctt01="7") for n in range(1500)])
+    data = interchange([order(f"PO-{n}", quantity="0") for n in range(1500)])
     _, job = run_pipeline(tmp_path, data)
     assert job.status is JobStatus.FAILED
     assert len(job.error_details) == 1000 and job.error.endswith("and 1495 more")
