@@ -30,13 +30,13 @@ from edi_inbox.cli import main
 from helpers import BAD, CORPUS, make_po, poll_until
 
 TOKEN = "s3cret-token-for-tests"
-HOSTILE_PO = "<script>window.pwned=1</script>"
+HOSTILE_PO = "<svg onload=pwned=1>"  # runs if unescaped; BEG03 holds 22 characters
 NAMED = CORPUS / "ediengine__850.OK.edi"  # PO 08292233294, total 13045.94
 MAX_FILE_BYTES = 200_000
 
 
 def hostile_po_file() -> bytes:
-    """A good 850 whose PO number (BEG03) is a script tag."""
+    """A good 850 whose PO number (BEG03) is markup that runs a script."""
     data = make_po(901)
     return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + HOSTILE_PO.encode(), data, count=1)
 

@@ -647,9 +647,11 @@ class Pipeline:
                 continue
             seen[ident] = order
             sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-            try:
-                posted = self.recorder.find_posted(sender, po.po_number)
-            except Exception as exc:  # unknown is not "never posted": post nothing now
+            try:  # as patient as a record: unknown is not "never posted"
+                posted = self._persist(
+                    lambda job, logs: self.recorder.find_posted(sender, po.po_number), job, []
+                )
+            except Exception as exc:
                 logger.error("recorder_failed", call="find_posted", error=repr(exc))
                 if not is_permanent(exc):
                     work.unrecorded = f"the database is unavailable ({exc})"
