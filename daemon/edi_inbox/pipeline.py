@@ -649,7 +649,11 @@ class Pipeline:
             sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
             try:  # as patient as a record: unknown is not "never posted"
                 posted = self._persist(
-                    lambda job, logs: self.recorder.find_posted(sender, po.po_number), job, []
+                    lambda job, logs, *key: self.recorder.find_posted(*key),
+                    job,
+                    [],
+                    sender,
+                    po.po_number,
                 )
             except Exception as exc:
                 logger.error("recorder_failed", call="find_posted", error=repr(exc))
