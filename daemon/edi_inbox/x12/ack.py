@@ -202,7 +202,7 @@ def build_997(
     version = group.version or interchange.version + "0"
     body: list[list[str]] = [
         ["ST", "997", f"{control_number:04d}"],
-        ["AK1", _clean(group.functional_id, d), _clean(group.control_number, d)],
+        ["AK1", _clean(group.functional_id, d, 2), _clean(group.control_number, d, 9)],
     ]
     accepted = 0
     warned = False
@@ -265,7 +265,7 @@ def _set_response(
     when ``ok`` is None, A unless there are ``errors``)."""
     if ok is None:
         ok = not errors
-    out = [["AK2", _clean(s.code, d), _clean(s.control_number, d)]]
+    out = [["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9)]]
     set_codes: list[str | None] = []
     by_segment: dict[int, list[X12Error]] = {}
     for err in errors:
@@ -282,7 +282,7 @@ def _set_response(
         ak3.append(segment_code or ("8" if elements else ""))
         out.append(_trim(ak3))
         for e in elements:
-            value = _clean(str(getattr(e, "value", None) or ""), d)[:99]
+            value = _clean(str(getattr(e, "value", None) or ""), d)
             code = e.code if e.code is not None and _valid(e.code) else "7"
             out.append(_trim(["AK4", str(e.element), "", code, value]))
     if by_segment and not ok:
@@ -321,13 +321,14 @@ def _segment_id(segment_id: str | None) -> str:
     return cleaned if len(cleaned) >= 2 else "ZZZ"
 
 
-def _clean(value: str, d: Delimiters) -> str:
-    """A copy of a received value that cannot break the 997: no delimiters, only
-    control characters (AK404 quotes bad values; AK1/AK2 echo control numbers)."""
+def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
+    """A copy of a received value that cannot break the 997: no delimiters, no
+    control characters, at most the element's X12 maximum (``limit``; AK404
+    quotes bad values, 99; AK1/AK2 echo control numbers, 9)."""
     for c in (d.element, d.component, d.segment, d.repetition):
         if c:
             value = value.replace(c, "")
-    return "".join(c for c in value if c.isprintable())
+    return "".join(c for c in value if c.isprintable())[:limit]
 
 
 def _trim(elements: list[str]) -> list[str]:
