@@ -202,9 +202,9 @@ def test_a_line_without_po104_takes_its_price_from_ctp_ucp(tmp_path):
     assert job.status is JobStatus.SUCCEEDED, job.error
     (order,) = job.orders
     assert order.total_amount == Decimal("12.75")
-    line = order.payload["lines"][0]
+    line = order.fields()["lines"][0]
     assert (line["unit_price"], line["price_source"]) == ("4.25", "CTP UCP")
-    assert order.payload["priced"] is True
+    assert order.fields()["priced"] is True
 
 
 def test_an_order_without_any_price_is_unpriced_not_zero(tmp_path):
