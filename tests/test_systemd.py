@@ -16,6 +16,7 @@ from edi_inbox.config import DaemonSettings
 
 SYSTEMD = Path(__file__).parent.parent / "systemd"
 UNIT = SYSTEMD / "edi-inbox.service"
+SERVE_UNIT = SYSTEMD / "edi-inbox-serve.service"  # edi-inbox serve, hardened alike
 MAX_EXPOSURE = 2.0
 
 
@@ -29,22 +30,22 @@ def need(tool: str) -> str:
     return path
 
 
-def unit_with_real_exec(tmp_path: Path) -> Path:
+def unit_with_real_exec(tmp_path: Path, unit: Path = UNIT) -> Path:
     """The unit with ExecStart pointing at this venv's edi-inbox: verify checks that
     the binary exists, and /usr/bin/edi-inbox exists only once packaged."""
     script = Path(sys.executable).parent / "edi-inbox"
     if not script.exists():
         script = Path("/bin/true")
-    text = UNIT.read_text().replace("ExecStart=/usr/bin/edi-inbox", f"ExecStart={script}")
-    copy = tmp_path / UNIT.name
+    text = unit.read_text().replace("ExecStart=/usr/bin/edi-inbox", f"ExecStart={script}")
+    copy = tmp_path / unit.name
     copy.write_text(text)
     return copy
 
 
-def unit_settings() -> dict[str, list[str]]:
-    """Every KEY=VALUE line of the unit (a key may repeat)."""
+def unit_settings(text: str | None = None) -> dict[str, list[str]]:
+    """Every KEY=VALUE line of the unit, or of ``text`` (a key may repeat)."""
     values: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in (UNIT.read_text() if text is None else text).splitlines():
         if "=" in line and not line.startswith(("#", "[")):
             key, _, value = line.partition("=")
             values.setdefault(key.strip(), []).append(value.strip())
@@ -57,16 +58,18 @@ def seconds(value: str) -> float:
     return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
 
 
-def test_unit_verifies(tmp_path):
+@pytest.mark.parametrize("original", [UNIT, SERVE_UNIT], ids=lambda p: p.name)
+def test_unit_verifies(tmp_path, original):
     """systemd-analyze verify accepts the unit without a warning."""
     tool = need("systemd-analyze")
-    unit = unit_with_real_exec(tmp_path)
+    unit = unit_with_real_exec(tmp_path, original)
     done = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60)
-    ours = [line for line in done.stderr.splitlines() if UNIT.name in line]
+    ours = [line for line in done.stderr.splitlines() if original.name in line]
     assert done.returncode == 0 and not ours, done.stderr
 
 
-def test_unit_security_exposure_at_most_2(tmp_path):
+@pytest.mark.parametrize("original", [UNIT, SERVE_UNIT], ids=lambda p: p.name)
+def test_unit_security_exposure_at_most_2(tmp_path, original):
     """systemd-analyze security --offline rates the unit's exposure 2.0 or below."""
     tool = need("systemd-analyze")
     help_text = subprocess.run(
@@ -74,7 +77,7 @@ def test_unit_security_exposure_at_most_2(tmp_path):
     ).stdout
     if "--offline" not in help_text:
         pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
-    unit = unit_with_real_exec(tmp_path)
+    unit = unit_with_real_exec(tmp_path, original)
     done = subprocess.run(
         [tool, "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(unit)],
         capture_output=True,
@@ -156,3 +159,19 @@ def test_tmpfiles_creates_the_folders(tmp_path):
     assert mode & stat.S_ISGID and mode & stat.S_ISVTX
     assert stat.S_IMODE(mode) & 0o070 == 0o070  # the SFTP group may upload
     assert stat.S_IMODE((base / "done").stat().st_mode) & 0o022 == 0  # partners cannot write
+
+
+def test_serve_unit_is_hardened_like_the_daemons():
+    """Every hardening line of edi-inbox.service is in the serve unit, with the same value;
+    it runs edi-inbox serve as the daemon's user and groups."""
+    serve, daemon = unit_settings(SERVE_UNIT.read_text()), unit_settings()
+    assert serve["ExecStart"] == ["/usr/bin/edi-inbox serve"]
+    assert serve["Restart"] == ["on-failure"]
+    start = UNIT.read_text().index("# Hardening")
+    end = UNIT.read_text().index("# Bounded memory")
+    hardening = unit_settings(UNIT.read_text()[start:end])
+    assert hardening  # the daemon's block was found
+    for key, values in hardening.items():
+        assert serve.get(key) == values, key
+    for key in ("User", "Group", "SupplementaryGroups", "UMask", "ReadWritePaths"):
+        assert serve[key] == daemon[key], key
