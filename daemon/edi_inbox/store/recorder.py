@@ -225,11 +225,7 @@ class DatabaseRecorder:
             add_rollup(batch, status, started, job.duration_seconds, total, +1).run()
 
         run_unit(self.db, work)
-        with self._lock:
-            self._ids.pop(job.job_id, None)
-            self._fresh.discard(job.job_id)
-            for order in job.orders:
-                self._accepted.pop(order.idempotency_key, None)
+        self._forget(job)
 
     def job_status_only(self, job: JobResult, reason: str) -> None:
         """The fallback when the full final record fails for good (a value the
@@ -271,6 +267,10 @@ class DatabaseRecorder:
             add_rollup(batch, status, started, job.duration_seconds, old_amount, +1).run()
 
         run_unit(self.db, work)
+        self._forget(job)
+
+    def _forget(self, job: JobResult) -> None:
+        """The job's record is final: drop what was kept while it ran."""
         with self._lock:
             self._ids.pop(job.job_id, None)
             self._fresh.discard(job.job_id)
