@@ -45,21 +45,17 @@ class OutageDaemon(Daemon):
             text.replace(f"url = {default}", f"url = {json.dumps(database_url)}")
         )
         self.database_url = database_url
-        self.status_line = ""
 
-    def _listen(self) -> None:
-        while True:
-            try:
-                message = self.notify.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            for line in message.decode(errors="replace").splitlines():
-                if line.startswith("STATUS="):
-                    self.status_line = line
-            if message.startswith(b"READY=1"):
-                self.ready.set()
+    @property
+    def status_line(self) -> str:
+        """The last STATUS= line sent, as ``systemctl status`` would show it."""
+        lines = [
+            line
+            for message in self.messages
+            for line in message.decode(errors="replace").splitlines()
+            if line.startswith("STATUS=")
+        ]
+        return lines[-1] if lines else ""
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(self.config), *args]
