@@ -13,13 +13,11 @@ import re
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
@@ -208,45 +206,21 @@ def server(config: Path, root: Path) -> Iterator[tuple[int, subprocess.Popen[byt
         log.close()
 
 
-def pg_schema_url(base: str) -> tuple[str, str]:
-    schema = f"test_web_{uuid.uuid4().hex[:10]}"
-    joiner = "&" if "?" in base else "?"
-    return schema, f"{base}{joiner}options={quote(f'-csearch_path={schema}')}"
-
-
-def pg_admin(url: str, sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(url, connect_timeout=10)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
-
-
 @contextlib.contextmanager
 def site(kind: str, root: Path) -> Iterator[Site]:
-    """A served site on ``kind`` (sqlite or postgresql)."""
-    from conftest import pg_base_url
+    """A served site on ``kind`` (sqlite or postgresql, in a private schema)."""
+    from conftest import pg_base_url, private_schema
 
-    schema = None
-    if kind == "postgresql":
-        base = pg_base_url()
-        schema, db_url = pg_schema_url(base)
-        pg_admin(base, f"CREATE SCHEMA {schema}")
-    else:
-        db_url = f"sqlite:///{root / 'edi-inbox.db'}"
-    try:
+    with contextlib.ExitStack() as stack:
+        if kind == "postgresql":
+            db_url = stack.enter_context(private_schema(pg_base_url()))
+        else:
+            db_url = f"sqlite:///{root / 'edi-inbox.db'}"
         config = write_config(root, db_url)
         env = {"EDI_INBOX_CONFIG": str(config)}
         jobs = make_records(env, root / "state")
         with server(config, root) as (port, process):
             yield Site(root, env, port, process, jobs, kind)
-    finally:
-        if schema is not None:
-            pg_admin(pg_base_url(), f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 SITE_KINDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
