@@ -3,13 +3,18 @@ per-partner rule levels and acknowledgements, and the partner on every job."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from edi_inbox import config
+from edi_inbox.cli import main
 from edi_inbox.config import PartnerId
 from edi_inbox.errors import ConfigError
+
+from helpers import make_po
 
 PARTNERS = """
 [partners]
@@ -133,3 +138,156 @@ def test_config_errors_name_the_partner_and_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as caught:
         config.load(path, {})
     assert str(path) in str(caught.value)
+
+
+# --- the pipeline: who sent it, and what applies ------------------------------
+
+TEAM = """
+[paths]
+root = "{root}"
+[database]
+url = "{url}"
+[log]
+format = "json"
+[partners]
+unknown = "{policy}"
+[partners.acme]
+ids = ["ZZ:ACME"]
+ack = "none"
+ta1 = "never"
+[partners.acme.rules]
+line_count_mismatch = "error"
+[partners.bolt]
+ids = ["08:AAAAAAAAAA"]
+[partners.west]
+ids = ["08:AAAAAAAAAA:WEST"]
+ta1 = "always"
+"""
+
+
+def sent_by(data: bytes, sender: str, group_sender: str | None = None) -> bytes:
+    """``data`` (one interchange) as sent by ISA05:ISA06 ``sender`` (and GS02)."""
+    text = data.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    isa[5], isa[6] = sender.split(":")[0], sender.split(":")[1].ljust(15)
+    text = sep.join(isa) + text[105:]
+    if group_sender is not None:
+        start = text.index(f"GS{sep}")
+        end = text.index(term, start)
+        gs = text[start:end].split(sep)
+        gs[2] = group_sender
+        text = text[:start] + sep.join(gs) + text[end:]
+    return text.encode("latin-1")
+
+
+@pytest.fixture
+def team(tmp_path, db_url):
+    """A configuration with three partners, on SQLite or PostgreSQL; call it
+    with the [partners] unknown policy to get the environment for the CLI."""
+
+    def make(policy: str = "accept") -> dict[str, str]:
+        path = tmp_path / "edi-inbox.toml"
+        text = TEAM.format(root=tmp_path / "state", url=db_url, policy=policy)
+        path.write_text(text)
+        return {"EDI_INBOX_CONFIG": str(path)}
+
+    return make
+
+
+def process(env: dict[str, str], tmp_path: Path, name: str, data: bytes) -> dict:
+    """``edi-inbox process --json`` on a real file; the job as JSON."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = CliRunner().invoke(main, ["process", "--json", str(path)], env=env)
+    assert result.exit_code in (0, 1), result.output
+    return json.loads(result.stdout)
+
+
+def acks(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "state" / "acks"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def posted(tmp_path: Path) -> list[str]:
+    folder = tmp_path / "state" / "outbox"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_the_partner_is_found_and_recorded(team, tmp_path):
+    """ISA05:ISA06 picks the partner; GS02 picks a more specific one."""
+    env = team()
+    bolt = process(env, tmp_path, "bolt.edi", make_po(1))
+    west = process(env, tmp_path, "west.edi", sent_by(make_po(2), "08:AAAAAAAAAA", "WEST"))
+    assert (bolt["status"], bolt["partner"]) == ("succeeded", "bolt")
+    assert (west["status"], west["partner"]) == ("succeeded", "west")
+
+
+@pytest.mark.parametrize("policy", ["accept", "reject"])
+def test_an_unknown_sender_follows_the_policy(team, tmp_path, policy):
+    """A sender no partner claims is processed under "accept"; under "reject"
+    every set is refused naming the sender, nothing is posted, and the TA1
+    says 006 (invalid sender)."""
+    env = team(policy)
+    job = process(env, tmp_path, "stranger.edi", sent_by(make_po(3), "ZZ:STRANGER"))
+    assert job["partner"] is None
+    if policy == "accept":
+        assert job["status"] == "succeeded"
+        assert len(posted(tmp_path)) == 1
+        return
+    assert job["status"] == "failed"
+    assert "sender ZZ:STRANGER (ISA05:ISA06) is not a configured trading partner" in job["error"]
+    assert posted(tmp_path) == []
+    assert [o["status"] for o in job["orders"]] == []  # refused before it was read as orders
+    ta1 = [name for name in acks(tmp_path) if name.endswith(".TA1")]
+    assert len(ta1) == 1
+    assert "*R*006" in (tmp_path / "state" / "acks" / ta1[0]).read_text("latin-1")
+    ack997 = [n for n in acks(tmp_path) if n.endswith(".997")]
+    assert ack997 and "AK5*R" in (tmp_path / "state" / "acks" / ack997[0]).read_text("latin-1")
+
+
+def test_a_file_mixing_partners_is_refused(team, tmp_path):
+    """A partner's interchange and a stranger's in one file: refused whole,
+    naming both senders, even under "accept" (one file is one partner's)."""
+    env = team("accept")
+    data = make_po(4) + sent_by(make_po(5), "ZZ:STRANGER")
+    job = process(env, tmp_path, "mixed.edi", data)
+    assert job["status"] == "failed"
+    assert "mixes senders of different partners" in job["error"]
+    assert "08:AAAAAAAAAA:test111111 (bolt)" in job["error"]
+    assert "ZZ:STRANGER" in job["error"]
+    assert posted(tmp_path) == []
+
+
+def test_partner_rule_levels_apply_to_its_orders(team, tmp_path):
+    """CTT01 wrong: the default warns and posts; acme, with
+    line_count_mismatch = "error", has the order rejected."""
+    env = team()
+    wrong = make_po(6).replace(b"CTT*8", b"CTT*9")
+    bolt = process(env, tmp_path, "bolt.edi", wrong)
+    assert bolt["status"] == "succeeded"
+    assert "CTT01" in bolt["orders"][0]["error"]  # kept as a warning
+    acme = process(
+        env, tmp_path, "acme.edi", sent_by(make_po(7).replace(b"CTT*8", b"CTT*9"), "ZZ:ACME")
+    )
+    assert (acme["partner"], acme["status"]) == ("acme", "failed")
+    assert "CTT01" in acme["error"]
+    assert len(posted(tmp_path)) == 1
+
+
+def test_partner_ack_and_ta1_settings(team, tmp_path):
+    """acme (ack none, ta1 never) gets nothing although ISA14 asks for a TA1;
+    bolt the defaults (997, TA1 on request); west a TA1 even unasked."""
+    env = team()
+    acme = process(env, tmp_path, "acme.edi", sent_by(make_po(8), "ZZ:ACME"))
+    assert acme["status"] == "succeeded" and acme["acks"] == []
+    assert acks(tmp_path) == []
+    step = next(s for s in acme["steps"] if s["step_name"] == "acknowledge")
+    assert "acme" in step["data"]["skipped"]
+    bolt = process(env, tmp_path, "bolt.edi", make_po(9))
+    assert sorted(n.rsplit(".", 1)[1] for n in bolt["acks"]) == ["997", "TA1"]
+    unasked = make_po(10).replace(b"*000000010*1*P*", b"*000000010*0*P*")
+    west = process(env, tmp_path, "west.edi", sent_by(unasked, "08:AAAAAAAAAA", "WEST"))
+    assert sorted(n.rsplit(".", 1)[1] for n in west["acks"]) == ["997", "TA1"]
+    plain = process(env, tmp_path, "plain.edi", sent_by(unasked, "ZZ:STRANGER"))
+    assert [n.rsplit(".", 1)[1] for n in plain["acks"]] == ["997"]  # on request: none asked
