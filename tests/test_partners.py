@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import make_job, record
 
-from edi_inbox import config
+from edi_inbox import config, queries, store
 from edi_inbox.cli import main
 from edi_inbox.config import PartnerId
 from edi_inbox.errors import ConfigError
@@ -291,3 +292,95 @@ def test_partner_ack_and_ta1_settings(team, tmp_path):
     assert sorted(n.rsplit(".", 1)[1] for n in west["acks"]) == ["997", "TA1"]
     plain = process(env, tmp_path, "plain.edi", sent_by(unasked, "ZZ:STRANGER"))
     assert [n.rsplit(".", 1)[1] for n in plain["acks"]] == ["997"]  # on request: none asked
+
+
+# --- the partner on every job: store, queries, CLI ---------------------------
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(main, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_the_partner_is_recorded_and_shown(team, tmp_path):
+    """jobs show (text and JSON) gives the partner the job was recorded with."""
+    env = team()
+    bolt = process(env, tmp_path, "bolt.edi", make_po(11))
+    west = process(env, tmp_path, "west.edi", sent_by(make_po(12), "08:AAAAAAAAAA", "WEST"))
+    assert json.loads(cli(env, "jobs", "show", "--json", bolt["job_id"]))["partner"] == "bolt"
+    text = cli(env, "jobs", "show", west["job_id"])
+    assert any(line.split() == ["partner", "west"] for line in text.splitlines())
+
+
+def test_jobs_and_stats_by_partner(team, tmp_path):
+    """jobs list|search --partner and stats --partner see that partner's jobs only."""
+    env = team()
+    good = process(env, tmp_path, "b1.edi", make_po(13))
+    zero = make_po(14).replace(b"PO1**6*EA*12", b"PO1**0*EA*12")
+    bad = process(env, tmp_path, "b2.edi", zero)
+    assert (good["status"], bad["status"]) == ("succeeded", "failed")
+    west = process(env, tmp_path, "w.edi", sent_by(make_po(15), "08:AAAAAAAAAA", "WEST"))
+    stranger = process(env, tmp_path, "s.edi", sent_by(make_po(16), "ZZ:STRANGER"))
+
+    listed = json.loads(cli(env, "jobs", "list", "--partner", "bolt", "--json"))
+    assert [j["job_id"] for j in listed] == [bad["job_id"], good["job_id"]]
+    assert {j["partner"] for j in listed} == {"bolt"}
+    failed = json.loads(
+        cli(env, "jobs", "list", "--partner", "bolt", "--status", "failed", "--json")
+    )
+    assert [j["job_id"] for j in failed] == [bad["job_id"]]
+    found = json.loads(cli(env, "jobs", "search", "--partner", "west", "--json"))
+    assert [j["job_id"] for j in found] == [west["job_id"]]
+    everyone = json.loads(cli(env, "jobs", "search", "--json"))
+    assert {j["job_id"] for j in everyone} >= {stranger["job_id"], west["job_id"]}
+    assert json.loads(cli(env, "jobs", "list", "--partner", "acme", "--json")) == []
+
+    bolt = json.loads(cli(env, "stats", "--partner", "bolt", "--json"))
+    assert bolt["partner"] == "bolt"
+    assert (bolt["total_jobs"], bolt["successful_jobs"], bolt["failed_jobs"]) == (2, 1, 1)
+    assert bolt["total_amount_processed"] == good["total_amount"]
+    assert json.loads(cli(env, "stats", "--json"))["total_jobs"] == 4
+    assert json.loads(cli(env, "stats", "--partner", "acme", "--json"))["total_jobs"] == 0
+    assert "total jobs" in cli(env, "stats", "--partner", "west")
+
+
+def test_partners_command(team, tmp_path):
+    """partners --json: each partner's ids, settings, files and failures in
+    the last 24 h and last activity; the text form names them too."""
+    env = team("reject")
+    process(env, tmp_path, "b1.edi", make_po(17))
+    process(env, tmp_path, "b2.edi", make_po(18).replace(b"PO1**6*EA*12", b"PO1**0*EA*12"))
+    doc = json.loads(cli(env, "partners", "--json"))
+    assert doc["unknown"] == "reject"
+    by_name = {p["name"]: p for p in doc["partners"]}
+    assert list(by_name) == ["acme", "bolt", "west"]
+    acme, bolt, west = by_name["acme"], by_name["bolt"], by_name["west"]
+    assert acme["ids"] == ["ZZ:ACME"] and west["ids"] == ["08:AAAAAAAAAA:WEST"]
+    assert (acme["ack"], acme["ta1"], west["ta1"]) == ("none", "never", "always")
+    assert acme["rules"] == {"line_count_mismatch": "error"} and bolt["rules"] == {}
+    assert (bolt["files"], bolt["failures"], acme["files"]) == (2, 1, 0)
+    assert bolt["last_activity"] is not None and acme["last_activity"] is None
+    text = cli({**env, "COLUMNS": "300"}, "partners")  # wide enough for every cell
+    assert "ZZ:ACME" in text and "line_count_mismatch=error" in text
+    assert "senders no partner claims: reject" in text
+
+
+def test_a_v3_database_gets_the_partner_column(db):
+    """v3 → v4: jobs.partner is added in place; a job then records its partner."""
+
+    def make_v3() -> None:
+        db.execute_sql('DROP INDEX IF EXISTS "jobs_partner_started_at"')
+        db.execute_sql('ALTER TABLE "jobs" DROP COLUMN "partner"')
+        store._write_version(3)
+
+    store.run_unit(db, make_v3)
+    assert "partner" not in {c.name for c in db.get_columns("jobs")}
+    assert store.migrate(db) == [4]
+    assert "partner" in {c.name for c in db.get_columns("jobs")}
+    assert any("partner" in i.columns for i in db.get_indexes("jobs"))
+    job = make_job(1)
+    job.partner = "acme"
+    record(store.DatabaseRecorder(db), job)
+    assert queries.show_job(db, job.job_id)["partner"] == "acme"
+    assert [j["job_id"] for j in queries.list_jobs(db, partner="acme")] == [job.job_id]

@@ -9,9 +9,11 @@ a sender no partner claims when ``[partners] unknown = "reject"``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from .config import PartnerId, PartnerSettings, PartnersSettings
+from .config import PartnerId, PartnerSettings, PartnersSettings, RuleSettings
 from .x12.model import InterchangeSummary
 
 UNKNOWN = "(no partner)"
@@ -66,3 +68,15 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
             ' and [partners] unknown = "reject"'
         )
     return Resolution(partner=partner)
+
+
+def describe(partner: PartnerSettings, rules: RuleSettings) -> dict[str, Any]:
+    """A partner's settings, JSON-ready; ``rules`` only where it differs from ``[rules]``."""
+    own, common = dataclasses.asdict(partner.rules), dataclasses.asdict(rules)
+    return {
+        "name": partner.name,
+        "ids": [str(pid) for pid in partner.ids],
+        "ack": partner.ack,
+        "ta1": partner.ta1,
+        "rules": {key: level for key, level in own.items() if common[key] != level},
+    }

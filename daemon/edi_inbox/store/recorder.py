@@ -198,6 +198,7 @@ class DatabaseRecorder:
                 "error_details": json_or_none(job.error_details),
                 "host": job.host,
                 "sender_id": job.sender_id,
+                "partner": job.partner,
                 "receiver_id": job.receiver_id,
                 "interchange_control_number": job.interchange_control_number,
                 "duplicate_of": job.duplicate_of,
