@@ -4,6 +4,7 @@ per-partner rule levels and acknowledgements, and the partner on every job."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -244,7 +245,8 @@ def test_an_unknown_sender_follows_the_policy(team, tmp_path, policy):
     assert len(ta1) == 1
     assert "*R*006" in (tmp_path / "state" / "acks" / ta1[0]).read_text("latin-1")
     ack997 = [n for n in acks(tmp_path) if n.endswith(".997")]
-    assert ack997 and "AK5*R" in (tmp_path / "state" / "acks" / ack997[0]).read_text("latin-1")
+    text997 = (tmp_path / "state" / "acks" / ack997[0]).read_text("latin-1")
+    assert "\nAK5*R\n" in text997 and "AK9*R*1*1*0" in text997
 
 
 def test_a_file_mixing_partners_is_refused(team, tmp_path):
@@ -384,3 +386,25 @@ def test_a_v3_database_gets_the_partner_column(db):
     record(store.DatabaseRecorder(db), job)
     assert queries.show_job(db, job.job_id)["partner"] == "acme"
     assert [j["job_id"] for j in queries.list_jobs(db, partner="acme")] == [job.job_id]
+
+
+def test_the_daemon_refuses_a_stranger_and_records_the_partner(team, tmp_path):
+    """`edi-inbox run --once` under unknown = "reject": the stranger's file goes
+    to failed/ with a report naming the sender; the partner's is done and
+    recorded as that partner's."""
+    env = team("reject")
+    inbox = tmp_path / "state" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "stranger.edi").write_bytes(sent_by(make_po(19), "ZZ:STRANGER"))
+    (inbox / "bolt.edi").write_bytes(make_po(20))
+    result = CliRunner().invoke(main, ["run", "--once"], env=env)
+    assert result.exit_code == 0, result.output
+    state = tmp_path / "state"
+    assert sorted(os.listdir(state / "done")) == ["bolt.edi"]
+    report = json.loads((state / "failed" / "stranger.edi.error.json").read_text())
+    assert "sender ZZ:STRANGER (ISA05:ISA06) is not a configured trading partner" in json.dumps(
+        report
+    )
+    assert len(posted(tmp_path)) == 1
+    (bolt,) = json.loads(cli(env, "jobs", "list", "--partner", "bolt", "--json"))
+    assert bolt["file_name"] == "bolt.edi"

@@ -510,9 +510,9 @@ class Pipeline:
                 Interchange(i.sender_id, i.receiver_id, i.control_number) for i in work.interchanges
             ]
             refused = self._resolve_partner(job, work)
-        if refused is not None:  # each set says why, naming the sender
+        if refused is not None:  # each set says why, naming the sender (AK5 R, no code fits)
             for ts in work.sets:
-                work.reject(ts, refused)
+                work.reject(ts, X12Error(refused.message, segment_id="ISA", element=6))
         data = {
             "interchanges": len(work.interchanges),
             "groups": sum(len(i.groups) for i in work.interchanges),
