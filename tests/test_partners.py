@@ -15,6 +15,7 @@ from edi_inbox import config, queries, store
 from edi_inbox.cli import main
 from edi_inbox.config import PartnerId
 from edi_inbox.errors import ConfigError
+from edi_inbox.jobs import JobStatus
 
 from helpers import make_po
 
@@ -408,3 +409,14 @@ def test_the_daemon_refuses_a_stranger_and_records_the_partner(team, tmp_path):
     assert len(posted(tmp_path)) == 1
     (bolt,) = json.loads(cli(env, "jobs", "list", "--partner", "bolt", "--json"))
     assert bolt["file_name"] == "bolt.edi"
+
+
+def test_a_running_job_has_its_partner(db):
+    """The running record (written before the first ERP call) carries the
+    partner, so a job left running by a crash is still the partner's."""
+    recorder = store.DatabaseRecorder(db)
+    job = make_job(2, status=JobStatus.RUNNING)
+    job.partner = "bolt"
+    recorder.job_started(job, job.steps[:3])
+    (row,) = queries.list_jobs(db, partner="bolt")
+    assert (row["job_id"], row["status"], row["partner"]) == (job.job_id, "running", "bolt")

@@ -71,6 +71,7 @@ class DatabaseRecorder:
             stamp(job.started_at) if job.started_at else when,
             job.host,
             job.retry_of,
+            job.partner,
             when,
             when,
         )
@@ -263,6 +264,7 @@ class DatabaseRecorder:
                     "completed_at": stamp(job.completed_at or now),
                     "duration_seconds": job.duration_seconds,
                     "file_path": _text(job.file_path),
+                    "partner": job.partner,
                     "erp_po_id": ", ".join(erp_ids)[:200] if erp_ids else None,
                     "error": _text(reason),
                     "error_details": json_or_none(details),
