@@ -217,7 +217,7 @@ def posted(tmp_path: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_the_partner_is_found_and_recorded(team, tmp_path):
+def test_the_sender_picks_the_partner(team, tmp_path):
     """ISA05:ISA06 picks the partner; GS02 picks a more specific one."""
     env = team()
     bolt = process(env, tmp_path, "bolt.edi", make_po(1))
