@@ -360,8 +360,8 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3]
-    assert store.schema_version(db) == 3
+    assert store.migrate(db) == [2, 3, 4]
+    assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
     stats = queries.stats(db)
@@ -380,7 +380,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3]
+    assert store.migrate(db) == [3, 4]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 

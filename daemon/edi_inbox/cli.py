@@ -16,13 +16,13 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, admin, config, queries, service, store
+from . import __version__, admin, config, partners, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError, NotRecorded
 from .jobs import JobResult
@@ -284,19 +284,24 @@ def _status_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _partner_option(help_text: str) -> Any:
+    return click.option("--partner", metavar="NAME", help=help_text)
+
+
 @main.command()
 @click.option("--since", help="Only jobs started at or after this date (YYYY-MM-DD).")
+@_partner_option("Only this partner's jobs ([partners.NAME]).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
-def stats(settings: config.Settings, since: str | None, as_json: bool) -> None:
+def stats(settings: config.Settings, since: str | None, partner: str | None, as_json: bool) -> None:
     """Totals: jobs, successes, failures, success rate, average duration, amount.
 
     \b
     Example:
-        edi-inbox stats --since 2026-11-01 --json
+        edi-inbox stats --since 2026-11-01 --partner acme --json
     """
     with _database(settings) as db:
-        doc = queries.stats(db, since=_when(since))
+        doc = queries.stats(db, since=_when(since), partner=partner)
     if as_json:
         _echo_json(doc)
         return
@@ -322,10 +327,16 @@ def jobs() -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--status", "status_", help="Only jobs with this status (succeeded, failed, …).")
+@_partner_option("Only jobs from this partner ([partners.NAME]).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def jobs_list(
-    settings: config.Settings, limit: int, offset: int, status_: str | None, as_json: bool
+    settings: config.Settings,
+    limit: int,
+    offset: int,
+    status_: str | None,
+    partner: str | None,
+    as_json: bool,
 ) -> None:
     """The most recent jobs first.
 
@@ -334,7 +345,7 @@ def jobs_list(
         edi-inbox jobs list --status failed --limit 50
     """
     with _database(settings) as db:
-        found = queries.list_jobs(db, limit=limit, offset=offset, status=status_)
+        found = queries.list_jobs(db, limit=limit, offset=offset, status=status_, partner=partner)
     if as_json:
         _echo_json(found)
     else:
@@ -360,7 +371,7 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
         _echo_json(doc)
         return
     for key in ("job_id", "file_name", "status", "started_at", "duration_seconds", "po_number",
-                "vendor_name", "total_amount", "erp_po_id", "sender_id", "retry_of",
+                "vendor_name", "total_amount", "erp_po_id", "sender_id", "partner", "retry_of",
                 "duplicate_of", "error"):  # fmt: skip
         if doc.get(key) is not None:
             click.echo(f"{key.replace('_', ' '):<18} {shown(doc[key])}")
@@ -377,6 +388,7 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
 @click.option("--po-number", help="PO number: a case-insensitive prefix or substring.")
 @click.option("--vendor", help="Vendor name: a case-insensitive prefix or substring.")
 @click.option("--sender", help="Interchange sender id (ISA06), exactly.")
+@_partner_option("Only jobs from this partner ([partners.NAME]).")
 @click.option("--success/--failure", default=None, help="Only succeeded / only failed jobs.")
 @click.option("--since", help="Started at or after (YYYY-MM-DD[THH:MM], UTC).")
 @click.option("--until", help="Started before (YYYY-MM-DD[THH:MM], UTC).")
@@ -388,6 +400,7 @@ def jobs_search(
     po_number: str | None,
     vendor: str | None,
     sender: str | None,
+    partner: str | None,
     success: bool | None,
     since: str | None,
     until: str | None,
@@ -406,6 +419,7 @@ def jobs_search(
             po_number=po_number,
             vendor=vendor,
             sender=sender,
+            partner=partner,
             success=success,
             since=_when(since),
             until=_when(until),
@@ -415,6 +429,44 @@ def jobs_search(
         _echo_json(found)
     else:
         click.echo(_table(_job_rows(found), JOB_COLUMNS))
+
+
+@main.command("partners")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def partners_(settings: config.Settings, as_json: bool) -> None:
+    """The configured trading partners: their sender ids, acknowledgements
+    and rule levels, their files and failures in the last 24 hours, and
+    their last activity.
+
+    \b
+    Example:
+        edi-inbox partners --json
+    """
+    configured = settings.partners.partners
+    with _database(settings) as db:
+        since = datetime.now(UTC) - timedelta(hours=24)
+        activity = queries.partner_activity(db, [p.name for p in configured], since)
+    listed = [{**partners.describe(p, settings.rules), **activity[p.name]} for p in configured]
+    doc = {"unknown": settings.partners.unknown, "partners": listed}
+    if as_json:
+        _echo_json(doc)
+        return
+    rows = [
+        {
+            **p,
+            "ids": ", ".join(p["ids"]),
+            "rules": ", ".join(f"{k}={v}" for k, v in p["rules"].items()) or "as [rules]",
+        }
+        for p in listed
+    ]
+    click.echo(_table(rows, PARTNER_COLUMNS))
+    click.echo(f"\nsenders no partner claims: {doc['unknown']}")
+
+
+PARTNER_COLUMNS = [("name", "PARTNER"), ("ids", "IDS"), ("ack", "ACK"), ("ta1", "TA1"),
+                   ("files", "FILES 24H"), ("failures", "FAILED 24H"),
+                   ("last_activity", "LAST ACTIVITY"), ("rules", "RULES")]  # fmt: skip
 
 
 @main.command()

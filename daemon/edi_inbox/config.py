@@ -4,6 +4,8 @@ Every key has a default, so ``load(None)`` gives a working configuration.
 Precedence, last wins: built-in defaults, the TOML file, ``EDI_INBOX_<SECTION>_<KEY>``
 environment variables (``EDI_INBOX_ERP_URL=https://…``). Unknown sections and
 keys are errors that name the key, the file and the nearest known key.
+``[partners.NAME]`` sections configure trading partners (see
+``PartnerSettings``); they are read apart from the flat sections.
 Numbers are checked too: a float must be finite, ≥ 0 and at most a year of
 seconds (``settle_seconds = nan`` would hold every file forever), and a
 ``token_file`` others can read or change is refused.
@@ -15,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import stat
 import tomllib
 import types
@@ -163,6 +166,57 @@ class HttpSettings:
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
+PARTNER_ACKS = ("997", "none")
+PARTNER_TA1 = ("on-request", "always", "never")
+PARTNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# ISA05 (2 characters) : ISA06 (up to 15) [: GS02 (up to 15)], as sent,
+# trailing padding left out.
+_PARTNER_ID = re.compile(
+    r"([A-Za-z0-9]{2}):([^:\s](?:[^:]{0,13}[^:\s])?)(?::([^:\s](?:[^:]{0,13}[^:\s])?))?"
+)
+
+
+@dataclass(frozen=True)
+class PartnerId:
+    """One sender a partner claims: ISA05/ISA06, and GS02 when given (a
+    partner's division sending under a shared ISA id)."""
+
+    qualifier: str
+    sender: str
+    group_sender: str | None = None
+
+    def __str__(self) -> str:
+        tail = f":{self.group_sender}" if self.group_sender is not None else ""
+        return f"{self.qualifier}:{self.sender}{tail}"
+
+
+@dataclass(frozen=True)
+class PartnerSettings:
+    """``[partners.NAME]``: the sender ids it uses, which acknowledgements it
+    gets (``ack``: 997 or none, default per ``[ack] enabled``; ``ta1``:
+    on-request — when ISA14 asks or the envelope is wrong —, always or never),
+    and its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``)."""
+
+    name: str
+    ids: tuple[PartnerId, ...] = ()
+    ack: str = "997"
+    ta1: str = "on-request"
+    rules: RuleSettings = field(default_factory=RuleSettings)
+
+
+@dataclass(frozen=True)
+class PartnersSettings:
+    """``[partners]``: ``unknown`` says what becomes of a file from a sender
+    no partner claims: ``accept`` (the default; a setup without partners
+    works unchanged) or ``reject``."""
+
+    unknown: str = "accept"
+    partners: tuple[PartnerSettings, ...] = ()
+
+    def get(self, name: str) -> PartnerSettings | None:
+        return next((p for p in self.partners if p.name == name), None)
+
+
 @dataclass(frozen=True)
 class Settings:
     paths: PathSettings = field(default_factory=PathSettings)
@@ -173,6 +227,7 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    partners: PartnersSettings = field(default_factory=PartnersSettings)
     source: Path | None = None  # the file these came from, if any
 
     @property
@@ -219,6 +274,7 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         source = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
 
     raw: dict[str, dict[str, object]] = {}
+    partners_raw: object = {}
     if source is not None:
         try:
             with open(source, "rb") as fh:
@@ -231,7 +287,10 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
             raise ConfigError(f"{source}: cannot be read: {exc.strerror}") from None
         where = str(source)
         for section, values in loaded.items():
-            _known(section, SECTIONS, f"{where}: section [{section}]")
+            if section == "partners":
+                partners_raw = values
+                continue
+            _known(section, {**SECTIONS, "partners": None}, f"{where}: section [{section}]")
             if not isinstance(values, dict):
                 raise ConfigError(f"{where}: [{section}] must be a table")
             raw[section] = dict(values)
@@ -240,6 +299,11 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section == "partners" and key == "unknown":
+            if not isinstance(partners_raw, dict):
+                partners_raw = {}
+            partners_raw = {**partners_raw, "unknown": _EnvValue(value, name)}
+            continue
         if section not in SECTIONS or not key:
             continue  # EDI_INBOX_TEST_PG_URL and the like belong to others
         raw.setdefault(section, {})[key] = _EnvValue(value, name)
@@ -262,7 +326,99 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         raise ConfigError(f"{label} must be HOST:PORT, not {http.listen!r}") from None
     if http.token_file is not None:
         check_token_file(http.token_file, f"{name_of(source, 'http')} key 'token_file'")
+    sections["partners"] = _partners(
+        partners_raw,
+        typing.cast(RuleSettings, sections["rules"]),
+        typing.cast(AckSettings, sections["ack"]),
+        name_of(source, "partners"),
+    )
     return Settings(source=source, **sections)  # type: ignore[arg-type]
+
+
+def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) -> PartnersSettings:
+    """``[partners]``: ``unknown``, and a ``[partners.NAME]`` table per partner.
+    Errors name the partner and the key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = raw.get("unknown", "accept")
+    if isinstance(unknown, _EnvValue):
+        label = f"{unknown.variable} ({where} key 'unknown')"
+    else:
+        label = f"{where} key 'unknown'"
+    if unknown not in ("accept", "reject"):
+        raise ConfigError(f"{label} must be one of accept, reject, not {unknown!r}")
+    partners: list[PartnerSettings] = []
+    claimed: dict[PartnerId, str] = {}
+    for name, values in raw.items():
+        if name == "unknown":
+            continue
+        here = f"{where[: -len('[partners]')]}[partners.{name}]"
+        if not isinstance(values, dict):
+            _known(name, {"unknown": None}, f"{where} key '{name}'")
+        if not PARTNER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{here}: a partner's name is 1 to 64 letters, digits, '.', '_' or '-'"
+                " (it is stored with each job and typed in commands)"
+            )
+        partner = _partner(name, typing.cast(dict[str, object], values), rules, ack, here)
+        for pid in partner.ids:
+            if pid in claimed:
+                raise ConfigError(
+                    f"{here} key 'ids': {str(pid)!r} is claimed by partner"
+                    f" {claimed[pid]!r} too: a sender belongs to one partner"
+                )
+            claimed[pid] = name
+        partners.append(partner)
+    return PartnersSettings(unknown=str(unknown), partners=tuple(partners))
+
+
+def _partner(
+    name: str, values: dict[str, object], rules: RuleSettings, ack: AckSettings, where: str
+) -> PartnerSettings:
+    known = {"ids": None, "ack": None, "ta1": None, "rules": None}
+    for key in values:
+        _known(key, known, f"{where} key '{key}'")
+    ids_raw = values.get("ids", [])
+    if not isinstance(ids_raw, list) or not all(isinstance(v, str) for v in ids_raw):
+        raise ConfigError(f"{where} key 'ids' must be a list of strings, not {ids_raw!r}")
+    if not ids_raw:
+        raise ConfigError(f"{where} key 'ids' must name at least one sender (\"ZZ:ACME\")")
+    ids: list[PartnerId] = []
+    for text in ids_raw:
+        match = _PARTNER_ID.fullmatch(text)
+        if match is None:
+            raise ConfigError(
+                f"{where} key 'ids': {text!r} is not ISA05:ISA06 or ISA05:ISA06:GS02"
+                ' (e.g. "ZZ:ACMEFOODS" or "01:123456789:ACMEWEST"; ISA05 is 2'
+                " characters, ISA06 and GS02 1 to 15)"
+            )
+        pid = PartnerId(match[1], match[2], match[3])
+        if pid in ids:
+            raise ConfigError(f"{where} key 'ids': {text!r} is listed twice")
+        ids.append(pid)
+    choices = {"ack": PARTNER_ACKS, "ta1": PARTNER_TA1}
+    chosen: dict[str, str] = {"ack": "997" if ack.enabled else "none", "ta1": "on-request"}
+    for key, allowed in choices.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if value not in allowed:
+            raise ConfigError(
+                f"{where} key '{key}' must be one of {', '.join(allowed)}, not {value!r}"
+            )
+        chosen[key] = str(value)
+    overrides = values.get("rules", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where} key 'rules' must be a table ([partners.{name}.rules])")
+    merged = {**dataclasses.asdict(rules), **overrides}
+    partner_rules = _build(RuleSettings, "rules", merged, f"{where[:-1]}.rules]")
+    return PartnerSettings(
+        name=name,
+        ids=tuple(ids),
+        ack=chosen["ack"],
+        ta1=chosen["ta1"],
+        rules=typing.cast(RuleSettings, partner_rules),
+    )
 
 
 def check_token_file(path: Path, label: str = "[erp] token_file") -> None:

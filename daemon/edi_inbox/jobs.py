@@ -206,6 +206,7 @@ class JobResult:
     # What became of each transaction set received, and why (for error.json).
     sets: list[dict[str, Any]] = field(default_factory=list)
     edi_content: bytes | None = None
+    partner: str | None = None  # the [partners.NAME] that sent it, if one claims it
 
     @property
     def success(self) -> bool:
@@ -263,6 +264,7 @@ class JobResult:
             "file_size": self.file_size,
             "host": self.host,
             "sender_id": self.sender_id,
+            "partner": self.partner,
             "receiver_id": self.receiver_id,
             "interchange_control_number": self.interchange_control_number,
             "retry_of": self.retry_of,

@@ -48,8 +48,8 @@ from typing import Any
 import structlog
 
 from . import log as logsetup
-from . import orders, rules
-from .config import Settings
+from . import orders, partners, rules
+from .config import PartnerSettings, Settings
 from .erp import make_erp
 from .errors import (
     MAX_ERRORS_LISTED,
@@ -139,6 +139,7 @@ class _Work:
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
+    partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -508,6 +509,10 @@ class Pipeline:
             job.interchanges = [
                 Interchange(i.sender_id, i.receiver_id, i.control_number) for i in work.interchanges
             ]
+            refused = self._resolve_partner(job, work)
+        if refused is not None:  # each set says why, naming the sender (AK5 R, no code fits)
+            for ts in work.sets:
+                work.reject(ts, X12Error(refused.message, segment_id="ISA", element=6))
         data = {
             "interchanges": len(work.interchanges),
             "groups": sum(len(i.groups) for i in work.interchanges),
@@ -552,6 +557,22 @@ class Pipeline:
             data["duplicate_of"] = duplicate_of
         return data
 
+    def _resolve_partner(self, job: JobResult, work: _Work) -> X12Error | None:
+        """The partner whose settings apply ([partners.NAME] ids). A sender
+        refused (unknown, or several partners in one file) is an envelope
+        error: nothing in the file is posted, and a TA1 says 006 (invalid
+        interchange sender ID)."""
+        found = partners.resolve(self.settings.partners, work.interchanges)
+        work.partner = found.partner
+        job.partner = found.partner.name if found.partner is not None else None
+        if found.refused is None:
+            return None
+        logger.warning("sender_refused", reason=found.refused)
+        error = X12Error(found.refused, segment_id="ISA", element=6, code="006")
+        for interchange in work.interchanges:
+            interchange.errors.append(error)
+        return error
+
     def transform(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Turn each 850 into a purchase order; any other set is refused."""
         errors: list[X12Error] = []
@@ -587,7 +608,7 @@ class Pipeline:
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
         problems: list[Problem] = []
-        levels = dataclasses.asdict(self.settings.rules)
+        levels = dataclasses.asdict(work.partner.rules if work.partner else self.settings.rules)
         for ts, po in work.purchase_orders:
             found, warnings = rules.split(rules.validate(po), levels)
             order = work.order_of[id(summary_of(ts))]
@@ -772,7 +793,14 @@ class Pipeline:
 
         A group whose envelope cannot be answered (``Unaddressable``: an ISA06
         too long, a delimiter inside it) gets no 997; the step says why."""
-        if not self.settings.ack.enabled:
+        partner = work.partner
+        enabled = self.settings.ack.enabled
+        send_997 = partner.ack == "997" if partner else enabled
+        ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
+        if not send_997 and ta1_policy == "never":
+            if partner is not None:
+                said = f'partner {partner.name} has ack = "none" and ta1 = "never"'
+                return {"skipped": f"no acknowledgements: {said}"}
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
         if work.guard is not None:  # a host that lost the file leaves its 997 to the other
             work.guard()
@@ -784,7 +812,7 @@ class Pipeline:
         not_acknowledged: list[str] = []
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         for interchange in work.interchanges:
-            if ta1_wanted(interchange):
+            if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
                 try:
                     check_address(interchange, _NO_GROUP)
                 except Unaddressable as exc:
@@ -796,7 +824,7 @@ class Pipeline:
                     ta1 = build_ta1(interchange, control_number=number, now=now)
                     name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
                     written.append(write_new(acks_dir, safe_name(name), ta1).name)
-            for group in interchange.groups:
+            for group in interchange.groups if send_997 else ():
                 try:  # before a control number is spent on it
                     check_address(interchange, group)
                 except Unaddressable as exc:

@@ -77,6 +77,7 @@ SUMMARY_FIELDS = (
     Job.erp_po_id,
     Job.error,
     Job.sender_id,
+    Job.partner,
     Job.host,
     Job.retry_of,
     Job.duplicate_of,
@@ -121,8 +122,12 @@ def _prefix(column: Any, term: str) -> Any:
 # --- stats ----------------------------------------------------------------
 
 
-def stats(db: Database, since: datetime | None = None) -> dict[str, Any]:
-    """Totals over jobs started at or after ``since`` (all jobs when None).
+def stats(
+    db: Database, since: datetime | None = None, partner: str | None = None
+) -> dict[str, Any]:
+    """Totals over jobs started at or after ``since`` (all jobs when None),
+    of one ``partner`` when given (summed from its jobs by the
+    ``(partner, started_at)`` index: the rollups are not kept per partner).
 
     ``successful_jobs`` counts succeeded and duplicate jobs (both are a success
     for the partner); ``success_rate`` is their percentage of finished jobs;
@@ -130,6 +135,8 @@ def stats(db: Database, since: datetime | None = None) -> dict[str, Any]:
     were counted with the original); ``by_status`` has every status."""
 
     since = None if since is None else as_utc(since)
+    if partner is not None:
+        return run_unit(db, lambda: _partner_stats(db, partner, since), write=False)
 
     def work() -> dict[str, Any]:
         jobs: Counter[str] = Counter()
@@ -181,6 +188,51 @@ def stats(db: Database, since: datetime | None = None) -> dict[str, Any]:
         for status, n in _rows(live.group_by(Job.status).tuples()):
             jobs[status] += n
         return _stats_json(jobs, durations, duration_total, amounts, since)
+
+    return run_unit(db, work, write=False)
+
+
+def _partner_stats(db: Database, partner: str, since: datetime | None) -> dict[str, Any]:
+    query = Job.select(
+        Job.status,
+        pw.fn.COUNT(Job.id),
+        pw.fn.COUNT(Job.duration_seconds),
+        pw.fn.SUM(Job.duration_seconds),
+        _money_sum(db, Job.total_amount),
+    ).where(Job.partner == partner)
+    if since is not None:
+        query = query.where(Job.started_at >= since)
+    jobs: Counter[str] = Counter()
+    durations, duration_total, amounts = 0, 0.0, {}
+    for status, n, nd, total, amount in _rows(query.group_by(Job.status).tuples()):
+        jobs[status] += int(n)
+        durations += int(nd or 0)
+        duration_total += float(total or 0.0)
+        amounts[status] = Decimal(str(amount or 0))
+    return {"partner": partner, **_stats_json(jobs, durations, duration_total, amounts, since)}
+
+
+def partner_activity(db: Database, names: list[str], since: datetime) -> dict[str, dict[str, Any]]:
+    """For ``edi-inbox partners``: per partner name, its files (jobs) and
+    failures (failed jobs) started at or after ``since``, and its last
+    activity (the latest job's start, at any time)."""
+    since = as_utc(since)
+
+    def work() -> dict[str, dict[str, Any]]:
+        out = {}
+        for name in names:
+            recent = Job.select(Job.status, pw.fn.COUNT(Job.id)).where(
+                (Job.partner == name) & (Job.started_at >= since)
+            )
+            counts = dict(_rows(recent.group_by(Job.status).tuples()))
+            last = Job.select(pw.fn.MAX(Job.started_at)).where(Job.partner == name).scalar()
+            out[name] = {
+                "files": sum(counts.values()),
+                "failures": counts.get(JobStatus.FAILED.value, 0),
+                "partial": counts.get(JobStatus.PARTIAL.value, 0),
+                "last_activity": iso(as_utc(last)) if isinstance(last, datetime) else last,
+            }
+        return out
 
     return run_unit(db, work, write=False)
 
@@ -274,9 +326,13 @@ def list_daemons(db: Database, *, now: datetime | None = None) -> list[dict[str,
 
 
 def list_jobs(
-    db: Database, limit: int = 20, offset: int = 0, status: str | None = None
+    db: Database,
+    limit: int = 20,
+    offset: int = 0,
+    status: str | None = None,
+    partner: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Job summaries, most recently started first."""
+    """Job summaries, most recently started first (of one ``partner`` if given)."""
     if status is not None and status not in {str(s) for s in JobStatus}:
         raise StoreError(f"unknown status {status!r}: one of {', '.join(map(str, JobStatus))}")
 
@@ -284,6 +340,8 @@ def list_jobs(
         query = Job.select(*SUMMARY_FIELDS)
         if status is not None:
             query = query.where(Job.status == status)
+        if partner is not None:
+            query = query.where(Job.partner == partner)
         query = query.order_by(Job.started_at.desc(), Job.id.desc()).limit(limit).offset(offset)
         return [summary(row) for row in _rows(query.dicts())]
 
@@ -365,6 +423,7 @@ def load_job(db: Database, job_id: str, *, with_content: bool = False) -> JobRes
                 for o in orders
             ],
             acks=row.acks or [],
+            partner=row.partner,
             edi_content=bytes(row.edi_content) if with_content and row.edi_content else None,
         )
 
@@ -475,6 +534,7 @@ def search_jobs(
     vendor: str | None = None,
     sender: str | None = None,
     success: bool | None = None,
+    partner: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 50,
@@ -486,7 +546,8 @@ def search_jobs(
     substring (default) or, with ``match="prefix"``, as a prefix; a PO term
     shorter than ``MIN_SUBSTRING`` characters matches as a prefix. A PO term
     matches any order of a file; ``vendor`` matches the file's first vendor.
-    ``sender`` is the ISA06 sender id, exactly. ``since``/``until`` bound
+    ``sender`` is the ISA06 sender id, exactly; ``partner`` a partner's name,
+    exactly. ``since``/``until`` bound
     ``started_at`` (``until`` exclusive)."""
     if match not in SEARCH_MATCHES:
         raise StoreError(f"match must be one of {', '.join(SEARCH_MATCHES)}, not {match!r}")
@@ -512,6 +573,8 @@ def search_jobs(
                 conditions.append(Job.vendor_name_folded.in_(names))
         if sender is not None and sender.strip():
             conditions.append(Job.sender_id == sender.strip())
+        if partner is not None:
+            conditions.append(Job.partner == partner)
         if success is not None:
             conditions.append(Job.success == success)
         if since is not None:

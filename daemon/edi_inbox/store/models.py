@@ -80,6 +80,7 @@ class Job(BaseModel):
     retry_of = pw.CharField(max_length=36, null=True)
     duplicate_of = pw.CharField(max_length=36, null=True)
     acks = JsonField(null=True)  # schema v2
+    partner = pw.TextField(null=True)  # schema v4: the [partners.NAME] that sent the file
     edi_content = pw.BlobField(null=True)
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
@@ -101,6 +102,7 @@ for _column, *_more in (
     (Job.retry_of,),
     (Job.vendor_name_folded, Job.started_at),
     (Job.sender_id, Job.started_at),
+    (Job.partner, Job.started_at),
 ):
     Job.add_index(_column, *_more, where=_column.is_null(False))
 

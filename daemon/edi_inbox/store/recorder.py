@@ -71,6 +71,7 @@ class DatabaseRecorder:
             stamp(job.started_at) if job.started_at else when,
             job.host,
             job.retry_of,
+            job.partner,
             when,
             when,
         )
@@ -198,6 +199,7 @@ class DatabaseRecorder:
                 "error_details": json_or_none(job.error_details),
                 "host": job.host,
                 "sender_id": job.sender_id,
+                "partner": job.partner,
                 "receiver_id": job.receiver_id,
                 "interchange_control_number": job.interchange_control_number,
                 "duplicate_of": job.duplicate_of,
@@ -258,6 +260,7 @@ class DatabaseRecorder:
                     "completed_at": stamp(job.completed_at or now),
                     "duration_seconds": job.duration_seconds,
                     "file_path": _text(job.file_path),
+                    "partner": job.partner,
                     "erp_po_id": ", ".join(erp_ids)[:200] if erp_ids else None,
                     "error": _text(reason),
                     "error_details": json_or_none(details),

@@ -36,7 +36,7 @@ from .models import (
     po_suffixes,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -97,10 +97,21 @@ def _migrate_v3(db: Database) -> None:
     db.execute_sql('DROP INDEX IF EXISTS "jobs_po_number"')
 
 
+def _migrate_v4(db: Database) -> None:
+    """v4: ``jobs.partner`` (issue 11), indexed with ``started_at``; jobs
+    recorded before it have none."""
+    _add_column_if_missing(db, Job, "partner")
+    _create_tables(db, MODELS)  # the (partner, started_at) index
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
-MIGRATIONS: dict[int, Callable[[Database], None]] = {2: _migrate_v2, 3: _migrate_v3}
+MIGRATIONS: dict[int, Callable[[Database], None]] = {
+    2: _migrate_v2,
+    3: _migrate_v3,
+    4: _migrate_v4,
+}
 
 
 def init(db: Database) -> list[int]:

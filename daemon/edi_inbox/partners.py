@@ -1,0 +1,82 @@
+"""Which trading partner sent a file, from its envelopes (``[partners.NAME] ids``).
+
+Pure: no I/O. An interchange is claimed by the partner listing its
+ISA05:ISA06 with its GS02 (for each of its groups) or, failing that, without
+a GS02: the longer id wins. A file is one partner's: interchanges or groups
+claimed by different partners (or some by none) are refused together, as is
+a sender no partner claims when ``[partners] unknown = "reject"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .config import PartnerId, PartnerSettings, PartnersSettings, RuleSettings
+from .x12.model import InterchangeSummary
+
+UNKNOWN = "(no partner)"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The file's partner (None: a sender no partner claims), or why the file
+    is refused (``refused``: a reason naming the sender)."""
+
+    partner: PartnerSettings | None = None
+    refused: str | None = None
+
+
+def sender_of(interchange: InterchangeSummary, group_sender: str | None = None) -> str:
+    """How a sender is written in the configuration: ISA05:ISA06[:GS02]."""
+    return str(PartnerId(interchange.sender_qualifier, interchange.sender_id, group_sender))
+
+
+def claimant(
+    partners: PartnersSettings, interchange: InterchangeSummary, group_sender: str | None
+) -> PartnerSettings | None:
+    """The partner that claims this interchange (and group), if any."""
+    isa = (interchange.sender_qualifier, interchange.sender_id)
+    wanted = [PartnerId(*isa, group_sender)] if group_sender is not None else []
+    for pid in [*wanted, PartnerId(*isa)]:
+        for partner in partners.partners:
+            if pid in partner.ids:
+                return partner
+    return None
+
+
+def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) -> Resolution:
+    """The partner of a file's interchanges, or the reason it is refused."""
+    found: dict[str, tuple[PartnerSettings | None, str, str]] = {}  # name -> who, as said
+    for interchange in interchanges:
+        groups: list[str | None] = [g.sender for g in interchange.groups] or [None]
+        for group_sender in groups:
+            partner = claimant(partners, interchange, group_sender)
+            name = partner.name if partner is not None else UNKNOWN
+            who = (sender_of(interchange, group_sender), sender_of(interchange))
+            found.setdefault(name, (partner, *who))
+    if not found:
+        return Resolution()
+    if len(found) > 1:
+        said = ", ".join(f"{sender} ({name})" for name, (_, sender, _) in found.items())
+        return Resolution(refused=f"the file mixes senders of different partners: {said}")
+    partner, _, isa = next(iter(found.values()))
+    if partner is None and partners.unknown == "reject":
+        return Resolution(
+            refused=f"sender {isa} (ISA05:ISA06) is not a configured trading partner"
+            ' and [partners] unknown = "reject"'
+        )
+    return Resolution(partner=partner)
+
+
+def describe(partner: PartnerSettings, rules: RuleSettings) -> dict[str, Any]:
+    """A partner's settings, JSON-ready; ``rules`` only where it differs from ``[rules]``."""
+    own, common = dataclasses.asdict(partner.rules), dataclasses.asdict(rules)
+    return {
+        "name": partner.name,
+        "ids": [str(pid) for pid in partner.ids],
+        "ack": partner.ack,
+        "ta1": partner.ta1,
+        "rules": {key: level for key, level in own.items() if common[key] != level},
+    }
