@@ -133,7 +133,6 @@ class _Work:
     order_of: dict[int, OrderResult] = field(default_factory=dict)  # id(SetSummary) -> order
     copy_of: dict[int, OrderResult] = field(default_factory=dict)  # id(a copy) -> first in file
     noted: dict[int, list[X12Error]] = field(default_factory=dict)  # id(SetSummary) -> warnings
-    failed: bool = False
     skip_rest: str | None = None  # why the remaining steps do not run
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
     lost: bool = False  # the claim was lost: not even a 997 is written
@@ -153,6 +152,28 @@ class _Work:
 def summary_of(ts: TransactionSet) -> SetSummary:
     """The summary the reader keeps of ``ts`` (the two share their error list)."""
     return next(s for s in ts.group.sets if s.errors is ts.errors)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline, run without the pipeline knowing its name.
+
+    ``run(job, work)`` returns the step's data. After a failure only steps with
+    ``after_failure`` run (the 997 says what was rejected); the job's running
+    record is written just before a ``checkpoint`` step (the ERP call);
+    ``attempts(job)`` is what the step's result records as its attempts.
+    """
+
+    name: str
+    run: Callable[[JobResult, _Work], dict[str, Any]]
+    after_failure: bool = False
+    checkpoint: bool = False
+    attempts: Callable[[JobResult], int] = lambda job: 1
+
+
+def _erp_attempts(job: JobResult) -> int:
+    """The HTTP attempts of the orders posted by this run (1 when none was)."""
+    return max(1, sum(order.attempts or 0 for order in job.orders))
 
 
 def read_file(path: Path, limit: int) -> bytes:
@@ -202,13 +223,13 @@ class Pipeline:
         # tried again before ``run`` raises NotRecorded (the daemon parks the
         # file at once and retries from its loop; ``process`` waits).
         self.record_patience = record_patience
-        self.steps: list[tuple[str, Callable[[JobResult, _Work], dict[str, Any]]]] = [
-            ("parse", self.parse),
-            ("transform", self.transform),
-            ("validate", self.validate),
-            ("post_to_erp", self.post_to_erp),
-            ("acknowledge", self.acknowledge),
-        ]
+        self.steps = (
+            Step("parse", self.parse),
+            Step("transform", self.transform),
+            Step("validate", self.validate),
+            Step("post_to_erp", self.post_to_erp, checkpoint=True, attempts=_erp_attempts),
+            Step("acknowledge", self.acknowledge, after_failure=True),
+        )
 
     def close(self) -> None:
         if self._own_erp:
@@ -269,7 +290,6 @@ class Pipeline:
                 )
             except (OSError, UnsafeFile) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                work.failed = True
                 work.skip_rest = f"the file could not be read: {reason}"
                 job.error = work.skip_rest
                 job.error_details = [{"message": work.skip_rest}]
@@ -277,12 +297,12 @@ class Pipeline:
             logger.info("job_started", size=job.file_size, retry_of=retry_of)
             unwritten: list[StepResult] = []
             held: list[Any] = []  # log lines drained for a write that did not land
-            for name, step in self.steps:
-                if name == "post_to_erp" and not work.skip_rest:
+            for step in self.steps:
+                if step.checkpoint and not work.skip_rest:
                     held = logs.drain()
                     if self._record_running(job, work, unwritten, held):
                         unwritten, held = [], []
-                unwritten.append(self._run_step(job, work, name, step))
+                unwritten.append(self._run_step(job, work, step))
             if job.status is JobStatus.RUNNING:
                 job.status = conclude(job, work)
             job.completed_at = datetime.now(UTC)
@@ -306,34 +326,37 @@ class Pipeline:
             self._record_final(job, [*held, *logs.drain()], unwritten, destination)
         return job
 
+    def record_ended(self, job: JobResult) -> NotRecorded | None:
+        """Record a job that ended without its steps (a file refused unread, a
+        crash): what is owed if the database is unavailable; an error no retry
+        fixes is logged, and the file is filed all the same."""
+        try:
+            self.recorder.job_finished(job, [])  # the row too: one transaction
+        except Exception as exc:
+            logger.error("recorder_failed", job_id=job.job_id, error=repr(exc))
+            if not is_permanent(exc):
+                return NotRecorded(job, False, str(exc))
+        return None
+
     def _fill_file_facts(self, job: JobResult, data: bytes) -> None:
         job.file_size = len(data)
         job.file_sha256 = hashlib.sha256(data).hexdigest()
         if len(data) <= self.settings.database.edi_content_max_bytes:
             job.edi_content = data
 
-    def _run_step(
-        self,
-        job: JobResult,
-        work: _Work,
-        name: str,
-        step: Callable[[JobResult, _Work], dict[str, Any]],
-    ) -> StepResult:
+    def _run_step(self, job: JobResult, work: _Work, step: Step) -> StepResult:
+        name = step.name
         started = datetime.now(UTC)
         clock = time.perf_counter()
         result = StepResult(step_name=name, status=StepStatus.SUCCESS, started_at=started)
-        # The 997 is written for rejected files too; every other step stops at
-        # the first failure.
-        if work.skip_rest and not (name == "acknowledge" and work.interchanges and not work.lost):
+        if work.skip_rest and not (step.after_failure and work.interchanges and not work.lost):
             result.status = StepStatus.PENDING
             result.attempts = 0
             result.data = {"skipped": work.skip_rest}
         else:
             try:
-                result.data = step(job, work)
-                attempts = result.data.pop("_attempts", None)
-                if attempts is not None:
-                    result.attempts = attempts
+                result.data = step.run(job, work)
+                result.attempts = step.attempts(job)
             except NotAcknowledged as exc:
                 result.status, result.error, result.data = StepStatus.FAILED, str(exc), exc.data
             except ClaimLost as exc:  # another host runs the file now: stop here
@@ -366,7 +389,6 @@ class Pipeline:
     ) -> None:
         result.status = StepStatus.FAILED
         result.error = message
-        work.failed = True
         work.skip_rest = f"{result.step_name} failed"
         if job.error is None:
             job.error = message
@@ -413,7 +435,6 @@ class Pipeline:
                 raise NotRecorded(job, False, str(exc), logs, steps) from exc
             reason = f"the job cannot be recorded, so nothing was posted: {exc}"
             logger.error("job_not_recorded", error=str(exc), permanent=True)
-            work.failed = True
             work.skip_rest = "the job cannot be recorded"
             job.error = reason
             job.error_details = [{"code": "not_recorded", "message": reason}]
@@ -731,7 +752,6 @@ class Pipeline:
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
         with the job's running record) is not posted again."""
-        attempts = 0
         failures: list[str] = []
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
@@ -752,7 +772,6 @@ class Pipeline:
                 )
             except ErpError as exc:
                 order.attempts = exc.attempts
-                attempts += exc.attempts
                 # The ERP's own words (redacted by erp.py) stay in the job's
                 # record; the step's error, which reaches error.json, is ours.
                 order.status, order.error = "rejected", str(exc)
@@ -767,7 +786,6 @@ class Pipeline:
                 failures.append(_erp_failure(order.po_number, exc))
                 continue
             order.attempts = delivery.attempts
-            attempts += delivery.attempts
             order.erp_po_id, order.status = delivery.erp_id, "posted"
             # Recorded before anything else can go wrong: a crash after this
             # line never posts the order again.
@@ -786,7 +804,7 @@ class Pipeline:
             job.status = JobStatus.INTERRUPTED
         if failures:
             raise StepFailed(_summarise(failures), [{"message": f} for f in failures])
-        return {"_attempts": max(attempts, 1), "erp_po_ids": [o.erp_po_id for o in job.orders]}
+        return {"erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Write a 997 for every functional group received, into acks/.

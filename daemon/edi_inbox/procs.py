@@ -223,7 +223,7 @@ def child_main(
         final_path=functools.partial(store.record_final_path, db),
         on_error=note_error,
     )
-    worker = Worker(settings, pipeline, recorder, claims, mover, host=host, on_error=note_error)
+    worker = Worker(settings, pipeline, claims, mover, host=host, on_error=note_error)
 
     def serve(channel: Connection) -> None:
         while True:

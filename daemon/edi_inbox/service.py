@@ -131,7 +131,6 @@ class Service:
         settings: Settings,
         pipeline: Any,
         *,
-        recorder: Any = None,
         clock: Callable[[], float] = time.monotonic,
         environ: Mapping[str, str] | None = None,
         heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
@@ -152,8 +151,6 @@ class Service:
         self.interrupt_jobs = interrupt_jobs  # the jobs of the claims taken over
         self.host = host or socket.gethostname()
         self.inotify_factory = inotify_factory
-        if recorder is None:
-            recorder = getattr(pipeline, "recorder", None)
 
         # With a heartbeat, other hosts may take this host's files when it goes
         # quiet: the workers check their claims against its age.
@@ -169,7 +166,6 @@ class Service:
         self.worker = Worker(
             settings,
             pipeline,
-            recorder,
             self.claims,
             self.mover,
             host=self.host,

@@ -38,7 +38,6 @@ from .config import Settings
 from .errors import ClaimLost, FileChanged, NotRecorded
 from .jobs import JobResult, JobStatus
 from .outcomes import Mover, PendingMove
-from .store.database import is_permanent
 from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
 
 logger = structlog.get_logger("edi_inbox.worker")
@@ -101,7 +100,6 @@ class Worker:
         self,
         settings: Settings,
         pipeline: Any,
-        recorder: Any,
         claims: Claims,
         mover: Mover,
         *,
@@ -109,7 +107,6 @@ class Worker:
         on_error: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.pipeline = pipeline
-        self.recorder = recorder
         self.claims = claims
         self.mover = mover
         self.host = host
@@ -231,7 +228,7 @@ class Worker:
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
             error = f"internal error: {exc!r}"
             result = self._failed_result(job_id, flight, retry_of, error, "internal_error")
-            owed = self._record_finished(result)
+            owed = self.pipeline.record_ended(result)
             if owed is not None:
                 return self._park(flight, owed)
         if flight.lost:  # another host has the file now: leave it alone
@@ -269,7 +266,7 @@ class Worker:
         error = f"{shown} was not read: {problem.reason}"
         result = self._failed_result(job_id, flight, retry_of, error, problem.code)
         logger.warning("file_refused", file=shown, code=problem.code, reason=problem.reason)
-        owed = self._record_finished(result)
+        owed = self.pipeline.record_ended(result)
         if owed is not None:
             return self._park(flight, owed)
         outcome = self._finish(flight, result)
@@ -294,19 +291,6 @@ class Worker:
             host=self.host,
             retry_of=retry_of,
         )
-
-    def _record_finished(self, result: JobResult) -> NotRecorded | None:
-        """Record a job the worker ended itself; what is owed if the database
-        is unavailable (an error no retry fixes is logged: the file is filed)."""
-        if self.recorder is None:
-            return None
-        try:
-            self.recorder.job_finished(result, [])  # the row too: one transaction
-        except Exception as exc:
-            logger.error("recorder_failed", job_id=result.job_id, error=repr(exc))
-            if not is_permanent(exc):
-                return NotRecorded(result, False, str(exc))
-        return None
 
     def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
         """The job cannot be recorded: its file stays claimed where it is
