@@ -78,6 +78,7 @@ from .jobs import (
     dumps,
 )
 from .store.database import is_permanent
+from .watch import read_all
 from .x12 import X12Reader, build_997
 from .x12.ack import SetAnswer, Unaddressable, build_ta1, check_address, ta1_wanted
 from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
@@ -188,8 +189,7 @@ def read_file(path: Path, limit: int) -> bytes:
             raise UnsafeFile(
                 f"the file is {st.st_size} bytes, over the limit of {limit} bytes (max_file_bytes)"
             )
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(limit + 1)
+        data = read_all(fd, limit)
         if len(data) > limit:
             raise UnsafeFile(f"the file grew past the limit of {limit} bytes while being read")
         return data
