@@ -202,7 +202,7 @@ def build_997(
     version = group.version or interchange.version + "0"
     body: list[list[str]] = [
         ["ST", "997", f"{control_number:04d}"],
-        ["AK1", _clean(group.functional_id, d, 2), _clean(group.control_number, d, 9)],
+        ["AK1", _clean(group.functional_id, d, 3), _clean(group.control_number, d, 9)],
     ]
     accepted = 0
     warned = False
