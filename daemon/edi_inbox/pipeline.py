@@ -65,7 +65,7 @@ from .errors import (
     UnsafeFile,
     X12Error,
 )
-from .files import display_name, safe_name, write_new
+from .files import display_name, safe_name, sync_directory, write_new
 from .jobs import (
     Interchange,
     JobResult,
@@ -809,6 +809,11 @@ class Pipeline:
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
                 path = write_new(acks_dir, safe_name(name), ack)
                 written.append(path.name)
+        if written:
+            # Each file was fsynced (write_new), but not its name: one fsync of
+            # acks/ for all of this job's, before its final record says they
+            # went out (a 997 is never written again once the job is recorded).
+            sync_directory(acks_dir)
         job.acks = written
         if not_acknowledged:
             raise NotAcknowledged(
