@@ -152,12 +152,8 @@ class _Logger:
     def isEnabledFor(self, level: int) -> bool:
         return self._std.isEnabledFor(level)
 
-    def getEffectiveLevel(self) -> int:
-        return self._std.getEffectiveLevel()
-
-    @property
-    def disabled(self) -> bool:
-        return self._std.disabled
+    def __getattr__(self, name: str) -> Any:  # level, disabled, handlers…: the stdlib's
+        return getattr(self._std, name)
 
 
 def _emit(name: str) -> Any:
