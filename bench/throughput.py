@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.server
 import io
 import json
@@ -164,44 +165,82 @@ def run_loop(template: bytes, count: int, erp_url: str, work: Path) -> float:
     return count / elapsed
 
 
-def run_pipeline_alone(template: bytes, count: int, erp_url: str, work: Path) -> float:
+def run_pipeline_alone(
+    template: bytes, count: int, erp_url: str, work: Path, variant: Variant
+) -> float:
     """Files per second for ``Pipeline.run`` with the SQLite recorder, one file after
-    another, no watching or moving: the part of the daemon's work that is not its own."""
+    another, no watching or moving: the part of the daemon's work that is not its own.
+    The 997 and the log level as ``variant`` says; log lines go to a file."""
     from edi_inbox import log, store
     from edi_inbox.config import AckSettings, ErpSettings, PathSettings, Settings
     from edi_inbox.pipeline import Pipeline
 
-    log.configure("warning", "json")  # as in the daemon runs
-
-    settings = Settings(
-        paths=PathSettings(root=work), erp=ErpSettings(url=erp_url), ack=AckSettings(enabled=False)
-    )
-    settings.paths.create()
-    db = store.open_database(settings.database_url, settings)
-    store.init(db)
-    datas = [make_po(template, 1 + n) for n in range(count)]
-    with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
-        started = time.perf_counter()
-        for n, data in enumerate(datas):
-            pipeline.run(work / f"po{n:05d}.edi", data=data)
-        elapsed = time.perf_counter() - started
-    db.close()
+    work.mkdir(parents=True)
+    with open(work / "pipeline.log", "w") as stream:  # as under systemd: not a terminal
+        log.configure(variant.level, "json", stream)
+        settings = Settings(
+            paths=PathSettings(root=work),
+            erp=ErpSettings(url=erp_url),
+            ack=AckSettings(enabled=variant.ack),
+        )
+        settings.paths.create()
+        db = store.open_database(settings.database_url, settings)
+        store.init(db)
+        datas = [make_po(template, 1 + n) for n in range(count)]
+        with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
+            started = time.perf_counter()
+            for n, data in enumerate(datas):
+                pipeline.run(work / f"po{n:05d}.edi", data=data)
+            elapsed = time.perf_counter() - started
+        db.close()
+        log.configure("warning", "json")
     return count / elapsed
 
 
 # -- the daemon ----------------------------------------------------------------------
 
 
-class Daemon:
-    """``edi-inbox run`` as a subprocess, READY=1 on a notify socket."""
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One daemon configuration: what the bench changes from the defaults
+    (``None``: the default, written nowhere in the config file)."""
 
-    def __init__(
-        self, root: Path, erp_url: str, workers: int, settle: float, processes: int = 1
-    ) -> None:
+    label: str
+    ack: bool = True
+    level: str = "info"
+    workers: int | None = None
+    processes: int | str | None = None
+
+
+def variants(args: argparse.Namespace) -> list[Variant]:
+    """The headline configuration first, then the others, labelled with what differs."""
+    over = {"workers": args.workers_instant, "processes": args.processes}
+    chosen = [
+        Variant("default: 997 on, info logs", **over),
+        Variant("997 off", ack=False, **over),
+        Variant("warning logs", level="warning", **over),
+        Variant("997 off, warning logs", ack=False, level="warning", **over),
+        Variant("processes = auto", processes="auto", workers=args.workers_instant),
+    ]
+    if args.processes == "auto":  # the headline is auto already
+        chosen.pop()
+    return [v for v in chosen if args.only is None or v.label.split(":")[0] in args.only]
+
+
+class Daemon:
+    """``edi-inbox run`` as a subprocess, READY=1 on a notify socket; its log
+    lines go to a file (``daemon.log``), as to journald under systemd."""
+
+    def __init__(self, root: Path, erp_url: str, settle: float, variant: Variant) -> None:
         self.root = root
         self.inbox, self.done = root / "inbox", root / "done"
         for folder in ("inbox", "processing", "done", "failed", "staging"):
             (root / folder).mkdir(parents=True, exist_ok=True)
+        daemon = [f"settle_seconds = {settle}", "rescan_seconds = 60.0"]
+        if variant.workers is not None:
+            daemon.append(f"workers = {variant.workers}")
+        if variant.processes is not None:
+            daemon.append(f"processes = {json.dumps(variant.processes)}")
         config = root / "edi-inbox.toml"
         config.write_text(
             "\n".join(
@@ -211,14 +250,11 @@ class Daemon:
                     "[erp]",
                     f"url = {json.dumps(erp_url)}",
                     "[ack]",
-                    "enabled = false",
+                    f"enabled = {str(variant.ack).lower()}",
                     "[daemon]",
-                    f"workers = {workers}",
-                    f"processes = {processes}",
-                    f"settle_seconds = {settle}",
-                    "rescan_seconds = 60.0",
+                    *daemon,
                     "[log]",
-                    'level = "warning"',
+                    f"level = {json.dumps(variant.level)}",
                     'format = "json"',
                 ]
             )
@@ -306,12 +342,11 @@ def run_daemon(
     count: int,
     erp_url: str,
     work: Path,
-    workers: int,
     settle: float,
-    processes: int,
+    variant: Variant,
 ) -> tuple[float, float]:
     """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
-    daemon = Daemon(work, erp_url, workers, settle, processes)
+    daemon = Daemon(work, erp_url, settle, variant)
     arrivals = Arrivals(daemon.done)
     try:
         staging = work / "staging"
@@ -336,10 +371,10 @@ def run_daemon(
 
 
 def run_latency(
-    template: bytes, erp_url: str, work: Path, settle: float, samples: int, processes: int
+    template: bytes, erp_url: str, work: Path, settle: float, samples: int, variant: Variant
 ) -> list[float]:
     """Seconds from an in-place upload's last write until the daemon claims it."""
-    daemon = Daemon(work, erp_url, 4, settle, processes)
+    daemon = Daemon(work, erp_url, settle, variant)
     latencies = []
     try:
         for n in range(samples):
@@ -361,72 +396,109 @@ def run_latency(
     return latencies
 
 
+def processes_arg(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=16, help="daemon workers (20 ms ERP)")
-    parser.add_argument("--fast-workers", type=int, default=2, help="daemon workers (instant ERP)")
+    parser.add_argument(
+        "--workers", type=int, default=16, help="daemon workers for the 20 ms ERP (default 16)"
+    )
+    parser.add_argument(
+        "--workers-instant",
+        type=int,
+        default=None,
+        help="daemon workers for the instant ERP (default: the daemon's default)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=processes_arg,
+        default=None,
+        help="daemon processes, a number or auto (default: the daemon's default)",
+    )
     parser.add_argument("--erp-delay-ms", type=float, default=20.0)
     parser.add_argument("--settle", type=float, default=0.2, help="daemon settle_seconds")
     parser.add_argument("--latency-samples", type=int, default=20)
     parser.add_argument(
-        "--rounds", type=int, default=3, help="daemon runs between loop runs (instant ERP)"
+        "--rounds", type=int, default=3, help="rounds of daemon runs between loop runs"
     )
     parser.add_argument(
-        "--processes",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="daemon worker processes (default: one per CPU)",
+        "--only",
+        action="append",
+        help="run only the configurations whose label starts so (repeatable): "
+        "default, '997 off', 'warning logs', '997 off, warning logs', 'processes = auto'",
     )
+    parser.add_argument("--no-slow", action="store_true", help="skip the 20 ms ERP run")
     args = parser.parse_args()
     template = SAMPLE.read_bytes()
-    print(f"{args.files} files of {len(template)} bytes; {os.cpu_count()} CPUs")
+    print(
+        f"{args.files} files of {len(template)} bytes; {os.cpu_count()} CPUs, "
+        f"{len(os.sched_getaffinity(0))} usable; settle_seconds = {args.settle:g}"
+    )
     base = Path(tempfile.mkdtemp(prefix="edi-bench-"))
     try:
-        for label, delay, workers in (
-            ("instant ERP", 0.0, args.fast_workers),
-            (f"{args.erp_delay_ms:g} ms ERP", args.erp_delay_ms / 1000, args.workers),
-        ):
-            # The loop's rate with a slow ERP is the ERP's: a few hundred files tell it.
-            loop_files = args.files if not delay else min(args.files, 300)
-            rounds = args.rounds if not delay else 1
-            ratios = []
-            with erp_server(delay) as url:
-                alone = run_pipeline_alone(template, loop_files, url, base / f"alone-{delay}")
-                print(f"{label}: Pipeline.run alone {alone:.1f} files/s")
-                # Each daemon run sits between two loop runs and is compared with
-                # their mean: on a shared machine the speed drifts within minutes.
-                before = run_loop(template, loop_files, url, base / f"{delay}-loop")
-                for n in range(rounds):
-                    work = base / f"{delay}-{n}"
-                    overall, steady = run_daemon(
-                        template,
-                        args.files,
-                        url,
-                        work / "daemon",
-                        workers,
-                        args.settle,
-                        args.processes,
+        chosen = variants(args)
+        with erp_server(0.0) as url:
+            # In-process, each configuration beside the others: the cost of
+            # the 997 and of the info lines without the daemon's own work.
+            # Twice each, interleaved, the best kept: the first run in the
+            # process also pays its imports and the ERP's first connection.
+            alone: dict[str, float] = {}
+            for n in range(2):
+                in_process = [v for v in chosen if v.processes != "auto"]
+                for k, variant in enumerate(in_process):
+                    rate = run_pipeline_alone(
+                        template, args.files, url, base / f"alone-{n}-{k}", variant
                     )
-                    after = run_loop(template, loop_files, url, work / "loop")
+                    alone[variant.label] = max(rate, alone.get(variant.label, 0.0))
+            first = next(iter(alone.values()))
+            print(
+                "instant ERP, Pipeline.run alone: "
+                + "; ".join(f"{k} {v:.1f} files/s ({v / first:.2f}x)" for k, v in alone.items())
+            )
+            # Each daemon run sits between two loop runs and is compared with
+            # their mean: on a shared machine the speed drifts within minutes.
+            ratios: dict[str, list[tuple[float, float]]] = {v.label: [] for v in chosen}
+            before = run_loop(template, args.files, url, base / "loop-0")
+            for n in range(args.rounds):
+                for variant in chosen:
+                    work = base / f"{n}-{variant.label.replace(' ', '_')}"
+                    overall, steady = run_daemon(
+                        template, args.files, url, work / "daemon", args.settle, variant
+                    )
+                    after = run_loop(template, args.files, url, work / "loop")
                     loop = (before + after) / 2
-                    ratios.append((overall / loop, steady / loop))
+                    ratios[variant.label].append((overall / loop, steady / loop))
                     print(
-                        f"  loop {before:.1f} / {after:.1f} files/s before / after; daemon "
-                        f"({workers} workers, {args.processes} processes) {overall:.1f} overall, "
+                        f"  round {n + 1}, {variant.label}: loop {before:.1f} / {after:.1f} "
+                        f"files/s before / after; daemon {overall:.1f} overall, "
                         f"{steady:.1f} steady = {overall / loop:.0%} / {steady / loop:.0%} "
                         "of the loop's mean"
                     )
                     before = after
-            if rounds > 1:
+            print(f"instant ERP, median of {args.rounds} rounds, daemon / loop (overall, steady):")
+            for label, pairs in ratios.items():
+                head = "HEADLINE " if label == chosen[0].label else "         "
                 print(
-                    f"  median of {rounds} rounds: daemon = "
-                    f"{statistics.median(r[0] for r in ratios):.0%} of the loop overall, "
-                    f"{statistics.median(r[1] for r in ratios):.0%} steady"
+                    f"  {head}{label}: {statistics.median(r[0] for r in pairs):.0%} overall, "
+                    f"{statistics.median(r[1] for r in pairs):.0%} steady"
                 )
+        if not args.no_slow:
+            slow = dataclasses.replace(chosen[0], workers=args.workers)
+            with erp_server(args.erp_delay_ms / 1000) as url:
+                loop = run_loop(template, min(args.files, 300), url, base / "slow-loop")
+                overall, steady = run_daemon(
+                    template, args.files, url, base / "slow" / "daemon", args.settle, slow
+                )
+            print(
+                f"{args.erp_delay_ms:g} ms ERP, {slow.label}, {args.workers} workers: "
+                f"daemon {overall:.1f} overall, {steady:.1f} steady (loop {loop:.1f})"
+            )
         with erp_server(0.0) as url:
             latencies = run_latency(
-                template, url, base / "latency", args.settle, args.latency_samples, args.processes
+                template, url, base / "latency", args.settle, args.latency_samples, chosen[0]
             )
         extra = [(s - args.settle) * 1000 for s in latencies]
         print(

@@ -57,7 +57,7 @@ def test_process_json_is_json_alone_on_stdout(env):
     doc = json.loads(result.stdout)
     assert doc["po_number"] == "08292233294"
     assert doc["total_amount"] == "13045.94"
-    assert "job_started" in result.stderr
+    assert "job_finished" in result.stderr
 
 
 def test_process_several_files_prints_a_list_and_fails_if_one_fails(env):

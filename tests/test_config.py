@@ -1,5 +1,6 @@
 """Settings: defaults, TOML, environment overrides, and errors that name the key."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,28 @@ def test_config_path_from_environment(tmp_path):
     assert config.load(None, {"EDI_INBOX_CONFIG": str(path)}).daemon.workers == 2
 
 
+def test_processes_auto_is_one_per_usable_cpu(tmp_path):
+    """[daemon] processes = "auto" (in the file or the environment) is the number
+    of CPUs the daemon may run on, its affinity mask; a number stays a number."""
+    cpus = len(os.sched_getaffinity(0))
+    path = write(tmp_path, '[daemon]\nprocesses = "auto"\n')
+    assert config.load(path, {}).daemon.processes == cpus
+    assert config.load(None, {"EDI_INBOX_DAEMON_PROCESSES": "AUTO"}).daemon.processes == cpus
+    assert config.load(None, {"EDI_INBOX_DAEMON_PROCESSES": "3"}).daemon.processes == 3
+    assert config.load(write(tmp_path, "[daemon]\nprocesses = 2\n"), {}).daemon.processes == 2
+
+
+def test_processes_auto_follows_the_affinity_mask(tmp_path):
+    """processes = "auto" counts the CPUs this process may use (CPUAffinity=, taskset)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        settings = config.load(write(tmp_path, '[daemon]\nprocesses = "auto"\n'), {})
+    finally:
+        os.sched_setaffinity(0, before)
+    assert settings.daemon.processes == 1
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -104,6 +127,8 @@ def test_config_path_from_environment(tmp_path):
         ("[daemon]\nworkers = 'four'\n", "key 'workers' must be a whole number, not 'four'"),
         ("[daemon]\nworkers = 0\n", "'workers' must be at least 1"),
         ("[daemon]\nprocesses = 0\n", "'processes' must be at least 1"),
+        ("[daemon]\nprocesses = 'all'\n", "'processes' must be a whole number or \"auto\""),
+        ("[daemon]\nprocesses = '0'\n", "'processes' must be at least 1"),
         ("[daemon]\nsettle_seconds = -1\n", "must be a finite number ≥ 0, got -1.0"),
         ("[daemon]\nmax_file_bytes = -1\n", "must not be negative"),
         ("[daemon]\nobserver = 'fanotify'\n", "must be one of auto, inotify, polling"),

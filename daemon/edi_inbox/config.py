@@ -109,7 +109,9 @@ class DaemonSettings:
     """The watching service."""
 
     workers: int = 4
-    processes: int = 1  # > 1: the workers run in that many child processes (procs.py)
+    # > 1: the workers run in that many child processes (procs.py); "auto" in
+    # the file or environment is one per usable CPU (``usable_cpus``).
+    processes: int = 1
     settle_seconds: float = 2.0
     incomplete_grace_seconds: float = 300.0
     rescan_seconds: float = 60.0
@@ -477,6 +479,9 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         if isinstance(value, _EnvValue):
             label = f"{value.variable} ({where} key '{key}')"
         _known(key, fields, label)
+        if (section, key) == ("daemon", "processes") and isinstance(value, str):
+            kwargs[key] = _processes(value, label)
+            continue
         kwargs[key] = _convert(value, hints[key], label)
         choices = _CHOICES.get((section, key))
         if choices and kwargs[key] not in choices:
@@ -491,6 +496,28 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")
     return cls(**kwargs)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a systemd
+    ``CPUAffinity=``, a container's cpuset or ``taskset`` narrow it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _processes(value: str, label: str) -> int:
+    """``[daemon] processes``: a whole number, or "auto" for one per usable CPU."""
+    if value.strip().lower() == "auto":
+        return usable_cpus()
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f'{label} must be a whole number or "auto", not {value!r}') from None
+    if number < 1:
+        raise ConfigError(f"{label} must be at least 1")
+    return number
 
 
 def _check_float(number: float, label: str) -> None:

@@ -10,6 +10,7 @@ collision becomes a new name with a suffix instead of lost data.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -172,6 +173,18 @@ def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) ->
     _create(tmp, [data], fsync=fsync)
     try:
         return move_new(tmp, directory, name)
-    finally:
-        if tmp.exists():
+    except BaseException:  # moved, the temporary name is gone: no stat to ask
+        with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        raise
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync ``directory``: the names created or renamed in it so far survive a
+    crash of the machine (a file's own fsync covers its bytes, not its name).
+    One call after several ``write_new`` covers them all."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
