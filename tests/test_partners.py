@@ -420,3 +420,34 @@ def test_a_running_job_has_its_partner(db):
     recorder.job_started(job, job.steps[:3])
     (row,) = queries.list_jobs(db, partner="bolt")
     assert (row["job_id"], row["status"], row["partner"]) == (job.job_id, "running", "bolt")
+
+
+# --- outbox: a partner's acknowledgements in its own folder --------------------
+
+
+def test_a_partners_acks_go_to_its_outbox(tmp_path, db_url):
+    """With [partners.NAME] outbox, its 997 and TA1 are written there (moded
+    0640 even under umask 077, no temporary name left), not into acks/."""
+    out = tmp_path / "sftp" / "bolt" / "out"
+    path = tmp_path / "edi-inbox.toml"
+    text = TEAM.format(root=tmp_path / "state", url=db_url, policy="accept")
+    path.write_text(text.replace("[partners.west]", f'outbox = "{out}"\n[partners.west]'))
+    old = os.umask(0o077)
+    try:
+        job = process({"EDI_INBOX_CONFIG": str(path)}, tmp_path, "bolt.edi", make_po(11))
+    finally:
+        os.umask(old)
+    assert job["status"] == "succeeded"
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted(job["acks"]) and len(files) == 2
+    assert {n.rsplit(".", 1)[1] for n in files} == {"997", "TA1"}
+    assert all((out / n).stat().st_mode & 0o777 == 0o640 for n in files)
+    assert (out / files[0]).read_bytes().startswith(b"ISA")
+    assert acks(tmp_path) == []
+
+
+def test_an_outbox_must_be_absolute(tmp_path):
+    """A relative outbox is a config error naming the partner and the key."""
+    path = write(tmp_path, '[partners.a]\nids = ["ZZ:A"]\noutbox = "out"\n')
+    with pytest.raises(ConfigError, match=r"\[partners.a\] key 'outbox' must be an absolute"):
+        config.load(path, {})

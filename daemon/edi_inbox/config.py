@@ -197,13 +197,16 @@ class PartnerSettings:
     """``[partners.NAME]``: the sender ids it uses, which acknowledgements it
     gets (``ack``: 997 or none, default per ``[ack] enabled``; ``ta1``:
     on-request — when ISA14 asks or the envelope is wrong —, always or never),
-    and its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``)."""
+    its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``), and
+    ``outbox``: the absolute folder its 997/TA1 go to instead of ``acks/``
+    (None: ``acks/``), for the partner to download."""
 
     name: str
     ids: tuple[PartnerId, ...] = ()
     ack: str = "997"
     ta1: str = "on-request"
     rules: RuleSettings = field(default_factory=RuleSettings)
+    outbox: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) ->
 def _partner(
     name: str, values: dict[str, object], rules: RuleSettings, ack: AckSettings, where: str
 ) -> PartnerSettings:
-    known = {"ids": None, "ack": None, "ta1": None, "rules": None}
+    known = {"ids": None, "ack": None, "ta1": None, "rules": None, "outbox": None}
     for key in values:
         _known(key, known, f"{where} key '{key}'")
     ids_raw = values.get("ids", [])
@@ -414,12 +417,16 @@ def _partner(
         raise ConfigError(f"{where} key 'rules' must be a table ([partners.{name}.rules])")
     merged = {**dataclasses.asdict(rules), **overrides}
     partner_rules = _build(RuleSettings, "rules", merged, f"{where[:-1]}.rules]")
+    outbox = values.get("outbox")
+    if outbox is not None and (not isinstance(outbox, str) or not Path(outbox).is_absolute()):
+        raise ConfigError(f"{where} key 'outbox' must be an absolute folder, not {outbox!r}")
     return PartnerSettings(
         name=name,
         ids=tuple(ids),
         ack=chosen["ack"],
         ta1=chosen["ta1"],
         rules=typing.cast(RuleSettings, partner_rules),
+        outbox=Path(outbox) if outbox is not None else None,
     )
 
 

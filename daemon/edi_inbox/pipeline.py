@@ -813,7 +813,9 @@ class Pipeline:
         return {"erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
-        """Write a 997 for every functional group received, into acks/.
+        """Write a 997 for every functional group received, into acks/ (or
+        into the partner's ``outbox`` instead, moded 0640 for its group: one
+        copy, in the one place that partner fetches from).
 
         A group whose envelope cannot be answered (``Unaddressable``: an ISA06
         too long, a delimiter inside it) gets no 997; the step says why."""
@@ -828,9 +830,11 @@ class Pipeline:
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
         if work.guard is not None:  # a host that lost the file leaves its 997 to the other
             work.guard()
-        acks_dir = self.settings.paths.acks
+        acks_dir = partner.outbox if partner is not None and partner.outbox else None
+        acks_dir = acks_dir or self.settings.paths.acks
         assert acks_dir is not None
         acks_dir.mkdir(parents=True, exist_ok=True)
+        mode = 0o640 if partner is not None and partner.outbox else None
         now = datetime.now(UTC)
         written: list[str] = []
         not_acknowledged: list[str] = []
@@ -847,7 +851,7 @@ class Pipeline:
                     number = self._control_number()
                     ta1 = build_ta1(interchange, control_number=number, now=now)
                     name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
-                    written.append(write_new(acks_dir, safe_name(name), ta1).name)
+                    written.append(_write_ack(acks_dir, name, ta1, mode))
             for group in interchange.groups if send_997 else ():
                 try:  # before a control number is spent on it
                     check_address(interchange, group)
@@ -859,8 +863,7 @@ class Pipeline:
                 number = self._control_number()
                 ack = build_997(interchange, group, control_number=number, answers=answers, now=now)
                 name = f"{safe_name(job.file_name)}.{group.control_number}.997"
-                path = write_new(acks_dir, safe_name(name), ack)
-                written.append(path.name)
+                written.append(_write_ack(acks_dir, name, ack, mode))
         if written:
             # Each file was fsynced (write_new), but not its name: one fsync of
             # acks/ for all of this job's, before its final record says they
@@ -943,6 +946,16 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
             [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
         )
     return JobStatus.PARTIAL
+
+
+def _write_ack(directory: Path, name: str, data: bytes, mode: int | None) -> str:
+    """Write one acknowledgement atomically (write_new: a hidden temporary
+    name, then a rename); in a partner's outbox, chmod it to 0640 whatever the
+    umask, so the partner's account (in the file's group) can read it."""
+    path = write_new(directory, safe_name(name), data)
+    if mode is not None:
+        os.chmod(path, mode)
+    return path.name
 
 
 def _set_report(
