@@ -451,3 +451,39 @@ def test_an_outbox_must_be_absolute(tmp_path):
     path = write(tmp_path, '[partners.a]\nids = ["ZZ:A"]\noutbox = "out"\n')
     with pytest.raises(ConfigError, match=r"\[partners.a\] key 'outbox' must be an absolute"):
         config.load(path, {})
+
+
+# --- process --partner: the file's folder says who sent it --------------------
+
+
+def given(env: dict[str, str], tmp_path: Path, partner: str, name: str, data: bytes):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return CliRunner().invoke(main, ["process", "--json", "--partner", partner, str(path)], env=env)
+
+
+def test_process_partner_refuses_a_spoofed_sender(team, tmp_path):
+    """process --partner acme on a file sent as bolt: refused, the reason names
+    both the partner given and the sender found, and nothing is posted."""
+    env = team("accept")
+    result = given(env, tmp_path, "acme", "spoof.edi", make_po(21))
+    assert result.exit_code == 1, result.output
+    job = json.loads(result.stdout)
+    assert job["status"] == "failed" and job["partner"] == "acme"
+    assert "partner acme" in job["error"] and "08:AAAAAAAAAA" in job["error"]
+    assert posted(tmp_path) == []
+
+
+def test_process_partner_accepts_its_own_sender(team, tmp_path):
+    """process --partner acme on acme's own file: processed as acme's."""
+    env = team("reject")
+    result = given(env, tmp_path, "acme", "acme.edi", sent_by(make_po(22), "ZZ:ACME"))
+    job = json.loads(result.stdout)
+    assert job["status"] == "succeeded" and job["partner"] == "acme"
+    assert len(posted(tmp_path)) == 1
+
+
+def test_process_partner_must_be_configured(team, tmp_path):
+    """An unknown --partner is a usage error naming the configured ones."""
+    result = given(team("accept"), tmp_path, "nobody", "x.edi", make_po(23))
+    assert result.exit_code == 2 and "no partner 'nobody'" in result.output

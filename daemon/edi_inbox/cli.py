@@ -157,11 +157,20 @@ def _job_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _partner_option(help_text: str) -> Any:
+    return click.option("--partner", metavar="NAME", help=help_text)
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the job(s) as JSON.")
+@_partner_option(
+    "The FILEs come from this partner ([partners.NAME]): a sender not among its ids is refused."
+)
 @pass_settings
-def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -> None:
+def process(
+    settings: config.Settings, files: tuple[Path, ...], as_json: bool, partner: str | None
+) -> None:
     """Run the pipeline once for each FILE, in place (the file is not moved),
     and record each job in the configured database.
 
@@ -173,7 +182,12 @@ def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -
     \b
     Example:
         edi-inbox process po_4711.edi --json
+        edi-inbox process --partner acme /srv/sftp/acme/in/po_4711.edi
     """
+    given = settings.partners.get(partner) if partner is not None else None
+    if partner is not None and given is None:
+        known = ", ".join(p.name for p in settings.partners.partners) or "none configured"
+        raise click.BadParameter(f"no partner {partner!r} ({known})", param_hint="--partner")
     results: list[JobResult] = []
     unrecorded: NotRecorded | None = None
     with (
@@ -182,7 +196,7 @@ def process(settings: config.Settings, files: tuple[Path, ...], as_json: bool) -
     ):
         for path in files:
             try:
-                results.append(pipeline.run(path))
+                results.append(pipeline.run(path, partner=given))
             except NotRecorded as exc:
                 unrecorded = exc
                 break
@@ -282,10 +296,6 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"last error: {shown(err['file_name'])}: {shown(err['error'])} (job {err['job_id']})"
         )
     return "\n".join(lines)
-
-
-def _partner_option(help_text: str) -> Any:
-    return click.option("--partner", metavar="NAME", help=help_text)
 
 
 @main.command()

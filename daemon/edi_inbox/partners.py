@@ -70,6 +70,24 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
     return Resolution(partner=partner)
 
 
+def resolve_given(partner: PartnerSettings, interchanges: list[InterchangeSummary]) -> Resolution:
+    """The file is known to come from ``partner`` (its folder, ``process
+    --partner``): every sender in it must be one of that partner's ids, or
+    the file is refused with a reason naming both the partner and the sender."""
+    only = PartnersSettings(unknown="reject", partners=(partner,))
+    for interchange in interchanges:
+        groups: list[str | None] = [g.sender for g in interchange.groups] or [None]
+        for group_sender in groups:
+            if claimant(only, interchange, group_sender) is None:
+                ids = ", ".join(str(pid) for pid in partner.ids)
+                return Resolution(
+                    partner=partner,
+                    refused=f"the file is from partner {partner.name} but its sender"
+                    f" {sender_of(interchange, group_sender)} is not one of its ids ({ids})",
+                )
+    return Resolution(partner=partner)
+
+
 def describe(partner: PartnerSettings, rules: RuleSettings) -> dict[str, Any]:
     """A partner's settings, JSON-ready; ``rules`` only where it differs from ``[rules]``."""
     own, common = dataclasses.asdict(partner.rules), dataclasses.asdict(rules)
@@ -78,5 +96,6 @@ def describe(partner: PartnerSettings, rules: RuleSettings) -> dict[str, Any]:
         "ids": [str(pid) for pid in partner.ids],
         "ack": partner.ack,
         "ta1": partner.ta1,
+        "outbox": str(partner.outbox) if partner.outbox is not None else None,
         "rules": {key: level for key, level in own.items() if common[key] != level},
     }

@@ -140,6 +140,7 @@ class _Work:
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
+    given: PartnerSettings | None = None  # the partner the file must come from (process --partner)
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -253,6 +254,7 @@ class Pipeline:
         data: bytes | None = None,
         guard: Callable[[], None] | None = None,
         destination: Callable[[JobResult], str] | None = None,
+        partner: PartnerSettings | None = None,
     ) -> JobResult:
         """Process one file; the result says what happened. Never raises for bad input.
 
@@ -265,6 +267,8 @@ class Pipeline:
         If it raises ``FileChanged`` or ``ClaimLost``, the job ends
         ``interrupted``: the file runs again, here or on the host that took it
         (orders the ERP accepted are not posted again).
+        ``partner``, if given, is who the file comes from (its folder says
+        so): a sender that is not one of its ids is refused, nothing posted.
 
         Raises ``NotRecorded`` when the job's record cannot be written (the
         database is unavailable): before the ERP call nothing was posted and
@@ -281,7 +285,7 @@ class Pipeline:
         )
         clock = time.perf_counter()
         with logsetup.job_context(job.job_id, display_name(job.file_name)) as logs:
-            work = _Work(guard=guard)
+            work = _Work(guard=guard, given=partner)
             try:
                 work.data = (
                     data
@@ -589,7 +593,10 @@ class Pipeline:
         refused (unknown, or several partners in one file) is an envelope
         error: nothing in the file is posted, and a TA1 says 006 (invalid
         interchange sender ID)."""
-        found = partners.resolve(self.settings.partners, work.interchanges)
+        if work.given is not None:
+            found = partners.resolve_given(work.given, work.interchanges)
+        else:
+            found = partners.resolve(self.settings.partners, work.interchanges)
         work.partner = found.partner
         job.partner = found.partner.name if found.partner is not None else None
         if found.refused is None:
