@@ -487,3 +487,26 @@ def test_process_partner_must_be_configured(team, tmp_path):
     """An unknown --partner is a usage error naming the configured ones."""
     result = given(team("accept"), tmp_path, "nobody", "x.edi", make_po(23))
     assert result.exit_code == 2 and "no partner 'nobody'" in result.output
+
+
+# --- status: each partner's last 24 hours and last error -----------------------
+
+
+def test_status_shows_each_partners_failures_and_last_error(team, tmp_path):
+    """status (text and --json "partners") gives each partner's files and
+    failures in the last 24 h and its latest failed job."""
+    env = team("accept")
+    given(env, tmp_path, "acme", "spoof.edi", make_po(31))
+    process(env, tmp_path, "bolt.edi", make_po(32))
+    result = CliRunner().invoke(main, ["status", "--json"], env=env)
+    assert result.exit_code == 3, result.output  # no daemon runs
+    by_name = {p["name"]: p for p in json.loads(result.stdout)["partners"]}
+    assert set(by_name) == {"acme", "bolt", "west"}
+    acme, bolt = by_name["acme"], by_name["bolt"]
+    assert (acme["files_24h"], acme["failures_24h"]) == (1, 1)
+    assert acme["last_error"]["file_name"] == "spoof.edi"
+    assert "partner acme" in acme["last_error"]["error"]
+    assert (bolt["files_24h"], bolt["failures_24h"], bolt["last_error"]) == (1, 0, None)
+    text = CliRunner().invoke(main, ["status"], env=env).output
+    assert "partner acme: 1 files, 1 failed in the last 24 h; last error: spoof.edi:" in text
+    assert "partner west: 0 files, 0 failed" in text

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +135,10 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
     """``edi-inbox status``: every daemon's heartbeat (``alive`` when younger than
     ``fresh_seconds``), ``running`` (any alive), the inbox backlog, folder
     counts, the claimed files per host folder (``claimed``; a dead host's stay
-    until a live daemon takes them over), and the store's 24-hour summary and
-    last error (``jobs_running``: jobs in state running)."""
+    until a live daemon takes them over), the store's 24-hour summary and
+    last error (``jobs_running``: jobs in state running), and per configured
+    partner its files and failures in the last 24 hours and last error
+    (``partners``)."""
     from . import queries
 
     now = now or datetime.now(UTC)
@@ -149,7 +151,39 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
     doc["inbox"] = inbox_backlog(settings, now=now.timestamp())
     doc["claimed"] = claimed_counts(settings)
     doc["folders"] = folder_counts(settings, claimed=doc["claimed"])
+    doc["partners"] = partner_status(settings, db, now=now)
     return doc
+
+
+def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[str, Any]]:
+    """Per configured partner: files, failures and partial files in the 24
+    hours before ``now``, its last activity, and its latest failed job."""
+    from . import queries
+
+    names = [p.name for p in settings.partners.partners]
+    if not names:
+        return []
+    activity = queries.partner_activity(db, names, now - timedelta(hours=24))
+    out = []
+    for name in names:
+        latest = queries.list_jobs(db, limit=1, status="failed", partner=name)
+        last_error = (
+            {key: latest[0][key] for key in ("job_id", "file_name", "error", "completed_at")}
+            if latest
+            else None
+        )
+        seen = activity[name]
+        out.append(
+            {
+                "name": name,
+                "files_24h": seen["files"],
+                "failures_24h": seen["failures"],
+                "partial_24h": seen["partial"],
+                "last_activity": seen["last_activity"],
+                "last_error": last_error,
+            }
+        )
+    return out
 
 
 def inbox_backlog(settings: Settings, *, now: float | None = None) -> dict[str, Any]:

@@ -295,6 +295,15 @@ def _status_text(doc: dict[str, Any]) -> str:
         lines.append(
             f"last error: {shown(err['file_name'])}: {shown(err['error'])} (job {err['job_id']})"
         )
+    for p in doc.get("partners", []):
+        line = (
+            f"partner {p['name']}: {p['files_24h']} files, {p['failures_24h']} failed"
+            f" in the last 24 h"
+        )
+        err = p["last_error"]
+        if err:
+            line += f"; last error: {shown(err['file_name'])}: {shown(err['error'])}"
+        lines.append(line)
     return "\n".join(lines)
 
 
