@@ -510,3 +510,33 @@ def test_status_shows_each_partners_failures_and_last_error(team, tmp_path):
     text = CliRunner().invoke(main, ["status"], env=env).output
     assert "partner acme: 1 files, 1 failed in the last 24 h; last error: spoof.edi:" in text
     assert "partner west: 0 files, 0 failed" in text
+
+
+def test_a_failed_files_report_is_copied_to_the_partners_outbox(tmp_path):
+    """The daemon files a failed job's error.json in failed/ and, for a partner
+    with an outbox, a copy there (0640) for the partner to download."""
+    import time
+
+    from edi_inbox.config import PartnerSettings, PartnersSettings, PathSettings, Settings
+    from edi_inbox.outcomes import Mover
+
+    out = tmp_path / "sftp" / "acme" / "out"
+    acme = PartnerSettings(name="acme", ids=(PartnerId("ZZ", "ACME"),), outbox=out)
+    paths = Settings(paths=PathSettings(root=tmp_path / "state")).paths
+    paths.create()
+    claimed = tmp_path / "state" / "processing" / "host"
+    claimed.mkdir(parents=True)
+    (claimed / "po.edi.job").write_bytes(b"the file")
+    job = make_job(status=JobStatus.FAILED)
+    job.error, job.partner = "sender refused", "acme"
+    outboxes = PartnersSettings(partners=(acme,)).outboxes()
+    old = os.umask(0o077)
+    try:
+        mover = Mover(paths, claimed, clock=time.monotonic, outboxes=outboxes)
+        assert mover.finish("po.edi.job", "po.edi", job) is None
+    finally:
+        os.umask(old)
+    report = (paths.failed / "po.edi.error.json").read_bytes()
+    assert (out / "po.edi.error.json").read_bytes() == report
+    assert (out / "po.edi.error.json").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in out.iterdir()] == ["po.edi.error.json"]

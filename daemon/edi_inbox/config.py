@@ -221,6 +221,10 @@ class PartnersSettings:
     def get(self, name: str) -> PartnerSettings | None:
         return next((p for p in self.partners if p.name == name), None)
 
+    def outboxes(self) -> dict[str, Path]:
+        """Partner name -> its outbox, for the partners that have one."""
+        return {p.name: p.outbox for p in self.partners if p.outbox is not None}
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,10 @@ class Mover:
         clock: Callable[[], float],
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         on_error: Callable[[str], None] = lambda message: None,
+        outboxes: Mapping[str, Path] | None = None,
     ) -> None:
         self.paths = paths
+        self.outboxes = dict(outboxes or {})  # partner name -> its [partners.NAME] outbox
         self.claimed = claimed
         self.clock = clock
         self.final_path = final_path
@@ -124,7 +126,9 @@ class Mover:
             json_name = move.final.name + ".error.json"
             if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"
-            files.write_new(paths.failed, json_name, report.encode("utf-8", "surrogateescape"))
+            data = report.encode("utf-8", "surrogateescape")
+            files.write_new(paths.failed, json_name, data)
+            self._copy_to_outbox(move.result, json_name, data)
         if move.result.file_path != str(move.final):
             self._record(move, str(move.final))
         logger.info(
@@ -135,6 +139,19 @@ class Mover:
             moved_to=files.display_name(str(move.final)),
             error=move.result.error,
         )
+
+    def _copy_to_outbox(self, result: JobResult, name: str, data: bytes) -> None:
+        """A copy of the error report for the partner to download (its outbox,
+        moded 0640). Best effort: failed/ holds the report that counts, and
+        retrying the move would write that one twice."""
+        outbox = self.outboxes.get(result.partner or "")
+        if outbox is None:
+            return
+        try:
+            outbox.mkdir(parents=True, exist_ok=True)
+            os.chmod(files.write_new(outbox, name, data), 0o640)
+        except OSError as exc:
+            logger.warning("outbox_report_not_written", outbox=str(outbox), error=os_message(exc))
 
     def add(self, move: PendingMove) -> None:
         self.pending.append(move)

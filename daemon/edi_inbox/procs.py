@@ -221,6 +221,7 @@ def child_main(
         claims.dir,
         clock=time.monotonic,
         final_path=functools.partial(store.record_final_path, db),
+        outboxes=settings.partners.outboxes(),
         on_error=note_error,
     )
     worker = Worker(settings, pipeline, claims, mover, host=host, on_error=note_error)

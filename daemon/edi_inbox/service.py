@@ -161,6 +161,7 @@ class Service:
             self.claims.dir,
             clock=clock,
             final_path=final_path,
+            outboxes=settings.partners.outboxes(),
             on_error=self._error,
         )
         self.worker = Worker(
