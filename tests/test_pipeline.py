@@ -290,9 +290,9 @@ class CallLog(NullRecorder):
     def job_finished(self, job, logs, steps=()):
         self.writes.append(("job_finished", [s.step_name for s in steps]))
 
-    def next_control_number(self) -> int:
-        self.writes.append(("next_control_number", []))
-        return super().next_control_number()
+    def next_control_number(self, count: int = 1) -> int:
+        self.writes.append(("next_control_number", [str(count)]))
+        return super().next_control_number(count)
 
 
 def test_records_are_written_before_the_erp_call_and_after_it(tmp_path):
@@ -305,9 +305,41 @@ def test_records_are_written_before_the_erp_call_and_after_it(tmp_path):
     assert calls.writes == [
         ("job_started", ["parse", "transform", "validate"]),
         ("order_accepted", [job.po_number]),
-        ("next_control_number", []),
+        ("next_control_number", ["1"]),
         ("job_finished", ["post_to_erp", "acknowledge"]),
     ]
+
+
+def test_a_ta1_and_its_997_take_their_control_numbers_in_one_write(tmp_path):
+    """A file asking for a TA1 gets a TA1 and a 997: both control numbers are
+    reserved in one write (one transaction a job, not one an acknowledgement),
+    and each file carries its own, consecutive."""
+    calls = CallLog()
+    edit = lambda data: data.replace(b"*000000183*0*P*", b"*000000183*1*P*")  # noqa: E731
+    settings = settings_for(tmp_path)
+    with Pipeline(settings, calls) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD_LF, edit=edit))
+    assert job.status is JobStatus.SUCCEEDED
+    assert [w for w in calls.writes if w[0] == "next_control_number"] == [
+        ("next_control_number", ["2"])
+    ]
+    assert sorted(name.rsplit(".", 1)[1] for name in job.acks) == ["997", "TA1"]
+    numbers = [
+        int((settings.paths.acks / name).read_text().split("~", 1)[0].split("*")[13])
+        for name in job.acks
+    ]
+    assert numbers[1] == numbers[0] + 1
+
+
+def test_the_null_recorder_reserves_numbers_together_and_wraps():
+    """Reserved numbers never run past 999999999: a range that would starts at 1."""
+    recorder = NullRecorder()
+    first = recorder.next_control_number(3)
+    assert recorder.next_control_number() == first + 3
+    recorder._control = 999_999_998
+    assert recorder.next_control_number() == 999_999_999
+    assert recorder.next_control_number(2) == 1
+    assert recorder.next_control_number() == 3
 
 
 def test_a_file_failing_before_the_erp_call_is_written_once(tmp_path):
@@ -318,7 +350,7 @@ def test_a_file_failing_before_the_erp_call_is_written_once(tmp_path):
         job = pipeline.run(copy(tmp_path, GOOD, edit=edit))
     assert job.status is JobStatus.FAILED
     steps = ["parse", "transform", "validate", "post_to_erp", "acknowledge"]
-    assert calls.writes == [("next_control_number", []), ("job_finished", steps)]
+    assert calls.writes == [("next_control_number", ["1"]), ("job_finished", steps)]
 
 
 class BrokenRecorder(NullRecorder):

@@ -196,6 +196,20 @@ def test_control_numbers_increase_across_restarts_and_wrap(db, recorder, setting
     assert store.next_control_number(db) == 1
 
 
+def test_control_numbers_are_reserved_together_and_never_run_past_the_maximum(db):
+    """Several numbers in one write: the first is returned, the others are
+    spent; a range that would pass 999999999 starts again at 1."""
+    first = store.next_control_number(db, 3)
+    assert store.next_control_number(db) == first + 3
+    top = store.CONTROL_NUMBER_MAX
+    set_to = lambda value: store.ControlNumber.update(value=value).execute()  # noqa: E731
+    store.run_unit(db, lambda: set_to(top - 2))
+    assert store.next_control_number(db, 2) == top - 1
+    store.run_unit(db, lambda: set_to(top - 1))
+    assert store.next_control_number(db, 2) == 1
+    assert store.next_control_number(db) == 3
+
+
 def record_in_threads(
     db: store.Database, threads: int, files: int, then: Callable[[Any], object] | None = None
 ) -> list[BaseException]:

@@ -312,8 +312,9 @@ class Recorder(Protocol):
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         """Record the ERP id at once, before anything else can go wrong."""
 
-    def next_control_number(self) -> int:
-        """A fresh 997 interchange control number, increasing across restarts."""
+    def next_control_number(self, count: int = 1) -> int:
+        """The first of ``count`` fresh 997/TA1 interchange control numbers (the
+        others follow it), increasing across restarts."""
 
 
 class NullRecorder:
@@ -360,7 +361,10 @@ class NullRecorder:
                 self._accepted[order.idempotency_key] = order.erp_po_id
                 self._posted.setdefault((order.sender, order.po_number), []).append(posted)
 
-    def next_control_number(self) -> int:
+    def next_control_number(self, count: int = 1) -> int:
         with self._lock:
-            self._control += 1
-            return self._control % 1_000_000_000
+            first = self._control % 1_000_000_000 + 1
+            if first + count - 1 > 999_999_999:  # past the maximum: from 1 again
+                first = 1
+            self._control = first + count - 1
+            return first

@@ -846,6 +846,9 @@ class Pipeline:
         written: list[str] = []
         not_acknowledged: list[str] = []
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
+        # What goes out (a TA1: group None), each checked before a control
+        # number is spent on it; then all of the job's numbers in one write.
+        due: list[tuple[InterchangeSummary, GroupSummary | None]] = []
         for interchange in work.interchanges:
             if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
                 try:
@@ -855,22 +858,26 @@ class Pipeline:
                     logger.warning("not_acknowledged", reason=reason)
                     not_acknowledged.append(reason)
                 else:
-                    number = self._control_number()
-                    ta1 = build_ta1(interchange, control_number=number, now=now)
-                    name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
-                    written.append(_write_ack(acks_dir, name, ta1, mode))
+                    due.append((interchange, None))
             for group in interchange.groups if send_997 else ():
-                try:  # before a control number is spent on it
+                try:
                     check_address(interchange, group)
                 except Unaddressable as exc:
                     reason = f"group {group.control_number[:20]!r}: {exc}"
                     logger.warning("not_acknowledged", reason=reason)
                     not_acknowledged.append(reason)
                     continue
-                number = self._control_number()
-                ack = build_997(interchange, group, control_number=number, answers=answers, now=now)
-                name = f"{safe_name(job.file_name)}.{group.control_number}.997"
-                written.append(_write_ack(acks_dir, name, ack, mode))
+                due.append((interchange, group))
+        first = self._control_numbers(len(due)) if due else 0
+        for number, (interchange, answered) in enumerate(due, start=first):
+            if answered is None:
+                ta1 = build_ta1(interchange, control_number=number, now=now)
+                name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                written.append(_write_ack(acks_dir, name, ta1, mode))
+                continue
+            ack = build_997(interchange, answered, control_number=number, answers=answers, now=now)
+            name = f"{safe_name(job.file_name)}.{answered.control_number}.997"
+            written.append(_write_ack(acks_dir, name, ack, mode))
         if written:
             # Each file was fsynced (write_new), but not its name: one fsync of
             # acks/ for all of this job's, before its final record says they
@@ -884,10 +891,11 @@ class Pipeline:
             )
         return {"acks": written}
 
-    def _control_number(self) -> int:
-        number = self._record(self.recorder.next_control_number)
+    def _control_numbers(self, count: int) -> int:
+        """The first of ``count`` consecutive control numbers, reserved in one write."""
+        number = self._record(self.recorder.next_control_number, count)
         if number is None:  # the recorder is down: the acknowledgment still goes out
-            number = NullRecorder().next_control_number()
+            number = NullRecorder().next_control_number(count)
         return int(number)
 
 

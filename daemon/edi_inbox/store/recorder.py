@@ -328,8 +328,8 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
-    def next_control_number(self) -> int:
-        return next_control_number(self.db)
+    def next_control_number(self, count: int = 1) -> int:
+        return next_control_number(self.db, count)
 
 
 def _text(value: str | None) -> str | None:
@@ -419,17 +419,20 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
 # --- the service's writes -------------------------------------------------
 
 
-def next_control_number(db: Database) -> int:
-    """The next ISA13 for a 997: 1…999999999, wrapping, increasing across restarts."""
-    row = Batch(db).add("control_next", "isa13").commit()
+def next_control_number(db: Database, count: int = 1) -> int:
+    """The next ISA13 for a 997 or TA1: 1…999999999, wrapping, increasing across
+    restarts. ``count`` numbers are reserved in one write: the first is returned,
+    the others follow it (a job's TA1s and 997s take theirs at once)."""
+    params = (count, count, count, "isa13")
+    row = Batch(db).add("control_next", *params).commit()
     if row is None:  # a database initialised before the row existed
 
         def work() -> Any:
             seed_control_number()
-            return execute(db, "control_next", "isa13").fetchone()
+            return execute(db, "control_next", *params).fetchone()
 
         row = run_unit(db, work)
-    return int(row[0])
+    return int(row[0]) - count + 1
 
 
 def heartbeat(

@@ -112,9 +112,11 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         'SELECT "erp_po_id" FROM "orders" WHERE "idempotency_key" = ? AND "erp_po_id" IS NOT NULL',
         0,
     ),
+    # Reserves the next ``count`` numbers (params: count, count, count, name): the
+    # last is returned; past the maximum they start again at 1.
     "control_next": (
-        'UPDATE "control_numbers" SET "value" = CASE WHEN "value" >= '
-        f'{CONTROL_NUMBER_MAX} THEN 1 ELSE "value" + 1 END WHERE "name" = ? RETURNING "value"',
+        'UPDATE "control_numbers" SET "value" = CASE WHEN "value" > '
+        f'{CONTROL_NUMBER_MAX} - ? THEN ? ELSE "value" + ? END WHERE "name" = ? RETURNING "value"',
         0,
     ),
 }
