@@ -112,6 +112,7 @@ class TransactionSet:
     interchange: InterchangeSummary
     group: GroupSummary
     errors: list[X12Error] = field(default_factory=list)
+    summary: SetSummary | None = None  # the reader's record of it (shares ``errors``)
 
 
 @dataclass(slots=True)

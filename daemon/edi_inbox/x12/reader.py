@@ -229,7 +229,7 @@ class X12Reader:
         d = self._ic.delimiters
         segments = SetSegments(segs, self._first, d.element)
         return TransactionSet(
-            s.code, s.control_number, segments, d, self._ic, self._group, s.errors
+            s.code, s.control_number, segments, d, self._ic, self._group, s.errors, s
         )
 
     def _close_group(self, seg: Segment) -> None:
