@@ -100,6 +100,7 @@ _AK3_MANDATORY_MISSING = "3"
 _AK3_HAS_ELEMENT_ERRORS = "8"
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled
 RECORD_RETRY_MAX = 30.0
+LOGGED_IDS = 10  # ERP ids named on a job's job_finished line
 
 
 class StepFailed(EdiInboxError):
@@ -153,7 +154,8 @@ class _Work:
 
 def summary_of(ts: TransactionSet) -> SetSummary:
     """The summary the reader keeps of ``ts`` (the two share their error list)."""
-    return next(s for s in ts.group.sets if s.errors is ts.errors)
+    assert ts.summary is not None, "a set from the reader carries its summary"
+    return ts.summary
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,8 @@ class Pipeline:
                 status=str(job.status),
                 po_number=job.po_number,
                 orders=len(job.orders),
-                erp_po_ids=[o.erp_po_id for o in job.orders if o.erp_po_id],
+                # A bounded line for any file: the record holds every order's id.
+                erp_po_ids=[o.erp_po_id for o in job.orders if o.erp_po_id][:LOGGED_IDS],
                 acks=job.acks,
                 size=job.file_size,
                 retry_of=retry_of,
