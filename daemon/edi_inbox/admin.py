@@ -186,6 +186,20 @@ def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[s
     return out
 
 
+def partners(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    """``edi-inbox partners``: the ``[partners] unknown`` policy and each
+    configured partner's settings (``partners.describe``) with its files and
+    failures in the 24 hours before ``now`` and its last activity."""
+    from . import partners as partner_rules
+    from . import queries
+
+    now = now or datetime.now(UTC)
+    configured = settings.partners.partners
+    activity = queries.partner_activity(db, [p.name for p in configured], now - timedelta(hours=24))
+    listed = [{**partner_rules.describe(p, settings.rules), **activity[p.name]} for p in configured]
+    return {"unknown": settings.partners.unknown, "partners": listed}
+
+
 def inbox_backlog(settings: Settings, *, now: float | None = None) -> dict[str, Any]:
     """Names waiting in the inbox (temporaries aside) and the oldest one's age,
     by ctime (a rename into the inbox sets it; clients often preserve mtime)."""

@@ -16,13 +16,13 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import __version__, admin, config, partners, queries, service, store
+from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError, NotRecorded
 from .jobs import JobResult
@@ -462,12 +462,9 @@ def partners_(settings: config.Settings, as_json: bool) -> None:
     Example:
         edi-inbox partners --json
     """
-    configured = settings.partners.partners
     with _database(settings) as db:
-        since = datetime.now(UTC) - timedelta(hours=24)
-        activity = queries.partner_activity(db, [p.name for p in configured], since)
-    listed = [{**partners.describe(p, settings.rules), **activity[p.name]} for p in configured]
-    doc = {"unknown": settings.partners.unknown, "partners": listed}
+        doc = admin.partners(settings, db)
+    listed = doc["partners"]
     if as_json:
         _echo_json(doc)
         return
