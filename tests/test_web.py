@@ -15,9 +15,11 @@ from edi_inbox.errors import ConfigError
 
 from helpers import make_po, poll_until
 from web_site import (
+    HOSTILE_NAME,
     HOSTILE_PO,
     MAX_FILE_BYTES,
     NAMED,
+    PARTNERS,
     SITE_KINDS,
     TOKEN,
     Site,
@@ -82,6 +84,53 @@ def test_search_is_jobs_search_json(web):
     assert hostile["po_number"] == HOSTILE_PO
 
 
+def test_partner_narrows_recent_search_and_stats_as_the_cli_does(web):
+    """?partner= on /api/jobs/recent, /search and /stats answers what the CLI's
+    --partner prints (alone and with the other filters); an unknown name finds
+    nothing, an empty one is every job."""
+    cases = [
+        ("recent?", ["jobs", "list", "--limit", "10"]),
+        ("recent?status=failed&limit=3&", ["jobs", "list", "--status", "failed", "--limit", "3"]),
+        ("search?", ["jobs", "search"]),
+        ("search?success=false&", ["jobs", "search", "--failure"]),
+        ("search?po_number=0000090&", ["jobs", "search", "--po-number", "0000090"]),
+        ("stats?", ["stats"]),
+        ("stats?since=2020-01-01&", ["stats", "--since", "2020-01-01"]),
+    ]
+    for name in (*PARTNERS, "nobody"):
+        for query, args in cases:
+            path = f"/api/jobs/{query}partner={name}"
+            assert api(web, path) == web.cli_json(*args, "--partner", name), path
+    acme = {web.jobs["acme"], web.jobs["acme_failed"]}
+    assert {j["job_id"] for j in api(web, "/api/jobs/recent?partner=acme")} == acme
+    assert {j["partner"] for j in api(web, "/api/jobs/search?partner=bolt")} == {"bolt"}
+    assert web.jobs["hostile"] in {j["job_id"] for j in api(web, "/api/jobs/search?partner=bolt")}
+    (failed,) = api(web, "/api/jobs/search?partner=acme&success=false")
+    assert failed["job_id"] == web.jobs["acme_failed"] and failed["file_name"] == HOSTILE_NAME
+    stats = api(web, "/api/jobs/stats?partner=acme")
+    assert (stats["partner"], stats["total_jobs"], stats["failed_jobs"]) == ("acme", 2, 1)
+    assert api(web, "/api/jobs/recent?partner=nobody") == []
+    assert api(web, "/api/jobs/stats?partner=nobody")["total_jobs"] == 0
+    assert api(web, "/api/jobs/recent?partner=") == web.cli_json("jobs", "list", "--limit", "10")
+    assert api(web, "/api/jobs/stats?partner=") == web.cli_json("stats")
+    assert web.get("/api/jobs/recent?partner=" + "x" * 65).status == 422
+
+
+def test_partners_is_partners_json(web):
+    """/api/partners answers what partners --json prints: both partners with
+    their ids and outbox, files and failures in 24 h, last activity."""
+    served = api(web, "/api/partners")
+    assert served == web.cli_json("partners")
+    assert served["unknown"] == "accept"
+    by_name = {p["name"]: p for p in served["partners"]}
+    assert list(by_name) == ["acme", "bolt"]
+    acme, bolt = by_name["acme"], by_name["bolt"]
+    assert acme["ids"] == ["ZZ:ACME"] and bolt["ids"] == ["08:AAAAAAAAAA"]
+    assert acme["outbox"] == str(web.root / "acme-out") and bolt["outbox"] is None
+    assert (acme["files"], acme["failures"]) == (2, 1) and bolt["files"] >= 2
+    assert acme["last_activity"] is not None
+
+
 def test_job_is_jobs_show_json(web):
     """/api/jobs/{id} (a full id or a unique prefix) answers what jobs show --json prints."""
     for what in ("named", "failed", "hostile"):
@@ -108,6 +157,13 @@ def test_status_is_status_json(web):
     assert timeless(served) == timeless(web.cli_json("status"))
     assert "edi-b" in {d["host"] for d in served["daemons"]}
     assert served["folders"]["failed"] >= 1
+    # Per partner, as status --json has it: files, failures and the last error.
+    by_name = {p["name"]: p for p in served["partners"]}
+    assert list(by_name) == ["acme", "bolt"]
+    acme = by_name["acme"]
+    assert (acme["files_24h"], acme["failures_24h"]) == (2, 1)
+    assert acme["last_error"]["job_id"] == web.jobs["acme_failed"]
+    assert acme["last_error"]["file_name"] == HOSTILE_NAME
 
 
 def test_error_codes_are_json(web):
@@ -277,6 +333,7 @@ def test_healthz_and_openapi(web):
         "/api/jobs/{job_id}",
         "/api/orchestrate",
         "/api/status",
+        "/api/partners",
         "/healthz",
     } <= paths
 

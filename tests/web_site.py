@@ -1,7 +1,10 @@
 """A real ``edi-inbox serve`` for the web tests: its records made by the real
 pipeline (``process``, and ``run --once`` for a file in failed/ and a
 heartbeat), on SQLite or on a private PostgreSQL schema, the server in a
-subprocess on a free port of 127.0.0.1."""
+subprocess on a free port of 127.0.0.1. Two trading partners are configured:
+``bolt`` (the sender of ``make_po``'s files, the hostile PO among them) and
+``acme`` (with its own outbox: a good file and a failed one whose file name
+is markup); the corpus files come from senders no partner claims."""
 
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ from helpers import BAD, CORPUS, make_po, poll_until
 TOKEN = "s3cret-token-for-tests"
 HOSTILE_PO = "<svg onload=pwned=1>"  # runs if unescaped; BEG03 holds 22 characters
 NAMED = CORPUS / "ediengine__850.OK.edi"  # PO 08292233294, total 13045.94
+HOSTILE_NAME = "<img src=x onerror=pwned=2>.edi"  # a file name the partner chose
+PARTNERS = ("acme", "bolt")
 MAX_FILE_BYTES = 200_000
 
 
@@ -37,6 +42,14 @@ def hostile_po_file() -> bytes:
     """A good 850 whose PO number (BEG03) is markup that runs a script."""
     data = make_po(901)
     return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + HOSTILE_PO.encode(), data, count=1)
+
+
+def sent_by(data: bytes, sender: str) -> bytes:
+    """``data`` (one interchange) as sent by ISA05:ISA06 ``sender``."""
+    text = data.decode("latin-1")
+    isa = text[:105].split(text[3])
+    isa[5], isa[6] = sender.split(":")[0], sender.split(":")[1].ljust(15)
+    return (text[3].join(isa) + text[105:]).encode("latin-1")
 
 
 def free_port() -> int:
@@ -136,6 +149,13 @@ def write_config(root: Path, db_url: str, *, token: bool = True) -> Path:
         f"max_file_bytes = {MAX_FILE_BYTES}",
         "[log]",
         'format = "json"',
+        "[partners]",
+        'unknown = "accept"',
+        "[partners.acme]",
+        'ids = ["ZZ:ACME"]',
+        f"outbox = {json.dumps(str(root / 'acme-out'))}",
+        "[partners.bolt]",
+        'ids = ["08:AAAAAAAAAA"]',
         "[http]",
     ]
     if token:
@@ -155,8 +175,14 @@ def make_records(env: dict[str, str], state: Path) -> dict[str, str]:
     for what, path in (("named", NAMED), ("nonedi", CORPUS / "ediengine__NonEdi.edi")):
         result = runner.invoke(main, ["process", "--json", str(path)], env=env)
         jobs[what] = json.loads(result.stdout)["job_id"]
-    for what, data in (("hostile", hostile_po_file()), ("good", make_po(902))):
-        path = state.parent / f"{what}.edi"
+    zero = make_po(904).replace(b"PO1**6*EA*12", b"PO1**0*EA*12")  # quantity 0: fails
+    for what, name, data in (
+        ("hostile", "hostile.edi", hostile_po_file()),
+        ("good", "good.edi", make_po(902)),
+        ("acme", "acme.edi", sent_by(make_po(903), "ZZ:ACME")),
+        ("acme_failed", HOSTILE_NAME, sent_by(zero, "ZZ:ACME")),
+    ):
+        path = state.parent / name
         path.write_bytes(data)
         result = runner.invoke(main, ["process", "--json", str(path)], env=env)
         jobs[what] = json.loads(result.stdout)["job_id"]

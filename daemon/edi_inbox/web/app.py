@@ -2,8 +2,10 @@
 
 Every ``/api`` answer is built by the function the CLI's ``--json`` calls
 (``queries.stats``, ``queries.list_jobs``, ``queries.show_job``,
-``queries.search_jobs``, ``admin.status``, ``JobResult.to_json``) and encoded
-by the same ``terminal.json_text``: one serializer for both.
+``queries.search_jobs``, ``admin.status``, ``admin.partners``,
+``JobResult.to_json``) and encoded by the same ``terminal.json_text``: one
+serializer for both. ``partner`` narrows the job endpoints to one
+``[partners.NAME]`` as ``--partner NAME`` does (exactly; empty means every job).
 
 ``POST /api/orchestrate`` and retry change things, so they need the bearer
 token from ``[http] token_file``; without one configured they are off (403).
@@ -143,6 +145,17 @@ def when(value: str | None, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+PartnerQuery = Annotated[
+    str | None,
+    Query(max_length=64, description="Only this partner's jobs ([partners.NAME]), as --partner"),
+]
+
+
+def partner_of(value: str | None) -> str | None:
+    """``partner``: a name as ``--partner`` takes it; empty or absent is every job."""
+    return value if value else None
+
+
 def safe_file_name(name: str | None) -> str:
     """A name for an uploaded file: its last path part, else a fresh one."""
     name = Path(name).name if name else ""
@@ -233,13 +246,24 @@ def _routes(app: FastAPI) -> None:
         web = web_of(request)
         return admin.status(web.settings, web.db)
 
+    @app.get("/api/partners", tags=["partners"])
+    def partners(request: Request) -> Any:
+        """Each configured partner's ids, acknowledgements, rule levels and
+        outbox, its files and failures in the last 24 hours and its last
+        activity, and the ``[partners] unknown`` policy: ``partners --json``."""
+        web = web_of(request)
+        return admin.partners(web.settings, web.db)
+
     @app.get("/api/jobs/stats", tags=["jobs"])
     def stats(
         request: Request,
         since: Annotated[str | None, Query(description="YYYY-MM-DD[THH:MM], UTC")] = None,
+        partner: PartnerQuery = None,
     ) -> Any:
-        """Totals: ``stats --json``."""
-        return queries.stats(web_of(request).db, since=when(since, "since"))
+        """Totals: ``stats --json`` (``--partner``)."""
+        return queries.stats(
+            web_of(request).db, since=when(since, "since"), partner=partner_of(partner)
+        )
 
     @app.get("/api/jobs/recent", tags=["jobs"])
     def recent(
@@ -247,11 +271,15 @@ def _routes(app: FastAPI) -> None:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 10,
         offset: Annotated[int, Query(ge=0)] = 0,
         status: JobStatus | None = None,
+        partner: PartnerQuery = None,
     ) -> Any:
-        """The most recent jobs first: ``jobs list --json``."""
-        db = web_of(request).db
+        """The most recent jobs first: ``jobs list --json`` (``--partner``)."""
         return queries.list_jobs(
-            db, limit=limit, offset=offset, status=None if status is None else str(status)
+            web_of(request).db,
+            limit=limit,
+            offset=offset,
+            status=None if status is None else str(status),
+            partner=partner_of(partner),
         )
 
     @app.get("/api/jobs/search", tags=["jobs"])
@@ -260,17 +288,19 @@ def _routes(app: FastAPI) -> None:
         po_number: Annotated[str | None, Query(max_length=200)] = None,
         vendor_name: Annotated[str | None, Query(max_length=200)] = None,
         sender: Annotated[str | None, Query(max_length=200)] = None,
+        partner: PartnerQuery = None,
         success: bool | None = None,
         since: str | None = None,
         until: str | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
     ) -> Any:
-        """Jobs by PO number, vendor, sender, outcome and time: ``jobs search --json``."""
+        """Jobs by PO number, vendor, sender, partner, outcome and time: ``jobs search --json``."""
         return queries.search_jobs(
             web_of(request).db,
             po_number=po_number,
             vendor=vendor_name,
             sender=sender,
+            partner=partner_of(partner),
             success=success,
             since=when(since, "since"),
             until=when(until, "until"),
