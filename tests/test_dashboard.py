@@ -1,7 +1,8 @@
 """The dashboard at /: the pages over HTTP (escaped partner data, no script, a
 strict CSP) and a real headless Chromium (Debian's chromium and
 chromium-driver, driven by selenium) through the overview, a PO search, its
-job page, a retry and a hostile PO number that must not run."""
+job page, a retry, a hostile PO number and file name that must not run, the
+partner filter and the partners page."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from web_site import HOSTILE_PO, TOKEN, site
+from web_site import HOSTILE_NAME, HOSTILE_PO, TOKEN, site
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromedriver")
 FLAGS = (
@@ -43,6 +44,9 @@ def pages(web):
     yield "/jobs"
     yield "/jobs?po_number=pwned"
     yield "/failed"
+    yield "/partners"
+    yield "/jobs?partner=acme"
+    yield "/jobs?partner=bolt&po_number=pwned"
     for job_id in web.jobs.values():
         yield f"/jobs/{job_id}"
 
@@ -57,8 +61,35 @@ def test_pages_escape_partner_data_and_carry_no_script(web):
         assert "default-src 'none'" in answer.headers["content-security-policy"]
         assert "<script" not in answer.text.lower(), path
         assert "<svg onload" not in answer.text.lower(), path
+        assert "<img src=x" not in answer.text.lower(), path
     for path in ("/", "/jobs?po_number=pwned", f"/jobs/{web.jobs['hostile']}"):
         assert "&lt;svg onload=pwned=1&gt;" in web.get(path).text, path
+    escaped_name = "&lt;img src=x onerror=pwned=2&gt;.edi"
+    for path in ("/", "/jobs?partner=acme", "/partners", f"/jobs/{web.jobs['acme_failed']}"):
+        assert escaped_name in web.get(path).text, path
+
+
+def test_partner_filter_and_partners_page_over_http(web):
+    """/jobs?partner= lists that partner's jobs only (as jobs list --partner), the
+    search form offers both configured partners, a job page names its partner,
+    and /partners (linked from every page) lists both with their counts."""
+    acme = web.get("/jobs?partner=acme").text
+    listed = web.cli_json("jobs", "list", "--partner", "acme")
+    assert {j["job_id"] for j in listed} == {web.jobs["acme"], web.jobs["acme_failed"]}
+    for job in web.cli_json("jobs", "list", "--limit", "100"):
+        assert (f'href="/jobs/{job["job_id"]}"' in acme) == (job["partner"] == "acme")
+    assert '<option value="acme" selected>acme</option>' in acme
+    assert '<option value="bolt">bolt</option>' in acme
+    bolt_hostile = web.get("/jobs?partner=bolt&po_number=pwned").text
+    assert f'href="/jobs/{web.jobs["hostile"]}"' in bolt_hostile
+    assert web.get("/jobs?partner=acme&po_number=pwned").text.count('href="/jobs/') == 0
+    job = web.get(f"/jobs/{web.jobs['acme']}").text
+    assert '<dd id="partner"><a href="/jobs?partner=acme">acme</a></dd>' in job
+    page = web.get("/partners")
+    assert page.status == 200 and '<a href="/partners" aria-current="page">' in page.text
+    assert '<a href="/partners"' in web.get("/").text
+    assert 'id="partner-acme"' in page.text and 'id="partner-bolt"' in page.text
+    assert "ZZ:ACME" in page.text and str(web.root / "acme-out") in page.text
 
 
 def test_job_page_shows_orders_997_report_and_the_failing_segment(web):
@@ -111,6 +142,52 @@ def browser(profile: Path):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
     return webdriver.Chrome(options=options, service=Service(executable_path=CHROMIUM[1]))
+
+
+def test_browser_partner_filter_and_partners_page(web, tmp_path):
+    """A real Chromium: choosing a partner in the search form narrows the list
+    to its jobs; the partners page (from the nav) lists both partners with
+    their files and failures; acme's hostile file name is text there and on
+    its job list, never markup; its failures link lists its failed job."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = browser(tmp_path / "profile")
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(web.url + "/jobs")
+        everyone = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+        Select(driver.find_element(By.NAME, "partner")).select_by_visible_text("acme")
+        driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+        assert len(rows) == 2 < len(everyone)
+        assert {r.find_element(By.CSS_SELECTOR, "td.partner").text for r in rows} == {"acme"}
+        assert HOSTILE_NAME in {r.find_element(By.CSS_SELECTOR, "td.file").text for r in rows}
+        assert "partner=acme" in driver.current_url
+        assert driver.execute_script("return typeof window.pwned") == "undefined"
+
+        driver.find_element(By.CSS_SELECTOR, "header nav a[href='/partners']").click()
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Partners"
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.partners tbody tr")
+        names = [r.find_element(By.CSS_SELECTOR, "td.name").text for r in rows]
+        assert names == ["acme", "bolt"]
+        acme = driver.find_element(By.ID, "partner-acme")
+        assert acme.find_element(By.CSS_SELECTOR, "td.ids").text == "ZZ:ACME"
+        assert acme.find_element(By.CSS_SELECTOR, "td.files").text == "2"
+        assert acme.find_element(By.CSS_SELECTOR, "td.failures").text == "1"
+        assert acme.find_element(By.CSS_SELECTOR, "td.last-activity").text[:2] == "20"
+        assert HOSTILE_NAME in acme.find_element(By.CSS_SELECTOR, "td.error").text
+        assert driver.execute_script("return typeof window.pwned") == "undefined"
+        driver.save_screenshot(str(tmp_path / "partners.png"))
+
+        acme.find_element(By.CSS_SELECTOR, "td.failures a").click()
+        (row,) = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
+        assert row.find_element(By.CSS_SELECTOR, "td.file").text == HOSTILE_NAME
+        row.find_element(By.TAG_NAME, "a").click()
+        assert driver.find_element(By.ID, "partner").text == "acme"
+        assert driver.execute_script("return typeof window.pwned") == "undefined"
+    finally:
+        driver.quit()
 
 
 def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):

@@ -1,7 +1,8 @@
 """The dashboard at ``/``: HTML rendered on the server, no script, no CDN.
 
-The pages read what the API reads (``admin.status``, ``queries``), so a page
-and its JSON never disagree. Partner data (PO numbers, vendor names, file
+The pages read what the API reads (``admin.status``, ``admin.partners``,
+``queries``), so a page and its JSON never disagree; the jobs page's partner
+filter is the API's ``partner`` (``--partner``). Partner data (PO numbers, vendor names, file
 names, errors, the EDI itself) reaches the page only through Jinja2 with
 autoescape on; the Content-Security-Policy allows no script at all, a second
 wall should an escape ever be missed. The retry button is a form POST that
@@ -186,6 +187,7 @@ def jobs(
     sender: str = "",
     outcome: str = "",
     status: str = "",
+    partner: str = "",
     since: str = "",
     until: str = "",
 ) -> HTMLResponse:
@@ -196,6 +198,7 @@ def jobs(
         "sender": sender,
         "outcome": outcome,
         "status": status,
+        "partner": partner,
         "since": since,
         "until": until,
     }
@@ -216,6 +219,7 @@ def jobs(
                 po_number=po_number or None,
                 vendor=vendor_name or None,
                 sender=sender or None,
+                partner=partner or None,
                 success=success,
                 since=when(since, "since"),
                 until=when(until, "until"),
@@ -225,7 +229,13 @@ def jobs(
                 rows = [r for r in rows if r["status"] == status]
             found = rows[offset : offset + PAGE + 1]
         else:
-            found = queries.list_jobs(web.db, limit=PAGE + 1, offset=offset, status=status or None)
+            found = queries.list_jobs(
+                web.db,
+                limit=PAGE + 1,
+                offset=offset,
+                status=status or None,
+                partner=partner or None,
+            )
     except (ApiError, StoreError) as exc:
         error = exc.message if isinstance(exc, ApiError) else str(exc)
     more = len(found) > PAGE
@@ -236,12 +246,20 @@ def jobs(
         jobs=found[:PAGE],
         form=form,
         statuses=[str(s) for s in JobStatus],
+        partners=_partner_names(web, partner),
         error=error,
         page=number,
         previous=_link(query, number - 1) if number > 1 else None,
         next=_link(query, number + 1) if more else None,
         title="Jobs",
     )
+
+
+def _partner_names(web: Web, chosen: str) -> list[str]:
+    """The partner filter's choices: the configured partners, and the chosen
+    name if it is none of them (a partner since removed still has its jobs)."""
+    names = [p.name for p in web.settings.partners.partners]
+    return [*names, chosen] if chosen and chosen not in names else names
 
 
 def _page_number(request: Request) -> int:
@@ -353,6 +371,28 @@ def _segments(content: bytes | None, failing: set[Any]) -> list[dict[str, Any]]:
             {"number": number, "text": part + terminator.strip(), "failing": number in failing}
         )
     return out
+
+
+# -- partners ------------------------------------------------------------------------
+
+
+@router.get("/partners", response_class=HTMLResponse)
+def partners(request: Request) -> HTMLResponse:
+    """Each configured partner (``partners --json``) with its last error (``status``)."""
+    web = web_of(request)
+    now = datetime.now(UTC)
+    doc = admin.partners(web.settings, web.db, now=now)
+    errors = {
+        p["name"]: p["last_error"] for p in admin.partner_status(web.settings, web.db, now=now)
+    }
+    listed = [{**p, "last_error": errors.get(p["name"])} for p in doc["partners"]]
+    return page(
+        "partners.html",
+        partners=listed,
+        unknown=doc["unknown"],
+        folders={k: str(v) for k, v in web.settings.paths.folders().items()},
+        title="Partners",
+    )
 
 
 # -- failed files and retry ----------------------------------------------------------
