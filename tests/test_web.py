@@ -310,6 +310,41 @@ def test_metrics_parse_and_agree_with_stats(web):
     assert failed.value == status["folders"]["failed"] >= 1
 
 
+def test_metrics_by_partner(web):
+    """/metrics has jobs by partner and final status (partner="" for senders no
+    partner claims, said in the help text) and each partner's last activity, as
+    stats --partner and partners --json say; the label-less jobs metric stays."""
+    from datetime import datetime
+
+    def scrape():
+        text = web.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return (families, text) if "edi_inbox_partner_jobs" in families else None
+
+    families, text = poll_until(scrape, timeout=30, interval=0.1, what="the partner figures")
+    assert 'partner="" for senders no partner claims' in text
+    jobs = {
+        (s.labels["partner"], s.labels["status"]): s.value
+        for s in families["edi_inbox_partner_jobs"].samples
+    }
+    assert {partner for partner, _ in jobs} == {"acme", "bolt", ""}
+    acme = web.cli_json("stats", "--partner", "acme")
+    for status in ("succeeded", "partial", "failed", "duplicate", "interrupted"):
+        assert jobs[("acme", status)] == acme["by_status"][status], status
+    assert jobs[("bolt", "succeeded")] >= 1 and jobs[("", "failed")] >= 2
+    everyone = {s.labels["status"]: s.value for s in families["edi_inbox_jobs"].samples}
+    assert {tuple(s.labels) for s in families["edi_inbox_jobs"].samples} == {("status",)}
+    for status, n in everyone.items():
+        assert sum(v for (_, st), v in jobs.items() if st == status) <= n, status
+    last = {
+        s.labels["partner"]: s.value
+        for s in families["edi_inbox_partner_last_activity_timestamp_seconds"].samples
+    }
+    listed = {p["name"]: p["last_activity"] for p in web.cli_json("partners")["partners"]}
+    assert set(last) == {"acme", "bolt"}
+    assert last["acme"] == pytest.approx(datetime.fromisoformat(listed["acme"]).timestamp())
+
+
 def test_alert_rules_name_metrics_that_exist(web):
     """Every metric an example alert rule uses is one /metrics exposes."""
     rules = (Path(__file__).parent.parent / "config" / "edi-inbox.rules.yml").read_text()

@@ -85,7 +85,7 @@ class Web:
     db: Any
     token: str | None
     host: str = field(default_factory=socket.gethostname)
-    erp_figures: Any = None  # metrics.ErpFigures while the app runs
+    slow_figures: Any = None  # metrics.SlowFigures while the app runs
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -176,12 +176,12 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        web.erp_figures = metrics.ErpFigures(db)
-        web.erp_figures.start()
+        web.slow_figures = metrics.SlowFigures(db)
+        web.slow_figures.start()
         try:
             yield
         finally:
-            web.erp_figures.stop()
+            web.slow_figures.stop()
             web.close()
 
     app = FastAPI(

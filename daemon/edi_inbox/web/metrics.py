@@ -7,21 +7,31 @@ tables and indexes only, as ``queries.stats`` does:
 
 - jobs by status, amount posted and the job duration summary from
   ``job_rollups`` (one row per day and status);
-- orders posted, ERP attempts and failures: a pass over every order, too
-  slow for a scrape at a million jobs, so ``ErpFigures`` counts them in a
-  thread of its own every ``ERP_REFRESH_SECONDS`` and the scrape reports its
-  last count (absent until the first one is done);
-- the last success from the ``(status, started_at)`` index;
+- orders posted, ERP attempts and failures, and jobs by partner and final
+  status: a pass over every order and every job, too slow for a scrape at a
+  million jobs, so ``SlowFigures`` counts them in a thread of its own every
+  ``REFRESH_SECONDS`` and the scrape reports its last count (absent until
+  the first one is done);
+- the last success from the ``(status, started_at)`` index, and each
+  configured partner's last activity from ``(partner, started_at)``;
 - per host, from the newest heartbeat: daemon up, heartbeat age, the
   daemon's queue, in flight and held files (its backlog);
 - the inbox backlog and oldest file's age as this host sees the inbox
   (``status`` measures it the same way), and the files in failed/.
+
+The ``partner`` label is a ``[partners.NAME]`` (names come from the
+configuration, so there are few), or ``""`` for jobs from senders no partner
+claims (an empty value cannot be mistaken for a partner's name). The per
+partner figures are new metrics: the label-less ones the alert rules use keep
+their names and their series.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import peewee as pw
@@ -39,11 +49,12 @@ from prometheus_client.registry import Collector
 
 from .. import admin
 from ..jobs import JobStatus
-from ..store import FINAL_STATUSES, run_unit
+from ..store import FINAL_STATUSES, as_utc, run_unit
 from ..store.models import Job, JobRollup, Order
 
 router = APIRouter()
-ERP_REFRESH_SECONDS = 60.0  # a pass takes ~1 s at a million orders (SQLite)
+REFRESH_SECONDS = 60.0  # a pass takes ~1 s at a million orders (SQLite)
+NO_PARTNER = ""  # the partner label of jobs from senders no partner claims
 
 
 def _rows(query: Any) -> Iterator[Any]:
@@ -86,7 +97,8 @@ class RecordsCollector(Collector):
         running = GaugeMetricFamily("edi_inbox_jobs_running", "Jobs being processed now.")
         running.add_metric([], running_jobs)
         yield running
-        orders = web.erp_figures.latest() if web.erp_figures is not None else None
+        figures = web.slow_figures.latest() if web.slow_figures is not None else None
+        orders = figures.orders if figures is not None else None
         if orders is not None:
             yield CounterMetricFamily(
                 "edi_inbox_orders_posted", "Orders the ERP accepted.", value=orders["posted"]
@@ -108,6 +120,9 @@ class RecordsCollector(Collector):
         if last_success is not None:
             last.add_metric([], last_success.timestamp())
         yield last
+        if figures is not None:
+            yield _partner_jobs(web, figures.partner_jobs)
+        yield _partner_activity(web)
         yield from _hosts(web)
         yield from _folders(web)
 
@@ -158,16 +173,87 @@ def count_orders(db: Any) -> dict[str, int]:
     return result
 
 
-class ErpFigures:
-    """``count_orders`` every ``every`` seconds in a thread, so that a scrape
-    reads the last count instead of waiting for a pass over every order."""
+def count_partner_jobs(db: Any) -> dict[tuple[str, str], int]:
+    """Jobs that reached a final status, by (partner, status): one pass over
+    ``jobs`` (the rollups are not kept per partner). No partner is ``""``."""
 
-    def __init__(self, db: Any, every: float = ERP_REFRESH_SECONDS) -> None:
+    def work() -> dict[tuple[str, str], int]:
+        query = (
+            Job.select(Job.partner, Job.status, pw.fn.COUNT(Job.id))
+            .where(Job.status.in_([str(s) for s in FINAL_STATUSES]))
+            .group_by(Job.partner, Job.status)
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for partner, status, n in _rows(query.tuples()):
+            key = (partner or NO_PARTNER, status)
+            counts[key] = counts.get(key, 0) + int(n or 0)
+        return counts
+
+    result: dict[tuple[str, str], int] = run_unit(db, work, write=False)
+    return result
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One count of what is too slow to count at scrape time."""
+
+    orders: dict[str, int]
+    partner_jobs: dict[tuple[str, str], int]
+
+
+def _partner_jobs(web: Any, counts: dict[tuple[str, str], int]) -> Metric:
+    """Every configured partner (and no partner) with every final status, 0
+    included, so that a rate over a new partner's first failure works; then
+    any other name jobs recorded (a partner since removed from the config)."""
+    jobs = CounterMetricFamily(
+        "edi_inbox_partner_jobs",
+        "Jobs that reached a final status, by trading partner ([partners.NAME];"
+        ' partner="" for senders no partner claims). Counted every'
+        f" {REFRESH_SECONDS:.0f} s.",
+        labels=["partner", "status"],
+    )
+    names = [p.name for p in web.settings.partners.partners] + [NO_PARTNER]
+    names += sorted({partner for partner, _ in counts} - set(names))
+    for name in names:
+        for status in FINAL_STATUSES:
+            jobs.add_metric([name, str(status)], counts.get((name, str(status)), 0))
+    return jobs
+
+
+def _partner_activity(web: Any) -> Metric:
+    """Per configured partner, its latest job's start: one index seek each."""
+    last = GaugeMetricFamily(
+        "edi_inbox_partner_last_activity_timestamp_seconds",
+        "When the trading partner's latest file was taken in (Unix time); absent before its first.",
+        labels=["partner"],
+    )
+    names = [p.name for p in web.settings.partners.partners]
+
+    def work() -> dict[str, Any]:
+        return {
+            name: Job.select(pw.fn.MAX(Job.started_at)).where(Job.partner == name).scalar()
+            for name in names
+        }
+
+    for name, moment in run_unit(web.db, work, write=False).items():
+        if isinstance(moment, str):  # in case a driver hands MAX() back unconverted
+            moment = datetime.fromisoformat(moment)
+        if isinstance(moment, datetime):
+            last.add_metric([name], as_utc(moment).timestamp())
+    return last
+
+
+class SlowFigures:
+    """``count_orders`` and ``count_partner_jobs`` every ``every`` seconds in a
+    thread, so that a scrape reads the last count instead of waiting for a
+    pass over every order and job."""
+
+    def __init__(self, db: Any, every: float = REFRESH_SECONDS) -> None:
         self.db = db
         self.every = every
-        self._latest: dict[str, int] | None = None
+        self._latest: Figures | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="erp-figures", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="slow-figures", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -177,15 +263,15 @@ class ErpFigures:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def latest(self) -> dict[str, int] | None:
+    def latest(self) -> Figures | None:
         return self._latest
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._latest = count_orders(self.db)
+                self._latest = Figures(count_orders(self.db), count_partner_jobs(self.db))
             except Exception as exc:  # the database may be away for a moment
-                structlog.get_logger("edi_inbox.web").error("erp_figures_failed", error=repr(exc))
+                structlog.get_logger("edi_inbox.web").error("slow_figures_failed", error=repr(exc))
             self._stop.wait(self.every)
 
 
