@@ -384,6 +384,31 @@ def test_orchestrate_and_retry_are_off_without_a_token_file(tmp_path):
             assert "no [http] token_file is configured" in answer.json()["error"]
 
 
+def test_without_partners_nothing_is_counted_per_partner(tmp_path):
+    """No [partners]: /api/partners lists none (as partners --json), /metrics has
+    no per-partner series (no pass over the jobs for them), the Partners page
+    says so."""
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}", partners=False)
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {"EDI_INBOX_CONFIG": str(config_path)}, port, process, {}, "")
+        upload = tmp_path / "po.edi"
+        upload.write_bytes(make_po(960))
+        assert running.cli_json("process", str(upload))["partner"] is None
+        assert api(running, "/api/partners") == running.cli_json("partners")
+        assert api(running, "/api/partners") == {"unknown": "accept", "partners": []}
+
+        def scrape():
+            families = {
+                f.name: f for f in text_string_to_metric_families(running.get("/metrics").text)
+            }
+            return families if "edi_inbox_orders_posted" in families else None
+
+        families = poll_until(scrape, timeout=30, interval=0.1, what="the ERP figures")
+        assert "edi_inbox_partner_jobs" not in families
+        assert families["edi_inbox_partner_last_activity_timestamp_seconds"].samples == []
+        assert "No partner is configured" in running.get("/partners").text
+
+
 def test_http_settings_defaults_and_errors(tmp_path):
     """[http] listen defaults to 127.0.0.1:8080; a bad listen or a world-readable
     token_file stops the configuration, naming the key."""

@@ -135,7 +135,7 @@ class Site:
             store.close_database(db)
 
 
-def write_config(root: Path, db_url: str, *, token: bool = True) -> Path:
+def write_config(root: Path, db_url: str, *, token: bool = True, partners: bool = True) -> Path:
     state = root / "state"
     lines = [
         "[paths]",
@@ -149,15 +149,18 @@ def write_config(root: Path, db_url: str, *, token: bool = True) -> Path:
         f"max_file_bytes = {MAX_FILE_BYTES}",
         "[log]",
         'format = "json"',
-        "[partners]",
-        'unknown = "accept"',
-        "[partners.acme]",
-        'ids = ["ZZ:ACME"]',
-        f"outbox = {json.dumps(str(root / 'acme-out'))}",
-        "[partners.bolt]",
-        'ids = ["08:AAAAAAAAAA"]',
-        "[http]",
     ]
+    if partners:
+        lines += [
+            "[partners]",
+            'unknown = "accept"',
+            "[partners.acme]",
+            'ids = ["ZZ:ACME"]',
+            f"outbox = {json.dumps(str(root / 'acme-out'))}",
+            "[partners.bolt]",
+            'ids = ["08:AAAAAAAAAA"]',
+        ]
+    lines.append("[http]")
     if token:
         token_file = root / "http-token"
         token_file.write_text(TOKEN + "\n")

@@ -176,7 +176,7 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        web.slow_figures = metrics.SlowFigures(db)
+        web.slow_figures = metrics.SlowFigures(db, partners=bool(settings.partners.partners))
         web.slow_figures.start()
         try:
             yield

@@ -7,11 +7,11 @@ tables and indexes only, as ``queries.stats`` does:
 
 - jobs by status, amount posted and the job duration summary from
   ``job_rollups`` (one row per day and status);
-- orders posted, ERP attempts and failures, and jobs by partner and final
-  status: a pass over every order and every job, too slow for a scrape at a
-  million jobs, so ``SlowFigures`` counts them in a thread of its own every
-  ``REFRESH_SECONDS`` and the scrape reports its last count (absent until
-  the first one is done);
+- orders posted, ERP attempts and failures, and (with partners configured)
+  jobs by partner and final status: a pass over every order and every job,
+  too slow for a scrape at a million jobs, so ``SlowFigures`` counts them in
+  a thread of its own every ``REFRESH_SECONDS`` and the scrape reports its
+  last count (absent until the first one is done);
 - the last success from the ``(status, started_at)`` index, and each
   configured partner's last activity from ``(partner, started_at)``;
 - per host, from the newest heartbeat: daemon up, heartbeat age, the
@@ -120,7 +120,7 @@ class RecordsCollector(Collector):
         if last_success is not None:
             last.add_metric([], last_success.timestamp())
         yield last
-        if figures is not None:
+        if figures is not None and figures.partner_jobs is not None:
             yield _partner_jobs(web, figures.partner_jobs)
         yield _partner_activity(web)
         yield from _hosts(web)
@@ -175,18 +175,23 @@ def count_orders(db: Any) -> dict[str, int]:
 
 def count_partner_jobs(db: Any) -> dict[tuple[str, str], int]:
     """Jobs that reached a final status, by (partner, status): one pass over
-    ``jobs`` (the rollups are not kept per partner). No partner is ``""``."""
+    ``jobs`` (the rollups are not kept per partner). No partner is ``""``.
+
+    A plain scan of the table, every status grouped and the final ones kept
+    here: twice as fast on SQLite as a ``status IN (…)`` through the status
+    index, which then looks each row up (the bare queries at 300,000 jobs:
+    0.6 s against 1.0 s; 0.7 to 1.0 s for this function on a busy machine)."""
+    final = {str(s) for s in FINAL_STATUSES}
 
     def work() -> dict[tuple[str, str], int]:
-        query = (
-            Job.select(Job.partner, Job.status, pw.fn.COUNT(Job.id))
-            .where(Job.status.in_([str(s) for s in FINAL_STATUSES]))
-            .group_by(Job.partner, Job.status)
+        query = Job.select(Job.partner, Job.status, pw.fn.COUNT(Job.id)).group_by(
+            Job.partner, Job.status
         )
         counts: dict[tuple[str, str], int] = {}
         for partner, status, n in _rows(query.tuples()):
-            key = (partner or NO_PARTNER, status)
-            counts[key] = counts.get(key, 0) + int(n or 0)
+            if status in final:
+                key = (partner or NO_PARTNER, status)
+                counts[key] = counts.get(key, 0) + int(n or 0)
         return counts
 
     result: dict[tuple[str, str], int] = run_unit(db, work, write=False)
@@ -198,7 +203,7 @@ class Figures:
     """One count of what is too slow to count at scrape time."""
 
     orders: dict[str, int]
-    partner_jobs: dict[tuple[str, str], int]
+    partner_jobs: dict[tuple[str, str], int] | None  # None: no partner is configured
 
 
 def _partner_jobs(web: Any, counts: dict[tuple[str, str], int]) -> Metric:
@@ -246,11 +251,13 @@ def _partner_activity(web: Any) -> Metric:
 class SlowFigures:
     """``count_orders`` and ``count_partner_jobs`` every ``every`` seconds in a
     thread, so that a scrape reads the last count instead of waiting for a
-    pass over every order and job."""
+    pass over every order and job. Without partners configured the jobs are
+    not counted (every job would be partner="": ``edi_inbox_jobs`` says it)."""
 
-    def __init__(self, db: Any, every: float = REFRESH_SECONDS) -> None:
+    def __init__(self, db: Any, every: float = REFRESH_SECONDS, *, partners: bool = True) -> None:
         self.db = db
         self.every = every
+        self.partners = partners
         self._latest: Figures | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="slow-figures", daemon=True)
@@ -269,7 +276,8 @@ class SlowFigures:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self._latest = Figures(count_orders(self.db), count_partner_jobs(self.db))
+                by_partner = count_partner_jobs(self.db) if self.partners else None
+                self._latest = Figures(count_orders(self.db), by_partner)
             except Exception as exc:  # the database may be away for a moment
                 structlog.get_logger("edi_inbox.web").error("slow_figures_failed", error=repr(exc))
             self._stop.wait(self.every)
