@@ -532,8 +532,8 @@ def test_a_failed_files_report_is_copied_to_the_partners_outbox(tmp_path):
     outboxes = PartnersSettings(partners=(acme,)).outboxes()
     old = os.umask(0o077)
     try:
-        mover = Mover(paths, claimed, clock=time.monotonic, outboxes=outboxes)
-        assert mover.finish("po.edi.job", "po.edi", job) is None
+        mover = Mover(paths, clock=time.monotonic, outboxes=outboxes)
+        assert mover.finish(claimed / "po.edi.job", "po.edi", job) is None
     finally:
         os.umask(old)
     report = (paths.failed / "po.edi.error.json").read_bytes()
