@@ -688,3 +688,20 @@ def _article(kind: str) -> str:
         "bool": "true or false",
     }
     return names.get(kind, "a path" if kind == "Path" else f"a {kind}")
+
+
+def check_reload(running: Settings, new: Settings) -> None:
+    """Raise ``ConfigError`` if ``new`` cannot replace ``running`` by a reload:
+    the database and ``[paths] processing`` (this host's lock) need a restart,
+    and every partner's inbox must be there to be watched."""
+    if new.database_url != running.database_url:
+        raise ConfigError("[database] changed: restart the service to use another database")
+    if new.paths.processing != running.paths.processing:
+        raise ConfigError("[paths] processing changed: restart the service to move it")
+    for partner in new.partners.with_inbox():
+        inbox = typing.cast(Path, partner.inbox)
+        if not inbox.is_dir():
+            raise ConfigError(
+                f"[partners.{partner.name}] key 'inbox': {str(inbox)!r} is not a folder"
+                " (create it, with the partner's SFTP account, before the reload)"
+            )

@@ -36,7 +36,14 @@ resumes by itself.
 
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
-hands the files of the rest back to the inbox and returns 0. ``run(once=True)``
+hands the files of the rest back to the inbox and returns 0. SIGHUP
+(``systemctl reload``) re-reads the configuration: one with an error, or one
+changing what only a restart can change (``config.check_reload``), is refused
+with the reason (``reload_refused``) and the running one kept; otherwise the
+service stops as for SIGTERM but quietly (``RELOADING=1``, no ``STOPPING=1``)
+and ``run`` starts it again with the new settings in the same process, the
+host's lock and the database kept: new partners and changed rules apply from
+the next file on. ``run(once=True)``
 is the burst mode (scan, process what is ready, return), ``max_jobs`` stops
 after that many jobs; both let tests drive the loop without sleeping.
 """
@@ -59,7 +66,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, admin, files, notify
+from . import __version__, admin, files, log, notify
 from .claims import (
     Claims,
     LiveHosts,
@@ -71,8 +78,8 @@ from .claims import (
     os_message,
     processing_name,
 )
-from .config import Settings
-from .errors import AlreadyRunning, EdiInboxError
+from .config import Settings, check_reload, load
+from .errors import AlreadyRunning, ConfigError, EdiInboxError
 from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
@@ -128,8 +135,11 @@ class Service:
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
+        self.load_settings = load_settings  # for a reload (None: SIGHUP is ignored)
+        self.reloaded: Settings | None = None  # the settings to start again with
         self.daemon = settings.daemon
         self.clock = clock
         self.environ = os.environ if environ is None else environ
@@ -174,6 +184,7 @@ class Service:
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
         self._probe_delay = PROBE_FIRST
@@ -186,9 +197,34 @@ class Service:
         """Signal handler: only sets a flag; the loop acts on it."""
         self._stop.set()
 
+    def request_reload(self, signum: int | None = None, frame: Any = None) -> None:
+        """SIGHUP handler: only sets a flag; the loop reloads."""
+        self._reload.set()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def _try_reload(self) -> None:
+        """Read the configuration again; stop for a restart with it, or refuse
+        it (logged, STATUS=) and go on with the running one."""
+        self._reload.clear()
+        if self.load_settings is None:
+            logger.warning("reload_ignored", reason="this daemon was not started from a file")
+            return
+        notify.notify("RELOADING=1", self.environ)
+        try:
+            new = self.load_settings()
+            check_reload(self.settings, new)
+        except ConfigError as exc:
+            message = f"reload refused, the running configuration is kept: {exc}"
+            logger.error("reload_refused", error=str(exc))
+            self.last_error = message
+            notify.notify(f"READY=1\nSTATUS={message}", self.environ)
+            return
+        logger.info("reloading", config=str(new.source) if new.source else None)
+        self.reloaded = new
+        self._stop.set()
 
     @property
     def pending(self) -> list[PendingMove]:
@@ -270,6 +306,9 @@ class Service:
         next_status = now + STATUS_EVERY
         next_health = now
         while not self.stopping:
+            if self._reload.is_set() and not once:
+                self._try_reload()
+                continue
             now = self.clock()
             wait = LOOP_WAIT_MAX
             dues = [inbox.tracker.due() for inbox in self.inboxes.values()]
@@ -523,7 +562,9 @@ class Service:
 
     def _shutdown(self) -> None:
         """Stop intake, let jobs finish within the timeout, hand back the rest."""
-        if self.stopping:
+        if self.reloaded is not None:
+            logger.info("daemon_stopping", in_flight=self._in_flight(), reason="reload")
+        elif self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
             logger.info("daemon_stopping", in_flight=self._in_flight())
         for inbox in self.inboxes.values():
@@ -554,7 +595,7 @@ class Service:
                 self.mover.add(item[1].pending)
         self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
-        self._beat(stopping=True)
+        self._beat(stopping=self.reloaded is None)
         for claims in self.lanes.values():
             claims.close()
         logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
@@ -748,29 +789,37 @@ def _serve(
     def interrupt_jobs(job_ids: list[str]) -> None:
         store.mark_interrupted(db, host, job_ids=job_ids)
 
-    pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
-    service = Service(
-        settings,
-        pipeline,
-        clock=clock,
-        environ=environ,
-        heartbeat=heartbeat,
-        lookup_job=lookup_job,
-        live_hosts=live_hosts,
-        interrupt_jobs=interrupt_jobs,
-        final_path=functools.partial(store.record_final_path, db),
-        host=host,
-    )
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
-    with _signals(service):
-        try:
-            if checkpointer is not None:
-                checkpointer.start()
-            code = service.run(once=once, max_jobs=max_jobs)
-        finally:
-            pipeline.close()
-            if checkpointer is not None:
-                checkpointer.stop()
+    if checkpointer is not None:
+        checkpointer.start()
+    try:
+        while True:  # once more per reload (SIGHUP), with the settings read again
+            pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
+            service = Service(
+                settings,
+                pipeline,
+                clock=clock,
+                environ=environ,
+                heartbeat=heartbeat,
+                lookup_job=lookup_job,
+                live_hosts=live_hosts,
+                interrupt_jobs=interrupt_jobs,
+                final_path=functools.partial(store.record_final_path, db),
+                host=host,
+                load_settings=functools.partial(load, settings.source),
+            )
+            with _signals(service):
+                try:
+                    code = service.run(once=once, max_jobs=max_jobs)
+                finally:
+                    pipeline.close()
+            if code != EXIT_OK or service.reloaded is None:
+                break
+            settings = service.reloaded
+            log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+    finally:
+        if checkpointer is not None:
+            checkpointer.stop()
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
@@ -781,11 +830,12 @@ def _serve(
 
 @contextlib.contextmanager
 def _signals(service: Service) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the service to stop (main thread only)."""
+    """SIGTERM and SIGINT ask the service to stop, SIGHUP to reload (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.signal(s, service.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, service.request_reload)
     try:
         yield
     finally:
