@@ -66,3 +66,19 @@ def claimed(processing: Path) -> list[str]:
         else:
             found.append(name)
     return sorted(found)
+
+
+def sent_by(data: bytes, sender: str, group_sender: str | None = None) -> bytes:
+    """``data`` (one interchange) as sent by ISA05:ISA06 ``sender`` (and GS02)."""
+    text = data.decode("latin-1")
+    sep, term = text[3], text[105]
+    isa = text[:105].split(sep)
+    isa[5], isa[6] = sender.split(":")[0], sender.split(":")[1].ljust(15)
+    text = sep.join(isa) + text[105:]
+    if group_sender is not None:
+        start = text.index(f"GS{sep}")
+        end = text.index(term, start)
+        gs = text[start:end].split(sep)
+        gs[2] = group_sender
+        text = text[:start] + sep.join(gs) + text[end:]
+    return text.encode("latin-1")

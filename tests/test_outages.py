@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.extras
 import pytest
 from conftest import Cluster, pg_ctl, private_schema
-from test_e2e import Daemon, Erp
+from daemons import Daemon, Erp
 
 from helpers import claimed, http_server, make_po, poll_until
 

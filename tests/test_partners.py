@@ -17,7 +17,7 @@ from edi_inbox.config import PartnerId
 from edi_inbox.errors import ConfigError
 from edi_inbox.jobs import JobStatus
 
-from helpers import make_po
+from helpers import make_po, sent_by
 
 PARTNERS = """
 [partners]
@@ -166,22 +166,6 @@ ids = ["08:AAAAAAAAAA"]
 ids = ["08:AAAAAAAAAA:WEST"]
 ta1 = "always"
 """
-
-
-def sent_by(data: bytes, sender: str, group_sender: str | None = None) -> bytes:
-    """``data`` (one interchange) as sent by ISA05:ISA06 ``sender`` (and GS02)."""
-    text = data.decode("latin-1")
-    sep, term = text[3], text[105]
-    isa = text[:105].split(sep)
-    isa[5], isa[6] = sender.split(":")[0], sender.split(":")[1].ljust(15)
-    text = sep.join(isa) + text[105:]
-    if group_sender is not None:
-        start = text.index(f"GS{sep}")
-        end = text.index(term, start)
-        gs = text[start:end].split(sep)
-        gs[2] = group_sender
-        text = text[:start] + sep.join(gs) + text[end:]
-    return text.encode("latin-1")
 
 
 @pytest.fixture
@@ -532,8 +516,8 @@ def test_a_failed_files_report_is_copied_to_the_partners_outbox(tmp_path):
     outboxes = PartnersSettings(partners=(acme,)).outboxes()
     old = os.umask(0o077)
     try:
-        mover = Mover(paths, claimed, clock=time.monotonic, outboxes=outboxes)
-        assert mover.finish("po.edi.job", "po.edi", job) is None
+        mover = Mover(paths, clock=time.monotonic, outboxes=outboxes)
+        assert mover.finish(claimed / "po.edi.job", "po.edi", job) is None
     finally:
         os.umask(old)
     report = (paths.failed / "po.edi.error.json").read_bytes()

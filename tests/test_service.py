@@ -153,9 +153,8 @@ class Running:
             self.pipeline.close()
 
     def ready(self) -> bool:
-        return self.service.tracker is not None and (
-            self.service.observer is not None or not self.thread.is_alive()
-        )
+        watched = self.service.inboxes.get("")
+        return watched is not None and (watched.observer is not None or not self.thread.is_alive())
 
     def stop(self, timeout: float = 10.0) -> int | None:
         self.service.request_stop()
@@ -280,20 +279,18 @@ def test_name_taken_after_the_record_is_corrected(tmp_path):
     claimed_dir.mkdir()
     (claimed_dir / "po.edi.job-1").write_bytes(b"mine")
     recorded: list[tuple[str, str]] = []
-    mover = Mover(
-        settings.paths, claimed_dir, clock=time.monotonic, final_path=lambda *a: recorded.append(a)
-    )
+    mover = Mover(settings.paths, clock=time.monotonic, final_path=lambda *a: recorded.append(a))
     result = JobResult(job_id="job-1", file_name="po.edi", status=JobStatus.SUCCEEDED)
     result.file_path = mover.destination("po.edi", result)
     assert result.file_path == str(settings.paths.done / "po.edi")
-    assert mover.finish("po.edi.job-1", "po.edi", result) is None
+    assert mover.finish(claimed_dir / "po.edi.job-1", "po.edi", result) is None
     assert recorded == []  # foreseen right: nothing more to record
 
     (claimed_dir / "po.edi.job-2").write_bytes(b"second")
     second = JobResult(job_id="job-2", file_name="po.edi", status=JobStatus.SUCCEEDED)
     second.file_path = mover.destination("po.edi", second)
     (settings.paths.done / "po.1.edi").write_bytes(b"someone else")  # the name goes meanwhile
-    assert mover.finish("po.edi.job-2", "po.edi", second) is None
+    assert mover.finish(claimed_dir / "po.edi.job-2", "po.edi", second) is None
     assert (settings.paths.done / "po.1.edi").read_bytes() == b"someone else"
     assert (settings.paths.done / "po.2.edi").read_bytes() == b"second"
     assert recorded == [("job-2", str(settings.paths.done / "po.2.edi"), None)]
@@ -626,7 +623,7 @@ def test_polling_observer_finds_uploads(tmp_path, erp):
     )
     running = Running(settings)
     poll_until(running.ready)
-    assert running.service.observer_kind == "polling"
+    assert running.service.inboxes[""].observer_kind == "polling"
     (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
     poll_until(lambda: names(settings.paths.done) == ["po.edi"])
     assert running.stop() == 0
@@ -676,10 +673,10 @@ def test_dead_observer_is_restarted(tmp_path, erp):
     settings = make_settings(tmp_path, erp.url, rescan_seconds=60.0)
     running = Running(settings)
     poll_until(running.ready)
-    first = running.service.observer
+    first = running.service.inboxes[""].observer
     first.stop()
     poll_until(lambda: running.service.counters["observer_restarts"] == 1)
-    assert running.service.observer is not first
+    assert running.service.inboxes[""].observer is not first
     (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
     poll_until(lambda: names(settings.paths.done) == ["po.edi"])
     assert running.stop() == 0

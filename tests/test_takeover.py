@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 from conftest import make_job
-from test_e2e import Daemon, Erp, child_pids, daemon_command
+from daemons import Daemon, child_pids, daemon_command, daemons, erp
 
 from edi_inbox import claims as claims_module
 from edi_inbox import queries, store
@@ -23,29 +23,9 @@ from edi_inbox.errors import AlreadyRunning, ClaimLost
 from edi_inbox.jobs import JobStatus
 from edi_inbox.pipeline import Pipeline
 
-from helpers import claimed, http_server, make_po, poll_until
+from helpers import claimed, make_po, poll_until
 
-
-@pytest.fixture
-def erp():
-    with http_server() as server:
-        erp = Erp(server)
-        yield erp
-        erp.gate.set()
-
-
-@pytest.fixture
-def daemons(tmp_path):
-    made: list[Daemon] = []
-
-    def make(erp_url: str, **options: object) -> Daemon:
-        daemon = Daemon(tmp_path, erp_url, **options)
-        made.append(daemon)
-        return daemon
-
-    yield make
-    for daemon in made:
-        daemon.close()
+__all__ = ["daemons", "erp"]  # fixtures
 
 
 # -- the claim check -----------------------------------------------------------------

@@ -450,7 +450,8 @@ def test_a_partial_file_goes_to_failed_with_an_error_json_per_order(tmp_path):
     claimed = tmp_path / "processing" / "host"
     claimed.mkdir(parents=True)
     (claimed / "po.edi.job").write_bytes(b"the file")
-    assert Mover(paths, claimed, clock=time.monotonic).finish("po.edi.job", "po.edi", job) is None
+    mover = Mover(paths, clock=time.monotonic)
+    assert mover.finish(claimed / "po.edi.job", "po.edi", job) is None
     report = json.loads((paths.failed / "po.edi.error.json").read_text())
     assert report["status"] == "partial"
     assert [(o["po_number"], o["status"]) for o in report["orders"]] == [

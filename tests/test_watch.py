@@ -130,12 +130,12 @@ def test_handler_turns_events_into_names(inbox):
     handler.dispatch(FileClosedNoWriteEvent(p))
     handler.dispatch(FileMovedEvent(str(inbox / "po.edi.filepart"), str(inbox / "renamed.edi")))
     assert got == [
-        ("fs", Event.CHANGED, "po.edi"),
-        ("fs", Event.CHANGED, "po.edi"),
-        ("fs", Event.OPENED, "po.edi"),
-        ("fs", Event.CLOSED_WRITE, "po.edi"),
-        ("fs", Event.CLOSED, "po.edi"),
-        ("fs", Event.CHANGED, "renamed.edi"),
+        ("fs", Event.CHANGED, "po.edi", ""),
+        ("fs", Event.CHANGED, "po.edi", ""),
+        ("fs", Event.OPENED, "po.edi", ""),
+        ("fs", Event.CLOSED_WRITE, "po.edi", ""),
+        ("fs", Event.CLOSED, "po.edi", ""),
+        ("fs", Event.CHANGED, "renamed.edi", ""),
     ]
 
 
@@ -500,7 +500,7 @@ def test_real_inotify_events_for_uploads(inbox, tmp_path):
 
     def got(item) -> bool:
         while not events.empty():
-            seen.append(events.get()[1:])
+            seen.append(events.get()[1:3])
         return item in seen
 
     try:
@@ -607,4 +607,4 @@ def test_directory_event_enqueues_for_report(inbox):
     """A directory created in the inbox reaches the tracker (to be reported once)."""
     got: list = []
     InboxHandler(inbox, got.append).dispatch(DirCreatedEvent(str(inbox / "sub")))
-    assert got == [("fs", Event.CHANGED, "sub")]
+    assert got == [("fs", Event.CHANGED, "sub", "")]

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 PARTNER = 12345  # a partner's uid: owns the uploads
+PARTNER2 = 12348  # another partner's uid (a second SFTP account)
 DAEMON = 12346  # the daemon's uid
 GROUP = 12347  # the partners' group; the daemon's supplementary group
 
@@ -75,10 +76,10 @@ def as_daemon(fn: Callable[..., Any], *args: Any) -> Any:
     return run_as(DAEMON, GROUP, fn, *args)
 
 
-def upload(path: Path, data: bytes) -> Path:
-    """A partner's upload: owned by ``PARTNER``, mode 0644 (OpenSSH's default)."""
+def upload(path: Path, data: bytes, uid: int = PARTNER) -> Path:
+    """A partner's upload: owned by ``uid`` (``PARTNER``), mode 0644 (OpenSSH's default)."""
     path.write_bytes(data)
-    os.chown(path, PARTNER, PARTNER)
+    os.chown(path, uid, uid)
     os.chmod(path, 0o644)
     return path
 

@@ -47,6 +47,7 @@ the daemon that the next job for that file is a retry of the old one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import multiprocessing
@@ -61,7 +62,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from . import files
-from .config import PathSettings
+from .config import PathSettings, Settings
 from .errors import AlreadyRunning, ClaimLost
 from .watch import WatchError, scan
 
@@ -115,6 +116,34 @@ def lock_host(processing: Path, host: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> dict[str, Claims]:
+    """The inboxes the daemon watches, by lane: ``""`` for ``[paths] inbox``,
+    the partner's name for each ``[partners.NAME] inbox`` (claimed into its
+    own ``processing`` folder). Not open yet."""
+    found = {"": Claims(settings.paths, host, liveness)}
+    for partner in settings.partners.with_inbox():
+        paths = dataclasses.replace(
+            settings.paths, inbox=partner.inbox, processing=partner.processing
+        )
+        found[partner.name] = Claims(paths, host, liveness, partner=partner.name)
+    return found
+
+
+def open_lanes(
+    settings: Settings, host: str, liveness: Liveness | None = None
+) -> dict[str, Claims]:
+    """``lanes``, each open (WatchError or OSError if one cannot be; none left open)."""
+    found = lanes(settings, host, liveness)
+    try:
+        for claims in found.values():
+            claims.open()
+    except BaseException:
+        for claims in found.values():
+            claims.close()
+        raise
+    return found
 
 
 def processing_name(name: str, job_id: str) -> str:
@@ -194,16 +223,25 @@ class Liveness:
 
 
 class Claims:
-    """The inbox and this host's ``processing/`` folder, by directory descriptor.
+    """An inbox and this host's folder of its ``processing/``, by directory descriptor.
 
     ``liveness``: this host's heartbeat, for ``check_claim`` (None: no other
-    host takes files over, as in ``process`` and tests without a database)."""
+    host takes files over, as in ``process`` and tests without a database).
+    ``partner``: the partner whose inbox it is (``[partners.NAME] inbox``;
+    None: ``[paths] inbox``, open to every sender)."""
 
-    def __init__(self, paths: PathSettings, host: str, liveness: Liveness | None = None) -> None:
+    def __init__(
+        self,
+        paths: PathSettings,
+        host: str,
+        liveness: Liveness | None = None,
+        partner: str | None = None,
+    ) -> None:
         assert paths.inbox is not None and paths.processing is not None
         self.paths = paths
         self.host = host
         self.liveness = liveness
+        self.partner = partner
         self.inbox_id = (0, 0)  # (st_dev, st_ino) of the inbox open as inbox_fd
         self.folder = host_folder(host)
         self.dir = paths.processing / self.folder

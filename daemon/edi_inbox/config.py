@@ -197,9 +197,15 @@ class PartnerSettings:
     """``[partners.NAME]``: the sender ids it uses, which acknowledgements it
     gets (``ack``: 997 or none, default per ``[ack] enabled``; ``ta1``:
     on-request — when ISA14 asks or the envelope is wrong —, always or never),
-    its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``), and
+    its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``),
     ``outbox``: the absolute folder its 997/TA1 go to instead of ``acks/``
-    (None: ``acks/``), for the partner to download."""
+    (None: ``acks/``), for the partner to download, and ``inbox``: the
+    absolute folder it uploads to (its SFTP chroot's ``in``), which the daemon
+    watches beside ``[paths] inbox``; a file there must come from one of the
+    partner's ids. Its claims go to ``processing`` (default
+    ``[paths] processing``/.partners/NAME), which must be on the inbox's file
+    system (a claim is a rename). ``max_file_bytes`` (default ``[daemon]``'s)
+    caps the files in its inbox."""
 
     name: str
     ids: tuple[PartnerId, ...] = ()
@@ -207,6 +213,9 @@ class PartnerSettings:
     ta1: str = "on-request"
     rules: RuleSettings = field(default_factory=RuleSettings)
     outbox: Path | None = None
+    inbox: Path | None = None
+    processing: Path | None = None
+    max_file_bytes: int = DaemonSettings.max_file_bytes
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,10 @@ class PartnersSettings:
     def outboxes(self) -> dict[str, Path]:
         """Partner name -> its outbox, for the partners that have one."""
         return {p.name: p.outbox for p in self.partners if p.outbox is not None}
+
+    def with_inbox(self) -> tuple[PartnerSettings, ...]:
+        """The partners with an inbox of their own, which the daemon watches."""
+        return tuple(p for p in self.partners if p.inbox is not None)
 
 
 @dataclass(frozen=True)
@@ -339,12 +352,21 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         partners_raw,
         typing.cast(RuleSettings, sections["rules"]),
         typing.cast(AckSettings, sections["ack"]),
+        typing.cast(PathSettings, sections["paths"]),
+        typing.cast(DaemonSettings, sections["daemon"]),
         name_of(source, "partners"),
     )
     return Settings(source=source, **sections)  # type: ignore[arg-type]
 
 
-def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) -> PartnersSettings:
+def _partners(
+    raw: object,
+    rules: RuleSettings,
+    ack: AckSettings,
+    paths: PathSettings,
+    daemon: DaemonSettings,
+    where: str,
+) -> PartnersSettings:
     """``[partners]``: ``unknown``, and a ``[partners.NAME]`` table per partner.
     Errors name the partner and the key."""
     if not isinstance(raw, dict):
@@ -358,6 +380,9 @@ def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) ->
         raise ConfigError(f"{label} must be one of accept, reject, not {unknown!r}")
     partners: list[PartnerSettings] = []
     claimed: dict[PartnerId, str] = {}
+    inboxes: dict[Path, str] = {
+        Path(os.path.abspath(typing.cast(Path, paths.inbox))): "[paths] inbox"
+    }
     for name, values in raw.items():
         if name == "unknown":
             continue
@@ -369,7 +394,16 @@ def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) ->
                 f"{here}: a partner's name is 1 to 64 letters, digits, '.', '_' or '-'"
                 " (it is stored with each job and typed in commands)"
             )
-        partner = _partner(name, typing.cast(dict[str, object], values), rules, ack, here)
+        partner = _partner(
+            name, typing.cast(dict[str, object], values), rules, ack, paths, daemon, here
+        )
+        if partner.inbox is not None:
+            if partner.inbox in inboxes:
+                raise ConfigError(
+                    f"{here} key 'inbox': {str(partner.inbox)!r} is the inbox of"
+                    f" {inboxes[partner.inbox]} too: each partner uploads to a folder of its own"
+                )
+            inboxes[partner.inbox] = f"partner {name!r}"
         for pid in partner.ids:
             if pid in claimed:
                 raise ConfigError(
@@ -382,9 +416,17 @@ def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) ->
 
 
 def _partner(
-    name: str, values: dict[str, object], rules: RuleSettings, ack: AckSettings, where: str
+    name: str,
+    values: dict[str, object],
+    rules: RuleSettings,
+    ack: AckSettings,
+    paths: PathSettings,
+    daemon: DaemonSettings,
+    where: str,
 ) -> PartnerSettings:
-    known = {"ids": None, "ack": None, "ta1": None, "rules": None, "outbox": None}
+    known = dict.fromkeys(
+        ("ids", "ack", "ta1", "rules", "outbox", "inbox", "processing", "max_file_bytes")
+    )
     for key in values:
         _known(key, known, f"{where} key '{key}'")
     ids_raw = values.get("ids", [])
@@ -421,17 +463,60 @@ def _partner(
         raise ConfigError(f"{where} key 'rules' must be a table ([partners.{name}.rules])")
     merged = {**dataclasses.asdict(rules), **overrides}
     partner_rules = _build(RuleSettings, "rules", merged, f"{where[:-1]}.rules]")
-    outbox = values.get("outbox")
-    if outbox is not None and (not isinstance(outbox, str) or not Path(outbox).is_absolute()):
-        raise ConfigError(f"{where} key 'outbox' must be an absolute folder, not {outbox!r}")
+    folders = {key: _folder(values, key, where) for key in ("outbox", "inbox", "processing")}
+    inbox, processing = folders["inbox"], folders["processing"]
+    if processing is not None and inbox is None:
+        raise ConfigError(f"{where} key 'processing' is only for a partner with an 'inbox'")
+    if inbox is not None:
+        processing = processing or typing.cast(Path, paths.processing) / ".partners" / name
+        _same_file_system(inbox, processing, where)
+    max_bytes = values.get("max_file_bytes", daemon.max_file_bytes)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise ConfigError(
+            f"{where} key 'max_file_bytes' must be a whole number of bytes, not {max_bytes!r}"
+        )
     return PartnerSettings(
         name=name,
         ids=tuple(ids),
         ack=chosen["ack"],
         ta1=chosen["ta1"],
         rules=typing.cast(RuleSettings, partner_rules),
-        outbox=Path(outbox) if outbox is not None else None,
+        outbox=folders["outbox"],
+        inbox=inbox,
+        processing=processing,
+        max_file_bytes=max_bytes,
     )
+
+
+def _folder(values: Mapping[str, object], key: str, where: str) -> Path | None:
+    """An absolute folder (a partner's ``outbox``, ``inbox`` or ``processing``)."""
+    value = values.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not Path(value).is_absolute():
+        raise ConfigError(f"{where} key '{key}' must be an absolute folder, not {value!r}")
+    return Path(os.path.normpath(value))
+
+
+def _same_file_system(inbox: Path, processing: Path, where: str) -> None:
+    """A partner's inbox and its ``processing`` folder on one file system
+    (looked at where they exist: the nearest existing parent stands in)."""
+
+    def device(path: Path) -> int | None:
+        for candidate in (path, *path.parents):
+            try:
+                return os.stat(candidate).st_dev
+            except OSError:
+                continue
+        return None
+
+    inbox_dev, processing_dev = device(inbox), device(processing)
+    if inbox_dev is not None and processing_dev is not None and inbox_dev != processing_dev:
+        raise ConfigError(
+            f"{where} key 'inbox': {str(inbox)!r} is on another file system than its"
+            f" processing folder {str(processing)!r} (a claim is a rename): set"
+            " 'processing' to a folder beside the inbox that the partner cannot write"
+        )
 
 
 def check_token_file(path: Path, label: str = "[erp] token_file") -> None:
@@ -603,3 +688,20 @@ def _article(kind: str) -> str:
         "bool": "true or false",
     }
     return names.get(kind, "a path" if kind == "Path" else f"a {kind}")
+
+
+def check_reload(running: Settings, new: Settings) -> None:
+    """Raise ``ConfigError`` if ``new`` cannot replace ``running`` by a reload:
+    the database and ``[paths] processing`` (this host's lock) need a restart,
+    and every partner's inbox must be there to be watched."""
+    if new.database_url != running.database_url:
+        raise ConfigError("[database] changed: restart the service to use another database")
+    if new.paths.processing != running.paths.processing:
+        raise ConfigError("[paths] processing changed: restart the service to move it")
+    for partner in new.partners.with_inbox():
+        inbox = typing.cast(Path, partner.inbox)
+        if not inbox.is_dir():
+            raise ConfigError(
+                f"[partners.{partner.name}] key 'inbox': {str(inbox)!r} is not a folder"
+                " (create it, with the partner's SFTP account, before the reload)"
+            )

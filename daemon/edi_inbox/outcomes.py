@@ -60,7 +60,7 @@ def error_report(result: JobResult, file: str) -> dict[str, Any]:
 class PendingMove:
     """A finished job whose file could not be moved yet (disk full…)."""
 
-    pname: str
+    claimed: Path  # the file in a processing folder
     name: str
     result: JobResult
     attempts: int = 0
@@ -70,7 +70,7 @@ class PendingMove:
 
 
 class Mover:
-    """Moves finished files out of this host's ``processing/`` folder.
+    """Moves finished files out of this host's folders of ``processing/``.
 
     ``finish`` runs on worker threads; ``pending``, ``add``, ``retry_due`` and
     ``flush`` belong to the main thread."""
@@ -78,7 +78,6 @@ class Mover:
     def __init__(
         self,
         paths: PathSettings,
-        claimed: Path,
         *,
         clock: Callable[[], float],
         final_path: Callable[[str, str | None, str | None], None] | None = None,
@@ -87,15 +86,14 @@ class Mover:
     ) -> None:
         self.paths = paths
         self.outboxes = dict(outboxes or {})  # partner name -> its [partners.NAME] outbox
-        self.claimed = claimed
         self.clock = clock
         self.final_path = final_path
         self.on_error = on_error
         self.pending: list[PendingMove] = []
 
-    def finish(self, pname: str, name: str, result: JobResult) -> PendingMove | None:
+    def finish(self, claimed: Path, name: str, result: JobResult) -> PendingMove | None:
         """Move the file; on OSError return it as a pending move, due shortly."""
-        move = PendingMove(pname, name, result)
+        move = PendingMove(claimed, name, result)
         try:
             self.complete(move)
         except OSError as exc:
@@ -120,7 +118,7 @@ class Mover:
         ok = move.result.success
         if move.final is None:
             target = paths.done if ok else paths.failed
-            move.final = files.move_new(self.claimed / move.pname, target, move.name)
+            move.final = files.move_new(move.claimed, target, move.name)
         if not ok:
             report = json.dumps(error_report(move.result, move.final.name), indent=2, default=str)
             json_name = move.final.name + ".error.json"
@@ -165,7 +163,7 @@ class Mover:
             try:
                 self.complete(move)
             except OSError as exc:
-                if move.final is None and not os.path.lexists(self.claimed / move.pname):
+                if move.final is None and not os.path.lexists(move.claimed):
                     self.pending.remove(move)
                     self._vanished(move)
                     continue
@@ -211,7 +209,7 @@ class Mover:
     def _failed(self, move: PendingMove, exc: OSError, delay: float) -> None:
         if move.attempts == 1:  # the record foresaw done/ or failed/: say where it is
             folder = "done/" if move.result.success else "failed/"
-            where = move.final or self.claimed / move.pname
+            where = move.final or move.claimed
             action = "write its error.json" if move.final else f"move the file to {folder}"
             note = f"cannot {action}: {os_message(exc)}; retrying"
             self._record(move, str(where), note)

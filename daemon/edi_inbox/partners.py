@@ -97,5 +97,8 @@ def describe(partner: PartnerSettings, rules: RuleSettings) -> dict[str, Any]:
         "ack": partner.ack,
         "ta1": partner.ta1,
         "outbox": str(partner.outbox) if partner.outbox is not None else None,
+        "inbox": str(partner.inbox) if partner.inbox is not None else None,
+        "processing": str(partner.processing) if partner.processing is not None else None,
+        "max_file_bytes": partner.max_file_bytes,
         "rules": {key: level for key, level in own.items() if common[key] != level},
     }

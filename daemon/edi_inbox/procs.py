@@ -44,7 +44,7 @@ from typing import Any
 
 import structlog
 
-from .claims import Claims, Liveness
+from .claims import Liveness, open_lanes
 from .config import Settings
 
 logger = structlog.get_logger("edi_inbox.procs")
@@ -205,8 +205,7 @@ def child_main(
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)
         pipeline = Pipeline(settings, recorder, host=host)
-        claims = Claims(settings.paths, host, liveness)
-        claims.open()
+        lanes = open_lanes(settings, host, liveness)
     except Exception as exc:
         ready.send(f"{type(exc).__name__}: {exc}")
         return
@@ -218,13 +217,12 @@ def child_main(
 
     mover = Mover(
         settings.paths,
-        claims.dir,
         clock=time.monotonic,
         final_path=functools.partial(store.record_final_path, db),
         outboxes=settings.partners.outboxes(),
         on_error=note_error,
     )
-    worker = Worker(settings, pipeline, claims, mover, host=host, on_error=note_error)
+    worker = Worker(settings, pipeline, lanes, mover, host=host, on_error=note_error)
 
     def serve(channel: Connection) -> None:
         while True:
@@ -235,7 +233,7 @@ def child_main(
             errors.last = None
             # The main process found the unit's file in the inbox it watches:
             # if that is a re-created inbox, follow it here too (one stat).
-            claims.follow_inbox()
+            lanes[item.lane].follow_inbox()
             outcome = run_one(worker, item)
             outcome.error = errors.last  # for the daemon's last error (status, heartbeat)
             channel.send(outcome)
@@ -248,5 +246,6 @@ def child_main(
     for thread in threads:
         thread.join()
     pipeline.close()
-    claims.close()
+    for claims in lanes.values():
+        claims.close()
     store.close_database(db)

@@ -19,9 +19,13 @@ every rescan it takes over the claims of hosts without a fresh heartbeat.
 One daemon per host (two would resume each other's files): ``run`` takes the
 host's lock (``claims.lock_host``) before anything else, or exits 1.
 
-The loop looks at the inbox's path every ``HEALTH_EVERY``: an inbox deleted
-and re-created is opened, watched and scanned again (``inbox_replaced``); one
-missing for ``INBOX_GONE_AFTER`` seconds ends the daemon with exit 1.
+The daemon watches ``[paths] inbox`` and each partner's own inbox
+(``[partners.NAME] inbox``), each a ``WatchedInbox`` (``inboxes.py``) with its
+observer, tracker and processing folder; a file from a partner's inbox runs
+as that partner's. The loop looks at each inbox's path every
+``HEALTH_EVERY``: an inbox deleted and re-created is opened, watched and
+scanned again (``inbox_replaced``); one missing for ``INBOX_GONE_AFTER``
+seconds ends the daemon with exit 1.
 
 While the database is unavailable (a job's record or the heartbeat cannot be
 written) intake pauses: files stay in the inbox, jobs that could not be
@@ -32,7 +36,14 @@ resumes by itself.
 
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
-hands the files of the rest back to the inbox and returns 0. ``run(once=True)``
+hands the files of the rest back to the inbox and returns 0. SIGHUP
+(``systemctl reload``) re-reads the configuration: one with an error, or one
+changing what only a restart can change (``config.check_reload``), is refused
+with the reason (``reload_refused``) and the running one kept; otherwise the
+service stops as for SIGTERM but quietly (``RELOADING=1``, no ``STOPPING=1``)
+and ``run`` starts it again with the new settings in the same process, the
+host's lock and the database kept: new partners and changed rules apply from
+the next file on. ``run(once=True)``
 is the burst mode (scan, process what is ready, return), ``max_jobs`` stops
 after that many jobs; both let tests drive the loop without sleeping.
 """
@@ -55,46 +66,31 @@ from typing import Any
 
 import structlog
 
-from . import __version__, admin, files, notify
+from . import __version__, admin, files, log, notify
 from .claims import (
     Claims,
-    Inbox,
     LiveHosts,
     Liveness,
     LookupJob,
+    lanes,
     lock_host,
     new_job_id,
     os_message,
     processing_name,
 )
-from .config import Settings
-from .errors import AlreadyRunning, EdiInboxError
+from .config import Settings, check_reload, load
+from .errors import AlreadyRunning, ConfigError, EdiInboxError
+from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import (
-    InboxHandler,
-    Ticket,
-    Tracker,
-    Verdict,
-    WatchError,
-    drain,
-    observer_alive,
-    scan,
-    start_observer,
-    stop_observer,
-)
+from .watch import Ticket, WatchError, drain
 from .worker import Outcome, Work, Worker, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-# The observer is restarted when it dies; this many restarts within
-# OBSERVER_RESTART_WINDOW seconds (or this many failed starts in a row) mean
-# something is broken for good: exit non-zero and let systemd decide.
-MAX_OBSERVER_RESTARTS = 5
-OBSERVER_RESTART_WINDOW = 60.0
 LOOP_WAIT_MAX = 0.25  # the longest the loop sleeps: a stop request waits no longer
 STATUS_EVERY = 1.0
 # How often the loop looks at the observer and the worker processes: a look is
@@ -102,7 +98,6 @@ STATUS_EVERY = 1.0
 HEALTH_EVERY = 0.1
 # Units a relay keeps at its child thread: the one running and the next.
 RELAY_AHEAD = 2
-INBOX_GONE_AFTER = 5.0  # seconds the inbox may be missing (being re-created) before exit 1
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
@@ -140,8 +135,11 @@ class Service:
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
+        self.load_settings = load_settings  # for a reload (None: SIGHUP is ignored)
+        self.reloaded: Settings | None = None  # the settings to start again with
         self.daemon = settings.daemon
         self.clock = clock
         self.environ = os.environ if environ is None else environ
@@ -155,10 +153,11 @@ class Service:
         # With a heartbeat, other hosts may take this host's files when it goes
         # quiet: the workers check their claims against its age.
         self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
-        self.claims = Claims(settings.paths, self.host, self.liveness)
+        self.lanes: dict[str, Claims] = lanes(settings, self.host, self.liveness)
+        self.claims = self.lanes[""]  # [paths] inbox
+        self.inboxes: dict[str, WatchedInbox] = {}  # lane -> its watch, once open
         self.mover = Mover(
             settings.paths,
-            self.claims.dir,
             clock=clock,
             final_path=final_path,
             outboxes=settings.partners.outboxes(),
@@ -167,7 +166,7 @@ class Service:
         self.worker = Worker(
             settings,
             pipeline,
-            self.claims,
+            self.lanes,
             self.mover,
             host=self.host,
             on_error=self._error,
@@ -177,22 +176,15 @@ class Service:
         self.work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.last_error: str | None = None
-        self.observer: Any = None
-        self.observer_kind: str | None = None
-        self.tracker: Tracker | None = None
         self.threads: list[threading.Thread] = []
         self.pool: ProcessPool | None = None  # [daemon] processes > 1
         # relay thread -> the units at its child, oldest (the one running) first
         self.relayed: dict[int, list[Work]] = {}
-        self.reported: set[tuple[str, int]] = set()
-        self.claim_failures: dict[str, int] = {}
+        self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
         self._stop = threading.Event()
-        self._restart_times: list[float] = []
-        self._failed_starts = 0
-        self._next_observer_try = 0.0
-        self._inbox_missing_since: float | None = None
+        self._reload = threading.Event()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
         self._probe_delay = PROBE_FIRST
@@ -205,9 +197,34 @@ class Service:
         """Signal handler: only sets a flag; the loop acts on it."""
         self._stop.set()
 
+    def request_reload(self, signum: int | None = None, frame: Any = None) -> None:
+        """SIGHUP handler: only sets a flag; the loop reloads."""
+        self._reload.set()
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def _try_reload(self) -> None:
+        """Read the configuration again; stop for a restart with it, or refuse
+        it (logged, STATUS=) and go on with the running one."""
+        self._reload.clear()
+        if self.load_settings is None:
+            logger.warning("reload_ignored", reason="this daemon was not started from a file")
+            return
+        notify.notify("RELOADING=1", self.environ)
+        try:
+            new = self.load_settings()
+            check_reload(self.settings, new)
+        except ConfigError as exc:
+            message = f"reload refused, the running configuration is kept: {exc}"
+            logger.error("reload_refused", error=str(exc))
+            self.last_error = message
+            notify.notify(f"READY=1\nSTATUS={message}", self.environ)
+            return
+        logger.info("reloading", config=str(new.source) if new.source else None)
+        self.reloaded = new
+        self._stop.set()
 
     @property
     def pending(self) -> list[PendingMove]:
@@ -222,19 +239,21 @@ class Service:
     def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
         """Watch, process, and return an exit code (0: stopped cleanly)."""
         try:
-            self.claims.open()
+            self._open_inboxes()
         except (WatchError, OSError) as exc:
+            for claims in self.lanes.values():
+                claims.close()
             return self._fatal("cannot_start", exc)
         try:
             self._beat()  # before the first claim: other hosts must see this one alive
-            self.tracker = Tracker(self.claims.inbox_fd, self.daemon, self.clock)
             try:
                 self._start_workers()
             except RuntimeError as exc:
                 return self._fatal("cannot_start_workers", exc)
             if not once:
                 try:
-                    self._start_observer()
+                    for inbox in self.inboxes.values():
+                        inbox.start_observer()
                 except WatchError as exc:
                     return self._fatal("cannot_watch", exc)
             self._recover(start=True)
@@ -243,13 +262,34 @@ class Service:
             logger.info(
                 "daemon_ready",
                 inbox=str(self.settings.paths.inbox),
-                observer=self.observer_kind or "none (once)",
+                partner_inboxes=len(self.inboxes) - 1,
+                observer=self.claims_watch.observer_kind or "none (once)",
                 workers=self.daemon.workers,
                 host=self.host,
             )
             return self._loop(once=once, max_jobs=max_jobs)
         finally:
             self._shutdown()
+
+    def _open_inboxes(self) -> None:
+        """Open every lane's inbox and processing folder, and its watch."""
+        for lane, claims in self.lanes.items():
+            claims.open()
+            partner = self.settings.partners.get(lane) if lane else None
+            self.inboxes[lane] = WatchedInbox(
+                claims,
+                self.daemon,
+                partner,
+                self.events.put,
+                clock=self.clock,
+                on_error=self._error,
+                inotify_factory=self.inotify_factory,
+            )
+
+    @property
+    def claims_watch(self) -> WatchedInbox:
+        """The watch of ``[paths] inbox``."""
+        return self.inboxes[""]
 
     def _fatal(self, event: str, exc: BaseException) -> int:
         message = str(exc) if isinstance(exc, EdiInboxError) else os_message(exc)
@@ -258,7 +298,6 @@ class Service:
         return EXIT_FAILURE
 
     def _loop(self, *, once: bool, max_jobs: int | None) -> int:
-        assert self.tracker is not None
         now = self.clock()
         next_rescan = now + self.daemon.rescan_seconds
         next_heartbeat = now + self.daemon.heartbeat_seconds
@@ -267,16 +306,21 @@ class Service:
         next_status = now + STATUS_EVERY
         next_health = now
         while not self.stopping:
+            if self._reload.is_set() and not once:
+                self._try_reload()
+                continue
             now = self.clock()
             wait = LOOP_WAIT_MAX
-            for due in (self.tracker.due(), self.mover.next_due()):
+            dues = [inbox.tracker.due() for inbox in self.inboxes.values()]
+            for due in (*dues, self.mover.next_due()):
                 if due is not None:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
                 self._handle(item)
             if self.db_down is None or not self._paused(now):
-                for ticket in self.tracker.poll():
-                    self._dispatch(ticket)
+                for inbox in self.inboxes.values():
+                    for ticket in inbox.tracker.poll():
+                        self._dispatch(inbox, ticket)
             now = self.clock()
             self.mover.retry_due(now)
             if now >= next_rescan:
@@ -285,10 +329,7 @@ class Service:
                     self._recover(start=False)
                 next_rescan = now + self.daemon.rescan_seconds
             if now >= next_health:
-                if not once and not self._follow_inbox(now):
-                    return EXIT_FAILURE
-                inbox_there = self._inbox_missing_since is None
-                if not once and inbox_there and not self._check_observer(now):
+                if not once and not self._follow_inboxes(now):
                     return EXIT_FAILURE
                 if self.pool is not None and not self.pool.alive():
                     logger.error("worker_process_died")
@@ -314,13 +355,13 @@ class Service:
 
     def _idle(self) -> bool:
         """Burst mode is done: nothing in flight, nothing settling (held files wait)."""
-        assert self.tracker is not None
-        return self.outstanding == 0 and self.tracker.waiting() == 0 and not self.pending
+        waiting = sum(inbox.tracker.waiting() for inbox in self.inboxes.values())
+        return self.outstanding == 0 and waiting == 0 and not self.pending
 
     def healthy(self) -> bool:
-        """Observer (if any), every worker (and worker process) alive: the
+        """Observers (if any), every worker (and worker process) alive: the
         condition for WATCHDOG=1."""
-        if self.observer is not None and not observer_alive(self.observer):
+        if not all(inbox.alive() for inbox in self.inboxes.values()):
             return False
         if self.pool is not None and not self.pool.alive():
             return False
@@ -328,113 +369,51 @@ class Service:
 
     # -- observer, scans, claims left behind ------------------------------------------
 
-    def _start_observer(self) -> None:
-        assert self.settings.paths.inbox is not None
-        handler = InboxHandler(
-            self.settings.paths.inbox, self.events.put, self.daemon.ignore_patterns
-        )
-        self.observer, self.observer_kind = start_observer(
-            self.daemon, self.settings.paths.inbox, handler, inotify_factory=self.inotify_factory
-        )
-
-    def _follow_inbox(self, now: float) -> bool:
-        """Notice an inbox deleted and re-created: watch and scan the new one.
-        False: it has been missing for ``INBOX_GONE_AFTER`` seconds (exit 1)."""
-        inbox = str(self.settings.paths.inbox)
-        state = self.claims.follow_inbox()
-        if state is Inbox.MISSING:
-            if self._inbox_missing_since is None:
-                self._inbox_missing_since = now
-                logger.warning("inbox_missing", inbox=inbox)
-            elif now - self._inbox_missing_since >= INBOX_GONE_AFTER:
-                message = f"the inbox {inbox} has been missing for {INBOX_GONE_AFTER:.0f} s"
-                logger.error("inbox_gone", inbox=inbox, error=message)
-                self.last_error = message
-                notify.notify(f"STATUS={message}; exiting", self.environ)
+    def _follow_inboxes(self, now: float) -> bool:
+        """Each inbox followed (re-created: watched again) and its observer
+        alive (restarted). False: one is gone for good (exit 1)."""
+        for inbox in self.inboxes.values():
+            gone = inbox.follow(now)
+            if gone is not None:
+                self.last_error = gone
+                notify.notify(f"STATUS={gone}; exiting", self.environ)
                 return False
-            return True
-        self._inbox_missing_since = None
-        if state is Inbox.REPLACED:
-            logger.warning("inbox_replaced", inbox=inbox)
-            if self.observer is not None:  # it watches the old directory
-                stop_observer(self.observer, timeout=0.5)
-                self.observer = None
-            try:
-                self._start_observer()
-            except WatchError as exc:  # _check_observer tries again
-                logger.error("observer_restart_failed", error=str(exc))
-                self.last_error = str(exc)
-            self._rescan()
-        return True
-
-    def _check_observer(self, now: float) -> bool:
-        """Restart a dead observer (and rescan: its events are lost). False: give up."""
-        if self.observer is not None and observer_alive(self.observer):
-            return True
-        if now < self._next_observer_try:
-            return True
-        if self.observer is not None:
-            logger.error("observer_died", observer=self.observer_kind)
-            self.last_error = "the watchdog observer thread died"
-            stop_observer(self.observer, timeout=0.5)
-            self.observer = None
-        self._restart_times = [t for t in self._restart_times if now - t < OBSERVER_RESTART_WINDOW]
-        if len(self._restart_times) >= MAX_OBSERVER_RESTARTS:
-            logger.error("observer_keeps_dying", restarts=len(self._restart_times))
-            return False
-        self._restart_times.append(now)
-        try:
-            self._start_observer()
-        except WatchError as exc:
-            self._failed_starts += 1
-            self.last_error = str(exc)
-            logger.error("observer_restart_failed", error=str(exc), attempt=self._failed_starts)
-            if self._failed_starts >= MAX_OBSERVER_RESTARTS:
+            if not inbox.check_observer(now):
                 return False
-            self._next_observer_try = now + min(30.0, 2.0**self._failed_starts)
-            return True
-        self._failed_starts = 0
-        self.counters["observer_restarts"] += 1
-        logger.warning("observer_restarted", restarts=self.counters["observer_restarts"])
-        self._rescan()
         return True
 
     def _rescan(self) -> None:
-        """Feed every name in the inbox to the tracker (start-up, overflow, polling)."""
-        assert self.tracker is not None
-        present: set[str] = set()
-        try:
-            for entry in scan(self.claims.inbox_fd):
-                present.add(entry.name)
-                self.tracker.seen(entry.name, functools.partial(entry.stat, follow_symlinks=False))
-        except OSError as exc:
-            logger.error("scan_failed", error=os_message(exc))
-            self.last_error = f"cannot scan the inbox: {os_message(exc)}"
-            return
-        self.tracker.prune(present)
-        self.reported = {r for r in self.reported if r[0] in present}
+        """Feed every name in every inbox to its tracker (start-up, overflow, polling)."""
+        for inbox in self.inboxes.values():
+            inbox.rescan()
 
     def _recover(self, *, start: bool) -> None:
-        """Queue claims left behind: at start this host's own (and the flat
-        layout's); always those of hosts without a fresh heartbeat."""
-        leftovers = self.claims.leftovers(
-            start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
-        )
+        """Queue claims left behind in each lane's processing folder: at start
+        this host's own (and the flat layout's); always those of hosts without
+        a fresh heartbeat."""
         taken: list[str] = []  # the jobs of the files taken over
-        try:
-            for claim in leftovers:  # each is in this host's folder already: queue it now
-                self.counters["taken_over" if claim.taken_from else "resumed"] += 1
-                if claim.taken_from and claim.retry_of:
-                    taken.append(claim.retry_of)
-                self.outstanding += 1
-                self.work.put(
-                    Work(
-                        claim.name, pname=claim.pname, job_id=claim.job_id, retry_of=claim.retry_of
+        for lane, claims in self.lanes.items():
+            leftovers = claims.leftovers(
+                start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
+            )
+            try:
+                for claim in leftovers:  # each is in this host's folder already: queue it now
+                    self.counters["taken_over" if claim.taken_from else "resumed"] += 1
+                    if claim.taken_from and claim.retry_of:
+                        taken.append(claim.retry_of)
+                    self.outstanding += 1
+                    self.work.put(
+                        Work(
+                            claim.name,
+                            pname=claim.pname,
+                            job_id=claim.job_id,
+                            retry_of=claim.retry_of,
+                            lane=lane,
+                        )
                     )
-                )
-        except OSError as exc:
-            logger.error("recover_failed", error=os_message(exc))
-            self.last_error = f"cannot read processing/: {os_message(exc)}"
+            except OSError as exc:
+                logger.error("recover_failed", error=os_message(exc))
+                self.last_error = f"cannot read {claims.paths.processing}: {os_message(exc)}"
         if taken and self.interrupt_jobs is not None:
             try:
                 self.interrupt_jobs(taken)
@@ -444,29 +423,21 @@ class Service:
     # -- events, tickets, outcomes ------------------------------------------------------
 
     def _handle(self, item: Any) -> None:
-        assert self.tracker is not None
         kind = item[0]
         if kind == "fs":
-            self.tracker.event(item[1], item[2])
+            inbox = self.inboxes.get(item[3])
+            if inbox is not None:
+                inbox.tracker.event(item[1], item[2])
         elif kind == "done":
             self._on_outcome(item[1])
 
-    def _dispatch(self, ticket: Ticket) -> None:
-        if ticket.verdict is Verdict.REPORT:
-            key = (ticket.name, ticket.fingerprint.ino if ticket.fingerprint else 0)
-            if key not in self.reported:
-                self.reported.add(key)
-                logger.warning(
-                    "inbox_entry_left",
-                    file=files.display_name(ticket.name),
-                    reason=f"{ticket.reason}; it cannot be moved safely and is left in place",
-                )
+    def _dispatch(self, inbox: WatchedInbox, ticket: Ticket) -> None:
+        if inbox.left_in_place(ticket):
             return
         self.outstanding += 1
-        self.work.put(Work(ticket.name, ticket=ticket, job_id=new_job_id()))
+        self.work.put(Work(ticket.name, ticket=ticket, job_id=new_job_id(), lane=inbox.lane))
 
     def _on_outcome(self, outcome: Outcome) -> None:
-        assert self.tracker is not None
         self.outstanding -= 1
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
@@ -478,13 +449,16 @@ class Service:
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
         delay = None
+        key = (outcome.lane, outcome.name)
         if outcome.status == "error":
-            failures = self.claim_failures.get(outcome.name, 0) + 1
-            self.claim_failures[outcome.name] = failures
+            failures = self.claim_failures.get(key, 0) + 1
+            self.claim_failures[key] = failures
             delay = min(60.0, 0.5 * 2**failures)
         else:
-            self.claim_failures.pop(outcome.name, None)
-        self.tracker.release(outcome.name, recheck=outcome.recheck, delay=delay)
+            self.claim_failures.pop(key, None)
+        inbox = self.inboxes.get(outcome.lane)
+        if inbox is not None:
+            inbox.tracker.release(outcome.name, recheck=outcome.recheck, delay=delay)
         if outcome.pending is not None:
             self.counters["move_errors"] += 1
             self.mover.add(outcome.pending)
@@ -569,10 +543,11 @@ class Service:
         count = 0
         for item in [item for sent in list(self.relayed.values()) for item in sent]:
             pname = item.pname or processing_name(item.name, item.job_id or "")
-            if not os.path.lexists(self.claims.path(pname)):
+            claims = self.lanes[item.lane]
+            if not os.path.lexists(claims.path(pname)):
                 continue
             try:
-                back = self.claims.hand_back(item.name, pname)
+                back = claims.hand_back(item.name, pname)
             except OSError as exc:
                 logger.error(
                     "hand_back_failed", file=files.display_name(item.name), error=os_message(exc)
@@ -587,11 +562,13 @@ class Service:
 
     def _shutdown(self) -> None:
         """Stop intake, let jobs finish within the timeout, hand back the rest."""
-        if self.stopping:
+        if self.reloaded is not None:
+            logger.info("daemon_stopping", in_flight=self._in_flight(), reason="reload")
+        elif self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
             logger.info("daemon_stopping", in_flight=self._in_flight())
-        if self.observer is not None:
-            stop_observer(self.observer)
+        for inbox in self.inboxes.values():
+            inbox.stop_observer()
         # Unclaimed work stays in the inbox; resumes not started stay in processing/.
         while True:
             try:
@@ -618,15 +595,20 @@ class Service:
                 self.mover.add(item[1].pending)
         self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
-        self._beat(stopping=True)
-        self.claims.close()
+        self._beat(stopping=self.reloaded is None)
+        for claims in self.lanes.values():
+            claims.close()
         logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
 
     # -- reporting -------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, int]:
         """Counters and queue lengths, for the heartbeat and STATUS=."""
-        tracked = self.tracker.counts() if self.tracker else {}
+        tracked: dict[str, int] = {}
+        for inbox in self.inboxes.values():
+            for key, count in inbox.tracker.counts().items():
+                tracked[key] = tracked.get(key, 0) + count
+        self.counters["observer_restarts"] = sum(i.restarts for i in self.inboxes.values())
         return {
             **self.counters,
             "in_flight": self._in_flight(),
@@ -680,7 +662,7 @@ class Service:
         self._next_probe = self.clock() + self._probe_delay
         self.db_down = reason
         self.last_error = reason
-        waiting = (self.tracker.counts()["tracked"] if self.tracker else 0) + len(self.parked)
+        waiting = self.snapshot()["tracked"] + len(self.parked)
         logger.error("intake_paused", reason=reason, waiting=waiting)
         notify.notify(self._status_line(), self.environ)
 
@@ -807,29 +789,37 @@ def _serve(
     def interrupt_jobs(job_ids: list[str]) -> None:
         store.mark_interrupted(db, host, job_ids=job_ids)
 
-    pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
-    service = Service(
-        settings,
-        pipeline,
-        clock=clock,
-        environ=environ,
-        heartbeat=heartbeat,
-        lookup_job=lookup_job,
-        live_hosts=live_hosts,
-        interrupt_jobs=interrupt_jobs,
-        final_path=functools.partial(store.record_final_path, db),
-        host=host,
-    )
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
-    with _signals(service):
-        try:
-            if checkpointer is not None:
-                checkpointer.start()
-            code = service.run(once=once, max_jobs=max_jobs)
-        finally:
-            pipeline.close()
-            if checkpointer is not None:
-                checkpointer.stop()
+    if checkpointer is not None:
+        checkpointer.start()
+    try:
+        while True:  # once more per reload (SIGHUP), with the settings read again
+            pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
+            service = Service(
+                settings,
+                pipeline,
+                clock=clock,
+                environ=environ,
+                heartbeat=heartbeat,
+                lookup_job=lookup_job,
+                live_hosts=live_hosts,
+                interrupt_jobs=interrupt_jobs,
+                final_path=functools.partial(store.record_final_path, db),
+                host=host,
+                load_settings=functools.partial(load, settings.source),
+            )
+            with _signals(service):
+                try:
+                    code = service.run(once=once, max_jobs=max_jobs)
+                finally:
+                    pipeline.close()
+            if code != EXIT_OK or service.reloaded is None:
+                break
+            settings = service.reloaded
+            log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+    finally:
+        if checkpointer is not None:
+            checkpointer.stop()
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
@@ -840,11 +830,12 @@ def _serve(
 
 @contextlib.contextmanager
 def _signals(service: Service) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the service to stop (main thread only)."""
+    """SIGTERM and SIGINT ask the service to stop, SIGHUP to reload (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     old = {s: signal.signal(s, service.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, service.request_reload)
     try:
         yield
     finally:

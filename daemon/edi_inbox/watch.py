@@ -210,7 +210,7 @@ _EVENT_KINDS = {
 
 
 class InboxHandler(FileSystemEventHandler):
-    """Puts ``("fs", Event, name)`` on ``sink`` for names directly in the inbox.
+    """Puts ``("fs", Event, name, lane)`` on ``sink`` for names directly in the inbox.
 
     Runs on the observer thread, so it does nothing but filter and enqueue,
     and it never raises: an exception here would end the observer thread.
@@ -221,8 +221,11 @@ class InboxHandler(FileSystemEventHandler):
         inbox: Path | str,
         sink: Callable[[Any], None],
         ignore_patterns: tuple[str, ...] = (),
+        *,
+        lane: str = "",
     ) -> None:
         self.inbox = os.path.abspath(os.fsdecode(inbox))
+        self.lane = lane
         self.sink = sink
         self.ignore_patterns = tuple(ignore_patterns)
         self.errors = 0
@@ -239,7 +242,7 @@ class InboxHandler(FileSystemEventHandler):
             directory, name = os.path.split(path)
             if directory != self.inbox or not name or is_ignored(name, self.ignore_patterns):
                 return
-            self.sink(("fs", kind, name))
+            self.sink(("fs", kind, name, self.lane))
         except Exception:  # never let one event end the observer thread
             self.errors += 1
 

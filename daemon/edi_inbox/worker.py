@@ -25,7 +25,7 @@ import errno
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +53,7 @@ class Work:
     job_id: str | None = None  # a ticket's: the claim is processing/<host>/NAME.<job_id>
     retry_of: str | None = None
     owed: NotRecorded | None = None  # a parked job's final record, still to write
+    lane: str = ""  # whose inbox: "" [paths] inbox, else the partner's ([partners.NAME] inbox)
 
 
 @dataclass
@@ -68,9 +69,10 @@ class Outcome:
     pending: PendingMove | None = None
     error: str | None = None  # from a worker process: what it would have told on_error
     parked: Work | None = None  # unrecorded: the unit to queue once the database is back
+    lane: str = ""  # the unit's
 
 
-def parked_work(name: str, pname: str, owed: NotRecorded) -> Work:
+def parked_work(name: str, pname: str, owed: NotRecorded, lane: str) -> Work:
     """The unit that finishes a parked job: its owed record then the move, or,
     if it stopped before the ERP call (still ``running``), the job again."""
     again = owed.job.status is JobStatus.RUNNING
@@ -80,6 +82,7 @@ def parked_work(name: str, pname: str, owed: NotRecorded) -> Work:
         job_id=owed.job.job_id,
         retry_of=owed.job.retry_of,
         owed=None if again else owed,
+        lane=lane,
     )
 
 
@@ -87,6 +90,7 @@ def parked_work(name: str, pname: str, owed: NotRecorded) -> Work:
 class InFlight:
     name: str
     pname: str
+    claims: Claims  # the inbox (lane) it came from, and its processing folder
     lock: threading.Lock = field(default_factory=threading.Lock)
     handed_back: bool = False
     finishing: bool = False
@@ -94,22 +98,27 @@ class InFlight:
 
 
 class Worker:
-    """Runs units of work; shared by the worker threads (state: the jobs in flight)."""
+    """Runs units of work; shared by the worker threads (state: the jobs in flight).
+
+    ``lanes``: the inboxes by lane (``claims.lanes``). A unit from a partner's
+    inbox runs as that partner's (``Pipeline.run(partner=)``): a sender in it
+    that is not one of the partner's ids is refused."""
 
     def __init__(
         self,
         settings: Settings,
         pipeline: Any,
-        claims: Claims,
+        lanes: Mapping[str, Claims],
         mover: Mover,
         *,
         host: str,
         on_error: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.pipeline = pipeline
-        self.claims = claims
+        self.lanes = lanes
         self.mover = mover
         self.host = host
+        self.partners = settings.partners
         self.max_bytes = settings.daemon.max_file_bytes
         self.on_error = on_error
         self.inflight: dict[str, InFlight] = {}
@@ -117,21 +126,23 @@ class Worker:
 
     def do(self, item: Work) -> Outcome:
         """Claim (unless resumed), run and finish one unit."""
+        claims = self.lanes[item.lane]
         if item.owed is not None and item.pname is not None:
-            return self._settle(item.name, item.pname, item.owed)
+            return self._settle(InFlight(item.name, item.pname, claims), item.owed)
         if item.pname is not None:  # resumed: already claimed
-            return self._run_claimed(item.name, item.pname, item.job_id or new_job_id(), item)
+            flight = InFlight(item.name, item.pname, claims)
+            return self._run_claimed(flight, item.job_id or new_job_id(), item)
         ticket = item.ticket
         assert ticket is not None
         job_id = item.job_id or new_job_id()
         try:
-            st = os.stat(ticket.name, dir_fd=self.claims.inbox_fd, follow_symlinks=False)
+            st = os.stat(ticket.name, dir_fd=claims.inbox_fd, follow_symlinks=False)
         except FileNotFoundError:
             return Outcome(ticket.name, "taken")
         if ticket.fingerprint is not None and Fingerprint.of(st) != ticket.fingerprint:
             return Outcome(ticket.name, "changed", recheck=True)
         try:
-            pname = self.claims.claim(ticket.name, job_id)
+            pname = claims.claim(ticket.name, job_id)
         except FileNotFoundError:
             return Outcome(ticket.name, "taken")  # another worker or host was first
         except OSError as exc:
@@ -143,7 +154,7 @@ class Worker:
             self.on_error(f"cannot claim a file: {message}")
             return Outcome(ticket.name, "error", recheck=True)
         logger.debug("claimed", file=files.display_name(ticket.name), job_id=job_id)
-        return self._run_claimed(ticket.name, pname, job_id, item)
+        return self._run_claimed(InFlight(ticket.name, pname, claims), job_id, item)
 
     def in_flight(self) -> int:
         return len(self.inflight)
@@ -162,8 +173,7 @@ class Worker:
             count += 1
         return count
 
-    def _run_claimed(self, name: str, pname: str, job_id: str, item: Work) -> Outcome:
-        flight = InFlight(name, pname)
+    def _run_claimed(self, flight: InFlight, job_id: str, item: Work) -> Outcome:
         with self._lock:
             self.inflight[job_id] = flight
         try:
@@ -173,10 +183,11 @@ class Worker:
                 self.inflight.pop(job_id, None)
 
     def _run(self, flight: InFlight, job_id: str, item: Work) -> Outcome:
-        name, pname, ticket = flight.name, flight.pname, item.ticket
+        name, pname, ticket, claims = flight.name, flight.pname, item.ticket, flight.claims
+        partner = self.partners.get(claims.partner) if claims.partner is not None else None
         if ticket is not None and ticket.verdict is Verdict.REFUSE:
             try:
-                st = os.stat(pname, dir_fd=self.claims.fd, follow_symlinks=False)
+                st = os.stat(pname, dir_fd=claims.fd, follow_symlinks=False)
             except FileNotFoundError:
                 return Outcome(name, "taken")
             if Fingerprint.of(st) != ticket.fingerprint:  # swapped since the verdict
@@ -185,7 +196,8 @@ class Worker:
             return self._refuse(flight, job_id, problem, item.retry_of)
 
         try:
-            fd, st = safe_open(self.claims.fd, pname, self.max_bytes)
+            max_bytes = partner.max_file_bytes if partner is not None else self.max_bytes
+            fd, st = safe_open(claims.fd, pname, max_bytes)
         except FileNotFoundError:
             return Outcome(name, "taken")
         except Refused as problem:
@@ -202,7 +214,7 @@ class Worker:
             os.close(fd)
         if len(data) != st.st_size:  # still being written through an open descriptor
             return self._hand_back(flight, "changed")
-        retry_of = item.retry_of or self.claims.take_retry_marker(st)
+        retry_of = item.retry_of or claims.take_retry_marker(st)
 
         def guard() -> None:
             self._check_claim(flight, st)
@@ -214,13 +226,14 @@ class Worker:
 
         try:
             result = self.pipeline.run(
-                self.claims.path(pname),
+                claims.path(pname),
                 file_name=files.display_name(name),
                 job_id=job_id,
                 retry_of=retry_of,
                 data=data,
                 guard=guard,
                 destination=destination,
+                partner=partner,
             )
         except NotRecorded as unrecorded:
             return self._park(flight, unrecorded)
@@ -240,7 +253,7 @@ class Worker:
     def _check_claim(self, flight: InFlight, claimed: os.stat_result) -> None:
         """``Claims.check_claim``, remembering a loss (the pipeline reports it)."""
         try:
-            self.claims.check_claim(flight.pname, claimed)
+            flight.claims.check_claim(flight.pname, claimed)
         except ClaimLost:
             flight.lost = True
             raise
@@ -249,7 +262,7 @@ class Worker:
         """Raise ``FileChanged`` unless the claimed file is still the one read
         (a writer that kept it open may have appended another interchange)."""
         try:
-            now = os.stat(flight.pname, dir_fd=self.claims.fd, follow_symlinks=False)
+            now = os.stat(flight.pname, dir_fd=flight.claims.fd, follow_symlinks=False)
         except FileNotFoundError:
             return  # gone (by hand, or taken over): the Mover records that
         if _stamp(now) != _stamp(read):
@@ -285,7 +298,7 @@ class Worker:
             started_at=now,
             completed_at=now,
             duration_seconds=0.0,
-            file_path=str(self.claims.path(flight.pname)),
+            file_path=str(flight.claims.path(flight.pname)),
             error=error,
             error_details=[{"code": code, "message": error}],
             host=self.host,
@@ -303,16 +316,16 @@ class Worker:
         )
         message = f"database unavailable: {owed.reason}"
         self.on_error(message)
-        work = parked_work(flight.name, flight.pname, owed)
+        work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
         return Outcome(
             flight.name, "unrecorded", job_id=owed.job.job_id, error=message, parked=work
         )
 
-    def _settle(self, name: str, pname: str, owed: NotRecorded) -> Outcome:
+    def _settle(self, flight: InFlight, owed: NotRecorded) -> Outcome:
         """A parked job: write the record it owes, then file it (or, if it was
         interrupted, give it back to the inbox to run again)."""
-        flight = InFlight(name, pname, finishing=True)
-        job = owed.job
+        flight.finishing = True
+        name, job = flight.name, owed.job
         with self._lock:
             self.inflight[job.job_id] = flight
         try:
@@ -334,12 +347,12 @@ class Worker:
             if flight.handed_back:  # shutdown gave the file back meanwhile
                 return Outcome(flight.name, "handed_back", job_id=result.job_id)
             flight.finishing = True
-        pending = self.mover.finish(flight.pname, flight.name, result)
+        pending = self.mover.finish(flight.claims.path(flight.pname), flight.name, result)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
     def _hand_back(self, flight: InFlight, status: str) -> Outcome:
         try:
-            back = self.claims.hand_back(flight.name, flight.pname)
+            back = flight.claims.hand_back(flight.name, flight.pname)
         except OSError as exc:
             logger.error(
                 "hand_back_failed", file=files.display_name(flight.name), error=os_message(exc)
@@ -357,8 +370,10 @@ def _stamp(st: os.stat_result) -> tuple[int, ...]:
 def run_one(worker: Worker, item: Work) -> Outcome:
     """``worker.do(item)``; a bug fails that unit of work, never the thread running it."""
     try:
-        return worker.do(item)
+        outcome = worker.do(item)
     except Exception as exc:
         logger.error("worker_error", file=files.display_name(item.name), error=repr(exc))
         logger.debug("worker_traceback", traceback=traceback.format_exc())
-        return Outcome(item.name, "error", recheck=True)
+        outcome = Outcome(item.name, "error", recheck=True)
+    outcome.lane = item.lane
+    return outcome

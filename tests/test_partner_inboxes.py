@@ -1,0 +1,156 @@
+"""Trading partners end to end: each partner uploads to a folder of its own as a
+user of its own; the daemon, as its own user, watches every folder, refuses a
+sender that is not the folder's partner, answers each partner in its outbox,
+and takes a new partner and a new policy on a reload (SIGHUP), refusing a
+configuration with an error and keeping the running one."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from daemons import Daemon, erp
+
+import uids
+from helpers import claimed, make_po, poll_until, sent_by
+from uids import shared_root
+
+pytestmark = pytest.mark.e2e
+__all__ = ["erp", "shared_root"]  # fixtures
+
+
+def as_5010(data: bytes) -> bytes:
+    """``data`` (one 4010-era interchange, ``*`` separated) as version 005010:
+    ISA11 the repetition separator, ISA12 00501, GS08 005010."""
+    text = data.decode("latin-1")
+    isa = text[:105].split("*")
+    isa[11], isa[12] = "^", "00501"
+    gs = text.index("GS*")
+    end = text.index("\n", gs) if "\n" in text[gs:] else len(text)
+    group = text[gs:end].split("*")
+    group[8] = "005010"
+    return ("*".join(isa) + text[105:gs] + "*".join(group) + text[end:]).encode("latin-1")
+
+
+def sftp_account(base: Path, name: str, uid: int) -> tuple[Path, Path]:
+    """A partner's SFTP folders: ``in`` it writes (the daemon renames out of
+    it through the partners' group), ``out`` the daemon writes for it to read."""
+    home = base / "sftp" / name
+    inbox, outbox = home / "in", home / "out"
+    for folder, owner, mode in ((inbox, uid, 0o2770), (outbox, uids.DAEMON, 0o2750)):
+        folder.mkdir(parents=True)
+        os.chown(folder, owner, uids.GROUP)
+        os.chmod(folder, mode)
+    return inbox, outbox
+
+
+def section(name: str, sender: str, inbox: Path, outbox: Path, **more: str) -> str:
+    lines = [
+        f"[partners.{name}]",
+        f"ids = [{json.dumps(sender)}]",
+        f"inbox = {json.dumps(str(inbox))}",
+        f"outbox = {json.dumps(str(outbox))}",
+        *(f"{key} = {json.dumps(value)}" for key, value in more.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def readable_by(uid: int, path: Path) -> bytes:
+    """The file's bytes as the partner's account reads them."""
+    return uids.run_as(uid, uids.GROUP, path.read_bytes)
+
+
+def job_named(daemon: Daemon, name: str) -> dict:
+    return next(j for j in daemon.jobs() if j["file_name"] == name)
+
+
+def posted(erp) -> list[str]:
+    return sorted(po for _, po in erp.requests)
+
+
+def test_two_partners_their_own_folders_a_spoof_a_stranger_and_a_reload(shared_root, erp):
+    base = shared_root.parent
+    acme_in, acme_out = sftp_account(base, "acme", uids.PARTNER)
+    globex_in, globex_out = sftp_account(base, "globex", uids.PARTNER2)
+    partners = (
+        '[partners]\nunknown = "accept"\n'
+        + section("acme", "ZZ:ACME", acme_in, acme_out, ack="997", ta1="always")
+        + section("globex", "ZZ:GLOBEX", globex_in, globex_out, ack="997", ta1="never")
+    )
+    daemon = Daemon(shared_root, erp.url, user=True, extra=partners)
+    try:
+        daemon.start()
+        uids.upload(acme_in / "po1.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
+        globex_po = as_5010(sent_by(make_po(2), "ZZ:GLOBEX"))
+        uids.upload(globex_in / "po2.edi", globex_po, uids.PARTNER2)
+        # globex's account uploads a file that says it is from acme
+        uids.upload(globex_in / "spoof.edi", sent_by(make_po(3), "ZZ:ACME"), uids.PARTNER2)
+        # a sender no partner claims, in the shared inbox, under "accept"
+        uids.upload(daemon.inbox / "stranger.edi", sent_by(make_po(4), "ZZ:STRANGER"))
+        poll_until(
+            lambda: (
+                daemon.listing(daemon.done) == ["po1.edi", "po2.edi", "stranger.edi"]
+                and daemon.listing(daemon.failed) == ["spoof.edi", "spoof.edi.error.json"]
+            ),
+            what="every upload filed",
+        )
+        assert job_named(daemon, "po1.edi")["partner"] == "acme"
+        assert job_named(daemon, "po2.edi")["partner"] == "globex"
+        assert job_named(daemon, "stranger.edi")["partner"] is None
+        spoof = job_named(daemon, "spoof.edi")
+        assert spoof["partner"] == "globex"
+        assert "from partner globex but its sender ZZ:ACME" in spoof["error"]
+        assert len(erp.requests) == 3  # the spoofed order is never posted
+        # Each partner's answers are in its own outbox, whole, readable by its account.
+        acme_files = sorted(os.listdir(acme_out))
+        assert sorted(f.rsplit(".", 1)[-1] for f in acme_files) == ["997", "TA1"]
+        globex_files = sorted(os.listdir(globex_out))
+        assert [f for f in globex_files if f.endswith(".error.json")] == ["spoof.edi.error.json"]
+        assert len([f for f in globex_files if f.endswith(".997")]) == 2  # po2's and the spoof's
+        for outbox, uid in ((acme_out, uids.PARTNER), (globex_out, uids.PARTNER2)):
+            for name in os.listdir(outbox):
+                st = os.stat(outbox / name)
+                assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, uids.GROUP), name
+                assert readable_by(uid, outbox / name)
+        report = json.loads(readable_by(uids.PARTNER2, globex_out / "spoof.edi.error.json"))
+        assert "ZZ:ACME" in report["error"]
+        shared_acks = os.listdir(shared_root / "acks")
+        assert len([a for a in shared_acks if a.endswith(".997")]) == 1  # the stranger's
+        for partner in ("acme", "globex"):
+            assert claimed(daemon.processing / ".partners" / partner) == []
+        assert os.listdir(acme_in) == os.listdir(globex_in) == []
+
+        # A reload adds initech with its own folder and rejects strangers from now on.
+        initech_in, initech_out = sftp_account(base, "initech", uids.PARTNER)
+        reloaded = partners.replace('unknown = "accept"', 'unknown = "reject"') + section(
+            "initech", "ZZ:INITECH", initech_in, initech_out
+        )
+        daemon.reload(reloaded)
+        uids.upload(initech_in / "po5.edi", sent_by(make_po(5), "ZZ:INITECH"))
+        uids.upload(daemon.inbox / "stranger2.edi", sent_by(make_po(6), "ZZ:STRANGER"))
+        poll_until(
+            lambda: (
+                "po5.edi" in daemon.listing(daemon.done)
+                and "stranger2.edi" in daemon.listing(daemon.failed)
+            ),
+            what="the new partner's file and the stranger's filed",
+        )
+        assert job_named(daemon, "po5.edi")["partner"] == "initech"
+        assert "is not a configured trading partner" in job_named(daemon, "stranger2.edi")["error"]
+        # ISA14 = 1 asks for a TA1 (initech has the default, ta1 = "on-request")
+        assert sorted(f.rsplit(".", 1)[-1] for f in os.listdir(initech_out)) == ["997", "TA1"]
+
+        # A configuration with an error is refused; the running one goes on.
+        daemon.reload(reloaded + '[partners.broken]\nids = ["NOT-AN-ID"]\n')
+        log = daemon.log.read_text()
+        assert "reload_refused" in log and "[partners.broken] key 'ids'" in log
+        uids.upload(acme_in / "po7.edi", sent_by(make_po(7), "ZZ:ACME"), uids.PARTNER)
+        poll_until(lambda: "po7.edi" in daemon.listing(daemon.done), what="po7 filed")
+        assert job_named(daemon, "po7.edi")["partner"] == "acme"
+        assert len(erp.requests) == 5 and len(set(posted(erp))) == 5
+        assert daemon.terminate(timeout=10) == 0
+    finally:
+        daemon.close()
