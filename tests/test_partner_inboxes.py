@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
 from daemons import Daemon, erp
+
+from edi_inbox import admin, config, queries, service, store
+from edi_inbox.config import DatabaseSettings
+from edi_inbox.errors import ConfigError
 
 import uids
 from helpers import claimed, make_po, poll_until, sent_by
@@ -154,3 +159,111 @@ def test_two_partners_their_own_folders_a_spoof_a_stranger_and_a_reload(shared_r
         assert daemon.terminate(timeout=10) == 0
     finally:
         daemon.close()
+
+
+# -- the configuration, the limits and status, in one process ---------------------------
+
+
+def write_config(tmp_path: Path, partners: str, erp_url: str = "") -> Path:
+    path = tmp_path / "edi-inbox.toml"
+    path.write_text(
+        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
+        f"[erp]\nurl = {json.dumps(erp_url)}\n"
+        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("partners", "message"),
+    [
+        (
+            '[partners.a]\nids = ["ZZ:A"]\ninbox = "{shared}"\n'
+            '[partners.b]\nids = ["ZZ:B"]\ninbox = "{shared}"\n',
+            r"\[partners.b\] key 'inbox': '.*' is the inbox of partner 'a' too",
+        ),
+        (
+            '[partners.a]\nids = ["ZZ:A"]\ninbox = "{root}/state/inbox"\n',
+            r"\[partners.a\] key 'inbox': '.*' is the inbox of \[paths\] inbox too",
+        ),
+        (
+            '[partners.a]\nids = ["ZZ:A"]\nprocessing = "{shared}"\n',
+            r"\[partners.a\] key 'processing' is only for a partner with an 'inbox'",
+        ),
+        (
+            '[partners.a]\nids = ["ZZ:A"]\ninbox = "relative/in"\n',
+            r"\[partners.a\] key 'inbox' must be an absolute folder",
+        ),
+        (
+            '[partners.a]\nids = ["ZZ:A"]\ninbox = "{shared}"\nmax_file_bytes = 0\n',
+            r"\[partners.a\] key 'max_file_bytes' must be a whole number of bytes",
+        ),
+    ],
+)
+def test_inbox_config_errors_name_the_partner_and_the_key(tmp_path, partners, message):
+    text = partners.format(shared=tmp_path / "in", root=tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        config.load(write_config(tmp_path, text))
+
+
+def test_an_inbox_on_another_file_system_than_its_processing_is_refused(tmp_path):
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a file system of its own")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        text = f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{other}"\n'
+        with pytest.raises(ConfigError) as caught:
+            config.load(write_config(tmp_path, text))
+        said = str(caught.value)
+        assert "[partners.acme] key 'inbox'" in said and "another file system" in said
+        assert str(tmp_path / "state" / "processing" / ".partners" / "acme") in said
+        # Its own processing folder beside the inbox is fine.
+        text += f'processing = "{other}/.processing"\n'
+        partner = config.load(write_config(tmp_path, text)).partners.partners[0]
+        assert partner.processing == Path(other) / ".processing"
+
+
+def test_a_reload_that_needs_a_restart_or_a_missing_inbox_is_refused(tmp_path):
+    running = config.load(write_config(tmp_path, ""))
+    moved = running.replace(database=DatabaseSettings(url="sqlite:////elsewhere.db"))
+    with pytest.raises(ConfigError, match=r"\[database\] changed: restart"):
+        config.check_reload(running, moved)
+    absent = tmp_path / "not-yet"
+    new = config.load(write_config(tmp_path, f'[partners.a]\nids = ["ZZ:A"]\ninbox = "{absent}"\n'))
+    with pytest.raises(ConfigError, match=r"\[partners.a\] key 'inbox': .* is not a folder"):
+        config.check_reload(running, new)
+    absent.mkdir()
+    config.check_reload(running, new)
+
+
+def test_a_partners_own_size_cap_and_backlog(tmp_path, erp):
+    """A partner's max_file_bytes refuses a file the shared inbox takes; status
+    counts what waits in each partner's inbox."""
+    small, big = tmp_path / "small-in", tmp_path / "big-in"
+    text = (
+        f'[partners.small]\nids = ["ZZ:SMALL"]\ninbox = "{small}"\nmax_file_bytes = 200\n'
+        f'[partners.big]\nids = ["ZZ:BIG"]\ninbox = "{big}"\n'
+    )
+    settings = config.load(write_config(tmp_path, text, erp.url))
+    settings.paths.create()
+    small.mkdir()
+    big.mkdir()
+    (small / "po1.edi").write_bytes(sent_by(make_po(1), "ZZ:SMALL"))
+    (big / "po2.edi").write_bytes(sent_by(make_po(2), "ZZ:BIG"))
+    db = store.open_database(settings.database_url, settings)
+    store.init(db)
+    try:
+        doc = admin.status(settings, db)
+        waiting = {p["name"]: p["inbox"]["waiting"] for p in doc["partners"]}
+        assert waiting == {"small": 1, "big": 1}
+        assert service.run(settings, once=True) == 0
+        assert sorted(os.listdir(settings.paths.done)) == ["po2.edi"]
+        report = json.loads((settings.paths.failed / "po1.edi.error.json").read_text())
+        assert "over the limit of 200 bytes (max_file_bytes)" in report["error"]
+        jobs = {j["file_name"]: j for j in queries.list_jobs(db, limit=10)}
+        assert (jobs["po1.edi"]["partner"], jobs["po2.edi"]["partner"]) == ("small", "big")
+        doc = admin.status(settings, db)
+        assert [p["inbox"]["waiting"] for p in doc["partners"]] == [0, 0]
+    finally:
+        store.close_database(db)
+    assert len(erp.requests) == 1

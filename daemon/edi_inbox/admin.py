@@ -157,7 +157,8 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
 
 def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[str, Any]]:
     """Per configured partner: files, failures and partial files in the 24
-    hours before ``now``, its last activity, and its latest failed job."""
+    hours before ``now``, its last activity, its latest failed job, and the
+    backlog in its own inbox (``inbox``; None: it uploads to ``[paths] inbox``)."""
     from . import queries
 
     names = [p.name for p in settings.partners.partners]
@@ -165,7 +166,11 @@ def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[s
         return []
     activity = queries.partner_activity(db, names, now - timedelta(hours=24))
     out = []
-    for name in names:
+    for partner in settings.partners.partners:
+        name = partner.name
+        backlog = None
+        if partner.inbox is not None:
+            backlog = inbox_backlog(settings, now=now.timestamp(), inbox=partner.inbox)
         latest = queries.list_jobs(db, limit=1, status="failed", partner=name)
         last_error = (
             {key: latest[0][key] for key in ("job_id", "file_name", "error", "completed_at")}
@@ -181,6 +186,7 @@ def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[s
                 "partial_24h": seen["partial"],
                 "last_activity": seen["last_activity"],
                 "last_error": last_error,
+                "inbox": backlog,
             }
         )
     return out
@@ -200,13 +206,16 @@ def partners(settings: Settings, db: Any, *, now: datetime | None = None) -> dic
     return {"unknown": settings.partners.unknown, "partners": listed}
 
 
-def inbox_backlog(settings: Settings, *, now: float | None = None) -> dict[str, Any]:
-    """Names waiting in the inbox (temporaries aside) and the oldest one's age,
-    by ctime (a rename into the inbox sets it; clients often preserve mtime)."""
+def inbox_backlog(
+    settings: Settings, *, now: float | None = None, inbox: Path | None = None
+) -> dict[str, Any]:
+    """Names waiting in the inbox (``[paths] inbox``, or ``inbox``: a partner's),
+    temporaries aside, and the oldest one's age, by ctime (a rename into the
+    inbox sets it; clients often preserve mtime)."""
     now = time.time() if now is None else now
     waiting, oldest = 0, None
     try:
-        with os.scandir(settings.paths.folders()["inbox"]) as entries:
+        with os.scandir(inbox or settings.paths.folders()["inbox"]) as entries:
             for entry in entries:
                 if is_ignored(entry.name, settings.daemon.ignore_patterns):
                     continue

@@ -300,6 +300,8 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"partner {p['name']}: {p['files_24h']} files, {p['failures_24h']} failed"
             f" in the last 24 h"
         )
+        if p.get("inbox") and p["inbox"]["waiting"]:
+            line += f"; {p['inbox']['waiting']} waiting in its inbox"
         err = p["last_error"]
         if err:
             line += f"; last error: {shown(err['file_name'])}: {shown(err['error'])}"

@@ -303,6 +303,7 @@ class Worker:
             error_details=[{"code": code, "message": error}],
             host=self.host,
             retry_of=retry_of,
+            partner=flight.claims.partner,  # its folder's: the file was not read
         )
 
     def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
