@@ -168,7 +168,7 @@ class HttpSettings:
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
-PARTNER_ACKS = ("997", "none")
+PARTNER_ACKS = ("997", "999", "none")
 PARTNER_TA1 = ("on-request", "always", "never")
 PARTNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # ISA05 (2 characters) : ISA06 (up to 15) [: GS02 (up to 15)], as sent,
@@ -195,11 +195,16 @@ class PartnerId:
 @dataclass(frozen=True)
 class PartnerSettings:
     """``[partners.NAME]``: the sender ids it uses, which acknowledgements it
-    gets (``ack``: 997 or none, default per ``[ack] enabled``; ``ta1``:
+    gets (``ack``: 997, 999 or none, default per ``[ack] enabled``; ``ta1``:
     on-request — when ISA14 asks or the envelope is wrong —, always or never),
     its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``), and
-    ``outbox``: the absolute folder its 997/TA1 go to instead of ``acks/``
-    (None: ``acks/``), for the partner to download."""
+    ``outbox``: the absolute folder its 997/999/TA1 go to instead of ``acks/``
+    (None: ``acks/``), for the partner to download.
+
+    ``ack = "999"`` answers each functional group of version 005010 or later
+    (GS08; ISA12 when GS08 is missing) with a 999 (005010X231A1), and an
+    older one with a 997: the 999 does not exist before 5010, and a partner
+    that sends 4010 reads 997s."""
 
     name: str
     ids: tuple[PartnerId, ...] = ()

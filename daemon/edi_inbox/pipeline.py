@@ -79,8 +79,16 @@ from .jobs import (
 )
 from .store.database import is_permanent
 from .watch import read_all
-from .x12 import X12Reader, build_997
-from .x12.ack import SetAnswer, Unaddressable, build_ta1, check_address, ta1_wanted
+from .x12 import X12Reader
+from .x12.ack import (
+    SetAnswer,
+    Unaddressable,
+    ack_kind,
+    build_ack,
+    build_ta1,
+    check_address,
+    ta1_wanted,
+)
 from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
 from .x12.repeats import mark_repeats
 
@@ -823,17 +831,21 @@ class Pipeline:
         return {"erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
-        """Write a 997 for every functional group received, into acks/ (or
+        """Write a 997 for every functional group received — a 999 instead for
+        a 5010 group from a partner with ``ack = "999"`` —, into acks/ (or
         into the partner's ``outbox`` instead, moded 0640 for its group: one
-        copy, in the one place that partner fetches from).
+        copy, in the one place that partner fetches from). The step's data
+        name the files (``acks``) and the kind of each (``kinds``: file name
+        -> "997", "999" or "TA1").
 
         A group whose envelope cannot be answered (``Unaddressable``: an ISA06
         too long, a delimiter inside it) gets no 997; the step says why."""
         partner = work.partner
         enabled = self.settings.ack.enabled
-        send_997 = partner.ack == "997" if partner else enabled
+        wanted = partner.ack if partner else ("997" if enabled else "none")
+        answer_groups = wanted != "none"
         ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
-        if not send_997 and ta1_policy == "never":
+        if not answer_groups and ta1_policy == "never":
             if partner is not None:
                 said = f'partner {partner.name} has ack = "none" and ta1 = "never"'
                 return {"skipped": f"no acknowledgements: {said}"}
@@ -847,6 +859,7 @@ class Pipeline:
         mode = 0o640 if partner is not None and partner.outbox else None
         now = datetime.now(UTC)
         written: list[str] = []
+        kinds: dict[str, str] = {}
         not_acknowledged: list[str] = []
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         # What goes out (a TA1: group None), each checked before a control
@@ -862,7 +875,7 @@ class Pipeline:
                     not_acknowledged.append(reason)
                 else:
                     due.append((interchange, None))
-            for group in interchange.groups if send_997 else ():
+            for group in interchange.groups if answer_groups else ():
                 try:
                     check_address(interchange, group)
                 except Unaddressable as exc:
@@ -877,10 +890,15 @@ class Pipeline:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
                 name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
                 written.append(_write_ack(acks_dir, name, ta1, mode))
+                kinds[written[-1]] = "TA1"
                 continue
-            ack = build_997(interchange, answered, control_number=number, answers=answers, now=now)
-            name = f"{safe_name(job.file_name)}.{answered.control_number}.997"
+            kind = ack_kind(wanted, interchange, answered)
+            ack = build_ack(
+                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
+            )
+            name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
             written.append(_write_ack(acks_dir, name, ack, mode))
+            kinds[written[-1]] = kind.code
         if written:
             # Each file was fsynced (write_new), but not its name: one fsync of
             # acks/ for all of this job's, before its final record says they
@@ -890,9 +908,9 @@ class Pipeline:
         if not_acknowledged:
             raise NotAcknowledged(
                 "not_acknowledged: no 997 written for " + _summarise(not_acknowledged),
-                {"acks": written, "not_acknowledged": not_acknowledged},
+                {"acks": written, "kinds": kinds, "not_acknowledged": not_acknowledged},
             )
-        return {"acks": written}
+        return {"acks": written, "kinds": kinds}
 
     def _control_numbers(self, count: int) -> int:
         """The first of ``count`` consecutive control numbers, reserved in one write."""
