@@ -641,3 +641,58 @@ def test_a_997_partner_with_a_5010_file_gets_a_997(clinic, tmp_path):
     assert ack_step(job)["kinds"][ours[0]] == "997"
     text = (tmp_path / "state" / "acks" / ours[0]).read_text("latin-1")
     assert "\nST*997*" in text and "*X*005010\n" in text and "\nAK5*A\n" in text
+
+
+# --- [partners.NAME] erp_url: a partner's orders go to its own ERP -------------
+
+
+def test_a_partners_orders_go_to_its_own_erp(tmp_path, db_url):
+    """Two real ERPs: bolt's order lands on [erp] url, clinic's (erp_url) on
+    its own server, each with [erp]'s bearer token, and each job records the
+    id its own ERP gave."""
+    from helpers import http_server
+
+    token = tmp_path / "erp.token"
+    token.write_text("s3cret-T0ken\n")
+    token.chmod(0o600)
+    with http_server() as main_erp, http_server() as clinic_erp:
+        main_erp.expect_request("/orders", method="POST").respond_with_json({"id": "M1"}, 201)
+        clinic_erp.expect_request("/po", method="POST").respond_with_json({"id": "C1"}, 201)
+        path = tmp_path / "edi-inbox.toml"
+        text = TEAM.format(root=tmp_path / "state", url=db_url, policy="reject")
+        text += f'[partners.clinic]\nids = ["08:CLINIC"]\nerp_url = "{clinic_erp.url_for("/po")}"\n'
+        text += f'[erp]\nurl = "{main_erp.url_for("/orders")}"\ntoken_file = "{token}"\n'
+        path.write_text(text)
+        env = {"EDI_INBOX_CONFIG": str(path)}
+        bolt = process(env, tmp_path, "bolt.edi", make_po(51))
+        clinic = process(env, tmp_path, "clinic.edi", sent_by(make_po(52), "08:CLINIC"))
+        assert (bolt["status"], bolt["erp_po_id"]) == ("succeeded", "M1")
+        assert (clinic["status"], clinic["erp_po_id"]) == ("succeeded", "C1")
+        assert len(main_erp.log) == 1 and len(clinic_erp.log) == 1
+        for server, po in ((main_erp, "00000051"), (clinic_erp, "00000052")):
+            request = server.log[0][0]
+            assert request.headers["Authorization"] == "Bearer s3cret-T0ken"
+            assert json.loads(request.data)["po_number"] == po
+    assert posted(tmp_path) == []  # nothing fell back to outbox/
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            '"ftp://erp.example/po"',
+            r"\[partners.a\] erp_url 'ftp://erp.example/po' must be an http",
+        ),
+        ('"http://"', r"\[partners.a\] erp_url 'http://' must be an http"),
+        ("42", r"\[partners.a\] key 'erp_url' must be an http:// or https:// URL"),
+    ],
+)
+def test_a_partners_erp_url_is_checked_as_the_erp_url_is(tmp_path, value, message):
+    """A bad erp_url is refused naming the partner, when the pipeline starts
+    (where [erp] url is checked) or, not a string at all, when the file is read."""
+    from edi_inbox.pipeline import Pipeline
+
+    text = f'[paths]\nroot = "{tmp_path / "state"}"\n'
+    path = write(tmp_path, text + f'[partners.a]\nids = ["ZZ:A"]\nerp_url = {value}\n')
+    with pytest.raises(ConfigError, match=message):
+        Pipeline(config.load(path, {}))

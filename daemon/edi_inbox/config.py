@@ -199,7 +199,10 @@ class PartnerSettings:
     on-request — when ISA14 asks or the envelope is wrong —, always or never),
     its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``), and
     ``outbox``: the absolute folder its 997/999/TA1 go to instead of ``acks/``
-    (None: ``acks/``), for the partner to download.
+    (None: ``acks/``), for the partner to download; ``erp_url``: where its
+    orders are posted instead of ``[erp] url`` (None: there), with ``[erp]``'s
+    token, timeouts and retries, checked as ``[erp] url`` is when the
+    pipeline starts.
 
     ``ack = "999"`` answers each functional group of version 005010 or later
     (GS08; ISA12 when GS08 is missing) with a 999 (005010X231A1), and an
@@ -212,6 +215,7 @@ class PartnerSettings:
     ta1: str = "on-request"
     rules: RuleSettings = field(default_factory=RuleSettings)
     outbox: Path | None = None
+    erp_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -389,7 +393,7 @@ def _partners(raw: object, rules: RuleSettings, ack: AckSettings, where: str) ->
 def _partner(
     name: str, values: dict[str, object], rules: RuleSettings, ack: AckSettings, where: str
 ) -> PartnerSettings:
-    known = {"ids": None, "ack": None, "ta1": None, "rules": None, "outbox": None}
+    known = {"ids": None, "ack": None, "ta1": None, "rules": None, "outbox": None, "erp_url": None}
     for key in values:
         _known(key, known, f"{where} key '{key}'")
     ids_raw = values.get("ids", [])
@@ -429,6 +433,9 @@ def _partner(
     outbox = values.get("outbox")
     if outbox is not None and (not isinstance(outbox, str) or not Path(outbox).is_absolute()):
         raise ConfigError(f"{where} key 'outbox' must be an absolute folder, not {outbox!r}")
+    erp_url = values.get("erp_url")
+    if erp_url is not None and (not isinstance(erp_url, str) or not erp_url.strip()):
+        raise ConfigError(f"{where} key 'erp_url' must be an http:// or https:// URL")
     return PartnerSettings(
         name=name,
         ids=tuple(ids),
@@ -436,6 +443,7 @@ def _partner(
         ta1=chosen["ta1"],
         rules=typing.cast(RuleSettings, partner_rules),
         outbox=Path(outbox) if outbox is not None else None,
+        erp_url=erp_url,
     )
 
 

@@ -50,7 +50,7 @@ import structlog
 from . import log as logsetup
 from . import orders, partners, rules
 from .config import PartnerSettings, Settings
-from .erp import make_erp
+from .erp import make_erp, partner_erps
 from .errors import (
     MAX_ERRORS_LISTED,
     ClaimLost,
@@ -229,6 +229,11 @@ class Pipeline:
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self._own_erp = erp is None
         self.erp = erp if erp is not None else make_erp(settings)
+        try:  # a partner's own ERP ([partners.NAME] erp_url) takes its orders
+            self.partner_erps = partner_erps(settings)
+        except BaseException:
+            self.close()
+            raise
         self.host = host or socket.gethostname()
         # How long a record write that fails for a reason that may pass is
         # tried again before ``run`` raises NotRecorded (the daemon parks the
@@ -245,6 +250,8 @@ class Pipeline:
     def close(self) -> None:
         if self._own_erp:
             self.erp.close()
+        for erp in getattr(self, "partner_erps", {}).values():
+            erp.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -775,8 +782,11 @@ class Pipeline:
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
-        with the job's running record) is not posted again."""
+        with the job's running record) is not posted again. A partner with an
+        ``erp_url`` has its orders posted there, the rest to ``[erp] url``."""
         failures: list[str] = []
+        partner = work.partner
+        erp = self.partner_erps.get(partner.name, self.erp) if partner else self.erp
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
                 continue
@@ -791,7 +801,7 @@ class Pipeline:
             if work.guard is not None:
                 work.guard()
             try:
-                delivery = self.erp.deliver(
+                delivery = erp.deliver(
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
             except ErpError as exc:
