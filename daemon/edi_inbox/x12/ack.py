@@ -214,7 +214,6 @@ ACK_999 = AckKind(
     ),
     set_codes=frozenset([*map(str, (*range(1, 20), *range(23, 28))), "I5", "I6"]),
 )
-ACK_KINDS = {kind.code: kind for kind in (ACK_997, ACK_999)}
 
 
 def ack_kind(wanted: str, interchange: InterchangeSummary, group: GroupSummary) -> AckKind:
