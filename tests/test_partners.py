@@ -113,8 +113,8 @@ def test_unknown_policy_from_the_environment(tmp_path):
         ('[partners.a]\nids = ["ZZ:A:B:C"]\n', r"\[partners.a\] key 'ids': 'ZZ:A:B:C' is not"),
         ("[partners.a]\nids = []\n", r"\[partners.a\] key 'ids' must name at least one"),
         (
-            '[partners.a]\nids = ["ZZ:A"]\nack = "999"\n',
-            r"\[partners.a\] key 'ack' must be one of 997, none",
+            '[partners.a]\nids = ["ZZ:A"]\nack = "998"\n',
+            r"\[partners.a\] key 'ack' must be one of 997, 999, none",
         ),
         (
             '[partners.a]\nids = ["ZZ:A"]\nta1 = "yes"\n',
@@ -524,3 +524,159 @@ def test_a_failed_files_report_is_copied_to_the_partners_outbox(tmp_path):
     assert (out / "po.edi.error.json").read_bytes() == report
     assert (out / "po.edi.error.json").stat().st_mode & 0o777 == 0o640
     assert [p.name for p in out.iterdir()] == ["po.edi.error.json"]
+
+
+# --- ack = "999": 5010 partners get 999s, older files 997s ----------------------
+# (the ack999 work; tests on other subjects go in blocks of their own)
+
+CLINIC = """
+[partners.clinic]
+ids = ["08:CLINIC"]
+ack = "999"
+ta1 = "never"
+outbox = "{out}"
+"""
+
+
+def as_5010(data: bytes) -> bytes:
+    """A 4010 sample as a 5010 interchange: ISA11 ^ and ISA12 00501, GS08 005010
+    (the widths of the ISA kept)."""
+    text = data.decode("latin-1")
+    sep = text[3]
+    text = text.replace(f"{sep}U{sep}00302{sep}", f"{sep}^{sep}00501{sep}", 1)
+    assert text != data.decode("latin-1") and "^" not in text[106:]
+    return text.replace(f"{sep}004010\n", f"{sep}005010\n", 1).encode("latin-1")
+
+
+@pytest.fixture
+def clinic(tmp_path, db_url):
+    """TEAM with a partner "clinic" (08:CLINIC, ack = "999", its own outbox):
+    the environment for the CLI, and the outbox."""
+    out = tmp_path / "sftp" / "clinic" / "out"
+    path = tmp_path / "edi-inbox.toml"
+    text = TEAM.format(root=tmp_path / "state", url=db_url, policy="reject")
+    path.write_text(text + CLINIC.format(out=out))
+    return {"EDI_INBOX_CONFIG": str(path)}, out
+
+
+def ack_step(job: dict) -> dict:
+    return next(s for s in job["steps"] if s["step_name"] == "acknowledge")["data"]
+
+
+def test_partner_ack_999_is_read(tmp_path):
+    """ack = "999" is accepted in [partners.NAME]."""
+    path = write(tmp_path, '[partners.a]\nids = ["ZZ:A"]\nack = "999"\n')
+    partner = config.load(path, {}).partners.get("a")
+    assert partner is not None and partner.ack == "999"
+
+
+def test_a_5010_partner_gets_a_999_in_its_outbox(clinic, tmp_path):
+    """A 5010 file from a partner with ack = "999": one 999 in its outbox,
+    named as the 997 would be (file name, GS06) with .999, moded 0640, IK5 A
+    and AK9 A for the posted order; the step says which kind went out."""
+    env, out = clinic
+    job = process(env, tmp_path, "po5010.edi", sent_by(as_5010(make_po(41)), "08:CLINIC"))
+    assert (job["status"], job["partner"]) == ("succeeded", "clinic")
+    assert job["acks"] == ["po5010.edi.123456789.999"]
+    assert sorted(p.name for p in out.iterdir()) == job["acks"]
+    assert ack_step(job)["kinds"] == {"po5010.edi.123456789.999": "999"}
+    path = out / job["acks"][0]
+    assert path.stat().st_mode & 0o777 == 0o640
+    text = path.read_text("latin-1")
+    assert "\nGS*FA*test22222*test111111*" in text and "*X*005010X231A1\n" in text
+    assert "\nST*999*" in text and "*005010X231A1\nAK1*PO*123456789*005010\n" in text
+    assert "\nAK2*850*4567\nIK5*A\nAK9*A*1*1*1\n" in text
+    assert "AK5" not in text and acks(tmp_path) == []
+
+
+def test_a_rejected_5010_file_gets_a_rejecting_999(clinic, tmp_path):
+    """draftedi's 5010 850 (SE01 wrong) from the 999 partner: nothing posted,
+    a 999 with IK5 R 4 and AK9 R."""
+    env, out = clinic
+    data = (Path(__file__).parent / "data" / "corpus" / "draftedi__sample_850.edi").read_bytes()
+    job = process(env, tmp_path, "bad5010.edi", sent_by(data, "08:CLINIC"))
+    assert (job["status"], job["partner"]) == ("failed", "clinic")
+    assert job["acks"] == ["bad5010.edi.000000001.999"]
+    text = (out / job["acks"][0]).read_text("latin-1")
+    assert "\nAK2*850*0001~\nIK5*R*4~\nAK9*R*1*1*0~\n" in text
+    assert posted(tmp_path) == []
+
+
+def test_a_4010_file_from_a_999_partner_gets_a_997(clinic, tmp_path):
+    """The 999 does not exist before 5010: a 4010 file from the same partner
+    gets a 997 (named .997) in its outbox."""
+    env, out = clinic
+    job = process(env, tmp_path, "po4010.edi", sent_by(make_po(42), "08:CLINIC"))
+    assert (job["status"], job["partner"]) == ("succeeded", "clinic")
+    assert job["acks"] == ["po4010.edi.123456789.997"]
+    assert ack_step(job)["kinds"] == {"po4010.edi.123456789.997": "997"}
+    text = (out / job["acks"][0]).read_text("latin-1")
+    assert "\nST*997*" in text and "\nAK2*850*4567\nAK5*A\nAK9*A*1*1*1\n" in text
+    assert "*X*004010\n" in text and "IK5" not in text
+
+
+def test_a_997_partner_with_a_5010_file_gets_a_997(clinic, tmp_path):
+    """bolt (ack = "997", the default) sends 5010: a 997 all the same."""
+    env, _ = clinic
+    job = process(env, tmp_path, "bolt5010.edi", as_5010(make_po(43)))
+    assert (job["status"], job["partner"]) == ("succeeded", "bolt")
+    ours = [n for n in job["acks"] if not n.endswith(".TA1")]
+    assert ours == ["bolt5010.edi.123456789.997"]
+    assert ack_step(job)["kinds"][ours[0]] == "997"
+    text = (tmp_path / "state" / "acks" / ours[0]).read_text("latin-1")
+    assert "\nST*997*" in text and "*X*005010\n" in text and "\nAK5*A\n" in text
+
+
+# --- [partners.NAME] erp_url: a partner's orders go to its own ERP -------------
+
+
+def test_a_partners_orders_go_to_its_own_erp(tmp_path, db_url):
+    """Two real ERPs: bolt's order lands on [erp] url, clinic's (erp_url) on
+    its own server, each with [erp]'s bearer token, and each job records the
+    id its own ERP gave."""
+    from helpers import http_server
+
+    token = tmp_path / "erp.token"
+    token.write_text("s3cret-T0ken\n")
+    token.chmod(0o600)
+    with http_server() as main_erp, http_server() as clinic_erp:
+        main_erp.expect_request("/orders", method="POST").respond_with_json({"id": "M1"}, 201)
+        clinic_erp.expect_request("/po", method="POST").respond_with_json({"id": "C1"}, 201)
+        path = tmp_path / "edi-inbox.toml"
+        text = TEAM.format(root=tmp_path / "state", url=db_url, policy="reject")
+        text += f'[partners.clinic]\nids = ["08:CLINIC"]\nerp_url = "{clinic_erp.url_for("/po")}"\n'
+        text += f'[erp]\nurl = "{main_erp.url_for("/orders")}"\ntoken_file = "{token}"\n'
+        path.write_text(text)
+        env = {"EDI_INBOX_CONFIG": str(path)}
+        bolt = process(env, tmp_path, "bolt.edi", make_po(51))
+        clinic = process(env, tmp_path, "clinic.edi", sent_by(make_po(52), "08:CLINIC"))
+        assert (bolt["status"], bolt["erp_po_id"]) == ("succeeded", "M1")
+        assert (clinic["status"], clinic["erp_po_id"]) == ("succeeded", "C1")
+        assert len(main_erp.log) == 1 and len(clinic_erp.log) == 1
+        for server, po in ((main_erp, "00000051"), (clinic_erp, "00000052")):
+            request = server.log[0][0]
+            assert request.headers["Authorization"] == "Bearer s3cret-T0ken"
+            assert json.loads(request.data)["po_number"] == po
+    assert posted(tmp_path) == []  # nothing fell back to outbox/
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            '"ftp://erp.example/po"',
+            r"\[partners.a\] erp_url 'ftp://erp.example/po' must be an http",
+        ),
+        ('"http://"', r"\[partners.a\] erp_url 'http://' must be an http"),
+        ("42", r"\[partners.a\] key 'erp_url' must be an http:// or https:// URL"),
+    ],
+)
+def test_a_partners_erp_url_is_checked_as_the_erp_url_is(tmp_path, value, message):
+    """A bad erp_url is refused naming the partner, when the pipeline starts
+    (where [erp] url is checked) or, not a string at all, when the file is read."""
+    from edi_inbox.pipeline import Pipeline
+
+    text = f'[paths]\nroot = "{tmp_path / "state"}"\n'
+    path = write(tmp_path, text + f'[partners.a]\nids = ["ZZ:A"]\nerp_url = {value}\n')
+    with pytest.raises(ConfigError, match=message):
+        Pipeline(config.load(path, {}))

@@ -1,4 +1,5 @@
-"""The 997 writer: envelope, AK segments, codes, and that our own reader reads it back clean."""
+"""The 997 and 999 writers: envelope, AK/IK segments, codes, and that our own
+reader reads them back clean."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import pytest
 
 from edi_inbox.errors import X12Error
 from edi_inbox.x12 import X12Reader, build_997
-from edi_inbox.x12.ack import ISA_LENGTH, Unaddressable
+from edi_inbox.x12.ack import (
+    ACK_999,
+    ISA_LENGTH,
+    SetAnswer,
+    Unaddressable,
+    ack_kind,
+    build_ack,
+)
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 NOW = datetime(2024, 5, 6, 7, 8)
@@ -127,14 +135,19 @@ def test_set_with_structure_errors_is_rejected():
     assert body(segs) == ["AK1*PO*000000001", "AK2*850*0001", "AK5*R*4", "AK9*R*1*1*0"]
 
 
-def test_rejected_problems_become_ak3_ak4_and_partial_acceptance():
-    """Problems from later steps point at the segment (position from ST) and element."""
-    data = doc(order(1), order(2, lines=3))
+def late_problems(code: str | None = None) -> dict[str, list[X12Error]]:
+    """Problems found after parsing in set 0002 of ``doc(order(1), order(2, lines=3))``:
+    a PO1 without a price (segment level, ``code``) and a PO102 of 0."""
     # ISA=1, GS=2, set 1 = 3..6; set 2: ST=7, BEG=8, PO1=9..11, SE=12
-    late = X12Error("PO1 line 3 has no price", segment_number=11, segment_id="PO1")
+    late = X12Error("PO1 line 3 has no price", segment_number=11, segment_id="PO1", code=code)
     problem = X12Error("quantity 0", segment_number=9, segment_id="PO1", element=2, code="7")
     problem.value = "0"  # type: ignore[attr-defined]
-    _, segs = ack(data, rejected={"0002": [late, problem]})
+    return {"0002": [late, problem]}
+
+
+def test_rejected_problems_become_ak3_ak4_and_partial_acceptance():
+    """Problems from later steps point at the segment (position from ST) and element."""
+    _, segs = ack(doc(order(1), order(2, lines=3)), rejected=late_problems())
     assert body(segs) == [
         "AK1*PO*77",
         "AK2*850*0001",
@@ -191,19 +204,24 @@ def test_control_number_must_fit_isa13():
         ack(doc(order(1)), control_number=1_000_000_000)
 
 
+def read_corpus(name: str) -> X12Reader:
+    """A corpus file read to its end, or to the error that stops the reader."""
+    reader = X12Reader(io.BytesIO((CORPUS / name).read_bytes()))
+    try:
+        for _ in reader.transaction_sets():
+            pass
+    except X12Error:
+        pass
+    return reader
+
+
 def corpus_groups() -> list[tuple[str, int, int]]:
     """(file, interchange index, group index) of every group the reader finds in the corpus."""
     out = []
     for path in sorted(CORPUS.iterdir()):
         if path.name == "SOURCES.md":
             continue
-        reader = X12Reader(io.BytesIO(path.read_bytes()))
-        try:
-            for _ in reader.transaction_sets():
-                pass
-        except X12Error:
-            pass
-        for i, ic in enumerate(reader.interchanges):
+        for i, ic in enumerate(read_corpus(path.name).interchanges):
             out += [(path.name, i, j) for j in range(len(ic.groups))]
     return out
 
@@ -211,13 +229,7 @@ def corpus_groups() -> list[tuple[str, int, int]]:
 @pytest.mark.parametrize("name, i, j", corpus_groups())
 def test_997_for_every_corpus_group_reads_back_clean(name, i, j):
     """Every group in the corpus gets a 997 that our reader reads without error or warning."""
-    reader = X12Reader(io.BytesIO((CORPUS / name).read_bytes()))
-    try:
-        for _ in reader.transaction_sets():
-            pass
-    except X12Error:
-        pass
-    ic = reader.interchanges[i]
+    ic = read_corpus(name).interchanges[i]
     group = ic.groups[j]
     out = build_997(ic, group, control_number=7, now=NOW)
     text = out.decode(ic.encoding if ic.encoding != "ascii" else "latin-1")
@@ -271,3 +283,171 @@ def test_hostile_group_sender_gets_no_997():
     ic = reader.interchanges[0]
     with pytest.raises(Unaddressable, match="GS02"):
         build_997(ic, ic.groups[0], control_number=1, now=NOW)
+
+
+# --- the 999 (005010X231A1): the same truth, for 5010 groups --------------------
+
+
+def doc5010(*sets: str, ge: str | None = None) -> bytes:
+    """``doc`` as a 5010 interchange: ISA12 00501 (ISA11 ^), GS08 005010."""
+    data = doc(*sets, ge=ge).replace(b"*U*00401*", b"*^*00501*")
+    return data.replace(b"*004010~", b"*005010~")
+
+
+def ack999(data: bytes, **kwargs) -> tuple[bytes, list[list[str]]]:
+    """The 999 for the first group of ``data``, and its segments as read back."""
+    reader = read(data)
+    ic = reader.interchanges[0]
+    number = kwargs.pop("control_number", 42)
+    out = build_ack(ic, ic.groups[0], kind=ACK_999, control_number=number, now=NOW, **kwargs)
+    back = X12Reader(io.BytesIO(out))
+    (ts,) = list(back.transaction_sets())
+    assert back.errors == [] and back.warnings == [], back.errors
+    assert ts.code == "999"
+    return out, [s.elements for s in X12Reader(io.BytesIO(out)).scanner]
+
+
+def body999(segments: list[list[str]]) -> list[str]:
+    """The AK1, AK2, IK3, IK4, IK5 and AK9 segments, one string each."""
+    return ["*".join(s) for s in segments if s[0][:2] in ("AK", "IK")]
+
+
+def test_accepting_999():
+    """A clean 5010 group gets ST*999 with the convention, AK1 echoing GS08,
+    AK2 echoing ST03 (when the set had one), IK5 A per set and AK9 A; the GS
+    is an FA group of 005010X231A1 with sender and receiver swapped."""
+    with_st03 = order(2).replace("ST*850*0002~", "ST*850*0002*005010X220A1~")
+    out, segs = ack999(doc5010(order(1), with_st03))
+    assert body999(segs) == [
+        "AK1*PO*77*005010",
+        "AK2*850*0001",
+        "IK5*A",
+        "AK2*850*0002*005010X220A1",
+        "IK5*A",
+        "AK9*A*2*2*2",
+    ]
+    isa, gs, st = segs[0], segs[1], segs[2]
+    assert (isa[11], isa[12], isa[13]) == ("^", "00501", "000000042")
+    assert gs == ["GS", "FA", "OURAPP", "ACMEAPP", "20240506", "0708", "42", "X", "005010X231A1"]
+    assert st == ["ST", "999", "0042", "005010X231A1"]
+    assert segs[-3] == ["SE", str(len(segs) - 4), "0042"]
+    assert out.endswith(b"GE*1*42~\nIEA*1*000000042~\n")
+
+
+def test_999_partial_acceptance_with_ik3_ik4():
+    """A bad element in the second set: IK3 (segment id, position from ST,
+    no loop id, 8) and IK4 (position, no element reference, code, a copy of
+    the bad value), IK5 R 5 for that set, and AK9 P because one is accepted."""
+    _, segs = ack999(doc5010(order(1), order(2, lines=3)), rejected=late_problems("3"))
+    assert body999(segs) == [
+        "AK1*PO*77*005010",
+        "AK2*850*0001",
+        "IK5*A",
+        "AK2*850*0002",
+        "IK3*PO1*3**8",
+        "IK4*2**7*0",
+        "IK3*PO1*5**3",
+        "IK5*R*5",
+        "AK9*P*2*2*1",
+    ]
+
+
+def test_999_rejects_a_real_5010_file_with_a_wrong_se01():
+    """draftedi's 5010 850 (SE01 9, 8 segments): IK5 R 4 and AK9 R."""
+    _, segs = ack999((CORPUS / "draftedi__sample_850.edi").read_bytes())
+    assert body999(segs) == [
+        "AK1*PO*000000001*005010",
+        "AK2*850*0001",
+        "IK5*R*4",
+        "AK9*R*1*1*0",
+    ]
+    assert segs[1][2:4] == ["TESTRECEIVER", "TESTSENDER"]
+
+
+def test_999_accepts_only_what_was_posted():
+    """With answers (what the application did), a well-formed set that was not
+    posted is rejected, a posted one with warnings is E; AK9 P."""
+    reader = read(doc5010(order(1), order(2)))
+    ic = reader.interchanges[0]
+    group = ic.groups[0]
+    noted = X12Error("CTT01 is 2", segment_number=4, segment_id="PO1", element=1, code="7")
+    answers = {id(group.sets[0]): SetAnswer(posted=True, errors=(noted,), warnings=True)}
+    out = build_ack(ic, group, kind=ACK_999, control_number=5, answers=answers, now=NOW)
+    segs = [s.elements for s in X12Reader(io.BytesIO(out)).scanner]
+    assert body999(segs) == [
+        "AK1*PO*77*005010",
+        "AK2*850*0001",
+        "IK3*PO1*2**8",
+        "IK4*1**7",
+        "IK5*E",
+        "AK2*850*0002",
+        "IK5*R",
+        "AK9*P*2*2*1",
+    ]
+
+
+def test_999_codes_come_from_its_own_lists():
+    """A code the 999's lists lack is replaced as an invalid one is in the 997:
+    IK403 11 (no such 621 code) becomes 7, IK502 20 (no such 618 code) is
+    left out; the 997 keeps both (its lists are not checked)."""
+    element = X12Error("odd", segment_number=4, segment_id="PO1", element=3, code="11")
+    whole = X12Error("odd set", segment_id="SE", code="20")
+    rejected = {"0001": [element, whole]}
+    _, segs = ack999(doc5010(order(1)), rejected=rejected)
+    assert body999(segs)[1:5] == ["AK2*850*0001", "IK3*PO1*2**8", "IK4*3**7", "IK5*R*5"]
+    _, segs = ack(doc(order(1)), rejected=rejected)
+    assert body(segs)[1:5] == ["AK2*850*0001", "AK3*PO1*2**8", "AK4*3**11", "AK5*R*20*5"]
+
+
+@pytest.mark.parametrize(
+    ("isa12", "gs08", "wanted", "expected"),
+    [
+        ("00501", "005010", "999", "999"),
+        ("00501", "005010X222A1", "999", "999"),
+        ("00601", "006020", "999", "999"),
+        ("00401", "004010", "999", "997"),  # no 999 before 5010
+        ("00501", "004010", "999", "997"),  # the group's version decides
+        ("00501", "", "999", "999"),  # no GS08: ISA12
+        ("00501", "005010", "997", "997"),
+    ],
+)
+def test_ack_kind_follows_the_groups_version(isa12, gs08, wanted, expected):
+    """A 999 only for groups of 005010 and later, and only when one is wanted."""
+    data = doc(order(1)).replace(b"*U*00401*", f"*^*{isa12}*".encode())
+    data = data.replace(b"*004010~", f"*{gs08}~".encode())
+    ic = read(data).interchanges[0]
+    assert ack_kind(wanted, ic, ic.groups[0]).code == expected
+
+
+def test_999_for_a_set_that_failed_at_the_se():
+    """A set-level problem (segment id SE) goes into IK5, not an IK3."""
+    cut = X12Error("the file ends inside this transaction set", segment_id="SE", code="2")
+    _, segs = ack999(doc5010(order(1)), rejected={"0001": [cut]})
+    assert body999(segs)[1:] == ["AK2*850*0001", "IK5*R*2", "AK9*R*1*1*0"]
+
+
+def corpus_5010_groups() -> list[tuple[str, int, int]]:
+    """The corpus groups of version 005010 or later (those a 999 answers)."""
+    out = []
+    for name, i, j in corpus_groups():
+        ic = read_corpus(name).interchanges[i]
+        if ack_kind("999", ic, ic.groups[j]).code == "999":
+            out.append((name, i, j))
+    return out
+
+
+@pytest.mark.parametrize("name, i, j", corpus_5010_groups())
+def test_999_for_every_5010_corpus_group_reads_back_clean(name, i, j):
+    """Every 5010 group in the corpus gets a 999 our reader reads without
+    error or warning, with an AK2 per set and the counts in AK9."""
+    ic = read_corpus(name).interchanges[i]
+    group = ic.groups[j]
+    out = build_ack(ic, group, kind=ACK_999, control_number=7, now=NOW)
+    back = X12Reader(io.BytesIO(out))
+    (ts,) = list(back.transaction_sets())
+    assert back.errors == [] and back.warnings == []
+    assert ts.segments[0].elements == ["ST", "999", "0007", "005010X231A1"]
+    ak9 = ts.segments[-2].elements
+    assert ak9[0] == "AK9" and ak9[3] == str(len(group.sets))
+    assert sum(s.tag == "AK2" for s in ts.segments) == len(group.sets)
+    assert not any(s.tag in ("AK3", "AK4", "AK5") for s in ts.segments)

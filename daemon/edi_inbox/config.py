@@ -168,7 +168,7 @@ class HttpSettings:
         return host.strip("[]") or "127.0.0.1", int(port)
 
 
-PARTNER_ACKS = ("997", "none")
+PARTNER_ACKS = ("997", "999", "none")
 PARTNER_TA1 = ("on-request", "always", "never")
 PARTNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # ISA05 (2 characters) : ISA06 (up to 15) [: GS02 (up to 15)], as sent,
@@ -195,17 +195,24 @@ class PartnerId:
 @dataclass(frozen=True)
 class PartnerSettings:
     """``[partners.NAME]``: the sender ids it uses, which acknowledgements it
-    gets (``ack``: 997 or none, default per ``[ack] enabled``; ``ta1``:
+    gets (``ack``: 997, 999 or none, default per ``[ack] enabled``; ``ta1``:
     on-request — when ISA14 asks or the envelope is wrong —, always or never),
     its rule levels (``[partners.NAME.rules]`` overrides ``[rules]``),
-    ``outbox``: the absolute folder its 997/TA1 go to instead of ``acks/``
-    (None: ``acks/``), for the partner to download, and ``inbox``: the
-    absolute folder it uploads to (its SFTP chroot's ``in``), which the daemon
-    watches beside ``[paths] inbox``; a file there must come from one of the
-    partner's ids. Its claims go to ``processing`` (default
-    ``[paths] processing``/.partners/NAME), which must be on the inbox's file
-    system (a claim is a rename). ``max_file_bytes`` (default ``[daemon]``'s)
-    caps the files in its inbox."""
+    ``outbox``: the absolute folder its 997/999/TA1 go to instead of ``acks/``
+    (None: ``acks/``), for the partner to download; ``erp_url``: where its
+    orders are posted instead of ``[erp] url`` (None: there), with ``[erp]``'s
+    token, timeouts and retries, checked as ``[erp] url`` is when the
+    pipeline starts; and ``inbox``: the absolute folder it uploads to (its
+    SFTP chroot's ``in``), which the daemon watches beside ``[paths] inbox``;
+    a file there must come from one of the partner's ids. Its claims go to
+    ``processing`` (default ``[paths] processing``/.partners/NAME), which must
+    be on the inbox's file system (a claim is a rename). ``max_file_bytes``
+    (default ``[daemon]``'s) caps the files in its inbox.
+
+    ``ack = "999"`` answers each functional group of version 005010 or later
+    (GS08; ISA12 when GS08 is missing) with a 999 (005010X231A1), and an
+    older one with a 997: the 999 does not exist before 5010, and a partner
+    that sends 4010 reads 997s."""
 
     name: str
     ids: tuple[PartnerId, ...] = ()
@@ -216,6 +223,7 @@ class PartnerSettings:
     inbox: Path | None = None
     processing: Path | None = None
     max_file_bytes: int = DaemonSettings.max_file_bytes
+    erp_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -425,8 +433,11 @@ def _partner(
     where: str,
 ) -> PartnerSettings:
     known = dict.fromkeys(
-        ("ids", "ack", "ta1", "rules", "outbox", "inbox", "processing", "max_file_bytes")
-    )
+        (
+            "ids", "ack", "ta1", "rules", "outbox", "inbox", "processing", "max_file_bytes",
+            "erp_url",
+        )
+    )  # fmt: skip
     for key in values:
         _known(key, known, f"{where} key '{key}'")
     ids_raw = values.get("ids", [])
@@ -475,6 +486,9 @@ def _partner(
         raise ConfigError(
             f"{where} key 'max_file_bytes' must be a whole number of bytes, not {max_bytes!r}"
         )
+    erp_url = values.get("erp_url")
+    if erp_url is not None and (not isinstance(erp_url, str) or not erp_url.strip()):
+        raise ConfigError(f"{where} key 'erp_url' must be an http:// or https:// URL")
     return PartnerSettings(
         name=name,
         ids=tuple(ids),
@@ -485,6 +499,7 @@ def _partner(
         inbox=inbox,
         processing=processing,
         max_file_bytes=max_bytes,
+        erp_url=erp_url,
     )
 
 

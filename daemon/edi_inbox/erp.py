@@ -26,7 +26,8 @@ credential: an ERP debug page may echo the request's headers), never to the
 partner, who is told "the ERP rejected order 4711 (HTTP 422)".
 
 ``OutboxErp`` stands in when ``[erp] url`` is empty: another system picks the
-files up from ``outbox/``.
+files up from ``outbox/``. A partner with an ``erp_url`` of its own gets an
+``HttpErp`` of its own (``partner_erps``), with ``[erp]``'s token and policy.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -56,7 +57,7 @@ from . import __version__, config, files
 from .errors import ConfigError, ErpRejected, ErpUnavailable
 from .jobs import dumps, json_default
 
-__all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "redact"]
+__all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "partner_erps", "redact"]
 
 MESSAGE_MAX = 500  # characters of an ERP error body kept in messages
 DEFAULT_POOL_SIZE = 8
@@ -146,7 +147,8 @@ class HttpErp(_Sink):
     connections, shared by every worker calling ``deliver()``. ``sleep`` waits
     between attempts (tests pass a recorder instead of waiting); ``log`` defaults
     to ``structlog.get_logger()``, whose bound context (job id, file) the
-    pipeline sets through ``structlog.contextvars``.
+    pipeline sets through ``structlog.contextvars``. ``label`` names where
+    ``settings.url`` came from, in errors (``[partners.NAME] erp_url``).
     """
 
     def __init__(
@@ -156,16 +158,18 @@ class HttpErp(_Sink):
         sleep: Callable[[float], None] = time.sleep,
         log: Any = None,
         pool_size: int = DEFAULT_POOL_SIZE,
+        label: str = "[erp] url",
     ) -> None:
         self.settings = settings
+        self.label = label
         self._sleep = sleep
         self._log = log if log is not None else structlog.get_logger()
         try:
             url = parse_url(settings.url)
         except LocationParseError as exc:
-            raise ConfigError(f"[erp] url {settings.url!r} is not a valid URL: {exc}") from None
+            raise ConfigError(f"{label} {settings.url!r} is not a valid URL: {exc}") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"[erp] url {settings.url!r} must be an http:// or https:// URL")
+            raise ConfigError(f"{label} {settings.url!r} must be an http:// or https:// URL")
         # Shown in messages and logs: no user info, no query (either may hold secrets).
         self.display_url = url._replace(auth=None, query=None).url
         self._target = url.request_uri
@@ -273,7 +277,7 @@ class HttpErp(_Sink):
             )
         if 300 <= code < 400:
             where = redact(response.headers.get("Location", "an unnamed place"), self._secrets)
-            message = f"{status}: redirected to {where}; set [erp] url to the final address"
+            message = f"{status}: redirected to {where}; set {self.label} to the final address"
         else:
             message = f"{status}: {_erp_message(data, self._secrets)}"
         raise ErpRejected(f"ERP rejected the order: {message}", status_code=code, attempts=n)
@@ -479,3 +483,24 @@ def make_erp(settings: config.Settings) -> HttpErp | OutboxErp:
         return HttpErp(settings.erp, pool_size=max(settings.daemon.workers, DEFAULT_POOL_SIZE))
     assert settings.paths.outbox is not None  # PathSettings fills it in
     return OutboxErp(settings.paths.outbox)
+
+
+def partner_erps(settings: config.Settings) -> dict[str, HttpErp]:
+    """Partner name -> the ``HttpErp`` for its ``erp_url``, for the partners
+    that have one: ``[erp]``'s token, timeouts and retry policy, the URL
+    checked as ``[erp] url`` is (a bad one is a ``ConfigError`` naming the
+    partner). Built together, so that none is left open when one is refused."""
+    built: dict[str, HttpErp] = {}
+    try:
+        for partner in settings.partners.partners:
+            if partner.erp_url is not None:
+                built[partner.name] = HttpErp(
+                    replace(settings.erp, url=partner.erp_url),
+                    pool_size=max(settings.daemon.workers, DEFAULT_POOL_SIZE),
+                    label=f"[partners.{partner.name}] erp_url",
+                )
+    except BaseException:
+        for erp in built.values():
+            erp.close()
+        raise
+    return built

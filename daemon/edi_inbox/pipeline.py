@@ -50,7 +50,7 @@ import structlog
 from . import log as logsetup
 from . import orders, partners, rules
 from .config import PartnerSettings, Settings
-from .erp import make_erp
+from .erp import make_erp, partner_erps
 from .errors import (
     MAX_ERRORS_LISTED,
     ClaimLost,
@@ -79,8 +79,16 @@ from .jobs import (
 )
 from .store.database import is_permanent
 from .watch import read_all
-from .x12 import X12Reader, build_997
-from .x12.ack import SetAnswer, Unaddressable, build_ta1, check_address, ta1_wanted
+from .x12 import X12Reader
+from .x12.ack import (
+    SetAnswer,
+    Unaddressable,
+    ack_kind,
+    build_ack,
+    build_ta1,
+    check_address,
+    ta1_wanted,
+)
 from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
 from .x12.repeats import mark_repeats
 
@@ -221,6 +229,11 @@ class Pipeline:
         self.recorder: Recorder = recorder if recorder is not None else NullRecorder()
         self._own_erp = erp is None
         self.erp = erp if erp is not None else make_erp(settings)
+        try:  # a partner's own ERP ([partners.NAME] erp_url) takes its orders
+            self.partner_erps = partner_erps(settings)
+        except BaseException:
+            self.close()
+            raise
         self.host = host or socket.gethostname()
         # How long a record write that fails for a reason that may pass is
         # tried again before ``run`` raises NotRecorded (the daemon parks the
@@ -237,6 +250,8 @@ class Pipeline:
     def close(self) -> None:
         if self._own_erp:
             self.erp.close()
+        for erp in getattr(self, "partner_erps", {}).values():
+            erp.close()
 
     def __enter__(self) -> Pipeline:
         return self
@@ -767,8 +782,11 @@ class Pipeline:
 
     def post_to_erp(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Deliver each order once: an order the ERP already accepted (as read
-        with the job's running record) is not posted again."""
+        with the job's running record) is not posted again. A partner with an
+        ``erp_url`` has its orders posted there, the rest to ``[erp] url``."""
         failures: list[str] = []
+        partner = work.partner
+        erp = self.partner_erps.get(partner.name, self.erp) if partner else self.erp
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
                 continue
@@ -783,7 +801,7 @@ class Pipeline:
             if work.guard is not None:
                 work.guard()
             try:
-                delivery = self.erp.deliver(
+                delivery = erp.deliver(
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
             except ErpError as exc:
@@ -823,17 +841,21 @@ class Pipeline:
         return {"erp_po_ids": [o.erp_po_id for o in job.orders]}
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
-        """Write a 997 for every functional group received, into acks/ (or
+        """Write a 997 for every functional group received — a 999 instead for
+        a 5010 group from a partner with ``ack = "999"`` —, into acks/ (or
         into the partner's ``outbox`` instead, moded 0640 for its group: one
-        copy, in the one place that partner fetches from).
+        copy, in the one place that partner fetches from). The step's data
+        name the files (``acks``) and the kind of each (``kinds``: file name
+        -> "997", "999" or "TA1").
 
         A group whose envelope cannot be answered (``Unaddressable``: an ISA06
         too long, a delimiter inside it) gets no 997; the step says why."""
         partner = work.partner
         enabled = self.settings.ack.enabled
-        send_997 = partner.ack == "997" if partner else enabled
+        wanted = partner.ack if partner else ("997" if enabled else "none")
+        answer_groups = wanted != "none"
         ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
-        if not send_997 and ta1_policy == "never":
+        if not answer_groups and ta1_policy == "never":
             if partner is not None:
                 said = f'partner {partner.name} has ack = "none" and ta1 = "never"'
                 return {"skipped": f"no acknowledgements: {said}"}
@@ -847,6 +869,7 @@ class Pipeline:
         mode = 0o640 if partner is not None and partner.outbox else None
         now = datetime.now(UTC)
         written: list[str] = []
+        kinds: dict[str, str] = {}
         not_acknowledged: list[str] = []
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         # What goes out (a TA1: group None), each checked before a control
@@ -862,7 +885,7 @@ class Pipeline:
                     not_acknowledged.append(reason)
                 else:
                     due.append((interchange, None))
-            for group in interchange.groups if send_997 else ():
+            for group in interchange.groups if answer_groups else ():
                 try:
                     check_address(interchange, group)
                 except Unaddressable as exc:
@@ -877,10 +900,15 @@ class Pipeline:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
                 name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
                 written.append(_write_ack(acks_dir, name, ta1, mode))
+                kinds[written[-1]] = "TA1"
                 continue
-            ack = build_997(interchange, answered, control_number=number, answers=answers, now=now)
-            name = f"{safe_name(job.file_name)}.{answered.control_number}.997"
+            kind = ack_kind(wanted, interchange, answered)
+            ack = build_ack(
+                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
+            )
+            name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
             written.append(_write_ack(acks_dir, name, ack, mode))
+            kinds[written[-1]] = kind.code
         if written:
             # Each file was fsynced (write_new), but not its name: one fsync of
             # acks/ for all of this job's, before its final record says they
@@ -890,9 +918,9 @@ class Pipeline:
         if not_acknowledged:
             raise NotAcknowledged(
                 "not_acknowledged: no 997 written for " + _summarise(not_acknowledged),
-                {"acks": written, "not_acknowledged": not_acknowledged},
+                {"acks": written, "kinds": kinds, "not_acknowledged": not_acknowledged},
             )
-        return {"acks": written}
+        return {"acks": written, "kinds": kinds}
 
     def _control_numbers(self, count: int) -> int:
         """The first of ``count`` consecutive control numbers, reserved in one write."""

@@ -1,4 +1,5 @@
-"""The 997 functional acknowledgment for one received functional group.
+"""The 997 functional acknowledgment (and the 999 implementation
+acknowledgment, for 5010) for one received functional group.
 
 Built from the summaries alone (``InterchangeSummary``, ``GroupSummary``), so
 the received segments need not be kept. The interchange goes back with sender
@@ -19,6 +20,15 @@ AK5 is A, or R when the set has errors of its own or in ``rejected``. AK9 is
 A when every set is accepted, P when some are, R when none are, and E
 (accepted, errors noted) when every set is accepted but the GS/GE envelope
 itself is wrong — the reader reads such groups leniently.
+
+The 999 (005010X231A1) tells the same truth in the same shape, by the same
+code: AK1 and AK2 also echo GS08 and ST03, AK3/AK4/AK5 are named IK3/IK4/IK5
+(IK303, the loop id, and IK402, the element's reference number, are left
+out: the reader does not know them; no CTX), each code is checked against
+the 999's own code list (a code outside it is replaced as an invalid one is
+in the 997), and ST03 and GS08 are 005010X231A1. It exists from 5010 on:
+``ack_kind`` gives a group of an older version a 997 even when a 999 is
+wanted.
 
 The envelope goes back to addresses the partner wrote, so they are checked,
 never copied raw (``check_address``): an ISA06 of 20 characters would make a
@@ -173,6 +183,48 @@ class SetAnswer:
     warnings: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AckKind:
+    """What tells a 997 from a 999: the set's code, the names of the segment,
+    element and set response segments, the implementation convention (ST03,
+    GS08; None: GS08 as received, no ST03) and the codes each may carry
+    (None: any well-formed code)."""
+
+    code: str
+    segment_tag: str
+    element_tag: str
+    set_tag: str
+    convention: str | None = None
+    segment_codes: frozenset[str] | None = None
+    element_codes: frozenset[str] | None = None
+    set_codes: frozenset[str] | None = None
+
+
+ACK_997 = AckKind("997", "AK3", "AK4", "AK5")
+# Code lists of 005010X231A1: IK304 (620), IK403 (621), IK502 (618).
+ACK_999 = AckKind(
+    "999",
+    "IK3",
+    "IK4",
+    "IK5",
+    convention="005010X231A1",
+    segment_codes=frozenset([*map(str, range(1, 9)), "I4", "I6", "I7", "I8", "I9"]),
+    element_codes=frozenset(
+        [*map(str, (*range(1, 11), 12, 13)), "I6", "I9", "I10", "I11", "I12", "I13"]
+    ),
+    set_codes=frozenset([*map(str, (*range(1, 20), *range(23, 28))), "I5", "I6"]),
+)
+
+
+def ack_kind(wanted: str, interchange: InterchangeSummary, group: GroupSummary) -> AckKind:
+    """The acknowledgment ``group`` gets when ``wanted`` ("997" or "999") is
+    asked for: a 999 only for version 005010 or later (GS08, or ISA12 when GS08
+    is missing), a 997 for anything older — the 999 did not exist before 5010."""
+    if wanted == "999" and _numeric_version(group.version or interchange.version + "0") >= 5010:
+        return ACK_999
+    return ACK_997
+
+
 def build_997(
     interchange: InterchangeSummary,
     group: GroupSummary,
@@ -182,7 +234,31 @@ def build_997(
     answers: Mapping[int, SetAnswer] | None = None,
     now: datetime,
 ) -> bytes:
-    """A complete ISA..IEA interchange acknowledging ``group``, in the received encoding.
+    """A 997 for ``group``: ``build_ack`` with ``ACK_997`` (a 999: ``build_ack``
+    with ``ACK_999``, for 5010 groups: see ``ack_kind``)."""
+    return build_ack(
+        interchange,
+        group,
+        kind=ACK_997,
+        control_number=control_number,
+        rejected=rejected,
+        answers=answers,
+        now=now,
+    )
+
+
+def build_ack(
+    interchange: InterchangeSummary,
+    group: GroupSummary,
+    *,
+    kind: AckKind,
+    control_number: int,
+    rejected: dict[str, list[X12Error]] | None = None,
+    answers: Mapping[int, SetAnswer] | None = None,
+    now: datetime,
+) -> bytes:
+    """A complete ISA..IEA interchange acknowledging ``group`` with a 997 or
+    a 999 (``kind``), in the received encoding.
 
     ``rejected`` maps a set's control number (ST02) to problems found after
     parsing (transform, validation); those sets are rejected like sets with
@@ -200,10 +276,12 @@ def build_997(
     rejected = rejected or {}
     d = interchange.delimiters
     version = group.version or interchange.version + "0"
-    body: list[list[str]] = [
-        ["ST", "997", f"{control_number:04d}"],
-        ["AK1", _clean(group.functional_id, d, 3), _clean(group.control_number, d, 9)],
-    ]
+    ak1 = ["AK1", _clean(group.functional_id, d, 3), _clean(group.control_number, d, 9)]
+    st = ["ST", kind.code, f"{control_number:04d}"]
+    if kind.convention is not None:  # the 999 names its convention and echoes GS08
+        st.append(kind.convention)
+        ak1.append(_clean(group.version, d, 12))
+    body: list[list[str]] = [st, _trim(ak1)]
     accepted = 0
     warned = False
     for s in group.sets:
@@ -213,10 +291,10 @@ def build_997(
             errors += answer.errors
             ok = answer.posted and not s.errors
             warned = warned or (ok and answer.warnings)
-            body.extend(_set_response(s, errors, d, ok=ok, warnings=answer.warnings))
+            body.extend(_set_response(s, errors, d, kind, ok=ok, warnings=answer.warnings))
             accepted += ok
             continue
-        body.extend(_set_response(s, errors, d))
+        body.extend(_set_response(s, errors, d, kind))
         accepted += not errors
     received = len(group.sets)
     status = _group_status(accepted, received, bool(group.errors) or warned)
@@ -243,7 +321,7 @@ def build_997(
             now.strftime("%H%M"),
             str(control_number),
             "X",
-            version,
+            kind.convention or version,
         ],
         *body,
         ["GE", "1", str(control_number)],
@@ -257,15 +335,19 @@ def _set_response(
     s: SetSummary,
     errors: list[X12Error],
     d: Delimiters,
+    kind: AckKind,
     *,
     ok: bool | None = None,
     warnings: bool = False,
 ) -> list[list[str]]:
-    """AK2, AK3/AK4 for each segment in error, AK5 (A or E when ``ok``, else R;
-    when ``ok`` is None, A unless there are ``errors``)."""
+    """AK2, AK3/AK4 (IK3/IK4) for each segment in error, AK5 (IK5): A or E when
+    ``ok``, else R; when ``ok`` is None, A unless there are ``errors``."""
     if ok is None:
         ok = not errors
-    out = [["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9)]]
+    ak2 = ["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9)]
+    if kind.convention is not None:  # AK203: the set's ST03, if it had one
+        ak2.append(_clean(s.convention, d, 35))
+    out = [_trim(ak2)]
     set_codes: list[str | None] = []
     by_segment: dict[int, list[X12Error]] = {}
     for err in errors:
@@ -277,20 +359,23 @@ def _set_response(
         errs = by_segment[number]
         position = number - s.segment_number + 1 if s.segment_number else number
         elements = [e for e in errs if e.element is not None][:99]
-        segment_code = next((e.code for e in errs if e.element is None and _valid(e.code)), None)
-        ak3 = ["AK3", _segment_id(errs[0].segment_id), str(position), ""]
+        segment_code = next(
+            (e.code for e in errs if e.element is None and _valid(e.code, kind.segment_codes)),
+            None,
+        )
+        ak3 = [kind.segment_tag, _segment_id(errs[0].segment_id), str(position), ""]
         ak3.append(segment_code or ("8" if elements else ""))
         out.append(_trim(ak3))
         for e in elements:
             value = _clean(str(getattr(e, "value", None) or ""), d)
-            code = e.code if e.code is not None and _valid(e.code) else "7"
-            out.append(_trim(["AK4", str(e.element), "", code, value]))
+            code = e.code if e.code is not None and _valid(e.code, kind.element_codes) else "7"
+            out.append(_trim([kind.element_tag, str(e.element), "", code, value]))
     if by_segment and not ok:
         set_codes.append("5")
     if ok:  # accepted with errors noted: AK3/AK4 say what was noted
-        out.append(["AK5", "E" if warnings or by_segment else "A"])
+        out.append([kind.set_tag, "E" if warnings or by_segment else "A"])
     else:
-        out.append(["AK5", "R", *_codes(set_codes)])
+        out.append([kind.set_tag, "R", *_codes(set_codes, kind.set_codes)])
     return out
 
 
@@ -302,15 +387,18 @@ def _group_status(accepted: int, received: int, envelope_errors: bool) -> str:
     return "P" if accepted else "R"
 
 
-def _valid(code: str | None) -> bool:
-    return code is not None and _CODE.fullmatch(code) is not None
+def _valid(code: str | None, allowed: frozenset[str] | None = None) -> bool:
+    """A well-formed code, and one of ``allowed`` when there is such a list."""
+    if code is None or _CODE.fullmatch(code) is None:
+        return False
+    return allowed is None or code in allowed
 
 
-def _codes(codes: Iterable[str | None]) -> list[str]:
+def _codes(codes: Iterable[str | None], allowed: frozenset[str] | None = None) -> list[str]:
     """The valid codes, each once, at most five (AK502-AK506, AK905-AK909)."""
     out: list[str] = []
     for code in codes:
-        if _valid(code) and code not in out:
+        if _valid(code, allowed) and code not in out:
             out.append(code)  # type: ignore[arg-type]
     return out[:5]
 

@@ -123,6 +123,7 @@ class SetSummary:
     control_number: str
     errors: list[X12Error] = field(default_factory=list)
     segment_number: int = 0  # of the ST, counted from the ISA (AK302 positions count from it)
+    convention: str = ""  # ST03 (5010 on): the implementation convention, echoed in a 999's AK203
 
 
 @dataclass(slots=True)

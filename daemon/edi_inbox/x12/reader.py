@@ -422,6 +422,8 @@ class X12Reader:
             )
         els = seg[0]
         s = SetSummary(els[1] if len(els) > 1 else "", els[2] if len(els) > 2 else "", [], seg[1])
+        if len(els) > 3:
+            s.convention = els[3]
         if not (len(s.code) == 3 and s.code.isalnum()):
             self._error(
                 s.errors,
