@@ -40,6 +40,13 @@ def as_5010(data: bytes) -> bytes:
     return ("*".join(isa) + text[105:gs] + "*".join(group) + text[end:]).encode("latin-1")
 
 
+def asks_no_ta1(data: bytes) -> bytes:
+    """``data`` with ISA14 = 0: no TA1 asked for."""
+    isa = data[:105].split(b"*")
+    isa[14] = b"0"
+    return b"*".join(isa) + data[105:]
+
+
 def sftp_account(base: Path, name: str, uid: int) -> tuple[Path, Path]:
     """A partner's SFTP folders: ``in`` it writes (the daemon renames out of
     it through the partners' group), ``out`` the daemon writes for it to read."""
@@ -83,12 +90,14 @@ def test_two_partners_their_own_folders_a_spoof_a_stranger_and_a_reload(shared_r
     partners = (
         '[partners]\nunknown = "accept"\n'
         + section("acme", "ZZ:ACME", acme_in, acme_out, ack="997", ta1="always")
-        + section("globex", "ZZ:GLOBEX", globex_in, globex_out, ack="997", ta1="never")
+        + section("globex", "ZZ:GLOBEX", globex_in, globex_out, ack="999", ta1="never")
     )
     daemon = Daemon(shared_root, erp.url, user=True, extra=partners)
     try:
         daemon.start()
-        uids.upload(acme_in / "po1.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
+        # acme's file asks for no TA1; acme has ta1 = "always"
+        acme_po = asks_no_ta1(sent_by(make_po(1), "ZZ:ACME"))
+        uids.upload(acme_in / "po1.edi", acme_po, uids.PARTNER)
         globex_po = as_5010(sent_by(make_po(2), "ZZ:GLOBEX"))
         uids.upload(globex_in / "po2.edi", globex_po, uids.PARTNER2)
         # globex's account uploads a file that says it is from acme
@@ -114,7 +123,12 @@ def test_two_partners_their_own_folders_a_spoof_a_stranger_and_a_reload(shared_r
         assert sorted(f.rsplit(".", 1)[-1] for f in acme_files) == ["997", "TA1"]
         globex_files = sorted(os.listdir(globex_out))
         assert [f for f in globex_files if f.endswith(".error.json")] == ["spoof.edi.error.json"]
-        assert len([f for f in globex_files if f.endswith(".997")]) == 2  # po2's and the spoof's
+        # globex sends 5010 and gets 999s; the spoof is 4010, older than the 999: a 997
+        assert sorted(f.rsplit(".", 1)[-1] for f in globex_files) == ["997", "999", "json"]
+        po2_999 = next(f for f in globex_files if f.endswith(".999"))
+        assert po2_999.startswith("po2.edi.")
+        answer = readable_by(uids.PARTNER2, globex_out / po2_999)
+        assert b"ST*999*" in answer and b"*005010X231A1" in answer and b"IK5*A" in answer
         for outbox, uid in ((acme_out, uids.PARTNER), (globex_out, uids.PARTNER2)):
             for name in os.listdir(outbox):
                 st = os.stat(outbox / name)
