@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from helpers import GOOD, make_po, poll_until
+from helpers import GOOD, make_po, poll_until, sent_by
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
@@ -96,11 +96,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return poll_until(condition, timeout, interval=0.1, what=what)
 
 
-def install_block() -> str:
-    """The sh block of README's "### Install as a service"."""
-    section = README.read_text().split("### Install as a service", 1)[1]
+def readme_block(heading: str) -> str:
+    """The first sh block under README's ``heading``."""
+    section = README.read_text().split(heading + "\n", 1)[1]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match, "README has no sh block under 'Install as a service'"
+    assert match, f"README has no sh block under {heading!r}"
     return match.group(1)
 
 
@@ -295,7 +295,7 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     stage(where)
     with booted(where) as machine:
         machine.installed = machine.run(
-            "cd /stage/edi-inbox\n" + install_block(),
+            "cd /stage/edi-inbox\n" + readme_block("### Install as a service"),
             env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/stage/wheelhouse"},
             timeout=300,
         )
@@ -416,3 +416,73 @@ def test_watchdog_restarts_a_stopped_daemon(machine):
         assert "Watchdog timeout" in machine.journal(cursor)
     finally:
         machine.run(f"rm -rf {dropin} && systemctl daemon-reload")
+
+
+def test_readme_onboarding_adds_a_partner_on_a_reload(machine):
+    """README's "Onboard a partner" as written: the partner's SFTP folders, the
+    ReadWritePaths drop-in, its section and `systemctl reload`. Its upload, as its
+    own user, reaches done/ with the 997 in its outbox, 0640 and readable by it; a
+    file with another sender in its folder is refused; a broken config on a
+    reload is refused and the service goes on."""
+    set_processes(machine, 1)
+    cursor = machine.cursor()
+    machine.run(readme_block("### Onboard a partner"))
+    wait_for(
+        lambda: (
+            "reloading" in (j := machine.journal(cursor))
+            and "daemon_ready" in j.split("reloading", 1)[1]
+        ),
+        30,
+        "the reload in the journal",
+    )
+    restarts = wait_for(machine.running, 30, "the service to be active (running)")["NRestarts"]
+    acme = Path("/srv/sftp/acme")
+
+    def upload_as_acme(name: str, data: bytes) -> None:
+        machine.run(
+            "setpriv --reuid=acme --regid=sftp-partners --init-groups "
+            f"sh -c 'umask 022 && cat > {acme / 'in' / name}'",
+            input=data,
+        )
+
+    upload_as_acme("po-acme-1.edi", sent_by(make_po(9201, GOOD), "ZZ:ACMEFOODS"))
+    upload_as_acme("spoof.edi", sent_by(make_po(9202, GOOD), "ZZ:SOMEONEELSE"))
+    wait_for(machine.path(STATE / "done" / "po-acme-1.edi").exists, 60, "acme's file in done/")
+    wait_for(machine.path(STATE / "failed" / "spoof.edi").exists, 60, "the spoof in failed/")
+    out = machine.path(acme / "out")
+    answers = wait_for(
+        lambda: (found := sorted(os.listdir(out))) and len(found) >= 3 and found,
+        30,
+        "acme's 997s and the spoof's report in its outbox",
+    )
+    assert "spoof.edi.error.json" in answers, answers
+    first = next(a for a in answers if a.startswith("po-acme-1.edi.") and a.endswith(".997"))
+    st = (out / first).stat()
+    owner = machine.run("id -u edi-inbox && getent group sftp-partners | cut -d: -f3").stdout
+    assert [st.st_uid, st.st_gid] == [int(n) for n in owner.split()]
+    assert st.st_mode & 0o777 == 0o640
+    read = machine.run(
+        f"setpriv --reuid=acme --regid=sftp-partners --init-groups cat {acme / 'out' / first}"
+    )
+    assert "ST*997*" in read.stdout
+    jobs = json.loads(machine.run("runuser -u edi-inbox -- edi-inbox jobs list --json").stdout)
+    spoof = next(j for j in jobs if j["file_name"] == "spoof.edi")
+    assert spoof["partner"] == "acme" and "ZZ:SOMEONEELSE" in spoof["error"], spoof
+
+    cursor = machine.cursor()
+    machine.run(f"printf '[partners.broken]\\nids = [\"NOT-AN-ID\"]\\n' >> {CONFIG}")
+    machine.run(f"systemctl reload {UNIT}")
+    try:
+        wait_for(lambda: "reload_refused" in machine.journal(cursor), 30, "reload_refused")
+        props = wait_for(machine.running, 30, "the service still active (running)")
+        assert props["NRestarts"] == restarts
+
+        def told() -> str | None:
+            status = machine.run("runuser -u edi-inbox -- edi-inbox status --json").stdout
+            errors = [d["last_error"] or "" for d in json.loads(status)["daemons"]]
+            return next((e for e in errors if e.startswith("reload refused")), None)
+
+        error = wait_for(told, 30, "status to tell the reload was refused")
+        assert "[partners.broken] key 'ids'" in error, error
+    finally:
+        machine.run(f"sed -i '/^\\[partners.broken\\]/,$d' {CONFIG}")
