@@ -281,3 +281,29 @@ def test_a_partners_own_size_cap_and_backlog(tmp_path, erp):
     finally:
         store.close_database(db)
     assert len(erp.requests) == 1
+
+
+def test_a_retried_file_goes_back_to_the_partners_own_inbox(tmp_path, erp):
+    """A file acme's folder refused (globex's sender in it) is retried into acme's
+    folder, not the shared inbox where globex's id would have it posted: it is
+    refused again, as a retry of the first job, and nothing is posted."""
+    acme_in = tmp_path / "acme-in"
+    text = (
+        f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{acme_in}"\n'
+        '[partners.globex]\nids = ["ZZ:GLOBEX"]\n'
+    )
+    settings = config.load(write_config(tmp_path, text, erp.url))
+    settings.paths.create()
+    acme_in.mkdir()
+    (acme_in / "po.edi").write_bytes(sent_by(make_po(1), "ZZ:GLOBEX"))
+    assert service.run(settings, once=True) == 0
+    first = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
+    assert first["partner"] == "acme"
+    (retried,) = admin.retry(settings, first["job_id"])
+    assert retried["retried"] and retried["inbox"] == str(acme_in)
+    assert os.listdir(acme_in) == ["po.edi"]
+    assert service.run(settings, once=True) == 0
+    again = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
+    assert (again["partner"], again["retry_of"]) == ("acme", first["job_id"])
+    assert "from partner acme but its sender ZZ:GLOBEX" in again["error"]
+    assert erp.requests == []

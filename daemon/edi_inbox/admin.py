@@ -57,8 +57,11 @@ def retry(
     """``edi-inbox retry JOB_ID|--all-failed``: put failed files back into the inbox.
 
     The file goes back under its original name (a suffix if that name is
-    taken; nothing is overwritten) and its error.json is removed; a marker in
-    ``processing/.retry/`` makes the next job for it record ``retry_of``.
+    taken; nothing is overwritten) into the inbox it came from (a partner's
+    own, ``[partners.NAME] inbox``, when the job was that partner's: its
+    folder keeps vouching for the sender) and its error.json is removed; a
+    marker in that inbox's ``processing/.retry/`` makes the next job for it
+    record ``retry_of``.
     Returns one dict per file: job_id, file (in failed/), inbox_name, retried
     (bool), reason (when not retried). Raises EdiInboxError when JOB_ID has
     no file in failed/.
@@ -96,21 +99,25 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     except FileNotFoundError:
         result["reason"] = f"{files.display_name(failed_name)} is no longer in failed/"
         return result
-    problem = refusal(st, settings.daemon.max_file_bytes)
+    inbox, processing, max_bytes = paths.inbox, paths.processing, settings.daemon.max_file_bytes
+    partner = settings.partners.get(str(report.get("partner")))
+    if partner is not None and partner.inbox is not None and partner.processing is not None:
+        inbox, processing, max_bytes = partner.inbox, partner.processing, partner.max_file_bytes
+    problem = refusal(st, max_bytes)
     if problem is not None:
         result["reason"] = f"not retried: {problem.reason}"
         return result
     original = _original_name(failed_name, report)
     # The marker exists before the file reaches the inbox.
-    marker = write_retry_marker(paths.processing, st, old_job)
+    marker = write_retry_marker(processing, st, old_job)
     try:
-        back = files.move_new(source, paths.inbox, original)
+        back = files.move_new(source, inbox, original)
     except OSError as exc:
         marker.unlink(missing_ok=True)
         result["reason"] = f"cannot move it back: {os_message(exc)}"
         return result
     report_path.unlink(missing_ok=True)
-    result.update(retried=True, inbox_name=files.display_name(back.name))
+    result.update(retried=True, inbox_name=files.display_name(back.name), inbox=str(inbox))
     logger.info("retry_queued", job_id=old_job, file=files.display_name(back.name))
     return result
 

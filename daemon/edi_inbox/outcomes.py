@@ -43,6 +43,7 @@ def error_report(result: JobResult, file: str) -> dict[str, Any]:
         "error_details": result.error_details,
         "po_number": result.po_number,
         "sender_id": result.sender_id,
+        "partner": result.partner,
         "interchange_control_number": result.interchange_control_number,
         "retry_of": result.retry_of,
         "completed_at": result.completed_at.isoformat() if result.completed_at else None,
