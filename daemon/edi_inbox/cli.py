@@ -475,6 +475,7 @@ def partners_(settings: config.Settings, as_json: bool) -> None:
             **p,
             "ids": ", ".join(p["ids"]),
             "rules": ", ".join(f"{k}={v}" for k, v in p["rules"].items()) or "as [rules]",
+            "inbox": p["inbox"] or "[paths] inbox",
         }
         for p in listed
     ]
@@ -483,7 +484,7 @@ def partners_(settings: config.Settings, as_json: bool) -> None:
 
 
 PARTNER_COLUMNS = [("name", "PARTNER"), ("ids", "IDS"), ("ack", "ACK"), ("ta1", "TA1"),
-                   ("files", "FILES 24H"), ("failures", "FAILED 24H"),
+                   ("inbox", "INBOX"), ("files", "FILES 24H"), ("failures", "FAILED 24H"),
                    ("last_activity", "LAST ACTIVITY"), ("rules", "RULES")]  # fmt: skip
 
 
