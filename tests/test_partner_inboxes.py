@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -307,3 +309,27 @@ def test_a_retried_file_goes_back_to_the_partners_own_inbox(tmp_path, erp):
     assert (again["partner"], again["retry_of"]) == ("acme", first["job_id"])
     assert "from partner acme but its sender ZZ:GLOBEX" in again["error"]
     assert erp.requests == []
+
+
+def test_an_inbox_on_a_mount_of_its_own_is_refused_at_start(tmp_path):
+    """systemd's ReadWritePaths= bind-mounts the folder: one file system, two
+    mounts, and a rename between them fails. The daemon says so at start (exit
+    1) instead of failing every claim. Run in a mount namespace of its own."""
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace needs root")
+    inbox = tmp_path / "partner-in"
+    inbox.mkdir()
+    path = write_config(tmp_path, f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{inbox}"\n')
+    config.load(path).paths.create()
+    script = 'mount --bind "$0" "$0" && exec "$@"'
+    command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(path), "run", "--once"]
+    unshare = ["unshare", "--mount", "--propagation", "private"]
+    done = subprocess.run(
+        [*unshare, "sh", "-c", script, str(inbox), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "are on different mounts" in done.stdout + done.stderr
+    assert str(inbox) in done.stdout + done.stderr

@@ -258,6 +258,7 @@ class Claims:
         st = os.fstat(self.inbox_fd)
         self.inbox_id = (st.st_dev, st.st_ino)
         try:
+            self._check_same_mount()
             for name, path in paths.folders().items():
                 if name != "inbox":
                     path.mkdir(parents=True, exist_ok=True)
@@ -265,9 +266,24 @@ class Claims:
             self.dir.mkdir(exist_ok=True)
             self.processing_fd = os.open(paths.processing, _DIR_FLAGS)
             self.fd = os.open(self.dir, _DIR_FLAGS | os.O_NOFOLLOW)
-        except OSError:
+        except (OSError, WatchError):
             self.close()
             raise
+
+    def _check_same_mount(self) -> None:
+        """A claim is a rename: the inbox and its processing folder must be
+        under one mount (WatchError naming both if not)."""
+        inbox, processing = self.paths.inbox, self.paths.processing
+        assert inbox is not None and processing is not None
+        existing = next(p for p in (processing, *processing.parents) if p.exists())
+        here, there = files.mount_of(inbox), files.mount_of(existing)
+        if here is not None and there is not None and here != there:
+            raise WatchError(
+                f"the inbox {inbox} (mounted at {here}) and its processing folder"
+                f" {processing} (mounted at {there}) are on different mounts, and a"
+                " claim is a rename: put the processing folder under the inbox's mount"
+                " (under systemd, each ReadWritePaths= folder is a mount of its own)"
+            )
 
     def close(self) -> None:
         for fd in (self.inbox_fd, self.processing_fd, self.fd):

@@ -188,3 +188,22 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def mount_of(path: Path) -> str | None:
+    """The mount point ``path`` is under, as this process sees its mounts
+    (``/proc/self/mountinfo``; None if unreadable). A rename between two
+    mounts fails (EXDEV) even on one file system: systemd's
+    ``ReadWritePaths=`` bind-mounts each folder it names."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best: str | None = None
+    for line in lines:  # later mounts cover earlier ones at the same point
+        point = line.split(" ")[4].encode().decode("unicode_escape")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best)):
+            best = point
+    return best
