@@ -154,7 +154,6 @@ class Service:
         # quiet: the workers check their claims against its age.
         self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
         self.lanes: dict[str, Claims] = lanes(settings, self.host, self.liveness)
-        self.claims = self.lanes[""]  # [paths] inbox
         self.inboxes: dict[str, WatchedInbox] = {}  # lane -> its watch, once open
         self.mover = Mover(
             settings.paths,
@@ -263,7 +262,7 @@ class Service:
                 "daemon_ready",
                 inbox=str(self.settings.paths.inbox),
                 partner_inboxes=len(self.inboxes) - 1,
-                observer=self.claims_watch.observer_kind or "none (once)",
+                observer=self.inboxes[""].observer_kind or "none (once)",
                 workers=self.daemon.workers,
                 host=self.host,
             )
@@ -285,11 +284,6 @@ class Service:
                 on_error=self._error,
                 inotify_factory=self.inotify_factory,
             )
-
-    @property
-    def claims_watch(self) -> WatchedInbox:
-        """The watch of ``[paths] inbox``."""
-        return self.inboxes[""]
 
     def _fatal(self, event: str, exc: BaseException) -> int:
         message = str(exc) if isinstance(exc, EdiInboxError) else os_message(exc)
