@@ -248,6 +248,7 @@ def test_retry_needs_the_token_and_puts_the_file_back(web):
         "file": "bad-po.edi",
         "retried": True,
         "inbox_name": "bad-po.edi",
+        "inbox": str(state / "inbox"),
     }
     assert (state / "inbox" / "bad-po.edi").exists()
     assert not (state / "failed" / "bad-po.edi").exists()
