@@ -389,3 +389,88 @@ def test_status_counts_files_claimed_in_a_partners_processing_folder(tmp_path):
         doc = admin.status(settings, db)
     assert sum(doc["claimed"].values()) == 2, doc["claimed"]
     assert doc["folders"]["processing"] == 2
+
+
+# -- 6. hostile things in a partner's folder ----------------------------------------------------
+
+
+def outbox_for(base: Path, name: str) -> Path:
+    outbox = base / "sftp" / name / "out"
+    outbox.mkdir(parents=True)
+    os.chown(outbox, uids.DAEMON, uids.GROUP)
+    os.chmod(outbox, 0o2750)
+    return outbox
+
+
+def as_partner(uid: int, fn, *args):
+    return uids.run_as(uid, uids.GROUP, fn, *args)
+
+
+def test_hostile_entries_in_a_partners_folder(shared_root, erp):
+    """As acme's account: symlinks to globex's upload and to /etc/passwd, a FIFO,
+    a folder, a name with a newline and an escape sequence, an empty file, one
+    over acme's own max_file_bytes (under the global one) and one written
+    slowly. Nothing hostile is read or posted; each refusal is acme's."""
+    base = shared_root.parent
+    acme_in, globex_in = (
+        sftp_account(base, "acme", uids.PARTNER),
+        sftp_account(base, "globex", uids.PARTNER2),
+    )
+    acme_out = outbox_for(base, "acme")
+    po = sent_by(make_po(1), "ZZ:ACME")
+    extra = section(
+        "acme", "ZZ:ACME", acme_in, outbox=str(acme_out), max_file_bytes=len(po) + 10
+    ) + section("globex", "ZZ:GLOBEX", globex_in)
+    daemon = Daemon(shared_root, erp.url, user=True, extra=extra, incomplete_grace_seconds=6.0)
+    try:
+        daemon.start()
+        weird = "po\n\x1b[2J.edi"
+        slow = acme_in / "slow.edi"
+        with open(slow, "wb") as fh:  # an open upload, owned by acme
+            os.fchown(fh.fileno(), uids.PARTNER, uids.PARTNER)
+            slow_po = sent_by(make_po(4), "ZZ:ACME")
+            fh.write(slow_po[:100])
+            fh.flush()
+            globex_po = uids.upload(
+                globex_in / "g.edi", sent_by(make_po(2), "ZZ:GLOBEX"), uids.PARTNER2
+            )
+            as_partner(uids.PARTNER, os.symlink, str(globex_po), str(acme_in / "link.edi"))
+            as_partner(uids.PARTNER, os.symlink, "/etc/passwd", str(acme_in / "passwd.edi"))
+            as_partner(uids.PARTNER, os.mkfifo, str(acme_in / "fifo.edi"))
+            as_partner(uids.PARTNER, os.mkdir, str(acme_in / "sub"))
+            uids.upload(acme_in / weird, po, uids.PARTNER)
+            uids.upload(acme_in / "empty.edi", b"", uids.PARTNER)
+            big = sent_by(make_po(3), "ZZ:ACME") + b"\n" * 20  # under 10 MB, over acme's cap
+            uids.upload(acme_in / "big.edi", big, uids.PARTNER)
+            refused = ["big.edi", "empty.edi", "fifo.edi", "link.edi", "passwd.edi"]
+            poll_until(
+                lambda: (
+                    sorted(n for n in daemon.listing(daemon.failed) if "error" not in n) == refused
+                    and sorted(daemon.listing(daemon.done)) == ["g.edi", weird]
+                ),
+                what="every entry filed",
+            )
+            fh.write(slow_po[100:])
+        poll_until(lambda: "slow.edi" in daemon.listing(daemon.done), what="slow.edi filed")
+        assert os.listdir(acme_in) == ["sub"]  # left in place, reported once
+        assert len(events(daemon, "inbox_entry_left")) == 1
+        jobs = {j["file_name"]: j for j in daemon.jobs()}
+        for name in refused:
+            assert jobs[name]["partner"] == "acme", name
+            assert jobs[name]["status"] == "failed", name
+        assert "over the limit" in jobs["big.edi"]["error"]
+        shown = "po\\n\\x1b[2J.edi"  # recorded escaped, as files.display_name shows it
+        assert (jobs["g.edi"]["partner"], jobs[shown]["partner"]) == ("globex", "acme")
+        assert sorted(po for _, po in erp.requests) == sorted(
+            {po for _, po in erp.requests}
+        )  # each once
+        assert len(erp.requests) == 3  # g.edi, the weird name, slow.edi
+        reports = sorted(n for n in os.listdir(acme_out) if n.endswith(".error.json"))
+        assert reports == [f"{n}.error.json" for n in refused]
+        passwd = (acme_out / "passwd.edi.error.json").read_text()
+        assert "root:" not in passwd
+        log = daemon.log.read_text()
+        assert "\x1b" not in log  # the escape sequence never reaches the journal raw
+        assert daemon.terminate(timeout=10) == 0
+    finally:
+        daemon.close()
