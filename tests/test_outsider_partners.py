@@ -474,3 +474,40 @@ def test_hostile_entries_in_a_partners_folder(shared_root, erp):
         assert daemon.terminate(timeout=10) == 0
     finally:
         daemon.close()
+
+
+# -- 7. one name, two partners --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rounds", [1, 5])
+def test_the_same_name_from_two_partners_at_once(shared_root, erp, rounds):
+    """po.edi uploaded by acme and globex at the same moment, ``rounds`` times:
+    every upload is filed in done/ (po.edi, po.1.edi, …), none overwritten, and
+    each job records its partner and the name the file was filed under."""
+    base = shared_root.parent
+    acme_in = sftp_account(base, "acme", uids.PARTNER)
+    globex_in = sftp_account(base, "globex", uids.PARTNER2)
+    extra = section("acme", "ZZ:ACME", acme_in) + section("globex", "ZZ:GLOBEX", globex_in)
+    daemon = Daemon(shared_root, erp.url, user=True, extra=extra)
+    try:
+        daemon.start()
+        for n in range(rounds):
+            uids.upload(acme_in / "po.edi", sent_by(make_po(10 + n), "ZZ:ACME"), uids.PARTNER)
+            uids.upload(globex_in / "po.edi", sent_by(make_po(50 + n), "ZZ:GLOBEX"), uids.PARTNER2)
+            poll_until(lambda n=n: len(daemon.listing(daemon.done)) == 2 * (n + 1))
+        filed = daemon.listing(daemon.done)
+        assert len(set(filed)) == 2 * rounds
+        jobs = [j for j in daemon.jobs() if j["status"] == "succeeded"]
+        assert len(jobs) == 2 * rounds
+        by_partner: dict[str, set[bytes]] = {"acme": set(), "globex": set()}
+        for job in jobs:
+            final = Path(job["file_path"])
+            assert final.parent == daemon.done and final.name in filed, job["file_path"]
+            data = final.read_bytes()
+            sender = "ZZ:ACME" if job["partner"] == "acme" else "ZZ:GLOBEX"
+            assert sender.split(":")[1].encode() in data[:105], (job["partner"], final.name)
+            by_partner[job["partner"]].add(data)
+        assert {k: len(v) for k, v in by_partner.items()} == {"acme": rounds, "globex": rounds}
+        assert len(erp.requests) == 2 * rounds
+    finally:
+        daemon.close()
