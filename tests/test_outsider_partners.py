@@ -511,3 +511,40 @@ def test_the_same_name_from_two_partners_at_once(shared_root, erp, rounds):
         assert len(erp.requests) == 2 * rounds
     finally:
         daemon.close()
+
+
+# -- 8. a partner's folder deleted ------------------------------------------------------------------
+
+
+def test_a_partners_inbox_recreated_is_followed_and_one_gone_for_good_stops_it(shared_root, erp):
+    """acme's folder deleted and made again (its account re-provisioned): its next
+    upload is filed. Deleted for good: after 5 s the daemon exits 1, saying
+    which folder is missing."""
+    base = shared_root.parent
+    acme_in = sftp_account(base, "acme", uids.PARTNER)
+    daemon = Daemon(shared_root, erp.url, user=True, extra=section("acme", "ZZ:ACME", acme_in))
+    try:
+        daemon.start()
+        uids.upload(acme_in / "po1.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
+        poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi"], what="po1 filed")
+        acme_in.rmdir()
+        poll_until(lambda: events(daemon, "inbox_missing"), what="inbox_missing")
+        acme_in.mkdir()
+        os.chown(acme_in, uids.PARTNER, uids.GROUP)
+        os.chmod(acme_in, 0o2770)
+        poll_until(lambda: events(daemon, "inbox_replaced"), what="inbox_replaced")
+        assert events(daemon, "inbox_replaced")[0]["inbox"] == str(acme_in)
+        uids.upload(acme_in / "po2.edi", sent_by(make_po(2), "ZZ:ACME"), uids.PARTNER)
+        poll_until(lambda: "po2.edi" in daemon.listing(daemon.done), what="po2 filed")
+        assert next(j for j in daemon.jobs() if j["file_name"] == "po2.edi")["partner"] == "acme"
+
+        acme_in.rmdir()
+        started = time.monotonic()
+        assert daemon.proc is not None
+        assert daemon.proc.wait(20) == 1
+        assert time.monotonic() - started >= 4.5
+        (gone,) = events(daemon, "inbox_gone")
+        assert str(acme_in) in gone["error"] and "missing for 5 s" in gone["error"]
+        assert any(m.startswith(b"STATUS=") and str(acme_in).encode() in m for m in daemon.messages)
+    finally:
+        daemon.close()
