@@ -625,3 +625,36 @@ def test_status_says_a_partners_inbox_is_missing(shared_root, erp):
         assert str(acme_in) in line or "missing" in line, text
     finally:
         daemon.close()
+
+
+# -- 10. two hosts share the partners' folders ---------------------------------------------------
+
+
+def test_another_host_takes_over_a_killed_hosts_claim_in_a_partners_folder(
+    shared_root, daemons, erp
+):
+    """Host one claims acme's file and is killed (SIGKILL) mid-POST; host two,
+    sharing the folders, takes the claim over from
+    processing/.partners/acme/<host one>/ once the heartbeat is stale, runs it
+    as acme's, files it, and the ERP sees one key for the order."""
+    acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
+    extra = section("acme", "ZZ:ACME", acme_in)
+    first = daemons(erp.url, extra=extra)
+    first.start()
+    erp.gate.clear()
+    uids.upload(acme_in / "po.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
+    poll_until(lambda: erp.requests, what="the POST in flight")
+    first.kill()
+    erp.gate.set()
+    assert len(partner_claims(first, "acme")) == 1
+    other = daemons(erp.url, host="other-host", extra=extra)
+    other.start()
+    poll_until(lambda: other.listing(other.done) == ["po.edi"], timeout=40, what="taken over")
+    assert partner_claims(other, "acme") == []
+    (lost,) = [j for j in other.jobs() if j["host"] != "other-host"]
+    (theirs,) = [j for j in other.jobs() if j["host"] == "other-host"]
+    assert theirs["retry_of"] == lost["job_id"] and theirs["partner"] == "acme"
+    assert lost["status"] == "interrupted"
+    poll_until(lambda: any(j["status"] == "succeeded" for j in other.jobs()), what="recorded")
+    assert len(erp.keys_by_po()) == 1 and all(len(k) == 1 for k in erp.keys_by_po().values())
+    assert other.terminate(timeout=10) == 0
