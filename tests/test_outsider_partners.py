@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from daemons import Daemon, Erp, daemons, erp
 
-from edi_inbox import admin, config, store
+from edi_inbox import admin, config, queries, service, store
 
 import uids
 from helpers import BAD, claimed, http_server, make_po, poll_until, sent_by
@@ -698,3 +698,33 @@ def test_a_reload_with_a_bad_partner_erp_url_is_refused(daemons, erp):
     assert "[partners.acme] erp_url" in refused["error"]
     uids.upload(daemon.inbox / "a1.edi", sent_by(make_po(1), "ZZ:ACME"))
     poll_until(lambda: daemon.listing(daemon.done) == ["a1.edi"], what="a1 filed")
+
+
+# -- 12. a partner's folder and the GS02 rule -----------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="partners.resolve_given accepts a sender if ANY of the folder partner's ids matches"
+    " (here its bare ISA id), ignoring that another partner's ISA:GS02 id wins for that"
+    " group: globex's order from acme's folder is posted as acme's",
+)
+def test_a_group_another_partners_gs02_id_claims_is_refused_in_a_partners_folder(tmp_path, erp):
+    """One ISA id covers acme and globex; GS02 GLOBEX is globex's ("the id with
+    GS02 wins"). A file with GS02 GLOBEX in acme's folder is not acme's: it is
+    refused naming both, nothing posted, as the shared inbox would run it as
+    globex's."""
+    acme_in = tmp_path / "acme-in"
+    text = (
+        f'[partners.acme]\nids = ["01:123456789"]\ninbox = "{acme_in}"\n'
+        '[partners.globex]\nids = ["01:123456789:GLOBEX"]\n'
+    )
+    settings = config.load(write_config(tmp_path, text, erp.url))
+    settings.paths.create()
+    acme_in.mkdir()
+    (acme_in / "po.edi").write_bytes(sent_by(make_po(1), "01:123456789", "GLOBEX"))
+    assert service.run(settings, once=True) == 0
+    with opened(settings) as db:
+        (job,) = queries.list_jobs(db, limit=5)
+    assert erp.requests == [], f"posted as {job['partner']}'s"
+    assert job["status"] == "failed" and "globex" in (job["error"] or "")
