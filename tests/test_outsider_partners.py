@@ -21,6 +21,7 @@ import pytest
 from daemons import Daemon, Erp, daemons, erp
 
 from edi_inbox import admin, config, queries, service, store
+from edi_inbox.errors import ConfigError
 
 import uids
 from helpers import BAD, claimed, http_server, make_po, poll_until, sent_by
@@ -728,3 +729,31 @@ def test_a_group_another_partners_gs02_id_claims_is_refused_in_a_partners_folder
         (job,) = queries.list_jobs(db, limit=5)
     assert erp.requests == [], f"posted as {job['partner']}'s"
     assert job["status"] == "failed" and "globex" in (job["error"] or "")
+
+
+# -- 13. a partner's inbox that is also where the daemon writes ------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config checks a partner's inbox only against [paths] inbox and other partners'"
+    " inboxes: inbox = its outbox (one SFTP folder for both) makes the daemon eat its own"
+    " 997/TA1/error.json, answer them, and loop without end (8 jobs in 3 s from one upload)",
+)
+@pytest.mark.parametrize(
+    "partners",
+    [
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{sftp}"\noutbox = "{sftp}"\n',
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{sftp}"\n'
+        '[partners.globex]\nids = ["ZZ:GLOBEX"]\noutbox = "{sftp}"\n',
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{root}/state/acks"\n',
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{root}/state/done"\n',
+    ],
+    ids=["its-outbox", "anothers-outbox", "acks", "done"],
+)
+def test_a_partners_inbox_where_the_daemon_writes_is_refused(tmp_path, partners):
+    """A partner's inbox that is an outbox, acks/ or done/ would feed the daemon
+    its own output: refused at load, naming the partner and the key."""
+    text = partners.format(sftp=tmp_path / "sftp" / "acme", root=tmp_path)
+    with pytest.raises(ConfigError, match=r"\[partners.acme\] key 'inbox'"):
+        config.load(write_config(tmp_path, text))
