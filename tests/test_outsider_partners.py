@@ -757,3 +757,31 @@ def test_a_partners_inbox_where_the_daemon_writes_is_refused(tmp_path, partners)
     text = partners.format(sftp=tmp_path / "sftp" / "acme", root=tmp_path)
     with pytest.raises(ConfigError, match=r"\[partners.acme\] key 'inbox'"):
         config.load(write_config(tmp_path, text))
+
+
+# -- 14. one processing folder for two lanes -------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config lets two partners (or a partner and [paths]) share a processing folder;"
+    " at start every lane resumes every claim in <processing>/<host>/, each renaming it"
+    " from the other: a claim from zeta's folder is run (and posted) as acme's, zeta's"
+    " job interrupted",
+)
+@pytest.mark.parametrize(
+    "partners",
+    [
+        '[partners.zeta]\nids = ["ZZ:ZETA"]\ninbox = "{root}/z"\nprocessing = "{root}/p"\n'
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{root}/a"\nprocessing = "{root}/p"\n',
+        '[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{root}/a"\n'
+        'processing = "{root}/state/processing"\n',
+    ],
+    ids=["two-partners", "partner-and-paths"],
+)
+def test_a_processing_folder_shared_by_two_inboxes_is_refused(tmp_path, partners):
+    """Claims left in a shared processing folder cannot be told apart at start
+    (a lane resumes the other's, skipping the folder's sender check): refused
+    at load, naming the key."""
+    with pytest.raises(ConfigError, match=r"key 'processing'"):
+        config.load(write_config(tmp_path, partners.format(root=tmp_path)))
