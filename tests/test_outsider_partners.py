@@ -860,3 +860,34 @@ def test_retry_all_failed_never_launders_a_refused_spoof_through_the_shared_inbo
     admin.retry(settings, all_failed=True)
     assert service.run(settings, once=True) == 0
     assert erp.requests == [], "the spoof was posted"
+
+
+def test_two_hosts_share_two_partners_folders(shared_root, daemons, erp):
+    """Two hosts watch the same partner folders: 60 uploads are each claimed by
+    one host, filed once, posted once, and recorded as their partner's."""
+    base = shared_root.parent
+    folders = {
+        "acme": sftp_account(base, "acme", uids.PARTNER),
+        "globex": sftp_account(base, "globex", uids.PARTNER2),
+    }
+    senders = {"acme": ("ZZ:ACME", uids.PARTNER), "globex": ("ZZ:GLOBEX", uids.PARTNER2)}
+    extra = "".join(section(n, senders[n][0], folders[n]) for n in folders)
+    one = daemons(erp.url, extra=extra)
+    two = daemons(erp.url, host="other-host", extra=extra)
+    one.start()
+    two.start()
+    names = []
+    for n in range(60):
+        partner = ("acme", "globex")[n % 2]
+        sender, uid = senders[partner]
+        names.append(f"po{n:02}.edi")
+        uids.upload(folders[partner] / names[-1], sent_by(make_po(300 + n), sender), uid)
+    poll_until(lambda: one.listing(one.done) == names, timeout=60, what="60 filed")
+    posts = erp.posts_per_key()
+    assert len(posts) == 60 and set(posts.values()) == {1}
+    jobs = one.jobs()
+    assert len(jobs) == 60 and {j["status"] for j in jobs} == {"succeeded"}
+    for job in jobs:
+        assert job["partner"] == ("acme", "globex")[int(job["file_name"][2:4]) % 2]
+    assert {j["host"] for j in jobs} >= {"other-host"}
+    assert one.terminate(timeout=10) == 0 and two.terminate(timeout=10) == 0
