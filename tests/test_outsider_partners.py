@@ -891,3 +891,23 @@ def test_two_hosts_share_two_partners_folders(shared_root, daemons, erp):
         assert job["partner"] == ("acme", "globex")[int(job["file_name"][2:4]) % 2]
     assert {j["host"] for j in jobs} >= {"other-host"}
     assert one.terminate(timeout=10) == 0 and two.terminate(timeout=10) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a reload that drops a partner's section (or its inbox) stops watching the folder"
+    " without a word: files already uploaded there wait forever, in no status output",
+)
+def test_a_reload_that_drops_a_partner_names_the_files_left_in_its_folder(
+    shared_root, daemons, erp
+):
+    """acme's section removed while acme's upload waits (not yet ready): the
+    journal says acme's folder is no longer watched and that a file waits there."""
+    acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
+    daemon = daemons(erp.url, extra=section("acme", "ZZ:ACME", acme_in))
+    daemon.start()
+    with open(acme_in / "po.edi", "wb") as fh:  # still being uploaded at the reload
+        fh.write(sent_by(make_po(1), "ZZ:ACME")[:50])
+        daemon.reload("")
+    after = daemon.log.read_text().split('"reloading"', 1)[1]
+    assert str(acme_in) in after, "nothing said about acme's folder"
