@@ -933,3 +933,25 @@ def test_one_folder_under_two_names_is_refused(tmp_path, other):
         text += f'[partners.globex]\nids = ["ZZ:GLOBEX"]\ninbox = "{real}"\n'
     with pytest.raises(ConfigError, match=r"key 'inbox'.* is the inbox of"):
         config.load(write_config(tmp_path, text))
+
+
+def test_a_partners_cap_above_the_global_one_lets_its_big_file_through(tmp_path, erp):
+    """acme may send more than [daemon] max_file_bytes: its file over the global
+    cap and under its own is posted; the same bytes in the shared inbox are not."""
+    acme_in = tmp_path / "acme-in"
+    acme_in.mkdir()
+    po = sent_by(make_po(1), "ZZ:ACME")
+    text = (
+        f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{acme_in}"\nmax_file_bytes = {len(po) * 2}\n'
+    )
+    path = write_config(tmp_path, text, erp.url)
+    path.write_text(
+        path.read_text().replace("[daemon]\n", f"[daemon]\nmax_file_bytes = {len(po) - 1}\n")
+    )
+    settings = config.load(path)
+    settings.paths.create()
+    (acme_in / "big.edi").write_bytes(po)
+    (settings.paths.inbox / "shared.edi").write_bytes(sent_by(make_po(2), "ZZ:ACME"))
+    assert service.run(settings, once=True) == 0
+    assert os.listdir(settings.paths.done) == ["big.edi"]
+    assert [po for _, po in erp.requests] == ["00000001"]
