@@ -388,9 +388,7 @@ def _partners(
         raise ConfigError(f"{label} must be one of accept, reject, not {unknown!r}")
     partners: list[PartnerSettings] = []
     claimed: dict[PartnerId, str] = {}
-    inboxes: dict[Path, str] = {
-        Path(os.path.abspath(typing.cast(Path, paths.inbox))): "[paths] inbox"
-    }
+    heres: dict[str, str] = {}
     for name, values in raw.items():
         if name == "unknown":
             continue
@@ -405,13 +403,7 @@ def _partners(
         partner = _partner(
             name, typing.cast(dict[str, object], values), rules, ack, paths, daemon, here
         )
-        if partner.inbox is not None:
-            if partner.inbox in inboxes:
-                raise ConfigError(
-                    f"{here} key 'inbox': {str(partner.inbox)!r} is the inbox of"
-                    f" {inboxes[partner.inbox]} too: each partner uploads to a folder of its own"
-                )
-            inboxes[partner.inbox] = f"partner {name!r}"
+        heres[name] = here
         for pid in partner.ids:
             if pid in claimed:
                 raise ConfigError(
@@ -420,7 +412,57 @@ def _partners(
                 )
             claimed[pid] = name
         partners.append(partner)
+    _check_folders(paths, partners, heres)
     return PartnersSettings(unknown=str(unknown), partners=tuple(partners))
+
+
+def _check_folders(
+    paths: PathSettings, partners: list[PartnerSettings], heres: dict[str, str]
+) -> None:
+    """Each inbox and each processing folder belongs to one lane, and no inbox
+    is a folder the daemon writes (it would read its own output back: a 997
+    answered with a 997…). Folders are told apart by what they are (device
+    and inode) where they exist, a symlink being the folder it names."""
+
+    def key(path: Path) -> object:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return Path(os.path.abspath(path))
+        return (st.st_dev, st.st_ino)
+
+    inboxes = {key(typing.cast(Path, paths.inbox)): "[paths] inbox"}
+    processing = {key(typing.cast(Path, paths.processing)): "[paths] processing"}
+    written = {key(typing.cast(Path, getattr(paths, f))): f"[paths] {f}" for f in (
+        "processing", "done", "failed", "outbox", "acks")}  # fmt: skip
+    for partner in partners:
+        if partner.outbox is not None:
+            written.setdefault(key(partner.outbox), f"the outbox of partner {partner.name!r}")
+        if partner.processing is not None:
+            folder = key(partner.processing)
+            if folder in processing:
+                raise ConfigError(
+                    f"{heres[partner.name]} key 'processing': {str(partner.processing)!r} is"
+                    f" {processing[folder]} too: each inbox has a processing folder of its own"
+                    " (claims left there are resumed by the inbox they came from)"
+                )
+            processing[folder] = f"the processing folder of partner {partner.name!r}"
+            written.setdefault(folder, processing[folder])
+    for partner in partners:
+        if partner.inbox is None:
+            continue
+        here, folder = heres[partner.name], key(partner.inbox)
+        if folder in inboxes:
+            raise ConfigError(
+                f"{here} key 'inbox': {str(partner.inbox)!r} is {inboxes[folder]} too:"
+                " each partner uploads to a folder of its own"
+            )
+        if folder in written:
+            raise ConfigError(
+                f"{here} key 'inbox': {str(partner.inbox)!r} is {written[folder]}, where the"
+                " daemon writes: it would read its own output back"
+            )
+        inboxes[folder] = f"the inbox of partner {partner.name!r}"
 
 
 def _partner(
@@ -706,17 +748,9 @@ def _article(kind: str) -> str:
 
 
 def check_reload(running: Settings, new: Settings) -> None:
-    """Raise ``ConfigError`` if ``new`` cannot replace ``running`` by a reload:
-    the database and ``[paths] processing`` (this host's lock) need a restart,
-    and every partner's inbox must be there to be watched."""
+    """Raise ``ConfigError`` if ``new`` changes what only a restart can: the
+    database and ``[paths] processing`` (where this host's lock is)."""
     if new.database_url != running.database_url:
         raise ConfigError("[database] changed: restart the service to use another database")
     if new.paths.processing != running.paths.processing:
         raise ConfigError("[paths] processing changed: restart the service to move it")
-    for partner in new.partners.with_inbox():
-        inbox = typing.cast(Path, partner.inbox)
-        if not inbox.is_dir():
-            raise ConfigError(
-                f"[partners.{partner.name}] key 'inbox': {str(inbox)!r} is not a folder"
-                " (create it, with the partner's SFTP account, before the reload)"
-            )

@@ -37,13 +37,18 @@ resumes by itself.
 Stopping follows rq and Supervisor: SIGTERM/SIGINT only set a flag; the loop
 stops intake, gives jobs in flight ``shutdown_timeout_seconds`` to finish,
 hands the files of the rest back to the inbox and returns 0. SIGHUP
-(``systemctl reload``) re-reads the configuration: one with an error, or one
-changing what only a restart can change (``config.check_reload``), is refused
-with the reason (``reload_refused``) and the running one kept; otherwise the
-service stops as for SIGTERM but quietly (``RELOADING=1``, no ``STOPPING=1``)
-and ``run`` starts it again with the new settings in the same process, the
-host's lock and the database kept: new partners and changed rules apply from
-the next file on. ``run(once=True)``
+(``systemctl reload``) re-reads the configuration (``prepare``): one with an
+error, one changing what only a restart can change (``config.check_reload``),
+one whose inboxes cannot be opened, or any reload while the database is
+unavailable, is refused with the reason (``reload_refused``) and the running
+one kept. Otherwise intake stops, the jobs in flight finish (however long:
+nothing is handed back, so no job runs twice; a SIGTERM meanwhile turns the
+reload into a stop), and ``run`` starts the service again with the new
+settings in the same process, the host's lock and the database kept
+(``RELOADING=1``, then ``READY=1``): new partners and changed rules apply from
+the next file on. The signal handlers are installed once for the daemon's
+life and set two events the services share, so no signal is lost between one
+service and the next. ``run(once=True)``
 is the burst mode (scan, process what is ready, return), ``max_jobs`` stops
 after that many jobs; both let tests drive the loop without sleeping.
 """
@@ -75,6 +80,7 @@ from .claims import (
     lanes,
     lock_host,
     new_job_id,
+    open_lanes,
     os_message,
     processing_name,
 )
@@ -84,7 +90,7 @@ from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import Ticket, WatchError, drain
+from .watch import Ticket, WatchError, drain, scan
 from .worker import Outcome, Work, Worker, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
@@ -135,11 +141,15 @@ class Service:
         final_path: Callable[[str, str | None, str | None], None] | None = None,
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
-        load_settings: Callable[[], Settings] | None = None,
+        prepare: Callable[[Settings], tuple[Settings, Any]] | None = None,
+        stop: threading.Event | None = None,
+        reload: threading.Event | None = None,
     ) -> None:
         self.settings = settings
-        self.load_settings = load_settings  # for a reload (None: SIGHUP is ignored)
-        self.reloaded: Settings | None = None  # the settings to start again with
+        # For a reload: the new settings and their pipeline, checked, or
+        # ConfigError (None: a SIGHUP is ignored).
+        self.prepare = prepare
+        self.reloaded: tuple[Settings, Any] | None = None  # to start again with
         self.daemon = settings.daemon
         self.clock = clock
         self.environ = os.environ if environ is None else environ
@@ -182,8 +192,8 @@ class Service:
         self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
-        self._stop = threading.Event()
-        self._reload = threading.Event()
+        self._stop = stop or threading.Event()  # SIGTERM/SIGINT: stop
+        self._reload = reload or threading.Event()  # SIGHUP: reload
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
         self._probe_delay = PROBE_FIRST
@@ -202,28 +212,50 @@ class Service:
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.is_set() or self.reloaded is not None
 
     def _try_reload(self) -> None:
         """Read the configuration again; stop for a restart with it, or refuse
         it (logged, STATUS=) and go on with the running one."""
         self._reload.clear()
-        if self.load_settings is None:
-            logger.warning("reload_ignored", reason="this daemon was not started from a file")
+        if self.prepare is None:
+            logger.warning("reload_ignored", reason="this daemon cannot read its configuration")
             return
         notify.notify("RELOADING=1", self.environ)
         try:
-            new = self.load_settings()
-            check_reload(self.settings, new)
-        except ConfigError as exc:
+            if self.db_down is not None:
+                raise ConfigError(f"the database is unavailable ({self.db_down}); reload later")
+            self.reloaded = self.prepare(self.settings)
+        except Exception as exc:  # ConfigError, or whatever the new settings ran into
             message = f"reload refused, the running configuration is kept: {exc}"
             logger.error("reload_refused", error=str(exc))
             self.last_error = message
             notify.notify(f"READY=1\nSTATUS={message}", self.environ)
             return
+        new = self.reloaded[0]
         logger.info("reloading", config=str(new.source) if new.source else None)
-        self.reloaded = new
-        self._stop.set()
+        self._tell_unwatched(new)
+
+    def _tell_unwatched(self, new: Settings) -> None:
+        """A reload that stops watching a partner's inbox (dropped, or moved)
+        says what is left in it: nobody will take those files any more."""
+        watched = {p.inbox for p in new.partners.with_inbox()}
+        for lane, claims in self.lanes.items():
+            inbox = claims.paths.inbox
+            if not lane or inbox in watched:
+                continue
+            try:
+                left = [e.name for e in scan(claims.inbox_fd)]
+            except OSError:
+                continue
+            if left:
+                logger.warning(
+                    "inbox_unwatched",
+                    partner=lane,
+                    inbox=str(inbox),
+                    files=len(left),
+                    reason="no longer watched after this reload; its files stay there",
+                )
 
     @property
     def pending(self) -> list[PendingMove]:
@@ -556,7 +588,8 @@ class Service:
 
     def _shutdown(self) -> None:
         """Stop intake, let jobs finish within the timeout, hand back the rest."""
-        if self.reloaded is not None:
+        reloading = self.reloaded is not None and not self._stop.is_set()
+        if reloading:
             logger.info("daemon_stopping", in_flight=self._in_flight(), reason="reload")
         elif self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
@@ -573,6 +606,11 @@ class Service:
                 self.outstanding -= 1
         for _ in self.threads:
             self.work.put(None)
+        # A reload lets every job in flight finish (nothing handed back, no job
+        # run twice), unless a SIGTERM comes meanwhile: then, as for a stop.
+        while reloading and not self._stop.is_set() and any(t.is_alive() for t in self.threads):
+            for thread in self.threads:
+                thread.join(LOOP_WAIT_MAX)
         deadline = time.monotonic() + self.daemon.shutdown_timeout_seconds
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -589,7 +627,7 @@ class Service:
                 self.mover.add(item[1].pending)
         self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
-        self._beat(stopping=self.reloaded is None)
+        self._beat(stopping=not reloading)
         for claims in self.lanes.values():
             claims.close()
         logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
@@ -783,34 +821,54 @@ def _serve(
     def interrupt_jobs(job_ids: list[str]) -> None:
         store.mark_interrupted(db, host, job_ids=job_ids)
 
+    def prepare(running: Settings) -> tuple[Settings, Pipeline]:
+        """A reload's settings, read again and checked: what only a restart
+        can change, every inbox and processing folder opened (and closed), the
+        pipeline built (its ERP URLs). ConfigError (or OSError) if not."""
+        new = load(running.source)
+        check_reload(running, new)
+        try:
+            for claims in open_lanes(new, host).values():
+                claims.close()
+        except (WatchError, OSError) as exc:
+            said = str(exc) if isinstance(exc, WatchError) else os_message(exc)
+            raise ConfigError(said) from None
+        return new, Pipeline(new, store.DatabaseRecorder(db), host=host)
+
+    stop, reload = threading.Event(), threading.Event()
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
     if checkpointer is not None:
         checkpointer.start()
+    pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     try:
-        while True:  # once more per reload (SIGHUP), with the settings read again
-            pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
-            service = Service(
-                settings,
-                pipeline,
-                clock=clock,
-                environ=environ,
-                heartbeat=heartbeat,
-                lookup_job=lookup_job,
-                live_hosts=live_hosts,
-                interrupt_jobs=interrupt_jobs,
-                final_path=functools.partial(store.record_final_path, db),
-                host=host,
-                load_settings=functools.partial(load, settings.source),
-            )
-            with _signals(service):
+        with _signals(stop, reload):
+            while True:  # once more per reload (SIGHUP), with the settings read again
+                service = Service(
+                    settings,
+                    pipeline,
+                    clock=clock,
+                    environ=environ,
+                    heartbeat=heartbeat,
+                    lookup_job=lookup_job,
+                    live_hosts=live_hosts,
+                    interrupt_jobs=interrupt_jobs,
+                    final_path=functools.partial(store.record_final_path, db),
+                    host=host,
+                    prepare=prepare,
+                    stop=stop,
+                    reload=reload,
+                )
                 try:
                     code = service.run(once=once, max_jobs=max_jobs)
                 finally:
                     pipeline.close()
-            if code != EXIT_OK or service.reloaded is None:
-                break
-            settings = service.reloaded
-            log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
+                if service.reloaded is None:
+                    break
+                settings, pipeline = service.reloaded
+                if code != EXIT_OK or stop.is_set():  # a SIGTERM while the reload drained
+                    pipeline.close()
+                    break
+                log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
     finally:
         if checkpointer is not None:
             checkpointer.stop()
@@ -823,13 +881,14 @@ def _serve(
 
 
 @contextlib.contextmanager
-def _signals(service: Service) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the service to stop, SIGHUP to reload (main thread only)."""
+def _signals(stop: threading.Event, reload: threading.Event) -> Iterator[None]:
+    """For the daemon's life (main thread only): SIGTERM and SIGINT set ``stop``,
+    SIGHUP sets ``reload``; the services running one after the other share them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = {s: signal.signal(s, service.request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, service.request_reload)
+    actions = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}
+    old = {sig: signal.signal(sig, lambda *_, e=event: e.set()) for sig, event in actions.items()}
     try:
         yield
     finally:
