@@ -93,11 +93,6 @@ def hold_a_job_and_reload(daemon: Daemon, erp, extra: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM while a reload drains its jobs is lost: _serve sees service.reloaded"
-    " and starts the service again (READY=1) instead of exiting 0",
-)
 def test_sigterm_while_a_reload_drains_stops_the_daemon(daemons, erp):
     """systemctl stop during systemctl reload: the daemon stops (exit 0), it
     does not come back up with the new configuration."""
@@ -111,11 +106,6 @@ def test_sigterm_while_a_reload_drains_stops_the_daemon(daemons, erp):
     assert daemon.proc.poll() == 0, "the daemon came back up after SIGTERM"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SIGHUP while a reload drains is lost: it sets the old Service's _reload flag;"
-    " the configuration written for it is never read",
-)
 def test_a_second_reload_while_the_first_drains_is_not_lost(shared_root, daemons, erp):
     """Two reloads in a row (two partners onboarded a second apart): the
     configuration of the second is the one running in the end."""
@@ -145,11 +135,6 @@ def refused_or_exited(daemon: Daemon) -> bool:
     return daemon.proc.poll() is not None or bool(events(daemon, "reload_refused"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_reload only asks inbox.is_dir(); the new service's Claims.open then fails"
-    " (Permission denied) and the daemon exits 1 (cannot_start) instead of refusing the reload",
-)
 def test_a_reload_with_an_inbox_the_daemon_cannot_read_is_refused(shared_root, erp):
     """Onboarding mistake: the partner's folder made 0700 (no group access).
     The reload is refused naming it, and the daemon goes on."""
@@ -172,11 +157,6 @@ def test_a_reload_with_an_inbox_the_daemon_cannot_read_is_refused(shared_root, e
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_reload does not check the partner's processing folder can be made; the"
-    " new service's mkdir fails (Permission denied) and the daemon exits 1 (cannot_start)",
-)
 def test_a_reload_whose_processing_folder_cannot_be_made_is_refused(shared_root, erp):
     """Onboarding step 2 forgotten: ``processing = /srv/sftp/.processing/acme``
     under a root-owned /srv/sftp. The reload is refused; the daemon goes on."""
@@ -253,11 +233,6 @@ def test_three_reloads_while_two_partners_upload_200_files(shared_root, erp, pro
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="between one Service's run and the next, _serve has given SIGHUP back to its"
-    " default action (terminate): a SIGHUP in that window kills the daemon (-SIGHUP)",
-)
 def test_a_burst_of_sighups_never_kills_the_daemon(daemons, erp):
     """``systemctl reload`` run by a configuration tool in a loop: however many
     SIGHUPs arrive, the daemon survives them and still files an upload."""
@@ -319,12 +294,6 @@ def partner_claim_job(daemon: Daemon, name: str) -> str:
     return pname.split(".", 2)[2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload that moves a partner's inbox hands the jobs it drains back to the OLD"
-    " inbox (Claims.hand_back uses the running paths), which is no longer watched: the file"
-    " waits there forever",
-)
 def test_a_reload_that_moves_a_partners_inbox_strands_no_file(shared_root, daemons, erp):
     """acme's folder moves (new SFTP layout) while its file is at the ERP and the
     reload's drain times out: the file is handed back where it will be run again."""
@@ -337,9 +306,12 @@ def test_a_reload_that_moves_a_partners_inbox_strands_no_file(shared_root, daemo
     erp.gate.clear()
     uids.upload(old_in / "po.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
     poll_until(lambda: erp.requests, what="acme's job at the ERP")
-    daemon.reload(section("acme", "ZZ:ACME", new_in))
-    erp.gate.set()
-    assert events(daemon, "handed_back"), "the drain did not time out"
+    daemon.ready.clear()
+    sighup(daemon, section("acme", "ZZ:ACME", new_in))
+    poll_until(lambda: events(daemon, "reloading"), what="the reload draining acme's job")
+    erp.gate.set()  # the job in flight finishes before the reload goes on
+    poll_until(daemon.ready.is_set, what="READY=1 after the reload")
+    assert not events(daemon, "handed_back"), "a reload handed a job in flight back"
     try:
         poll_until(lambda: "po.edi" in daemon.listing(daemon.done), timeout=6, what="filed")
     except AssertionError:
@@ -682,12 +654,6 @@ def test_a_reload_moves_a_partners_orders_to_its_own_erp(daemons, erp):
         assert [po for _, po in own.requests] == ["00000002"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config only checks erp_url is a non-empty string; check_reload passes it, then"
-    " Pipeline() in _serve's loop raises ConfigError outside any handler: the daemon exits"
-    " instead of refusing the reload",
-)
 def test_a_reload_with_a_bad_partner_erp_url_is_refused(daemons, erp):
     """An erp_url that is not http(s) is refused on reload (reload_refused naming
     [partners.acme] erp_url); the daemon goes on with the running configuration."""
@@ -775,22 +741,12 @@ def test_a_processing_folder_shared_by_two_inboxes_is_refused(tmp_path, partners
         config.load(write_config(tmp_path, partners.format(root=tmp_path)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload past shutdown_timeout_seconds: with processes = 1 the old Service's worker"
-    " threads live on, post, then use the closed lane descriptors ('internal error in"
-    " acknowledge: OSError(9, Bad file descriptor)'), their jobs recorded succeeded with a"
-    " file_path in processing/ that no longer exists; with processes = 2 the killed"
-    " children's jobs stay 'running' (mark_interrupted runs only at start)",
-)
 @pytest.mark.parametrize("processes", [1, 2])
-def test_a_reload_past_the_timeout_hands_partner_files_back_to_their_folder(
-    shared_root, daemons, erp, processes
-):
+def test_a_reload_lets_jobs_stuck_past_the_timeout_finish(shared_root, daemons, erp, processes):
     """Jobs from acme's folder stuck at the ERP past shutdown_timeout_seconds when a
-    reload comes: handed back to acme's folder (with worker processes: after the
-    children are killed), run again as acme's after the reload, each filed once;
-    no job is left running, no record names a file that is not there."""
+    reload comes: the reload waits for them (nothing handed back, nothing run
+    twice), each is filed once as acme's; no job is left running, no record
+    names a file that is not there."""
     acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
     extra = section("acme", "ZZ:ACME", acme_in)
     daemon = daemons(erp.url, extra=extra, processes=processes, shutdown_timeout_seconds=0.5)
@@ -799,9 +755,16 @@ def test_a_reload_past_the_timeout_hands_partner_files_back_to_their_folder(
     for n in range(6):
         uids.upload(acme_in / f"po{n}.edi", sent_by(make_po(n + 1), "ZZ:ACME"), uids.PARTNER)
     poll_until(lambda: len(erp.requests) >= 4, what="four POSTs in flight")
-    daemon.reload(extra)
+    daemon.ready.clear()
+    sighup(daemon, extra)
+    poll_until(lambda: events(daemon, "reloading"), what="the reload draining")
+    poll_until(
+        lambda: daemon.log.stat().st_mtime < time.time() - 1.0, what="past the shutdown timeout"
+    )
+    assert not daemon.ready.is_set()  # still draining, the jobs still at the ERP
     erp.gate.set()
-    assert events(daemon, "handed_back")
+    poll_until(daemon.ready.is_set, what="READY=1 after the reload")
+    assert not events(daemon, "handed_back")
     poll_until(lambda: len(daemon.listing(daemon.done)) == 6, timeout=30, what="six filed")
     assert daemon.listing(daemon.done) == [f"po{n}.edi" for n in range(6)]
     assert partner_claims(daemon, "acme") == [] and os.listdir(acme_in) == []
@@ -881,11 +844,6 @@ def test_two_hosts_share_two_partners_folders(shared_root, daemons, erp):
     assert one.terminate(timeout=10) == 0 and two.terminate(timeout=10) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload that drops a partner's section (or its inbox) stops watching the folder"
-    " without a word: files already uploaded there wait forever, in no status output",
-)
 def test_a_reload_that_drops_a_partner_names_the_files_left_in_its_folder(
     shared_root, daemons, erp
 ):
@@ -912,7 +870,8 @@ def test_one_folder_under_two_names_is_refused(tmp_path, other):
     text = f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{alias}"\n'
     if other == "partner":
         text += f'[partners.globex]\nids = ["ZZ:GLOBEX"]\ninbox = "{real}"\n'
-    with pytest.raises(ConfigError, match=r"key 'inbox'.* is (the inbox of partner|\[paths\] inbox)"):
+    said = r"key 'inbox'.* is (the inbox of partner|\[paths\] inbox)"
+    with pytest.raises(ConfigError, match=said):
         config.load(write_config(tmp_path, text))
 
 

@@ -80,7 +80,6 @@ from .claims import (
     lanes,
     lock_host,
     new_job_id,
-    open_lanes,
     os_message,
     processing_name,
 )
@@ -124,6 +123,16 @@ PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; do
 PROBE_MAX = 30.0
 
 
+class Signals:
+    """What the signals asked for: ``stop`` (SIGTERM, SIGINT) and ``reload``
+    (SIGHUP). Plain flags, set by the handlers and read by the loop, both in
+    the main thread (tests set ``stop`` from another, which a flag allows)."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.reload = False
+
+
 class Service:
     """The daemon loop. ``run()`` returns an exit code."""
 
@@ -142,8 +151,7 @@ class Service:
         host: str | None = None,
         inotify_factory: Callable[[], Any] | None = None,
         prepare: Callable[[Settings], tuple[Settings, Any]] | None = None,
-        stop: threading.Event | None = None,
-        reload: threading.Event | None = None,
+        signals: Signals | None = None,
     ) -> None:
         self.settings = settings
         # For a reload: the new settings and their pipeline, checked, or
@@ -192,8 +200,7 @@ class Service:
         self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
-        self._stop = stop or threading.Event()  # SIGTERM/SIGINT: stop
-        self._reload = reload or threading.Event()  # SIGHUP: reload
+        self.signals = signals or Signals()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
         self._probe_delay = PROBE_FIRST
@@ -204,20 +211,20 @@ class Service:
 
     def request_stop(self, signum: int | None = None, frame: Any = None) -> None:
         """Signal handler: only sets a flag; the loop acts on it."""
-        self._stop.set()
+        self.signals.stop = True
 
     def request_reload(self, signum: int | None = None, frame: Any = None) -> None:
         """SIGHUP handler: only sets a flag; the loop reloads."""
-        self._reload.set()
+        self.signals.reload = True
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set() or self.reloaded is not None
+        return self.signals.stop or self.reloaded is not None
 
     def _try_reload(self) -> None:
         """Read the configuration again; stop for a restart with it, or refuse
         it (logged, STATUS=) and go on with the running one."""
-        self._reload.clear()
+        self.signals.reload = False
         if self.prepare is None:
             logger.warning("reload_ignored", reason="this daemon cannot read its configuration")
             return
@@ -332,7 +339,7 @@ class Service:
         next_status = now + STATUS_EVERY
         next_health = now
         while not self.stopping:
-            if self._reload.is_set() and not once:
+            if self.signals.reload and not once:
                 self._try_reload()
                 continue
             now = self.clock()
@@ -588,7 +595,7 @@ class Service:
 
     def _shutdown(self) -> None:
         """Stop intake, let jobs finish within the timeout, hand back the rest."""
-        reloading = self.reloaded is not None and not self._stop.is_set()
+        reloading = self.reloaded is not None and not self.signals.stop
         if reloading:
             logger.info("daemon_stopping", in_flight=self._in_flight(), reason="reload")
         elif self.stopping:
@@ -608,7 +615,7 @@ class Service:
             self.work.put(None)
         # A reload lets every job in flight finish (nothing handed back, no job
         # run twice), unless a SIGTERM comes meanwhile: then, as for a stop.
-        while reloading and not self._stop.is_set() and any(t.is_alive() for t in self.threads):
+        while reloading and not self.signals.stop and any(t.is_alive() for t in self.threads):
             for thread in self.threads:
                 thread.join(LOOP_WAIT_MAX)
         deadline = time.monotonic() + self.daemon.shutdown_timeout_seconds
@@ -827,21 +834,27 @@ def _serve(
         pipeline built (its ERP URLs). ConfigError (or OSError) if not."""
         new = load(running.source)
         check_reload(running, new)
-        try:
-            for claims in open_lanes(new, host).values():
+        for lane, claims in lanes(new, host).items():
+            try:
+                claims.open()
+            except (WatchError, OSError) as exc:
+                said = str(exc) if isinstance(exc, WatchError) else os_message(exc)
+                raise ConfigError(
+                    f"{f'[partners.{lane}]' if lane else '[paths]'}: cannot use the inbox"
+                    f" {claims.paths.inbox} with the processing folder"
+                    f" {claims.paths.processing}: {said}"
+                ) from None
+            finally:
                 claims.close()
-        except (WatchError, OSError) as exc:
-            said = str(exc) if isinstance(exc, WatchError) else os_message(exc)
-            raise ConfigError(said) from None
         return new, Pipeline(new, store.DatabaseRecorder(db), host=host)
 
-    stop, reload = threading.Event(), threading.Event()
+    signals = Signals()
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
     if checkpointer is not None:
         checkpointer.start()
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     try:
-        with _signals(stop, reload):
+        with _signals(signals):
             while True:  # once more per reload (SIGHUP), with the settings read again
                 service = Service(
                     settings,
@@ -855,8 +868,7 @@ def _serve(
                     final_path=functools.partial(store.record_final_path, db),
                     host=host,
                     prepare=prepare,
-                    stop=stop,
-                    reload=reload,
+                    signals=signals,
                 )
                 try:
                     code = service.run(once=once, max_jobs=max_jobs)
@@ -865,7 +877,7 @@ def _serve(
                 if service.reloaded is None:
                     break
                 settings, pipeline = service.reloaded
-                if code != EXIT_OK or stop.is_set():  # a SIGTERM while the reload drained
+                if code != EXIT_OK or signals.stop:  # a SIGTERM while the reload drained
                     pipeline.close()
                     break
                 log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
@@ -881,14 +893,23 @@ def _serve(
 
 
 @contextlib.contextmanager
-def _signals(stop: threading.Event, reload: threading.Event) -> Iterator[None]:
-    """For the daemon's life (main thread only): SIGTERM and SIGINT set ``stop``,
-    SIGHUP sets ``reload``; the services running one after the other share them."""
+def _signals(signals: Signals) -> Iterator[None]:
+    """For the daemon's life (main thread only): SIGTERM and SIGINT set
+    ``signals.stop``, SIGHUP ``signals.reload``. A handler only sets a flag (one
+    that took a lock could meet the loop holding it), and the services running
+    one after the other share ``signals``, so no signal falls between them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+
+    def stop(signum: int, frame: Any) -> None:
+        signals.stop = True
+
+    def reload(signum: int, frame: Any) -> None:
+        signals.reload = True
+
     actions = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}
-    old = {sig: signal.signal(sig, lambda *_, e=event: e.set()) for sig, event in actions.items()}
+    old = {sig: signal.signal(sig, action) for sig, action in actions.items()}
     try:
         yield
     finally:
