@@ -671,12 +671,6 @@ def test_a_reload_with_a_bad_partner_erp_url_is_refused(daemons, erp):
 # -- 12. a partner's folder and the GS02 rule -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="partners.resolve_given accepts a sender if ANY of the folder partner's ids matches"
-    " (here its bare ISA id), ignoring that another partner's ISA:GS02 id wins for that"
-    " group: globex's order from acme's folder is posted as acme's",
-)
 def test_a_group_another_partners_gs02_id_claims_is_refused_in_a_partners_folder(tmp_path, erp):
     """One ISA id covers acme and globex; GS02 GLOBEX is globex's ("the id with
     GS02 wins"). A file with GS02 GLOBEX in acme's folder is not acme's: it is

@@ -70,21 +70,26 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
     return Resolution(partner=partner)
 
 
-def resolve_given(partner: PartnerSettings, interchanges: list[InterchangeSummary]) -> Resolution:
+def resolve_given(
+    partners: PartnersSettings, partner: PartnerSettings, interchanges: list[InterchangeSummary]
+) -> Resolution:
     """The file is known to come from ``partner`` (its folder, ``process
-    --partner``): every sender in it must be one of that partner's ids, or
-    the file is refused with a reason naming both the partner and the sender."""
-    only = PartnersSettings(unknown="reject", partners=(partner,))
+    --partner``): every sender in it must be that partner's — one of its ids,
+    and not a group another partner's more specific id (with GS02) claims —
+    or the file is refused with a reason naming both the partner and the sender."""
     for interchange in interchanges:
         groups: list[str | None] = [g.sender for g in interchange.groups] or [None]
         for group_sender in groups:
-            if claimant(only, interchange, group_sender) is None:
-                ids = ", ".join(str(pid) for pid in partner.ids)
-                return Resolution(
-                    partner=partner,
-                    refused=f"the file is from partner {partner.name} but its sender"
-                    f" {sender_of(interchange, group_sender)} is not one of its ids ({ids})",
-                )
+            owner = claimant(partners, interchange, group_sender)
+            if owner is not None and owner.name == partner.name:
+                continue
+            sender = sender_of(interchange, group_sender)
+            if owner is not None:
+                said = f"partner {owner.name}'s (ids {', '.join(str(p) for p in owner.ids)})"
+            else:
+                said = f"not one of its ids ({', '.join(str(pid) for pid in partner.ids)})"
+            refused = f"the file is from partner {partner.name} but its sender {sender} is {said}"
+            return Resolution(partner=partner, refused=refused)
     return Resolution(partner=partner)
 
 

@@ -612,7 +612,7 @@ class Pipeline:
         error: nothing in the file is posted, and a TA1 says 006 (invalid
         interchange sender ID)."""
         if work.given is not None:
-            found = partners.resolve_given(work.given, work.interchanges)
+            found = partners.resolve_given(self.settings.partners, work.given, work.interchanges)
         else:
             found = partners.resolve(self.settings.partners, work.interchanges)
         work.partner = found.partner
