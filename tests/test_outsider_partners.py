@@ -1,7 +1,7 @@
 """Partner inboxes and reload, tried by an outsider: the real daemon as a
 subprocess (as its own user where it matters), real uploads owned by the
 partners' uids, a real HTTP ERP on 127.0.0.1, real signals. A check that
-holds is a plain test; a bug found is a strict xfail naming it."""
+holds is a plain test; each bug found (first a strict xfail) is fixed and its test passes."""
 
 from __future__ import annotations
 
@@ -256,12 +256,6 @@ def partner_claims(daemon: Daemon, name: str) -> list[str]:
     return claimed(folder) if folder.exists() else []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lanes() only opens configured partners' processing folders: a claim left in"
-    " processing/.partners/NAME of a partner since removed is never resumed, never"
-    " logged, and status does not count it",
-)
 def test_a_claim_of_a_partner_since_removed_is_not_forgotten(shared_root, daemons, erp):
     """A crash (SIGKILL) with acme's file claimed, then a start without acme's
     section: the file (taken from acme's SFTP folder) is run from the shared
@@ -341,11 +335,6 @@ def opened(settings: config.Settings) -> Iterator[Any]:
         store.close_database(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin.claimed_counts only lists [paths] processing and skips hidden names, so"
-    " processing/.partners/NAME/<host>/ claims are counted nowhere in status",
-)
 def test_status_counts_files_claimed_in_a_partners_processing_folder(tmp_path):
     """A dead host's claim of acme's file (processing/.partners/acme/other/…) is
     in ``status``'s ``claimed`` and in its processing count, as a shared one is."""
@@ -577,11 +566,6 @@ def test_retry_status_and_partners_of_a_partners_failed_file(shared_root, erp):
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status's text prints a partner's backlog only when waiting is truthy: a missing"
-    " inbox (waiting None, the reason the daemon exited 1) is not mentioned at all",
-)
 def test_status_says_a_partners_inbox_is_missing(shared_root, erp):
     """The daemon stopped because acme's folder is gone: ``edi-inbox status``
     (text) says so for acme, as the JSON does with ``waiting: null``."""
@@ -782,12 +766,6 @@ def test_a_reload_lets_jobs_stuck_past_the_timeout_finish(shared_root, daemons, 
 # -- 15. retry after a partner's folder is gone from the configuration ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="admin._retry_one falls back to [paths] inbox when the job's partner has no inbox"
-    " (any more): a file refused because acme's folder held globex's sender is retried into"
-    " the shared inbox, matched by sender and posted as globex's",
-)
 def test_retry_all_failed_never_launders_a_refused_spoof_through_the_shared_inbox(tmp_path, erp):
     """acme's folder refused a file with globex's sender. acme's `inbox` is then
     dropped (it uploads to the shared inbox now) and the operator runs `retry

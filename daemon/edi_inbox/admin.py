@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from . import files
-from .claims import host_folder, os_message, write_retry_marker
+from .claims import host_folder, os_message, processing_folders, write_retry_marker
 from .config import DaemonSettings, Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
@@ -101,8 +101,18 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
         return result
     inbox, processing, max_bytes = paths.inbox, paths.processing, settings.daemon.max_file_bytes
     partner = settings.partners.get(str(report.get("partner")))
+    came_from = report.get("inbox")
     if partner is not None and partner.inbox is not None and partner.processing is not None:
         inbox, processing, max_bytes = partner.inbox, partner.processing, partner.max_file_bytes
+    elif came_from is not None and Path(str(came_from)) != paths.inbox:
+        # From a partner's folder no longer watched: the shared inbox would go
+        # by the sender alone, and a file that folder refused could pass there.
+        result["reason"] = (
+            f"it came from {files.display_name(str(came_from))}, a partner's inbox no longer"
+            " watched; put it back by hand (edi-inbox process --partner NAME runs it as"
+            " that partner's)"
+        )
+        return result
     problem = refusal(st, max_bytes)
     if problem is not None:
         result["reason"] = f"not retried: {problem.reason}"
@@ -177,7 +187,10 @@ def partner_status(settings: Settings, db: Any, *, now: datetime) -> list[dict[s
         name = partner.name
         backlog = None
         if partner.inbox is not None:
-            backlog = inbox_backlog(settings, now=now.timestamp(), inbox=partner.inbox)
+            backlog = {
+                "path": str(partner.inbox),
+                **inbox_backlog(settings, now=now.timestamp(), inbox=partner.inbox),
+            }
         latest = queries.list_jobs(db, limit=1, status="failed", partner=name)
         last_error = (
             {key: latest[0][key] for key in ("job_id", "file_name", "error", "completed_at")}
@@ -250,20 +263,19 @@ def _count(path: Path) -> int | None:
 
 
 def claimed_counts(settings: Settings) -> dict[str, int]:
-    """Claimed files per host folder of ``processing/`` (``""``: the flat layout of
-    earlier versions), empty folders left out."""
-    processing = settings.paths.folders()["processing"]
+    """Claimed files per host, in every processing folder (``[paths]``'s, the
+    partners', one a removed partner left); ``""``: the flat layout of earlier
+    versions. Empty folders left out."""
     counts: dict[str, int] = {}
-    with contextlib.suppress(OSError), os.scandir(processing) as entries:
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                n = _count(Path(entry.path)) or 0
+    for processing in processing_folders(settings):
+        with contextlib.suppress(OSError), os.scandir(processing) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                host = entry.name if entry.is_dir(follow_symlinks=False) else ""
+                n = (_count(Path(entry.path)) or 0) if host else 1
                 if n:
-                    counts[entry.name] = n
-            else:
-                counts[""] = counts.get("", 0) + 1
+                    counts[host] = counts.get(host, 0) + n
     return counts
 
 

@@ -53,6 +53,7 @@ import json
 import multiprocessing
 import os
 import time
+import typing
 import uuid
 from collections.abc import Callable, Collection, Iterator, Mapping
 from enum import StrEnum
@@ -128,6 +129,25 @@ def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> di
             settings.paths, inbox=partner.inbox, processing=partner.processing
         )
         found[partner.name] = Claims(paths, host, liveness, partner=partner.name)
+    return found
+
+
+PARTNERS_DIR = ".partners"  # [paths] processing/.partners/NAME: a partner's by default
+
+
+def processing_folders(settings: Settings) -> dict[Path, str | None]:
+    """Every processing folder, with whose it is: ``[paths] processing``
+    (``""``), each configured partner's (its name), and any other folder in
+    ``[paths] processing/.partners/`` (None: a partner no longer configured,
+    whose claims no lane resumes)."""
+    assert settings.paths.processing is not None
+    found: dict[Path, str | None] = {settings.paths.processing: ""}
+    for partner in settings.partners.with_inbox():
+        found.setdefault(typing.cast(Path, partner.processing), partner.name)
+    with contextlib.suppress(OSError), os.scandir(settings.paths.processing / PARTNERS_DIR) as it:
+        for entry in it:
+            if entry.is_dir(follow_symlinks=False):
+                found.setdefault(Path(entry.path), None)
     return found
 
 

@@ -300,8 +300,11 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"partner {p['name']}: {p['files_24h']} files, {p['failures_24h']} failed"
             f" in the last 24 h"
         )
-        if p.get("inbox") and p["inbox"]["waiting"]:
-            line += f"; {p['inbox']['waiting']} waiting in its inbox"
+        inbox = p.get("inbox")
+        if inbox and inbox["waiting"] is None:
+            line += f"; its inbox {shown(inbox['path'])} is missing or unreadable"
+        elif inbox and inbox["waiting"]:
+            line += f"; {inbox['waiting']} waiting in its inbox"
         err = p["last_error"]
         if err:
             line += f"; last error: {shown(err['file_name'])}: {shown(err['error'])}"

@@ -32,8 +32,9 @@ FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
 MAX_RETRY = 60.0
 
 
-def error_report(result: JobResult, file: str) -> dict[str, Any]:
-    """What ``failed/NAME.error.json`` holds: the reasons, in words a partner can act on."""
+def error_report(result: JobResult, file: str, inbox: Path | None = None) -> dict[str, Any]:
+    """What ``failed/NAME.error.json`` holds: the reasons, in words a partner can
+    act on, and the inbox the file came from (``retry`` puts it back there)."""
     return {
         "job_id": result.job_id,
         "file_name": result.file_name,
@@ -44,6 +45,7 @@ def error_report(result: JobResult, file: str) -> dict[str, Any]:
         "po_number": result.po_number,
         "sender_id": result.sender_id,
         "partner": result.partner,
+        "inbox": str(inbox) if inbox is not None else None,
         "interchange_control_number": result.interchange_control_number,
         "retry_of": result.retry_of,
         "completed_at": result.completed_at.isoformat() if result.completed_at else None,
@@ -67,6 +69,7 @@ class PendingMove:
     attempts: int = 0
     next_at: float = 0.0
     final: Path | None = None  # moved already; only the error.json is missing
+    inbox: Path | None = None  # the inbox it came from
     last_error: str = ""
 
 
@@ -92,9 +95,11 @@ class Mover:
         self.on_error = on_error
         self.pending: list[PendingMove] = []
 
-    def finish(self, claimed: Path, name: str, result: JobResult) -> PendingMove | None:
-        """Move the file; on OSError return it as a pending move, due shortly."""
-        move = PendingMove(claimed, name, result)
+    def finish(
+        self, claimed: Path, name: str, result: JobResult, inbox: Path | None = None
+    ) -> PendingMove | None:
+        """Move the file (from ``inbox``); on OSError return it as a pending move, due shortly."""
+        move = PendingMove(claimed, name, result, inbox=inbox)
         try:
             self.complete(move)
         except OSError as exc:
@@ -121,7 +126,8 @@ class Mover:
             target = paths.done if ok else paths.failed
             move.final = files.move_new(move.claimed, target, move.name)
         if not ok:
-            report = json.dumps(error_report(move.result, move.final.name), indent=2, default=str)
+            said = error_report(move.result, move.final.name, move.inbox)
+            report = json.dumps(said, indent=2, default=str)
             json_name = move.final.name + ".error.json"
             if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"

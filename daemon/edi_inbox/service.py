@@ -81,6 +81,7 @@ from .claims import (
     lock_host,
     new_job_id,
     os_message,
+    processing_folders,
     processing_name,
 )
 from .config import Settings, check_reload, load
@@ -447,11 +448,36 @@ class Service:
             except OSError as exc:
                 logger.error("recover_failed", error=os_message(exc))
                 self.last_error = f"cannot read {claims.paths.processing}: {os_message(exc)}"
+        if start:
+            self._tell_orphaned()
         if taken and self.interrupt_jobs is not None:
             try:
                 self.interrupt_jobs(taken)
             except Exception as exc:  # a record's detail: the files are taken over all the same
                 logger.error("interrupt_failed", jobs=taken, error=repr(exc))
+
+    def _tell_orphaned(self) -> None:
+        """Claims in the processing folder of a partner no longer configured:
+        no lane resumes them (run from the shared inbox, a file from that
+        partner's folder would skip its sender check). Said at every start,
+        and counted by ``status``, until the partner is configured again (they
+        are resumed) or an operator moves them."""
+        for folder, owner in processing_folders(self.settings).items():
+            if owner is not None:
+                continue
+            held: list[str] = []
+            with contextlib.suppress(OSError), os.scandir(folder) as hosts:
+                for host in hosts:
+                    if host.is_dir(follow_symlinks=False) and not host.name.startswith("."):
+                        held += [n for n in os.listdir(host.path) if not n.startswith(".")]
+            if held:
+                message = (
+                    f"{len(held)} file(s) claimed in {folder}, the processing folder of a"
+                    " partner no longer configured, are not run: configure the partner"
+                    " again, or move them into an inbox"
+                )
+                logger.warning("orphaned_claims", folder=str(folder), files=len(held))
+                self.last_error = message
 
     # -- events, tickets, outcomes ------------------------------------------------------
 

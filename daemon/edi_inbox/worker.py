@@ -348,7 +348,9 @@ class Worker:
             if flight.handed_back:  # shutdown gave the file back meanwhile
                 return Outcome(flight.name, "handed_back", job_id=result.job_id)
             flight.finishing = True
-        pending = self.mover.finish(flight.claims.path(flight.pname), flight.name, result)
+        claims = flight.claims
+        claimed = claims.path(flight.pname)
+        pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
     def _hand_back(self, flight: InFlight, status: str) -> Outcome:
