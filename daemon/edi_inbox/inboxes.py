@@ -10,7 +10,8 @@ folder and runs it as that partner's.
 
 ``follow`` looks at the inbox's path: an inbox deleted and re-created is
 opened, watched and scanned again (``inbox_replaced``); one missing for
-``INBOX_GONE_AFTER`` seconds is reported (the daemon exits 1).
+``INBOX_GONE_AFTER`` seconds is reported once (the shared inbox: the daemon
+exits 1; a partner's: that partner waits, the others go on).
 ``check_observer`` restarts a dead observer, up to ``MAX_OBSERVER_RESTARTS``
 within ``OBSERVER_RESTART_WINDOW`` seconds.
 """
@@ -80,6 +81,7 @@ class WatchedInbox:
         self.restarts = 0
         self.reported: set[tuple[str, int]] = set()  # (name, inode) left in place, logged once
         self.missing_since: float | None = None
+        self.gone = False  # missing for INBOX_GONE_AFTER seconds, and told
         self._restart_times: list[float] = []
         self._failed_starts = 0
         self._next_observer_try = 0.0
@@ -130,19 +132,22 @@ class WatchedInbox:
 
     def follow(self, now: float) -> str | None:
         """Notice the inbox deleted and re-created: watch and scan the new one.
-        Returns why the daemon must stop (missing for ``INBOX_GONE_AFTER`` s), or None."""
+        Returns, once, what to tell when it has been missing for
+        ``INBOX_GONE_AFTER`` seconds; else None."""
         inbox = str(self.path)
         state = self.claims.follow_inbox()
         if state is Inbox.MISSING:
             if self.missing_since is None:
                 self.missing_since = now
-                logger.warning("inbox_missing", inbox=inbox)
-            elif now - self.missing_since >= INBOX_GONE_AFTER:
-                message = f"the inbox {inbox} has been missing for {INBOX_GONE_AFTER:.0f} s"
-                logger.error("inbox_gone", inbox=inbox, error=message)
-                return message
+                logger.warning("inbox_missing", inbox=inbox, partner=self.lane or None)
+            elif now - self.missing_since >= INBOX_GONE_AFTER and not self.gone:
+                self.gone = True
+                whose = f" of partner {self.lane}" if self.lane else ""
+                return f"the inbox {inbox}{whose} has been missing for {INBOX_GONE_AFTER:.0f} s"
             return None
-        self.missing_since = None
+        if self.gone:
+            logger.info("inbox_back", inbox=inbox, partner=self.lane or None)
+        self.missing_since, self.gone = None, False
         if state is Inbox.REPLACED:
             logger.warning("inbox_replaced", inbox=inbox)
             self.stop_observer(timeout=0.5)  # it watches the old directory

@@ -405,13 +405,19 @@ class Service:
 
     def _follow_inboxes(self, now: float) -> bool:
         """Each inbox followed (re-created: watched again) and its observer
-        alive (restarted). False: one is gone for good (exit 1)."""
+        alive (restarted). False: the shared inbox is gone for good, or an
+        observer keeps dying (exit 1)."""
         for inbox in self.inboxes.values():
             gone = inbox.follow(now)
-            if gone is not None:
+            if gone is not None and not inbox.lane:  # the shared inbox: nothing to do
+                logger.error("inbox_gone", inbox=str(inbox.path), error=gone)
                 self.last_error = gone
                 notify.notify(f"STATUS={gone}; exiting", self.environ)
                 return False
+            if gone is not None:  # a partner's: it waits, the others go on
+                said = f"{gone}; its files wait until it is back, the other inboxes go on"
+                logger.error("inbox_gone", inbox=str(inbox.path), partner=inbox.lane, error=said)
+                self.last_error = said
             if not inbox.check_observer(now):
                 return False
         return True
