@@ -18,6 +18,7 @@ import pytest
 from daemons import Daemon, erp
 
 from edi_inbox import admin, config, queries, service, store
+from edi_inbox import erp as erp_module
 from edi_inbox.config import DatabaseSettings, PathSettings
 from edi_inbox.errors import ConfigError
 
@@ -331,3 +332,46 @@ def test_an_inbox_on_a_mount_of_its_own_is_refused_at_start(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "are on different mounts" in done.stdout + done.stderr
     assert str(inbox) in done.stdout + done.stderr
+
+
+def test_a_partner_with_its_own_folder_is_refused_in_the_shared_inbox(tmp_path, erp):
+    """Only acme's folder vouches for acme: a file with acme's sender in the shared
+    inbox (which other accounts may write) is refused naming the folder, nothing
+    posted; run by hand with --partner it is acme's."""
+    acme_in = tmp_path / "acme-in"
+    text = f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{acme_in}"\n'
+    path = write_config(tmp_path, text, erp.url)
+    settings = config.load(path)
+    settings.paths.create()
+    acme_in.mkdir()
+    po = sent_by(make_po(1), "ZZ:ACME")
+    (settings.paths.inbox / "po.edi").write_bytes(po)
+    assert service.run(settings, once=True) == 0
+    report = json.loads((settings.paths.failed / "po.edi.error.json").read_text())
+    assert f"partner acme's, which uploads to its own folder {acme_in}" in report["error"]
+    assert erp.requests == []
+    by_hand = tmp_path / "po-by-hand.edi"
+    by_hand.write_bytes(po)
+    cli = [sys.executable, "-m", "edi_inbox.cli", "--config", str(path)]
+    done = subprocess.run(
+        [*cli, "process", "--partner", "acme", "--json", str(by_hand)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["partner"] == "acme"
+    assert len(erp.requests) == 1
+
+
+def test_a_bad_erp_url_is_refused_without_its_secrets(tmp_path):
+    """A refused erp_url is quoted without its password or query: the message
+    reaches the journal."""
+    url = "ftp://erp:s3cret@erp.example.com/o?key=k3y"
+    text = f'[partners.acme]\nids = ["ZZ:ACME"]\nerp_url = "{url}"\n'
+    settings = config.load(write_config(tmp_path, text))
+    with pytest.raises(ConfigError) as caught:
+        erp_module.partner_erps(settings)
+    said = str(caught.value)
+    assert "[partners.acme] erp_url" in said and "ftp://erp:***@erp.example.com/o?***" in said
+    assert "s3cret" not in said and "k3y" not in said

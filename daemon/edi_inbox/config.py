@@ -754,3 +754,14 @@ def check_reload(running: Settings, new: Settings) -> None:
         raise ConfigError("[database] changed: restart the service to use another database")
     if new.paths.processing != running.paths.processing:
         raise ConfigError("[paths] processing changed: restart the service to move it")
+
+
+def safe_url(url: str) -> str:
+    """A URL as messages and logs may show it: no password (``user:***@``) and
+    no query (``?***``), either of which may hold a secret."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, where = rest.rpartition("@")
+    if at:
+        rest = f"{creds.split(':', 1)[0]}:***@{where}"
+    base, question, _ = rest.partition("?")
+    return f"{scheme}{sep}{base}{'?***' if question else ''}"

@@ -166,10 +166,12 @@ class HttpErp(_Sink):
         self._log = log if log is not None else structlog.get_logger()
         try:
             url = parse_url(settings.url)
-        except LocationParseError as exc:
-            raise ConfigError(f"{label} {settings.url!r} is not a valid URL: {exc}") from None
+        except LocationParseError:
+            shown = config.safe_url(settings.url)
+            raise ConfigError(f"{label} {shown!r} is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(f"{label} {settings.url!r} must be an http:// or https:// URL")
+            shown = config.safe_url(settings.url)
+            raise ConfigError(f"{label} {shown!r} must be an http:// or https:// URL")
         # Shown in messages and logs: no user info, no query (either may hold secrets).
         self.display_url = url._replace(auth=None, query=None).url
         self._target = url.request_uri

@@ -4,7 +4,9 @@ Pure: no I/O. An interchange is claimed by the partner listing its
 ISA05:ISA06 with its GS02 (for each of its groups) or, failing that, without
 a GS02: the longer id wins. A file is one partner's: interchanges or groups
 claimed by different partners (or some by none) are refused together, as is
-a sender no partner claims when ``[partners] unknown = "reject"``.
+a sender no partner claims when ``[partners] unknown = "reject"``, and, in
+the shared inbox, the sender of a partner that has a folder of its own
+(``[partners.NAME] inbox``: only that folder vouches for it).
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
     if len(found) > 1:
         said = ", ".join(f"{sender} ({name})" for name, (_, sender, _) in found.items())
         return Resolution(refused=f"the file mixes senders of different partners: {said}")
-    partner, _, isa = next(iter(found.values()))
+    partner, sender, isa = next(iter(found.values()))
+    if partner is not None and partner.inbox is not None:
+        return Resolution(
+            partner=partner,
+            refused=f"sender {sender} is partner {partner.name}'s, which uploads to its own"
+            f" folder {partner.inbox}: a file with its sender anywhere else is refused"
+            f" (edi-inbox process --partner {partner.name} runs one by hand)",
+        )
     if partner is None and partners.unknown == "reject":
         return Resolution(
             refused=f"sender {isa} (ISA05:ISA06) is not a configured trading partner"

@@ -84,7 +84,7 @@ from .claims import (
     processing_folders,
     processing_name,
 )
-from .config import Settings, check_reload, load
+from .config import Settings, check_reload, load, safe_url
 from .errors import AlreadyRunning, ConfigError, EdiInboxError
 from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
@@ -832,7 +832,7 @@ def _serve(
         store.init(db)  # creates or migrates the schema; safe at every start
         interrupted = store.mark_interrupted(db, host)
     except Exception as exc:
-        logger.error("cannot_open_database", url=_safe_url(settings.database_url), error=str(exc))
+        logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
     if interrupted:
         logger.warning("jobs_interrupted", count=len(interrupted))
@@ -947,16 +947,6 @@ def _signals(signals: Signals) -> Iterator[None]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password, for logs."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, where = rest.rpartition("@")
-    if not at:
-        return url
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{where}"
 
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "Service", "run"]
