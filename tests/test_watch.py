@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import random
 import socket
 import stat
 from pathlib import Path
@@ -344,6 +345,25 @@ def test_scan_finds_files_without_events(inbox, inbox_fd, clock):
             tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
     clock.advance(SETTLE)
     assert sorted(tickets(tracker)) == ["po0.edi", "po1.edi", "po2.edi"]
+
+
+def test_a_backlog_found_by_a_scan_is_handed_out_oldest_first(inbox, inbox_fd, clock):
+    """Files present at start come out of one poll by age (mtime), not in the
+    directory's order or their names': the oldest upload is processed first."""
+    tracker = make_tracker(inbox_fd, clock)
+    names = [f"po{i:03d}.edi" for i in range(200)]
+    order = names[:]
+    random.Random(13).shuffle(order)  # the age order: neither by name nor by creation
+    for name in names:
+        (inbox / name).write_bytes(GOOD)
+    for age, name in enumerate(order):
+        os.utime(
+            inbox / name, ns=(1_700_000_000_000_000_000 + age, 1_700_000_000_000_000_000 + age)
+        )
+    for entry in scan(inbox_fd):
+        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    clock.advance(SETTLE)
+    assert [t.name for t in tracker.poll()] == order
 
 
 def test_change_seen_only_by_stat_restarts_timer(inbox, inbox_fd, clock):

@@ -408,6 +408,10 @@ class Ticket:
     grace_expired: bool = False  # processed without a trailer: the pipeline will say why
 
 
+def _age(ticket: Ticket) -> int:
+    return ticket.fingerprint.mtime_ns if ticket.fingerprint is not None else 0
+
+
 class _State(enum.Enum):
     PENDING = "pending"
     QUEUED = "queued"  # a ticket is out; a worker has or will claim it
@@ -540,6 +544,10 @@ class Tracker:
             ticket = self._check(entry, now)
             if ticket is not None:
                 tickets.append(ticket)
+        # Oldest first: a scan finds a backlog in directory order (hash order
+        # on ext4), all of it due in one poll, and the service queues the
+        # tickets in the order given.
+        tickets.sort(key=_age)
         return tickets
 
     def __len__(self) -> int:
