@@ -117,7 +117,10 @@ def usable_cpus() -> int:
 class DaemonSettings:
     """The watching service."""
 
-    workers: int = 4
+    # Jobs in flight at once. 16: an ERP answering in 20 ms needs more than 6 in
+    # flight for 300 files/s, and a job's fsyncs (the 997) overlap too; measured
+    # against 4 and 8 on 2 CPUs (bench/README.md). Each may hold a whole file.
+    workers: int = 16
     # > 1: the workers run in that many child processes (procs.py), never more
     # than ``workers``. The default, and "auto" in the file or environment, is one
     # per usable CPU (``usable_cpus``): 1 on one CPU, the jobs then in threads.
