@@ -80,7 +80,7 @@ from .watch import (
     WatchError,
     drain,
     observer_alive,
-    scan,
+    scan_oldest_first,
     start_observer,
     stop_observer,
 )
@@ -404,7 +404,7 @@ class Service:
         assert self.tracker is not None
         present: set[str] = set()
         try:
-            for entry in scan(self.claims.inbox_fd):
+            for entry in scan_oldest_first(self.claims.inbox_fd):
                 present.add(entry.name)
                 self.tracker.seen(entry.name, functools.partial(entry.stat, follow_symlinks=False))
         except OSError as exc:

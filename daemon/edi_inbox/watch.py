@@ -387,6 +387,21 @@ def scan(dir_fd: int) -> Iterator[os.DirEntry[str]]:
         yield from entries
 
 
+def scan_oldest_first(dir_fd: int) -> list[os.DirEntry[str]]:
+    """Every entry of the inbox, oldest (mtime) first: the tracker settles and
+    hands out names in the order it first sees them, so a backlog found at
+    start goes to the workers oldest first, not in directory (hash) order.
+    One ``stat`` per entry; ``DirEntry`` keeps it for the tracker's own."""
+
+    def age(entry: os.DirEntry[str]) -> int:
+        try:
+            return entry.stat(follow_symlinks=False).st_mtime_ns
+        except OSError:  # gone: the tracker will not find it either
+            return 0
+
+    return sorted(scan(dir_fd), key=age)
+
+
 # -- readiness --------------------------------------------------------------
 
 
