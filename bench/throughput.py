@@ -770,12 +770,20 @@ def main() -> None:
             )
         if args.big:
             with erp_server(0.0) as url:
-                print(f"instant ERP, {chosen[0].label}, {args.jobs:,} jobs on record:")
-                pairs = run_million(
-                    template, args.files, url, base, args.settle, chosen[0], args.jobs, args.rounds
-                )
-                ratio = statistics.median(big / empty for empty, big in pairs)
-                print(f"  HEADLINE {args.jobs:,} jobs / empty: {ratio:.2f}x; goal >= 0.9x")
+                if args.jobs:  # --jobs 0: the backlog figure alone
+                    print(f"instant ERP, {chosen[0].label}, {args.jobs:,} jobs on record:")
+                    pairs = run_million(
+                        template,
+                        args.files,
+                        url,
+                        base,
+                        args.settle,
+                        chosen[0],
+                        args.jobs,
+                        args.rounds,
+                    )
+                    ratio = statistics.median(big / empty for empty, big in pairs)
+                    print(f"  HEADLINE {args.jobs:,} jobs / empty: {ratio:.2f}x; goal >= 0.9x")
                 if args.backlog:  # --backlog 0: the million-job figure alone
                     print(f"instant ERP, {chosen[0].label}, a backlog at start:")
                     got = run_backlog(
