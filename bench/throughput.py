@@ -2,38 +2,47 @@
 
     python bench/throughput.py                   # 2000 files, ERP instant and 20 ms
     python bench/throughput.py --files 500       # fewer files
-    python bench/throughput.py --workers 16      # daemon workers for the 20 ms ERP run
+    python bench/throughput.py --big             # also a million jobs on record, a
+                                                 # backlog of 100,000 files (minutes)
     python bench/throughput.py --processes 1     # the daemon's jobs on one core
 
 Everything runs on this machine: a threaded ``http.server`` on 127.0.0.1 is the
 ERP (answering at once, or after ``--erp-delay-ms``), SQLite is the database,
 and the daemon is the real ``edi-inbox run`` subprocess with its real inotify
-observer. For each ERP speed it reports, as files per second:
+observer. The headline is the daemon's default configuration (the 997 on,
+info logs to a file; only paths, the ERP's URL, ``settle_seconds`` and
+``rescan_seconds`` are written in its config file); other configurations are
+printed beside it, labelled with what they change. As files per second:
 
 * loop   — the least that does the same work, one file after another: read,
   parse (``X12Reader`` + ``orders.from_transaction``), POST with an
   Idempotency-Key (urllib3, keep-alive, as the daemon), rename into done/, one SQLite
-  transaction (one row);
+  transaction (one row); no 997, no log line;
 * Pipeline.run alone — the pipeline with the SQLite recorder, sequentially,
   without watching or moving: the share of the daemon's work that is not its own;
 * daemon — N files renamed into the inbox at once (the uploads already
   finished), timed from the last rename until the last one is in done/
   ("overall", which includes the first ``settle_seconds`` when nothing is
-  ready yet) and between 10 % and 90 % done ("steady"). The daemon does more
-  per file than the loop: a job row, five step rows, log lines, the order,
-  the duplicate check, the claim rename, the safe open. 997s are off in both.
+  ready yet) and between 10 % and 90 % done ("steady").
 
 With the instant ERP the daemon runs ``--rounds`` times, each run between two
 runs of the loop and compared with their mean, and the median ratio is
 reported: on a shared machine the speed drifts by 20 % within minutes. With
-the slow ERP the loop posts at most 300 files (its rate is the ERP's).
+the 20 ms ERP the loop posts at most 300 files (its rate is the ERP's).
 
 Then pickup latency: single files written in place, one at a time; the time
 from the upload's last write to the file leaving the inbox (the claim), whose
 goal is ``settle_seconds`` + 50 ms.
 
+With ``--big``: the default configuration with ``--jobs`` jobs already on
+record (seeded by bulk SQL, ``seed_jobs``) against an empty database, back to
+back, ``--rounds`` times; and ``--backlog`` files in the inbox before the
+daemon starts: files/s, the peak RSS of each of its processes, and whether
+the jobs started oldest (mtime) first.
+
 Goals (bench/README.md, "Throughput"): daemon >= 75 % of the loop with the
-instant ERP; >= 300 files/s with the 20 ms ERP.
+instant ERP; >= 300 files/s with the 20 ms ERP; a million jobs >= 0.9x an
+empty database; a backlog with flat memory, oldest first.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ import contextlib
 import dataclasses
 import http.server
 import io
+import itertools
 import json
 import logging
 import os
@@ -220,10 +230,10 @@ def variants(args: argparse.Namespace) -> list[Variant]:
         Variant("997 off", ack=False, **over),
         Variant("warning logs", level="warning", **over),
         Variant("997 off, warning logs", ack=False, level="warning", **over),
-        Variant("processes = auto", processes="auto", workers=args.workers_instant),
+        Variant("workers = 4", workers=4, processes=args.processes),
+        # The defaults before 2026-12-04: the jobs in one process, 4 workers.
+        Variant("old defaults: processes = 1, workers = 4", processes=1, workers=4),
     ]
-    if args.processes == "auto":  # the headline is auto already
-        chosen.pop()
     return [v for v in chosen if args.only is None or v.label.split(":")[0] in args.only]
 
 
@@ -231,7 +241,9 @@ class Daemon:
     """``edi-inbox run`` as a subprocess, READY=1 on a notify socket; its log
     lines go to a file (``daemon.log``), as to journald under systemd."""
 
-    def __init__(self, root: Path, erp_url: str, settle: float, variant: Variant) -> None:
+    def __init__(
+        self, root: Path, erp_url: str, settle: float, variant: Variant, database: str = ""
+    ) -> None:
         self.root = root
         self.inbox, self.done = root / "inbox", root / "done"
         for folder in ("inbox", "processing", "done", "failed", "staging"):
@@ -247,6 +259,7 @@ class Daemon:
                 [
                     "[paths]",
                     f"root = {json.dumps(str(root))}",
+                    *(["[database]", f"url = {json.dumps(database)}"] if database else []),
                     "[erp]",
                     f"url = {json.dumps(erp_url)}",
                     "[ack]",
@@ -344,9 +357,10 @@ def run_daemon(
     work: Path,
     settle: float,
     variant: Variant,
+    database: str = "",
 ) -> tuple[float, float]:
     """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
-    daemon = Daemon(work, erp_url, settle, variant)
+    daemon = Daemon(work, erp_url, settle, variant, database)
     arrivals = Arrivals(daemon.done)
     try:
         staging = work / "staging"
@@ -396,6 +410,227 @@ def run_latency(
     return latencies
 
 
+# -- flat as work grows (--big) -------------------------------------------------------
+
+
+# The rows of job i (1..N), made by SQLite itself from a table of numbers: a
+# million jobs in seconds, where building them in Python takes ten minutes.
+_SEED = (
+    """INSERT INTO jobs (id, job_id, file_name, file_path, file_sha256, file_size, status,
+        success, started_at, completed_at, duration_seconds, po_number, po_number_folded,
+        total_amount, erp_po_id, vendor_name, vendor_name_folded, error, host, sender_id,
+        receiver_id, interchange_control_number, acks, edi_content, created_at, updated_at)
+    SELECT i, printf('%08x-0000-4000-8000-%012x', i, i), 'old' || i || '.edi',
+        '/srv/edi/done/old' || i || '.edi', printf('%064x', i), 1099,
+        CASE WHEN i % 100 < 90 THEN 'succeeded' WHEN i % 100 < 96 THEN 'failed'
+             WHEN i % 100 < 99 THEN 'duplicate' ELSE 'interrupted' END,
+        i % 100 < 90 OR i % 100 >= 96 AND i % 100 < 99, t, t, 0.05, po, po,
+        printf('%d.%02d', i % 100000, i % 100), 'ERP-' || i, 'Vendor ' || (i % 2000),
+        'vendor ' || (i % 2000), CASE WHEN i % 100 BETWEEN 90 AND 95 THEN 'failed' END,
+        'host-a', printf('SENDER%04d', i % 500), 'RECEIVER', printf('%09d', i),
+        '["old' || i || '.edi.1.997"]', zeroblob(1099), t, t
+    FROM seed""",
+    """INSERT INTO job_steps (job_id, step_name, status, data, attempts, started_at,
+        duration_seconds, created_at)
+    SELECT i, step, 'success', '{"segments":42}', 1, t, 0.01, t FROM seed,
+        (SELECT 'parse' AS step UNION ALL SELECT 'transform' UNION ALL SELECT 'validate'
+         UNION ALL SELECT 'post_to_erp' UNION ALL SELECT 'acknowledge')""",
+    """INSERT INTO job_logs (job_id, timestamp, level, message)
+    SELECT i, t, 'info', 'job_finished' FROM seed""",
+    """INSERT INTO orders (job_id, po_number, po_number_folded, line_count, total_amount,
+        vendor_name, erp_po_id, idempotency_key, status, attempts, payload, created_at,
+        updated_at)
+    SELECT i, po, po, 3, '12.00', 'Vendor ' || (i % 2000), 'ERP-' || i,
+        printf('old-%012x', i), 'posted', 1, '{}', t, t FROM seed""",
+    """INSERT INTO job_interchanges (sender_id, receiver_id, control_number, job_id)
+    SELECT printf('SENDER%04d', i % 500), 'RECEIVER', printf('%09d', i), i FROM seed""",
+    # po_suffixes of a 10-character PO number: its 8 suffixes of 3 or more
+    """INSERT OR IGNORE INTO po_search (suffix, job_id)
+    SELECT substr(po, k), i FROM seed, (SELECT 1 AS k UNION ALL SELECT 2 UNION ALL
+        SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5 UNION ALL SELECT 6 UNION ALL
+        SELECT 7 UNION ALL SELECT 8) ORDER BY 1, 2""",
+)
+
+
+def seed_jobs(path: Path, jobs: int) -> None:
+    """A SQLite database with ``jobs`` jobs of a year ago on record (the schema of
+    ``store.init``; each job with five steps, a log line, an order, an
+    interchange and its PO search keys), written with bulk inserts and its
+    indexes built after them, as a bulk load does. No ``ANALYZE``: the daemon
+    never runs one, so its queries must do without statistics."""
+    from edi_inbox import store
+    from edi_inbox.config import PathSettings, Settings
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = store.open_database(f"sqlite:///{path}", Settings(paths=PathSettings(root=path.parent)))
+    store.init(db)
+    db.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -500000")
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ).fetchall()
+    conn.execute("BEGIN")
+    for name, _ in indexes:
+        conn.execute(f'DROP INDEX "{name}"')
+    conn.execute(
+        "CREATE TEMP TABLE seed AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL "
+        "SELECT i + 1 FROM n WHERE i < ?) SELECT i, printf('45%08d', i * 48271 % 100000000) "
+        "AS po, strftime('%Y-%m-%d %H:%M:%S', 1704067200 + i * 31, 'unixepoch') "
+        "|| '.000000+00:00' AS t FROM n",
+        (jobs,),
+    )
+    for sql in _SEED:
+        conn.execute(sql)
+    for _, sql in indexes:
+        conn.execute(sql)
+    conn.execute("COMMIT")
+    conn.execute("DROP TABLE seed")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+
+
+def run_million(
+    template: bytes,
+    count: int,
+    erp_url: str,
+    base: Path,
+    settle: float,
+    variant: Variant,
+    jobs: int,
+    rounds: int,
+) -> list[tuple[float, float]]:
+    """(files/s with an empty database, files/s with ``jobs`` jobs on record) per
+    round, the two runs back to back, the order alternating between rounds."""
+    big = base / "million" / "edi-inbox.db"
+    started = time.perf_counter()
+    seed_jobs(big, jobs)
+    seeded = time.perf_counter()
+    # Written unsynced: without this the kernel writes the load back during the
+    # first runs, and their fsyncs (the 997s) wait behind it.
+    os.sync()
+    print(
+        f"  seeded {jobs:,} jobs in {seeded - started:.0f} s "
+        f"({big.stat().st_size / 2**20:.0f} MB), synced in {time.perf_counter() - seeded:.0f} s"
+    )
+    pairs = []
+    for n in range(rounds):
+        rates = {}
+        for which in ("empty", "big") if n % 2 == 0 else ("big", "empty"):
+            work = base / f"million-{n}-{which}"
+            url = f"sqlite:///{big}" if which == "big" else ""
+            rates[which], _ = run_daemon(
+                template, count, erp_url, work / "daemon", settle, variant, url
+            )
+        pairs.append((rates["empty"], rates["big"]))
+        print(
+            f"  round {n + 1}: empty database {rates['empty']:.1f} files/s, "
+            f"{jobs:,} jobs {rates['big']:.1f} files/s = {rates['big'] / rates['empty']:.2f}x"
+        )
+    return pairs
+
+
+def process_memory(pid: int) -> dict[int, tuple[int, int]]:
+    """{pid: (VmRSS, VmHWM) in bytes} for the daemon and its child processes."""
+    found: dict[int, tuple[int, int]] = {}
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    for one in pids:
+        with contextlib.suppress(OSError):
+            fields = dict(
+                line.split(":", 1) for line in Path(f"/proc/{one}/status").read_text().splitlines()
+            )
+            found[one] = tuple(  # type: ignore[assignment]
+                int(fields[k].split()[0]) * 1024 for k in ("VmRSS", "VmHWM")
+            )
+    return found
+
+
+def run_backlog(
+    template: bytes, count: int, erp_url: str, work: Path, settle: float, variant: Variant
+) -> dict[str, Any]:
+    """``count`` files in the inbox before the daemon starts, each a millisecond
+    older than the next (mtime); files/s from the start, the peak RSS of the main
+    process and of each worker process, the main process's RSS as the backlog
+    drains, and how far the order the jobs started in strays from oldest first."""
+    root = work / "daemon"
+    inbox, done = root / "inbox", root / "done"
+    for folder in (inbox, done):
+        folder.mkdir(parents=True)
+    oldest = time.time() - 3600
+    for n in range(count):
+        path = inbox / f"po{n:06d}.edi"
+        path.write_bytes(make_po(template, 1 + n))
+        stamp = oldest + n / 1000
+        os.utime(path, (stamp, stamp))
+    arrivals = Arrivals(done)
+    started = time.perf_counter()
+    daemon = Daemon(root, erp_url, settle, variant)
+    ready = time.perf_counter() - started
+    main_rss: list[tuple[int, int]] = []  # (files done, RSS of the main process)
+    peaks: dict[int, int] = {}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            memory = process_memory(daemon.proc.pid)
+            for pid, (_, hwm) in memory.items():
+                peaks[pid] = max(peaks.get(pid, 0), hwm)
+            if daemon.proc.pid in memory:
+                main_rss.append((len(arrivals.times), memory[daemon.proc.pid][0]))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        times = arrivals.wait(count, lambda: daemon.proc.poll() is None)
+        for pid, (_, hwm) in process_memory(daemon.proc.pid).items():
+            peaks[pid] = max(peaks.get(pid, 0), hwm)
+    finally:
+        stop.set()
+        sampler.join()
+        arrivals.stop()
+        daemon.stop()
+    db = sqlite3.connect(root / "edi-inbox.db")
+    names = [r[0] for r in db.execute("SELECT file_name FROM jobs ORDER BY started_at, id")]
+    db.close()
+    # Position in the order the jobs started against position by age (mtime).
+    strays = sorted(abs(i - int(name[2:8])) for i, name in enumerate(names))
+    main_pid = daemon.proc.pid
+    return {
+        "files/s": count / (times[-1] - started),
+        "ready": ready,
+        "jobs": len(names),
+        "main peak": peaks.get(main_pid, 0),
+        "worker peaks": sorted(v for k, v in peaks.items() if k != main_pid),
+        "main rss": main_rss,
+        "stray max": strays[-1] if strays else 0,
+        "stray p99": strays[int(len(strays) * 0.99)] if strays else 0,
+        "in order": sum(1 for a, b in itertools.pairwise(names) if a < b),
+    }
+
+
+def print_backlog(count: int, got: dict[str, Any]) -> None:
+    mb = 2**20
+    rss = got["main rss"]
+    picks = [rss[int(len(rss) * f)] for f in (0.0, 0.25, 0.5, 0.75)] + rss[-1:] if rss else []
+    print(
+        f"  {count:,} files at start: {got['files/s']:.1f} files/s from the daemon's start "
+        f"(READY=1 after {got['ready']:.1f} s); peak RSS main process "
+        f"{got['main peak'] / mb:.0f} MB, worker processes "
+        + (", ".join(f"{p / mb:.0f}" for p in got["worker peaks"]) or "none")
+        + " MB; main RSS as it drained: "
+        + ", ".join(f"{rss / mb:.0f} MB at {n:,} done" for n, rss in picks)
+    )
+    print(
+        f"  order: {got['jobs']:,} jobs; started oldest first but for a stray of at most "
+        f"{got['stray max']} places (p99 {got['stray p99']}); "
+        f"{got['in order'] / max(got['jobs'] - 1, 1):.1%} of neighbours in age order"
+    )
+
+
 def processes_arg(text: str) -> int | str:
     return text if text == "auto" else int(text)
 
@@ -404,7 +639,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument(
-        "--workers", type=int, default=16, help="daemon workers for the 20 ms ERP (default 16)"
+        "--workers",
+        type=int,
+        default=None,
+        help="daemon workers for the 20 ms ERP (default: the daemon's default)",
     )
     parser.add_argument(
         "--workers-instant",
@@ -428,9 +666,23 @@ def main() -> None:
         "--only",
         action="append",
         help="run only the configurations whose label starts so (repeatable): "
-        "default, '997 off', 'warning logs', '997 off, warning logs', 'processes = auto'",
+        "default, '997 off', 'warning logs', '997 off, warning logs', 'workers = 4', "
+        "'old defaults'",
     )
     parser.add_argument("--no-slow", action="store_true", help="skip the 20 ms ERP run")
+    parser.add_argument(
+        "--no-instant", action="store_true", help="skip the instant ERP runs beside the loop"
+    )
+    parser.add_argument(
+        "--big",
+        action="store_true",
+        help="also the million-job and the backlog figures (minutes: seeds --jobs, "
+        "writes --backlog files)",
+    )
+    parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs on record (--big)")
+    parser.add_argument(
+        "--backlog", type=int, default=100_000, help="files in the inbox at start (--big)"
+    )
     args = parser.parse_args()
     template = SAMPLE.read_bytes()
     print(
@@ -440,29 +692,33 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="edi-bench-"))
     try:
         chosen = variants(args)
-        with erp_server(0.0) as url:
+        with erp_server(0.0) if not args.no_instant else contextlib.nullcontext("") as url:
             # In-process, each configuration beside the others: the cost of
             # the 997 and of the info lines without the daemon's own work.
             # Twice each, interleaved, the best kept: the first run in the
             # process also pays its imports and the ERP's first connection.
             alone: dict[str, float] = {}
-            for n in range(2):
-                in_process = [v for v in chosen if v.processes != "auto"]
+            for n in range(0 if args.no_instant else 2):
+                # (one process: variants that differ only in processes or workers are not run)
+                in_process = [v for v in chosen if not v.label.startswith(("workers", "old"))]
                 for k, variant in enumerate(in_process):
                     rate = run_pipeline_alone(
                         template, args.files, url, base / f"alone-{n}-{k}", variant
                     )
                     alone[variant.label] = max(rate, alone.get(variant.label, 0.0))
-            first = next(iter(alone.values()))
-            print(
-                "instant ERP, Pipeline.run alone: "
-                + "; ".join(f"{k} {v:.1f} files/s ({v / first:.2f}x)" for k, v in alone.items())
-            )
+            first = next(iter(alone.values()), 0.0)
+            if alone:
+                print(
+                    "instant ERP, Pipeline.run alone: "
+                    + "; ".join(f"{k} {v:.1f} files/s ({v / first:.2f}x)" for k, v in alone.items())
+                )
             # Each daemon run sits between two loop runs and is compared with
             # their mean: on a shared machine the speed drifts within minutes.
             ratios: dict[str, list[tuple[float, float]]] = {v.label: [] for v in chosen}
-            before = run_loop(template, args.files, url, base / "loop-0")
-            for n in range(args.rounds):
+            before = (
+                0.0 if args.no_instant else run_loop(template, args.files, url, base / "loop-0")
+            )
+            for n in range(0 if args.no_instant else args.rounds):
                 for variant in chosen:
                     work = base / f"{n}-{variant.label.replace(' ', '_')}"
                     overall, steady = run_daemon(
@@ -478,34 +734,62 @@ def main() -> None:
                         "of the loop's mean"
                     )
                     before = after
-            print(f"instant ERP, median of {args.rounds} rounds, daemon / loop (overall, steady):")
-            for label, pairs in ratios.items():
+            if not args.no_instant:
+                print(f"instant ERP, median of {args.rounds} rounds, daemon / loop:")
+            for label, pairs in ratios.items() if not args.no_instant else ():
                 head = "HEADLINE " if label == chosen[0].label else "         "
                 print(
                     f"  {head}{label}: {statistics.median(r[0] for r in pairs):.0%} overall, "
                     f"{statistics.median(r[1] for r in pairs):.0%} steady"
                 )
         if not args.no_slow:
-            slow = dataclasses.replace(chosen[0], workers=args.workers)
+            slow = chosen[0]
+            if args.workers is not None:
+                slow = dataclasses.replace(slow, workers=args.workers)
             with erp_server(args.erp_delay_ms / 1000) as url:
                 loop = run_loop(template, min(args.files, 300), url, base / "slow-loop")
                 overall, steady = run_daemon(
                     template, args.files, url, base / "slow" / "daemon", args.settle, slow
                 )
+            workers = "default workers" if args.workers is None else f"{args.workers} workers"
             print(
-                f"{args.erp_delay_ms:g} ms ERP, {slow.label}, {args.workers} workers: "
-                f"daemon {overall:.1f} overall, {steady:.1f} steady (loop {loop:.1f})"
+                f"{args.erp_delay_ms:g} ms ERP, {slow.label}, {workers}: "
+                f"daemon {overall:.1f} overall, {steady:.1f} steady (loop {loop:.1f}); "
+                "goal >= 300 files/s"
             )
-        with erp_server(0.0) as url:
-            latencies = run_latency(
-                template, url, base / "latency", args.settle, args.latency_samples, chosen[0]
+        if args.latency_samples:
+            with erp_server(0.0) as url:
+                latencies = run_latency(
+                    template, url, base / "latency", args.settle, args.latency_samples, chosen[0]
+                )
+            extra = [(s - args.settle) * 1000 for s in latencies]
+            print(
+                f"pickup after the last write: settle {args.settle * 1000:.0f} ms + "
+                f"median {statistics.median(extra):.1f} ms, max {max(extra):.1f} ms "
+                f"({len(latencies)} uploads)"
             )
-        extra = [(s - args.settle) * 1000 for s in latencies]
-        print(
-            f"pickup after the last write: settle {args.settle * 1000:.0f} ms + "
-            f"median {statistics.median(extra):.1f} ms, max {max(extra):.1f} ms "
-            f"({len(latencies)} uploads)"
-        )
+        if args.big:
+            with erp_server(0.0) as url:
+                if args.jobs:  # --jobs 0: the backlog figure alone
+                    print(f"instant ERP, {chosen[0].label}, {args.jobs:,} jobs on record:")
+                    pairs = run_million(
+                        template,
+                        args.files,
+                        url,
+                        base,
+                        args.settle,
+                        chosen[0],
+                        args.jobs,
+                        args.rounds,
+                    )
+                    ratio = statistics.median(big / empty for empty, big in pairs)
+                    print(f"  HEADLINE {args.jobs:,} jobs / empty: {ratio:.2f}x; goal >= 0.9x")
+                if args.backlog:  # --backlog 0: the million-job figure alone
+                    print(f"instant ERP, {chosen[0].label}, a backlog at start:")
+                    got = run_backlog(
+                        template, args.backlog, url, base / "backlog", args.settle, chosen[0]
+                    )
+                    print_backlog(args.backlog, got)
     finally:
         if os.environ.get("EDI_BENCH_KEEP"):
             print(f"kept {base}")

@@ -103,6 +103,7 @@ class Daemon:
         self.host = host  # another host name (a UTS namespace of its own); None: this one
         values = {
             "workers": 4,
+            "processes": 1,  # threads unless a test asks for worker processes
             "settle_seconds": SETTLE,
             "incomplete_grace_seconds": GRACE,
             "rescan_seconds": 1.0,

@@ -107,15 +107,27 @@ def test_processes_auto_is_one_per_usable_cpu(tmp_path):
     assert config.load(write(tmp_path, "[daemon]\nprocesses = 2\n"), {}).daemon.processes == 2
 
 
+def test_processes_default_is_auto(tmp_path):
+    """With no processes key, the daemon runs one worker process per usable CPU:
+    the default is "auto", the fast setting (issue 13)."""
+    cpus = len(os.sched_getaffinity(0))
+    assert config.load(None, {"XDG_STATE_HOME": str(tmp_path)}).daemon.processes == cpus
+    assert config.load(write(tmp_path, "[daemon]\nworkers = 4\n"), {}).daemon.processes == cpus
+    assert config.DaemonSettings().processes == cpus
+
+
 def test_processes_auto_follows_the_affinity_mask(tmp_path):
-    """processes = "auto" counts the CPUs this process may use (CPUAffinity=, taskset)."""
+    """processes = "auto", and the default, count the CPUs this process may use
+    (CPUAffinity=, taskset): on one CPU the jobs stay in the daemon's threads."""
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(before)})
     try:
         settings = config.load(write(tmp_path, '[daemon]\nprocesses = "auto"\n'), {})
+        default = config.load(None, {"XDG_STATE_HOME": str(tmp_path)})
     finally:
         os.sched_setaffinity(0, before)
     assert settings.daemon.processes == 1
+    assert default.daemon.processes == 1
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,9 @@ def interchange(*groups: list[list[str]]) -> bytes:
 
 
 def make_settings(tmp_path: Path, **daemon: object) -> Settings:
-    """Outbox mode (no ERP URL), a SQLite database under ``tmp_path``."""
-    settings = Settings(paths=PathSettings(root=tmp_path), daemon=DaemonSettings(**daemon))  # type: ignore[arg-type]
+    """Outbox mode (no ERP URL), a SQLite database under ``tmp_path``; one process."""
+    values = {"processes": 1, **daemon}
+    settings = Settings(paths=PathSettings(root=tmp_path), daemon=DaemonSettings(**values))  # type: ignore[arg-type]
     settings.paths.create()
     return settings
 

@@ -152,6 +152,8 @@ root = "{root}"
 url = "{url}"
 [log]
 format = "json"
+[daemon]
+processes = 1
 [partners]
 unknown = "{policy}"
 [partners.acme]

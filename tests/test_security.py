@@ -161,7 +161,7 @@ def test_erp_body_never_reaches_the_partner_and_is_redacted_in_the_record(
     toml.write_text(
         f'[paths]\nroot = "{tmp_path}/state"\n[log]\nformat = "json"\n'
         f'[erp]\nurl = "{httpserver.url_for("/orders")}"\ntoken_file = "{token}"\n'
-        "max_attempts = 1\n[daemon]\nsettle_seconds = 0.1\n"
+        "max_attempts = 1\n[daemon]\nsettle_seconds = 0.1\nprocesses = 1\n"
     )
     settings = config.load(toml, {})
     settings.paths.create()

@@ -86,6 +86,7 @@ def erp():
 def make_settings(tmp_path: Path, erp_url: str = "", **daemon: object) -> Settings:
     values: dict[str, object] = {
         "workers": 4,
+        "processes": 1,  # the jobs in this process's threads (capture_logs, monkeypatch)
         "settle_seconds": 0.1,
         "incomplete_grace_seconds": 2.0,
         "rescan_seconds": 1.0,

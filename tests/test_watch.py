@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import random
 import socket
 import stat
 from pathlib import Path
@@ -39,6 +40,7 @@ from edi_inbox.watch import (
     peek,
     safe_open,
     scan,
+    scan_oldest_first,
     start_observer,
     stop_observer,
 )
@@ -344,6 +346,47 @@ def test_scan_finds_files_without_events(inbox, inbox_fd, clock):
             tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
     clock.advance(SETTLE)
     assert sorted(tickets(tracker)) == ["po0.edi", "po1.edi", "po2.edi"]
+
+
+def test_a_backlog_found_by_a_scan_is_handed_out_oldest_first(inbox, inbox_fd, clock):
+    """Files present at start come out of one poll by age (mtime), not in the
+    directory's order or their names': the oldest upload is processed first."""
+    tracker = make_tracker(inbox_fd, clock)
+    names = [f"po{i:03d}.edi" for i in range(200)]
+    order = names[:]
+    random.Random(13).shuffle(order)  # the age order: neither by name nor by creation
+    for name in names:
+        (inbox / name).write_bytes(GOOD)
+    for age, name in enumerate(order):
+        os.utime(
+            inbox / name, ns=(1_700_000_000_000_000_000 + age, 1_700_000_000_000_000_000 + age)
+        )
+    for entry in scan(inbox_fd):
+        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    clock.advance(SETTLE)
+    assert [t.name for t in tracker.poll()] == order
+
+
+def test_a_backlog_settling_while_it_is_scanned_is_handed_out_oldest_first(inbox, inbox_fd, clock):
+    """A scan of a large inbox takes longer than settle_seconds: its names come
+    due one after another, over many polls. ``scan_oldest_first`` feeds them to
+    the tracker by age, so the polls still hand them out oldest first."""
+    tracker = make_tracker(inbox_fd, clock)
+    names = [f"po{i:03d}.edi" for i in range(100)]
+    order = names[:]
+    random.Random(17).shuffle(order)
+    for name in names:
+        (inbox / name).write_bytes(GOOD)
+    for age, name in enumerate(order):
+        os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
+    for entry in scan_oldest_first(inbox_fd):
+        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+        clock.advance(SETTLE / 10)  # each stat takes a while in a large inbox
+    got: list[str] = []
+    while len(got) < len(names):
+        clock.advance(SETTLE / 10)
+        got += [t.name for t in tracker.poll()]
+    assert got == order
 
 
 def test_change_seen_only_by_stat_restarts_timer(inbox, inbox_fd, clock):

@@ -143,6 +143,7 @@ def write_config(root: Path, db_url: str, *, token: bool = True, partners: bool 
         "[database]",
         f"url = {json.dumps(db_url)}",
         "[daemon]",
+        "processes = 1",
         "settle_seconds = 0.1",
         "rescan_seconds = 1.0",
         "heartbeat_seconds = 0.5",

@@ -35,7 +35,7 @@ from .watch import (
     Verdict,
     WatchError,
     observer_alive,
-    scan,
+    scan_oldest_first,
     start_observer,
     stop_observer,
 )
@@ -102,10 +102,11 @@ class WatchedInbox:
         return self.observer is None or observer_alive(self.observer)
 
     def rescan(self) -> None:
-        """Feed every name in the inbox to the tracker (start-up, overflow, polling)."""
+        """Feed every name in the inbox to the tracker, oldest first (start-up,
+        overflow, polling)."""
         present: set[str] = set()
         try:
-            for entry in scan(self.claims.inbox_fd):
+            for entry in scan_oldest_first(self.claims.inbox_fd):
                 present.add(entry.name)
                 self.tracker.seen(entry.name, functools.partial(entry.stat, follow_symlinks=False))
         except OSError as exc:

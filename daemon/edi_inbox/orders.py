@@ -466,23 +466,25 @@ def identity(po: PurchaseOrder) -> tuple[str, str, str, str, str]:
 _ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
 
 
-def content_hash(po: PurchaseOrder) -> str:
-    """sha256 of the canonical order (``to_json``) without its envelope: the
-    same order sent again under new control numbers hashes alike; any change
-    to what is ordered, at what price, for whom, hashes differently."""
-    canonical = {k: v for k, v in po.to_json().items() if k not in _ENVELOPE_KEYS}
+def content_hash(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:
+    """sha256 of the canonical order (``to_json``, or ``document`` if the
+    caller made it already) without its envelope: the same order sent again
+    under new control numbers hashes alike; any change to what is ordered, at
+    what price, for whom, hashes differently."""
+    document = po.to_json() if document is None else document
+    canonical = {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
     encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def idempotency_key(po: PurchaseOrder) -> str:
+def idempotency_key(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:
     """A key stable per order: the same order sent again (a retry, or a resend
     under a new ISA13) gets the same key; two different orders never share one.
 
     The identity (``identity``) and the content (``content_hash``) as a JSON
     array (so no two different tuples hash alike), sha256, 32 hex digits.
     """
-    parts = [*identity(po), content_hash(po)]
+    parts = [*identity(po), content_hash(po, document)]
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
 

@@ -390,6 +390,37 @@ def scan(dir_fd: int) -> Iterator[os.DirEntry[str]]:
         yield from entries
 
 
+class Found:
+    """A name ``scan_oldest_first`` found: ``name`` and ``stat`` as a ``DirEntry``'s,
+    without keeping the entry and its ``stat`` result (~570 bytes a name
+    held for the whole scan: ~60 MB at a backlog of 100,000)."""
+
+    __slots__ = ("dir_fd", "name")
+
+    def __init__(self, dir_fd: int, name: str) -> None:
+        self.dir_fd = dir_fd
+        self.name = name
+
+    def stat(self, *, follow_symlinks: bool = False) -> os.stat_result:
+        return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=follow_symlinks)
+
+
+def scan_oldest_first(dir_fd: int) -> list[Found]:
+    """Every name in the inbox, oldest (mtime) first: the tracker settles and
+    hands out names in the order it first sees them, so a backlog found at
+    start goes to the workers oldest first, not in directory (hash) order.
+    One ``stat`` per name to sort, another when the tracker first sees it."""
+    aged = []
+    for entry in scan(dir_fd):
+        try:
+            age = entry.stat(follow_symlinks=False).st_mtime_ns
+        except OSError:  # gone: the tracker will not find it either
+            age = 0
+        aged.append((age, entry.name))
+    aged.sort()
+    return [Found(dir_fd, name) for _, name in aged]
+
+
 # -- readiness --------------------------------------------------------------
 
 
@@ -409,6 +440,10 @@ class Ticket:
     code: str | None = None
     reason: str | None = None
     grace_expired: bool = False  # processed without a trailer: the pipeline will say why
+
+
+def _age(ticket: Ticket) -> int:
+    return ticket.fingerprint.mtime_ns if ticket.fingerprint is not None else 0
 
 
 class _State(enum.Enum):
@@ -543,6 +578,10 @@ class Tracker:
             ticket = self._check(entry, now)
             if ticket is not None:
                 tickets.append(ticket)
+        # Oldest first: a scan finds a backlog in directory order (hash order
+        # on ext4), all of it due in one poll, and the service queues the
+        # tickets in the order given.
+        tickets.sort(key=_age)
         return tickets
 
     def __len__(self) -> int:

@@ -108,6 +108,13 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' AND j."status" = \'succeeded\' AND j."job_id" <> ? ORDER BY j."id" LIMIT 1',
         0,
     ),
+    "posted_by_po": (
+        'SELECT o."payload", o."erp_po_id", o."idempotency_key", j."job_id" FROM "orders" o'
+        ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."po_number_folded" = ?'
+        ' AND o."po_number" = ? AND o."status" = \'posted\' AND o."erp_po_id" IS NOT NULL'
+        ' ORDER BY o."id"',
+        0,
+    ),
     "accepted_erp_id": (
         'SELECT "erp_po_id" FROM "orders" WHERE "idempotency_key" = ? AND "erp_po_id" IS NOT NULL',
         0,
