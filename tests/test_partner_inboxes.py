@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -375,3 +376,37 @@ def test_a_bad_erp_url_is_refused_without_its_secrets(tmp_path):
     said = str(caught.value)
     assert "[partners.acme] erp_url" in said and "ftp://erp:***@erp.example.com/o?***" in said
     assert "s3cret" not in said and "k3y" not in said
+
+
+def test_a_reload_waiting_for_a_slow_job_keeps_the_watchdog_fed(tmp_path, erp, monkeypatch):
+    """A reload waits for a job held at the ERP, however long; meanwhile systemd
+    still gets WATCHDOG=1 (a silent daemon would be killed) and a STATUS= line
+    saying what the reload waits for; the job is posted once and filed."""
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # a ping every 0.5 s
+    daemon = Daemon(tmp_path, erp.url)
+    try:
+        daemon.start()
+        erp.gate.clear()
+        (daemon.inbox / "slow.edi").write_bytes(make_po(1))
+        poll_until(lambda: erp.requests, what="the job at the ERP")
+        daemon.ready.clear()
+        assert daemon.proc is not None
+        daemon.proc.send_signal(signal.SIGHUP)
+        waiting = b"STATUS=reloading: waiting for 1 job"
+        poll_until(
+            lambda: any(m.startswith(waiting) for m in daemon.messages),
+            what="STATUS= while the reload waits",
+        )
+        seen = len(daemon.messages)
+        poll_until(
+            lambda: sum(b"WATCHDOG=1" in m for m in daemon.messages[seen:]) >= 3,
+            what="three watchdog pings while the reload waits",
+        )
+        assert not daemon.ready.is_set()
+        erp.gate.set()
+        poll_until(daemon.ready.is_set, what="READY=1 once the job is done")
+        poll_until(lambda: daemon.listing(daemon.done) == ["slow.edi"], what="slow.edi filed")
+        assert len(erp.requests) == 1
+        assert daemon.terminate(timeout=10) == 0
+    finally:
+        daemon.close()

@@ -647,9 +647,8 @@ class Service:
             self.work.put(None)
         # A reload lets every job in flight finish (nothing handed back, no job
         # run twice), unless a SIGTERM comes meanwhile: then, as for a stop.
-        while reloading and not self.signals.stop and any(t.is_alive() for t in self.threads):
-            for thread in self.threads:
-                thread.join(LOOP_WAIT_MAX)
+        if reloading:
+            self._drain_for_reload()
         deadline = time.monotonic() + self.daemon.shutdown_timeout_seconds
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -670,6 +669,23 @@ class Service:
         for claims in self.lanes.values():
             claims.close()
         logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
+
+    def _drain_for_reload(self) -> None:
+        """Wait for the jobs in flight, however long (an ERP retrying), unless a
+        SIGTERM comes; meanwhile the daemon still beats and pings the watchdog
+        (systemd would kill a silent one; other hosts would take its claims),
+        and STATUS= says what the reload waits for."""
+        ping_every = notify.watchdog_interval(self.environ)
+        next_tell = 0.0
+        while not self.signals.stop and any(t.is_alive() for t in self.threads):
+            now = self.clock()
+            if now >= next_tell:
+                waiting = f"STATUS=reloading: waiting for {self._in_flight()} job(s) in flight"
+                notify.notify(waiting + ("\nWATCHDOG=1" if ping_every else ""), self.environ)
+                self._beat()
+                next_tell = now + min(ping_every or STATUS_EVERY, self.daemon.heartbeat_seconds)
+            for thread in self.threads:
+                thread.join(LOOP_WAIT_MAX / max(1, len(self.threads)))
 
     # -- reporting -------------------------------------------------------------------
 
