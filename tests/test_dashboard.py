@@ -126,6 +126,22 @@ def test_retry_form_needs_the_token(web):
     assert (web.root / "state" / "failed" / "bad-po.edi").exists()
 
 
+def navigate(driver, action) -> None:
+    """``action()`` (a click or a submit that loads a page), then wait until the
+    new page is there: a click returns before the page it asks for has loaded,
+    and a busy machine shows the old one a while longer."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def browser(profile: Path):
     """A headless Chromium through chromedriver; skipped (failed under CI) without them."""
     missing = [p for p in CHROMIUM if not Path(p).exists()]
@@ -158,7 +174,7 @@ def test_browser_partner_filter_and_partners_page(web, tmp_path):
         driver.get(web.url + "/jobs")
         everyone = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
         Select(driver.find_element(By.NAME, "partner")).select_by_visible_text("acme")
-        driver.find_element(By.CSS_SELECTOR, "form.search button").click()
+        navigate(driver, driver.find_element(By.CSS_SELECTOR, "form.search button").click)
         rows = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
         assert len(rows) == 2 < len(everyone)
         assert {r.find_element(By.CSS_SELECTOR, "td.partner").text for r in rows} == {"acme"}
@@ -166,7 +182,8 @@ def test_browser_partner_filter_and_partners_page(web, tmp_path):
         assert "partner=acme" in driver.current_url
         assert driver.execute_script("return typeof window.pwned") == "undefined"
 
-        driver.find_element(By.CSS_SELECTOR, "header nav a[href='/partners']").click()
+        link = driver.find_element(By.CSS_SELECTOR, "header nav a[href='/partners']")
+        navigate(driver, link.click)
         assert driver.find_element(By.TAG_NAME, "h1").text == "Partners"
         rows = driver.find_elements(By.CSS_SELECTOR, "table.partners tbody tr")
         names = [r.find_element(By.CSS_SELECTOR, "td.name").text for r in rows]
@@ -180,10 +197,10 @@ def test_browser_partner_filter_and_partners_page(web, tmp_path):
         assert driver.execute_script("return typeof window.pwned") == "undefined"
         driver.save_screenshot(str(tmp_path / "partners.png"))
 
-        acme.find_element(By.CSS_SELECTOR, "td.failures a").click()
+        navigate(driver, acme.find_element(By.CSS_SELECTOR, "td.failures a").click)
         (row,) = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
         assert row.find_element(By.CSS_SELECTOR, "td.file").text == HOSTILE_NAME
-        row.find_element(By.TAG_NAME, "a").click()
+        navigate(driver, row.find_element(By.TAG_NAME, "a").click)
         assert driver.find_element(By.ID, "partner").text == "acme"
         assert driver.execute_script("return typeof window.pwned") == "undefined"
     finally:
@@ -217,11 +234,11 @@ def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
         driver.get(web.url + "/jobs")
         box = driver.find_element(By.NAME, "po_number")
         box.send_keys("08292233294")
-        box.submit()
+        navigate(driver, box.submit)
         rows = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
         assert len(rows) == 1 and "08292233294" in rows[0].text
         driver.save_screenshot(str(shots / "search.png"))
-        rows[0].find_element(By.TAG_NAME, "a").click()
+        navigate(driver, rows[0].find_element(By.TAG_NAME, "a").click)
         assert driver.find_element(By.ID, "po-number").text == "08292233294"
         assert "13045.94" in driver.find_element(By.CSS_SELECTOR, "table.lines tfoot").text
         driver.save_screenshot(str(shots / "job.png"))
@@ -230,7 +247,7 @@ def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
         driver.get(web.url + "/jobs?po_number=" + quote("pwned"))
         (row,) = driver.find_elements(By.CSS_SELECTOR, "table.jobs tbody tr")
         assert row.find_element(By.CSS_SELECTOR, "td.po").text == HOSTILE_PO
-        row.find_element(By.TAG_NAME, "a").click()
+        navigate(driver, row.find_element(By.TAG_NAME, "a").click)
         assert driver.find_element(By.ID, "po-number").text == HOSTILE_PO
         assert driver.execute_script("return typeof window.pwned") == "undefined"
         driver.save_screenshot(str(shots / "hostile.png"))
@@ -243,7 +260,7 @@ def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
             By.CSS_SELECTOR, f"form[action='/jobs/{web.jobs['failed']}/retry']"
         )
         form.find_element(By.NAME, "token").send_keys(TOKEN)
-        form.find_element(By.TAG_NAME, "button").click()
+        navigate(driver, form.find_element(By.TAG_NAME, "button").click)
         assert driver.find_element(By.ID, "retried").text == "Back in the inbox: bad-po.edi"
         driver.save_screenshot(str(shots / "retried.png"))
     finally:

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from edi_inbox import config, store
 from edi_inbox.cli import main
 
-from helpers import BAD, CORPUS, make_po, poll_until
+from helpers import BAD, CORPUS, make_po, poll_until, sent_by
 
 TOKEN = "s3cret-token-for-tests"
 HOSTILE_PO = "<svg onload=pwned=1>"  # runs if unescaped; BEG03 holds 22 characters
@@ -42,14 +42,6 @@ def hostile_po_file() -> bytes:
     """A good 850 whose PO number (BEG03) is markup that runs a script."""
     data = make_po(901)
     return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + HOSTILE_PO.encode(), data, count=1)
-
-
-def sent_by(data: bytes, sender: str) -> bytes:
-    """``data`` (one interchange) as sent by ISA05:ISA06 ``sender``."""
-    text = data.decode("latin-1")
-    isa = text[:105].split(text[3])
-    isa[5], isa[6] = sender.split(":")[0], sender.split(":")[1].ljust(15)
-    return (text[3].join(isa) + text[105:]).encode("latin-1")
 
 
 def free_port() -> int:

@@ -376,14 +376,5 @@ def serve(settings: config.Settings) -> None:
 
     host, port = settings.http.address()
     app = create_app(settings)
-    logger.info("serving", listen=f"{host}:{port}", database=_safe(settings.database_url))
+    logger.info("serving", listen=f"{host}:{port}", database=config.safe_url(settings.database_url))
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, proxy_headers=False)
-
-
-def _safe(url: str) -> str:
-    """The URL without its password, for a log line."""
-    head, at, tail = url.rpartition("@")
-    if not at:
-        return url
-    scheme, _, creds = head.partition("://")
-    return f"{scheme}://{creds.split(':')[0]}:***@{tail}"
