@@ -1,0 +1,146 @@
+"""Round two of an outsider's tries: reload while the database is away, reload
+under load with worker processes, a reload draining a stuck ERP, the shared
+inbox's refusal and the defaults. The real daemon as a subprocess, real
+uploads, a real HTTP ERP on 127.0.0.1, real signals. A check that holds is a
+plain test; a bug found is a strict xfail naming it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import time
+
+import pytest
+from daemons import Daemon, daemons, erp
+
+import uids
+from helpers import make_po, poll_until
+
+pytestmark = pytest.mark.e2e
+__all__ = ["daemons", "erp"]  # fixtures
+
+
+def events(daemon: Daemon, name: str) -> list[dict]:
+    """The daemon's JSON log lines whose event is ``name``."""
+    found = []
+    for line in daemon.log.read_text(errors="replace").splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("event") == name:
+            found.append(doc)
+    return found
+
+
+def sighup(daemon: Daemon, extra: str = "") -> None:
+    """Rewrite the config and SIGHUP, without waiting for anything."""
+    assert daemon.proc is not None
+    daemon.config.write_text(daemon.base_config + extra)
+    daemon.proc.send_signal(signal.SIGHUP)
+
+
+def busy_timeout(daemon: Daemon, seconds: float) -> None:
+    """``[database] busy_timeout_seconds`` in the config written (before start)."""
+    daemon.base_config = daemon.base_config.replace(
+        "[erp]\n", f"busy_timeout_seconds = {seconds}\n[erp]\n", 1
+    )
+    daemon.config.write_text(daemon.base_config)
+
+
+@contextlib.contextmanager
+def database_locked(daemon: Daemon):
+    """Another process's exclusive transaction on the daemon's SQLite file: every
+    write of the daemon gets SQLITE_BUSY (the database unavailable)."""
+    conn = sqlite3.connect(daemon.root / "edi-inbox.db", timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def all_done(daemon: Daemon, count: int) -> bool:
+    return len(daemon.listing(daemon.done)) == count
+
+
+# -- 1. reload while the database is unavailable ------------------------------------------------
+
+
+def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, erp):
+    """The database locked by another process: intake pauses; a reload is
+    refused saying why, the daemon goes on; once the lock is gone intake
+    resumes, a reload works, and the file uploaded meanwhile is posted once."""
+    daemon = daemons(erp.url)
+    busy_timeout(daemon, 0.3)
+    daemon.start()
+    uids.upload(daemon.inbox / "before.edi", make_po(1))
+    poll_until(lambda: all_done(daemon, 1), what="the first file done")
+    with database_locked(daemon):
+        poll_until(lambda: events(daemon, "intake_paused"), timeout=20, what="intake paused")
+        uids.upload(daemon.inbox / "during.edi", make_po(2))
+        daemon.ready.clear()
+        sighup(daemon)
+        (refused,) = poll_until(
+            lambda: events(daemon, "reload_refused"), timeout=20, what="reload refused"
+        )
+        assert "database is unavailable" in refused["error"]
+        poll_until(daemon.ready.is_set, what="READY=1 after the refusal")
+        said = [m for m in daemon.messages if b"reload refused" in m]
+        assert said and b"database is unavailable" in said[-1]
+        assert daemon.alive()
+        assert (daemon.inbox / "during.edi").exists()  # intake paused: not taken
+    poll_until(lambda: events(daemon, "intake_resumed"), timeout=40, what="intake resumed")
+    daemon.reload("")
+    assert len(events(daemon, "reloading")) == 1
+    poll_until(lambda: all_done(daemon, 2), what="the second file done")
+    assert sorted(erp.keys_by_po()) == sorted({po for _, po in erp.requests})
+    assert all(n == 1 for n in erp.posts_per_key().values())
+    assert len(erp.requests) == 2
+    assert daemon.terminate(15) == 0
+
+
+# -- 2. reload with processes = "auto" under a slow ERP -----------------------------------------
+
+
+def test_reloads_with_worker_processes_under_a_slow_erp(daemons, erp):
+    """The default processes = "auto" (a process per CPU), a slow ERP, 30 files:
+    a reload in the middle lets the jobs finish, nothing is posted twice,
+    READY=1 comes again; a SIGTERM during a second reload's drain exits 0 in
+    time and loses nothing (handed back or done)."""
+    erp.delay = 0.2
+    daemon = daemons(erp.url, processes="auto", workers=4, shutdown_timeout_seconds=3.0)
+    daemon.start()
+    poll_until(lambda: len(daemon.worker_processes()) >= 2, what="worker processes")
+    for n in range(30):
+        uids.upload(daemon.inbox / f"po{n:02d}.edi", make_po(100 + n))
+    poll_until(lambda: len(erp.requests) >= 5, what="some posts")
+    daemon.reload("")
+    poll_until(lambda: all_done(daemon, 30), timeout=60, what="30 files done")
+    assert all(n == 1 for n in erp.posts_per_key().values()), erp.posts_per_key()
+    assert len(erp.keys_by_po()) == 30
+    assert all(len(keys) == 1 for keys in erp.keys_by_po().values())
+
+    # A second load, SIGTERM while a reload drains it.
+    for n in range(30, 50):
+        uids.upload(daemon.inbox / f"po{n:02d}.edi", make_po(100 + n))
+    poll_until(lambda: len(erp.requests) >= 34, what="posts of the second load")
+    sighup(daemon)
+    poll_until(
+        lambda: any(e.get("reason") == "reload" for e in events(daemon, "daemon_stopping")),
+        what="the reload draining",
+    )
+    started = time.monotonic()
+    assert daemon.terminate(3.0 + 10) == 0
+    assert time.monotonic() - started < 3.0 + 5
+    names = {f"po{n:02d}.edi" for n in range(50)}
+    left = set(daemon.listing(daemon.inbox))
+    done = {n.split("__")[-1] for n in daemon.listing(daemon.done)}
+    found = left | {n for n in names if any(d.endswith(n) for d in daemon.listing(daemon.done))}
+    assert names <= found, (sorted(names - found), done)
+    assert not daemon.listing(daemon.failed)
+    assert all(n == 1 for n in erp.posts_per_key().values())
