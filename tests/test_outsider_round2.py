@@ -10,13 +10,20 @@ import contextlib
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from daemons import Daemon, daemons, erp
 
+from edi_inbox import config, queries, service, store
+
 import uids
-from helpers import make_po, poll_until
+from helpers import make_po, poll_until, sent_by
 
 pytestmark = pytest.mark.e2e
 __all__ = ["daemons", "erp"]  # fixtures
@@ -215,3 +222,99 @@ def test_status_says_what_a_reload_waits_for(daemons, erp):
     finally:
         erp.gate.set()
         poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the drain")
+
+
+# -- 4. the shared inbox and a partner with a folder of its own ----------------------------------
+
+
+def write_config(tmp_path: Path, partners: str, erp_url: str = "") -> Path:
+    path = tmp_path / "edi-inbox.toml"
+    path.write_text(
+        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
+        f"[erp]\nurl = {json.dumps(erp_url)}\nmax_attempts = 1\n"
+        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
+    )
+    return path
+
+
+@contextlib.contextmanager
+def opened(settings: config.Settings) -> Iterator[Any]:
+    db = store.open_database(settings.database_url, settings)
+    store.init(db)
+    try:
+        yield db
+    finally:
+        store.close_database(db)
+
+
+def po_number(data: bytes) -> str:
+    """BEG03 of a one-interchange 850."""
+    text = data.decode("latin-1")
+    sep, term = text[3], text[105]
+    (beg,) = [s for s in text.split(term) if s.strip().startswith(f"BEG{sep}")]
+    return beg.strip().split(sep)[3]
+
+
+def acme_and_other(tmp_path: Path, erp_url: str) -> tuple[config.Settings, Path]:
+    acme_in = tmp_path / "acme-in"
+    acme_in.mkdir()
+    text = (
+        f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{acme_in}"\n'
+        '[partners.other]\nids = ["ZZ:OTHER"]\n'
+    )
+    settings = config.load(write_config(tmp_path, text, erp_url))
+    settings.paths.create()
+    return settings, acme_in
+
+
+def test_the_shared_inbox_takes_a_partner_without_a_folder_and_refuses_one_with(tmp_path, erp):
+    """With acme on a folder of its own: other's file in the shared inbox is
+    posted, acme's there is refused (nothing posted), acme's in its folder is
+    posted."""
+    settings, acme_in = acme_and_other(tmp_path, erp.url)
+    inbox = settings.paths.inbox
+    other, spoof, real = make_po(1), make_po(2), make_po(3)
+    (inbox / "other.edi").write_bytes(sent_by(other, "ZZ:OTHER"))
+    (inbox / "spoof.edi").write_bytes(sent_by(spoof, "ZZ:ACME"))
+    (acme_in / "real.edi").write_bytes(sent_by(real, "ZZ:ACME"))
+    assert service.run(settings, once=True) == 0
+    posted = {po for _, po in erp.requests}
+    assert posted == {po_number(other), po_number(real)}
+    with opened(settings) as db:
+        jobs = {Path(j["file_name"]).name: j for j in queries.list_jobs(db, limit=10)}
+    assert jobs["spoof.edi"]["status"] == "failed"
+    assert "acme" in (jobs["spoof.edi"]["error"] or "")
+
+
+def test_a_file_mixing_a_folder_partners_interchange_posts_none_of_its(tmp_path, erp):
+    """One file, two interchanges: other's, then one sent as acme (who has a
+    folder). In the shared inbox acme's order is never posted."""
+    settings, _ = acme_and_other(tmp_path, erp.url)
+    first, second = sent_by(make_po(4), "ZZ:OTHER"), sent_by(make_po(5), "ZZ:ACME")
+    (settings.paths.inbox / "mixed.edi").write_bytes(first + b"\n" + second)
+    assert service.run(settings, once=True) == 0
+    assert po_number(second) not in {po for _, po in erp.requests}
+
+
+def test_process_without_partner_on_a_folder_partners_file_is_refused_clearly(tmp_path, erp):
+    """`edi-inbox process FILE` (no --partner) on a file acme sent: as the
+    shared inbox would, refused (exit 1, nothing posted), and the message says
+    to use --partner."""
+    settings, acme_in = acme_and_other(tmp_path, erp.url)
+    path = acme_in / "po.edi"
+    path.write_bytes(sent_by(make_po(6), "ZZ:ACME"))
+    command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(settings.source)]
+    done = subprocess.run(
+        [*command, "process", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert erp.requests == []
+    assert "--partner" in done.stdout + done.stderr, done.stdout + done.stderr
+    done = subprocess.run(
+        [*command, "process", "--partner", "acme", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(erp.requests) == 1
