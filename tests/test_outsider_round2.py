@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -24,9 +25,10 @@ from edi_inbox import config, queries, service, store
 
 import uids
 from helpers import make_po, poll_until, sent_by
+from uids import shared_root
 
 pytestmark = pytest.mark.e2e
-__all__ = ["daemons", "erp"]  # fixtures
+__all__ = ["daemons", "erp", "shared_root"]  # fixtures
 
 
 def events(daemon: Daemon, name: str) -> list[dict]:
@@ -318,3 +320,52 @@ def test_process_without_partner_on_a_folder_partners_file_is_refused_clearly(tm
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(erp.requests) == 1
+
+
+# -- 5. a partner's inbox gone while its files are in flight ------------------------------------
+
+
+def sftp_account(base: Path, name: str, uid: int) -> Path:
+    inbox = base / "sftp" / name / "in"
+    inbox.mkdir(parents=True)
+    os.chown(inbox, uid, uids.GROUP)
+    os.chmod(inbox, 0o2770)
+    return inbox
+
+
+def section(name: str, sender: str, inbox: Path) -> str:
+    return f"[partners.{name}]\nids = [{json.dumps(sender)}]\ninbox = {json.dumps(str(inbox))}\n"
+
+
+def test_a_partners_inbox_moved_away_with_files_in_flight_and_back(shared_root, erp):
+    """acme's folder moved away (mv in in.old) while one of its files waits at
+    the ERP and another waits its turn, for longer than the daemon waits
+    (inbox_gone), then moved back: both filed once, each posted once."""
+    acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
+    away = acme_in.with_name("in.old")
+    daemon = Daemon(
+        shared_root, erp.url, user=True, workers=1, extra=section("acme", "ZZ:ACME", acme_in)
+    )
+    try:
+        daemon.start()
+        erp.gate.clear()
+        uids.upload(acme_in / "po1.edi", sent_by(make_po(11), "ZZ:ACME"), uids.PARTNER)
+        poll_until(lambda: erp.requests, what="po1 at the ERP")
+        uids.upload(acme_in / "po2.edi", sent_by(make_po(12), "ZZ:ACME"), uids.PARTNER)
+        os.rename(acme_in, away)
+        (gone,) = poll_until(lambda: events(daemon, "inbox_gone"), timeout=20, what="inbox_gone")
+        assert gone.get("partner") == "acme"
+        erp.gate.set()
+        poll_until(lambda: "po1.edi" in daemon.listing(daemon.done), what="po1 filed")
+        os.rename(away, acme_in)
+        poll_until(lambda: events(daemon, "inbox_back"), what="inbox_back")
+        poll_until(lambda: all_done(daemon, 2), timeout=20, what="po1 and po2 filed")
+        assert daemon.listing(daemon.done) == ["po1.edi", "po2.edi"]
+        assert all(n == 1 for n in erp.posts_per_key().values())
+        assert all(len(keys) == 1 for keys in erp.keys_by_po().values())
+        assert len(erp.keys_by_po()) == 2
+        assert not daemon.listing(acme_in) and not (away.exists() and os.listdir(away))
+        assert daemon.terminate(timeout=10) == 0
+    finally:
+        erp.gate.set()
+        daemon.close()
