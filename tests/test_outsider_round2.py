@@ -369,3 +369,57 @@ def test_a_partners_inbox_moved_away_with_files_in_flight_and_back(shared_root, 
     finally:
         erp.gate.set()
         daemon.close()
+
+
+# -- 6. status and partners while a partner's inbox is missing ----------------------------------
+
+
+def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    """``edi-inbox --config … ARGS`` as the daemon's user."""
+    command = uids.as_daemon_command(
+        [sys.executable, "-m", "edi_inbox.cli", "--config", str(daemon.config), *args]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
+    env["COLUMNS"] = "250"
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp):
+    """The daemon runs, acme's folder is gone (inbox_gone), globex's is there:
+    status exits 0 (a daemon runs) and says acme's folder is missing, text and
+    JSON; partners lists both; after the daemon stops, status exits 3."""
+    acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
+    globex_in = sftp_account(shared_root.parent, "globex", uids.PARTNER2)
+    extra = section("acme", "ZZ:ACME", acme_in) + section("globex", "ZZ:GLOBEX", globex_in)
+    daemon = Daemon(shared_root, erp.url, user=True, extra=extra)
+    try:
+        daemon.start()
+        acme_in.rmdir()
+        poll_until(lambda: events(daemon, "inbox_gone"), timeout=20, what="inbox_gone")
+        uids.upload(globex_in / "g.edi", sent_by(make_po(21), "ZZ:GLOBEX"), uids.PARTNER2)
+        poll_until(lambda: "g.edi" in daemon.listing(daemon.done), what="globex's file filed")
+
+        def said_missing() -> subprocess.CompletedProcess[str]:
+            done = cli(daemon, "status", "--json")
+            doc = json.loads(done.stdout)
+            return done if "acme" in json.dumps(doc.get("daemons")) else None
+
+        status = poll_until(said_missing, timeout=10, what="the heartbeat's last error")
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        by_name = {p["name"]: p for p in doc["partners"]}
+        assert by_name["acme"]["inbox"]["waiting"] is None
+        assert by_name["globex"]["inbox"]["waiting"] == 0
+        text = cli(daemon, "status")
+        assert text.returncode == 0, text.stderr
+        line = next(ln for ln in text.stdout.splitlines() if ln.startswith("partner acme"))
+        assert "missing" in line or str(acme_in) in line, text.stdout
+        partners = cli(daemon, "partners", "--json")
+        assert partners.returncode == 0, partners.stderr
+        names = {p["name"] for p in json.loads(partners.stdout)["partners"]}
+        assert names == {"acme", "globex"}
+        assert cli(daemon, "partners").returncode == 0
+        assert daemon.terminate(timeout=10) == 0
+        assert cli(daemon, "status").returncode == 3
+    finally:
+        daemon.close()
