@@ -423,3 +423,41 @@ def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp)
         assert cli(daemon, "status").returncode == 3
     finally:
         daemon.close()
+
+
+# -- 7. the defaults: run --once in a fresh folder ----------------------------------------------
+
+
+def test_run_once_with_the_default_config_in_a_fresh_folder(tmp_path):
+    """A config naming only the root (processes = "auto", workers = 16, the ERP
+    an outbox): `run --once` on 20 settled files starts worker processes, files
+    all 20, exits 0 quickly and leaves no worker process behind."""
+    state = tmp_path / "state"
+    (state / "inbox").mkdir(parents=True)
+    config_file = tmp_path / "edi-inbox.toml"
+    config_file.write_text(f"[paths]\nroot = {json.dumps(str(state))}\n")
+    past = time.time() - 60
+    for n in range(20):
+        path = state / "inbox" / f"po{n:02d}.edi"
+        path.write_bytes(make_po(300 + n))
+        os.utime(path, (past, past))
+    env = {k: v for k, v in os.environ.items() if k not in ("EDI_INBOX_CONFIG", "NOTIFY_SOCKET")}
+    command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(config_file), "run", "--once"]
+    started = time.monotonic()
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert took < 15, f"run --once took {took:.1f} s"
+    assert len(os.listdir(state / "done")) == 20
+    assert len(os.listdir(state / "outbox")) == 20
+    assert not os.listdir(state / "inbox") and not os.listdir(state / "failed")
+    docs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    (started_event,) = [d for d in docs if d.get("event") == "worker_processes_started"]
+    assert len(started_event["pids"]) == len(os.sched_getaffinity(0))
+    poll_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in started_event["pids"]),
+        timeout=5,
+        what="no worker process left",
+    )
