@@ -461,3 +461,27 @@ def test_run_once_with_the_default_config_in_a_fresh_folder(tmp_path):
         timeout=5,
         what="no worker process left",
     )
+
+
+def test_a_reload_draining_a_job_the_erp_keeps_refusing_ends_with_the_retries(daemons, erp):
+    """The ERP answers 503 to every attempt of the job in flight when the reload
+    comes: the reload waits for the attempts (backoff 0.5 s then 1 s), no
+    longer; the file fails once, posted with one key, and READY=1 comes."""
+    daemon = daemons(erp.url)
+    daemon.base_config = daemon.base_config.replace(
+        "backoff_initial_seconds = 0.05", "backoff_initial_seconds = 0.5"
+    ).replace("backoff_max_seconds = 0.2", "backoff_max_seconds = 1.0")
+    daemon.config.write_text(daemon.base_config)
+    daemon.start()
+    erp.answers = [503] * 3  # max_attempts = 3
+    uids.upload(daemon.inbox / "po.edi", make_po(31))
+    poll_until(lambda: erp.requests, what="the first attempt")
+    started = time.monotonic()
+    daemon.reload("")
+    took = time.monotonic() - started
+    assert took < 0.5 + 1.0 + 3.0, f"the reload took {took:.1f} s"
+    poll_until(lambda: "po.edi" in daemon.listing(daemon.failed), what="po.edi failed")
+    assert len(erp.requests) == 3 and len(erp.keys_by_po()[erp.requests[0][1]]) == 1
+    (job,) = daemon.jobs()
+    assert job["status"] == "failed"
+    assert daemon.terminate(10) == 0
