@@ -485,3 +485,59 @@ def test_a_reload_draining_a_job_the_erp_keeps_refusing_ends_with_the_retries(da
     (job,) = daemon.jobs()
     assert job["status"] == "failed"
     assert daemon.terminate(10) == 0
+
+
+# -- 1b. PostgreSQL: a lock held by another session ---------------------------------------------
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """A database of its own on the test cluster (created, dropped after)."""
+    url = os.environ.get("EDI_INBOX_TEST_PG_URL")
+    if not url:
+        pytest.skip("EDI_INBOX_TEST_PG_URL not set")
+    import psycopg2
+
+    name = f"edi_inbox_t2_{os.getpid()}_{int(time.monotonic() * 1000)}"
+    admin_conn = psycopg2.connect(url)
+    admin_conn.autocommit = True
+    try:
+        admin_conn.cursor().execute(f"CREATE DATABASE {name}")
+        yield url.rsplit("/", 1)[0] + "/" + name
+        admin_conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        admin_conn.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="no lock_timeout/statement_timeout on PostgreSQL: the stop's last heartbeat and"
+    " remove_daemon wait on another session's lock without end (systemd SIGKILLs)",
+)
+def test_sigterm_while_another_session_locks_the_heartbeat_table(daemons, erp):
+    """A DBA's transaction holds a lock on ``daemons`` (LOCK TABLE, ALTER TABLE,
+    VACUUM FULL): the daemon still stops on SIGTERM within
+    shutdown_timeout_seconds and a few s (its heartbeat cannot be written)."""
+    import psycopg2
+
+    with pg_database() as url:
+        daemon = daemons(erp.url, shutdown_timeout_seconds=3.0)
+        sqlite_url = "sqlite:///" + str(daemon.root / "edi-inbox.db")
+        daemon.base_config = daemon.base_config.replace(json.dumps(sqlite_url), json.dumps(url))
+        daemon.config.write_text(daemon.base_config)
+        daemon.start()
+        locker = psycopg2.connect(url)
+        try:
+            locker.cursor().execute("LOCK TABLE daemons IN ACCESS EXCLUSIVE MODE")
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGTERM)
+            try:
+                code = daemon.proc.wait(3.0 + 5)
+            except subprocess.TimeoutExpired:
+                code = None
+            assert code == 0, "the daemon did not stop within 8 s of SIGTERM"
+        finally:
+            locker.rollback()
+            locker.close()
+            if daemon.alive():
+                daemon.kill()
