@@ -545,8 +545,8 @@ def test_sigterm_while_another_session_locks_the_heartbeat_table(daemons, erp):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="no lock_timeout/statement_timeout on PostgreSQL: the heartbeat blocks the loop on"
-    " another session's lock, so the database is never 'unavailable' and a SIGHUP gets no answer",
+    reason="no lock_timeout/statement_timeout on PostgreSQL: the reload's heartbeat writes wait"
+    " on another session's lock (never 'unavailable', never refused): READY=1 does not come",
 )
 def test_a_reload_while_another_session_locks_the_heartbeat_table_is_answered(daemons, erp):
     """With ``daemons`` locked by another session, SIGHUP gets an answer within
