@@ -570,3 +570,38 @@ def test_a_reload_while_another_session_locks_the_heartbeat_table_is_answered(da
             locker.close()
             if daemon.alive():
                 daemon.kill()
+
+
+# -- 2b. SIGHUP to every process of the unit (systemctl kill -s HUP) ----------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker processes keep SIGHUP's default action (terminate): `systemctl kill -s HUP`"
+    " kills them mid-job; the daemon logs worker_process_died, hands back the 2 files already"
+    " posted and exits instead of reloading",
+)
+def test_sighup_to_every_process_of_the_unit_reloads(daemons, erp):
+    """`systemctl kill --signal=HUP edi-inbox` signals the main process and its
+    worker processes: the daemon reloads (READY=1), its worker processes are
+    not killed, the jobs in flight finish once each."""
+    daemon = daemons(erp.url, processes=2)
+    daemon.start()
+    children = poll_until(
+        lambda: (pids := daemon.worker_processes()) and len(pids) == 2 and pids,
+        what="two worker processes",
+    )
+    erp.gate.clear()
+    for n in range(2):
+        uids.upload(daemon.inbox / f"po{n}.edi", make_po(40 + n))
+    poll_until(lambda: len(erp.requests) == 2, what="both at the ERP")
+    assert daemon.proc is not None
+    daemon.ready.clear()
+    for pid in [daemon.proc.pid, *children]:
+        os.kill(pid, signal.SIGHUP)
+    erp.gate.set()
+    poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the reload")
+    poll_until(lambda: all_done(daemon, 2), timeout=20, what="both filed")
+    assert not events(daemon, "worker_process_died") and not events(daemon, "handed_back")
+    assert all(n == 1 for n in erp.posts_per_key().values())
+    assert daemon.terminate(10) == 0
