@@ -399,7 +399,7 @@ def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp)
         uids.upload(globex_in / "g.edi", sent_by(make_po(21), "ZZ:GLOBEX"), uids.PARTNER2)
         poll_until(lambda: "g.edi" in daemon.listing(daemon.done), what="globex's file filed")
 
-        def said_missing() -> subprocess.CompletedProcess[str]:
+        def said_missing() -> subprocess.CompletedProcess[str] | None:
             done = cli(daemon, "status", "--json")
             doc = json.loads(done.stdout)
             return done if "acme" in json.dumps(doc.get("daemons")) else None
