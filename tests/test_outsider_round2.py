@@ -503,8 +503,10 @@ def pg_database() -> Iterator[str]:
     admin_conn.autocommit = True
     try:
         admin_conn.cursor().execute(f"CREATE DATABASE {name}")
-        yield url.rsplit("/", 1)[0] + "/" + name
-        admin_conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        try:
+            yield url.rsplit("/", 1)[0] + "/" + name
+        finally:
+            admin_conn.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         admin_conn.close()
 
