@@ -173,11 +173,6 @@ def reload_draining_a_held_job(daemon: Daemon, erp) -> int:
     return len(daemon.messages)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no WATCHDOG=1 while a reload drains: systemd (WatchdogSec=60s) kills a daemon"
-    " whose reload waits on a slow ERP for longer (read timeout 30 s x max_attempts 5)",
-)
 def test_the_watchdog_is_pinged_while_a_reload_drains(daemons, erp, monkeypatch):
     """systemd's watchdog on (WATCHDOG_USEC 1 s: a ping every 0.5 s), a reload
     waiting on a job stuck at the ERP: the pings go on, as the README says the
@@ -200,11 +195,6 @@ def test_the_watchdog_is_pinged_while_a_reload_drains(daemons, erp, monkeypatch)
     assert all(n == 1 for n in erp.posts_per_key().values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="between RELOADING=1 and READY=1 STATUS= still shows the running counts:"
-    " nothing says the reload waits on N jobs in flight",
-)
 def test_status_says_what_a_reload_waits_for(daemons, erp):
     """`systemctl status` during a long reload: STATUS= says the reload waits
     for the jobs in flight (how many), not only RELOADING=1."""
@@ -511,11 +501,6 @@ def pg_database() -> Iterator[str]:
         admin_conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no lock_timeout/statement_timeout on PostgreSQL: the stop's last heartbeat and"
-    " remove_daemon wait on another session's lock without end (systemd SIGKILLs)",
-)
 def test_sigterm_while_another_session_locks_the_heartbeat_table(daemons, erp):
     """A DBA's transaction holds a lock on ``daemons`` (LOCK TABLE, ALTER TABLE,
     VACUUM FULL): the daemon still stops on SIGTERM within
@@ -545,11 +530,6 @@ def test_sigterm_while_another_session_locks_the_heartbeat_table(daemons, erp):
                 daemon.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no lock_timeout/statement_timeout on PostgreSQL: the reload's heartbeat writes wait"
-    " on another session's lock (never 'unavailable', never refused): READY=1 does not come",
-)
 def test_a_reload_while_another_session_locks_the_heartbeat_table_is_answered(daemons, erp):
     """With ``daemons`` locked by another session, SIGHUP gets an answer within
     a few seconds: refused (the database unavailable) or done, READY=1 either way."""
@@ -577,12 +557,6 @@ def test_a_reload_while_another_session_locks_the_heartbeat_table_is_answered(da
 # -- 2b. SIGHUP to every process of the unit (systemctl kill -s HUP) ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker processes keep SIGHUP's default action (terminate): `systemctl kill -s HUP`"
-    " kills them mid-job; the daemon logs worker_process_died, hands back the 2 files already"
-    " posted and exits instead of reloading",
-)
 def test_sighup_to_every_process_of_the_unit_reloads(daemons, erp):
     """`systemctl kill --signal=HUP edi-inbox` signals the main process and its
     worker processes: the daemon reloads (READY=1), its worker processes are
@@ -609,12 +583,6 @@ def test_sighup_to_every_process_of_the_unit_reloads(daemons, erp):
     assert daemon.terminate(10) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker processes keep SIGTERM's default action: `systemctl kill edi-inbox` (every"
-    " process) kills them mid-job: both jobs at the ERP are handed back and, started again,"
-    " each order is POSTed a second time (same Idempotency-Key)",
-)
 def test_sigterm_to_every_process_of_the_unit_stops_cleanly(daemons, erp):
     """`systemctl kill edi-inbox` (SIGTERM to the main process and its worker
     processes): the jobs in flight finish within shutdown_timeout_seconds, none

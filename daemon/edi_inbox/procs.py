@@ -12,14 +12,14 @@ file, runs ``Pipeline.run`` with its own database connection and ERP pool, and
 moves the file. The claim folder is the host's, as before.
 
 Children are started with ``spawn`` (a fresh interpreter: nothing of the
-parent's threads or connections is inherited), ignore SIGINT (a Ctrl-C reaches
-the terminal's whole process group; the main process decides when a job is
-given up), and die with the main process (``PR_SET_PDEATHSIG``): after a
-SIGKILL of the daemon no child goes on working on a claim the next start
-resumes. SIGTERM ends a child (the unit sends it to the main process only,
-``KillMode=mixed``; multiprocessing's exit handler sends it to children left
-over). A child that dies on its own stops the daemon with an error; systemd
-restarts it and the claims are resumed.
+parent's threads or connections is inherited), ignore SIGINT, SIGTERM and
+SIGHUP (a Ctrl-C reaches the terminal's whole process group, ``systemctl
+kill`` every process of the unit; the main process decides when a job is
+given up: it closes the pipes, then SIGKILLs what is left), and die with the
+main process (``PR_SET_PDEATHSIG``): after a SIGKILL of the daemon no child
+goes on working on a claim the next start resumes. A child that dies on its
+own stops the daemon with an error; systemd restarts it and the claims are
+resumed.
 
 ``spawn`` also starts multiprocessing's resource tracker, a process of its own
 that would outlive the main process by a moment (it ends when it reads EOF),
@@ -189,7 +189,11 @@ def child_main(
 ) -> None:
     """A worker process: a ``Worker`` with its own database and ERP, one thread per
     channel; its claim checks read the main process's heartbeat time (``liveness``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The main process decides when a job is given up and when children end
+    # (through the pipes, then SIGKILL): a signal to every process of the unit
+    # (`systemctl kill`, a terminal's Ctrl-C) must not end a job half done.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     parent = os.getppid()
     _die_with_parent(parent)
     from . import log, store

@@ -681,7 +681,9 @@ class Service:
             now = self.clock()
             if now >= next_tell:
                 waiting = f"STATUS=reloading: waiting for {self._in_flight()} job(s) in flight"
-                notify.notify(waiting + ("\nWATCHDOG=1" if ping_every else ""), self.environ)
+                notify.notify(waiting, self.environ)
+                if ping_every:
+                    notify.notify("WATCHDOG=1", self.environ)
                 self._beat()
                 next_tell = now + min(ping_every or STATUS_EVERY, self.daemon.heartbeat_seconds)
             for thread in self.threads:

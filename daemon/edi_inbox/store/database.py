@@ -363,6 +363,16 @@ class _SqliteTransaction:
                 db.end_write()
 
 
+# Waits the database may not make us sit through: a lock held by another
+# session (a DBA's LOCK TABLE, ALTER TABLE, VACUUM FULL) fails the statement
+# after LOCK_TIMEOUT (SQLSTATE 55P03: the database unavailable for now, intake
+# pauses, a stop or a reload is not held up), a session left idle inside a
+# transaction is ended, and TCP keepalives notice a server gone silent.
+LOCK_TIMEOUT = "2s"
+PG_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c idle_in_transaction_session_timeout=60s"
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 class PostgresStore(_Units, PooledPostgresqlDatabase):
     """PostgreSQL through peewee's pool; dead connections are dropped, not reused."""
 
@@ -373,6 +383,11 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
             stale_timeout=300,
             timeout=30,
             connect_timeout=5,
+            options=PG_OPTIONS,
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
             field_types=FIELD_TYPES["postgresql"],
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
@@ -389,6 +404,10 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
         # or OperationalError ("server closed the connection unexpectedly",
         # "terminating connection due to administrator command", "could not
         # connect"); serialization failures and deadlocks are OperationalError too.
+        # A lock timeout is not retried here: waiting again is what it ended.
+        orig = getattr(exc, "orig", None) or exc
+        if getattr(orig, "pgcode", None) == LOCK_NOT_AVAILABLE:
+            return False
         return isinstance(exc, pw.InterfaceError | pw.OperationalError) and not is_permanent(exc)
 
     def _is_closed(self, conn: Any) -> bool:
