@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
@@ -373,6 +373,13 @@ PG_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c idle_in_transaction_session_tim
 LOCK_NOT_AVAILABLE = "55P03"
 
 
+def _with_our_options(url: str) -> str:
+    """The URL's own ``options`` (a ``search_path``…) followed by ``PG_OPTIONS``:
+    a keyword given to the connection replaces the URL's, so both go in it."""
+    given = " ".join(parse_qs(urlsplit(url).query).get("options", []))
+    return f"{given} {PG_OPTIONS}".strip()
+
+
 class PostgresStore(_Units, PooledPostgresqlDatabase):
     """PostgreSQL through peewee's pool; dead connections are dropped, not reused."""
 
@@ -383,7 +390,7 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
             stale_timeout=300,
             timeout=30,
             connect_timeout=5,
-            options=PG_OPTIONS,
+            options=_with_our_options(url),
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,
