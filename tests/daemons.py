@@ -180,17 +180,33 @@ class Daemon:
             assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "no READY=1 within 20 s"
 
-    def reload(self, extra: str) -> None:
+    def sighup(self, extra: str = "") -> None:
         """Rewrite the config (its ``[daemon]`` and the rest as made, then
-        ``extra``), SIGHUP the daemon and wait for its READY=1."""
+        ``extra``) and SIGHUP the daemon, without waiting for anything."""
         assert self.proc is not None
         self.config.write_text(self.base_config + extra)
-        self.ready.clear()
         self.proc.send_signal(signal.SIGHUP)
+
+    def reload(self, extra: str) -> None:
+        """``sighup(extra)``, then wait for the daemon's READY=1."""
+        self.ready.clear()
+        self.sighup(extra)
         deadline = time.monotonic() + 20
         while not self.ready.wait(0.05):
             assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "no READY=1 within 20 s of SIGHUP"
+
+    def events(self, name: str) -> list[dict]:
+        """The daemon's JSON log lines whose event is ``name``."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("event") == name:
+                found.append(doc)
+        return found
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

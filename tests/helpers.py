@@ -4,13 +4,17 @@ server for the ERP, claimed files."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pytest_httpserver import HTTPServer
 
+from edi_inbox import store
+from edi_inbox.config import Settings
 from edi_inbox.render import renumbered
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -82,3 +86,26 @@ def sent_by(data: bytes, sender: str, group_sender: str | None = None) -> bytes:
         gs[2] = group_sender
         text = text[:start] + sep.join(gs) + text[end:]
     return text.encode("latin-1")
+
+
+def write_config(tmp_path: Path, partners: str, erp_url: str = "", erp: str = "") -> Path:
+    """A config under ``tmp_path`` (root ``state/``, one process, quick to settle)
+    with ``partners`` (TOML) and ``[erp] url`` (plus the ``erp`` lines)."""
+    path = tmp_path / "edi-inbox.toml"
+    path.write_text(
+        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
+        f"[erp]\nurl = {json.dumps(erp_url)}\n{erp}"
+        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
+    )
+    return path
+
+
+@contextlib.contextmanager
+def opened(settings: Settings) -> Iterator[Any]:
+    """The settings' database, initialised, closed afterwards."""
+    db = store.open_database(settings.database_url, settings)
+    store.init(db)
+    try:
+        yield db
+    finally:
+        store.close_database(db)

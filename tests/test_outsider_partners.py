@@ -5,7 +5,6 @@ holds is a plain test; each bug found (first a strict xfail) is fixed and its te
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,18 +12,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from daemons import Daemon, Erp, daemons, erp
 
-from edi_inbox import admin, config, queries, service, store
+from edi_inbox import admin, config, queries, service
 from edi_inbox.errors import ConfigError
 
 import uids
-from helpers import BAD, claimed, http_server, make_po, poll_until, sent_by
+from helpers import BAD, claimed, http_server, make_po, opened, poll_until, sent_by, write_config
 from uids import shared_root
 
 pytestmark = pytest.mark.e2e
@@ -52,26 +49,6 @@ def section(name: str, sender: str, inbox: Path | None = None, **more: object) -
     return "\n".join(lines) + "\n"
 
 
-def events(daemon: Daemon, name: str) -> list[dict]:
-    """The daemon's JSON log lines whose event is ``name``."""
-    found = []
-    for line in daemon.log.read_text(errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == name:
-            found.append(doc)
-    return found
-
-
-def sighup(daemon: Daemon, extra: str) -> None:
-    """Rewrite the config and SIGHUP, without waiting for anything."""
-    assert daemon.proc is not None
-    daemon.config.write_text(daemon.base_config + extra)
-    daemon.proc.send_signal(signal.SIGHUP)
-
-
 def exited_or_ready(daemon: Daemon) -> bool:
     assert daemon.proc is not None
     return daemon.proc.poll() is not None or daemon.ready.is_set()
@@ -86,9 +63,9 @@ def hold_a_job_and_reload(daemon: Daemon, erp, extra: str) -> None:
     uids.upload(daemon.inbox / "held.edi", make_po(1))
     poll_until(lambda: erp.requests, what="the held job at the ERP")
     daemon.ready.clear()
-    sighup(daemon, extra)
+    daemon.sighup(extra)
     poll_until(
-        lambda: any(e.get("reason") == "reload" for e in events(daemon, "daemon_stopping")),
+        lambda: any(e.get("reason") == "reload" for e in daemon.events("daemon_stopping")),
         what="the reload draining the job in flight",
     )
 
@@ -114,16 +91,16 @@ def test_a_second_reload_while_the_first_drains_is_not_lost(shared_root, daemons
     acme_in = sftp_account(shared_root.parent, "acme", uids.PARTNER)
     hold_a_job_and_reload(daemon, erp, "")
     assert daemon.proc is not None
-    sighup(daemon, section("acme", "ZZ:ACME", acme_in))  # the second reload
+    daemon.sighup(section("acme", "ZZ:ACME", acme_in))  # the second reload
     erp.gate.set()
 
     def acme_watched() -> bool:
-        return any(e.get("partner_inboxes") == 1 for e in events(daemon, "daemon_ready"))
+        return any(e.get("partner_inboxes") == 1 for e in daemon.events("daemon_ready"))
 
     try:
         poll_until(acme_watched, timeout=8, what="acme's inbox watched")
     except AssertionError:
-        pytest.fail(f"acme never watched; reloading {len(events(daemon, 'reloading'))} times")
+        pytest.fail(f"acme never watched; reloading {len(daemon.events('reloading'))} times")
     assert daemon.alive()
 
 
@@ -132,7 +109,7 @@ def test_a_second_reload_while_the_first_drains_is_not_lost(shared_root, daemons
 
 def refused_or_exited(daemon: Daemon) -> bool:
     assert daemon.proc is not None
-    return daemon.proc.poll() is not None or bool(events(daemon, "reload_refused"))
+    return daemon.proc.poll() is not None or bool(daemon.events("reload_refused"))
 
 
 def test_a_reload_with_an_inbox_the_daemon_cannot_read_is_refused(shared_root, erp):
@@ -146,10 +123,10 @@ def test_a_reload_with_an_inbox_the_daemon_cannot_read_is_refused(shared_root, e
     daemon = Daemon(shared_root, erp.url, user=True)
     try:
         daemon.start()
-        sighup(daemon, section("acme", "ZZ:ACME", acme_in))
+        daemon.sighup(section("acme", "ZZ:ACME", acme_in))
         poll_until(lambda: refused_or_exited(daemon), timeout=20, what="refused or exited")
-        assert daemon.alive(), f"exit {daemon.proc.poll()}: {events(daemon, 'cannot_start')}"
-        (refused,) = events(daemon, "reload_refused")
+        assert daemon.alive(), f"exit {daemon.proc.poll()}: {daemon.events('cannot_start')}"
+        (refused,) = daemon.events("reload_refused")
         assert str(acme_in) in refused["error"]
         uids.upload(daemon.inbox / "po.edi", make_po(2))
         poll_until(lambda: daemon.listing(daemon.done) == ["po.edi"], what="po.edi filed")
@@ -166,10 +143,10 @@ def test_a_reload_whose_processing_folder_cannot_be_made_is_refused(shared_root,
     daemon = Daemon(shared_root, erp.url, user=True)
     try:
         daemon.start()
-        sighup(daemon, section("acme", "ZZ:ACME", acme_in, processing=str(processing)))
+        daemon.sighup(section("acme", "ZZ:ACME", acme_in, processing=str(processing)))
         poll_until(lambda: refused_or_exited(daemon), timeout=20, what="refused or exited")
-        assert daemon.alive(), f"exit {daemon.proc.poll()}: {events(daemon, 'cannot_start')}"
-        (refused,) = events(daemon, "reload_refused")
+        assert daemon.alive(), f"exit {daemon.proc.poll()}: {daemon.events('cannot_start')}"
+        (refused,) = daemon.events("reload_refused")
         assert str(processing) in refused["error"]
     finally:
         daemon.close()
@@ -227,7 +204,7 @@ def test_three_reloads_while_two_partners_upload_200_files(shared_root, erp, pro
         assert all(os.listdir(f) == [] for f in folders.values())
         posts = erp.posts_per_key()
         assert len(posts) == 200 and set(posts.values()) == {1}, posts.most_common(3)
-        assert len(events(daemon, "reloading")) == 3
+        assert len(daemon.events("reloading")) == 3
         assert daemon.terminate(timeout=15) == 0
     finally:
         daemon.close()
@@ -301,11 +278,11 @@ def test_a_reload_that_moves_a_partners_inbox_strands_no_file(shared_root, daemo
     uids.upload(old_in / "po.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
     poll_until(lambda: erp.requests, what="acme's job at the ERP")
     daemon.ready.clear()
-    sighup(daemon, section("acme", "ZZ:ACME", new_in))
-    poll_until(lambda: events(daemon, "reloading"), what="the reload draining acme's job")
+    daemon.sighup(section("acme", "ZZ:ACME", new_in))
+    poll_until(lambda: daemon.events("reloading"), what="the reload draining acme's job")
     erp.gate.set()  # the job in flight finishes before the reload goes on
     poll_until(daemon.ready.is_set, what="READY=1 after the reload")
-    assert not events(daemon, "handed_back"), "a reload handed a job in flight back"
+    assert not daemon.events("handed_back"), "a reload handed a job in flight back"
     try:
         poll_until(lambda: "po.edi" in daemon.listing(daemon.done), timeout=6, what="filed")
     except AssertionError:
@@ -313,26 +290,6 @@ def test_a_reload_that_moves_a_partners_inbox_strands_no_file(shared_root, daemo
 
 
 # -- 5. status, partners, retry -------------------------------------------------------------------
-
-
-def write_config(tmp_path: Path, partners: str, erp_url: str = "") -> Path:
-    path = tmp_path / "edi-inbox.toml"
-    path.write_text(
-        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
-        f"[erp]\nurl = {json.dumps(erp_url)}\n"
-        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
-    )
-    return path
-
-
-@contextlib.contextmanager
-def opened(settings: config.Settings) -> Iterator[Any]:
-    db = store.open_database(settings.database_url, settings)
-    store.init(db)
-    try:
-        yield db
-    finally:
-        store.close_database(db)
 
 
 def test_status_counts_files_claimed_in_a_partners_processing_folder(tmp_path):
@@ -418,7 +375,7 @@ def test_hostile_entries_in_a_partners_folder(shared_root, erp):
             fh.write(slow_po[100:])
         poll_until(lambda: "slow.edi" in daemon.listing(daemon.done), what="slow.edi filed")
         assert os.listdir(acme_in) == ["sub"]  # left in place, reported once
-        assert len(events(daemon, "inbox_entry_left")) == 1
+        assert len(daemon.events("inbox_entry_left")) == 1
         jobs = {j["file_name"]: j for j in daemon.jobs()}
         for name in refused:
             assert jobs[name]["partner"] == "acme", name
@@ -500,25 +457,25 @@ def test_a_partners_inbox_recreated_is_followed_and_one_gone_waits_alone(shared_
         uids.upload(acme_in / "po1.edi", sent_by(make_po(1), "ZZ:ACME"), uids.PARTNER)
         poll_until(lambda: daemon.listing(daemon.done) == ["po1.edi"], what="po1 filed")
         acme_in.rmdir()
-        poll_until(lambda: events(daemon, "inbox_missing"), what="inbox_missing")
+        poll_until(lambda: daemon.events("inbox_missing"), what="inbox_missing")
         remake()
-        poll_until(lambda: events(daemon, "inbox_replaced"), what="inbox_replaced")
-        assert events(daemon, "inbox_replaced")[0]["inbox"] == str(acme_in)
+        poll_until(lambda: daemon.events("inbox_replaced"), what="inbox_replaced")
+        assert daemon.events("inbox_replaced")[0]["inbox"] == str(acme_in)
         uids.upload(acme_in / "po2.edi", sent_by(make_po(2), "ZZ:ACME"), uids.PARTNER)
         poll_until(lambda: "po2.edi" in daemon.listing(daemon.done), what="po2 filed")
         assert next(j for j in daemon.jobs() if j["file_name"] == "po2.edi")["partner"] == "acme"
 
         acme_in.rmdir()
-        (gone,) = poll_until(lambda: events(daemon, "inbox_gone"), timeout=20, what="inbox_gone")
+        (gone,) = poll_until(lambda: daemon.events("inbox_gone"), timeout=20, what="inbox_gone")
         assert str(acme_in) in gone["error"] and "of partner acme" in gone["error"]
         assert daemon.alive()
         uids.upload(daemon.inbox / "po3.edi", make_po(3))  # the shared inbox goes on
         poll_until(lambda: "po3.edi" in daemon.listing(daemon.done), what="po3 filed")
         remake()
-        poll_until(lambda: events(daemon, "inbox_back"), what="inbox_back")
+        poll_until(lambda: daemon.events("inbox_back"), what="inbox_back")
         uids.upload(acme_in / "po4.edi", sent_by(make_po(4), "ZZ:ACME"), uids.PARTNER)
         poll_until(lambda: "po4.edi" in daemon.listing(daemon.done), what="po4 filed")
-        assert len(events(daemon, "inbox_gone")) == 1
+        assert len(daemon.events("inbox_gone")) == 1
         assert daemon.terminate(timeout=10) == 0
     finally:
         daemon.close()
@@ -652,10 +609,10 @@ def test_a_reload_with_a_bad_partner_erp_url_is_refused(daemons, erp):
     [partners.acme] erp_url); the daemon goes on with the running configuration."""
     daemon = daemons(erp.url, extra=section("acme", "ZZ:ACME"))
     daemon.start()
-    sighup(daemon, section("acme", "ZZ:ACME", erp_url="ftp://erp.example.com/orders"))
+    daemon.sighup(section("acme", "ZZ:ACME", erp_url="ftp://erp.example.com/orders"))
     poll_until(lambda: refused_or_exited(daemon), timeout=20, what="refused or exited")
     assert daemon.alive(), f"exit {daemon.proc.poll()}: {daemon.log.read_text()[-600:]}"
-    (refused,) = events(daemon, "reload_refused")
+    (refused,) = daemon.events("reload_refused")
     assert "[partners.acme] erp_url" in refused["error"]
     uids.upload(daemon.inbox / "a1.edi", sent_by(make_po(1), "ZZ:ACME"))
     poll_until(lambda: daemon.listing(daemon.done) == ["a1.edi"], what="a1 filed")
@@ -743,15 +700,15 @@ def test_a_reload_lets_jobs_stuck_past_the_timeout_finish(shared_root, daemons, 
         uids.upload(acme_in / f"po{n}.edi", sent_by(make_po(n + 1), "ZZ:ACME"), uids.PARTNER)
     poll_until(lambda: len(erp.requests) >= 4, what="four POSTs in flight")
     daemon.ready.clear()
-    sighup(daemon, extra)
-    poll_until(lambda: events(daemon, "reloading"), what="the reload draining")
+    daemon.sighup(extra)
+    poll_until(lambda: daemon.events("reloading"), what="the reload draining")
     poll_until(
         lambda: daemon.log.stat().st_mtime < time.time() - 1.0, what="past the shutdown timeout"
     )
     assert not daemon.ready.is_set()  # still draining, the jobs still at the ERP
     erp.gate.set()
     poll_until(daemon.ready.is_set, what="READY=1 after the reload")
-    assert not events(daemon, "handed_back")
+    assert not daemon.events("handed_back")
     poll_until(lambda: len(daemon.listing(daemon.done)) == 6, timeout=30, what="six filed")
     assert daemon.listing(daemon.done) == [f"po{n}.edi" for n in range(6)]
     assert partner_claims(daemon, "acme") == [] and os.listdir(acme_in) == []

@@ -16,39 +16,18 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from daemons import Daemon, daemons, erp
 
-from edi_inbox import config, queries, service, store
+from edi_inbox import config, queries, service
 
 import uids
-from helpers import make_po, poll_until, sent_by
+from helpers import make_po, opened, poll_until, sent_by, write_config
 from uids import shared_root
 
 pytestmark = pytest.mark.e2e
 __all__ = ["daemons", "erp", "shared_root"]  # fixtures
-
-
-def events(daemon: Daemon, name: str) -> list[dict]:
-    """The daemon's JSON log lines whose event is ``name``."""
-    found = []
-    for line in daemon.log.read_text(errors="replace").splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and doc.get("event") == name:
-            found.append(doc)
-    return found
-
-
-def sighup(daemon: Daemon, extra: str = "") -> None:
-    """Rewrite the config and SIGHUP, without waiting for anything."""
-    assert daemon.proc is not None
-    daemon.config.write_text(daemon.base_config + extra)
-    daemon.proc.send_signal(signal.SIGHUP)
 
 
 def busy_timeout(daemon: Daemon, seconds: float) -> None:
@@ -90,12 +69,12 @@ def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, er
     uids.upload(daemon.inbox / "before.edi", make_po(1))
     poll_until(lambda: all_done(daemon, 1), what="the first file done")
     with database_locked(daemon):
-        poll_until(lambda: events(daemon, "intake_paused"), timeout=20, what="intake paused")
+        poll_until(lambda: daemon.events("intake_paused"), timeout=20, what="intake paused")
         uids.upload(daemon.inbox / "during.edi", make_po(2))
         daemon.ready.clear()
-        sighup(daemon)
+        daemon.sighup()
         (refused,) = poll_until(
-            lambda: events(daemon, "reload_refused"), timeout=20, what="reload refused"
+            lambda: daemon.events("reload_refused"), timeout=20, what="reload refused"
         )
         assert "database is unavailable" in refused["error"]
         poll_until(daemon.ready.is_set, what="READY=1 after the refusal")
@@ -103,9 +82,9 @@ def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, er
         assert said and b"database is unavailable" in said[-1]
         assert daemon.alive()
         assert (daemon.inbox / "during.edi").exists()  # intake paused: not taken
-    poll_until(lambda: events(daemon, "intake_resumed"), timeout=40, what="intake resumed")
+    poll_until(lambda: daemon.events("intake_resumed"), timeout=40, what="intake resumed")
     daemon.reload("")
-    assert len(events(daemon, "reloading")) == 1
+    assert len(daemon.events("reloading")) == 1
     poll_until(lambda: all_done(daemon, 2), what="the second file done")
     assert sorted(erp.keys_by_po()) == sorted({po for _, po in erp.requests})
     assert all(n == 1 for n in erp.posts_per_key().values())
@@ -138,9 +117,9 @@ def test_reloads_with_worker_processes_under_a_slow_erp(daemons, erp):
     for n in range(30, 50):
         uids.upload(daemon.inbox / f"po{n:02d}.edi", make_po(100 + n))
     poll_until(lambda: len(erp.requests) >= 34, what="posts of the second load")
-    sighup(daemon)
+    daemon.sighup()
     poll_until(
-        lambda: any(e.get("reason") == "reload" for e in events(daemon, "daemon_stopping")),
+        lambda: any(e.get("reason") == "reload" for e in daemon.events("daemon_stopping")),
         what="the reload draining",
     )
     started = time.monotonic()
@@ -165,9 +144,9 @@ def reload_draining_a_held_job(daemon: Daemon, erp) -> int:
     uids.upload(daemon.inbox / "held.edi", make_po(7))
     poll_until(lambda: erp.requests, what="the held job at the ERP")
     daemon.ready.clear()
-    sighup(daemon)
+    daemon.sighup()
     poll_until(
-        lambda: any(e.get("reason") == "reload" for e in events(daemon, "daemon_stopping")),
+        lambda: any(e.get("reason") == "reload" for e in daemon.events("daemon_stopping")),
         what="the reload draining the job in flight",
     )
     return len(daemon.messages)
@@ -219,26 +198,6 @@ def test_status_says_what_a_reload_waits_for(daemons, erp):
 # -- 4. the shared inbox and a partner with a folder of its own ----------------------------------
 
 
-def write_config(tmp_path: Path, partners: str, erp_url: str = "") -> Path:
-    path = tmp_path / "edi-inbox.toml"
-    path.write_text(
-        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
-        f"[erp]\nurl = {json.dumps(erp_url)}\nmax_attempts = 1\n"
-        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
-    )
-    return path
-
-
-@contextlib.contextmanager
-def opened(settings: config.Settings) -> Iterator[Any]:
-    db = store.open_database(settings.database_url, settings)
-    store.init(db)
-    try:
-        yield db
-    finally:
-        store.close_database(db)
-
-
 def po_number(data: bytes) -> str:
     """BEG03 of a one-interchange 850."""
     text = data.decode("latin-1")
@@ -254,7 +213,7 @@ def acme_and_other(tmp_path: Path, erp_url: str) -> tuple[config.Settings, Path]
         f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{acme_in}"\n'
         '[partners.other]\nids = ["ZZ:OTHER"]\n'
     )
-    settings = config.load(write_config(tmp_path, text, erp_url))
+    settings = config.load(write_config(tmp_path, text, erp_url, erp="max_attempts = 1\n"))
     settings.paths.create()
     return settings, acme_in
 
@@ -343,12 +302,12 @@ def test_a_partners_inbox_moved_away_with_files_in_flight_and_back(shared_root, 
         poll_until(lambda: erp.requests, what="po1 at the ERP")
         uids.upload(acme_in / "po2.edi", sent_by(make_po(12), "ZZ:ACME"), uids.PARTNER)
         os.rename(acme_in, away)
-        (gone,) = poll_until(lambda: events(daemon, "inbox_gone"), timeout=20, what="inbox_gone")
+        (gone,) = poll_until(lambda: daemon.events("inbox_gone"), timeout=20, what="inbox_gone")
         assert gone.get("partner") == "acme"
         erp.gate.set()
         poll_until(lambda: "po1.edi" in daemon.listing(daemon.done), what="po1 filed")
         os.rename(away, acme_in)
-        poll_until(lambda: events(daemon, "inbox_back"), what="inbox_back")
+        poll_until(lambda: daemon.events("inbox_back"), what="inbox_back")
         poll_until(lambda: all_done(daemon, 2), timeout=20, what="po1 and po2 filed")
         assert daemon.listing(daemon.done) == ["po1.edi", "po2.edi"]
         assert all(n == 1 for n in erp.posts_per_key().values())
@@ -385,7 +344,7 @@ def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp)
     try:
         daemon.start()
         acme_in.rmdir()
-        poll_until(lambda: events(daemon, "inbox_gone"), timeout=20, what="inbox_gone")
+        poll_until(lambda: daemon.events("inbox_gone"), timeout=20, what="inbox_gone")
         uids.upload(globex_in / "g.edi", sent_by(make_po(21), "ZZ:GLOBEX"), uids.PARTNER2)
         poll_until(lambda: "g.edi" in daemon.listing(daemon.done), what="globex's file filed")
 
@@ -545,7 +504,7 @@ def test_a_reload_while_another_session_locks_the_heartbeat_table_is_answered(da
         try:
             locker.cursor().execute("LOCK TABLE daemons IN ACCESS EXCLUSIVE MODE")
             daemon.ready.clear()
-            sighup(daemon)
+            daemon.sighup()
             poll_until(daemon.ready.is_set, timeout=8, what="READY=1 after SIGHUP")
         finally:
             locker.rollback()
@@ -578,7 +537,7 @@ def test_sighup_to_every_process_of_the_unit_reloads(daemons, erp):
     erp.gate.set()
     poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the reload")
     poll_until(lambda: all_done(daemon, 2), timeout=20, what="both filed")
-    assert not events(daemon, "worker_process_died") and not events(daemon, "handed_back")
+    assert not daemon.events("worker_process_died") and not daemon.events("handed_back")
     assert all(n == 1 for n in erp.posts_per_key().values())
     assert daemon.terminate(10) == 0
 
@@ -606,4 +565,4 @@ def test_sigterm_to_every_process_of_the_unit_stops_cleanly(daemons, erp):
     poll_until(lambda: all_done(daemon, 2), timeout=20, what="both filed")
     assert daemon.terminate(10) == 0
     assert len(erp.requests) == 2, f"posted {len(erp.requests)} times: {erp.requests}"
-    assert code == 0 and not events(daemon, "handed_back")
+    assert code == 0 and not daemon.events("handed_back")

@@ -24,7 +24,7 @@ from edi_inbox.config import DatabaseSettings, PathSettings
 from edi_inbox.errors import ConfigError
 
 import uids
-from helpers import claimed, make_po, poll_until, sent_by
+from helpers import claimed, make_po, poll_until, sent_by, write_config
 from uids import shared_root
 
 pytestmark = pytest.mark.e2e
@@ -180,16 +180,6 @@ def test_two_partners_their_own_folders_a_spoof_a_stranger_and_a_reload(shared_r
 
 
 # -- the configuration, the limits and status, in one process ---------------------------
-
-
-def write_config(tmp_path: Path, partners: str, erp_url: str = "") -> Path:
-    path = tmp_path / "edi-inbox.toml"
-    path.write_text(
-        f"[paths]\nroot = {json.dumps(str(tmp_path / 'state'))}\n"
-        f"[erp]\nurl = {json.dumps(erp_url)}\n"
-        "[daemon]\nsettle_seconds = 0.05\nprocesses = 1\n" + partners
-    )
-    return path
 
 
 @pytest.mark.parametrize(
