@@ -14,7 +14,7 @@ from edi_inbox import log as logsetup
 from edi_inbox import queries, store
 from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.errors import NotRecorded, UnsafeFile
-from edi_inbox.jobs import JobStatus, NullRecorder, StepStatus
+from edi_inbox.jobs import JobStatus, NullRecorder, Started, StepStatus
 from edi_inbox.pipeline import Pipeline, read_file
 from edi_inbox.x12 import X12Reader
 
@@ -280,8 +280,12 @@ class CallLog(NullRecorder):
         super().__init__()
         self.writes: list[tuple[str, list[str]]] = []
 
-    def job_started(self, job, steps=(), logs=()):
+    def job_started(self, job, steps=(), logs=(), *, control_numbers=0):
         self.writes.append(("job_started", [s.step_name for s in steps]))
+        if not control_numbers:
+            return Started({})
+        self.writes.append(("control_numbers", [str(control_numbers)]))
+        return Started({}, NullRecorder.next_control_number(self, control_numbers))
 
     def order_accepted(self, job, order):
         self.writes.append(("order_accepted", [order.po_number]))
@@ -304,25 +308,23 @@ def test_records_are_written_before_the_erp_call_and_after_it(tmp_path):
     assert job.status is JobStatus.SUCCEEDED
     assert calls.writes == [
         ("job_started", ["parse", "transform", "validate"]),
+        ("control_numbers", ["1"]),  # the 997's, reserved in the same write
         ("order_accepted", [job.po_number]),
-        ("next_control_number", ["1"]),
         ("job_finished", ["post_to_erp", "acknowledge"]),
     ]
 
 
 def test_a_ta1_and_its_997_take_their_control_numbers_in_one_write(tmp_path):
     """A file asking for a TA1 gets a TA1 and a 997: both control numbers are
-    reserved in one write (one transaction a job, not one an acknowledgement),
-    and each file carries its own, consecutive."""
+    reserved in one write, the running record's (not one transaction an
+    acknowledgement), and each file carries its own, consecutive."""
     calls = CallLog()
     edit = lambda data: data.replace(b"*000000183*0*P*", b"*000000183*1*P*")  # noqa: E731
     settings = settings_for(tmp_path)
     with Pipeline(settings, calls) as pipeline:
         job = pipeline.run(copy(tmp_path, GOOD_LF, edit=edit))
     assert job.status is JobStatus.SUCCEEDED
-    assert [w for w in calls.writes if w[0] == "next_control_number"] == [
-        ("next_control_number", ["2"])
-    ]
+    assert [w for w in calls.writes if "control_number" in w[0]] == [("control_numbers", ["2"])]
     assert sorted(name.rsplit(".", 1)[1] for name in job.acks) == ["997", "TA1"]
     numbers = [
         int((settings.paths.acks / name).read_text().split("~", 1)[0].split("*")[13])

@@ -106,7 +106,7 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     job.status = JobStatus.RUNNING
     accepted = job.orders[0].erp_po_id
     job.orders[0].erp_po_id = None
-    assert recorder.job_started(job, job.steps[:1], job.logs[:1]) == {}
+    assert recorder.job_started(job, job.steps[:1], job.logs[:1]).accepted == {}
     job.orders[0].erp_po_id = accepted
     recorder.order_accepted(job, job.orders[0])
 
@@ -117,7 +117,7 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     assert queries.stats(db)["by_status"]["interrupted"] == 1
 
     job.orders.append(replace(job.orders[0], idempotency_key="no such key", erp_po_id=None))
-    known = again.job_started(job)  # the run after the restart: not posted again
+    known = again.job_started(job).accepted  # the run after the restart: not posted again
     assert known == {job.orders[0].idempotency_key: "ERP-4-0"}
     job.orders[1].erp_po_id, job.orders[1].status = "ERP-4-1", "posted"
     job.status = JobStatus.SUCCEEDED
@@ -168,7 +168,7 @@ def test_order_rows_by_idempotency_key(db, recorder):
     assert queries.show_job(db, original.job_id)["orders"][0]["erp_po_id"] == "ERP-10-0"
     assert queries.show_job(db, duplicate.job_id)["orders"] == []
     again = replace(duplicate, job_id="another-run", orders=[original.orders[0]])
-    assert recorder.job_started(again) == {original.orders[0].idempotency_key: "ERP-10-0"}
+    assert recorder.job_started(again).accepted == {original.orders[0].idempotency_key: "ERP-10-0"}
 
     failed = make_job(12, status=JobStatus.FAILED)
     record(recorder, failed)
@@ -208,6 +208,16 @@ def test_control_numbers_are_reserved_together_and_never_run_past_the_maximum(db
     store.run_unit(db, lambda: set_to(top - 1))
     assert store.next_control_number(db, 2) == 1
     assert store.next_control_number(db) == 3
+
+
+def test_the_running_record_reserves_the_jobs_control_numbers_in_its_write(db, recorder):
+    """``job_started(control_numbers=N)`` spends N numbers of the same sequence
+    in the running record's transaction; none asked, none spent."""
+    before = recorder.next_control_number()
+    started = recorder.job_started(make_job(30), control_numbers=2)
+    assert started.control_number == before + 1
+    assert recorder.job_started(make_job(31)).control_number is None
+    assert recorder.next_control_number() == before + 3
 
 
 def record_in_threads(

@@ -160,6 +160,16 @@ class OrderResult:
 
 
 @dataclass(frozen=True)
+class Started:
+    """What ``Recorder.job_started`` gives back: the ERP ids already given to
+    the job's orders (idempotency key -> id), and the first of the control
+    numbers it reserved (None: none asked for)."""
+
+    accepted: dict[str, str]
+    control_number: int | None = None
+
+
+@dataclass(frozen=True)
 class PostedOrder:
     """An order some job posted: what a later one is compared with."""
 
@@ -284,13 +294,19 @@ class Recorder(Protocol):
     pipeline's fallback when the full final record cannot be written."""
 
     def job_started(
-        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> dict[str, str]:
+        self,
+        job: JobResult,
+        steps: Iterable[StepResult] = (),
+        logs: Iterable[LogEntry] = (),
+        *,
+        control_numbers: int = 0,
+    ) -> Started:
         """The job row, status running, with the steps done so far and their
         log lines, in one transaction, which also reads the ERP ids already
-        given to the job's orders (idempotency key -> id): those are not
-        posted again. The pipeline calls it just before the first ERP call; a
-        job that ends before that is written once, by ``job_finished``."""
+        given to the job's orders (those are not posted again) and reserves
+        ``control_numbers`` for its acknowledgements. The pipeline calls it
+        just before the first ERP call; a job that ends before that is
+        written once, by ``job_finished``."""
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
@@ -330,11 +346,18 @@ class NullRecorder:
         self._control = int(time.time()) - 1_577_836_800
 
     def job_started(
-        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> dict[str, str]:
+        self,
+        job: JobResult,
+        steps: Iterable[StepResult] = (),
+        logs: Iterable[LogEntry] = (),
+        *,
+        control_numbers: int = 0,
+    ) -> Started:
         keys = {o.idempotency_key for o in job.orders}
         with self._lock:
-            return {k: v for k, v in self._accepted.items() if k in keys}
+            accepted = {k: v for k, v in self._accepted.items() if k in keys}
+        first = self.next_control_number(control_numbers) if control_numbers else None
+        return Started(accepted, first)
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()

@@ -7,15 +7,16 @@ and reports it to the recorder. ``edi-inbox process`` and the daemon both call
 ``Pipeline.run``; it never raises for bad input and never moves the file.
 
 Records are written where they protect something: the job row (status
-running), with the steps done so far and their log lines, just before the
+running), with the steps done so far and their log lines (and the control
+numbers of the file's 997s, reserved in the same write), just before the
 first ERP call, the only step whose effect lies outside this host; each
 order's ERP id the moment the ERP answers; the rest with the final status
 (and, in the daemon, the path the file is about to be moved to). Three
-transactions for a good file, one for a file that fails before the ERP call,
-instead of one per step. A crash before the first write loses nothing: the
-daemon runs the claimed file again under the same job id; one after it leaves
-the job ``running``, and the next start marks it ``interrupted`` and runs it
-again.
+transactions for a good file, two for a file that fails before the ERP call
+(its 997's control numbers, then the record), instead of one per step. A
+crash before the first write loses nothing: the daemon runs the claimed
+file again under the same job id; one after it leaves the job ``running``,
+and the next start marks it ``interrupted`` and runs it again.
 
 No order is posted without a record: if the running record cannot be
 written, nothing is posted. A write that fails is tried again for
@@ -130,6 +131,16 @@ class NotAcknowledged(EdiInboxError):
 
 
 @dataclass
+class _AcksDue:
+    """What goes out for a file: (interchange, group) per 997/999, (interchange,
+    None) per TA1, each checked before a control number is spent on it; and
+    why the others cannot be answered."""
+
+    due: list[tuple[InterchangeSummary, GroupSummary | None]]
+    not_acknowledged: list[str]
+
+
+@dataclass
 class _Work:
     """What the steps hand on to each other for one file."""
 
@@ -150,6 +161,10 @@ class _Work:
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
     given: PartnerSettings | None = None  # the partner the file must come from (process --partner)
+    # The acknowledgements due (``Pipeline._acks_due``), and the first of their
+    # control numbers once reserved (with the running record, in its write).
+    due: _AcksDue | None = None
+    control_number: int | None = None
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -454,7 +469,12 @@ class Pipeline:
         """The running record, before the ERP call; True if it landed. If it
         cannot be written for good, the job fails here, with nothing posted;
         if the database is unavailable, ``NotRecorded`` (the job runs again)."""
-        started = lambda job, logs, steps: self.recorder.job_started(job, steps, logs)  # noqa: E731
+        # The 997s' control numbers are reserved in the same write: one
+        # transaction a job fewer.
+        count = len(self._acks_due(work).due)
+        started = lambda job, logs, steps: self.recorder.job_started(  # noqa: E731
+            job, steps, logs, control_numbers=count
+        )
         try:
             known = self._persist(started, job, logs, steps)
         except Exception as exc:
@@ -467,7 +487,8 @@ class Pipeline:
             job.error = reason
             job.error_details = [{"code": "not_recorded", "message": reason}]
             return False
-        work.accepted = known or {}
+        work.accepted = known.accepted
+        work.control_number = known.control_number
         return True
 
     def _record_final(
@@ -852,14 +873,10 @@ class Pipeline:
         A group whose envelope cannot be answered (``Unaddressable``: an ISA06
         too long, a delimiter inside it) gets no 997; the step says why."""
         partner = work.partner
-        enabled = self.settings.ack.enabled
-        wanted = partner.ack if partner else ("997" if enabled else "none")
-        answer_groups = wanted != "none"
-        ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
-        if not answer_groups and ta1_policy == "never":
-            if partner is not None:
-                said = f'partner {partner.name} has ack = "none" and ta1 = "never"'
-                return {"skipped": f"no acknowledgements: {said}"}
+        if partner is not None and partner.ack == "none" and partner.ta1 == "never":
+            said = f'partner {partner.name} has ack = "none" and ta1 = "never"'
+            return {"skipped": f"no acknowledgements: {said}"}
+        if partner is None and not self.settings.ack.enabled:
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
         if work.guard is not None:  # a host that lost the file leaves its 997 to the other
             work.guard()
@@ -871,31 +888,12 @@ class Pipeline:
         now = datetime.now(UTC)
         written: list[str] = []
         kinds: dict[str, str] = {}
-        not_acknowledged: list[str] = []
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
-        # What goes out (a TA1: group None), each checked before a control
-        # number is spent on it; then all of the job's numbers in one write.
-        due: list[tuple[InterchangeSummary, GroupSummary | None]] = []
-        for interchange in work.interchanges:
-            if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
-                try:
-                    check_address(interchange, _NO_GROUP)
-                except Unaddressable as exc:
-                    reason = f"interchange {interchange.control_number[:20]!r}: {exc}"
-                    logger.warning("not_acknowledged", reason=reason)
-                    not_acknowledged.append(reason)
-                else:
-                    due.append((interchange, None))
-            for group in interchange.groups if answer_groups else ():
-                try:
-                    check_address(interchange, group)
-                except Unaddressable as exc:
-                    reason = f"group {group.control_number[:20]!r}: {exc}"
-                    logger.warning("not_acknowledged", reason=reason)
-                    not_acknowledged.append(reason)
-                    continue
-                due.append((interchange, group))
-        first = self._control_numbers(len(due)) if due else 0
+        acks = self._acks_due(work)
+        due, not_acknowledged = acks.due, acks.not_acknowledged
+        first = work.control_number
+        if first is None:  # no running record (the job ended before the ERP call)
+            first = self._control_numbers(len(due)) if due else 0
         for number, (interchange, answered) in enumerate(due, start=first):
             if answered is None:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
@@ -903,7 +901,7 @@ class Pipeline:
                 written.append(_write_ack(acks_dir, name, ta1, mode))
                 kinds[written[-1]] = "TA1"
                 continue
-            kind = ack_kind(wanted, interchange, answered)
+            kind = ack_kind(partner.ack if partner else "997", interchange, answered)
             ack = build_ack(
                 interchange, answered, kind=kind, control_number=number, answers=answers, now=now
             )
@@ -922,6 +920,38 @@ class Pipeline:
                 {"acks": written, "kinds": kinds, "not_acknowledged": not_acknowledged},
             )
         return {"acks": written, "kinds": kinds}
+
+    def _acks_due(self, work: _Work) -> _AcksDue:
+        """The acknowledgements this file gets, as its partner (or ``[ack]``)
+        asks; worked out once a job (the running record reserves their numbers)."""
+        if work.due is not None:
+            return work.due
+        partner = work.partner
+        enabled = self.settings.ack.enabled
+        wanted = partner.ack if partner else ("997" if enabled else "none")
+        ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
+        acks = _AcksDue([], [])
+        for interchange in work.interchanges:
+            if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
+                try:
+                    check_address(interchange, _NO_GROUP)
+                except Unaddressable as exc:
+                    acks.not_acknowledged.append(
+                        f"interchange {interchange.control_number[:20]!r}: {exc}"
+                    )
+                else:
+                    acks.due.append((interchange, None))
+            for group in interchange.groups if wanted != "none" else ():
+                try:
+                    check_address(interchange, group)
+                except Unaddressable as exc:
+                    acks.not_acknowledged.append(f"group {group.control_number[:20]!r}: {exc}")
+                    continue
+                acks.due.append((interchange, group))
+        for reason in acks.not_acknowledged:
+            logger.warning("not_acknowledged", reason=reason)
+        work.due = acks
+        return acks
 
     def _control_numbers(self, count: int) -> int:
         """The first of ``count`` consecutive control numbers, reserved in one write."""

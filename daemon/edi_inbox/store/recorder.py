@@ -2,12 +2,14 @@
 
 A job's records go in the units of work the protocol asks for, each committed
 whole or not at all: the job row with the steps done so far and their log
-lines, just before the first ERP call; an order's ERP id the moment the ERP
+lines (and the control numbers its 997s will carry), just before the first
+ERP call; an order's ERP id the moment the ERP
 gives it; the final status, summary, orders, interchanges, search keys and
 rollups at the end (with the row, for a job that never reached the ERP).
 Each unit sends its writes as one ``Batch``: on PostgreSQL one round trip
 (``job_finished``, which reads the row's old values first, takes four;
-``job_started``, which needs the new row's id for the steps, four as well).
+``job_started``, which needs the new row's id for the steps, four as well,
+five with control numbers).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from datetime import datetime
 from typing import Any
 
 from ..files import display_name
-from ..jobs import JobResult, JobStatus, LogEntry, OrderResult, PostedOrder, StepResult
+from ..jobs import (
+    JobResult,
+    JobStatus,
+    LogEntry,
+    OrderResult,
+    PostedOrder,
+    Started,
+    StepResult,
+)
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import Daemon, Job, JobLog, po_search_key, po_suffixes
@@ -109,13 +119,22 @@ class DatabaseRecorder:
         self._remember(job, run_unit(self.db, work), fresh=False)
 
     def job_started(
-        self, job: JobResult, steps: Iterable[StepResult] = (), logs: Iterable[LogEntry] = ()
-    ) -> dict[str, str]:
+        self,
+        job: JobResult,
+        steps: Iterable[StepResult] = (),
+        logs: Iterable[LogEntry] = (),
+        *,
+        control_numbers: int = 0,
+    ) -> Started:
         now = utcnow()
         accepted: dict[str, str] = {}
+        reserved: list[int] = []
 
         def work() -> tuple[int, bool]:
             accepted.clear()  # (a unit may run again on PostgreSQL)
+            reserved.clear()
+            if control_numbers:
+                reserved.append(reserve_control_numbers(self.db, control_numbers))
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
                 if row:
@@ -148,7 +167,7 @@ class DatabaseRecorder:
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
-        return accepted
+        return Started(accepted, reserved[0] if reserved else None)
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         now = utcnow()
@@ -416,15 +435,16 @@ def next_control_number(db: Database, count: int = 1) -> int:
     """The next ISA13 for a 997 or TA1: 1…999999999, wrapping, increasing across
     restarts. ``count`` numbers are reserved in one write: the first is returned,
     the others follow it (a job's TA1s and 997s take theirs at once)."""
+    return run_unit(db, lambda: reserve_control_numbers(db, count))
+
+
+def reserve_control_numbers(db: Database, count: int) -> int:
+    """``next_control_number`` inside the caller's unit of work."""
     params = (count, count, count, "isa13")
-    row = Batch(db).add("control_next", *params).commit()
+    row = execute(db, "control_next", *params).fetchone()
     if row is None:  # a database initialised before the row existed
-
-        def work() -> Any:
-            seed_control_number()
-            return execute(db, "control_next", *params).fetchone()
-
-        row = run_unit(db, work)
+        seed_control_number()
+        row = execute(db, "control_next", *params).fetchone()
     return int(row[0]) - count + 1
 
 
