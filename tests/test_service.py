@@ -308,7 +308,7 @@ def test_odd_names_handled_and_logged_escaped(tmp_path, erp):
     with capture_logs() as logs:
         assert service.run(settings, once=True) == 0
     assert sorted(os.listdir(os.fsencode(settings.paths.done))) == sorted(odd)
-    shown = {e["file"] for e in logs if e["event"] == "job_done"}
+    shown = {e["moved_to"].rsplit("/", 1)[1] for e in logs if e["event"] == "job_finished"}
     assert shown == {"po 1.edi", "po\\nforged.edi", "po\\xff.edi", "-rf.edi"}
     assert erp.posts == 4
 

@@ -134,9 +134,12 @@ class Mover:
             data = report.encode("utf-8", "surrogateescape")
             files.write_new(paths.failed, json_name, data)
             self._copy_to_outbox(move.result, json_name, data)
-        if move.result.file_path != str(move.final):
+        foreseen = move.result.file_path == str(move.final)
+        if not foreseen:
             self._record(move, str(move.final))
-        logger.info(
+        # The job's job_finished line named where the file was going: a move
+        # that went there is a debug line, one that went elsewhere is news.
+        (logger.debug if foreseen else logger.info)(
             "job_done",
             file=files.display_name(move.name),
             job_id=move.result.job_id,
