@@ -206,6 +206,11 @@ def test_sigkill_repeatedly_every_order_once(tmp_path, erp, daemons, processes):
     jobs = daemon.jobs()
     finished = {j["file_name"] for j in jobs if j["status"] in ("succeeded", "duplicate")}
     assert finished == set(uploaded)
+    # Control numbers reserved by running records that a SIGKILL cut short
+    # are skipped, never given twice: each acknowledgement has its own ISA13.
+    acks = [a for a in (daemon.root / "acks").iterdir() if not a.name.startswith(".")]
+    isa13s = [ack.read_text().split("~", 1)[0].split("*")[13] for ack in acks]
+    assert len(isa13s) >= len(uploaded) and len(set(isa13s)) == len(isa13s)
     assert daemon.terminate(timeout=10) == 0
 
 
