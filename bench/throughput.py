@@ -350,6 +350,42 @@ class Arrivals:
         self.observer.join()
 
 
+@dataclasses.dataclass(frozen=True)
+class DaemonRun:
+    """One timed daemon run: files/s overall and between 10 % and 90 % done,
+    and the CPU time a file (user + system, ms) of the daemon's main process,
+    of its worker processes together, and of this process (the ERP and the
+    arrivals' observer)."""
+
+    overall: float
+    steady: float
+    cpu_main: float
+    cpu_workers: float
+    cpu_bench: float
+
+    def cpu(self) -> str:
+        return (
+            f"CPU a file: workers {self.cpu_workers:.2f} ms, main {self.cpu_main:.2f} ms, "
+            f"ERP and bench {self.cpu_bench:.2f} ms"
+        )
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(CPU seconds of process ``pid``, of its child processes together), user + system."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def of(one: int) -> float:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+        return 0.0
+
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return of(pid), sum(of(child) for child in children)
+
+
 def run_daemon(
     template: bytes,
     count: int,
@@ -358,8 +394,8 @@ def run_daemon(
     settle: float,
     variant: Variant,
     database: str = "",
-) -> tuple[float, float]:
-    """(files/s overall, files/s between 10 % and 90 % done) through the running daemon."""
+) -> DaemonRun:
+    """Files/s through the running daemon, and the CPU a file it took."""
     daemon = Daemon(work, erp_url, settle, variant, database)
     arrivals = Arrivals(daemon.done)
     try:
@@ -373,12 +409,23 @@ def run_daemon(
         # (renaming 2,000 files takes the bench ~50 ms; nothing is ready
         # before settle_seconds anyway).
         started = time.perf_counter()
+        main_before, workers_before = process_cpu(daemon.proc.pid)
+        bench_before = os.times()
         times = arrivals.wait(count, lambda: daemon.proc.poll() is None)
+        main_after, workers_after = process_cpu(daemon.proc.pid)
+        bench_after = os.times()
         if count_entries(daemon.done) != count:
             raise SystemExit(f"{count} arrivals told, but done/ holds another number: see {work}")
         low, high = count // 10, count - count // 10
         steady = (high - low) / max(times[high - 1] - times[low - 1], 1e-9)
-        return count / (times[-1] - started), steady
+        bench = sum(bench_after[:2]) - sum(bench_before[:2])
+        return DaemonRun(
+            count / (times[-1] - started),
+            steady,
+            (main_after - main_before) * 1000 / count,
+            (workers_after - workers_before) * 1000 / count,
+            bench * 1000 / count,
+        )
     finally:
         arrivals.stop()
         daemon.stop()
@@ -521,9 +568,9 @@ def run_million(
         for which in ("empty", "big") if n % 2 == 0 else ("big", "empty"):
             work = base / f"million-{n}-{which}"
             url = f"sqlite:///{big}" if which == "big" else ""
-            rates[which], _ = run_daemon(
+            rates[which] = run_daemon(
                 template, count, erp_url, work / "daemon", settle, variant, url
-            )
+            ).overall
         pairs.append((rates["empty"], rates["big"]))
         print(
             f"  round {n + 1}: empty database {rates['empty']:.1f} files/s, "
@@ -721,17 +768,17 @@ def main() -> None:
             for n in range(0 if args.no_instant else args.rounds):
                 for variant in chosen:
                     work = base / f"{n}-{variant.label.replace(' ', '_')}"
-                    overall, steady = run_daemon(
+                    run = run_daemon(
                         template, args.files, url, work / "daemon", args.settle, variant
                     )
                     after = run_loop(template, args.files, url, work / "loop")
                     loop = (before + after) / 2
-                    ratios[variant.label].append((overall / loop, steady / loop))
+                    ratios[variant.label].append((run.overall / loop, run.steady / loop))
                     print(
                         f"  round {n + 1}, {variant.label}: loop {before:.1f} / {after:.1f} "
-                        f"files/s before / after; daemon {overall:.1f} overall, "
-                        f"{steady:.1f} steady = {overall / loop:.0%} / {steady / loop:.0%} "
-                        "of the loop's mean"
+                        f"files/s before / after; daemon {run.overall:.1f} overall, "
+                        f"{run.steady:.1f} steady = {run.overall / loop:.0%} / "
+                        f"{run.steady / loop:.0%} of the loop's mean; {run.cpu()}"
                     )
                     before = after
             if not args.no_instant:
@@ -748,14 +795,14 @@ def main() -> None:
                 slow = dataclasses.replace(slow, workers=args.workers)
             with erp_server(args.erp_delay_ms / 1000) as url:
                 loop = run_loop(template, min(args.files, 300), url, base / "slow-loop")
-                overall, steady = run_daemon(
+                run = run_daemon(
                     template, args.files, url, base / "slow" / "daemon", args.settle, slow
                 )
             workers = "default workers" if args.workers is None else f"{args.workers} workers"
             print(
                 f"{args.erp_delay_ms:g} ms ERP, {slow.label}, {workers}: "
-                f"daemon {overall:.1f} overall, {steady:.1f} steady (loop {loop:.1f}); "
-                "goal >= 300 files/s"
+                f"daemon {run.overall:.1f} overall, {run.steady:.1f} steady (loop {loop:.1f}); "
+                f"goal >= 300 files/s; {run.cpu()}"
             )
         if args.latency_samples:
             with erp_server(0.0) as url:
