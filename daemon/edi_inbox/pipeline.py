@@ -360,7 +360,7 @@ class Pipeline:
                 # A bounded line for any file: the record holds every order's id.
                 erp_po_ids=[o.erp_po_id for o in job.orders if o.erp_po_id][:LOGGED_IDS],
                 acks=job.acks,
-                moved_to=display_name(job.file_path) if destination is not None else None,
+                moved_to=display_name(job.file_path) if destination and job.file_path else None,
                 size=job.file_size,
                 retry_of=retry_of,
                 error=job.error,
