@@ -109,7 +109,7 @@ class X12Reader:
         """Each transaction set, ST to SE, as soon as its SE (or a sign of its end) is read."""
         scanner, dispatch, data = self.scanner, self._dispatch, self._data
         prefixes: tuple[str, ...] = ()  # IDs in ``data`` (MAX_PREFIXES), each + the separator
-        made_for = ("", 0)  # the separator and the size of ``data`` ``prefixes`` was made for
+        made_for = ""  # the element separator ``prefixes`` end with
         last, total = "", 0
         try:
             for first, texts in scanner.pieces():
@@ -120,24 +120,29 @@ class X12Reader:
                         first,
                         f"max_segments_per_file = {self.max_segments}",
                     )
-                elem = scanner.element_separator
-                if made_for != (elem, len(data)):
-                    prefixes = tuple(tag + elem for tag in islice(data, MAX_PREFIXES))
-                    made_for = (elem, len(data))
+                elem, start, end = scanner.element_separator, 0, len(texts)
                 # The hot path: all but ~2 segments per order are data of an ID seen
                 # before. One pass in C (``str.startswith`` of the known IDs) finds the
                 # others — envelopes, strays, new IDs — and the runs of data between
-                # them go to the open set whole, as texts (SetSegments), unsplit.
-                known = map(str.startswith, texts, repeat(prefixes))
-                start = 0
-                for i in chain(compress(count(), map(not_, known)), (len(texts),)):
-                    if i > start:
-                        self._take(texts[start:i], first + start, elem)
-                    if i < len(texts):
+                # them go to the open set whole, as texts (SetSegments), unsplit. A new
+                # ID starts a new pass (at most MAX_PREFIXES times), so that its next
+                # segments take the fast way too.
+                while start < end:
+                    if made_for != elem or len(prefixes) < min(len(data), MAX_PREFIXES):
+                        prefixes = tuple(tag + elem for tag in islice(data, MAX_PREFIXES))
+                        made_for = elem
+                    known = map(str.startswith, islice(texts, start, None), repeat(prefixes))
+                    for i in chain(compress(count(start), map(not_, known)), (end,)):
+                        if i > start:
+                            self._take(texts[start:i], first + start, elem)
+                        start = i + 1
+                        if i == end:
+                            break
                         done = dispatch(Segment(texts[i].split(elem), first + i))
                         if done is not None:
                             yield done
-                    start = i + 1
+                        if len(prefixes) < min(len(data), MAX_PREFIXES):
+                            break
                 if texts:
                     last = texts[-1]
             self._finish(last.split(scanner.element_separator)[0] if last else None)
