@@ -24,6 +24,7 @@ from edi_inbox.x12 import (
     trailer_present,
 )
 from edi_inbox.x12.ack import isa_elements
+from edi_inbox.x12.reader import MAX_PREFIXES
 from edi_inbox.x12.scan import MAX_SEGMENT
 
 ISA = (
@@ -413,6 +414,28 @@ def test_segments_outside_a_set_are_reported_once():
     reader, _, _ = read(GOOD.replace("GE*1*1", "N1*XX~N1*YY~GE*1*1"))
     assert codes(reader) == [(None, 8, "N1", None)]
     assert reader.interchanges[0].groups[0].errors == reader.errors
+
+
+def test_known_segments_outside_a_set_are_reported_once():
+    """Strays of an ID already read inside a set take the same way as new ones."""
+    reader, _, _ = read(GOOD.replace("GE*1*1", "PO1*9~CTT*2~BEG*00~GE*1*1"))
+    assert codes(reader) == [(None, 8, "PO1", None)]
+
+
+@pytest.mark.parametrize("chunk_size", [16, 65536])
+def test_many_segment_ids_and_bare_ids_are_kept(chunk_size):
+    """More data IDs than the hot path tests for (MAX_PREFIXES), and IDs with no
+    element: every segment kept, in order, with its number."""
+    ids = [f"Z{i:02d}" for i in range(MAX_PREFIXES + 8)]
+    body = [f"{tag}*{n}" for n in range(2) for tag in ids] + ["CTT", "PO1*1", "CTT"]
+    st = ["ST*850*0001", *body, f"SE*{len(body) + 2}*0001"]
+    gs = GROUP.split("~")[0]
+    data = ISA + gs + "~" + "~".join(st) + "~GE*1*1~IEA*1*000000001~"
+    reader, sets, fatal = read(data, chunk_size=chunk_size)
+    assert fatal is None and reader.errors == []
+    (ts,) = sets
+    assert [seg.elements for seg in ts.segments] == [s.split("*") for s in st]
+    assert [seg.number for seg in ts.segments] == list(range(3, 3 + len(st)))
 
 
 def test_ta1_between_isa_and_gs_is_allowed():

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from itertools import chain, compress, count, islice, repeat
+from operator import not_
 from typing import BinaryIO
 
 from ..errors import MAX_ERRORS_LISTED, TooLarge, TruncatedError, X12Error, shorten
@@ -47,6 +49,10 @@ MAX_SETS = 50_000
 MAX_SEGMENTS = 2_500_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
+# The data IDs the hot path tests each segment for (``str.startswith``, ~2 ns
+# each): an 850 uses a dozen or two. Past this many, a file of thousands of
+# IDs would cost more per segment than it saves; the rest take the slow way.
+MAX_PREFIXES = 32
 _Handler = Callable[[Segment], "TransactionSet | None"]
 
 
@@ -101,15 +107,11 @@ class X12Reader:
 
     def transaction_sets(self) -> Iterator[TransactionSet]:
         """Each transaction set, ST to SE, as soon as its SE (or a sign of its end) is read."""
-        scanner, dispatch = self.scanner, self._dispatch
-        data, closed = self._data, frozenset[str]()
-        segs = self._segs if self._segs is not None else []
-        accept = data if self._segs is not None else closed  # the IDs that go straight to segs
+        scanner, dispatch, data = self.scanner, self._dispatch, self._data
+        prefixes: tuple[str, ...] = ()  # IDs in ``data`` (MAX_PREFIXES), each + the separator
+        made_for = ""  # the element separator ``prefixes`` end with
         last, total = "", 0
         try:
-            # The hot loop: all but ~2 segments per order are data inside a set and
-            # cost a find, a slice, a set lookup and an append of the text (the set
-            # keeps texts: SetSegments); the rest are split and go to _dispatch.
             for first, texts in scanner.pieces():
                 total += len(texts)
                 if total > self.max_segments:
@@ -118,24 +120,44 @@ class X12Reader:
                         first,
                         f"max_segments_per_file = {self.max_segments}",
                     )
-                elem = scanner.element_separator
-                for number, last in enumerate(texts, first):
-                    cut = last.find(elem)
-                    if (last[:cut] if cut >= 0 else last) in accept:
-                        segs.append(last)
-                        continue
-                    done = dispatch(Segment(last.split(elem), number))
-                    if self._segs is not None:
-                        segs, accept = self._segs, data
-                    else:
-                        accept = closed
-                    if done is not None:
-                        yield done
+                elem, start, end = scanner.element_separator, 0, len(texts)
+                # The hot path: all but ~2 segments per order are data of an ID seen
+                # before. One pass in C (``str.startswith`` of the known IDs) finds the
+                # others — envelopes, strays, new IDs — and the runs of data between
+                # them go to the open set whole, as texts (SetSegments), unsplit. A new
+                # ID starts a new pass (at most MAX_PREFIXES times), so that its next
+                # segments take the fast way too.
+                while start < end:
+                    if made_for != elem or len(prefixes) < min(len(data), MAX_PREFIXES):
+                        prefixes = tuple(tag + elem for tag in islice(data, MAX_PREFIXES))
+                        made_for = elem
+                    known = map(str.startswith, islice(texts, start, None), repeat(prefixes))
+                    for i in chain(compress(count(start), map(not_, known)), (end,)):
+                        if i > start:
+                            self._take(texts[start:i], first + start, elem)
+                        start = i + 1
+                        if i == end:
+                            break
+                        done = dispatch(Segment(texts[i].split(elem), first + i))
+                        if done is not None:
+                            yield done
+                        if len(prefixes) < min(len(data), MAX_PREFIXES):
+                            break
+                if texts:
+                    last = texts[-1]
             self._finish(last.split(scanner.element_separator)[0] if last else None)
         except X12Error as err:  # the fatal ones: keep .errors complete
             if not any(e is err for e in self.errors):
                 self.errors.append(err)
             raise
+
+    def _take(self, texts: list[str], first: int, elem: str) -> None:
+        """Segments of IDs known to be valid data: the open set's, or strays if none is open."""
+        if self._segs is not None:
+            self._segs += texts
+            return
+        for number, text in enumerate(texts, first):
+            self._stray(Segment(text.split(elem), number))
 
     def _dispatch(self, seg: Segment) -> TransactionSet | None:
         """Every segment but data inside a set: envelopes, strays, IDs not seen before."""
