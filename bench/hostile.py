@@ -29,10 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    import edi_inbox  # noqa: F401
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
+# This checkout's code, whatever edi_inbox the interpreter has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from parse import generate

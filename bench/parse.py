@@ -31,11 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-try:
-    from edi_inbox.x12 import X12Reader, read_segments
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
-    from edi_inbox.x12 import X12Reader, read_segments
+# This checkout's code, whatever edi_inbox the interpreter has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
+from edi_inbox.x12 import X12Reader, read_segments
 
 CHUNK = 1 << 16
 MB = 1_000_000

@@ -69,13 +69,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-try:
-    from edi_inbox import orders, render
-    from edi_inbox.x12 import X12Reader
-except ImportError:  # run from a checkout without the package installed
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
-    from edi_inbox import orders, render
-    from edi_inbox.x12 import X12Reader
+# This checkout's code, whatever edi_inbox the interpreter has installed (the
+# daemon it starts too: its PYTHONPATH leads with the same folder).
+DAEMON_CODE = Path(__file__).resolve().parent.parent / "daemon"
+sys.path.insert(0, str(DAEMON_CODE))
+from edi_inbox import orders, render  # noqa: E402
+from edi_inbox.x12 import X12Reader  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests/data/corpus/botsplugins__850-004010-01.x12"
 
@@ -277,7 +276,8 @@ class Daemon:
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind("\0" + name)
         self.notify.settimeout(30)
-        env = {**os.environ, "NOTIFY_SOCKET": "@" + name}
+        path = os.pathsep.join(filter(None, [str(DAEMON_CODE), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "NOTIFY_SOCKET": "@" + name, "PYTHONPATH": path}
         env.pop("EDI_INBOX_CONFIG", None)
         self.log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
