@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
+from edi_inbox import log as logsetup
 from edi_inbox import store
 from edi_inbox.config import PathSettings, Settings
 from edi_inbox.jobs import (
@@ -38,6 +39,13 @@ from edi_inbox.jobs import (
 
 PG_URL_ENV = "EDI_INBOX_TEST_PG_URL"
 PG_DATADIR_ENV = "EDI_INBOX_TEST_PG_DATADIR"
+
+
+@pytest.fixture(autouse=True)
+def _default_logging() -> None:
+    """Each test starts with the daemon's default logging (info, JSON lines to
+    this test's stderr): one that changes the level does not silence the next."""
+    logsetup.configure("info", "json")
 
 
 def pg_base_url() -> str:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edi_inbox import log as logsetup
 from edi_inbox import orders, queries
 from edi_inbox.config import ConfigError, PathSettings, RuleSettings, Settings, load
 from edi_inbox.jobs import JobStatus
@@ -22,11 +21,6 @@ ISA = (
     "ISA*00*          *00*          *ZZ*ACME           *01*123456789      "
     "*240102*1200*U*00401*000000321*{ack}*T*>~"
 )
-
-
-@pytest.fixture(autouse=True)
-def _logging():
-    logsetup.configure("info", "json")
 
 
 def order(n: int, quantity: str = "2", code: str = "850", price: str = "3.50") -> str:
