@@ -5,7 +5,11 @@ decision; the watchdog observer thread only enqueues events; worker threads
 (``worker.py``) claim a file, run ``Pipeline.run`` on it and have it moved
 (``outcomes.py``) — or, with ``[daemon] processes`` above 1, relay each unit
 of work to a thread in a child process that does the same (``procs.py``).
-A file's life:
+The queue to the workers is bounded (``queue_limit``: a few units per worker,
+those in flight counted): the loop polls the trackers only for as many ready
+files as there is room, each inbox in turn taking an equal share, so a backlog
+waits in the trackers (as names, beyond their window) and the main process's
+memory does not grow with it. A file's life:
 
     inbox/NAME --rename--> processing/<host>/NAME.<job_id>
         --> done/NAME or failed/NAME (+ NAME.error.json)
