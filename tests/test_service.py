@@ -983,3 +983,25 @@ def test_with_a_backlog_each_worker_process_gets_its_next_file_ahead(tmp_path, e
     assert running.code == 0
     assert names(settings.paths.done) == sorted(f"po{n}.edi" for n in range(1, 9))
     assert len(erp.keys) == 8 and set(erp.keys.values()) == {1}
+
+
+def test_a_backlog_waits_in_the_tracker_not_in_the_queue(tmp_path, erp):
+    """A backlog larger than the work queue's limit: the queue never holds more
+    than the limit (memory does not grow with the backlog), every file is
+    processed once, oldest (mtime) first, not in name order."""
+    settings = make_settings(tmp_path, erp.url, workers=1)
+    inbox = settings.paths.inbox
+    count = 50
+    for n in range(count):
+        path = inbox / f"po{n:02d}.edi"
+        path.write_bytes(make_po(n + 1))
+        age = 1_700_000_000_000_000_000 - n * 1_000_000  # the last name is the oldest
+        os.utime(path, ns=(age, age))
+    with Pipeline(settings, store.DatabaseRecorder(open_db(settings))) as pipeline:
+        daemon = Service(settings, pipeline)
+        assert daemon.queue_limit < count
+        assert daemon.run(once=True) == 0
+    assert 0 < daemon.most_queued <= daemon.queue_limit
+    assert names(settings.paths.done) == sorted(f"po{n:02d}.edi" for n in range(count))
+    started = [r["file_name"] for r in query(settings, "SELECT file_name FROM jobs ORDER BY rowid")]
+    assert started == [f"po{n:02d}.edi" for n in reversed(range(count))]

@@ -36,6 +36,7 @@ from edi_inbox.watch import (
     WatchError,
     is_ignored,
     may_be_x12,
+    names_oldest_first,
     observer_alive,
     peek,
     safe_open,
@@ -387,6 +388,42 @@ def test_a_backlog_settling_while_it_is_scanned_is_handed_out_oldest_first(inbox
         clock.advance(SETTLE / 10)
         got += [t.name for t in tracker.poll()]
     assert got == order
+
+
+def test_a_backlog_beyond_the_window_waits_as_names_and_goes_out_oldest_first(
+    inbox, inbox_fd, clock
+):
+    """A scan enters at most ``window`` names; the rest wait as names and are
+    admitted (and settle) as names leave: all handed out once, oldest first;
+    an upload told by an event meanwhile is watched at once."""
+    tracker = make_tracker(inbox_fd, clock)
+    tracker.window = 8
+    names = [f"po{i:03d}.edi" for i in range(40)]
+    order = names[:]
+    random.Random(5).shuffle(order)
+    for name in names:
+        (inbox / name).write_bytes(GOOD)
+    for age, name in enumerate(order):
+        os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
+    tracker.scanned(names_oldest_first(inbox_fd))
+    assert len(tracker) == 40 and tracker.waiting() == 40
+    (inbox / "new.edi").write_bytes(GOOD)
+    tracker.event(Event.CHANGED, "new.edi")
+    got: list[str] = []
+    for _ in range(200):
+        if len(got) == 41:
+            break
+        clock.advance(SETTLE)
+        tickets = tracker.poll(limit=3)
+        assert len(tracker._entries) <= tracker.window + 1  # + the event's name
+        for ticket in tickets:
+            got.append(ticket.name)
+            (inbox / ticket.name).unlink()  # claimed
+            tracker.release(ticket.name)
+    assert sorted(got) == sorted([*names, "new.edi"])
+    assert [n for n in got if n != "new.edi"] == order
+    assert got.index("new.edi") < 10  # not behind the whole backlog
+    assert len(tracker) == 0
 
 
 def test_change_seen_only_by_stat_restarts_timer(inbox, inbox_fd, clock):

@@ -19,7 +19,6 @@ within ``OBSERVER_RESTART_WINDOW`` seconds.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -34,8 +33,8 @@ from .watch import (
     Tracker,
     Verdict,
     WatchError,
+    names_oldest_first,
     observer_alive,
-    scan_oldest_first,
     start_observer,
     stop_observer,
 )
@@ -103,18 +102,18 @@ class WatchedInbox:
 
     def rescan(self) -> None:
         """Feed every name in the inbox to the tracker, oldest first (start-up,
-        overflow, polling)."""
-        present: set[str] = set()
+        overflow, polling): it looks at a window of them at once, the rest
+        wait as names."""
         try:
-            for entry in scan_oldest_first(self.claims.inbox_fd):
-                present.add(entry.name)
-                self.tracker.seen(entry.name, functools.partial(entry.stat, follow_symlinks=False))
+            names = names_oldest_first(self.claims.inbox_fd)
         except OSError as exc:
             logger.error("scan_failed", inbox=str(self.path), error=os_message(exc))
             self.on_error(f"cannot scan the inbox {self.path}: {os_message(exc)}")
             return
-        self.tracker.prune(present)
-        self.reported = {r for r in self.reported if r[0] in present}
+        self.tracker.scanned(names)
+        if self.reported:
+            present = set(names)
+            self.reported = {r for r in self.reported if r[0] in present}
 
     def left_in_place(self, ticket: Ticket) -> bool:
         """A REPORT ticket: logged once per name and inode; True if it was one."""

@@ -5,7 +5,11 @@ decision; the watchdog observer thread only enqueues events; worker threads
 (``worker.py``) claim a file, run ``Pipeline.run`` on it and have it moved
 (``outcomes.py``) — or, with ``[daemon] processes`` above 1, relay each unit
 of work to a thread in a child process that does the same (``procs.py``).
-A file's life:
+The queue to the workers is bounded (``queue_limit``: a few units per worker,
+those in flight counted): the loop polls the trackers only for as many ready
+files as there is room, each inbox in turn taking an equal share, so a backlog
+waits in the trackers (as names, beyond their window) and the main process's
+memory does not grow with it. A file's life:
 
     inbox/NAME --rename--> processing/<host>/NAME.<job_id>
         --> done/NAME or failed/NAME (+ NAME.error.json)
@@ -104,6 +108,11 @@ STATUS_EVERY = 1.0
 HEALTH_EVERY = 0.1
 # Units a relay keeps at its child thread: the one running and the next.
 RELAY_AHEAD = 2
+# Work handed out and not yet reported back, per worker thread (in the main
+# process, or a relay's child thread): the queue holds no more than this, so
+# a backlog waits in the trackers as names, not as queued units.
+QUEUE_PER_WORKER = 4
+QUEUE_MIN = 16
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
@@ -201,6 +210,10 @@ class Service:
         self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
+        # ``workers`` threads in all, in this process or spread over the children
+        self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
+        self._turn = 0  # which inbox takes first, in turn
+        self.most_queued = 0  # the most units the queue held at once (tests, the bench)
         self.signals = signals or Signals()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
@@ -345,16 +358,15 @@ class Service:
                 continue
             now = self.clock()
             wait = LOOP_WAIT_MAX
-            dues = [inbox.tracker.due() for inbox in self.inboxes.values()]
+            # With the queue full, what is due waits: an outcome wakes the loop.
+            dues = [i.tracker.due() for i in self.inboxes.values()] if self._room() else []
             for due in (*dues, self.mover.next_due()):
                 if due is not None:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
                 self._handle(item)
             if self.db_down is None or not self._paused(now):
-                for inbox in self.inboxes.values():
-                    for ticket in inbox.tracker.poll():
-                        self._dispatch(inbox, ticket)
+                self._take()
             now = self.clock()
             self.mover.retry_due(now)
             if now >= next_rescan:
@@ -496,10 +508,33 @@ class Service:
         elif kind == "done":
             self._on_outcome(item[1])
 
+    def _room(self) -> int:
+        """Units the queue may take now (``queue_limit`` less those out)."""
+        return max(0, self.queue_limit - self.outstanding)
+
+    def _take(self) -> None:
+        """Queue what the trackers find ready, no more than there is room for,
+        each inbox in turn taking an equal share (the first in turn changes
+        every time), so one partner's backlog does not hold another's files."""
+        room = self._room()
+        inboxes = list(self.inboxes.values())
+        if not room or not inboxes:
+            return
+        start = self._turn % len(inboxes)
+        self._turn += 1
+        share = max(1, room // len(inboxes))
+        for inbox in inboxes[start:] + inboxes[:start]:
+            room = self._room()
+            if not room:
+                break
+            for ticket in inbox.tracker.poll(limit=min(share, room)):
+                self._dispatch(inbox, ticket)
+
     def _dispatch(self, inbox: WatchedInbox, ticket: Ticket) -> None:
         if inbox.left_in_place(ticket):
             return
         self.outstanding += 1
+        self.most_queued = max(self.most_queued, self.outstanding)
         self.work.put(Work(ticket.name, ticket=ticket, job_id=new_job_id(), lane=inbox.lane))
 
     def _on_outcome(self, outcome: Outcome) -> None:

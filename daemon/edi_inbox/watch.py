@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import heapq
 import itertools
 import os
 import queue
 import stat
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -405,6 +407,22 @@ class Found:
         return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=follow_symlinks)
 
 
+def names_oldest_first(dir_fd: int) -> list[str]:
+    """Every name in the inbox, oldest (mtime) first, names only (what the
+    tracker keeps for a backlog beyond its window: ~60 bytes a name)."""
+    aged = []
+    for entry in scan(dir_fd):
+        try:
+            age = entry.stat(follow_symlinks=False).st_mtime_ns
+        except OSError:  # gone: the tracker will not find it either
+            age = 0
+        aged.append((age, entry.name))
+    aged.sort()
+    names = [name for _, name in aged]
+    del aged
+    return names
+
+
 def scan_oldest_first(dir_fd: int) -> list[Found]:
     """Every name in the inbox, oldest (mtime) first: the tracker settles and
     hands out names in the order it first sees them, so a backlog found at
@@ -452,7 +470,13 @@ class _State(enum.Enum):
     REPORTED = "reported"
 
 
-@dataclass(eq=False)
+# Names a tracker watches closely at once (an entry each: ~0.5 KB); the rest
+# of a backlog found by a scan waits as names only, oldest first, and is
+# admitted as entries leave. A file admitted settles from then on.
+WINDOW = 2048
+
+
+@dataclass(eq=False, slots=True)
 class _Entry:
     name: str
     stable_since: float
@@ -474,9 +498,13 @@ class Tracker:
     """Decides, name by name, when a file in the inbox is ready.
 
     Single-threaded: the service's main thread calls ``event``, ``seen``,
-    ``poll`` and ``release``. Every name has at most one live deadline in a
-    heap, so a backlog of 100,000 files costs one dict entry and one heap item
-    each, and ``poll`` touches only what is due.
+    ``scanned``, ``poll`` and ``release``. Every name watched has at most one
+    live deadline in a heap, and ``poll`` touches only what is due. A scan
+    (``scanned``) enters at most ``window`` names; the rest of a backlog waits
+    in ``_backlog`` as names only, oldest first, and is admitted (looked at
+    afresh: stat, settle) as names leave, so memory does not grow with the
+    backlog. Names told by events are always entered at once (a writer's
+    open/close pairs are counted from the first event).
     """
 
     dir_fd: int
@@ -486,6 +514,8 @@ class Tracker:
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
+    window: int = WINDOW
+    _backlog: deque[str] = field(default_factory=deque)
 
     # -- input --
 
@@ -530,6 +560,32 @@ class Tracker:
         regular = stat.S_ISREG(st.st_mode)
         self._schedule(entry, now + self.settings.settle_seconds if regular else now)
 
+    def scanned(self, names: list[str]) -> None:
+        """A full scan's names, oldest first: names not watched yet wait in
+        the backlog (this scan's order replaces the last one's), watched
+        names not found any more are forgotten (unless queued)."""
+        found: set[str] = set()
+        backlog: deque[str] = deque()
+        ignore = self.settings.ignore_patterns
+        for name in names:
+            if name in self._entries:
+                found.add(name)
+            elif not is_ignored(name, ignore):
+                backlog.append(name)
+        for name in [n for n, e in self._entries.items() if e.state is not _State.QUEUED]:
+            if name not in found:
+                del self._entries[name]
+        self._backlog = backlog
+        self._admit()
+
+    def _admit(self) -> None:
+        """Names from the backlog into the window, oldest first."""
+        backlog = self._backlog
+        while backlog and len(self._entries) < self.window:
+            name = backlog.popleft()
+            look = functools.partial(os.stat, name, dir_fd=self.dir_fd, follow_symlinks=False)
+            self.seen(name, look)
+
     def prune(self, present: set[str]) -> None:
         """Forget reported or pending names a full scan no longer found."""
         for name in [n for n, e in self._entries.items() if e.state is not _State.QUEUED]:
@@ -542,6 +598,7 @@ class Tracker:
         ``delay`` seconds if given (a claim that failed: no hot loop)."""
         entry = self._entries.pop(name, None)
         if entry is None or not (recheck or entry.dirty):
+            self._admit()
             return
         self.seen(name, lambda: os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
         fresh = self._entries.get(name)
@@ -552,6 +609,8 @@ class Tracker:
 
     def due(self) -> float | None:
         """When ``poll`` has something to do next (a clock value), or None."""
+        if self._backlog and len(self._entries) < self.window:
+            return self.clock()
         while self._heap:
             deadline, _, name = self._heap[0]
             entry = self._entries.get(name)
@@ -561,7 +620,9 @@ class Tracker:
         return None
 
     def poll(self, limit: int | None = None) -> list[Ticket]:
-        """Check every name whose deadline has passed; return the decisions."""
+        """Check every name whose deadline has passed (at most ``limit``
+        decisions; the rest stay due); return the decisions."""
+        self._admit()
         now = self.clock()
         tickets: list[Ticket] = []
         while self._heap and self._heap[0][0] <= now:
@@ -585,11 +646,12 @@ class Tracker:
         return tickets
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._backlog)
 
     def waiting(self) -> int:
-        """Names still settling (not held for a trailer, not in trouble, not queued)."""
-        return sum(
+        """Names still settling (not held for a trailer, not in trouble, not
+        queued), and the backlog not yet looked at."""
+        return len(self._backlog) + sum(
             1
             for e in self._entries.values()
             if e.state is _State.PENDING and not e.held and e.trouble_since is None
@@ -598,7 +660,8 @@ class Tracker:
     def counts(self) -> dict[str, int]:
         held = sum(1 for e in self._entries.values() if e.held and e.state is _State.PENDING)
         queued = sum(1 for e in self._entries.values() if e.state is _State.QUEUED)
-        return {"tracked": len(self._entries), "held": held, "queued": queued}
+        tracked = len(self._entries) + len(self._backlog)
+        return {"tracked": tracked, "held": held, "queued": queued, "backlog": len(self._backlog)}
 
     # -- the decision --
 
