@@ -7,6 +7,7 @@ test; a bug found is a strict xfail naming it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -90,16 +91,23 @@ def test_the_defaults_as_deployed(tmp_path, erp):
         )
         daemon.config.write_text(daemon.base_config)
         daemon.start()
-        poll_until(lambda: len(daemon.worker_processes()) == len(os.sched_getaffinity(0)), what="a worker process per CPU")
+        poll_until(
+            lambda: len(daemon.worker_processes()) == len(os.sched_getaffinity(0)),
+            what="a worker process per CPU",
+        )
         good = 24
         for n in range(good):
             uids.upload(daemon.inbox / f"po{n:02d}.edi", make_po(300 + n))
         for n in range(3):
-            uids.upload(daemon.inbox / f"bad{n}.edi", BAD.replace(b"0001", f"{n + 1:04d}".encode(), 1))
+            uids.upload(
+                daemon.inbox / f"bad{n}.edi", BAD.replace(b"0001", f"{n + 1:04d}".encode(), 1)
+            )
         uids.upload(daemon.inbox / "junk.edi", b"not X12 at all\n")
         poll_until(
-            lambda: len(daemon.listing(daemon.done)) == good
-            and len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 4,
+            lambda: (
+                len(daemon.listing(daemon.done)) == good
+                and len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 4
+            ),
             timeout=60,
             what="every upload filed",
         )
@@ -118,3 +126,111 @@ def test_the_defaults_as_deployed(tmp_path, erp):
         assert TOKEN not in daemon.log.read_text(errors="replace")
     finally:
         daemon.close()
+
+
+# -- 2. control numbers across SIGKILLs, restarts, reloads and the CLI -----------------------
+
+
+def isa13s(root: Path, seen: set[str]) -> list[int]:
+    """The ISA13 of every acknowledgement not in ``seen`` (added to it)."""
+    new = [a for a in acks(root) if a.name not in seen]
+    seen.update(a.name for a in new)
+    return sorted(int(numbers(a)["ISA13"]) for a in new)
+
+
+def upload_all(daemon: Daemon, names: dict[str, bytes]) -> None:
+    for name, data in names.items():
+        uids.upload(daemon.inbox / name, data)
+
+
+def test_control_numbers_fresh_and_increasing_across_kills_restarts_reloads_and_the_cli(
+    tmp_path, erp, daemons
+):
+    """Worker processes (2) with the default 16 threads: a worker process
+    SIGKILLed while the ERP holds its jobs, the daemon restarted, reloaded
+    (SIGHUP), stopped, then `edi-inbox process` by hand on a file that fails
+    before any ERP call: every 997/TA1 written has its own ISA13 (and 997s
+    their own GS06/ST02), each phase's numbers above every earlier phase's, and
+    the file rejected by hand gets its rejecting 997."""
+    daemon = daemons(erp.url, processes=2, workers=16)
+    daemon.start()
+    seen: set[str] = set()
+    phases: list[list[int]] = []
+
+    erp.gate.clear()
+    upload_all(daemon, {f"a{n}.edi": make_po(400 + n) for n in range(6)})
+    poll_until(lambda: len(erp.requests) >= 2, what="posts held by the ERP")
+    victim = daemon.worker_processes()[0]
+    os.kill(victim, 9)
+    daemon.proc.wait(20)  # a worker process that dies stops the daemon
+    erp.gate.set()
+    daemon.start()
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 6, timeout=30, what="resumed")
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+    phases.append(isa13s(tmp_path, seen))
+
+    daemon.reload("")
+    upload_all(daemon, {f"b{n}.edi": make_po(500 + n) for n in range(6)})
+    upload_all(daemon, {"bad-b.edi": BAD})
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 12, timeout=30, what="after reload")
+    poll_until(lambda: (daemon.failed / "bad-b.edi").exists(), what="the bad file failed")
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+    phases.append(isa13s(tmp_path, seen))
+    assert daemon.terminate(15) == 0
+
+    bad = tmp_path / "by-hand.edi"
+    bad.write_bytes(BAD.replace(b"*0004", b"*0007", 1))
+    env = {**os.environ}
+    env.pop("EDI_INBOX_CONFIG", None)
+    command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(daemon.config)]
+    done = subprocess.run([*command, "process", str(bad)], env=env, capture_output=True, timeout=60)
+    assert done.returncode != 0, done.stdout
+    phases.append(isa13s(tmp_path, seen))
+
+    assert phases[0] and phases[1] and phases[2], phases
+    assert any(n.startswith("by-hand.edi") and n.endswith(".997") for n in seen), sorted(seen)
+    assert_distinct(acks(tmp_path))
+    for earlier, later in zip(phases, phases[1:]):
+        assert max(earlier) < min(later), phases
+    posts = erp.posts_per_key()
+    assert len(posts) == 12
+
+
+# -- 3. two hosts, one inbox, one database ------------------------------------------------------
+
+
+def test_two_hosts_sharing_one_inbox_and_database_never_share_a_control_number(
+    tmp_path, erp, daemons, db_url
+):
+    """Two daemons of two hosts, each with 2 worker processes and 16 threads,
+    on one inbox and one database (SQLite, PostgreSQL), 40 files, some bad:
+    each posted once, every acknowledgement its own numbers."""
+    one = daemons(erp.url, processes=2, workers=16)
+    for d in (one,):
+        d.base_config = d.base_config.replace(
+            f'url = "sqlite:///{tmp_path / "edi-inbox.db"}"', f"url = {json.dumps(db_url)}", 1
+        )
+        d.config.write_text(d.base_config)
+    one.start()
+    two = daemons(erp.url, processes=2, workers=16, host="second-host")
+    two.base_config = one.base_config
+    two.config.write_text(two.base_config)
+    two.start()
+    names = {f"p{n:02d}.edi": make_po(600 + n) for n in range(36)}
+    names |= {f"bad{n}.edi": BAD.replace(b"*0004", f"*{n + 10:04d}".encode(), 1) for n in range(4)}
+    upload_all(one, names)
+    poll_until(
+        lambda: (
+            len(one.listing(one.done)) == 36
+            and len([n for n in one.listing(one.failed) if not n.endswith(".json")]) == 4
+        ),
+        timeout=60,
+        what="every file filed",
+    )
+    poll_until(lambda: claimed(one.processing) == [], what="nothing claimed")
+    posts = erp.posts_per_key()
+    assert len(posts) == 36 and set(posts.values()) == {1}
+    found = acks(tmp_path)
+    assert len([a for a in found if a.suffix == ".997"]) == 40
+    assert_distinct(found)
+    assert one.terminate(15) == 0 and two.terminate(15) == 0
