@@ -302,7 +302,7 @@ def test_acknowledgements_written_while_the_database_is_locked_have_their_own_nu
 def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
     """`edi-inbox process` on a file that fails before any ERP call, while
     another process holds the SQLite file locked: its rejecting 997 goes out
-    anyway (as it should). Once the lock is gone, the next file's 997 must not
+    anyway (as it should). Once the lock is gone, no later file's 997 may
     carry the same ISA13 (the same partner would get two interchanges numbered
     alike)."""
     state = tmp_path / "state"
@@ -313,7 +313,7 @@ def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
         '[database]\nbusy_timeout_seconds = 0.3\n[erp]\nurl = ""\n'
     )
     files = []
-    for n in range(3):
+    for n in range(10):
         path = tmp_path / f"b{n}.edi"
         path.write_bytes(BAD.replace(b"*0004", f"*{n + 40:04d}".encode(), 1))
         files.append(path)
@@ -331,8 +331,11 @@ def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
         finally:
             proc.kill()
             proc.wait(10)
-    done = subprocess.run([*command, str(files[2])], env=env, capture_output=True, timeout=60)
+    # Eight more by hand: the database's numbers pass the clock's of the 997
+    # written without it (at most a few seconds ahead of the database's).
+    later = [str(f) for f in files[2:]]
+    done = subprocess.run([*command, *later], env=env, capture_output=True, timeout=60)
     assert done.returncode == 1, done.stderr
     found = acks(state)
-    assert len(found) == 3 and len([a for a in found if a.name.startswith("b2.edi")]) == 1
+    assert len(found) == 10
     assert_distinct(found)
