@@ -339,3 +339,59 @@ def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
     found = acks(state)
     assert len(found) == 10
     assert_distinct(found)
+
+
+# -- 5. what an operator sees at level info --------------------------------------------------
+
+
+def test_one_info_line_a_job_for_good_failed_and_retried_moves(tmp_path, erp, daemons):
+    """The default processes = "auto" and workers = 16, level info: a good
+    file, a failed file and a good file whose move into done/ fails for a while
+    (done/ is not a folder) each give exactly one job_finished naming where the
+    file goes; the failing move is logged as an error, then one job_done line
+    says where it landed; no job_done line for the first two; the ERP token never appears."""
+    token = tmp_path / "erp-token"
+    token.write_text(TOKEN + "\n")
+    os.chmod(token, 0o600)
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.base_config = daemon.base_config.replace(
+        "[erp]\n", f'[erp]\ntoken_file = "{token}"\n', 1
+    )
+    daemon.config.write_text(daemon.base_config)
+    daemon.start()
+    uids.upload(daemon.inbox / "good.edi", make_po(800))
+    uids.upload(daemon.inbox / "bad.edi", BAD)
+    poll_until(lambda: daemon.listing(daemon.done) == ["good.edi"], timeout=30, what="good done")
+    poll_until(lambda: (daemon.failed / "bad.edi").exists(), what="bad failed")
+    aside = tmp_path / "done-aside"
+    daemon.done.rename(aside)
+    daemon.done.write_bytes(b"not a directory")
+    uids.upload(daemon.inbox / "later.edi", make_po(801))
+    poll_until(lambda: daemon.events("move_failed"), timeout=30, what="the move failed")
+    daemon.done.unlink()
+    aside.rename(daemon.done)
+    poll_until(lambda: "later.edi" in daemon.listing(daemon.done), timeout=30, what="moved")
+    poll_until(lambda: claimed(daemon.processing) == [], what="nothing claimed")
+    assert daemon.terminate(15) == 0
+    jobs = {j["file_name"]: j for j in daemon.jobs()}
+    finished = daemon.events("job_finished")
+    by_job = {}
+    for event in finished:
+        by_job.setdefault(event["job_id"], []).append(event)
+    assert sorted(by_job) == sorted(j["job_id"] for j in jobs.values())
+    assert all(len(events) == 1 for events in by_job.values()), by_job
+    (good,) = by_job[jobs["good.edi"]["job_id"]]
+    assert good["moved_to"].endswith("done/good.edi")
+    (bad,) = by_job[jobs["bad.edi"]["job_id"]]
+    assert bad["moved_to"].endswith("failed/bad.edi")
+    done_ids = {e["job_id"] for e in daemon.events("job_done")}
+    assert jobs["good.edi"]["job_id"] not in done_ids
+    assert jobs["bad.edi"]["job_id"] not in done_ids
+    # The move retried: an error line, then one info line saying where it landed.
+    (later,) = by_job[jobs["later.edi"]["job_id"]]
+    assert later["moved_to"].endswith("done/later.edi")
+    assert all(e["job_id"] == later["job_id"] for e in daemon.events("move_failed"))
+    (landed,) = [e for e in daemon.events("job_done") if e["job_id"] == later["job_id"]]
+    assert landed["level"] == "info" and landed["moved_to"].endswith("done/later.edi")
+    assert TOKEN not in daemon.log.read_text(errors="replace")
