@@ -395,3 +395,37 @@ def test_one_info_line_a_job_for_good_failed_and_retried_moves(tmp_path, erp, da
     (landed,) = [e for e in daemon.events("job_done") if e["job_id"] == later["job_id"]]
     assert landed["level"] == "info" and landed["moved_to"].endswith("done/later.edi")
     assert TOKEN not in daemon.log.read_text(errors="replace")
+
+
+# -- 6. SIGTERM during a backlog with the default concurrency -------------------------------
+
+
+def test_sigterm_during_a_backlog_with_the_defaults_loses_nothing(tmp_path, erp, daemons):
+    """processes = "auto", workers = 16, a slow ERP that first answers 503 a
+    few times, 60 files: a SIGTERM mid-backlog exits 0 within the shutdown
+    timeout, leaves nothing claimed (each file in the inbox again or filed),
+    and after a restart every order is in done/, posted under one key, and
+    accepted once."""
+    erp.delay = 0.15
+    erp.answers = [503] * 6
+    daemon = daemons(erp.url)
+    with_defaults(daemon, "[daemon]\nshutdown_timeout_seconds = 5.0\n")
+    daemon.start()
+    upload_all(daemon, {f"q{n:02d}.edi": make_po(900 + n) for n in range(60)})
+    poll_until(lambda: len(erp.requests) >= 20, timeout=30, what="the backlog under way")
+    assert daemon.terminate(15) == 0
+    assert claimed(daemon.processing) == []
+    left = daemon.listing(daemon.inbox)
+    filed = daemon.listing(daemon.done) + daemon.listing(daemon.failed)
+    assert sorted(left + filed) == [f"q{n:02d}.edi" for n in range(60)]
+    assert left, "the SIGTERM came too late to test anything"
+    daemon.start()
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 60, timeout=60, what="all done")
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+    assert daemon.listing(daemon.failed) == [] and claimed(daemon.processing) == []
+    keys = erp.keys_by_po()
+    assert len(keys) == 60 and all(len(k) == 1 for k in keys.values())
+    posts = erp.posts_per_key()
+    assert sum(posts.values()) - 6 == 60, posts  # the 503s aside, one POST an order
+    assert_distinct(acks(tmp_path))
+    assert daemon.terminate(15) == 0
