@@ -429,3 +429,61 @@ def test_sigterm_during_a_backlog_with_the_defaults_loses_nothing(tmp_path, erp,
     assert sum(posts.values()) - 6 == 60, posts  # the 503s aside, one POST an order
     assert_distinct(acks(tmp_path))
     assert daemon.terminate(15) == 0
+
+
+# -- 7. hostile sizes with the defaults ------------------------------------------------------
+
+
+def many_orders(count: int) -> bytes:
+    """One interchange, one group, ``count`` distinct 850s (BEG03 and ST02 apart)."""
+    text = make_po(1000).decode("latin-1")
+    term = text[105]
+    segments = [s for s in text.split(term) if s.strip()]
+    start = next(i for i, s in enumerate(segments) if s.startswith("ST*"))
+    end = next(i for i, s in enumerate(segments) if s.startswith("SE*"))
+    head, body, tail = segments[:start], segments[start + 1 : end], segments[end + 1 :]
+    sets = []
+    for n in range(count):
+        beg = next(s for s in body if s.startswith("BEG*")).split("*")
+        beg[3] = f"M{n:08d}"
+        inner = ["*".join(beg) if s.startswith("BEG*") else s for s in body]
+        sets += [f"ST*850*{n + 1:04d}", *inner, f"SE*{len(inner) + 2}*{n + 1:04d}"]
+    tail = [f"GE*{count}*" + s.split("*")[2] if s.startswith("GE*") else s for s in tail]
+    return (term.join(head + sets + tail) + term).encode("latin-1")
+
+
+def test_a_file_of_two_thousand_orders_with_the_defaults(tmp_path, erp, daemons):
+    """A file of 2,000 orders under processes = "auto" and workers = 16: each
+    order posted once under its own key, the file in done/, one 997 with
+    2,000 AK2s, all accepted."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    uids.upload(daemon.inbox / "big.edi", many_orders(2000))
+    poll_until(lambda: daemon.listing(daemon.done) == ["big.edi"], timeout=60, what="filed")
+    posts = erp.posts_per_key()
+    assert len(posts) == 2000 and set(posts.values()) == {1}
+    (ack,) = [a for a in acks(tmp_path) if a.suffix == ".997"]
+    text = ack.read_text()
+    assert text.count("AK2*") == 2000 and "AK9*A*2000*2000*2000" in text
+    assert daemon.terminate(15) == 0
+
+
+def test_a_file_just_over_the_default_max_file_bytes_is_refused_unread(tmp_path, erp, daemons):
+    """The default max_file_bytes (64 MiB), a file one byte over it: refused,
+    in failed/ with a report saying why, nothing posted, the daemon goes on."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    big = daemon.inbox / "huge.edi"
+    with open(big, "wb") as fh:
+        fh.write(make_po(1100))
+        fh.truncate(64 * 1024 * 1024 + 1)
+    os.chown(big, uids.PARTNER, uids.PARTNER)
+    poll_until(lambda: (daemon.failed / "huge.edi").exists(), timeout=30, what="refused")
+    report = (daemon.failed / "huge.edi.error.json").read_text()
+    assert "max_file_bytes" in report or "too big" in report or "67108864" in report, report
+    assert erp.requests == []
+    uids.upload(daemon.inbox / "after.edi", make_po(1101))
+    poll_until(lambda: daemon.listing(daemon.done) == ["after.edi"], timeout=30, what="goes on")
+    assert daemon.terminate(15) == 0
