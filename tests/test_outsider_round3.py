@@ -487,3 +487,34 @@ def test_a_file_just_over_the_default_max_file_bytes_is_refused_unread(tmp_path,
     uids.upload(daemon.inbox / "after.edi", make_po(1101))
     poll_until(lambda: daemon.listing(daemon.done) == ["after.edi"], timeout=30, what="goes on")
     assert daemon.terminate(15) == 0
+
+
+# -- 8. SIGKILL of the main process with worker processes running ---------------------------
+
+
+def test_sigkill_of_the_main_process_takes_the_workers_down_and_a_restart_finishes(
+    tmp_path, erp, daemons
+):
+    """The defaults, 12 files, the ERP holding every POST: a SIGKILL of the main
+    process takes its worker processes with it; nothing is filed twice, and a
+    restart files every file with each order under one key and each
+    acknowledgement its own numbers."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    workers = daemon.worker_processes()
+    assert len(workers) == len(os.sched_getaffinity(0))
+    erp.gate.clear()
+    upload_all(daemon, {f"k{n:02d}.edi": make_po(1200 + n) for n in range(12)})
+    poll_until(lambda: len(erp.requests) >= 4, what="POSTs held")
+    daemon.kill()  # asserts the worker processes died with it
+    erp.gate.set()
+    daemon.start()
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 12, timeout=40, what="all done")
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+    assert claimed(daemon.processing) == [] and daemon.listing(daemon.failed) == []
+    keys = erp.keys_by_po()
+    assert len(keys) == 12 and all(len(k) == 1 for k in keys.values())
+    assert max(erp.posts_per_key().values()) <= 2  # a POST cut short is sent again, same key
+    assert_distinct(acks(tmp_path))
+    assert daemon.terminate(15) == 0
