@@ -14,10 +14,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Cluster, pg_ctl, private_schema
 from daemons import Daemon, daemons, erp
+from test_outages import start_again
 
 import uids
 from helpers import BAD, claimed, make_po, poll_until
@@ -518,3 +521,59 @@ def test_sigkill_of_the_main_process_takes_the_workers_down_and_a_restart_finish
     assert max(erp.posts_per_key().values()) <= 2  # a POST cut short is sent again, same key
     assert_distinct(acks(tmp_path))
     assert daemon.terminate(15) == 0
+
+
+# -- 9. PostgreSQL stopped mid-run with the default concurrency ----------------------------
+
+
+@pytest.fixture
+def own_pg_url(own_pg_cluster: Cluster) -> Iterator[str]:
+    with private_schema(own_pg_cluster.url) as url:
+        yield url
+
+
+@pytest.mark.postgres
+def test_postgres_stopped_mid_run_with_the_defaults(
+    tmp_path, erp, daemons, own_pg_cluster, own_pg_url
+):
+    """processes = "auto", workers = 16, the test's own PostgreSQL stopped while
+    good and bad files go through, then started: every good order posted once
+    under one key, every file filed once, nothing claimed, every
+    acknowledgement its own ISA13 and GS06."""
+    erp.delay = 0.02
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.base_config = daemon.base_config.replace(
+        f'url = "sqlite:///{tmp_path / "edi-inbox.db"}"', f"url = {json.dumps(own_pg_url)}", 1
+    )
+    daemon.config.write_text(daemon.base_config)
+    daemon.start()
+    names = {f"g{n:02d}.edi": make_po(1300 + n) for n in range(30)}
+    names |= {f"x{n}.edi": BAD.replace(b"*0004", f"*{n + 60:04d}".encode(), 1) for n in range(6)}
+    first = dict(list(names.items())[:20])
+    upload_all(daemon, first)
+    poll_until(lambda: len(daemon.listing(daemon.done)) >= 4, timeout=30, what="some done")
+    pg_ctl("stop", "-m", "fast", datadir=own_pg_cluster.datadir)
+    try:
+        upload_all(daemon, {k: v for k, v in names.items() if k not in first})
+        poll_until(
+            lambda: daemon.events("intake_paused") or not daemon.listing(daemon.inbox),
+            timeout=30,
+            what="intake paused (or all taken)",
+        )
+    finally:
+        start_again(own_pg_cluster)
+    poll_until(
+        lambda: (
+            len(daemon.listing(daemon.done)) == 30
+            and len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 6
+        ),
+        timeout=90,
+        what="every file filed",
+    )
+    poll_until(lambda: claimed(daemon.processing) == [], what="nothing claimed")
+    keys = erp.keys_by_po()
+    assert len(keys) == 30 and all(len(k) == 1 for k in keys.values())
+    assert max(erp.posts_per_key().values()) == 1
+    assert_distinct(acks(tmp_path))
+    assert daemon.terminate(20) == 0
