@@ -577,3 +577,33 @@ def test_postgres_stopped_mid_run_with_the_defaults(
     assert max(erp.posts_per_key().values()) == 1
     assert_distinct(acks(tmp_path))
     assert daemon.terminate(20) == 0
+
+
+# -- 10. `edi-inbox process` beside a running daemon ----------------------------------------
+
+
+def test_process_by_hand_beside_a_running_daemon_shares_the_number_sequence(tmp_path, erp, daemons):
+    """The daemon (2 worker processes, 16 threads) working through 20 files
+    while `edi-inbox process` runs 4 other files by hand on the same SQLite
+    database: every acknowledgement of either has its own ISA13/GS06/ST02."""
+    erp.delay = 0.05
+    daemon = daemons(erp.url, processes=2, workers=16)
+    daemon.start()
+    upload_all(daemon, {f"d{n:02d}.edi": make_po(1400 + n) for n in range(20)})
+    poll_until(lambda: len(erp.requests) >= 2, what="the daemon under way")
+    by_hand = []
+    for n in range(4):
+        path = tmp_path / f"hand{n}.edi"
+        path.write_bytes(make_po(1500 + n))
+        by_hand.append(str(path))
+    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
+    command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(daemon.config), "process"]
+    done = subprocess.run([*command, *by_hand], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 20, timeout=30, what="all done")
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()))
+    found = acks(tmp_path)
+    assert len([a for a in found if a.name.startswith("hand")]) >= 4
+    assert_distinct(found)
+    assert len(erp.keys_by_po()) == 24
+    assert daemon.terminate(15) == 0
