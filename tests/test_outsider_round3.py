@@ -607,3 +607,30 @@ def test_process_by_hand_beside_a_running_daemon_shares_the_number_sequence(tmp_
     assert_distinct(found)
     assert len(erp.keys_by_po()) == 24
     assert daemon.terminate(15) == 0
+
+
+# -- 11. an ERP answering 503 to 16 workers ---------------------------------------------------
+
+
+def test_an_erp_answering_503_to_sixteen_workers(tmp_path, erp, daemons):
+    """The defaults, 16 files, an ERP answering 503 to every try: nothing is
+    taken by the ERP, each file goes to failed/ with a report, each gets a
+    997 rejecting its set, all with their own numbers, and the daemon goes on
+    to file the next upload once the ERP is back."""
+    erp.answers = [503] * 16 * 3  # three tries each ([erp] max_attempts = 3)
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    upload_all(daemon, {f"u{n:02d}.edi": make_po(1600 + n) for n in range(16)})
+    poll_until(
+        lambda: len([n for n in daemon.listing(daemon.failed) if n.endswith(".error.json")]) == 16,
+        timeout=40,
+        what="16 failed",
+    )
+    nines = [a for a in acks(tmp_path) if a.suffix == ".997"]
+    assert len(nines) == 16 and all("AK5*R" in a.read_text() for a in nines)
+    assert_distinct(acks(tmp_path))
+    assert len(erp.requests) == 48 and erp.answers == []
+    uids.upload(daemon.inbox / "back.edi", make_po(1700))
+    poll_until(lambda: daemon.listing(daemon.done) == ["back.edi"], timeout=30, what="ERP back")
+    assert daemon.terminate(15) == 0
