@@ -634,3 +634,38 @@ def test_an_erp_answering_503_to_sixteen_workers(tmp_path, erp, daemons):
     uids.upload(daemon.inbox / "back.edi", make_po(1700))
     poll_until(lambda: daemon.listing(daemon.done) == ["back.edi"], timeout=30, what="ERP back")
     assert daemon.terminate(15) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the daemon, numbering a job's TA1/997 while SQLite is locked, falls "
+    "back to clock-based ISA13s that the database's sequence hands out again",
+)
+def test_the_daemon_acknowledging_while_the_database_is_locked_repeats_no_number(
+    tmp_path, erp, daemons
+):
+    """A big file whose every order is rejected (no ERP call) is claimed; the
+    SQLite file is locked by another process before its 997 is numbered, then
+    freed; more rejected files follow: no two acknowledgements share an ISA13."""
+    daemon = daemons(erp.url, workers=16)
+    daemon.base_config = daemon.base_config.replace(
+        "[erp]\n", "busy_timeout_seconds = 0.3\n[erp]\n", 1
+    )
+    daemon.config.write_text(daemon.base_config)
+    daemon.start()
+    uids.upload(daemon.inbox / "first.edi", BAD)
+    poll_until(lambda: len(acks(tmp_path)) == 1, what="the first 997")
+    big = many_orders(3000).replace(b"PO1**6*EA*", b"PO1**0*EA*")
+    uids.upload(daemon.inbox / "big.edi", big)
+    poll_until(lambda: claimed(daemon.processing), what="big.edi claimed")
+    with database_locked(daemon.root / "edi-inbox.db"):
+        poll_until(lambda: len(acks(tmp_path)) >= 2, timeout=15, what="its 997 all the same")
+    for n in range(8):
+        uids.upload(daemon.inbox / f"r{n}.edi", BAD.replace(b"*0004", f"*{n + 80:04d}".encode(), 1))
+    poll_until(
+        lambda: len([n for n in daemon.listing(daemon.failed) if n.endswith(".error.json")]) == 10,
+        timeout=40,
+        what="every file failed",
+    )
+    assert_distinct(acks(tmp_path))
+    assert daemon.terminate(15) == 0
