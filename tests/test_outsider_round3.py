@@ -483,8 +483,10 @@ def test_a_file_just_over_the_default_max_file_bytes_is_refused_unread(tmp_path,
         fh.write(make_po(1100))
         fh.truncate(64 * 1024 * 1024 + 1)
     os.chown(big, uids.PARTNER, uids.PARTNER)
-    poll_until(lambda: (daemon.failed / "huge.edi").exists(), timeout=30, what="refused")
-    report = (daemon.failed / "huge.edi.error.json").read_text()
+    report_path = daemon.failed / "huge.edi.error.json"  # written after the move
+    poll_until(report_path.exists, timeout=30, what="refused, with its report")
+    assert (daemon.failed / "huge.edi").exists()
+    report = report_path.read_text()
     assert "max_file_bytes" in report or "too big" in report or "67108864" in report, report
     assert erp.requests == []
     uids.upload(daemon.inbox / "after.edi", make_po(1101))
