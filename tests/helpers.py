@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,3 +110,17 @@ def opened(settings: Settings) -> Iterator[Any]:
         yield db
     finally:
         store.close_database(db)
+
+
+@contextlib.contextmanager
+def database_locked(path: Path) -> Iterator[None]:
+    """Another process's exclusive transaction on the SQLite file: every write
+    of the daemon gets SQLITE_BUSY (the database unavailable)."""
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        conn.close()

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from daemons import Daemon, daemons, erp
 from edi_inbox import config, queries, service
 
 import uids
-from helpers import make_po, opened, poll_until, sent_by, write_config
+from helpers import database_locked, make_po, opened, poll_until, sent_by, write_config
 from uids import shared_root
 
 pytestmark = pytest.mark.e2e
@@ -36,20 +35,6 @@ def busy_timeout(daemon: Daemon, seconds: float) -> None:
         "[erp]\n", f"busy_timeout_seconds = {seconds}\n[erp]\n", 1
     )
     daemon.config.write_text(daemon.base_config)
-
-
-@contextlib.contextmanager
-def database_locked(daemon: Daemon):
-    """Another process's exclusive transaction on the daemon's SQLite file: every
-    write of the daemon gets SQLITE_BUSY (the database unavailable)."""
-    conn = sqlite3.connect(daemon.root / "edi-inbox.db", timeout=10, isolation_level=None)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
-        yield
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        conn.close()
 
 
 def all_done(daemon: Daemon, count: int) -> bool:
@@ -68,7 +53,7 @@ def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, er
     daemon.start()
     uids.upload(daemon.inbox / "before.edi", make_po(1))
     poll_until(lambda: all_done(daemon, 1), what="the first file done")
-    with database_locked(daemon):
+    with database_locked(daemon.root / "edi-inbox.db"):
         poll_until(lambda: daemon.events("intake_paused"), timeout=20, what="intake paused")
         uids.upload(daemon.inbox / "during.edi", make_po(2))
         daemon.ready.clear()

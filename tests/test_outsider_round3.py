@@ -7,11 +7,9 @@ test; a bug found is a strict xfail naming it."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from daemons import Daemon, daemons, erp
 from test_outages import start_again
 
 import uids
-from helpers import BAD, claimed, make_po, poll_until
+from helpers import BAD, claimed, database_locked, make_po, poll_until
 from uids import shared_root
 
 pytestmark = pytest.mark.e2e
@@ -242,20 +240,6 @@ def test_two_hosts_sharing_one_inbox_and_database_never_share_a_control_number(
 
 
 # -- 4. the database away while files fail before the ERP ---------------------------------------
-
-
-@contextlib.contextmanager
-def database_locked(path: Path):
-    """Another process's exclusive transaction on the SQLite file: every write
-    of the daemon gets SQLITE_BUSY (the database unavailable)."""
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
-    try:
-        conn.execute("BEGIN EXCLUSIVE")
-        yield
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        conn.close()
 
 
 def test_acknowledgements_written_while_the_database_is_locked_have_their_own_numbers(

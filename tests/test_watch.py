@@ -41,7 +41,6 @@ from edi_inbox.watch import (
     peek,
     safe_open,
     scan,
-    scan_oldest_first,
     start_observer,
     stop_observer,
 )
@@ -370,8 +369,8 @@ def test_a_backlog_found_by_a_scan_is_handed_out_oldest_first(inbox, inbox_fd, c
 
 def test_a_backlog_settling_while_it_is_scanned_is_handed_out_oldest_first(inbox, inbox_fd, clock):
     """A scan of a large inbox takes longer than settle_seconds: its names come
-    due one after another, over many polls. ``scan_oldest_first`` feeds them to
-    the tracker by age, so the polls still hand them out oldest first."""
+    due one after another, over many polls. ``names_oldest_first`` feeds them
+    to the tracker by age, so the polls still hand them out oldest first."""
     tracker = make_tracker(inbox_fd, clock)
     names = [f"po{i:03d}.edi" for i in range(100)]
     order = names[:]
@@ -380,8 +379,8 @@ def test_a_backlog_settling_while_it_is_scanned_is_handed_out_oldest_first(inbox
         (inbox / name).write_bytes(GOOD)
     for age, name in enumerate(order):
         os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
-    for entry in scan_oldest_first(inbox_fd):
-        tracker.seen(entry.name, lambda e=entry: e.stat(follow_symlinks=False))
+    for name in names_oldest_first(inbox_fd):
+        tracker.seen(name, lambda n=name: os.stat(n, dir_fd=inbox_fd, follow_symlinks=False))
         clock.advance(SETTLE / 10)  # each stat takes a while in a large inbox
     got: list[str] = []
     while len(got) < len(names):

@@ -392,21 +392,6 @@ def scan(dir_fd: int) -> Iterator[os.DirEntry[str]]:
         yield from entries
 
 
-class Found:
-    """A name ``scan_oldest_first`` found: ``name`` and ``stat`` as a ``DirEntry``'s,
-    without keeping the entry and its ``stat`` result (~570 bytes a name
-    held for the whole scan: ~60 MB at a backlog of 100,000)."""
-
-    __slots__ = ("dir_fd", "name")
-
-    def __init__(self, dir_fd: int, name: str) -> None:
-        self.dir_fd = dir_fd
-        self.name = name
-
-    def stat(self, *, follow_symlinks: bool = False) -> os.stat_result:
-        return os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=follow_symlinks)
-
-
 def names_oldest_first(dir_fd: int) -> list[str]:
     """Every name in the inbox, oldest (mtime) first, names only (what the
     tracker keeps for a backlog beyond its window: ~60 bytes a name)."""
@@ -418,25 +403,7 @@ def names_oldest_first(dir_fd: int) -> list[str]:
             age = 0
         aged.append((age, entry.name))
     aged.sort()
-    names = [name for _, name in aged]
-    del aged
-    return names
-
-
-def scan_oldest_first(dir_fd: int) -> list[Found]:
-    """Every name in the inbox, oldest (mtime) first: the tracker settles and
-    hands out names in the order it first sees them, so a backlog found at
-    start goes to the workers oldest first, not in directory (hash) order.
-    One ``stat`` per name to sort, another when the tracker first sees it."""
-    aged = []
-    for entry in scan(dir_fd):
-        try:
-            age = entry.stat(follow_symlinks=False).st_mtime_ns
-        except OSError:  # gone: the tracker will not find it either
-            age = 0
-        aged.append((age, entry.name))
-    aged.sort()
-    return [Found(dir_fd, name) for _, name in aged]
+    return [name for _, name in aged]
 
 
 # -- readiness --------------------------------------------------------------
@@ -585,12 +552,6 @@ class Tracker:
             name = backlog.popleft()
             look = functools.partial(os.stat, name, dir_fd=self.dir_fd, follow_symlinks=False)
             self.seen(name, look)
-
-    def prune(self, present: set[str]) -> None:
-        """Forget reported or pending names a full scan no longer found."""
-        for name in [n for n, e in self._entries.items() if e.state is not _State.QUEUED]:
-            if name not in present:
-                del self._entries[name]
 
     def release(self, name: str, *, recheck: bool = False, delay: float | None = None) -> None:
         """A worker is done with ``name``: forget it, or look again if it
