@@ -279,19 +279,13 @@ def test_acknowledgements_written_while_the_database_is_locked_have_their_own_nu
     assert daemon.terminate(15) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 997 written while the database is unavailable takes a clock-based "
-    "ISA13 (NullRecorder, seconds since 2020), the very numbers the database's isa13 "
-    "sequence was seeded from and hands out one by one: the next 997 from the database "
-    "repeats it",
-)
-def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
+def test_a_997_waits_for_the_database_for_its_number(tmp_path):
     """`edi-inbox process` on a file that fails before any ERP call, while
-    another process holds the SQLite file locked: its rejecting 997 goes out
-    anyway (as it should). Once the lock is gone, no later file's 997 may
-    carry the same ISA13 (the same partner would get two interchanges numbered
-    alike)."""
+    another process holds the SQLite file locked: its rejecting 997 waits for
+    the database's number (none of our own making, which the sequence could
+    hand out again) and goes out once the lock is gone; no later file's 997
+    carries the same ISA13 (the same partner would get two interchanges
+    numbered alike). This was a bug: a clock-based number went out at once."""
     state = tmp_path / "state"
     (state / "inbox").mkdir(parents=True)
     cfg = tmp_path / "edi-inbox.toml"
@@ -309,17 +303,17 @@ def test_a_997_written_without_the_database_never_repeats_a_number(tmp_path):
     done = subprocess.run([*command, str(files[0])], env=env, capture_output=True, timeout=60)
     assert done.returncode == 1, done.stderr  # failed, recorded, its 997 written
     assert len(acks(state)) == 1
-    with database_locked(state / "edi-inbox.db"):
-        proc = subprocess.Popen(
-            [*command, str(files[1])], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+    log = tmp_path / "process.log"
+    with log.open("wb") as stderr, database_locked(state / "edi-inbox.db"):
+        proc = subprocess.Popen([*command, str(files[1])], env=env, stdout=stderr, stderr=stderr)
         try:
-            poll_until(lambda: len(acks(state)) == 2, what="the 997 written without the database")
-        finally:
+            poll_until(lambda: b"record_retry" in log.read_bytes(), what="waiting for the database")
+            assert len(acks(state)) == 1  # no 997 without the database's number
+        except BaseException:
             proc.kill()
-            proc.wait(10)
-    # Eight more by hand: the database's numbers pass the clock's of the 997
-    # written without it (at most a few seconds ahead of the database's).
+            raise
+    assert proc.wait(60) == 1, log.read_text()  # the lock gone: failed, recorded
+    assert len(acks(state)) == 2
     later = [str(f) for f in files[2:]]
     done = subprocess.run([*command, *later], env=env, capture_output=True, timeout=60)
     assert done.returncode == 1, done.stderr
@@ -622,17 +616,14 @@ def test_an_erp_answering_503_to_sixteen_workers(tmp_path, erp, daemons):
     assert daemon.terminate(15) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the daemon, numbering a job's TA1/997 while SQLite is locked, falls "
-    "back to clock-based ISA13s that the database's sequence hands out again",
-)
 def test_the_daemon_acknowledging_while_the_database_is_locked_repeats_no_number(
     tmp_path, erp, daemons
 ):
     """A big file whose every order is rejected (no ERP call) is claimed; the
     SQLite file is locked by another process before its 997 is numbered, then
-    freed; more rejected files follow: no two acknowledgements share an ISA13."""
+    freed; more rejected files follow: no 997 went out while the database was
+    locked, the big file got its TA1 and 997 once, and no two acknowledgements share an ISA13.
+    This was a bug: a clock-based number went out at once."""
     daemon = daemons(erp.url, workers=16)
     daemon.base_config = daemon.base_config.replace(
         "[erp]\n", "busy_timeout_seconds = 0.3\n[erp]\n", 1
@@ -645,7 +636,8 @@ def test_the_daemon_acknowledging_while_the_database_is_locked_repeats_no_number
     uids.upload(daemon.inbox / "big.edi", big)
     poll_until(lambda: claimed(daemon.processing), what="big.edi claimed")
     with database_locked(daemon.root / "edi-inbox.db"):
-        poll_until(lambda: len(acks(tmp_path)) >= 2, timeout=15, what="its 997 all the same")
+        poll_until(lambda: daemon.events("job_parked"), timeout=15, what="big.edi parked")
+        assert len(acks(tmp_path)) == 1
     for n in range(8):
         uids.upload(daemon.inbox / f"r{n}.edi", BAD.replace(b"*0004", f"*{n + 80:04d}".encode(), 1))
     poll_until(
@@ -653,5 +645,7 @@ def test_the_daemon_acknowledging_while_the_database_is_locked_repeats_no_number
         timeout=40,
         what="every file failed",
     )
+    kinds = [a.suffix for a in acks(tmp_path) if a.name.startswith("big.edi.")]
+    assert sorted(kinds) == [".997", ".TA1"]  # once each, after the lock
     assert_distinct(acks(tmp_path))
     assert daemon.terminate(15) == 0

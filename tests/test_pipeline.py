@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import sqlite3
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -353,6 +354,67 @@ def test_a_file_failing_before_the_erp_call_is_written_once(tmp_path):
     assert job.status is JobStatus.FAILED
     steps = ["parse", "transform", "validate", "post_to_erp", "acknowledge"]
     assert calls.writes == [("next_control_number", ["1"]), ("job_finished", steps)]
+
+
+class NumbersDown(NullRecorder):
+    """Records, but reserving control numbers raises ``error`` (if set)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__()
+        self.error = error
+
+    def next_control_number(self, count: int = 1) -> int:
+        if self.error is not None:
+            raise self.error
+        return super().next_control_number(count)
+
+
+REJECTED = lambda data: data.replace(b"PO1*1*120*EA*9.25", b"PO1*1*0*EA*9.25")  # noqa: E731
+
+
+def test_no_997_goes_out_while_its_number_cannot_be_reserved(tmp_path):
+    """A file that fails before the ERP call, a database unavailable as its
+    997 is numbered: no 997 with a number of our own making (the database's
+    sequence could give it out again); the job must run again."""
+    settings = settings_for(tmp_path)
+    down = NumbersDown(store.DatabaseUnavailable("database is locked"))
+    with Pipeline(settings, down) as pipeline, pytest.raises(NotRecorded) as caught:
+        pipeline.run(copy(tmp_path, GOOD, edit=REJECTED))
+    assert caught.value.posted is False and caught.value.job.status is JobStatus.RUNNING
+    assert not settings.paths.acks.exists() or read_acks(settings) == []
+
+
+def test_a_duplicate_whose_997_cannot_be_numbered_runs_again(tmp_path, httpserver):
+    """The same file again (a duplicate, answered without an ERP call) while
+    the database cannot number its 997: the job runs again, not filed."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": 77}, status=201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    path = copy(tmp_path, GOOD)
+    recorder = NumbersDown(None)
+    with Pipeline(settings, recorder) as pipeline:
+        first = pipeline.run(path)
+        recorder.error = store.DatabaseUnavailable("database is locked")
+        recorder.find_duplicate = lambda job: first.job_id  # the same file's sha256
+        with pytest.raises(NotRecorded) as caught:
+            pipeline.run(path)
+    assert first.status is JobStatus.SUCCEEDED and len(read_acks(settings)) == 1
+    assert caught.value.job.status is JobStatus.RUNNING and caught.value.posted is False
+
+
+def test_a_997_that_can_never_be_numbered_is_not_written(tmp_path):
+    """Reserving numbers fails for good: the job is filed, its 997 step
+    failed with the reason, no 997 written."""
+    settings = settings_for(tmp_path)
+    with pytest.raises(sqlite3.OperationalError) as missing:  # SQLITE_ERROR: for good
+        sqlite3.connect(":memory:").execute('SELECT * FROM "control_numbers"')
+    broken = NumbersDown(missing.value)
+    with Pipeline(settings, broken) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD, edit=REJECTED))
+    assert job.status is JobStatus.FAILED
+    ack = job.steps[-1]
+    assert ack.step_name == "acknowledge" and ack.status is StepStatus.FAILED
+    assert "no control number could be reserved" in (ack.error or "")
+    assert job.acks == [] and (not settings.paths.acks.exists() or read_acks(settings) == [])
 
 
 class BrokenRecorder(NullRecorder):

@@ -26,6 +26,12 @@ it later). An error no retry can fix (``store.is_permanent``: a value the
 database cannot hold) fails the job with that reason instead: the record is
 written without its log lines (a log line never fails a job), else the job's
 status alone (``job_status_only``), so that no job stays ``running``.
+
+No acknowledgement goes out without a control number from the database's
+sequence (two interchanges to a partner never share an ISA13): a job that
+ended before the ERP call reserves its numbers as its 997 is written, and
+while the database is unavailable it raises ``NotRecorded`` there, still
+``running``: it runs again once the database is back.
 """
 
 from __future__ import annotations
@@ -401,6 +407,8 @@ class Pipeline:
             try:
                 result.data = step.run(job, work)
                 result.attempts = step.attempts(job)
+            except NotRecorded:  # the job must run again (or its record is owed)
+                raise
             except NotAcknowledged as exc:
                 result.status, result.error, result.data = StepStatus.FAILED, str(exc), exc.data
             except ClaimLost as exc:  # another host runs the file now: stop here
@@ -894,7 +902,7 @@ class Pipeline:
         due, not_acknowledged = acks.due, acks.not_acknowledged
         first = work.control_number
         if first is None:  # no running record (the job ended before the ERP call)
-            first = self._control_numbers(len(due)) if due else 0
+            first = self._control_numbers(job, len(due)) if due else 0
         for number, (interchange, answered) in enumerate(due, start=first):
             if answered is None:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
@@ -954,12 +962,22 @@ class Pipeline:
         work.due = acks
         return acks
 
-    def _control_numbers(self, count: int) -> int:
-        """The first of ``count`` consecutive control numbers, reserved in one write."""
-        number = self._record(self.recorder.next_control_number, count)
-        if number is None:  # the recorder is down: the acknowledgment still goes out
-            number = NullRecorder().next_control_number(count)
-        return int(number)
+    def _control_numbers(self, job: JobResult, count: int) -> int:
+        """The first of ``count`` consecutive control numbers, reserved in one
+        write (a job that ended before the ERP call reserved none). Only the
+        database's sequence numbers an acknowledgement: while it is
+        unavailable, ``NotRecorded`` (nothing was posted: the job runs again
+        once it is back); if it can never answer, ``NotAcknowledged``."""
+        reserve = lambda job, logs: self.recorder.next_control_number(count)  # noqa: E731
+        try:
+            return int(self._persist(reserve, job, []))
+        except Exception as exc:
+            if not is_permanent(exc):
+                logger.error("job_not_recorded", error=str(exc), posted=False)
+                job.status = JobStatus.RUNNING  # (a duplicate too) nothing is kept
+                raise NotRecorded(job, False, str(exc)) from exc
+            reason = f"not_acknowledged: no control number could be reserved: {exc}"
+            raise NotAcknowledged(reason, {"acks": [], "kinds": {}}) from exc
 
 
 # check_address for an interchange alone (a TA1 answers no group).

@@ -69,8 +69,8 @@ def _write_version(version: int) -> None:
 
 def seed_control_number() -> None:
     """The ``isa13`` sequence's row, if missing (part of the caller's unit)."""
-    # Start where jobs.NullRecorder's clock-based numbers are, so numbers keep
-    # increasing after a reset or after running without a database.
+    # Seconds since 2020 (as jobs.NullRecorder's numbers): a database made anew
+    # starts past the numbers its predecessor gave out at one a second.
     start = (int(time.time()) - 1_577_836_800) % CONTROL_NUMBER_MAX
     ControlNumber.insert(name="isa13", value=start).on_conflict_ignore().execute()
 
