@@ -346,6 +346,38 @@ def test_metrics_by_partner(web):
     assert last["acme"] == pytest.approx(datetime.fromisoformat(listed["acme"]).timestamp())
 
 
+def test_metrics_of_a_partners_own_inbox(tmp_path):
+    """A partner with its own inbox ([partners.NAME] inbox): /metrics gives its
+    backlog and oldest file's age, as status --json does; a partner without
+    one has no series."""
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}")
+    bolt_inbox = tmp_path / "bolt-in"
+    bolt_inbox.mkdir()
+    for n in (1, 2):
+        (bolt_inbox / f"po{n}.edi").write_bytes(make_po(970 + n))
+    (bolt_inbox / ".po3.edi.part").write_bytes(b"ISA")  # an upload in progress: not counted
+    text = config_path.read_text().replace(
+        "[partners.bolt]\n", f"[partners.bolt]\ninbox = {json.dumps(str(bolt_inbox))}\n"
+    )
+    config_path.write_text(text)
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {"EDI_INBOX_CONFIG": str(config_path)}, port, process, {}, "")
+        families = {f.name: f for f in text_string_to_metric_families(running.get("/metrics").text)}
+        (waiting,) = families["edi_inbox_partner_inbox_waiting"].samples
+        (oldest,) = families["edi_inbox_partner_inbox_oldest_age_seconds"].samples
+        assert waiting.labels["partner"] == oldest.labels["partner"] == "bolt"
+        assert waiting.value == 2 and oldest.value >= 0
+        bolt = next(p for p in running.cli_json("status")["partners"] if p["name"] == "bolt")
+        assert bolt["inbox"]["waiting"] == 2
+        assert oldest.value == pytest.approx(bolt["inbox"]["oldest_age_seconds"], abs=30)
+        (bolt_inbox / "po1.edi").unlink()
+        (bolt_inbox / "po2.edi").unlink()
+        families = {f.name: f for f in text_string_to_metric_families(running.get("/metrics").text)}
+        (waiting,) = families["edi_inbox_partner_inbox_waiting"].samples
+        (oldest,) = families["edi_inbox_partner_inbox_oldest_age_seconds"].samples
+        assert waiting.value == 0 and oldest.value == 0
+
+
 def test_alert_rules_name_metrics_that_exist(web):
     """Every metric an example alert rule uses is one /metrics exposes."""
     rules = (Path(__file__).parent.parent / "config" / "edi-inbox.rules.yml").read_text()

@@ -16,8 +16,9 @@ tables and indexes only, as ``queries.stats`` does:
   configured partner's last activity from ``(partner, started_at)``;
 - per host, from the newest heartbeat: daemon up, heartbeat age, the
   daemon's queue, in flight and held files (its backlog);
-- the inbox backlog and oldest file's age as this host sees the inbox
-  (``status`` measures it the same way), and the files in failed/.
+- the inbox backlog and oldest file's age as this host sees the inbox, and
+  each partner's own inbox's (``status`` measures them the same way), and
+  the files in failed/.
 
 The ``partner`` label is a ``[partners.NAME]`` (names come from the
 configuration, so there are few), or ``""`` for jobs from senders no partner
@@ -334,6 +335,25 @@ def _folders(web: Any) -> Iterator[Metric]:
         oldest.add_metric([host], inbox["oldest_age_seconds"] or 0.0)
     yield waiting
     yield oldest
+    partner_waiting = GaugeMetricFamily(
+        "edi_inbox_partner_inbox_waiting",
+        "Files waiting in a partner's own inbox ([partners.NAME] inbox).",
+        labels=["host", "partner"],
+    )
+    partner_oldest = GaugeMetricFamily(
+        "edi_inbox_partner_inbox_oldest_age_seconds",
+        "Age of the oldest file waiting in a partner's own inbox (0 when empty).",
+        labels=["host", "partner"],
+    )
+    for partner in web.settings.partners.partners:
+        if partner.inbox is None:
+            continue
+        backlog = admin.inbox_backlog(web.settings, inbox=partner.inbox)
+        if backlog["waiting"] is not None:
+            partner_waiting.add_metric([host, partner.name], backlog["waiting"])
+            partner_oldest.add_metric([host, partner.name], backlog["oldest_age_seconds"] or 0.0)
+    yield partner_waiting
+    yield partner_oldest
     failed = GaugeMetricFamily(
         "edi_inbox_failed_files", "Files in failed/ waiting for a retry.", labels=["host"]
     )
