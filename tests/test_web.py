@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edi_inbox import config
 from edi_inbox.errors import ConfigError
 
-from helpers import make_po, poll_until
+from helpers import database_locked, make_po, poll_until
 from web_site import (
     HOSTILE_NAME,
     HOSTILE_PO,
@@ -220,6 +220,32 @@ def test_orchestrate_runs_the_pipeline_and_records_the_job(web):
     bad = web.request("POST", "/api/orchestrate", b"this is not X12 at all\n", AUTH)
     assert bad.status == 200 and bad.json()["success"] is False
     assert "not X12" in bad.json()["error"]
+
+
+def test_orchestrate_answers_503_while_the_database_is_locked(tmp_path):
+    """The SQLite file locked by another process: /api/orchestrate answers 503
+    saying nothing was posted (a rejected file too: its 997 waits for the
+    database's number), writes no 997; once the lock is gone the same file
+    goes through."""
+    db_path = tmp_path / "edi.db"
+    config_path = write_config(tmp_path, f"sqlite:///{db_path}")
+    text = config_path.read_text().replace(
+        "[database]\n", "[database]\nbusy_timeout_seconds = 0.3\n", 1
+    )
+    config_path.write_text(text)
+    rejected = make_po(990).replace(b"PO1**6*EA*12", b"PO1**0*EA*12")  # quantity 0
+    acks = tmp_path / "state" / "acks"
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {"EDI_INBOX_CONFIG": str(config_path)}, port, process, {}, "")
+        with database_locked(db_path):
+            answer = running.request("POST", "/api/orchestrate?file_name=r.edi", rejected, AUTH)
+            assert answer.status == 503, answer.body
+            error = answer.json()["error"]
+            assert error.startswith("r.edi: nothing was posted: the database is unavailable")
+            assert not acks.exists() or list(acks.iterdir()) == []
+        answer = running.request("POST", "/api/orchestrate?file_name=r.edi", rejected, AUTH)
+        assert answer.status == 200 and answer.json()["status"] == "failed"
+        assert sorted(p.suffix for p in acks.iterdir()) == [".997", ".TA1"]  # once each
 
 
 def test_orchestrate_refuses_bodies_over_max_file_bytes(web):

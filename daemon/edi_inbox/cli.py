@@ -201,7 +201,7 @@ def process(
                 unrecorded = exc
                 break
     if unrecorded is not None:
-        raise click.ClickException(_not_recorded(unrecorded))
+        raise click.ClickException(unrecorded.explain())
     if as_json:
         payload = [r.to_json() for r in results]
         _echo_json(payload[0] if len(payload) == 1 else payload)
@@ -594,22 +594,6 @@ def db_reset(settings: config.Settings, yes: bool) -> None:
     with _database(settings) as database:
         store.reset(database)
         click.echo(f"reset; schema version {store.schema_version(database)}")
-
-
-def _not_recorded(exc: NotRecorded) -> str:
-    """What ``process`` says when a job could not be recorded."""
-    job = exc.job
-    name = job.file_name
-    if exc.posted:
-        ids = ", ".join(f"PO {o.po_number} as {o.erp_po_id}" for o in job.orders if o.erp_po_id)
-        return (
-            f"{name}: the ERP accepted {ids}, but the database is unavailable and the "
-            f"job {job.job_id} is not recorded: {exc.reason}"
-        )
-    return (
-        f"{name}: nothing was posted: the database is unavailable and the job "
-        f"{job.job_id} cannot be recorded: {exc.reason}"
-    )
 
 
 def _summary_line(job: JobResult) -> str:

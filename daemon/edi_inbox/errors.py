@@ -197,6 +197,21 @@ class NotRecorded(StoreError):
         what = "posted to the ERP but not recorded" if self.posted else "not recorded"
         return f"job {self.job.job_id} {what}: {self.reason}"
 
+    def explain(self) -> str:
+        """What ``process`` and ``/api/orchestrate`` say: the file, the ERP
+        ids already given (or that nothing was posted), the job and why."""
+        job = self.job
+        if self.posted:
+            ids = ", ".join(f"PO {o.po_number} as {o.erp_po_id}" for o in job.orders if o.erp_po_id)
+            return (
+                f"{job.file_name}: the ERP accepted {ids}, but the database is unavailable"
+                f" and the job {job.job_id} is not recorded: {self.reason}"
+            )
+        return (
+            f"{job.file_name}: nothing was posted: the database is unavailable and the job"
+            f" {job.job_id} cannot be recorded: {self.reason}"
+        )
+
 
 def shorten(value: str, limit: int = 40) -> str:
     """``value`` as quoted in a message: a partner's 40 KB PO number is not repeated whole.

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, admin, config, queries, store
-from ..errors import ConfigError, EdiInboxError, StoreError
+from ..errors import ConfigError, EdiInboxError, NotRecorded, StoreError
 from ..jobs import JobResult, JobStatus
 from ..terminal import json_text
 
@@ -98,8 +98,12 @@ class Web:
             return self._pipeline
 
     def orchestrate(self, data: bytes, file_name: str) -> JobResult:
-        """The pipeline on ``data``, as ``edi-inbox process`` runs it on a file."""
-        result: JobResult = self.pipeline().run(Path("api") / file_name, data=data)
+        """The pipeline on ``data``, as ``edi-inbox process`` runs it on a
+        file; 503 if the job cannot be recorded (the database is unavailable)."""
+        try:
+            result: JobResult = self.pipeline().run(Path("api") / file_name, data=data)
+        except NotRecorded as exc:
+            raise ApiError(503, exc.explain()) from None
         return result
 
     def close(self) -> None:
