@@ -11,6 +11,7 @@ dropped afterwards.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -266,6 +267,21 @@ def own_pg_cluster() -> Iterator[Cluster]:
         subprocess.run(
             ["bash", str(script), "stop", cluster.datadir], capture_output=True, timeout=300
         )
+
+
+@pytest.fixture
+def own_pg_url(own_pg_cluster: Cluster) -> Iterator[str]:
+    """A fresh schema on the test's own cluster (``own_pg_cluster``)."""
+    with private_schema(own_pg_cluster.url) as url:
+        yield url
+
+
+def start_again(cluster: Cluster) -> None:
+    """``pg_ctl start`` with the options the cluster was first started with
+    (its port, its socket folder): ``postmaster.opts`` keeps them."""
+    opts = shlex.split((Path(cluster.datadir) / "postmaster.opts").read_text())
+    options = [o for o in opts[1:] if o not in ("-D", cluster.datadir)]
+    pg_ctl("start", "-o", shlex.join(options), datadir=cluster.datadir)
 
 
 def pg_ctl(action: str, *extra: str, datadir: str | None = None) -> None:

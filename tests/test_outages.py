@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import secrets
-import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 import pytest
-from conftest import Cluster, pg_ctl, private_schema
+from conftest import pg_ctl, start_again
 from daemons import Daemon, Erp
 
 from helpers import claimed, http_server, make_po, poll_until
@@ -255,20 +254,6 @@ def test_database_on_a_full_disk_posts_nothing_unrecorded(
 
 
 # -- (c) PostgreSQL stopped mid-run -------------------------------------------------------
-
-
-def start_again(cluster: Cluster) -> None:
-    """``pg_ctl start`` with the options the cluster was first started with
-    (its port, its socket folder): ``postmaster.opts`` keeps them."""
-    opts = shlex.split((Path(cluster.datadir) / "postmaster.opts").read_text())
-    options = [o for o in opts[1:] if o not in ("-D", cluster.datadir)]
-    pg_ctl("start", "-o", shlex.join(options), datadir=cluster.datadir)
-
-
-@pytest.fixture
-def own_pg_url(own_pg_cluster: Cluster) -> Iterator[str]:
-    with private_schema(own_pg_cluster.url) as url:
-        yield url
 
 
 def test_postgres_stopped_mid_run_loses_nothing(erp, outage_daemons, own_pg_cluster, own_pg_url):

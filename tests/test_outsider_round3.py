@@ -12,13 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, pg_ctl, private_schema
+from conftest import pg_ctl, start_again
 from daemons import Daemon, daemons, erp
-from test_outages import start_again
 
 import uids
 from helpers import BAD, claimed, database_locked, make_po, poll_until
@@ -504,12 +502,6 @@ def test_sigkill_of_the_main_process_takes_the_workers_down_and_a_restart_finish
 
 
 # -- 9. PostgreSQL stopped mid-run with the default concurrency ----------------------------
-
-
-@pytest.fixture
-def own_pg_url(own_pg_cluster: Cluster) -> Iterator[str]:
-    with private_schema(own_pg_cluster.url) as url:
-        yield url
 
 
 @pytest.mark.postgres

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import pg_ctl, start_again
 from prometheus_client.parser import text_string_to_metric_families
 
 from edi_inbox import config
@@ -246,6 +247,59 @@ def test_orchestrate_answers_503_while_the_database_is_locked(tmp_path):
         answer = running.request("POST", "/api/orchestrate?file_name=r.edi", rejected, AUTH)
         assert answer.status == 200 and answer.json()["status"] == "failed"
         assert sorted(p.suffix for p in acks.iterdir()) == [".997", ".TA1"]  # once each
+
+
+def test_every_endpoint_answers_503_while_the_sqlite_file_is_gone(tmp_path):
+    """The SQLite file moved away under a running serve (scenario 29): every
+    endpoint that reads it answers 503, JSON for the API and /metrics, the
+    error page for the dashboard's pages; the same file put back, they answer
+    again (it is never created anew, empty)."""
+    db_path = tmp_path / "edi.db"
+    config_path = write_config(tmp_path, f"sqlite:///{db_path}")
+    endpoints = ["/api/jobs/stats", "/api/jobs/recent", "/api/jobs/search?po_number=1"]
+    endpoints += ["/api/jobs/abc", "/api/status", "/api/partners", "/metrics", "/healthz"]
+    pages = ["/", "/jobs", "/jobs/abc", "/partners"]
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {"EDI_INBOX_CONFIG": str(config_path)}, port, process, {}, "")
+        assert running.get("/api/jobs/stats").status == 200
+        db_path.rename(tmp_path / "away.db")
+        for path in endpoints:
+            answer = running.get(path)
+            assert answer.status == 503, path
+            assert answer.json()["error"].startswith("the database is not available"), path
+        for path in pages:
+            answer = running.get(path)
+            assert answer.status == 503, path
+            assert answer.headers["content-type"].startswith("text/html"), path
+            assert "the database is not available" in answer.text, path
+        assert not db_path.exists()
+        (tmp_path / "away.db").rename(db_path)
+        for path in ["/api/jobs/stats", "/api/status", "/metrics", "/", "/jobs"]:
+            assert running.get(path).status == 200, path
+
+
+@pytest.mark.postgres
+def test_every_endpoint_answers_503_while_postgres_is_stopped(tmp_path, own_pg_cluster, own_pg_url):
+    """The test's own PostgreSQL stopped under a running serve: the API and
+    /metrics answer 503 in JSON, the pages the error page; started again,
+    everything answers (serve reconnects by itself)."""
+    config_path = write_config(tmp_path, own_pg_url)
+    with server(config_path, tmp_path) as (port, process):
+        running = Site(tmp_path, {"EDI_INBOX_CONFIG": str(config_path)}, port, process, {}, "")
+        assert running.get("/api/jobs/stats").status == 200
+        pg_ctl("stop", "-m", "fast", datadir=own_pg_cluster.datadir)
+        try:
+            for path in ["/api/jobs/stats", "/api/jobs/abc", "/metrics", "/healthz"]:
+                answer = running.get(path)
+                assert answer.status == 503, path
+                assert answer.json()["error"].startswith("the database is not available"), path
+            for path in ["/", "/jobs", "/jobs/abc"]:
+                answer = running.get(path)
+                assert answer.status == 503 and "the database is not available" in answer.text
+        finally:
+            start_again(own_pg_cluster)
+        for path in ["/api/jobs/stats", "/metrics", "/", "/jobs"]:
+            assert running.get(path).status == 200, path
 
 
 def test_orchestrate_refuses_bodies_over_max_file_bytes(web):

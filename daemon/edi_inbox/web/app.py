@@ -30,11 +30,11 @@ import structlog
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, admin, config, queries, store
-from ..errors import ConfigError, EdiInboxError, NotRecorded, StoreError
+from ..errors import ConfigError, DatabaseUnavailable, EdiInboxError, NotRecorded, StoreError
 from ..jobs import JobResult, JobStatus
 from ..terminal import json_text
 
@@ -56,6 +56,11 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+REQUEST_RETRY_SECONDS = 2.0  # PostgreSQL: how long a request retries a lost connection
+# Paths that answer JSON or text; every other is a dashboard page (HTML).
+NOT_PAGES = ("/api/", "/metrics", "/healthz", "/docs", "/openapi.json")
 
 
 def error_response(status: int, message: str, **extra: Any) -> CliJSONResponse:
@@ -173,7 +178,11 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
     created or migrated, as the CLI does, unless ``db`` is given)."""
     token = read_token(settings.http.token_file)
     if db is None:
-        db = store.open_database(settings.database_url, settings)
+        # A lost connection is retried for 2 s, not the default 10: a request
+        # answers 503 within a health check's or a scrape's timeout.
+        db = store.open_database(
+            settings.database_url, settings, retry_seconds=REQUEST_RETRY_SECONDS
+        )
         store.init(db)
     web = Web(settings, db, token)
     from . import dashboard, metrics  # they import this module
@@ -228,9 +237,18 @@ def _errors(app: FastAPI) -> None:
         return error_response(422, f"{first['where']}: {first['message']}", details=details)
 
     @app.exception_handler(pw.DatabaseError)
-    async def database_down(request: Request, exc: pw.DatabaseError) -> CliJSONResponse:
-        logger.error("database_error", path=request.url.path, error=repr(exc))
-        return error_response(503, "the database is not available")
+    @app.exception_handler(DatabaseUnavailable)
+    async def database_down(request: Request, exc: Exception) -> Response:
+        """503 while the database cannot be read (server down, SQLite file
+        removed or replaced): JSON, or the dashboard's error page for a page."""
+        path = request.url.path
+        logger.error("database_error", path=path, error=repr(exc))
+        message = "the database is not available"
+        if not path.startswith(NOT_PAGES):
+            from .dashboard import page
+
+            return page("error.html", 503, message=message, title="Database unavailable")
+        return error_response(503, message)
 
 
 def _routes(app: FastAPI) -> None:
@@ -316,6 +334,8 @@ def _routes(app: FastAPI) -> None:
         """One job with its steps, log lines and orders: ``jobs show --json``."""
         try:
             doc = queries.show_job(web_of(request).db, job_id)
+        except DatabaseUnavailable:
+            raise
         except StoreError as exc:
             raise ApiError(409, str(exc)) from None
         if doc is None:

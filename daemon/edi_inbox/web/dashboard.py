@@ -23,7 +23,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import admin, outcomes, queries
-from ..errors import StoreError
+from ..errors import DatabaseUnavailable, StoreError
 from ..jobs import JobStatus
 from ..store import hour_of, run_unit
 from ..store.models import JobRollup
@@ -236,6 +236,8 @@ def jobs(
                 status=status or None,
                 partner=partner or None,
             )
+    except DatabaseUnavailable:
+        raise  # a 503 page (app.database_down)
     except (ApiError, StoreError) as exc:
         error = exc.message if isinstance(exc, ApiError) else str(exc)
     more = len(found) > PAGE
@@ -276,6 +278,8 @@ def job(request: Request, job_id: str) -> HTMLResponse:
     web = web_of(request)
     try:
         doc = queries.show_job(web.db, job_id)
+    except DatabaseUnavailable:
+        raise
     except StoreError as exc:
         return page("error.html", 409, message=str(exc), title="Job")
     if doc is None:
