@@ -125,6 +125,33 @@ def test_jobs_list_search_and_stats(env):
     assert table.exit_code == 0 and "STATUS" in table.stdout and "08292233294" in table.stdout
 
 
+def test_reading_commands_never_create_the_database(env, tmp_path):
+    """stats, jobs list/show/search and partners on a SQLite file that is not
+    there (never made, or moved away during an incident): exit 1 naming the
+    missing file; no empty database appears in its place (it would read as no
+    jobs at all, and a root-owned one would lock the daemon out)."""
+    db = tmp_path / "state" / "edi-inbox.db"
+    reads = [
+        ("stats",),
+        ("jobs", "list"),
+        ("jobs", "show", "abc"),
+        ("jobs", "search", "--po-number", "1"),
+        ("partners",),
+    ]
+    for args in reads:
+        result = run_cli(env, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"the database file {db} is missing" in result.output, args
+        assert not db.exists(), args
+    run_cli(env, "process", str(GOOD))  # a writer creates it
+    db.rename(tmp_path / "away.db")
+    for args in reads:
+        assert run_cli(env, *args).exit_code == 1, args
+        assert not db.exists(), args
+    (tmp_path / "away.db").rename(db)
+    assert json.loads(run_cli(env, "stats", "--json").stdout)["total_jobs"] == 1
+
+
 def test_status_exits_3_when_no_daemon_runs(env):
     """status answers with the backlog and exits 3 when no daemon heartbeat is fresh."""
     run_cli(env, "db", "init")  # status never creates the database
@@ -146,6 +173,7 @@ def test_db_commands(env):
 
 def test_unknown_job_is_a_clear_error(env):
     """jobs show with an unknown id exits 1 and says so."""
+    run_cli(env, "db", "init")
     result = run_cli(env, "jobs", "show", "no-such-job")
     assert result.exit_code == 1 and "no job" in result.stderr
 

@@ -79,10 +79,14 @@ pass_settings = click.make_pass_decorator(config.Settings)
 
 
 @contextlib.contextmanager
-def _database(settings: config.Settings) -> Iterator[Any]:
-    """The configured database, schema created or migrated, closed afterwards."""
+def _database(settings: config.Settings, *, create: bool = True) -> Iterator[Any]:
+    """The configured database, schema created or migrated, closed afterwards.
+    ``create=False`` (the commands that only read): a SQLite file that does
+    not exist is an error, never created empty (a file moved away during an
+    incident would read as no jobs at all, and one created by root would be
+    the daemon's to write but not its own)."""
     try:
-        db = store.open_database(settings.database_url, settings)
+        db = store.open_database(settings.database_url, settings, create=create)
         store.init(db)
     except Exception as exc:
         raise click.ClickException(f"cannot open the database: {shown(exc)}") from None
@@ -324,7 +328,7 @@ def stats(settings: config.Settings, since: str | None, partner: str | None, as_
     Example:
         edi-inbox stats --since 2026-11-01 --partner acme --json
     """
-    with _database(settings) as db:
+    with _database(settings, create=False) as db:
         doc = queries.stats(db, since=_when(since), partner=partner)
     if as_json:
         _echo_json(doc)
@@ -368,7 +372,7 @@ def jobs_list(
     Example:
         edi-inbox jobs list --status failed --limit 50
     """
-    with _database(settings) as db:
+    with _database(settings, create=False) as db:
         found = queries.list_jobs(db, limit=limit, offset=offset, status=status_, partner=partner)
     if as_json:
         _echo_json(found)
@@ -387,7 +391,7 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
     Example:
         edi-inbox jobs show 3f2a9c1e
     """
-    with _database(settings) as db:
+    with _database(settings, create=False) as db:
         doc = queries.show_job(db, job_id)
     if doc is None:
         raise click.ClickException(f"no job {job_id}")
@@ -437,7 +441,7 @@ def jobs_search(
     Example:
         edi-inbox jobs search --po-number 4711 --since 2026-11-01
     """
-    with _database(settings) as db:
+    with _database(settings, create=False) as db:
         found = queries.search_jobs(
             db,
             po_number=po_number,
@@ -467,7 +471,7 @@ def partners_(settings: config.Settings, as_json: bool) -> None:
     Example:
         edi-inbox partners --json
     """
-    with _database(settings) as db:
+    with _database(settings, create=False) as db:
         doc = admin.partners(settings, db)
     listed = doc["partners"]
     if as_json:
