@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
 from edi_inbox import log as logsetup
@@ -415,6 +416,26 @@ def test_a_997_that_can_never_be_numbered_is_not_written(tmp_path):
     assert ack.step_name == "acknowledge" and ack.status is StepStatus.FAILED
     assert "no control number could be reserved" in (ack.error or "")
     assert job.acks == [] and (not settings.paths.acks.exists() or read_acks(settings) == [])
+
+
+def test_a_997_that_cannot_be_written_is_said_not_a_crash(tmp_path):
+    """The acks folder cannot be made (its parent is a file; as with a full
+    disk or a folder the daemon may not write): the orders keep their outcome,
+    the acknowledge step fails saying where and why, nothing is logged as a
+    crash."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = Settings(paths=PathSettings(root=tmp_path, acks=blocker / "acks"))
+    with capture_logs() as logged, Pipeline(settings) as pipeline:
+        job = pipeline.run(copy(tmp_path, GOOD))
+    assert job.status is JobStatus.SUCCEEDED and job.acks == []
+    ack = job.steps[-1]
+    assert ack.step_name == "acknowledge" and ack.status is StepStatus.FAILED
+    assert ack.error == (
+        f"not_acknowledged: no 997 written for the 1 due, not written in {blocker / 'acks'}:"
+        " Not a directory"
+    )
+    assert "step_crashed" not in [e["event"] for e in logged]
 
 
 class BrokenRecorder(NullRecorder):

@@ -892,36 +892,42 @@ class Pipeline:
         acks_dir = partner.outbox if partner is not None and partner.outbox else None
         acks_dir = acks_dir or self.settings.paths.acks
         assert acks_dir is not None
-        acks_dir.mkdir(parents=True, exist_ok=True)
         mode = 0o640 if partner is not None and partner.outbox else None
         now = datetime.now(UTC)
         written: list[str] = []
         kinds: dict[str, str] = {}
         answers = _answers(work, before=job.status is JobStatus.DUPLICATE)
         acks = self._acks_due(work)
-        due, not_acknowledged = acks.due, acks.not_acknowledged
+        due, not_acknowledged = acks.due, list(acks.not_acknowledged)
         first = work.control_number
         if first is None:  # no running record (the job ended before the ERP call)
             first = self._control_numbers(job, len(due)) if due else 0
-        for number, (interchange, answered) in enumerate(due, start=first):
-            if answered is None:
-                ta1 = build_ta1(interchange, control_number=number, now=now)
-                name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
-                written.append(_write_ack(acks_dir, name, ta1, mode))
-                kinds[written[-1]] = "TA1"
-                continue
-            kind = ack_kind(partner.ack if partner else "997", interchange, answered)
-            ack = build_ack(
-                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
-            )
-            name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
-            written.append(_write_ack(acks_dir, name, ack, mode))
-            kinds[written[-1]] = kind.code
-        if written:
-            # Each file was fsynced (write_new), but not its name: one fsync of
-            # acks/ for all of this job's, before its final record says they
-            # went out (a 997 is never written again once the job is recorded).
-            sync_directory(acks_dir)
+        try:
+            acks_dir.mkdir(parents=True, exist_ok=True)
+            for number, (interchange, answered) in enumerate(due, start=first):
+                if answered is None:
+                    ta1 = build_ta1(interchange, control_number=number, now=now)
+                    name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                    written.append(_write_ack(acks_dir, name, ta1, mode))
+                    kinds[written[-1]] = "TA1"
+                    continue
+                kind = ack_kind(partner.ack if partner else "997", interchange, answered)
+                ack = build_ack(
+                    interchange, answered, kind=kind, control_number=number, answers=answers,
+                    now=now,
+                )  # fmt: skip
+                name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
+                written.append(_write_ack(acks_dir, name, ack, mode))
+                kinds[written[-1]] = kind.code
+            if written:
+                # Each file was fsynced (write_new), but not its name: one fsync of
+                # acks/ for all of this job's, before its final record says they
+                # went out (a 997 is never written again once the job is recorded).
+                sync_directory(acks_dir)
+        except OSError as exc:  # a full disk, a folder it may not write: said, not a crash
+            where, left = display_name(str(acks_dir)), len(due) - len(written)
+            reason = exc.strerror or str(exc)
+            not_acknowledged.append(f"the {left} due, not written in {where}: {reason}")
         job.acks = written
         if not_acknowledged:
             raise NotAcknowledged(
