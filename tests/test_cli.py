@@ -171,6 +171,14 @@ def test_db_commands(env):
     assert run_cli(env, "db", "migrate").exit_code == 0
 
 
+def test_an_offset_past_the_databases_integers_is_a_usage_error(env):
+    """jobs list --offset beyond what the database can hold: a usage error
+    naming the range, not a crash."""
+    run_cli(env, "db", "init")
+    result = run_cli(env, "jobs", "list", "--offset", "99999999999999999999")
+    assert result.exit_code == 2 and "0<=x<=9223372036854775807" in result.output
+
+
 def test_unknown_job_is_a_clear_error(env):
     """jobs show with an unknown id exits 1 and says so."""
     run_cli(env, "db", "init")

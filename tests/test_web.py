@@ -173,6 +173,7 @@ def test_error_codes_are_json(web):
         ("/api/jobs/00000000-0000-0000-0000-000000000000", 404),
         ("/api/jobs/recent?limit=0", 422),
         ("/api/jobs/recent?limit=abc", 422),
+        ("/api/jobs/recent?offset=99999999999999999999", 422),  # past SQLite's integers
         ("/api/jobs/recent?status=bogus", 422),
         ("/api/jobs/search?success=maybe", 422),
         ("/api/jobs/search?since=yesterday", 422),

@@ -353,7 +353,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option("--offset", default=0, show_default=True, type=click.IntRange(0, queries.OFFSET_MAX))
 @click.option("--status", "status_", help="Only jobs with this status (succeeded, failed, …).")
 @_partner_option("Only jobs from this partner ([partners.NAME]).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -83,6 +83,7 @@ SUMMARY_FIELDS = (
     Job.duplicate_of,
 )
 LIVE_STATUSES = (JobStatus.RECEIVED.value, JobStatus.RUNNING.value)
+OFFSET_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's bigint hold
 SEARCH_MATCHES = ("substring", "prefix")
 MATERIALIZE_AT_LEAST = 1000  # candidate jobs a PO search always looks up directly
 

@@ -291,7 +291,7 @@ def _routes(app: FastAPI) -> None:
     def recent(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 10,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=queries.OFFSET_MAX)] = 0,
         status: JobStatus | None = None,
         partner: PartnerQuery = None,
     ) -> Any:
