@@ -138,6 +138,7 @@ def test_processes_auto_follows_the_affinity_mask(tmp_path):
         ("[deamon]\nworkers = 1\n", "section [deamon] is not known; did you mean 'daemon'?"),
         ("[daemon]\nworkers = 'four'\n", "key 'workers' must be a whole number, not 'four'"),
         ("[daemon]\nworkers = 0\n", "'workers' must be at least 1"),
+        ("[daemon]\nworkers = 100000\n", "'workers' must be at most 1024"),
         ("[daemon]\nprocesses = 0\n", "'processes' must be at least 1"),
         ("[daemon]\nprocesses = 'all'\n", "'processes' must be a whole number or \"auto\""),
         ("[daemon]\nprocesses = '0'\n", "'processes' must be at least 1"),
