@@ -489,6 +489,21 @@ def test_read_file_refuses_a_fifo_without_blocking(tmp_path):
         read_file(fifo, 1000)
 
 
+def test_read_file_never_follows_a_symbolic_link(tmp_path):
+    """process on a link (a partner's folder may hold one to /etc/shadow):
+    refused, nothing of its target read or quoted."""
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$hash\n")
+    link = tmp_path / "po.edi"
+    link.symlink_to(secret)
+    with pytest.raises(UnsafeFile, match=r"po\.edi is a symbolic link; links are never followed"):
+        read_file(link, 1000)
+    with Pipeline(settings_for(tmp_path)) as pipeline:
+        job = pipeline.run(link)
+    assert job.status is JobStatus.FAILED and "$6$hash" not in (job.error or "")
+    assert job.error.endswith("po.edi is a symbolic link; links are never followed")
+
+
 def test_read_file_caps_the_size(tmp_path):
     """A file over max_file_bytes is refused before it is read."""
     big = tmp_path / "big.edi"

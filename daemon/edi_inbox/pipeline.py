@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import io
 import os
@@ -210,9 +211,17 @@ def _erp_attempts(job: JobResult) -> int:
 
 
 def read_file(path: Path, limit: int) -> bytes:
-    """Read a file given by an operator: never blocks on a FIFO, refuses
-    anything but a regular file, and never reads past ``limit`` bytes."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    """Read a file given by an operator: never follows a symbolic link (a
+    partner's folder may hold one to a file of the system's), never blocks on a
+    FIFO, refuses anything but a regular file, never reads past ``limit``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(
+                f"{display_name(str(path))} is a symbolic link; links are never followed"
+            ) from None
+        raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
