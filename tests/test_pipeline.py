@@ -471,14 +471,19 @@ class LookupFails(NullRecorder):
 
 
 def test_an_order_whose_duplicate_check_fails_is_not_posted(tmp_path, httpserver):
-    """Whether the order was posted before cannot be known: nothing is posted and
-    the job ends ``interrupted``, to run again once the database answers."""
+    """Whether the order was posted before cannot be known: nothing is posted,
+    no 997 is written, and the job ends ``interrupted``, to run again (and
+    answer) once the database answers."""
     httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
     settings = settings_for(tmp_path, httpserver.url_for("/orders"))
     with Pipeline(settings, LookupFails()) as pipeline:
         job = pipeline.run(copy(tmp_path, GOOD))
     assert job.status is JobStatus.INTERRUPTED
     assert httpserver.log == []
+    # No 997 from this run: it would reject an order the next run may post.
+    assert job.acks == [] and not settings.paths.acks.exists()
+    assert job.steps[-1].step_name == "acknowledge"
+    assert job.steps[-1].status is StepStatus.PENDING
 
 
 def test_read_file_refuses_a_fifo_without_blocking(tmp_path):

@@ -9,6 +9,8 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
+import time
 
 import pytest
 from conftest import make_job
@@ -21,7 +23,9 @@ from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.erp import HttpErp
 from edi_inbox.errors import AlreadyRunning, ClaimLost
 from edi_inbox.jobs import JobStatus
+from edi_inbox.outcomes import Mover
 from edi_inbox.pipeline import Pipeline
+from edi_inbox.worker import Work, Worker, run_one
 
 from helpers import claimed, make_po, poll_until
 
@@ -153,6 +157,66 @@ def test_a_claim_lost_after_the_post_writes_no_997(tmp_path, erp):
     assert job.status is JobStatus.INTERRUPTED
     assert len(erp.requests) == 1
     assert not settings.paths.acks.exists() or not os.listdir(settings.paths.acks)
+
+
+def test_a_claim_unsure_only_for_a_stale_heartbeat_runs_again_once_it_is_fresh(tmp_path, erp):
+    """The heartbeat stays stale (the database away) past the takeover age
+    while a job waits to post: the job stops, nothing posted; the file is
+    still in this host's folder (no host took it), so the unit comes back
+    parked, not "lost" for good; with a fresh heartbeat it runs, posts once
+    and is filed (it used to stay in processing/ until a restart)."""
+    settings = Settings(paths=PathSettings(root=tmp_path), erp=ErpSettings(url=erp.url))
+    settings.paths.create()
+    liveness = Liveness(takeover_seconds=0.2)  # never written: stale, given up after 0.2 s
+    lane = Claims(settings.paths, "alpha", liveness)
+    lane.open()
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    pname = lane.claim("po.edi", "J1")
+    mover = Mover(settings.paths, clock=time.monotonic)
+    with Pipeline(settings) as pipeline:
+        worker = Worker(settings, pipeline, {"": lane}, mover, host="alpha")
+        outcome = run_one(worker, Work("po.edi", pname=pname, job_id="J1"))
+        assert outcome.status == "lost" and erp.requests == []
+        assert outcome.parked == Work("po.edi", pname=pname, job_id="J1", lane="")
+        assert claimed(settings.paths.processing) == [pname]
+        liveness.beat()  # the service's probe wrote a heartbeat
+        again = run_one(worker, outcome.parked)
+    lane.close()
+    assert again.status == "succeeded" and len(erp.requests) == 1
+    assert os.listdir(settings.paths.done) == ["po.edi"]
+    assert claimed(settings.paths.processing) == []
+
+
+def test_a_claim_taken_over_meanwhile_is_lost_for_good(tmp_path, erp):
+    """A fresh heartbeat, but while the ERP holds the POST another host takes
+    the file over (renames it into its folder): "lost", nothing parked, no
+    997, the file left where that host put it."""
+    settings = Settings(paths=PathSettings(root=tmp_path), erp=ErpSettings(url=erp.url))
+    settings.paths.create()
+    liveness = Liveness(takeover_seconds=30.0)
+    liveness.beat()
+    lane = Claims(settings.paths, "alpha", liveness)
+    lane.open()
+    (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
+    pname = lane.claim("po.edi", "J1")
+    beta = settings.paths.processing / "beta"
+    beta.mkdir()
+    outcomes = []
+    erp.gate.clear()
+    with Pipeline(settings) as pipeline:
+        mover = Mover(settings.paths, clock=time.monotonic)
+        worker = Worker(settings, pipeline, {"": lane}, mover, host="alpha")
+        unit = Work("po.edi", pname=pname, job_id="J1")
+        thread = threading.Thread(target=lambda: outcomes.append(run_one(worker, unit)))
+        thread.start()
+        poll_until(lambda: erp.requests, what="the POST held by the ERP")
+        os.rename(lane.path(pname), beta / pname)  # the other host's takeover
+        erp.gate.set()
+        thread.join(30)
+    lane.close()
+    (outcome,) = outcomes
+    assert outcome.status == "lost" and outcome.parked is None
+    assert os.listdir(beta) == [pname] and os.listdir(settings.paths.acks) == []
 
 
 def test_a_lost_claim_stops_the_erp_retries(erp):

@@ -408,7 +408,10 @@ class Pipeline:
         started = datetime.now(UTC)
         clock = time.perf_counter()
         result = StepResult(step_name=name, status=StepStatus.SUCCESS, started_at=started)
-        if work.skip_rest and not (step.after_failure and work.interchanges and not work.lost):
+        # After a failure only the 997 runs, and not for a job that runs again
+        # (interrupted): that run answers, once, with what became of each order.
+        again = work.lost or job.status is JobStatus.INTERRUPTED
+        if work.skip_rest and not (step.after_failure and work.interchanges and not again):
             result.status = StepStatus.PENDING
             result.attempts = 0
             result.data = {"skipped": work.skip_rest}

@@ -814,6 +814,8 @@ class Service:
         if self.heartbeat is not None:
             try:
                 self.heartbeat(self.snapshot(), self.last_error)
+                if self.liveness is not None:  # the claim checks of the jobs queued below
+                    self.liveness.beat()
             except Exception as exc:
                 self._probe_delay = min(self._probe_delay * 2, PROBE_MAX)
                 self._next_probe = self.clock() + self._probe_delay

@@ -244,8 +244,8 @@ class Worker:
             owed = self.pipeline.record_ended(result)
             if owed is not None:
                 return self._park(flight, owed)
-        if flight.lost:  # another host has the file now: leave it alone
-            return Outcome(name, "lost", job_id=job_id)
+        if flight.lost:  # another host may have the file now
+            return self._lost(flight, st, job_id, retry_of)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
             return self._hand_back(flight, "changed")
         return self._finish(flight, result)
@@ -305,6 +305,28 @@ class Worker:
             retry_of=retry_of,
             partner=flight.claims.partner,  # its folder's: the file was not read
         )
+
+    def _lost(
+        self, flight: InFlight, claimed: os.stat_result, job_id: str, retry_of: str | None
+    ) -> Outcome:
+        """The claim check failed: the file is left alone. If it is still in
+        this host's folder (no host took it: the heartbeat was only stale, the
+        database away), the unit is parked like a job that cannot be recorded
+        and runs again once the service's probe has written a heartbeat."""
+        try:
+            now = os.stat(flight.pname, dir_fd=flight.claims.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (claimed.st_dev, claimed.st_ino):
+            return Outcome(flight.name, "lost", job_id=job_id)
+        with flight.lock:
+            flight.finishing = True  # never handed back: a restart resumes it
+        shown = files.display_name(flight.name)
+        logger.warning("job_parked", file=shown, job_id=job_id, reason="claim unsure")
+        message = f"{shown}: this host's heartbeat is stale; it runs again once it is fresh"
+        lane = flight.claims.partner or ""
+        work = Work(flight.name, pname=flight.pname, job_id=job_id, retry_of=retry_of, lane=lane)
+        return Outcome(flight.name, "lost", job_id=job_id, error=message, parked=work)
 
     def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
         """The job cannot be recorded: its file stays claimed where it is
