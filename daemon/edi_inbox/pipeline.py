@@ -925,9 +925,13 @@ class Pipeline:
                     continue
                 kind = ack_kind(partner.ack if partner else "997", interchange, answered)
                 ack = build_ack(
-                    interchange, answered, kind=kind, control_number=number, answers=answers,
+                    interchange,
+                    answered,
+                    kind=kind,
+                    control_number=number,
+                    answers=answers,
                     now=now,
-                )  # fmt: skip
+                )
                 name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
                 written.append(_write_ack(acks_dir, name, ack, mode))
                 kinds[written[-1]] = kind.code
