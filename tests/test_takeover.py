@@ -21,7 +21,7 @@ from edi_inbox import queries, store
 from edi_inbox.claims import Claims, Inbox, Liveness, lock_host
 from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.erp import HttpErp
-from edi_inbox.errors import AlreadyRunning, ClaimLost
+from edi_inbox.errors import AlreadyRunning, ClaimLost, NotRecorded
 from edi_inbox.jobs import JobStatus
 from edi_inbox.outcomes import Mover
 from edi_inbox.pipeline import Pipeline
@@ -217,6 +217,22 @@ def test_a_claim_taken_over_meanwhile_is_lost_for_good(tmp_path, erp):
     (outcome,) = outcomes
     assert outcome.status == "lost" and outcome.parked is None
     assert os.listdir(beta) == [pname] and os.listdir(settings.paths.acks) == []
+
+
+def test_an_owed_record_is_kept_across_a_restart_and_dropped_once_written(claims):
+    """A parked job's owed record (NotRecorded) is kept in processing/.owed/
+    <host>/ and read back as it was; one this version cannot read is None (the
+    job runs again, as without it); dropped, it is gone."""
+    job = make_job(status=JobStatus.SUCCEEDED)
+    job.acks = ["po.edi.1.997"]
+    claims.keep_owed(NotRecorded(job, True, "database is locked"))
+    kept = claims.owed(job.job_id)
+    assert kept.job == job and kept.posted is True and kept.reason == "database is locked"
+    assert os.listdir(claims.owed_dir) == [job.job_id]
+    claims.drop_owed(job.job_id)
+    assert claims.owed(job.job_id) is None and os.listdir(claims.owed_dir) == []
+    (claims.owed_dir / "J9").write_bytes(b"not a pickle")
+    assert claims.owed("J9") is None
 
 
 def test_a_lost_claim_stops_the_erp_retries(erp):

@@ -52,6 +52,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import pickle
 import time
 import typing
 import uuid
@@ -71,6 +72,7 @@ logger = structlog.get_logger("edi_inbox.claims")
 
 MAX_NAME_BYTES = 255
 RETRY_DIR = ".retry"
+OWED_DIR = ".owed"  # processing/.owed/<host>/<job_id>: parked jobs' owed records
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 LOCK_MODE = 0o640
@@ -265,6 +267,7 @@ class Claims:
         self.inbox_id = (0, 0)  # (st_dev, st_ino) of the inbox open as inbox_fd
         self.folder = host_folder(host)
         self.dir = paths.processing / self.folder
+        self.owed_dir = paths.processing / OWED_DIR / self.folder
         self.inbox_fd = self.processing_fd = self.fd = -1
 
     def open(self) -> None:
@@ -283,6 +286,7 @@ class Claims:
                 if name != "inbox":
                     path.mkdir(parents=True, exist_ok=True)
             (paths.processing / RETRY_DIR).mkdir(exist_ok=True)
+            self.owed_dir.mkdir(parents=True, exist_ok=True)
             self.dir.mkdir(exist_ok=True)
             self.processing_fd = os.open(paths.processing, _DIR_FLAGS)
             self.fd = os.open(self.dir, _DIR_FLAGS | os.O_NOFOLLOW)
@@ -366,6 +370,40 @@ class Claims:
                 f"{shown} is no longer claimed by host {self.host} (another host took it "
                 "over while this one was paused, or it was moved away); this job stops"
             )
+
+    def keep_owed(self, owed: Any) -> None:
+        """Keep the record a parked job owes (``NotRecorded``) beside the
+        claims, so that the next start writes it instead of running the job
+        again (its 997 went out: a second run would send another)."""
+        name = files.safe_name(owed.job.job_id)
+        path, tmp = self.owed_dir / name, self.owed_dir / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(owed, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        files.sync_directory(self.owed_dir)
+
+    def owed(self, job_id: str) -> Any:
+        """The owed record kept for ``job_id``, or None (none kept, or one this
+        version cannot read: the job runs again, as without it)."""
+        try:
+            with open(self.owed_dir / files.safe_name(job_id), "rb") as fh:
+                return pickle.load(fh)  # written by this daemon, in its own folder
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            logger.warning("owed_record_unreadable", job_id=job_id, error=repr(exc))
+            return None
+
+    def drop_owed(self, job_id: str) -> None:
+        """The owed record of ``job_id`` was written: forget the copy kept."""
+        try:
+            os.unlink(self.owed_dir / files.safe_name(job_id))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # kept: a later start would write the record again, harmless
+            logger.warning("owed_record_not_dropped", job_id=job_id, error=os_message(exc))
 
     def hand_back(self, name: str, pname: str) -> Path:
         """Put a claimed file back into the inbox under its name (never overwriting)."""

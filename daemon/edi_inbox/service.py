@@ -453,6 +453,11 @@ class Service:
                     self.counters["taken_over" if claim.taken_from else "resumed"] += 1
                     if claim.taken_from and claim.retry_of:
                         taken.append(claim.retry_of)
+                    # A job parked before this start owes only its record (its
+                    # 997 went out): written, not run again.
+                    owed = None
+                    if claim.retry_of and not claim.taken_from:
+                        owed = claims.owed(claim.retry_of)
                     self.outstanding += 1
                     self.work.put(
                         Work(
@@ -460,6 +465,7 @@ class Service:
                             pname=claim.pname,
                             job_id=claim.job_id,
                             retry_of=claim.retry_of,
+                            owed=owed,
                             lane=lane,
                         )
                     )

@@ -340,6 +340,11 @@ class Worker:
         message = f"database unavailable: {owed.reason}"
         self.on_error(message)
         work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
+        if work.owed is not None:  # the job ended (its 997 went out): keep what it owes
+            try:
+                flight.claims.keep_owed(owed)
+            except Exception as exc:  # then a restart runs the job again, as before
+                logger.error("owed_record_not_kept", job_id=owed.job.job_id, error=repr(exc))
         return Outcome(
             flight.name, "unrecorded", job_id=owed.job.job_id, error=message, parked=work
         )
@@ -356,6 +361,7 @@ class Worker:
                 self.pipeline.record_owed(owed)
             except NotRecorded as again:
                 return self._park(flight, again)
+            flight.claims.drop_owed(job.job_id)
             logger.info("job_recorded_late", file=files.display_name(name), job_id=job.job_id)
             if job.status is JobStatus.INTERRUPTED:
                 return self._hand_back(flight, "changed")
