@@ -321,3 +321,41 @@ def test_the_sequence_wraps_at_nine_digits_without_repeating_a_number(tmp_path, 
     assert all(len(x) == 9 and x.isdigit() for x in isa13), isa13
     assert sorted(assert_distinct(found)) == [1, 2, 3, 4, 999999997, 999999998]
     assert daemon.terminate(15) == 0
+
+
+# -- 4. acks/ unwritable -----------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a 997/TA1 that cannot be written (acks/ not a folder: FileExistsError in "
+    "acknowledge's mkdir) is lost for good: the step crash is kept as the job's error but "
+    "the job is 'succeeded', the file goes to done/, and no 997 is ever written once acks/ "
+    "is back; nothing but the job's error field says the partner got no acknowledgement",
+)
+def test_a_997_that_cannot_be_written_is_not_lost_silently(tmp_path, erp, daemons):
+    """The defaults; acks/ replaced by a plain file while a good file (ISA14
+    = 1) runs, then made a folder again and a later file acknowledged: the
+    first file's TA1 and 997 are written after all, or its job is not
+    reported succeeded (an operator must be able to see the partner got no
+    acknowledgement). Holds: the order posted once."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    uids.upload(daemon.inbox / "a.edi", make_po(4600))
+    poll_until(lambda: daemon.listing(daemon.done) == ["a.edi"], timeout=30, what="a done")
+    folder = tmp_path / "acks"
+    folder.rename(tmp_path / "acks-aside")
+    folder.write_bytes(b"not a folder")
+    uids.upload(daemon.inbox / "b.edi", make_po(4601))
+    poll_until(lambda: "b.edi" in daemon.listing(daemon.done) + failed_files(daemon), timeout=30)
+    folder.unlink()
+    (tmp_path / "acks-aside").rename(folder)
+    uids.upload(daemon.inbox / "c.edi", make_po(4602))
+    poll_until(lambda: per_file(tmp_path).get("c.edi"), timeout=30, what="c.edi acknowledged")
+    poll_until(lambda: "c.edi" in daemon.listing(daemon.done), what="c.edi done")
+    assert len(erp.keys_by_po()) == 3 and set(erp.posts_per_key().values()) == {1}
+    job = next(j for j in daemon.jobs() if j["file_name"] == "b.edi")
+    acknowledged = per_file(tmp_path).get("b.edi") == Counter({"TA1": 1, "997": 1})
+    assert acknowledged or job["status"] != "succeeded", (job["status"], job["error"])
+    assert daemon.terminate(15) == 0
