@@ -5,7 +5,11 @@ back. The real daemon as a subprocess with the defaults as deployed, real
 uploads owned by a partner's uid, a real HTTP ERP on 127.0.0.1, a real
 PostgreSQL stopped and started, a real SQLite file locked by another process,
 real SIGKILLs. A check that holds is a plain test; a bug found is a strict
-xfail naming it."""
+xfail naming it. Not tried: ``edi-inbox process`` with the database away
+throughout (its 30 s patience, cli.RECORD_PATIENCE, has no knob). The
+PostgreSQL cases are slow (about 95 s together): each database call of the
+daemon waits 10 s of reconnecting (store.open_database's retry_seconds, no
+knob), and the outage must outlast several."""
 
 from __future__ import annotations
 
