@@ -17,13 +17,11 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Cluster, pg_ctl, private_schema
+from conftest import pg_ctl, start_again
 from daemons import Daemon, daemons, erp
-from test_outages import start_again
 from test_outsider_round3 import acks, assert_distinct, many_orders, numbers, with_defaults
 
 import uids
@@ -44,11 +42,14 @@ def failed_files(daemon: Daemon) -> list[str]:
     return [n for n in daemon.listing(daemon.failed) if not n.endswith(".error.json")]
 
 
-def per_file(root: Path) -> dict[str, Counter[str]]:
-    """For each uploaded name, how many acknowledgements of each kind it got
-    (a second one for the same group is written under a suffixed name)."""
+def per_file(root: Path, folder: str = "acks") -> dict[str, Counter[str]]:
+    """For each uploaded name, how many acknowledgements of each kind it got in
+    ``root/folder`` (a second one for the same group is written under a
+    suffixed name; a partner's outbox also gets the error reports, not
+    counted)."""
     found: dict[str, Counter[str]] = {}
-    for ack in acks(root):
+    listed = sorted((root / folder).iterdir()) if (root / folder).exists() else []
+    for ack in [a for a in listed if not a.name.startswith(".") and a.suffix != ".json"]:
         name = ack.name.split(".edi.", 1)[0] + ".edi"
         kind = "TA1" if ".TA1" in ack.name else "997" if ".997" in ack.name else ack.name
         found.setdefault(name, Counter())[kind] += 1
@@ -94,12 +95,6 @@ def none_running(daemon: Daemon, url: str | None = None) -> None:
 # -- 1. PostgreSQL stopped while rejected, duplicate and TA1-asking files flow ------------------
 
 
-@pytest.fixture
-def own_pg_url(own_pg_cluster: Cluster) -> Iterator[str]:
-    with private_schema(own_pg_cluster.url) as url:
-        yield url
-
-
 STRANDED = "neither posted nor filed"
 UNPOSTED = "find_posted"
 
@@ -113,14 +108,6 @@ def acme(daemon: Daemon, outbox: Path) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PostgreSQL down for over ~35 s: a rejected file's job, unable to ask "
-    "the database, ends interrupted; destination()'s check_claim then waits 15 s for a "
-    "fresh heartbeat and raises ClaimLost; once its final record lands the worker reports "
-    "'lost' (worker.py:247) and leaves the file in this host's own processing/<host>/, "
-    "which no one resumes while the daemon runs: never filed, never acknowledged",
-)
 def test_rejected_files_during_a_long_postgres_outage_are_filed_and_acknowledged(
     tmp_path, erp, daemons, own_pg_cluster, own_pg_url
 ):
@@ -128,8 +115,10 @@ def test_rejected_files_during_a_long_postgres_outage_are_filed_and_acknowledged
     rejected files' sender) with an outbox. PostgreSQL is stopped; rejected
     files arrive (ISA14 0 and 1); each database call waits its 10 s of
     reconnecting; once their jobs have given up, PostgreSQL is started.
-    Holds: nothing acknowledged while it is down. Fails: the files stay
-    claimed in this host's own processing/ folder, never filed, no 997."""
+    Holds: nothing acknowledged while it is down; each file filed once with
+    its own 997 (and TA1) in the partner's outbox. Was a bug: the jobs' claim
+    checks gave up on the stale heartbeat and the files stayed in this host's
+    processing/ folder until a restart."""
     daemon = daemons(erp.url)
     with_defaults(daemon)
     with_database(daemon, own_pg_url)
@@ -154,7 +143,7 @@ def test_rejected_files_during_a_long_postgres_outage_are_filed_and_acknowledged
     except AssertionError:
         raise AssertionError(f"stranded in processing/: {claimed(daemon.processing)}") from None
     none_running(daemon, own_pg_url)
-    theirs = per_file(tmp_path / "acme-out")
+    theirs = per_file(tmp_path, "acme-out")
     for name in bad:
         want = Counter({"TA1": 1, "997": 1}) if name.startswith("t") else Counter({"997": 1})
         assert theirs.get(name) == want, (name, theirs)
@@ -162,14 +151,6 @@ def test_rejected_files_during_a_long_postgres_outage_are_filed_and_acknowledged
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: PostgreSQL back while a job that could not ask it whether its order was "
-    "posted (post_to_erp: 'not posted: the database is unavailable', job interrupted, to "
-    "run again) reserves its numbers: acknowledge (after_failure) still writes a TA1 and a "
-    "997 rejecting the set (AK5*R, AK9*R); the job runs again and writes a second TA1 and "
-    "997 accepting it (AK5*A): the partner is told its order was rejected, then accepted",
-)
 def test_an_order_unanswered_for_while_postgres_is_away_is_never_acknowledged_as_rejected(
     tmp_path, erp, daemons, own_pg_cluster, own_pg_url
 ):
@@ -179,8 +160,9 @@ def test_an_order_unanswered_for_while_postgres_is_away_is_never_acknowledged_as
     their orders were posted (find_posted), PostgreSQL is started (their
     running records land; post_to_erp says "not posted: the database is
     unavailable"; the jobs are interrupted, to run again). Holds: nothing
-    posted while it is down, each filed in done/, posted once. Fails: each
-    gets two TA1s and two 997s, the first rejecting the order."""
+    posted while it is down, each filed in done/, posted once, one TA1 and
+    one accepting 997 each. Was a bug: the interrupted run wrote a TA1 and a
+    997 rejecting the order, the next run a second pair accepting it."""
     daemon = daemons(erp.url)
     with_defaults(daemon)
     with_database(daemon, own_pg_url)
@@ -259,13 +241,6 @@ def test_rejected_files_parked_for_their_997_numbers_survive_a_sigkill(tmp_path,
     assert daemon.terminate(15) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a job parked after its TA1/997 were written (final record unwritable) "
-    "is run again from scratch after a restart (SIGKILL, or SIGTERM while the database "
-    "is still down: parked_at_shutdown), reserving new numbers and writing a second TA1 "
-    "and a second 997 (held.edi.<n>.1.997) for the same interchange",
-)
 @pytest.mark.parametrize("stop", ["SIGKILL", "SIGTERM"])
 def test_a_job_parked_after_its_997_went_out_gets_one_997_after_a_restart(
     tmp_path, erp, daemons, stop
@@ -275,7 +250,9 @@ def test_a_job_parked_after_its_997_went_out_gets_one_997_after_a_restart(
     by another process; the ERP answers: the TA1 and 997 are written, the
     final record cannot be, the job is parked. SIGKILL (or SIGTERM, which
     cannot write the record either), the lock gone, restart: the file in
-    done/, posted under one key, and one TA1 and one 997 for it."""
+    done/, posted under one key, and one TA1 and one 997 for it. Was a bug:
+    the restart ran the job again and sent a second TA1 and 997 (the owed
+    record is now kept in processing/.owed/<host>/)."""
     daemon = daemons(erp.url)
     with_defaults(daemon)
     quick_busy(daemon)
@@ -332,10 +309,10 @@ def test_the_sequence_wraps_at_nine_digits_without_repeating_a_number(tmp_path, 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: a 997/TA1 that cannot be written (acks/ not a folder: FileExistsError in "
-    "acknowledge's mkdir) is lost for good: the step crash is kept as the job's error but "
-    "the job is 'succeeded', the file goes to done/, and no 997 is ever written once acks/ "
-    "is back; nothing but the job's error field says the partner got no acknowledgement",
+    reason="BUG (known, open): a 997/TA1 that cannot be written (acks/ not a folder) is "
+    "never written later: the acknowledge step fails with not_acknowledged and says where "
+    "and why, but the job stays 'succeeded' (its orders were posted) and the file goes "
+    "to done/; no command sends the acknowledgement again",
 )
 def test_a_997_that_cannot_be_written_is_not_lost_silently(tmp_path, erp, daemons):
     """The defaults; acks/ replaced by a plain file while a good file (ISA14
