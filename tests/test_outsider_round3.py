@@ -44,6 +44,11 @@ def acks(root: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
+def failed_files(daemon: Daemon) -> list[str]:
+    """The uploads in failed/, their error reports aside."""
+    return [n for n in daemon.listing(daemon.failed) if not n.endswith(".error.json")]
+
+
 def numbers(ack: Path) -> dict[str, str]:
     """ISA13, and GS06 and ST02 of a 997, of an acknowledgement file."""
     text = ack.read_text(errors="replace")
@@ -105,10 +110,7 @@ def test_the_defaults_as_deployed(tmp_path, erp):
             )
         uids.upload(daemon.inbox / "junk.edi", b"not X12 at all\n")
         poll_until(
-            lambda: (
-                len(daemon.listing(daemon.done)) == good
-                and len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 4
-            ),
+            lambda: len(daemon.listing(daemon.done)) == good and len(failed_files(daemon)) == 4,
             timeout=60,
             what="every upload filed",
         )
@@ -221,10 +223,7 @@ def test_two_hosts_sharing_one_inbox_and_database_never_share_a_control_number(
     names |= {f"bad{n}.edi": BAD.replace(b"*0004", f"*{n + 10:04d}".encode(), 1) for n in range(4)}
     upload_all(one, names)
     poll_until(
-        lambda: (
-            len(one.listing(one.done)) == 36
-            and len([n for n in one.listing(one.failed) if not n.endswith(".json")]) == 4
-        ),
+        lambda: len(one.listing(one.done)) == 36 and len(failed_files(one)) == 4,
         timeout=60,
         what="every file filed",
     )
@@ -267,7 +266,7 @@ def test_acknowledgements_written_while_the_database_is_locked_have_their_own_nu
         )
         during = acks(tmp_path)
     poll_until(
-        lambda: len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 8,
+        lambda: len(failed_files(daemon)) == 8,
         timeout=60,
         what="every bad file failed",
     )
@@ -536,10 +535,7 @@ def test_postgres_stopped_mid_run_with_the_defaults(
     finally:
         start_again(own_pg_cluster)
     poll_until(
-        lambda: (
-            len(daemon.listing(daemon.done)) == 30
-            and len([n for n in daemon.listing(daemon.failed) if not n.endswith(".json")]) == 6
-        ),
+        lambda: len(daemon.listing(daemon.done)) == 30 and len(failed_files(daemon)) == 6,
         timeout=90,
         what="every file filed",
     )

@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 from conftest import pg_ctl, start_again
 from daemons import Daemon, daemons, erp
-from test_outsider_round3 import acks, assert_distinct, many_orders, numbers, with_defaults
+from test_outsider_round3 import (
+    acks,
+    assert_distinct,
+    failed_files,
+    many_orders,
+    numbers,
+    with_defaults,
+)
 
 import uids
 from helpers import BAD, claimed, database_locked, make_po, poll_until
@@ -36,10 +43,6 @@ def rejected(n: int, *, ta1: bool = False) -> bytes:
     ``n``; ``ta1``: ISA14 = 1 (a TA1 asked for)."""
     data = BAD.replace(b"*000001403*0*", f"*{n:09d}*{int(ta1)}*".encode(), 1)
     return data.replace(b"IEA*1*000001403", f"IEA*1*{n:09d}".encode(), 1)
-
-
-def failed_files(daemon: Daemon) -> list[str]:
-    return [n for n in daemon.listing(daemon.failed) if not n.endswith(".error.json")]
 
 
 def per_file(root: Path, folder: str = "acks") -> dict[str, Counter[str]]:

@@ -367,18 +367,25 @@ def test_a_backlog_found_by_a_scan_is_handed_out_oldest_first(inbox, inbox_fd, c
     assert [t.name for t in tracker.poll()] == order
 
 
+def aged_backlog(inbox: Path, names: list[str], *, seed: int) -> list[str]:
+    """``names`` written into ``inbox`` with mtimes in a shuffled order: that
+    order (oldest first)."""
+    order = names[:]
+    random.Random(seed).shuffle(order)
+    for name in names:
+        (inbox / name).write_bytes(GOOD)
+    for age, name in enumerate(order):
+        os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
+    return order
+
+
 def test_a_backlog_settling_while_it_is_scanned_is_handed_out_oldest_first(inbox, inbox_fd, clock):
     """A scan of a large inbox takes longer than settle_seconds: its names come
     due one after another, over many polls. ``names_oldest_first`` feeds them
     to the tracker by age, so the polls still hand them out oldest first."""
     tracker = make_tracker(inbox_fd, clock)
     names = [f"po{i:03d}.edi" for i in range(100)]
-    order = names[:]
-    random.Random(17).shuffle(order)
-    for name in names:
-        (inbox / name).write_bytes(GOOD)
-    for age, name in enumerate(order):
-        os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
+    order = aged_backlog(inbox, names, seed=17)
     for name in names_oldest_first(inbox_fd):
         tracker.seen(name, lambda n=name: os.stat(n, dir_fd=inbox_fd, follow_symlinks=False))
         clock.advance(SETTLE / 10)  # each stat takes a while in a large inbox
@@ -398,12 +405,7 @@ def test_a_backlog_beyond_the_window_waits_as_names_and_goes_out_oldest_first(
     tracker = make_tracker(inbox_fd, clock)
     tracker.window = 8
     names = [f"po{i:03d}.edi" for i in range(40)]
-    order = names[:]
-    random.Random(5).shuffle(order)
-    for name in names:
-        (inbox / name).write_bytes(GOOD)
-    for age, name in enumerate(order):
-        os.utime(inbox / name, ns=(1_700_000_000_000_000_000 + age,) * 2)
+    order = aged_backlog(inbox, names, seed=5)
     tracker.scanned(names_oldest_first(inbox_fd))
     assert len(tracker) == 40 and tracker.waiting() == 40
     (inbox / "new.edi").write_bytes(GOOD)
