@@ -80,9 +80,10 @@ def erp():
         erp.gate.set()  # no request left waiting on a stopped server
 
 
-def daemon_command(config: Path) -> list[str]:
-    """``edi-inbox --config FILE run`` with this interpreter (the venv's console script)."""
-    return [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), "run"]
+def daemon_command(config: Path, *args: str) -> list[str]:
+    """``edi-inbox --config FILE ARGS`` (default ``run``) with this interpreter
+    (the venv's console script)."""
+    return [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), *(args or ["run"])]
 
 
 class Daemon:
@@ -233,6 +234,15 @@ class Daemon:
         if self.alive():
             self.kill()
         self.notify.close()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``edi-inbox --config … ARGS`` as the daemon's user (root unless ``user``)."""
+        command = daemon_command(self.config, *args)
+        if self.user:
+            command = uids.as_daemon_command(command)
+        env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
+        env["COLUMNS"] = "250"  # tables fit the terminal: room for whole paths
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
 
     def jobs(self) -> list[dict]:
         path = self.root / "edi-inbox.db"

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -484,16 +482,6 @@ def test_a_partners_inbox_recreated_is_followed_and_one_gone_waits_alone(shared_
 # -- 9. retry, status and partners from the command line ------------------------------------------
 
 
-def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    """``edi-inbox --config … ARGS`` as the daemon's user (``runuser -u edi-inbox``)."""
-    command = uids.as_daemon_command(
-        [sys.executable, "-m", "edi_inbox.cli", "--config", str(daemon.config), *args]
-    )
-    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
-    env["COLUMNS"] = "250"  # tables fit the terminal: room for whole paths
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-
-
 def test_retry_status_and_partners_of_a_partners_failed_file(shared_root, erp):
     """acme's failed file retried from the command line goes back into acme's
     folder and fails again as a retry of the first job, acme's; status and
@@ -507,7 +495,7 @@ def test_retry_status_and_partners_of_a_partners_failed_file(shared_root, erp):
         poll_until(lambda: "bad.edi" in daemon.listing(daemon.failed), what="bad.edi failed")
         (first,) = daemon.jobs()
         assert (first["partner"], first["status"]) == ("acme", "failed")
-        done = cli(daemon, "retry", first["job_id"])
+        done = daemon.cli("retry", first["job_id"])
         assert done.returncode == 0, done.stderr
         poll_until(lambda: len(daemon.jobs()) == 2, what="the retry's job")
         poll_until(lambda: all(j["status"] == "failed" for j in daemon.jobs()), what="filed")
@@ -516,17 +504,17 @@ def test_retry_status_and_partners_of_a_partners_failed_file(shared_root, erp):
         assert erp.requests == []
 
         uids.upload(acme_in / "waiting.tmp", b"ISA", uids.PARTNER)  # an upload in progress
-        status = cli(daemon, "status", "--json")
+        status = daemon.cli("status", "--json")
         assert status.returncode == 0, status.stderr
         (acme,) = json.loads(status.stdout)["partners"]
         assert acme["name"] == "acme" and acme["failures_24h"] == 2
-        partners = cli(daemon, "partners", "--json")
+        partners = daemon.cli("partners", "--json")
         (described,) = json.loads(partners.stdout)["partners"]
         assert described["inbox"] == str(acme_in)
         assert described["processing"] == str(daemon.processing / ".partners" / "acme")
-        text = cli(daemon, "partners").stdout
+        text = daemon.cli("partners").stdout
         assert str(acme_in) in text and "acme" in text
-        assert "partner acme: 2 files, 2 failed" in cli(daemon, "status").stdout
+        assert "partner acme: 2 files, 2 failed" in daemon.cli("status").stdout
         assert daemon.terminate(timeout=10) == 0
     finally:
         daemon.close()
@@ -542,9 +530,9 @@ def test_status_says_a_partners_inbox_is_missing(shared_root, erp):
         daemon.start()
         assert daemon.terminate(timeout=10) == 0
         acme_in.rmdir()
-        doc = json.loads(cli(daemon, "status", "--json").stdout)
+        doc = json.loads(daemon.cli("status", "--json").stdout)
         assert doc["partners"][0]["inbox"]["waiting"] is None
-        text = cli(daemon, "status").stdout
+        text = daemon.cli("status").stdout
         line = next(line for line in text.splitlines() if line.startswith("partner acme"))
         assert str(acme_in) in line or "missing" in line, text
     finally:

@@ -308,16 +308,6 @@ def test_a_partners_inbox_moved_away_with_files_in_flight_and_back(shared_root, 
 # -- 6. status and partners while a partner's inbox is missing ----------------------------------
 
 
-def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
-    """``edi-inbox --config … ARGS`` as the daemon's user."""
-    command = uids.as_daemon_command(
-        [sys.executable, "-m", "edi_inbox.cli", "--config", str(daemon.config), *args]
-    )
-    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
-    env["COLUMNS"] = "250"
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
-
-
 def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp):
     """The daemon runs, acme's folder is gone (inbox_gone), globex's is there:
     status exits 0 (a daemon runs) and says acme's folder is missing, text and
@@ -334,7 +324,7 @@ def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp)
         poll_until(lambda: "g.edi" in daemon.listing(daemon.done), what="globex's file filed")
 
         def said_missing() -> subprocess.CompletedProcess[str] | None:
-            done = cli(daemon, "status", "--json")
+            done = daemon.cli("status", "--json")
             doc = json.loads(done.stdout)
             return done if "acme" in json.dumps(doc.get("daemons")) else None
 
@@ -344,17 +334,17 @@ def test_status_and_partners_while_a_partners_inbox_is_missing(shared_root, erp)
         by_name = {p["name"]: p for p in doc["partners"]}
         assert by_name["acme"]["inbox"]["waiting"] is None
         assert by_name["globex"]["inbox"]["waiting"] == 0
-        text = cli(daemon, "status")
+        text = daemon.cli("status")
         assert text.returncode == 0, text.stderr
         line = next(ln for ln in text.stdout.splitlines() if ln.startswith("partner acme"))
         assert "missing" in line or str(acme_in) in line, text.stdout
-        partners = cli(daemon, "partners", "--json")
+        partners = daemon.cli("partners", "--json")
         assert partners.returncode == 0, partners.stderr
         names = {p["name"] for p in json.loads(partners.stdout)["partners"]}
         assert names == {"acme", "globex"}
-        assert cli(daemon, "partners").returncode == 0
+        assert daemon.cli("partners").returncode == 0
         assert daemon.terminate(timeout=10) == 0
-        assert cli(daemon, "status").returncode == 3
+        assert daemon.cli("status").returncode == 3
     finally:
         daemon.close()
 

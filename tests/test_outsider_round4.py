@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -310,36 +311,79 @@ def test_the_sequence_wraps_at_nine_digits_without_repeating_a_number(tmp_path, 
 # -- 4. acks/ unwritable -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (known, open): a 997/TA1 that cannot be written (acks/ not a folder) is "
-    "never written later: the acknowledge step fails with not_acknowledged and says where "
-    "and why, but the job stays 'succeeded' (its orders were posted) and the file goes "
-    "to done/; no command sends the acknowledgement again",
-)
-def test_a_997_that_cannot_be_written_is_not_lost_silently(tmp_path, erp, daemons):
+def break_acks(root: Path) -> Callable[[], None]:
+    """Replace acks/ by a plain file (an outbox turned unwritable); the
+    function returned puts the folder back."""
+    folder = root / "acks"
+    folder.rename(root / "acks-aside")
+    folder.write_bytes(b"not a folder")
+
+    def mend() -> None:
+        folder.unlink()
+        (root / "acks-aside").rename(folder)
+
+    return mend
+
+
+def test_a_997_that_cannot_be_written_is_written_later(tmp_path, erp, daemons):
     """The defaults; acks/ replaced by a plain file while a good file (ISA14
-    = 1) runs, then made a folder again and a later file acknowledged: the
-    first file's TA1 and 997 are written after all, or its job is not
-    reported succeeded (an operator must be able to see the partner got no
-    acknowledgement). Holds: the order posted once."""
+    = 1) runs: its orders are posted, its job stays ``running`` with its
+    file in processing/ (an operator sees the partner has no answer yet:
+    ``status``, the backlog metric), later files still run; once acks/ is a
+    folder again its TA1 and 997 are written, once each, and the job
+    succeeds. Each order posted once; every ISA13 distinct."""
     daemon = daemons(erp.url)
     with_defaults(daemon)
     daemon.start()
     uids.upload(daemon.inbox / "a.edi", make_po(4600))
     poll_until(lambda: daemon.listing(daemon.done) == ["a.edi"], timeout=30, what="a done")
-    folder = tmp_path / "acks"
-    folder.rename(tmp_path / "acks-aside")
-    folder.write_bytes(b"not a folder")
+    mend = break_acks(tmp_path)
     uids.upload(daemon.inbox / "b.edi", make_po(4601))
-    poll_until(lambda: "b.edi" in daemon.listing(daemon.done) + failed_files(daemon), timeout=30)
-    folder.unlink()
-    (tmp_path / "acks-aside").rename(folder)
+    poll_until(lambda: daemon.events("acks_owed"), timeout=30, what="b's acks owed")
+    uids.upload(daemon.inbox / "d.edi", make_po(4603))  # intake goes on meanwhile
+    poll_until(lambda: len(daemon.events("acks_owed")) >= 2, timeout=30, what="d's acks owed")
+    assert len(erp.keys_by_po()) == 3
+    assert {j["file_name"]: j["status"] for j in daemon.jobs()} == {
+        "a.edi": "succeeded",
+        "b.edi": "running",
+        "d.edi": "running",
+    }
+    assert "b.edi" not in daemon.listing(daemon.done) + failed_files(daemon)
+    said = daemon.cli("status")
+    assert said.returncode == 0, said.stderr
+    said = said.stdout
+    assert "job(s) waiting to write their acknowledgements" in said and "acks" in said
+    mend()
     uids.upload(daemon.inbox / "c.edi", make_po(4602))
-    poll_until(lambda: per_file(tmp_path).get("c.edi"), timeout=30, what="c.edi acknowledged")
-    poll_until(lambda: "c.edi" in daemon.listing(daemon.done), what="c.edi done")
-    assert len(erp.keys_by_po()) == 3 and set(erp.posts_per_key().values()) == {1}
-    job = next(j for j in daemon.jobs() if j["file_name"] == "b.edi")
-    acknowledged = per_file(tmp_path).get("b.edi") == Counter({"TA1": 1, "997": 1})
-    assert acknowledged or job["status"] != "succeeded", (job["status"], job["error"])
+    for name in ("b.edi", "c.edi", "d.edi"):
+        poll_until(lambda n=name: n in daemon.listing(daemon.done), timeout=90, what=f"{name} done")
+    assert per_file(tmp_path) == {f"{n}.edi": Counter({"TA1": 1, "997": 1}) for n in "abcd"}
+    assert len(erp.keys_by_po()) == 4 and set(erp.posts_per_key().values()) == {1}
+    jobs = {j["file_name"]: j for j in daemon.jobs()}
+    assert {n: j["status"] for n, j in jobs.items()} == dict.fromkeys(jobs, "succeeded")
+    assert_distinct(acks(tmp_path))
+    assert daemon.terminate(15) == 0
+
+
+def test_a_997_owed_at_a_restart_is_written_once(tmp_path, erp, daemons):
+    """The daemon stopped while a job owes its 997 (acks/ a plain file): the
+    file stays claimed; the next start, acks/ a folder again, writes the
+    acknowledgements kept (the same ISA13, not a new run: no second post, no
+    second 997) and files it."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    mend = break_acks(tmp_path)
+    uids.upload(daemon.inbox / "b.edi", make_po(4611))
+    poll_until(lambda: daemon.events("acks_owed"), timeout=30, what="b's acks owed")
+    assert daemon.terminate(15) == 0
+    assert daemon.listing(daemon.done) == [] and len(erp.keys_by_po()) == 1
+    mend()
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == ["b.edi"], timeout=30, what="b done")
+    assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 1, "997": 1})}
+    assert set(erp.posts_per_key().values()) == {1}
+    (job,) = daemon.jobs()
+    assert job["status"] == "succeeded"
+    assert daemon.events("acks_written_late")
     assert daemon.terminate(15) == 0

@@ -438,6 +438,37 @@ def test_a_997_that_cannot_be_written_is_said_not_a_crash(tmp_path):
     assert "step_crashed" not in [e["event"] for e in logged]
 
 
+def test_a_997_the_daemon_cannot_write_is_owed_then_written_as_built(tmp_path):
+    """In the daemon (``owe_acks``) a 997 its folder cannot take is owed: the
+    job ends unrecorded (``NotRecorded`` with the acknowledgement built,
+    numbered), which survives a pickle (a worker process's pipe, the copy
+    kept for a restart); written once the folder can take it, byte for byte
+    as built, and the acknowledge step then succeeds, saying it was late."""
+    import pickle
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    settings = Settings(paths=PathSettings(root=tmp_path, acks=blocker / "acks"))
+    with Pipeline(settings) as pipeline:
+        with pytest.raises(NotRecorded) as caught:
+            pipeline.run(copy(tmp_path, GOOD), owe_acks=True)
+        owed = pickle.loads(pickle.dumps(caught.value))
+        assert owed.job.status is JobStatus.SUCCEEDED and owed.posted is True
+        assert [a.kind for a in owed.acks] == ["997"] and owed.job.acks == []
+        assert owed.reason == f"1 not written in {blocker / 'acks'}: Not a directory"
+        step = owed.steps[-1]
+        assert step.status is StepStatus.FAILED and step.data["owed"] == [owed.acks[0].name]
+        assert step.error.endswith("Not a directory; written as soon as it can be")
+        assert pipeline.write_owed_acks(owed) is False  # still a file there
+        assert len(owed.acks) == 1 and step.status is StepStatus.FAILED
+        built = owed.acks[0].data
+        blocker.unlink()
+        assert pipeline.write_owed_acks(owed) is True
+    assert owed.acks == [] and step.status is StepStatus.SUCCESS and step.error is None
+    assert "owed" not in step.data and step.data["written_late"]
+    assert read_acks(settings) == [built] and owed.job.acks == step.data["acks"]
+
+
 class BrokenRecorder(NullRecorder):
     """A recorder whose database is gone: every call raises."""
 

@@ -279,6 +279,10 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
             f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {d['started_at'][:19]}"
         )
+        owing = (d.get("counters") or {}).get("acks_owed")
+        if owing:
+            said = f": {shown(d['last_error'])}" if d.get("last_error") else ""
+            lines.append(f"  {owing} job(s) waiting to write their acknowledgements{said}")
     if not doc["daemons"]:
         lines.append("no daemon on record")
     inbox = doc["inbox"]

@@ -173,7 +173,10 @@ class NotRecorded(StoreError):
     ``job.status`` still ``running``, a job stopped before the ERP call
     because its running record could not be written (it must run again).
     ``posted`` says whether the ERP accepted any of its orders; ``logs`` and
-    ``steps`` are what the owed record still has to carry."""
+    ``steps`` are what the owed record still has to carry. ``acks``, when
+    not empty, are acknowledgements built but not written (their folder
+    could not take them: ``reason`` says why): they are owed first, and the
+    record waits for them (it says which went out)."""
 
     def __init__(
         self,
@@ -182,6 +185,7 @@ class NotRecorded(StoreError):
         reason: str,
         logs: list[Any] | None = None,
         steps: list[Any] | None = None,
+        acks: list[Any] | None = None,
     ) -> None:
         super().__init__(reason)
         self.job = job
@@ -189,12 +193,17 @@ class NotRecorded(StoreError):
         self.reason = reason
         self.logs = list(logs or [])
         self.steps = list(steps or [])
+        self.acks = list(acks or [])
 
     def __reduce__(self) -> Any:  # crosses the pipe from a worker process
-        return (type(self), (self.job, self.posted, self.reason, self.logs, self.steps))
+        args = (self.job, self.posted, self.reason, self.logs, self.steps, self.acks)
+        return (type(self), args)
 
     def __str__(self) -> str:
-        what = "posted to the ERP but not recorded" if self.posted else "not recorded"
+        if self.acks:
+            what = f"owes {len(self.acks)} acknowledgement(s) not written yet"
+        else:
+            what = "posted to the ERP but not recorded" if self.posted else "not recorded"
         return f"job {self.job.job_id} {what}: {self.reason}"
 
     def explain(self) -> str:

@@ -32,6 +32,13 @@ sequence (two interchanges to a partner never share an ISA13): a job that
 ended before the ERP call reserves its numbers as its 997 is written, and
 while the database is unavailable it raises ``NotRecorded`` there, still
 ``running``: it runs again once the database is back.
+
+An acknowledgement its folder cannot take (a full disk, an outbox turned
+unwritable) is, in the daemon (``run(owe_acks=True)``), owed like a record:
+``NotRecorded`` carries the acknowledgements built and not written
+(``OwedAck``), the job stays ``running`` until ``write_owed_acks`` has
+written them, and only then is its final record written. ``process`` records
+the job at once, its ``acknowledge`` step failed with where and why.
 """
 
 from __future__ import annotations
@@ -128,6 +135,18 @@ class StepFailed(EdiInboxError):
         self.details = details[:MAX_ERRORS_LISTED]
 
 
+@dataclass(frozen=True)
+class OwedAck:
+    """An acknowledgement built (numbered) but not written yet: written later
+    as it is, so the partner gets the one the job's record names."""
+
+    directory: str
+    name: str
+    data: bytes
+    kind: str  # "997", "999" or "TA1"
+    mode: int | None  # a partner's outbox: 0640
+
+
 class NotAcknowledged(EdiInboxError):
     """Some 997s could not be written: the step fails, the job keeps its outcome
     (the orders were handled; only the answer to the partner is missing)."""
@@ -172,6 +191,9 @@ class _Work:
     # control numbers once reserved (with the running record, in its write).
     due: _AcksDue | None = None
     control_number: int | None = None
+    owe_acks: bool = False  # an acknowledgement not written is owed (the daemon)
+    owed_acks: list[OwedAck] = field(default_factory=list)
+    owed_reason: str = ""  # why they were not written
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -302,6 +324,7 @@ class Pipeline:
         guard: Callable[[], None] | None = None,
         destination: Callable[[JobResult], str] | None = None,
         partner: PartnerSettings | None = None,
+        owe_acks: bool = False,
     ) -> JobResult:
         """Process one file; the result says what happened. Never raises for bad input.
 
@@ -316,6 +339,8 @@ class Pipeline:
         (orders the ERP accepted are not posted again).
         ``partner``, if given, is who the file comes from (its folder says
         so): a sender that is not one of its ids is refused, nothing posted.
+        ``owe_acks``: an acknowledgement its folder cannot take is owed (see
+        the module's doc), not given up.
 
         Raises ``NotRecorded`` when the job's record cannot be written (the
         database is unavailable): before the ERP call nothing was posted and
@@ -332,7 +357,7 @@ class Pipeline:
         )
         clock = time.perf_counter()
         with logsetup.job_context(job.job_id, display_name(job.file_name)) as logs:
-            work = _Work(guard=guard, given=partner)
+            work = _Work(guard=guard, given=partner, owe_acks=owe_acks)
             try:
                 work.data = (
                     data
@@ -382,6 +407,11 @@ class Pipeline:
                 duration_seconds=job.duration_seconds,
             )
             job.logs = logs.entries
+            if work.owed_acks:
+                owed, reason = work.owed_acks, work.owed_reason
+                logger.error("acks_owed", acks=len(owed), reason=reason)
+                drained = [*held, *logs.drain()]
+                raise NotRecorded(job, _posted(job), reason, drained, unwritten, owed)
             self._record_final(job, [*held, *logs.drain()], unwritten, destination)
         return job
 
@@ -914,43 +944,93 @@ class Pipeline:
         first = work.control_number
         if first is None:  # no running record (the job ended before the ERP call)
             first = self._control_numbers(job, len(due)) if due else 0
+        built: list[tuple[str, bytes, str]] = []  # name, bytes, kind
+        for number, (interchange, answered) in enumerate(due, start=first):
+            if answered is None:
+                ta1 = build_ta1(interchange, control_number=number, now=now)
+                name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                built.append((name, ta1, "TA1"))
+                continue
+            kind = ack_kind(partner.ack if partner else "997", interchange, answered)
+            ack = build_ack(
+                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
+            )
+            name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
+            built.append((name, ack, kind.code))
         try:
             acks_dir.mkdir(parents=True, exist_ok=True)
-            for number, (interchange, answered) in enumerate(due, start=first):
-                if answered is None:
-                    ta1 = build_ta1(interchange, control_number=number, now=now)
-                    name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
-                    written.append(_write_ack(acks_dir, name, ta1, mode))
-                    kinds[written[-1]] = "TA1"
-                    continue
-                kind = ack_kind(partner.ack if partner else "997", interchange, answered)
-                ack = build_ack(
-                    interchange,
-                    answered,
-                    kind=kind,
-                    control_number=number,
-                    answers=answers,
-                    now=now,
-                )
-                name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
+            for name, ack, code in built:
                 written.append(_write_ack(acks_dir, name, ack, mode))
-                kinds[written[-1]] = kind.code
+                kinds[written[-1]] = code
             if written:
                 # Each file was fsynced (write_new), but not its name: one fsync of
                 # acks/ for all of this job's, before its final record says they
                 # went out (a 997 is never written again once the job is recorded).
                 sync_directory(acks_dir)
         except OSError as exc:  # a full disk, a folder it may not write: said, not a crash
-            where, left = display_name(str(acks_dir)), len(due) - len(written)
+            where, left = display_name(str(acks_dir)), built[len(written) :]
             reason = exc.strerror or str(exc)
-            not_acknowledged.append(f"the {left} due, not written in {where}: {reason}")
+            if not left:
+                not_acknowledged.append(f"{where} could not be synced: {reason}")
+            elif work.owe_acks:
+                work.owed_reason = f"{len(left)} not written in {where}: {reason}"
+                work.owed_acks = [OwedAck(str(acks_dir), *ack, mode) for ack in left]
+            else:
+                not_acknowledged.append(f"the {len(left)} due, not written in {where}: {reason}")
         job.acks = written
+        data: dict[str, Any] = {"acks": written, "kinds": kinds}
         if not_acknowledged:
-            raise NotAcknowledged(
-                "not_acknowledged: no 997 written for " + _summarise(not_acknowledged),
-                {"acks": written, "kinds": kinds, "not_acknowledged": not_acknowledged},
+            data["not_acknowledged"] = not_acknowledged
+        if work.owed_acks:
+            data["owed"] = [ack.name for ack in work.owed_acks]
+            said = f"not_acknowledged: {work.owed_reason}; written as soon as it can be"
+            if not_acknowledged:
+                said += "; and none for " + _summarise(not_acknowledged)
+            raise NotAcknowledged(said, data)
+        if not_acknowledged:
+            said = "not_acknowledged: no 997 written for " + _summarise(not_acknowledged)
+            raise NotAcknowledged(said, data)
+        return data
+
+    def write_owed_acks(self, owed: NotRecorded) -> bool:
+        """Write the acknowledgements a parked job owes (``owed.acks``), each as
+        it was built, and make its ``acknowledge`` step say so. False while
+        their folder still cannot take them (``owed.reason`` says why; those
+        written are no longer owed)."""
+        job = owed.job
+        step = next(s for s in owed.steps if s.step_name == "acknowledge")
+        data = step.data
+        written: list[str] = data["acks"]
+        kinds: dict[str, str] = data["kinds"]
+        directory = None
+        try:
+            while owed.acks:
+                ack = owed.acks[0]
+                directory = Path(ack.directory)
+                directory.mkdir(parents=True, exist_ok=True)
+                written.append(_write_ack(directory, ack.name, ack.data, ack.mode))
+                kinds[written[-1]] = ack.kind
+                owed.acks.pop(0)
+        except OSError as exc:
+            where = display_name(str(directory))
+            owed.reason = f"{len(owed.acks)} not written in {where}: {exc.strerror or exc}"
+            data["owed"] = [ack.name for ack in owed.acks]
+            return False
+        finally:
+            job.acks = list(written)
+        if directory is not None:  # their names, as acknowledge does (the bytes are synced)
+            with contextlib.suppress(OSError):
+                sync_directory(directory)
+        data.pop("owed", None)
+        data["written_late"] = datetime.now(UTC).isoformat()
+        if "not_acknowledged" in data:  # what no retry helps (a group it cannot address)
+            step.error = "not_acknowledged: no 997 written for " + _summarise(
+                data["not_acknowledged"]
             )
-        return {"acks": written, "kinds": kinds}
+        else:
+            step.status, step.error = StepStatus.SUCCESS, None
+        logger.info("acks_written_late", job_id=job.job_id, acks=written)
+        return True
 
     def _acks_due(self, work: _Work) -> _AcksDue:
         """The acknowledgements this file gets, as its partner (or ``[ack]``)

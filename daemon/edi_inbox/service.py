@@ -131,6 +131,8 @@ COUNTERS = (
 FINISHED = ("succeeded", "failed", "duplicate", "refused")
 PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; doubled
 PROBE_MAX = 30.0
+ACKS_RETRY_FIRST = 1.0  # seconds before a job's owed acknowledgements are tried again; doubled
+ACKS_RETRY_MAX = 60.0
 
 
 class Signals:
@@ -217,6 +219,12 @@ class Service:
         self.signals = signals or Signals()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
+        # Units whose acknowledgements their folder could not take (a full disk,
+        # an outbox turned unwritable): queued again every _acks_delay seconds.
+        self.owing: list[Work] = []
+        self.owing_jobs: set[str] = set()  # their jobs, queued or waiting
+        self._acks_delay = ACKS_RETRY_FIRST
+        self._next_acks_try = 0.0
         self._probe_delay = PROBE_FIRST
         self._next_probe = 0.0
         self._resumed_at = -PROBE_MAX - 1.0
@@ -360,7 +368,8 @@ class Service:
             wait = LOOP_WAIT_MAX
             # With the queue full, what is due waits: an outcome wakes the loop.
             dues = [i.tracker.due() for i in self.inboxes.values()] if self._room() else []
-            for due in (*dues, self.mover.next_due()):
+            owed_due = self._next_acks_try if self.owing else None
+            for due in (*dues, self.mover.next_due(), owed_due):
                 if due is not None:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
@@ -369,6 +378,7 @@ class Service:
                 self._take()
             now = self.clock()
             self.mover.retry_due(now)
+            self._retry_owed_acks(now)
             if now >= next_rescan:
                 self._rescan()
                 if self.db_down is None:
@@ -547,9 +557,15 @@ class Service:
         self.outstanding -= 1
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
-        if outcome.parked is not None:  # unrecorded: the file stays claimed
+        if outcome.status == "unacknowledged" and outcome.parked is not None:
+            self._owe_acks(outcome.parked)
+        elif outcome.parked is not None:  # unrecorded: the file stays claimed
             self.parked.append(outcome.parked)
             self._pause(outcome.error or "a job could not be recorded")
+        if outcome.job_id in self.owing_jobs and outcome.status != "unacknowledged":
+            self.owing_jobs.discard(outcome.job_id)  # written at last (or parked for the database)
+            if not self.owing_jobs:
+                self._acks_delay = ACKS_RETRY_FIRST
         if outcome.status in FINISHED:
             self.finished += 1
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
@@ -747,6 +763,7 @@ class Service:
             "held": tracked.get("held", 0),
             "pending_moves": len(self.pending),
             "parked": len(self.parked),
+            "acks_owed": len(self.owing_jobs),
         }
 
     def _status_line(self) -> str:
@@ -800,17 +817,43 @@ class Service:
         """At shutdown, with the workers gone: the records parked jobs owe, if
         the database answers now. The rest stay claimed; the next start
         resumes them."""
-        for item in [w for w in self.parked if w.owed is not None]:
+        for item in [*self.owing, *(w for w in self.parked if w.owed is not None)]:
             if time.monotonic() > deadline:
                 break
             outcome = run_one(self.worker, item)
             if outcome.parked is not None:
-                break  # still unavailable
-            self.parked.remove(item)
+                if item in self.parked:
+                    break  # the database is still unavailable
+                continue  # its acknowledgements' folder still cannot take them
+            for waiting in (self.owing, self.parked):
+                if item in waiting:
+                    waiting.remove(item)
             if outcome.pending is not None:
                 self.mover.add(outcome.pending)
-        if self.parked:
-            logger.warning("parked_at_shutdown", jobs=len(self.parked), reason=self.db_down)
+        if self.parked or self.owing:
+            jobs = len(self.parked) + len(self.owing)
+            logger.warning("parked_at_shutdown", jobs=jobs, reason=self.db_down or self.last_error)
+
+    # -- acknowledgements owed -------------------------------------------------------
+
+    def _owe_acks(self, item: Work) -> None:
+        """A job's acknowledgements could not be written: its unit waits, with
+        the others owing, for the next try (the delay doubles, up to
+        ``ACKS_RETRY_MAX``, while any stays owed); intake goes on."""
+        if not self.owing:
+            self._next_acks_try = self.clock() + self._acks_delay
+        self.owing.append(item)
+        if item.job_id is not None:
+            self.owing_jobs.add(item.job_id)
+
+    def _retry_owed_acks(self, now: float) -> None:
+        if not self.owing or now < self._next_acks_try:
+            return
+        owing, self.owing = self.owing, []
+        for item in owing:
+            self.outstanding += 1
+            self.work.put(item)
+        self._acks_delay = min(self._acks_delay * 2, ACKS_RETRY_MAX)
 
     def _paused(self, now: float) -> bool:
         """While paused: probe the database when due (the heartbeat write);

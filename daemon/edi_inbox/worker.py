@@ -16,7 +16,11 @@ stays claimed in ``processing/``, never moved and never handed back, and the
 outcome ``unrecorded`` carries the record owed. The service queues it again
 (``parked_work``) once the database is back: the owed record is written and
 the file moved, or, for a job stopped before the ERP call, the job runs again.
-No job stays ``running`` once its file has moved.
+A job whose acknowledgements its folder could not take is parked the same
+way, outcome ``unacknowledged``: the service queues it again after a while,
+and the acknowledgements are written (as built), then the record. What a
+parked job owes is kept beside its claim (``Claims.keep_owed``) for a
+restart. No job stays ``running`` once its file has moved.
 """
 
 from __future__ import annotations
@@ -62,13 +66,13 @@ class Outcome:
 
     name: str
     # succeeded | failed | duplicate | refused | taken | changed | lost | handed_back
-    # | unrecorded | error
+    # | unrecorded | unacknowledged | error
     status: str
     job_id: str | None = None
     recheck: bool = False  # the name is back in (or still in) the inbox
     pending: PendingMove | None = None
     error: str | None = None  # from a worker process: what it would have told on_error
-    parked: Work | None = None  # unrecorded: the unit to queue once the database is back
+    parked: Work | None = None  # unrecorded, unacknowledged: the unit to queue again later
     lane: str = ""  # the unit's
 
 
@@ -234,6 +238,7 @@ class Worker:
                 guard=guard,
                 destination=destination,
                 partner=partner,
+                owe_acks=True,
             )
         except NotRecorded as unrecorded:
             return self._park(flight, unrecorded)
@@ -329,34 +334,39 @@ class Worker:
         return Outcome(flight.name, "lost", job_id=job_id, error=message, parked=work)
 
     def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
-        """The job cannot be recorded: its file stays claimed where it is
-        (not moved, not handed back at shutdown; a restart resumes it)."""
+        """The job cannot be recorded, or owes acknowledgements its folder
+        cannot take yet: its file stays claimed where it is (not moved, not
+        handed back at shutdown; a restart resumes it)."""
         with flight.lock:
             flight.finishing = True
         shown = files.display_name(flight.name)
         logger.warning(
             "job_parked", file=shown, job_id=owed.job.job_id, posted=owed.posted, reason=owed.reason
         )
-        message = f"database unavailable: {owed.reason}"
+        if owed.acks:
+            message = f"{shown}: acknowledgement(s) owed: {owed.reason}"
+        else:
+            message = f"database unavailable: {owed.reason}"
         self.on_error(message)
         work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
-        if work.owed is not None:  # the job ended (its 997 went out): keep what it owes
-            try:
-                flight.claims.keep_owed(owed)
-            except Exception as exc:  # then a restart runs the job again, as before
-                logger.error("owed_record_not_kept", job_id=owed.job.job_id, error=repr(exc))
-        return Outcome(
-            flight.name, "unrecorded", job_id=owed.job.job_id, error=message, parked=work
-        )
+        if work.owed is not None:  # the job ended (its 997 went out, or is owed)
+            _keep(flight, owed)
+        status = "unacknowledged" if owed.acks else "unrecorded"
+        return Outcome(flight.name, status, job_id=owed.job.job_id, error=message, parked=work)
 
     def _settle(self, flight: InFlight, owed: NotRecorded) -> Outcome:
-        """A parked job: write the record it owes, then file it (or, if it was
-        interrupted, give it back to the inbox to run again)."""
+        """A parked job: write the acknowledgements it owes, then its record,
+        then file it (or, if it was interrupted, give it back to the inbox to
+        run again)."""
         flight.finishing = True
         name, job = flight.name, owed.job
         with self._lock:
             self.inflight[job.job_id] = flight
         try:
+            if owed.acks:
+                if not self.pipeline.write_owed_acks(owed):
+                    return self._park(flight, owed)
+                _keep(flight, owed)  # a restart now owes the record alone
             try:
                 self.pipeline.record_owed(owed)
             except NotRecorded as again:
@@ -391,6 +401,15 @@ class Worker:
             return Outcome(flight.name, "error", recheck=True)
         logger.info("handed_back", file=files.display_name(back.name), reason=status)
         return Outcome(flight.name, status, recheck=True)
+
+
+def _keep(flight: InFlight, owed: NotRecorded) -> None:
+    """Keep what a parked job owes beside its claim (``Claims.keep_owed``): a
+    restart writes it instead of running the job again."""
+    try:
+        flight.claims.keep_owed(owed)
+    except Exception as exc:  # then a restart runs the job again (its orders not posted twice)
+        logger.error("owed_record_not_kept", job_id=owed.job.job_id, error=repr(exc))
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:

@@ -297,7 +297,8 @@ def _hosts(web: Any) -> Iterator[Metric]:
     )
     backlog = GaugeMetricFamily(
         "edi_inbox_daemon_backlog",
-        "Files the host's daemon has seen and not finished (queued, held, in flight).",
+        "Files the host's daemon has seen and not finished (queued, held, in flight;"
+        " parked: waiting for the database; acks_owed: for their acknowledgements' folder).",
         labels=["host", "state"],
     )
     seen: set[str] = set()
@@ -312,7 +313,7 @@ def _hosts(web: Any) -> Iterator[Metric]:
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
         counters = daemon.get("counters") or {}
-        for state in ("queue", "held", "in_flight"):
+        for state in ("queue", "held", "in_flight", "parked", "acks_owed"):
             backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
     yield up
     yield age
