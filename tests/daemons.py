@@ -235,14 +235,14 @@ class Daemon:
             self.kill()
         self.notify.close()
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """``edi-inbox --config … ARGS`` as the daemon's user (root unless ``user``)."""
         command = daemon_command(self.config, *args)
         if self.user:
             command = uids.as_daemon_command(command)
         env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
         env["COLUMNS"] = "250"  # tables fit the terminal: room for whole paths
-        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
     def jobs(self) -> list[dict]:
         path = self.root / "edi-inbox.db"

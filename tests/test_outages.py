@@ -15,7 +15,6 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,11 +54,6 @@ class OutageDaemon(Daemon):
             if line.startswith("STATUS=")
         ]
         return lines[-1] if lines else ""
-
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(self.config), *args]
-        env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
 
     def logged(self, event: str) -> bool:
         return f'"event": "{event}"' in self.log.read_text(errors="replace")
@@ -250,6 +244,51 @@ def test_database_on_a_full_disk_posts_nothing_unrecorded(
     poll_until(lambda: filed_once(daemon, names), timeout=90, what="all files in done/")
     check_records(erp, sqlite_rows(path, ORDERS), sqlite_rows(path, JOBS), daemon.done, final=True)
     assert max(erp.posts_per_key().values()) == 1
+    assert daemon.terminate(20) == 0
+
+
+def test_acks_on_a_full_disk_are_written_once_it_has_room(
+    tmp_path, erp, outage_daemons, small_disk
+):
+    """acks/ on a file system that fills mid-run (worker processes): the
+    orders go on being posted, each once; no file is filed without its 997
+    (their jobs stay running in processing/, status says why); with space
+    freed every 997 is written, once, every ISA13 its own, every file in
+    done/ and every job succeeded, by itself."""
+    acks = small_disk / "acks"
+    daemon = outage_daemons(erp.url, f"sqlite:///{tmp_path / 'edi-inbox.db'}", processes=2)
+    root_line = f"root = {json.dumps(str(tmp_path))}\n"
+    daemon.config.write_text(
+        daemon.config.read_text().replace(root_line, f"{root_line}acks = {json.dumps(str(acks))}\n")
+    )
+    erp.delay = 0.02
+    daemon.start()
+    names = [f"po{n:03d}.edi" for n in range(40)]
+    upload(daemon.inbox, names[:10], 1)
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 10, what="first jobs done")
+    ballast = fill(small_disk)
+    upload(daemon.inbox, names[10:], 11)
+    poll_until(lambda: len(erp.posts_per_key()) == 40, timeout=60, what="every order posted")
+    poll_until(lambda: len(claimed(daemon.processing)) == 30, timeout=30, what="30 jobs owing")
+    assert len(daemon.listing(daemon.done)) == 10 and len(os.listdir(acks)) == 20  # TA1s too
+    said = "30 job(s) waiting to write their acknowledgements"  # once the heartbeat has it
+    status = poll_until(lambda: (done := daemon.cli("status").stdout) * (said in done))
+    assert "No space left on device" in status, status
+    jobs = sqlite_rows(tmp_path / "edi-inbox.db", JOBS)
+    assert sorted(j["status"] for j in jobs) == ["running"] * 30 + ["succeeded"] * 10
+    ballast.unlink()
+    poll_until(lambda: filed_once(daemon, names), timeout=120, what="all files in done/")
+    written = sorted(os.listdir(acks))
+    for kind in (".997", ".TA1"):
+        assert [n.split(".edi.")[0] + ".edi" for n in written if n.endswith(kind)] == names
+    isa13 = {(acks / n).read_bytes()[90:99] for n in written}
+    assert len(written) == len(isa13) == 80
+    orders, jobs = (
+        sqlite_rows(tmp_path / "edi-inbox.db", ORDERS),
+        sqlite_rows(tmp_path / "edi-inbox.db", JOBS),
+    )
+    check_records(erp, orders, jobs, daemon.done, final=True)
+    assert {j["status"] for j in jobs} == {"succeeded"} and max(erp.posts_per_key().values()) == 1
     assert daemon.terminate(20) == 0
 
 

@@ -333,14 +333,15 @@ class Worker:
         work = Work(flight.name, pname=flight.pname, job_id=job_id, retry_of=retry_of, lane=lane)
         return Outcome(flight.name, "lost", job_id=job_id, error=message, parked=work)
 
-    def _park(self, flight: InFlight, owed: NotRecorded) -> Outcome:
+    def _park(self, flight: InFlight, owed: NotRecorded, *, again: bool = False) -> Outcome:
         """The job cannot be recorded, or owes acknowledgements its folder
         cannot take yet: its file stays claimed where it is (not moved, not
-        handed back at shutdown; a restart resumes it)."""
+        handed back at shutdown; a restart resumes it). ``again``: a retry
+        that changed nothing (what it owes is kept already; a debug line)."""
         with flight.lock:
             flight.finishing = True
         shown = files.display_name(flight.name)
-        logger.warning(
+        (logger.debug if again else logger.warning)(
             "job_parked", file=shown, job_id=owed.job.job_id, posted=owed.posted, reason=owed.reason
         )
         if owed.acks:
@@ -349,7 +350,7 @@ class Worker:
             message = f"database unavailable: {owed.reason}"
         self.on_error(message)
         work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
-        if work.owed is not None:  # the job ended (its 997 went out, or is owed)
+        if work.owed is not None and not again:  # the job ended (its 997 went out, or is owed)
             _keep(flight, owed)
         status = "unacknowledged" if owed.acks else "unrecorded"
         return Outcome(flight.name, status, job_id=owed.job.job_id, error=message, parked=work)
@@ -364,8 +365,9 @@ class Worker:
             self.inflight[job.job_id] = flight
         try:
             if owed.acks:
+                owing = len(owed.acks)
                 if not self.pipeline.write_owed_acks(owed):
-                    return self._park(flight, owed)
+                    return self._park(flight, owed, again=len(owed.acks) == owing)
                 _keep(flight, owed)  # a restart now owes the record alone
             try:
                 self.pipeline.record_owed(owed)
