@@ -271,9 +271,12 @@ def test_acks_on_a_full_disk_are_written_once_it_has_room(
     poll_until(lambda: len(erp.posts_per_key()) == 40, timeout=60, what="every order posted")
     poll_until(lambda: len(claimed(daemon.processing)) == 30, timeout=30, what="30 jobs owing")
     assert len(daemon.listing(daemon.done)) == 10 and len(os.listdir(acks)) == 20  # TA1s too
-    said = "30 job(s) waiting to write their acknowledgements"  # once the heartbeat has it
-    status = poll_until(lambda: (done := daemon.cli("status").stdout) * (said in done))
-    assert "No space left on device" in status, status
+
+    def status() -> str | None:  # says so once a heartbeat has carried the count
+        text = daemon.cli("status").stdout
+        return text if "30 job(s) waiting to write their acknowledgements" in text else None
+
+    assert "No space left on device" in poll_until(status, what="status says why")
     jobs = sqlite_rows(tmp_path / "edi-inbox.db", JOBS)
     assert sorted(j["status"] for j in jobs) == ["running"] * 30 + ["succeeded"] * 10
     ballast.unlink()
