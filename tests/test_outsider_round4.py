@@ -67,10 +67,10 @@ def with_database(daemon: Daemon, url: str) -> None:
     daemon.config.write_text(daemon.base_config)
 
 
-def quick_busy(daemon: Daemon) -> None:
+def quick_busy(daemon: Daemon, seconds: float = 0.3) -> None:
     """SQLite's busy timeout 0.3 s: a locked file is an unavailable database at once."""
     daemon.base_config = daemon.base_config.replace(
-        "[erp]\n", "busy_timeout_seconds = 0.3\n[erp]\n", 1
+        "[erp]\n", f"busy_timeout_seconds = {seconds}\n[erp]\n", 1
     )
     daemon.config.write_text(daemon.base_config)
 
@@ -386,4 +386,32 @@ def test_a_997_owed_at_a_restart_is_written_once(tmp_path, erp, daemons):
     (job,) = daemon.jobs()
     assert job["status"] == "succeeded"
     assert daemon.events("acks_written_late")
+    assert daemon.terminate(15) == 0
+
+
+def test_a_997_written_late_is_not_sent_again_when_a_stop_cuts_its_record_short(
+    tmp_path, erp, daemons
+):
+    """Worker processes; a job owes its 997 (acks/ a plain file); the SQLite
+    file is locked, acks/ mended: a child writes the TA1 and 997, then waits
+    on the lock for the record; SIGTERM, past the shutdown timeout. The file
+    stays claimed (a parked job's is never handed back to the inbox, where
+    it would run again and be acknowledged twice); the lock gone, the next
+    start records it and files it: one TA1 and one 997, one post."""
+    daemon = daemons(erp.url, processes=2, workers=2, shutdown_timeout_seconds=1.0)
+    quick_busy(daemon, 4.0)  # the record's wait outlasts the shutdown timeout
+    daemon.start()
+    mend = break_acks(tmp_path)
+    uids.upload(daemon.inbox / "b.edi", make_po(4621))
+    poll_until(lambda: daemon.events("acks_owed"), timeout=30, what="b's acks owed")
+    with database_locked(daemon.root / "edi-inbox.db"):
+        mend()
+        poll_until(lambda: daemon.events("acks_written_late"), timeout=30, what="written late")
+        assert daemon.terminate(30) == 0
+        assert daemon.listing(daemon.inbox) == [] and len(claimed(daemon.processing)) == 1
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == ["b.edi"], timeout=30, what="b done")
+    assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 1, "997": 1})}
+    assert len(erp.keys_by_po()) == 1 and set(erp.posts_per_key().values()) == {1}
+    assert [j["status"] for j in daemon.jobs()] == ["succeeded"]
     assert daemon.terminate(15) == 0

@@ -5,6 +5,7 @@ never on the shared one; under CI=true their absence fails."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -86,13 +87,16 @@ def test_a_killed_connection_is_replaced_and_the_unit_retried(pg_db):
 
 
 def test_recorder_raises_when_postgres_is_gone(settings):
-    """No server at all: the recorder retries for retry_seconds, then raises."""
+    """No server at all: the recorder retries for [database]
+    reconnect_seconds, then raises."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
-    db = store.open_database(
-        f"postgresql://postgres@127.0.0.1:{port}/nowhere", settings, retry_seconds=0.5
+    settings = dataclasses.replace(
+        settings, database=dataclasses.replace(settings.database, reconnect_seconds=0.5)
     )
+    db = store.open_database(f"postgresql://postgres@127.0.0.1:{port}/nowhere", settings)
+    assert db.retry_seconds == 0.5
     started = time.monotonic()
     with pytest.raises(pw.OperationalError):
         store.DatabaseRecorder(db).job_started(make_job(4))

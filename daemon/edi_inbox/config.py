@@ -79,6 +79,9 @@ class DatabaseSettings:
     busy_timeout_seconds: float = 10.0
     edi_content_max_bytes: int = 1024 * 1024
     pool_size: int = 8
+    # PostgreSQL: how long a unit of work retries a lost connection before the
+    # database counts as unavailable (the daemon then parks jobs and pauses intake).
+    reconnect_seconds: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -958,7 +958,7 @@ class Pipeline:
             name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
             built.append((name, ack, kind.code))
         try:
-            acks_dir.mkdir(parents=True, exist_ok=True)
+            _make_folder(acks_dir)
             for name, ack, code in built:
                 written.append(_write_ack(acks_dir, name, ack, mode))
                 kinds[written[-1]] = code
@@ -1007,7 +1007,7 @@ class Pipeline:
             while owed.acks:
                 ack = owed.acks[0]
                 directory = Path(ack.directory)
-                directory.mkdir(parents=True, exist_ok=True)
+                _make_folder(directory)
                 written.append(_write_ack(directory, ack.name, ack.data, ack.mode))
                 kinds[written[-1]] = ack.kind
                 owed.acks.pop(0)
@@ -1144,6 +1144,15 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
             [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
         )
     return JobStatus.PARTIAL
+
+
+def _make_folder(directory: Path) -> None:
+    """``directory`` made if missing; a file in its place is "Not a directory"
+    (mkdir's "File exists" would leave an operator guessing)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from exc
 
 
 def _write_ack(directory: Path, name: str, data: bytes, mode: int | None) -> str:

@@ -6,8 +6,8 @@
 two writers never deadlock upgrading a read lock), rolled back whole on any
 error. On PostgreSQL a unit that fails because the connection died (server
 restarted, connection killed) is retried on a fresh connection for up to
-``retry_seconds``; SQLite errors are final (``busy_timeout`` has already
-waited for a competing writer).
+``retry_seconds`` (``[database] reconnect_seconds``); SQLite errors are
+final (``busy_timeout`` has already waited for a competing writer).
 
 A SQLite file is created only by the open that asks for it (``create=True``,
 the daemon at start-up, ``db init``); every later connection opens it
@@ -457,13 +457,15 @@ def open_database(
     url: str | None = None,
     settings: Settings | None = None,
     *,
-    retry_seconds: float = 10.0,
+    retry_seconds: float | None = None,
     checkpoints: bool = True,
     create: bool = True,
 ) -> Database:
     """Open ``sqlite:///PATH`` or ``postgresql://…`` (default: ``settings.database_url``)
     and bind the models to it. One database per process at a time: opening
     another rebinds the models. The schema is not touched: call ``init``.
+    ``retry_seconds``: PostgreSQL's reconnecting (default ``[database]
+    reconnect_seconds``).
     ``checkpoints=False``: SQLite connections that leave checkpoints to a
     ``Checkpointer`` (the daemon). ``create=False``: a SQLite file that does
     not exist is ``DatabaseUnavailable`` at the first unit of work, not
@@ -481,9 +483,9 @@ def open_database(
             raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
         db = SqliteStore(path, settings.database, checkpoints=checkpoints, create=create)
     elif scheme in ("postgresql", "postgres"):
-        db = PostgresStore(
-            "postgresql" + url[len(scheme) :], settings.database, retry_seconds=retry_seconds
-        )
+        if retry_seconds is None:
+            retry_seconds = settings.database.reconnect_seconds
+        db = PostgresStore("postgresql" + url[len(scheme) :], settings.database, retry_seconds)
     else:
         raise StoreError(f"database url {url!r}: use sqlite:///PATH or postgresql://…")
     db.bind(MODELS, bind_refs=False, bind_backrefs=False)
