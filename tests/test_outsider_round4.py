@@ -8,8 +8,9 @@ real SIGKILLs. A check that holds is a plain test; a bug found is a strict
 xfail naming it. Not tried: ``edi-inbox process`` with the database away
 throughout (its 30 s patience, cli.RECORD_PATIENCE, has no knob). The
 PostgreSQL cases are slow (about 95 s together): each database call of the
-daemon waits 10 s of reconnecting (store.open_database's retry_seconds, no
-knob), and the outage must outlast several."""
+daemon waits 10 s of reconnecting (``[database] reconnect_seconds``, the
+default: the cases' timing is built on it), and the outage must outlast
+several."""
 
 from __future__ import annotations
 
