@@ -350,6 +350,7 @@ def test_a_997_that_cannot_be_written_is_written_later(tmp_path, erp, daemons):
         "d.edi": "running",
     }
     assert "b.edi" not in daemon.listing(daemon.done) + failed_files(daemon)
+    poll_until(lambda: b"2 owing their 997" in b"".join(daemon.messages), what="STATUS= says so")
     said = daemon.cli("status")
     assert said.returncode == 0, said.stderr
     said = said.stdout

@@ -774,10 +774,11 @@ class Service:
         if self.db_down is not None:
             waiting = s["tracked"] + s["queue"] + len(self.parked)
             return f"STATUS=database unavailable, intake paused ({waiting} waiting): {self.db_down}"
+        owing = f"; {s['acks_owed']} owing their 997 (folder unwritable)" if s["acks_owed"] else ""
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}, held {s['held']}; "
             f"done {s['succeeded']}, duplicate {s['duplicate']}, failed {s['failed']}, "
-            f"refused {s['refused']}"
+            f"refused {s['refused']}{owing}"
         )
 
     def _beat(self, *, stopping: bool = False) -> None:

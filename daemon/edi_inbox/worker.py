@@ -340,7 +340,11 @@ class Worker:
         that changed nothing (what it owes is kept already; a debug line)."""
         with flight.lock:
             flight.finishing = True
+        work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
+        if work.owed is not None and not again:  # the job ended (its 997 went out, or is owed)
+            _keep(flight, owed)
         shown = files.display_name(flight.name)
+        # Said once what it owes is kept: a crash after this line resumes it, not reruns it.
         (logger.debug if again else logger.warning)(
             "job_parked", file=shown, job_id=owed.job.job_id, posted=owed.posted, reason=owed.reason
         )
@@ -349,9 +353,6 @@ class Worker:
         else:
             message = f"database unavailable: {owed.reason}"
         self.on_error(message)
-        work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
-        if work.owed is not None and not again:  # the job ended (its 997 went out, or is owed)
-            _keep(flight, owed)
         status = "unacknowledged" if owed.acks else "unrecorded"
         return Outcome(flight.name, status, job_id=owed.job.job_id, error=message, parked=work)
 
