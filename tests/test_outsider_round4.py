@@ -400,8 +400,8 @@ def test_a_997_written_late_is_not_sent_again_when_a_stop_cuts_its_record_short(
     stays claimed (a parked job's is never handed back to the inbox, where
     it would run again and be acknowledged twice); the lock gone, the next
     start records it and files it: one TA1 and one 997, one post."""
-    daemon = daemons(erp.url, processes=2, workers=2, shutdown_timeout_seconds=1.0)
-    quick_busy(daemon, 4.0)  # the record's wait outlasts the shutdown timeout
+    daemon = daemons(erp.url, processes=2, workers=2, shutdown_timeout_seconds=0.5)
+    quick_busy(daemon, 2.0)  # the record's wait outlasts the shutdown timeout
     daemon.start()
     mend = break_acks(tmp_path)
     uids.upload(daemon.inbox / "b.edi", make_po(4621))
