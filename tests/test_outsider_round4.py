@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -416,4 +417,39 @@ def test_a_997_written_late_is_not_sent_again_when_a_stop_cuts_its_record_short(
     assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 1, "997": 1})}
     assert len(erp.keys_by_po()) == 1 and set(erp.posts_per_key().values()) == {1}
     assert [j["status"] for j in daemon.jobs()] == ["succeeded"]
+    assert daemon.terminate(15) == 0
+
+
+def test_a_partners_outbox_it_may_not_write_gets_its_997s_once_it_may(tmp_path, erp, daemons):
+    """The defaults; a partner with an outbox made immutable (``chattr +i``:
+    not even root may create a file there) while two rejected files of its
+    arrive: nothing is filed (their jobs, rejected before any ERP call, are
+    not recorded yet; status counts them), other partners' files still run;
+    the outbox writable again, each file gets its one 997 there, moded 0640
+    for the partner's group, and goes to failed/."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    outbox = tmp_path / "acme-out"
+    acme(daemon, outbox)
+    daemon.start()
+    subprocess.run(["chattr", "+i", str(outbox)], check=True)
+    try:
+        for n in range(2):
+            uids.upload(daemon.inbox / f"r{n}.edi", rejected(4630 + n))
+        poll_until(lambda: len(daemon.events("acks_owed")) == 2, timeout=30, what="owed")
+        uids.upload(daemon.inbox / "good.edi", make_po(4632))  # not acme's: acks/
+        poll_until(lambda: daemon.listing(daemon.done) == ["good.edi"], what="good done")
+        assert failed_files(daemon) == [] and os.listdir(outbox) == []
+        # Rejected before any ERP call, they have no record yet (status counts them).
+        assert [j["status"] for j in daemon.jobs()] == ["succeeded"]
+        said = "2 job(s) waiting to write their acknowledgements"
+        poll_until(lambda: said in daemon.cli("status").stdout, what="status says so")
+    finally:
+        subprocess.run(["chattr", "-i", str(outbox)], check=True)
+    poll_until(lambda: sorted(failed_files(daemon)) == ["r0.edi", "r1.edi"], timeout=90)
+    assert per_file(tmp_path, "acme-out") == {n: Counter({"997": 1}) for n in ("r0.edi", "r1.edi")}
+    for ack in (a for a in outbox.iterdir() if a.suffix == ".997"):
+        assert ack.stat().st_mode & 0o777 == 0o640
+    assert sorted(j["status"] for j in daemon.jobs()) == ["failed", "failed", "succeeded"]
+    assert erp.requests and len(erp.keys_by_po()) == 1
     assert daemon.terminate(15) == 0
