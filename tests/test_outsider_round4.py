@@ -423,8 +423,8 @@ def test_a_997_written_late_is_not_sent_again_when_a_stop_cuts_its_record_short(
 def test_a_partners_outbox_it_may_not_write_gets_its_997s_once_it_may(tmp_path, erp, daemons):
     """The defaults; a partner with an outbox made immutable (``chattr +i``:
     not even root may create a file there) while two rejected files of its
-    arrive: nothing is filed (their jobs, rejected before any ERP call, are
-    not recorded yet; status counts them), other partners' files still run;
+    arrive: nothing is filed, their jobs are ``running`` (status counts them),
+    other partners' files still run;
     the outbox writable again, each file gets its one 997 there, moded 0640
     for the partner's group, and goes to failed/."""
     daemon = daemons(erp.url)
@@ -440,8 +440,7 @@ def test_a_partners_outbox_it_may_not_write_gets_its_997s_once_it_may(tmp_path, 
         uids.upload(daemon.inbox / "good.edi", make_po(4632))  # not acme's: acks/
         poll_until(lambda: daemon.listing(daemon.done) == ["good.edi"], what="good done")
         assert failed_files(daemon) == [] and os.listdir(outbox) == []
-        # Rejected before any ERP call, they have no record yet (status counts them).
-        assert [j["status"] for j in daemon.jobs()] == ["succeeded"]
+        assert sorted(j["status"] for j in daemon.jobs()) == ["running", "running", "succeeded"]
         said = "2 job(s) waiting to write their acknowledgements"
         poll_until(lambda: said in daemon.cli("status").stdout, what="status says so")
     finally:

@@ -411,6 +411,8 @@ class Pipeline:
                 owed, reason = work.owed_acks, work.owed_reason
                 logger.error("acks_owed", acks=len(owed), reason=reason)
                 drained = [*held, *logs.drain()]
+                if work.control_number is None:  # ended before the ERP call: no record yet
+                    self._record(self.recorder.job_started, job)  # "running" while it owes
                 raise NotRecorded(job, _posted(job), reason, drained, unwritten, owed)
             self._record_final(job, [*held, *logs.drain()], unwritten, destination)
         return job
