@@ -35,7 +35,7 @@ DOCS_SCREENSHOT_ENV = "EDI_INBOX_DOCS_SCREENSHOT"
 def web(tmp_path_factory):
     root = tmp_path_factory.mktemp("dashboard")
     with site("sqlite", root) as running:
-        running.beat("edi-a", {"queue": 2, "held": 1, "in_flight": 1})
+        running.beat("edi-a", {"queue": 2, "held": 1, "in_flight": 1, "acks_owed": 3})
         yield running
 
 
@@ -223,7 +223,7 @@ def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
         assert driver.find_element(By.TAG_NAME, "h1").text == "Overview"
         assert len(driver.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 48
         hosts = driver.find_element(By.CSS_SELECTOR, "table.hosts").text
-        assert "edi-a" in hosts and "running" in hosts
+        assert "edi-a" in hosts and "running" in hosts and "Owing 997" in hosts
         driver.save_screenshot(str(shots / "overview.png"))
         if os.environ.get(DOCS_SCREENSHOT_ENV):
             docs = Path(__file__).parent.parent / "docs"
