@@ -452,3 +452,21 @@ def test_a_partners_outbox_it_may_not_write_gets_its_997s_once_it_may(tmp_path, 
     assert sorted(j["status"] for j in daemon.jobs()) == ["failed", "failed", "succeeded"]
     assert erp.requests and len(erp.keys_by_po()) == 1
     assert daemon.terminate(15) == 0
+
+
+def test_a_reload_while_a_997_is_owed_keeps_it_owed_and_writes_it_once(tmp_path, erp, daemons):
+    """SIGHUP (a new partner) while a job owes its 997 (acks/ a plain file):
+    the reload goes through, the job stays owed (its file claimed, not run
+    again), and once acks/ is a folder its TA1 and 997 are written once."""
+    daemon = daemons(erp.url)
+    daemon.start()
+    mend = break_acks(tmp_path)
+    uids.upload(daemon.inbox / "b.edi", make_po(4641))
+    poll_until(lambda: daemon.events("acks_owed"), timeout=30, what="b's acks owed")
+    daemon.reload('[partners.zeta]\nids = ["ZZ:ZETA"]\n')
+    mend()
+    poll_until(lambda: daemon.listing(daemon.done) == ["b.edi"], timeout=30, what="b done")
+    assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 1, "997": 1})}
+    assert len(erp.keys_by_po()) == 1 and set(erp.posts_per_key().values()) == {1}
+    assert [j["status"] for j in daemon.jobs()] == ["succeeded"]  # one job: not run again
+    assert daemon.terminate(15) == 0
