@@ -368,21 +368,24 @@ def test_a_997_that_cannot_be_written_is_written_later(tmp_path, erp, daemons):
     assert daemon.terminate(15) == 0
 
 
-def test_a_997_owed_at_a_restart_is_written_once(tmp_path, erp, daemons):
-    """The daemon stopped while a job owes its 997 (acks/ a plain file): the
-    file stays claimed; the next start, acks/ a folder again, writes the
-    acknowledgements kept (the same ISA13, not a new run: no second post, no
-    second 997) and files it."""
+def test_a_997_owed_at_a_sigkill_is_written_once_after_the_restart(tmp_path, erp, daemons):
+    """SIGKILL once a job is parked owing its 997 (acks/ a plain file): the
+    file stays claimed; the next start (it starts: acks/ is where answers
+    go, not a folder it needs) keeps owing it, status says so; acks/ a
+    folder again, the acknowledgements kept are written (not a new run: no
+    second post, no second 997) and the file filed."""
     daemon = daemons(erp.url)
     with_defaults(daemon)
     daemon.start()
     mend = break_acks(tmp_path)
     uids.upload(daemon.inbox / "b.edi", make_po(4611))
-    poll_until(lambda: daemon.events("acks_owed"), timeout=30, what="b's acks owed")
-    assert daemon.terminate(15) == 0
+    poll_until(lambda: daemon.events("job_parked"), timeout=30, what="b parked, owing")
+    daemon.kill()
     assert daemon.listing(daemon.done) == [] and len(erp.keys_by_po()) == 1
-    mend()
     daemon.start()
+    said = "1 job(s) waiting to write their acknowledgements"
+    poll_until(lambda: said in daemon.cli("status").stdout, what="status says it is owed")
+    mend()
     poll_until(lambda: daemon.listing(daemon.done) == ["b.edi"], timeout=30, what="b done")
     assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 1, "997": 1})}
     assert set(erp.posts_per_key().values()) == {1}

@@ -283,7 +283,10 @@ class Claims:
         try:
             self._check_same_mount()
             for name, path in paths.folders().items():
-                if name != "inbox":
+                if name in ("acks", "outbox"):  # where answers go: made here if it can be,
+                    with contextlib.suppress(OSError):  # else their writer says why (owed)
+                        path.mkdir(parents=True, exist_ok=True)
+                elif name != "inbox":
                     path.mkdir(parents=True, exist_ok=True)
             (paths.processing / RETRY_DIR).mkdir(exist_ok=True)
             self.owed_dir.mkdir(parents=True, exist_ok=True)
