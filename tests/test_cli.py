@@ -50,6 +50,18 @@ def test_process_prints_a_summary_and_exits_0(env):
     assert "08292233294" in result.stdout
 
 
+def test_process_says_when_the_997_could_not_be_written(env, tmp_path):
+    """acks/ a plain file: the order is handled (exit 0), and the summary says
+    the acknowledge step failed, where and why (process does not wait)."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "acks").write_text("not a folder")
+    result = CliRunner().invoke(main, ["process", str(GOOD)], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok ") and "08292233294" in result.stdout
+    said = f"acknowledge: not_acknowledged: no 997 written for the 1 due, not written in {tmp_path}"
+    assert said in result.stdout and "Not a directory" in result.stdout
+
+
 def test_process_json_is_json_alone_on_stdout(env):
     """--json prints the job as JSON and nothing else on stdout; logs go to stderr."""
     result = CliRunner().invoke(main, ["process", "--json", str(GOOD)], env=env)

@@ -25,7 +25,7 @@ import click
 from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError, NotRecorded
-from .jobs import JobResult
+from .jobs import JobResult, StepStatus
 from .pipeline import Pipeline
 from .terminal import json_text, shown
 
@@ -616,6 +616,9 @@ def _summary_line(job: JobResult) -> str:
         line += f"  duplicate of job {job.duplicate_of}"
     if job.error:
         line += f"\n       {shown(job.error)}"
+    for step in job.steps:  # a step failed after the outcome was known: the 997's
+        if step.status is StepStatus.FAILED and step.error and step.error != job.error:
+            line += f"\n       {step.step_name}: {shown(step.error)}"
     return line
 
 
