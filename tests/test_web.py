@@ -344,7 +344,7 @@ def test_retry_needs_the_token_and_puts_the_file_back(web):
 def test_metrics_parse_and_agree_with_stats(web):
     """/metrics in the Prometheus text format: jobs by status, amount, durations,
     orders, the daemon's host and the inbox, as stats and status say."""
-    web.beat("edi-b", {"queue": 3, "held": 1, "in_flight": 2})
+    web.beat("edi-b", {"queue": 3, "held": 1, "in_flight": 2, "acks_owed": 4})
     web.beat("edi-c", {"queue": 0}, age_seconds=600)
 
     def scrape():
@@ -381,6 +381,7 @@ def test_metrics_parse_and_agree_with_stats(web):
         for s in families["edi_inbox_daemon_backlog"].samples
     }
     assert backlog[("edi-b", "queue")] == 3 and backlog[("edi-b", "in_flight")] == 2
+    assert backlog[("edi-b", "acks_owed")] == 4 and backlog[("edi-b", "parked")] == 0
     ages = {
         s.labels["host"]: s.value
         for s in families["edi_inbox_daemon_heartbeat_age_seconds"].samples
