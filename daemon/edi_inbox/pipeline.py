@@ -36,7 +36,7 @@ while the database is unavailable it raises ``NotRecorded`` there, still
 An acknowledgement its folder cannot take (a full disk, an outbox turned
 unwritable) is, in the daemon (``run(owe_acks=True)``), owed like a record:
 ``NotRecorded`` carries the acknowledgements built and not written
-(``OwedAck``), the job stays ``running`` until ``write_owed_acks`` has
+(``Ack``), the job stays ``running`` until ``write_owed_acks`` has
 written them, and only then is its final record written. ``process`` records
 the job at once, its ``acknowledge`` step failed with where and why.
 """
@@ -136,9 +136,10 @@ class StepFailed(EdiInboxError):
 
 
 @dataclass(frozen=True)
-class OwedAck:
-    """An acknowledgement built (numbered) but not written yet: written later
-    as it is, so the partner gets the one the job's record names."""
+class Ack:
+    """An acknowledgement built (numbered), to write as it is: one owed is
+    written later byte for byte, so the partner gets the one the job's
+    record names."""
 
     directory: str
     name: str
@@ -192,7 +193,7 @@ class _Work:
     due: _AcksDue | None = None
     control_number: int | None = None
     owe_acks: bool = False  # an acknowledgement not written is owed (the daemon)
-    owed_acks: list[OwedAck] = field(default_factory=list)
+    owed_acks: list[Ack] = field(default_factory=list)
     owed_reason: str = ""  # why they were not written
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
@@ -946,37 +947,33 @@ class Pipeline:
         first = work.control_number
         if first is None:  # no running record (the job ended before the ERP call)
             first = self._control_numbers(job, len(due)) if due else 0
-        built: list[tuple[str, bytes, str]] = []  # name, bytes, kind
+        left: list[Ack] = []  # built, not written yet
         for number, (interchange, answered) in enumerate(due, start=first):
             if answered is None:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
                 name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
-                built.append((name, ta1, "TA1"))
+                left.append(Ack(str(acks_dir), name, ta1, "TA1", mode))
                 continue
             kind = ack_kind(partner.ack if partner else "997", interchange, answered)
             ack = build_ack(
                 interchange, answered, kind=kind, control_number=number, answers=answers, now=now
             )
             name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
-            built.append((name, ack, kind.code))
+            left.append(Ack(str(acks_dir), name, ack, kind.code, mode))
         try:
-            _make_folder(acks_dir)
-            for name, ack, code in built:
-                written.append(_write_ack(acks_dir, name, ack, mode))
-                kinds[written[-1]] = code
+            _write_acks(left, written, kinds)
             if written:
                 # Each file was fsynced (write_new), but not its name: one fsync of
                 # acks/ for all of this job's, before its final record says they
                 # went out (a 997 is never written again once the job is recorded).
                 sync_directory(acks_dir)
         except OSError as exc:  # a full disk, a folder it may not write: said, not a crash
-            where, left = display_name(str(acks_dir)), built[len(written) :]
-            reason = exc.strerror or str(exc)
+            where, reason = display_name(str(acks_dir)), exc.strerror or str(exc)
             if not left:
                 not_acknowledged.append(f"{where} could not be synced: {reason}")
             elif work.owe_acks:
                 work.owed_reason = f"{len(left)} not written in {where}: {reason}"
-                work.owed_acks = [OwedAck(str(acks_dir), *ack, mode) for ack in left]
+                work.owed_acks = left
             else:
                 not_acknowledged.append(f"the {len(left)} due, not written in {where}: {reason}")
         job.acks = written
@@ -1003,16 +1000,9 @@ class Pipeline:
         step = next(s for s in owed.steps if s.step_name == "acknowledge")
         data = step.data
         written: list[str] = data["acks"]
-        kinds: dict[str, str] = data["kinds"]
-        directory = None
+        directory = Path(owed.acks[0].directory)  # a job's acknowledgements share one
         try:
-            while owed.acks:
-                ack = owed.acks[0]
-                directory = Path(ack.directory)
-                _make_folder(directory)
-                written.append(_write_ack(directory, ack.name, ack.data, ack.mode))
-                kinds[written[-1]] = ack.kind
-                owed.acks.pop(0)
+            _write_acks(owed.acks, written, data["kinds"])
         except OSError as exc:
             where = display_name(str(directory))
             owed.reason = f"{len(owed.acks)} not written in {where}: {exc.strerror or exc}"
@@ -1020,9 +1010,8 @@ class Pipeline:
             return False
         finally:
             job.acks = list(written)
-        if directory is not None:  # their names, as acknowledge does (the bytes are synced)
-            with contextlib.suppress(OSError):
-                sync_directory(directory)
+        with contextlib.suppress(OSError):  # their names, as acknowledge does
+            sync_directory(directory)
         data.pop("owed", None)
         data["written_late"] = datetime.now(UTC).isoformat()
         if "not_acknowledged" in data:  # what no retry helps (a group it cannot address)
@@ -1146,6 +1135,23 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
             [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
         )
     return JobStatus.PARTIAL
+
+
+def _write_acks(acks: list[Ack], written: list[str], kinds: dict[str, str]) -> None:
+    """Write ``acks`` in order, each taken off the list once it landed (its
+    file name added to ``written``, its kind to ``kinds``); raises OSError
+    with the rest still on the list."""
+    made, landed = None, 0
+    try:
+        for ack in acks:
+            if ack.directory != made:
+                _make_folder(Path(ack.directory))
+                made = ack.directory
+            written.append(_write_ack(Path(ack.directory), ack.name, ack.data, ack.mode))
+            kinds[written[-1]] = ack.kind
+            landed += 1
+    finally:
+        del acks[:landed]
 
 
 def _make_folder(directory: Path) -> None:

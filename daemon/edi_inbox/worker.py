@@ -372,8 +372,8 @@ class Worker:
                 _keep(flight, owed)  # a restart now owes the record alone
             try:
                 self.pipeline.record_owed(owed)
-            except NotRecorded as again:
-                return self._park(flight, again)
+            except NotRecorded as unrecorded:
+                return self._park(flight, unrecorded)
             flight.claims.drop_owed(job.job_id)
             logger.info("job_recorded_late", file=files.display_name(name), job_id=job.job_id)
             if job.status is JobStatus.INTERRUPTED:
