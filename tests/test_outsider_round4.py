@@ -473,3 +473,30 @@ def test_a_reload_while_a_997_is_owed_keeps_it_owed_and_writes_it_once(tmp_path,
     assert len(erp.keys_by_po()) == 1 and set(erp.posts_per_key().values()) == {1}
     assert [j["status"] for j in daemon.jobs()] == ["succeeded"]  # one job: not run again
     assert daemon.terminate(15) == 0
+
+
+def test_the_same_name_uploaded_again_while_its_997_is_owed_runs_at_once(tmp_path, erp, daemons):
+    """Partners who send every order under one name: b.edi owes its 997
+    (acks/ a plain file), then b.edi arrives again, the same bytes, then a
+    third time with a new order. Each runs while the first still owes (the
+    owed unit's retries once forgot the new upload's name: it sat in the
+    inbox until a restart); the resend is a duplicate, not posted again;
+    once acks/ is a folder each of the three gets its TA1 and 997."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon)
+    daemon.start()
+    mend = break_acks(tmp_path)
+    for n, po in enumerate([4650, 4650, 4651], start=1):
+        uids.upload(daemon.inbox / "b.edi", make_po(po))
+        poll_until(
+            lambda n=n: len(daemon.events("acks_owed")) == n, timeout=30, what=f"upload {n} owes"
+        )
+    assert daemon.listing(daemon.inbox) == []
+    assert sorted(j["status"] for j in daemon.jobs()) == ["running"] * 3
+    mend()
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 3, timeout=30, what="all three done")
+    assert per_file(tmp_path) == {"b.edi": Counter({"TA1": 3, "997": 3})}
+    assert_distinct(acks(tmp_path))
+    assert sorted(j["status"] for j in daemon.jobs()) == ["duplicate", "succeeded", "succeeded"]
+    assert len(erp.keys_by_po()) == 2 and set(erp.posts_per_key().values()) == {1}
+    assert daemon.terminate(15) == 0

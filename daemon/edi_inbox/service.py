@@ -570,17 +570,21 @@ class Service:
             self.finished += 1
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
-        delay = None
-        key = (outcome.lane, outcome.name)
-        if outcome.status == "error":
-            failures = self.claim_failures.get(key, 0) + 1
-            self.claim_failures[key] = failures
-            delay = min(60.0, 0.5 * 2**failures)
-        else:
-            self.claim_failures.pop(key, None)
         inbox = self.inboxes.get(outcome.lane)
-        if inbox is not None:
+        if inbox is not None and outcome.ticketed:
+            delay = None
+            key = (outcome.lane, outcome.name)
+            if outcome.status == "error":
+                failures = self.claim_failures.get(key, 0) + 1
+                self.claim_failures[key] = failures
+                delay = min(60.0, 0.5 * 2**failures)
+            else:
+                self.claim_failures.pop(key, None)
             inbox.tracker.release(outcome.name, recheck=outcome.recheck, delay=delay)
+        elif inbox is not None and outcome.recheck:
+            # A resumed or parked unit handed its file back: the name may be
+            # a new upload's meanwhile, watched (or queued) already.
+            inbox.tracker.look(outcome.name)
         if outcome.pending is not None:
             self.counters["move_errors"] += 1
             self.mover.add(outcome.pending)

@@ -549,9 +549,11 @@ class Tracker:
         """Names from the backlog into the window, oldest first."""
         backlog = self._backlog
         while backlog and len(self._entries) < self.window:
-            name = backlog.popleft()
-            look = functools.partial(os.stat, name, dir_fd=self.dir_fd, follow_symlinks=False)
-            self.seen(name, look)
+            self.look(backlog.popleft())
+
+    def look(self, name: str) -> None:
+        """Watch ``name`` if it is in the inbox and not watched yet."""
+        self.seen(name, functools.partial(os.stat, name, dir_fd=self.dir_fd, follow_symlinks=False))
 
     def release(self, name: str, *, recheck: bool = False, delay: float | None = None) -> None:
         """A worker is done with ``name``: forget it, or look again if it
@@ -561,7 +563,7 @@ class Tracker:
         if entry is None or not (recheck or entry.dirty):
             self._admit()
             return
-        self.seen(name, lambda: os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False))
+        self.look(name)
         fresh = self._entries.get(name)
         if fresh is not None and delay:
             fresh.deadline = max(fresh.deadline, self.clock() + delay)

@@ -74,6 +74,9 @@ class Outcome:
     error: str | None = None  # from a worker process: what it would have told on_error
     parked: Work | None = None  # unrecorded, unacknowledged: the unit to queue again later
     lane: str = ""  # the unit's
+    # The unit came from a ticket: the tracker's entry for the name is its to
+    # release. A resumed or parked unit's name may meanwhile be a new upload's.
+    ticketed: bool = False
 
 
 def parked_work(name: str, pname: str, owed: NotRecorded, lane: str) -> Work:
@@ -429,4 +432,5 @@ def run_one(worker: Worker, item: Work) -> Outcome:
         logger.debug("worker_traceback", traceback=traceback.format_exc())
         outcome = Outcome(item.name, "error", recheck=True)
     outcome.lane = item.lane
+    outcome.ticketed = item.ticket is not None
     return outcome
