@@ -49,6 +49,14 @@ def _default_logging() -> None:
     logsetup.configure("info", "json")
 
 
+@pytest.fixture(autouse=True)
+def _terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's tables fit the terminal (``shutil.get_terminal_size``): every
+    test sees a 120-column one, whatever runs it (a narrow terminal, a pipe,
+    a pytest-xdist worker), so a cell's text is never cut short by chance."""
+    monkeypatch.setenv("COLUMNS", "120")
+
+
 def pg_base_url() -> str:
     """The test PostgreSQL's URL; skips (or fails under CI=true) without one."""
     url = os.environ.get(PG_URL_ENV)
