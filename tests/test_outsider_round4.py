@@ -35,7 +35,7 @@ from test_outsider_round3 import (
 )
 
 import uids
-from helpers import BAD, claimed, database_locked, make_po, poll_until
+from helpers import BAD, claimed, database_locked, make_po, poll_until, sent_by
 
 pytestmark = pytest.mark.e2e
 __all__ = ["daemons", "erp"]  # fixtures
@@ -499,4 +499,40 @@ def test_the_same_name_uploaded_again_while_its_997_is_owed_runs_at_once(tmp_pat
     assert_distinct(acks(tmp_path))
     assert sorted(j["status"] for j in daemon.jobs()) == ["duplicate", "succeeded", "succeeded"]
     assert len(erp.keys_by_po()) == 2 and set(erp.posts_per_key().values()) == {1}
+    assert daemon.terminate(15) == 0
+
+
+@pytest.mark.parametrize("partner", [False, True], ids=["shared", "partner"])
+def test_the_same_name_uploaded_while_its_namesake_is_at_the_erp_runs_at_once(
+    tmp_path, erp, daemons, partner
+):
+    """Found by an outsider: 850.edi (A) held at a slow ERP; the partner's
+    next order as 850.edi (B) waited in the inbox until A's job ended, with
+    a worker idle, exposed to the partner's third 850.edi overwriting it
+    (that order lost). Now B is claimed and posted while A is still held,
+    in the shared inbox and in a partner's own; each order posted once."""
+    daemon = daemons(erp.url, workers=2)
+    inbox = daemon.inbox
+    if partner:
+        inbox = tmp_path / "acme-in"
+        inbox.mkdir()
+        daemon.base_config += f'[partners.acme]\nids = ["ZZ:ACME"]\ninbox = "{inbox}"\n'
+        daemon.config.write_text(daemon.base_config)
+
+    def po(n: int) -> bytes:
+        return sent_by(make_po(n), "ZZ:ACME") if partner else make_po(n)
+
+    daemon.start()
+    erp.gate.clear()
+    try:
+        uids.upload(inbox / "850.edi", po(7801))
+        poll_until(lambda: erp.requests, what="A's POST held")
+        uids.upload(inbox / "850.edi", po(7802))
+        poll_until(lambda: len(erp.requests) >= 2, timeout=15, what="B posted while A is held")
+        assert os.listdir(inbox) == []
+    finally:
+        erp.gate.set()
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 2, timeout=30, what="both done")
+    assert sorted(erp.keys_by_po()) == ["00007801", "00007802"]
+    assert set(erp.posts_per_key().values()) == {1}
     assert daemon.terminate(15) == 0

@@ -477,6 +477,38 @@ def test_release_rechecks_a_changed_name(inbox, inbox_fd, clock):
     assert len(tracker) == 0
 
 
+def test_a_new_upload_under_a_claimed_name_settles_while_the_first_runs(
+    inbox, inbox_fd, clock, tmp_path
+):
+    """850.edi ticketed and claimed (renamed away), then a new 850.edi: it gets
+    its own ticket once settled, while the first is still out; each release
+    (by the ticket's inode) forgets its own ticket, not the other's."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "850.edi").write_bytes(GOOD)
+    tracker.event(Event.CHANGED, "850.edi")
+    clock.advance(SETTLE)
+    first = tickets(tracker)["850.edi"]
+    assert first.fingerprint is not None
+    os.rename(inbox / "850.edi", tmp_path / "claimed.edi")  # the worker's claim
+    (inbox / "850.edi").write_bytes(GOOD)  # a new file: another inode
+    tracker.event(Event.OPENED, "850.edi")
+    tracker.event(Event.CHANGED, "850.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}  # still open for writing
+    tracker.event(Event.CLOSED_WRITE, "850.edi")
+    assert tracker.counts()["queued"] == 1
+    clock.advance(SETTLE)
+    second = tickets(tracker)["850.edi"]
+    assert second.fingerprint is not None and second.fingerprint != first.fingerprint
+    assert tracker.counts()["queued"] == 2
+    tracker.release("850.edi", ino=first.fingerprint.ino)  # the first job ends
+    assert tracker.counts()["queued"] == 1
+    tracker.event(Event.CHANGED, "850.edi")  # the second's file, not yet claimed
+    tracker.release("850.edi", ino=second.fingerprint.ino, recheck=True)
+    clock.advance(SETTLE)
+    assert "850.edi" in tickets(tracker)
+
+
 # -- unsafe objects -----------------------------------------------------------
 
 

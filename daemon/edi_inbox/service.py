@@ -580,7 +580,9 @@ class Service:
                 delay = min(60.0, 0.5 * 2**failures)
             else:
                 self.claim_failures.pop(key, None)
-            inbox.tracker.release(outcome.name, recheck=outcome.recheck, delay=delay)
+            inbox.tracker.release(
+                outcome.name, ino=outcome.ticket_ino, recheck=outcome.recheck, delay=delay
+            )
         elif inbox is not None and outcome.recheck:
             # A resumed or parked unit handed its file back: the name may be
             # a new upload's meanwhile, watched (or queued) already.

@@ -483,6 +483,9 @@ class Tracker:
     _seq: Iterator[int] = field(default_factory=itertools.count)
     window: int = WINDOW
     _backlog: deque[str] = field(default_factory=deque)
+    # Queued tickets whose name a new file took meanwhile (their own was
+    # claimed): (name, the ticket's inode), released by inode.
+    _away: set[tuple[str, int]] = field(default_factory=set)
 
     # -- input --
 
@@ -504,8 +507,14 @@ class Tracker:
             if kind is Event.CLOSED:
                 return
         if entry.state is _State.QUEUED:
-            entry.dirty = True
-            return
+            if not self._replaced(entry):
+                entry.dirty = True  # looked at again once its worker is done
+                return
+            # A new upload under the name of a file already claimed (partners
+            # who send every order as 850.edi): it settles now, beside the
+            # queued one, instead of waiting for that job to end.
+            self._away.add((name, entry.fp.ino if entry.fp else 0))
+            entry = self._entries[name] = _Entry(name, stable_since=now, opens=entry.opens)
         entry.last_event = now
         entry.stable_since = now
         if entry.state is _State.REPORTED:
@@ -555,10 +564,26 @@ class Tracker:
         """Watch ``name`` if it is in the inbox and not watched yet."""
         self.seen(name, functools.partial(os.stat, name, dir_fd=self.dir_fd, follow_symlinks=False))
 
-    def release(self, name: str, *, recheck: bool = False, delay: float | None = None) -> None:
-        """A worker is done with ``name``: forget it, or look again if it
-        changed meanwhile (or was handed back into the inbox), not before
-        ``delay`` seconds if given (a claim that failed: no hot loop)."""
+    def _replaced(self, entry: _Entry) -> bool:
+        """A queued entry's name holds another file now (an event told of it)."""
+        try:
+            st = os.stat(entry.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return entry.fp is not None and st.st_ino != entry.fp.ino
+
+    def release(
+        self, name: str, *, ino: int = 0, recheck: bool = False, delay: float | None = None
+    ) -> None:
+        """A worker is done with the ticket for ``name`` (of inode ``ino``):
+        forget it, or look again if it changed meanwhile (or was handed back
+        into the inbox), not before ``delay`` seconds if given (a claim that
+        failed: no hot loop). If a new file took the name meanwhile, its
+        entry stays as it is."""
+        if (name, ino) in self._away:
+            self._away.discard((name, ino))
+            self._admit()
+            return
         entry = self._entries.pop(name, None)
         if entry is None or not (recheck or entry.dirty):
             self._admit()
@@ -622,7 +647,9 @@ class Tracker:
 
     def counts(self) -> dict[str, int]:
         held = sum(1 for e in self._entries.values() if e.held and e.state is _State.PENDING)
-        queued = sum(1 for e in self._entries.values() if e.state is _State.QUEUED)
+        queued = len(self._away) + sum(
+            1 for e in self._entries.values() if e.state is _State.QUEUED
+        )
         tracked = len(self._entries) + len(self._backlog)
         return {"tracked": tracked, "held": held, "queued": queued, "backlog": len(self._backlog)}
 

@@ -75,8 +75,10 @@ class Outcome:
     parked: Work | None = None  # unrecorded, unacknowledged: the unit to queue again later
     lane: str = ""  # the unit's
     # The unit came from a ticket: the tracker's entry for the name is its to
-    # release. A resumed or parked unit's name may meanwhile be a new upload's.
+    # release (``ticket_ino``: the inode the ticket was for, 0 if unknown). A
+    # resumed or parked unit's name may meanwhile be a new upload's.
     ticketed: bool = False
+    ticket_ino: int = 0
 
 
 def parked_work(name: str, pname: str, owed: NotRecorded, lane: str) -> Work:
@@ -432,5 +434,8 @@ def run_one(worker: Worker, item: Work) -> Outcome:
         logger.debug("worker_traceback", traceback=traceback.format_exc())
         outcome = Outcome(item.name, "error", recheck=True)
     outcome.lane = item.lane
-    outcome.ticketed = item.ticket is not None
+    ticket = item.ticket
+    outcome.ticketed = ticket is not None
+    if ticket is not None and ticket.fingerprint is not None:
+        outcome.ticket_ino = ticket.fingerprint.ino
     return outcome
