@@ -571,7 +571,7 @@ class Service:
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
         inbox = self.inboxes.get(outcome.lane)
-        if inbox is not None and outcome.ticketed:
+        if inbox is not None and outcome.ticket_ino is not None:
             delay = None
             key = (outcome.lane, outcome.name)
             if outcome.status == "error":

@@ -74,11 +74,10 @@ class Outcome:
     error: str | None = None  # from a worker process: what it would have told on_error
     parked: Work | None = None  # unrecorded, unacknowledged: the unit to queue again later
     lane: str = ""  # the unit's
-    # The unit came from a ticket: the tracker's entry for the name is its to
-    # release (``ticket_ino``: the inode the ticket was for, 0 if unknown). A
-    # resumed or parked unit's name may meanwhile be a new upload's.
-    ticketed: bool = False
-    ticket_ino: int = 0
+    # A unit from a ticket: the inode the ticket was for (0 if unknown); the
+    # tracker's entry for the name is its to release. None: a resumed or
+    # parked unit, whose name may meanwhile be a new upload's.
+    ticket_ino: int | None = None
 
 
 def parked_work(name: str, pname: str, owed: NotRecorded, lane: str) -> Work:
@@ -434,8 +433,7 @@ def run_one(worker: Worker, item: Work) -> Outcome:
         logger.debug("worker_traceback", traceback=traceback.format_exc())
         outcome = Outcome(item.name, "error", recheck=True)
     outcome.lane = item.lane
-    ticket = item.ticket
-    outcome.ticketed = ticket is not None
-    if ticket is not None and ticket.fingerprint is not None:
-        outcome.ticket_ino = ticket.fingerprint.ino
+    if item.ticket is not None:
+        fingerprint = item.ticket.fingerprint
+        outcome.ticket_ino = fingerprint.ino if fingerprint is not None else 0
     return outcome
