@@ -179,7 +179,10 @@ def test_a_claim_unsure_only_for_a_stale_heartbeat_runs_again_once_it_is_fresh(t
         assert outcome.status == "lost" and erp.requests == []
         assert outcome.parked == Work("po.edi", pname=pname, job_id="J1", lane="")
         assert claimed(settings.paths.processing) == [pname]
-        liveness.beat()  # the service's probe wrote a heartbeat
+        # The service's probe wrote a heartbeat; a long takeover age keeps it
+        # fresh through the second run however slow a loaded machine is.
+        liveness.takeover_seconds = 60.0
+        liveness.beat()
         again = run_one(worker, outcome.parked)
     lane.close()
     assert again.status == "succeeded" and len(erp.requests) == 1
