@@ -77,6 +77,14 @@ def quick_busy(daemon: Daemon, seconds: float = 0.3) -> None:
     daemon.config.write_text(daemon.base_config)
 
 
+def start_with_held(daemon: Daemon, erp, po: int) -> None:
+    """Start the daemon and upload held.edi (PO ``po``): its POST waits at the ERP."""
+    daemon.start()
+    erp.gate.clear()
+    uids.upload(daemon.inbox / "held.edi", make_po(po))
+    poll_until(lambda: erp.requests, what="the POST held by the ERP")
+
+
 def pg_jobs(url: str) -> list[dict]:
     """The jobs table of the PostgreSQL at ``url`` (its private schema)."""
     import psycopg2
@@ -262,10 +270,7 @@ def test_a_job_parked_after_its_997_went_out_gets_one_997_after_a_restart(
     daemon = daemons(erp.url)
     with_defaults(daemon)
     quick_busy(daemon)
-    daemon.start()
-    erp.gate.clear()
-    uids.upload(daemon.inbox / "held.edi", make_po(4100))
-    poll_until(lambda: erp.requests, what="the POST held by the ERP")
+    start_with_held(daemon, erp, 4100)
     with database_locked(daemon.root / "edi-inbox.db"):
         erp.gate.set()
         poll_until(lambda: daemon.events("job_parked"), timeout=20, what="the job parked")
@@ -283,6 +288,38 @@ def test_a_job_parked_after_its_997_went_out_gets_one_997_after_a_restart(
     assert_distinct(acks(tmp_path))
     after = per_file(tmp_path)
     assert after == before, sorted(os.listdir(tmp_path / "acks"))
+    assert daemon.terminate(15) == 0
+
+
+def test_a_sigkill_while_the_record_waits_after_the_997_sends_no_second_one(tmp_path, erp, daemons):
+    """The defaults, SQLite's busy timeout 3 s (a heartbeat a second, so that
+    this host's claim stays safe through the lock on a loaded machine); a
+    good file (ISA14 = 1) waits at the ERP; the SQLite file is locked by
+    another process; the ERP answers (the order's record waits 3 s, then
+    fails): the TA1 and 997 go
+    out while the final record waits on the lock, before the job is parked.
+    SIGKILL the moment they are there, the lock gone, restart: still one TA1
+    and one 997, the order posted under one key. Was a bug (an outside
+    tester's soak: a lock flapping, a SIGKILL): the owed record was kept only
+    once the final record had failed, so the restart ran the job again and
+    sent a second TA1 and 997 with new numbers. The acknowledgements of a
+    job the database has failed now go out once what it owes is kept."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon, "[daemon]\nheartbeat_seconds = 1.0\n")
+    quick_busy(daemon, 3.0)
+    start_with_held(daemon, erp, 4150)
+    with database_locked(daemon.root / "edi-inbox.db"):
+        erp.gate.set()
+        poll_until(lambda: per_file(tmp_path).get("held.edi"), timeout=25, what="the 997")
+        daemon.kill()
+        assert not daemon.events("job_parked")  # the final record was still waiting
+    before = per_file(tmp_path)
+    daemon.start()
+    poll_until(lambda: daemon.listing(daemon.done) == ["held.edi"], timeout=30, what="filed")
+    none_running(daemon)
+    assert len(erp.keys_by_po()) == 1
+    assert_distinct(acks(tmp_path))
+    assert per_file(tmp_path) == before == {"held.edi": Counter({"TA1": 1, "997": 1})}
     assert daemon.terminate(15) == 0
 
 

@@ -609,6 +609,40 @@ def test_posted_but_unrecorded_carries_the_record_owed(tmp_path, httpserver):
     assert len(httpserver.log) == 1
 
 
+@pytest.mark.parametrize("owe_acks", [True, False], ids=["daemon", "process"])
+def test_a_job_the_database_failed_holds_its_997_in_the_daemon(tmp_path, httpserver, owe_acks):
+    """The database goes away while the ERP takes the order (the order's
+    record fails): in the daemon (``owe_acks``) the 997 is built, numbered,
+    and held, not written (``NotRecorded.held``): the worker keeps what the
+    job owes before it writes it, so a crash while the final record waits
+    never sends a second one. ``process`` writes it at once."""
+    path, away = tmp_path / "jobs.db", tmp_path / "jobs.db.away"
+
+    def take(request: Request) -> Response:
+        os.rename(path, away)
+        return Response(json.dumps({"id": "E8"}), 201, content_type="application/json")
+
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(take)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    with pipeline, pytest.raises(NotRecorded) as caught:
+        pipeline.run(copy(tmp_path, GOOD), owe_acks=owe_acks)
+    owed = caught.value
+    assert owed.posted and owed.job.status is JobStatus.SUCCEEDED
+    if not owe_acks:
+        assert not owed.held and owed.acks == [] and len(read_acks(pipeline.settings)) == 1
+        return
+    assert owed.held and [a.kind for a in owed.acks] == ["997"]
+    assert owed.reason.startswith("1 held until the job's record is kept: the database is")
+    assert not pipeline.settings.paths.acks.exists() and owed.job.acks == []
+    built = owed.acks[0].data
+    assert pipeline.write_owed_acks(owed) is True
+    assert read_acks(pipeline.settings) == [built] and len(owed.job.acks) == 1
+    os.rename(away, path)
+    pipeline.record_owed(owed)
+    shown = queries.show_job(db, owed.job.job_id)
+    assert shown["status"] == "succeeded" and shown["steps"][-1]["status"] == "success"
+
+
 def test_the_record_is_awaited_for_record_patience(tmp_path, httpserver):
     """With record_patience, a database back within it costs nothing: the job
     is posted and recorded as if it had never gone."""

@@ -176,7 +176,10 @@ class NotRecorded(StoreError):
     ``steps`` are what the owed record still has to carry. ``acks``, when
     not empty, are acknowledgements built but not written (their folder
     could not take them: ``reason`` says why): they are owed first, and the
-    record waits for them (it says which went out)."""
+    record waits for them (it says which went out). ``held``: they were not
+    tried, because the database had already failed the job: they go out as
+    soon as this is kept (``Claims.keep_owed``), so that a crash after they
+    went out finds it and does not run the job again."""
 
     def __init__(
         self,
@@ -186,6 +189,7 @@ class NotRecorded(StoreError):
         logs: list[Any] | None = None,
         steps: list[Any] | None = None,
         acks: list[Any] | None = None,
+        held: bool = False,
     ) -> None:
         super().__init__(reason)
         self.job = job
@@ -194,9 +198,10 @@ class NotRecorded(StoreError):
         self.logs = list(logs or [])
         self.steps = list(steps or [])
         self.acks = list(acks or [])
+        self.held = held
 
     def __reduce__(self) -> Any:  # crosses the pipe from a worker process
-        args = (self.job, self.posted, self.reason, self.logs, self.steps, self.acks)
+        args = (self.job, self.posted, self.reason, self.logs, self.steps, self.acks, self.held)
         return (type(self), args)
 
     def __str__(self) -> str:

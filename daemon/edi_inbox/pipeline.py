@@ -38,7 +38,11 @@ unwritable) is, in the daemon (``run(owe_acks=True)``), owed like a record:
 ``NotRecorded`` carries the acknowledgements built and not written
 (``Ack``), the job stays ``running`` until ``write_owed_acks`` has
 written them, and only then is its final record written. ``process`` records
-the job at once, its ``acknowledge`` step failed with where and why.
+the job at once, its ``acknowledge`` step failed with where and why. In the
+daemon, a job the database has already failed (an accepted order's record
+did not land) holds its acknowledgements back the same way (``held``): the
+worker keeps what the job owes first, then writes them, so that a crash
+while the final record waits on the database never sends a second 997.
 """
 
 from __future__ import annotations
@@ -195,6 +199,7 @@ class _Work:
     owe_acks: bool = False  # an acknowledgement not written is owed (the daemon)
     owed_acks: list[Ack] = field(default_factory=list)
     owed_reason: str = ""  # why they were not written
+    held: bool = False  # not tried: the database failed the job (see the module's doc)
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -410,11 +415,14 @@ class Pipeline:
             job.logs = logs.entries
             if work.owed_acks:
                 owed, reason = work.owed_acks, work.owed_reason
-                logger.error("acks_owed", acks=len(owed), reason=reason)
+                if not work.held:
+                    logger.error("acks_owed", acks=len(owed), reason=reason)
                 drained = [*held, *logs.drain()]
                 if work.control_number is None:  # ended before the ERP call: no record yet
                     self._record(self.recorder.job_started, job)  # "running" while it owes
-                raise NotRecorded(job, _posted(job), reason, drained, unwritten, owed)
+                raise NotRecorded(
+                    job, _posted(job), reason, drained, unwritten, owed, held=work.held
+                )
             self._record_final(job, [*held, *logs.drain()], unwritten, destination)
         return job
 
@@ -960,6 +968,10 @@ class Pipeline:
             )
             name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
             left.append(Ack(str(acks_dir), name, ack, kind.code, mode))
+        if left and work.owe_acks and work.unrecorded:
+            work.owed_reason = f"{len(left)} held until the job's record is kept: {work.unrecorded}"
+            work.owed_acks, work.held = left, True
+            left = []
         try:
             _write_acks(left, written, kinds)
             if written:

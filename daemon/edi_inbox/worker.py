@@ -20,7 +20,9 @@ A job whose acknowledgements its folder could not take is parked the same
 way, outcome ``unacknowledged``: the service queues it again after a while,
 and the acknowledgements are written (as built), then the record. What a
 parked job owes is kept beside its claim (``Claims.keep_owed``) for a
-restart. No job stays ``running`` once its file has moved.
+restart. A job the database failed before its acknowledgements went out
+(``NotRecorded.held``) has that kept first, then is settled at once. No job
+stays ``running`` once its file has moved.
 """
 
 from __future__ import annotations
@@ -245,6 +247,8 @@ class Worker:
                 owe_acks=True,
             )
         except NotRecorded as unrecorded:
+            if unrecorded.held:
+                return self._write_held(flight, unrecorded)
             return self._park(flight, unrecorded)
         except Exception as exc:  # Pipeline.run should not raise; if it does, fail that job
             logger.error("pipeline_crashed", file=files.display_name(name), error=repr(exc))
@@ -360,10 +364,21 @@ class Worker:
         status = "unacknowledged" if owed.acks else "unrecorded"
         return Outcome(flight.name, status, job_id=owed.job.job_id, error=message, parked=work)
 
-    def _settle(self, flight: InFlight, owed: NotRecorded) -> Outcome:
+    def _write_held(self, flight: InFlight, owed: NotRecorded) -> Outcome:
+        """A job the database failed, its acknowledgements held back: keep
+        what it owes (a crash from here on writes that, never runs the job
+        again), then settle it at once."""
+        with flight.lock:
+            if flight.handed_back:  # shutdown gave the file back: it runs again
+                return Outcome(flight.name, "handed_back", job_id=owed.job.job_id)
+            flight.finishing = True
+        _keep(flight, owed)
+        return self._settle(flight, owed, first=True)
+
+    def _settle(self, flight: InFlight, owed: NotRecorded, *, first: bool = False) -> Outcome:
         """A parked job: write the acknowledgements it owes, then its record,
         then file it (or, if it was interrupted, give it back to the inbox to
-        run again)."""
+        run again). ``first``: not a retry, the job has just ended."""
         flight.finishing = True
         name, job = flight.name, owed.job
         with self._lock:
@@ -372,7 +387,7 @@ class Worker:
             if owed.acks:
                 owing = len(owed.acks)
                 if not self.pipeline.write_owed_acks(owed):
-                    return self._park(flight, owed, again=len(owed.acks) == owing)
+                    return self._park(flight, owed, again=not first and len(owed.acks) == owing)
                 _keep(flight, owed)  # a restart now owes the record alone
             try:
                 self.pipeline.record_owed(owed)
