@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from pytest_httpserver import HTTPServer
 from structlog.testing import capture_logs
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
@@ -270,6 +271,50 @@ def test_name_collisions_never_overwrite(tmp_path, erp):
         str(settings.paths.done / "po.1.edi"),
         str(settings.paths.failed / "bad.1.edi"),
     ]
+
+
+def test_a_failed_files_report_is_in_failed_before_the_file(tmp_path):
+    """Whoever watches failed/ finds a file's NAME.error.json there when the
+    file arrives (inotify's order of arrivals, through a real observer); a
+    name taken by another file, or by another file's report, is skipped,
+    nothing overwritten."""
+    settings = make_settings(tmp_path)
+    failed = settings.paths.failed
+    (failed / "bad.edi").write_bytes(b"someone else's")
+    (failed / "bad.1.edi.error.json").write_bytes(b"{}")  # a report whose file was retried
+    claimed_dir = settings.paths.processing / "host"
+    claimed_dir.mkdir()
+    (claimed_dir / "bad.edi.job-1").write_bytes(b"mine")
+    arrived: list[str] = []
+
+    class Arrivals(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in ("created", "moved"):
+                name = os.path.basename(
+                    os.fsdecode(getattr(event, "dest_path", "") or event.src_path)
+                )
+                if not name.startswith("."):
+                    arrived.append(name)
+
+    observer = InotifyObserver()
+    observer.schedule(Arrivals(), str(failed))
+    observer.start()
+    try:
+        mover = Mover(settings.paths, clock=time.monotonic)
+        result = JobResult(
+            job_id="job-1", file_name="bad.edi", status=JobStatus.FAILED, error="rejected"
+        )
+        assert mover.finish(claimed_dir / "bad.edi.job-1", "bad.edi", result) is None
+        poll_until(lambda: "bad.2.edi" in arrived, what="the file's arrival seen")
+    finally:
+        observer.stop()
+        observer.join(10)
+    assert arrived == ["bad.2.edi.error.json", "bad.2.edi"]
+    assert (failed / "bad.2.edi").read_bytes() == b"mine"
+    assert json.loads((failed / "bad.2.edi.error.json").read_text())["file"] == "bad.2.edi"
+    assert (failed / "bad.edi").read_bytes() == b"someone else's"
+    assert (failed / "bad.1.edi.error.json").read_bytes() == b"{}"
+    assert not (failed / "bad.1.edi").exists()
 
 
 def test_name_taken_after_the_record_is_corrected(tmp_path):

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -54,7 +54,8 @@ def display_name(name: str | bytes) -> str:
     return "".join(out)
 
 
-def _candidates(name: str):
+def candidates(name: str) -> Iterator[str]:
+    """``name``, then ``name`` with ``.1``, ``.2``… before its extension."""
     yield name
     stem, dot, ext = name.rpartition(".")
     if not stem:  # no dot, or only a leading one
@@ -66,7 +67,7 @@ def _candidates(name: str):
 def free_path(directory: Path, name: str) -> Path:
     """Where ``move_new`` would put ``name`` now: the first candidate not taken.
     Only a forecast: another writer may take it before the move."""
-    for candidate in _candidates(name):
+    for candidate in candidates(name):
         target = directory / candidate
         if not os.path.lexists(target):
             return target
@@ -118,20 +119,26 @@ def move_new(src: Path, directory: Path, name: str | None = None) -> Path:
     the source is unlinked.
     """
     name = name or src.name
-    for candidate in _candidates(name):
+    for candidate in candidates(name):
         target = directory / candidate
         try:
-            try:
-                rename_new(src, target)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                _copy_new(src, target)
-                os.unlink(src)
+            move_to(src, target)
         except FileExistsError:
             continue
         return target
     raise FileExistsError(f"no free name for {name} in {directory}")
+
+
+def move_to(src: Path, target: Path) -> None:
+    """Move ``src`` to ``target`` unless it exists (``FileExistsError``), as
+    ``move_new`` moves it to a candidate."""
+    try:
+        rename_new(src, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_new(src, target)
+        os.unlink(src)
 
 
 def _copy_new(src: Path, target: Path) -> None:
@@ -165,13 +172,19 @@ def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool) -> None:
     os.close(fd)
 
 
-def write_new(directory: Path, name: str, data: bytes, *, fsync: bool = True) -> Path:
+def write_new(
+    directory: Path, name: str, data: bytes, *, fsync: bool = True, suffix: bool = True
+) -> Path:
     """Write ``data`` atomically as a new file in ``directory``; a taken name
-    gets a suffix. Readers never see a half-written file: the bytes go to a
-    hidden temporary name first and are renamed into place when complete."""
+    gets a suffix (``suffix=False``: ``FileExistsError``). Readers never see
+    a half-written file: the bytes go to a hidden temporary name first and
+    are renamed into place when complete."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
     _create(tmp, [data], fsync=fsync)
     try:
+        if not suffix:
+            move_to(tmp, directory / name)
+            return directory / name
         return move_new(tmp, directory, name)
     except BaseException:  # moved, the temporary name is gone: no stat to ask
         with contextlib.suppress(FileNotFoundError):

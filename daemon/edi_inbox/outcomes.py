@@ -1,6 +1,8 @@
 """Outcomes: a finished job's file moved to ``done/`` or ``failed/`` (+ ``NAME.error.json``).
 
-Nothing is ever overwritten (``files.move_new``, ``files.write_new``). A move
+Nothing is ever overwritten (``files.move_new``, ``files.write_new``). A
+failed file's ``NAME.error.json`` is in ``failed/`` before the file itself:
+whoever sees the file there can read why at once. A move
 that fails (a full disk, a folder gone) leaves the file claimed: the
 ``Mover`` keeps it as a ``PendingMove`` and tries again with backoff, from the
 main thread, until it succeeds or the file is gone (resumed elsewhere or
@@ -12,6 +14,7 @@ and the reason in the record, a file that vanished leaves no path and a note.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -68,7 +71,6 @@ class PendingMove:
     result: JobResult
     attempts: int = 0
     next_at: float = 0.0
-    final: Path | None = None  # moved already; only the error.json is missing
     inbox: Path | None = None  # the inbox it came from
     last_error: str = ""
 
@@ -119,24 +121,14 @@ class Mover:
     def complete(self, move: PendingMove) -> None:
         """The move (and error.json) of a finished job; raises OSError to retry later.
         The job's record learns the new path unless it foresaw it already."""
-        paths = self.paths
-        assert paths.done and paths.failed
-        ok = move.result.success
-        if move.final is None:
-            target = paths.done if ok else paths.failed
-            move.final = files.move_new(move.claimed, target, move.name)
-        if not ok:
-            said = error_report(move.result, move.final.name, move.inbox)
-            report = json.dumps(said, indent=2, default=str)
-            json_name = move.final.name + ".error.json"
-            if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
-                json_name = f"{move.result.job_id}.error.json"
-            data = report.encode("utf-8", "surrogateescape")
-            files.write_new(paths.failed, json_name, data)
-            self._copy_to_outbox(move.result, json_name, data)
-        foreseen = move.result.file_path == str(move.final)
+        assert self.paths.done
+        if move.result.success:
+            final = files.move_new(move.claimed, self.paths.done, move.name)
+        else:
+            final = self._fail(move)
+        foreseen = move.result.file_path == str(final)
         if not foreseen:
-            self._record(move, str(move.final))
+            self._record(move, str(final))
         # The job's job_finished line named where the file was going: a move
         # that went there is a debug line, one that went elsewhere is news.
         (logger.debug if foreseen else logger.info)(
@@ -144,9 +136,40 @@ class Mover:
             file=files.display_name(move.name),
             job_id=move.result.job_id,
             status=str(move.result.status),
-            moved_to=files.display_name(str(move.final)),
+            moved_to=files.display_name(str(final)),
             error=move.result.error,
         )
+
+    def _fail(self, move: PendingMove) -> Path:
+        """Move the file into ``failed/`` under the first free name whose
+        ``.error.json`` name is free too, the report written first (taken
+        back if the name goes meanwhile); a copy of it to the partner's
+        outbox. Returns where the file is now."""
+        failed = self.paths.failed
+        assert failed
+        for candidate in files.candidates(move.name):
+            if os.path.lexists(failed / candidate):  # no report beside another's file
+                continue
+            said = error_report(move.result, candidate, move.inbox)
+            data = json.dumps(said, indent=2, default=str).encode("utf-8", "surrogateescape")
+            json_name = candidate + ".error.json"
+            if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
+                json_name = f"{move.result.job_id}.error.json"
+            try:
+                report = files.write_new(failed, json_name, data, suffix=False)
+            except FileExistsError:
+                continue
+            try:
+                files.move_to(move.claimed, failed / candidate)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    report.unlink()
+                if isinstance(exc, FileExistsError):
+                    continue
+                raise
+            self._copy_to_outbox(move.result, json_name, data)
+            return failed / candidate
+        raise FileExistsError(f"no free name for {move.name} in {failed}")
 
     def _copy_to_outbox(self, result: JobResult, name: str, data: bytes) -> None:
         """A copy of the error report for the partner to download (its outbox,
@@ -173,7 +196,7 @@ class Mover:
             try:
                 self.complete(move)
             except OSError as exc:
-                if move.final is None and not os.path.lexists(move.claimed):
+                if not os.path.lexists(move.claimed):
                     self.pending.remove(move)
                     self._vanished(move)
                     continue
@@ -219,10 +242,8 @@ class Mover:
     def _failed(self, move: PendingMove, exc: OSError, delay: float) -> None:
         if move.attempts == 1:  # the record foresaw done/ or failed/: say where it is
             folder = "done/" if move.result.success else "failed/"
-            where = move.final or move.claimed
-            action = "write its error.json" if move.final else f"move the file to {folder}"
-            note = f"cannot {action}: {os_message(exc)}; retrying"
-            self._record(move, str(where), note)
+            note = f"cannot move the file to {folder}: {os_message(exc)}; retrying"
+            self._record(move, str(move.claimed), note)
         move.last_error = os_message(exc)
         logger.error(
             "move_failed",
