@@ -7,9 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers.inotify import InotifyObserver
 
 from edi_inbox import files
 
+from helpers import poll_until
 from uids import as_daemon, shared_root, upload
 
 __all__ = ["shared_root"]  # the fixture, imported for the tests below
@@ -91,6 +94,36 @@ def test_across_file_systems_the_bytes_are_copied_once(tmp_path):
         src.unlink(missing_ok=True)
     assert moved.name == "po.1.edi" and moved.read_bytes() == b"ISA"
     assert not src.exists() and (tmp_path / "po.edi").read_bytes() == b"taken"
+
+
+def test_across_file_systems_the_file_appears_whole(tmp_path):
+    """A copy to another file system goes through a hidden name: whoever
+    watches the folder (a real inotify observer) sees the file's name only
+    once its bytes are all there, by a rename, never created empty."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    src = shm / f"edi-inbox-test-{os.getpid()}.edi"
+    src.write_bytes(b"ISA" * 100_000)
+    seen: list[tuple[str, str]] = []
+
+    class Seen(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            path = getattr(event, "dest_path", "") or event.src_path
+            seen.append((event.event_type, os.path.basename(os.fsdecode(path))))
+
+    observer = InotifyObserver()
+    observer.schedule(Seen(), str(tmp_path))
+    observer.start()
+    try:
+        moved = files.move_new(src, tmp_path, "po.edi")
+        poll_until(lambda: ("moved", "po.edi") in seen, what="the rename seen")
+    finally:
+        observer.stop()
+        observer.join(10)
+        src.unlink(missing_ok=True)
+    assert moved.read_bytes() == b"ISA" * 100_000 and names(tmp_path) == ["po.edi"]
+    assert [e for e in seen if e[1] == "po.edi"] == [("moved", "po.edi")], seen
 
 
 def test_write_new_never_replaces_and_leaves_no_temporary_file(tmp_path):

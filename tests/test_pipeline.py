@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import pickle
 import sqlite3
 import threading
 from decimal import Decimal
@@ -444,8 +445,6 @@ def test_a_997_the_daemon_cannot_write_is_owed_then_written_as_built(tmp_path):
     numbered), which survives a pickle (a worker process's pipe, the copy
     kept for a restart); written once the folder can take it, byte for byte
     as built, and the acknowledge step then succeeds, saying it was late."""
-    import pickle
-
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     settings = Settings(paths=PathSettings(root=tmp_path, acks=blocker / "acks"))
@@ -615,7 +614,8 @@ def test_a_job_the_database_failed_holds_its_997_in_the_daemon(tmp_path, httpser
     record fails): in the daemon (``owe_acks``) the 997 is built, numbered,
     and held, not written (``NotRecorded.held``): the worker keeps what the
     job owes before it writes it, so a crash while the final record waits
-    never sends a second one. ``process`` writes it at once."""
+    never sends a second one; one written before a crash is not written
+    again. ``process`` writes it at once."""
     path, away = tmp_path / "jobs.db", tmp_path / "jobs.db.away"
 
     def take(request: Request) -> Response:
@@ -634,9 +634,12 @@ def test_a_job_the_database_failed_holds_its_997_in_the_daemon(tmp_path, httpser
     assert owed.held and [a.kind for a in owed.acks] == ["997"]
     assert owed.reason.startswith("1 held until the job's record is kept: the database is")
     assert not pipeline.settings.paths.acks.exists() and owed.job.acks == []
-    built = owed.acks[0].data
+    built, kept = owed.acks[0].data, pickle.loads(pickle.dumps(owed))  # kept before it went out
     assert pipeline.write_owed_acks(owed) is True
     assert read_acks(pipeline.settings) == [built] and len(owed.job.acks) == 1
+    # A restart after a crash that came once it was written: not written twice.
+    assert pipeline.write_owed_acks(kept) is True and kept.job.acks == owed.job.acks
+    assert read_acks(pipeline.settings) == [built]
     os.rename(away, path)
     pipeline.record_owed(owed)
     shown = queries.show_job(db, owed.job.job_id)

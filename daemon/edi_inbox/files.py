@@ -142,14 +142,22 @@ def move_to(src: Path, target: Path) -> None:
 
 
 def _copy_new(src: Path, target: Path) -> None:
+    """Copy ``src`` to ``target`` (never an existing one) through a hidden
+    temporary name: ``target`` appears whole or not at all."""
     # Only a regular file is copied: a FIFO would block the open, a device or
     # directory has no bytes to move (a rename would have moved any of them).
     fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    tmp = target.parent / f".{safe_name(target.name)}.{uuid.uuid4().hex}.tmp"
     try:
         if not stat.S_ISREG(os.fstat(fd_in).st_mode):
             raise OSError(errno.EXDEV, f"{display_name(str(src))} is not a regular file "
                           "and cannot be moved to another file system")  # fmt: skip
-        _create(target, iter(lambda: os.read(fd_in, 1 << 20), b""), fsync=True)
+        _create(tmp, iter(lambda: os.read(fd_in, 1 << 20), b""), fsync=True)
+        try:
+            rename_new(tmp, target)
+        except BaseException:
+            tmp.unlink()
+            raise
     finally:
         os.close(fd_in)
 

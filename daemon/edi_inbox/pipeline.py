@@ -84,7 +84,7 @@ from .errors import (
     UnsafeFile,
     X12Error,
 )
-from .files import display_name, safe_name, sync_directory, write_new
+from .files import candidates, display_name, safe_name, sync_directory, write_new
 from .jobs import (
     Interchange,
     JobResult,
@@ -1014,7 +1014,7 @@ class Pipeline:
         written: list[str] = data["acks"]
         directory = Path(owed.acks[0].directory)  # a job's acknowledgements share one
         try:
-            _write_acks(owed.acks, written, data["kinds"])
+            _write_acks(owed.acks, written, data["kinds"], resume=True)
         except OSError as exc:
             where = display_name(str(directory))
             owed.reason = f"{len(owed.acks)} not written in {where}: {exc.strerror or exc}"
@@ -1149,21 +1149,48 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     return JobStatus.PARTIAL
 
 
-def _write_acks(acks: list[Ack], written: list[str], kinds: dict[str, str]) -> None:
+def _write_acks(
+    acks: list[Ack], written: list[str], kinds: dict[str, str], *, resume: bool = False
+) -> None:
     """Write ``acks`` in order, each taken off the list once it landed (its
     file name added to ``written``, its kind to ``kinds``); raises OSError
-    with the rest still on the list."""
+    with the rest still on the list. ``resume`` (owed ones, perhaps written
+    in part before a crash): one whose file is there with its very bytes
+    counts as written, not written twice."""
     made, landed = None, 0
     try:
         for ack in acks:
             if ack.directory != made:
                 _make_folder(Path(ack.directory))
                 made = ack.directory
-            written.append(_write_ack(Path(ack.directory), ack.name, ack.data, ack.mode))
+            there = _written_before(Path(ack.directory), ack.name, ack.data) if resume else None
+            written.append(there or _write_ack(Path(ack.directory), ack.name, ack.data, ack.mode))
             kinds[written[-1]] = ack.kind
             landed += 1
     finally:
         del acks[:landed]
+
+
+def _written_before(directory: Path, name: str, data: bytes) -> str | None:
+    """The name under which ``write_new`` put ``data`` in ``directory`` before
+    (``name`` or a suffixed one: a regular file holding exactly those bytes),
+    or None. Never follows a link, never waits on a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    for candidate in candidates(safe_name(name)):
+        try:
+            fd = os.open(directory / candidate, flags)
+        except FileNotFoundError:
+            return None  # write_new takes the first free one: none further on
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            same_size = stat.S_ISREG(st.st_mode) and st.st_size == len(data)
+            if same_size and os.read(fd, len(data) + 1) == data:
+                return candidate
+        finally:
+            os.close(fd)
+    return None
 
 
 def _make_folder(directory: Path) -> None:

@@ -372,7 +372,6 @@ class Worker:
             if flight.handed_back:  # shutdown gave the file back: it runs again
                 return Outcome(flight.name, "handed_back", job_id=owed.job.job_id)
             flight.finishing = True
-        _keep(flight, owed)
         return self._settle(flight, owed, first=True)
 
     def _settle(self, flight: InFlight, owed: NotRecorded, *, first: bool = False) -> Outcome:
@@ -386,8 +385,14 @@ class Worker:
         try:
             if owed.acks:
                 owing = len(owed.acks)
+                if owed.held:  # out only once what the job owes is kept
+                    problem = _keep(flight, owed)
+                    if problem is not None:
+                        owed.reason = f"held until what the job owes can be kept: {problem}"
+                        return self._park(flight, owed, again=not first)
                 if not self.pipeline.write_owed_acks(owed):
                     return self._park(flight, owed, again=not first and len(owed.acks) == owing)
+                owed.held = False
                 _keep(flight, owed)  # a restart now owes the record alone
             try:
                 self.pipeline.record_owed(owed)
@@ -425,13 +430,16 @@ class Worker:
         return Outcome(flight.name, status, recheck=True)
 
 
-def _keep(flight: InFlight, owed: NotRecorded) -> None:
+def _keep(flight: InFlight, owed: NotRecorded) -> str | None:
     """Keep what a parked job owes beside its claim (``Claims.keep_owed``): a
-    restart writes it instead of running the job again."""
+    restart writes it instead of running the job again. Returns why it
+    could not be kept (logged), or None."""
     try:
         flight.claims.keep_owed(owed)
     except Exception as exc:  # then a restart runs the job again (its orders not posted twice)
         logger.error("owed_record_not_kept", job_id=owed.job.job_id, error=repr(exc))
+        return os_message(exc)
+    return None
 
 
 def _stamp(st: os.stat_result) -> tuple[int, ...]:
