@@ -126,6 +126,19 @@ def test_across_file_systems_the_file_appears_whole(tmp_path):
     assert [e for e in seen if e[1] == "po.edi"] == [("moved", "po.edi")], seen
 
 
+@pytest.mark.parametrize("char", ["a", "é"])
+def test_a_name_of_the_longest_length_taken_gets_a_suffix_that_fits(tmp_path, char):
+    """A name of 255 bytes (the most a name may have) taken: the suffixed one
+    is cut short to 255 bytes, never inside a character, the extension kept."""
+    name = char * (251 // len(char.encode())) + ".edi"
+    first = files.write_new(tmp_path, name, b"1")
+    second = files.write_new(tmp_path, name, b"2")
+    assert first.name == name and second.read_bytes() == b"2"
+    assert second.name.endswith(".1.edi") and second.name.startswith(char * 10)
+    assert 253 <= len(os.fsencode(second.name)) <= 255
+    second.name.encode()  # valid UTF-8: cut between characters
+
+
 def test_write_new_never_replaces_and_leaves_no_temporary_file(tmp_path):
     first = files.write_new(tmp_path, "ack.997", b"one")
     second = files.write_new(tmp_path, "ack.997", b"two")

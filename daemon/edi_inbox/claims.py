@@ -70,7 +70,6 @@ from .watch import WatchError, scan
 
 logger = structlog.get_logger("edi_inbox.claims")
 
-MAX_NAME_BYTES = 255
 RETRY_DIR = ".retry"
 OWED_DIR = ".owed"  # processing/.owed/<host>/<job_id>: parked jobs' owed records
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -170,9 +169,7 @@ def open_lanes(
 
 def processing_name(name: str, job_id: str) -> str:
     """``NAME.<job_id>``, with NAME cut (bytewise) so the whole fits a file name."""
-    suffix = "." + job_id
-    raw = os.fsencode(name)[: MAX_NAME_BYTES - len(os.fsencode(suffix))]
-    return os.fsdecode(raw) + suffix
+    return files.fit(name, "." + job_id)
 
 
 def split_processing_name(pname: str) -> tuple[str, str | None]:

@@ -54,14 +54,27 @@ def display_name(name: str | bytes) -> str:
     return "".join(out)
 
 
+NAME_MAX = 255  # the bytes a file name may have (Linux file systems)
+
+
+def fit(head: str, tail: str) -> str:
+    """``head + tail``, ``head`` cut short (bytewise, never inside a UTF-8
+    character) so that it fits a file name."""
+    raw = os.fsencode(head)
+    cut = max(0, NAME_MAX - len(os.fsencode(tail)))
+    while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # a continuation byte
+        cut -= 1
+    return os.fsdecode(raw[:cut]) + tail
+
+
 def candidates(name: str) -> Iterator[str]:
-    """``name``, then ``name`` with ``.1``, ``.2``… before its extension."""
+    """``name``, then ``name`` with ``.1``, ``.2``… before its extension (the
+    name cut short where that would not fit a file name)."""
     yield name
-    stem, dot, ext = name.rpartition(".")
-    if not stem:  # no dot, or only a leading one
-        stem, dot, ext = name, "", ""
+    stem, _, ext = name.rpartition(".")
+    short_ext = len(os.fsencode(ext)) < NAME_MAX // 2
     for n in range(1, 1_000_000):
-        yield f"{stem}.{n}{dot}{ext}" if dot else f"{name}.{n}"
+        yield fit(stem, f".{n}.{ext}") if stem and short_ext else fit(name, f".{n}")
 
 
 def free_path(directory: Path, name: str) -> Path:

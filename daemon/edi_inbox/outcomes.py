@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from . import files
-from .claims import MAX_NAME_BYTES, os_message
+from .claims import os_message
 from .config import PathSettings
 from .jobs import JobResult
 
@@ -153,7 +153,7 @@ class Mover:
             said = error_report(move.result, candidate, move.inbox)
             data = json.dumps(said, indent=2, default=str).encode("utf-8", "surrogateescape")
             json_name = candidate + ".error.json"
-            if len(os.fsencode(json_name)) > MAX_NAME_BYTES:
+            if len(os.fsencode(json_name)) > files.NAME_MAX:
                 json_name = f"{move.result.job_id}.error.json"
             try:
                 report = files.write_new(failed, json_name, data, suffix=False)

@@ -668,13 +668,14 @@ class Service:
     def _hand_back_relayed(self) -> int:
         """At shutdown, once the children are gone: the files of their unfinished
         jobs back to the inbox (a claim the child never made is not there). A
-        parked job's stays claimed: what it owes is kept, the next start writes it."""
+        parked job's stays claimed, as does one whose child had kept what it
+        owes (its 997 may have gone out): the next start writes that."""
         count = 0
         for item in [item for sent in list(self.relayed.values()) for item in sent]:
-            if item.owed is not None:
+            claims = self.lanes[item.lane]
+            if item.owed is not None or (item.job_id and claims.owed(item.job_id)):
                 continue
             pname = item.pname or processing_name(item.name, item.job_id or "")
-            claims = self.lanes[item.lane]
             if not os.path.lexists(claims.path(pname)):
                 continue
             try:
