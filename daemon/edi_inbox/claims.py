@@ -522,6 +522,14 @@ class Claims:
             files.rename_new(pname, new, src_dir_fd=src_fd, dst_dir_fd=self.fd)
         except FileNotFoundError:
             return None  # another daemon was first
+        if taken_from and old_job:  # what that host's job owes comes along (its 997 went out)
+            kept = files.safe_name(old_job)
+            try:
+                os.rename(self.owed_dir.parent / taken_from / kept, self.owed_dir / kept)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # then the job runs again (its orders not posted twice)
+                logger.error("owed_record_not_taken", job_id=old_job, error=os_message(exc))
         logger.info(
             "taken_over" if taken_from else "resuming",
             file=files.display_name(name),

@@ -461,13 +461,12 @@ class Service:
             try:
                 for claim in leftovers:  # each is in this host's folder already: queue it now
                     self.counters["taken_over" if claim.taken_from else "resumed"] += 1
-                    if claim.taken_from and claim.retry_of:
+                    # A job parked before this start (here, or on a host taken
+                    # over) owes only its record (its 997 went out): written,
+                    # not run again.
+                    owed = claims.owed(claim.retry_of) if claim.retry_of else None
+                    if claim.taken_from and claim.retry_of and owed is None:
                         taken.append(claim.retry_of)
-                    # A job parked before this start owes only its record (its
-                    # 997 went out): written, not run again.
-                    owed = None
-                    if claim.retry_of and not claim.taken_from:
-                        owed = claims.owed(claim.retry_of)
                     self.outstanding += 1
                     self.work.put(
                         Work(
