@@ -206,8 +206,9 @@ def small_disk(tmp_path) -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """Fill the file system to the last byte with one ballast file."""
-    ballast = folder / "ballast"
+    """Fill the file system to the last byte with one ballast file (hidden:
+    the daemon passes it by)."""
+    ballast = folder / ".ballast"
     fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         for size in (65536, 4096, 1):
