@@ -22,6 +22,7 @@ from pathlib import Path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 200
+MAX_NAME_BYTES = 255  # the bytes a file name may have (Linux file systems)
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
@@ -54,14 +55,11 @@ def display_name(name: str | bytes) -> str:
     return "".join(out)
 
 
-NAME_MAX = 255  # the bytes a file name may have (Linux file systems)
-
-
 def fit(head: str, tail: str) -> str:
     """``head + tail``, ``head`` cut short (bytewise, never inside a UTF-8
     character) so that it fits a file name."""
     raw = os.fsencode(head)
-    cut = max(0, NAME_MAX - len(os.fsencode(tail)))
+    cut = max(0, MAX_NAME_BYTES - len(os.fsencode(tail)))
     while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # a continuation byte
         cut -= 1
     return os.fsdecode(raw[:cut]) + tail
@@ -72,7 +70,7 @@ def candidates(name: str) -> Iterator[str]:
     name cut short where that would not fit a file name)."""
     yield name
     stem, _, ext = name.rpartition(".")
-    short_ext = len(os.fsencode(ext)) < NAME_MAX // 2
+    short_ext = len(os.fsencode(ext)) < MAX_NAME_BYTES // 2
     for n in range(1, 1_000_000):
         yield fit(stem, f".{n}.{ext}") if stem and short_ext else fit(name, f".{n}")
 

@@ -153,7 +153,7 @@ class Mover:
             said = error_report(move.result, candidate, move.inbox)
             data = json.dumps(said, indent=2, default=str).encode("utf-8", "surrogateescape")
             json_name = candidate + ".error.json"
-            if len(os.fsencode(json_name)) > files.NAME_MAX:
+            if len(os.fsencode(json_name)) > files.MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"
             try:
                 report = files.write_new(failed, json_name, data, suffix=False)
