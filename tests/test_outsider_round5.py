@@ -658,7 +658,7 @@ def test_a_sigkill_while_a_big_file_is_copied_into_failed_leaves_no_half_copy(
     once, whole, beside its report; no half copy under a name a report
     vouches for. Was a bug: failed/huge.edi was left with 3,969,024 of its
     104,857,600 bytes. Left (README): the killed copy's hidden temporary
-    file stays in failed/, and so does the first report, naming no file."""
+    file stays in failed/."""
     size = 100 * 1024 * 1024
     daemon = daemons(erp.url, max_file_bytes=1_000_000)
     with small_tmpfs(daemon.failed, "512m"):

@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
-from edi_inbox import admin, notify, orders, procs, queries, service, store
+from edi_inbox import admin, notify, orders, outcomes, procs, queries, service, store
 from edi_inbox.claims import host_folder, processing_name, split_processing_name
 from edi_inbox.config import DaemonSettings, DatabaseSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
@@ -315,6 +315,37 @@ def test_a_failed_files_report_is_in_failed_before_the_file(tmp_path):
     assert (failed / "bad.edi").read_bytes() == b"someone else's"
     assert (failed / "bad.1.edi.error.json").read_bytes() == b"{}"
     assert not (failed / "bad.1.edi").exists()
+
+
+def test_a_report_left_by_the_run_a_job_repeats_is_taken_back(tmp_path):
+    """A crash came between a failed file's report and its move: the rerun
+    (``retry_of`` that job) files the file under that name, its own report
+    in place of the stale one; a report of any other job is left alone."""
+    settings = make_settings(tmp_path)
+    failed = settings.paths.failed
+    claimed_dir = settings.paths.processing / "host"
+    claimed_dir.mkdir()
+    mover = Mover(settings.paths, clock=time.monotonic)
+    first = JobResult(job_id=str(uuid.uuid4()), file_name="bad.edi", status=JobStatus.FAILED)
+    other = JobResult(job_id=str(uuid.uuid4()), file_name="odd.edi", status=JobStatus.FAILED)
+    for result in (first, other):  # their reports, their files never moved (a SIGKILL)
+        report = json.dumps(outcomes.error_report(result, result.file_name), indent=2)
+        (failed / f"{result.file_name}.error.json").write_text(report)
+    for job in (first, other):
+        (claimed_dir / f"{job.file_name}.again").write_bytes(b"mine")
+        again = JobResult(
+            job_id=str(uuid.uuid4()),
+            file_name=job.file_name,
+            status=JobStatus.FAILED,
+            retry_of=first.job_id,
+        )
+        assert mover.finish(claimed_dir / f"{job.file_name}.again", job.file_name, again) is None
+    said = json.loads((failed / "bad.edi.error.json").read_text())
+    assert said["retry_of"] == first.job_id and said["file"] == "bad.edi"
+    assert json.loads((failed / "odd.edi.error.json").read_text())["job_id"] == other.job_id
+    assert sorted(os.listdir(failed)) == [
+        "bad.edi", "bad.edi.error.json", "odd.1.edi", "odd.1.edi.error.json", "odd.edi.error.json",
+    ]  # fmt: skip
 
 
 def test_name_taken_after_the_record_is_corrected(tmp_path):

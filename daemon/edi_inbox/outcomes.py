@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from .jobs import JobResult
 
 logger = structlog.get_logger("edi_inbox.outcomes")
 
+_FIRST_KEY = re.compile(rb'\{\s*"job_id": "([0-9a-f-]+)"')  # error_report's first
 FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
 MAX_RETRY = 60.0
 
@@ -60,6 +62,22 @@ def error_report(result: JobResult, file: str, inbox: Path | None = None) -> dic
         # duplicate of one posted before, or rejected, with why.
         "orders": result.sets,
     }
+
+
+def _report_job(path: Path) -> str | None:
+    """The job id an ``error.json`` names, its first key (None: none there,
+    or not one of ours)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        found = _FIRST_KEY.match(os.read(fd, 4096))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return found.group(1).decode() if found else None
 
 
 @dataclass
@@ -155,6 +173,12 @@ class Mover:
             json_name = candidate + ".error.json"
             if len(os.fsencode(json_name)) > files.MAX_NAME_BYTES:
                 json_name = f"{move.result.job_id}.error.json"
+            retried = move.result.retry_of
+            if retried and _report_job(failed / json_name) == retried:
+                # The run this one repeats wrote it, and a crash came before
+                # its file followed: the name is this job's.
+                with contextlib.suppress(OSError):
+                    os.unlink(failed / json_name)
             try:
                 report = files.write_new(failed, json_name, data, suffix=False)
             except FileExistsError:
