@@ -14,12 +14,13 @@ several."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,22 @@ def start_with_held(daemon: Daemon, erp, po: int) -> None:
     erp.gate.clear()
     uids.upload(daemon.inbox / "held.edi", make_po(po))
     poll_until(lambda: erp.requests, what="the POST held by the ERP")
+
+
+@contextlib.contextmanager
+def held_997_out(daemon: Daemon, erp, po: int, extra: str = "") -> Iterator[None]:
+    """A heartbeat a second (the claim stays safe through the lock on a
+    loaded machine), SQLite's busy timeout 3 s, ``extra`` in ``[daemon]``;
+    held.edi (PO ``po``, ISA14 = 1) held at the ERP, the SQLite file locked,
+    the ERP answers: inside, the held job's acknowledgements are out (what
+    it owes kept first) and its final record waits on the lock."""
+    with_defaults(daemon, "[daemon]\nheartbeat_seconds = 1.0\n" + extra)
+    quick_busy(daemon, 3.0)
+    start_with_held(daemon, erp, po)
+    with database_locked(daemon.root / "edi-inbox.db"):
+        erp.gate.set()
+        poll_until(lambda: per_file(daemon.root).get("held.edi"), timeout=25, what="the 997")
+        yield
 
 
 def pg_jobs(url: str) -> list[dict]:
@@ -305,12 +322,7 @@ def test_a_sigkill_while_the_record_waits_after_the_997_sends_no_second_one(tmp_
     sent a second TA1 and 997 with new numbers. The acknowledgements of a
     job the database has failed now go out once what it owes is kept."""
     daemon = daemons(erp.url)
-    with_defaults(daemon, "[daemon]\nheartbeat_seconds = 1.0\n")
-    quick_busy(daemon, 3.0)
-    start_with_held(daemon, erp, 4150)
-    with database_locked(daemon.root / "edi-inbox.db"):
-        erp.gate.set()
-        poll_until(lambda: per_file(tmp_path).get("held.edi"), timeout=25, what="the 997")
+    with held_997_out(daemon, erp, 4150):
         daemon.kill()
         assert not daemon.events("job_parked")  # the final record was still waiting
     before = per_file(tmp_path)

@@ -26,6 +26,7 @@ from test_outsider_round3 import acks, assert_distinct, failed_files, with_defau
 from test_outsider_round4 import (
     acme,
     break_acks,
+    held_997_out,
     none_running,
     per_file,
     quick_busy,
@@ -188,13 +189,8 @@ def test_a_stop_once_the_held_997_is_out_sends_no_second_one(
     one 997, one post, filed in done/.
     Was a bug with worker processes and SIGTERM: the file was handed back and ran afresh."""
     daemon = daemons(erp.url)
-    extra = f"[daemon]\nheartbeat_seconds = 1.0\nprocesses = {processes}\n"
-    with_defaults(daemon, extra + "shutdown_timeout_seconds = 1.0\n")
-    quick_busy(daemon, 3.0)
-    start_with_held(daemon, erp, 5150 + processes)
-    with database_locked(daemon.root / "edi-inbox.db"):
-        erp.gate.set()
-        poll_until(lambda: per_file(tmp_path).get("held.edi"), timeout=25, what="the 997")
+    extra = f"processes = {processes}\nshutdown_timeout_seconds = 1.0\n"
+    with held_997_out(daemon, erp, 5150 + processes, extra):
         if stop == "SIGKILL":
             daemon.kill()
         else:
@@ -522,12 +518,7 @@ def test_another_host_taking_over_a_held_job_sends_no_second_997(tmp_path, erp, 
     once the heartbeat is stale (15 s). Promise: no second TA1/997.
     Was a bug: the taking host ignored what that host's job owed."""
     first = daemons(erp.url)
-    with_defaults(first, "[daemon]\nheartbeat_seconds = 1.0\n")
-    quick_busy(first, 3.0)
-    start_with_held(first, erp, 5180)
-    with database_locked(first.root / "edi-inbox.db"):
-        erp.gate.set()
-        poll_until(lambda: per_file(tmp_path).get("held.edi"), timeout=25, what="the 997")
+    with held_997_out(first, erp, 5180):
         first.kill()
     assert any((first.processing / ".owed").rglob("*-*"))  # what it owes, kept
     other = daemons(erp.url, host="other-host")
