@@ -478,6 +478,14 @@ class OutboxErp(_Sink):
         """Nothing to release; here so both sinks are used alike."""
 
 
+def longest_delivery(s: config.ErpSettings) -> float:
+    """Seconds an order's delivery can take at most: every attempt timing out
+    and every wait the longest ``HttpErp._wait`` gives."""
+    attempts = max(1, s.max_attempts)
+    wait = max(s.backoff_max_seconds, s.retry_after_max_seconds) + s.backoff_jitter_seconds
+    return attempts * (s.connect_timeout_seconds + s.read_timeout_seconds) + (attempts - 1) * wait
+
+
 def make_erp(settings: config.Settings) -> HttpErp | OutboxErp:
     """The sink the settings ask for: ``HttpErp`` for an ``[erp] url``, else
     ``OutboxErp`` on ``[paths] outbox``. The pool has a connection per worker."""

@@ -11,7 +11,7 @@ import enum
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -162,11 +162,14 @@ class OrderResult:
 @dataclass(frozen=True)
 class Started:
     """What ``Recorder.job_started`` gives back: the ERP ids already given to
-    the job's orders (idempotency key -> id), and the first of the control
-    numbers it reserved (None: none asked for)."""
+    the job's orders (idempotency key -> id), the first of the control
+    numbers it reserved (None: none asked for), and its rivals: the other
+    running jobs posting an order of the same sender and PO number, whose
+    outcome decides this job's (a duplicate, a conflict, or its to post)."""
 
     accepted: dict[str, str]
     control_number: int | None = None
+    rivals: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,9 @@ class Recorder(Protocol):
         given to the job's orders (those are not posted again) and reserves
         ``control_numbers`` for its acknowledgements. The pipeline calls it
         just before the first ERP call; a job that ends before that is
-        written once, by ``job_finished``."""
+        written once, by ``job_finished``. Its pending orders count as in
+        flight from then on: a job started later with an order of the same
+        sender and PO number gets this one among its ``rivals``."""
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
@@ -325,6 +330,10 @@ class Recorder(Protocol):
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
 
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+        """Those of ``rivals`` (``Started.rivals``) still running with an order
+        of ``job``'s sender and PO number that has no ERP id yet."""
+
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         """Record the ERP id at once, before anything else can go wrong."""
 
@@ -340,6 +349,9 @@ class NullRecorder:
         self._lock = threading.Lock()
         self._accepted: dict[str, str] = {}
         self._posted: dict[tuple[tuple[str, str], str], list[PostedOrder]] = {}
+        # Jobs between job_started and job_finished: key -> (sender, PO number)
+        # of each order without an ERP id.
+        self._pending: dict[str, dict[str, tuple[tuple[str, str], str]]] = {}
         # Seconds since 2020 fit ISA13's nine digits until 2051 and keep
         # increasing across restarts as long as fewer than one 997 a second is
         # written on average; the database recorder keeps a real sequence.
@@ -356,13 +368,41 @@ class NullRecorder:
         keys = {o.idempotency_key for o in job.orders}
         with self._lock:
             accepted = {k: v for k, v in self._accepted.items() if k in keys}
+            pending = {
+                o.idempotency_key: (o.sender, o.po_number)
+                for o in job.orders
+                if o.status == "pending" and o.idempotency_key not in accepted
+            }
+            rivals = self._holding(job, pending.values(), self._pending)
+            self._pending[job.job_id] = pending
         first = self.next_control_number(control_numbers) if control_numbers else None
-        return Started(accepted, first)
+        return Started(accepted, first, frozenset(rivals))
+
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+        mine = [(o.sender, o.po_number) for o in job.orders]
+        with self._lock:
+            return self._holding(job, mine, {r: self._pending.get(r, {}) for r in rivals})
+
+    @staticmethod
+    def _holding(
+        job: JobResult,
+        orders: Iterable[tuple[tuple[str, str], str]],
+        pending: dict[str, dict[str, tuple[tuple[str, str], str]]],
+    ) -> set[str]:
+        """The jobs of ``pending`` other than ``job`` (or the one it retries)
+        with one of ``orders`` (sender, PO number) not yet accepted."""
+        wanted = set(orders)
+        return {
+            other
+            for other, theirs in pending.items()
+            if other not in (job.job_id, job.retry_of) and wanted.intersection(theirs.values())
+        }
 
     def job_finished(
         self, job: JobResult, logs: list[LogEntry], steps: Iterable[StepResult] = ()
     ) -> None:
-        pass
+        with self._lock:
+            self._pending.pop(job.job_id, None)
 
     def find_duplicate(self, job: JobResult) -> str | None:
         return None
@@ -381,6 +421,7 @@ class NullRecorder:
                 job.job_id, order.erp_po_id, order.idempotency_key, order.purpose, release
             )
             with self._lock:
+                self._pending.get(job.job_id, {}).pop(order.idempotency_key, None)
                 self._accepted[order.idempotency_key] = order.erp_po_id
                 self._posted.setdefault((order.sender, order.po_number), []).append(posted)
 

@@ -69,7 +69,7 @@ import structlog
 from . import log as logsetup
 from . import orders, partners, rules
 from .config import PartnerSettings, Settings
-from .erp import make_erp, partner_erps
+from .erp import longest_delivery, make_erp, partner_erps
 from .errors import (
     MAX_ERRORS_LISTED,
     ClaimLost,
@@ -127,6 +127,8 @@ _AK3_MANDATORY_MISSING = "3"
 _AK3_HAS_ELEMENT_ERRORS = "8"
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled
 RECORD_RETRY_MAX = 30.0
+RIVAL_POLL_FIRST = 0.02  # seconds between looks at a job posting the same order; doubled
+RIVAL_POLL_MAX = 1.0
 LOGGED_IDS = 10  # ERP ids named on a job's job_finished line
 
 
@@ -189,6 +191,7 @@ class _Work:
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
+    rivals: frozenset[str] = frozenset()  # jobs posting an order of ours (Started.rivals)
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
     given: PartnerSettings | None = None  # the partner the file must come from (process --partner)
@@ -297,6 +300,9 @@ class Pipeline:
         # tried again before ``run`` raises NotRecorded (the daemon parks the
         # file at once and retries from its loop; ``process`` waits).
         self.record_patience = record_patience
+        # How long a job waits for another posting the same order: as long as
+        # that one's delivery can take, and its record after it.
+        self.rival_patience = longest_delivery(settings.erp) + record_patience
         self.steps = (
             Step("parse", self.parse),
             Step("transform", self.transform),
@@ -551,6 +557,7 @@ class Pipeline:
             return False
         work.accepted = known.accepted
         work.control_number = known.control_number
+        work.rivals = known.rivals
         return True
 
     def _record_final(
@@ -871,6 +878,13 @@ class Pipeline:
         failures: list[str] = []
         partner = work.partner
         erp = self.partner_erps.get(partner.name, self.erp) if partner else self.erp
+        data: dict[str, Any] = {}
+        if work.rivals and not work.unrecorded:
+            data["waited_for"] = sorted(work.rivals)
+            self._await_rivals(job, work)
+            decided = self._deduplicate(job, work)
+            if decided:
+                data["duplicates"] = decided
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
                 continue
@@ -922,7 +936,39 @@ class Pipeline:
             job.status = JobStatus.INTERRUPTED
         if failures:
             raise StepFailed(_summarise(failures), [{"message": f} for f in failures])
-        return {"erp_po_ids": [o.erp_po_id for o in job.orders]}
+        return {"erp_po_ids": [o.erp_po_id for o in job.orders], **data}
+
+    def _await_rivals(self, job: JobResult, work: _Work) -> None:
+        """Wait until the other jobs posting an order of this job's sender and
+        PO number (``work.rivals``) have it accepted or end: the same order
+        sent twice at once is posted once, and of two versions of one order
+        the second is judged against the first (``_deduplicate`` again). For
+        at most ``rival_patience`` seconds, the longest a delivery can take;
+        then the orders are posted, under their Idempotency-Keys."""
+        waiting = set(work.rivals)
+        logger.info("order_in_flight_elsewhere", jobs=sorted(waiting))
+        deadline = time.monotonic() + self.rival_patience
+        delay = RIVAL_POLL_FIRST
+        while waiting:
+            if time.monotonic() + delay > deadline:
+                logger.warning("rivals_still_posting", jobs=sorted(waiting))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, RIVAL_POLL_MAX)
+            if work.guard is not None:
+                work.guard()
+            try:
+                waiting = self._persist(
+                    lambda job, logs, rivals: self.recorder.in_flight(job, rivals),
+                    job,
+                    [],
+                    waiting,
+                )
+            except Exception as exc:
+                logger.error("recorder_failed", call="in_flight", error=repr(exc))
+                if not is_permanent(exc):
+                    work.unrecorded = f"the database is unavailable ({exc})"
+                return
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Write a 997 for every functional group received — a 999 instead for
@@ -1134,19 +1180,17 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
                 job.sets.append(
                     _set_report(interchange, group.control_number, s, order, work, job.error)
                 )
-    if received == 0 or posted == 0:
-        return JobStatus.FAILED
-    if posted == received:
+    if received and posted == received:
         if not any(o.status == "posted" for o in job.orders):  # each one posted before
             job.duplicate_of = next(o.duplicate_of for o in job.orders if o.duplicate_of)
             return JobStatus.DUPLICATE
         return JobStatus.SUCCEEDED
-    if job.error is None:
+    if job.error is None and received:  # no step failed: the sets say why
         rejected = [r for r in job.sets if r["status"] == "rejected"]
         job.error = f"{len(rejected)} of {received} transaction sets not posted: " + _summarise(
             [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
         )
-    return JobStatus.PARTIAL
+    return JobStatus.PARTIAL if posted else JobStatus.FAILED
 
 
 def _write_acks(

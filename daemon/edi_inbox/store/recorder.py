@@ -129,20 +129,32 @@ class DatabaseRecorder:
         now = utcnow()
         accepted: dict[str, str] = {}
         reserved: list[int] = []
+        rivals: dict[str, str] = {}  # key of an order in flight -> its job
+        posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
 
         def work() -> tuple[int, bool]:
             accepted.clear()  # (a unit may run again on PostgreSQL)
             reserved.clear()
+            rivals.clear()
+            if not self.db.is_sqlite:  # in this order in every job: no deadlock
+                for po_number in posting:
+                    execute(self.db, "po_lock", po_search_key(po_number))
             if control_numbers:
                 reserved.append(reserve_control_numbers(self.db, control_numbers))
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
                 if row:
                     accepted[key] = row[0]
+            rivals.update(self._in_flight(job, posting))
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job
-            # here, with nothing posted, instead of after the ERP took it.
-            pending = [o for o in job.orders if o.idempotency_key not in accepted]
+            # here, with nothing posted, instead of after the ERP took it. One
+            # another job is posting keeps that job's row (one row a key).
+            pending = [
+                o
+                for o in job.orders
+                if o.idempotency_key not in accepted and o.idempotency_key not in rivals
+            ]
             row = self._insert_job(job, now).run()
             if row is not None:
                 batch = _add_orders(_add_steps(Batch(self.db), row[0], steps), row[0], pending, now)
@@ -167,7 +179,32 @@ class DatabaseRecorder:
             return pk, False
 
         self._remember(job, *run_unit(self.db, work))
-        return Started(accepted, reserved[0] if reserved else None)
+        return Started(accepted, reserved[0] if reserved else None, frozenset(rivals.values()))
+
+    def _in_flight(self, job: JobResult, po_numbers: Iterable[str]) -> dict[str, str]:
+        """Orders of ``job``'s senders with these PO numbers that other running
+        jobs have not had accepted yet: idempotency key -> job id."""
+        senders = {o.sender for o in job.orders}
+        found = {}
+        for po_number in po_numbers:
+            for text, key, job_id in execute(
+                self.db, "in_flight_by_po", po_search_key(po_number), po_number
+            ):
+                if job_id in (job.job_id, job.retry_of):
+                    continue
+                payload = json.loads(text) if text else {}
+                if (payload.get("sender_qualifier"), payload.get("sender_id")) in senders:
+                    found[key] = job_id
+        return found
+
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+        po_numbers = {o.po_number for o in job.orders}
+        return run_unit(
+            self.db,
+            lambda: set(self._in_flight(job, po_numbers).values()) & set(rivals),
+            write=False,
+            atomic=False,
+        )
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> None:
         now = utcnow()
@@ -318,7 +355,7 @@ class DatabaseRecorder:
 
         def work() -> list[PostedOrder]:
             found = []
-            rows = execute(self.db, "posted_by_po", fold(po_number), po_number).fetchall()
+            rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
             for text, erp_po_id, key, job_id in rows:
                 payload = json.loads(text) if text else {}
                 if (payload.get("sender_qualifier"), payload.get("sender_id")) != sender:

@@ -115,6 +115,18 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' ORDER BY o."id"',
         0,
     ),
+    # Orders of running jobs not yet accepted, by PO number: another job's
+    # order in flight (``DatabaseRecorder.job_started`` and ``in_flight``).
+    "in_flight_by_po": (
+        'SELECT o."payload", o."idempotency_key", j."job_id" FROM "orders" o'
+        ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."po_number_folded" = ?'
+        ' AND o."po_number" = ? AND o."status" = \'pending\' AND o."erp_po_id" IS NULL'
+        " AND j.\"status\" = 'running'",
+        0,
+    ),
+    # Taken first in a job_started on PostgreSQL, per PO number, so that of two
+    # jobs with the same order one sees the other's (SQLite: BEGIN IMMEDIATE).
+    "po_lock": ("SELECT pg_advisory_xact_lock(7243002, hashtext(?))", 0),
     "accepted_erp_id": (
         'SELECT "erp_po_id" FROM "orders" WHERE "idempotency_key" = ? AND "erp_po_id" IS NOT NULL',
         0,
