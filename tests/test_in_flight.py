@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 from daemons import Daemon, daemons, erp
@@ -42,11 +41,11 @@ def by_file(daemon: Daemon) -> dict[str, dict]:
     return {r["file_name"]: r for r in rows}
 
 
-def second_while_first_held(daemon: Daemon, erp, second: bytes, inbox: Path | None = None):
+def second_while_first_held(daemon: Daemon, erp, second: bytes) -> None:
     """a.edi (FIRST) held at the ERP, then b.edi (``second``) uploaded and
     claimed; b's order is not posted while a's is held; then the ERP answers
     and both are filed."""
-    inbox = inbox or daemon.inbox
+    inbox = daemon.inbox
     erp.gate.clear()
     try:
         uids.upload(inbox / "a.edi", FIRST)

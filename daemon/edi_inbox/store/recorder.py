@@ -192,8 +192,7 @@ class DatabaseRecorder:
             ):
                 if job_id in (job.job_id, job.retry_of):
                     continue
-                payload = json.loads(text) if text else {}
-                if (payload.get("sender_qualifier"), payload.get("sender_id")) in senders:
+                if _sender(json.loads(text) if text else {}) in senders:
                     found[key] = job_id
         return found
 
@@ -358,7 +357,7 @@ class DatabaseRecorder:
             rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
             for text, erp_po_id, key, job_id in rows:
                 payload = json.loads(text) if text else {}
-                if (payload.get("sender_qualifier"), payload.get("sender_id")) != sender:
+                if _sender(payload) != sender:
                     continue
                 purpose = str(payload.get("purpose", ""))
                 release = str(payload.get("release_number", ""))
@@ -391,6 +390,11 @@ def _text(value: str | None) -> str | None:
     except UnicodeEncodeError:
         return display_name(value)
     return value
+
+
+def _sender(payload: dict[str, Any]) -> tuple[Any, Any]:
+    """ISA05, ISA06 as an order's payload holds them (``OrderResult.sender``)."""
+    return payload.get("sender_qualifier"), payload.get("sender_id")
 
 
 def _status(value: Any) -> str:
