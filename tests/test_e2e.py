@@ -3,16 +3,20 @@ a real HTTP ERP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from daemons import GRACE, SETTLE, Daemon, daemons, erp, running
+from test_outsider_round3 import failed_files, with_defaults
 
 import uids
 from helpers import BAD, claimed, make_po, poll_until
@@ -48,6 +52,65 @@ def upload_many(inbox: Path, count: int, *, first: int) -> list[str]:
     for n, name in enumerate(uploaded):
         (inbox / name).write_bytes(make_po(first + n))
     return uploaded
+
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+ALONE = Path(__file__).parent / "data" / "corpus_outcomes.txt"
+
+
+def test_the_public_corpus_uploaded_at_once_by_a_partner(tmp_path, erp, daemons):
+    """All 57 public X12 files (tests/data/corpus, SOURCES.md aside) uploaded
+    at once by a partner's uid into the real daemon with its defaults
+    (``incomplete_grace_seconds`` 2 s: four of them end without their
+    trailer). Each is filed once, where its job's status says (failed and
+    partial ones in failed/ with their report and reason); a file that
+    fails alone (tests/data/corpus_outcomes.txt) fails here too; each order
+    is posted once; ``stats`` and ``status`` agree with the jobs on record."""
+    daemon = daemons(erp.url)
+    with_defaults(daemon, "[daemon]\nincomplete_grace_seconds = 2.0\n")
+    daemon.start()
+    names = sorted(p.name for p in CORPUS.iterdir() if p.name != "SOURCES.md")
+    for name in names:
+        uids.upload(daemon.inbox / name, (CORPUS / name).read_bytes())
+    poll_until(
+        lambda: len(daemon.listing(daemon.done)) + len(failed_files(daemon)) == len(names),
+        timeout=GRACE + 30,
+        what="every file filed",
+    )
+    poll_until(lambda: all(j["status"] != "running" for j in daemon.jobs()), what="none running")
+    assert daemon.listing(daemon.inbox) == [] and claimed(daemon.processing) == []
+    jobs = {j["file_name"]: j for j in daemon.jobs()}
+    assert sorted(jobs) == names  # one job a file
+    in_failed = sorted(n for n, j in jobs.items() if j["status"] in ("failed", "partial"))
+    assert sorted(failed_files(daemon)) == in_failed
+    for name in failed_files(daemon):
+        report = json.loads((daemon.failed / f"{name}.error.json").read_text())
+        assert report["error"] and report["error"] == jobs[name]["error"], name
+    alone = dict(
+        line.split(": ", 1) for line in ALONE.read_text().splitlines() if not line.startswith(" ")
+    )
+    for name in names:
+        if alone[name].split()[0] == "failed":
+            assert jobs[name]["status"] == "failed", (name, jobs[name]["error"])
+    posts = erp.posts_per_key()
+    assert posts and set(posts.values()) == {1}, posts
+
+    statuses = Counter(j["status"] for j in jobs.values())
+    stats = json.loads(daemon.cli("stats", "--json").stdout)
+    assert stats["total_jobs"] == len(names)
+    assert stats["failed_jobs"] == statuses["failed"]
+    with contextlib.closing(sqlite3.connect(daemon.root / "edi-inbox.db")) as conn:
+        posted = [
+            r[0] for r in conn.execute("SELECT total_amount FROM orders WHERE status = 'posted'")
+        ]
+    assert len(posted) == len(posts)
+    assert Decimal(stats["total_amount_processed"]) == sum(Decimal(t) for t in posted if t)
+    status = daemon.cli("status").stdout
+    counts = ", ".join(
+        f"{statuses[s]} {s}" for s in ("succeeded", "partial", "failed", "duplicate")
+    )
+    assert f"last 24 h: {counts}" in status, status
+    assert daemon.terminate(timeout=10) == 0
 
 
 @pytest.mark.parametrize("processes", [1, 2])
