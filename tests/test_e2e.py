@@ -113,6 +113,24 @@ def test_the_public_corpus_uploaded_at_once_by_a_partner(tmp_path, erp, daemons)
     assert daemon.terminate(timeout=10) == 0
 
 
+def test_status_tells_an_upload_held_for_its_trailer(tmp_path, erp, daemons):
+    """An upload that stops before its IEA waits ``incomplete_grace_seconds``
+    (here 30 s) in the inbox: ``status`` says why, not only that it waits."""
+    daemon = daemons(erp.url, incomplete_grace_seconds=30.0)
+    daemon.start()
+    uids.upload(daemon.inbox / "stalled.edi", make_po(1)[:400])
+    said = "1 upload(s) held for their X12 trailer (stalled?)"
+
+    def telling() -> str | None:
+        out = daemon.cli("status").stdout
+        return out if said in out else None
+
+    status = poll_until(telling, what="status telling the held upload")
+    assert "inbox: 1 waiting" in status
+    assert daemon.listing(daemon.inbox) == ["stalled.edi"]
+    assert daemon.terminate(timeout=10) == 0
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons, processes):
     """Slow, resumed, aborted, renamed, moved-in, unsafe, empty, bad, odd and duplicate uploads

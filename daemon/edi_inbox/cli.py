@@ -279,10 +279,17 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
             f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {d['started_at'][:19]}"
         )
-        owing = (d.get("counters") or {}).get("acks_owed")
-        if owing:
+        counters = d.get("counters") or {}
+        if counters.get("acks_owed"):
             said = f": {shown(d['last_error'])}" if d.get("last_error") else ""
-            lines.append(f"  {owing} job(s) waiting to write their acknowledgements{said}")
+            lines.append(
+                f"  {counters['acks_owed']} job(s) waiting to write their acknowledgements{said}"
+            )
+        if counters.get("held"):
+            lines.append(
+                f"  {counters['held']} upload(s) held for their X12 trailer (stalled?): failed"
+                " as truncated once unchanged for incomplete_grace_seconds"
+            )
     if not doc["daemons"]:
         lines.append("no daemon on record")
     inbox = doc["inbox"]
