@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from decimal import Decimal
 
 import pytest
 from daemons import Daemon, daemons, erp
 from test_outsider_round3 import failed_files
+from test_pipeline import GOOD, copy, settings_for
 
+from edi_inbox import queries, store
+from edi_inbox.jobs import JobStatus, NullRecorder
+from edi_inbox.pipeline import Pipeline
 from edi_inbox.x12 import X12Reader
 
 import uids
@@ -143,3 +149,63 @@ def test_two_hosts_on_one_postgresql_post_an_order_sent_twice_once(tmp_path, erp
     statuses = sorted(r["status"] for r in by_file(one).values())
     assert statuses == ["duplicate"] * 10 + ["succeeded"] * 10
     assert one.terminate(15) == 0 and two.terminate(15) == 0
+
+
+def _paused(base: type, name: str, reached: threading.Event, go: threading.Event) -> type:
+    """``base`` (a real recorder) whose ``job_started`` for file ``name``
+    waits for ``go``: the moment between a job's duplicate check and its
+    running record, held open."""
+
+    class Paused(base):  # type: ignore[misc, valid-type]
+        def job_started(self, job, *args, **kwargs):
+            if job.file_name == name:
+                reached.set()
+                assert go.wait(30)
+            return super().job_started(job, *args, **kwargs)
+
+    return Paused
+
+
+@pytest.mark.parametrize("recorder", ["database", "memory"])
+def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
+    tmp_path, httpserver, recorder
+):
+    """b.edi checks for duplicates (nothing posted yet), then a.edi, the same
+    order, is posted and ends before b.edi writes its running record. b.edi
+    used to take a's ERP id as its own order's: not posted again, but both
+    jobs succeeded with the order, its amount counted twice in ``stats`` (the
+    public corpus uploaded at once: mailbag01 and 850-004010-01 share an
+    order). It is a duplicate of a's now: one POST, the amount counted once,
+    both 997s accepting."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    reached, go = threading.Event(), threading.Event()
+    db = None
+    if recorder == "database":
+        db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", settings)
+        store.init(db)
+        held = _paused(store.DatabaseRecorder, "b.edi", reached, go)(db)
+    else:
+        held = _paused(NullRecorder, "b.edi", reached, go)()
+    jobs = {}
+    with Pipeline(settings, held) as pipeline:
+        late = threading.Thread(
+            target=lambda: jobs.update(b=pipeline.run(copy(tmp_path, GOOD, "b.edi")))
+        )
+        late.start()
+        try:
+            assert reached.wait(30)
+            jobs["a"] = pipeline.run(copy(tmp_path, GOOD, "a.edi"))
+        finally:
+            go.set()
+            late.join(30)
+    a, b = jobs["a"], jobs["b"]
+    assert len(httpserver.log) == 1
+    assert a.status is JobStatus.SUCCEEDED and a.total_amount == Decimal("13045.94")
+    assert b.status is JobStatus.DUPLICATE and b.total_amount is None
+    assert b.orders[0].duplicate_of == a.job_id and b.orders[0].erp_po_id == "E1"
+    acks = [p.read_bytes() for p in settings.paths.acks.iterdir() if p.suffix == ".997"]
+    assert len(acks) == 2 and all(b"\nAK5*A\n" in ack for ack in acks)
+    if db is not None:
+        assert queries.stats(db)["total_amount_processed"] == "13045.94"
+        assert queries.show_job(db, b.job_id)["status"] == "duplicate"

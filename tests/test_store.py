@@ -167,8 +167,13 @@ def test_order_rows_by_idempotency_key(db, recorder):
     record(recorder, duplicate)
     assert queries.show_job(db, original.job_id)["orders"][0]["erp_po_id"] == "ERP-10-0"
     assert queries.show_job(db, duplicate.job_id)["orders"] == []
+    # Its own, or the retried job's, is accepted; another job's makes that job a rival.
+    key = original.orders[0].idempotency_key
     again = replace(duplicate, job_id="another-run", orders=[original.orders[0]])
-    assert recorder.job_started(again).accepted == {original.orders[0].idempotency_key: "ERP-10-0"}
+    started = recorder.job_started(again)
+    assert started.accepted == {} and started.rivals == {original.job_id}
+    retry = replace(again, job_id="a-retry", retry_of=original.job_id)
+    assert recorder.job_started(retry).accepted == {key: "ERP-10-0"}
 
     failed = make_job(12, status=JobStatus.FAILED)
     record(recorder, failed)

@@ -164,8 +164,11 @@ class Started:
     """What ``Recorder.job_started`` gives back: the ERP ids already given to
     the job's orders (idempotency key -> id), the first of the control
     numbers it reserved (None: none asked for), and its rivals: the other
-    running jobs posting an order of the same sender and PO number, whose
-    outcome decides this job's (a duplicate, a conflict, or its to post)."""
+    running jobs posting an order of the same sender and PO number, and the
+    jobs that posted one of its orders since its duplicate check, whose
+    outcome decides this job's (a duplicate, a conflict, or its to post).
+    Only an order this job, or the one it retries, had accepted is in
+    ``accepted``: another job's is that job's, never this one's too."""
 
     accepted: dict[str, str]
     control_number: int | None = None
@@ -306,7 +309,9 @@ class Recorder(Protocol):
     ) -> Started:
         """The job row, status running, with the steps done so far and their
         log lines, in one transaction, which also reads the ERP ids already
-        given to the job's orders (those are not posted again) and reserves
+        given to the job's orders (those are not posted again: this job's, or
+        the retried one's, are ``accepted``; another job's makes it a rival)
+        and reserves
         ``control_numbers`` for its acknowledgements. The pipeline calls it
         just before the first ERP call; a job that ends before that is
         written once, by ``job_finished``. Its pending orders count as in
@@ -347,7 +352,7 @@ class NullRecorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._accepted: dict[str, str] = {}
+        self._accepted: dict[str, tuple[str, str]] = {}  # key -> (ERP id, its job)
         self._posted: dict[tuple[tuple[str, str], str], list[PostedOrder]] = {}
         # Jobs between job_started and job_finished: key -> (sender, PO number)
         # of each order without an ERP id.
@@ -366,14 +371,17 @@ class NullRecorder:
         control_numbers: int = 0,
     ) -> Started:
         keys = {o.idempotency_key for o in job.orders}
+        mine = (job.job_id, job.retry_of)
         with self._lock:
-            accepted = {k: v for k, v in self._accepted.items() if k in keys}
+            found = {k: v for k, v in self._accepted.items() if k in keys}
+            accepted = {k: erp_id for k, (erp_id, by) in found.items() if by in mine}
             pending = {
                 o.idempotency_key: (o.sender, o.po_number)
                 for o in job.orders
-                if o.status == "pending" and o.idempotency_key not in accepted
+                if o.status == "pending" and o.idempotency_key not in found
             }
             rivals = self._holding(job, pending.values(), self._pending)
+            rivals.update(by for _, by in found.values() if by not in mine)
             self._pending[job.job_id] = pending
         first = self.next_control_number(control_numbers) if control_numbers else None
         return Started(accepted, first, frozenset(rivals))
@@ -422,7 +430,7 @@ class NullRecorder:
             )
             with self._lock:
                 self._pending.get(job.job_id, {}).pop(order.idempotency_key, None)
-                self._accepted[order.idempotency_key] = order.erp_po_id
+                self._accepted[order.idempotency_key] = (order.erp_po_id, job.job_id)
                 self._posted.setdefault((order.sender, order.po_number), []).append(posted)
 
     def next_control_number(self, count: int = 1) -> int:

@@ -944,17 +944,12 @@ class Pipeline:
         sent twice at once is posted once, and of two versions of one order
         the second is judged against the first (``_deduplicate`` again). For
         at most ``rival_patience`` seconds, the longest a delivery can take;
-        then the orders are posted, under their Idempotency-Keys."""
+        then the orders are posted, under their Idempotency-Keys. A rival
+        that has already posted (``Started.rivals``) is not waited for."""
         waiting = set(work.rivals)
-        logger.info("order_in_flight_elsewhere", jobs=sorted(waiting))
         deadline = time.monotonic() + self.rival_patience
-        delay = RIVAL_POLL_FIRST
-        while waiting:
-            if time.monotonic() + delay > deadline:
-                logger.warning("rivals_still_posting", jobs=sorted(waiting))
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, RIVAL_POLL_MAX)
+        delay = 0.0
+        while True:
             if work.guard is not None:
                 work.guard()
             try:
@@ -969,6 +964,15 @@ class Pipeline:
                 if not is_permanent(exc):
                     work.unrecorded = f"the database is unavailable ({exc})"
                 return
+            if not waiting:
+                return
+            if not delay:
+                logger.info("order_in_flight_elsewhere", jobs=sorted(waiting))
+            delay = min(delay * 2, RIVAL_POLL_MAX) if delay else RIVAL_POLL_FIRST
+            if time.monotonic() + delay > deadline:
+                logger.warning("rivals_still_posting", jobs=sorted(waiting))
+                return
+            time.sleep(delay)
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Write a 997 for every functional group received — a 999 instead for

@@ -129,7 +129,7 @@ class DatabaseRecorder:
         now = utcnow()
         accepted: dict[str, str] = {}
         reserved: list[int] = []
-        rivals: dict[str, str] = {}  # key of an order in flight -> its job
+        rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
 
         def work() -> tuple[int, bool]:
@@ -143,8 +143,12 @@ class DatabaseRecorder:
                 reserved.append(reserve_control_numbers(self.db, control_numbers))
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
-                if row:
+                if row is None:
+                    continue
+                if row[1] in (job.job_id, job.retry_of):
                     accepted[key] = row[0]
+                else:  # another job posted it since this one's duplicate check
+                    rivals[key] = row[1]
             rivals.update(self._in_flight(job, posting))
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job

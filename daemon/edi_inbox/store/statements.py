@@ -128,7 +128,8 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # jobs with the same order one sees the other's (SQLite: BEGIN IMMEDIATE).
     "po_lock": ("SELECT pg_advisory_xact_lock(7243002, hashtext(?))", 0),
     "accepted_erp_id": (
-        'SELECT "erp_po_id" FROM "orders" WHERE "idempotency_key" = ? AND "erp_po_id" IS NOT NULL',
+        'SELECT o."erp_po_id", j."job_id" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        ' WHERE o."idempotency_key" = ? AND o."erp_po_id" IS NOT NULL',
         0,
     ),
     # Reserves the next ``count`` numbers (params: count, count, count, name): the
