@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from werkzeug import Request, Response
 
 from edi_inbox import orders, queries
-from edi_inbox.config import ConfigError, PathSettings, RuleSettings, Settings, load
-from edi_inbox.jobs import JobStatus
+from edi_inbox.config import ConfigError, ErpSettings, PathSettings, RuleSettings, Settings, load
+from edi_inbox.jobs import JobResult, JobStatus, OrderResult
 from edi_inbox.outcomes import error_report
 from edi_inbox.pipeline import Pipeline
 from edi_inbox.x12 import X12Reader
@@ -339,7 +340,8 @@ def test_replace_and_cancel_posted_once_each_07_never(db_pipeline):
 
 def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     """Case 2: a partial job retried: the order posted the first time is not
-    posted again (nor called a duplicate of its own job); the other is judged again."""
+    posted again (nor called a duplicate of its own job); the other is judged
+    again. Its amount stays the first job's: counted once in ``stats``."""
     data = file_of(order(1), order(2, "0"))
     first = db_pipeline(data, "a.edi")
     assert first.status is JobStatus.PARTIAL
@@ -347,6 +349,74 @@ def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     assert [o.status for o in retry.orders] == ["posted", "rejected"]
     assert retry.orders[0].erp_po_id == first.orders[0].erp_po_id
     assert len(db_pipeline.outbox()) == 1
+    assert (first.total_amount, retry.total_amount) == (Decimal("7.00"), None)
+    assert_totals_are_their_orders(db_pipeline.db, "7.00")
+
+
+def assert_totals_are_their_orders(db, amount: str) -> None:
+    """Each job's total is the sum of the posted orders on its record, and
+    ``stats`` sums those of the counted jobs (succeeded, partial): ``amount``."""
+    for job in queries.search_jobs(db, limit=100):
+        shown = queries.show_job(db, job["job_id"])
+        posted = [Decimal(o["total_amount"]) for o in shown["orders"] if o["status"] == "posted"]
+        total = shown["total_amount"]
+        assert (Decimal(total) if total else Decimal(0)) == sum(posted, Decimal(0)), shown
+    assert queries.stats(db)["total_amount_processed"] == amount
+
+
+def test_a_partial_job_retried_posts_the_rest_and_counts_each_order_once(
+    tmp_path, recorder, httpserver
+):
+    """The ERP refuses a file's second order (422), then takes it when the
+    operator retries the partial job: the retry posts only that one. The
+    amounts: 7.00 the first job's, 7.00 the retry's, 14.00 posted in all
+    (the retry used to count the first order again: 21.00)."""
+    refused = []
+
+    def erp(request: Request) -> Response:
+        po_number = json.loads(request.data)["po_number"]
+        if po_number == "PO-2" and not refused:
+            refused.append(po_number)
+            return Response("no", 422)
+        return Response(json.dumps({"id": f"E-{po_number}"}), 201, content_type="application/json")
+
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(erp)
+    erp_settings = ErpSettings(url=httpserver.url_for("/orders"), backoff_jitter_seconds=0.0)
+    settings = Settings(paths=PathSettings(root=tmp_path), erp=erp_settings)
+    path = tmp_path / "a.edi"
+    path.write_bytes(file_of(order(1), order(2)))
+    with Pipeline(settings, recorder) as pipeline:
+        first = pipeline.run(path)
+        retry = pipeline.run(path, retry_of=first.job_id)
+    assert first.status is JobStatus.PARTIAL and retry.status is JobStatus.SUCCEEDED
+    assert [o.erp_po_id for o in retry.orders] == ["E-PO-1", "E-PO-2"]
+    assert len(httpserver.log) == 3  # PO-1, PO-2 refused, PO-2
+    assert first.total_amount == retry.total_amount == Decimal("7.00")
+    assert_totals_are_their_orders(recorder.db, "14.00")
+
+
+def test_an_order_carried_through_two_crashes_is_the_last_run_s(db_pipeline, recorder):
+    """Job A posts the order and dies; B, retrying A, dies before its end too;
+    C, retrying B, ends. The order is C's: posted, in C's total and record,
+    counted once (it used to be a duplicate of A in C, counted nowhere)."""
+    data = file_of(order(1))
+    (ts,) = X12Reader(io.BytesIO(data)).transaction_sets()
+    po = orders.from_transaction(ts)
+    key = orders.idempotency_key(po)
+    a = JobResult(job_id="job-a", file_name="a.edi", status=JobStatus.RUNNING)
+    recorder.job_started(a)
+    posted = OrderResult("PO-1", key, 1, Decimal("7.00"), None, "posted", "E-1")
+    posted.payload = po.to_json()
+    recorder.order_accepted(a, posted)
+    b = JobResult(job_id="job-b", file_name="a.edi", status=JobStatus.RUNNING, retry_of="job-a")
+    b.orders.append(OrderResult("PO-1", key, 1, Decimal("7.00"), None))
+    started = recorder.job_started(b)
+    assert started.accepted == {key: "E-1"} and not started.counted
+    c = db_pipeline(data, "a.edi", retry_of="job-b")
+    assert c.status is JobStatus.SUCCEEDED and c.orders[0].erp_po_id == "E-1"
+    assert c.total_amount == Decimal("7.00") and db_pipeline.outbox() == []
+    assert [o["erp_po_id"] for o in queries.show_job(recorder.db, c.job_id)["orders"]] == ["E-1"]
+    assert_totals_are_their_orders(recorder.db, "7.00")
 
 
 # --- rule levels (case 5) -----------------------------------------------------------

@@ -28,6 +28,10 @@ class JobStatus(enum.StrEnum):
     INTERRUPTED = "interrupted"
 
 
+# The statuses whose jobs' posted orders ``stats`` sums (total_amount_processed).
+COUNTED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL)
+
+
 class StepStatus(enum.StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
@@ -127,6 +131,9 @@ class OrderResult:
     partner_error: str | None = None
     warnings: list[str] = field(default_factory=list)  # rules at level "warn" it broke
     duplicate_of: str | None = None  # the job that posted this order first
+    # Posted by the job this one retries, which ended counting it (a partial
+    # job retried): this job's too, but not in its total.
+    counted_by: str | None = None
 
     def fields(self) -> dict[str, Any]:
         """The canonical PO as a dict: ``payload``, or decoded from ``payload_json``
@@ -168,11 +175,15 @@ class Started:
     jobs that posted one of its orders since its duplicate check, whose
     outcome decides this job's (a duplicate, a conflict, or its to post).
     Only an order this job, or the one it retries, had accepted is in
-    ``accepted``: another job's is that job's, never this one's too."""
+    ``accepted``: another job's is that job's, never this one's too. Of
+    those, ``counted`` are the retried job's that it ended counting (its
+    status in ``COUNTED_STATUSES``): they stay its, out of this job's total;
+    the others, of a job that never ended (a crash), become this job's."""
 
     accepted: dict[str, str]
     control_number: int | None = None
     rivals: frozenset[str] = frozenset()
+    counted: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -236,7 +247,7 @@ class JobResult:
     def total_amount(self) -> Decimal | None:
         """What was posted to the ERP by this job, each order once (duplicates
         and rejected orders add nothing); None when nothing priced was posted."""
-        amounts = [o.total_amount for o in self.orders if o.status == "posted"]
+        amounts = [o.total_amount for o in self.orders if o.status == "posted" and not o.counted_by]
         priced = [a for a in amounts if a is not None]
         return sum(priced, Decimal(0)) if priced else None
 
@@ -353,6 +364,7 @@ class NullRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accepted: dict[str, tuple[str, str]] = {}  # key -> (ERP id, its job)
+        self._counted: set[str] = set()  # jobs ended in COUNTED_STATUSES
         self._posted: dict[tuple[tuple[str, str], str], list[PostedOrder]] = {}
         # Jobs between job_started and job_finished: key -> (sender, PO number)
         # of each order without an ERP id.
@@ -375,6 +387,11 @@ class NullRecorder:
         with self._lock:
             found = {k: v for k, v in self._accepted.items() if k in keys}
             accepted = {k: erp_id for k, (erp_id, by) in found.items() if by in mine}
+            counted = {
+                k for k, (_, by) in found.items() if by == job.retry_of and by in self._counted
+            }
+            for key in accepted.keys() - counted:
+                self._accepted[key] = (accepted[key], job.job_id)
             pending = {
                 o.idempotency_key: (o.sender, o.po_number)
                 for o in job.orders
@@ -384,7 +401,7 @@ class NullRecorder:
             rivals.update(by for _, by in found.values() if by not in mine)
             self._pending[job.job_id] = pending
         first = self.next_control_number(control_numbers) if control_numbers else None
-        return Started(accepted, first, frozenset(rivals))
+        return Started(accepted, first, frozenset(rivals), frozenset(counted))
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
         mine = [(o.sender, o.po_number) for o in job.orders]
@@ -411,6 +428,8 @@ class NullRecorder:
     ) -> None:
         with self._lock:
             self._pending.pop(job.job_id, None)
+            if job.status in COUNTED_STATUSES:
+                self._counted.add(job.job_id)
 
     def find_duplicate(self, job: JobResult) -> str | None:
         return None

@@ -192,6 +192,7 @@ class _Work:
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
     rivals: frozenset[str] = frozenset()  # jobs posting an order of ours (Started.rivals)
+    counted: frozenset[str] = frozenset()  # accepted, in the retried job's total (Started)
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
     given: PartnerSettings | None = None  # the partner the file must come from (process --partner)
@@ -558,6 +559,7 @@ class Pipeline:
         work.accepted = known.accepted
         work.control_number = known.control_number
         work.rivals = known.rivals
+        work.counted = known.counted
         return True
 
     def _record_final(
@@ -894,6 +896,8 @@ class Pipeline:
             known = work.accepted.get(order.idempotency_key)
             if known:
                 order.erp_po_id, order.status = known, "posted"
+                if order.idempotency_key in work.counted:  # in the retried job's total
+                    order.counted_by = job.retry_of
                 logger.info("order_already_accepted", po_number=order.po_number, erp_po_id=known)
                 continue
             if work.guard is not None:

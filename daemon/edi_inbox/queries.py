@@ -30,6 +30,7 @@ import peewee as pw
 
 from .errors import StoreError
 from .jobs import (
+    COUNTED_STATUSES,
     Interchange,
     JobResult,
     JobStatus,
@@ -263,7 +264,7 @@ def _stats_json(
         "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
         # What was posted, each order once: a partial job's total is its posted orders'.
         "total_amount_processed": money(
-            amounts.get("succeeded", Decimal(0)) + amounts.get("partial", Decimal(0))
+            sum((amounts.get(str(s), Decimal(0)) for s in COUNTED_STATUSES), Decimal(0))
         ),
         "by_status": by_status,
     }

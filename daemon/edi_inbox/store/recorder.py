@@ -22,6 +22,7 @@ from typing import Any
 
 from ..files import display_name
 from ..jobs import (
+    COUNTED_STATUSES,
     JobResult,
     JobStatus,
     LogEntry,
@@ -130,10 +131,12 @@ class DatabaseRecorder:
         accepted: dict[str, str] = {}
         reserved: list[int] = []
         rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
+        counted: set[str] = set()
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
 
         def work() -> tuple[int, bool]:
             accepted.clear()  # (a unit may run again on PostgreSQL)
+            counted.clear()
             reserved.clear()
             rivals.clear()
             if not self.db.is_sqlite:  # in this order in every job: no deadlock
@@ -145,10 +148,13 @@ class DatabaseRecorder:
                 row = execute(self.db, "accepted_erp_id", key).fetchone()
                 if row is None:
                     continue
-                if row[1] in (job.job_id, job.retry_of):
-                    accepted[key] = row[0]
-                else:  # another job posted it since this one's duplicate check
-                    rivals[key] = row[1]
+                erp_po_id, by, status = row
+                if by not in (job.job_id, job.retry_of):  # posted since this job's check
+                    rivals[key] = by
+                    continue
+                accepted[key] = erp_po_id
+                if by != job.job_id and status in COUNTED_STATUSES:
+                    counted.add(key)
             rivals.update(self._in_flight(job, posting))
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job
@@ -161,29 +167,34 @@ class DatabaseRecorder:
             ]
             row = self._insert_job(job, now).run()
             if row is not None:
-                batch = _add_orders(_add_steps(Batch(self.db), row[0], steps), row[0], pending, now)
-                _add_logs(batch, row[0], logs).run()
-                return row[0], True
-            # Resumed after a crash, or run again under the same id.
-            pk, status, started_at, duration, amount = execute(
-                self.db, "job_get", job.job_id
-            ).fetchone()
-            batch = add_rollup(Batch(self.db), status, started_at, duration, amount, -1)
-            batch.add(
-                "job_restart",
-                False,
-                stamp(job.started_at or now),
-                job.host,
-                _text(job.file_path),
-                stamp(now),
-                pk,
-            )
+                pk, batch = row[0], Batch(self.db)
+            else:  # resumed after a crash, or run again under the same id
+                pk, status, started_at, duration, amount = execute(
+                    self.db, "job_get", job.job_id
+                ).fetchone()
+                batch = add_rollup(Batch(self.db), status, started_at, duration, amount, -1)
+                batch.add(
+                    "job_restart",
+                    False,
+                    stamp(job.started_at or now),
+                    job.host,
+                    _text(job.file_path),
+                    stamp(now),
+                    pk,
+                )
             _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
+            for key in accepted.keys() - counted:  # the retried job's, if it never ended
+                batch.add("order_take", pk, stamp(now), key)
             _add_logs(batch, pk, logs).run()
-            return pk, False
+            return pk, row is not None
 
         self._remember(job, *run_unit(self.db, work))
-        return Started(accepted, reserved[0] if reserved else None, frozenset(rivals.values()))
+        return Started(
+            accepted,
+            reserved[0] if reserved else None,
+            frozenset(rivals.values()),
+            frozenset(counted),
+        )
 
     def _in_flight(self, job: JobResult, po_numbers: Iterable[str]) -> dict[str, str]:
         """Orders of ``job``'s senders with these PO numbers that other running

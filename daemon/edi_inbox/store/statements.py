@@ -128,8 +128,14 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # jobs with the same order one sees the other's (SQLite: BEGIN IMMEDIATE).
     "po_lock": ("SELECT pg_advisory_xact_lock(7243002, hashtext(?))", 0),
     "accepted_erp_id": (
-        'SELECT o."erp_po_id", j."job_id" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        'SELECT o."erp_po_id", j."job_id", j."status" FROM "orders" o'
+        ' JOIN "jobs" j ON j."id" = o."job_id"'
         ' WHERE o."idempotency_key" = ? AND o."erp_po_id" IS NOT NULL',
+        0,
+    ),
+    # An accepted order of a job that never ended moves to the job carrying it on.
+    "order_take": (
+        'UPDATE "orders" SET "job_id" = ?, "updated_at" = ? WHERE "idempotency_key" = ?',
         0,
     ),
     # Reserves the next ``count`` numbers (params: count, count, count, name): the

@@ -49,7 +49,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .. import admin
-from ..jobs import JobStatus
+from ..jobs import COUNTED_STATUSES, JobStatus
 from ..store import FINAL_STATUSES, as_utc, run_unit
 from ..store.models import Job, JobRollup, Order
 
@@ -82,15 +82,16 @@ class RecordsCollector(Collector):
             labels=["status"],
         )
         amount = CounterMetricFamily(
-            "edi_inbox_amount_posted", "Sum of the totals of succeeded jobs' orders."
+            "edi_inbox_amount_posted",
+            "Sum of the totals of the orders posted, each once (stats' total_amount_processed).",
         )
         posted_amount = 0.0
         for status in FINAL_STATUSES:
             n, nd, total, money = rollups.get(str(status), (0, 0, 0.0, 0))
             jobs.add_metric([str(status)], n)
             duration.add_metric([str(status)], count_value=nd, sum_value=total)
-            if status is JobStatus.SUCCEEDED:
-                posted_amount = float(money or 0)
+            if status in COUNTED_STATUSES:
+                posted_amount += float(money or 0)
         amount.add_metric([], posted_amount)
         yield jobs
         yield duration
