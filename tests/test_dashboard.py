@@ -129,16 +129,19 @@ def test_retry_form_needs_the_token(web):
 def navigate(driver, action) -> None:
     """``action()`` (a click or a submit that loads a page), then wait until the
     new page is there: a click returns before the page it asks for has loaded,
-    and a busy machine shows the old one a while longer."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    and a busy machine shows the old one a while longer. The old page is
+    marked on its window (a new page has a new one): waiting for an old
+    element to go stale made Chromium answer, mid-navigation, "Node with
+    given id does not belong to the document" instead of "stale"."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("window.ediInboxLeaving = true")
     action()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 30).until(
-        lambda d: d.execute_script("return document.readyState") == "complete"
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return !window.ediInboxLeaving && document.readyState === 'complete'"
+        )
     )
 
 
