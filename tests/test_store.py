@@ -157,7 +157,9 @@ def test_reused_interchange_is_seen_not_a_duplicate(db, recorder, record_job):
 
 
 def test_order_rows_by_idempotency_key(db, recorder):
-    """An accepted order stays with its job; a failed one moves to the job retrying it."""
+    """An accepted order stays with its job; one a job did not post stays on
+    its record too, under a key of its own, while the job retrying it posts
+    it under its Idempotency-Key."""
     original = make_job(10)
     record(recorder, original)
     duplicate = make_job(11, job_id=None)
@@ -181,7 +183,8 @@ def test_order_rows_by_idempotency_key(db, recorder):
     retry.retry_of = failed.job_id
     retry.orders[0] = replace(failed.orders[0], status="posted", erp_po_id="ERP-13")
     record(recorder, retry)
-    assert queries.show_job(db, failed.job_id)["orders"] == []
+    (kept,) = queries.show_job(db, failed.job_id)["orders"]
+    assert (kept["po_number"], kept["status"], kept["erp_po_id"]) == ("PO-000012", "failed", None)
     assert queries.show_job(db, retry.job_id)["orders"][0]["erp_po_id"] == "ERP-13"
     assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
 

@@ -405,9 +405,19 @@ class Claims:
         except OSError as exc:  # kept: a later start would write the record again, harmless
             logger.warning("owed_record_not_dropped", job_id=job_id, error=os_message(exc))
 
-    def hand_back(self, name: str, pname: str) -> Path:
-        """Put a claimed file back into the inbox under its name (never overwriting)."""
-        assert self.paths.inbox is not None
+    def hand_back(self, name: str, pname: str, ran: str | None = None) -> Path:
+        """Put a claimed file back into the inbox under its name (never
+        overwriting). ``ran``: the job that ran it and did not end (a stop,
+        the file changed): the next job for the file records it as its
+        ``retry_of`` (a retry marker), and so carries on the orders it
+        posted rather than taking them for another job's."""
+        assert self.paths.inbox is not None and self.paths.processing is not None
+        if ran is not None:
+            try:
+                st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+                write_retry_marker(self.paths.processing, st, ran)
+            except OSError as exc:  # then the next job judges its orders as a resend's
+                logger.warning("retry_marker_not_written", job_id=ran, error=os_message(exc))
         return files.move_new(self.path(pname), self.paths.inbox, name)
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:

@@ -346,12 +346,20 @@ class Recorder(Protocol):
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
 
-    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         """Those of ``rivals`` (``Started.rivals``) still running with an order
-        of ``job``'s sender and PO number that has no ERP id yet."""
+        of ``job``'s sender and PO number that has no ERP id yet, each with
+        the number of its orders not answered yet (how far it is)."""
 
-    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
-        """Record the ERP id at once, before anything else can go wrong."""
+    def ended(self, job_id: str) -> tuple[str, str | None, str | None] | None:
+        """The final status, file sha256 and file path recorded for ``job_id``;
+        None while it runs, or when there is no such job."""
+
+    def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
+        """Record the ERP id at once, before anything else can go wrong.
+        Returns the job and ERP id of another job that had the order
+        accepted first (both posted it, under its one Idempotency-Key): the
+        order is that job's; None when it is this one's."""
 
     def next_control_number(self, count: int = 1) -> int:
         """The first of ``count`` fresh 997/TA1 interchange control numbers (the
@@ -403,10 +411,11 @@ class NullRecorder:
         first = self.next_control_number(control_numbers) if control_numbers else None
         return Started(accepted, first, frozenset(rivals), frozenset(counted))
 
-    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         mine = [(o.sender, o.po_number) for o in job.orders]
         with self._lock:
-            return self._holding(job, mine, {r: self._pending.get(r, {}) for r in rivals})
+            holding = self._holding(job, mine, {r: self._pending.get(r, {}) for r in rivals})
+            return {r: len(self._pending[r]) for r in holding}
 
     @staticmethod
     def _holding(
@@ -434,6 +443,9 @@ class NullRecorder:
     def find_duplicate(self, job: JobResult) -> str | None:
         return None
 
+    def ended(self, job_id: str) -> tuple[str, str | None, str | None] | None:
+        return None  # nothing is kept across a crash: a claim resumed runs again
+
     def interchange_seen(self, job: JobResult) -> str | None:
         return None
 
@@ -441,16 +453,20 @@ class NullRecorder:
         with self._lock:
             return list(self._posted.get((sender, po_number), ()))
 
-    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
-        if order.erp_po_id:
-            release = str(order.fields().get("release_number", ""))
-            posted = PostedOrder(
-                job.job_id, order.erp_po_id, order.idempotency_key, order.purpose, release
-            )
-            with self._lock:
-                self._pending.get(job.job_id, {}).pop(order.idempotency_key, None)
-                self._accepted[order.idempotency_key] = (order.erp_po_id, job.job_id)
-                self._posted.setdefault((order.sender, order.po_number), []).append(posted)
+    def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
+        if not order.erp_po_id:
+            return None
+        key = order.idempotency_key
+        release = str(order.fields().get("release_number", ""))
+        posted = PostedOrder(job.job_id, order.erp_po_id, key, order.purpose, release)
+        with self._lock:
+            self._pending.get(job.job_id, {}).pop(key, None)
+            erp_po_id, by = self._accepted.get(key, (order.erp_po_id, job.job_id))
+            if by != job.job_id:
+                return by, erp_po_id
+            self._accepted[key] = (order.erp_po_id, job.job_id)
+            self._posted.setdefault((order.sender, order.po_number), []).append(posted)
+        return None
 
     def next_control_number(self, count: int = 1) -> int:
         with self._lock:

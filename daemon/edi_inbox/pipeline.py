@@ -58,7 +58,7 @@ import socket
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -792,18 +792,18 @@ class Pipeline:
         which knows it as accepted. BEG01 07 (a duplicate, says the partner)
         is never posted. Returns what was decided, in words."""
         said: list[str] = []
-        seen: dict[tuple[str, ...], OrderResult] = {}
+        # identity -> the first order of it in this file, and its content's key
+        # (a duplicate's record gets a key of its own: ``_duplicate``)
+        seen: dict[tuple[str, ...], tuple[OrderResult, str]] = {}
         for index, (ts, po) in enumerate(work.purchase_orders):
             order = work.order_of[id(summary_of(ts))]
             if order.status != "pending":
                 continue
             ident = orders.identity(po)
-            label = f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
-            if po.release_number:
-                label = f"order {po.po_number} release {po.release_number} (BEG01 {po.purpose})"
-            first = seen.get(ident)
-            if first is not None:  # earlier in this file
-                if first.idempotency_key == order.idempotency_key:
+            label = _label(po)
+            if ident in seen:  # earlier in this file
+                first, key = seen[ident]
+                if key == order.idempotency_key:  # what the first becomes (``conclude``)
                     self._duplicate(job, order, index, job.job_id, first.erp_po_id)
                     work.copy_of[id(order)] = first
                 else:
@@ -811,56 +811,63 @@ class Pipeline:
                     order.error = f"{label} appears earlier in this file with other content"
                 said.append(f"{label}: {order.status} (this file)")
                 continue
-            seen[ident] = order
-            sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-            try:  # as patient as a record: unknown is not "never posted"
-                posted = self._persist(
-                    lambda job, logs, *key: self.recorder.find_posted(*key),
-                    job,
-                    [],
-                    sender,
-                    po.po_number,
-                )
-            except Exception as exc:
-                logger.error("recorder_failed", call="find_posted", error=repr(exc))
-                if not is_permanent(exc):
-                    work.unrecorded = f"the database is unavailable ({exc})"
-                posted = []
-            posted = [
-                p
-                for p in posted
-                if p.job_id not in (job.job_id, job.retry_of)
-                and p.release_number == po.release_number
-            ]
-            if po.purpose == "07":  # "duplicate": the original is what counts
-                original = next((p for p in posted if p.purpose != "07"), None)
-                if original is not None:
-                    self._duplicate(job, order, index, original.job_id, original.erp_po_id)
-                else:
-                    order.status = "rejected"
-                    order.error = (
-                        f"{label} is marked a duplicate (BEG01 07) but no original of it was"
-                        " posted: send the original (BEG01 00)"
-                    )
+            seen[ident] = (order, order.idempotency_key)
+            if self._against_posted(job, work, index, po, order):
                 said.append(f"{label}: {order.status}")
-                continue
-            same = [p for p in posted if p.purpose == po.purpose]
-            match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
-            if match is not None:
-                self._duplicate(job, order, index, match.job_id, match.erp_po_id)
-            elif same:
-                order.status = "rejected"
-                order.error = (
-                    f"{label} was posted by job {same[0].job_id} with other content;"
-                    " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
-                )
-            else:
-                continue
-            said.append(f"{label}: {order.status}")
         for order in job.orders:
             if order.status == "rejected" and order.error and not order.partner_error:
                 order.partner_error = order.error
         return said
+
+    def _against_posted(
+        self, job: JobResult, work: _Work, index: int, po: orders.PurchaseOrder, order: OrderResult
+    ) -> bool:
+        """Judge ``order`` (the ``index``-th of the file) against the orders
+        of its sender and PO number other jobs posted: True when it is decided
+        (a duplicate, or rejected as other content), False when it is still
+        to post."""
+        label = _label(po)
+        sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
+        try:  # as patient as a record: unknown is not "never posted"
+            posted = self._persist(
+                lambda job, logs, *key: self.recorder.find_posted(*key),
+                job,
+                [],
+                sender,
+                po.po_number,
+            )
+        except Exception as exc:
+            logger.error("recorder_failed", call="find_posted", error=repr(exc))
+            if not is_permanent(exc):
+                work.unrecorded = f"the database is unavailable ({exc})"
+            posted = []
+        posted = [
+            p
+            for p in posted
+            if p.job_id not in (job.job_id, job.retry_of) and p.release_number == po.release_number
+        ]
+        if po.purpose == "07":  # "duplicate": the original is what counts
+            original = next((p for p in posted if p.purpose != "07"), None)
+            if original is not None:
+                self._duplicate(job, order, index, original.job_id, original.erp_po_id)
+            else:
+                order.status = "rejected"
+                order.error = (
+                    f"{label} is marked a duplicate (BEG01 07) but no original of it was"
+                    " posted: send the original (BEG01 00)"
+                )
+            return True
+        same = [p for p in posted if p.purpose == po.purpose]
+        match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
+        if match is not None:
+            self._duplicate(job, order, index, match.job_id, match.erp_po_id)
+        elif same:
+            order.status = "rejected"
+            order.error = (
+                f"{label} was posted by job {same[0].job_id} with other content;"
+                " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
+            )
+        return order.status != "pending"
 
     @staticmethod
     def _duplicate(
@@ -887,9 +894,17 @@ class Pipeline:
             decided = self._deduplicate(job, work)
             if decided:
                 data["duplicates"] = decided
+        where: dict[int, tuple[int, orders.PurchaseOrder]] = {}
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
                 continue
+            if where and not work.unrecorded and order.idempotency_key not in work.accepted:
+                # Posted by another job while this one posted those before it
+                # (a resend that stopped waiting for this long file)?
+                index, po = where[id(order)]
+                if self._against_posted(job, work, index, po, order):
+                    data.setdefault("duplicates", []).append(f"{_label(po)}: {order.status}")
+                    continue
             if work.unrecorded:  # no order is posted while the job cannot be recorded
                 failures.append(f"PO {order.po_number}: not posted: {work.unrecorded}")
                 continue
@@ -902,6 +917,11 @@ class Pipeline:
                 continue
             if work.guard is not None:
                 work.guard()
+            if not where:  # the running record's read is older than a POST from now on
+                where = {
+                    id(work.order_of[id(summary_of(ts))]): (index, po)
+                    for index, (ts, po) in enumerate(work.purchase_orders)
+                }
             try:
                 delivery = erp.deliver(
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
@@ -926,7 +946,7 @@ class Pipeline:
             # Recorded before anything else can go wrong: a crash after this
             # line never posts the order again.
             try:
-                self._persist(
+                first = self._persist(
                     lambda job, logs, order: self.recorder.order_accepted(job, order),
                     job,
                     [],
@@ -935,6 +955,16 @@ class Pipeline:
             except Exception as exc:
                 logger.error("order_not_recorded", po_number=order.po_number, error=repr(exc))
                 work.unrecorded = f"the database is unavailable ({exc})"
+                first = None
+            if first is not None:  # another job posted it too, and was first to record it
+                logger.warning(
+                    "order_posted_twice",
+                    po_number=order.po_number,
+                    erp_po_id=order.erp_po_id,
+                    first_job=first[0],
+                    first_erp_po_id=first[1],
+                )
+                self._duplicate(job, order, where[id(order)][0], *first)
             logger.debug("order_posted", po_number=order.po_number, erp_po_id=delivery.erp_id)
         if failures and work.unrecorded:  # runs again: the accepted orders are not posted twice
             job.status = JobStatus.INTERRUPTED
@@ -946,18 +976,20 @@ class Pipeline:
         """Wait until the other jobs posting an order of this job's sender and
         PO number (``work.rivals``) have it accepted or end: the same order
         sent twice at once is posted once, and of two versions of one order
-        the second is judged against the first (``_deduplicate`` again). For
-        at most ``rival_patience`` seconds, the longest a delivery can take;
-        then the orders are posted, under their Idempotency-Keys. A rival
-        that has already posted (``Started.rivals``) is not waited for."""
-        waiting = set(work.rivals)
-        deadline = time.monotonic() + self.rival_patience
+        the second is judged against the first (``_deduplicate`` again). As
+        long as they get an order accepted every ``rival_patience`` seconds
+        (the longest a delivery can take: a rival's file may hold many
+        orders before ours); then the orders are posted, under their
+        Idempotency-Keys (``order_accepted`` says which job had one first).
+        A rival that has already posted (``Started.rivals``) is not waited for."""
+        waiting: Collection[str] = work.rivals
+        deadline = left = 0.0
         delay = 0.0
         while True:
             if work.guard is not None:
                 work.guard()
             try:
-                waiting = self._persist(
+                holding = self._persist(
                     lambda job, logs, rivals: self.recorder.in_flight(job, rivals),
                     job,
                     [],
@@ -968,10 +1000,14 @@ class Pipeline:
                 if not is_permanent(exc):
                     work.unrecorded = f"the database is unavailable ({exc})"
                 return
-            if not waiting:
+            if not holding:
                 return
+            waiting = set(holding)
             if not delay:
                 logger.info("order_in_flight_elsewhere", jobs=sorted(waiting))
+            if not delay or sum(holding.values()) < left:  # they got an order answered
+                deadline = time.monotonic() + self.rival_patience
+                left = sum(holding.values())
             delay = min(delay * 2, RIVAL_POLL_MAX) if delay else RIVAL_POLL_FIRST
             if time.monotonic() + delay > deadline:
                 logger.warning("rivals_still_posting", jobs=sorted(waiting))
@@ -1171,7 +1207,9 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
         first = work.copy_of.get(id(copy))
         if first is not None:
             copy.erp_po_id = first.erp_po_id
-            if first.status != "posted":
+            if first.status == "duplicate":  # of an order another job posted: so is its copy
+                copy.duplicate_of, copy.error = first.duplicate_of, first.error
+            elif first.status != "posted":
                 copy.status = "rejected"
                 copy.error = f"a copy of order {copy.po_number} earlier in this file, not posted"
     for pending in job.orders:
@@ -1365,6 +1403,13 @@ def _suppressed() -> Iterator[None]:
         yield
     except Exception as exc:
         logger.error("destination_unknown", error=repr(exc))
+
+
+def _label(po: orders.PurchaseOrder) -> str:
+    """An order as the duplicate check names it to the partner."""
+    if po.release_number:
+        return f"order {po.po_number} release {po.release_number} (BEG01 {po.purpose})"
+    return f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
 
 
 def _summarise(messages: list[str], limit: int = 5) -> str:

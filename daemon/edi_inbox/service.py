@@ -678,7 +678,7 @@ class Service:
             if not os.path.lexists(claims.path(pname)):
                 continue
             try:
-                back = claims.hand_back(item.name, pname)
+                back = claims.hand_back(item.name, pname, ran=item.job_id)
             except OSError as exc:
                 logger.error(
                     "hand_back_failed", file=files.display_name(item.name), error=os_message(exc)

@@ -28,6 +28,7 @@ stays ``running`` once its file has moved.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import threading
 import traceback
@@ -172,14 +173,14 @@ class Worker:
     def hand_back_unfinished(self) -> int:
         """At shutdown: give the files of jobs still running back to the inbox."""
         with self._lock:
-            left = list(self.inflight.values())
+            left = list(self.inflight.items())
         count = 0
-        for flight in left:
+        for job_id, flight in left:
             with flight.lock:
                 if flight.finishing:
                     continue
                 flight.handed_back = True
-            self._hand_back(flight, "shutdown")
+            self._hand_back(flight, "shutdown", ran=job_id)
             count += 1
         return count
 
@@ -225,6 +226,10 @@ class Worker:
         if len(data) != st.st_size:  # still being written through an open descriptor
             return self._hand_back(flight, "changed")
         retry_of = item.retry_of or claims.take_retry_marker(st)
+        if item.retry_of:  # a claim resumed: its job may have ended before its file moved
+            ended = self._ended(item.retry_of, name, data)
+            if ended is not None:
+                return self._finish(flight, ended)
 
         def guard() -> None:
             self._check_claim(flight, st)
@@ -260,7 +265,7 @@ class Worker:
         if flight.lost:  # another host may have the file now
             return self._lost(flight, st, job_id, retry_of)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
-            return self._hand_back(flight, "changed")
+            return self._hand_back(flight, "changed", ran=job_id)
         return self._finish(flight, result)
 
     def _check_claim(self, flight: InFlight, claimed: os.stat_result) -> None:
@@ -407,6 +412,27 @@ class Worker:
             with self._lock:
                 self.inflight.pop(job.job_id, None)
 
+    def _ended(self, job_id: str, name: str, data: bytes) -> JobResult | None:
+        """The record of ``job_id`` if it ended for a file that goes to done/
+        (succeeded, duplicate) with these very bytes: a crash came between
+        its record and the move, its 997 went out. The file is filed, not run
+        again (which would answer the partner twice). A failed or partial
+        job's file runs again (its report is built by a run)."""
+        try:
+            record = self.pipeline.recorder.ended(job_id)
+        except Exception as exc:  # no record to go by: run it (a record it needs too)
+            logger.warning("job_lookup_failed", job_id=job_id, error=repr(exc))
+            return None
+        if record is None:
+            return None
+        status, sha, path = record
+        done = status in (JobStatus.SUCCEEDED, JobStatus.DUPLICATE)
+        if not done or sha != hashlib.sha256(data).hexdigest():
+            return None
+        logger.info("resumed_job_had_ended", file=files.display_name(name), job_id=job_id)
+        shown = files.display_name(name)
+        return JobResult(job_id, shown, JobStatus(status), file_path=path, host=self.host)
+
     def _finish(self, flight: InFlight, result: JobResult) -> Outcome:
         """Move the file to done/ or failed/; when the move fails it stays claimed (pending)."""
         with flight.lock:
@@ -418,9 +444,9 @@ class Worker:
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
-    def _hand_back(self, flight: InFlight, status: str) -> Outcome:
+    def _hand_back(self, flight: InFlight, status: str, ran: str | None = None) -> Outcome:
         try:
-            back = flight.claims.hand_back(flight.name, flight.pname)
+            back = flight.claims.hand_back(flight.name, flight.pname, ran)
         except OSError as exc:
             logger.error(
                 "hand_back_failed", file=files.display_name(flight.name), error=os_message(exc)

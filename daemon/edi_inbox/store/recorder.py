@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from ..jobs import (
     Started,
     StepResult,
 )
+from ..orders import record_key
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import Daemon, Job, JobLog, po_search_key, po_suffixes
@@ -99,25 +101,26 @@ class DatabaseRecorder:
             return row[0], True
         return execute(self.db, "job_get", job.job_id).fetchone()[0], False
 
-    def _write(self, job: JobResult, add: Callable[[Batch, int], object]) -> None:
+    def _write(self, job: JobResult, add: Callable[[Batch, int], object]) -> Any:
         """One unit of work: the statements ``add(batch, pk)`` puts in a batch
-        for the job's row ``pk``. The row id, known from ``job_started``, is
-        remembered only once a unit that had to find it has committed."""
+        for the job's row ``pk``; returns the first row of the last one's
+        result. The row id, known from ``job_started``, is remembered only
+        once a unit that had to find it has committed."""
         pk = self._known_pk(job)
         if pk is not None:
             batch = Batch(self.db)
             add(batch, pk)
-            batch.commit()
-            return
+            return batch.commit()
 
-        def work() -> int:
+        def work() -> tuple[int, Any]:
             pk, _ = self._job_pk(job)
             batch = Batch(self.db)
             add(batch, pk)
-            batch.run()
-            return pk
+            return pk, batch.run()
 
-        self._remember(job, run_unit(self.db, work), fresh=False)
+        pk, row = run_unit(self.db, work)
+        self._remember(job, pk, fresh=False)
+        return row
 
     def job_started(
         self,
@@ -211,20 +214,35 @@ class DatabaseRecorder:
                     found[key] = job_id
         return found
 
-    def in_flight(self, job: JobResult, rivals: Collection[str]) -> set[str]:
+    def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         po_numbers = {o.po_number for o in job.orders}
-        return run_unit(
-            self.db,
-            lambda: set(self._in_flight(job, po_numbers).values()) & set(rivals),
-            write=False,
-            atomic=False,
-        )
 
-    def order_accepted(self, job: JobResult, order: OrderResult) -> None:
+        def work() -> dict[str, int]:
+            holding = set(self._in_flight(job, po_numbers).values()) & set(rivals)
+            return {r: execute(self.db, "pending_count", r).fetchone()[0] for r in holding}
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def ended(self, job_id: str) -> tuple[str, str | None, str | None] | None:
+        def work() -> tuple[str, str | None, str | None] | None:
+            row = execute(self.db, "job_ended", job_id).fetchone()
+            if row is None or row[0] in (JobStatus.RUNNING, JobStatus.RECEIVED):
+                return None
+            return row[0], row[1], row[2]
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
         now = utcnow()
-        self._write(job, lambda batch, pk: _add_orders(batch, pk, [order], now))
+        key = order.idempotency_key
+        owner, erp_po_id = self._write(
+            job, lambda batch, pk: _add_orders(batch, pk, [order], now).add("order_owner", key)
+        )
+        if owner != job.job_id:  # the row kept its ERP id: recorded by another job first
+            return owner, erp_po_id
         with self._lock:
-            self._accepted[order.idempotency_key] = _order_fields(order)
+            self._accepted[key] = _order_fields(order)
+        return None
 
     def _orders_changed(self, orders: Iterable[OrderResult]) -> list[OrderResult]:
         with self._lock:
@@ -239,7 +257,7 @@ class DatabaseRecorder:
             content = None  # the hash and the final path are what is kept
         status = _status(job.status)
         total = job.total_amount
-        orders = self._orders_changed(job.orders)
+        orders = self._orders_changed(_as_recorded(job, i, o) for i, o in enumerate(job.orders))
         suffixes = sorted({s for o in job.orders for s in po_suffixes(fold(o.po_number))})
         with self._lock:
             fresh = job.job_id in self._fresh
@@ -287,6 +305,8 @@ class DatabaseRecorder:
             if job.retry_of != old_retry:
                 values["retry_of"] = job.retry_of
             batch.update("jobs", pk, values)
+            if not inserted:  # its orders never posted are under keys of their own now
+                batch.add("orders_pending_delete", pk)
             _add_orders(batch, pk, orders, now)
             _add_steps(batch, pk, steps)
             _add_logs(batch, pk, logs)
@@ -457,6 +477,15 @@ def _payload(order: OrderResult) -> str | None:
     if order.payload_json is not None:
         return order.payload_json
     return None if order.payload is None else dumps(order.payload)
+
+
+def _as_recorded(job: JobResult, index: int, order: OrderResult) -> OrderResult:
+    """An order a job ended without posting keeps a row of its own: the row
+    of its Idempotency-Key is for the job that posts it (a resend, a retry),
+    and would take it from this job's record."""
+    if order.status in ("posted", "duplicate"):  # a duplicate has a key of its own already
+        return order
+    return replace(order, idempotency_key=record_key(order.idempotency_key, job.job_id, index))
 
 
 def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datetime) -> Batch:

@@ -51,6 +51,10 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         " retry_of partner created_at updated_at",
         ' ON CONFLICT ("job_id") DO NOTHING RETURNING "id"',
     ),
+    "job_ended": (
+        'SELECT "status", "file_sha256", "file_path" FROM "jobs" WHERE "job_id" = ?',
+        0,
+    ),
     "job_get": (
         'SELECT "id", "status", "started_at", "duration_seconds", "total_amount"'
         ' FROM "jobs" WHERE "job_id" = ?',
@@ -131,6 +135,25 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         'SELECT o."erp_po_id", j."job_id", j."status" FROM "orders" o'
         ' JOIN "jobs" j ON j."id" = o."job_id"'
         ' WHERE o."idempotency_key" = ? AND o."erp_po_id" IS NOT NULL',
+        0,
+    ),
+    # Whose an order's row is, after an order_accepted: another job's when it
+    # had the order accepted first (both posted it under its key).
+    "order_owner": (
+        'SELECT j."job_id", o."erp_po_id" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        ' WHERE o."idempotency_key" = ?',
+        0,
+    ),
+    # A job's orders not answered yet: how far a rival is (``in_flight``).
+    "pending_count": (
+        'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        ' WHERE j."job_id" = ? AND o."status" = \'pending\' AND o."erp_po_id" IS NULL',
+        0,
+    ),
+    # A job's orders still pending when it ends: kept under keys of their own.
+    "orders_pending_delete": (
+        'DELETE FROM "orders" WHERE "job_id" = ? AND "status" = \'pending\''
+        ' AND "erp_po_id" IS NULL',
         0,
     ),
     # An accepted order of a job that never ended moves to the job carrying it on.
