@@ -222,9 +222,8 @@ def settled(daemon: Daemon, count: int, timeout: float = 30) -> None:
 # -- 1. the wait for a rival is one delivery long, the rival's file many ---------
 
 
-@pytest.mark.parametrize("processes", [1, 2])
 def test_a_resend_waits_one_delivery_while_the_first_file_posts_many_orders(
-    tmp_path, ledger, daemons, monkeypatch, processes
+    tmp_path, ledger, daemons, monkeypatch
 ):
     """Found (round 7; fixed): the same order posted twice, counted twice.
 
@@ -240,7 +239,7 @@ def test_a_resend_waits_one_delivery_while_the_first_file_posts_many_orders(
     monkeypatch.setenv("EDI_INBOX_ERP_CONNECT_TIMEOUT_SECONDS", "0.5")
     monkeypatch.setenv("EDI_INBOX_ERP_READ_TIMEOUT_SECONDS", "1.5")
     monkeypatch.setenv("EDI_INBOX_ERP_RETRY_AFTER_MAX_SECONDS", "0.2")
-    daemon = daemons(ledger.url, workers=4, processes=processes)
+    daemon = daemons(ledger.url, workers=4)
     daemon.start()
     ledger.delay = 0.9
     first = b"".join(order(7100 + n) for n in range(8)) + order(7199)
