@@ -24,7 +24,7 @@ from conftest import T0, initialised, make_job, record
 from edi_inbox import queries, store
 from edi_inbox.config import DatabaseSettings, Settings
 from edi_inbox.errors import DatabaseUnavailable, StoreError
-from edi_inbox.jobs import Interchange, JobStatus, LogEntry, StepResult, StepStatus
+from edi_inbox.jobs import Interchange, JobStatus, LogEntry, NullRecorder, StepResult, StepStatus
 
 from helpers import poll_until
 
@@ -187,6 +187,23 @@ def test_order_rows_by_idempotency_key(db, recorder):
     assert (kept["po_number"], kept["status"], kept["erp_po_id"]) == ("PO-000012", "failed", None)
     assert queries.show_job(db, retry.job_id)["orders"][0]["erp_po_id"] == "ERP-13"
     assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
+
+
+@pytest.mark.parametrize("kind", ["database", "memory"])
+def test_an_order_two_jobs_posted_is_the_first_recorder_s(kind, recorder):
+    """Two running jobs both had one order accepted (one Idempotency-Key):
+    the first to record it keeps it; the second learns whose it is."""
+    keeper = recorder if kind == "database" else NullRecorder()
+    first, second = make_job(40, status=JobStatus.RUNNING), make_job(41, status=JobStatus.RUNNING)
+    order = replace(first.orders[0], status="posted", erp_po_id="ERP-A")
+    keeper.job_started(first)
+    keeper.job_started(second)
+    assert keeper.order_accepted(first, order) is None
+    assert keeper.order_accepted(second, replace(order, erp_po_id="ERP-B")) == (
+        first.job_id,
+        "ERP-A",
+    )
+    assert keeper.order_accepted(first, order) is None  # its own, again
 
 
 def test_control_numbers_increase_across_restarts_and_wrap(db, recorder, settings):

@@ -257,7 +257,9 @@ class DatabaseRecorder:
             content = None  # the hash and the final path are what is kept
         status = _status(job.status)
         total = job.total_amount
-        orders = self._orders_changed(_as_recorded(job, i, o) for i, o in enumerate(job.orders))
+        recorded = [_as_recorded(job, i, o) for i, o in enumerate(job.orders)]
+        rekeyed = any(r is not o for r, o in zip(recorded, job.orders, strict=True))
+        orders = self._orders_changed(recorded)
         suffixes = sorted({s for o in job.orders for s in po_suffixes(fold(o.po_number))})
         with self._lock:
             fresh = job.job_id in self._fresh
@@ -305,7 +307,7 @@ class DatabaseRecorder:
             if job.retry_of != old_retry:
                 values["retry_of"] = job.retry_of
             batch.update("jobs", pk, values)
-            if not inserted:  # its orders never posted are under keys of their own now
+            if rekeyed and not inserted:  # its orders never posted: under keys of their own
                 batch.add("orders_pending_delete", pk)
             _add_orders(batch, pk, orders, now)
             _add_steps(batch, pk, steps)
