@@ -98,7 +98,8 @@ def held_997_out(daemon: Daemon, erp, po: int, extra: str = "") -> Iterator[None
     start_with_held(daemon, erp, po)
     with database_locked(daemon.root / "edi-inbox.db"):
         erp.gate.set()
-        poll_until(lambda: per_file(daemon.root).get("held.edi"), timeout=25, what="the 997")
+        both = Counter({"TA1": 1, "997": 1})  # a stop between the two is another case
+        poll_until(lambda: per_file(daemon.root).get("held.edi") == both, timeout=25, what="both")
         yield
 
 
