@@ -43,10 +43,6 @@ def order(n: int, qty: int = 6) -> bytes:
     return data.replace(LINE, b"PO1**%d*EA*12**CB*17920108" % qty, 1)
 
 
-def amount_of(qty: int = 6) -> Decimal:
-    return Decimal(504 + 12 * qty)
-
-
 def po(n: int) -> str:
     return f"{n:08d}"
 
@@ -55,15 +51,13 @@ class Ledger(Erp):
     """The real HTTP ERP of ``daemons.Erp`` that also keeps, per request, the
     status it answered and the order's amount; ``refuse`` answers given
     statuses to given PO numbers in turn, ``hold`` holds given PO numbers'
-    requests until their event is set, ``slow`` delays given PO numbers."""
+    requests until their event is set."""
 
     def __init__(self, server: HTTPServer) -> None:
         self.ledger: list[tuple[str, str, int, Decimal | None]] = []
         self.refuse: dict[str, list[int]] = defaultdict(list)
         self.hold: dict[str, threading.Event] = {}
-        self.slow: dict[str, float] = {}
         self.arrived: Counter[str] = Counter()
-        self.no_id: set[str] = set()  # PO numbers accepted with 201 and an empty body
         super().__init__(server)
 
     def handle(self, request: Request) -> Response:
@@ -82,15 +76,12 @@ class Ledger(Erp):
         if held is not None:
             held.wait(60)
         self.gate.wait(60)
-        delay = self.slow.get(number, self.delay)
-        if delay:
-            time.sleep(delay)
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self.ledger.append((key, number, status, Decimal(amount) if amount else None))
         if status != 201:
             return Response(json.dumps({"error": "refused"}), status=status)
-        if number in self.no_id:
-            return Response("", status=201)
         body = json.dumps({"id": f"ERP-{key[:12]}"})
         return Response(body, status=201, content_type="application/json")
 

@@ -134,12 +134,14 @@ class DatabaseRecorder:
         accepted: dict[str, str] = {}
         reserved: list[int] = []
         rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
-        counted: set[str] = set()
+        counted: set[str] = set()  # the retried job's, in its total
+        taken: list[str] = []  # the retried job's, which never ended: this job's now
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
 
         def work() -> tuple[int, bool]:
             accepted.clear()  # (a unit may run again on PostgreSQL)
             counted.clear()
+            taken.clear()
             reserved.clear()
             rivals.clear()
             if not self.db.is_sqlite:  # in this order in every job: no deadlock
@@ -158,6 +160,8 @@ class DatabaseRecorder:
                 accepted[key] = erp_po_id
                 if by != job.job_id and status in COUNTED_STATUSES:
                     counted.add(key)
+                elif by != job.job_id:
+                    taken.append(key)
             rivals.update(self._in_flight(job, posting))
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job
@@ -186,7 +190,7 @@ class DatabaseRecorder:
                     pk,
                 )
             _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
-            for key in accepted.keys() - counted:  # the retried job's, if it never ended
+            for key in taken:
                 batch.add("order_take", pk, stamp(now), key)
             _add_logs(batch, pk, logs).run()
             return pk, row is not None
