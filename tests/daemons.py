@@ -48,17 +48,32 @@ class Erp:
 
     def handle(self, request: Request) -> Response:
         key = request.headers.get("Idempotency-Key", "")
-        po = json.loads(request.get_data())["po_number"]
+        order = json.loads(request.get_data())
+        po = order["po_number"]
         with self._lock:
             self.requests.append((key, po))
-            status = self.answers.pop(0) if self.answers else 201
+            status = self.status_for(po)
+        self.wait_for(po)
         self.gate.wait(60)
         if self.delay:
             time.sleep(self.delay)
+        self.answered(key, order, status)
         if status != 201:
-            return Response("busy", status=status)
+            return Response(json.dumps({"error": "refused"}), status=status)
         body = json.dumps({"id": f"ERP-{key[:12]}"})
         return Response(body, status=201, content_type="application/json")
+
+    # Hooks for an ERP that does more (tests/test_outsider_round7.py's ledger).
+
+    def status_for(self, po: str) -> int:
+        """The status to answer a request for ``po`` (under the lock)."""
+        return self.answers.pop(0) if self.answers else 201
+
+    def wait_for(self, po: str) -> None:
+        """Hold a request for ``po`` before the gate; here, never."""
+
+    def answered(self, key: str, order: dict, status: int) -> None:
+        """Called as the answer ``status`` to ``order`` is about to leave."""
 
     def keys_by_po(self) -> dict[str, set[str]]:
         with self._lock:

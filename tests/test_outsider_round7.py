@@ -13,7 +13,6 @@ import io
 import json
 import os
 import threading
-import time
 import urllib.request
 from collections import Counter, defaultdict
 from decimal import Decimal
@@ -23,7 +22,6 @@ from daemons import Daemon, Erp, daemons
 from pytest_httpserver import HTTPServer
 from test_outsider_round3 import failed_files
 from test_outsider_round5 import immutable
-from werkzeug import Request, Response
 
 from edi_inbox.x12 import X12Reader
 
@@ -60,30 +58,23 @@ class Ledger(Erp):
         self.arrived: Counter[str] = Counter()
         super().__init__(server)
 
-    def handle(self, request: Request) -> Response:
-        key = request.headers.get("Idempotency-Key", "")
-        body = json.loads(request.get_data())
-        number = body["po_number"]
-        amount = body.get("total_amount")
-        with self._lock:
-            self.requests.append((key, number))
-            self.arrived[number] += 1
-            if self.refuse.get(number):
-                status = self.refuse[number].pop(0)
-            else:
-                status = self.answers.pop(0) if self.answers else 201
-        held = self.hold.get(number)
+    def status_for(self, po: str) -> int:
+        self.arrived[po] += 1
+        if self.refuse.get(po):
+            return self.refuse[po].pop(0)
+        return super().status_for(po)
+
+    def wait_for(self, po: str) -> None:
+        held = self.hold.get(po)
         if held is not None:
             held.wait(60)
-        self.gate.wait(60)
-        if self.delay:
-            time.sleep(self.delay)
+
+    def answered(self, key: str, order: dict, status: int) -> None:
+        amount = order.get("total_amount")
         with self._lock:
-            self.ledger.append((key, number, status, Decimal(amount) if amount else None))
-        if status != 201:
-            return Response(json.dumps({"error": "refused"}), status=status)
-        body = json.dumps({"id": f"ERP-{key[:12]}"})
-        return Response(body, status=201, content_type="application/json")
+            self.ledger.append(
+                (key, order["po_number"], status, Decimal(amount) if amount else None)
+            )
 
     def accepted(self) -> dict[str, tuple[str, Decimal | None]]:
         """Idempotency-Key -> (PO number, amount) of every order answered 201."""
