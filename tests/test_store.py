@@ -282,6 +282,56 @@ def test_concurrent_writers(db):
     assert len(set(numbers)) == 40
 
 
+def test_a_shared_sqlite_store_serves_its_threads_one_connection_a_unit_at_a_time(tmp_path):
+    """``shared=True`` (a worker process's store): its threads use one
+    connection, and eight of them recording at once lose nothing and never
+    share a control number (without the turns, two BEGINs on one connection
+    fail); a thread closing it waits for the unit in progress."""
+    db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", Settings(), shared=True)
+    store.init(db)
+    seen: list[object] = []
+
+    def look() -> None:
+        seen.append(store.run_unit(db, lambda: db._state.conn, write=False))
+
+    for _ in range(2):
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join()
+    assert seen[0] is seen[1]
+
+    numbers: list[int] = []
+    errors = record_in_threads(db, 8, 10, lambda r: numbers.append(r.next_control_number()))
+    assert not errors
+    assert queries.stats(db)["total_jobs"] == 80
+    assert len(set(numbers)) == 80
+    store.close_database(db)
+
+
+def test_a_shared_sqlite_store_s_thread_gives_up_after_its_own_wait(tmp_path):
+    """A unit that cannot get its turn (another thread's unit stuck, as on a
+    database locked by another program) fails as a write turn does, after
+    the same wait, not after every thread ahead of it; then units go on."""
+    db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", Settings(), shared=True)
+    store.init(db)
+    db.unit_lock.seconds = 0.2
+    inside, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        inside.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=store.run_unit, args=(db, stuck))
+    holder.start()
+    assert inside.wait(30)
+    with pytest.raises(pw.OperationalError, match=r"database is locked: no turn within 0\.2 s"):
+        queries.stats(db)
+    release.set()
+    holder.join(30)
+    assert queries.stats(db)["total_jobs"] == 0
+    store.close_database(db)
+
+
 def test_edi_content_kept_up_to_the_limit(db_url, tmp_path):
     """Content over edi_content_max_bytes is not stored; its hash and path are."""
     settings = Settings(database=DatabaseSettings(edi_content_max_bytes=16))

@@ -203,8 +203,11 @@ def child_main(
 
     log.configure(settings.log.level, settings.log.format, stream=sys.stdout)  # as `run`
     try:
-        # The daemon's main process checkpoints SQLite's WAL (store.Checkpointer).
-        db = store.open_database(settings.database_url, settings, checkpoints=False, create=False)
+        # The daemon's main process checkpoints SQLite's WAL (store.Checkpointer);
+        # this process's threads share one SQLite connection (its page cache).
+        db = store.open_database(
+            settings.database_url, settings, checkpoints=False, create=False, shared=True
+        )
         if isinstance(db, store.SqliteStore):
             db.process_lock = write_turn
         recorder = store.DatabaseRecorder(db)

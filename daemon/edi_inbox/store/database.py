@@ -70,11 +70,18 @@ class _Units:
     retry_seconds: float = 10.0
     edi_content_max_bytes: int = 1024 * 1024
     is_sqlite: bool = False
+    # Held around each unit: a store whose threads share one connection
+    # (SqliteStore's ``shared``) makes it a lock; otherwise it holds nothing.
+    unit_lock: Any = contextlib.nullcontext()
 
     def run(self: Any, fn: Callable[[], T], *, write: bool = True, atomic: bool = True) -> T:
         """Run ``fn`` in one transaction (``atomic=False``: a single statement
         that needs none); on PostgreSQL, again on a fresh connection while the
         connection keeps dying, for up to ``retry_seconds``."""
+        with self.unit_lock:
+            return self._run(fn, write, atomic)
+
+    def _run(self: Any, fn: Callable[[], T], write: bool, atomic: bool) -> T:
         if self.in_transaction():  # nested: the outer unit owns commit and retry
             return fn()
         deadline = time.monotonic() + self.retry_seconds
@@ -111,7 +118,16 @@ class SqliteStore(_Units, pw.SqliteDatabase):
     """SQLite in WAL mode: one connection per thread, writes ``BEGIN IMMEDIATE``.
 
     ``checkpoints=False``: this store's connections never checkpoint the WAL
-    (``wal_autocheckpoint`` 0); a ``Checkpointer`` does, beside the writers."""
+    (``wal_autocheckpoint`` 0); a ``Checkpointer`` does, beside the writers.
+
+    ``shared=True``: one connection for all the threads, which take turns a
+    unit of work at a time (``unit_lock``), for a process whose every use of
+    the database is a unit (a worker process: its jobs' records). SQLite
+    drops a connection's page cache whenever another connection has
+    committed since its last transaction, so each of 8 threads with its own
+    connection read most pages a job touches again (~80 reads a job); one
+    connection keeps its cache while only its own threads write. Reads then
+    wait for the unit in progress, which takes a millisecond or less."""
 
     is_sqlite = True
 
@@ -122,6 +138,7 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         *,
         checkpoints: bool = True,
         create: bool = True,
+        shared: bool = False,
     ) -> None:
         busy_ms = int(settings.busy_timeout_seconds * 1000)
         super().__init__(
@@ -140,6 +157,9 @@ class SqliteStore(_Units, pw.SqliteDatabase):
             },
             timeout=settings.busy_timeout_seconds,
             field_types=FIELD_TYPES["sqlite"],
+            # shared: peewee keeps one connection state, not one per thread.
+            thread_safe=not shared,
+            check_same_thread=not shared,
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
         self.create = create  # the first connection may create the file
@@ -148,6 +168,8 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         self.file_id: tuple[int, int] | None = None
         self.write_lock = threading.Lock()
         self.write_lock_seconds = settings.busy_timeout_seconds + 5.0
+        if shared:
+            self.unit_lock = _Turns(self.write_lock_seconds)
         self._turn_fd: int | None = None  # the writers' lock file, opened at the first write
         # Set by a worker process (procs.py): a semaphore the daemon's worker
         # processes share, so that they hand the write turn to each other at once.
@@ -157,6 +179,12 @@ class SqliteStore(_Units, pw.SqliteDatabase):
 
     def _transaction(self, write: bool) -> Any:
         return _SqliteTransaction(self, write)
+
+    def close(self) -> bool:
+        """Close this thread's connection (``shared``: the one, once the unit
+        in progress is done; the next unit opens it again)."""
+        with self.unit_lock:
+            return bool(super().close())
 
     def _connect(self) -> Any:
         """The first connection of a ``create=True`` store may create the file;
@@ -313,6 +341,25 @@ class SqliteStore(_Units, pw.SqliteDatabase):
             _force_close(self)
 
 
+class _Turns:
+    """A shared SQLite store's ``unit_lock``: one unit at a time (a unit may run
+    another inside it), waited for as long as a write turn, then
+    OperationalError, as ``begin_write``: with the database locked by another
+    process, each thread gives up after its own wait, not after the waits of
+    every thread ahead of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(timeout=self.seconds):
+            raise pw.OperationalError(f"database is locked: no turn within {self.seconds:g} s")
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class _SqliteTransaction:
     """``db.atomic('IMMEDIATE')`` without its generality (savepoints, commit
     hooks), for the recorder's many small units. It sits on peewee's
@@ -460,6 +507,7 @@ def open_database(
     retry_seconds: float | None = None,
     checkpoints: bool = True,
     create: bool = True,
+    shared: bool = False,
 ) -> Database:
     """Open ``sqlite:///PATH`` or ``postgresql://…`` (default: ``settings.database_url``)
     and bind the models to it. One database per process at a time: opening
@@ -470,7 +518,8 @@ def open_database(
     ``Checkpointer`` (the daemon). ``create=False``: a SQLite file that does
     not exist is ``DatabaseUnavailable`` at the first unit of work, not
     created (``status``, the daemon's worker processes); with ``create=True``
-    only the first connection may create it."""
+    only the first connection may create it. ``shared=True``: SQLite's threads
+    share one connection, a unit of work at a time (``SqliteStore``)."""
     settings = settings or Settings()
     url = url or settings.database_url
     scheme = urlsplit(url).scheme
@@ -481,7 +530,9 @@ def open_database(
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
         if not path:
             raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
-        db = SqliteStore(path, settings.database, checkpoints=checkpoints, create=create)
+        db = SqliteStore(
+            path, settings.database, checkpoints=checkpoints, create=create, shared=shared
+        )
     elif scheme in ("postgresql", "postgres"):
         if retry_seconds is None:
             retry_seconds = settings.database.reconnect_seconds
