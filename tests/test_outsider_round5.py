@@ -503,7 +503,15 @@ def test_an_immutable_failed_folder_files_the_file_with_its_report_once_mended(
         "850.edi",
         "850.edi.error.json",
     ]
-    for job in daemon.jobs():
+
+    # Each record says where its file went once the retried move is recorded,
+    # a moment after the file arrives.
+    def recorded_in_failed() -> list[dict] | None:
+        jobs = [j for j in daemon.jobs() if Path(j["file_path"]).parent == daemon.failed]
+        return jobs if len(jobs) == 2 else None
+
+    jobs = poll_until(recorded_in_failed, timeout=30, what="both records saying failed/")
+    for job in jobs:
         report = json.loads(Path(job["file_path"] + ".error.json").read_text())
         assert report["job_id"] == job["job_id"]
     assert_distinct(acks(tmp_path))
