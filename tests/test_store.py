@@ -189,6 +189,21 @@ def test_order_rows_by_idempotency_key(db, recorder):
     assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
 
 
+def test_a_partial_job_records_each_order_once(db, recorder):
+    """A file of two orders, the second rejected by the rules before the ERP
+    call (so on the running record already) and the first posted: the job's
+    record holds each once, the rejected one under a key of its own."""
+    job = make_job(20, status=JobStatus.PARTIAL, po_numbers=("PO-A", "PO-B"))
+    job.orders[0] = replace(job.orders[0], status="posted", erp_po_id="ERP-A")
+    job.orders[1] = replace(job.orders[1], status="rejected", erp_po_id=None, error="qty 0")
+    record(recorder, job)
+    shown = queries.show_job(db, job.job_id)["orders"]
+    assert sorted((o["po_number"], o["status"]) for o in shown) == [
+        ("PO-A", "posted"),
+        ("PO-B", "rejected"),
+    ]
+
+
 @pytest.mark.parametrize("kind", ["database", "memory"])
 def test_an_order_two_jobs_posted_is_the_first_recorder_s(kind, recorder):
     """Two running jobs both had one order accepted (one Idempotency-Key):

@@ -223,10 +223,17 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         self._state.file_id = self._file_id()  # type: ignore[attr-defined]
 
     def _file_id(self) -> tuple[int, int] | None:
+        """The file's (st_dev, st_ino); None if it does not exist. A file
+        this user may not reach is ``DatabaseUnavailable`` saying so, never
+        "missing"."""
         try:
             st = os.stat(self.database)
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                f"the database file {self.database} cannot be reached: {exc.strerror}"
+            ) from None
         return (st.st_dev, st.st_ino)
 
     def no_room(self, least: int = MIN_FREE_BYTES) -> str | None:

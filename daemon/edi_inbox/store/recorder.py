@@ -312,7 +312,7 @@ class DatabaseRecorder:
                 values["retry_of"] = job.retry_of
             batch.update("jobs", pk, values)
             if rekeyed and not inserted:  # its orders never posted: under keys of their own
-                batch.add("orders_pending_delete", pk)
+                batch.add("orders_unposted_delete", pk)
             _add_orders(batch, pk, orders, now)
             _add_steps(batch, pk, steps)
             _add_logs(batch, pk, logs)

@@ -150,10 +150,10 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' WHERE j."job_id" = ? AND o."status" = \'pending\' AND o."erp_po_id" IS NULL',
         0,
     ),
-    # A job's orders still pending when it ends: kept under keys of their own.
-    "orders_pending_delete": (
-        'DELETE FROM "orders" WHERE "job_id" = ? AND "status" = \'pending\''
-        ' AND "erp_po_id" IS NULL',
+    # A job's orders not posted when it ends (pending, or rejected before the
+    # ERP call): kept under keys of their own.
+    "orders_unposted_delete": (
+        'DELETE FROM "orders" WHERE "job_id" = ? AND "erp_po_id" IS NULL',
         0,
     ),
     # An accepted order of a job that never ended moves to the job carrying it on.
