@@ -255,12 +255,14 @@ def test_rejected_files_parked_for_their_997_numbers_survive_a_sigkill(tmp_path,
     with database_locked(daemon.root / "edi-inbox.db"):
         for n in range(6):
             uids.upload(daemon.inbox / f"r{n}.edi", rejected(4410 + n, ta1=n % 2 == 0))
-        poll_until(lambda: daemon.events("job_parked"), timeout=20, what="a job parked")
+        # Intake pauses with the database away: big.edi parks once it is read
+        # and checked (3,000 orders: ~20 s on a slow CPU), the others wait.
+        poll_until(lambda: daemon.events("job_parked"), timeout=90, what="a job parked")
         assert set(per_file(tmp_path)) == {"first.edi"}
         daemon.kill()
     daemon.start()
     names = sorted(["first.edi", "big.edi", *(f"r{n}.edi" for n in range(6))])
-    poll_until(lambda: sorted(failed_files(daemon)) == names, timeout=40, what="all failed")
+    poll_until(lambda: sorted(failed_files(daemon)) == names, timeout=90, what="all failed")
     poll_until(lambda: claimed(daemon.processing) == [], what="nothing claimed")
     none_running(daemon)
     found = per_file(tmp_path)
