@@ -16,7 +16,6 @@ uploads by the partner's uid, real signals. No mocks, no fixed sleeps."""
 
 from __future__ import annotations
 
-import http.client
 import io
 import json
 import os
@@ -34,15 +33,11 @@ from edi_inbox.x12 import X12Reader
 
 import uids
 from helpers import make_po, poll_until
-from web_site import server
+from web_site import request, server, with_po_number
 
 __all__ = ["daemons", "erp"]  # fixtures
 
 HOSTILE_PO = "a\"'><script>x</script>"  # 22 characters: BEG03's maximum
-
-
-def with_po(data: bytes, number: str) -> bytes:
-    return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + number.encode(), data, count=1)
 
 
 def two_sets_one_bad(n: int) -> bytes:
@@ -56,20 +51,6 @@ def two_sets_one_bad(n: int) -> bytes:
     second = second.replace("PO1**6*EA*12**CB*17920108", "PO1**0*EA*12**CB*17920108", 1)
     text = text[:start] + first + second + text[end:].replace("GE*1*", "GE*2*", 1)
     return text.encode("latin-1")
-
-
-class Http:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, headers=headers or {})
-            answer = conn.getresponse()
-            return answer.status, dict(answer.headers.items()), answer.read()
-        finally:
-            conn.close()
 
 
 def ak_codes(daemon, job: dict) -> tuple[list[str], list[str]]:
@@ -101,7 +82,7 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
     with_http_token(daemon, tmp_path)
     daemon.start()
     uids.upload(daemon.inbox / "good.edi", make_po(8101))
-    uids.upload(daemon.inbox / "hostile.edi", with_po(make_po(8102), HOSTILE_PO))
+    uids.upload(daemon.inbox / "hostile.edi", with_po_number(make_po(8102), HOSTILE_PO))
     uids.upload(daemon.inbox / "bad.edi", b"ISA*this is not x12~")
     settled(daemon, 3)
     jobs = {name: runs[-1] for name, runs in jobs_by_file(daemon).items()}
@@ -109,10 +90,13 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
     assert jobs["hostile.edi"]["po_number"] == HOSTILE_PO, jobs["hostile.edi"]
     assert jobs["bad.edi"]["status"] == "failed"
     with server(daemon.config, tmp_path) as (port, _):
-        web = Http(port)
+
+        def call(method: str, path: str, headers: dict[str, str] | None = None):
+            answer = request(port, method, path, headers=headers)
+            return answer.status, answer.headers, answer.body
 
         def get_json(path: str):
-            status, _, body = web.request("GET", path)
+            status, _, body = call("GET", path)
             assert status == 200, (path, body[:300])
             return json.loads(body)
 
@@ -156,7 +140,7 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
         token = {"Authorization": f"Bearer {TOKEN}"}
         wrong = []
         for method, path, expected in hostile:
-            status, headers, body = web.request(method, path)
+            status, headers, body = call(method, path)
             text = body.decode("utf-8", "replace")
             if status != expected or "Traceback" in text:
                 wrong.append((method, path[:80], status, text[:200]))
@@ -168,21 +152,21 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
 
         # retry over HTTP: a job whose file is in done/ is refused, clearly
         for what, job_id in (("done", jobs["good.edi"]["job_id"]), ("unknown", "0" * 32)):
-            status, _, body = web.request("POST", f"/api/jobs/{job_id}/retry", token)
+            status, _, body = call("POST", f"/api/jobs/{job_id}/retry", token)
             assert status == 404, (what, status, body[:300])
             assert "no failed file" in json.loads(body)["error"], (what, body[:300])
-        status, _, body = web.request("POST", "/api/jobs/..%2F..%2Fetc/retry", token)
+        status, _, body = call("POST", "/api/jobs/..%2F..%2Fetc/retry", token)
         assert status == 404 and json.loads(body)["status"] == 404, body[:300]
         assert daemon.listing(daemon.done) == ["good.edi", "hostile.edi"]
 
         # the dashboard escapes the PO number on every page showing it
         for path in ("/", "/jobs", f"/jobs/{jobs['hostile.edi']['job_id']}", "/jobs?po_number=a"):
-            status, headers, body = web.request("GET", path)
+            status, headers, body = call("GET", path)
             assert status == 200, (path, body[:300])
             page = body.decode()
             assert "<script>x</script>" not in page and "a\"'>" not in page, path
             assert "&lt;script&gt;x&lt;/script&gt;" in page or path == "/jobs?po_number=a", path
-        status, headers, body = web.request("GET", "/jobs/not-an-id")
+        status, headers, body = call("GET", "/jobs/not-an-id")
         assert status == 404 and "Traceback" not in body.decode(), body[:300]
 
         # the dashboard's pages: a bad filter is said on the page (200), a
@@ -199,26 +183,24 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
             ("POST", "/jobs/not-an-id/retry", 400, 499),
             ("DELETE", "/", 405, 405),
         ):
-            status, _, body = web.request(method, path)
+            status, _, body = call(method, path)
             text = body.decode("utf-8", "replace")
             assert low <= status <= high and "Traceback" not in text, (path, status, text[:300])
 
         # a URL of 70 kB: refused, and the server still answers
-        status, _, body = web.request("GET", "/api/jobs/search?po_number=" + "x" * 70_000)
+        status, _, body = call("GET", "/api/jobs/search?po_number=" + "x" * 70_000)
         assert 400 <= status < 500, (status, body[:300])
-        assert web.request("GET", "/healthz")[0] == 200
+        assert call("GET", "/healthz")[0] == 200
 
         # orchestrate with a file name that climbs out: the name's last part only
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request(
+        answer = request(
+            port,
             "POST",
             "/api/orchestrate?file_name=..%2F..%2F..%2Ftmp%2Fround8-pwn.edi",
             body=make_po(8104),
             headers={**token, "Content-Type": "application/edi-x12"},
         )
-        answer = conn.getresponse()
-        made = json.loads(answer.read())
-        conn.close()
+        made = answer.json()
         assert answer.status == 200, made
         assert made["file_name"] == "round8-pwn.edi", made["file_name"]
         assert not any("/" in name for name in made.get("acks") or []), made.get("acks")
@@ -249,8 +231,8 @@ def test_http_api_agrees_with_the_cli_and_answers_hostile_requests_clearly(tmp_p
             erp.gate.set()
         settled(daemon, 4)
 
-        # /metrics: text, counts the three jobs
-        status, headers, body = web.request("GET", "/metrics")
+        # /metrics: text, no traceback
+        status, headers, body = call("GET", "/metrics")
         assert status == 200 and headers["content-type"].startswith("text/plain")
         assert "Traceback" not in body.decode()
     assert daemon.terminate(15) == 0

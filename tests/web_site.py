@@ -38,10 +38,14 @@ PARTNERS = ("acme", "bolt")
 MAX_FILE_BYTES = 200_000
 
 
+def with_po_number(data: bytes, number: str) -> bytes:
+    """``data`` with its first PO number (BEG03) replaced by ``number``."""
+    return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + number.encode(), data, count=1)
+
+
 def hostile_po_file() -> bytes:
     """A good 850 whose PO number (BEG03) is markup that runs a script."""
-    data = make_po(901)
-    return re.sub(rb"(BEG\*00\*SA\*)[^*]*", lambda m: m[1] + HOSTILE_PO.encode(), data, count=1)
+    return with_po_number(make_po(901), HOSTILE_PO)
 
 
 def free_port() -> int:
@@ -62,6 +66,25 @@ class Answer:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8")
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    chunked: bool = False,
+) -> Answer:
+    """One request to the server on 127.0.0.1:``port``, on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
+        response = conn.getresponse()
+        return Answer(response.status, dict(response.headers.items()), response.read())
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -88,13 +111,7 @@ class Site:
         *,
         chunked: bool = False,
     ) -> Answer:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=body, headers=headers or {}, encode_chunked=chunked)
-            response = conn.getresponse()
-            return Answer(response.status, dict(response.headers.items()), response.read())
-        finally:
-            conn.close()
+        return request(self.port, method, path, body, headers, chunked=chunked)
 
     def get(self, path: str) -> Answer:
         return self.request("GET", path)
