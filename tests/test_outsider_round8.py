@@ -275,7 +275,9 @@ def test_read_commands_with_a_bad_config_or_an_unreachable_database(tmp_path):
     with an unknown key, a SQLite file that is missing, unreadable by the
     daemon's user, or not a database, and a PostgreSQL URL where nothing
     listens. Never exit 0, never a traceback, a message naming the problem
-    (on stderr, or as ``status --json``'s ``error``), stdout empty or JSON."""
+    (on stderr, or as ``status --json``'s ``error``) on one line each (no
+    driver's ``\\n\\t`` escaped), the unreadable file by its path, stdout
+    empty or JSON; PostgreSQL given up after 2 s, with one warning."""
     uids.need_root()
     base = Path(os.environ.get("TMPDIR", "/tmp"))
     shared = Path(subprocess.check_output(["mktemp", "-d", "-p", str(base)], text=True).strip())
@@ -307,7 +309,7 @@ def test_read_commands_with_a_bad_config_or_an_unreachable_database(tmp_path):
             check=True,
         )
         os.chmod(unreadable, 0o600)
-        configs["sqlite unreadable"] = (path, "")
+        configs["sqlite unreadable"] = (path, "locked/x.db cannot be opened: Permission denied")
         garbage = shared / "garbage" / "x.db"
         path = sqlite_config("garbage", garbage)
         garbage.write_bytes(b"this is not a database\n" * 200)
@@ -317,10 +319,11 @@ def test_read_commands_with_a_bad_config_or_an_unreachable_database(tmp_path):
         pg.write_text(
             f"[paths]\nroot = {json.dumps(str(shared / 'pg'))}\n"
             '[database]\nurl = "postgresql://edi:edi@127.0.0.1:1/edi"\n'
-            "reconnect_seconds = 0.5\n"
         )
         os.chmod(pg, 0o644)
-        configs["postgres not listening"] = (pg, "")
+        # A read command gives up after 2 s (cli.READ_PATIENCE), not after the
+        # daemon's reconnect_seconds (10 s), and says so once.
+        configs["postgres not listening"] = (pg, "retrying for up to 2 s")
         runs = [(what, args) for what in configs for args in READS]
         # a config that cannot be loaded: one command each is enough
         runs = [r for r in runs if ("config" not in r[0] and "key" not in r[0]) or r[1] == READS[0]]
@@ -344,6 +347,10 @@ def test_read_commands_with_a_bad_config_or_an_unreachable_database(tmp_path):
                     said += str(doc.get("error", "")) if isinstance(doc, dict) else ""
             if not said.strip():
                 why.append("no message")
+            if "\\n" in said or "\\t" in said:  # a driver's line breaks, escaped
+                why.append("escaped line breaks")
+            if said.count("retrying") > 1:
+                why.append("a warning an attempt")
             if named and named not in said:
                 why.append(f"does not name {named}")
             if why:

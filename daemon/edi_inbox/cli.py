@@ -24,7 +24,7 @@ import click
 
 from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
-from .errors import EdiInboxError, NotRecorded
+from .errors import EdiInboxError, NotRecorded, one_line
 from .jobs import JobResult, StepStatus
 from .pipeline import Pipeline
 from .terminal import json_text, shown
@@ -35,6 +35,9 @@ PRIVATE_UMASK = 0o027  # no write for the group, nothing for others
 # recording a job (and exits non-zero): a database restart fits in it.
 RECORD_PATIENCE = 30.0
 EXIT_DATABASE_UNAVAILABLE = 1  # status: the database cannot be opened or read
+# How long a command that only reads keeps reconnecting to a database that
+# is not answering (the daemon keeps at it for [database] reconnect_seconds).
+READ_PATIENCE = 2.0
 EXIT_NOT_RUNNING = 3  # status: no daemon has a fresh heartbeat
 
 
@@ -84,16 +87,20 @@ def _database(settings: config.Settings, *, create: bool = True) -> Iterator[Any
     ``create=False`` (the commands that only read): a SQLite file that does
     not exist is an error, never created empty (a file moved away during an
     incident would read as no jobs at all, and one created by root would be
-    the daemon's to write but not its own)."""
+    the daemon's to write but not its own), and a server that does not answer
+    is given up after ``READ_PATIENCE``."""
     try:
-        db = store.open_database(settings.database_url, settings, create=create)
+        patience = None if create else READ_PATIENCE
+        db = store.open_database(
+            settings.database_url, settings, create=create, retry_seconds=patience
+        )
         store.init(db)
     except Exception as exc:
-        raise click.ClickException(f"cannot open the database: {shown(exc)}") from None
+        raise click.ClickException(f"cannot open the database: {shown(one_line(exc))}") from None
     try:
         yield db
     except EdiInboxError as exc:
-        raise click.ClickException(shown(exc)) from None
+        raise click.ClickException(shown(one_line(exc))) from None
     finally:
         store.close_database(db)
 
@@ -249,7 +256,9 @@ def status(settings: config.Settings, as_json: bool) -> None:
         edi-inbox status --json
     """
     try:
-        db = store.open_database(settings.database_url, settings, create=False, retry_seconds=2)
+        db = store.open_database(
+            settings.database_url, settings, create=False, retry_seconds=READ_PATIENCE
+        )
         try:
             doc = admin.status(settings, db)
             full = db.no_room() if isinstance(db, store.SqliteStore) else None
@@ -258,7 +267,7 @@ def status(settings: config.Settings, as_json: bool) -> None:
         if full is not None:
             raise store.DatabaseUnavailable(full)
     except Exception as exc:
-        reason = f"database unavailable: {exc}"
+        reason = f"database unavailable: {one_line(exc)}"
         if as_json:
             _echo_json({"running": None, "database": "unavailable", "error": reason})
         else:

@@ -166,6 +166,13 @@ class DatabaseUnavailable(StoreError):
     meanwhile."""
 
 
+def one_line(message: object) -> str:
+    """``message`` with each run of whitespace as one space: a database
+    driver's error spans lines (psycopg2 puts its hint on a line of its own,
+    ``"\\n\\t"``), which a log line or a terminal message shows escaped."""
+    return " ".join(str(message).split())
+
+
 class NotRecorded(StoreError):
     """A job's record could not be written and is owed.
 

@@ -36,7 +36,7 @@ import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
 from ..config import DatabaseSettings, Settings
-from ..errors import DatabaseUnavailable, StoreError
+from ..errors import DatabaseUnavailable, StoreError, one_line
 from .fields import FIELD_TYPES
 from .models import MODELS
 
@@ -85,7 +85,7 @@ class _Units:
         if self.in_transaction():  # nested: the outer unit owns commit and retry
             return fn()
         deadline = time.monotonic() + self.retry_seconds
-        delay = 0.05
+        delay, warned = 0.05, False
         while True:
             opened = False
             try:
@@ -99,7 +99,13 @@ class _Units:
                 self._discard_broken()
                 if not self._retryable(exc) or time.monotonic() + delay > deadline:
                     raise
-                log.warning("database connection lost (%s); retrying", exc)
+                if not warned:  # one line a unit of work, not one an attempt
+                    log.warning(
+                        "database connection lost (%s); retrying for up to %g s",
+                        one_line(exc),
+                        self.retry_seconds,
+                    )
+                    warned = True
             finally:
                 if opened and not self.is_sqlite and not self.is_closed():
                     self.close()  # back to the pool: one connection per unit of work
@@ -191,7 +197,7 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         every other opens it ``mode=rw`` (never creating it) and only if it is
         the file first opened."""
         if self.database == ":memory:" or (self.file_id is None and self.create):
-            conn = super()._connect()  # type: ignore[misc]
+            conn = self._opened(super()._connect)  # type: ignore[misc]
             if self.file_id is None:
                 self.file_id = self._file_id()
             return conn
@@ -207,17 +213,44 @@ class SqliteStore(_Units, pw.SqliteDatabase):
             )
         uri = f"file:{quote(os.path.abspath(self.database))}?mode=rw"
         timeout: float = getattr(self, "_timeout")  # noqa: B009 (peewee's, untyped)
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=timeout, isolation_level=None, **self.connect_params
-        )
-        try:
-            self._add_conn_hooks(conn)  # type: ignore[attr-defined]
-        except Exception:
-            conn.close()
-            raise
+
+        def connect() -> Any:
+            conn = sqlite3.connect(
+                uri, uri=True, timeout=timeout, isolation_level=None, **self.connect_params
+            )
+            try:
+                self._add_conn_hooks(conn)  # type: ignore[attr-defined]
+            except Exception:
+                conn.close()
+                raise
+            return conn
+
+        conn = self._opened(connect)
         if self.file_id is None:
             self.file_id = found
         return conn
+
+    def _opened(self, connect: Callable[[], Any]) -> Any:
+        """``connect()``. SQLite's "unable to open database file" names
+        neither the file nor why: this names the file (the database, its
+        ``-wal`` or ``-shm``) the user may not open for writing, and the
+        system's reason."""
+        try:
+            return connect()
+        except sqlite3.OperationalError as exc:
+            if "unable to open" not in str(exc):
+                raise
+            where, reason = self.database, str(exc)
+            for path in (self.database, f"{self.database}-wal", f"{self.database}-shm"):
+                try:  # O_NONBLOCK: a FIFO in its place is not waited on
+                    os.close(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    where, reason = path, err.strerror or str(err)
+                    break
+            message = f"the database file {where} cannot be opened: {reason}"
+            raise DatabaseUnavailable(message) from None
 
     def _initialize_connection(self, conn: Any) -> None:
         self._state.file_id = self._file_id()  # type: ignore[attr-defined]
