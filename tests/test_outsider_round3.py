@@ -624,7 +624,8 @@ def test_the_daemon_acknowledging_while_the_database_is_locked_repeats_no_number
     uids.upload(daemon.inbox / "big.edi", big)
     poll_until(lambda: claimed(daemon.processing), what="big.edi claimed")
     with database_locked(daemon.root / "edi-inbox.db"):
-        poll_until(lambda: daemon.events("job_parked"), timeout=15, what="big.edi parked")
+        # Reading and checking 3,000 orders takes ~20 s on a slow, busy CPU.
+        poll_until(lambda: daemon.events("job_parked"), timeout=90, what="big.edi parked")
         assert len(acks(tmp_path)) == 1
     for n in range(8):
         uids.upload(daemon.inbox / f"r{n}.edi", BAD.replace(b"*0004", f"*{n + 80:04d}".encode(), 1))
