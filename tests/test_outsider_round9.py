@@ -301,14 +301,11 @@ def test_a_409_for_a_key_still_in_progress_is_not_a_rejection(tmp_path, raw_erp,
     assert daemon.listing(daemon.done) == ["9601.edi"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a job handed back at SIGTERM (here waiting out a 429's Retry-After: 60) "
-    "stays 'running' on record after the daemon exited 0 with its file back in the inbox: "
-    "status says a job is running with no daemon, until this host starts again (README: "
-    "'that job stays interrupted'; 'No job stays running once its file has moved')",
-)
 def test_a_job_handed_back_at_sigterm_is_not_left_running_on_record(tmp_path, raw_erp, daemons):
+    """A job waiting out a 429's Retry-After: 60 when SIGTERM comes (a 1 s
+    shutdown timeout): its file is handed back, and the job is recorded
+    interrupted at the stop. Was a bug (round 9): it stayed ``running`` until
+    this host started again, ``status`` counting a running job with no daemon."""
     raw_erp.plan = {po(9107): ["e429long"]}
     daemon = daemons(raw_erp.url, workers=2, shutdown_timeout_seconds=1.0)
     daemon.start()
@@ -743,13 +740,11 @@ def test_a_file_mixing_partners_says_its_refusal_once(tmp_path):
     assert len(messages) == len(set(messages)), messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a directory named like an order is left in the inbox (README: directories "
-    "'go to failed/ with the reason'), and status keeps counting it as an upload waiting, "
-    "its age growing into the EdiInboxOldFile alert, for as long as it is there",
-)
 def test_a_directory_in_the_inbox_is_not_counted_as_a_waiting_upload(tmp_path, erp, daemons):
+    """A directory named like an order is left in place, logged once, and not
+    counted as an upload waiting. Was a bug (round 9): ``status`` counted it
+    for as long as it was there, its age growing into the EdiInboxOldFile
+    alert; README said directories went to failed/."""
     daemon = daemons(erp.url, workers=2)
     daemon.start()
     (daemon.inbox / "dir.edi").mkdir()

@@ -230,8 +230,9 @@ def inbox_backlog(
     settings: Settings, *, now: float | None = None, inbox: Path | None = None
 ) -> dict[str, Any]:
     """Names waiting in the inbox (``[paths] inbox``, or ``inbox``: a partner's),
-    temporaries aside, and the oldest one's age, by ctime (a rename into the
-    inbox sets it; clients often preserve mtime)."""
+    temporaries and directories aside (a directory is left in place, never
+    an upload), and the oldest one's age, by ctime (a rename into the inbox
+    sets it; clients often preserve mtime)."""
     now = time.time() if now is None else now
     waiting, oldest = 0, None
     try:
@@ -239,6 +240,9 @@ def inbox_backlog(
             for entry in entries:
                 if is_ignored(entry.name, settings.daemon.ignore_patterns):
                     continue
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
                 waiting += 1
                 with contextlib.suppress(OSError):
                     ctime = entry.stat(follow_symlinks=False).st_ctime

@@ -1030,6 +1030,15 @@ def _serve(
     finally:
         if checkpointer is not None:
             checkpointer.stop()
+    # The jobs handed back or parked at the stop are interrupted now, not at
+    # the next start: meanwhile no job shows running with no daemon to run it.
+    try:
+        interrupted = store.mark_interrupted(db, host)
+    except Exception as exc:  # the next start marks them
+        logger.warning("interrupt_failed", error=repr(exc))
+    else:
+        if interrupted:
+            logger.info("jobs_interrupted", count=len(interrupted))
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat

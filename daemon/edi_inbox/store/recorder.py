@@ -585,7 +585,8 @@ def mark_interrupted(
     with ``job_ids`` instead, those jobs of other hosts whose files this
     ``host`` took over.
 
-    Call at start-up, before any worker runs. Returns each such job as
+    Call at start-up, before any worker runs, and at a stop, once none
+    runs. Returns each such job as
     ``{job_id, file_name, file_path, started_at}`` so the service can resume
     its file from ``processing/``. A job another host finished meanwhile is
     left alone (compare-and-set on the status)."""
