@@ -100,9 +100,11 @@ def test_unit_contract():
     assert seconds(values["WatchdogSec"][0]) >= 10
     stop = seconds(values["TimeoutStopSec"][0])
     assert stop >= DaemonSettings().shutdown_timeout_seconds + 10
-    assert values["User"] == ["edi-inbox"] and values["Group"] == ["sftp-partners"]
-    # The config is root:edi-inbox 0640: systemd does not add the user's own group.
-    assert values["SupplementaryGroups"] == ["edi-inbox"]
+    # Its own group: what it writes is closed to the partners; in theirs to
+    # read and rename their uploads.
+    assert values["User"] == ["edi-inbox"] and values["Group"] == ["edi-inbox"]
+    assert values["SupplementaryGroups"] == ["sftp-partners"]
+    assert values["StateDirectoryMode"] == ["0751"]
     assert values["StateDirectory"] == ["edi-inbox"]
     assert values["ConfigurationDirectory"] == ["edi-inbox"]
     assert values["CapabilityBoundingSet"] == [""]
@@ -132,7 +134,10 @@ def test_sysusers_creates_user_in_sftp_group(tmp_path):
 
 
 def test_tmpfiles_creates_the_folders(tmp_path):
-    """systemd-tmpfiles (into a scratch root) creates the folders; the inbox is setgid+sticky."""
+    """systemd-tmpfiles (into a scratch root) creates the folders; the inbox is
+    setgid+sticky in the partners' group; the state folder lets a partner
+    pass through to it and nothing else; the daemon's folders are its own
+    group's, closed to the partners."""
     tool = need("systemd-tmpfiles")
     (tmp_path / "etc").mkdir()
     subprocess.run(
@@ -159,6 +164,15 @@ def test_tmpfiles_creates_the_folders(tmp_path):
     assert mode & stat.S_ISGID and mode & stat.S_ISVTX
     assert stat.S_IMODE(mode) & 0o070 == 0o070  # the SFTP group may upload
     assert stat.S_IMODE((base / "done").stat().st_mode) & 0o022 == 0  # partners cannot write
+    groups = dict(
+        (line.split(":")[0], int(line.split(":")[2]))
+        for line in (tmp_path / "etc" / "group").read_text().splitlines()
+    )
+    assert (base / "inbox").stat().st_gid == groups["sftp-partners"]
+    assert stat.S_IMODE(base.stat().st_mode) == 0o751
+    for name in ("processing", "done", "failed", "outbox", "acks"):
+        st = (base / name).stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (groups["edi-inbox"], 0o750), name
 
 
 def test_serve_unit_is_hardened_like_the_daemons():

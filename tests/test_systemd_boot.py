@@ -421,9 +421,10 @@ def test_watchdog_restarts_a_stopped_daemon(machine):
 def test_readme_onboarding_adds_a_partner_on_a_reload(machine):
     """README's "Onboard a partner" as written: the partner's SFTP folders, the
     ReadWritePaths drop-in, its section and `systemctl reload`. Its upload, as its
-    own user, reaches done/ with the 997 in its outbox, 0640 and readable by it; a
-    file with another sender in its folder is refused; a broken config on a
-    reload is refused and the service goes on."""
+    own user, reaches done/ with the 997 in its outbox, 0640 and readable by it
+    alone: another partner reads neither it nor the daemon's database and
+    folders; a file with another sender in its folder is refused; a broken
+    config on a reload is refused and the service goes on."""
     set_processes(machine, 1)
     cursor = machine.cursor()
     machine.run(readme_block("### Onboard a partner"))
@@ -440,7 +441,7 @@ def test_readme_onboarding_adds_a_partner_on_a_reload(machine):
 
     def upload_as_acme(name: str, data: bytes) -> None:
         machine.run(
-            "setpriv --reuid=acme --regid=sftp-partners --init-groups "
+            "setpriv --reuid=acme --regid=acme --init-groups "
             f"sh -c 'umask 022 && cat > {acme / 'in' / name}'",
             input=data,
         )
@@ -458,13 +459,25 @@ def test_readme_onboarding_adds_a_partner_on_a_reload(machine):
     assert "spoof.edi.error.json" in answers, answers
     first = next(a for a in answers if a.startswith("po-acme-1.edi.") and a.endswith(".997"))
     st = (out / first).stat()
-    owner = machine.run("id -u edi-inbox && getent group sftp-partners | cut -d: -f3").stdout
+    owner = machine.run("id -u edi-inbox && getent group acme | cut -d: -f3").stdout
     assert [st.st_uid, st.st_gid] == [int(n) for n in owner.split()]
     assert st.st_mode & 0o777 == 0o640
-    read = machine.run(
-        f"setpriv --reuid=acme --regid=sftp-partners --init-groups cat {acme / 'out' / first}"
-    )
+    as_acme = "setpriv --reuid=acme --regid=acme --init-groups"
+    read = machine.run(f"{as_acme} cat {acme / 'out' / first}")
     assert "ST*997*" in read.stdout
+    # Another partner (the shared inbox's) reads none of it, nor what the
+    # daemon keeps: the database, done/, acks/, the state folder's listing.
+    for denied in (
+        f"cat {acme / 'out' / first}",
+        f"head -c 16 {STATE / 'edi-inbox.db'}",
+        f"ls {STATE / 'done'}",
+        f"ls {STATE / 'acks'}",
+        f"ls {STATE}",
+    ):
+        tried = machine.run(
+            f"setpriv --reuid={PARTNER} --regid=sftp-partners --init-groups {denied}", check=False
+        )
+        assert tried.returncode != 0 and "Permission denied" in tried.stderr, (denied, tried)
     jobs = json.loads(machine.run("runuser -u edi-inbox -- edi-inbox jobs list --json").stdout)
     spoof = next(j for j in jobs if j["file_name"] == "spoof.edi")
     assert spoof["partner"] == "acme" and "ZZ:SOMEONEELSE" in spoof["error"], spoof

@@ -662,7 +662,9 @@ class Pipeline:
         }
         for interchange in work.interchanges:
             mark_repeats(interchange)
-        envelope = [e for i in work.interchanges for e in i.errors]
+        # A refused sender is one error put on every interchange (each one's
+        # TA1 says so): the job's error says it once.
+        envelope = list(dict.fromkeys(e for i in work.interchanges for e in i.errors))
         if envelope:  # the interchange itself is wrong: nothing in it is posted
             raise StepFailed(
                 _summarise([str(e) for e in envelope]), [e.to_json() for e in envelope]
