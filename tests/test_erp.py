@@ -62,8 +62,12 @@ def settings(url: str, **overrides: object) -> ErpSettings:
     return ErpSettings(url=url, **base)  # type: ignore[arg-type]
 
 
-def http_erp(server: HTTPServer, waits: list[float], **overrides: object) -> HttpErp:
-    return HttpErp(settings(server.url_for(PATH), **overrides), sleep=waits.append)
+def http_erp(
+    server: HTTPServer, waits: list[float], pool_size: int = 8, **overrides: object
+) -> HttpErp:
+    return HttpErp(
+        settings(server.url_for(PATH), **overrides), sleep=waits.append, pool_size=pool_size
+    )
 
 
 def sent_keys(server: HTTPServer) -> list[str | None]:
@@ -252,7 +256,8 @@ def test_a_body_that_never_ends_is_a_timeout_retried_with_same_key(
     httpserver: HTTPServer,
 ) -> None:
     """201 then a byte at a time, each within the read timeout but never done: the
-    attempt ends read_timeout after the headers and the retry's answer wins."""
+    attempt ends read_timeout after the headers and the retry's answer wins (through
+    a one-connection pool: the abandoned connection was given back)."""
     stop = threading.Event()
     calls: list[str | None] = []
     lock = threading.Lock()
@@ -278,7 +283,8 @@ def test_a_body_that_never_ends_is_a_timeout_retried_with_same_key(
     httpserver.expect_request(PATH).respond_with_handler(handler)
     waits: list[float] = []
     try:
-        with http_erp(httpserver, waits, read_timeout_seconds=0.5) as erp, capture_logs() as logs:
+        erp = http_erp(httpserver, waits, pool_size=1, read_timeout_seconds=0.5)
+        with erp, capture_logs() as logs:
             delivery = erp.deliver(PAYLOAD, KEY)
     finally:
         stop.set()
@@ -291,7 +297,8 @@ def test_a_body_that_never_ends_is_a_timeout_retried_with_same_key(
 
 def test_a_huge_answer_is_malformed_and_never_read_whole(httpserver: HTTPServer) -> None:
     """A 201 with the id padded to 64 MiB: read no further than ANSWER_MAX (the ERP
-    could not send it all), taken as a malformed answer and asked again, same key."""
+    could not send it all), taken as a malformed answer and asked again, same key,
+    through a one-connection pool (the abandoned connection was given back)."""
     size = 64 * ANSWER_MAX
     sent: list[int] = []
     done = threading.Event()
@@ -312,7 +319,7 @@ def test_a_huge_answer_is_malformed_and_never_read_whole(httpserver: HTTPServer)
     )
     httpserver.expect_ordered_request(PATH).respond_with_json({"id": "H2"}, status=201)
     waits: list[float] = []
-    with http_erp(httpserver, waits) as erp, capture_logs() as logs:
+    with http_erp(httpserver, waits, pool_size=1) as erp, capture_logs() as logs:
         delivery = erp.deliver(PAYLOAD, KEY)
 
     assert delivery == Delivery("H2", attempts=2, status_code=201)
