@@ -306,8 +306,8 @@ class HttpErp(_Sink):
     def _read_answer(self, response: urllib3.BaseHTTPResponse, n: int) -> bytes:
         """The answer's body, cut after ``ANSWER_MAX + 1`` bytes (one more tells
         the caller it was longer). It must be complete within
-        ``read_timeout_seconds`` of the headers, else ``_Retryable`` as a
-        timeout is; checked between reads, each of which waits at most
+        ``read_timeout_seconds`` of the headers, else ``_Retryable``, as for a
+        timeout; checked between reads, each of which waits at most
         ``read_timeout_seconds`` for the next bytes."""
         seconds = self.settings.read_timeout_seconds
         deadline = time.monotonic() + seconds
