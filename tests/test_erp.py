@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 
 from edi_inbox import __version__
 from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
-from edi_inbox.erp import Delivery, HttpErp, OutboxErp, make_erp, redact
+from edi_inbox.erp import ANSWER_MAX, Delivery, HttpErp, OutboxErp, make_erp, redact
 from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
 
 PATH = "/orders"
@@ -62,8 +62,12 @@ def settings(url: str, **overrides: object) -> ErpSettings:
     return ErpSettings(url=url, **base)  # type: ignore[arg-type]
 
 
-def http_erp(server: HTTPServer, waits: list[float], **overrides: object) -> HttpErp:
-    return HttpErp(settings(server.url_for(PATH), **overrides), sleep=waits.append)
+def http_erp(
+    server: HTTPServer, waits: list[float], pool_size: int = 8, **overrides: object
+) -> HttpErp:
+    return HttpErp(
+        settings(server.url_for(PATH), **overrides), sleep=waits.append, pool_size=pool_size
+    )
 
 
 def sent_keys(server: HTTPServer) -> list[str | None]:
@@ -98,14 +102,14 @@ def test_retries_503_then_takes_id_from_201(httpserver: HTTPServer) -> None:
     [
         (400, {"error": "unknown buyer"}, "unknown buyer"),
         (422, {"detail": "po_number is missing"}, "po_number is missing"),
-        (409, {"error": {"code": "dup", "message": "PO exists"}}, "PO exists"),
+        (403, {"error": {"code": "denied", "message": "buyer not allowed"}}, "buyer not allowed"),
         (404, "x" * 2000, "x" * 400),
     ],
 )
 def test_4xx_rejected_at_once_keeping_erp_message(
     httpserver: HTTPServer, status: int, body: object, expected: str
 ) -> None:
-    """A 4xx other than 408/429 is one attempt and ErpRejected with the ERP's own words."""
+    """A 4xx other than 408/409/429 is one attempt and ErpRejected with the ERP's own words."""
     if isinstance(body, str):
         httpserver.expect_request(PATH).respond_with_data(body, status=status)
     else:
@@ -218,6 +222,112 @@ def test_read_timeout_is_retried_with_same_key(httpserver: HTTPServer) -> None:
     assert delivery == Delivery("T2", attempts=2, status_code=201)
     assert calls == [KEY, KEY]
     assert waits == [0.5]
+
+
+def test_409_for_a_key_in_progress_is_waited_out(httpserver: HTTPServer) -> None:
+    """409 (the key's first post still in progress at the ERP) is retried under the
+    same key after its Retry-After, and the retry's 201 is the result."""
+    httpserver.expect_ordered_request(PATH).respond_with_json(
+        {"error": "a request with this Idempotency-Key is in progress"},
+        status=409,
+        headers={"Retry-After": "3"},
+    )
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": "C1"}, status=201)
+    waits: list[float] = []
+    with http_erp(httpserver, waits) as erp:
+        assert erp.deliver(PAYLOAD, KEY) == Delivery("C1", attempts=2, status_code=201)
+    assert sent_keys(httpserver) == [KEY, KEY]
+    assert waits == [3.0]
+
+
+def test_409_on_every_attempt_ends_unavailable_not_rejected(httpserver: HTTPServer) -> None:
+    """A key still in progress after max_attempts: ErpUnavailable (as 5xx), never ErpRejected."""
+    httpserver.expect_request(PATH).respond_with_json({"error": "in progress"}, status=409)
+    waits: list[float] = []
+    erp = http_erp(httpserver, waits, max_attempts=3)
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    assert (caught.value.status_code, caught.value.attempts) == (409, 3)
+    assert "in progress" in caught.value.message
+    assert waits == [0.5, 1.0]
+
+
+def test_a_body_that_never_ends_is_a_timeout_retried_with_same_key(
+    httpserver: HTTPServer,
+) -> None:
+    """201 then a byte at a time, each within the read timeout but never done: the
+    attempt ends read_timeout after the headers and the retry's answer wins (through
+    a one-connection pool: the abandoned connection was given back)."""
+    stop = threading.Event()
+    calls: list[str | None] = []
+    lock = threading.Lock()
+
+    def trickle() -> Iterator[bytes]:
+        yield b'{"id": "T1"'
+        # Paced by the test's end, not by the client: only the fix stops reading.
+        # Bounded, so that without the fix the body ends (and the test fails).
+        for _ in range(200):
+            if stop.wait(0.05):
+                return
+            yield b" "
+        yield b"}"
+
+    def handler(request: Request) -> Response:
+        with lock:
+            calls.append(request.headers.get("Idempotency-Key"))
+            first = len(calls) == 1
+        if first:
+            return Response(trickle(), 201, content_type="application/json")
+        return Response(json.dumps({"id": "T2"}), 201, content_type="application/json")
+
+    httpserver.expect_request(PATH).respond_with_handler(handler)
+    waits: list[float] = []
+    try:
+        erp = http_erp(httpserver, waits, pool_size=1, read_timeout_seconds=0.5)
+        with erp, capture_logs() as logs:
+            delivery = erp.deliver(PAYLOAD, KEY)
+    finally:
+        stop.set()
+
+    assert delivery == Delivery("T2", attempts=2, status_code=201)
+    assert calls == [KEY, KEY]
+    [event] = [e for e in logs if e["event"] == "erp_retry"]
+    assert "not complete within 0.5 s" in event["error"]
+
+
+def test_a_huge_answer_is_malformed_and_never_read_whole(httpserver: HTTPServer) -> None:
+    """A 201 with the id padded to 64 MiB: read no further than ANSWER_MAX (the ERP
+    could not send it all), taken as a malformed answer and asked again, same key,
+    through a one-connection pool (the abandoned connection was given back)."""
+    size = 64 * ANSWER_MAX
+    sent: list[int] = []
+    done = threading.Event()
+
+    def huge() -> Iterator[bytes]:
+        try:
+            yield b'{"id": "H1", "pad": "'
+            piece = b" " * 65536
+            for _ in range(size // len(piece)):
+                yield piece
+                sent.append(len(piece))
+            yield b'"}'
+        finally:
+            done.set()
+
+    httpserver.expect_ordered_request(PATH).respond_with_handler(
+        lambda request: Response(huge(), 201, content_type="application/json")
+    )
+    httpserver.expect_ordered_request(PATH).respond_with_json({"id": "H2"}, status=201)
+    waits: list[float] = []
+    with http_erp(httpserver, waits, pool_size=1) as erp, capture_logs() as logs:
+        delivery = erp.deliver(PAYLOAD, KEY)
+
+    assert delivery == Delivery("H2", attempts=2, status_code=201)
+    assert sent_keys(httpserver) == [KEY, KEY]
+    [event] = [e for e in logs if e["event"] == "erp_retry"]
+    assert event["error"] == f"ERP answered 201 with more than {ANSWER_MAX} bytes"
+    assert done.wait(10), "the ERP's writer was not released"
+    assert sum(sent) < 16 * ANSWER_MAX  # the cap and the sockets' buffers, not 64 MiB
 
 
 def test_connection_refused_retried_then_unavailable() -> None:

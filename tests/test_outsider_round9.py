@@ -269,13 +269,6 @@ def test_an_erp_misbehaving_on_the_wire_never_gets_an_order_under_two_keys(
         assert "hunter2" not in json.dumps(shown)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 409 to a retry whose first post is still in progress at the ERP (the "
-    "IETF Idempotency-Key draft's answer to a concurrent request with the same key) is "
-    "taken as a rejection: the order is recorded rejected and the partner's 997 says R, "
-    "while the ERP accepts the first post a moment later",
-)
 def test_a_409_for_a_key_still_in_progress_is_not_a_rejection(tmp_path, raw_erp, daemons):
     """The first post times out (the ERP takes 1.6 s, the read timeout is 1 s);
     the retry 0.2 s later finds it still in progress: 409. The ERP takes the
@@ -364,12 +357,6 @@ def peak_kib(pid: int) -> int:
     return int(re.search(r"VmHWM:\s+(\d+)", status)[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the ERP's answer is read whole, with no size cap: a 201 padded to 100 MB "
-    "(a proxy's page, a misrouted download) raises the daemon's peak memory by ~300 MB "
-    "(measured 44 MB -> 338 MB), per worker in flight",
-)
 def test_a_huge_erp_answer_does_not_balloon_the_daemon(tmp_path, raw_erp, daemons):
     raw_erp.plan = {po(9202): ["huge"]}
     daemon = daemons(raw_erp.url, workers=2)
@@ -382,12 +369,6 @@ def test_a_huge_erp_answer_does_not_balloon_the_daemon(tmp_path, raw_erp, daemon
     assert grown < 50, f"peak memory grew by {grown} MB for one answer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an ERP that answers 201 and then never finishes its body holds the "
-    "job forever: the read timeout is per read, the body is read whole with no "
-    "deadline or size cap, so the job neither ends nor is given up",
-)
 def test_an_erp_body_that_never_ends_does_not_hold_the_job_forever(tmp_path, raw_erp, daemons):
     """The ERP sends 201 and '{' then a space every 0.2 s, forever. With a
     1 s read timeout and 3 attempts (some 3.5 s at most), the job must end,

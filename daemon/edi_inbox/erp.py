@@ -13,10 +13,17 @@ What is retried, and why:
   capped at ``retry_after_max_seconds``); otherwise the wait doubles from
   ``backoff_initial_seconds`` up to ``backoff_max_seconds``, plus a random
   jitter so that several workers do not return in step.
-- a 2xx answer without the id field (or not JSON): a protocol error, but the
-  ERP may well have stored the order, so it is not a rejection. Asking again
-  with the same key is the way to learn its id; if that never works the order
-  is ``ErpUnavailable`` (worth retrying later), never ``ErpRejected``.
+- 409: the IETF Idempotency-Key draft's answer to a request whose key is
+  still in progress (a retry after a timeout while the ERP is still storing
+  the first post). The order is not refused: it is waited out like a 5xx.
+- an answer whose body is not complete within ``read_timeout_seconds`` of its
+  headers (urllib3's read timeout is per read: a body trickling a byte at a
+  time would never end): a timeout.
+- a 2xx answer without the id field (or not JSON, or over ``ANSWER_MAX``
+  bytes, which are never read): a protocol error, but the ERP may well have
+  stored the order, so it is not a rejection. Asking again with the same key
+  is the way to learn its id; if that never works the order is
+  ``ErpUnavailable`` (worth retrying later), never ``ErpRejected``.
 - any other answer (4xx, 3xx) fails at once with ``ErpRejected``: sending the
   same body again would get the same answer.
 
@@ -60,6 +67,9 @@ from .jobs import dumps, json_default
 __all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "partner_erps", "redact"]
 
 MESSAGE_MAX = 500  # characters of an ERP error body kept in messages
+# Bytes of an ERP answer read at most: an id or an error fits in far less; a
+# proxy's page or a misrouted download must not fill the daemon's memory.
+ANSWER_MAX = 1024 * 1024
 DEFAULT_POOL_SIZE = 8
 REDACTED = "[redacted]"
 
@@ -253,24 +263,33 @@ class HttpErp(_Sink):
                 retries=False,
                 redirect=False,
                 assert_same_host=False,
+                preload_content=False,
             )
+            try:
+                data = self._read_answer(response, n)
+            finally:
+                if not response.closed:  # the rest unread: no other request may follow
+                    response.close()
+                response.release_conn()
         except (Urllib3Error, OSError) as exc:
             # Includes read timeouts after the body went out: the ERP may have the
             # order already, which is what the unchanged Idempotency-Key is for.
             message = _transport_message(exc, self.settings.read_timeout_seconds)
             raise _Retryable(message, attempt=n) from None
-        code, data = response.status, response.data
+        code = response.status
         if 200 <= code < 300:
-            erp_id = _erp_id(data, self.settings.id_field)
+            field = self.settings.id_field
+            erp_id = _erp_id(data, field) if len(data) <= ANSWER_MAX else None
             if erp_id is None:
-                raise _Retryable(
-                    f"ERP answered {code} without an {self.settings.id_field!r} in a JSON body",
-                    status_code=code,
-                    attempt=n,
+                what = (
+                    f"with more than {ANSWER_MAX} bytes"
+                    if len(data) > ANSWER_MAX
+                    else f"without an {field!r} in a JSON body"
                 )
+                raise _Retryable(f"ERP answered {code} {what}", status_code=code, attempt=n)
             return Delivery(erp_id=erp_id, attempts=n, status_code=code)
         status = f"HTTP {code} {response.reason or ''}".rstrip()
-        if code in (408, 429) or code >= 500:
+        if code in (408, 409, 429) or code >= 500:
             raise _Retryable(
                 f"{status}: {_erp_message(data, self._secrets)}",
                 status_code=code,
@@ -283,6 +302,30 @@ class HttpErp(_Sink):
         else:
             message = f"{status}: {_erp_message(data, self._secrets)}"
         raise ErpRejected(f"ERP rejected the order: {message}", status_code=code, attempts=n)
+
+    def _read_answer(self, response: urllib3.BaseHTTPResponse, n: int) -> bytes:
+        """The answer's body, cut after ``ANSWER_MAX + 1`` bytes (one more tells
+        the caller it was longer). It must be complete within
+        ``read_timeout_seconds`` of the headers, else ``_Retryable``, as for a
+        timeout; checked between reads, each of which waits at most
+        ``read_timeout_seconds`` for the next bytes."""
+        seconds = self.settings.read_timeout_seconds
+        deadline = time.monotonic() + seconds
+        chunks: list[bytes] = []
+        size = 0
+        while size <= ANSWER_MAX:
+            if time.monotonic() > deadline:
+                raise _Retryable(
+                    f"HTTP {response.status}: the answer's body was not complete "
+                    f"within {seconds:g} s",
+                    attempt=n,
+                )
+            chunk = response.read1(ANSWER_MAX + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         """Seconds before the next attempt: ``Retry-After`` if the ERP sent one,
@@ -480,10 +523,13 @@ class OutboxErp(_Sink):
 
 def longest_delivery(s: config.ErpSettings) -> float:
     """Seconds an order's delivery can take at most: every attempt timing out
-    and every wait the longest ``HttpErp._wait`` gives."""
+    and every wait the longest ``HttpErp._wait`` gives. An attempt is a connect
+    timeout, a read timeout for the headers, and one for the body plus the
+    last read's (``HttpErp._read_answer``)."""
     attempts = max(1, s.max_attempts)
     wait = max(s.backoff_max_seconds, s.retry_after_max_seconds) + s.backoff_jitter_seconds
-    return attempts * (s.connect_timeout_seconds + s.read_timeout_seconds) + (attempts - 1) * wait
+    attempt = s.connect_timeout_seconds + 3 * s.read_timeout_seconds
+    return attempts * attempt + (attempts - 1) * wait
 
 
 def make_erp(settings: config.Settings) -> HttpErp | OutboxErp:

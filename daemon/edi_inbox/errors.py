@@ -132,7 +132,7 @@ class ErpError(EdiInboxError):
 
 
 class ErpRejected(ErpError):
-    """The ERP refused the order for good (a 4xx other than 408/429)."""
+    """The ERP refused the order for good (a 4xx other than 408/409/429, a 3xx)."""
 
 
 class ErpUnavailable(ErpError):
