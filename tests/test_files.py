@@ -180,9 +180,13 @@ def test_safe_name_is_cut_by_bytes_never_inside_a_character(char):
     assert files.safe_name(char * 300, max_bytes=10) == char * (10 // len(char.encode()))
 
 
-@given(st.text(), st.integers(min_value=4, max_value=files.MAX_NAME))
+# A name as os.listdir gives it: text, or bytes that were not UTF-8 (surrogateescape).
+NAMES = st.text() | st.binary().map(os.fsdecode)
+
+
+@given(NAMES, st.integers(min_value=4, max_value=files.MAX_NAME))
 def test_safe_name_of_any_text_is_one_safe_path_component(text, max_bytes):
-    """Any text gives a name of one path component within ``max_bytes`` of UTF-8:
+    """Any name gives a name of one path component within ``max_bytes`` of UTF-8:
     letters, digits and ``._-`` only (no separator, control or format
     character), not hidden, and the same again when made safe again."""
     name = files.safe_name(text, max_bytes=max_bytes)

@@ -731,13 +731,14 @@ def test_the_partners_control_number_is_made_safe_in_an_acknowledgements_name():
     assert ack_name("po.edi", "9" * 300, "TA1") == "po.edi." + "9" * 20 + ".TA1"
 
 
-@given(st.text(), st.text(), st.sampled_from(["997", "999", "TA1"]))
+@given(st.text() | st.binary().map(os.fsdecode), st.text(), st.sampled_from(["997", "999", "TA1"]))
 def test_an_acknowledgements_name_is_one_safe_path_component(file_name, number, kind):
     """Any file name and control number: a name within ``MAX_NAME`` bytes (room
     left for a ``.N`` suffix) ending in its kind, already safe (``_write_ack``
     makes it safe again: unchanged), with a valid control number kept whole."""
     name = ack_name(file_name, number, kind)
     assert len(name.encode()) <= files.MAX_NAME and name.endswith(f".{kind}")
+    assert "/" not in name and "\0" not in name and name.isprintable() and name[0] != "."
     assert files.safe_name(name) == name
 
 
