@@ -1265,9 +1265,11 @@ def _write_acks(
 def ack_name(file_name: str, control_number: str, kind: str) -> str:
     """An acknowledgement's name, ``NAME.<control number>.<kind>`` (``NAME.GS06.997``,
     ``NAME.ISA13.TA1``): NAME is ``safe_name`` of the partner's file name, cut
-    so that the whole fits ``MAX_NAME`` bytes; the control number (made safe
-    too: it is the partner's text; a valid one is kept whole) and the kind are
-    never cut, so a partner's script finds each by its kind."""
+    so that the whole fits ``MAX_NAME`` bytes, never the control number or the
+    kind after it, so a partner's script finds each by its kind. The control
+    number is the partner's text, made safe too and held to ``_NUMBER_BYTES``
+    (a valid one, 9 digits at most, stays whole). ``safe_name`` gives the name
+    back unchanged (``_write_ack`` applies it again)."""
     number = safe_name(control_number, fallback="", max_bytes=_NUMBER_BYTES)
     tail = f".{number}.{kind}"
     return safe_name(file_name, max_bytes=MAX_NAME - len(tail.encode())) + tail
