@@ -468,6 +468,16 @@ def test_outbox_keeps_orders_with_same_po_number_apart(tmp_path: Path) -> None:
     assert [json.loads(p.read_text())["buyer"] for p in files] == ["A", "B"]
 
 
+def test_an_outbox_name_keeps_a_po_number_in_any_script_and_fits(tmp_path: Path) -> None:
+    """A PO number's letters of any script are kept, 64 bytes of them at most:
+    64 CJK characters (192 bytes) and a 64-character key still fit a file name."""
+    erp = OutboxErp(tmp_path)
+    delivery = erp.deliver({"po_number": "注" * 64}, "k" * 64)
+
+    assert delivery.erp_id == f"outbox:{'注' * 21}.{'k' * 64}.json"
+    assert OutboxErp.file_name("PO 4711", "k") == "PO_4711.k.json"  # an ASCII name as before
+
+
 def test_make_erp_picks_the_sink(tmp_path: Path) -> None:
     """An empty [erp] url gives the outbox under [paths]; a URL gives the HTTP client."""
     base = Settings(paths=PathSettings(root=tmp_path), daemon=DaemonSettings(workers=2))

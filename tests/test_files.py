@@ -4,9 +4,12 @@ on partners' files: run as the daemon's user on files a partner owns."""
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 
@@ -145,3 +148,49 @@ def test_write_new_never_replaces_and_leaves_no_temporary_file(tmp_path):
     assert (first.name, second.name) == ("ack.997", "ack.1.997")
     assert names(tmp_path) == ["ack.1.997", "ack.997"]
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("заказ.edi", "заказ.edi"),
+        (unicodedata.normalize("NFD", "счёт.edi"), "счёт.edi"),  # ё as e + a combining mark
+        ("注文 1.edi", "注文_1.edi"),
+        ("PO 123/4", "PO_123_4"),
+    ],
+)
+def test_safe_name_keeps_letters_and_digits_of_any_script(text, name):
+    """Letters of any script are kept (NFC), so the name still says which file it was."""
+    assert files.safe_name(text) == name
+
+
+def test_safe_name_replaces_separators_controls_and_format_characters():
+    """A path separator, NUL, newline, bidi override, zero-width space, space or
+    byte that was not UTF-8 becomes ``_``; leading dots go."""
+    text = "../a/b\x00c\nd\u202ee\u200bf g\udcff.edi"
+    assert files.safe_name(text) == "a_b_c_d_e_f_g_.edi"
+    assert files.safe_name("..") == "file" and files.safe_name("\u202e", fallback="x") == "x"
+
+
+@pytest.mark.parametrize("char", ["a", "я", "注", "𝟘"])
+def test_safe_name_is_cut_by_bytes_never_inside_a_character(char):
+    """At most ``MAX_NAME`` bytes in UTF-8, the cut between two characters."""
+    name = files.safe_name("x" + char * 300 + ".edi")
+    assert name == "x" + char * ((files.MAX_NAME - 1) // len(char.encode()))
+    assert files.safe_name(char * 300, max_bytes=10) == char * (10 // len(char.encode()))
+
+
+# A name as os.listdir gives it: text, or bytes that were not UTF-8 (surrogateescape).
+NAMES = st.text() | st.binary().map(os.fsdecode)
+
+
+@given(NAMES, st.integers(min_value=4, max_value=files.MAX_NAME))
+def test_safe_name_of_any_text_is_one_safe_path_component(text, max_bytes):
+    """Any name gives a name of one path component within ``max_bytes`` of UTF-8:
+    letters, digits and ``._-`` only (no separator, control or format
+    character), not hidden, and the same again when made safe again."""
+    name = files.safe_name(text, max_bytes=max_bytes)
+    assert 0 < len(name.encode()) <= max_bytes
+    assert all(ch.isalnum() or ch in "._-" for ch in name)
+    assert name[0] not in ".-_" and name == unicodedata.normalize("NFC", name)
+    assert files.safe_name(name, max_bytes=max_bytes) == name

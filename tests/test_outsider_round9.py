@@ -683,12 +683,6 @@ def run_process(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 997 of a file whose name is not ASCII is not named after it: "
-    "safe_name() drops every non-ASCII letter, so 'заказ.edi' and 'счёт.edi' get "
-    "'edi.123456789.997' and 'edi.123456789.1.997' and the partner cannot tell which is which",
-)
 def test_the_997_of_a_file_with_a_non_ascii_name_says_which_file_it_answers(tmp_path):
     config = write_config(tmp_path, "")
     files = {"заказ.edi": make_po(9701), "счёт.edi": make_po(9702)}
@@ -827,13 +821,6 @@ def test_a_dotted_partner_name_gets_its_own_processing_folder(tmp_path):
     assert partner.processing == tmp_path / "state" / "processing" / ".partners" / "a.b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the acknowledgements of a file with a long name (255 bytes, as SFTP allows) "
-    "lose their kind: safe_name() cuts '<name>.<ISA13>.TA1' and '<name>.<GS06>.997' at the "
-    "end, so both become the cut file name (the second with '.1') and neither ends in "
-    ".997 or .TA1 for the partner's scripts to find",
-)
 def test_the_acknowledgements_of_a_long_named_file_keep_their_kind(tmp_path):
     config_path = write_config(tmp_path, "")
     name = "p" * 251 + ".edi"

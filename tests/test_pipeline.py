@@ -10,15 +10,17 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
+from edi_inbox import files, queries, store
 from edi_inbox import log as logsetup
-from edi_inbox import queries, store
 from edi_inbox.config import ErpSettings, PathSettings, Settings
 from edi_inbox.errors import NotRecorded, UnsafeFile
 from edi_inbox.jobs import JobStatus, NullRecorder, Started, StepStatus
-from edi_inbox.pipeline import Pipeline, read_file
+from edi_inbox.pipeline import Pipeline, ack_name, read_file
 from edi_inbox.x12 import X12Reader
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -707,3 +709,40 @@ def test_the_acks_names_are_synced_once_a_job_before_its_final_record(tmp_path, 
     files_synced = [s for s in ours[:-2] if os.path.dirname(s) == acks]
     assert len(files_synced) == len(job.acks) == len(ours) - 2
     assert ours[-2:] == [acks, "job_finished"]
+
+
+@pytest.mark.parametrize("kind", ["997", "999", "TA1"])
+def test_the_acknowledgement_of_a_long_named_file_keeps_its_number_and_kind(kind):
+    """A 255-byte file name is cut, never the control number or the kind."""
+    name = ack_name("p" * 251 + ".edi", "123456789", kind)
+    assert name.endswith(f".123456789.{kind}") and name.startswith("p" * 100)
+    assert len(name.encode()) <= files.MAX_NAME
+
+
+def test_acknowledgements_of_files_named_in_other_scripts_keep_their_names_apart():
+    """заказ.edi and счёт.edi: each 997 says which file it answers."""
+    assert ack_name("заказ.edi", "1", "997") == "заказ.edi.1.997"
+    assert ack_name("счёт.edi", "1", "997") == "счёт.edi.1.997"
+
+
+def test_the_partners_control_number_is_made_safe_in_an_acknowledgements_name():
+    """GS06/ISA13 are the partner's text: no separator, no leading dot, held short."""
+    assert ack_name("po.edi", "../x", "997") == "po.edi.x.997"
+    assert ack_name("po.edi", "9" * 300, "TA1") == "po.edi." + "9" * 20 + ".TA1"
+
+
+@given(st.text() | st.binary().map(os.fsdecode), st.text(), st.sampled_from(["997", "999", "TA1"]))
+def test_an_acknowledgements_name_is_one_safe_path_component(file_name, number, kind):
+    """Any file name and control number: a name within ``MAX_NAME`` bytes (room
+    left for a ``.N`` suffix) ending in its kind, already safe (``_write_ack``
+    makes it safe again: unchanged), with a valid control number kept whole."""
+    name = ack_name(file_name, number, kind)
+    assert len(name.encode()) <= files.MAX_NAME and name.endswith(f".{kind}")
+    assert "/" not in name and "\0" not in name and name.isprintable() and name[0] != "."
+    assert files.safe_name(name) == name
+
+
+@given(st.text(), st.from_regex(r"[0-9]{1,9}", fullmatch=True))
+def test_a_valid_control_number_is_kept_whole(file_name, number):
+    """A control number of 1 to 9 digits is in the name as it is."""
+    assert ack_name(file_name, number, "997").endswith(f".{number}.997")

@@ -470,8 +470,8 @@ OUTBOX_PART_CHARS = 64  # of the PO number and of the key in an outbox file's na
 class OutboxErp(_Sink):
     """Writes each order as pretty JSON into ``outbox_dir`` for another system
     to collect, as ``<po_number>.<key>.json`` (each sanitised by
-    ``files.safe_name`` and cut to ``OUTBOX_PART_CHARS``: partner bytes never
-    reach a path as they are).
+    ``files.safe_name`` and cut to ``OUTBOX_PART_CHARS`` characters and bytes:
+    partner bytes never reach a path as they are).
 
     Idempotent per key: the name follows from the order alone, so whether it
     was written is one ``stat``, however full the outbox (a glob per order
@@ -488,9 +488,16 @@ class OutboxErp(_Sink):
 
     @staticmethod
     def file_name(po_number: str, idempotency_key: str) -> str:
-        """``<po[:64]>.<key[:64]>.json``, both sanitised: the order's one name."""
-        po = files.safe_name(po_number[:OUTBOX_PART_CHARS], fallback="order")
-        tag = files.safe_name(idempotency_key[:OUTBOX_PART_CHARS], fallback="key")
+        """``<po[:64]>.<key[:64]>.json``, both sanitised, at most 64 bytes each:
+        the order's one name."""
+        # Cut to 64 characters first, then held to 64 bytes: an ASCII name is
+        # the one earlier versions gave (a written order is found again).
+        po = files.safe_name(
+            po_number[:OUTBOX_PART_CHARS], fallback="order", max_bytes=OUTBOX_PART_CHARS
+        )
+        tag = files.safe_name(
+            idempotency_key[:OUTBOX_PART_CHARS], fallback="key", max_bytes=OUTBOX_PART_CHARS
+        )
         return f"{po}.{tag}.json"
 
     def deliver(

@@ -16,23 +16,34 @@ import errno
 import os
 import re
 import stat
+import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-MAX_NAME = 200
+# \w is str.isalnum() and "_": letters and digits of any script, never a
+# separator, space, control, bidi or other format character.
+_UNSAFE = re.compile(r"[^\w.-]+")
 MAX_NAME_BYTES = 255  # the bytes a file name may have (Linux file systems)
+# The bytes of a safe_name: room left for what callers add after it (an
+# acknowledgement's control number and kind, a ".N" suffix, ".<uuid>.tmp").
+MAX_NAME = 200
 
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 _renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
 
 
-def safe_name(text: str, *, fallback: str = "file") -> str:
-    """A file name made from untrusted text: ``[A-Za-z0-9._-]`` only, no
-    leading dot or dash, at most ``MAX_NAME`` characters."""
-    name = _UNSAFE.sub("_", text).lstrip(".-_")[:MAX_NAME]
+def safe_name(text: str, *, fallback: str = "file", max_bytes: int = MAX_NAME) -> str:
+    """A file name made from untrusted text: letters and digits of any script
+    (NFC), ``.``, ``_`` and ``-``, any other run of characters replaced by one
+    ``_``; no leading dot, dash or underscore; at most ``max_bytes`` in UTF-8,
+    cut at the end (never inside a character). Letters of any script are kept
+    so that a name made from ``заказ.edi`` still says which file it was."""
+    name = _UNSAFE.sub("_", unicodedata.normalize("NFC", text)).lstrip(".-_")
+    # Only letters, digits and "._-" are left (no lone surrogate): plain UTF-8;
+    # "ignore" drops the character the cut went through.
+    name = name.encode()[:max_bytes].decode(errors="ignore")
     return name or fallback
 
 

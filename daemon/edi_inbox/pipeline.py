@@ -84,7 +84,7 @@ from .errors import (
     UnsafeFile,
     X12Error,
 )
-from .files import candidates, display_name, safe_name, sync_directory, write_new
+from .files import MAX_NAME, candidates, display_name, safe_name, sync_directory, write_new
 from .jobs import (
     Interchange,
     JobResult,
@@ -130,6 +130,7 @@ RECORD_RETRY_MAX = 30.0
 RIVAL_POLL_FIRST = 0.02  # seconds between looks at a job posting the same order; doubled
 RIVAL_POLL_MAX = 1.0
 LOGGED_IDS = 10  # ERP ids named on a job's job_finished line
+_NUMBER_BYTES = 20  # of a control number in an acknowledgement's name (a valid one: 9 digits)
 
 
 class StepFailed(EdiInboxError):
@@ -1051,14 +1052,14 @@ class Pipeline:
         for number, (interchange, answered) in enumerate(due, start=first):
             if answered is None:
                 ta1 = build_ta1(interchange, control_number=number, now=now)
-                name = f"{safe_name(job.file_name)}.{interchange.control_number}.TA1"
+                name = ack_name(job.file_name, interchange.control_number, "TA1")
                 left.append(Ack(str(acks_dir), name, ta1, "TA1", mode))
                 continue
             kind = ack_kind(partner.ack if partner else "997", interchange, answered)
             ack = build_ack(
                 interchange, answered, kind=kind, control_number=number, answers=answers, now=now
             )
-            name = f"{safe_name(job.file_name)}.{answered.control_number}.{kind.code}"
+            name = ack_name(job.file_name, answered.control_number, kind.code)
             left.append(Ack(str(acks_dir), name, ack, kind.code, mode))
         if left and work.owe_acks and work.unrecorded:
             work.owed_reason = f"{len(left)} held until the job's record is kept: {work.unrecorded}"
@@ -1261,6 +1262,19 @@ def _write_acks(
             landed += 1
     finally:
         del acks[:landed]
+
+
+def ack_name(file_name: str, control_number: str, kind: str) -> str:
+    """An acknowledgement's name, ``NAME.<control number>.<kind>`` (``NAME.GS06.997``,
+    ``NAME.ISA13.TA1``): NAME is ``safe_name`` of the partner's file name, cut
+    so that the whole fits ``MAX_NAME`` bytes, never the control number or the
+    kind after it, so a partner's script finds each by its kind. The control
+    number is the partner's text, made safe too and held to ``_NUMBER_BYTES``
+    (a valid one, 9 digits at most, stays whole). ``safe_name`` gives the name
+    back unchanged (``_write_ack`` applies it again)."""
+    number = safe_name(control_number, fallback="", max_bytes=_NUMBER_BYTES)
+    tail = f".{number}.{kind}"
+    return safe_name(file_name, max_bytes=MAX_NAME - len(tail.encode())) + tail
 
 
 def _written_before(directory: Path, name: str, data: bytes) -> str | None:
