@@ -219,3 +219,29 @@ def test_cli_creates_nothing_other_users_can_read(tmp_path):
     assert any(p.parent.name == "acks" for p in created)  # the 997 itself
     modes = {p.relative_to(root).as_posix(): p.stat().st_mode & 0o777 for p in created}
     assert {name: oct(mode) for name, mode in modes.items() if mode & 0o027} == {}
+
+
+def test_plain_status_shows_a_running_daemons_last_error():
+    """A running daemon's last error (a refused reload, here) is in plain
+    ``status``, not only in ``--json``, as README says."""
+    from edi_inbox.cli import _status_text
+
+    daemon = {
+        "host": "h",
+        "pid": 7,
+        "version": "1",
+        "alive": True,
+        "heartbeat_age_seconds": 1.0,
+        "started_at": "2026-12-05T10:00:00+00:00",
+        "counters": {"queue": 0},
+        "last_error": "reload refused, the running configuration is kept: bad key",
+    }
+    doc = {
+        "daemons": [daemon],
+        "inbox": {"waiting": 0, "oldest_age_seconds": None},
+        "folders": {"processing": 0},
+        "last_24h": {"succeeded": 0, "failed": 0, "duplicate": 0},
+    }
+    assert "  its last error: reload refused, the running configuration is kept" in (
+        _status_text(doc)
+    )

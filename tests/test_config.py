@@ -1,12 +1,16 @@
 """Settings: defaults, TOML, environment overrides, and errors that name the key."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from edi_inbox import config
 from edi_inbox.errors import ConfigError
+
+import uids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +29,36 @@ def test_defaults_need_no_file(tmp_path):
     assert settings.database_url == f"sqlite:///{tmp_path / 'edi-inbox' / 'edi-inbox.db'}"
     assert settings.erp.url == ""
     assert settings.daemon.ignore_patterns == (".*", "*.filepart", "*.part", "*.tmp")
+
+
+def test_a_default_config_out_of_the_users_reach_is_a_clear_error(tmp_path):
+    """/etc/edi-inbox/edi-inbox.toml in a folder the user may not search (a
+    partner or support person running ``edi-inbox status``): a ConfigError
+    naming the file and the reason, never a traceback, never the defaults."""
+    uids.need_root()
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (folder / "edi-inbox.toml").write_text("[daemon]\nworkers = 2\n")
+    folder.chmod(0o700)
+    os.chmod(tmp_path, 0o755)
+    code = (
+        "import sys, pathlib\n"
+        "from edi_inbox import config\n"
+        f"config.DEFAULT_CONFIG_PATHS = (pathlib.Path({str(folder / 'edi-inbox.toml')!r}),)\n"
+        "try:\n"
+        "    config.load(environ={})\n"
+        "except config.ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        uids.as_daemon_command([sys.executable, "-c", code]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "edi-inbox.toml: cannot be read: Permission denied" in done.stdout, done.stdout
 
 
 def test_systemd_state_directory_is_the_default_root(tmp_path):

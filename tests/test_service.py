@@ -958,12 +958,18 @@ def test_retry_puts_failed_file_back_as_retry_of(tmp_path, erp):
     assert names(settings.paths.processing / ".retry") == []  # the marker was used up
 
 
-def test_retry_all_failed_and_unknown_job(tmp_path, erp):
-    """retry --all-failed returns every failed file; an unknown job id is a clear error."""
+def test_retry_by_prefix_all_failed_and_unknown_job(tmp_path, erp):
+    """retry takes a job id's prefix, as README's example (``retry 3f2a9c1e``)
+    and ``jobs show`` do; --all-failed returns every failed file; an unknown
+    job id is a clear error."""
     settings = make_settings(tmp_path, erp.url)
     (settings.paths.inbox / "a.edi").write_bytes(BAD)
     (settings.paths.inbox / "b.edi").write_bytes(b"not edi at all\n")
+    (settings.paths.inbox / "c.edi").write_bytes(b"nor this\n")
     assert service.run(settings, once=True) == 0
+    report = json.loads((settings.paths.failed / "c.edi.error.json").read_text())
+    (result,) = admin.retry(settings, report["job_id"][:8].upper())
+    assert result["job_id"] == report["job_id"] and result["inbox_name"] == "c.edi"
     results = admin.retry(settings, all_failed=True)
     assert sorted(r["inbox_name"] for r in results) == ["a.edi", "b.edi"]
     with pytest.raises(EdiInboxError, match="no failed file"):

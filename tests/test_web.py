@@ -370,6 +370,8 @@ def test_metrics_parse_and_agree_with_stats(web):
     (posted,) = families["edi_inbox_orders_posted"].samples
     assert posted.value >= 2
     assert families["edi_inbox_erp_attempts"].samples[0].value >= posted.value
+    # The order the rules refused (acme's, quantity 0) never reached the ERP.
+    assert families["edi_inbox_erp_failures"].samples[0].value == 0
     (last,) = families["edi_inbox_last_success_timestamp_seconds"].samples
     assert last.value > 1.7e9
     status = web.cli_json("status")

@@ -68,7 +68,8 @@ def retry(
     """
     paths = settings.paths
     assert paths.failed and paths.inbox and paths.processing
-    if not all_failed and not job_id:
+    wanted = (job_id or "").strip().lower()
+    if not all_failed and not wanted:
         raise EdiInboxError("give a job id or --all-failed")
     reports = []
     for report_path in sorted(paths.failed.glob("*.error.json")):
@@ -76,11 +77,15 @@ def retry(
             report = json.loads(report_path.read_bytes())
         except (OSError, ValueError):
             continue
-        if not isinstance(report, dict) or (not all_failed and report.get("job_id") != job_id):
+        if not isinstance(report, dict):
             continue
+        if not all_failed and not str(report.get("job_id")).startswith(wanted):
+            continue  # the job id, or a prefix of it (as `jobs show` takes)
         reports.append((report_path, report))
     if not reports and not all_failed:
         raise EdiInboxError(f"no failed file for job {job_id} in {paths.failed}")
+    if not all_failed and len({str(r.get("job_id")) for _, r in reports}) > 1:
+        raise EdiInboxError(f"job id prefix {job_id} matches several failed jobs: give more of it")
     results = [_retry_one(settings, path, report) for path, report in reports]
     if job_id and not any(r["retried"] for r in results):
         raise EdiInboxError(f"job {job_id} was not retried: {results[0]['reason']}")

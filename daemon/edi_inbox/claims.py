@@ -426,7 +426,10 @@ class Claims:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:  # once per job, and almost never there: one failed open, no Path
             fd = os.open(marker, flags, dir_fd=self.processing_fd)
-        except OSError:
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # e.g. written by root: this job is not told it retries
+            logger.warning("retry_marker_unreadable", marker=marker, error=os_message(exc))
             return None
         try:
             with os.fdopen(fd, "rb") as fh:

@@ -294,6 +294,8 @@ def _status_text(doc: dict[str, Any]) -> str:
             lines.append(
                 f"  {counters['acks_owed']} job(s) waiting to write their acknowledgements{said}"
             )
+        elif d.get("last_error") and d["alive"]:  # a refused reload, a folder gone …
+            lines.append(f"  its last error: {shown(d['last_error'])}")
         if counters.get("held"):
             lines.append(
                 f"  {counters['held']} upload(s) held for their X12 trailer (stalled?): failed"

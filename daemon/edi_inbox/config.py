@@ -304,6 +304,15 @@ _CHOICES = {
 }
 
 
+def _present(path: Path) -> bool:
+    """``path`` is a file, or something this user may not look at (reading
+    it then says why, rather than the defaults applying in silence)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return True
+
+
 def load(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Build ``Settings`` from ``path`` (or ``$EDI_INBOX_CONFIG``) and the environment.
 
@@ -317,7 +326,7 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     if path is not None:
         source = Path(path)
     else:
-        source = next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+        source = next((p for p in DEFAULT_CONFIG_PATHS if _present(p)), None)
 
     raw: dict[str, dict[str, object]] = {}
     partners_raw: object = {}

@@ -158,17 +158,22 @@ def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], int, Any]:
 
 
 def count_orders(db: Any) -> dict[str, int]:
-    """Orders posted and failed, and ERP attempts in all: one pass over ``orders``."""
+    """Orders posted, orders the ERP refused or never answered for (failed or
+    rejected after at least one attempt: one the rules or the file rejected
+    never reached it), and ERP attempts in all: one pass over ``orders``."""
 
     def work() -> dict[str, int]:
         orders = {"posted": 0, "failed": 0, "attempts": 0}
-        by_status = Order.select(Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts))
-        for status, n, attempts in _rows(by_status.group_by(Order.status).tuples()):
+        tried = pw.fn.SUM(pw.Case(None, [(Order.attempts > 0, 1)], 0))
+        by_status = Order.select(
+            Order.status, pw.fn.COUNT(Order.id), pw.fn.SUM(Order.attempts), tried
+        )
+        for status, n, attempts, at_erp in _rows(by_status.group_by(Order.status).tuples()):
             orders["attempts"] += int(attempts or 0)
             if status == "posted":
                 orders["posted"] += int(n or 0)
             elif status in ("failed", "rejected"):
-                orders["failed"] += int(n or 0)
+                orders["failed"] += int(at_erp or 0)
         return orders
 
     result: dict[str, int] = run_unit(db, work, write=False)
