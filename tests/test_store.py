@@ -189,6 +189,26 @@ def test_order_rows_by_idempotency_key(db, recorder):
     assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
 
 
+def test_a_key_sent_without_an_answer_keeps_its_body(db, recorder):
+    """One key, one body: a job posts an order and stops (a crash, no answer
+    on record); a resend, the same order in another envelope, is given the
+    body on record to send under the key, and its running record keeps it."""
+
+    def running(n: int, icn: str) -> Any:
+        job = make_job(n, status=JobStatus.RUNNING)
+        order = replace(job.orders[0], idempotency_key="the-key", status="pending", attempts=0)
+        job.orders[0] = replace(order, payload={"po_number": "PO-1", "icn": icn})
+        return job
+
+    first, resend = running(40, "000000001"), running(41, "000000002")
+    assert recorder.job_started(first).sent == {}
+    store.mark_interrupted(db, "host-a")
+    body = json.dumps(first.orders[0].payload, separators=(",", ":"))
+    assert recorder.job_started(resend).sent == {"the-key": body}
+    (kept,) = queries.load_job(db, resend.job_id).orders
+    assert kept.payload == first.orders[0].payload
+
+
 def test_a_partial_job_records_each_order_once(db, recorder):
     """A file of two orders, the second rejected by the rules before the ERP
     call (so on the running record already) and the first posted: the job's

@@ -134,7 +134,7 @@ class DatabaseRecorder:
         accepted: dict[str, str] = {}
         reserved: list[int] = []
         rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
-        sent: dict[str, str] = {}  # key -> the body an ended job sent under it
+        sent: dict[str, str] = {}  # key -> the body sent under it, unanswered (Started)
         counted: set[str] = set()  # the retried job's, in its total
         taken: list[str] = []  # the retried job's, which never ended: this job's now
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
@@ -152,10 +152,14 @@ class DatabaseRecorder:
             if control_numbers:
                 reserved.append(reserve_control_numbers(self.db, control_numbers))
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
-                row = execute(self.db, "accepted_erp_id", key).fetchone()
+                row = execute(self.db, "order_by_key", key).fetchone()
                 if row is None:
                     continue
-                erp_po_id, by, status = row
+                erp_po_id, by, status, body = row
+                if erp_po_id is None:  # a job is posting it, or stopped while it did
+                    if body is not None:
+                        sent[key] = body
+                    continue
                 if by not in (job.job_id, job.retry_of):  # posted since this job's check
                     rivals[key] = by
                     continue
@@ -172,7 +176,7 @@ class DatabaseRecorder:
             # here, with nothing posted, instead of after the ERP took it. One
             # another job is posting keeps that job's row (one row a key).
             pending = [
-                o
+                replace(o, payload_json=sent[o.idempotency_key]) if o.idempotency_key in sent else o
                 for o in job.orders
                 if o.idempotency_key not in accepted and o.idempotency_key not in rivals
             ]

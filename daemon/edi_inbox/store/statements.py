@@ -133,10 +133,11 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # Taken first in a job_started on PostgreSQL, per PO number, so that of two
     # jobs with the same order one sees the other's (SQLite: BEGIN IMMEDIATE).
     "po_lock": ("SELECT pg_advisory_xact_lock(7243002, hashtext(?))", 0),
-    "accepted_erp_id": (
-        'SELECT o."erp_po_id", j."job_id", j."status" FROM "orders" o'
-        ' JOIN "jobs" j ON j."id" = o."job_id"'
-        ' WHERE o."idempotency_key" = ? AND o."erp_po_id" IS NOT NULL',
+    # An order's row by its key: accepted (an ERP id), or not answered yet
+    # (its payload the body a job is sending, or sent before it stopped).
+    "order_by_key": (
+        'SELECT o."erp_po_id", j."job_id", j."status", o."payload" FROM "orders" o'
+        ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."idempotency_key" = ?',
         0,
     ),
     # Whose an order's row is, after an order_accepted: another job's when it
