@@ -318,15 +318,6 @@ def with_isa13(data: bytes, number: int) -> bytes:
     return data[:90] + new + data[99:].replace(b"IEA*1*" + old, b"IEA*1*" + new)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: one Idempotency-Key is sent with two different bodies: the key leaves out "
-    "the envelope numbers but the payload carries them (interchange_control_number, "
-    "interchange_date/time), so the partner's resend of an order whose first post timed "
-    "out reaches the ERP under the same key with another body; an ERP that checks the "
-    "payload (IETF Idempotency-Key draft: 422) refuses it and the order is recorded "
-    "rejected, the 997 R, though the ERP has it",
-)
 def test_one_idempotency_key_always_carries_one_body(tmp_path, raw_erp, daemons):
     """First file: the post is taken by the ERP after the read timeout, then
     503s: the job fails, the ERP unavailable. The partner resends the same

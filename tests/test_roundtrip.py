@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import string
 from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edi_inbox import orders, render
+from edi_inbox.jobs import dumps
 from edi_inbox.orders import (
     Amount,
     Communication,
@@ -192,6 +194,15 @@ def test_an_order_rendered_and_read_back_is_the_same_order(case):
     assert back == po
     assert back.to_json() == po.to_json()
     assert orders.idempotency_key(back) == orders.idempotency_key(po)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ORDERS)
+def test_the_body_sent_read_back_gives_the_order_s_key(po):
+    """The JSON an order is sent as, read back from its record, gives its
+    Idempotency-Key: how a resend finds the body its key was first sent with."""
+    body = json.loads(dumps(po.to_json()))
+    assert orders.document_key(body) == orders.idempotency_key(po)
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -189,6 +189,30 @@ def test_order_rows_by_idempotency_key(db, recorder):
     assert queries.show_job(db, failed.job_id)["po_number"] == "PO-000012"  # the job row keeps it
 
 
+def test_a_key_sent_without_an_answer_keeps_its_body(db, recorder):
+    """One key, one body: a job posting an order is a rival of a resend (the
+    same order in another envelope), which is given its body to send should
+    it post; once the job stops (a crash, no answer on record) a resend is
+    given that body to send under the key, and its running record keeps it."""
+
+    def running(n: int, icn: str) -> Any:
+        job = make_job(n, status=JobStatus.RUNNING)
+        order = replace(job.orders[0], po_number="PO-1", idempotency_key="the-key")
+        payload = {"sender_qualifier": "ZZ", "sender_id": "ACME", "po_number": "PO-1", "icn": icn}
+        job.orders[0] = replace(order, status="pending", attempts=0, payload=payload)
+        return job
+
+    first, rival, resend = (running(n, f"00000000{n}") for n in (1, 2, 3))
+    assert recorder.job_started(first).sent == {}
+    body = json.dumps(first.orders[0].payload, separators=(",", ":"))
+    started = recorder.job_started(rival)
+    assert (started.rivals, started.sent) == ({first.job_id}, {"the-key": body})
+    store.mark_interrupted(db, "host-a")
+    assert recorder.job_started(resend).sent == {"the-key": body}
+    (kept,) = queries.load_job(db, resend.job_id).orders
+    assert kept.payload == first.orders[0].payload
+
+
 def test_a_partial_job_records_each_order_once(db, recorder):
     """A file of two orders, the second rejected by the rules before the ERP
     call (so on the running record already) and the first posted: the job's

@@ -395,6 +395,41 @@ def test_a_partial_job_retried_posts_the_rest_and_counts_each_order_once(
     assert_totals_are_their_orders(recorder.db, "14.00")
 
 
+def test_a_resend_carries_the_body_its_key_was_first_sent_with(tmp_path, recorder, httpserver):
+    """The ERP takes the order but its answers are lost (503 until the
+    attempts run out: the job fails), and it refuses a key sent with another
+    body (422, as the IETF Idempotency-Key draft asks). The partner resends
+    the order under a new ISA13: the same key goes with the first body, the
+    ERP answers with the order it has, and the record keeps that body."""
+    first_bodies: dict[str, bytes] = {}
+
+    def erp(request: Request) -> Response:
+        key = request.headers["Idempotency-Key"]
+        if first_bodies.setdefault(key, request.data) != request.data:
+            return Response("this key came with another body", 422)
+        if len(httpserver.log) < 2:  # the answers lost, the order kept
+            return Response("busy", 503)
+        return Response(json.dumps({"id": "E-1"}), 201, content_type="application/json")
+
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(erp)
+    erp_settings = ErpSettings(
+        url=httpserver.url_for("/orders"),
+        max_attempts=2,
+        backoff_initial_seconds=0.01,
+        backoff_jitter_seconds=0.0,
+    )
+    settings = Settings(paths=PathSettings(root=tmp_path), erp=erp_settings)
+    (tmp_path / "a.edi").write_bytes(file_of(order(1)))
+    (tmp_path / "b.edi").write_bytes(file_of(order(1), icn="000000400"))
+    with Pipeline(settings, recorder) as pipeline:
+        first = pipeline.run(tmp_path / "a.edi")
+        resent = pipeline.run(tmp_path / "b.edi")
+    assert first.status is JobStatus.FAILED and resent.status is JobStatus.SUCCEEDED
+    assert len(httpserver.log) == 3 and len({r.data for r, _ in httpserver.log}) == 1
+    (posted,) = queries.load_job(recorder.db, resent.job_id).orders
+    assert (posted.erp_po_id, posted.payload["interchange_control_number"]) == ("E-1", "000000321")
+
+
 def test_an_order_carried_through_two_crashes_is_the_last_run_s(db_pipeline, recorder):
     """Job A posts the order and dies; B, retrying A, dies before its end too;
     C, retrying B, ends. The order is C's: posted, in C's total and record,

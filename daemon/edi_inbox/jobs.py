@@ -178,12 +178,18 @@ class Started:
     ``accepted``: another job's is that job's, never this one's too. Of
     those, ``counted`` are the retried job's that it ended counting (its
     status in ``COUNTED_STATUSES``): they stay its, out of this job's total;
-    the others, of a job that never ended (a crash), become this job's."""
+    the others, of a job that never ended (a crash), become this job's.
+    ``sent``: the body already sent under one of this job's keys with no
+    answer on record (key -> the JSON text): by a job that ended unanswered,
+    stopped (a crash) or is sending it. It is the body to send under that key,
+    as one key always carries one body (the ERP may hold the order, and may
+    check the body a key comes with)."""
 
     accepted: dict[str, str]
     control_number: int | None = None
     rivals: frozenset[str] = frozenset()
     counted: frozenset[str] = frozenset()
+    sent: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

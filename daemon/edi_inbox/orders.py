@@ -464,14 +464,14 @@ def identity(po: PurchaseOrder) -> tuple[str, str, str, str, str]:
 
 
 _ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
+# ``identity`` as the order's JSON names it.
+_IDENTITY_KEYS = ("sender_qualifier", "sender_id", "po_number", "release_number", "purpose")
 
 
-def content_hash(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:
-    """sha256 of the canonical order (``to_json``, or ``document`` if the
-    caller made it already) without its envelope: the same order sent again
-    under new control numbers hashes alike; any change to what is ordered, at
-    what price, for whom, hashes differently."""
-    document = po.to_json() if document is None else document
+def content_hash(document: dict[str, Any]) -> str:
+    """sha256 of the canonical order (``to_json``) without its envelope: the
+    same order sent again under new control numbers hashes alike; any change
+    to what is ordered, at what price, for whom, hashes differently."""
     canonical = {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
     encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
@@ -480,11 +480,16 @@ def content_hash(po: PurchaseOrder, document: dict[str, Any] | None = None) -> s
 def idempotency_key(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:
     """A key stable per order: the same order sent again (a retry, or a resend
     under a new ISA13) gets the same key; two different orders never share one.
+    ``document`` is ``po.to_json()`` if the caller made it already."""
+    return document_key(po.to_json() if document is None else document)
 
-    The identity (``identity``) and the content (``content_hash``) as a JSON
-    array (so no two different tuples hash alike), sha256, 32 hex digits.
-    """
-    parts = [*identity(po), content_hash(po, document)]
+
+def document_key(document: dict[str, Any]) -> str:
+    """``idempotency_key`` of an order's JSON, as ``to_json`` makes it or as
+    read back from a body sent to the ERP: the identity (``identity``) and
+    the content (``content_hash``) as a JSON array (so no two different tuples
+    hash alike), sha256, 32 hex digits."""
+    parts = [*(document.get(k) for k in _IDENTITY_KEYS), content_hash(document)]
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
 

@@ -561,6 +561,13 @@ class Pipeline:
         work.control_number = known.control_number
         work.rivals = known.rivals
         work.counted = known.counted
+        for order in job.orders:
+            body = known.sent.get(order.idempotency_key)
+            if body is not None and body != order.payload_json and order.status == "pending":
+                # One key, one body: the ERP may hold the order under this key
+                # (its answer lost) and may refuse the key with another body.
+                logger.info("order_sent_as_before", po_number=order.po_number)
+                order.payload_json = body
         return True
 
     def _record_final(

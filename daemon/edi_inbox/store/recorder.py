@@ -32,7 +32,7 @@ from ..jobs import (
     Started,
     StepResult,
 )
-from ..orders import record_key
+from ..orders import document_key, record_key
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import Daemon, Job, JobLog, po_search_key, po_suffixes
@@ -134,6 +134,7 @@ class DatabaseRecorder:
         accepted: dict[str, str] = {}
         reserved: list[int] = []
         rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
+        sent: dict[str, str] = {}  # key -> the body sent under it, unanswered (Started)
         counted: set[str] = set()  # the retried job's, in its total
         taken: list[str] = []  # the retried job's, which never ended: this job's now
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
@@ -144,16 +145,21 @@ class DatabaseRecorder:
             taken.clear()
             reserved.clear()
             rivals.clear()
+            sent.clear()
             if not self.db.is_sqlite:  # in this order in every job: no deadlock
                 for po_number in posting:
                     execute(self.db, "po_lock", po_search_key(po_number))
             if control_numbers:
                 reserved.append(reserve_control_numbers(self.db, control_numbers))
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
-                row = execute(self.db, "accepted_erp_id", key).fetchone()
+                row = execute(self.db, "order_by_key", key).fetchone()
                 if row is None:
                     continue
-                erp_po_id, by, status = row
+                erp_po_id, by, status, body = row
+                if erp_po_id is None:  # a job is posting it, or stopped while it did
+                    if body is not None:
+                        sent[key] = body
+                    continue
                 if by not in (job.job_id, job.retry_of):  # posted since this job's check
                     rivals[key] = by
                     continue
@@ -162,13 +168,15 @@ class DatabaseRecorder:
                     counted.add(key)
                 elif by != job.job_id:
                     taken.append(key)
-            rivals.update(self._in_flight(job, posting))
+            in_flight, first_sent = self._unanswered(job, posting)
+            rivals.update(in_flight)
+            sent.update(first_sent)
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job
             # here, with nothing posted, instead of after the ERP took it. One
             # another job is posting keeps that job's row (one row a key).
             pending = [
-                o
+                replace(o, payload_json=sent[o.idempotency_key]) if o.idempotency_key in sent else o
                 for o in job.orders
                 if o.idempotency_key not in accepted and o.idempotency_key not in rivals
             ]
@@ -201,28 +209,40 @@ class DatabaseRecorder:
             reserved[0] if reserved else None,
             frozenset(rivals.values()),
             frozenset(counted),
+            sent,
         )
 
-    def _in_flight(self, job: JobResult, po_numbers: Iterable[str]) -> dict[str, str]:
-        """Orders of ``job``'s senders with these PO numbers that other running
-        jobs have not had accepted yet: idempotency key -> job id."""
+    def _unanswered(
+        self, job: JobResult, po_numbers: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Orders with these PO numbers that no ERP id answers: those of
+        ``job``'s senders that other running jobs are posting (idempotency
+        key -> job id), and the first body sent under each of ``job``'s keys
+        by a job that ended without an answer (key -> the body). That job's
+        row has a key of its own (``_as_recorded``): the key is the body's."""
         senders = {o.sender for o in job.orders}
-        found = {}
+        keys = {o.idempotency_key for o in job.orders}
+        in_flight: dict[str, str] = {}
+        sent: dict[str, str] = {}
         for po_number in po_numbers:
-            for text, key, job_id in execute(
-                self.db, "in_flight_by_po", po_search_key(po_number), po_number
+            for text, key, job_id, attempts in execute(
+                self.db, "unanswered_by_po", po_search_key(po_number), po_number
             ):
-                if job_id in (job.job_id, job.retry_of):
-                    continue
-                if _sender(json.loads(text) if text else {}) in senders:
-                    found[key] = job_id
-        return found
+                if attempts:
+                    body_key = document_key(json.loads(text)) if text else None
+                    if body_key in keys:
+                        sent.setdefault(body_key, text)
+                elif job_id not in (job.job_id, job.retry_of) and (
+                    _sender(json.loads(text) if text else {}) in senders
+                ):
+                    in_flight[key] = job_id
+        return in_flight, sent
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         po_numbers = {o.po_number for o in job.orders}
 
         def work() -> dict[str, int]:
-            holding = set(self._in_flight(job, po_numbers).values()) & set(rivals)
+            holding = set(self._unanswered(job, po_numbers)[0].values()) & set(rivals)
             return {r: execute(self.db, "pending_count", r).fetchone()[0] for r in holding}
 
         return run_unit(self.db, work, write=False, atomic=False)

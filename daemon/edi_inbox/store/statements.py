@@ -119,22 +119,25 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' ORDER BY o."id"',
         0,
     ),
-    # Orders of running jobs not yet accepted, by PO number: another job's
-    # order in flight (``DatabaseRecorder.job_started`` and ``in_flight``).
-    "in_flight_by_po": (
-        'SELECT o."payload", o."idempotency_key", j."job_id" FROM "orders" o'
+    # Orders without an ERP id, by PO number, oldest first: of running jobs
+    # (attempts 0: another job's order in flight), and those sent to the ERP
+    # by jobs that ended (attempts > 0: the body their key carries for good).
+    # ``DatabaseRecorder.job_started`` and ``in_flight``.
+    "unanswered_by_po": (
+        'SELECT o."payload", o."idempotency_key", j."job_id", o."attempts" FROM "orders" o'
         ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."po_number_folded" = ?'
-        ' AND o."po_number" = ? AND o."status" = \'pending\' AND o."erp_po_id" IS NULL'
-        " AND j.\"status\" = 'running'",
+        ' AND o."po_number" = ? AND o."erp_po_id" IS NULL AND (o."attempts" > 0'
+        ' OR o."status" = \'pending\' AND j."status" = \'running\') ORDER BY o."id"',
         0,
     ),
     # Taken first in a job_started on PostgreSQL, per PO number, so that of two
     # jobs with the same order one sees the other's (SQLite: BEGIN IMMEDIATE).
     "po_lock": ("SELECT pg_advisory_xact_lock(7243002, hashtext(?))", 0),
-    "accepted_erp_id": (
-        'SELECT o."erp_po_id", j."job_id", j."status" FROM "orders" o'
-        ' JOIN "jobs" j ON j."id" = o."job_id"'
-        ' WHERE o."idempotency_key" = ? AND o."erp_po_id" IS NOT NULL',
+    # An order's row by its key: accepted (an ERP id), or not answered yet
+    # (its payload the body a job is sending, or sent before it stopped).
+    "order_by_key": (
+        'SELECT o."erp_po_id", j."job_id", j."status", o."payload" FROM "orders" o'
+        ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."idempotency_key" = ?',
         0,
     ),
     # Whose an order's row is, after an order_accepted: another job's when it
