@@ -173,11 +173,26 @@ def test_status_exits_3_when_no_daemon_runs(env):
     assert doc["running"] is False and doc["daemons"] == []
 
 
-def test_db_commands(env):
-    """db init reports the schema version; reset needs --yes and empties the records."""
+def test_db_commands(env, tmp_path):
+    """db init reports the schema version; reset needs --yes, is refused while
+    a daemon's heartbeat is fresh (it would post again what it posted), and
+    empties the records."""
+    from datetime import UTC, datetime
+
+    from edi_inbox import store
+
     assert "schema version" in run_cli(env, "db", "init").stdout
     run_cli(env, "process", str(GOOD))
     assert run_cli(env, "db", "reset").exit_code == 2
+    url = f"sqlite:///{tmp_path}/state/edi-inbox.db"
+    db = store.open_database(url)  # (the CLI, in this process, binds the models anew)
+    store.heartbeat(db, "d1", host="h1", pid=1, version="1", started_at=datetime.now(UTC))
+    store.close_database(db)
+    refused = run_cli(env, "db", "reset", "--yes")
+    assert refused.exit_code == 1 and "a daemon is running (h1)" in refused.output
+    db = store.open_database(url)
+    store.remove_daemon(db, "d1")
+    store.close_database(db)
     assert run_cli(env, "db", "reset", "--yes").exit_code == 0
     assert json.loads(run_cli(env, "jobs", "list", "--json").stdout) == []
     assert run_cli(env, "db", "migrate").exit_code == 0

@@ -618,6 +618,13 @@ def db_reset(settings: config.Settings, yes: bool) -> None:
     if not yes:
         raise click.UsageError("db reset deletes every job record: add --yes to confirm")
     with _database(settings) as database:
+        running = admin.live_hosts(settings, database)
+        if running:  # it would post again, as new, what it posted before
+            raise click.ClickException(
+                f"a daemon is running ({', '.join(sorted(running))}): stop it first"
+                " (systemctl stop edi-inbox); under a running daemon a reset forgets"
+                " which orders were posted"
+            )
         store.reset(database)
         click.echo(f"reset; schema version {store.schema_version(database)}")
 
