@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from dataclasses import replace
@@ -700,3 +701,16 @@ def test_corpus_line_level_loops():
 def test_corpus_850s_are_judged_by_the_rules(name, index, codes):
     """Real files pass or fail the business rules as a reading of them says they should."""
     assert [p.code for p in rules.validate(corpus_orders(name)[index])] == codes
+
+
+def test_readme_names_every_field_of_the_erps_json():
+    """README's ERP contract lists the body's fields: each top-level and line
+    field ``to_json`` writes is named there (a field added is documented)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    contract = readme[readme.index("The ERP contract:") :][:3000]
+    text = (Path(__file__).parent / "data/corpus/botsplugins__850-004010-01.x12").read_bytes()
+    ts = next(X12Reader(io.BytesIO(text)).transaction_sets())
+    document = from_transaction(ts).to_json()
+    named = set(re.findall(r"`(\w+)(?:\[\])?`", contract))
+    missing = (set(document) | set(document["lines"][0])) - named
+    assert not missing, missing
