@@ -336,6 +336,20 @@ def test_a_restart_does_not_start_the_grace_anew(inbox, inbox_fd, clock):
     assert incomplete["unchanged_seconds"] > GRACE + SETTLE
 
 
+def test_a_read_first_after_a_restart_does_not_start_the_grace_anew(inbox, inbox_fd, clock):
+    """A restarted daemon that first hears of an old upload by someone reading
+    it (a backup's open and close: no change) still dates it by its ctime."""
+    (inbox / "stalled.edi").write_bytes(GOOD[:300])
+    clock.advance(GRACE)  # written before the daemon started
+    tracker = make_tracker(inbox_fd, clock, wall_clock=clock.wall)
+    tracker.event(Event.OPENED, "stalled.edi")
+    tracker.event(Event.CLOSED, "stalled.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}  # it settles from the tracker's first stat
+    clock.advance(SETTLE)
+    assert tickets(tracker)["stalled.edi"].grace_expired
+
+
 def test_an_upload_resumed_after_a_restart_is_held_the_whole_grace(inbox, inbox_fd, clock):
     """A change the tracker sees is dated by the tracker, not by the file's ctime:
     an upload that grows again after a restart is held for the whole grace
