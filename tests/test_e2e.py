@@ -131,6 +131,30 @@ def test_status_tells_an_upload_held_for_its_trailer(tmp_path, erp, daemons):
     assert daemon.terminate(timeout=10) == 0
 
 
+def test_a_restart_fails_at_once_an_upload_stalled_past_the_grace(tmp_path, erp, daemons):
+    """A truncated upload held by a daemon that is then restarted (watchdog,
+    Restart=on-failure, a reload) is failed as truncated as soon as it settles
+    once unchanged for the grace by its ctime, not a whole grace after the
+    restart (a daemon restarted often used to hold it for ever)."""
+    grace = 6.0
+    daemon = daemons(erp.url, incomplete_grace_seconds=grace)
+    daemon.start()
+    path = uids.upload(daemon.inbox / "stalled.edi", make_po(1)[:400])
+    poll_until(lambda: daemon.events("upload_held"), what="the upload held")
+    assert daemon.terminate(timeout=10) == 0
+    changed = path.stat().st_ctime
+    poll_until(lambda: time.time() - changed > grace, timeout=grace + 5, what="past the grace")
+    daemon.start()
+    # Well within the grace of the restart: only settling is left to wait.
+    poll_until(lambda: failed_files(daemon), timeout=grace / 2, what="the upload failed")
+    report = json.loads((daemon.failed / "stalled.edi.error.json").read_text())
+    assert "truncated" in report["error"]
+    [incomplete] = daemon.events("upload_incomplete")
+    assert incomplete["unchanged_seconds"] > grace
+    assert erp.requests == []
+    assert daemon.terminate(timeout=10) == 0
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_mixed_uploads_each_end_where_they_must(tmp_path, erp, daemons, processes):
     """Slow, resumed, aborted, renamed, moved-in, unsafe, empty, bad, odd and duplicate uploads

@@ -8,6 +8,7 @@ import queue
 import random
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -58,9 +59,14 @@ class Clock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self._wall_offset = time.time() - self.now
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        """The wall clock (what a file's ctime is read against), moved with this one."""
+        return self.now + self._wall_offset
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
@@ -85,14 +91,14 @@ def clock():
     return Clock()
 
 
-def make_tracker(inbox_fd, clock, **overrides) -> Tracker:
+def make_tracker(inbox_fd, clock, wall_clock=time.time, **overrides) -> Tracker:
     values = {
         "settle_seconds": SETTLE,
         "incomplete_grace_seconds": GRACE,
         "max_file_bytes": 1 << 20,
         **overrides,
     }
-    return Tracker(inbox_fd, DaemonSettings(**values), clock)
+    return Tracker(inbox_fd, DaemonSettings(**values), clock, wall_clock=wall_clock)
 
 
 def tickets(tracker: Tracker) -> dict[str, object]:
@@ -307,6 +313,75 @@ def test_resumed_upload_within_grace_processed_once(inbox, inbox_fd, clock):
     ticket = tickets(tracker)["resumed.edi"]
     assert ticket.verdict is Verdict.PROCESS and not ticket.grace_expired
     assert ticket.fingerprint.size == len(GOOD)
+
+
+def test_a_restart_does_not_start_the_grace_anew(inbox, inbox_fd, clock):
+    """The grace counts from the upload's own last change (its ctime), not from
+    when a restarted daemon first looks: a truncated file already unchanged for
+    the grace is handed on (to fail as truncated) as soon as it settles."""
+    (inbox / "stalled.edi").write_bytes(GOOD[:300])
+    before = make_tracker(inbox_fd, clock, wall_clock=clock.wall)
+    before.look("stalled.edi")
+    clock.advance(SETTLE)
+    assert tickets(before) == {}  # held
+    clock.advance(GRACE)  # the daemon is restarted meanwhile
+    after = make_tracker(inbox_fd, clock, wall_clock=clock.wall)
+    after.look("stalled.edi")
+    assert tickets(after) == {}  # it settles first
+    clock.advance(SETTLE)
+    with capture_logs() as logs:
+        ticket = tickets(after)["stalled.edi"]
+    assert ticket.verdict is Verdict.PROCESS and ticket.grace_expired
+    [incomplete] = [e for e in logs if e["event"] == "upload_incomplete"]
+    assert incomplete["unchanged_seconds"] > GRACE + SETTLE
+
+
+def test_a_read_first_after_a_restart_does_not_start_the_grace_anew(inbox, inbox_fd, clock):
+    """A restarted daemon that first hears of an old upload by someone reading
+    it (a backup's open and close: no change) still dates it by its ctime."""
+    (inbox / "stalled.edi").write_bytes(GOOD[:300])
+    clock.advance(GRACE)  # written before the daemon started
+    tracker = make_tracker(inbox_fd, clock, wall_clock=clock.wall)
+    tracker.event(Event.OPENED, "stalled.edi")
+    tracker.event(Event.CLOSED, "stalled.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}  # it settles from the tracker's first stat
+    clock.advance(SETTLE)
+    assert tickets(tracker)["stalled.edi"].grace_expired
+
+
+def test_an_upload_resumed_after_a_restart_is_held_the_whole_grace(inbox, inbox_fd, clock):
+    """A change the tracker sees is dated by the tracker, not by the file's ctime:
+    an upload that grows again after a restart is held for the whole grace
+    after that change (here its ctime, real time, reads GRACE behind the wall
+    clock, as on a share whose server's clock is behind)."""
+    path = inbox / "stalled.edi"
+    path.write_bytes(GOOD[:300])
+    clock.advance(GRACE)  # written before the daemon started
+    tracker = make_tracker(inbox_fd, clock, wall_clock=clock.wall)
+    tracker.look("stalled.edi")
+    with open(path, "ab") as fh:  # resumed; no event (polling): found by stat
+        fh.write(GOOD[300:400])
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}  # changed: it settles anew
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}  # held
+    clock.advance(GRACE - SETTLE - 0.01)
+    assert tickets(tracker) == {}
+    clock.advance(0.01)
+    assert tickets(tracker)["stalled.edi"].grace_expired
+
+
+def test_a_ctime_in_the_future_holds_no_longer_than_the_grace(inbox, inbox_fd, clock):
+    """A ctime ahead of the daemon's wall clock (a share's server ahead) dates
+    nothing: the upload is held for the grace from the tracker's first look."""
+    (inbox / "stalled.edi").write_bytes(GOOD[:300])
+    tracker = make_tracker(inbox_fd, clock, wall_clock=lambda: clock.wall() - 3600)
+    tracker.look("stalled.edi")
+    clock.advance(GRACE - 0.01)
+    assert tickets(tracker) == {}
+    clock.advance(0.01)
+    assert tickets(tracker)["stalled.edi"].grace_expired
 
 
 def test_non_x12_not_held(inbox, inbox_fd, clock):

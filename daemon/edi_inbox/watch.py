@@ -10,7 +10,9 @@ which decides per name when a file is ready:
 * its size, mtime, inode and link count have not changed for ``settle_seconds``;
 * it ends with an X12 trailer (IEA), or it has been unchanged for
   ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
-  does not start like an interchange at all (waiting would not help).
+  does not start like an interchange at all (waiting would not help). That
+  wait counts from the file's own last change (its ctime) when the file was
+  already there before the daemon looked, so a restart does not start it anew.
 
 Anything that is not a regular file with one link, or is empty or over
 ``max_file_bytes``, is refused without being read. Files are only ever opened
@@ -29,6 +31,7 @@ import itertools
 import os
 import queue
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -447,6 +450,10 @@ WINDOW = 2048
 class _Entry:
     name: str
     stable_since: float
+    # When the file last changed by its ctime, as of the daemon's first look
+    # (it may have sat unchanged through a restart); None once the daemon
+    # dates its changes itself (an event, a change seen).
+    changed_before: float | None = None
     state: _State = _State.PENDING
     fp: Fingerprint | None = None
     last_event: float | None = None
@@ -478,6 +485,7 @@ class Tracker:
     settings: DaemonSettings
     clock: Callable[[], float]
     peek: Callable[[int, str, int], tuple[bytes, bytes]] = peek
+    wall_clock: Callable[[], float] = time.time  # what a file's ctime is measured against
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -517,6 +525,7 @@ class Tracker:
             entry = self._entries[name] = _Entry(name, stable_since=now, opens=entry.opens)
         entry.last_event = now
         entry.stable_since = now
+        entry.changed_before = None
         if entry.state is _State.REPORTED:
             self._schedule(entry, now)
         else:
@@ -531,7 +540,9 @@ class Tracker:
         except OSError:
             return  # gone already, or the next event or scan will tell
         now = self.clock()
-        entry = self._entries[name] = _Entry(name, stable_since=now, fp=Fingerprint.of(st))
+        entry = self._entries[name] = _Entry(
+            name, stable_since=now, changed_before=self._changed(st, now), fp=Fingerprint.of(st)
+        )
         entry.checked_at = now
         regular = stat.S_ISREG(st.st_mode)
         self._schedule(entry, now + self.settings.settle_seconds if regular else now)
@@ -685,6 +696,11 @@ class Tracker:
             )
             if not explained:
                 entry.stable_since = now
+            # A file's ctime dates only what happened before the daemon first
+            # looked at it; a change seen since (or told by an event) is dated
+            # by the daemon, whatever the clock of a share's server says.
+            first_look = entry.fp is None and not explained
+            entry.changed_before = self._changed(st, now) if first_look else None
             if entry.state is _State.REPORTED and entry.fp and entry.fp.ino != fp.ino:
                 entry.state = _State.PENDING  # a new object under a reported name
             entry.fp = fp
@@ -738,11 +754,14 @@ class Tracker:
 
         if trailer_present(tail) or not may_be_x12(head):
             return self._ticket(entry, Verdict.PROCESS)
-        if now - entry.stable_since >= grace:
+        unchanged_since = entry.stable_since
+        if entry.changed_before is not None:
+            unchanged_since = min(unchanged_since, entry.changed_before)
+        if now - unchanged_since >= grace:
             logger.warning(
                 "upload_incomplete",
                 file=display_name(entry.name),
-                unchanged_seconds=round(now - entry.stable_since, 3),
+                unchanged_seconds=round(now - unchanged_since, 3),
             )
             return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
         if not entry.held:
@@ -754,8 +773,16 @@ class Tracker:
                 reason="no X12 trailer (IEA) yet",
                 grace_seconds=grace,
             )
-        self._schedule(entry, entry.stable_since + grace)
+        self._schedule(entry, unchanged_since + grace)
         return None
+
+    def _changed(self, st: os.stat_result, now: float) -> float:
+        """When the file last changed by its ctime (a rename into the inbox, a
+        write, a chmod all set it; clients often preserve mtime), on the
+        tracker's clock (monotonic, not the wall clock). A ctime in the future
+        (a share's server ahead) is later than the daemon's own first look,
+        which then dates the wait."""
+        return now - (self.wall_clock() - st.st_ctime)
 
     def _trouble(self, entry: _Entry, now: float, exc: OSError) -> Ticket | None:
         """A file that cannot be looked at: logged once, looked at again with
