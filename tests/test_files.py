@@ -4,6 +4,7 @@ on partners' files: run as the daemon's user on files a partner owns."""
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -148,6 +149,19 @@ def test_write_new_never_replaces_and_leaves_no_temporary_file(tmp_path):
     assert (first.name, second.name) == ("ack.997", "ack.1.997")
     assert names(tmp_path) == ["ack.1.997", "ack.997"]
     assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
+
+
+def test_write_new_modes_the_file_whatever_the_umask(tmp_path):
+    """``mode`` (a partner's outbox: 0640) holds under a umask that would
+    take the group's read away, and the file has it before its name."""
+    old = os.umask(0o077)
+    try:
+        moded = files.write_new(tmp_path, "ack.997", b"one", mode=0o640)
+        plain = files.write_new(tmp_path, "ack.999", b"two")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(moded.stat().st_mode) == 0o640
+    assert stat.S_IMODE(plain.stat().st_mode) == 0o600
 
 
 @pytest.mark.parametrize(

@@ -184,11 +184,14 @@ def _copy_new(src: Path, target: Path) -> None:
         os.close(fd_in)
 
 
-def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool) -> None:
-    """Write ``chunks`` into a new file at ``path`` (never an existing one);
-    on any error the partial file is removed."""
+def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | None = None) -> None:
+    """Write ``chunks`` into a new file at ``path`` (never an existing one),
+    moded ``mode`` whatever the umask if given (on the open file: never by a
+    name someone could swap); on any error the partial file is removed."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
@@ -203,14 +206,21 @@ def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool) -> None:
 
 
 def write_new(
-    directory: Path, name: str, data: bytes, *, fsync: bool = True, suffix: bool = True
+    directory: Path,
+    name: str,
+    data: bytes,
+    *,
+    fsync: bool = True,
+    suffix: bool = True,
+    mode: int | None = None,
 ) -> Path:
     """Write ``data`` atomically as a new file in ``directory``; a taken name
     gets a suffix (``suffix=False``: ``FileExistsError``). Readers never see
     a half-written file: the bytes go to a hidden temporary name first and
-    are renamed into place when complete."""
+    are renamed into place when complete. ``mode``: the file's mode whatever
+    the umask (a partner's outbox: 0640), set before it has its name."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
-    _create(tmp, [data], fsync=fsync)
+    _create(tmp, [data], fsync=fsync, mode=mode)
     try:
         if not suffix:
             move_to(tmp, directory / name)

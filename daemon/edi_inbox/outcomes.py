@@ -204,7 +204,7 @@ class Mover:
             return
         try:
             outbox.mkdir(parents=True, exist_ok=True)
-            os.chmod(files.write_new(outbox, name, data), 0o640)
+            files.write_new(outbox, name, data, mode=0o640)
         except OSError as exc:
             logger.warning("outbox_report_not_written", outbox=str(outbox), error=os_message(exc))
 

@@ -1317,12 +1317,9 @@ def _make_folder(directory: Path) -> None:
 
 def _write_ack(directory: Path, name: str, data: bytes, mode: int | None) -> str:
     """Write one acknowledgement atomically (write_new: a hidden temporary
-    name, then a rename); in a partner's outbox, chmod it to 0640 whatever the
+    name, then a rename); in a partner's outbox moded 0640 whatever the
     umask, so the partner's account (in the file's group) can read it."""
-    path = write_new(directory, safe_name(name), data)
-    if mode is not None:
-        os.chmod(path, mode)
-    return path.name
+    return write_new(directory, safe_name(name), data, mode=mode).name
 
 
 def _set_report(
