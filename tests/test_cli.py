@@ -109,6 +109,19 @@ def test_process_records_the_job_for_jobs_show(env):
     assert human.exit_code == 0 and "08292233294" in human.stdout and "post_to_erp" in human.stdout
 
 
+def test_jobs_show_says_why_a_step_was_skipped_and_how_often_an_order_was_posted(env):
+    """Plain ``jobs show``: a step skipped after a failure says why (NOTE),
+    an order how many POSTs it took (POSTS), as ``--json`` holds them."""
+    done = json.loads(run_cli(env, "process", "--json", str(GOOD)).stdout)
+    run_cli(env, "process", str(GOOD))  # a duplicate: its later steps are skipped
+    jobs = json.loads(run_cli(env, "jobs", "list", "--json").stdout)
+    (again,) = [j for j in jobs if j["job_id"] != done["job_id"]]
+    human = run_cli(env, "jobs", "show", again["job_id"]).stdout
+    assert "NOTE" in human and f"skipped: duplicate of job {done['job_id']}" in human, human
+    first = run_cli(env, "jobs", "show", done["job_id"]).stdout
+    assert "POSTS" in first, first
+
+
 def test_same_file_twice_is_a_duplicate(env):
     """The same bytes processed again are recorded as a duplicate, exit 0."""
     run_cli(env, "process", str(GOOD))

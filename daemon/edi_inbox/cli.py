@@ -156,9 +156,22 @@ JOB_COLUMNS = [
 ]
 
 STEP_COLUMNS = [("step_name", "STEP"), ("status", "STATUS"), ("attempts", "ATTEMPTS"),
-                ("error", "ERROR")]  # fmt: skip
+                ("error", "ERROR"), ("note", "NOTE")]  # fmt: skip
 ORDER_COLUMNS = [("po_number", "PO"), ("line_count", "LINES"), ("total_amount", "TOTAL"),
-                 ("status", "STATUS"), ("erp_po_id", "ERP ID"), ("error", "ERROR")]  # fmt: skip
+                 ("status", "STATUS"), ("attempts", "POSTS"), ("erp_po_id", "ERP ID"),
+                 ("error", "ERROR")]  # fmt: skip
+
+
+def _step_note(step: dict[str, Any]) -> str | None:
+    """What a step's data says beside its status: a 997 written late, why it
+    was skipped (``--json`` has the whole ``data``)."""
+    data = step.get("data") or {}
+    if data.get("written_late"):
+        return f"written late, {str(data['written_late'])[:19]}"
+    skipped = data.get("skipped")
+    return f"skipped: {skipped}" if skipped else None
+
+
 LOG_COLUMNS = [("timestamp", "TIME"), ("level", "LEVEL"), ("message", "EVENT")]
 
 
@@ -426,7 +439,7 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
         if doc.get(key) is not None:
             click.echo(f"{key.replace('_', ' '):<18} {shown(doc[key])}")
     click.echo("\nsteps:")
-    click.echo(_table(doc["steps"], STEP_COLUMNS))
+    click.echo(_table([{**s, "note": _step_note(s)} for s in doc["steps"]], STEP_COLUMNS))
     if doc["orders"]:
         click.echo("\norders:")
         click.echo(_table(doc["orders"], ORDER_COLUMNS))
