@@ -16,6 +16,7 @@ import threading
 import urllib.request
 from collections import Counter, defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from daemons import Daemon, Erp, daemons
@@ -597,6 +598,22 @@ def test_an_order_twice_in_a_resend_while_the_first_is_at_the_erp(tmp_path, ledg
 # -- 8. SIGKILL while a finished job's file waits for done/ --------------------------
 
 
+def killed_while_filing(daemon: Daemon, folder: Path, data: bytes, status: str) -> None:
+    """a.edi (``data``) uploaded while ``folder`` (done/ or failed/) will not
+    take files (immutable: a full or broken folder); once its job is
+    recorded ``status`` (its 997 out) and the file still claimed, SIGKILL;
+    the folder repaired; the daemon started again."""
+    daemon.start()
+    with immutable(folder):
+        uids.upload(daemon.inbox / "a.edi", data)
+        poll_until(
+            lambda: [j["status"] for j in daemon.jobs()] == [status], what="a's job recorded"
+        )
+        assert claimed(daemon.processing) and daemon.listing(folder) == []
+        daemon.kill()
+    daemon.start()
+
+
 def test_sigkill_while_a_recorded_job_waits_to_be_filed_sends_no_second_997(
     tmp_path, ledger, daemons
 ):
@@ -612,16 +629,7 @@ def test_sigkill_while_a_recorded_job_waits_to_be_filed_sends_no_second_997(
     successful jobs (succeeded 1, duplicate 1) for one upload. Nothing was
     posted twice."""
     daemon = daemons(ledger.url, workers=2)
-    daemon.start()
-    with immutable(daemon.done):
-        uids.upload(daemon.inbox / "a.edi", order(8201, 1))
-        poll_until(
-            lambda: [j["status"] for j in daemon.jobs()] == ["succeeded"],
-            what="a's job recorded",
-        )
-        assert claimed(daemon.processing) and daemon.listing(daemon.done) == []
-        daemon.kill()
-    daemon.start()
+    killed_while_filing(daemon, daemon.done, order(8201, 1), "succeeded")
     settled(daemon, 1)
     rows = jobs_by_file(daemon)["a.edi"]
     acks = sorted(p.name for p in (daemon.root / "acks").iterdir() if not p.name.startswith("."))
@@ -632,4 +640,29 @@ def test_sigkill_while_a_recorded_job_waits_to_be_filed_sends_no_second_997(
     assert daemon.listing(daemon.done) == ["a.edi"]
     kinds = Counter(a.rsplit(".", 1)[1] for a in acks)
     assert kinds == {"997": 1, "TA1": 1} and stats["successful_jobs"] == 1, said
+    assert daemon.terminate(15) == 0
+
+
+def test_sigkill_while_a_failed_job_waits_to_be_filed_sends_no_second_997(
+    tmp_path, ledger, daemons
+):
+    """As above for a file whose order the rules reject (quantity 0): its
+    job recorded failed, its 997 (AK5 R) and TA1 out, failed/ will not take
+    the file. SIGKILL; failed/ repaired; restart. The file is filed into
+    failed/ with its report rebuilt from the record (the order, rejected, and
+    why), one 997 and one TA1, one failed job. Was left open (round 7): a
+    failed or partial job's file ran again, a second 997 and two failed jobs."""
+    daemon = daemons(ledger.url, workers=2)
+    killed_while_filing(daemon, daemon.failed, order(8301, 0), "failed")
+    poll_until(lambda: "a.edi" in daemon.listing(daemon.failed), what="a.edi filed")
+    (job,) = daemon.jobs()
+    report = json.loads((daemon.failed / "a.edi.error.json").read_text())
+    assert report["job_id"] == job["job_id"] and report["status"] == "failed", report
+    (said,) = report["orders"]
+    assert (said["po_number"], said["status"]) == (po(8301), "rejected"), said
+    assert "quantity" in said["reason"] and said["control_number"], said
+    acks = sorted(p.name for p in (daemon.root / "acks").iterdir() if not p.name.startswith("."))
+    assert Counter(a.rsplit(".", 1)[1] for a in acks) == {"997": 1, "TA1": 1}, acks
+    assert cli_json(daemon, "stats")["failed_jobs"] == 1
+    assert ledger.arrived.get(po(8301), 0) == 0
     assert daemon.terminate(15) == 0

@@ -361,6 +361,9 @@ class Recorder(Protocol):
         """The final status, file sha256 and file path recorded for ``job_id``;
         None while it runs, or when there is no such job."""
 
+    def recorded(self, job_id: str) -> JobResult | None:
+        """The job as recorded (steps, orders, error), or None."""
+
     def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
         """Record the ERP id at once, before anything else can go wrong.
         Returns the job and ERP id of another job that had the order
@@ -451,6 +454,9 @@ class NullRecorder:
 
     def ended(self, job_id: str) -> tuple[str, str | None, str | None] | None:
         return None  # nothing is kept across a crash: a claim resumed runs again
+
+    def recorded(self, job_id: str) -> JobResult | None:
+        return None
 
     def interchange_seen(self, job: JobResult) -> str | None:
         return None

@@ -64,6 +64,30 @@ def error_report(result: JobResult, file: str, inbox: Path | None = None) -> dic
     }
 
 
+def recorded_sets(job: JobResult) -> list[dict[str, Any]]:
+    """``job.sets`` of a job read back from its record (``error_report``'s
+    "orders"), rebuilt from its orders: for a job filed after a restart. A
+    set that never became an order is not on record (the job's error says
+    why)."""
+    sets = []
+    for order in job.orders:
+        fields = order.fields()
+        posted = order.status in ("posted", "duplicate")
+        sets.append(
+            {
+                "interchange_control_number": fields.get("interchange_control_number"),
+                "group_control_number": fields.get("group_control_number"),
+                "transaction_set": "850",
+                "control_number": fields.get("set_control_number"),
+                "po_number": order.po_number,
+                "status": order.status,
+                "erp_po_id": order.erp_po_id,
+                "reason": None if posted else order.error,
+            }
+        )
+    return sets
+
+
 def _report_job(path: Path) -> str | None:
     """The job id an ``error.json`` names, its first key (None: none there,
     or not one of ours)."""

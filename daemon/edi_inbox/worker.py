@@ -44,7 +44,7 @@ from .claims import Claims, new_job_id, os_message
 from .config import Settings
 from .errors import ClaimLost, FileChanged, NotRecorded
 from .jobs import JobResult, JobStatus
-from .outcomes import Mover, PendingMove
+from .outcomes import Mover, PendingMove, recorded_sets
 from .watch import Fingerprint, Refused, Ticket, Verdict, read_all, safe_open
 
 logger = structlog.get_logger("edi_inbox.worker")
@@ -413,25 +413,32 @@ class Worker:
                 self.inflight.pop(job.job_id, None)
 
     def _ended(self, job_id: str, name: str, data: bytes) -> JobResult | None:
-        """The record of ``job_id`` if it ended for a file that goes to done/
-        (succeeded, duplicate) with these very bytes: a crash came between
-        its record and the move, its 997 went out. The file is filed, not run
-        again (which would answer the partner twice). A failed or partial
-        job's file runs again (its report is built by a run)."""
+        """The record of ``job_id`` if it ended for these very bytes: a crash
+        came between its record and the move, its 997 went out. The file is
+        filed, not run again (which would answer the partner twice): into
+        done/, or into failed/ with a report rebuilt from the record (a
+        failed or partial job's)."""
+        recorder = self.pipeline.recorder
         try:
-            record = self.pipeline.recorder.ended(job_id)
+            record = recorder.ended(job_id)
+            if record is None or record[1] != hashlib.sha256(data).hexdigest():
+                return None
+            status, _, path = record
+            if status in (JobStatus.SUCCEEDED, JobStatus.DUPLICATE):
+                shown = files.display_name(name)
+                job = JobResult(job_id, shown, JobStatus(status), file_path=path, host=self.host)
+            elif status in (JobStatus.FAILED, JobStatus.PARTIAL):
+                job = recorder.recorded(job_id)
+                if job is None:
+                    return None
+                job.sets = recorded_sets(job)
+            else:  # interrupted: it runs again
+                return None
         except Exception as exc:  # no record to go by: run it (a record it needs too)
             logger.warning("job_lookup_failed", job_id=job_id, error=repr(exc))
             return None
-        if record is None:
-            return None
-        status, sha, path = record
-        done = status in (JobStatus.SUCCEEDED, JobStatus.DUPLICATE)
-        if not done or sha != hashlib.sha256(data).hexdigest():
-            return None
         logger.info("resumed_job_had_ended", file=files.display_name(name), job_id=job_id)
-        shown = files.display_name(name)
-        return JobResult(job_id, shown, JobStatus(status), file_path=path, host=self.host)
+        return job
 
     def _finish(self, flight: InFlight, result: JobResult) -> Outcome:
         """Move the file to done/ or failed/; when the move fails it stays claimed (pending)."""

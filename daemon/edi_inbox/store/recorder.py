@@ -256,6 +256,11 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
+    def recorded(self, job_id: str) -> JobResult | None:
+        from ..queries import load_job  # the read side, built on the store
+
+        return load_job(self.db, job_id)
+
     def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
         now = utcnow()
         key = order.idempotency_key
