@@ -75,128 +75,144 @@ def set_erp(daemon: Daemon, **values: object) -> None:
 # -- 2. an ERP that misbehaves on the wire ---------------------------------------
 
 
+class RawHandler(http.server.BaseHTTPRequestHandler):
+    """A ``RawErp``'s requests: each answered as the order's plan says
+    (``answer_<behaviour>``); a subclass adds behaviours."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: RawServer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        erp = self.server.erp
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        key = self.headers.get("Idempotency-Key", "")
+        number = json.loads(body)["po_number"]
+        with erp.lock:
+            steps = erp.plan.get(number, [])
+            what = steps.pop(0) if steps else "ok"
+            first = erp.bodies.setdefault(key, body)
+            if erp.fingerprint and first != body:
+                what = "reused"
+            erp.requests.append(
+                {
+                    "key": key,
+                    "po": number,
+                    "what": what,
+                    "at": time.monotonic(),
+                    "port": self.client_address[1],
+                    "body": body,
+                }
+            )
+        with contextlib.suppress(OSError):
+            getattr(self, "answer_" + what)(key)
+
+    def send(self, code: int, body: bytes, **headers: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def answer_reused(self, key: str) -> None:
+        self.send(422, b'{"error": "Idempotency-Key reused with a different payload"}')
+
+    def answer_ok(self, key: str) -> None:
+        self.send(201, json.dumps({"id": f"ERP-{key[:12]}"}).encode())
+
+    def answer_e500(self, key: str) -> None:
+        self.send(500, b'{"error": "database deadlock"}')
+
+    def answer_e429(self, key: str) -> None:
+        self.send(429, b'{"error": "slow down"}', Retry_After="1")
+
+    def answer_slow(self, key: str) -> None:
+        self.server.erp.stop.wait(2.5)  # beyond the read timeout (1 s); it still takes it
+        self.answer_ok(key)
+
+    def answer_e429long(self, key: str) -> None:
+        self.send(429, b'{"error": "come back in a minute"}', Retry_After="60")
+
+    def answer_busy(self, key: str) -> None:
+        """The first post of the key is still being processed: 409, as the
+        IETF Idempotency-Key draft has a server answer a concurrent retry."""
+        self.send(409, b'{"error": "a request with this Idempotency-Key is in progress"}')
+
+    def answer_slowish(self, key: str) -> None:
+        self.server.erp.stop.wait(1.6)  # beyond the read timeout (1 s), then it takes it
+        self.answer_ok(key)
+
+    def answer_reset(self, key: str) -> None:
+        self.wfile.write(b"HTTP/1.1 201 Created\r\nContent-Le")
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def answer_badjson(self, key: str) -> None:
+        self.send(201, b"<html>Created</html>", Content_Type="text/html")
+
+    def answer_redirect(self, key: str) -> None:
+        self.send(307, b"", Location="http://erp-new.example/orders?token=hunter2-secret")
+
+    def answer_huge(self, key: str) -> None:
+        """201 and the id, padded to 100 MB."""
+        pad = b" " * 100_000_000
+        head = json.dumps({"id": f"ERP-{key[:12]}"}).encode()
+        self.send(201, head[:-1] + b', "pad": "' + pad + b'"}')
+
+    def answer_trickle(self, key: str) -> None:
+        """201 and the id, then a body that never ends (a byte every 0.2 s)."""
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.write(b"1\r\n{\r\n")
+        self.wfile.flush()
+        while not self.server.erp.stop.wait(0.2):
+            self.wfile.write(b"1\r\n \r\n")
+            self.wfile.flush()
+        self.close_connection = True
+
+
+class RawServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    erp: RawErp
+
+
 class RawErp:
     """An ERP on a raw ``http.server``: what it answers depends on the order's
     PO number (``plan[po]``: one behaviour per attempt, then ``ok``). Records
-    (key, po, behaviour, monotonic time) per request."""
+    each request (key, po, behaviour, monotonic time, client port, body)."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: type[RawHandler] = RawHandler) -> None:
         self.plan: dict[str, list[str]] = {}
-        self.requests: list[tuple[str, str, str, float]] = []
+        self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
         # IETF Idempotency-Key draft: a key reused with another payload is a 422
         self.fingerprint = False
         self.bodies: dict[str, bytes] = {}  # key -> the body of its first post
-        erp = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                order = json.loads(body)
-                key = self.headers.get("Idempotency-Key", "")
-                number = order["po_number"]
-                with erp.lock:
-                    steps = erp.plan.get(number, [])
-                    what = steps.pop(0) if steps else "ok"
-                    first = erp.bodies.setdefault(key, body)
-                    if erp.fingerprint and first != body:
-                        what = "reused"
-                    erp.requests.append((key, number, what, time.monotonic()))
-                getattr(self, "answer_" + what)(key)
-
-            def answer_reused(self, key: str) -> None:
-                self.send(422, b'{"error": "Idempotency-Key reused with a different payload"}')
-
-            def send(self, code: int, body: bytes, **headers: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers.items():
-                    self.send_header(name.replace("_", "-"), value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def answer_ok(self, key: str) -> None:
-                self.send(201, json.dumps({"id": f"ERP-{key[:12]}"}).encode())
-
-            def answer_e500(self, key: str) -> None:
-                self.send(500, b'{"error": "database deadlock"}')
-
-            def answer_e429(self, key: str) -> None:
-                self.send(429, b'{"error": "slow down"}', Retry_After="1")
-
-            def answer_slow(self, key: str) -> None:
-                erp.stop.wait(2.5)  # beyond the read timeout (1 s); it still takes the order
-                with contextlib.suppress(OSError):
-                    self.answer_ok(key)
-
-            def answer_e429long(self, key: str) -> None:
-                self.send(429, b'{"error": "come back in a minute"}', Retry_After="60")
-
-            def answer_busy(self, key: str) -> None:
-                """The first post of the key is still being processed: 409, as the
-                IETF Idempotency-Key draft has a server answer a concurrent retry."""
-                self.send(409, b'{"error": "a request with this Idempotency-Key is in progress"}')
-
-            def answer_slowish(self, key: str) -> None:
-                erp.stop.wait(1.6)  # beyond the read timeout (1 s), then it takes the order
-                with contextlib.suppress(OSError):
-                    self.answer_ok(key)
-
-            def answer_reset(self, key: str) -> None:
-                self.wfile.write(b"HTTP/1.1 201 Created\r\nContent-Le")
-                self.wfile.flush()
-                self.connection.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-                self.connection.close()
-                self.close_connection = True
-
-            def answer_badjson(self, key: str) -> None:
-                self.send(201, b"<html>Created</html>", Content_Type="text/html")
-
-            def answer_redirect(self, key: str) -> None:
-                self.send(307, b"", Location="http://erp-new.example/orders?token=hunter2-secret")
-
-            def answer_huge(self, key: str) -> None:
-                """201 and the id, padded to 100 MB."""
-                pad = b" " * 100_000_000
-                head = json.dumps({"id": f"ERP-{key[:12]}"}).encode()
-                self.send(201, head[:-1] + b', "pad": "' + pad + b'"}')
-
-            def answer_trickle(self, key: str) -> None:
-                """201 and the id, then a body that never ends (a byte every 0.2 s)."""
-                self.send_response(201)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Transfer-Encoding", "chunked")
-                self.end_headers()
-                self.wfile.write(b"1\r\n{\r\n")
-                self.wfile.flush()
-                with contextlib.suppress(OSError):
-                    while not erp.stop.wait(0.2):
-                        self.wfile.write(b"1\r\n \r\n")
-                        self.wfile.flush()
-                self.close_connection = True
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = RawServer(("127.0.0.1", 0), handler)
+        self.server.erp = self
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/orders"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def keys(self, number: str) -> list[str]:
+    def of(self, number: str) -> list[dict]:
+        """The requests for PO ``number``, in order."""
         with self.lock:
-            return [k for k, p, _, _ in self.requests if p == number]
+            return [r for r in self.requests if r["po"] == number]
+
+    def keys(self, number: str) -> list[str]:
+        return [r["key"] for r in self.of(number)]
 
     def times(self, number: str) -> list[float]:
-        with self.lock:
-            return [t for _, p, _, t in self.requests if p == number]
+        return [r["at"] for r in self.of(number)]
 
     def close(self) -> None:
         self.stop.set()
@@ -337,7 +353,7 @@ def test_one_idempotency_key_always_carries_one_body(tmp_path, raw_erp, daemons)
     settled(daemon, 2, timeout=20)
     (key,) = set(raw_erp.keys(po(9108)))  # one order, one key
     with raw_erp.lock:
-        kinds = [what for k, _, what, _ in raw_erp.requests if k == key]
+        kinds = [r["what"] for r in raw_erp.requests if r["key"] == key]
     assert "reused" not in kinds, kinds
     assert daemon.listing(daemon.done) == ["resent.edi"]
 

@@ -384,6 +384,21 @@ def test_a_ctime_in_the_future_holds_no_longer_than_the_grace(inbox, inbox_fd, c
     assert tickets(tracker)["stalled.edi"].grace_expired
 
 
+@pytest.mark.parametrize("padding", [b"\0" * 5000, b"\r\n" * 2500, b" " * 9000 + b"\x1a"])
+def test_a_complete_file_padded_past_the_tail_is_not_held(inbox, inbox_fd, clock, padding):
+    """A complete file with kilobytes of padding after its IEA (a block-padded
+    transfer: NULs, line breaks, blanks, Ctrl-Z) is handed on once settled,
+    not held for a trailer the last 4 KiB do not show. Found by outsider
+    round 10: it waited the whole grace."""
+    tracker = make_tracker(inbox_fd, clock)
+    (inbox / "padded.edi").write_bytes(GOOD + padding)
+    tracker.event(Event.CHANGED, "padded.edi")
+    clock.advance(SETTLE)
+    ticket = tickets(tracker)["padded.edi"]
+    assert ticket.verdict is Verdict.PROCESS and not ticket.grace_expired
+    assert tracker.counts()["held"] == 0
+
+
 def test_non_x12_not_held(inbox, inbox_fd, clock):
     """A file that does not start like an interchange is handed on at once: waiting cannot help."""
     tracker = make_tracker(inbox_fd, clock)

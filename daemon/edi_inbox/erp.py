@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import json
 import math
 import random
@@ -209,6 +210,7 @@ class HttpErp(_Sink):
                 connect=settings.connect_timeout_seconds, read=settings.read_timeout_seconds
             ),
         )
+        self._pool.ConnectionCls = _TlsConnection if url.scheme == "https" else _Connection
 
     def deliver(
         self,
@@ -526,6 +528,29 @@ class OutboxErp(_Sink):
 
     def close(self) -> None:
         """Nothing to release; here so both sinks are used alike."""
+
+
+class _FinalAnswer(http.client.HTTPResponse):
+    """The ERP's final answer, past any interim ones. http.client skips a
+    ``100 Continue`` only; RFC 9110 (15.2) lets any number of 1xx come first:
+    a ``103 Early Hints`` (from the ERP or a proxy before it) was taken for
+    the answer, and the 201 after it left on the connection for the next
+    order to read as its own."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        while True:
+            version, status, reason = super()._read_status()  # type: ignore[misc]
+            if not 102 <= status < 200:  # 100: begin() skips it; 101: never asked for
+                return version, status, reason
+            http.client._read_headers(self.fp)  # type: ignore[attr-defined]
+
+
+class _Connection(urllib3.connection.HTTPConnection):
+    response_class = _FinalAnswer
+
+
+class _TlsConnection(urllib3.connection.HTTPSConnection):
+    response_class = _FinalAnswer
 
 
 def longest_delivery(s: config.ErpSettings) -> float:

@@ -169,14 +169,35 @@ def read_all(fd: int, size: int) -> bytes:
 
 
 def peek(dir_fd: int, name: str, max_bytes: int) -> tuple[bytes, bytes]:
-    """The first and last ``TAIL_BYTES`` of a file, opened safely."""
+    """The first ``TAIL_BYTES`` of a file, opened safely, and the last ones
+    before any padding after them (``_content_end``)."""
     fd, st = safe_open(dir_fd, name, max_bytes)
     try:
         head = os.pread(fd, TAIL_BYTES, 0)
-        tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
+        end = _content_end(fd, st.st_size)
+        tail = os.pread(fd, TAIL_BYTES, max(0, end - TAIL_BYTES))
     finally:
         os.close(fd)
     return head, tail
+
+
+# What may follow an IEA (``x12.trailer_present``): whitespace, NULs, Ctrl-Z.
+_PADDING = b" \t\r\n\x00\x1a\x85"
+PADDING_SCAN_BYTES = 1 << 20  # trailing padding looked past, at most
+
+
+def _content_end(fd: int, size: int) -> int:
+    """Where the file's bytes end before trailing padding (a block-padded
+    transfer may add kilobytes of NULs or blanks after the IEA), looking back
+    at most ``PADDING_SCAN_BYTES``."""
+    end = size
+    while end > 0 and size - end < PADDING_SCAN_BYTES:
+        chunk = os.pread(fd, TAIL_BYTES, max(0, end - TAIL_BYTES))
+        kept = chunk.rstrip(_PADDING)
+        if kept or not chunk:
+            return end - len(chunk) + len(kept)
+        end -= len(chunk)
+    return end
 
 
 _BOM = b"\xef\xbb\xbf"
