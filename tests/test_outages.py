@@ -271,7 +271,10 @@ def test_acks_on_a_full_disk_are_written_once_it_has_room(
     upload(daemon.inbox, names[10:], 11)
     poll_until(lambda: len(erp.posts_per_key()) == 40, timeout=60, what="every order posted")
     poll_until(lambda: len(claimed(daemon.processing)) == 30, timeout=30, what="30 jobs owing")
-    assert len(daemon.listing(daemon.done)) == 10 and len(os.listdir(acks)) == 20  # TA1s too
+    # 20: the TA1s too; an owed 997 tried again meanwhile may have a hidden
+    # temporary name there for a moment (its write fails and it is removed).
+    written = [n for n in os.listdir(acks) if not n.startswith(".")]
+    assert len(daemon.listing(daemon.done)) == 10 and len(written) == 20
 
     def status() -> str | None:  # says so once a heartbeat has carried the count
         text = daemon.cli("status").stdout
