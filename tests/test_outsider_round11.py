@@ -1,0 +1,126 @@
+"""Outsider round 11: the 997 order by order, duplicates by content against
+what partners really send, the CLI's JSON, hostile sizes and real files.
+
+Bugs (each test fails on the code as found):
+
+* a test interchange (ISA15 ``T``) is posted to the ERP like a production one,
+  and its order then swallows the production order (same PO, same content,
+  ISA15 ``P``) as a "duplicate": the real order never reaches the ERP while
+  the partner gets an accepting 997;
+* a second change to an order (a second BEG01 ``05`` replace with other
+  content) is rejected, telling the partner to send "a replace (BEG01 05)",
+  which is what it sent: an order can be changed once and never again.
+
+Held probes are marked "Held" in their docstrings.
+
+Real parts: ``edi-inbox`` subprocesses (``process`` and the daemon), a real
+HTTP ERP on 127.0.0.1, real files, SQLite files under ``tmp_path``. No mocks,
+no fixed sleeps."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from daemons import Daemon, daemons, erp
+
+from edi_inbox.x12 import X12Reader
+
+__all__ = ["daemons", "erp"]  # fixtures
+
+pytestmark = pytest.mark.e2e
+
+ISA = (
+    "ISA*00*          *00*          *ZZ*ACME           *01*123456789      "
+    "*240102*1200*U*00401*{icn}*0*{usage}*>~"
+)
+
+
+def order(po: str, quantity: str = "2", st: str = "0001", beg01: str = "00") -> str:
+    """An 850 with one line (quantity × 3.50)."""
+    return (
+        f"ST*850*{st}~BEG*{beg01}*SA*{po}**20240102~"
+        f"PO1*1*{quantity}*EA*3.50**VP*X1~CTT*1~SE*5*{st}~"
+    )
+
+
+def group(*sets: str, gs06: str = "77") -> str:
+    return (
+        f"GS*PO*ACMEAPP*OURAPP*20240102*1200*{gs06}*X*004010~"
+        + "".join(sets)
+        + f"GE*{len(sets)}*{gs06}~"
+    )
+
+
+def interchange(*groups: str, icn: int = 321, usage: str = "P") -> bytes:
+    number = f"{icn:09d}"
+    return (ISA.format(icn=number, usage=usage) + "".join(groups) + f"IEA*{len(groups)}*{number}~").encode()
+
+
+def process(daemon: Daemon, path: Path, data: bytes) -> dict:
+    """``edi-inbox process FILE --json`` as an operator runs it; the job as JSON."""
+    path.write_bytes(data)
+    done = daemon.cli("process", str(path), "--json")
+    assert done.stdout.strip(), done.stderr[-2000:]
+    shown = json.loads(done.stdout)
+    return shown[0] if isinstance(shown, list) else shown
+
+
+def ak_segments(path: Path) -> list[str]:
+    reader = X12Reader(io.BytesIO(path.read_bytes()))
+    return ["*".join(s.elements) for s in reader.scanner if s.elements[0][:2] in ("AK", "TA")]
+
+
+class BodyErp:
+    """Keeps the JSON body of each request the ``erp`` fixture answers."""
+
+    def __init__(self, erp) -> None:
+        self.bodies: list[dict] = []
+        erp.answered = lambda key, order, status: self.bodies.append(order)
+
+
+# -- 1. duplicates by content against what partners really send ---------------------
+
+
+def test_a_test_interchange_does_not_swallow_the_production_order(tmp_path, erp, daemons):
+    """Onboarding as every retailer does it: the partner first sends its PO as a
+    test interchange (ISA15 ``T``), then the same PO for real (ISA15 ``P``, a
+    new ISA13). The production order must reach the ERP as production data.
+
+    Found: the test order is posted to the ERP (ISA15 is neither in the
+    order's identity nor acted upon), and the production order is then a
+    ``duplicate`` of it: never posted, yet acknowledged ``A`` to the partner."""
+    seen = BodyErp(erp)
+    daemon = daemons(erp.url)
+    test = process(daemon, tmp_path / "test.edi", interchange(group(order("PO-T1")), icn=500, usage="T"))
+    assert test["status"] in ("succeeded", "failed"), test
+    real = process(daemon, tmp_path / "real.edi", interchange(group(order("PO-T1")), icn=501))
+    production = [b for b in seen.bodies if b["po_number"] == "PO-T1" and b["usage"] == "P"]
+    assert production, (
+        f"the production order never reached the ERP: job {real['status']}, "
+        f"order {real['orders'][0]['status']}: {real['orders'][0]['error']}; "
+        f"the ERP got only {[b['usage'] for b in seen.bodies]}"
+    )
+
+
+def test_an_order_changed_twice_is_posted_each_time(tmp_path, erp, daemons):
+    """A PO is sent (BEG01 00), then changed (BEG01 05: quantity 3), then changed
+    again (BEG01 05: quantity 4). README: "A changed order must come as BEG01
+    05 (replace)"; the second change does, and must reach the ERP.
+
+    Found: the second replace is rejected, "was posted by job … with other
+    content; a change is sent as a replace (BEG01 05) or a cancellation" —
+    the partner did send a replace, and has no way left to change its order."""
+    seen = BodyErp(erp)
+    daemon = daemons(erp.url)
+    first = process(daemon, tmp_path / "o.edi", interchange(group(order("PO-C1")), icn=600))
+    change1 = process(daemon, tmp_path / "c1.edi", interchange(group(order("PO-C1", "3", beg01="05")), icn=601))
+    change2 = process(daemon, tmp_path / "c2.edi", interchange(group(order("PO-C1", "4", beg01="05")), icn=602))
+    assert first["status"] == change1["status"] == "succeeded"
+    quantities = [b["lines"][0]["quantity"] for b in seen.bodies if b["po_number"] == "PO-C1"]
+    assert change2["status"] == "succeeded" and quantities[-1] == "4", (
+        change2["orders"][0]["error"],
+        quantities,
+    )
