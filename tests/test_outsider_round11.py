@@ -124,3 +124,32 @@ def test_an_order_changed_twice_is_posted_each_time(tmp_path, erp, daemons):
         change2["orders"][0]["error"],
         quantities,
     )
+
+
+# -- 2. the 997, order by order, against the X12 standard -----------------------------
+
+FA_GROUP = (
+    "GS*FA*ACMEAPP*OURAPP*20240102*1200*90*X*004010~ST*997*0001~AK1*PR*12~"
+    "AK9*A*1*1*1~SE*4*0001~GE*1*90~"
+)
+
+
+def test_a_functional_acknowledgment_from_the_partner_is_never_acknowledged(
+    tmp_path, erp, daemons
+):
+    """Partners batch the 997s they owe us (for our 855/810s) with their next
+    POs: one interchange, a PO group and an FA group. X12: a functional
+    acknowledgment is itself never acknowledged (no 997 answers a 997 — else
+    two EDI systems ack each other's acks), and it is not an error.
+
+    Found: the FA group gets a 997 of its own, ``AK1*FA*90``, ``AK2*997``,
+    ``AK5*R*1`` (rejected, "not supported"), and the job is ``partial``: a
+    file whose every order was posted lands in ``failed/`` with an
+    error.json telling the partner its 997 was rejected."""
+    daemon = daemons(erp.url)
+    job = process(daemon, tmp_path / "po_and_ack.edi", interchange(group(order("PO-F1")), FA_GROUP))
+    assert [o["status"] for o in job["orders"]] == ["posted"]
+    answers = {name: ak_segments(daemon.root / "acks" / name) for name in job.get("acks") or []}
+    answering_fa = [name for name, segs in answers.items() if any(s.startswith("AK1*FA") for s in segs)]
+    assert not answering_fa, f"a 997 answering the partner's 997: {answers[answering_fa[0]]}"
+    assert job["status"] == "succeeded", (job["status"], job["error"])
