@@ -153,3 +153,34 @@ def test_a_functional_acknowledgment_from_the_partner_is_never_acknowledged(
     answering_fa = [name for name, segs in answers.items() if any(s.startswith("AK1*FA") for s in segs)]
     assert not answering_fa, f"a 997 answering the partner's 997: {answers[answering_fa[0]]}"
     assert job["status"] == "succeeded", (job["status"], job["error"])
+
+
+# -- 3. money as partners price it ----------------------------------------------------
+
+
+def test_a_price_per_hundred_or_thousand_is_not_taken_as_a_price_per_unit(tmp_path, erp, daemons):
+    """PO105 (element 639, basis of unit price) says what PO104 prices: ``HP``
+    per hundred, ``TP`` per thousand (screws, labels, packaging are priced so).
+    2,000 screws at 15.00 per thousand are 30.00; 500 labels at 4.00 per
+    hundred are 20.00.
+
+    Found: PO105 is read (``price_basis`` in the JSON) but the amount is
+    quantity × PO104 whatever it says: the screws' order, whose AMT*TT says
+    the true 30.00, is rejected ("does not match the lines' total
+    30000.00") and the labels' order is posted as worth 2000.00 — 100 times
+    its value, in the ERP's ``total_amount`` and in ``stats``."""
+    seen = BodyErp(erp)
+    daemon = daemons(erp.url)
+    screws = (
+        "ST*850*0001~BEG*00*SA*PO-TP1**20240102~PO1*1*2000*EA*15.00*TP*VP*SCREW-M4~"
+        "CTT*1~AMT*TT*30.00~SE*6*0001~"
+    )
+    labels = "ST*850*0002~BEG*00*SA*PO-HP1**20240102~PO1*1*500*EA*4.00*HP*VP*LABEL~CTT*1~SE*5*0002~"
+    job = process(daemon, tmp_path / "basis.edi", interchange(group(screws, labels), icn=700))
+    totals = {o["po_number"]: (o["status"], o["total_amount"], o["error"]) for o in job["orders"]}
+    assert totals["PO-TP1"][:2] == ("posted", "30.00"), totals["PO-TP1"]
+    assert totals["PO-HP1"][:2] == ("posted", "20.00"), totals["PO-HP1"]
+    assert {b["po_number"]: b["total_amount"] for b in seen.bodies} == {
+        "PO-TP1": "30.00",
+        "PO-HP1": "20.00",
+    }
