@@ -184,3 +184,27 @@ def test_a_price_per_hundred_or_thousand_is_not_taken_as_a_price_per_unit(tmp_pa
         "PO-TP1": "30.00",
         "PO-HP1": "20.00",
     }
+
+
+def test_charges_and_allowances_count_in_the_order_and_its_total(tmp_path, erp, daemons):
+    """SAC is how an 850 carries freight charges and allowances (SAC01 C/A,
+    SAC02 the code, SAC05 the amount, two implied decimals), and AMT*TT —
+    the total transaction amount — includes them: 10 × 5.00 plus 50.00
+    freight is 100.00.
+
+    Found: SAC is dropped without a word ("segments the order does not
+    model"): the order is rejected by ``total_mismatch`` (an error by
+    default) as "AMT*TT total 100.00 does not match the lines' total
+    50.00", and with the rule off the ERP would get the order without its
+    freight (README: the body keeps "every segment's field")."""
+    seen = BodyErp(erp)
+    daemon = daemons(erp.url)
+    freight = (
+        "ST*850*0001~BEG*00*SA*PO-SAC1**20240102~SAC*C*D240***5000~PO1*1*10*EA*5.00**VP*X1~"
+        "CTT*1~AMT*TT*100.00~SE*7*0001~"
+    )
+    job = process(daemon, tmp_path / "freight.edi", interchange(group(freight), icn=710))
+    (shown,) = job["orders"]
+    assert shown["status"] == "posted", shown["error"]
+    (body,) = seen.bodies
+    assert "D240" in json.dumps(body), "the ERP got the order without its freight charge"
