@@ -208,3 +208,33 @@ def test_charges_and_allowances_count_in_the_order_and_its_total(tmp_path, erp, 
     assert shown["status"] == "posted", shown["error"]
     (body,) = seen.bodies
     assert "D240" in json.dumps(body), "the ERP got the order without its freight charge"
+
+
+# -- 4. PostgreSQL, where several hosts share one inbox -------------------------------
+
+
+@pytest.mark.postgres
+def test_a_nul_byte_in_a_partners_name_does_not_make_the_order_unpostable_on_postgres(
+    tmp_path, erp, daemons, pg_url
+):
+    """Legacy exporters pad fixed-width names with NUL bytes: ``N1*VN*ACME\\0CORP``.
+    On SQLite such an order is posted (and shown escaped, ``ACME\\x00CORP``).
+    The same file on PostgreSQL — the database README recommends for a
+    shared inbox — must be posted too, and findable by its PO number.
+
+    Found: psycopg2 refuses the string ("A string literal cannot contain NUL
+    (0x00) characters"), taken as a record the database can never hold: the
+    job fails before the ERP call, the partner gets ``AK5*R`` with no code,
+    and the record kept lacks the PO number (``jobs search --po-number``
+    finds nothing: "what happened to PO-N1?" has no answer)."""
+    seen = BodyErp(erp)
+    daemon = daemons(erp.url)
+    daemon.config.write_text(daemon.base_config.replace(
+        json.dumps("sqlite:///" + str(daemon.root / "edi-inbox.db")), json.dumps(pg_url)
+    ))
+    st = "ST*850*0001~BEG*00*SA*PO-N1**20240102~N1*VN*ACME\0CORP~PO1*1*2*EA*3.50**VP*X1~CTT*1~SE*6*0001~"
+    job = process(daemon, tmp_path / "nul.edi", interchange(group(st), icn=720))
+    assert [o["status"] for o in job["orders"]] == ["posted"], job["error"]
+    assert [b["po_number"] for b in seen.bodies] == ["PO-N1"]
+    found = json.loads(daemon.cli("jobs", "search", "--po-number", "PO-N1", "--json").stdout)
+    assert [j["job_id"] for j in found] == [job["job_id"]]
