@@ -28,6 +28,9 @@ from daemons import Daemon, daemons, erp
 
 from edi_inbox.x12 import X12Reader
 
+import uids
+from helpers import poll_until
+
 __all__ = ["daemons", "erp"]  # fixtures
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +241,27 @@ def test_a_nul_byte_in_a_partners_name_does_not_make_the_order_unpostable_on_pos
     assert [b["po_number"] for b in seen.bodies] == ["PO-N1"]
     found = json.loads(daemon.cli("jobs", "search", "--po-number", "PO-N1", "--json").stdout)
     assert [j["job_id"] for j in found] == [job["job_id"]]
+
+
+# -- 5. real files at the daemon's door ----------------------------------------------
+
+
+def test_a_complete_file_whose_iea_ends_with_a_separator_is_not_held(tmp_path, erp, daemons):
+    """Generators that always write every element leave a trailing separator:
+    ``IEA*1*000000730*~``. The reader takes such a file (the order posts when
+    it is run), so it is complete: README, "A complete file, whatever its
+    delimiters, is never held."
+
+    Found: the watcher's trailer test (``x12.scan.trailer_present``) allows
+    at most one character after IEA02, so the file is held as an upload
+    still arriving for the whole ``incomplete_grace_seconds`` (300 s by
+    default; ``status`` says it waits for its X12 trailer), and only then
+    run."""
+    daemon = daemons(erp.url, incomplete_grace_seconds=60.0)
+    daemon.start()
+    data = interchange(group(order("PO-IEA1")), icn=730).replace(b"*000000730~", b"*000000730*~")
+    assert data.endswith(b"IEA*1*000000730*~")
+    uids.upload(daemon.inbox / "sloppy.edi", data)
+    poll_until(lambda: daemon.listing(daemon.done) == ["sloppy.edi"], timeout=10,
+               what="the complete file run at once, not held for its trailer")
+    assert [po for _, po in erp.requests] == ["PO-IEA1"]
