@@ -213,6 +213,27 @@ def test_charges_and_allowances_count_in_the_order_and_its_total(tmp_path, erp, 
     assert "D240" in json.dumps(body), "the ERP got the order without its freight charge"
 
 
+
+def test_a_total_summed_from_line_amounts_rounded_to_the_cent_is_accepted(
+    tmp_path, erp, daemons
+):
+    """Retail unit prices carry four decimals (PO104 1.2345). The partner's
+    system, as every ERP and invoice does, rounds each line's extended amount
+    to the cent (3 × 1.2345 = 3.7035 → 3.70) and sums those: seven such
+    lines make AMT*TT 25.90. Summing first and rounding once gives 25.92.
+    Two cents of rounding convention are not "a wrong price".
+
+    Found: ``total_mismatch`` (an error by default) knows only round(Σ):
+    "AMT*TT total 25.90 does not match the lines' total 25.92", the whole
+    order rejected (AK5 R) and never posted."""
+    daemon = daemons(erp.url)
+    lines = "".join(f"PO1*{i}*3*EA*1.2345**VP*X{i}~" for i in range(1, 8))
+    st = f"ST*850*0001~BEG*00*SA*PO-R1**20240102~{lines}CTT*7~AMT*TT*25.90~SE*12*0001~"
+    job = process(daemon, tmp_path / "rounded.edi", interchange(group(st), icn=740))
+    (shown,) = job["orders"]
+    assert shown["status"] == "posted", shown["error"]
+    assert [po for _, po in erp.requests] == ["PO-R1"]
+
 # -- 4. PostgreSQL, where several hosts share one inbox -------------------------------
 
 
