@@ -264,6 +264,42 @@ def test_a_nul_byte_in_a_partners_name_does_not_make_the_order_unpostable_on_pos
     assert [j["job_id"] for j in found] == [job["job_id"]]
 
 
+
+def test_releases_of_a_blanket_order_cost_no_more_than_as_many_orders(tmp_path, erp, daemons):
+    """A blanket order is released again and again under one PO number (BEG02
+    RL, BEG04 the release). 500 releases in a file must cost about what 500
+    orders of their own PO numbers cost.
+
+    Found: each order is judged against every order posted under its PO
+    number (``recorder.find_posted`` reads and JSON-parses all their
+    payloads, once before the first post and again before each later one):
+    quadratic — 500 releases take ~5x as long as 500 orders, 1,000 ~8x
+    (22 s against 2.7 s), and across files every new release of a blanket
+    with thousands on record reads all of them."""
+    daemon = daemons("")  # the outbox: the ERP's speed plays no part
+
+    def sets(po) -> list[str]:
+        return [
+            f"ST*850*{n:04d}~BEG*00*{po(n)[0]}*{po(n)[1]}*{po(n)[2]}*20240102~"
+            f"PO1*1*2*EA*3.50**VP*X1~CTT*1~SE*5*{n:04d}~"
+            for n in range(1, 501)
+        ]
+
+    distinct = process(
+        daemon, tmp_path / "distinct.edi",
+        interchange(group(*sets(lambda n: ("SA", f"PO-D{n}", ""))), icn=750),
+    )
+    releases = process(
+        daemon, tmp_path / "releases.edi",
+        interchange(group(*sets(lambda n: ("RL", "BLANKET-1", f"R{n}"))), icn=751),
+    )
+    assert distinct["status"] == releases["status"] == "succeeded"
+    ratio = releases["duration_seconds"] / distinct["duration_seconds"]
+    assert ratio < 2.5, (
+        f"500 releases took {releases['duration_seconds']:.1f} s, "
+        f"500 orders {distinct['duration_seconds']:.1f} s"
+    )
+
 # -- 5. real files at the daemon's door ----------------------------------------------
 
 
