@@ -108,6 +108,25 @@ def test_a_test_interchange_does_not_swallow_the_production_order(tmp_path, erp,
     )
 
 
+def test_a_byte_identical_resend_is_found_by_its_po_number(tmp_path, erp, daemons):
+    """The most common resend is the same file uploaded again. Support asks
+    "did ACME send PO-B1 again on Tuesday?": ``jobs search --po-number``
+    must find that job too (a resend under a new ISA13 is found, its order
+    shown ``duplicate``).
+
+    Found: a job that is a duplicate by its bytes records no order and no PO
+    number: the search finds only the first job, and ``jobs list`` shows the
+    resend with an empty PO column."""
+    daemon = daemons(erp.url)
+    data = interchange(group(order("PO-B1")), icn=760)
+    first = process(daemon, tmp_path / "b1.edi", data)
+    again = process(daemon, tmp_path / "b1-again.edi", data)
+    assert (first["status"], again["status"]) == ("succeeded", "duplicate")
+    found = json.loads(daemon.cli("jobs", "search", "--po-number", "PO-B1", "--json").stdout)
+    assert sorted(j["file_name"] for j in found) == ["b1-again.edi", "b1.edi"], found
+    assert len(erp.requests) == 1
+
+
 def test_an_order_changed_twice_is_posted_each_time(tmp_path, erp, daemons):
     """A PO is sent (BEG01 00), then changed (BEG01 05: quantity 3), then changed
     again (BEG01 05: quantity 4). README: "A changed order must come as BEG01
