@@ -177,6 +177,34 @@ def test_a_functional_acknowledgment_from_the_partner_is_never_acknowledged(
     assert job["status"] == "succeeded", (job["status"], job["error"])
 
 
+
+def test_no_997_goes_out_with_its_mandatory_control_elements_empty(tmp_path, erp, daemons):
+    """AK101/AK102 (the group's GS01/GS06) and AK201/AK202 (the set's ST01/ST02)
+    are mandatory in a 997: an AK2 without its ST02 cannot be matched by the
+    partner's translator, which rejects the whole 997. README: a 997 is
+    addressed only from values that fit, "else none is written and the job's
+    acknowledge step says why" — no 997 rather than a broken one.
+
+    Found: a set sent without ST01 or ST02, or a group without GS06, gets
+    a 997 anyway, with ``AK2**0002``, ``AK2*850`` or ``AK1*PO`` in it
+    (named ``NAME..997``)."""
+    daemon = daemons(erp.url)
+    no_st = interchange(group(
+        order("PO-S1", st="0001"),
+        order("PO-S2", st="0002").replace("ST*850*0002", "ST**0002"),
+        order("PO-S3", st="0003").replace("ST*850*0003", "ST*850"),
+    ), icn=770)
+    no_gs06 = interchange(group(order("PO-S4")).replace("*77*X*", "**X*").replace("GE*1*77", "GE*1*"), icn=771)
+    broken = []
+    for name, data in (("no_st.edi", no_st), ("no_gs06.edi", no_gs06)):
+        job = process(daemon, tmp_path / name, data)
+        for ack in job.get("acks") or []:
+            for seg in ak_segments(daemon.root / "acks" / ack):
+                elements = seg.split("*")
+                if elements[0] in ("AK1", "AK2") and (len(elements) < 3 or "" in elements[1:3]):
+                    broken.append((ack, seg))
+    assert not broken, broken
+
 # -- 3. money as partners price it ----------------------------------------------------
 
 
