@@ -148,6 +148,28 @@ def test_an_order_changed_twice_is_posted_each_time(tmp_path, erp, daemons):
     )
 
 
+
+def test_one_po_number_split_between_two_receivers_is_two_orders(tmp_path, erp, daemons):
+    """A supplier with two divisions has two ISA ids (ISA08 123456789 and
+    987654321); a buyer splits its PO-1 by division and sends each its own
+    850 under the same PO number, other lines. Each division's order must be
+    posted: they are addressed to different receivers.
+
+    Found: an order's identity is sender + PO number + release + purpose, the
+    receiver left out: the second division's order is rejected as "posted
+    by job … with other content; a change is sent as a replace"."""
+    daemon = daemons(erp.url)
+    first = interchange(group(order("PO-DIV1")), icn=780)
+    second = (
+        interchange(group(order("PO-DIV1", "5").replace("VP*X1", "VP*Y9")), icn=781)
+        .replace(b"*01*123456789      *", b"*01*987654321      *")
+    )
+    a = process(daemon, tmp_path / "division_a.edi", first)
+    b = process(daemon, tmp_path / "division_b.edi", second)
+    assert a["status"] == "succeeded"
+    assert b["status"] == "succeeded", b["orders"][0]["error"]
+    assert [po for _, po in erp.requests] == ["PO-DIV1", "PO-DIV1"]
+
 # -- 2. the 997, order by order, against the X12 standard -----------------------------
 
 FA_GROUP = (
