@@ -170,6 +170,25 @@ def test_one_po_number_split_between_two_receivers_is_two_orders(tmp_path, erp, 
     assert b["status"] == "succeeded", b["orders"][0]["error"]
     assert [po for _, po in erp.requests] == ["PO-DIV1", "PO-DIV1"]
 
+
+def test_a_resend_that_writes_its_numbers_differently_is_the_same_order(tmp_path, erp, daemons):
+    """The same order resent from the partner's web portal (or after a
+    translator upgrade) writes its numbers another way: quantity ``2.0`` for
+    ``2``, unit price ``3.5`` for ``3.50``. X12 R values compare by value: it
+    is the same order, a duplicate — not posted again, acknowledged ``A``.
+
+    Found: the canonical content keeps each number as written
+    (``Decimal("3.5")`` and ``Decimal("3.50")`` print differently), so the
+    resend is "posted by job … with other content": rejected, AK5 R, the
+    partner told to send a replace for an order it did not change."""
+    daemon = daemons(erp.url)
+    first = process(daemon, tmp_path / "fmt1.edi", interchange(group(order("PO-FMT1")), icn=790))
+    resend = order("PO-FMT1").replace("PO1*1*2*EA*3.50*", "PO1*1*2.0*EA*3.5*")
+    again = process(daemon, tmp_path / "fmt2.edi", interchange(group(resend), icn=791))
+    assert first["status"] == "succeeded"
+    assert [o["status"] for o in again["orders"]] == ["duplicate"], again["orders"][0]["error"]
+    assert len(erp.requests) == 1
+
 # -- 2. the 997, order by order, against the X12 standard -----------------------------
 
 FA_GROUP = (
