@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -410,3 +411,44 @@ def test_a_complete_file_whose_iea_ends_with_a_separator_is_not_held(tmp_path, e
     poll_until(lambda: daemon.listing(daemon.done) == ["sloppy.edi"], timeout=10,
                what="the complete file run at once, not held for its trailer")
     assert [po for _, po in erp.requests] == ["PO-IEA1"]
+
+
+
+# -- 6. configuration -----------------------------------------------------------------
+
+
+def test_acks_written_into_the_inbox_are_never_read_back(tmp_path, erp, daemons):
+    """An SFTP set-up with one folder per direction-less partner account puts
+    ``[paths] acks`` in the inbox itself (the partner downloads its 997s where
+    it uploads). README: "Folders are checked when the configuration is
+    read: … no inbox is a folder the daemon writes (an outbox, acks/, done/,
+    failed/, a processing folder: it would read its own answers back)".
+    Either the daemon refuses to start, naming the folder, or it never takes
+    its own 997 for an upload.
+
+    Found: the shared inbox is not checked against ``[paths]`` (acks, done,
+    failed, outbox, processing all accepted): the daemon starts, reads back
+    the 997 it wrote for the PO, answers it with a rejecting 997 (a 997 is
+    "not handled"), reads that back, and so on for ever — dozens of failed
+    jobs a second, each 997's name longer (``po.edi.4.997.218676369.997…``)."""
+    daemon = daemons(erp.url)
+    root_line = f"root = {json.dumps(str(daemon.root))}\n"
+    daemon.base_config = daemon.base_config.replace(
+        root_line, root_line + f"acks = {json.dumps(str(daemon.inbox))}\n"
+    )
+    daemon.config.write_text(daemon.base_config)
+    try:
+        daemon.start()
+    except AssertionError as refused:  # refused at start: what README promises
+        assert "acks" in str(refused) or "inbox" in str(refused), refused
+        return
+    uids.upload(daemon.inbox / "po.edi", interchange(group(order("PO-LOOP1")), icn=800))
+    poll_until(lambda: daemon.listing(daemon.done) == ["po.edi"], what="the PO posted")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(daemon.jobs()) < 4:
+        time.sleep(0.05)
+    jobs = daemon.jobs()
+    assert len(jobs) == 1, (
+        f"{len(jobs)} jobs: the daemon reads back its own acknowledgements: "
+        f"{sorted(j['file_name'][:60] for j in jobs)[:4]}"
+    )
