@@ -452,3 +452,86 @@ def test_acks_written_into_the_inbox_are_never_read_back(tmp_path, erp, daemons)
         f"{len(jobs)} jobs: the daemon reads back its own acknowledgements: "
         f"{sorted(j['file_name'][:60] for j in jobs)[:4]}"
     )
+
+
+# -- held probes (behaviour correct; kept as cheap regression tests) -----------------
+
+
+def test_held_a_mixed_file_gets_one_true_997_per_group_and_a_ta1(tmp_path, erp, daemons):
+    """Held. One interchange (ISA14 1), two groups: group 77 holds a posted 850,
+    an 810 and an 850 with a zero quantity; group 78 a posted 850. Each group
+    gets its own 997, sender and receiver swapped, AK2/AK5 set by set (A, R 1,
+    R 5 with AK3/AK4), AK9 P 3 3 1 and A 1 1 1; a TA1 A 000; ISA13, GS06 and
+    ST02 of each acknowledgement one number, none shared."""
+    daemon = daemons(erp.url)
+    invoice = "ST*810*0002~BIG*20240102*INV-1~SE*3*0002~"
+    data = interchange(
+        group(order("PO-M1"), invoice, order("PO-M3", "0", st="0003")),
+        group(order("PO-M4", st="0004"), gs06="78"),
+        icn=810,
+    ).replace(b"*000000810*0*P*", b"*000000810*1*P*")
+    job = process(daemon, tmp_path / "mixed.edi", data)
+    assert job["status"] == "partial"
+    assert sorted(po for _, po in erp.requests) == ["PO-M1", "PO-M4"]
+    acks = {name.rsplit(".", 2)[-2] + "." + name.rsplit(".", 1)[-1]: name for name in job["acks"]}
+    assert set(acks) == {"000000810.TA1", "77.997", "78.997"}
+    assert ak_segments(daemon.root / "acks" / acks["000000810.TA1"]) == [
+        "TA1*000000810*240102*1200*A*000"
+    ]
+    assert ak_segments(daemon.root / "acks" / acks["77.997"]) == [
+        "AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*810*0002", "AK5*R*1",
+        "AK2*850*0003", "AK3*PO1*3**8", "AK4*2**7", "AK5*R*5", "AK9*P*3*3*1",
+    ]  # fmt: skip
+    assert ak_segments(daemon.root / "acks" / acks["78.997"]) == [
+        "AK1*PO*78", "AK2*850*0004", "AK5*A", "AK9*A*1*1*1",
+    ]  # fmt: skip
+    numbers = []
+    for name in acks.values():
+        reader = X12Reader(io.BytesIO((daemon.root / "acks" / name).read_bytes()))
+        segs = {s.elements[0]: s.elements for s in reader.scanner}
+        isa = segs["ISA"]
+        assert (isa[6].strip(), isa[8].strip()) == ("123456789", "ACME")
+        if "GS" in segs:
+            assert (segs["GS"][2], segs["GS"][3]) == ("OURAPP", "ACMEAPP")
+            assert int(isa[13]) == int(segs["GS"][6]) == int(segs["ST"][2])
+        numbers.append(int(isa[13]))
+    assert len(set(numbers)) == 3
+
+
+def test_held_credentials_in_the_erp_url_reach_no_record_or_report(tmp_path, daemons):
+    """Held. ``[erp] url`` with a user, password and ``api_key`` in it, the ERP
+    not listening: the job's record (``jobs show --json``), the log and the
+    partner's error.json never carry the password or the key."""
+    url = "http://erpuser:S3cretPw@127.0.0.1:9/orders?api_key=K3YK3Y"
+    daemon = daemons(url)
+    job = process(daemon, tmp_path / "po.edi", interchange(group(order("PO-CRED1")), icn=820))
+    assert job["status"] == "failed"
+    shown = daemon.cli("jobs", "show", job["job_id"], "--json")
+    texts = [shown.stdout, shown.stderr, json.dumps(job)]
+    texts += [p.read_text(errors="replace") for p in daemon.root.rglob("*") if p.is_file()
+              and p.suffix != ".toml" and not p.name.startswith("edi-inbox.db")]
+    assert not [t for t in texts if "S3cretPw" in t or "K3YK3Y" in t]
+
+
+def test_held_the_concatenated_corpus_posts_each_order_once(tmp_path, erp, daemons):
+    """Held. Every corpus file whose job succeeds alone (EBCDIC aside),
+    concatenated into one 70 KB file of 40 interchanges with CR, LF, CRLF,
+    ``~``, ``|`` and 0x15 terminators: each order posted at most once per
+    key, copies of an order from other files duplicates, the job partial
+    (three orders reuse a PO number with other content), every 997 in acks/."""
+    corpus = Path(__file__).parent / "data" / "corpus"
+    outcomes = (Path(__file__).parent / "data" / "corpus_outcomes.txt").read_text()
+    names = [
+        line.split(":")[0] for line in outcomes.splitlines()
+        if not line.startswith(" ") and ": succeeded" in line and "ebcdic" not in line
+    ]  # fmt: skip
+    assert len(names) >= 20
+    data = b"".join((corpus / name).read_bytes() for name in names)
+    daemon = daemons(erp.url)
+    job = process(daemon, tmp_path / "all.edi", data)
+    assert job["status"] == "partial", job["error"]
+    keys = erp.posts_per_key()
+    assert keys and max(keys.values()) == 1
+    statuses = [o["status"] for o in job["orders"]]
+    assert statuses.count("posted") == len(keys)
+    assert statuses.count("duplicate") >= 4
