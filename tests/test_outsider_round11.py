@@ -190,6 +190,25 @@ def test_a_resend_that_writes_its_numbers_differently_is_the_same_order(tmp_path
     assert [o["status"] for o in again["orders"]] == ["duplicate"], again["orders"][0]["error"]
     assert len(erp.requests) == 1
 
+
+def test_a_po_number_padded_with_trailing_spaces_is_the_same_po(tmp_path, erp, daemons):
+    """Fixed-width exports pad the PO number: ``BEG*00*SA*PO-PAD1      *``. In
+    X12 an AN value's trailing spaces are not significant (they "should be
+    suppressed"): it is PO-PAD1. The same order resent once plain, once padded
+    is one order: posted once.
+
+    Found: BEG03 is kept with its spaces, so the padded copy is another
+    order (its identity and Idempotency-Key differ): the ERP gets PO-PAD1
+    twice, the second as ``'PO-PAD1      '`` — a double order."""
+    daemon = daemons(erp.url)
+    first = process(daemon, tmp_path / "plain.edi", interchange(group(order("PO-PAD1")), icn=830))
+    padded = order("PO-PAD1").replace("BEG*00*SA*PO-PAD1*", "BEG*00*SA*PO-PAD1      *")
+    again = process(daemon, tmp_path / "padded.edi", interchange(group(padded), icn=831))
+    assert first["status"] == "succeeded"
+    assert [po for _, po in erp.requests] == ["PO-PAD1"], (
+        f"posted twice: {[po for _, po in erp.requests]}; the resend {again['status']}"
+    )
+
 # -- 2. the 997, order by order, against the X12 standard -----------------------------
 
 FA_GROUP = (
@@ -408,7 +427,7 @@ def test_a_complete_file_whose_iea_ends_with_a_separator_is_not_held(tmp_path, e
     data = interchange(group(order("PO-IEA1")), icn=730).replace(b"*000000730~", b"*000000730*~")
     assert data.endswith(b"IEA*1*000000730*~")
     uids.upload(daemon.inbox / "sloppy.edi", data)
-    poll_until(lambda: daemon.listing(daemon.done) == ["sloppy.edi"], timeout=10,
+    poll_until(lambda: daemon.listing(daemon.done) == ["sloppy.edi"], timeout=6,
                what="the complete file run at once, not held for its trailer")
     assert [po for _, po in erp.requests] == ["PO-IEA1"]
 
