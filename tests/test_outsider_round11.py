@@ -246,6 +246,22 @@ def test_a_functional_acknowledgment_from_the_partner_is_never_acknowledged(tmp_
     assert job["status"] == "succeeded", (job["status"], job["error"])
 
 
+def test_a_ta1_from_the_partner_is_not_a_failed_file(tmp_path, erp, daemons):
+    """A partner acknowledges our interchanges with a TA1: an interchange that
+    holds only ``TA1`` (IEA01 0, no group). It is a well-formed interchange
+    answering us, not a broken purchase order.
+
+    Found: "the file holds no transaction set": the job is ``failed``
+    (``edi_inbox_jobs_total{status="failed"}`` alerts the operator) and, in
+    the daemon, the file lands in ``failed/`` with an error.json for the
+    partner."""
+    daemon = daemons(erp.url)
+    isa = ISA.format(icn="000000840", usage="P")
+    data = (isa + "TA1*000004711*240101*1200*A*000~IEA*0*000000840~").encode()
+    job = process(daemon, tmp_path / "ta1.edi", data)
+    assert job["status"] != "failed", job["error"]
+
+
 def test_no_997_goes_out_with_its_mandatory_control_elements_empty(tmp_path, erp, daemons):
     """AK101/AK102 (the group's GS01/GS06) and AK201/AK202 (the set's ST01/ST02)
     are mandatory in a 997: an AK2 without its ST02 cannot be matched by the
