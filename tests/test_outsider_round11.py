@@ -595,3 +595,19 @@ def test_held_the_concatenated_corpus_posts_each_order_once(tmp_path, erp, daemo
     statuses = [o["status"] for o in job["orders"]]
     assert statuses.count("posted") == len(keys)
     assert statuses.count("duplicate") >= 4
+
+
+def test_a_mistyped_path_given_to_process_records_no_failed_job(tmp_path, erp, daemons):
+    """``edi-inbox process /srv/edi/inbox/po_4711.ed`` — a typo. Nothing was
+    received: the command says the file does not exist and exits non-zero,
+    and the record (``stats``, ``jobs list``, the failed-jobs alert
+    ``increase(edi_inbox_jobs_total{status="failed"}[15m]) > 0``) is left alone.
+
+    Found: a ``failed`` job is recorded for the missing file ("the file
+    could not be read: No such file or directory"): ``stats`` counts a
+    failed file, the failed-file alert fires for an operator's typo."""
+    daemon = daemons(erp.url)
+    done = daemon.cli("process", str(tmp_path / "po_4711.ed"))
+    assert done.returncode != 0
+    stats = json.loads(daemon.cli("stats", "--json").stdout)
+    assert stats["total_jobs"] == 0 and stats["failed_jobs"] == 0, stats
