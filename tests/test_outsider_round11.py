@@ -1,21 +1,37 @@
 """Outsider round 11: the 997 order by order, duplicates by content against
-what partners really send, the CLI's JSON, hostile sizes and real files.
+what partners really send, money as partners price it, the CLI, hostile
+configurations and real files. About 50 s.
 
 Bugs (each test fails on the code as found):
 
-* a test interchange (ISA15 ``T``) is posted to the ERP like a production one,
-  and its order then swallows the production order (same PO, same content,
-  ISA15 ``P``) as a "duplicate": the real order never reaches the ERP while
-  the partner gets an accepting 997;
-* a second change to an order (a second BEG01 ``05`` replace with other
-  content) is rejected, telling the partner to send "a replace (BEG01 05)",
-  which is what it sent: an order can be changed once and never again.
+* a test interchange (ISA15 ``T``) is posted to the ERP like production, and
+  then swallows the production order (same PO and content) as a duplicate;
+* a second change (BEG01 05) of an order is refused ("send a replace");
+* a buyer's PO split between two receiver ids (ISA08) is refused as changed;
+* a resend writing its numbers differently (``3.5`` for ``3.50``) is refused;
+* a PO number padded with trailing spaces is posted twice;
+* a byte-identical resend records no PO number (``jobs search`` misses it);
+* a partner's 997 is answered with a rejecting 997, the file filed partial;
+* a partner's TA1-only interchange is a failed file;
+* 997s go out with empty mandatory AK1/AK2 elements (``AK2*850``, ``AK1*PO``);
+* PO105 HP/TP (price per hundred/thousand) ignored: a true AMT*TT rejected,
+  totals 100x or 1000x;
+* SAC charges and allowances dropped: AMT*TT including them rejected;
+* AMT*TT summed from per-line amounts rounded to the cent rejected;
+* a NUL byte in a partner's name makes the order unpostable on PostgreSQL;
+* releases of one blanket order are judged in quadratic time;
+* a complete file whose IEA ends with a separator is held for the grace;
+* ``[paths] acks`` (or done, failed, outbox, processing) set to the inbox is
+  accepted: the daemon answers its own 997s forever;
+* ``process`` on a mistyped path records a failed job.
 
-Held probes are marked "Held" in their docstrings.
+Held probes are marked "Held" in their docstrings (a mixed file's 997s and
+TA1; credentials in the ERP URL; the concatenated corpus).
 
-Real parts: ``edi-inbox`` subprocesses (``process`` and the daemon), a real
-HTTP ERP on 127.0.0.1, real files, SQLite files under ``tmp_path``. No mocks,
-no fixed sleeps."""
+Real parts: ``edi-inbox`` subprocesses (``process``, ``run``, the reading
+commands), a real HTTP ERP on 127.0.0.1, real files (uploads by the
+partner's uid), SQLite files under ``tmp_path`` and the test PostgreSQL. No
+mocks, no fixed sleeps."""
 
 from __future__ import annotations
 
