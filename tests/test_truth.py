@@ -338,6 +338,26 @@ def test_replace_and_cancel_posted_once_each_07_never(db_pipeline):
     assert lone.orders[0].status == "rejected" and "no original" in lone.orders[0].error
 
 
+def test_each_new_replace_is_the_orders_next_version(db_pipeline):
+    """An order changed twice (BEG01 05, then 05 with other content): each
+    replace is posted, once; the second sent again is a duplicate; an
+    original with other content is still rejected."""
+    db_pipeline(file_of(order(1)), "a.edi")
+    first = db_pipeline(file_of(purpose(1, "05", "3")), "b.edi")
+    second = db_pipeline(file_of(purpose(1, "05", "4"), icn="000000501"), "c.edi")
+    assert first.status is second.status is JobStatus.SUCCEEDED, second.orders[0].error
+    sent = [json.loads(p.read_text()) for p in db_pipeline.outbox()]
+    assert sorted((d["purpose"], d["lines"][0]["quantity"]) for d in sent) == [
+        ("00", "2"),
+        ("05", "3"),
+        ("05", "4"),
+    ]
+    again = db_pipeline(file_of(purpose(1, "05", "4"), icn="000000502"), "d.edi")
+    assert again.status is JobStatus.DUPLICATE
+    changed = db_pipeline(file_of(order(1, "9"), icn="000000503"), "e.edi")
+    assert changed.status is JobStatus.FAILED and len(db_pipeline.outbox()) == 3
+
+
 def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     """Case 2: a partial job retried: the order posted the first time is not
     posted again (nor called a duplicate of its own job); the other is judged

@@ -129,6 +129,7 @@ RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; double
 RECORD_RETRY_MAX = 30.0
 RIVAL_POLL_FIRST = 0.02  # seconds between looks at a job posting the same order; doubled
 RIVAL_POLL_MAX = 1.0
+REPLACE = "05"  # BEG01: a new version of the order, posted whenever its content is new
 LOGGED_IDS = 10  # ERP ids named on a job's job_finished line
 _NUMBER_BYTES = 20  # of a control number in an acknowledgement's name (a valid one: 9 digits)
 
@@ -797,7 +798,9 @@ class Pipeline:
         PO number, BEG01) and content match one posted before, by another job
         or earlier in this file, is ``duplicate`` and not posted; the same
         identity with other content is rejected, naming the job that posted
-        the first (an original changed is sent as BEG01 05, a replace). An
+        the first (an original changed is sent as BEG01 05, a replace), but
+        a replace with content no earlier replace had is the order's next
+        version, and posted. An
         order posted by the job this one retries is left to ``post_to_erp``,
         which knows it as accepted. BEG01 07 (a duplicate, says the partner)
         is never posted. Returns what was decided, in words."""
@@ -871,7 +874,7 @@ class Pipeline:
         match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
-        elif same:
+        elif same and po.purpose != REPLACE:  # each replace is a new version: posted
             order.status = "rejected"
             order.error = (
                 f"{label} was posted by job {same[0].job_id} with other content;"
