@@ -577,3 +577,33 @@ def test_a_partial_file_goes_to_failed_with_an_error_json_per_order(tmp_path):
         ("PO-1", "posted"), ("PO-2", "rejected"),
     ]  # fmt: skip
     assert "1 of 2 transaction sets not posted" in report["error"]
+
+
+# --- acknowledgements the partner sends ------------------------------------------
+
+ACK_997 = "ST*997*0001~AK1*PR*12~AK9*A*1*1*1~SE*4*0001~"
+
+
+def test_a_partners_acknowledgements_are_neither_posted_nor_answered(db_pipeline, tmp_path):
+    """A 997 group beside a PO group: the order posted, one 997 (for the PO
+    group), the job succeeded. A file of 997s alone, or of TA1s alone (ISA14
+    1): succeeded, no order, no 997, no TA1 answering a TA1. An empty
+    interchange still fails."""
+    isa1 = ISA.format(ack="1")
+    both = isa1 + group(order(1)) + group(ACK_997, gs06="90", fid="FA") + "IEA*2*000000321~"
+    job = db_pipeline(both.encode(), "both.edi")
+    assert job.status is JobStatus.SUCCEEDED and [o.status for o in job.orders] == ["posted"]
+    acks = sorted(p.name for p in (tmp_path / "acks").iterdir())
+    assert acks == ["both.edi.000000321.TA1", "both.edi.77.997"], acks
+    assert [s["transaction_set"] for s in job.sets] == ["850"]
+    acks_only = isa1 + group(ACK_997, gs06="91", fid="FA") + "IEA*1*000000321~"
+    job = db_pipeline(acks_only.replace("000000321", "000000322").encode(), "fa.edi")
+    assert job.status is JobStatus.SUCCEEDED and job.orders == [] and job.error is None
+    assert [p.suffix for p in (tmp_path / "acks").glob("fa.edi*")] == [".TA1"]  # asked by ISA14
+    ta1 = isa1 + "TA1*000004711*240101*1200*A*000~IEA*0*000000321~"
+    job = db_pipeline(ta1.replace("000000321", "000000323").encode(), "ta1.edi")
+    assert job.status is JobStatus.SUCCEEDED and job.error is None
+    assert not [p for p in (tmp_path / "acks").iterdir() if p.name.startswith("ta1.edi")]
+    empty = ISA.format(ack="0").replace("000000321", "000000324") + "IEA*0*000000324~"
+    job = db_pipeline(empty.encode(), "empty.edi")
+    assert job.status is JobStatus.FAILED and "holds no transaction set" in job.error

@@ -671,6 +671,11 @@ class Pipeline:
         }
         for interchange in work.interchanges:
             mark_repeats(interchange)
+        received = [ts for ts in work.sets if _answering(ts.group)]
+        if received:  # the partner's 997s/999s: read, never answered, never an error
+            work.sets = [ts for ts in work.sets if not _answering(ts.group)]
+            data["acknowledgements_received"] = [f"{t.code} {t.control_number}" for t in received]
+            logger.info("acknowledgements_received", sets=len(received))
         # A refused sender is one error put on every interchange (each one's
         # TA1 says so): the job's error says it once.
         envelope = list(dict.fromkeys(e for i in work.interchanges for e in i.errors))
@@ -678,6 +683,9 @@ class Pipeline:
             raise StepFailed(
                 _summarise([str(e) for e in envelope]), [e.to_json() for e in envelope]
             )
+        if not work.sets and _acknowledgements_only(work.interchanges):
+            work.skip_rest = "the file holds acknowledgements only (997, 999, TA1): nothing to post"
+            return data
         if not work.sets:
             raise X12Error("the file holds no transaction set")
         for ts in work.sets:
@@ -1149,6 +1157,8 @@ class Pipeline:
         ta1_policy = partner.ta1 if partner else ("on-request" if enabled else "never")
         acks = _AcksDue([], [])
         for interchange in work.interchanges:
+            if interchange.ta1s and not interchange.groups and not interchange.errors:
+                continue  # TA1s alone: no TA1 answers a TA1
             if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
                 try:
                     check_address(interchange, _NO_GROUP)
@@ -1159,6 +1169,8 @@ class Pipeline:
                 else:
                     acks.due.append((interchange, None))
             for group in interchange.groups if wanted != "none" else ():
+                if _answering(group):
+                    continue
                 try:
                     check_address(interchange, group)
                 except Unaddressable as exc:
@@ -1190,6 +1202,22 @@ class Pipeline:
 
 # check_address for an interchange alone (a TA1 answers no group).
 _NO_GROUP = GroupSummary("", "", "", "", "", 0)
+
+
+def _answering(group: GroupSummary) -> bool:
+    """A group of acknowledgements (GS01 FA: 997s, 999s) the partner sends
+    us: kept with the file, never posted, never acknowledged (X12: no 997
+    answers a 997, or two systems would answer each other for ever)."""
+    return group.functional_id == "FA"
+
+
+def _acknowledgements_only(interchanges: list[InterchangeSummary]) -> bool:
+    """The interchanges hold acknowledgements (groups of them, or TA1s) and
+    nothing else: not an empty interchange, not a purchase order."""
+    groups = [g for i in interchanges for g in i.groups]
+    return all(map(_answering, groups)) and (bool(groups) or any(i.ta1s for i in interchanges))
+
+
 _ANSWERED = ("posted", "duplicate")  # posted now, or before: the 997 accepts these
 
 
@@ -1231,7 +1259,7 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     received = posted = 0
     for interchange in work.interchanges:
         for group in interchange.groups:
-            for s in group.sets:
+            for s in group.sets if not _answering(group) else ():
                 received += 1
                 order = work.order_of.get(id(s))
                 ok = order is not None and order.status in _ANSWERED
@@ -1239,6 +1267,8 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
                 job.sets.append(
                     _set_report(interchange, group.control_number, s, order, work, job.error)
                 )
+    if not received and job.error is None and _acknowledgements_only(work.interchanges):
+        return JobStatus.SUCCEEDED  # nothing to post, nothing wrong
     if received and posted == received:
         if not any(o.status == "posted" for o in job.orders):  # each one posted before
             job.duplicate_of = next(o.duplicate_of for o in job.orders if o.duplicate_of)

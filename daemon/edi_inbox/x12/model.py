@@ -162,3 +162,4 @@ class InterchangeSummary:
     # missing ISA16, an unpadded IEA02, no terminator at the end): not errors.
     warnings: list[X12Error] = field(default_factory=list)
     ack_requested: str = ""  # ISA14: "1" asks for a TA1
+    ta1s: int = 0  # TA1 acknowledgments it carries (between ISA and the first GS)

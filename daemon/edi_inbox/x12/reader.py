@@ -95,7 +95,6 @@ class X12Reader:
         self._first = 0  # the number of the open set's ST
         self._data: set[str] = set()  # segment IDs seen and found valid, envelopes aside
         self._quiet = False  # a stray segment was reported; stay quiet until the next control
-        self._ta1 = False  # the interchange carries TA1 acknowledgments (it may have no group)
         self._handlers: dict[str, _Handler] = {
             "ISA": self._on_isa,
             "IEA": self._on_iea,
@@ -301,7 +300,7 @@ class X12Reader:
             ack_requested=els[14],
         )
         self.interchanges.append(ic)
-        self._ic, self._quiet, self._ta1 = ic, False, False
+        self._ic, self._quiet = ic, False
         self._drain_warnings()
         for i, width in enumerate(_ISA_WIDTHS, 1):
             if len(els[i]) != width:
@@ -351,7 +350,7 @@ class X12Reader:
                 seg,
                 2,
             )
-        if not ic.groups and not self._ta1:
+        if not ic.groups and not ic.ta1s:
             self._warn("the interchange holds no functional group", seg)
         ic.encoding = self.scanner.encoding
         self._drain_warnings()
@@ -539,7 +538,7 @@ class X12Reader:
     def _stray(self, seg: Segment) -> None:
         """A segment outside any transaction set: reported once per run of them."""
         if seg.tag == "TA1" and self._group is None and self._ic is not None:
-            self._ta1 = True  # TA1 acknowledgments may sit between ISA and GS
+            self._ic.ta1s += 1  # TA1 acknowledgments may sit between ISA and GS
             return
         ic = self._interchange(seg)
         if self._quiet:
