@@ -714,3 +714,26 @@ def test_readme_names_every_field_of_the_erps_json():
     named = set(re.findall(r"`(\w+)(?:\[\])?`", contract))
     missing = (set(document) | set(document["lines"][0])) - named
     assert not missing, missing
+
+
+def test_same_content_compares_numbers_by_value_and_nothing_else_loosely():
+    """``2.0`` × ``3.5`` is the order sent as ``2`` × ``3.50`` (and ``0`` is
+    ``0.00``), under other envelope numbers; a product id ``0010`` is not
+    ``10``, and another quantity is another order."""
+
+    def document(quantity: str, price: str, product: str = "X1", icn: str = "1") -> dict:
+        line = Line(
+            quantity_raw=quantity,
+            unit_price_raw=price,
+            product_ids=(orders.ProductId(qualifier="VP", id=product),),
+        )
+        envelope = orders.Envelope(interchange_control_number=icn)
+        return PurchaseOrder(envelope=envelope, po_number="P1", lines=(line,)).to_json()
+
+    first = document("2", "3.50")
+    assert orders.content_hash(first) != orders.content_hash(document("2.0", "3.5"))
+    assert orders.same_content(first, document("2.0", "3.5", icn="2"))
+    assert orders.same_content(document("1", "0"), document("1.0", "0.00"))
+    assert not orders.same_content(first, document("2", "3.50", product="0010"))
+    assert not orders.same_content(document("1", "1", product="10"), document("1", "1", "0010"))
+    assert not orders.same_content(first, document("3", "3.50"))

@@ -358,6 +358,21 @@ def test_each_new_replace_is_the_orders_next_version(db_pipeline):
     assert changed.status is JobStatus.FAILED and len(db_pipeline.outbox()) == 3
 
 
+def test_numbers_written_another_way_are_the_same_order(db_pipeline):
+    """A resend writing ``2.0`` × ``3.5`` for ``2`` × ``3.50`` is a duplicate,
+    in a later file or later in the same one: posted once, acknowledged A."""
+    db_pipeline(file_of(order(1)), "a.edi")
+    written = order(1, "2.0", price="3.5")
+    again = db_pipeline(file_of(written, icn="000000601"), "b.edi")
+    assert again.status is JobStatus.DUPLICATE, again.orders[0].error
+    both = db_pipeline(
+        file_of(order(2), written.replace("PO-1", "PO-2").replace("0001", "0003"), icn="000000602"),
+        "c.edi",
+    )
+    assert [o.status for o in both.orders] == ["posted", "duplicate"], both.orders[1].error
+    assert both.status is JobStatus.SUCCEEDED and len(db_pipeline.outbox()) == 2
+
+
 def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     """Case 2: a partial job retried: the order posted the first time is not
     posted again (nor called a duplicate of its own job); the other is judged

@@ -201,6 +201,7 @@ class PostedOrder:
     idempotency_key: str
     purpose: str  # BEG01
     release_number: str = ""  # BEG04
+    payload: dict[str, Any] = field(default_factory=dict, compare=False)  # the JSON posted
 
 
 @dataclass
@@ -469,8 +470,9 @@ class NullRecorder:
         if not order.erp_po_id:
             return None
         key = order.idempotency_key
-        release = str(order.fields().get("release_number", ""))
-        posted = PostedOrder(job.job_id, order.erp_po_id, key, order.purpose, release)
+        payload = order.fields()
+        release = str(payload.get("release_number", ""))
+        posted = PostedOrder(job.job_id, order.erp_po_id, key, order.purpose, release, payload)
         with self._lock:
             self._pending.get(job.job_id, {}).pop(key, None)
             erp_po_id, by = self._accepted.get(key, (order.erp_po_id, job.job_id))

@@ -472,9 +472,37 @@ def content_hash(document: dict[str, Any]) -> str:
     """sha256 of the canonical order (``to_json``) without its envelope: the
     same order sent again under new control numbers hashes alike; any change
     to what is ordered, at what price, for whom, hashes differently."""
-    canonical = {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
+    canonical = _content(document)
     encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two orders' JSON (``to_json``) say the same thing, envelopes
+    aside, numbers compared by value: a resend written ``2.0`` and ``3.5``
+    is the order sent as ``2`` and ``3.50`` (X12 R and N values compare by
+    value), though its content hash, and so its key, differ."""
+    return _by_value(_content(a)) == _by_value(_content(b))
+
+
+def _content(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
+
+
+def _by_value(value: Any, key: str = "") -> Any:
+    """``value`` with every number ``to_json`` writes as text (``_NUMBER_KEYS``) a Decimal."""
+    if isinstance(value, dict):
+        return {k: _by_value(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_value(v) for v in value]
+    if key in _NUMBER_KEYS and isinstance(value, str):
+        number = parse_decimal(value)
+        return value if number is None else number
+    return value
+
+
+# The JSON keys whose values are Decimals written as text (``_text``).
+_NUMBER_KEYS = frozenset({"quantity", "unit_price", "amount", "hash_total", "total_amount"})
 
 
 def idempotency_key(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:

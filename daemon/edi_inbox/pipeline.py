@@ -824,7 +824,9 @@ class Pipeline:
             label = _label(po)
             if ident in seen:  # earlier in this file
                 first, key = seen[ident]
-                if key == order.idempotency_key:  # what the first becomes (``conclude``)
+                if key == order.idempotency_key or orders.same_content(
+                    first.fields(), order.fields()
+                ):  # what the first becomes (``conclude``)
                     self._duplicate(job, order, index, job.job_id, first.erp_po_id)
                     work.copy_of[id(order)] = first
                 else:
@@ -880,6 +882,9 @@ class Pipeline:
             return True
         same = [p for p in posted if p.purpose == po.purpose]
         match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
+        if match is None and same:  # the same numbers written another way?
+            document = order.fields()
+            match = next((p for p in same if orders.same_content(p.payload, document)), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
         elif same and po.purpose != REPLACE:  # each replace is a new version: posted

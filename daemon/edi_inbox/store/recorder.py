@@ -427,7 +427,7 @@ class DatabaseRecorder:
                     continue
                 purpose = str(payload.get("purpose", ""))
                 release = str(payload.get("release_number", ""))
-                found.append(PostedOrder(job_id, erp_po_id, key, purpose, release))
+                found.append(PostedOrder(job_id, erp_po_id, key, purpose, release, payload))
             return found
 
         return run_unit(self.db, work, write=False, atomic=False)
