@@ -373,6 +373,20 @@ def test_numbers_written_another_way_are_the_same_order(db_pipeline):
     assert both.status is JobStatus.SUCCEEDED and len(db_pipeline.outbox()) == 2
 
 
+def test_a_test_interchanges_order_is_not_the_production_order(db_pipeline):
+    """The same order as a test (ISA15 T), then for real (P): both posted,
+    under two keys, each flagged by its usage; each sent again: duplicates."""
+    test = db_pipeline(file_of(order(1)), "t.edi")
+    real_file = file_of(order(1), icn="000000701").replace(b"*T*>~", b"*P*>~", 1)
+    real = db_pipeline(real_file, "p.edi")
+    assert test.status is real.status is JobStatus.SUCCEEDED, real.orders[0].error
+    assert test.orders[0].idempotency_key != real.orders[0].idempotency_key
+    sent = sorted(json.loads(p.read_text())["usage"] for p in db_pipeline.outbox())
+    assert sent == ["P", "T"]
+    again = db_pipeline(real_file.replace(b"000000701", b"000000702"), "p2.edi")
+    assert again.status is JobStatus.DUPLICATE and again.duplicate_of == real.job_id
+
+
 def test_retry_never_posts_an_accepted_order_again(db_pipeline):
     """Case 2: a partial job retried: the order posted the first time is not
     posted again (nor called a duplicate of its own job); the other is judged

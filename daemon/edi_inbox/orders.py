@@ -453,18 +453,24 @@ class PurchaseOrder(_Part):
         }
 
 
-def identity(po: PurchaseOrder) -> tuple[str, str, str, str, str]:
+def identity(po: PurchaseOrder) -> tuple[str, ...]:
     """Who ordered what, as the partner means it: sender (ISA05:ISA06), PO
     number (BEG03) with its release number (BEG04: releases against one
     blanket order share BEG03), and purpose (BEG01: 00 original, 01
-    cancellation, 05 replace, 07 duplicate …). Envelope numbers take no part:
-    partners reset them."""
+    cancellation, 05 replace, 07 duplicate …); and, for a test interchange
+    (ISA15 other than ``P``), its usage: partners send an order as a test
+    before they send it for real, and the test is another order. Envelope
+    numbers take no part: partners reset them."""
     env = po.envelope
-    return (env.sender_qualifier, env.sender_id, po.po_number, po.release_number, po.purpose)
+    found = (env.sender_qualifier, env.sender_id, po.po_number, po.release_number, po.purpose)
+    return found if env.usage == PRODUCTION else (*found, env.usage)
+
+
+PRODUCTION = "P"  # ISA15: production data; "T" test, "I" information
 
 
 _ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
-# ``identity`` as the order's JSON names it.
+# ``identity`` as the order's JSON names it (and "usage", unless production).
 _IDENTITY_KEYS = ("sender_qualifier", "sender_id", "po_number", "release_number", "purpose")
 
 
@@ -517,7 +523,10 @@ def document_key(document: dict[str, Any]) -> str:
     read back from a body sent to the ERP: the identity (``identity``) and
     the content (``content_hash``) as a JSON array (so no two different tuples
     hash alike), sha256, 32 hex digits."""
-    parts = [*(document.get(k) for k in _IDENTITY_KEYS), content_hash(document)]
+    parts = [document.get(k) for k in _IDENTITY_KEYS]
+    if document.get("usage", PRODUCTION) != PRODUCTION:
+        parts.append(document["usage"])
+    parts.append(content_hash(document))
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
 

@@ -864,10 +864,13 @@ class Pipeline:
             if not is_permanent(exc):
                 work.unrecorded = f"the database is unavailable ({exc})"
             posted = []
+        usage = po.envelope.usage
         posted = [
             p
             for p in posted
-            if p.job_id not in (job.job_id, job.retry_of) and p.release_number == po.release_number
+            if p.job_id not in (job.job_id, job.retry_of)
+            and p.release_number == po.release_number
+            and p.payload.get("usage", orders.PRODUCTION) == usage  # a test is another order
         ]
         if po.purpose == "07":  # "duplicate": the original is what counts
             original = next((p for p in posted if p.purpose != "07"), None)
