@@ -295,13 +295,15 @@ def test_hostile_group_sender_gets_no_997():
         ("ST*850*0002~", "ST*850*>~", "ST02"),  # nothing left once the delimiter is dropped
         ("*1200*77*X*", "*1200**X*", "GS06"),
         ("GS*PO*", "GS**", "GS01"),
+        ("*ACMEAPP*", "**", "GS02"),  # the 997's GS03
+        ("*OURAPP*", "**", "GS03"),  # the 997's GS02
     ],
 )
 def test_a_group_missing_a_control_value_the_997_echoes_gets_no_997(old, new, element):
-    """AK101/AK102 and AK201/AK202 are mandatory: a group whose GS01 or GS06,
-    or one of whose sets' ST01 or ST02, is empty gets no 997 rather than one
-    with an empty element (``AK2**0002``, ``AK1*PO``), which the partner's
-    translator rejects whole."""
+    """AK101/AK102, AK201/AK202 and the 997's GS02/GS03 are mandatory: a group
+    whose GS01, GS02, GS03 or GS06, or one of whose sets' ST01 or ST02, is
+    empty gets no 997 rather than one with an empty element (``AK2**0002``,
+    ``AK1*PO``), which the partner's translator rejects whole."""
     data = doc(order(1), order(2)).replace(old.encode(), new.encode(), 1)
     assert data != doc(order(1), order(2))
     ic = read(data).interchanges[0]

@@ -33,8 +33,8 @@ wanted.
 The envelope goes back to addresses the partner wrote, so they are checked,
 never copied raw (``check_address``): an ISA06 of 20 characters would make a
 111-character ISA, a ``~`` inside it a segment of its own. The ISA written is
-always 106 characters. The control values AK1 and AK2 echo (GS01, GS06, ST01,
-ST02) must be there. A group that cannot be addressed gets no 997
+always 106 characters. The mandatory values the 997 echoes (GS01, GS02, GS03,
+GS06, ST01, ST02) must be there. A group that cannot be addressed gets no 997
 (``Unaddressable``).
 """
 
@@ -129,11 +129,11 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
     over 15, any of them holding a delimiter or a character that is not
     printable ASCII; ISA12 not five digits; ISA15 not one character.
 
-    Nor can it if GS01 or GS06, or a set's ST01 or ST02, is empty: AK101/AK102
-    and AK201/AK202 echo them and are mandatory (an AK2 without its ST02
-    matches no set, and the partner's translator rejects the whole 997). A
-    group with no GS (``segment_number`` 0: the interchange alone, as for a
-    TA1) has none of these to echo."""
+    Nor can it if GS01, GS02, GS03 or GS06, or a set's ST01 or ST02, is
+    empty: the 997's GS03/GS02, AK101/AK102 and AK201/AK202 echo them and are
+    mandatory (an AK2 without its ST02 matches no set, and the partner's
+    translator rejects the whole 997). A group with no GS (``segment_number``
+    0: the interchange alone, as for a TA1) has none of these to echo."""
     ic = interchange
     d = ic.delimiters
     banned = _banned(ic.version, d)
@@ -148,6 +148,8 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
     if not group.segment_number:
         return
     _check_echoed("GS01", group.functional_id, d, 3)
+    _check_echoed("GS02", group.sender, d, 15)
+    _check_echoed("GS03", group.receiver, d, 15)
     _check_echoed("GS06", group.control_number, d, 9)
     for s in group.sets:
         where = f"the set at segment {s.segment_number}: "
