@@ -81,6 +81,26 @@ def test_process_several_files_prints_a_list_and_fails_if_one_fails(env):
     assert [d["success"] for d in docs] == [True, False]
 
 
+def test_process_on_a_mistyped_path_is_a_usage_error_recording_nothing(env, tmp_path):
+    """A FILE that is not there, among good ones: exit 2 naming it, nothing run
+    or recorded (a failed job would count an operator's typo as a failed file)."""
+    missing = tmp_path / "po_4711.ed"
+    result = run_cli(env, "process", str(GOOD), str(missing))
+    assert result.exit_code == 2
+    assert f"Path {str(missing)!r} does not exist" in result.stderr
+    assert json.loads(run_cli(env, "stats", "--json").stdout)["total_jobs"] == 0
+
+
+def test_process_on_a_dangling_symlink_records_a_failed_job(env, tmp_path):
+    """A symbolic link is a FILE that fails unread, whether or not it points anywhere."""
+    link = tmp_path / "po.edi"
+    link.symlink_to(tmp_path / "gone.edi")
+    result = run_cli(env, "process", "--json", str(link))
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["status"] == "failed"
+    assert json.loads(run_cli(env, "stats", "--json").stdout)["failed_jobs"] == 1
+
+
 def test_config_error_names_the_key(tmp_path):
     """A bad configuration stops the command with a message naming the key."""
     config = tmp_path / "bad.toml"

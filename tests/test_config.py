@@ -258,3 +258,48 @@ def test_loose_token_file_is_refused(tmp_path, mode, why):
     assert "token_file" in message and str(path) in message
     token.chmod(0o640)  # the service's group may read it
     assert config.load(path, {}).erp.token_file == token
+
+
+@pytest.mark.parametrize("folder", ["processing", "done", "failed", "outbox", "acks"])
+def test_a_paths_folder_that_is_the_shared_inbox_is_refused(tmp_path, folder):
+    """[paths] acks (or any folder the daemon writes) set to the inbox would feed
+    the daemon its own output, a 997 answered with a 997 for ever: refused at
+    load (at start and on reload), naming both settings. A symlink to the inbox
+    is the inbox."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "in")
+    for target in ("in", "link"):
+        path = write(
+            tmp_path,
+            f'[paths]\nroot = "{tmp_path}/state"\ninbox = "{tmp_path}/in"\n'
+            f'{folder} = "{tmp_path}/{target}"\n',
+        )
+        with pytest.raises(ConfigError) as info:
+            config.load(path, {})
+        message = str(info.value)
+        assert f"{path}: [paths] key 'inbox'" in message and f"[paths] {folder}" in message
+        assert "read its own output back" in message
+
+
+def test_a_partners_outbox_that_is_the_shared_inbox_is_refused(tmp_path):
+    """A partner downloading its 997s where everyone uploads: the daemon would read them."""
+    path = write(
+        tmp_path,
+        f'[paths]\nroot = "{tmp_path}/state"\n'
+        f'[partners.acme]\nids = ["ZZ:ACME"]\noutbox = "{tmp_path}/state/inbox"\n',
+    )
+    with pytest.raises(ConfigError, match=r"\[paths\] key 'inbox'.*outbox of partner 'acme'"):
+        config.load(path, {})
+
+
+def test_folders_beside_or_inside_the_inbox_are_accepted(tmp_path):
+    """Only a folder the daemon reads is refused: siblings under one state folder
+    (the default layout), or acks/ inside the inbox (which is not watched
+    recursively: a folder in it is left in place, unread), are fine."""
+    path = write(
+        tmp_path,
+        f'[paths]\nroot = "{tmp_path}/state"\nacks = "{tmp_path}/state/inbox/acks"\n',
+    )
+    settings = config.load(path, {})
+    assert settings.paths.acks == tmp_path / "state" / "inbox" / "acks"
+    assert settings.paths.done == tmp_path / "state" / "done"

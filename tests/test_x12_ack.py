@@ -18,7 +18,9 @@ from edi_inbox.x12.ack import (
     Unaddressable,
     ack_kind,
     build_ack,
+    check_address,
 )
+from edi_inbox.x12.model import GroupSummary
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 NOW = datetime(2024, 5, 6, 7, 8)
@@ -283,6 +285,39 @@ def test_hostile_group_sender_gets_no_997():
     ic = reader.interchanges[0]
     with pytest.raises(Unaddressable, match="GS02"):
         build_997(ic, ic.groups[0], control_number=1, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "old, new, element",
+    [
+        ("ST*850*0002~", "ST**0002~", "ST01"),
+        ("ST*850*0002~", "ST*850~", "ST02"),
+        ("ST*850*0002~", "ST*850*>~", "ST02"),  # nothing left once the delimiter is dropped
+        ("*1200*77*X*", "*1200**X*", "GS06"),
+        ("GS*PO*", "GS**", "GS01"),
+        ("*ACMEAPP*", "**", "GS02"),  # the 997's GS03
+        ("*OURAPP*", "**", "GS03"),  # the 997's GS02
+    ],
+)
+def test_a_group_missing_a_control_value_the_997_echoes_gets_no_997(old, new, element):
+    """AK101/AK102, AK201/AK202 and the 997's GS02/GS03 are mandatory: a group
+    whose GS01, GS02, GS03 or GS06, or one of whose sets' ST01 or ST02, is
+    empty gets no 997 rather than one with an empty element (``AK2**0002``,
+    ``AK1*PO``), which the partner's translator rejects whole."""
+    data = doc(order(1), order(2)).replace(old.encode(), new.encode(), 1)
+    assert data != doc(order(1), order(2))
+    ic = read(data).interchanges[0]
+    with pytest.raises(Unaddressable, match=element):
+        check_address(ic, ic.groups[0])
+    with pytest.raises(Unaddressable, match=element):
+        build_997(ic, ic.groups[0], control_number=1, now=NOW)
+
+
+def test_an_interchange_alone_is_addressed_without_a_group():
+    """The TA1's check passes a group with no GS (segment number 0): it has no
+    GS01/GS06 to echo, so an empty one is no reason to refuse."""
+    ic = read(doc(order(1))).interchanges[0]
+    check_address(ic, GroupSummary("", "", "", "", "", 0))
 
 
 # --- the 999 (005010X231A1): the same truth, for 5010 groups --------------------

@@ -660,6 +660,8 @@ def test_round_trip_mailbag(docs, gaps, chunk_size):
         b"IEA*1*000000001\x15\r\n  \x1a",
         b"IEA*1*000000001~" + b" " * 60 + b"\n\x00\x00",
         b"IEA*2*3438",  # no terminator at the very end (ediengine)
+        b"IEA*1*000000730*~",  # every element written, the last one empty
+        b"IEA*1*000000730**~\r\n",
         b"IEA*1*00000\r\n0001~",  # wrapped at 80 columns
         b"IEA\x7f1\x7f000000001\x15",
         b"GE\x1d1\x1d1\x1cIEA\x1d1\x1d000000001\x1c",  # control characters as delimiters
@@ -671,6 +673,14 @@ def test_trailer_present(tail):
     assert trailer_present(tail)
 
 
+def test_an_iea_ending_with_a_separator_is_complete_for_reader_and_watcher():
+    """A file the reader takes whole is one the watcher does not hold as unfinished."""
+    data = GOOD.replace("IEA*1*000000001~", "IEA*1*000000001*~")
+    reader, sets, fatal = read(data)
+    assert fatal is None and reader.errors == [] and len(sets) == 1
+    assert trailer_present(data.encode()[-4096:])
+
+
 @pytest.mark.parametrize(
     "tail",
     [
@@ -679,6 +689,7 @@ def test_trailer_present(tail):
         b"SE*5*0001~GE*1*1~",
         b"IEA*1*000000001~ISA*00*     ",  # a second interchange still arriving
         b"IEA*1*",
+        b"IEA*1**~",  # IEA02 not there yet: separators alone do not finish the IEA
         ebcdic("SE*5*0001~GE*1*1~"),
     ],
 )

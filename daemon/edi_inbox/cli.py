@@ -185,6 +185,20 @@ def _partner_option(help_text: str) -> Any:
     return click.option("--partner", metavar="NAME", help=help_text)
 
 
+def _check_present(files: tuple[Path, ...]) -> None:
+    """``process`` FILEs must be there: a mistyped path is a usage error, not
+    a failed job (nothing was received). Looked at with ``lstat``, not click's
+    ``exists=True``: a dangling symbolic link is a FILE that fails unread, and
+    is recorded like any other symbolic link."""
+    for path in files:
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            raise click.BadParameter(
+                f"Path {str(path)!r} does not exist.", param_hint="'FILES...'"
+            ) from None
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the job(s) as JSON.")
@@ -201,7 +215,8 @@ def process(
     Exits 0 only if every file succeeded (a duplicate counts as success) and
     was recorded: a job the database cannot record within 30 s is an error
     (exit 1), and its orders are not posted unless its running record was
-    written first.
+    written first. A FILE that does not exist is a usage error (exit 2):
+    nothing is run or recorded.
 
     \b
     Example:
@@ -218,6 +233,9 @@ def process(
         _database(settings) as db,
         Pipeline(settings, store.DatabaseRecorder(db), record_patience=RECORD_PATIENCE) as pipeline,
     ):
+        # Once the database is open (process creates it, as it always has), so
+        # that the record a typo leaves alone is there to be read: no jobs.
+        _check_present(files)
         for path in files:
             try:
                 results.append(pipeline.run(path, partner=given))

@@ -413,11 +413,12 @@ def _partners(
         raise ConfigError(f"{label} must be one of accept, reject, not {unknown!r}")
     partners: list[PartnerSettings] = []
     claimed: dict[PartnerId, str] = {}
+    file = where[: -len("[partners]")]
     heres: dict[str, str] = {}
     for name, values in raw.items():
         if name == "unknown":
             continue
-        here = f"{where[: -len('[partners]')]}[partners.{name}]"
+        here = f"{file}[partners.{name}]"
         if not isinstance(values, dict):
             _known(name, {"unknown": None}, f"{where} key '{name}'")
         if not PARTNER_NAME.fullmatch(name):
@@ -437,17 +438,19 @@ def _partners(
                 )
             claimed[pid] = name
         partners.append(partner)
-    _check_folders(paths, partners, heres)
+    _check_folders(paths, partners, heres, f"{file}[paths]")
     return PartnersSettings(unknown=str(unknown), partners=tuple(partners))
 
 
 def _check_folders(
-    paths: PathSettings, partners: list[PartnerSettings], heres: dict[str, str]
+    paths: PathSettings, partners: list[PartnerSettings], heres: dict[str, str], at_paths: str
 ) -> None:
     """Each inbox and each processing folder belongs to one lane, and no inbox
-    is a folder the daemon writes (it would read its own output back: a 997
-    answered with a 997…). Folders are told apart by what they are (device
-    and inode) where they exist, a symlink being the folder it names."""
+    — the shared one included — is a folder the daemon writes (it would read
+    its own output back: a 997 answered with a 997…). Folders are told apart
+    by what they are (device and inode) where they exist, a symlink being the
+    folder it names. A written folder inside an inbox is allowed: an inbox is
+    not watched recursively, and a folder in it is left in place, unread."""
 
     def key(path: Path) -> object:
         try:
@@ -456,7 +459,7 @@ def _check_folders(
             return Path(os.path.abspath(path))
         return (st.st_dev, st.st_ino)
 
-    inboxes = {key(typing.cast(Path, paths.inbox)): "[paths] inbox"}
+    inboxes: dict[object, str] = {}
     processing = {key(typing.cast(Path, paths.processing)): "[paths] processing"}
     written = {key(typing.cast(Path, getattr(paths, f))): f"[paths] {f}" for f in (
         "processing", "done", "failed", "outbox", "acks")}  # fmt: skip
@@ -473,21 +476,24 @@ def _check_folders(
                 )
             processing[folder] = f"the processing folder of partner {partner.name!r}"
             written.setdefault(folder, processing[folder])
-    for partner in partners:
-        if partner.inbox is None:
-            continue
-        here, folder = heres[partner.name], key(partner.inbox)
+    lanes = [(typing.cast(Path, paths.inbox), at_paths, "[paths] inbox")] + [
+        (p.inbox, heres[p.name], f"the inbox of partner {p.name!r}")
+        for p in partners
+        if p.inbox is not None
+    ]
+    for inbox, here, name in lanes:
+        folder = key(inbox)
         if folder in inboxes:
             raise ConfigError(
-                f"{here} key 'inbox': {str(partner.inbox)!r} is {inboxes[folder]} too:"
+                f"{here} key 'inbox': {str(inbox)!r} is {inboxes[folder]} too:"
                 " each partner uploads to a folder of its own"
             )
         if folder in written:
             raise ConfigError(
-                f"{here} key 'inbox': {str(partner.inbox)!r} is {written[folder]}, where the"
+                f"{here} key 'inbox': {str(inbox)!r} is {written[folder]}, where the"
                 " daemon writes: it would read its own output back"
             )
-        inboxes[folder] = f"the inbox of partner {partner.name!r}"
+        inboxes[folder] = name
 
 
 def _partner(

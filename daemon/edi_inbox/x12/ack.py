@@ -33,7 +33,8 @@ wanted.
 The envelope goes back to addresses the partner wrote, so they are checked,
 never copied raw (``check_address``): an ISA06 of 20 characters would make a
 111-character ISA, a ``~`` inside it a segment of its own. The ISA written is
-always 106 characters; a group that cannot be addressed gets no 997
+always 106 characters. The mandatory values the 997 echoes (GS01, GS02, GS03,
+GS06, ST01, ST02) must be there. A group that cannot be addressed gets no 997
 (``Unaddressable``).
 """
 
@@ -56,7 +57,8 @@ _PRINTABLE = re.compile("[ -~]*")  # the X12 character sets are printable ASCII
 
 class Unaddressable(EdiInboxError):
     """The received envelope cannot be answered: a 997 built from it would not
-    be well-formed X12 (a value too long, holding a delimiter, or unprintable)."""
+    be well-formed X12 (a value too long, holding a delimiter, or unprintable;
+    a mandatory control value missing)."""
 
 
 def render(
@@ -125,9 +127,16 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
     """Raise ``Unaddressable`` if the 997 for ``group`` cannot be addressed:
     ISA05/ISA07 (qualifiers) over 2 characters, ISA06/ISA08 (ids) or GS02/GS03
     over 15, any of them holding a delimiter or a character that is not
-    printable ASCII; ISA12 not five digits; ISA15 not one character."""
+    printable ASCII; ISA12 not five digits; ISA15 not one character.
+
+    Nor can it if GS01, GS02, GS03 or GS06, or a set's ST01 or ST02, is
+    empty: the 997's GS03/GS02, AK101/AK102 and AK201/AK202 echo them and are
+    mandatory (an AK2 without its ST02 matches no set, and the partner's
+    translator rejects the whole 997). A group with no GS (``segment_number``
+    0: the interchange alone, as for a TA1) has none of these to echo."""
     ic = interchange
-    banned = _banned(ic.version, ic.delimiters)
+    d = ic.delimiters
+    banned = _banned(ic.version, d)
     _check("ISA05", ic.sender_qualifier, 2, banned)
     _check("ISA06", ic.sender_id, 15, banned)
     _check("ISA07", ic.receiver_qualifier, 2, banned)
@@ -136,6 +145,24 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
     _check("ISA15", ic.usage or "P", 1, banned)
     _check("GS02", group.sender, 15, banned)
     _check("GS03", group.receiver, 15, banned)
+    if not group.segment_number:
+        return
+    _check_echoed("GS01", group.functional_id, d, 3)
+    _check_echoed("GS02", group.sender, d, 15)
+    _check_echoed("GS03", group.receiver, d, 15)
+    _check_echoed("GS06", group.control_number, d, 9)
+    for s in group.sets:
+        where = f"the set at segment {s.segment_number}: "
+        _check_echoed(where + "ST01", s.code, d, 3)
+        _check_echoed(where + "ST02", s.control_number, d, 9)
+
+
+def _check_echoed(name: str, value: str, d: Delimiters, limit: int) -> None:
+    """A value the acknowledgment echoes (``_clean``) into a mandatory element
+    must leave something to echo."""
+    if not _clean(value, d, limit):
+        said = "is empty" if not value else f"{_quote(value)} holds nothing to echo"
+        raise Unaddressable(f"{name} {said}: the acknowledgment would leave it out")
 
 
 def _isa11(version: str, d: Delimiters) -> str:

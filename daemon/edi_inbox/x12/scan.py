@@ -49,7 +49,8 @@ _BETWEEN = re.compile("[ \t\r\n\x00\x1a\x85\ufeff]*")  # what may sit between in
 _skip_between = _BETWEEN.match
 _IEA_OR_ISA = re.compile("I(?:EA|SA)")
 # Not ``\s``: in a str pattern it matches \x1c-\x1f, which partners use as delimiters.
-_TRAILER = re.compile(r"IEA([^0-9A-Za-z \t\n\r\f\v])[0-9]{1,5}\1[0-9]{1,9}[^0-9A-Za-z]?\Z")
+# IEA02 must be there; empty elements after it ("IEA*1*000000730*~") are allowed.
+_TRAILER = re.compile(r"IEA([^0-9A-Za-z \t\n\r\f\v])[0-9]{1,5}\1[0-9]{1,9}\1*[^0-9A-Za-z]?\Z")
 
 
 def digits(text: str) -> bool:
@@ -74,8 +75,10 @@ def number(text: str) -> int | None:
 def trailer_present(tail: bytes) -> bool:
     """True if ``tail`` (a file's last bytes, say 4 KiB) ends with an IEA segment.
 
-    Whitespace, NULs and Ctrl-Z padding after it are allowed; EBCDIC too. The
-    watcher uses it to tell a finished upload from one still arriving.
+    Whitespace, NULs and Ctrl-Z padding after it are allowed; EBCDIC too. So
+    are element separators after IEA02: generators that write every element
+    end with "IEA*1*000000730*~", and the reader takes that. The watcher uses
+    it to tell a finished upload from one still arriving.
     """
     for encoding in ("latin-1", "cp500"):
         text = tail.decode(encoding).replace("\r", "").replace("\n", "")
