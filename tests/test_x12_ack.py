@@ -20,7 +20,6 @@ from edi_inbox.x12.ack import (
     build_ack,
     check_address,
 )
-from edi_inbox.x12.model import GroupSummary
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 NOW = datetime(2024, 5, 6, 7, 8)
@@ -314,10 +313,12 @@ def test_a_group_missing_a_control_value_the_997_echoes_gets_no_997(old, new, el
 
 
 def test_an_interchange_alone_is_addressed_without_a_group():
-    """The TA1's check passes a group with no GS (segment number 0): it has no
-    GS01/GS06 to echo, so an empty one is no reason to refuse."""
-    ic = read(doc(order(1))).interchanges[0]
-    check_address(ic, GroupSummary("", "", "", "", "", 0))
+    """The TA1 answers the interchange alone: a group with an empty GS06
+    gets no 997, but the interchange still gets its TA1."""
+    ic = read(doc(order(1)).replace(b"*77*X*", b"**X*", 1)).interchanges[0]
+    with pytest.raises(Unaddressable, match="GS06"):
+        check_address(ic, ic.groups[0])
+    check_address(ic)
 
 
 # --- the 999 (005010X231A1): the same truth, for 5010 groups --------------------

@@ -1169,7 +1169,7 @@ class Pipeline:
                 continue  # TA1s alone: no TA1 answers a TA1
             if ta1_policy == "always" or (ta1_policy == "on-request" and ta1_wanted(interchange)):
                 try:
-                    check_address(interchange, _NO_GROUP)
+                    check_address(interchange)
                 except Unaddressable as exc:
                     acks.not_acknowledged.append(
                         f"interchange {interchange.control_number[:20]!r}: {exc}"
@@ -1206,10 +1206,6 @@ class Pipeline:
                 raise NotRecorded(job, False, str(exc)) from exc
             reason = f"not_acknowledged: no control number could be reserved: {exc}"
             raise NotAcknowledged(reason, {"acks": [], "kinds": {}}) from exc
-
-
-# check_address for an interchange alone (a TA1 answers no group).
-_NO_GROUP = GroupSummary("", "", "", "", "", 0)
 
 
 def _answering(group: GroupSummary) -> bool:

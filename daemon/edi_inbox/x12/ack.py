@@ -123,17 +123,17 @@ def isa_elements(
     return isa
 
 
-def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
-    """Raise ``Unaddressable`` if the 997 for ``group`` cannot be addressed:
-    ISA05/ISA07 (qualifiers) over 2 characters, ISA06/ISA08 (ids) or GS02/GS03
-    over 15, any of them holding a delimiter or a character that is not
-    printable ASCII; ISA12 not five digits; ISA15 not one character.
+def check_address(interchange: InterchangeSummary, group: GroupSummary | None = None) -> None:
+    """Raise ``Unaddressable`` if the acknowledgment cannot be addressed:
+    ISA05/ISA07 (qualifiers) over 2 characters, ISA06/ISA08 (ids) over 15,
+    any of them holding a delimiter or a character that is not printable
+    ASCII; ISA12 not five digits; ISA15 not one character. ``group``: the
+    997 for it (None: a TA1, the interchange alone).
 
-    Nor can it if GS01, GS02, GS03 or GS06, or a set's ST01 or ST02, is
-    empty: the 997's GS03/GS02, AK101/AK102 and AK201/AK202 echo them and are
-    mandatory (an AK2 without its ST02 matches no set, and the partner's
-    translator rejects the whole 997). A group with no GS (``segment_number``
-    0: the interchange alone, as for a TA1) has none of these to echo."""
+    Nor can a 997 if GS01, GS02, GS03 or GS06, or a set's ST01 or ST02, is
+    empty or over its width: the 997's GS03/GS02, AK101/AK102 and AK201/AK202
+    echo them and are mandatory (an AK2 without its ST02 matches no set, and
+    the partner's translator rejects the whole 997)."""
     ic = interchange
     d = ic.delimiters
     banned = _banned(ic.version, d)
@@ -143,10 +143,10 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary) -> None:
     _check("ISA08", ic.receiver_id, 15, banned)
     _check_version(ic.version)
     _check("ISA15", ic.usage or "P", 1, banned)
+    if group is None:
+        return
     _check("GS02", group.sender, 15, banned)
     _check("GS03", group.receiver, 15, banned)
-    if not group.segment_number:
-        return
     _check_echoed("GS01", group.functional_id, d, 3)
     _check_echoed("GS02", group.sender, d, 15)
     _check_echoed("GS03", group.receiver, d, 15)
