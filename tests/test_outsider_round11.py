@@ -2,28 +2,32 @@
 what partners really send, money as partners price it, the CLI, hostile
 configurations and real files. About 50 s.
 
-Bugs (each test fails on the code as found):
+Bugs found (each test failed on the code as found; fixed unless marked):
 
 * a test interchange (ISA15 ``T``) is posted to the ERP like production, and
   then swallows the production order (same PO and content) as a duplicate;
 * a second change (BEG01 05) of an order is refused ("send a replace");
-* a buyer's PO split between two receiver ids (ISA08) is refused as changed;
 * a resend writing its numbers differently (``3.5`` for ``3.50``) is refused;
 * a PO number padded with trailing spaces is posted twice;
-* a byte-identical resend records no PO number (``jobs search`` misses it);
 * a partner's 997 is answered with a rejecting 997, the file filed partial;
 * a partner's TA1-only interchange is a failed file;
 * 997s go out with empty mandatory AK1/AK2 elements (``AK2*850``, ``AK1*PO``);
 * PO105 HP/TP (price per hundred/thousand) ignored: a true AMT*TT rejected,
   totals 100x or 1000x;
-* SAC charges and allowances dropped: AMT*TT including them rejected;
 * AMT*TT summed from per-line amounts rounded to the cent rejected;
 * a NUL byte in a partner's name makes the order unpostable on PostgreSQL;
-* releases of one blanket order are judged in quadratic time;
 * a complete file whose IEA ends with a separator is held for the grace;
 * ``[paths] acks`` (or done, failed, outbox, processing) set to the inbox is
   accepted: the daemon answers its own 997s forever;
 * ``process`` on a mistyped path records a failed job.
+
+Left (strict xfails, noted in the issue): a byte-identical resend records
+no PO number (``jobs search`` misses it); a buyer's PO split between two
+receiver ids (ISA08) is refused as changed (the receiver is not part of an
+order's identity, as README says); SAC charges and allowances are not
+modelled. Also found, measured rather than tested (a wall-clock ratio is a
+benchmark): each order is judged against every order posted under its PO
+number, so releases of one blanket order cost more as they accumulate.
 
 Held probes are marked "Held" in their docstrings (a mixed file's 997s and
 TA1; credentials in the ERP URL; the concatenated corpus).
