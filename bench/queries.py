@@ -292,7 +292,6 @@ def sample_job(n: int) -> JobResult:
 
 
 def record_through_recorder(recorder: store.DatabaseRecorder, job: JobResult) -> None:
-    recorder.find_duplicate(job)
     # As the pipeline does: the row with the steps before the ERP call in one
     # write, the accepted order at once, the rest with the final status.
     recorder.job_started(job, job.steps[:3], job.logs[:3])

@@ -133,11 +133,11 @@ def test_jobs_show_says_why_a_step_was_skipped_and_how_often_an_order_was_posted
     """Plain ``jobs show``: a step skipped after a failure says why (NOTE),
     an order how many POSTs it took (POSTS), as ``--json`` holds them."""
     done = json.loads(run_cli(env, "process", "--json", str(GOOD)).stdout)
-    run_cli(env, "process", str(GOOD))  # a duplicate: its later steps are skipped
-    jobs = json.loads(run_cli(env, "jobs", "list", "--json").stdout)
-    (again,) = [j for j in jobs if j["job_id"] != done["job_id"]]
-    human = run_cli(env, "jobs", "show", again["job_id"]).stdout
-    assert "NOTE" in human and f"skipped: duplicate of job {done['job_id']}" in human, human
+    bad = json.loads(
+        run_cli(env, "process", "--json", str(CORPUS / "ediengine__NonEdi.edi")).stdout
+    )
+    human = run_cli(env, "jobs", "show", bad["job_id"]).stdout
+    assert "NOTE" in human and "skipped: parse failed" in human, human
     first = run_cli(env, "jobs", "show", done["job_id"]).stdout
     assert "POSTS" in first, first
 

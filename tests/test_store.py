@@ -131,16 +131,6 @@ def test_accepted_order_survives_a_crash_and_resume(db, recorder, settings):
     assert stats["by_status"]["interrupted"] == 0 and stats["by_status"]["succeeded"] == 1
 
 
-def test_duplicate_by_hash_needs_an_earlier_success(db, recorder, record_job):
-    """Same bytes: a failed earlier file stays retryable; a succeeded one is the original."""
-    failed = record_job(5, status=JobStatus.FAILED, sha="ab" * 32)
-    again = make_job(6, sha="ab" * 32)
-    assert recorder.find_duplicate(again) is None
-    assert recorder.find_duplicate(failed) is None  # never its own duplicate
-    ok = record_job(7, sha="ab" * 32)
-    assert recorder.find_duplicate(again) == ok.job_id
-
-
 def test_reused_interchange_is_seen_not_a_duplicate(db, recorder, record_job):
     """Different bytes, same sender + receiver + ISA13: seen before (a warning),
     no longer a duplicate: the content decides (issue 10)."""
@@ -151,7 +141,6 @@ def test_reused_interchange_is_seen_not_a_duplicate(db, recorder, record_job):
     assert recorder.interchange_seen(later) is None
     later.interchanges.append(Interchange("OTHER", "RECEIVER", "000000777"))
     assert recorder.interchange_seen(later) == first.job_id
-    assert recorder.find_duplicate(later) is None
     later.interchanges[-1] = Interchange("OTHER", "ELSEWHERE", "000000777")
     assert recorder.interchange_seen(later) is None
 

@@ -342,9 +342,6 @@ class Recorder(Protocol):
         """Final status, summary fields, orders, the steps not yet written and
         the remaining log lines, in one transaction."""
 
-    def find_duplicate(self, job: JobResult) -> str | None:
-        """The job_id of an earlier succeeded job with the same file sha256."""
-
     def interchange_seen(self, job: JobResult) -> str | None:
         """The job_id of an earlier succeeded job with an interchange of the
         same sender + receiver + ISA13 (a reused number: only worth a warning)."""
@@ -449,9 +446,6 @@ class NullRecorder:
             self._pending.pop(job.job_id, None)
             if job.status in COUNTED_STATUSES:
                 self._counted.add(job.job_id)
-
-    def find_duplicate(self, job: JobResult) -> str | None:
-        return None
 
     def ended(self, job_id: str) -> tuple[str, str | None, str | None] | None:
         return None  # nothing is kept across a crash: a claim resumed runs again

@@ -708,13 +708,6 @@ class Pipeline:
         if reused:  # partners' counters wrap and get reset: the content decides
             logger.warning("interchange_number_reused", earlier_job=reused)
             data["interchange_number_reused_from"] = reused
-        duplicate_of = self._record(self.recorder.find_duplicate, job)
-        if duplicate_of:
-            job.status = JobStatus.DUPLICATE
-            job.duplicate_of = duplicate_of
-            work.skip_rest = f"duplicate of job {duplicate_of}"
-            logger.info("duplicate", duplicate_of=duplicate_of)
-            data["duplicate_of"] = duplicate_of
         return data
 
     def _resolve_partner(self, job: JobResult, work: _Work) -> X12Error | None:

@@ -402,16 +402,6 @@ class DatabaseRecorder:
             for order in job.orders:
                 self._accepted.pop(order.idempotency_key, None)
 
-    def find_duplicate(self, job: JobResult) -> str | None:
-        def work() -> str | None:
-            if job.file_sha256:
-                row = execute(self.db, "duplicate_by_hash", job.file_sha256, job.job_id).fetchone()
-                if row:
-                    return str(row[0])
-            return None
-
-        return run_unit(self.db, work, write=False, atomic=False)
-
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """Posted orders with this PO number, oldest first, kept when their
         payload names this sender (the payload holds ISA05/ISA06 and BEG01).

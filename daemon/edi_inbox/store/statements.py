@@ -101,11 +101,6 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         + _sets("jobs durations duration_total", '"job_rollups"."{c}" + excluded."{c}"')
         + ', "amount" = {amount_sum}',
     ),
-    "duplicate_by_hash": (
-        'SELECT "job_id" FROM "jobs" WHERE "file_sha256" = ? AND "status" = \'succeeded\''
-        ' AND "job_id" <> ? ORDER BY "id" LIMIT 1',
-        0,
-    ),
     "duplicate_by_interchange": (
         'SELECT j."job_id" FROM "job_interchanges" i JOIN "jobs" j ON j."id" = i."job_id"'
         ' WHERE i."sender_id" = ? AND i."receiver_id" = ? AND i."control_number" = ?'
