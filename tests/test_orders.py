@@ -125,6 +125,22 @@ def test_header_fields_are_read_from_beg_cur_ref_per_dtm():
     assert [(d.qualifier, d.date_raw, d.time) for d in po.dates] == [("002", "20240115", "1330")]
 
 
+def test_trailing_spaces_of_the_po_and_release_numbers_are_not_significant():
+    """X12 AN values: a PO number (BEG03) or release (BEG04) padded to a fixed
+    width is the same number, in the order, its identity and its key;
+    leading spaces are significant and kept."""
+    plain = from_transaction(transaction("ST*850*1~BEG*00*SA*PO-1*R-2*20240102~SE*3*1~"))
+    padded = from_transaction(transaction("ST*850*1~BEG*00*SA*PO-1   *R-2  *20240102~SE*3*1~"))
+    assert (padded.po_number, padded.release_number) == ("PO-1", "R-2")
+    assert padded == plain
+    assert orders.identity(padded) == orders.identity(plain)
+    assert idempotency_key(padded) == idempotency_key(plain)
+    leading = from_transaction(transaction("ST*850*1~BEG*00*SA*  PO-1 **20240102~SE*3*1~"))
+    assert (leading.po_number, leading.release_number) == ("  PO-1", "")
+    blank = from_transaction(transaction("ST*850*1~BEG*00*SA*    **20240102~SE*3*1~"))
+    assert [p.code for p in rules.validate(blank)][:1] == ["missing_po_number"]
+
+
 def test_loops_keep_their_own_segments_out_of_the_order():
     """A DTM in an N9 loop, a CUR in a SAC loop and a PID in an SLN loop are not the order's."""
     po = from_transaction(transaction(FULL))
@@ -352,6 +368,29 @@ def test_line_amount_and_total_are_exact_decimals():
     # Plain ``+`` would round to 28 digits here; the order's total does not.
     assert po.total_amount == orders.EXACT.add(_exact_square(big), Decimal("0.02"))
     assert isinstance(po.total_amount, Decimal)
+
+
+def test_a_price_per_hundred_or_thousand_is_divided_by_its_units():
+    """PO105 HP prices PO104 per hundred, TP per thousand: 2,000 at 15.00 per
+    thousand are 30.00, 500 at 4.00 per hundred 20.00, exactly, in the line,
+    the total and the JSON. Any other or no PO105, and a CTP price, are per unit."""
+    screws = Line(quantity_raw="2000", unit_price_raw="15.00", price_basis="TP")
+    labels = Line(quantity_raw="500", unit_price_raw="4.00", price_basis="HP")
+    odd = Line(quantity_raw="3", unit_price_raw="0.0333", price_basis="TP")
+    assert (screws.priced_units, screws.amount) == (1000, Decimal("30.00"))
+    assert (labels.priced_units, labels.amount) == (100, Decimal("20.00"))
+    assert str(odd.amount) == "0.0000999"  # nothing rounded
+    for basis in ("", "PE", "CT", "QT", "tp", "XX"):
+        per_unit = Line(quantity_raw="2", unit_price_raw="1.50", price_basis=basis)
+        assert (per_unit.priced_units, per_unit.amount) == (1, Decimal("3.00"))
+    by_ctp = Line(quantity_raw="2", ctp_code="UCP", ctp_price_raw="1.50", price_basis="TP")
+    assert (by_ctp.priced_units, by_ctp.amount) == (1, Decimal("3.00"))
+    po = PurchaseOrder(lines=(screws, labels))
+    assert po.total_amount == Decimal("50.00")
+    document = po.to_json()
+    assert document["total_amount"] == "50.00"
+    assert [line["amount"] for line in document["lines"]] == ["30.00", "20.00"]
+    assert [line["unit_price"] for line in document["lines"]] == ["15.00", "4.00"]
 
 
 def _exact_square(text: str) -> Decimal:

@@ -241,6 +241,47 @@ def test_amt_tt_rounds_the_computed_total_half_up():
         assert (found == []) is ok
 
 
+def test_amt_tt_may_be_summed_from_line_amounts_rounded_to_the_cent():
+    """Seven lines of 3 × 1.2345 (3.7035 each): 25.92 summed then rounded,
+    25.90 with each line rounded to the cent first (half-up, as invoices do).
+    AMT*TT may be either; anything else is total_mismatch, naming both."""
+    lines = tuple(line(str(i), "3", "1.2345") for i in range(1, 8))
+    for declared, ok in (("25.92", True), ("25.90", True), ("25.9", True), ("25.91", False)):
+        amounts = (Amount(qualifier="TT", amount_raw=declared),)
+        found = rules.validate(good_order(lines=lines, totals=None, amounts=amounts))
+        assert (found == []) is ok, (declared, [p.message for p in found])
+    amounts = (Amount(qualifier="TT", amount_raw="25.91"),)
+    p = only(rules.validate(good_order(lines=lines, totals=None, amounts=amounts)))
+    assert p.message == (
+        "AMT*TT total 25.91 does not match the lines' total 25.92 (25.90 line by line)"
+        " (sum of quantity × unit price)"
+    )
+
+
+def test_line_rounding_is_half_up_and_exact_past_28_digits():
+    """Each line's cents round half-up (0.005 up), and the line-by-line sum
+    loses no digit where plain ``sum`` would round to 28."""
+    big = "1" * 40
+    lines = (line("1", "1", "0.005"), line("2", "1", "0.005"), line("3", "1", big))
+    for declared, ok in ((big + ".02", True), (big + ".01", True), (big + ".00", False)):
+        amounts = (Amount(qualifier="TT", amount_raw=declared),)
+        found = rules.validate(good_order(lines=lines, totals=None, amounts=amounts))
+        assert (found == []) is ok, declared
+
+
+def test_amt_tt_is_compared_with_prices_per_hundred_and_thousand():
+    """A PO104 per thousand (PO105 TP) or hundred (HP) counts as such in the
+    total: 2,000 at 15.00 per thousand and 500 at 4.00 per hundred are 50.00."""
+    lines = (
+        replace(line("1", "2000", "15.00"), price_basis="TP"),
+        replace(line("2", "500", "4.00"), price_basis="HP"),
+    )
+    for declared, ok in (("50.00", True), ("30020.00", False), ("32000.00", False)):
+        amounts = (Amount(qualifier="TT", amount_raw=declared),)
+        found = rules.validate(good_order(lines=lines, totals=None, amounts=amounts))
+        assert (found == []) is ok, declared
+
+
 def test_amt_tt_must_be_numeric():
     """An AMT*TT amount that is not a number is not_numeric at AMT02."""
     amounts = (Amount(qualifier="TT", amount_raw="15.75USD", segment_number=13),)

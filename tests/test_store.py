@@ -52,6 +52,29 @@ def test_job_round_trips_as_its_json(db, recorder):
     assert queries.show_job(db, job.job_id) == job.to_json()
 
 
+def test_text_with_a_nul_is_recorded_and_found_on_both_databases(db, recorder):
+    """A NUL in a partner's name or PO number (legacy fixed-width padding):
+    SQLite keeps it, PostgreSQL's text cannot, so there it is U+FFFD, in the
+    record; the payload (JSON, ``\\u0000``) keeps it on both; a search key
+    takes it as a space on both; the posted order is found by its PO number."""
+    po_number = "PO-N\0UL"
+    job = make_job(1, po_numbers=(po_number,), vendor="ACME\0CORP")
+    order = job.orders[0]
+    order.payload = {"sender_qualifier": "ZZ", "sender_id": "S1", "po_number": po_number}
+    record(recorder, job)
+    expected = json.dumps(job.to_json())
+    if not db.is_sqlite:
+        expected = expected.replace("\\u0000", "\\ufffd")
+    assert queries.show_job(db, job.job_id) == json.loads(expected)
+    for term in (po_number, "po-n\0", "PO-N UL"):  # a NUL searches as a space
+        assert [j["job_id"] for j in queries.search_jobs(db, po_number=term)] == [job.job_id]
+    for term in ("ACME\0CORP", "acme corp", "e\0c"):
+        assert [j["job_id"] for j in queries.search_jobs(db, vendor=term)] == [job.job_id]
+    (posted,) = recorder.find_posted(("ZZ", "S1"), po_number)
+    assert (posted.job_id, posted.erp_po_id) == (job.job_id, order.erp_po_id)
+    assert recorder.find_posted(("ZZ", "S1"), "PO-N\ufffdUL") == []  # another PO number
+
+
 def test_job_written_only_at_its_end_round_trips(db, recorder):
     """A job that never reached the ERP is written once, by job_finished: the
     row, its steps, logs, interchanges, search keys and rollups together."""

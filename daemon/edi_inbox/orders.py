@@ -29,7 +29,8 @@ from .errors import NotHandledError, X12Error, shorten
 from .x12.model import Segment, TransactionSet
 
 # Additions and products at this precision are exact (digits grow as needed);
-# only division or quantize could round, and nothing here divides.
+# only division or quantize could round, and the one division here is by 100
+# or 1000 (``PRICE_BASIS_UNITS``), which only moves the decimal point.
 EXACT = decimal.Context(
     prec=decimal.MAX_PREC,
     Emax=decimal.MAX_EMAX,
@@ -55,6 +56,12 @@ VENDOR_CODES = ("VN", "SU", "SE")
 # price, net item price. Not counted: RES (the retail price the store will
 # sell at, printed on tickets), DIS (a discount), MSR/LPR (list prices).
 CTP_PRICE_CODES = ("UCP", "CON", "NET")
+
+# PO105 (basis of unit price, element 639) codes whose PO104 is the price of
+# more than one unit, and of how many: HP per hundred, TP per thousand (screws,
+# labels, packaging). Any other code (PE per each, CT contract, QT quoted ...)
+# or none: PO104 is the price of one unit.
+PRICE_BASIS_UNITS = {"HP": 100, "TP": 1000}
 
 
 # No X12 numeric element has more digits than this (R is at most 15 in the
@@ -282,12 +289,26 @@ class Line(_Part):
         return f"CTP {self.ctp_code}" if self.ctp_price_raw else None
 
     @property
+    def priced_units(self) -> int:
+        """How many units the unit price is the price of: 100 or 1000 for a
+        PO104 per hundred or thousand (PO105, ``PRICE_BASIS_UNITS``), else 1.
+        PO105 is the basis of PO104 only: a CTP price is per unit."""
+        if not self.unit_price_raw:
+            return 1
+        return PRICE_BASIS_UNITS.get(self.price_basis, 1)
+
+    @property
     def amount(self) -> Decimal | None:
-        """Quantity × unit price, exact; None when either is missing or invalid."""
+        """Quantity × unit price ÷ ``priced_units``, exact (2,000 at 15.00 per
+        thousand are 30.00); None when quantity or price is missing or invalid.
+        Every total (``PurchaseOrder.total_amount``, the JSON, ``rules``) is
+        summed from this one amount."""
         quantity, price = self.quantity, self.unit_price
         if quantity is None or price is None:
             return None
-        return EXACT.multiply(quantity, price)
+        amount = EXACT.multiply(quantity, price)
+        units = self.priced_units
+        return amount if units == 1 else EXACT.divide(amount, Decimal(units))
 
     @property
     def description(self) -> str:
@@ -359,8 +380,8 @@ class PurchaseOrder(_Part):
     envelope: Envelope = field(default_factory=Envelope)
     purpose: str = ""  # BEG01: 00 original, 05 replace ...
     order_type: str = ""  # BEG02: SA stand-alone, NE new, DS drop ship ...
-    po_number: str = ""  # BEG03
-    release_number: str = ""  # BEG04
+    po_number: str = ""  # BEG03, trailing spaces removed
+    release_number: str = ""  # BEG04, trailing spaces removed
     date_raw: str = ""  # BEG05 as sent
     contract_number: str = ""  # BEG06
     currency: str = ""  # CUR02 of the header CUR
@@ -389,7 +410,7 @@ class PurchaseOrder(_Part):
 
     @property
     def total_amount(self) -> Decimal | None:
-        """Σ quantity × unit price over the lines, exact; unpriced lines add 0.
+        """Σ line amount (``Line.amount``) over the lines, exact; unpriced lines add 0.
         None when no line has a price: the order is unpriced, not worth 0."""
         total: Decimal | None = None
         for line in self.lines:
@@ -641,6 +662,13 @@ _LINE_LOOPS = {
 }
 
 
+def _an(value: str) -> str:
+    """An X12 AN (string) element that identifies the order (BEG03, BEG04) as
+    its sender means it: trailing spaces are not significant in AN values
+    (fixed-width exports pad them; "PO-1   " is PO-1), leading spaces are."""
+    return value.rstrip(" ")
+
+
 def _pairs(segment: Segment, first: int) -> list[tuple[str, str]]:
     """Element pairs from ``first`` to the end, skipping pairs left empty."""
     pairs = ((segment.get(i), segment.get(i + 1)) for i in range(first, len(segment.elements), 2))
@@ -868,8 +896,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         envelope=envelope,
         purpose=b.get(1),
         order_type=b.get(2),
-        po_number=b.get(3),
-        release_number=b.get(4),
+        po_number=_an(b.get(3)),
+        release_number=_an(b.get(4)),
         date_raw=b.get(5),
         contract_number=b.get(6),
         currency=currency,

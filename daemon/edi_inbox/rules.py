@@ -23,8 +23,10 @@ Codes:
 - ``duplicate_line_number``: a PO101 used by an earlier line (blank PO101s are
   not compared).
 - ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
-- ``total_mismatch``: an AMT*TT differs from Σ quantity × unit price, both
-  rounded half-up to the cent; not checked on an order with no price at all.
+- ``total_mismatch``: an AMT*TT, rounded half-up to the cent, is neither the
+  lines' exact total nor the sum of their amounts each rounded to the cent
+  (both half-up; see ``_check_totals``); not checked on an order with no
+  price at all.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
-from .orders import DateReference, Line, PurchaseOrder
+from .orders import EXACT, DateReference, Line, PurchaseOrder
 
 CENT = Decimal("0.01")
 # Rounds to the cent without ever losing a digit before the point.
@@ -224,6 +226,16 @@ def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
 
 
 def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
+    """CTT01 against the PO1 count; every AMT*TT against the lines' amounts.
+
+    An AMT*TT is accepted when, rounded half-up to the cent, it equals either
+    total a sender's system may compute from the same lines (``Line.amount``,
+    quantity × unit price on its PO105 basis): the exact sum rounded once to
+    the cent, or the sum of the line amounts each rounded to the cent first,
+    as invoices and ERPs extend lines (seven lines of 3 × 1.2345 are 25.92
+    summed then rounded, 25.90 rounded then summed). Both are the right total
+    under one convention; any other amount is a wrong price or a lost line.
+    """
     totals = po.totals
     if totals is not None:
         count = totals.line_count
@@ -247,6 +259,12 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
     if po.total_amount is None:  # unpriced: nothing to compare an AMT*TT with
         return
     computed = cents(po.total_amount)
+    by_line = Decimal(0)
+    for line in po.lines:
+        amount = line.amount
+        if amount is not None:
+            by_line = EXACT.add(by_line, cents(amount))
+    shown = computed if by_line == computed else f"{computed} ({by_line} line by line)"
     for amt in po.amounts:
         if amt.qualifier != "TT":
             continue
@@ -259,10 +277,10 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
                 segment_number=amt.segment_number,
                 element=2,
             )
-        elif cents(declared) != computed:
+        elif cents(declared) not in (computed, by_line):
             found.add(
                 "total_mismatch",
-                f"AMT*TT total {amt.amount_raw} does not match the lines' total {computed}"
+                f"AMT*TT total {amt.amount_raw} does not match the lines' total {shown}"
                 " (sum of quantity × unit price)",
                 segment_id="AMT",
                 segment_number=amt.segment_number,

@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import peewee as pw
+import psycopg2
+import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 
 from ..config import DatabaseSettings, Settings
@@ -467,6 +469,44 @@ def _with_our_options(url: str) -> str:
     return f"{given} {PG_OPTIONS}".strip()
 
 
+def _storable(value: Any) -> Any:
+    """``value``, a text's NULs (U+0000) replaced by U+FFFD (see ``PgCursor``)."""
+    if type(value) is str and "\0" in value:
+        return value.replace("\0", "\ufffd")
+    return value
+
+
+def _storable_params(params: Any) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, dict):
+        return {name: _storable(value) for name, value in params.items()}
+    return [_storable(value) for value in params]
+
+
+class PgCursor(psycopg2.extensions.cursor):
+    """The cursor of every PostgreSQL connection: peewee's queries and the
+    recorder's statements bind their parameters through it alike.
+
+    A PostgreSQL text cannot hold NUL (psycopg2 refuses the whole statement:
+    "A string literal cannot contain NUL"), SQLite's can, and partners' data
+    has it (legacy exporters pad names with NUL bytes). Refusing such an order
+    would lose one SQLite keeps; so each NUL of a text parameter becomes
+    U+FFFD, the Unicode replacement character, here and nowhere else. A
+    value compared in SQL is replaced as the stored one was (``po_number =
+    ?``); search keys hold no NUL (``fields.fold``); every decision is the
+    same as on SQLite (each is made on the order itself or on its payload,
+    whose JSON writes NUL as ``\\u0000``), and the ERP gets the order as sent.
+    Only a recorded name, PO number or message shows U+FFFD where SQLite
+    keeps NUL."""
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        return super().execute(query, _storable_params(vars))
+
+    def executemany(self, query: Any, vars_list: Any) -> Any:
+        return super().executemany(query, [_storable_params(v) for v in vars_list])
+
+
 class PostgresStore(_Units, PooledPostgresqlDatabase):
     """PostgreSQL through peewee's pool; dead connections are dropped, not reused."""
 
@@ -482,6 +522,7 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
+            cursor_factory=PgCursor,
             field_types=FIELD_TYPES["postgresql"],
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
@@ -690,10 +731,6 @@ def is_permanent(exc: BaseException) -> bool:
         return True
     if isinstance(exc, pw.PeeweeException | sqlite3.Error | StoreError):
         return False  # the database's own trouble: it may pass
-    try:
-        import psycopg2
-    except ImportError:  # pragma: no cover - psycopg2 is a dependency
-        return True
     # A driver error without a SQLSTATE is the connection's; anything else is a bug.
     return not isinstance(orig, psycopg2.Error)
 

@@ -42,14 +42,17 @@ def day_of(moment: datetime) -> datetime:
     return hour_of(moment).replace(hour=0)
 
 
-_SPACE = re.compile(r"\s+")
+# A NUL is padding, as a space is (legacy fixed-width exports pad with it),
+# and so no search key holds one: PostgreSQL's text cannot (``PgCursor``).
+_SPACE = re.compile(r"[\s\0]+")
 
 
 def fold(text: str | None) -> str | None:
-    """The search key of a name: NFKC, case-folded, spaces collapsed.
+    """The search key of a name: NFKC, case-folded, spaces (and NULs) collapsed.
 
     ``fold('MÜLLER  GmbH') == fold('müller gmbh')``; ``'Straße'`` folds to
-    ``'strasse'``. Stored in the ``*_folded`` columns and applied to search terms.
+    ``'strasse'``; ``fold('ACME\\0CORP') == 'acme corp'``. Stored in the
+    ``*_folded`` columns and applied to search terms.
     """
     if text is None:
         return None

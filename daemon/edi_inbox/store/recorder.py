@@ -404,7 +404,9 @@ class DatabaseRecorder:
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """Posted orders with this PO number, oldest first, kept when their
-        payload names this sender (the payload holds ISA05/ISA06 and BEG01).
+        payload names this sender and this very PO number (the payload holds
+        ISA05/ISA06, BEG01 and BEG03 as sent; the column holds a NUL as U+FFFD
+        on PostgreSQL, ``database.PgCursor``).
         Plain SQL (``statements``): peewee took longer to build this query,
         once per order, than SQLite takes to run it."""
 
@@ -413,7 +415,7 @@ class DatabaseRecorder:
             rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
             for text, erp_po_id, key, job_id in rows:
                 payload = json.loads(text) if text else {}
-                if _sender(payload) != sender:
+                if _sender(payload) != sender or payload.get("po_number") != po_number:
                     continue
                 purpose = str(payload.get("purpose", ""))
                 release = str(payload.get("release_number", ""))
