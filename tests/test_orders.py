@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edi_inbox import orders, render, rules
-from edi_inbox.errors import NotHandledError
+from edi_inbox.errors import NotHandledError, X12Error
 from edi_inbox.orders import (
     Amount,
     Description,
@@ -139,6 +139,13 @@ def test_trailing_spaces_of_the_po_and_release_numbers_are_not_significant():
     assert (leading.po_number, leading.release_number) == ("  PO-1", "")
     blank = from_transaction(transaction("ST*850*1~BEG*00*SA*    **20240102~SE*3*1~"))
     assert [p.code for p in rules.validate(blank)][:1] == ["missing_po_number"]
+    wide = "PO-1".ljust(40)  # padded past BEG03's 22 characters: still PO-1
+    assert (
+        from_transaction(transaction(f"ST*850*1~BEG*00*SA*{wide}**20240102~SE*3*1~")).po_number
+        == "PO-1"
+    )
+    with pytest.raises(X12Error, match="BEG03 is 23 characters long"):
+        from_transaction(transaction(f"ST*850*1~BEG*00*SA*{'P' * 23}  **20240102~SE*3*1~"))
 
 
 def test_loops_keep_their_own_segments_out_of_the_order():

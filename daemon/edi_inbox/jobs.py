@@ -201,7 +201,11 @@ class PostedOrder:
     idempotency_key: str
     purpose: str  # BEG01
     release_number: str = ""  # BEG04
-    payload: dict[str, Any] = field(default_factory=dict, compare=False)  # the JSON posted
+    usage: str = "P"  # ISA15: a test order is another order
+    payload_json: str = field(default="", compare=False)  # the body posted (text: kept small)
+
+    def fields(self) -> dict[str, Any]:
+        return json.loads(self.payload_json) if self.payload_json else {}
 
 
 @dataclass
@@ -465,8 +469,9 @@ class NullRecorder:
             return None
         key = order.idempotency_key
         payload = order.fields()
-        release = str(payload.get("release_number", ""))
-        posted = PostedOrder(job.job_id, order.erp_po_id, key, order.purpose, release, payload)
+        release, usage = str(payload.get("release_number", "")), str(payload.get("usage", "P"))
+        text = order.payload_json or dumps(payload)
+        posted = PostedOrder(job.job_id, order.erp_po_id, key, order.purpose, release, usage, text)
         with self._lock:
             self._pending.get(job.job_id, {}).pop(key, None)
             erp_po_id, by = self._accepted.get(key, (order.erp_po_id, job.job_id))

@@ -591,6 +591,7 @@ ELEMENT_MAXIMA: dict[str, tuple[int, ...]] = {
 
 def checked(s: Segment) -> Segment:
     """``s``, if no element is too long and none is one too many; else ``X12Error``.
+    Trailing spaces do not count (fixed-width exports pad AN values).
 
     AK4 code 5 (too long) or 3 (too many elements), naming the element and
     its maximum. Only segments the order reads are checked: what it leaves
@@ -614,9 +615,9 @@ def checked(s: Segment) -> Segment:
                 )
             break
         limit = maxima[i - 1]
-        if len(value) > limit:
+        if len(value) > limit and (size := len(value.rstrip(" "))) > limit:
             raise X12Error(
-                f"{s.tag}{i:02d} is {len(value)} characters long, over its maximum of"
+                f"{s.tag}{i:02d} is {size} characters long, over its maximum of"
                 f" {limit}: {shorten(value)}",
                 segment_number=s.number,
                 segment_id=s.tag,

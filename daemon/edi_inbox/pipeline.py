@@ -863,7 +863,7 @@ class Pipeline:
             for p in posted
             if p.job_id not in (job.job_id, job.retry_of)
             and p.release_number == po.release_number
-            and p.payload.get("usage", orders.PRODUCTION) == usage  # a test is another order
+            and p.usage == usage  # a test is another order
         ]
         if po.purpose == "07":  # "duplicate": the original is what counts
             original = next((p for p in posted if p.purpose != "07"), None)
@@ -880,7 +880,7 @@ class Pipeline:
         match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
         if match is None and same:  # the same numbers written another way?
             document = order.fields()
-            match = next((p for p in same if orders.same_content(p.payload, document)), None)
+            match = next((p for p in same if orders.same_content(p.fields(), document)), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
         elif same and po.purpose != REPLACE:  # each replace is a new version: posted

@@ -417,9 +417,11 @@ class DatabaseRecorder:
                 payload = json.loads(text) if text else {}
                 if _sender(payload) != sender or payload.get("po_number") != po_number:
                     continue
-                purpose = str(payload.get("purpose", ""))
-                release = str(payload.get("release_number", ""))
-                found.append(PostedOrder(job_id, erp_po_id, key, purpose, release, payload))
+                purpose = str(payload.get("purpose", ""))  # BEG01
+                release = str(payload.get("release_number", ""))  # BEG04
+                usage = str(payload.get("usage", "P"))  # ISA15
+                posted = PostedOrder(job_id, erp_po_id, key, purpose, release, usage, text or "")
+                found.append(posted)
             return found
 
         return run_unit(self.db, work, write=False, atomic=False)
