@@ -1,0 +1,137 @@
+"""Outsider round 12: upgrades (a database an older edi-inbox wrote, then
+today's daemon on it), clocks (files whose times are far in the future or
+past), many partner folders, the HTTP API and the log.
+
+The older edi-inbox is this repository's own code at an earlier commit
+(``git archive`` into a temporary folder, run with ``PYTHONPATH`` on it):
+commit 75e1e18 (2026-12-04, schema v3), the last before the canonical order
+gained ``priced`` and ``lines[].price_source`` (9a57eb7). Real daemon
+processes (``daemons``), a real HTTP ERP on 127.0.0.1 (``erp``), real
+uploads by the partner's uid. No mocks, no fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from daemons import Daemon, daemons, erp  # noqa: F401
+from test_outsider_round7 import jobs_by_file, settled
+from test_outsider_round9 import with_isa13
+
+import uids
+from helpers import GOOD, make_po, poll_until
+
+REPO = Path(__file__).resolve().parent.parent
+OLD_COMMIT = "75e1e18"  # schema v3; the canonical order before ``priced``
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory) -> Path:
+    """edi-inbox as of ``OLD_COMMIT``: its ``daemon/`` folder, for PYTHONPATH."""
+    where = tmp_path_factory.mktemp("old-edi-inbox")
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", OLD_COMMIT, "daemon"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
+    return where / "daemon"
+
+
+def old_process(old: Path, daemon: Daemon, erp_url: str, path: Path) -> dict:
+    """``edi-inbox process --json PATH`` by the old code, on the daemon's root
+    and database (a minimal config: the old version knows fewer keys)."""
+    config = daemon.root / "old.toml"
+    config.write_text(
+        "[paths]\n"
+        f"root = {json.dumps(str(daemon.root))}\n"
+        "[database]\n"
+        f"url = {json.dumps('sqlite:///' + str(daemon.root / 'edi-inbox.db'))}\n"
+        "[erp]\n"
+        f"url = {json.dumps(erp_url)}\n"
+        "[log]\n"
+        'format = "json"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
+    env["PYTHONPATH"] = str(old)
+    done = subprocess.run(
+        [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), "process", "--json", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded", job
+    return job
+
+
+def ak5_codes(daemon: Daemon, job: dict) -> list[str]:
+    codes = []
+    for name in job.get("acks") or []:
+        if name.endswith(".997"):
+            text = (daemon.root / "acks" / name).read_text()
+            codes += [seg.split("*")[1] for seg in text.split("~") + text.split("\n") if seg.startswith("AK5*")]
+    return codes
+
+
+# -- 1. upgrades ---------------------------------------------------------------
+
+
+def test_upgrade_resend_of_an_order_posted_before_is_a_duplicate(tmp_path, old_code, erp, daemons):
+    """An order posted by the older edi-inbox (schema v3); after the upgrade the
+    partner resends it unchanged under a new ISA13 (they never got the 997,
+    say). It must be recorded as a duplicate (AK5 A, not posted again).
+
+    Bug: the resend is REJECTED as "posted by job … with other content; a
+    change is sent as a replace", and the partner gets a rejecting 997
+    (AK5 R, AK9 R) for an order the ERP holds. The stored payload of the old
+    order lacks ``priced`` and ``lines[].price_source`` (added by 9a57eb7),
+    so neither the Idempotency-Key nor ``orders.same_content`` match it
+    (pipeline.Pipeline._against_posted compares today's canonical JSON with
+    the payload an older version stored, field for field)."""
+    daemon = daemons(erp.url)
+    order = make_po(12001)
+    first = tmp_path / "first.edi"
+    first.write_bytes(order)
+    old_process(old_code, daemon, erp.url, first)
+    assert len(erp.requests) == 1
+
+    daemon.start()
+    uids.upload(daemon.inbox / "resent.edi", with_isa13(order, 12002))
+    settled(daemon, 1)
+    job = jobs_by_file(daemon)["resent.edi"][-1]
+    assert len(erp.requests) == 1, erp.requests
+    assert job["status"] == "duplicate", (job["status"], job["error"])
+    assert ak5_codes(daemon, job) == ["A"], job["error"]
+
+
+def test_upgrade_replace_resent_is_not_posted_twice(tmp_path, old_code, erp, daemons):
+    """A replace (BEG01 05) posted by the older edi-inbox; after the upgrade
+    the partner resends the same replace under a new ISA13. The ERP must not
+    get it a second time.
+
+    Bug: it is POSTed again, under a new Idempotency-Key (so the ERP's own
+    idempotency cannot catch it): the order applied twice. Today's canonical
+    JSON has ``priced`` and ``price_source`` the stored payload lacks, so the
+    key and ``same_content`` differ, and "each replace is a new version:
+    posted" (pipeline.Pipeline._against_posted; orders.content_hash covers
+    fields older versions did not write)."""
+    daemon = daemons(erp.url)
+    replace = make_po(12011).replace(b"BEG*00*", b"BEG*05*", 1)
+    first = tmp_path / "first.edi"
+    first.write_bytes(replace)
+    old_process(old_code, daemon, erp.url, first)
+    assert len(erp.requests) == 1
+
+    daemon.start()
+    uids.upload(daemon.inbox / "resent.edi", with_isa13(replace, 12012))
+    settled(daemon, 1)
+    job = jobs_by_file(daemon)["resent.edi"][-1]
+    assert len(erp.requests) == 1, f"posted again: {erp.requests} ({job['status']})"
