@@ -43,7 +43,9 @@ def old_code(tmp_path_factory) -> Path:
     return where / "daemon"
 
 
-def old_process(old: Path, daemon: Daemon, erp_url: str, path: Path) -> dict:
+def old_process(
+    old: Path, daemon: Daemon, erp_url: str, path: Path, erp: str = "", status: str = "succeeded"
+) -> dict:
     """``edi-inbox process --json PATH`` by the old code, on the daemon's root
     and database (a minimal config: the old version knows fewer keys)."""
     config = daemon.root / "old.toml"
@@ -54,6 +56,7 @@ def old_process(old: Path, daemon: Daemon, erp_url: str, path: Path) -> dict:
         f"url = {json.dumps('sqlite:///' + str(daemon.root / 'edi-inbox.db'))}\n"
         "[erp]\n"
         f"url = {json.dumps(erp_url)}\n"
+        f"{erp}"
         "[log]\n"
         'format = "json"\n'
     )
@@ -66,9 +69,9 @@ def old_process(old: Path, daemon: Daemon, erp_url: str, path: Path) -> dict:
         env=env,
         timeout=60,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip(), done.stderr[-2000:]
     job = json.loads(done.stdout)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == status, job
     return job
 
 
@@ -135,3 +138,55 @@ def test_upgrade_replace_resent_is_not_posted_twice(tmp_path, old_code, erp, dae
     settled(daemon, 1)
     job = jobs_by_file(daemon)["resent.edi"][-1]
     assert len(erp.requests) == 1, f"posted again: {erp.requests} ({job['status']})"
+
+
+def test_upgrade_resend_of_an_order_the_erp_may_hold_keeps_its_key(tmp_path, old_code, erp, daemons):
+    """The older edi-inbox posts an order; the ERP takes it but its answer is
+    lost (every attempt times out): the job fails, no accepting 997. After
+    the upgrade the partner resends the order (a new ISA13). Its POST must
+    carry the Idempotency-Key the ERP saw (as within one version: round 9's
+    "one key, one body"), so the ERP answers with the order it holds instead
+    of making a second one.
+
+    Bug: the resend is POSTed under a new key (the key is a hash of today's
+    canonical JSON, which has ``priced``/``price_source`` the old body
+    lacked; the body first sent under the old key is not reused, as it is
+    for a retry within one version): the ERP gets one order under two keys
+    and books it twice (orders.document_key / pipeline.Pipeline._started's
+    ``known.sent`` looked up by the new key only)."""
+    daemon = daemons(erp.url)
+    order = make_po(12021)
+    first = tmp_path / "first.edi"
+    first.write_bytes(order)
+    erp.delay = 1.0  # past the old version's read timeout: the answer is lost
+    slow = (
+        "read_timeout_seconds = 0.3\nmax_attempts = 2\n"
+        "backoff_initial_seconds = 0.05\nbackoff_jitter_seconds = 0.0\n"
+    )
+    failed = old_process(old_code, daemon, erp.url, first, erp=slow, status="failed")
+    poll_until(lambda: len(erp.requests) == 2, what="the old version's two attempts")
+    erp.delay = 0.0
+
+
+    daemon.start()
+    uids.upload(daemon.inbox / "resent.edi", with_isa13(order, 12022))
+    settled(daemon, 1)
+    keys = erp.keys_by_po()["00012021"]
+    assert len(keys) == 1, f"one order under {len(keys)} Idempotency-Keys: {erp.requests}"
+
+
+# -- 5. the log side ------------------------------------------------------------
+
+
+def test_log_on_a_full_disk_files_still_processed(erp, daemons):
+    """Held: stdout/stderr on a full file system (``/dev/full``: every write
+    ENOSPC): READY=1, each upload posted once and filed in done/."""
+    daemon = daemons(erp.url)
+    daemon.log = Path("/dev/full")
+    daemon.start()
+    for n in range(3):
+        uids.upload(daemon.inbox / f"{n}.edi", make_po(12100 + n))
+    settled(daemon, 3)
+    assert daemon.listing(daemon.done) == ["0.edi", "1.edi", "2.edi"]
+    assert sorted(po for _, po in erp.requests) == ["00012100", "00012101", "00012102"]
+    assert daemon.alive()
