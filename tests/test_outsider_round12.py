@@ -190,3 +190,34 @@ def test_log_on_a_full_disk_files_still_processed(erp, daemons):
     assert daemon.listing(daemon.done) == ["0.edi", "1.edi", "2.edi"]
     assert sorted(po for _, po in erp.requests) == ["00012100", "00012101", "00012102"]
     assert daemon.alive()
+
+
+# -- 3. many partners -------------------------------------------------------------
+
+
+def many_partners(tmp_path: Path, count: int) -> tuple[str, list[Path]]:
+    inboxes, lines = [], []
+    for n in range(count):
+        inbox = tmp_path / "sftp" / f"p{n:03d}" / "in"
+        inbox.mkdir(parents=True)
+        inboxes.append(inbox)
+        lines += [f"[partners.p{n:03d}]", f'ids = ["ZZ:P{n:03d}"]', f"inbox = {json.dumps(str(inbox))}"]
+    return "\n".join(lines) + "\n", inboxes
+
+
+def test_140_partner_inboxes_past_the_inotify_instance_limit(tmp_path, erp, daemons):
+    """Held: 140 partners with a folder each (more than the 128 inotify
+    instances a user gets by default; observer "auto"), one upload in each at
+    once: every one posted once, filed in done/, under its partner."""
+    from helpers import sent_by
+
+    text, inboxes = many_partners(tmp_path, 140)
+    daemon = daemons(erp.url, observer="auto", extra="[partners]\n" + text)
+    daemon.start()
+    for n, inbox in enumerate(inboxes):
+        uids.upload(inbox / f"po{n}.edi", sent_by(make_po(12200 + n), f"ZZ:P{n:03d}"))
+    poll_until(lambda: len(erp.requests) >= 140, timeout=30, what="140 posts")
+    settled(daemon, 140)
+    assert sorted(po for _, po in erp.requests) == [f"{12200 + n:08d}" for n in range(140)]
+    partners = {j["file_name"]: j["partner"] for j in daemon.jobs()}
+    assert partners == {f"po{n}.edi": f"p{n:03d}" for n in range(140)}
