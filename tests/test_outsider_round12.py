@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, daemons, erp  # noqa: F401
-from test_outsider_round7 import jobs_by_file, settled
+from test_outsider_round7 import cli_json, jobs_by_file, settled
 from test_outsider_round9 import with_isa13
 
 import uids
@@ -28,19 +28,29 @@ from helpers import GOOD, make_po, poll_until
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "75e1e18"  # schema v3; the canonical order before ``priced``
+V2_COMMIT = "2645046~1"  # schema v2 (2026-11-26), ERP over urllib3 already
 
 
-@pytest.fixture(scope="module")
-def old_code(tmp_path_factory) -> Path:
-    """edi-inbox as of ``OLD_COMMIT``: its ``daemon/`` folder, for PYTHONPATH."""
+def checkout(tmp_path_factory, commit: str) -> Path:
+    """edi-inbox as of ``commit``: its ``daemon/`` folder, for PYTHONPATH."""
     where = tmp_path_factory.mktemp("old-edi-inbox")
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", OLD_COMMIT, "daemon"],
+        ["git", "-C", str(REPO), "archive", commit, "daemon"],
         capture_output=True,
         check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     return where / "daemon"
+
+
+@pytest.fixture(scope="module")
+def old_code(tmp_path_factory) -> Path:
+    return checkout(tmp_path_factory, OLD_COMMIT)
+
+
+@pytest.fixture(scope="module")
+def v2_code(tmp_path_factory) -> Path:
+    return checkout(tmp_path_factory, V2_COMMIT)
 
 
 def old_process(
@@ -173,6 +183,39 @@ def test_upgrade_resend_of_an_order_the_erp_may_hold_keeps_its_key(tmp_path, old
     settled(daemon, 1)
     keys = erp.keys_by_po()["00012021"]
     assert len(keys) == 1, f"one order under {len(keys)} Idempotency-Keys: {erp.requests}"
+
+
+def test_upgrade_from_schema_v2_orders_keep_the_contract(tmp_path, v2_code, erp, daemons):
+    """A schema v2 database (edi-inbox of 2026-11-26) with a posted order and
+    an order refused by the rules; today's daemon migrates it (v3, v4) at
+    start. Held: the posted order is found by ``jobs search``, the same file
+    uploaded again is a duplicate (not posted). The refused order must read
+    as DESIGN's contract says: order ``status`` posted, rejected or
+    duplicate.
+
+    Bug: ``jobs show --json`` (and the API) give the old order
+    ``"status": "failed"``, a value the contract does not have (v2 wrote
+    "failed" where today's code writes "rejected"; no migration rewrote
+    the rows: store/schema.py, MIGRATIONS)."""
+    from helpers import BAD
+
+    daemon = daemons(erp.url)
+    good, bad = tmp_path / "good.edi", tmp_path / "bad.edi"
+    good.write_bytes(make_po(12031))
+    bad.write_bytes(BAD)
+    posted = old_process(v2_code, daemon, erp.url, good)
+    refused = old_process(v2_code, daemon, erp.url, bad, status="failed")
+    assert len(erp.requests) == 1
+
+    daemon.start()
+    uids.upload(daemon.inbox / "good.edi", make_po(12031))
+    settled(daemon, 1)
+    assert len(erp.requests) == 1
+    assert jobs_by_file(daemon)["good.edi"][-1]["status"] == "duplicate"
+    found = cli_json(daemon, "jobs", "search", "--po-number", "12031")
+    assert posted["job_id"] in [j["job_id"] for j in found], found
+    shown = cli_json(daemon, "jobs", "show", refused["job_id"])
+    assert [o["status"] for o in shown["orders"]] == ["rejected"], shown["orders"]
 
 
 # -- 5. the log side ------------------------------------------------------------
