@@ -218,6 +218,32 @@ def test_upgrade_from_schema_v2_orders_keep_the_contract(tmp_path, v2_code, erp,
     assert [o["status"] for o in shown["orders"]] == ["rejected"], shown["orders"]
 
 
+def test_upgrade_after_a_kill_mid_post_no_second_post(tmp_path, old_code, erp, daemons, monkeypatch):
+    """The older daemon (``run``) posts an order; the ERP is slow and the
+    daemon is SIGKILLed mid-POST (systemd's TimeoutStopSec at the upgrade's
+    restart); the ERP then books the order. Today's daemon starts on the same
+    folders and database and resumes the file from processing/. DESIGN
+    (scenario 15, "the Idempotency-Key covers the window"): no second order
+    at the ERP, so the resumed job's POST must carry the key the ERP saw.
+
+    Bug: the resumed job POSTs under a new Idempotency-Key (today's key
+    hashes fields the old body lacked; the running record's key and body for
+    that order are not reused): the ERP books the order twice."""
+    daemon = daemons(erp.url)
+    monkeypatch.setenv("PYTHONPATH", str(old_code))
+    erp.gate.clear()  # the ERP holds the request
+    daemon.start()
+    uids.upload(daemon.inbox / "po.edi", make_po(12051))
+    poll_until(lambda: len(erp.requests) == 1, what="the old daemon's POST")
+    daemon.kill()
+    erp.gate.set()  # the ERP books it; nobody hears the answer
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "daemon"))
+    daemon.start()
+    settled(daemon, 1)
+    keys = erp.keys_by_po()["00012051"]
+    assert len(keys) == 1, f"one order under {len(keys)} Idempotency-Keys: {erp.requests}"
+
+
 # -- 5. the log side ------------------------------------------------------------
 
 
@@ -264,3 +290,43 @@ def test_140_partner_inboxes_past_the_inotify_instance_limit(tmp_path, erp, daem
     assert sorted(po for _, po in erp.requests) == [f"{12200 + n:08d}" for n in range(140)]
     partners = {j["file_name"]: j["partner"] for j in daemon.jobs()}
     assert partners == {f"po{n}.edi": f"p{n:03d}" for n in range(140)}
+
+
+# -- 4. the HTTP API ----------------------------------------------------------------
+
+
+def test_orchestrate_retried_concurrently_and_uploaded_posts_once(tmp_path, erp, daemons):
+    """Held: an integrator's client times out and retries ``POST /api/orchestrate``
+    with the same file four times at once, while the partner's copy lands in
+    the inbox too; the ERP is slow. The ERP must get the order once; every
+    job but one says duplicate (or the same ERP id)."""
+    import threading
+
+    from test_outsider_round7 import TOKEN, with_http_token
+    from web_site import request, server
+
+    daemon = daemons(erp.url)
+    with_http_token(daemon, tmp_path)
+    daemon.start()
+    data = make_po(12041)
+    erp.delay = 0.5
+    answers: list = []
+    with server(daemon.config, tmp_path) as (port, _):
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/edi-x12"}
+
+        def post(n: int) -> None:
+            answers.append(request(port, "POST", f"/api/orchestrate?file_name=api{n}.edi", data, headers))
+
+        threads = [threading.Thread(target=post, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        uids.upload(daemon.inbox / "po.edi", data)
+        for t in threads:
+            t.join(60)
+        settled(daemon, 1)
+    assert [a.status for a in answers] == [200] * 4, [a.body[:300] for a in answers]
+    assert len(erp.requests) == 1, erp.requests
+    ids = {a.json()["erp_po_id"] for a in answers if a.json()["status"] != "failed"}
+    assert len(ids) <= 1 and all(a.json()["status"] != "failed" for a in answers), [
+        (a.json()["status"], a.json()["error"]) for a in answers
+    ]
