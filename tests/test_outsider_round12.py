@@ -330,3 +330,48 @@ def test_orchestrate_retried_concurrently_and_uploaded_posts_once(tmp_path, erp,
     assert len(ids) <= 1 and all(a.json()["status"] != "failed" for a in answers), [
         (a.json()["status"], a.json()["error"]) for a in answers
     ]
+
+
+# -- 2. time ----------------------------------------------------------------------
+
+FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime (apt: faketime) not installed")
+def test_a_live_host_whose_clock_is_behind_keeps_its_files(tmp_path, erp, daemons, monkeypatch):
+    """Two hosts on one database and one inbox; host A's clock is 60 s behind
+    (NTP not yet synced after boot, a VM restored from a snapshot: libfaketime
+    on A's process). A claims an upload and is posting it (the ERP is slow)
+    when host B starts. A is alive and heartbeating throughout. B must not
+    take A's file over (DESIGN: "take over only a silent host's files").
+
+    Bug: B judges A's heartbeat by B's wall clock (``heartbeat_at`` as A's
+    clock wrote it, against B's ``now``: queries.list_daemons'
+    ``heartbeat_age_seconds``, admin.live_hosts): a heartbeat written a
+    moment ago reads 60 s old, so B renames A's claimed file into its own
+    folder while A works on it: A's job ends "no longer claimed by host
+    hosta", B runs the file again and POSTs the order a second time (A logs
+    ``order_posted_twice``; the same key, so only an ERP that honours keys
+    is spared). The clocks of hosts that share an inbox must agree to within
+    15 s (``admin.fresh_seconds``) or a live host loses its files; a host's
+    freshness could be judged by B's monotonic clock (has the heartbeat
+    changed since B last looked?) instead."""
+    erp.gate.clear()
+    a = daemons(erp.url, host="hosta")
+    monkeypatch.setenv("LD_PRELOAD", str(FAKETIME_LIB))
+    monkeypatch.setenv("FAKETIME", "-60s")
+    monkeypatch.setenv("DONT_FAKE_MONOTONIC", "1")
+    a.start()
+    monkeypatch.delenv("LD_PRELOAD")
+    monkeypatch.delenv("FAKETIME")
+    uids.upload(a.inbox / "po.edi", make_po(12061))
+    poll_until(lambda: len(erp.requests) == 1, what="host A's POST")
+    b = daemons(erp.url, host="hostb")
+    b.start()
+    # B took over what it would before READY=1 (its start-up scan)
+    erp.gate.set()
+    settled(a, 1)
+    assert a.alive()
+    taken = b.events("taken_over")
+    assert not taken, f"host B took over live host A's file: {taken}"
+    assert len(erp.requests) == 1, erp.requests
