@@ -375,3 +375,48 @@ def test_a_live_host_whose_clock_is_behind_keeps_its_files(tmp_path, erp, daemon
     taken = b.events("taken_over")
     assert not taken, f"host B took over live host A's file: {taken}"
     assert len(erp.requests) == 1, erp.requests
+
+
+def two_orders(n: int) -> bytes:
+    """One interchange, one group, two good 850s: PO ``n`` and PO ``n + 1``."""
+    import re
+
+    text = make_po(n).decode("latin-1")
+    start, end = text.index("ST*850*"), text.index("GE*")
+    first = text[start:end]
+    second = first.replace("ST*850*4567", "ST*850*4568").replace("SE*39*4567", "SE*39*4568")
+    second = re.sub(r"BEG\*00\*SA\*\d+", f"BEG*00*SA*{n + 1:08d}", second)
+    text = text[:start] + first + second + text[end:].replace("GE*1*", "GE*2*", 1)
+    return text.encode("latin-1")
+
+
+def test_upgrade_retry_all_failed_does_not_post_the_posted_again(tmp_path, old_code, erp, daemons, monkeypatch):
+    """The older daemon files a file of two orders as partial: the ERP took
+    the first and refused the second (422). The operator upgrades (to get a
+    fix, say) and runs ``edi-inbox retry --all-failed``. The first order,
+    which the ERP holds, must not be POSTed again (within one version a
+    retried job knows its posted orders as accepted).
+
+    Bug: the retry POSTs the first order again, under a new Idempotency-Key:
+    the ERP books it twice. The retried job's orders are left out of the
+    duplicate check (pipeline.Pipeline._against_posted: ``p.job_id not in
+    (job.job_id, job.retry_of)``) and "known as accepted" only by key
+    (``work.accepted``), and today's key differs from the one the old
+    version recorded."""
+    daemon = daemons(erp.url)
+    monkeypatch.setenv("PYTHONPATH", str(old_code))
+    erp.answers = [201, 422]
+    daemon.start()
+    uids.upload(daemon.inbox / "two.edi", two_orders(12071))
+    settled(daemon, 1)
+    assert [j["status"] for j in daemon.jobs()] == ["partial"]
+    assert len(erp.requests) == 2
+    daemon.terminate(20)
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "daemon"))
+    daemon.start()
+    done = daemon.cli("retry", "--all-failed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    poll_until(lambda: "two.edi" in daemon.listing(daemon.done), what="the retry in done/")
+    settled(daemon, 1)
+    posts = [po for _, po in erp.requests]
+    assert posts.count("00012071") == 1, f"the order the ERP took was posted again: {erp.requests}"
