@@ -1,13 +1,36 @@
-"""Outsider round 12: upgrades (a database an older edi-inbox wrote, then
-today's daemon on it), clocks (files whose times are far in the future or
-past), many partner folders, the HTTP API and the log.
+"""Outsider round 12: upgrades (a database and folders an older edi-inbox
+left, then today's daemon on them), clocks, many partner folders, the HTTP
+API and the log. About 40 s.
+
+Bugs (each test fails on the code as found):
+
+* upgrades: an order's Idempotency-Key and its "same content" check hash
+  today's canonical JSON, which gained fields (``priced``,
+  ``lines[].price_source``, 9a57eb7) the orders an older version recorded
+  lack. After the upgrade: an unchanged resend of a posted order is
+  rejected ("other content", a rejecting 997); a resent replace is posted
+  twice; a resend of an order the ERP may hold, a file resumed after a
+  SIGKILL mid-POST and ``retry --all-failed`` of a partial job each POST
+  an order the ERP already holds under a new key;
+* upgrades: orders a schema v2 database recorded as ``failed`` keep that
+  status (the contract: posted, rejected, duplicate);
+* clocks: a live host whose clock is 60 s behind another's loses its
+  claimed file to it (takeover by wall-clock heartbeat age), which posts
+  the order again;
+* clocks: on a share whose clock is behind the daemon's, an upload still
+  arriving when the daemon starts is failed as truncated at once.
+
+Held: logging to a full disk (/dev/full); 140 partner folders, past the 128
+inotify instances (the rest polled); /api/orchestrate retried four times at
+once while the same file lands in the inbox (one POST).
 
 The older edi-inbox is this repository's own code at an earlier commit
 (``git archive`` into a temporary folder, run with ``PYTHONPATH`` on it):
-commit 75e1e18 (2026-12-04, schema v3), the last before the canonical order
-gained ``priced`` and ``lines[].price_source`` (9a57eb7). Real daemon
-processes (``daemons``), a real HTTP ERP on 127.0.0.1 (``erp``), real
-uploads by the partner's uid. No mocks, no fixed sleeps.
+75e1e18 (2026-12-04, schema v3) and 2645046~1 (2026-11-26, schema v2).
+Clocks are skewed with libfaketime (Debian package ``faketime``; those
+tests skip without it). Real daemon processes (``daemons``), a real HTTP
+ERP on 127.0.0.1 (``erp``), real uploads by the partner's uid. No mocks, no
+fixed sleeps.
 """
 
 from __future__ import annotations
@@ -19,12 +42,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from daemons import Daemon, daemons, erp  # noqa: F401
+from daemons import Daemon, daemons, erp
 from test_outsider_round7 import cli_json, jobs_by_file, settled
 from test_outsider_round9 import with_isa13
 
 import uids
-from helpers import GOOD, make_po, poll_until
+from helpers import BAD, make_po, poll_until, sent_by
+
+__all__ = ["daemons", "erp"]  # fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "75e1e18"  # schema v3; the canonical order before ``priced``
@@ -73,7 +98,16 @@ def old_process(
     env = {k: v for k, v in os.environ.items() if k != "EDI_INBOX_CONFIG"}
     env["PYTHONPATH"] = str(old)
     done = subprocess.run(
-        [sys.executable, "-m", "edi_inbox.cli", "--config", str(config), "process", "--json", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "edi_inbox.cli",
+            "--config",
+            str(config),
+            "process",
+            "--json",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -90,7 +124,11 @@ def ak5_codes(daemon: Daemon, job: dict) -> list[str]:
     for name in job.get("acks") or []:
         if name.endswith(".997"):
             text = (daemon.root / "acks" / name).read_text()
-            codes += [seg.split("*")[1] for seg in text.split("~") + text.split("\n") if seg.startswith("AK5*")]
+            codes += [
+                seg.split("*")[1]
+                for seg in text.split("~") + text.split("\n")
+                if seg.startswith("AK5*")
+            ]
     return codes
 
 
@@ -150,7 +188,9 @@ def test_upgrade_replace_resent_is_not_posted_twice(tmp_path, old_code, erp, dae
     assert len(erp.requests) == 1, f"posted again: {erp.requests} ({job['status']})"
 
 
-def test_upgrade_resend_of_an_order_the_erp_may_hold_keeps_its_key(tmp_path, old_code, erp, daemons):
+def test_upgrade_resend_of_an_order_the_erp_may_hold_keeps_its_key(
+    tmp_path, old_code, erp, daemons
+):
     """The older edi-inbox posts an order; the ERP takes it but its answer is
     lost (every attempt times out): the job fails, no accepting 997. After
     the upgrade the partner resends the order (a new ISA13). Its POST must
@@ -173,10 +213,9 @@ def test_upgrade_resend_of_an_order_the_erp_may_hold_keeps_its_key(tmp_path, old
         "read_timeout_seconds = 0.3\nmax_attempts = 2\n"
         "backoff_initial_seconds = 0.05\nbackoff_jitter_seconds = 0.0\n"
     )
-    failed = old_process(old_code, daemon, erp.url, first, erp=slow, status="failed")
+    old_process(old_code, daemon, erp.url, first, erp=slow, status="failed")
     poll_until(lambda: len(erp.requests) == 2, what="the old version's two attempts")
     erp.delay = 0.0
-
 
     daemon.start()
     uids.upload(daemon.inbox / "resent.edi", with_isa13(order, 12022))
@@ -197,8 +236,6 @@ def test_upgrade_from_schema_v2_orders_keep_the_contract(tmp_path, v2_code, erp,
     ``"status": "failed"``, a value the contract does not have (v2 wrote
     "failed" where today's code writes "rejected"; no migration rewrote
     the rows: store/schema.py, MIGRATIONS)."""
-    from helpers import BAD
-
     daemon = daemons(erp.url)
     good, bad = tmp_path / "good.edi", tmp_path / "bad.edi"
     good.write_bytes(make_po(12031))
@@ -218,7 +255,9 @@ def test_upgrade_from_schema_v2_orders_keep_the_contract(tmp_path, v2_code, erp,
     assert [o["status"] for o in shown["orders"]] == ["rejected"], shown["orders"]
 
 
-def test_upgrade_after_a_kill_mid_post_no_second_post(tmp_path, old_code, erp, daemons, monkeypatch):
+def test_upgrade_after_a_kill_mid_post_no_second_post(
+    tmp_path, old_code, erp, daemons, monkeypatch
+):
     """The older daemon (``run``) posts an order; the ERP is slow and the
     daemon is SIGKILLed mid-POST (systemd's TimeoutStopSec at the upgrade's
     restart); the ERP then books the order. Today's daemon starts on the same
@@ -270,7 +309,11 @@ def many_partners(tmp_path: Path, count: int) -> tuple[str, list[Path]]:
         inbox = tmp_path / "sftp" / f"p{n:03d}" / "in"
         inbox.mkdir(parents=True)
         inboxes.append(inbox)
-        lines += [f"[partners.p{n:03d}]", f'ids = ["ZZ:P{n:03d}"]', f"inbox = {json.dumps(str(inbox))}"]
+        lines += [
+            f"[partners.p{n:03d}]",
+            f'ids = ["ZZ:P{n:03d}"]',
+            f"inbox = {json.dumps(str(inbox))}",
+        ]
     return "\n".join(lines) + "\n", inboxes
 
 
@@ -278,8 +321,6 @@ def test_140_partner_inboxes_past_the_inotify_instance_limit(tmp_path, erp, daem
     """Held: 140 partners with a folder each (more than the 128 inotify
     instances a user gets by default; observer "auto"), one upload in each at
     once: every one posted once, filed in done/, under its partner."""
-    from helpers import sent_by
-
     text, inboxes = many_partners(tmp_path, 140)
     daemon = daemons(erp.url, observer="auto", extra="[partners]\n" + text)
     daemon.start()
@@ -303,6 +344,7 @@ def test_orchestrate_retried_concurrently_and_uploaded_posts_once(tmp_path, erp,
     import threading
 
     from test_outsider_round7 import TOKEN, with_http_token
+
     from web_site import request, server
 
     daemon = daemons(erp.url)
@@ -315,7 +357,9 @@ def test_orchestrate_retried_concurrently_and_uploaded_posts_once(tmp_path, erp,
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/edi-x12"}
 
         def post(n: int) -> None:
-            answers.append(request(port, "POST", f"/api/orchestrate?file_name=api{n}.edi", data, headers))
+            answers.append(
+                request(port, "POST", f"/api/orchestrate?file_name=api{n}.edi", data, headers)
+            )
 
         threads = [threading.Thread(target=post, args=(n,)) for n in range(4)]
         for t in threads:
@@ -390,7 +434,9 @@ def two_orders(n: int) -> bytes:
     return text.encode("latin-1")
 
 
-def test_upgrade_retry_all_failed_does_not_post_the_posted_again(tmp_path, old_code, erp, daemons, monkeypatch):
+def test_upgrade_retry_all_failed_does_not_post_the_posted_again(
+    tmp_path, old_code, erp, daemons, monkeypatch
+):
     """The older daemon files a file of two orders as partial: the ERP took
     the first and refused the second (422). The operator upgrades (to get a
     fix, say) and runs ``edi-inbox retry --all-failed``. The first order,
