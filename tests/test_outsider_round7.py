@@ -500,9 +500,10 @@ def test_a_file_appended_to_while_it_runs_keeps_its_posted_order_counted(tmp_pat
 def test_a_partial_file_sent_again_then_retried_counts_each_order_once(tmp_path, ledger, daemons):
     """a.edi (X, Y): Y refused, partial. The partner sends the same bytes
     again as b.edi: X a duplicate, Y posted. Then ``retry --all-failed``:
-    X posted by a's job, Y by b's: nothing posted; the retry is a duplicate
-    of b's file and its 997 accepts both (this holds). ``stats`` counts X and Y once; a.edi ends in
-    done/, b.edi in done/."""
+    X posted by a's job, Y by b's: nothing posted; the retry succeeds (X its
+    own job's, known as accepted; Y a duplicate of b's) and its 997 accepts
+    both. ``stats`` counts X and Y once; a.edi ends in done/, b.edi in
+    done/."""
     daemon = daemons(ledger.url, workers=2)
     daemon.start()
     ledger.refuse[po(7702)] = [422]
@@ -515,8 +516,8 @@ def test_a_partial_file_sent_again_then_retried_counts_each_order_once(tmp_path,
     poll_until(lambda: len(jobs_by_file(daemon)["a.edi"]) == 2, what="the retry's job")
     settled(daemon, 2)
     jobs = jobs_by_file(daemon)
-    # The same bytes as b.edi's, which succeeded: a duplicate file.
-    assert [j["status"] for j in jobs["a.edi"]] == ["partial", "duplicate"]
+    # Judged order by order: X is the retried job's own, Y b's duplicate.
+    assert [j["status"] for j in jobs["a.edi"]] == ["partial", "succeeded"]
     assert [j["status"] for j in jobs["b.edi"]] == ["succeeded"]
     assert Counter(n for _, n in ledger.requests) == {po(7701): 1, po(7702): 2}
     assert not truth(daemon, ledger)

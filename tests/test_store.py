@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4]
+    assert store.migrate(db) == [2, 3, 4, 5]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,9 +530,22 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4]
+    assert store.migrate(db) == [3, 4, 5]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
+
+
+def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
+    """v4 → v5: an order a v2 daemon recorded ``failed`` reads ``rejected``."""
+    old = record_job(63, po_numbers=("4500004713",))
+
+    def make_v4() -> None:
+        db.execute_sql('UPDATE "orders" SET "status" = \'failed\'')
+        store._write_version(4)
+
+    store.run_unit(db, make_v4)
+    assert store.migrate(db) == [5]
+    assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
 
 
 def test_reset_drops_every_record(db, record_job):

@@ -508,12 +508,24 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two orders' JSON (``to_json``) say the same thing, envelopes
     aside, numbers compared by value: a resend written ``2.0`` and ``3.5``
     is the order sent as ``2`` and ``3.50`` (X12 R and N values compare by
-    value), though its content hash, and so its key, differ."""
-    return _by_value(_content(a)) == _by_value(_content(b))
+    value), though its content hash, and so its key, differ. A field one of
+    them lacks is not compared: an order recorded by an older version, whose
+    JSON had fewer fields (``priced``, ``price_source``), is still the same
+    order when everything both say agrees."""
+    return _common(_by_value(_content(a)), _by_value(_content(b)))
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
+
+
+def _common(a: Any, b: Any) -> bool:
+    """``a == b``, comparing dicts on the keys both have, at every depth."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_common(a[k], b[k]) for k in a.keys() & b.keys())
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_common, a, b))
+    return bool(a == b)
 
 
 def _by_value(value: Any, key: str = "") -> Any:

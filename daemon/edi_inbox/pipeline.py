@@ -861,10 +861,20 @@ class Pipeline:
         posted = [
             p
             for p in posted
-            if p.job_id not in (job.job_id, job.retry_of)
+            if p.job_id != job.job_id
             and p.release_number == po.release_number
             and p.usage == usage  # a test is another order
         ]
+        if job.retry_of and order.idempotency_key not in {p.idempotency_key for p in posted}:
+            # Posted by the job this one retries, under the key an older
+            # version gave it: the order takes that key (``post_to_erp``
+            # then knows it as accepted, and counted).
+            document = order.fields()
+            mine = [p for p in posted if p.job_id == job.retry_of and p.purpose == po.purpose]
+            match = next((p for p in mine if orders.same_content(p.fields(), document)), None)
+            if match is not None:
+                order.idempotency_key = match.idempotency_key
+        posted = [p for p in posted if p.job_id != job.retry_of]  # post_to_erp's to judge
         if po.purpose == "07":  # "duplicate": the original is what counts
             original = next((p for p in posted if p.purpose != "07"), None)
             if original is not None:

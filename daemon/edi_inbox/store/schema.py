@@ -36,7 +36,7 @@ from .models import (
     po_suffixes,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -104,6 +104,12 @@ def _migrate_v4(db: Database) -> None:
     _create_tables(db, MODELS)  # the (partner, started_at) index
 
 
+def _migrate_v5(db: Database) -> None:
+    """v5: an order refused was recorded ``failed`` before v3's code said
+    ``rejected``; the contract has posted, rejected and duplicate only."""
+    db.execute_sql('UPDATE "orders" SET "status" = \'rejected\' WHERE "status" = \'failed\'')
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -111,6 +117,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     2: _migrate_v2,
     3: _migrate_v3,
     4: _migrate_v4,
+    5: _migrate_v5,
 }
 
 
