@@ -293,3 +293,24 @@ def test_plain_status_shows_a_running_daemons_last_error():
     assert "  its last error: reload refused, the running configuration is kept" in (
         _status_text(doc)
     )
+
+
+WITHOUT_PSYCOPG2 = (
+    "import sys; sys.modules['psycopg2'] = None; sys.modules['psycopg2.extensions'] = None; "
+    "from edi_inbox.cli import main; main(prog_name='edi-inbox')"
+)
+
+
+def test_sqlite_needs_no_postgres_driver(env, tmp_path):
+    """README's install (``pip install -e .``) has no psycopg2, the
+    ``postgres`` extra: the CLI runs on SQLite without it, and a
+    postgresql:// URL says what to install."""
+    run = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).parent.parent / "daemon")}
+    command = [sys.executable, "-c", WITHOUT_PSYCOPG2]
+    done = subprocess.run([*command, "process", str(GOOD)], env=run, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = subprocess.run([*command, "jobs", "list"], env=run, capture_output=True, text=True)
+    assert listed.returncode == 0 and "08292233294" in listed.stdout, listed.stderr[-2000:]
+    pg = {**run, "EDI_INBOX_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    refused = subprocess.run([*command, "stats"], env=pg, capture_output=True, text=True)
+    assert refused.returncode != 0 and "edi-inbox[postgres]" in refused.stderr, refused.stderr

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import sqlite3
@@ -33,8 +34,6 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import peewee as pw
-import psycopg2
-import psycopg2.extensions
 from playhouse.pool import PooledPostgresqlDatabase
 
 from ..config import DatabaseSettings, Settings
@@ -470,7 +469,7 @@ def _with_our_options(url: str) -> str:
 
 
 def _storable(value: Any) -> Any:
-    """``value``, a text's NULs (U+0000) replaced by U+FFFD (see ``PgCursor``)."""
+    """``value``, a text's NULs (U+0000) replaced by U+FFFD (see ``pg_cursor``)."""
     if type(value) is str and "\0" in value:
         return value.replace("\0", "\ufffd")
     return value
@@ -484,9 +483,12 @@ def _storable_params(params: Any) -> Any:
     return [_storable(value) for value in params]
 
 
-class PgCursor(psycopg2.extensions.cursor):
-    """The cursor of every PostgreSQL connection: peewee's queries and the
-    recorder's statements bind their parameters through it alike.
+@functools.cache
+def pg_cursor() -> type:
+    """The cursor class of every PostgreSQL connection: peewee's queries and
+    the recorder's statements bind their parameters through it alike
+    (psycopg2 is imported here: it is the ``postgres`` extra, not needed
+    for SQLite).
 
     A PostgreSQL text cannot hold NUL (psycopg2 refuses the whole statement:
     "A string literal cannot contain NUL"), SQLite's can, and partners' data
@@ -499,12 +501,21 @@ class PgCursor(psycopg2.extensions.cursor):
     whose JSON writes NUL as ``\\u0000``), and the ERP gets the order as sent.
     Only a recorded name, PO number or message shows U+FFFD where SQLite
     keeps NUL."""
+    try:
+        import psycopg2.extensions
+    except ImportError as exc:
+        raise StoreError(
+            "a postgresql:// database needs psycopg2: pip install 'edi-inbox[postgres]'"
+        ) from exc
 
-    def execute(self, query: Any, vars: Any = None) -> Any:
-        return super().execute(query, _storable_params(vars))
+    class PgCursor(psycopg2.extensions.cursor):
+        def execute(self, query: Any, vars: Any = None) -> Any:
+            return super().execute(query, _storable_params(vars))
 
-    def executemany(self, query: Any, vars_list: Any) -> Any:
-        return super().executemany(query, [_storable_params(v) for v in vars_list])
+        def executemany(self, query: Any, vars_list: Any) -> Any:
+            return super().executemany(query, [_storable_params(v) for v in vars_list])
+
+    return PgCursor
 
 
 class PostgresStore(_Units, PooledPostgresqlDatabase):
@@ -522,7 +533,7 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
-            cursor_factory=PgCursor,
+            cursor_factory=pg_cursor(),
             field_types=FIELD_TYPES["postgresql"],
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
@@ -731,6 +742,10 @@ def is_permanent(exc: BaseException) -> bool:
         return True
     if isinstance(exc, pw.PeeweeException | sqlite3.Error | StoreError):
         return False  # the database's own trouble: it may pass
+    try:
+        import psycopg2
+    except ImportError:  # no PostgreSQL here: not a driver's error
+        return True
     # A driver error without a SQLSTATE is the connection's; anything else is a bug.
     return not isinstance(orig, psycopg2.Error)
 

@@ -43,7 +43,7 @@ def day_of(moment: datetime) -> datetime:
 
 
 # A NUL is padding, as a space is (legacy fixed-width exports pad with it),
-# and so no search key holds one: PostgreSQL's text cannot (``PgCursor``).
+# and so no search key holds one: PostgreSQL's text cannot (``pg_cursor``).
 _SPACE = re.compile(r"[\s\0]+")
 
 

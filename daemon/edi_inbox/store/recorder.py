@@ -406,7 +406,7 @@ class DatabaseRecorder:
         """Posted orders with this PO number, oldest first, kept when their
         payload names this sender and this very PO number (the payload holds
         ISA05/ISA06, BEG01 and BEG03 as sent; the column holds a NUL as U+FFFD
-        on PostgreSQL, ``database.PgCursor``).
+        on PostgreSQL, ``database.pg_cursor``).
         Plain SQL (``statements``): peewee took longer to build this query,
         once per order, than SQLite takes to run it."""
 
