@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, daemons, erp
-from test_outsider_round7 import cli_json, jobs_by_file, settled
+from test_outsider_round7 import ak5s, cli_json, jobs_by_file, settled
 from test_outsider_round9 import with_isa13
 
 import uids
@@ -122,17 +122,19 @@ def old_process(
     return job
 
 
-def ak5_codes(daemon: Daemon, job: dict) -> list[str]:
-    codes = []
-    for name in job.get("acks") or []:
-        if name.endswith(".997"):
-            text = (daemon.root / "acks" / name).read_text()
-            codes += [
-                seg.split("*")[1]
-                for seg in text.split("~") + text.split("\n")
-                if seg.startswith("AK5*")
-            ]
-    return codes
+def posted_by_old_then_resent(
+    tmp_path: Path, old: Path, erp, daemon: Daemon, data: bytes, icn: int
+) -> dict:
+    """``data`` posted by the old version (``process``), then today's daemon
+    started and the same bytes uploaded under ISA13 ``icn``: the resend's job."""
+    first = tmp_path / "first.edi"
+    first.write_bytes(data)
+    old_process(old, daemon, erp.url, first)
+    assert len(erp.requests) == 1
+    daemon.start()
+    uids.upload(daemon.inbox / "resent.edi", with_isa13(data, icn))
+    settled(daemon, 1)
+    return jobs_by_file(daemon)["resent.edi"][-1]
 
 
 # -- 1. upgrades ---------------------------------------------------------------
@@ -151,20 +153,11 @@ def test_upgrade_resend_of_an_order_posted_before_is_a_duplicate(tmp_path, old_c
     (pipeline.Pipeline._against_posted compares today's canonical JSON with
     the payload an older version stored, field for field)."""
     daemon = daemons(erp.url)
-    order = make_po(12001)
-    first = tmp_path / "first.edi"
-    first.write_bytes(order)
-    old_process(old_code, daemon, erp.url, first)
-    assert len(erp.requests) == 1
-
-    daemon.start()
-    uids.upload(daemon.inbox / "resent.edi", with_isa13(order, 12002))
-    settled(daemon, 1)
-    job = jobs_by_file(daemon)["resent.edi"][-1]
+    job = posted_by_old_then_resent(tmp_path, old_code, erp, daemon, make_po(12001), 12002)
     assert len(erp.requests) == 1, erp.requests
     assert job["status"] == "duplicate", (job["status"], job["error"])
     shown = cli_json(daemon, "jobs", "show", job["job_id"])  # a list row names no 997
-    assert ak5_codes(daemon, shown) == ["A"], shown
+    assert ak5s(daemon, shown) == ["A"], shown
 
 
 def test_upgrade_replace_resent_is_not_posted_twice(tmp_path, old_code, erp, daemons):
@@ -180,15 +173,7 @@ def test_upgrade_replace_resent_is_not_posted_twice(tmp_path, old_code, erp, dae
     fields older versions did not write)."""
     daemon = daemons(erp.url)
     replace = make_po(12011).replace(b"BEG*00*", b"BEG*05*", 1)
-    first = tmp_path / "first.edi"
-    first.write_bytes(replace)
-    old_process(old_code, daemon, erp.url, first)
-    assert len(erp.requests) == 1
-
-    daemon.start()
-    uids.upload(daemon.inbox / "resent.edi", with_isa13(replace, 12012))
-    settled(daemon, 1)
-    job = jobs_by_file(daemon)["resent.edi"][-1]
+    job = posted_by_old_then_resent(tmp_path, old_code, erp, daemon, replace, 12012)
     assert len(erp.requests) == 1, f"posted again: {erp.requests} ({job['status']})"
 
 
