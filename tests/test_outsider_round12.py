@@ -20,8 +20,9 @@ Bugs (each test fails on the code as found):
 * clocks: on a share whose clock is behind the daemon's, an upload still
   arriving when the daemon starts is failed as truncated at once.
 
-Held: logging to a full disk (/dev/full); 140 partner folders, past the 128
-inotify instances (the rest polled); /api/orchestrate retried four times at
+Held: logging to a full disk (/dev/full); 140 partner folders (past the 128
+inotify instances a user gets, they took one each and 13 polled: now they
+share one); /api/orchestrate retried four times at
 once while the same file lands in the inbox (one POST).
 
 The older edi-inbox is this repository's own code at an earlier commit
@@ -321,13 +322,21 @@ def many_partners(tmp_path: Path, count: int) -> tuple[str, list[Path]]:
     return "\n".join(lines) + "\n", inboxes
 
 
-def test_140_partner_inboxes_past_the_inotify_instance_limit(tmp_path, erp, daemons):
-    """Held: 140 partners with a folder each (more than the 128 inotify
-    instances a user gets by default; observer "auto"), one upload in each at
-    once: every one posted once, filed in done/, under its partner."""
+def inotify_instances(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == "anon_inode:inotify")
+
+
+def test_140_partner_inboxes_share_one_inotify_instance(tmp_path, erp, daemons):
+    """140 partners with a folder each (more than the 128 inotify instances
+    a user gets by default), one upload in each at once: every one posted
+    once, filed in done/, under its partner. The daemon watches them all
+    through one inotify instance (an instance an inbox took 141, past the
+    limit, and made 13 poll; a test beside it asking for inotify got none)."""
     text, inboxes = many_partners(tmp_path, 140)
-    daemon = daemons(erp.url, observer="auto", extra="[partners]\n" + text)
+    daemon = daemons(erp.url, observer="inotify", extra="[partners]\n" + text)
     daemon.start()
+    assert inotify_instances(daemon.proc.pid) == 1
     for n, inbox in enumerate(inboxes):
         uids.upload(inbox / f"po{n}.edi", sent_by(make_po(12200 + n), f"ZZ:P{n:03d}"))
     poll_until(lambda: len(erp.requests) >= 140, timeout=30, what="140 posts")

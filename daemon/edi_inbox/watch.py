@@ -31,6 +31,7 @@ import itertools
 import os
 import queue
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -325,12 +326,32 @@ def inbox_inotify_observer() -> Any:
             )
 
     class Observer(InotifyObserver):
-        def __init__(self) -> None:  # InotifyObserver.__init__ with our emitter
-            self._inotify_fd = InotifyFD()
-            self._inotify_fd.start()
+        def __init__(self) -> None:  # InotifyObserver.__init__: our emitter, the shared reader
+            self._inotify_fd = _shared_reader(InotifyFD)
             BaseObserver.__init__(self, Emitter, inotify_fd=self._inotify_fd)
 
+        def on_thread_stop(self) -> None:  # its watch goes; the reader serves the other inboxes
+            BaseObserver.on_thread_stop(self)
+
     return Observer()
+
+
+_reader: Any = None
+_reader_lock = threading.Lock()
+
+
+def _shared_reader(reader_class: Callable[[], Any]) -> Any:
+    """The process's one inotify instance (and its reader thread), shared by
+    every inbox it watches: a user gets 128 instances by default, and one an
+    inbox would leave a daemon with many partners polling. A new one when the
+    last one's thread has ended (its observers are found dead and restarted)."""
+    global _reader
+    with _reader_lock:
+        if _reader is None or not _reader.is_alive():
+            reader = reader_class()
+            reader.start()
+            _reader = reader
+        return _reader
 
 
 def start_observer(
