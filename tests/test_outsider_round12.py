@@ -36,6 +36,7 @@ fixed sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -323,8 +324,12 @@ def many_partners(tmp_path: Path, count: int) -> tuple[str, list[Path]]:
 
 
 def inotify_instances(pid: int) -> int:
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == "anon_inode:inotify")
+    """The inotify instances process ``pid`` holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # closed while we looked
+            count += os.readlink(fd) == "anon_inode:inotify"
+    return count
 
 
 def test_140_partner_inboxes_share_one_inotify_instance(tmp_path, erp, daemons):
