@@ -250,3 +250,32 @@ def test_a_job_handed_back_at_a_stop_is_in_the_journal_under_its_job_id(daemons,
     handed = d.events("handed_back")
     assert [e["file"] for e in handed] == ["held.edi"]
     assert handed[0].get("job_id") == job_id, handed
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="README's job file_path (where the file is: done/, failed/, still in "
+    "processing/ after a failed move, empty when removed) is recorded but shown by no "
+    "command or endpoint: neither jobs show (text or --json) nor /api/jobs/{id} has it",
+)
+def test_a_jobs_file_path_is_shown(daemons, erp):
+    """README, "What the daemon guarantees": "A job's `file_path` is where the
+    file is: in `done/` or `failed/`, still in `processing/<host>/` while a
+    move fails (the job's log says why), or empty if someone removed the
+    claimed file by hand." The daemon records it (the database's
+    ``jobs.file_path`` holds done/NAME), but ``jobs show --json`` has no
+    ``file_path`` and ``jobs show`` prints no such row: an operator cannot
+    ask where a job's file is (only a ``moved_to`` inside a log line's
+    details says where it was going)."""
+    d = daemons(erp.url)
+    d.start()
+    uids.upload(d.inbox / "where.edi", interchange(order("FP-1", "0001")))
+    poll_until(lambda: (d.done / "where.edi").exists(), 20, what="filed in done/")
+    poll_until(lambda: d.jobs() and d.jobs()[0]["status"] == "succeeded", 20)
+    assert d.jobs()[0]["file_path"] == str(d.done / "where.edi")  # recorded (held)
+    job_id = d.jobs()[0]["job_id"]
+    text = d.cli("jobs", "show", job_id)
+    assert text.returncode == 0, text.stderr
+    shown = json.loads(d.cli("jobs", "show", job_id, "--json").stdout)
+    assert shown.get("file_path") == str(d.done / "where.edi"), sorted(shown)
+    assert str(d.done / "where.edi") in text.stdout
