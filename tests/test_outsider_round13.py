@@ -310,3 +310,33 @@ def test_acknowledgements_owed_then_written_are_in_the_journal_under_the_file(da
     owed = d.events("acks_owed")
     assert [(e.get("job_id"), e.get("file")) for e in owed] == [(late[0]["job_id"], "late.edi")]
     assert late[0].get("file") == "late.edi", late
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a job's total_amount (and stats' total_amount_processed) is summed in a "
+    "28-digit decimal context: past 28 significant digits it is rounded, unlike the "
+    "order's total and the ERP body",
+)
+def test_a_jobs_total_is_its_orders_total_exactly(tmp_path, erp):
+    """DESIGN: "Money is exact (Decimal), never float"; README: "`stats` counts
+    each posted order once". One order, one line: PO102 15 digits, PO104 17
+    characters (within X12 4010's widths), no AMT. The ERP gets
+    ``total_amount`` 1524157875323875554031470766.65 and so does the order's
+    record; the job's ``total_amount`` says …767 and ``stats`` sums that.
+    (Only totals past 28 significant digits are hit: not a real order, but the
+    record and the ERP disagree about the same money.)"""
+    config = write_config(tmp_path, erp.url)
+    path = tmp_path / "big.edi"
+    path.write_text(
+        ISA.format(icn="000000001", ack="0")
+        + "GS*PO*ACMEAPP*OURAPP*20240102*1200*77*X*004010~ST*850*0001~"
+        "BEG*00*SA*BIG-1**20240102~PO1*1*123456789012345*EA*12345678901234.57**VP*X1~"
+        "CTT*1~SE*5*0001~GE*1*77~IEA*1*000000001~"
+    )
+    exact = "1524157875323875554031470766.65"
+    job = process_json(config, path)
+    assert job["status"] == "succeeded", job["error"]
+    assert [o["total_amount"] for o in job["orders"]] == [exact]  # held
+    stats = json.loads(cli(config, "stats", "--json").stdout)
+    assert (job["total_amount"], stats["total_amount_processed"]) == (exact, exact)
