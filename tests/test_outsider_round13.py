@@ -340,3 +340,27 @@ def test_a_jobs_total_is_its_orders_total_exactly(tmp_path, erp):
     assert [o["total_amount"] for o in job["orders"]] == [exact]  # held
     stats = json.loads(cli(config, "stats", "--json").stdout)
     assert (job["total_amount"], stats["total_amount_processed"]) == (exact, exact)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="run --max-jobs N ('Exit after this many jobs') runs every file it took "
+    "before the Nth job ended: with 5 files waiting, --max-jobs 2 runs all 5",
+)
+def test_run_max_jobs_runs_at_most_that_many_jobs(tmp_path):
+    """README, Commands: "run [--once] [--max-jobs N]"; ``run --help``:
+    "--max-jobs INTEGER RANGE  Exit after this many jobs." Five good files
+    wait in the inbox (uploaded by the partner's uid) when ``run --max-jobs 2``
+    starts: it exits 0, and has run, recorded and filed five jobs — all it had
+    taken (``workers`` = 4 at once) — not two."""
+    config = write_config(
+        tmp_path, extra='[daemon]\nsettle_seconds = 0.2\nprocesses = 1\nworkers = 4\n'
+    )
+    for n in range(1, 6):
+        data = interchange(order(f"MAX-{n}", "0001"), icn=f"00000000{n}")
+        uids.upload(tmp_path / "inbox" / f"po{n}.edi", data)
+    result = cli(config, "run", "--max-jobs", "2", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    listed = json.loads(cli(config, "jobs", "list", "--json").stdout)
+    left = sorted(os.listdir(tmp_path / "inbox"))
+    assert (len(listed), len(left)) == (2, 3), (len(listed), left)
