@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from daemons import Daemon, daemons, erp
 from web_site import request, server
+from werkzeug import Request, Response
 
 import uids
-from helpers import poll_until
+from helpers import http_server, poll_until
 
 __all__ = ["daemons", "erp"]  # fixtures
 
@@ -431,3 +432,94 @@ def test_an_interrupted_jobs_orders_are_never_pending(daemons, erp):
     assert show["status"] == "interrupted" and show["completed_at"]
     statuses = {o["po_number"]: o["status"] for o in show["orders"]}
     assert "pending" not in statuses.values(), statuses
+
+
+# --- held ---------------------------------------------------------------------
+
+
+def test_held_the_erp_request_and_answers_as_readme_says(tmp_path):
+    """Held: README's ERP contract, literally. ``POST [erp] url`` with
+    ``Content-Type: application/json``, ``Idempotency-Key`` (one per order,
+    the same on every retry) and ``Authorization: Bearer <token>`` from
+    ``[erp] token_file``; every amount and quantity a decimal string; a 503
+    with ``Retry-After: 0`` retried, then a 2xx whose numeric ``id`` becomes
+    the ``erp_po_id`` as text; a 400 fails at once (one request), the ERP's
+    words in the order's error, ours in the job's."""
+    token = tmp_path / "erp-token"
+    token.write_text("s3cr3t-t0ken\n")
+    os.chmod(token, 0o600)
+    seen: list[tuple[str, dict, dict]] = []
+    lock = threading.Lock()
+
+    def handler(request: Request) -> Response:
+        body = json.loads(request.get_data())
+        with lock:
+            seen.append((request.method + " " + request.path, dict(request.headers), body))
+            tries = sum(1 for _, _, b in seen if b["po_number"] == body["po_number"])
+        if body["po_number"] == "BAD-1":
+            return Response(json.dumps({"error": "unknown buyer 42"}), status=400)
+        if tries == 1:
+            return Response("busy", status=503, headers={"Retry-After": "0"})
+        return Response(json.dumps({"id": 4711}), status=201, content_type="application/json")
+
+    with http_server() as server:
+        server.expect_request("/api/orders", method="POST").respond_with_handler(handler)
+        config = write_config(
+            tmp_path, server.url_for("/api/orders"), f"token_file = {json.dumps(str(token))}\n"
+        )
+        good, bad = tmp_path / "good.edi", tmp_path / "bad.edi"
+        good.write_bytes(interchange(order("OK-1", "0001")))
+        bad.write_bytes(interchange(order("BAD-1", "0001"), icn="000000002"))
+        job = process_json(config, good)
+        refused = process_json(config, bad)
+    assert job["status"] == "succeeded", job["error"]
+    assert [o["erp_po_id"] for o in job["orders"]] == ["4711"]
+    assert step(job, "post_to_erp")["attempts"] == 2
+    posts = [(where, headers, body) for where, headers, body in seen if body["po_number"] == "OK-1"]
+    assert [where for where, _, _ in posts] == ["POST /api/orders"] * 2
+    keys = {headers["Idempotency-Key"] for _, headers, _ in posts}
+    assert len(keys) == 1 and keys != {""}
+    for _, headers, body in posts:
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Authorization"] == "Bearer s3cr3t-t0ken"
+        line = body["lines"][0]
+        assert (line["quantity"], line["unit_price"], line["amount"]) == ("2", "3.50", "7.00")
+        assert body["total_amount"] == "7.00" and body["priced"] is True
+    assert refused["status"] == "failed"
+    assert len([1 for _, _, b in seen if b["po_number"] == "BAD-1"]) == 1
+    assert refused["error"] == "the ERP rejected order BAD-1 (HTTP 400)"
+    assert "unknown buyer 42" in refused["orders"][0]["error"]
+
+
+def test_held_a_partly_accepted_group_its_997_ta1_and_exit_codes(tmp_path):
+    """Held: README's 997 for a group of three sets, the middle one breaking a
+    rule: AK5 A, R (AK3/AK4, code 5), A; AK9 P 3 3 2; ISA14 1 gets a TA1
+    (A, 000); the job is ``partial`` and ``process`` exits 1; ``status``
+    exits 3 with no daemon; ``stats`` counts the two posted orders once."""
+    config = write_config(tmp_path)
+    path = tmp_path / "mixed.edi"
+    path.write_bytes(
+        interchange(
+            order("MIX-1", "0001"), order("MIX-2", "0002", quantity="0"), order("MIX-3", "0003"),
+            ack="1",
+        )
+    )
+    result = cli(config, "process", str(path), "--json")
+    assert result.returncode == 1
+    job = json.loads(result.stdout)
+    assert job["status"] == "partial"
+    assert [(o["po_number"], o["status"]) for o in job["orders"]] == [
+        ("MIX-1", "posted"), ("MIX-2", "rejected"), ("MIX-3", "posted")
+    ]
+    acks = tmp_path / "acks"
+    assert sorted(os.listdir(acks)) == ["mixed.edi.000000001.TA1", "mixed.edi.77.997"]
+    segments = [s.strip() for s in (acks / "mixed.edi.77.997").read_text().split("~")]
+    body = [s for s in segments if s[:2] in ("AK", "IK")]
+    assert body == [
+        "AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0002", "AK3*PO1*3**8", "AK4*2**7",
+        "AK5*R*5", "AK2*850*0003", "AK5*A", "AK9*P*3*3*2",
+    ]
+    assert "TA1*000000001*240102*1200*A*000" in (acks / "mixed.edi.000000001.TA1").read_text()
+    assert cli(config, "status", "--json").returncode == 3
+    stats = json.loads(cli(config, "stats", "--json").stdout)
+    assert (stats["partial_jobs"], stats["total_amount_processed"]) == (1, "14.00")
