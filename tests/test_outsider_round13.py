@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, daemons, erp
-from web_site import request, server
 from werkzeug import Request, Response
 
 import uids
 from helpers import http_server, poll_until
+from web_site import request, server
 
 __all__ = ["daemons", "erp"]  # fixtures
 
@@ -34,13 +34,12 @@ ISA = (
 
 def order(po: str, st: str, quantity: str = "2") -> str:
     """An 850 with one line (quantity x 3.50), five segments."""
-    return (
-        f"ST*850*{st}~BEG*00*SA*{po}**20240102~"
-        f"PO1*1*{quantity}*EA*3.50**VP*X1~CTT*1~SE*5*{st}~"
-    )
+    return f"ST*850*{st}~BEG*00*SA*{po}**20240102~PO1*1*{quantity}*EA*3.50**VP*X1~CTT*1~SE*5*{st}~"
 
 
-def interchange(*sets: str, icn: str = "000000001", ge01: int | None = None, ack: str = "0") -> bytes:
+def interchange(
+    *sets: str, icn: str = "000000001", ge01: int | None = None, ack: str = "0"
+) -> bytes:
     """One interchange, one PO group (GS06 77) holding ``sets``; GE01 as given."""
     count = len(sets) if ge01 is None else ge01
     return (
@@ -356,7 +355,7 @@ def test_run_max_jobs_runs_at_most_that_many_jobs(tmp_path):
     starts: it exits 0, and has run, recorded and filed five jobs — all it had
     taken (``workers`` = 4 at once) — not two."""
     config = write_config(
-        tmp_path, extra='[daemon]\nsettle_seconds = 0.2\nprocesses = 1\nworkers = 4\n'
+        tmp_path, extra="[daemon]\nsettle_seconds = 0.2\nprocesses = 1\nworkers = 4\n"
     )
     for n in range(1, 6):
         data = interchange(order(f"MAX-{n}", "0001"), icn=f"00000000{n}")
@@ -405,7 +404,7 @@ def test_a_po_the_erp_accepted_is_found_while_its_job_waits_to_run_again(daemons
     slow ERP."""
     d, job_id = stopped_between_two_orders(daemons, erp)
     show = json.loads(d.cli("jobs", "show", job_id, "--json").stdout)
-    assert [(o["po_number"], o["status"]) for o in show["orders"]][0] == ("HB-1", "posted")
+    assert (show["orders"][0]["po_number"], show["orders"][0]["status"]) == ("HB-1", "posted")
     assert show["orders"][0]["erp_po_id"]
     # A term under 3 characters matches orders' PO numbers as a prefix: found.
     short = json.loads(d.cli("jobs", "search", "--po-number", "HB", "--json").stdout)
@@ -500,7 +499,9 @@ def test_held_a_partly_accepted_group_its_997_ta1_and_exit_codes(tmp_path):
     path = tmp_path / "mixed.edi"
     path.write_bytes(
         interchange(
-            order("MIX-1", "0001"), order("MIX-2", "0002", quantity="0"), order("MIX-3", "0003"),
+            order("MIX-1", "0001"),
+            order("MIX-2", "0002", quantity="0"),
+            order("MIX-3", "0003"),
             ack="1",
         )
     )
@@ -509,15 +510,25 @@ def test_held_a_partly_accepted_group_its_997_ta1_and_exit_codes(tmp_path):
     job = json.loads(result.stdout)
     assert job["status"] == "partial"
     assert [(o["po_number"], o["status"]) for o in job["orders"]] == [
-        ("MIX-1", "posted"), ("MIX-2", "rejected"), ("MIX-3", "posted")
+        ("MIX-1", "posted"),
+        ("MIX-2", "rejected"),
+        ("MIX-3", "posted"),
     ]
     acks = tmp_path / "acks"
     assert sorted(os.listdir(acks)) == ["mixed.edi.000000001.TA1", "mixed.edi.77.997"]
     segments = [s.strip() for s in (acks / "mixed.edi.77.997").read_text().split("~")]
     body = [s for s in segments if s[:2] in ("AK", "IK")]
     assert body == [
-        "AK1*PO*77", "AK2*850*0001", "AK5*A", "AK2*850*0002", "AK3*PO1*3**8", "AK4*2**7",
-        "AK5*R*5", "AK2*850*0003", "AK5*A", "AK9*P*3*3*2",
+        "AK1*PO*77",
+        "AK2*850*0001",
+        "AK5*A",
+        "AK2*850*0002",
+        "AK3*PO1*3**8",
+        "AK4*2**7",
+        "AK5*R*5",
+        "AK2*850*0003",
+        "AK5*A",
+        "AK9*P*3*3*2",
     ]
     assert "TA1*000000001*240102*1200*A*000" in (acks / "mixed.edi.000000001.TA1").read_text()
     assert cli(config, "status", "--json").returncode == 3
