@@ -1,7 +1,7 @@
 """Outsider round 13: what DESIGN.md ("Contracts the outside world relies
 on") and README (Commands, the ERP contract, 997 and TA1, the HTTP API, the
 journal, "What the daemon guarantees") promise, checked literally from
-outside. About 50 s.
+outside. About 60 s.
 
 Bugs (strict xfails, each failing on the code as found):
 
@@ -30,7 +30,7 @@ Held (plain tests, and probes left out for their time): the ERP request
 strings, Retry-After, numeric ids, 400 at once with the ERP's words kept);
 a partly accepted group's 997 and TA1, ``process``/``status`` exit codes,
 ``stats``; a step retried to success counts its attempts. Probed without a
-test: 408/409/429/5xx retried and 4xx refused at once, Retry-After as an
+test: 408, 429 and 503 retried, 400/422 refused at once, Retry-After as an
 HTTP date, 2xx without an id; env overrides and unknown keys; the example
 config's keys and defaults against the code's; every read command's
 ``--json`` and ``--help`` example; the API's 401/403/404/409/413/422 JSON
