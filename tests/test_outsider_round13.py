@@ -140,11 +140,6 @@ def step(job: dict, name: str) -> dict:
 # --- findings -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a post_to_erp step that fails after max_attempts HTTP attempts records "
-    "attempts 1 (a success after retries records them all)",
-)
 def test_a_failed_erp_step_reports_the_attempts_it_made(tmp_path, erp):
     """DESIGN: a job's ``steps[] (step_name, status, attempts, error, data)``;
     the project's own test_pipeline says "503, 503, 201: the step reports three
@@ -176,12 +171,6 @@ def test_held_a_step_retried_to_success_reports_its_attempts(tmp_path, erp):
     assert len(erp.posts_per_key()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a group whose GE01 miscounts its sets is refused once per set: the job's "
-    "error, error_details and the partner's error.json say the same refusal twice "
-    "(segment GS, no number) for a two-set group",
-)
 def test_a_group_refused_for_its_ge01_says_so_once(tmp_path):
     """README, parse step: "any envelope error — the reason names segment
     number, segment id and element". A group of two good sets whose GE01 says
@@ -299,12 +288,6 @@ def test_a_job_handed_back_at_a_stop_is_in_the_journal_under_its_job_id(daemons,
     assert handed[0].get("job_id") == job_id, handed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README's job file_path (where the file is: done/, failed/, still in "
-    "processing/ after a failed move, empty when removed) is recorded but shown by no "
-    "command or endpoint: neither jobs show (text or --json) nor /api/jobs/{id} has it",
-)
 def test_a_jobs_file_path_is_shown(daemons, erp):
     """README, "What the daemon guarantees": "A job's `file_path` is where the
     file is: in `done/` or `failed/`, still in `processing/<host>/` while a

@@ -451,9 +451,9 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
     if as_json:
         _echo_json(doc)
         return
-    for key in ("job_id", "file_name", "status", "started_at", "duration_seconds", "po_number",
-                "vendor_name", "total_amount", "erp_po_id", "sender_id", "partner", "retry_of",
-                "duplicate_of", "error"):  # fmt: skip
+    for key in ("job_id", "file_name", "file_path", "status", "started_at", "duration_seconds",
+                "po_number", "vendor_name", "total_amount", "erp_po_id", "sender_id", "partner",
+                "retry_of", "duplicate_of", "error"):  # fmt: skip
         if doc.get(key) is not None:
             click.echo(f"{key.replace('_', ' '):<18} {shown(doc[key])}")
     click.echo("\nsteps:")

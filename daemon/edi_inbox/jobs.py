@@ -300,6 +300,7 @@ class JobResult:
             "error_details": self.error_details,
             "file_sha256": self.file_sha256,
             "file_size": self.file_size,
+            "file_path": self.file_path,  # where the file is (done/, failed/, …)
             "host": self.host,
             "sender_id": self.sender_id,
             "partner": self.partner,

@@ -240,7 +240,8 @@ class Step:
 
 
 def _erp_attempts(job: JobResult) -> int:
-    """The HTTP attempts of the orders posted by this run (1 when none was)."""
+    """The HTTP attempts of the orders this run sent to the ERP, accepted or
+    not (1 when none was sent)."""
     return max(1, sum(order.attempts or 0 for order in job.orders))
 
 
@@ -468,7 +469,6 @@ class Pipeline:
         else:
             try:
                 result.data = step.run(job, work)
-                result.attempts = step.attempts(job)
             except NotRecorded:  # the job must run again (or its record is owed)
                 raise
             except NotAcknowledged as exc:
@@ -485,6 +485,7 @@ class Pipeline:
             except Exception as exc:  # a bug must fail this job, never the daemon
                 logger.exception("step_crashed", step=name)
                 self._fail(job, work, result, f"internal error in {name}: {exc!r}", [])
+            result.attempts = step.attempts(job)  # a failed step's too: all it tried
         result.duration_seconds = round(time.perf_counter() - clock, 6)
         if result.status is StepStatus.FAILED:
             logger.warning("step_failed", step=name, error=result.error)
@@ -700,7 +701,7 @@ class Pipeline:
         if bad:
             data["rejected_sets"] = [f"{ts.code} {ts.control_number}" for ts in bad]
         if len(bad) == len(work.sets):  # nothing left to post
-            errors = [e for ts in bad for e in _set_errors(work, ts)]
+            errors = list(dict.fromkeys(e for ts in bad for e in _set_errors(work, ts)))
             if hint is not None:  # the cause first, then what it caused
                 errors = [hint, *(e for e in errors if e is not hint)]
             raise StepFailed(_summarise([str(e) for e in errors]), [e.to_json() for e in errors])
@@ -1432,16 +1433,26 @@ def _terminator_hint(ts: TransactionSet) -> X12Error | None:
     )
 
 
+class _GroupRejected(X12Error):
+    """A set refused for its group's errors (its 997 loop: AK5 R, set level)."""
+
+
 def _group_rejected(ts: TransactionSet) -> X12Error:
     first = ts.group.errors[0]
-    return X12Error(
+    return _GroupRejected(
         f"functional group {ts.group.control_number!r} is rejected: {first}",
         segment_id="GS",
     )
 
 
 def _set_errors(work: _Work, ts: TransactionSet) -> list[X12Error]:
-    return [*ts.errors, *work.rejected.get(id(summary_of(ts)), ())]
+    """Why ``ts`` is not posted, for the job's error: a set refused for its
+    group's errors gives those (where they are; every set of the group gives
+    the same ones, said once), not the set-level refusal its 997 loop holds."""
+    rejected = work.rejected.get(id(summary_of(ts)), [])
+    if any(isinstance(e, _GroupRejected) for e in rejected):
+        return [*ts.group.errors, *(e for e in rejected if not isinstance(e, _GroupRejected))]
+    return [*ts.errors, *rejected]
 
 
 def _interrupt(job: JobResult, exc: FileChanged | ClaimLost) -> None:
