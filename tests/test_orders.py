@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edi_inbox import orders, render, rules
+from edi_inbox import money, orders, render, rules
 from edi_inbox.errors import NotHandledError, X12Error
 from edi_inbox.orders import (
     Amount,
@@ -373,7 +373,7 @@ def test_line_amount_and_total_are_exact_decimals():
     assert po.lines[1].amount == _exact_square(big)
     assert po.lines[2].amount is None and po.lines[3].amount is None
     # Plain ``+`` would round to 28 digits here; the order's total does not.
-    assert po.total_amount == orders.EXACT.add(_exact_square(big), Decimal("0.02"))
+    assert po.total_amount == money.EXACT.add(_exact_square(big), Decimal("0.02"))
     assert isinstance(po.total_amount, Decimal)
 
 
@@ -404,7 +404,7 @@ def _exact_square(text: str) -> Decimal:
     """The square of a decimal string by integer arithmetic, no Decimal context involved."""
     whole, _, frac = text.partition(".")
     n = int(whole + frac)
-    return Decimal(n * n).scaleb(-2 * len(frac), orders.EXACT)
+    return Decimal(n * n).scaleb(-2 * len(frac), money.EXACT)
 
 
 @pytest.mark.parametrize(

@@ -342,12 +342,6 @@ def test_acknowledgements_owed_then_written_are_in_the_journal_under_the_file(da
     assert late[0].get("file") == "late.edi", late
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job's total_amount (and stats' total_amount_processed) is summed in a "
-    "28-digit decimal context: past 28 significant digits it is rounded, unlike the "
-    "order's total and the ERP body",
-)
 def test_a_jobs_total_is_its_orders_total_exactly(tmp_path, erp):
     """DESIGN: "Money is exact (Decimal), never float"; README: "`stats` counts
     each posted order once". One order, one line: PO102 15 digits, PO104 17

@@ -939,3 +939,17 @@ def test_a_path_with_a_byte_that_is_not_utf8_is_recorded_escaped(recorder, db):
     assert queries.show_job(db, job.job_id)["status"] == "succeeded"
     row = store.Job.get(store.Job.job_id == job.job_id)
     assert row.file_path == "/srv/edi/done/po\\xff.edi"
+
+
+def test_totals_past_28_digits_are_exact(db, record_job):
+    """Money is exact at any size: a job's total, the rollups and ``stats``
+    (Python's default decimal context keeps 28 digits and would round these)."""
+    big = Decimal("1524157875323875554031470766.65")
+    job = record_job(70, po_numbers=("BIG-1", "BIG-2"), amounts=(big, Decimal("0.01")))
+    assert job.total_amount == Decimal("1524157875323875554031470766.66")
+    assert queries.show_job(db, job.job_id)["total_amount"] == "1524157875323875554031470766.66"
+    assert queries.stats(db)["total_amount_processed"] == "1524157875323875554031470766.66"
+    since = job.started_at.replace(minute=0, second=0, microsecond=0)
+    assert queries.stats(db, since=since)["total_amount_processed"] == (
+        "1524157875323875554031470766.66"
+    )

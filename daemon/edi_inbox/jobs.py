@@ -17,6 +17,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from .money import exact_sum
+
 
 class JobStatus(enum.StrEnum):
     RECEIVED = "received"
@@ -260,7 +262,7 @@ class JobResult:
         and rejected orders add nothing); None when nothing priced was posted."""
         amounts = [o.total_amount for o in self.orders if o.status == "posted" and not o.counted_by]
         priced = [a for a in amounts if a is not None]
-        return sum(priced, Decimal(0)) if priced else None
+        return exact_sum(priced) if priced else None
 
     @property
     def vendor_name(self) -> str | None:

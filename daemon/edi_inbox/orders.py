@@ -17,7 +17,6 @@ Money is ``Decimal``, computed exactly: no float, no rounding.
 from __future__ import annotations
 
 import datetime as _dt
-import decimal
 import hashlib
 import json
 import re
@@ -26,17 +25,8 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import NotHandledError, X12Error, shorten
+from .money import EXACT
 from .x12.model import Segment, TransactionSet
-
-# Additions and products at this precision are exact (digits grow as needed);
-# only division or quantize could round, and the one division here is by 100
-# or 1000 (``PRICE_BASIS_UNITS``), which only moves the decimal point.
-EXACT = decimal.Context(
-    prec=decimal.MAX_PREC,
-    Emax=decimal.MAX_EMAX,
-    Emin=decimal.MIN_EMIN,
-    traps=[decimal.InvalidOperation, decimal.Overflow, decimal.DivisionByZero],
-)
 
 # X12 R (decimal) type: digits with an optional leading minus and decimal
 # point. ``Decimal()`` alone would also take "NaN", "Infinity", "1e5", "+1",

@@ -41,6 +41,7 @@ from .jobs import (
     iso,
     money,
 )
+from .money import exact_sum
 from .store import (
     FINAL_STATUSES,
     MIN_SUBSTRING,
@@ -151,7 +152,7 @@ def stats(
             jobs[status] += int(n or 0)
             durations += int(nd or 0)
             duration_total += float(total or 0.0)
-            amounts[status] = amounts.get(status, Decimal(0)) + Decimal(str(amount or 0))
+            amounts[status] = exact_sum((amounts.get(status), amount))
 
         # [since, first hour) from jobs, [first hour, first day) from hourly
         # rollups, [first day, ∞) from daily ones: at most a day of hours.
@@ -263,9 +264,7 @@ def _stats_json(
         "success_rate": round(100.0 * successful / finished, 2) if finished else None,
         "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
         # What was posted, each order once: a partial job's total is its posted orders'.
-        "total_amount_processed": money(
-            sum((amounts.get(str(s), Decimal(0)) for s in COUNTED_STATUSES), Decimal(0))
-        ),
+        "total_amount_processed": money(exact_sum(amounts.get(str(s)) for s in COUNTED_STATUSES)),
         "by_status": by_status,
     }
 

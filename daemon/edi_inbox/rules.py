@@ -36,7 +36,8 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
-from .orders import EXACT, DateReference, Line, PurchaseOrder
+from .money import EXACT
+from .orders import DateReference, Line, PurchaseOrder
 
 CENT = Decimal("0.01")
 # Rounds to the cent without ever losing a digit before the point.

@@ -38,6 +38,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from ..config import DatabaseSettings, Settings
 from ..errors import DatabaseUnavailable, StoreError, one_line
+from ..money import exact_sum
 from .fields import FIELD_TYPES
 from .models import MODELS
 
@@ -48,7 +49,7 @@ EXCEPTIONS = getattr(pw, "__exception_wrapper__")  # noqa: B009
 
 
 def _dec_add(a: Any, b: Any) -> str:
-    return str(Decimal(str(a or 0)) + Decimal(str(b or 0)))
+    return str(exact_sum((a, b)))
 
 
 class _DecSum:
@@ -59,7 +60,7 @@ class _DecSum:
 
     def step(self, value: Any) -> None:
         if value is not None:
-            self.total = (self.total or Decimal(0)) + Decimal(str(value))
+            self.total = exact_sum((self.total, value))
 
     def finalize(self) -> str | None:
         return None if self.total is None else str(self.total)

@@ -18,6 +18,7 @@ import peewee as pw
 from playhouse.migrate import SchemaMigrator
 
 from ..errors import StoreError
+from ..money import exact_sum
 from .database import Database, run_unit
 from .fields import utcnow
 from .models import (
@@ -224,7 +225,7 @@ def rebuild_search_and_rollups(db: Database) -> None:
             if duration is not None:
                 entry[1] += 1
                 entry[2] += duration
-            entry[3] += amount or 0
+            entry[3] = exact_sum((entry[3], amount))
     for group in pw.chunked(list(totals.items()), 200):
         JobRollup.insert_many(
             [

@@ -20,9 +20,9 @@ round trip instead of BEGIN, one per statement (one per row with
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from typing import Any
 
+from ..money import exact_sum
 from .database import EXCEPTIONS, Database, run_unit
 from .fields import UtcDateTimeField, dumps
 from .models import CONTROL_NUMBER_MAX, FINAL_STATUSES, ROLLUP_PERIODS
@@ -297,7 +297,8 @@ def add_rollup(
         return batch
     started_at = read_time(started_at)
     share = (sign, sign if duration is not None else 0, (duration or 0.0) * sign)
-    money = Decimal(str(amount or 0)) * sign
+    money = exact_sum((amount,))
+    money = money if sign > 0 else money.copy_negate()
     rows = [
         (period, stamp(start(started_at)), status, *share, money)
         for period, start in ROLLUP_PERIODS

@@ -50,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from .. import admin
 from ..jobs import COUNTED_STATUSES, JobStatus
+from ..money import exact_sum
 from ..store import FINAL_STATUSES, as_utc, run_unit
 from ..store.models import Job, JobRollup, Order
 
@@ -85,14 +86,14 @@ class RecordsCollector(Collector):
             "edi_inbox_amount_posted",
             "Sum of the totals of the orders posted, each once (stats' total_amount_processed).",
         )
-        posted_amount = 0.0
+        posted = []
         for status in FINAL_STATUSES:
             n, nd, total, money = rollups.get(str(status), (0, 0, 0.0, 0))
             jobs.add_metric([str(status)], n)
             duration.add_metric([str(status)], count_value=nd, sum_value=total)
             if status in COUNTED_STATUSES:
-                posted_amount += float(money or 0)
-        amount.add_metric([], posted_amount)
+                posted.append(money)
+        amount.add_metric([], float(exact_sum(posted)))  # summed exactly; a sample is a float
         yield jobs
         yield duration
         yield amount
