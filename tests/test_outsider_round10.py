@@ -319,6 +319,32 @@ def test_a_resend_while_the_first_job_retries_carries_the_first_body(tmp_path, w
     assert all(len(b) == 1 for b in bodies.values()), {k: len(b) for k, b in bodies.items()}
 
 
+def test_a_resend_written_otherwise_after_an_unanswered_send_keeps_the_first_key(
+    tmp_path, wire, daemons
+):
+    """X's first post is taken after the read timeout and its retries get
+    503: the job fails, the ERP may hold X. The partner resends X writing
+    the unit price ``12.0`` for ``12`` (the same order: numbers compare by
+    value), so today's key for it differs. It must go out under X's first
+    key with the first body: the ERP sees one key, one body (it was a
+    second key, and the ERP booked the order twice)."""
+    wire.plan = {po(9407): ["slowish", "e503", "e503"]}
+    daemon = daemons(wire.url, workers=2)
+    set_erp(daemon, read_timeout_seconds=1.0, connect_timeout_seconds=1.0, max_attempts=3)
+    daemon.start()
+    uids.upload(daemon.inbox / "first.edi", make_po(9407))
+    settled(daemon, 1, timeout=30)
+    assert len(wire.of(po(9407))) == 3
+    written_otherwise = make_po(9407).replace(b"PO1**6*EA*12**", b"PO1**6*EA*12.0**", 1)
+    assert written_otherwise != make_po(9407)
+    uids.upload(daemon.inbox / "resent.edi", with_isa13(written_otherwise, 9408))
+    settled(daemon, 2, timeout=30)
+    assert len({r["key"] for r in wire.of(po(9407))}) == 1
+    bodies = wire.bodies_per_key()
+    assert all(len(b) == 1 for b in bodies.values()), {k: len(b) for k, b in bodies.items()}
+    assert jobs_by_file(daemon)["resent.edi"][-1]["status"] == "succeeded"
+
+
 def test_a_resend_after_a_sigkill_mid_post_carries_the_first_body(tmp_path, wire, daemons):
     """The daemon is SIGKILLed while the ERP holds X's first post (it will
     take it). The partner resends X under a new ISA13; the daemon starts

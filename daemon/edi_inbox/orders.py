@@ -546,12 +546,23 @@ def document_key(document: dict[str, Any]) -> str:
     read back from a body sent to the ERP: the identity (``identity``) and
     the content (``content_hash``) as a JSON array (so no two different tuples
     hash alike), sha256, 32 hex digits."""
+    parts = [*document_identity(document), content_hash(document)]
+    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+def document_identity(document: dict[str, Any]) -> list[Any]:
+    """``identity`` of an order's JSON (``to_json``, or a body sent to the ERP)."""
     parts = [document.get(k) for k in _IDENTITY_KEYS]
     if document.get("usage", PRODUCTION) != PRODUCTION:
         parts.append(document["usage"])
-    parts.append(content_hash(document))
-    encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return hashlib.sha256(encoded).hexdigest()[:32]
+    return parts
+
+
+def same_order(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two orders' JSON are one order: the same identity, the same content
+    (``same_content``: numbers by value, the fields both have)."""
+    return document_identity(a) == document_identity(b) and same_content(a, b)
 
 
 def record_key(key: str, job_id: str, index: int) -> str:

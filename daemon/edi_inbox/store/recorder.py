@@ -32,7 +32,7 @@ from ..jobs import (
     Started,
     StepResult,
 )
-from ..orders import document_key, record_key
+from ..orders import document_key, record_key, same_order
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import Daemon, Job, JobLog, po_search_key, po_suffixes
@@ -168,7 +168,7 @@ class DatabaseRecorder:
                     counted.add(key)
                 elif by != job.job_id:
                     taken.append(key)
-            in_flight, first_sent = self._unanswered(job, posting)
+            in_flight, first_sent = self._unanswered(job, posting, adopt=True)
             rivals.update(in_flight)
             sent.update(first_sent)
             # The orders go in with the running row, before any is posted: an
@@ -213,13 +213,20 @@ class DatabaseRecorder:
         )
 
     def _unanswered(
-        self, job: JobResult, po_numbers: Iterable[str]
+        self, job: JobResult, po_numbers: Iterable[str], *, adopt: bool = False
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Orders with these PO numbers that no ERP id answers: those of
         ``job``'s senders that other running jobs are posting (idempotency
         key -> job id), and the first body sent under each of ``job``'s keys
         by a job that ended without an answer (key -> the body). That job's
-        row has a key of its own (``_as_recorded``): the key is the body's."""
+        row has a key of its own (``_as_recorded``): the key is the body's.
+
+        ``adopt`` (at the job's start): an order of ``job`` that is the order
+        such a body is (``orders.same_order``) under another key — written
+        with numbers written otherwise (``2.0`` for ``2``), or by an older
+        version whose JSON had fewer fields — takes the key that body was
+        sent under (``_sent_key``), and the body: the ERP may hold the order
+        under that key."""
         senders = {o.sender for o in job.orders}
         keys = {o.idempotency_key for o in job.orders}
         in_flight: dict[str, str] = {}
@@ -228,15 +235,36 @@ class DatabaseRecorder:
             for text, key, job_id, attempts in execute(
                 self.db, "unanswered_by_po", po_search_key(po_number), po_number
             ):
-                if attempts:
-                    body_key = document_key(json.loads(text)) if text else None
-                    if body_key in keys:
-                        sent.setdefault(body_key, text)
-                elif job_id not in (job.job_id, job.retry_of) and (
-                    _sender(json.loads(text) if text else {}) in senders
-                ):
-                    in_flight[key] = job_id
+                mine = job_id in (job.job_id, job.retry_of)
+                body = json.loads(text) if text else {}
+                if not attempts and not mine:  # another job is posting it now
+                    if _sender(body) in senders:
+                        in_flight[key] = job_id
+                    continue
+                if not body:
+                    continue
+                body_key = document_key(body)
+                if adopt and body_key not in keys and key not in keys:
+                    sent_key = self._sent_key(key, body_key, job_id)
+                    if _adopt(job, body, sent_key):
+                        keys.add(sent_key)
+                        sent.setdefault(sent_key, text)
+                        continue
+                if attempts and body_key in keys:
+                    sent.setdefault(body_key, text)
         return in_flight, sent
+
+    def _sent_key(self, key: str, body_key: str, job_id: str) -> str:
+        """The key a row's body went to the ERP under: its body's (``key``
+        is the one a job ended with, ``_as_recorded``, or the same), or the
+        row's own ``key`` (a running job's, or one an older version wrote,
+        whose keys hashed the JSON it had)."""
+        if key == body_key:
+            return key
+        rows = execute(self.db, "order_count", job_id).fetchone()[0]
+        if any(record_key(body_key, job_id, index) == key for index in range(rows)):
+            return body_key
+        return key
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         po_numbers = {o.po_number for o in job.orders}
@@ -450,6 +478,16 @@ def _text(value: str | None) -> str | None:
     except UnicodeEncodeError:
         return display_name(value)
     return value
+
+
+def _adopt(job: JobResult, body: dict[str, Any], key: str) -> bool:
+    """The pending order of ``job`` that is the order ``body`` is takes its
+    ``key`` (``_unanswered``); whether one did."""
+    for order in job.orders:
+        if order.status == "pending" and same_order(order.fields(), body):
+            order.idempotency_key = key
+            return True
+    return False
 
 
 def _sender(payload: dict[str, Any]) -> tuple[Any, Any]:

@@ -142,6 +142,11 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' WHERE o."idempotency_key" = ?',
         0,
     ),
+    # A job's orders (rows), for ``_sent_key``.
+    "order_count": (
+        'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id" WHERE j."job_id" = ?',
+        0,
+    ),
     # A job's orders not answered yet: how far a rival is (``in_flight``).
     "pending_count": (
         'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
