@@ -272,11 +272,6 @@ def test_vendor_search_finds_every_order_of_a_file(tmp_path):
     assert search(config, "--vendor", "beta supply") == ["two_vendors.edi"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job handed back at SIGTERM is logged handed_back without its job_id: "
-    "following the job by job_id in the journal shows its ERP post, then nothing",
-)
 def test_a_job_handed_back_at_a_stop_is_in_the_journal_under_its_job_id(daemons, erp):
     """README, "Read the journal": "every event of a job carries job_id and
     file", with ``jq 'select(.job_id == "3f2a9c1e-…")'`` as the way to follow
@@ -328,11 +323,6 @@ def test_a_jobs_file_path_is_shown(daemons, erp):
     assert str(d.done / "where.edi") in text.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="acks_written_late, a job's own event, carries its job_id but no file "
-    "(acks_owed, before it, has both)",
-)
 def test_acknowledgements_owed_then_written_are_in_the_journal_under_the_file(daemons, erp):
     """README, "Read the journal": "every event of a job carries job_id and
     file"; and of owed acknowledgements: "the log has `acks_owed`" and the

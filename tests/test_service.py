@@ -800,18 +800,31 @@ def test_observer_that_keeps_dying_exits_nonzero(tmp_path):
 # -- stopping -----------------------------------------------------------------------------
 
 
-def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp):
-    """SIGTERM: a job still running at shutdown_timeout_seconds goes back to the inbox; exit 0."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp, processes):
+    """SIGTERM: a job still running at shutdown_timeout_seconds goes back to the inbox; exit 0.
+    Its ``handed_back`` and ``job_interrupted`` lines carry its job_id and file, with its
+    job in a thread or in a worker process."""
     erp.delay = 3.0
-    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=0.3)
+    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=0.3, processes=processes)
     (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
     sigterm_when(lambda: erp.posts >= 1)
     started = time.monotonic()
-    assert service.run(settings) == 0
+    with capture_logs() as logs:
+        assert service.run(settings) == 0
     assert time.monotonic() - started < 2.9  # did not wait for the ERP
     assert names(settings.paths.inbox) == ["po.edi"]
     assert claimed(settings.paths.processing) == []
     assert names(settings.paths.done) == []
+    db = open_db(settings)
+    try:
+        [job] = queries.list_jobs(db, limit=10)
+    finally:
+        store.close_database(db)
+    assert job["status"] == "interrupted"
+    for event in ("handed_back", "job_interrupted"):
+        said = [(e["job_id"], e["file"]) for e in logs if e["event"] == event]
+        assert said == [(job["job_id"], "po.edi")], event
 
 
 def test_sigterm_lets_a_job_in_flight_finish(tmp_path, erp):

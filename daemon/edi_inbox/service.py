@@ -98,7 +98,7 @@ from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
 from .watch import Ticket, WatchError, drain, scan
-from .worker import Outcome, Work, Worker, run_one
+from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
 
@@ -703,10 +703,13 @@ class Service:
                 back = claims.hand_back(item.name, pname, ran=item.job_id)
             except OSError as exc:
                 logger.error(
-                    "hand_back_failed", file=files.display_name(item.name), error=os_message(exc)
+                    "hand_back_failed",
+                    file=files.display_name(item.name),
+                    job_id=item.job_id,
+                    error=os_message(exc),
                 )
                 continue
-            logger.info("handed_back", file=files.display_name(back.name), reason="shutdown")
+            log_handed_back(item.name, back.name, item.job_id, "shutdown")
             count += 1
         self.relayed.clear()
         return count
@@ -970,8 +973,7 @@ def _serve(
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
-    if interrupted:
-        logger.warning("jobs_interrupted", count=len(interrupted))
+    _tell_interrupted(interrupted, "a previous run stopped while it ran", logger.warning)
     daemon_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     started_at = datetime.now(UTC)
 
@@ -994,7 +996,8 @@ def _serve(
         return admin.live_hosts(settings, db)
 
     def interrupt_jobs(job_ids: list[str]) -> None:
-        store.mark_interrupted(db, host, job_ids=job_ids)
+        taken = store.mark_interrupted(db, host, job_ids=job_ids)
+        _tell_interrupted(taken, "its host went quiet; its file was taken over", logger.info)
 
     def prepare(running: Settings) -> tuple[Settings, Pipeline]:
         """A reload's settings, read again and checked: what only a restart
@@ -1059,14 +1062,26 @@ def _serve(
     except Exception as exc:  # the next start marks them
         logger.warning("interrupt_failed", error=repr(exc))
     else:
-        if interrupted:
-            logger.info("jobs_interrupted", count=len(interrupted))
+        _tell_interrupted(interrupted, "handed back or parked at the stop", logger.info)
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
     with contextlib.suppress(Exception):
         store.close_database(db)
     return code
+
+
+def _tell_interrupted(
+    interrupted: list[dict[str, Any]], reason: str, level: Callable[..., Any]
+) -> None:
+    """``job_interrupted`` for each job just marked so, under its ``job_id`` and
+    ``file`` (the journal follows a job by them), then ``jobs_interrupted``,
+    how many."""
+    for job in interrupted:
+        shown = files.display_name(job["file_name"] or "")
+        level("job_interrupted", job_id=job["job_id"], file=shown, reason=reason)
+    if interrupted:
+        level("jobs_interrupted", count=len(interrupted))
 
 
 @contextlib.contextmanager
