@@ -361,6 +361,30 @@ def restart_and_finish(erp, daemon: Daemon, uploaded: list[str]) -> None:
     assert daemon.terminate(timeout=10) == 0
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_every_event_of_a_job_carries_its_job_id_and_file(tmp_path, erp, daemons, processes):
+    """README, "Read the journal": every event of a job carries ``job_id`` and
+    ``file``, also those after its run (acknowledgements owed while acks/ is a
+    plain file, then written late), with its job in a thread or a worker process."""
+    d = daemons(erp.url, processes=processes)
+    d.start()
+    acks = d.root / "acks"
+    acks.mkdir(exist_ok=True)
+    acks.rename(d.root / "acks-aside")
+    acks.write_bytes(b"not a folder")
+    uids.upload(d.inbox / "late.edi", make_po(1))
+    poll_until(lambda: d.events("acks_owed"), 20, what="acks_owed")
+    acks.unlink()
+    (d.root / "acks-aside").rename(acks)
+    poll_until(lambda: (d.done / "late.edi").exists(), 30, what="filed once acks/ is back")
+    [job_id] = [j["job_id"] for j in d.jobs()]
+    lines = [json.loads(line) for line in d.log.read_text().splitlines() if line.startswith("{")]
+    of_job = [e for e in lines if e.get("job_id") == job_id]
+    events = {e["event"] for e in of_job}
+    assert {"acks_owed", "job_finished", "acks_written_late", "job_recorded_late"} <= events
+    assert [e for e in of_job if e.get("file") != "late.edi"] == []
+
+
 def test_sigterm_gives_up_jobs_past_the_deadline_in_worker_processes(tmp_path, erp, daemons):
     """Worker processes whose jobs outlast shutdown_timeout_seconds are killed at the deadline;
     their files go back to the inbox, the daemon exits 0, and a restart posts each order under

@@ -513,15 +513,35 @@ def test_heartbeat_written_before_the_first_claim(tmp_path, erp):
     assert names(settings.paths.done) == ["po1.edi", "po2.edi"]
 
 
-def test_max_jobs_stops_and_leaves_the_rest(tmp_path, erp):
-    """run(max_jobs=N) stops after N jobs; unclaimed files stay in the inbox, none claimed."""
-    settings = make_settings(tmp_path, erp.url, workers=1)
+@pytest.mark.parametrize(("processes", "once"), [(1, True), (1, False), (2, True), (2, False)])
+def test_max_jobs_stops_and_leaves_the_rest(tmp_path, erp, processes, once):
+    """run(max_jobs=N), with more workers than N (threads or worker processes,
+    burst or watching): N jobs run and are recorded; the other files stay in
+    the inbox, none claimed."""
+    settings = make_settings(tmp_path, erp.url, workers=4, processes=processes)
     for n in range(5):
         (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n + 1))
-    assert service.run(settings, once=True, max_jobs=2) == 0
-    done, left = names(settings.paths.done), names(settings.paths.inbox)
-    assert len(done) >= 2 and len(done) + len(left) == 5
+    assert service.run(settings, once=once, max_jobs=2) == 0
+    assert (len(names(settings.paths.done)), len(names(settings.paths.inbox))) == (2, 3)
     assert claimed(settings.paths.processing) == []
+    db = open_db(settings)
+    try:
+        assert len(queries.list_jobs(db, limit=10)) == 2
+    finally:
+        store.close_database(db)
+
+
+def test_max_jobs_counts_the_claims_it_resumes(tmp_path, erp):
+    """run(once=True, max_jobs=N) with more claims left behind than N resumes N
+    of them; the rest stay claimed for the next start, the inbox untouched."""
+    settings = make_settings(tmp_path, erp.url)
+    for n in range(1, 4):
+        claim_left(settings, socket.gethostname(), n)
+    (settings.paths.inbox / "po9.edi").write_bytes(make_po(9))
+    assert service.run(settings, once=True, max_jobs=2) == 0
+    assert len(names(settings.paths.done)) == 2
+    assert len(claimed(settings.paths.processing)) == 1
+    assert names(settings.paths.inbox) == ["po9.edi"]
 
 
 # -- failures while moving, and crashes --------------------------------------------
@@ -780,18 +800,31 @@ def test_observer_that_keeps_dying_exits_nonzero(tmp_path):
 # -- stopping -----------------------------------------------------------------------------
 
 
-def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp):
-    """SIGTERM: a job still running at shutdown_timeout_seconds goes back to the inbox; exit 0."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp, processes):
+    """SIGTERM: a job still running at shutdown_timeout_seconds goes back to the inbox; exit 0.
+    Its ``handed_back`` and ``job_interrupted`` lines carry its job_id and file, with its
+    job in a thread or in a worker process."""
     erp.delay = 3.0
-    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=0.3)
+    settings = make_settings(tmp_path, erp.url, shutdown_timeout_seconds=0.3, processes=processes)
     (settings.paths.inbox / "po.edi").write_bytes(make_po(1))
     sigterm_when(lambda: erp.posts >= 1)
     started = time.monotonic()
-    assert service.run(settings) == 0
+    with capture_logs() as logs:
+        assert service.run(settings) == 0
     assert time.monotonic() - started < 2.9  # did not wait for the ERP
     assert names(settings.paths.inbox) == ["po.edi"]
     assert claimed(settings.paths.processing) == []
     assert names(settings.paths.done) == []
+    db = open_db(settings)
+    try:
+        [job] = queries.list_jobs(db, limit=10)
+    finally:
+        store.close_database(db)
+    assert job["status"] == "interrupted"
+    for event in ("handed_back", "job_interrupted"):
+        said = [(e["job_id"], e["file"]) for e in logs if e["event"] == event]
+        assert said == [(job["job_id"], "po.edi")], event
 
 
 def test_sigterm_lets_a_job_in_flight_finish(tmp_path, erp):

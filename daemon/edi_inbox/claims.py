@@ -417,7 +417,12 @@ class Claims:
                 st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
                 write_retry_marker(self.paths.processing, st, ran)
             except OSError as exc:  # then the next job judges its orders as a resend's
-                logger.warning("retry_marker_not_written", job_id=ran, error=os_message(exc))
+                logger.warning(
+                    "retry_marker_not_written",
+                    file=files.display_name(name),
+                    job_id=ran,
+                    error=os_message(exc),
+                )
         return files.move_new(self.path(pname), self.paths.inbox, name)
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:
@@ -476,13 +481,14 @@ class Claims:
             yield from self._take_over(others, live_hosts)
 
     def _resume_flat(self, pname: str, lookup_job: LookupJob | None) -> Claim | None:
-        _, old_job = split_processing_name(pname)
+        name, old_job = split_processing_name(pname)
+        shown = files.display_name(name)
         info = None
         if lookup_job is not None and old_job:
             try:
                 info = lookup_job(old_job)
             except Exception as exc:  # no record to go by: resume it (the rename decides)
-                logger.warning("job_lookup_failed", job_id=old_job, error=repr(exc))
+                logger.warning("job_lookup_failed", file=shown, job_id=old_job, error=repr(exc))
         if (
             info
             and info.get("host") not in (None, self.host)
@@ -490,7 +496,7 @@ class Claims:
         ):
             logger.info(
                 "resume_skipped",
-                file=files.display_name(pname),
+                file=shown,
                 job_id=old_job,
                 reason=f"job running on host {info.get('host')}",
             )
@@ -542,7 +548,12 @@ class Claims:
             except FileNotFoundError:
                 pass
             except OSError as exc:  # then the job runs again (its orders not posted twice)
-                logger.error("owed_record_not_taken", job_id=old_job, error=os_message(exc))
+                logger.error(
+                    "owed_record_not_taken",
+                    file=files.display_name(name),
+                    job_id=old_job,
+                    error=os_message(exc),
+                )
         logger.info(
             "taken_over" if taken_from else "resuming",
             file=files.display_name(name),

@@ -256,17 +256,25 @@ def process(
 
 @main.command()
 @click.option("--once", is_flag=True, help="Scan, process what is ready, and exit.")
-@click.option("--max-jobs", type=click.IntRange(1), help="Exit after this many jobs.")
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(1),
+    help="Run at most this many jobs, then exit: no more files are claimed, "
+    "the rest stay in the inbox.",
+)
 @pass_settings
 def run(settings: config.Settings, once: bool, max_jobs: int | None) -> None:
     """Watch the inbox and process every finished upload until SIGTERM.
 
     Logs JSON lines to stdout (a console format on a terminal). Under systemd
-    (Type=notify) it reports READY, WATCHDOG and STATUS.
+    (Type=notify) it reports READY, WATCHDOG and STATUS. With --max-jobs N it
+    exits 0 once N jobs have ended (claims left by a previous run count as
+    jobs); with --once as well, also when nothing more is ready.
 
     \b
     Example:
         edi-inbox --config /etc/edi-inbox/edi-inbox.toml run
+        edi-inbox run --once --max-jobs 10
     """
     logsetup.configure(settings.log.level, settings.log.format, stream=sys.stdout)
     sys.exit(service.run(settings, once=once, max_jobs=max_jobs))

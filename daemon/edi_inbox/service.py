@@ -54,13 +54,15 @@ the next file on. The signal handlers are installed once for the daemon's
 life and set two events the services share, so no signal is lost between one
 service and the next. ``run(once=True)``
 is the burst mode (scan, process what is ready, return), ``max_jobs`` stops
-after that many jobs; both let tests drive the loop without sleeping.
+after that many jobs and claims (or resumes) no more files than that; both let
+tests drive the loop without sleeping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import queue
 import signal
@@ -69,7 +71,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +79,7 @@ import structlog
 
 from . import __version__, admin, files, log, notify
 from .claims import (
+    Claim,
     Claims,
     LiveHosts,
     Liveness,
@@ -95,7 +98,7 @@ from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
 from .watch import Ticket, WatchError, drain, scan
-from .worker import Outcome, Work, Worker, run_one
+from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
 
@@ -212,6 +215,7 @@ class Service:
         self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
+        self.max_jobs: int | None = None  # run(max_jobs=): no more jobs than this are started
         # ``workers`` threads in all, in this process or spread over the children
         self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
         self._turn = 0  # which inbox takes first, in turn
@@ -297,7 +301,10 @@ class Service:
     # -- the loop --------------------------------------------------------------
 
     def run(self, *, once: bool = False, max_jobs: int | None = None) -> int:
-        """Watch, process, and return an exit code (0: stopped cleanly)."""
+        """Watch, process, and return an exit code (0: stopped cleanly).
+        ``max_jobs``: stop after that many jobs, claiming no more files than
+        that (the rest stay in the inbox, untouched)."""
+        self.max_jobs = max_jobs
         try:
             self._open_inboxes()
         except (WatchError, OSError) as exc:
@@ -455,9 +462,12 @@ class Service:
         a fresh heartbeat."""
         taken: list[str] = []  # the jobs of the files taken over
         for lane, claims in self.lanes.items():
-            leftovers = claims.leftovers(
+            leftovers: Iterable[Claim] = claims.leftovers(
                 start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
             )
+            unstarted = self._unstarted()
+            if unstarted is not None:  # the rest not taken (the generator moves each in)
+                leftovers = itertools.islice(leftovers, unstarted)
             try:
                 for claim in leftovers:  # each is in this host's folder already: queue it now
                     self.counters["taken_over" if claim.taken_from else "resumed"] += 1
@@ -524,8 +534,20 @@ class Service:
             self._on_outcome(item[1])
 
     def _room(self) -> int:
-        """Units the queue may take now (``queue_limit`` less those out)."""
-        return max(0, self.queue_limit - self.outstanding)
+        """Units the queue may take now (``queue_limit`` less those out), and
+        with ``max_jobs`` no more than the jobs not yet started: those
+        finished, out, or parked to be queued again all count."""
+        room = self.queue_limit - self.outstanding
+        unstarted = self._unstarted()
+        return max(0, room if unstarted is None else min(room, unstarted))
+
+    def _unstarted(self) -> int | None:
+        """The jobs ``max_jobs`` leaves to start (None: no limit): those
+        finished, out, or parked to be queued again have started."""
+        if self.max_jobs is None:
+            return None
+        started = self.finished + self.outstanding + len(self.parked) + len(self.owing)
+        return max(0, self.max_jobs - started)
 
     def _take(self) -> None:
         """Queue what the trackers find ready, no more than there is room for,
@@ -681,10 +703,13 @@ class Service:
                 back = claims.hand_back(item.name, pname, ran=item.job_id)
             except OSError as exc:
                 logger.error(
-                    "hand_back_failed", file=files.display_name(item.name), error=os_message(exc)
+                    "hand_back_failed",
+                    file=files.display_name(item.name),
+                    job_id=item.job_id,
+                    error=os_message(exc),
                 )
                 continue
-            logger.info("handed_back", file=files.display_name(back.name), reason="shutdown")
+            log_handed_back(item.name, back.name, item.job_id, "shutdown")
             count += 1
         self.relayed.clear()
         return count
@@ -948,8 +973,7 @@ def _serve(
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
-    if interrupted:
-        logger.warning("jobs_interrupted", count=len(interrupted))
+    _tell_interrupted(interrupted, "a previous run stopped while it ran", logger.warning)
     daemon_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     started_at = datetime.now(UTC)
 
@@ -972,7 +996,8 @@ def _serve(
         return admin.live_hosts(settings, db)
 
     def interrupt_jobs(job_ids: list[str]) -> None:
-        store.mark_interrupted(db, host, job_ids=job_ids)
+        taken = store.mark_interrupted(db, host, job_ids=job_ids)
+        _tell_interrupted(taken, "its host went quiet; its file was taken over", logger.info)
 
     def prepare(running: Settings) -> tuple[Settings, Pipeline]:
         """A reload's settings, read again and checked: what only a restart
@@ -1037,14 +1062,26 @@ def _serve(
     except Exception as exc:  # the next start marks them
         logger.warning("interrupt_failed", error=repr(exc))
     else:
-        if interrupted:
-            logger.info("jobs_interrupted", count=len(interrupted))
+        _tell_interrupted(interrupted, "handed back or parked at the stop", logger.info)
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
     with contextlib.suppress(Exception):
         store.close_database(db)
     return code
+
+
+def _tell_interrupted(
+    interrupted: list[dict[str, Any]], reason: str, level: Callable[..., Any]
+) -> None:
+    """``job_interrupted`` for each job just marked so, under its ``job_id`` and
+    ``file`` (the journal follows a job by them), then ``jobs_interrupted``,
+    how many."""
+    for job in interrupted:
+        shown = files.display_name(job["file_name"] or "")
+        level("job_interrupted", job_id=job["job_id"], file=shown, reason=reason)
+    if interrupted:
+        level("jobs_interrupted", count=len(interrupted))
 
 
 @contextlib.contextmanager

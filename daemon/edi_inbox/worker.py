@@ -27,12 +27,13 @@ stays ``running`` once its file has moved.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,6 +103,7 @@ class InFlight:
     name: str
     pname: str
     claims: Claims  # the inbox (lane) it came from, and its processing folder
+    job_id: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     handed_back: bool = False
     finishing: bool = False
@@ -139,10 +141,12 @@ class Worker:
         """Claim (unless resumed), run and finish one unit."""
         claims = self.lanes[item.lane]
         if item.owed is not None and item.pname is not None:
-            return self._settle(InFlight(item.name, item.pname, claims), item.owed)
+            flight = InFlight(item.name, item.pname, claims, item.owed.job.job_id)
+            with _job_events(flight):
+                return self._settle(flight, item.owed)
         if item.pname is not None:  # resumed: already claimed
-            flight = InFlight(item.name, item.pname, claims)
-            return self._run_claimed(flight, item.job_id or new_job_id(), item)
+            flight = InFlight(item.name, item.pname, claims, item.job_id or new_job_id())
+            return self._run_claimed(flight, item)
         ticket = item.ticket
         assert ticket is not None
         job_id = item.job_id or new_job_id()
@@ -165,7 +169,7 @@ class Worker:
             self.on_error(f"cannot claim a file: {message}")
             return Outcome(ticket.name, "error", recheck=True)
         logger.debug("claimed", file=files.display_name(ticket.name), job_id=job_id)
-        return self._run_claimed(InFlight(ticket.name, pname, claims), job_id, item)
+        return self._run_claimed(InFlight(ticket.name, pname, claims, job_id), item)
 
     def in_flight(self) -> int:
         return len(self.inflight)
@@ -173,28 +177,30 @@ class Worker:
     def hand_back_unfinished(self) -> int:
         """At shutdown: give the files of jobs still running back to the inbox."""
         with self._lock:
-            left = list(self.inflight.items())
+            left = list(self.inflight.values())
         count = 0
-        for job_id, flight in left:
+        for flight in left:
             with flight.lock:
                 if flight.finishing:
                     continue
                 flight.handed_back = True
-            self._hand_back(flight, "shutdown", ran=job_id)
+            self._hand_back(flight, "shutdown", ran=True)
             count += 1
         return count
 
-    def _run_claimed(self, flight: InFlight, job_id: str, item: Work) -> Outcome:
+    def _run_claimed(self, flight: InFlight, item: Work) -> Outcome:
         with self._lock:
-            self.inflight[job_id] = flight
+            self.inflight[flight.job_id] = flight
         try:
-            return self._run(flight, job_id, item)
+            with _job_events(flight):
+                return self._run(flight, item)
         finally:
             with self._lock:
-                self.inflight.pop(job_id, None)
+                self.inflight.pop(flight.job_id, None)
 
-    def _run(self, flight: InFlight, job_id: str, item: Work) -> Outcome:
+    def _run(self, flight: InFlight, item: Work) -> Outcome:
         name, pname, ticket, claims = flight.name, flight.pname, item.ticket, flight.claims
+        job_id = flight.job_id
         partner = self.partners.get(claims.partner) if claims.partner is not None else None
         if ticket is not None and ticket.verdict is Verdict.REFUSE:
             try:
@@ -265,7 +271,7 @@ class Worker:
         if flight.lost:  # another host may have the file now
             return self._lost(flight, st, job_id, retry_of)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
-            return self._hand_back(flight, "changed", ran=job_id)
+            return self._hand_back(flight, "changed", ran=True)
         return self._finish(flight, result)
 
     def _check_claim(self, flight: InFlight, claimed: os.stat_result) -> None:
@@ -451,16 +457,36 @@ class Worker:
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
-    def _hand_back(self, flight: InFlight, status: str, ran: str | None = None) -> Outcome:
+    def _hand_back(self, flight: InFlight, status: str, *, ran: bool = False) -> Outcome:
+        """Give the claimed file back to the inbox; ``ran``: the job ran and did
+        not end (the next job for the file carries on its orders)."""
+        shown, job_id = files.display_name(flight.name), flight.job_id
         try:
-            back = flight.claims.hand_back(flight.name, flight.pname, ran)
+            back = flight.claims.hand_back(flight.name, flight.pname, job_id if ran else None)
         except OSError as exc:
-            logger.error(
-                "hand_back_failed", file=files.display_name(flight.name), error=os_message(exc)
-            )
+            logger.error("hand_back_failed", file=shown, job_id=job_id, error=os_message(exc))
             return Outcome(flight.name, "error", recheck=True)
-        logger.info("handed_back", file=files.display_name(back.name), reason=status)
+        log_handed_back(flight.name, back.name, job_id, status)
         return Outcome(flight.name, status, recheck=True)
+
+
+def log_handed_back(name: str, back: str, job_id: str | None, reason: str) -> None:
+    """``handed_back``, under the job's id and file (and the name the file
+    got back, if an upload had taken its own meanwhile)."""
+    extra = {"back_as": files.display_name(back)} if back != name else {}
+    logger.info("handed_back", file=files.display_name(name), job_id=job_id, reason=reason, **extra)
+
+
+@contextlib.contextmanager
+def _job_events(flight: InFlight) -> Iterator[None]:
+    """Bind the job's ``job_id`` and ``file`` to every event of this thread
+    while it runs or settles the job (the pipeline binds the same while it
+    runs it): those before and after it, like ``acks_written_late``, carry
+    them too."""
+    with structlog.contextvars.bound_contextvars(
+        job_id=flight.job_id, file=files.display_name(flight.name)
+    ):
+        yield
 
 
 def _keep(flight: InFlight, owed: NotRecorded) -> str | None:
@@ -485,7 +511,8 @@ def run_one(worker: Worker, item: Work) -> Outcome:
     try:
         outcome = worker.do(item)
     except Exception as exc:
-        logger.error("worker_error", file=files.display_name(item.name), error=repr(exc))
+        shown = files.display_name(item.name)
+        logger.error("worker_error", file=shown, job_id=item.job_id, error=repr(exc))
         logger.debug("worker_traceback", traceback=traceback.format_exc())
         outcome = Outcome(item.name, "error", recheck=True)
     outcome.lane = item.lane
