@@ -244,12 +244,12 @@ class DatabaseRecorder:
                 if not body:
                     continue
                 body_key = document_key(body)
-                if adopt and body_key not in keys and key not in keys:
-                    sent_key = self._sent_key(key, body_key, job_id)
-                    if _adopt(job, body, sent_key):
-                        keys.add(sent_key)
-                        sent.setdefault(sent_key, text)
-                        continue
+                same = _same_pending(job, body) if adopt and not {body_key, key} & keys else None
+                if same is not None:
+                    same.idempotency_key = self._sent_key(key, body_key, job_id)
+                    keys.add(same.idempotency_key)
+                    sent.setdefault(same.idempotency_key, text)
+                    continue
                 if attempts and body_key in keys:
                     sent.setdefault(body_key, text)
         return in_flight, sent
@@ -480,14 +480,11 @@ def _text(value: str | None) -> str | None:
     return value
 
 
-def _adopt(job: JobResult, body: dict[str, Any], key: str) -> bool:
-    """The pending order of ``job`` that is the order ``body`` is takes its
-    ``key`` (``_unanswered``); whether one did."""
-    for order in job.orders:
-        if order.status == "pending" and same_order(order.fields(), body):
-            order.idempotency_key = key
-            return True
-    return False
+def _same_pending(job: JobResult, body: dict[str, Any]) -> OrderResult | None:
+    """The pending order of ``job`` that is the order ``body`` is, if any."""
+    return next(
+        (o for o in job.orders if o.status == "pending" and same_order(o.fields(), body)), None
+    )
 
 
 def _sender(payload: dict[str, Any]) -> tuple[Any, Any]:
