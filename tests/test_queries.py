@@ -200,6 +200,19 @@ def test_search_by_vendor_matches_every_order(db, recorder, history):
     assert acme[0]["job_id"] == two.job_id and len(acme) == 1 + len(history) // 3
 
 
+def test_a_40kb_vendor_is_recorded_and_found_by_its_first_characters(db, recorder):
+    """A partner's 40 KB vendor name costs one ``vendor_search`` key of
+    ``VENDOR_SEARCH_CHARS`` (within PostgreSQL's index row limit), found by a
+    prefix or a substring of it."""
+    job = make_job(600, vendor="Ab" * 20_000)
+    record(recorder, job)
+    keys = store.VendorSearch.select(store.VendorSearch.vendor).tuples()
+    assert [len(key) for (key,) in keys] == [200]
+    for term, match in (("ab" * 40, "prefix"), ("BAB", "substring")):
+        got = queries.search_jobs(db, vendor=term, match=match)
+        assert [j["job_id"] for j in got] == [job.job_id], term
+
+
 def test_a_running_or_interrupted_job_is_found_by_po_and_vendor(db, recorder):
     """From its running row on (``job_started``), a job is found by any of its
     PO numbers, a term of 3+ characters as well as a short one, and by its
