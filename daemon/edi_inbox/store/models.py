@@ -76,7 +76,7 @@ class Job(BaseModel):
     total_amount = MoneyField(null=True)
     erp_po_id = pw.TextField(null=True)
     vendor_name = pw.TextField(null=True)
-    vendor_name_folded = FoldedField(null=True)
+    vendor_name_folded = FoldedField(null=True)  # searched through vendor_search instead
     error = pw.TextField(null=True)
     error_details = JsonField(null=True)
     host = pw.TextField(null=True)
