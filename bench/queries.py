@@ -4,7 +4,7 @@
 
 1. Seeds a SQLite database (schema from ``store.init``, so the indexes are the
    production ones) with N jobs over a year, each with five steps, two log
-   lines, an order, an interchange, its PO search keys and the hourly rollups,
+   lines, an order, an interchange, its PO and vendor search keys and the hourly rollups,
    using raw ``executemany`` in big transactions (indexes dropped during the
    load and rebuilt after it, as a bulk load should), then ``ANALYZE``.
 2. Times what the CLI runs (``stats``, ``jobs list``, ``jobs show``, ``jobs
@@ -82,6 +82,7 @@ TABLES = {
                "created_at", "updated_at"),
     "job_interchanges": ("sender_id", "receiver_id", "control_number", "job_id"),
     "po_keys": ("suffix", "job_id"),
+    "vendor_search": ("vendor", "job_id"),
     "job_rollups": ("period", "start", "status", "jobs", "durations", "duration_total",
                     "amount"),
 }  # fmt: skip
@@ -143,6 +144,7 @@ class Generator:
             ))  # fmt: skip
             out["job_interchanges"].append((out["jobs"][-1][19], "RECEIVER", f"{i:09d}", pk))
             out["po_keys"].extend((s, pk) for s in store.po_suffixes(po))
+            out["vendor_search"].append((self.folded[vendor], pk))
         return out
 
     def rollup_rows(self) -> list[tuple[Any, ...]]:
@@ -357,6 +359,11 @@ def raw_writes(job: JobResult) -> list[tuple[str, list[tuple[Any, ...]]]]:
             [(s, job.job_id) for s in store.po_suffixes(po)],
         ),
         (
+            'INSERT INTO "vendor_search" ("vendor", "job_id")'
+            ' VALUES (?, (SELECT "id" FROM "jobs" WHERE "job_id" = ?))',
+            [(store.fold(o.vendor_name), job.job_id)],
+        ),
+        (
             'INSERT INTO "job_rollups" ("period", "start", "status", "jobs", "durations",'
             ' "duration_total", "amount") VALUES (?, ?, ?, 1, 1, 0.01, ?)'
             ' ON CONFLICT ("period", "start", "status") DO UPDATE SET "jobs" = "jobs" + 1',
@@ -413,12 +420,12 @@ def bench_recording(folder: Path, files: int) -> dict[str, float]:
                 conn.execute("COMMIT")
                 continue
             # The recorder's units: the job row with the three steps before the
-            # ERP call and their logs; order; control number; the job's final
-            # update with the last two steps and logs, interchange, keys, rollup.
-            jobs_sql, steps, logs, orders, inter, keys, roll, control = writes
-            head = [jobs_sql, (steps[0], steps[1][:3]), (logs[0], logs[1][:3])]
+            # ERP call and their logs, search keys; order; control number; the
+            # job's final update with the last two steps and logs, interchange, rollup.
+            jobs_sql, steps, logs, orders, inter, keys, vendors, roll, control = writes
+            head = [jobs_sql, (steps[0], steps[1][:3]), (logs[0], logs[1][:3]), keys, vendors]
             tail = [(steps[0], steps[1][3:]), (logs[0], logs[1][3:])]
-            units = [head, [orders], [control], [*tail, inter, keys, roll]]
+            units = [head, [orders], [control], [*tail, inter, roll]]
             for unit in units:
                 conn.execute("BEGIN IMMEDIATE")
                 for sql, rows in unit:

@@ -199,12 +199,6 @@ def test_a_group_refused_for_its_ge01_says_so_once(tmp_path):
     assert (detail["segment_number"], detail["segment_id"], detail["element"]) == (13, "GE", 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /api/jobs/search as DESIGN.md writes it (po_number=&vendor_name=&success=&limit=) "
-    "answers 422: an empty success or limit is refused where empty po_number, vendor_name, "
-    "since, until and partner mean 'any'",
-)
 def test_the_search_url_as_design_writes_it_answers(tmp_path):
     """DESIGN.md: "GET /api/jobs/search?po_number=&vendor_name=&success=&limit=".
     A script that fills in only what it knows (the empty ones meaning "any", as
@@ -237,12 +231,6 @@ def search(config: Path, *args: str) -> list[str]:
     return sorted(j["file_name"] for j in json.loads(result.stdout))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs search --vendor (and /api/jobs/search?vendor_name=) matches only the "
-    "vendor of a file's first order: a posted order of another vendor in the same "
-    "file is not found by its vendor, though --po-number finds it",
-)
 def test_vendor_search_finds_every_order_of_a_file(tmp_path):
     """README, Commands: "jobs search [--po-number] [--vendor] … | PO and vendor
     match case-insensitively on a prefix or substring"; DESIGN: support and
@@ -398,13 +386,6 @@ def stopped_between_two_orders(daemons, erp) -> tuple[Daemon, str]:
     return d, jobs[0]["job_id"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs search --po-number (3+ characters) misses an order the ERP accepted "
-    "in a job that is running or was interrupted (the PO index is written with the "
-    "final record): the posted PO is not found while the daemon is stopped, though "
-    "'HB' finds it",
-)
 def test_a_po_the_erp_accepted_is_found_while_its_job_waits_to_run_again(daemons, erp):
     """DESIGN: an operator answers "what happened to PO 4711?" in one command,
     ``edi-inbox jobs search --po-number 4711``; README: "A job is recorded …

@@ -667,13 +667,14 @@ def test_the_record_is_awaited_for_record_patience(tmp_path, httpserver):
 
 def test_a_final_record_refused_for_good_keeps_status_and_erp_id(tmp_path, httpserver):
     """After the post, the full final record is refused for good (a trigger on
-    po_search stands for a value the database cannot hold): the job's row
+    job_interchanges stands for a value the database cannot hold): the job's row
     still gets its final status, the reason and the ERP id; nothing stays
     running."""
     httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E10"}, 201)
     pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
     db.execute_sql(
-        "CREATE TRIGGER no_search BEFORE INSERT ON po_search BEGIN SELECT RAISE(ABORT, 'no'); END"
+        "CREATE TRIGGER no_final BEFORE INSERT ON job_interchanges"
+        " BEGIN SELECT RAISE(ABORT, 'no'); END"
     )
     with pipeline:
         job = pipeline.run(copy(tmp_path, GOOD))

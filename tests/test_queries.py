@@ -4,6 +4,7 @@ PostgreSQL alike, checked against the jobs as they were recorded."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -185,6 +186,53 @@ def test_search_by_vendor_non_ascii(db, history):
         assert [j["job_id"] for j in got] == muller, (term, match)
     assert queries.search_jobs(db, vendor="gmbh", match="prefix") == []
     assert queries.search_jobs(db, vendor="nobody") == []
+
+
+def test_search_by_vendor_matches_every_order(db, recorder, history):
+    """A vendor term matches any order of a file, not only its first one."""
+    two = make_job(400, started_at=T0 + timedelta(days=3), po_numbers=("VEN-1", "VEN-2"))
+    two.orders[1] = replace(two.orders[1], vendor_name="Beta Supply Co")
+    record(recorder, two)
+    for term, match in (("beta supply", "substring"), ("SUPPLY", "substring"), ("beta", "prefix")):
+        got = queries.search_jobs(db, vendor=term, match=match)
+        assert [j["job_id"] for j in got] == [two.job_id], (term, match)
+    acme = queries.search_jobs(db, vendor="acme", limit=100)  # its first order's, as before
+    assert acme[0]["job_id"] == two.job_id and len(acme) == 1 + len(history) // 3
+
+
+def test_a_40kb_vendor_is_recorded_and_found_by_its_first_characters(db, recorder):
+    """A partner's 40 KB vendor name costs one ``vendor_search`` key of
+    ``VENDOR_SEARCH_CHARS`` (within PostgreSQL's index row limit), found by a
+    prefix or a substring of it."""
+    job = make_job(600, vendor="Ab" * 20_000)
+    record(recorder, job)
+    keys = store.VendorSearch.select(store.VendorSearch.vendor).tuples()
+    assert [len(key) for (key,) in keys] == [200]
+    for term, match in (("ab" * 40, "prefix"), ("BAB", "substring")):
+        got = queries.search_jobs(db, vendor=term, match=match)
+        assert [j["job_id"] for j in got] == [job.job_id], term
+
+
+def test_a_running_or_interrupted_job_is_found_by_po_and_vendor(db, recorder):
+    """From its running row on (``job_started``), a job is found by any of its
+    PO numbers, a term of 3+ characters as well as a short one, and by its
+    vendor; still so once it ended ``interrupted`` between two orders."""
+    job = make_job(500, po_numbers=("HB-1", "HB-2"), vendor="Hanse Bau")
+    job.status = JobStatus.RUNNING
+    recorder.job_started(job, job.steps[:3], job.logs[:3])
+    recorder.order_accepted(job, job.orders[0])
+    terms = (
+        {"po_number": "HB"},
+        {"po_number": "hb-1"},
+        {"po_number": "B-2"},
+        {"vendor": "bau"},
+        {"vendor": "HANSE B", "match": "prefix"},
+    )
+    for kw in terms:
+        assert [j["job_id"] for j in queries.search_jobs(db, **kw)] == [job.job_id], kw
+    assert [j["job_id"] for j in store.mark_interrupted(db, "host-a")] == [job.job_id]
+    for kw in terms:
+        assert [j["job_id"] for j in queries.search_jobs(db, **kw)] == [job.job_id], kw
 
 
 def test_search_filters_combine(db, recorder, history):

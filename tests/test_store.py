@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4, 5]
+    assert store.migrate(db) == [2, 3, 4, 5, 6]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,7 +530,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4, 5]
+    assert store.migrate(db) == [3, 4, 5, 6]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
@@ -544,8 +544,31 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
         store._write_version(4)
 
     store.run_unit(db, make_v4)
-    assert store.migrate(db) == [5]
+    assert store.migrate(db) == [5, 6]
     assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
+
+
+def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
+    """v5 → v6: ``vendor_search`` is filled from the orders, so a job is found
+    by its second order's vendor; the index on the first one's goes."""
+    old = record_job(64, po_numbers=("4500004714", "4500004715"), vendor=None)
+
+    def make_v5() -> None:
+        for po, vendor in (("4500004714", "Acme"), ("4500004715", "Zeta AG")):
+            store.Order.update(vendor_name=vendor).where(store.Order.po_number == po).execute()
+        store.VendorSearch.drop_table()
+        db.execute_sql(
+            'CREATE INDEX "jobs_vendor_name_folded_started_at"'
+            ' ON "jobs" ("vendor_name_folded", "started_at")'
+        )
+        store._write_version(5)
+
+    store.run_unit(db, make_v5)
+    assert store.migrate(db) == [6]
+    assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
+    for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
+        found = queries.search_jobs(db, vendor=term, match=match)
+        assert [j["job_id"] for j in found] == [old.job_id], term
 
 
 def test_reset_drops_every_record(db, record_job):

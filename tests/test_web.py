@@ -85,6 +85,16 @@ def test_search_is_jobs_search_json(web):
     assert hostile["po_number"] == HOSTILE_PO
 
 
+def test_an_empty_search_parameter_is_not_given(web):
+    """DESIGN's URL, ``?po_number=&vendor_name=&success=&limit=``, answers as ``?``
+    does: an empty parameter means any (the default ``limit``)."""
+    every = api(web, "/api/jobs/search")
+    assert every and api(web, "/api/jobs/search?po_number=&vendor_name=&success=&limit=") == every
+    assert api(web, "/api/jobs/search?success=&limit=2") == every[:2]
+    failed = api(web, "/api/jobs/search?success=false")
+    assert api(web, "/api/jobs/search?success=false&limit=") == failed
+
+
 def test_partner_narrows_recent_search_and_stats_as_the_cli_does(web):
     """?partner= on /api/jobs/recent, /search and /stats answers what the CLI's
     --partner prints (alone and with the other filters); an unknown name finds
@@ -176,6 +186,8 @@ def test_error_codes_are_json(web):
         ("/api/jobs/recent?offset=99999999999999999999", 422),  # past SQLite's integers
         ("/api/jobs/recent?status=bogus", 422),
         ("/api/jobs/search?success=maybe", 422),
+        ("/api/jobs/search?limit=abc", 422),
+        ("/api/jobs/search?limit=0", 422),
         ("/api/jobs/search?since=yesterday", 422),
         ("/api/jobs/stats?since=2026-13-45", 422),
         ("/api/nothing-here", 404),

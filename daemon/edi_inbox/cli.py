@@ -474,8 +474,8 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
 
 
 @jobs.command("search")
-@click.option("--po-number", help="PO number: a case-insensitive prefix or substring.")
-@click.option("--vendor", help="Vendor name: a case-insensitive prefix or substring.")
+@click.option("--po-number", help="Any order's PO number: a case-insensitive prefix or substring.")
+@click.option("--vendor", help="Any order's vendor: a case-insensitive prefix or substring.")
 @click.option("--sender", help="Interchange sender id (ISA06), exactly.")
 @_partner_option("Only jobs from this partner ([partners.NAME]).")
 @click.option("--success/--failure", default=None, help="Only succeeded / only failed jobs.")

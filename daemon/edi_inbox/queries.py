@@ -12,9 +12,10 @@ small tables, so that it stays well under 100 ms with a million jobs:
 - ``search_jobs``: a PO term is a range on ``po_search`` (every suffix of every
   order's folded PO number), so substrings and prefixes alike use an index
   (a term matching very many jobs walks jobs newest first instead); a
-  vendor prefix is a range on ``jobs.vendor_name_folded``; a vendor substring
-  is matched against the distinct folded vendor names (a loose index scan,
-  one index seek per distinct vendor), then looked up by the index.
+  vendor prefix is a range on ``vendor_search`` (every order's folded
+  vendor); a vendor substring is matched against its distinct names (a loose
+  index scan, one index seek per distinct vendor), then looked up by the
+  index; the jobs found either way as for a PO term.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from .store import (
     Database,
     as_utc,
     day_of,
-    fold,
     hour_of,
     run_unit,
     utcnow,
@@ -62,7 +62,9 @@ from .store.models import (
     JobStep,
     Order,
     PoSearch,
+    VendorSearch,
     po_search_key,
+    vendor_search_key,
 )
 
 SUMMARY_FIELDS = (
@@ -498,13 +500,13 @@ def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def _vendor_names(db: Database) -> list[str]:
-    """The distinct folded vendor names, one index seek each (a "loose index
-    scan": neither database skips through an index for DISTINCT by itself)."""
+    """The distinct names in ``vendor_search``, one index seek each (a "loose
+    index scan": neither database skips through an index for DISTINCT by itself)."""
     sql = (
         "WITH RECURSIVE v(name) AS ("
-        " SELECT MIN(vendor_name_folded) FROM jobs WHERE vendor_name_folded IS NOT NULL"
+        " SELECT MIN(vendor) FROM vendor_search"
         " UNION ALL"
-        " SELECT (SELECT MIN(vendor_name_folded) FROM jobs WHERE vendor_name_folded > v.name)"
+        " SELECT (SELECT MIN(vendor) FROM vendor_search WHERE vendor > v.name)"
         " FROM v WHERE v.name IS NOT NULL"
         ") SELECT name FROM v WHERE name IS NOT NULL"
     )
@@ -546,7 +548,7 @@ def search_jobs(
     ``po_number`` and ``vendor`` match case-insensitively (``fold``), as a
     substring (default) or, with ``match="prefix"``, as a prefix; a PO term
     shorter than ``MIN_SUBSTRING`` characters matches as a prefix. A PO term
-    matches any order of a file; ``vendor`` matches the file's first vendor.
+    or vendor term matches any order of a file (a job still running included).
     ``sender`` is the ISA06 sender id, exactly; ``partner`` a partner's name,
     exactly. ``since``/``until`` bound
     ``started_at`` (``until`` exclusive)."""
@@ -564,14 +566,19 @@ def search_jobs(
                 ids = PoSearch.select(PoSearch.job).where(_prefix(PoSearch.suffix, term))
             conditions.append(_among(ids, limit))
         if vendor is not None and vendor.strip():
-            term = fold(vendor) or ""
+            term = vendor_search_key(vendor) or ""  # cut as stored
             if match == "prefix":
-                conditions.append(_prefix(Job.vendor_name_folded, term))
+                vendors = VendorSearch.select(VendorSearch.job).where(
+                    _prefix(VendorSearch.vendor, term)
+                )
             else:
                 names = [name for name in _vendor_names(db) if term in name]
                 if not names:
                     return []
-                conditions.append(Job.vendor_name_folded.in_(names))
+                vendors = VendorSearch.select(VendorSearch.job).where(
+                    VendorSearch.vendor.in_(names)
+                )
+            conditions.append(_among(vendors, limit))
         if sender is not None and sender.strip():
             conditions.append(Job.sender_id == sender.strip())
         if partner is not None:

@@ -10,7 +10,7 @@ One noun per module:
 
 - ``fields``: column types that store the same values on both databases
   (UTC times, exact money, JSON, ``fold()`` search keys);
-- ``models``: the tables, ``po_search`` and ``job_rollups`` included;
+- ``models``: the tables, ``po_search``, ``vendor_search`` and ``job_rollups`` included;
 - ``database``: ``SqliteStore``/``PostgresStore``, ``open_database`` and
   ``run_unit`` (one transaction per unit of work; retried on a fresh
   connection when PostgreSQL's dies);
@@ -62,6 +62,7 @@ from .models import (
     Order,
     PoSearch,
     SchemaVersion,
+    VendorSearch,
     po_suffixes,
 )
 from .recorder import (
@@ -114,6 +115,7 @@ __all__ = [
     "SchemaVersion",
     "SqliteStore",
     "UtcDateTimeField",
+    "VendorSearch",
     "_write_version",
     "as_utc",
     "close_database",

@@ -2,10 +2,12 @@
 
 ``jobs`` holds a row per file; ``job_steps``, ``job_logs``, ``orders`` and
 ``job_interchanges`` hang off it (``ON DELETE CASCADE``). Two tables are
-derived and kept in the transaction that finishes a job: ``po_search`` (every
-suffix of every order's folded PO number, so a PO substring is an index range)
-and ``job_rollups`` (counts and sums per status, hour and day, so ``stats``
-reads a few hundred rows rather than every job). ``control_numbers``,
+derived: ``po_search`` (every suffix of every order's folded PO number, so a
+PO substring is an index range) and ``vendor_search`` (every order's folded
+vendor), written with the running row and again with the final record, and
+``job_rollups`` (counts and sums per status, hour and day, so ``stats`` reads
+a few hundred rows rather than every job), kept in the transaction that
+finishes a job. ``control_numbers``,
 ``daemons`` and ``schema_version`` are the service's.
 """
 
@@ -42,6 +44,10 @@ MIN_SUBSTRING = 3  # shorter PO search terms match as prefixes (see po_search)
 # partner's value (a 40 KB one: 20,000 suffixes, 2.3 GB of SQLite; on
 # PostgreSQL, one index row over its 2,704-byte limit).
 PO_SEARCH_CHARS = 64
+# A vendor (N1*VN, N102: at most 60 characters) is searched by its first
+# VENDOR_SEARCH_CHARS folded ones: room for folding to lengthen it, within
+# PostgreSQL's index row limit however hostile the value.
+VENDOR_SEARCH_CHARS = 200
 CONTROL_NUMBER_MAX = 999_999_999  # ISA13 has nine digits
 ROLLUP_PERIODS = (("hour", hour_of), ("day", day_of))
 
@@ -70,7 +76,7 @@ class Job(BaseModel):
     total_amount = MoneyField(null=True)
     erp_po_id = pw.TextField(null=True)
     vendor_name = pw.TextField(null=True)
-    vendor_name_folded = FoldedField(null=True)
+    vendor_name_folded = FoldedField(null=True)  # searched through vendor_search instead
     error = pw.TextField(null=True)
     error_details = JsonField(null=True)
     host = pw.TextField(null=True)
@@ -96,11 +102,11 @@ class Job(BaseModel):
 # Every index costs a page write per commit (SQLite's commit cost grows with
 # the pages it touches), so the indexes on columns that are NULL while a job
 # runs are partial: a row enters them once, when the job finishes.
-# (No index on po_number: a PO is looked up through orders and po_search.)
+# (No index on po_number nor vendor_name_folded: a PO is looked up through
+# orders and po_search, a vendor through vendor_search.)
 for _column, *_more in (
     (Job.file_sha256,),
     (Job.retry_of,),
-    (Job.vendor_name_folded, Job.started_at),
     (Job.sender_id, Job.started_at),
     (Job.partner, Job.started_at),
 ):
@@ -193,6 +199,28 @@ class PoSearch(BaseModel):
         indexes = ((("job", "suffix"), False),)
 
 
+class VendorSearch(BaseModel):
+    """Each order's folded vendor name (``vendor_search_key``) of a job, once:
+    a vendor search matches any order of a file, as a PO search does. The
+    distinct names are few (one per trading partner's vendor), so a
+    substring is matched against them and then looked up here. Schema v6."""
+
+    vendor = FoldedField()
+    job = pw.ForeignKeyField(Job, column_name="job_id", on_delete="CASCADE", index=False)
+
+    class Meta:
+        table_name = "vendor_search"
+        primary_key = pw.CompositeKey("vendor", "job")
+        indexes = ((("job", "vendor"), False),)  # as po_search's (job, suffix)
+
+
+def vendor_search_key(vendor_name: str | None) -> str | None:
+    """A vendor name (or search term) as ``vendor_search`` holds it: folded,
+    cut to ``VENDOR_SEARCH_CHARS``; None for none (or only spaces)."""
+    folded = fold(vendor_name)
+    return folded[:VENDOR_SEARCH_CHARS] if folded else None
+
+
 def po_search_key(po_number: str | None) -> str | None:
     """A PO number (or search term) as ``orders.po_number_folded`` holds it:
     folded, cut to ``PO_SEARCH_CHARS``."""
@@ -273,6 +301,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Order,
     JobInterchange,
     PoSearch,
+    VendorSearch,
     JobRollup,
     ControlNumber,
     Daemon,

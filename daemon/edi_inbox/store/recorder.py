@@ -2,8 +2,8 @@
 
 A job's records go in the units of work the protocol asks for, each committed
 whole or not at all: the job row with the steps done so far and their log
-lines (and the control numbers its 997s will carry), just before the first
-ERP call; an order's ERP id the moment the ERP
+lines (and the control numbers its 997s will carry) and its search keys,
+just before the first ERP call; an order's ERP id the moment the ERP
 gives it; the final status, summary, orders, interchanges, search keys and
 rollups at the end (with the row, for a job that never reached the ERP).
 Each unit sends its writes as one ``Batch``: on PostgreSQL one round trip
@@ -35,7 +35,7 @@ from ..jobs import (
 from ..orders import document_key, record_key, same_order
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
-from .models import Daemon, Job, JobLog, po_search_key, po_suffixes
+from .models import Daemon, Job, JobLog, po_search_key, po_suffixes, vendor_search_key
 from .schema import seed_control_number
 from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
 
@@ -138,6 +138,7 @@ class DatabaseRecorder:
         counted: set[str] = set()  # the retried job's, in its total
         taken: list[str] = []  # the retried job's, which never ended: this job's now
         posting = sorted({o.po_number for o in job.orders if o.status == "pending"})
+        keys = _search_keys(job.orders)
 
         def work() -> tuple[int, bool]:
             accepted.clear()  # (a unit may run again on PostgreSQL)
@@ -198,6 +199,9 @@ class DatabaseRecorder:
                     pk,
                 )
             _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
+            # Searchable by any of its PO numbers and vendors while it runs
+            # (and if it stops before its final record), as by its orders.
+            _add_search_keys(batch, pk, keys)
             for key in taken:
                 batch.add("order_take", pk, stamp(now), key)
             _add_logs(batch, pk, logs).run()
@@ -317,7 +321,7 @@ class DatabaseRecorder:
         recorded = [_as_recorded(job, i, o) for i, o in enumerate(job.orders)]
         rekeyed = any(r is not o for r, o in zip(recorded, job.orders, strict=True))
         orders = self._orders_changed(recorded)
-        suffixes = sorted({s for o in job.orders for s in po_suffixes(fold(o.po_number))})
+        keys = _search_keys(job.orders)
         with self._lock:
             fresh = job.job_id in self._fresh
 
@@ -373,7 +377,7 @@ class DatabaseRecorder:
                 batch.add("interchanges_delete", pk)
             interchanges = dict.fromkeys(i.key() for i in job.interchanges)
             batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
-            batch.add_rows("po_search_insert", [(s, pk) for s in suffixes])
+            _add_search_keys(batch, pk, keys)
             add_rollup(batch, status, started, job.duration_seconds, total, +1).run()
 
         run_unit(self.db, work)
@@ -546,6 +550,23 @@ def _as_recorded(job: JobResult, index: int, order: OrderResult) -> OrderResult:
     if order.status in ("posted", "duplicate"):  # a duplicate has a key of its own already
         return order
     return replace(order, idempotency_key=record_key(order.idempotency_key, job.job_id, index))
+
+
+SearchKeys = tuple[list[str], list[str]]
+
+
+def _search_keys(orders: Sequence[OrderResult]) -> SearchKeys:
+    """The ``po_search`` suffixes and ``vendor_search`` names of a job's orders."""
+    suffixes = {s for o in orders for s in po_suffixes(fold(o.po_number))}
+    vendors = {v for o in orders if (v := vendor_search_key(o.vendor_name))}
+    return sorted(suffixes), sorted(vendors)
+
+
+def _add_search_keys(batch: Batch, pk: int, keys: SearchKeys) -> Batch:
+    """Insert a job's search keys (those already there stay)."""
+    suffixes, vendors = keys
+    batch.add_rows("po_search_insert", [(s, pk) for s in suffixes])
+    return batch.add_rows("vendor_search_insert", [(v, pk) for v in vendors])
 
 
 def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datetime) -> Batch:

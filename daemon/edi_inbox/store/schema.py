@@ -34,16 +34,18 @@ from .models import (
     Order,
     PoSearch,
     SchemaVersion,
+    VendorSearch,
     po_suffixes,
+    vendor_search_key,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
     # Tables keyed by their primary key alone are WITHOUT ROWID on SQLite: one
     # B-tree to write instead of two. PostgreSQL has no such clause.
-    for model in (JobInterchange, PoSearch, JobRollup):
+    for model in (JobInterchange, PoSearch, VendorSearch, JobRollup):
         model._meta.without_rowid = db.is_sqlite
     db.create_tables(models, safe=True)
 
@@ -111,6 +113,15 @@ def _migrate_v5(db: Database) -> None:
     db.execute_sql('UPDATE "orders" SET "status" = \'rejected\' WHERE "status" = \'failed\'')
 
 
+def _migrate_v6(db: Database) -> None:
+    """v6: ``vendor_search`` (a vendor search matches any order of a file, not
+    only its first), filled from the orders; the ``jobs`` index on the first
+    order's vendor it replaces is dropped."""
+    _create_tables(db, MODELS)
+    db.execute_sql('DROP INDEX IF EXISTS "jobs_vendor_name_folded_started_at"')
+    fill_vendor_search(db)
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -119,6 +130,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     3: _migrate_v3,
     4: _migrate_v4,
     5: _migrate_v5,
+    6: _migrate_v6,
 }
 
 
@@ -189,15 +201,15 @@ def schema_version(db: Database) -> int | None:
     return run_unit(db, lambda: _read_version(db), write=False)
 
 
-def rebuild_search_and_rollups(db: Database) -> None:
-    """Recompute ``po_search`` and ``job_rollups`` from orders and jobs (derived
-    data: run after editing jobs by hand). Part of the caller's transaction."""
-    PoSearch.delete().execute()
-    JobRollup.delete().execute()
+def _fill_from_orders(key: Any, column: Any, keys: Callable[[Any], list[str]]) -> None:
+    """Recompute a search table (``key``, ``job``) from the orders: the
+    ``keys`` of each order's ``column``, 5,000 orders at a time."""
+    model = key.model
+    model.delete().execute()
     last = 0
     while True:
         batch: list[Any] = list(
-            Order.select(Order.id, Order.job, Order.po_number_folded)
+            Order.select(Order.id, Order.job, column)
             .where(Order.id > last)
             .order_by(Order.id)
             .limit(5000)
@@ -206,11 +218,28 @@ def rebuild_search_and_rollups(db: Database) -> None:
         if not batch:
             break
         last = batch[-1][0]
-        rows = {(s, job) for _, job, po in batch for s in po_suffixes(po)}
+        rows = {(key, job) for _, job, value in batch for key in keys(value)}
         for chunk in pw.chunked(sorted(rows), 500):
-            PoSearch.insert_many(
-                chunk, fields=[PoSearch.suffix, PoSearch.job]
-            ).on_conflict_ignore().execute()
+            model.insert_many(chunk, fields=[key, model.job]).on_conflict_ignore().execute()
+
+
+def fill_vendor_search(db: Database) -> None:
+    """Recompute ``vendor_search`` from the orders (part of the caller's
+    transaction)."""
+    _fill_from_orders(
+        VendorSearch.vendor,
+        Order.vendor_name,
+        lambda name: [k] if (k := vendor_search_key(name)) else [],
+    )
+
+
+def rebuild_search_and_rollups(db: Database) -> None:
+    """Recompute ``po_search``, ``vendor_search`` and ``job_rollups`` from
+    orders and jobs (derived data: run after editing jobs by hand). Part of
+    the caller's transaction."""
+    fill_vendor_search(db)
+    _fill_from_orders(PoSearch.suffix, Order.po_number_folded, po_suffixes)
+    JobRollup.delete().execute()
     totals: dict[tuple[str, datetime, str], list[Any]] = {}
     query: Any = (
         Job.select(Job.status, Job.started_at, Job.duration_seconds, Job.total_amount)

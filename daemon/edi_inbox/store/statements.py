@@ -94,6 +94,7 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         "job_interchanges", "sender_id receiver_id control_number job_id", " ON CONFLICT DO NOTHING"
     ),
     "po_search_insert": _insert("po_search", "suffix job_id", " ON CONFLICT DO NOTHING"),
+    "vendor_search_insert": _insert("vendor_search", "vendor job_id", " ON CONFLICT DO NOTHING"),
     "rollup_upsert": _insert(
         "job_rollups",
         "period start status jobs durations duration_total amount",

@@ -31,6 +31,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__, admin, config, queries, store
@@ -158,6 +159,15 @@ PartnerQuery = Annotated[
     str | None,
     Query(max_length=64, description="Only this partner's jobs ([partners.NAME]), as --partner"),
 ]
+
+
+def blank_as(default: Any) -> BeforeValidator:
+    """An empty parameter (``?success=``) as one not given: ``default``. DESIGN
+    writes the search URL with every parameter, ``po_number=&vendor_name=&success=&limit=``."""
+    return BeforeValidator(lambda v: default if isinstance(v, str) and not v.strip() else v)
+
+
+SEARCH_LIMIT = 50
 
 
 def partner_of(value: str | None) -> str | None:
@@ -311,12 +321,13 @@ def _routes(app: FastAPI) -> None:
         vendor_name: Annotated[str | None, Query(max_length=200)] = None,
         sender: Annotated[str | None, Query(max_length=200)] = None,
         partner: PartnerQuery = None,
-        success: bool | None = None,
+        success: Annotated[bool | None, blank_as(None)] = None,
         since: str | None = None,
         until: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+        limit: Annotated[int, blank_as(SEARCH_LIMIT), Query(ge=1, le=10_000)] = SEARCH_LIMIT,
     ) -> Any:
-        """Jobs by PO number, vendor, sender, partner, outcome and time: ``jobs search --json``."""
+        """Jobs by PO number, vendor, sender, partner, outcome and time: ``jobs search --json``.
+        An empty parameter is one not given (any, or the default ``limit``)."""
         return queries.search_jobs(
             web_of(request).db,
             po_number=po_number,
