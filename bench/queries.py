@@ -67,8 +67,8 @@ def t(moment: datetime) -> str:
 
 JOB_COLUMNS = (
     "id", "job_id", "file_name", "file_path", "file_sha256", "file_size", "status", "success",
-    "started_at", "completed_at", "duration_seconds", "po_number", "po_number_folded",
-    "total_amount", "erp_po_id", "vendor_name", "vendor_name_folded", "error", "host",
+    "started_at", "completed_at", "duration_seconds", "po_number",
+    "total_amount", "erp_po_id", "vendor_name", "error", "host",
     "sender_id", "receiver_id", "interchange_control_number", "edi_content", "created_at",
     "updated_at",
 )  # fmt: skip
@@ -127,8 +127,8 @@ class Generator:
                 self.picks.append((job_id, po, self.names[vendor]))
             out["jobs"].append((
                 pk, job_id, f"po_{i}.edi", f"/srv/edi/done/po_{i}.edi", f"{i:064x}", 1234,
-                status, status in ("succeeded", "duplicate"), when, done, duration, po, po,
-                str(amount), f"ERP-{i}", self.names[vendor], self.folded[vendor],
+                status, status in ("succeeded", "duplicate"), when, done, duration, po,
+                str(amount), f"ERP-{i}", self.names[vendor],
                 "validation failed" if status == "failed" else None, "host-a",
                 rng.choice(self.senders), "RECEIVER", f"{i % 10**9:09d}", self.content, when,
                 when,
@@ -142,7 +142,7 @@ class Generator:
                 pk, po, po, 3, str(amount), self.names[vendor], f"ERP-{i}", job_id, "posted", 1,
                 "{}", when, when,
             ))  # fmt: skip
-            out["job_interchanges"].append((out["jobs"][-1][19], "RECEIVER", f"{i:09d}", pk))
+            out["job_interchanges"].append((out["jobs"][-1][17], "RECEIVER", f"{i:09d}", pk))
             out["po_keys"].extend((s, pk) for s in store.po_suffixes(po))
             out["vendor_search"].append((self.folded[vendor], pk))
         return out
@@ -316,13 +316,13 @@ def raw_writes(job: JobResult) -> list[tuple[str, list[tuple[Any, ...]]]]:
         (
             'INSERT INTO "jobs" ("job_id", "file_name", "file_path", "file_sha256", "file_size",'
             ' "status", "success", "started_at", "completed_at", "duration_seconds",'
-            ' "po_number", "po_number_folded", "total_amount", "erp_po_id", "vendor_name",'
-            ' "vendor_name_folded", "host", "sender_id", "receiver_id",'
+            ' "po_number", "total_amount", "erp_po_id", "vendor_name",'
+            ' "host", "sender_id", "receiver_id",'
             ' "interchange_control_number", "acks", "edi_content", "created_at", "updated_at")'
-            " VALUES (" + ", ".join(["?"] * 24) + ")",
+            " VALUES (" + ", ".join(["?"] * 22) + ")",
             [(job.job_id, job.file_name, job.file_path, job.file_sha256, job.file_size,
-              "succeeded", True, started, now, 0.01, o.po_number, po, str(o.total_amount),
-              o.erp_po_id, o.vendor_name, store.fold(o.vendor_name), job.host, i.sender_id,
+              "succeeded", True, started, now, 0.01, o.po_number, str(o.total_amount),
+              o.erp_po_id, o.vendor_name, job.host, i.sender_id,
               i.receiver_id, i.control_number, None, job.edi_content, now, now)],
         ),
         (

@@ -550,13 +550,16 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
 
 def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
     """v5 → v6: ``vendor_search`` is filled from the orders, so a job is found
-    by its second order's vendor; the index on the first one's goes."""
+    by its second order's vendor; the index on the first one's goes, with the
+    job's folded PO number and vendor columns (no search reads them)."""
     old = record_job(64, po_numbers=("4500004714", "4500004715"), vendor=None)
 
     def make_v5() -> None:
         for po, vendor in (("4500004714", "Acme"), ("4500004715", "Zeta AG")):
             store.Order.update(vendor_name=vendor).where(store.Order.po_number == po).execute()
         store.VendorSearch.drop_table()
+        for column in ("po_number_folded", "vendor_name_folded"):
+            db.execute_sql(f'ALTER TABLE "jobs" ADD COLUMN "{column}" TEXT')
         db.execute_sql(
             'CREATE INDEX "jobs_vendor_name_folded_started_at"'
             ' ON "jobs" ("vendor_name_folded", "started_at")'
@@ -566,6 +569,7 @@ def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
     store.run_unit(db, make_v5)
     assert store.migrate(db) == [6]
     assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
+    assert not {"po_number_folded", "vendor_name_folded"} & {c.name for c in db.get_columns("jobs")}
     for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
         found = queries.search_jobs(db, vendor=term, match=match)
         assert [j["job_id"] for j in found] == [old.job_id], term

@@ -72,11 +72,9 @@ class Job(BaseModel):
     completed_at = UtcDateTimeField(null=True)
     duration_seconds = pw.DoubleField(null=True)
     po_number = pw.TextField(null=True)
-    po_number_folded = FoldedField(null=True)  # searched through po_search instead
     total_amount = MoneyField(null=True)
     erp_po_id = pw.TextField(null=True)
     vendor_name = pw.TextField(null=True)
-    vendor_name_folded = FoldedField(null=True)  # searched through vendor_search instead
     error = pw.TextField(null=True)
     error_details = JsonField(null=True)
     host = pw.TextField(null=True)
@@ -102,8 +100,8 @@ class Job(BaseModel):
 # Every index costs a page write per commit (SQLite's commit cost grows with
 # the pages it touches), so the indexes on columns that are NULL while a job
 # runs are partial: a row enters them once, when the job finishes.
-# (No index on po_number nor vendor_name_folded: a PO is looked up through
-# orders and po_search, a vendor through vendor_search.)
+# (A job's PO numbers and vendors are looked up through orders, po_search and
+# vendor_search, not the job's row.)
 for _column, *_more in (
     (Job.file_sha256,),
     (Job.retry_of,),

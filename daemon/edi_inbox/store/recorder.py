@@ -342,11 +342,9 @@ class DatabaseRecorder:
                 "file_size": job.file_size,
                 "file_path": _text(job.file_path),  # in the daemon: where the file is going
                 "po_number": job.po_number,
-                "po_number_folded": fold(job.po_number),
                 "total_amount": total,
                 "erp_po_id": job.erp_po_id,
                 "vendor_name": job.vendor_name,
-                "vendor_name_folded": fold(job.vendor_name),
                 "error": _text(job.error),
                 "error_details": json_or_none(job.error_details),
                 "host": job.host,

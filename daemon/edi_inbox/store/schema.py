@@ -116,9 +116,13 @@ def _migrate_v5(db: Database) -> None:
 def _migrate_v6(db: Database) -> None:
     """v6: ``vendor_search`` (a vendor search matches any order of a file, not
     only its first), filled from the orders; the ``jobs`` index on the first
-    order's vendor it replaces is dropped."""
+    order's vendor it replaces is dropped, with the job's folded PO number and
+    vendor columns no search reads."""
     _create_tables(db, MODELS)
     db.execute_sql('DROP INDEX IF EXISTS "jobs_vendor_name_folded_started_at"')
+    for column in ("po_number_folded", "vendor_name_folded"):
+        if column in {c.name for c in db.get_columns("jobs")}:
+            db.execute_sql(f'ALTER TABLE "jobs" DROP COLUMN "{column}"')
     fill_vendor_search(db)
 
 
