@@ -93,6 +93,8 @@ def test_an_empty_search_parameter_is_not_given(web):
     assert api(web, "/api/jobs/search?success=&limit=2") == every[:2]
     failed = api(web, "/api/jobs/search?success=false")
     assert api(web, "/api/jobs/search?success=false&limit=") == failed
+    recent = api(web, "/api/jobs/recent")
+    assert recent and api(web, "/api/jobs/recent?limit=&offset=&status=&partner=") == recent
 
 
 def test_partner_narrows_recent_search_and_stats_as_the_cli_does(web):

@@ -300,12 +300,13 @@ def _routes(app: FastAPI) -> None:
     @app.get("/api/jobs/recent", tags=["jobs"])
     def recent(
         request: Request,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 10,
-        offset: Annotated[int, Query(ge=0, le=queries.OFFSET_MAX)] = 0,
-        status: JobStatus | None = None,
+        limit: Annotated[int, blank_as(10), Query(ge=1, le=10_000)] = 10,
+        offset: Annotated[int, blank_as(0), Query(ge=0, le=queries.OFFSET_MAX)] = 0,
+        status: Annotated[JobStatus | None, blank_as(None)] = None,
         partner: PartnerQuery = None,
     ) -> Any:
-        """The most recent jobs first: ``jobs list --json`` (``--partner``)."""
+        """The most recent jobs first: ``jobs list --json`` (``--partner``). An
+        empty parameter is one not given."""
         return queries.list_jobs(
             web_of(request).db,
             limit=limit,
