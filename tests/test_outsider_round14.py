@@ -117,3 +117,44 @@ def test_segments_the_order_keeps_cost_no_more_than_segments_it_skips(tmp_path):
     print(f"{len(data)} bytes, peak grew {grown / len(data):.1f}x")
     assert status == "succeeded"
     assert grown < 20 * len(data), f"peak grew {grown / len(data):.0f}x the file"
+
+
+# -- a daemon at work: db commands and a broken reload while a job waits at the ERP ----------
+
+from daemons import Daemon, erp  # noqa: E402,F401  (fixtures)
+
+import uids  # noqa: E402
+from uids import shared_root  # noqa: E402,F401  (fixture)
+from helpers import make_po, poll_until  # noqa: E402
+
+
+def test_db_migrate_init_and_a_broken_reload_while_a_job_waits_at_the_erp(shared_root, erp):
+    """`db migrate` and `db init` run beside the daemon (its own user) while its job
+    waits for the ERP's answer, then a SIGHUP with a config that does not parse:
+    the commands succeed, the reload is refused, and the job ends succeeded with
+    its order posted once; a later upload runs as usual."""
+    daemon = Daemon(shared_root, erp.url, user=True)
+    try:
+        run_beside_a_held_job(daemon, erp)
+    finally:
+        daemon.close()
+
+
+def run_beside_a_held_job(daemon, erp) -> None:
+    daemon.start()
+    erp.gate.clear()
+    uids.upload(daemon.inbox / "a.edi", make_po(1401))
+    poll_until(lambda: erp.requests, what="the ERP holds the first request")
+    for command in (("db", "migrate"), ("db", "init")):
+        done = daemon.cli(*command)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    daemon.sighup("[daemon\nworkers = ")
+    poll_until(lambda: daemon.events("reload_refused"), what="reload refused")
+    assert daemon.alive()
+    erp.gate.set()
+    poll_until(lambda: daemon.listing(daemon.done) == ["a.edi"], what="a.edi in done/")
+    uids.upload(daemon.inbox / "b.edi", make_po(1402))
+    poll_until(lambda: "b.edi" in daemon.listing(daemon.done), what="b.edi in done/")
+    poll_until(lambda: all(j["status"] == "succeeded" for j in daemon.jobs()) and len(daemon.jobs()) == 2)
+    assert sorted(erp.posts_per_key().values()) == [1, 1]
+    assert daemon.alive()
