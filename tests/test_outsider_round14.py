@@ -33,6 +33,8 @@ a real file under ``tmp_path``, SQLite, the outbox ERP. No mocks, no sleeps.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import os
 import subprocess
 import sys
@@ -158,3 +160,51 @@ def run_beside_a_held_job(daemon, erp) -> None:
     poll_until(lambda: all(j["status"] == "succeeded" for j in daemon.jobs()) and len(daemon.jobs()) == 2)
     assert sorted(erp.posts_per_key().values()) == [1, 1]
     assert daemon.alive()
+
+
+# -- PostgreSQL stopped between the ERP's 2xx and the accepted order's record ---------------
+
+from conftest import pg_ctl, start_again  # noqa: E402
+from test_outsider_round3 import acks, with_defaults  # noqa: E402
+from test_outsider_round4 import none_running, per_file, pg_jobs, with_database  # noqa: E402
+
+
+@pytest.mark.postgres
+def test_postgres_stopped_while_the_erp_holds_its_answer(
+    tmp_path, erp, own_pg_cluster, own_pg_url
+):
+    """The defaults as deployed (worker processes), the test's own PostgreSQL.
+    The ERP holds its answer to the first order; PostgreSQL is stopped; the ERP
+    answers 201 (the accepted order's record cannot land) and a second file
+    arrives; PostgreSQL is started once the daemon has failed a database call.
+    Holds: each PO under one key at the ERP, both files in done/, no job left
+    running, one accepting 997 each, the daemon alive."""
+    daemon = Daemon(tmp_path, erp.url)
+    try:
+        with_defaults(daemon)
+        with_database(daemon, own_pg_url)
+        daemon.start()
+        erp.gate.clear()
+        uids.upload(daemon.inbox / "held.edi", make_po(1411))
+        poll_until(lambda: erp.requests, what="the ERP holds the first request")
+        pg_ctl("stop", "-m", "fast", datadir=own_pg_cluster.datadir)
+        try:
+            erp.gate.set()
+            uids.upload(daemon.inbox / "later.edi", make_po(1412))
+            poll_until(lambda: daemon.events("recorder_failed"), timeout=40, what="a failed call")
+        finally:
+            start_again(own_pg_cluster)
+        want = ["held.edi", "later.edi"]
+        poll_until(lambda: daemon.listing(daemon.done) == want, timeout=40, what="both done")
+        none_running(daemon, own_pg_url)
+        keys = erp.keys_by_po()
+        assert {po: len(k) for po, k in keys.items()} == {"00001411": 1, "00001412": 1}, keys
+        found = per_file(tmp_path)
+        assert [found.get(n, Counter()).get("997") for n in want] == [1, 1], found
+        assert not [a.name for a in acks(tmp_path) if "AK5*R" in a.read_text()]
+        statuses = sorted(j["status"] for j in pg_jobs(own_pg_url))
+        assert statuses.count("succeeded") == 2, statuses
+        assert daemon.alive()
+        assert daemon.terminate(30) == 0
+    finally:
+        daemon.close()
