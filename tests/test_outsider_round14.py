@@ -208,3 +208,57 @@ def test_postgres_stopped_while_the_erp_holds_its_answer(
         assert daemon.terminate(30) == 0
     finally:
         daemon.close()
+
+
+# -- a host frozen while the ERP's 201 waits in its socket, taken over ----------------------
+
+import json as _json  # noqa: E402
+import signal  # noqa: E402
+
+from daemons import child_pids  # noqa: E402
+
+
+def test_a_host_frozen_with_a_201_in_its_socket_counts_nothing_twice(tmp_path, erp):
+    """Host one's POST is answered 201 while it is SIGSTOPped (worker processes);
+    host two takes the file over past the takeover age and posts it under the
+    same key; then host one wakes and reads its 201. Holds: one key at the ERP,
+    the file once in done/, one 997, one succeeded job, and ``stats`` counts the
+    order once."""
+    options = {"processes": 2, "heartbeat_seconds": 5.0}
+    first = Daemon(tmp_path, erp.url, **options)
+    other = None
+    try:
+        first.start()
+        erp.gate.clear()
+        uids.upload(first.inbox / "po.edi", make_po(1421))
+        poll_until(lambda: len(erp.requests) == 1, what="the POST in flight")
+        assert first.proc is not None
+        frozen = [first.proc.pid, *child_pids(first.proc.pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        erp.gate.set()  # the 201 waits in the frozen host's socket
+        other = Daemon(tmp_path, erp.url, host="other-host", **options)
+        other.start()
+        poll_until(lambda: first.listing(first.done) == ["po.edi"], timeout=45, what="taken over")
+        poll_until(lambda: any(j["status"] == "succeeded" for j in first.jobs()), what="recorded")
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        poll_until(
+            lambda: all(j["status"] not in ("running",) for j in first.jobs()) and first.alive(),
+            what="the frozen host's job ends",
+        )
+        poll_until(lambda: first.events("job_finished") or first.events("job_interrupted"))
+        assert len(erp.keys_by_po()["00001421"]) == 1
+        assert first.listing(first.done) == ["po.edi"]
+        assert per_file(tmp_path).get("po.edi", Counter()).get("997") == 1, per_file(tmp_path)
+        jobs = first.jobs()
+        assert [j["status"] for j in jobs].count("succeeded") == 1, jobs
+        (ok,) = [j for j in jobs if j["status"] == "succeeded"]
+        stats = _json.loads(first.cli("stats", "--json").stdout)
+        assert str(stats["total_amount_processed"]) == str(ok["total_amount"]), (stats, ok)
+        assert first.alive() and other.alive()
+        assert first.terminate(15) == 0
+    finally:
+        first.close()
+        if other is not None:
+            other.close()
