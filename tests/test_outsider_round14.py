@@ -35,8 +35,7 @@ Found (strict xfails; each fails on the code as found):
   up to ``incomplete_grace_seconds``, 300 s by default, then
   ``open_count_reset`` and the same refusal: probed with the test
   harness's 2 s grace. A start or restart mid-open loses it after
-  ``settle_seconds``, 2 s by default.) Non-empty partial uploads across a start are held for their
-  trailer, as README says.
+  ``settle_seconds``, 2 s by default.)
 * ``test_an_upload_open_for_writing_waits_under_the_polling_observer``: the
   same without any restart under ``observer = "polling"``, which README's
   "Scale out" tells shared (NFS/SMB) inboxes to set: the poller sees no
@@ -47,7 +46,7 @@ Found (strict xfails; each fails on the code as found):
 Held (plain test here: ``db migrate``/``db init`` and a SIGHUP with a config
 that does not parse while a job waits at the ERP, the daemon as its own
 user). Probed and held, left out as tests for their time (20-25 s each; the
-code is in this round's first commits of branch round14):
+code is in commits d90561e and 8403e18 of branch round14):
 
 * PostgreSQL (a throwaway cluster) stopped while the ERP held its answer to
   an order, the 201 then given while it was down and a second file uploaded,
@@ -165,7 +164,7 @@ def peak_growth(tmp_path: Path, data: bytes) -> tuple[str, int]:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="tiny segments the order keeps (REF, N1 in the header) cost ~150x the file's "
+    reason="tiny segments the order keeps (REF, N1 in the header) cost ~100-200x the file's "
     "size in memory, not the ~25x README promises: 15 MB (1.5 million REF*DP*1, within "
     "every cap) peaks at 2.1 GB, past the unit's MemoryMax=2G",
 )
