@@ -230,35 +230,25 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload opened (0 bytes, still open for writing) before the daemon started "
-    "is refused as empty and moved to failed/ after settle_seconds; the partner's data "
-    "then lands in failed/ and the order is never posted",
-)
 def test_an_upload_open_for_writing_across_a_start_waits_for_its_data(shared_root, erp):
     """The partner's SFTP session has ``po.edi`` open (created, nothing written
     yet) when the daemon (re)starts; its data arrives a little later, then it
     closes. README: "a file still open for writing waits". Holds if the file
     is taken once written: its order posted, the file in done/."""
-    daemon = Daemon(shared_root, erp.url, user=True)
+    daemon = Daemon(shared_root, erp.url, user=True, incomplete_grace_seconds=30.0)
     try:
         open_then_write(daemon, erp, start_after_open=True)
     finally:
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='with observer = "polling" (README\'s setting for shared inboxes) an upload '
-    "still open with nothing written yet after settle_seconds is refused as empty and moved "
-    "to failed/ while the daemon runs; the partner's data lands there, never posted",
-)
 def test_an_upload_open_for_writing_waits_under_the_polling_observer(shared_root, erp):
     """The daemon runs with ``observer = "polling"``; the partner's SFTP session
     creates ``po.edi`` and its first write comes after ``settle_seconds``.
     Holds if the file is taken once written: its order posted, in done/."""
-    daemon = Daemon(shared_root, erp.url, user=True, observer="polling")
+    daemon = Daemon(
+        shared_root, erp.url, user=True, observer="polling", incomplete_grace_seconds=30.0
+    )
     try:
         daemon.start()
         open_then_write(daemon, erp, start_after_open=False)
@@ -279,7 +269,8 @@ def open_then_write(daemon: Daemon, erp, *, start_after_open: bool) -> None:
         assert writer.stdout is not None and writer.stdout.readline() == b"opened\n"
         if start_after_open:
             daemon.start()
-        # The daemon has seen it (start-up scan, or a poll); settle + a rescan to act.
+        # The daemon has seen it (start-up scan, or a poll), past settle_seconds
+        # and a rescan, within incomplete_grace_seconds (30 s here).
         with contextlib.suppress(AssertionError):
             poll_until(lambda: daemon.listing(daemon.failed), timeout=3)
         assert writer.stdin is not None

@@ -269,13 +269,39 @@ def test_own_reads_cause_no_hot_loop(inbox, inbox_fd, clock):
     assert tracker.due() == pytest.approx(clock.now - SETTLE + GRACE)
 
 
-def test_empty_file_failed_once_settled(inbox, inbox_fd, clock):
-    """A zero-byte file waits settle_seconds (it may still grow), then is refused as empty."""
+def test_empty_file_failed_once_settled_where_opens_are_seen(inbox, inbox_fd, clock):
+    """With inotify, a zero-byte file seen to appear (its writer's open would
+    keep it waiting) waits settle_seconds, then is refused as empty."""
     tracker = make_tracker(inbox_fd, clock)
+    tracker.sees_opens = True
     (inbox / "empty.edi").touch()
     tracker.event(Event.CHANGED, "empty.edi")
     assert tickets(tracker) == {}
     clock.advance(SETTLE)
+    ticket = tickets(tracker)["empty.edi"]
+    assert (ticket.verdict, ticket.code) == (Verdict.REFUSE, "empty")
+    assert "empty" in ticket.reason
+
+
+@pytest.mark.parametrize("how", ["polling", "there at start"])
+def test_empty_file_held_for_the_grace_where_no_writer_is_seen(inbox, inbox_fd, clock, how):
+    """A zero-byte file may be an upload whose writer has not written yet (an
+    SFTP client creates the name first). Under polling (no open events), or
+    found by the start-up scan (opened before the daemon watched), it is held
+    as a file without its trailer is, then refused as empty once unchanged
+    for incomplete_grace_seconds."""
+    tracker = make_tracker(inbox_fd, clock)
+    tracker.sees_opens = how == "there at start"
+    (inbox / "empty.edi").touch()
+    if how == "there at start":
+        tracker.scanned(["empty.edi"])
+    else:
+        tracker.event(Event.CHANGED, "empty.edi")
+    assert tickets(tracker) == {}
+    clock.advance(SETTLE)
+    assert tickets(tracker) == {}
+    assert tracker.counts()["held"] == 1
+    clock.advance(GRACE)
     ticket = tickets(tracker)["empty.edi"]
     assert (ticket.verdict, ticket.code) == (Verdict.REFUSE, "empty")
     assert "empty" in ticket.reason

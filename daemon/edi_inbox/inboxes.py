@@ -91,8 +91,10 @@ class WatchedInbox:
         self.observer, self.observer_kind = start_observer(
             self.daemon, self.path, handler, inotify_factory=self.inotify_factory
         )
+        self.tracker.sees_opens = self.observer_kind == "inotify"
 
     def stop_observer(self, timeout: float = 2.0) -> None:
+        self.tracker.sees_opens = False
         if self.observer is not None:
             stop_observer(self.observer, timeout=timeout)
             self.observer = None

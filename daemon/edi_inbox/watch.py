@@ -14,7 +14,11 @@ which decides per name when a file is ready:
   wait counts from the file's own last change (its ctime) when the file was
   already there before the daemon looked, so a restart does not start it anew.
 
-Anything that is not a regular file with one link, or is empty or over
+An empty file is refused, unread, once settled when the daemon saw it appear
+with inotify (an open writer keeps it waiting); under polling, or when it was
+there before the daemon looked, no writer can be seen (an SFTP client creates
+the name before it writes), and it waits as one without its trailer does
+first. Anything that is not a regular file with one link, or is over
 ``max_file_bytes``, is refused without being read. Files are only ever opened
 with ``O_NOFOLLOW | O_NONBLOCK`` relative to the inbox's directory descriptor
 and judged by ``fstat`` of that descriptor, so a symlink to ``/etc/shadow``, a
@@ -528,6 +532,9 @@ class Tracker:
     clock: Callable[[], float]
     peek: Callable[[int, str, int], tuple[bytes, bytes]] = peek
     wall_clock: Callable[[], float] = time.time  # what a file's ctime is measured against
+    # Whether the inbox's events tell opens and closes (inotify, not polling):
+    # set by the inbox as its observer starts and stops.
+    sees_opens: bool = False
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _seq: Iterator[int] = field(default_factory=itertools.count)
@@ -773,11 +780,21 @@ class Tracker:
             return None
 
         if st.st_size == 0:
+            # Empty and settled. Refused now if its writers could be seen
+            # (inotify since before it appeared: an open one keeps it waiting
+            # above); else (polling, or there before the daemon looked) it may
+            # be an upload not written yet (SFTP creates the name first): it
+            # waits as a file without its trailer does.
+            waited: float | None = round(now - entry.stable_since, 1)
+            if not (self.sees_opens and entry.changed_before is None):
+                waited = self._held(entry, st, now, "empty: nothing written yet")
+                if waited is None:
+                    return None
             return self._ticket(
                 entry,
                 Verdict.REFUSE,
                 code="empty",
-                reason=f"the file is empty (0 bytes, unchanged for {settle:g} s)",
+                reason=f"the file is empty (0 bytes, unchanged for {waited:g} s)",
             )
         problem = refusal(st, self.settings.max_file_bytes)
         if problem:
@@ -796,23 +813,29 @@ class Tracker:
 
         if trailer_present(tail) or not may_be_x12(head):
             return self._ticket(entry, Verdict.PROCESS)
+        waited = self._held(entry, st, now, "no X12 trailer (IEA) yet")
+        if waited is None:
+            return None
+        logger.warning("upload_incomplete", file=display_name(entry.name), unchanged_seconds=waited)
+        return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
+
+    def _held(self, entry: _Entry, st: os.stat_result, now: float, reason: str) -> float | None:
+        """An upload not complete yet (``reason``) waits until it has been
+        unchanged for ``incomplete_grace_seconds``: None while it does (logged
+        once, ``upload_held``), then how long it was unchanged."""
+        grace = self.settings.incomplete_grace_seconds
         unchanged_since = entry.stable_since
         if entry.changed_before is not None:
             unchanged_since = min(unchanged_since, entry.changed_before)
         if now - unchanged_since >= grace:
-            logger.warning(
-                "upload_incomplete",
-                file=display_name(entry.name),
-                unchanged_seconds=round(now - unchanged_since, 3),
-            )
-            return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
+            return round(now - unchanged_since, 3)
         if not entry.held:
             entry.held = True
             logger.info(
                 "upload_held",
                 file=display_name(entry.name),
                 size=st.st_size,
-                reason="no X12 trailer (IEA) yet",
+                reason=reason,
                 grace_seconds=grace,
             )
         self._schedule(entry, unchanged_since + grace)
