@@ -230,7 +230,13 @@ class Mover:
             outbox.mkdir(parents=True, exist_ok=True)
             files.write_new(outbox, name, data, mode=0o640)
         except OSError as exc:
-            logger.warning("outbox_report_not_written", outbox=str(outbox), error=os_message(exc))
+            logger.warning(
+                "outbox_report_not_written",
+                file=files.display_name(result.file_name),
+                job_id=result.job_id,
+                outbox=str(outbox),
+                error=os_message(exc),
+            )
 
     def add(self, move: PendingMove) -> None:
         self.pending.append(move)
@@ -274,7 +280,12 @@ class Mover:
         try:
             self.final_path(move.result.job_id, path, note)
         except Exception as exc:
-            logger.error("record_final_path_failed", job_id=move.result.job_id, error=repr(exc))
+            logger.error(
+                "record_final_path_failed",
+                file=files.display_name(move.name),
+                job_id=move.result.job_id,
+                error=repr(exc),
+            )
         else:
             move.result.file_path = path
 
