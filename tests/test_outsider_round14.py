@@ -87,23 +87,19 @@ partner's uid, a real HTTP ERP on 127.0.0.1, SQLite. No mocks, no sleeps.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from daemons import Daemon, erp
+from test_hostile import peak_growth
 
 import uids
 from helpers import make_po, poll_until
 from uids import shared_root
 
 __all__ = ["erp", "shared_root"]  # fixtures
-
-DAEMON = Path(__file__).resolve().parent.parent / "daemon"
 
 ISA = (
     b"ISA*00*          *00*          *08*AAAAAAAAAA     *ZZ*test22222      "
@@ -126,42 +122,6 @@ def one_order(extra: list[bytes], po: bytes = b"R14") -> bytes:
     body += [s + b"~" for s in segs]
     body += [b"GE*1*123456789~", b"IEA*1*112240001~"]
     return b"\n".join(body) + b"\n"
-
-
-# The file through the pipeline in a fresh interpreter, as tests/test_hostile.py
-# measures it: peak RSS growth over a first tiny run (imports, logging).
-_PEAK = textwrap.dedent(
-    """
-    import resource, sys
-    from pathlib import Path
-    from edi_inbox.config import DaemonSettings, PathSettings, Settings
-    from edi_inbox.pipeline import Pipeline
-
-    root = Path(sys.argv[1])
-    settings = Settings(paths=PathSettings(root=root), daemon=DaemonSettings())
-    settings.paths.create()
-    with Pipeline(settings, host="peak") as pipeline:
-        pipeline.run(root / "hostile.edi", data=b"ISA")
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        job = pipeline.run(root / "hostile.edi")
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(job.status, (after - before) * 1024)
-    """
-)
-
-
-def peak_growth(tmp_path: Path, data: bytes) -> tuple[str, int]:
-    (tmp_path / "hostile.edi").write_bytes(data)
-    out = subprocess.run(
-        [sys.executable, "-c", _PEAK, str(tmp_path)],
-        env={**os.environ, "PYTHONPATH": str(DAEMON)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    status, grown = out.stdout.split()
-    return status, int(grown)
 
 
 @pytest.mark.xfail(
@@ -271,10 +231,14 @@ def open_then_write(daemon: Daemon, erp, *, start_after_open: bool) -> None:
         assert writer.stdout is not None and writer.stdout.readline() == b"opened\n"
         if start_after_open:
             daemon.start()
-        # The daemon has seen it (start-up scan, or a poll), past settle_seconds
-        # and a rescan, within incomplete_grace_seconds (30 s here).
-        with contextlib.suppress(AssertionError):
-            poll_until(lambda: daemon.listing(daemon.failed), timeout=3)
+        # The daemon has seen it (start-up scan, or a poll) and, settled and
+        # empty with no writer it can see, holds it (incomplete_grace_seconds,
+        # 30 s here) rather than failing it as empty.
+        poll_until(
+            lambda: any(e.get("file") == "po.edi" for e in daemon.events("upload_held")),
+            timeout=15,
+            what="the empty upload held",
+        )
         assert writer.stdin is not None
         writer.stdin.write(make_po(1431))
         writer.stdin.close()

@@ -252,9 +252,11 @@ class DatabaseRecorder:
                 if same is not None:
                     same.idempotency_key = self._sent_key(key, body_key, job_id)
                     keys.add(same.idempotency_key)
-                    sent.setdefault(same.idempotency_key, text)
-                    continue
-                if attempts and body_key in keys:
+                # (Decided from the keys alone, so that a unit run again, its
+                # orders' keys taken over already, finds the same bodies.)
+                if key != body_key and key in keys:  # an older version's row, taken over
+                    sent.setdefault(key, text)
+                elif body_key in keys and (attempts or mine):
                     sent.setdefault(body_key, text)
         return in_flight, sent
 

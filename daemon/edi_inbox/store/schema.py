@@ -8,6 +8,7 @@ upgrade never needs ``reset``.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -117,11 +118,13 @@ def _migrate_v6(db: Database) -> None:
     """v6: ``vendor_search`` (a vendor search matches any order of a file, not
     only its first), filled from the orders; the ``jobs`` index on the first
     order's vendor it replaces is dropped, with the job's folded PO number and
-    vendor columns no search reads."""
+    vendor columns no search reads (left in place, unused and NULL from now
+    on, by a SQLite older than 3.35, which cannot drop a column)."""
     _create_tables(db, MODELS)
     db.execute_sql('DROP INDEX IF EXISTS "jobs_vendor_name_folded_started_at"')
+    droppable = not db.is_sqlite or sqlite3.sqlite_version_info >= (3, 35)
     for column in ("po_number_folded", "vendor_name_folded"):
-        if column in {c.name for c in db.get_columns("jobs")}:
+        if droppable and column in {c.name for c in db.get_columns("jobs")}:
             db.execute_sql(f'ALTER TABLE "jobs" DROP COLUMN "{column}"')
     fill_vendor_search(db)
 
