@@ -127,7 +127,10 @@ def test_across_file_systems_the_file_appears_whole(tmp_path):
         observer.join(10)
         src.unlink(missing_ok=True)
     assert moved.read_bytes() == b"ISA" * 100_000 and names(tmp_path) == ["po.edi"]
-    assert [e for e in seen if e[1] == "po.edi"] == [("moved", "po.edi")], seen
+    # Its name appears by the rename (then its writer closes it, the lock held
+    # till then: files.remove_temporaries), never created, never written to.
+    named = [e[0] for e in seen if e[1] == "po.edi"]
+    assert named[0] == "moved" and not {"created", "modified"} & set(named), seen
 
 
 @pytest.mark.parametrize("char", ["a", "é"])
@@ -208,3 +211,52 @@ def test_safe_name_of_any_text_is_one_safe_path_component(text, max_bytes):
     assert all(ch.isalnum() or ch in "._-" for ch in name)
     assert name[0] not in ".-_" and name == unicodedata.normalize("NFC", name)
     assert files.safe_name(name, max_bytes=max_bytes) == name
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    """``remove_temporaries``: a hidden ``.NAME.<uuid>.tmp`` whose lock is free
+    (its writer died mid-write) goes; one a writer still holds locked (another
+    host writing into a shared folder) stays, as do names of another shape, a
+    link and a directory of that shape (never followed)."""
+    import fcntl
+
+    dead = tmp_path / f".po.edi.error.json.{'a' * 32}.tmp"
+    dead.write_bytes(b'{"error": "cut sho')
+    live = tmp_path / f".po.edi.1.997.{'b' * 32}.tmp"
+    live.write_bytes(b"ISA*00*")
+    held = os.open(live, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    link = tmp_path / f".link.{'c' * 32}.tmp"
+    link.symlink_to(target)
+    folder = tmp_path / f".dir.{'d' * 32}.tmp"
+    folder.mkdir()
+    other = tmp_path / ".po.edi.notauuid.tmp"
+    other.write_bytes(b"")
+    kept = {live.name, target.name, link.name, folder.name, other.name}
+    try:
+        # A lock belongs to the open file: another open, even in this process, meets it.
+        assert files.remove_temporaries(tmp_path) == [dead.name]
+    finally:
+        os.close(held)
+    assert set(names(tmp_path)) == kept
+    assert target.read_bytes() == b"keep"
+    assert files.remove_temporaries(tmp_path) == [live.name]  # its writer is gone now
+    assert files.remove_temporaries(tmp_path / "missing") == []
+
+
+def test_write_new_holds_its_temporary_locked_until_it_has_its_name(tmp_path, monkeypatch):
+    """A sweep while ``write_new`` writes never takes its temporary: the file
+    stays locked from its creation to its rename."""
+    seen: list[list[str]] = []
+    real = files.rename_new
+
+    def rename_new(src, dst, **kwargs):
+        seen.append(files.remove_temporaries(tmp_path))  # just before the rename
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(files, "rename_new", rename_new)
+    files.write_new(tmp_path, "po.edi.997", b"ISA*00*")
+    assert seen == [[]]
+    assert names(tmp_path) == ["po.edi.997"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import stat
@@ -174,22 +175,28 @@ def _copy_new(src: Path, target: Path) -> None:
         if not stat.S_ISREG(os.fstat(fd_in).st_mode):
             raise OSError(errno.EXDEV, f"{display_name(str(src))} is not a regular file "
                           "and cannot be moved to another file system")  # fmt: skip
-        _create(tmp, iter(lambda: os.read(fd_in, 1 << 20), b""), fsync=True)
+        fd = _create(tmp, iter(lambda: os.read(fd_in, 1 << 20), b""), fsync=True)
         try:
             rename_new(tmp, target)
         except BaseException:
             tmp.unlink()
             raise
+        finally:
+            os.close(fd)
     finally:
         os.close(fd_in)
 
 
-def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | None = None) -> None:
-    """Write ``chunks`` into a new file at ``path`` (never an existing one),
-    moded ``mode`` whatever the umask if given (on the open file: never by a
-    name someone could swap); on any error the partial file is removed."""
+def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | None = None) -> int:
+    """Write ``chunks`` into a new temporary file at ``path`` (never an
+    existing one), moded ``mode`` whatever the umask if given (on the open
+    file: never by a name someone could swap); on any error the partial file
+    is removed. Returns the file, open and ``flock``-ed: the caller closes it
+    once the file has its name (a temporary whose lock is free was left by a
+    writer that died, ``remove_temporaries``)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         if mode is not None:
             os.fchmod(fd, mode)
         for chunk in chunks:
@@ -202,7 +209,7 @@ def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | Non
         os.close(fd)
         os.unlink(path)
         raise
-    os.close(fd)
+    return fd
 
 
 def write_new(
@@ -220,7 +227,7 @@ def write_new(
     are renamed into place when complete. ``mode``: the file's mode whatever
     the umask (a partner's outbox: 0640), set before it has its name."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
-    _create(tmp, [data], fsync=fsync, mode=mode)
+    fd = _create(tmp, [data], fsync=fsync, mode=mode)
     try:
         if not suffix:
             move_to(tmp, directory / name)
@@ -230,6 +237,42 @@ def write_new(
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    finally:
+        os.close(fd)
+
+
+# The hidden temporary names of ``write_new`` and ``_copy_new``: ".NAME.<uuid>.tmp".
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+
+
+def remove_temporaries(directory: Path) -> list[str]:
+    """Remove from ``directory`` the hidden temporaries of writers that died
+    mid-write (a SIGKILL, an OOM kill: the name is never renamed into place);
+    returns their names. One is a writer's as long as it holds the file's
+    lock (another host may be writing into a shared folder now): those, and
+    anything that is not a regular file, are left alone. Never follows a link."""
+    removed: list[str] = []
+    try:
+        entries = [e for e in os.scandir(directory) if _TEMPORARY.fullmatch(e.name)]
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:  # renamed into place meanwhile, or a link
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(entry.path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        except OSError:  # its writer holds it (BlockingIOError), or it moved
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def sync_directory(directory: Path) -> None:

@@ -324,6 +324,7 @@ class Service:
                 except WatchError as exc:
                     return self._fatal("cannot_watch", exc)
             self._recover(start=True)
+            self._remove_temporaries()
             self._rescan()
             notify.notify("READY=1\n" + self._status_line(), self.environ, timeout=NOTIFY_WAIT)
             logger.info(
@@ -352,6 +353,27 @@ class Service:
                 on_error=self._error,
                 inotify_factory=self.inotify_factory,
             )
+
+    def _remove_temporaries(self) -> None:
+        """At start: the hidden temporaries of writes a stop cut short (a
+        SIGKILL while an error report or a 997 was written), in every folder
+        the daemon writes files into; another host's, still being written,
+        are left alone (``files.remove_temporaries``)."""
+        folders = {
+            path
+            for claims in self.lanes.values()
+            for name, path in claims.paths.folders().items()
+            if name not in ("inbox", "processing")  # the claims' own
+        }
+        folders.update(self.settings.partners.outboxes().values())
+        for folder in sorted(folders):
+            try:
+                removed = files.remove_temporaries(folder)
+            except OSError as exc:  # a folder it cannot read: its writes will say so
+                logger.warning("temporaries_not_removed", folder=str(folder), error=os_message(exc))
+                continue
+            if removed:
+                logger.info("temporaries_removed", folder=str(folder), files=len(removed))
 
     def _fatal(self, event: str, exc: BaseException) -> int:
         message = str(exc) if isinstance(exc, EdiInboxError) else os_message(exc)
