@@ -746,3 +746,42 @@ def test_an_acknowledgements_name_is_one_safe_path_component(file_name, number, 
 def test_a_valid_control_number_is_kept_whole(file_name, number):
     """A control number of 1 to 9 digits is in the name as it is."""
     assert ack_name(file_name, number, "997").endswith(f".{number}.997")
+
+
+def test_a_run_after_a_crash_past_its_997_sends_none_again(tmp_path, httpserver):
+    """A crash after the 997 went out and before the final record (outsider
+    round 15): the next run of the job (``retry_of`` the interrupted one)
+    numbers its 997 as the first run did, finds it written under that ISA13
+    and writes none again; the order is not posted again. Run once more on a
+    file whose answer changed (its order now rejected), the 997 goes out
+    anew, under a new number."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
+    pipeline, db = recording_pipeline(tmp_path, httpserver.url_for("/orders"))
+    settings = pipeline.settings
+
+    def interrupted(job_id: str) -> None:  # what the next start makes of a job left running
+        store.run_unit(db, lambda: db.execute_sql(
+            'UPDATE "jobs" SET "status" = \'interrupted\' WHERE "job_id" = ?', (job_id,)
+        ))  # fmt: skip
+
+    def numbers() -> list[int]:
+        return sorted(int(a.split(b"*")[13]) for a in read_acks(settings))
+
+    with pipeline:
+        path = copy(tmp_path, GOOD)
+        first = pipeline.run(path)
+        assert first.status is JobStatus.SUCCEEDED and len(first.acks) == 1
+        sent = numbers()
+        interrupted(first.job_id)
+        with capture_logs() as logs:
+            again = pipeline.run(path, retry_of=first.job_id)
+        assert again.status is JobStatus.SUCCEEDED, again.error
+        assert again.acks == first.acks and numbers() == sent
+        assert [e["acks"] for e in logs if e["event"] == "acks_sent_before"] == [first.acks]
+        assert len(httpserver.log) == 1  # posted once
+        interrupted(again.job_id)
+        changed = pipeline.run(copy(tmp_path, GOOD, edit=REJECTED), retry_of=again.job_id)
+        assert changed.status is JobStatus.FAILED
+        assert len(changed.acks) == 1 and changed.acks != first.acks
+        assert len(numbers()) == 2 and numbers()[0] == sent[0] and numbers()[1] > sent[0]
+    db.close()

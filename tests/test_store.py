@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4, 5, 6]
+    assert store.migrate(db) == [2, 3, 4, 5, 6, 7]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,7 +530,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4, 5, 6]
+    assert store.migrate(db) == [3, 4, 5, 6, 7]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
@@ -544,7 +544,7 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
         store._write_version(4)
 
     store.run_unit(db, make_v4)
-    assert store.migrate(db) == [5, 6]
+    assert store.migrate(db) == [5, 6, 7]
     assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
 
 
@@ -567,7 +567,7 @@ def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
         store._write_version(5)
 
     store.run_unit(db, make_v5)
-    assert store.migrate(db) == [6]
+    assert store.migrate(db) == [6, 7]
     assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
     assert not {"po_number_folded", "vendor_name_folded"} & {c.name for c in db.get_columns("jobs")}
     for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
@@ -980,3 +980,18 @@ def test_totals_past_28_digits_are_exact(db, record_job):
     assert queries.stats(db, since=since)["total_amount_processed"] == (
         "1524157875323875554031470766.66"
     )
+
+
+def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
+    """v6 → v7: ``jobs.ack_numbers`` added; the jobs before it have none."""
+    old = record_job(65)
+
+    def make_v6() -> None:
+        db.execute_sql('ALTER TABLE "jobs" DROP COLUMN "ack_numbers"')
+        store._write_version(6)
+
+    store.run_unit(db, make_v6)
+    assert store.migrate(db) == [7]
+    assert "ack_numbers" in {c.name for c in db.get_columns("jobs")}
+    assert queries.show_job(db, old.job_id)["job_id"] == old.job_id
+    assert queries.show_job(db, record_job(66).job_id)["status"] == "succeeded"

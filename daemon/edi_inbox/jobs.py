@@ -185,13 +185,16 @@ class Started:
     answer on record (key -> the JSON text): by a job that ended unanswered,
     stopped (a crash) or is sending it. It is the body to send under that key,
     as one key always carries one body (the ERP may hold the order, and may
-    check the body a key comes with)."""
+    check the body a key comes with). ``numbered_before``: the control
+    numbers are those a run of this job that never ended (a crash) reserved,
+    which may have written its acknowledgements with them."""
 
     accepted: dict[str, str]
     control_number: int | None = None
     rivals: frozenset[str] = frozenset()
     counted: frozenset[str] = frozenset()
     sent: dict[str, str] = field(default_factory=dict)
+    numbered_before: bool = False
 
 
 @dataclass(frozen=True)

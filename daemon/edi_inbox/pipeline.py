@@ -42,7 +42,11 @@ the job at once, its ``acknowledge`` step failed with where and why. In the
 daemon, a job the database has already failed (an accepted order's record
 did not land) holds its acknowledgements back the same way (``held``): the
 worker keeps what the job owes first, then writes them, so that a crash
-while the final record waits on the database never sends a second 997.
+while the final record waits on the database never sends a second 997. A
+crash between the acknowledgements and the final record, the database up:
+the next run of the job gets the control numbers the first reserved
+(``Started.numbered_before``), and an acknowledgement found written under
+its number (``_sent_before``) is not written again.
 """
 
 from __future__ import annotations
@@ -202,6 +206,7 @@ class _Work:
     # control numbers once reserved (with the running record, in its write).
     due: _AcksDue | None = None
     control_number: int | None = None
+    numbered_before: bool = False  # by a run that never ended (Started.numbered_before)
     owe_acks: bool = False  # an acknowledgement not written is owed (the daemon)
     owed_acks: list[Ack] = field(default_factory=list)
     owed_reason: str = ""  # why they were not written
@@ -561,6 +566,7 @@ class Pipeline:
             return False
         work.accepted = known.accepted
         work.control_number = known.control_number
+        work.numbered_before = known.numbered_before
         work.rivals = known.rivals
         work.counted = known.counted
         for order in job.orders:
@@ -1078,19 +1084,41 @@ class Pipeline:
         first = work.control_number
         if first is None:  # no running record (the job ended before the ERP call)
             first = self._control_numbers(job, len(due)) if due else 0
-        left: list[Ack] = []  # built, not written yet
-        for number, (interchange, answered) in enumerate(due, start=first):
-            if answered is None:
-                ta1 = build_ta1(interchange, control_number=number, now=now)
-                name = ack_name(job.file_name, interchange.control_number, "TA1")
-                left.append(Ack(str(acks_dir), name, ta1, "TA1", mode))
-                continue
-            kind = ack_kind(partner.ack if partner else "997", interchange, answered)
-            ack = build_ack(
-                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
-            )
-            name = ack_name(job.file_name, answered.control_number, kind.code)
-            left.append(Ack(str(acks_dir), name, ack, kind.code, mode))
+
+        def build(first: int) -> list[Ack]:
+            built = []
+            for number, (interchange, answered) in enumerate(due, start=first):
+                if answered is None:
+                    ta1 = build_ta1(interchange, control_number=number, now=now)
+                    name = ack_name(job.file_name, interchange.control_number, "TA1")
+                    built.append(Ack(str(acks_dir), name, ta1, "TA1", mode))
+                    continue
+                kind = ack_kind(partner.ack if partner else "997", interchange, answered)
+                ack = build_ack(
+                    interchange, answered, kind=kind, control_number=number, answers=answers,
+                    now=now,
+                )  # fmt: skip
+                name = ack_name(job.file_name, answered.control_number, kind.code)
+                built.append(Ack(str(acks_dir), name, ack, kind.code, mode))
+            return built
+
+        left = build(first)  # built, not written yet
+        if work.numbered_before and left:
+            # A run of this job that never ended (a crash before its final
+            # record) numbered its acknowledgements the same: those it wrote
+            # went out, and are not sent again. One that said otherwise (the
+            # file changed since) is answered anew, under new numbers.
+            sent = [_sent_before(ack, number) for number, ack in enumerate(left, start=first)]
+            if all(same for _, same in sent):
+                for ack, (name, _) in zip(list(left), sent, strict=True):
+                    if name is not None:
+                        written.append(name)
+                        kinds[name] = ack.kind
+                        left.remove(ack)
+                if written:
+                    logger.info("acks_sent_before", acks=written)
+            else:
+                left = build(self._control_numbers(job, len(due)))
         if left and work.owe_acks and work.unrecorded:
             work.owed_reason = f"{len(left)} held until the job's record is kept: {work.unrecorded}"
             work.owed_acks, work.held = left, True
@@ -1328,23 +1356,57 @@ def ack_name(file_name: str, control_number: str, kind: str) -> str:
 def _written_before(directory: Path, name: str, data: bytes) -> str | None:
     """The name under which ``write_new`` put ``data`` in ``directory`` before
     (``name`` or a suffixed one: a regular file holding exactly those bytes),
-    or None. Never follows a link, never waits on a FIFO."""
+    or None."""
+    return next((c for c, found in _written(directory, name) if found == data), None)
+
+
+def _sent_before(ack: Ack, number: int) -> tuple[str | None, bool]:
+    """Whether ``ack``, numbered ``number`` (ISA13), was written before, by a
+    run of its job that never ended: the name it has (None: not written),
+    and whether it answers as ``ack`` does (its segments between the
+    envelopes, TA1 or ST … SE, the same: the dates in the envelopes differ).
+    ISA13 tells it from any other: the database's sequence numbers each
+    acknowledgement once."""
+    for candidate, data in _written(Path(ack.directory), ack.name):
+        found = _envelope_and_answers(data)
+        if found is not None and found[0] == number:
+            return candidate, found[1] == _envelope_and_answers(ack.data)[1]  # type: ignore[index]
+    return None, True
+
+
+def _written(directory: Path, name: str) -> Iterator[tuple[str, bytes]]:
+    """The regular files ``write_new`` may have put in ``directory`` for
+    ``name`` (it, then its suffixed names, up to the first one free), with
+    their bytes. Never follows a link, never waits on a FIFO."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     for candidate in candidates(safe_name(name)):
         try:
             fd = os.open(directory / candidate, flags)
         except FileNotFoundError:
-            return None  # write_new takes the first free one: none further on
+            return  # write_new takes the first free one: none further on
         except OSError:
             continue
         try:
-            st = os.fstat(fd)
-            same_size = stat.S_ISREG(st.st_mode) and st.st_size == len(data)
-            if same_size and os.read(fd, len(data) + 1) == data:
-                return candidate
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))  # noqa: B023
         finally:
             os.close(fd)
-    return None
+        yield candidate, data
+
+
+def _envelope_and_answers(data: bytes) -> tuple[int, list[bytes]] | None:
+    """An acknowledgement this daemon wrote: its ISA13, and its segments
+    between the envelopes (ISA, GS, GE, IEA left out); None if it is not one."""
+    if len(data) < 106 or not data.startswith(b"ISA"):
+        return None
+    separator, terminator = data[3:4], data[105:106]  # the ISA's fixed width
+    segments = [s.strip(b"\r\n") for s in data.split(terminator)]
+    isa = segments[0].split(separator)
+    if len(isa) != 17 or not isa[13].isdigit():
+        return None
+    envelope = (b"ISA", b"GS", b"GE", b"IEA")
+    return int(isa[13]), [s for s in segments if s and s.split(separator, 1)[0] not in envelope]
 
 
 def _make_folder(directory: Path) -> None:

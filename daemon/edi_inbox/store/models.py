@@ -85,6 +85,10 @@ class Job(BaseModel):
     duplicate_of = pw.CharField(max_length=36, null=True)
     acks = JsonField(null=True)  # schema v2
     partner = pw.TextField(null=True)  # schema v4: the [partners.NAME] that sent the file
+    # Schema v7: "FIRST COUNT", the acknowledgements' control numbers the
+    # running record reserved (a run of the job that never ended numbers its
+    # 997s the same: ``Started.numbered_before``).
+    ack_numbers = pw.TextField(null=True)
     edi_content = pw.BlobField(null=True)
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()

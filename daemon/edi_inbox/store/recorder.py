@@ -133,6 +133,7 @@ class DatabaseRecorder:
         now = utcnow()
         accepted: dict[str, str] = {}
         reserved: list[int] = []
+        inherited: list[bool] = [False]  # reserved by a run of the job that never ended
         rivals: dict[str, str] = {}  # key of an order in flight or posted -> its job
         sent: dict[str, str] = {}  # key -> the body sent under it, unanswered (Started)
         counted: set[str] = set()  # the retried job's, in its total
@@ -151,7 +152,13 @@ class DatabaseRecorder:
                 for po_number in posting:
                     execute(self.db, "po_lock", po_search_key(po_number))
             if control_numbers:
-                reserved.append(reserve_control_numbers(self.db, control_numbers))
+                earlier = self._unended_numbers(job, control_numbers)
+                if earlier is None:
+                    earlier = reserve_control_numbers(self.db, control_numbers)
+                    inherited[:] = [False]
+                else:
+                    inherited[:] = [True]
+                reserved.append(earlier)
             for key in dict.fromkeys(o.idempotency_key for o in job.orders):
                 row = execute(self.db, "order_by_key", key).fetchone()
                 if row is None:
@@ -198,6 +205,8 @@ class DatabaseRecorder:
                     stamp(now),
                     pk,
                 )
+            if control_numbers:
+                batch.add("job_ack_numbers", f"{reserved[0]} {control_numbers}", pk)
             _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
             # Searchable by any of its PO numbers and vendors while it runs
             # (and if it stops before its final record), as by its orders.
@@ -214,7 +223,22 @@ class DatabaseRecorder:
             frozenset(rivals.values()),
             frozenset(counted),
             sent,
+            inherited[0],
         )
+
+    def _unended_numbers(self, job: JobResult, count: int) -> int | None:
+        """The first of the control numbers a run of this job that never
+        ended reserved for as many acknowledgements (this job's own row run
+        again, or the job it retries, interrupted): it may have written them
+        before a crash cut its final record short; None if there is none."""
+        for job_id in dict.fromkeys(j for j in (job.job_id, job.retry_of) if j):
+            row = execute(self.db, "job_ack_numbers_get", job_id).fetchone()
+            if row is None or row[1] is None or row[0] not in _UNENDED:
+                continue
+            first, reserved = (int(n) for n in str(row[1]).split())
+            if reserved >= count:
+                return first
+        return None
 
     def _unanswered(
         self, job: JobResult, po_numbers: Iterable[str], *, adopt: bool = False
@@ -470,6 +494,9 @@ class DatabaseRecorder:
 
     def next_control_number(self, count: int = 1) -> int:
         return next_control_number(self.db, count)
+
+
+_UNENDED = (JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value)
 
 
 def _text(value: str | None) -> str | None:

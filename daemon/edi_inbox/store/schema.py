@@ -40,7 +40,7 @@ from .models import (
     vendor_search_key,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -129,6 +129,12 @@ def _migrate_v6(db: Database) -> None:
     fill_vendor_search(db)
 
 
+def _migrate_v7(db: Database) -> None:
+    """v7: ``jobs.ack_numbers``, the control numbers a running job reserved
+    for its acknowledgements; jobs recorded before it have none."""
+    _add_column_if_missing(db, Job, "ack_numbers")
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -138,6 +144,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     4: _migrate_v4,
     5: _migrate_v5,
     6: _migrate_v6,
+    7: _migrate_v7,
 }
 
 

@@ -55,6 +55,8 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         'SELECT "status", "file_sha256", "file_path" FROM "jobs" WHERE "job_id" = ?',
         0,
     ),
+    "job_ack_numbers": ('UPDATE "jobs" SET "ack_numbers" = ? WHERE "id" = ?', 0),
+    "job_ack_numbers_get": ('SELECT "status", "ack_numbers" FROM "jobs" WHERE "job_id" = ?', 0),
     "job_get": (
         'SELECT "id", "status", "started_at", "duration_seconds", "total_amount"'
         ' FROM "jobs" WHERE "job_id" = ?',
