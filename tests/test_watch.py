@@ -241,6 +241,33 @@ def test_open_writer_blocks_readiness(inbox, inbox_fd, clock):
     assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
 
 
+def test_an_open_upload_is_remembered_across_a_reload(inbox, inbox_fd, clock):
+    """A reload starts a new tracker (and watch): the uploads the old one saw
+    open (``open_uploads``) are carried, so a complete-looking file still being
+    written waits for its close (outsider round 15), found by a scan or by
+    the close itself."""
+    before = make_tracker(inbox_fd, clock)
+    (inbox / "po.edi").write_bytes(GOOD)
+    (inbox / "other.edi").write_bytes(GOOD)
+    before.event(Event.OPENED, "po.edi")
+    before.event(Event.OPENED, "other.edi")
+    before.event(Event.CLOSED_WRITE, "other.edi")
+    assert before.open_uploads() == {"po.edi": 1}
+    after = make_tracker(inbox_fd, clock)
+    after.carried = before.open_uploads()
+    after.scanned(["other.edi", "po.edi"])
+    clock.advance(SETTLE * 3)
+    assert set(tickets(after)) == {"other.edi"}
+    after.event(Event.CLOSED_WRITE, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(after)["po.edi"].verdict is Verdict.PROCESS
+    again = make_tracker(inbox_fd, clock)  # the close the first event the new watch tells
+    again.carried = {"po.edi": 1}
+    again.event(Event.CLOSED_WRITE, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(again)["po.edi"].verdict is Verdict.PROCESS
+
+
 def test_lost_close_event_does_not_hold_forever(inbox, inbox_fd, clock):
     """An open count whose close event was lost is reset after the grace, with a warning."""
     tracker = make_tracker(inbox_fd, clock)

@@ -167,8 +167,12 @@ class Service:
         inotify_factory: Callable[[], Any] | None = None,
         prepare: Callable[[Settings], tuple[Settings, Any]] | None = None,
         signals: Signals | None = None,
+        open_uploads: Mapping[str, dict[str, int]] | None = None,
     ) -> None:
         self.settings = settings
+        # After a reload: the uploads the last configuration saw open (lane ->
+        # name -> opens), which no event of the new watch will tell.
+        self.carried_opens = dict(open_uploads or {})
         # For a reload: the new settings and their pipeline, checked, or
         # ConfigError (None: a SIGHUP is ignored).
         self.prepare = prepare
@@ -353,6 +357,12 @@ class Service:
                 on_error=self._error,
                 inotify_factory=self.inotify_factory,
             )
+            self.inboxes[lane].tracker.carried = dict(self.carried_opens.get(lane, {}))
+
+    def open_uploads(self) -> dict[str, dict[str, int]]:
+        """The uploads each inbox's tracker sees open now (lane -> name ->
+        opens): the next configuration's ``open_uploads``."""
+        return {lane: inbox.tracker.open_uploads() for lane, inbox in self.inboxes.items()}
 
     def _remove_temporaries(self) -> None:
         """At start: the hidden temporaries of writes a stop cut short (a
@@ -1046,6 +1056,7 @@ def _serve(
     if checkpointer is not None:
         checkpointer.start()
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
+    opened: dict[str, dict[str, int]] = {}  # carried through a reload
     try:
         with _signals(signals):
             while True:  # once more per reload (SIGHUP), with the settings read again
@@ -1062,6 +1073,7 @@ def _serve(
                     host=host,
                     prepare=prepare,
                     signals=signals,
+                    open_uploads=opened,
                 )
                 try:
                     code = service.run(once=once, max_jobs=max_jobs)
@@ -1069,6 +1081,7 @@ def _serve(
                     pipeline.close()
                 if service.reloaded is None:
                     break
+                opened = service.open_uploads()
                 settings, pipeline = service.reloaded
                 if code != EXIT_OK or signals.stop:  # a SIGTERM while the reload drained
                     pipeline.close()

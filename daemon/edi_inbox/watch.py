@@ -543,6 +543,15 @@ class Tracker:
     # Queued tickets whose name a new file took meanwhile (their own was
     # claimed): (name, the ticket's inode), released by inode.
     _away: set[tuple[str, int]] = field(default_factory=set)
+    # Uploads open for writing as a reload began (name -> opens, ``open_uploads``
+    # of the tracker before): each name's entry starts with them.
+    carried: dict[str, int] = field(default_factory=dict)
+
+    def open_uploads(self) -> dict[str, int]:
+        """The names open for writing now (name -> opens), for the tracker of
+        the next configuration: a reload must not forget that an upload is
+        still being written (its open came before the new watch)."""
+        return {name: e.opens for name, e in self._entries.items() if e.opens > 0}
 
     # -- input --
 
@@ -551,7 +560,8 @@ class Tracker:
         now = self.clock()
         entry = self._entries.get(name)
         if entry is None:
-            entry = self._entries[name] = _Entry(name, stable_since=now)
+            opens = self.carried.pop(name, 0)
+            entry = self._entries[name] = _Entry(name, stable_since=now, opens=opens)
             self._schedule(entry, now + self.settings.settle_seconds)
         if kind is Event.OPENED:
             entry.opens += 1
@@ -590,7 +600,11 @@ class Tracker:
             return  # gone already, or the next event or scan will tell
         now = self.clock()
         entry = self._entries[name] = _Entry(
-            name, stable_since=now, changed_before=self._changed(st, now), fp=Fingerprint.of(st)
+            name,
+            stable_since=now,
+            changed_before=self._changed(st, now),
+            fp=Fingerprint.of(st),
+            opens=self.carried.pop(name, 0),
         )
         entry.checked_at = now
         regular = stat.S_ISREG(st.st_mode)
