@@ -95,6 +95,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from daemons import Daemon, daemons, erp
@@ -243,6 +244,26 @@ WRITER = textwrap.dedent(
 )
 
 
+def open_upload(target: Path, data: bytes) -> subprocess.Popen:
+    """A partner's session (its own process, the file its uid's) that has
+    written all of ``data`` but its last byte into ``target`` and holds the
+    file open; the rest goes in when the test writes it to its stdin."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target), str(len(data) - 1), str(uids.PARTNER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.write(data[:-1])
+        writer.stdin.flush()
+        assert writer.stdout.readline() == b"written\n"
+    except BaseException:
+        writer.kill()
+        raise
+    return writer
+
+
 OPEN_FORGOTTEN = (
     "forgets that an upload is open for writing: a file whose written part already ends "
     "in IEA is claimed and posted mid-upload; its last bytes then make it 'changed', the "
@@ -277,16 +298,9 @@ def test_a_reload_mid_upload_does_not_take_the_file_before_it_is_closed(erp, dae
     data = make_po(15300)
     assert data.endswith(b"\n")
     target = daemon.inbox / "slow.edi"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(target), str(len(data) - 1), str(uids.PARTNER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
+    writer = open_upload(target, data)
     try:
-        assert writer.stdin is not None and writer.stdout is not None
-        writer.stdin.write(data[:-1])
-        writer.stdin.flush()
-        assert writer.stdout.readline() == b"written\n"
+        assert writer.stdin is not None
         if event == "reload":
             daemon.reload("")
         elif event == "restart":

@@ -252,7 +252,7 @@ def test_an_open_upload_is_remembered_across_a_reload(inbox, inbox_fd, clock):
     before.event(Event.OPENED, "po.edi")
     before.event(Event.OPENED, "other.edi")
     before.event(Event.CLOSED_WRITE, "other.edi")
-    assert before.open_uploads() == {"po.edi": 1}
+    assert {n: c[0] for n, c in before.open_uploads().items()} == {"po.edi": 1}
     after = make_tracker(inbox_fd, clock)
     after.carried = before.open_uploads()
     after.scanned(["other.edi", "po.edi"])
@@ -262,10 +262,25 @@ def test_an_open_upload_is_remembered_across_a_reload(inbox, inbox_fd, clock):
     clock.advance(SETTLE)
     assert tickets(after)["po.edi"].verdict is Verdict.PROCESS
     again = make_tracker(inbox_fd, clock)  # the close the first event the new watch tells
-    again.carried = {"po.edi": 1}
+    again.carried = before.open_uploads()
     again.event(Event.CLOSED_WRITE, "po.edi")
     clock.advance(SETTLE)
     assert tickets(again)["po.edi"].verdict is Verdict.PROCESS
+    # Written to (its last bytes, then closed) or replaced while nothing
+    # watched (a reload drains its jobs first): it starts afresh, not held.
+    for change in ("append", "replace"):
+        carried = before.open_uploads()
+        if change == "append":
+            with open(inbox / "po.edi", "ab") as f:
+                f.write(b"\n")
+        else:
+            (inbox / "po.edi").unlink()
+            (inbox / "po.edi").write_bytes(GOOD)
+        fresh = make_tracker(inbox_fd, clock)
+        fresh.carried = carried
+        fresh.scanned(["po.edi"])
+        clock.advance(SETTLE * 3)
+        assert tickets(fresh)["po.edi"].verdict is Verdict.PROCESS, change
 
 
 def test_lost_close_event_does_not_hold_forever(inbox, inbox_fd, clock):

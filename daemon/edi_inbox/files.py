@@ -19,7 +19,7 @@ import re
 import stat
 import unicodedata
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # \w is str.isalnum() and "_": letters and digits of any script, never a
@@ -220,15 +220,20 @@ def write_new(
     fsync: bool = True,
     suffix: bool = True,
     mode: int | None = None,
+    check: Callable[[], object] | None = None,
 ) -> Path:
     """Write ``data`` atomically as a new file in ``directory``; a taken name
     gets a suffix (``suffix=False``: ``FileExistsError``). Readers never see
     a half-written file: the bytes go to a hidden temporary name first and
     are renamed into place when complete. ``mode``: the file's mode whatever
-    the umask (a partner's outbox: 0640), set before it has its name."""
+    the umask (a partner's outbox: 0640), set before it has its name.
+    ``check()``, if given, just before the rename: if it raises, the file
+    never gets its name."""
     tmp = directory / f".{safe_name(name)}.{uuid.uuid4().hex}.tmp"
     fd = _create(tmp, [data], fsync=fsync, mode=mode)
     try:
+        if check is not None:
+            check()
         if not suffix:
             move_to(tmp, directory / name)
             return directory / name

@@ -1085,46 +1085,46 @@ class Pipeline:
         if first is None:  # no running record (the job ended before the ERP call)
             first = self._control_numbers(job, len(due)) if due else 0
 
-        def build(first: int) -> list[Ack]:
-            built = []
-            for number, (interchange, answered) in enumerate(due, start=first):
-                if answered is None:
-                    ta1 = build_ta1(interchange, control_number=number, now=now)
-                    name = ack_name(job.file_name, interchange.control_number, "TA1")
-                    built.append(Ack(str(acks_dir), name, ta1, "TA1", mode))
-                    continue
-                kind = ack_kind(partner.ack if partner else "997", interchange, answered)
-                ack = build_ack(
-                    interchange, answered, kind=kind, control_number=number, answers=answers,
-                    now=now,
-                )  # fmt: skip
-                name = ack_name(job.file_name, answered.control_number, kind.code)
-                built.append(Ack(str(acks_dir), name, ack, kind.code, mode))
-            return built
+        def build(index: int, number: int) -> Ack:
+            interchange, answered = due[index]
+            if answered is None:
+                ta1 = build_ta1(interchange, control_number=number, now=now)
+                name = ack_name(job.file_name, interchange.control_number, "TA1")
+                return Ack(str(acks_dir), name, ta1, "TA1", mode)
+            kind = ack_kind(partner.ack if partner else "997", interchange, answered)
+            ack = build_ack(
+                interchange, answered, kind=kind, control_number=number, answers=answers, now=now
+            )
+            name = ack_name(job.file_name, answered.control_number, kind.code)
+            return Ack(str(acks_dir), name, ack, kind.code, mode)
 
-        left = build(first)  # built, not written yet
+        left = [build(i, first + i) for i in range(len(due))]  # built, not written yet
         if work.numbered_before and left:
             # A run of this job that never ended (a crash before its final
             # record) numbered its acknowledgements the same: those it wrote
             # went out, and are not sent again. One that said otherwise (the
-            # file changed since) is answered anew, under new numbers.
-            sent = [_sent_before(ack, number) for number, ack in enumerate(left, start=first)]
-            if all(same for _, same in sent):
-                for ack, (name, _) in zip(list(left), sent, strict=True):
-                    if name is not None:
-                        written.append(name)
-                        kinds[name] = ack.kind
-                        left.remove(ack)
-                if written:
-                    logger.info("acks_sent_before", acks=written)
-            else:
-                left = build(self._control_numbers(job, len(due)))
+            # file changed since) is answered anew, under a new number.
+            sent = [_sent_before(ack, first + i) for i, ack in enumerate(left)]
+            changed = [i for i, (_, same) in enumerate(sent) if not same]
+            fresh = self._control_numbers(job, len(changed)) if changed else 0
+            for n, i in enumerate(changed):
+                left[i] = build(i, fresh + n)
+            unsent = []
+            for ack, (name, same) in zip(left, sent, strict=True):
+                if name is not None and same:
+                    written.append(name)
+                    kinds[name] = ack.kind
+                else:
+                    unsent.append(ack)
+            if written:
+                logger.info("acks_sent_before", acks=written)
+            left = unsent
         if left and work.owe_acks and work.unrecorded:
             work.owed_reason = f"{len(left)} held until the job's record is kept: {work.unrecorded}"
             work.owed_acks, work.held = left, True
             left = []
         try:
-            _write_acks(left, written, kinds)
+            _write_acks(left, written, kinds, guard=work.guard)
             if written:
                 # Each file was fsynced (write_new), but not its name: one fsync of
                 # acks/ for all of this job's, before its final record says they
@@ -1319,13 +1319,20 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
 
 
 def _write_acks(
-    acks: list[Ack], written: list[str], kinds: dict[str, str], *, resume: bool = False
+    acks: list[Ack],
+    written: list[str],
+    kinds: dict[str, str],
+    *,
+    resume: bool = False,
+    guard: Callable[[], None] | None = None,
 ) -> None:
     """Write ``acks`` in order, each taken off the list once it landed (its
     file name added to ``written``, its kind to ``kinds``); raises OSError
     with the rest still on the list. ``resume`` (owed ones, perhaps written
     in part before a crash): one whose file is there with its very bytes
-    counts as written, not written twice."""
+    counts as written, not written twice. ``guard()`` just before each one
+    gets its name (``ClaimLost``: a host paused midway, whose file another
+    host took over and answers, gives none of them a name)."""
     made, landed = None, 0
     try:
         for ack in acks:
@@ -1333,7 +1340,9 @@ def _write_acks(
                 _make_folder(Path(ack.directory))
                 made = ack.directory
             there = _written_before(Path(ack.directory), ack.name, ack.data) if resume else None
-            written.append(there or _write_ack(Path(ack.directory), ack.name, ack.data, ack.mode))
+            written.append(
+                there or _write_ack(Path(ack.directory), ack.name, ack.data, ack.mode, guard)
+            )
             kinds[written[-1]] = ack.kind
             landed += 1
     finally:
@@ -1360,6 +1369,9 @@ def _written_before(directory: Path, name: str, data: bytes) -> str | None:
     return next((c for c, found in _written(directory, name) if found == data), None)
 
 
+_FREE_NAMES = 1000
+
+
 def _sent_before(ack: Ack, number: int) -> tuple[str | None, bool]:
     """Whether ``ack``, numbered ``number`` (ISA13), was written before, by a
     run of its job that never ended: the name it has (None: not written),
@@ -1376,16 +1388,23 @@ def _sent_before(ack: Ack, number: int) -> tuple[str | None, bool]:
 
 def _written(directory: Path, name: str) -> Iterator[tuple[str, bytes]]:
     """The regular files ``write_new`` may have put in ``directory`` for
-    ``name`` (it, then its suffixed names, up to the first one free), with
-    their bytes. Never follows a link, never waits on a FIFO."""
+    ``name`` (it, then its suffixed names), with their bytes. A name free now
+    may have been taken then (a partner fetches, and removes, what is in its
+    outbox): the search ends after ``_FREE_NAMES`` free names in a row.
+    Never follows a link, never waits on a FIFO."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    free = 0
     for candidate in candidates(safe_name(name)):
         try:
             fd = os.open(directory / candidate, flags)
         except FileNotFoundError:
-            return  # write_new takes the first free one: none further on
+            free += 1
+            if free > _FREE_NAMES:
+                return
+            continue
         except OSError:
             continue
+        free = 0
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 continue
@@ -1418,11 +1437,18 @@ def _make_folder(directory: Path) -> None:
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from exc
 
 
-def _write_ack(directory: Path, name: str, data: bytes, mode: int | None) -> str:
+def _write_ack(
+    directory: Path,
+    name: str,
+    data: bytes,
+    mode: int | None,
+    guard: Callable[[], None] | None = None,
+) -> str:
     """Write one acknowledgement atomically (write_new: a hidden temporary
-    name, then a rename); in a partner's outbox moded 0640 whatever the
-    umask, so the partner's account (in the file's group) can read it."""
-    return write_new(directory, safe_name(name), data, mode=mode).name
+    name, then a rename, ``guard()`` before it); in a partner's outbox moded
+    0640 whatever the umask, so the partner's account (in the file's group)
+    can read it."""
+    return write_new(directory, safe_name(name), data, mode=mode, check=guard).name
 
 
 def _set_report(

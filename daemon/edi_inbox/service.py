@@ -97,7 +97,7 @@ from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import Ticket, WatchError, drain, scan
+from .watch import Fingerprint, Ticket, WatchError, drain, scan
 from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
@@ -167,12 +167,13 @@ class Service:
         inotify_factory: Callable[[], Any] | None = None,
         prepare: Callable[[Settings], tuple[Settings, Any]] | None = None,
         signals: Signals | None = None,
-        open_uploads: Mapping[str, dict[str, int]] | None = None,
+        open_uploads: Mapping[str, dict[str, tuple[int, Fingerprint]]] | None = None,
     ) -> None:
         self.settings = settings
         # After a reload: the uploads the last configuration saw open (lane ->
         # name -> opens), which no event of the new watch will tell.
         self.carried_opens = dict(open_uploads or {})
+        self.open_at_stop: dict[str, dict[str, tuple[int, Fingerprint]]] = {}
         # For a reload: the new settings and their pipeline, checked, or
         # ConfigError (None: a SIGHUP is ignored).
         self.prepare = prepare
@@ -358,11 +359,6 @@ class Service:
                 inotify_factory=self.inotify_factory,
             )
             self.inboxes[lane].tracker.carried = dict(self.carried_opens.get(lane, {}))
-
-    def open_uploads(self) -> dict[str, dict[str, int]]:
-        """The uploads each inbox's tracker sees open now (lane -> name ->
-        opens): the next configuration's ``open_uploads``."""
-        return {lane: inbox.tracker.open_uploads() for lane, inbox in self.inboxes.items()}
 
     def _remove_temporaries(self) -> None:
         """At start: the hidden temporaries of writes a stop cut short (a
@@ -756,6 +752,9 @@ class Service:
         elif self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
             logger.info("daemon_stopping", in_flight=self._in_flight())
+        # What the watch saw open as it stops, for the next configuration's
+        # (a reload): nothing is watched while the jobs in flight finish.
+        self.open_at_stop = {lane: i.tracker.open_uploads() for lane, i in self.inboxes.items()}
         for inbox in self.inboxes.values():
             inbox.stop_observer()
         # Unclaimed work stays in the inbox; resumes not started stay in processing/.
@@ -1056,7 +1055,7 @@ def _serve(
     if checkpointer is not None:
         checkpointer.start()
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
-    opened: dict[str, dict[str, int]] = {}  # carried through a reload
+    opened: dict[str, dict[str, tuple[int, Fingerprint]]] = {}  # carried through a reload
     try:
         with _signals(signals):
             while True:  # once more per reload (SIGHUP), with the settings read again
@@ -1081,7 +1080,7 @@ def _serve(
                     pipeline.close()
                 if service.reloaded is None:
                     break
-                opened = service.open_uploads()
+                opened = service.open_at_stop
                 settings, pipeline = service.reloaded
                 if code != EXIT_OK or signals.stop:  # a SIGTERM while the reload drained
                     pipeline.close()

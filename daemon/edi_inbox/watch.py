@@ -27,6 +27,7 @@ FIFO without a writer or a swap between check and use cannot trick the reader.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import functools
@@ -543,15 +544,34 @@ class Tracker:
     # Queued tickets whose name a new file took meanwhile (their own was
     # claimed): (name, the ticket's inode), released by inode.
     _away: set[tuple[str, int]] = field(default_factory=set)
-    # Uploads open for writing as a reload began (name -> opens, ``open_uploads``
-    # of the tracker before): each name's entry starts with them.
-    carried: dict[str, int] = field(default_factory=dict)
+    # Uploads open as a reload stopped the last watch (``open_uploads`` of the
+    # tracker before): each such file's entry starts with its opens.
+    carried: dict[str, tuple[int, Fingerprint]] = field(default_factory=dict)
 
-    def open_uploads(self) -> dict[str, int]:
-        """The names open for writing now (name -> opens), for the tracker of
-        the next configuration: a reload must not forget that an upload is
-        still being written (its open came before the new watch)."""
-        return {name: e.opens for name, e in self._entries.items() if e.opens > 0}
+    def open_uploads(self) -> dict[str, tuple[int, Fingerprint]]:
+        """The files open now (name -> opens, and the file as it is), for the
+        tracker of the next configuration: a reload must not forget that an
+        upload is still being written (its open came before the new watch)."""
+        found = {}
+        for name, entry in self._entries.items():
+            if entry.opens > 0:
+                with contextlib.suppress(OSError):
+                    st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+                    found[name] = (entry.opens, Fingerprint.of(st))
+        return found
+
+    def _carried_opens(self, name: str, st: os.stat_result | None = None) -> int:
+        """The opens carried for ``name`` (``carried``), if it is still the very
+        file that was open, unchanged: one written to (and so perhaps closed)
+        or replaced meanwhile, unwatched, starts afresh."""
+        carried = self.carried.pop(name, None)
+        if carried is None:
+            return 0
+        try:
+            st = st or os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return 0
+        return carried[0] if Fingerprint.of(st) == carried[1] else 0
 
     # -- input --
 
@@ -560,7 +580,7 @@ class Tracker:
         now = self.clock()
         entry = self._entries.get(name)
         if entry is None:
-            opens = self.carried.pop(name, 0)
+            opens = self._carried_opens(name) if self.carried else 0
             entry = self._entries[name] = _Entry(name, stable_since=now, opens=opens)
             self._schedule(entry, now + self.settings.settle_seconds)
         if kind is Event.OPENED:
@@ -604,7 +624,7 @@ class Tracker:
             stable_since=now,
             changed_before=self._changed(st, now),
             fp=Fingerprint.of(st),
-            opens=self.carried.pop(name, 0),
+            opens=self._carried_opens(name, st) if self.carried else 0,
         )
         entry.checked_at = now
         regular = stat.S_ISREG(st.st_mode)
