@@ -1,25 +1,24 @@
 """Outsider round 15: a chaos soak with reconciliation. About 16 s.
 
-What was tried (by hand, with a script left uncommitted in the worktree at
-``/work/wt-round15/soak/soak.py``): a real daemon with worker processes (``processes = "auto"``,
-8 workers, the shipped ERP retry policy), 60-300 uploads owned by the
-partner's uid (distinct POs, exact resends, the same order under a new
-ISA13, two or three interchanges per file, corpus files of several
-partners, a rule-failing PO, truncated files, not-X12, empty files, some
-written in three chunks with pauses), and meanwhile, in random order: the
-ERP answering 500 / 429 (Retry-After) / 409 / slowly / booking the order and
-then resetting the connection; SIGHUP (also with ``workers`` changed);
-SIGKILL then restart; SIGTERM mid-backlog then restart; the SQLite file
-locked by another process for 2-6 s. Then, with PostgreSQL (a throwaway
-cluster stopped for 1-6 s, three times), two hosts sharing the inbox, one
-SIGKILLed. Then a strict reconciliation: every upload in done/ or failed/
-once, byte-identical; the ERP's bookings per order content (an ERP honouring
-Idempotency-Key: a key seen again is a replay, not a booking); every
-generated order booked or rejected with a reason; AK5 "A" count equal to the
-orders posted or duplicate; ``jobs list/show --json`` and ``stats --json``
-against the ERP's ledger (no job running, each booked order shown posted by
-exactly one job, stats' Decimal total equal to the ERP's booked amounts);
-the journal without traceback.
+What was tried (by hand, with a soak script not kept in the repository): a
+real daemon with worker processes (``processes = "auto"``, 8 workers, the
+shipped ERP retry policy), 60-300 uploads owned by the partner's uid (distinct
+POs, exact resends, the same order under a new ISA13, two or three
+interchanges per file, corpus files of several partners, a rule-failing PO,
+truncated files, not-X12, empty files, some written in three chunks with
+pauses), and meanwhile, in random order: the ERP answering 500 / 429
+(Retry-After) / 409 / slowly / booking the order and then resetting the
+connection; SIGHUP (also with ``workers`` changed); SIGKILL then restart;
+SIGTERM mid-backlog then restart; the SQLite file locked by another process
+for 2-6 s. Then, with PostgreSQL (a throwaway cluster stopped for 1-6 s, three
+times), two hosts sharing the inbox, one SIGKILLed. Then a strict
+reconciliation: every upload in done/ or failed/ once, byte-identical; the
+ERP's bookings per order content (an ERP honouring Idempotency-Key: a key seen
+again is a replay, not a booking); every generated order booked or rejected
+with a reason; AK5 "A" count equal to the orders posted or duplicate; ``jobs
+list/show --json`` and ``stats --json`` against the ERP's ledger (no job
+running, each booked order shown posted by exactly one job, stats' Decimal
+total equal to the ERP's booked amounts); the journal without traceback.
 
 Held, over six soak runs (SQLite: 60, 200, 250 and 300 files; PostgreSQL,
 two hosts: 200 and 250 files; in all 13 SIGKILLs, 8 SIGTERMs, 12 reloads, 7
@@ -60,7 +59,7 @@ third's restart case, a strict xfail: no open from before a start can be seen):
   reload the open keeps it waiting (the plain [None] case). Round 14 found
   the same for an *empty* file; its fix holds only empty files.
 
-Also held, a burst (``soak/burst.py``, uncommitted): 3,001 uploads at once
+Also held, a burst (by hand, a script not kept): 3,001 uploads at once
 (2,700 distinct POs, 300 corpus files of a dozen sources, 60 three-byte
 files) with a 3 MB order of 100,000 PO1 lines in the middle, worker
 processes: all filed in 66 s, byte-identical, 2,674 POSTs, no key twice,

@@ -102,10 +102,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from daemons import Daemon, child_pids, daemons, erp
-from test_outsider_round15 import open_upload, settled
+from test_outsider_round15 import open_upload, settled, stop_when
 
 import uids
 from helpers import claimed, make_po, poll_until
@@ -171,16 +172,6 @@ def statuses(daemon: Daemon, name: str) -> list[str]:
 def details(daemon: Daemon, name: str) -> str:
     sql = "SELECT error_details FROM jobs WHERE file_name = ?"
     return " ".join(r[0] or "" for r in rows(daemon, sql, name))
-
-
-def stop_when(daemon: Daemon, seen, deadline: float = 15.0) -> bool:
-    assert daemon.proc is not None
-    end = time.monotonic() + deadline
-    while not seen():
-        if time.monotonic() > end:
-            return False
-    os.kill(daemon.proc.pid, signal.SIGSTOP)
-    return True
 
 
 # -- 1. two hosts: the frozen one wakes mid-acknowledgements ---------------------------------
@@ -301,25 +292,23 @@ def test_a_rerun_finds_its_997_behind_a_name_the_partner_fetched(erp, daemons, t
 # -- 3. an upload closed, opened or dropped while a reload drains --------------------------
 
 
-@pytest.mark.e2e
-def test_an_upload_closed_while_a_reload_drains_is_not_held_for_the_grace(erp, daemons):
-    """A job waits at a slow ERP; a partner's upload is open (all but its last
-    byte written; the daemon holds it, as it should). SIGHUP: the reload
-    stops the watch and waits for the job in flight. Meanwhile the partner
-    finishes and closes its upload. The ERP answers; the new configuration
-    starts. Holds if the closed upload is taken promptly (well within
-    ``incomplete_grace_seconds``, 300 s by default, 30 s here)."""
+def draining_with_open_upload(
+    erp, daemons, po: int
+) -> tuple[Daemon, Path, bytes, subprocess.Popen]:
+    """A daemon whose job (PO ``po``) waits at the ERP, a partner's upload
+    ``slow.edi`` (PO ``po + 1``) open with all but its last byte, seen open
+    (a file refused after the open: its events were read after the open's),
+    then SIGHUP: the reload stops the watch and waits for the job in flight.
+    Returns the daemon, the upload's path and bytes, and its writer."""
     daemon = daemons(erp.url, workers=2, incomplete_grace_seconds=30.0)
     daemon.start()
     erp.gate.clear()
-    uids.upload(daemon.inbox / "first.edi", make_po(18000))
+    uids.upload(daemon.inbox / "first.edi", make_po(po))
     poll_until(lambda: len(erp.requests) == 1, what="first.edi at the ERP")
-    data = make_po(18001)
+    data = make_po(po + 1)
     target = daemon.inbox / "slow.edi"
     writer = open_upload(target, data)
     try:
-        assert writer.stdin is not None
-        # A file refused after the open: its events were read after the open's.
         uids.upload(daemon.inbox / "marker.edi", b"not X12\n")
         poll_until(lambda: "marker.edi" in daemon.listing(daemon.failed), what="marker refused")
         daemon.ready.clear()
@@ -328,6 +317,23 @@ def test_an_upload_closed_while_a_reload_drains_is_not_held_for_the_grace(erp, d
             lambda: any(b"STATUS=reloading" in m for m in daemon.messages[-3:]),
             what="the reload draining",
         )
+    except BaseException:
+        writer.kill()
+        raise
+    return daemon, target, data, writer
+
+
+@pytest.mark.e2e
+def test_an_upload_closed_while_a_reload_drains_is_not_held_for_the_grace(erp, daemons):
+    """A job waits at a slow ERP; a partner's upload is open (all but its last
+    byte written; the daemon holds it, as it should). SIGHUP: the reload
+    stops the watch and waits for the job in flight. Meanwhile the partner
+    finishes and closes its upload. The ERP answers; the new configuration
+    starts. Holds if the closed upload is taken promptly (well within
+    ``incomplete_grace_seconds``, 300 s by default, 30 s here)."""
+    daemon, _, data, writer = draining_with_open_upload(erp, daemons, 18000)
+    try:
+        assert writer.stdin is not None
         writer.stdin.write(data[-1:])
         writer.stdin.close()
         assert writer.wait(10) == 0  # closed: the upload is complete
@@ -402,24 +408,9 @@ def test_an_open_carried_for_an_upload_since_removed_does_not_hold_its_namesake(
     (closes and removes its partial upload). After READY=1, the partner
     uploads ``slow.edi`` again, whole, in one go (open, write, close).
     Holds if it is taken promptly."""
-    daemon = daemons(erp.url, workers=2, incomplete_grace_seconds=30.0)
-    daemon.start()
-    erp.gate.clear()
-    uids.upload(daemon.inbox / "first.edi", make_po(18400))
-    poll_until(lambda: len(erp.requests) == 1, what="first.edi at the ERP")
-    data = make_po(18401)
-    target = daemon.inbox / "slow.edi"
-    writer = open_upload(target, data)
+    daemon, target, data, writer = draining_with_open_upload(erp, daemons, 18400)
     try:
         assert writer.stdin is not None
-        uids.upload(daemon.inbox / "marker.edi", b"not X12\n")
-        poll_until(lambda: "marker.edi" in daemon.listing(daemon.failed), what="marker refused")
-        daemon.ready.clear()
-        daemon.sighup("")
-        poll_until(
-            lambda: any(b"STATUS=reloading" in m for m in daemon.messages[-3:]),
-            what="the reload draining",
-        )
         writer.kill()  # the session drops
         writer.wait(10)
         target.unlink()  # and its partial upload with it
