@@ -58,6 +58,7 @@ class DatabaseRecorder:
         self._ids: dict[str, int] = {}
         self._fresh: set[str] = set()
         self._accepted: dict[str, tuple[Any, ...]] = {}
+        self._keyed: dict[str, SearchKeys] = {}  # the search keys job_started wrote
 
     def _remember(self, job: JobResult, pk: int, fresh: bool) -> None:
         with self._lock:
@@ -71,7 +72,7 @@ class DatabaseRecorder:
         with self._lock:
             return self._ids.get(job.job_id)
 
-    def _insert_job(self, job: JobResult, now: datetime) -> Batch:
+    def _insert_job(self, job: JobResult, now: datetime, ack_numbers: str | None = None) -> Batch:
         when = stamp(now)
         return Batch(self.db).add(
             "job_insert",
@@ -86,6 +87,7 @@ class DatabaseRecorder:
             job.host,
             job.retry_of,
             job.partner,
+            ack_numbers,
             when,
             when,
         )
@@ -188,7 +190,8 @@ class DatabaseRecorder:
                 for o in job.orders
                 if o.idempotency_key not in accepted and o.idempotency_key not in rivals
             ]
-            row = self._insert_job(job, now).run()
+            numbers = f"{reserved[0]} {control_numbers}" if control_numbers else None
+            row = self._insert_job(job, now, numbers).run()
             if row is not None:
                 pk, batch = row[0], Batch(self.db)
             else:  # resumed after a crash, or run again under the same id
@@ -205,8 +208,8 @@ class DatabaseRecorder:
                     stamp(now),
                     pk,
                 )
-            if control_numbers:
-                batch.add("job_ack_numbers", f"{reserved[0]} {control_numbers}", pk)
+                if numbers:
+                    batch.add("job_ack_numbers", numbers, pk)
             _add_orders(_add_steps(batch, pk, steps), pk, pending, now)
             # Searchable by any of its PO numbers and vendors while it runs
             # (and if it stops before its final record), as by its orders.
@@ -217,6 +220,8 @@ class DatabaseRecorder:
             return pk, row is not None
 
         self._remember(job, *run_unit(self.db, work))
+        with self._lock:
+            self._keyed[job.job_id] = keys
         return Started(
             accepted,
             reserved[0] if reserved else None,
@@ -347,9 +352,9 @@ class DatabaseRecorder:
         recorded = [_as_recorded(job, i, o) for i, o in enumerate(job.orders)]
         rekeyed = any(r is not o for r, o in zip(recorded, job.orders, strict=True))
         orders = self._orders_changed(recorded)
-        keys = _search_keys(job.orders)
         with self._lock:
             fresh = job.job_id in self._fresh
+            keys = _unwritten(_search_keys(job.orders), self._keyed.get(job.job_id))
 
         def work() -> None:
             db = self.db
@@ -455,6 +460,7 @@ class DatabaseRecorder:
         with self._lock:
             self._ids.pop(job.job_id, None)
             self._fresh.discard(job.job_id)
+            self._keyed.pop(job.job_id, None)
             for order in job.orders:
                 self._accepted.pop(order.idempotency_key, None)
 
@@ -587,6 +593,13 @@ def _search_keys(orders: Sequence[OrderResult]) -> SearchKeys:
     suffixes = {s for o in orders for s in po_suffixes(fold(o.po_number))}
     vendors = {v for o in orders if (v := vendor_search_key(o.vendor_name))}
     return sorted(suffixes), sorted(vendors)
+
+
+def _unwritten(keys: SearchKeys, written: SearchKeys | None) -> SearchKeys:
+    """``keys`` less those ``written`` already (by the job's ``job_started``)."""
+    if written is None:
+        return keys
+    return [k for k in keys[0] if k not in written[0]], [k for k in keys[1] if k not in written[1]]
 
 
 def _add_search_keys(batch: Batch, pk: int, keys: SearchKeys) -> Batch:

@@ -48,7 +48,7 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     "job_insert": _insert(
         "jobs",
         "job_id file_name file_path file_sha256 file_size status success started_at host"
-        " retry_of partner created_at updated_at",
+        " retry_of partner ack_numbers created_at updated_at",
         ' ON CONFLICT ("job_id") DO NOTHING RETURNING "id"',
     ),
     "job_ended": (
