@@ -16,6 +16,7 @@ from edi_inbox import money, orders, render, rules
 from edi_inbox.errors import NotHandledError, X12Error
 from edi_inbox.orders import (
     Amount,
+    Charge,
     Description,
     Envelope,
     Line,
@@ -284,12 +285,12 @@ def test_an_850_without_beg_or_lines_still_becomes_an_order():
 
 
 def test_unknown_segments_are_left_out_silently():
-    """MSG, TD5, PKG, FOB, ITD and made-up segments do not disturb the model."""
+    """MSG, TD5, PKG, FOB, ITD, SDQ and made-up segments do not disturb the model."""
     plain = from_transaction(transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~SE*4*1~"))
     noisy = from_transaction(
         transaction(
             "ST*850*1~BEG*00*SA*9**20240101~MSG*HI~TD5*B*92*X~PKG*F*68~FOB*PP~ITD*01~"
-            "ZZZ*1~PO1*1*1*EA*1~PO4*1~SAC*A*B~SDQ*EA*92*X*1~SE*13*1~"
+            "ZZZ*1~PO1*1*1*EA*1~PO4*1~SDQ*EA*92*X*1~SE*12*1~"
         )
     )
     assert noisy == plain
@@ -577,7 +578,7 @@ def test_transaction_segments_render_loops_in_850_order():
     segs = render.transaction_segments(po)
     tags = [s[0] for s in segs]
     assert tags == [
-        *("ST", "BEG", "CUR", "REF", "PER", "DTM"),
+        *("ST", "BEG", "CUR", "REF", "PER", "SAC", "DTM"),
         *("N1", "N2", "N3", "N4", "REF", "PER", "N1"),
         *("PO1", "PID", "PID", "REF", "DTM", "N1", "N3", "PO1"),
         *("CTT", "AMT", "SE"),
@@ -659,6 +660,58 @@ def test_corpus_850s_transform_to_the_expected_order(
     assert len(po.lines) == line_count
     assert str(po.total_amount) == total
     assert po.vendor_name == vendor
+
+
+# A real file's SACs, by hand: the header's allowance E750 (SAC05 80: N2, 0.80),
+# line 1 two notes (N) and F800 4.20 off invoice, line 2 a note and F800 10 %.
+def test_corpus_sac_allowances_go_to_the_order_and_its_lines():
+    po = corpus_orders("botsplugins__850-004010-12.x12")[0]
+    assert [(c.indicator, c.code, c.amount, c.handling) for c in po.charges] == [
+        ("A", "E750", Decimal("0.80"), "02")
+    ]
+    first, second = (
+        [(c.indicator, c.code, c.amount, c.percent) for c in ln.charges] for ln in po.lines
+    )
+    assert first == [("N", "", None, ""), ("N", "", None, ""), ("A", "F800", Decimal("4.20"), "")]
+    assert second == [("N", "", None, ""), ("A", "F800", None, "10")]
+    assert po.charges_total == Decimal("-5.00")
+    assert po.total_amount == Decimal(1236)  # the lines' alone, as before
+    doc = po.to_json()
+    assert doc["charges"][0]["description"] == "New Store Order"
+    assert doc["lines"][1]["charges"][1] == {
+        "indicator": "A",
+        "code": "F800",
+        "agency": "",
+        "agency_code": "",
+        "amount": None,
+        "percent_qualifier": "Z",
+        "percent": "10",
+        "rate": "",
+        "handling": "02",
+        "description": "Promotional Allowance",
+    }
+
+
+def test_sac_amounts_are_n2_and_only_orders_with_a_sac_have_charges_in_their_json():
+    """SAC05 is N2 (two implied decimals); one written with a point is read as
+    written; a charge adds, an allowance takes off, N is neither. An order or
+    line without a SAC has no "charges" key: its JSON, and so its idempotency
+    key, is what it was before SACs were read (pinned: a real file's key)."""
+    po = from_transaction(
+        transaction(
+            "ST*850*1~BEG*00*SA*PO-S1**20240102~SAC*C*D240***5000~SAC*A*C310***12.5~"
+            "SAC*N*D240***999~PO1*1*10*EA*5.00~SE*7*1~"
+        )
+    )
+    assert po.charges[0] == Charge(indicator="C", code="D240", amount_raw="5000", segment_number=5)
+    assert [c.amount for c in po.charges] == [Decimal("50.00"), Decimal("12.5"), Decimal("9.99")]
+    assert [c.signed for c in po.charges] == [Decimal("50.00"), Decimal("-12.5"), None]
+    assert po.charges_total == Decimal("37.50")
+    assert [c["amount"] for c in po.to_json()["charges"]] == ["50.00", "12.5", "9.99"]
+    assert "charges" not in po.to_json()["lines"][0]
+    (plain,) = corpus_orders("botsplugins__850-004010-01.x12")
+    assert "charges" not in plain.to_json()
+    assert idempotency_key(plain) == "f97f3816cbea5a23fac18bd2f6c3f977"
 
 
 CORPUS_850S = sorted(

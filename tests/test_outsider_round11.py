@@ -355,9 +355,6 @@ def test_a_price_per_hundred_or_thousand_is_not_taken_as_a_price_per_unit(tmp_pa
     }
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEFT: SAC charges and allowances are not modelled (noted in the issue)"
-)
 def test_charges_and_allowances_count_in_the_order_and_its_total(tmp_path, erp, daemons):
     """SAC is how an 850 carries freight charges and allowances (SAC01 C/A,
     SAC02 the code, SAC05 the amount, two implied decimals), and AMT*TT —

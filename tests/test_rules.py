@@ -11,6 +11,7 @@ from edi_inbox import rules
 from edi_inbox.errors import Problem
 from edi_inbox.orders import (
     Amount,
+    Charge,
     DateReference,
     Line,
     PurchaseOrder,
@@ -256,6 +257,32 @@ def test_amt_tt_may_be_summed_from_line_amounts_rounded_to_the_cent():
         "AMT*TT total 25.91 does not match the lines' total 25.92 (25.90 line by line)"
         " (sum of quantity × unit price)"
     )
+
+
+def test_amt_tt_may_include_the_order_s_allowances_and_charges():
+    """15.75 of lines, 50.00 freight (header SAC) and 0.75 off a line (its
+    SAC): AMT*TT may be 65.00 (with them) or 15.75 (the lines alone); any
+    other amount is total_mismatch, naming both. A SAC05 that is not a
+    number is not_numeric at SAC05."""
+    freight = Charge(indicator="C", code="D240", amount_raw="5000", segment_number=5)
+    off = Charge(indicator="A", code="C310", amount_raw="75", segment_number=12)
+    po = good_order(charges=(freight,))
+    po = replace(po, lines=(po.lines[0], replace(po.lines[1], charges=(off,))))
+    for declared, ok in (("65.00", True), ("15.75", True), ("65.75", False), ("50", False)):
+        amounts = (Amount(qualifier="TT", amount_raw=declared, segment_number=13),)
+        found = rules.validate(replace(po, amounts=amounts))
+        assert (found == []) is ok, (declared, [p.message for p in found])
+    amounts = (Amount(qualifier="TT", amount_raw="65.75", segment_number=13),)
+    p = only(rules.validate(replace(po, amounts=amounts)))
+    assert p.message == (
+        "AMT*TT total 65.75 does not match the lines' total 15.75 (sum of quantity × unit"
+        " price), nor 65.00 with its allowances and charges (SAC)"
+    )
+    junk = replace(off, amount_raw="7,5")
+    po = replace(po, lines=(po.lines[0], replace(po.lines[1], charges=(junk,))))
+    p = only(rules.validate(po))
+    assert (p.code, p.segment_id, p.segment_number, p.element) == ("not_numeric", "SAC", 12, 5)
+    assert p.message == "line 2: SAC05 (allowance or charge amount) '7,5' is not a number"
 
 
 def test_line_rounding_is_half_up_and_exact_past_28_digits():

@@ -238,6 +238,69 @@ class Description(_Part):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Charge(_Part):
+    """A SAC, of the order or of the line it follows: a charge (SAC01 ``C``:
+    freight, handling …), an allowance (``A``: a discount, a promotion) or
+    neither (``N``: a note, such as a service code). Its money is SAC05; one
+    given as a percentage (SAC06/07) or a rate (SAC08) is passed on as
+    written, for the ERP to apply."""
+
+    indicator: str = ""  # SAC01: A allowance, C charge, N neither
+    code: str = ""  # SAC02: what for (D240 freight, C310 discount, F800 promotion …)
+    agency: str = ""  # SAC03: whose code list SAC04 is from
+    agency_code: str = ""  # SAC04
+    amount_raw: str = ""  # SAC05: N2, two implied decimals
+    percent_qualifier: str = ""  # SAC06: what SAC07 is a percentage of
+    percent: str = ""  # SAC07, as written
+    rate: str = ""  # SAC08, as written (per SAC09 unit)
+    handling: str = ""  # SAC12: 02 off invoice, 06 paid by the customer …
+    description: str = ""  # SAC15
+    segment_number: int | None = _provenance()
+
+    @property
+    def amount(self) -> Decimal | None:
+        """SAC05 as money: N2, so ``5000`` is 50.00; one written with a decimal
+        point (not N2, but partners' systems send it) is read as written.
+        None when empty or not a number."""
+        if "." in self.amount_raw:
+            return parse_decimal(self.amount_raw)
+        number = parse_integer(self.amount_raw)
+        return None if number is None else Decimal(number).scaleb(-2)
+
+    @property
+    def signed(self) -> Decimal | None:
+        """What it does to the order's total: a charge adds its amount, an
+        allowance takes it off; None for neither, or without an amount."""
+        amount = self.amount
+        if amount is None or self.indicator not in ("A", "C"):
+            return None
+        return amount if self.indicator == "C" else -amount
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "indicator": self.indicator,
+            "code": self.code,
+            "agency": self.agency,
+            "agency_code": self.agency_code,
+            "amount": _text(self.amount),
+            "percent_qualifier": self.percent_qualifier,
+            "percent": self.percent,
+            "rate": self.rate,
+            "handling": self.handling,
+            "description": self.description,
+        }
+
+
+def _with_charges(document: dict[str, Any], charges: tuple[Charge, ...]) -> dict[str, Any]:
+    """``document`` with its ``charges``, if it has any: the JSON (and so the
+    idempotency key) of an order without a SAC is what it was before SACs
+    were read."""
+    if charges:
+        document["charges"] = [c.to_json() for c in charges]
+    return document
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Line(_Part):
     """A PO1 loop: what is ordered, how many, at what price.
 
@@ -258,6 +321,7 @@ class Line(_Part):
     references: tuple[Reference, ...] = ()
     dates: tuple[DateReference, ...] = ()
     parties: tuple[Party, ...] = ()  # N1 loops inside the line (e.g. ship-to per line)
+    charges: tuple[Charge, ...] = ()  # its SACs
     segment_number: int | None = _provenance()
 
     @property
@@ -310,7 +374,7 @@ class Line(_Part):
         return texts[0].text if texts else ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "line_number": self.number,
             "quantity": _text(self.quantity),
             "unit": self.unit,
@@ -325,6 +389,7 @@ class Line(_Part):
             "dates": [d.to_json() for d in self.dates],
             "parties": [p.to_json() for p in self.parties],
         }
+        return _with_charges(document, self.charges)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -382,6 +447,7 @@ class PurchaseOrder(_Part):
     lines: tuple[Line, ...] = ()
     totals: Totals | None = None  # the CTT, if sent
     amounts: tuple[Amount, ...] = ()
+    charges: tuple[Charge, ...] = ()  # the header's SACs (a line's are the line's)
     set_segment_number: int | None = _provenance()  # the ST
     beg_segment_number: int | None = _provenance()  # None: the set has no BEG
 
@@ -407,6 +473,20 @@ class PurchaseOrder(_Part):
             amount = line.amount
             if amount is not None:
                 total = EXACT.add(total or Decimal(0), amount)
+        return total
+
+    @property
+    def charges_total(self) -> Decimal | None:
+        """What the SACs with an amount, the header's and the lines', do to
+        the order's total (``Charge.signed``): charges added, allowances
+        taken off; None when none has one. Not in ``total_amount``, which is
+        the lines' (SAC12 says how each is handled: off the invoice, paid by
+        the customer …, for the ERP to apply)."""
+        total: Decimal | None = None
+        for charge in (*self.charges, *(c for line in self.lines for c in line.charges)):
+            signed = charge.signed
+            if signed is not None:
+                total = EXACT.add(total or Decimal(0), signed)
         return total
 
     @property
@@ -441,7 +521,7 @@ class PurchaseOrder(_Part):
 
     def to_json(self) -> dict[str, Any]:
         """The canonical order for the ERP: every field, Decimals as strings, ISO dates."""
-        return {
+        document: dict[str, Any] = {
             **self.envelope.to_json(),
             "po_number": self.po_number,
             "purpose": self.purpose,
@@ -462,6 +542,7 @@ class PurchaseOrder(_Part):
             "totals": self.totals.to_json() if self.totals is not None else None,
             "amounts": [a.to_json() for a in self.amounts],
         }
+        return _with_charges(document, self.charges)
 
 
 def identity(po: PurchaseOrder) -> tuple[str, ...]:
@@ -599,6 +680,7 @@ ELEMENT_MAXIMA: dict[str, tuple[int, ...]] = {
     "PID": (1, 3, 2, 12, 80, 3, 15, 1, 3),
     "CTT": (_N, _N, _N, 2, _N, 2, 80),
     "AMT": (3, _N, 1),
+    "SAC": (1, 4, 2, 10, _N, 1, _N, _N, 2, _N, _N, 2, 30, 20, 80, 3),
 }
 
 
@@ -645,8 +727,8 @@ def _tags(text: str) -> frozenset[str]:
     return frozenset(text.split(" "))
 
 
-_HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1")  # what the header reads, outside loops
-_LINE_READ = _tags("PID REF DTM N1")  # ... and a line, after its PO1
+_HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
+_LINE_READ = _tags("PID REF DTM N1 SAC")  # ... and a line, after its PO1
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -758,6 +840,7 @@ class _LineBuilder:
         self.dates: list[DateReference] = []
         self.parties: list[_PartyBuilder] = []
         self.ctp: Segment | None = None  # the first CTP that prices the line
+        self.charges: list[Charge] = []
 
     def build(self) -> Line:
         s = self.po1
@@ -774,8 +857,25 @@ class _LineBuilder:
             references=tuple(self.references),
             dates=tuple(self.dates),
             parties=tuple(p.build() for p in self.parties),
+            charges=tuple(self.charges),
             segment_number=s.number,
         )
+
+
+def _charge(s: Segment) -> Charge:
+    return Charge(
+        indicator=s.get(1),
+        code=s.get(2),
+        agency=s.get(3),
+        agency_code=s.get(4),
+        amount_raw=s.get(5),
+        percent_qualifier=s.get(6),
+        percent=s.get(7),
+        rate=s.get(8),
+        handling=s.get(12),
+        description=s.get(15),
+        segment_number=s.number,
+    )
 
 
 def from_transaction(ts: TransactionSet) -> PurchaseOrder:
@@ -785,7 +885,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     that is for ``rules.validate`` to report. An element longer than the
     standard allows (``ELEMENT_MAXIMA``) is refused here, as X12: the order
     is never built from it. Segments the order does not model
-    (MSG, SAC, TD5, PKG, FOB, N9, CTP, SLN ...) are left out without a word.
+    (MSG, TD5, PKG, FOB, N9, SLN ...) are left out without a word.
     """
     st = ts.segments[0] if ts.segments and ts.segments[0].tag == "ST" else None
     if ts.code != "850":
@@ -805,6 +905,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     lines: list[_LineBuilder] = []
     totals: Totals | None = None
     amounts: list[Amount] = []
+    charges: list[Charge] = []
 
     area = "header"  # header, line (after a PO1), summary (after the CTT)
     loop: str | None = None  # the loop inside the area we are in, by first tag
@@ -862,6 +963,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "N1":
                 party = _PartyBuilder(s)
                 parties.append(party)
+            elif tag == "SAC":
+                charges.append(_charge(s))
         else:
             line = lines[-1]
             if tag in _LINE_READ:
@@ -886,6 +989,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "N1":
                 party = _PartyBuilder(s)
                 line.parties.append(party)
+            elif tag == "SAC":
+                line.charges.append(_charge(s))
 
     interchange, group = ts.interchange, ts.group
     envelope = Envelope(
@@ -922,6 +1027,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         lines=tuple(b.build() for b in lines),
         totals=totals,
         amounts=tuple(amounts),
+        charges=tuple(charges),
         set_segment_number=st.number if st else None,
         beg_segment_number=beg.number if beg is not None else None,
     )

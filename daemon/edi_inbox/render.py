@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from .orders import (
     CENTURY_PIVOT,
+    Charge,
     Contact,
     DateReference,
     Party,
@@ -40,6 +41,27 @@ def _party_segments(party: Party) -> list[list[str]]:
     out += [_ref_segment(r) for r in party.references]
     out += [_per_segment(c) for c in party.contacts]
     return out
+
+
+def _sac_segment(c: Charge) -> list[str]:
+    return [
+        "SAC",
+        c.indicator,
+        c.code,
+        c.agency,
+        c.agency_code,
+        c.amount_raw,
+        c.percent_qualifier,
+        c.percent,
+        c.rate,
+        "",
+        "",
+        "",
+        c.handling,
+        "",
+        "",
+        c.description,
+    ]
 
 
 def _ref_segment(r: Reference) -> list[str]:
@@ -76,6 +98,7 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
         body.append(["CUR", "BY", po.currency])
     body += [_ref_segment(r) for r in po.references]
     body += [_per_segment(c) for c in po.contacts]
+    body += [_sac_segment(c) for c in po.charges]
     body += [_dtm_segment(d) for d in po.dates]
     amounts = [["AMT", a.qualifier, a.amount_raw] for a in po.amounts]
     if po.totals is None:
@@ -101,6 +124,7 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
             ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
         ]
         body += [_ref_segment(r) for r in line.references]
+        body += [_sac_segment(c) for c in line.charges]
         body += [_dtm_segment(d) for d in line.dates]
         for party in line.parties:
             body += _party_segments(party)

@@ -15,7 +15,7 @@ Codes:
   (``CCYYMMDD``, or ``YYMMDD`` as older versions wrote it).
 - ``no_lines``: no PO1 segment.
 - ``missing_quantity``: PO102 empty.
-- ``not_numeric``: PO102, PO104, CTT01 or AMT02 is not an X12 number.
+- ``not_numeric``: PO102, PO104, CTT01, AMT02 or SAC05 is not an X12 number.
 - ``quantity_not_positive``: PO102 is 0 or negative.
 - ``negative_unit_price``: PO104 below 0. A missing PO104 is allowed: the line
   takes its price from a CTP (``orders.CTP_PRICE_CODES``), or the ERP prices it
@@ -25,8 +25,8 @@ Codes:
 - ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
 - ``total_mismatch``: an AMT*TT, rounded half-up to the cent, is neither the
   lines' exact total nor the sum of their amounts each rounded to the cent
-  (both half-up; see ``_check_totals``); not checked on an order with no
-  price at all.
+  (both half-up; see ``_check_totals``), with or without the order's SAC
+  charges and allowances; not checked on an order with no price at all.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
 from .money import EXACT
-from .orders import DateReference, Line, PurchaseOrder
+from .orders import Charge, DateReference, Line, PurchaseOrder
 
 CENT = Decimal("0.01")
 # Rounds to the cent without ever losing a digit before the point.
@@ -89,6 +89,7 @@ def validate(po: PurchaseOrder) -> list[Problem]:
     found = _Problems(po)
     _check_header(po, found)
     _check_lines(po, found)
+    _check_charges(po, found)
     _check_totals(po, found)
     return found.problems
 
@@ -226,6 +227,27 @@ def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
         _check_dates(line.dates, found, prefix=f"{label}: ", line=line)
 
 
+def _check_charges(po: PurchaseOrder, found: _Problems) -> None:
+    """Every SAC05 (the order's and its lines') an X12 number: money not read
+    is money the ERP would not get."""
+    places: list[tuple[str, Line | None, tuple[Charge, ...]]] = [("", None, po.charges)]
+    for position, each in enumerate(po.lines, 1):
+        label = f"line {each.number}" if each.number else f"PO1 #{position}"
+        places.append((f"{label}: ", each, each.charges))
+    for where, line, charges in places:
+        for charge in charges:
+            if charge.amount_raw and charge.amount is None:
+                found.add(
+                    "not_numeric",
+                    f"{where}SAC05 (allowance or charge amount) {charge.amount_raw!r}"
+                    " is not a number",
+                    segment_id="SAC",
+                    segment_number=charge.segment_number,
+                    element=5,
+                    line=line,
+                )
+
+
 def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
     """CTT01 against the PO1 count; every AMT*TT against the lines' amounts.
 
@@ -236,6 +258,9 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
     as invoices and ERPs extend lines (seven lines of 3 × 1.2345 are 25.92
     summed then rounded, 25.90 rounded then summed). Both are the right total
     under one convention; any other amount is a wrong price or a lost line.
+    An order with SAC amounts (``PurchaseOrder.charges_total``) may state
+    its total with them (freight added, allowances taken off) or without
+    (the lines alone): either is accepted.
     """
     totals = po.totals
     if totals is not None:
@@ -265,7 +290,14 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
         amount = line.amount
         if amount is not None:
             by_line = EXACT.add(by_line, cents(amount))
-    shown = computed if by_line == computed else f"{computed} ({by_line} line by line)"
+    shown = str(computed) if by_line == computed else f"{computed} ({by_line} line by line)"
+    shown += " (sum of quantity × unit price)"
+    accepted = {computed, by_line}
+    charges = po.charges_total
+    if charges is not None:
+        charges = cents(charges)
+        accepted |= {EXACT.add(computed, charges), EXACT.add(by_line, charges)}
+        shown += f", nor {EXACT.add(computed, charges)} with its allowances and charges (SAC)"
     for amt in po.amounts:
         if amt.qualifier != "TT":
             continue
@@ -278,11 +310,10 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
                 segment_number=amt.segment_number,
                 element=2,
             )
-        elif cents(declared) not in (computed, by_line):
+        elif cents(declared) not in accepted:
             found.add(
                 "total_mismatch",
-                f"AMT*TT total {amt.amount_raw} does not match the lines' total {shown}"
-                " (sum of quantity × unit price)",
+                f"AMT*TT total {amt.amount_raw} does not match the lines' total {shown}",
                 segment_id="AMT",
                 segment_number=amt.segment_number,
                 element=2,
