@@ -687,9 +687,16 @@ def test_corpus_sac_allowances_go_to_the_order_and_its_lines():
         "percent_qualifier": "Z",
         "percent": "10",
         "rate": "",
+        "unit": "",
+        "quantity": "",
+        "quantity_2": "",
         "handling": "02",
+        "reference": "",
+        "option": "",
         "description": "Promotional Allowance",
+        "language": "",
     }
+    assert doc["lines"][0]["charges"][0]["reference"] == "Z12611"  # SAC13
 
 
 def test_sac_amounts_are_n2_and_only_orders_with_a_sac_have_charges_in_their_json():

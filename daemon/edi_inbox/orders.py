@@ -242,8 +242,8 @@ class Charge(_Part):
     """A SAC, of the order or of the line it follows: a charge (SAC01 ``C``:
     freight, handling …), an allowance (``A``: a discount, a promotion) or
     neither (``N``: a note, such as a service code). Its money is SAC05; one
-    given as a percentage (SAC06/07) or a rate (SAC08) is passed on as
-    written, for the ERP to apply."""
+    given as a percentage (SAC06/07) or a rate (SAC08-11) is passed on as
+    written, for the ERP to apply. Every element is kept."""
 
     indicator: str = ""  # SAC01: A allowance, C charge, N neither
     code: str = ""  # SAC02: what for (D240 freight, C310 discount, F800 promotion …)
@@ -253,8 +253,14 @@ class Charge(_Part):
     percent_qualifier: str = ""  # SAC06: what SAC07 is a percentage of
     percent: str = ""  # SAC07, as written
     rate: str = ""  # SAC08, as written (per SAC09 unit)
+    unit: str = ""  # SAC09: the unit SAC08 and SAC10 count in
+    quantity: str = ""  # SAC10, as written
+    quantity_2: str = ""  # SAC11, as written
     handling: str = ""  # SAC12: 02 off invoice, 06 paid by the customer …
+    reference: str = ""  # SAC13
+    option: str = ""  # SAC14: option number
     description: str = ""  # SAC15
+    language: str = ""  # SAC16
     segment_number: int | None = _provenance()
 
     @property
@@ -286,8 +292,14 @@ class Charge(_Part):
             "percent_qualifier": self.percent_qualifier,
             "percent": self.percent,
             "rate": self.rate,
+            "unit": self.unit,
+            "quantity": self.quantity,
+            "quantity_2": self.quantity_2,
             "handling": self.handling,
+            "reference": self.reference,
+            "option": self.option,
             "description": self.description,
+            "language": self.language,
         }
 
 
@@ -872,8 +884,14 @@ def _charge(s: Segment) -> Charge:
         percent_qualifier=s.get(6),
         percent=s.get(7),
         rate=s.get(8),
+        unit=s.get(9),
+        quantity=s.get(10),
+        quantity_2=s.get(11),
         handling=s.get(12),
+        reference=s.get(13),
+        option=s.get(14),
         description=s.get(15),
+        language=s.get(16),
         segment_number=s.number,
     )
 

@@ -54,13 +54,14 @@ def _sac_segment(c: Charge) -> list[str]:
         c.percent_qualifier,
         c.percent,
         c.rate,
-        "",
-        "",
-        "",
+        c.unit,
+        c.quantity,
+        c.quantity_2,
         c.handling,
-        "",
-        "",
+        c.reference,
+        c.option,
         c.description,
+        c.language,
     ]
 
 
