@@ -721,6 +721,25 @@ def test_sac_amounts_are_n2_and_only_orders_with_a_sac_have_charges_in_their_jso
     assert idempotency_key(plain) == "f97f3816cbea5a23fac18bd2f6c3f977"
 
 
+def test_a_sender_group_is_identity_not_content():
+    """Two partners told apart by GS02 under one ISA id (``SENDER_GROUP`` in
+    their orders' JSON): the same order from each is two orders, two keys;
+    the content hash is the same. An order JSON without it (sent before the
+    partners were split, or after they were merged) is the same order as
+    either: never posted again for the configuration's sake."""
+    (po,) = corpus_orders("botsplugins__850-004010-01.x12")
+    plain = po.to_json()
+    west = {**plain, orders.SENDER_GROUP: "WEST"}
+    east = {**plain, orders.SENDER_GROUP: "EAST"}
+    assert len({orders.document_key(d) for d in (plain, west, east)}) == 3
+    assert orders.document_key(plain) == idempotency_key(po)  # unchanged
+    assert orders.content_hash(west) == orders.content_hash(east) == orders.content_hash(plain)
+    assert not orders.same_order(west, east)
+    assert orders.same_order(west, plain) and orders.same_order(plain, east)
+    assert orders.identity(po, "WEST") != orders.identity(po, "EAST") != orders.identity(po)
+    assert list(orders.identity(po, "WEST")) == orders.document_identity(west)
+
+
 CORPUS_850S = sorted(
     p.name
     for p in CORPUS.iterdir()

@@ -732,14 +732,13 @@ def test_a_directory_in_the_inbox_is_not_counted_as_a_waiting_upload(tmp_path, e
     assert status["inbox"]["waiting"] == 0, status["inbox"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two partners told apart by GS02 under one ISA id (README's "
-    "'01:123456789:ACMEWEST' form) share one order identity: acmeeast's PO 9901 is "
-    "rejected as 'posted by job … with other content' because acmewest used the same "
-    "PO number, and the refusal names the other partner's job",
-)
 def test_two_partners_under_one_isa_id_may_use_the_same_po_number(tmp_path):
+    """Was a bug (round 9): two partners told apart by GS02 under one ISA id
+    (README's '01:123456789:ACMEWEST' form) shared one order identity:
+    acmeeast's PO 9901 was rejected as 'posted by job … with other content'
+    because acmewest used the same PO number. Their GS02 is now part of
+    each order's identity (``sender_group``); with the same content the two
+    orders get two keys, not one the ERP would answer with the first's id."""
     partners = section("acmewest", "01:123456789:ACMEWEST") + section(
         "acmeeast", "01:123456789:ACMEEAST"
     )
@@ -762,6 +761,30 @@ def test_two_partners_under_one_isa_id_may_use_the_same_po_number(tmp_path):
         "east.edi": "succeeded",
     }, jobs["east.edi"]["error"]
     assert len(os.listdir(tmp_path / "state" / "outbox")) == 2
+    # The same order from each division: two orders, two keys; sent again by
+    # west: a duplicate of west's, not posted.
+    for name, division in (
+        ("west2.edi", "ACMEWEST"),
+        ("east2.edi", "ACMEEAST"),
+        ("west3.edi", "ACMEWEST"),
+    ):
+        (tmp_path / name).write_bytes(sent_by(make_po(9902), "01:123456789", division))
+    done = run_process(
+        config, "--json", *(str(tmp_path / n) for n in ("west2.edi", "east2.edi", "west3.edi"))
+    )
+    found = json.loads(done.stdout)
+    statuses = {j["file_name"]: [o["status"] for o in j["orders"]] for j in found}
+    assert statuses == {
+        "west2.edi": ["posted"],
+        "east2.edi": ["posted"],
+        "west3.edi": ["duplicate"],
+    }, statuses
+    bodies = [
+        json.loads(p.read_text())
+        for p in (tmp_path / "state" / "outbox").iterdir()
+        if p.name.startswith("00009902.")
+    ]
+    assert sorted(b["sender_group"] for b in bodies) == ["ACMEEAST", "ACMEWEST"]
 
 
 def asks_ta1(data: bytes, flag: bytes) -> bytes:

@@ -557,23 +557,39 @@ class PurchaseOrder(_Part):
         return _with_charges(document, self.charges)
 
 
-def identity(po: PurchaseOrder) -> tuple[str, ...]:
-    """Who ordered what, as the partner means it: sender (ISA05:ISA06), PO
-    number (BEG03) with its release number (BEG04: releases against one
-    blanket order share BEG03), and purpose (BEG01: 00 original, 01
-    cancellation, 05 replace, 07 duplicate …); and, for a test interchange
-    (ISA15 other than ``P``), its usage: partners send an order as a test
-    before they send it for real, and the test is another order. Envelope
-    numbers take no part: partners reset them."""
+def identity(po: PurchaseOrder, group: str | None = None) -> tuple[Any, ...]:
+    """Who ordered what, as the partner means it: sender (ISA05:ISA06, and
+    its GS02 ``group`` when a partner is told apart by it, tagged: see
+    ``SENDER_GROUP``), PO number (BEG03) with its release number (BEG04:
+    releases against one blanket order share BEG03), and purpose (BEG01: 00
+    original, 01 cancellation, 05 replace, 07 duplicate …); and, for a test
+    interchange (ISA15 other than ``P``), its usage: partners send an order
+    as a test before they send it for real, and the test is another order.
+    Envelope numbers take no part: partners reset them."""
     env = po.envelope
-    found = (env.sender_qualifier, env.sender_id, po.po_number, po.release_number, po.purpose)
+    found: tuple[Any, ...] = (
+        env.sender_qualifier,
+        env.sender_id,
+        po.po_number,
+        po.release_number,
+        po.purpose,
+    )
+    if group is not None:
+        found += (("GS02", group),)
     return found if env.usage == PRODUCTION else (*found, env.usage)
 
 
 PRODUCTION = "P"  # ISA15: production data; "T" test, "I" information
 
+# The JSON key of the GS02 that tells an order's sender apart from another
+# partner's under the same ISA id (``partners.told_apart_by``): part of the
+# order's identity, not of its content; absent for every other order, whose
+# JSON and key are what they were before.
+SENDER_GROUP = "sender_group"
+
 
 _ENVELOPE_KEYS = frozenset(f.name for f in fields(Envelope))
+_NOT_CONTENT = _ENVELOPE_KEYS | {SENDER_GROUP}
 # ``identity`` as the order's JSON names it (and "usage", unless production).
 _IDENTITY_KEYS = ("sender_qualifier", "sender_id", "po_number", "release_number", "purpose")
 
@@ -599,7 +615,7 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in document.items() if k not in _ENVELOPE_KEYS}
+    return {k: v for k, v in document.items() if k not in _NOT_CONTENT}
 
 
 def _common(a: Any, b: Any) -> bool:
@@ -644,9 +660,12 @@ def document_key(document: dict[str, Any]) -> str:
     return hashlib.sha256(encoded).hexdigest()[:32]
 
 
-def document_identity(document: dict[str, Any]) -> list[Any]:
-    """``identity`` of an order's JSON (``to_json``, or a body sent to the ERP)."""
+def document_identity(document: dict[str, Any], *, group: bool = True) -> list[Any]:
+    """``identity`` of an order's JSON (``to_json``, or a body sent to the
+    ERP); ``group=False``: without its ``SENDER_GROUP``."""
     parts = [document.get(k) for k in _IDENTITY_KEYS]
+    if group and document.get(SENDER_GROUP) is not None:
+        parts.append(("GS02", document[SENDER_GROUP]))
     if document.get("usage", PRODUCTION) != PRODUCTION:
         parts.append(document["usage"])
     return parts
@@ -654,8 +673,13 @@ def document_identity(document: dict[str, Any]) -> list[Any]:
 
 def same_order(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two orders' JSON are one order: the same identity, the same content
-    (``same_content``: numbers by value, the fields both have)."""
-    return document_identity(a) == document_identity(b) and same_content(a, b)
+    (``same_content``: numbers by value, the fields both have). A GS02 only
+    one of them is told apart by (sent before its partner was configured
+    so, or after) is not compared: one order is never two for it."""
+    group = a.get(SENDER_GROUP) is not None and b.get(SENDER_GROUP) is not None
+    return document_identity(a, group=group) == document_identity(b, group=group) and same_content(
+        a, b
+    )
 
 
 def record_key(key: str, job_id: str, index: int) -> str:

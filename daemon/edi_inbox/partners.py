@@ -35,6 +35,18 @@ def sender_of(interchange: InterchangeSummary, group_sender: str | None = None) 
     return str(PartnerId(interchange.sender_qualifier, interchange.sender_id, group_sender))
 
 
+def told_apart_by(
+    partner: PartnerSettings | None, qualifier: str, sender: str, group_sender: str
+) -> str | None:
+    """``group_sender`` (GS02) if ``partner`` claims this sender by it
+    (ISA05:ISA06:GS02, a division under an ISA id it shares with others),
+    else None: an order's identity then includes it (``orders.SENDER_GROUP``),
+    so the divisions may use the same PO numbers."""
+    if partner is None or PartnerId(qualifier, sender, group_sender) not in partner.ids:
+        return None
+    return group_sender
+
+
 def claimant(
     partners: PartnersSettings, interchange: InterchangeSummary, group_sender: str | None
 ) -> PartnerSettings | None:

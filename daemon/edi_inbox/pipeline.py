@@ -750,6 +750,9 @@ class Pipeline:
                 continue
             work.purchase_orders.append((ts, po))
             document = po.to_json()  # once: the key's hash and the ERP's JSON (~1/3 of transform)
+            group = _group_of(work, po)
+            if group is not None:  # told apart from another partner's orders by it
+                document[orders.SENDER_GROUP] = group
             order = OrderResult(
                 po_number=po.po_number,
                 idempotency_key=orders.idempotency_key(po, document),
@@ -820,7 +823,7 @@ class Pipeline:
             order = work.order_of[id(summary_of(ts))]
             if order.status != "pending":
                 continue
-            ident = orders.identity(po)
+            ident = orders.identity(po, _group_of(work, po))
             label = _label(po)
             if ident in seen:  # earlier in this file
                 first, key = seen[ident]
@@ -864,13 +867,16 @@ class Pipeline:
             if not is_permanent(exc):
                 work.unrecorded = f"the database is unavailable ({exc})"
             posted = []
-        usage = po.envelope.usage
+        usage, group = po.envelope.usage, _group_of(work, po)
         posted = [
             p
             for p in posted
             if p.job_id != job.job_id
             and p.release_number == po.release_number
             and p.usage == usage  # a test is another order
+            # another division's, under the same ISA id (one told apart
+            # by no GS02 is compared: posted before the partners were split)
+            and (group is None or p.fields().get(orders.SENDER_GROUP) in (None, group))
         ]
         if job.retry_of and order.idempotency_key not in {p.idempotency_key for p in posted}:
             # Posted by the job this one retries, under the key an older
@@ -1562,6 +1568,14 @@ def _suppressed() -> Iterator[None]:
         yield
     except Exception as exc:
         logger.error("destination_unknown", error=repr(exc))
+
+
+def _group_of(work: _Work, po: orders.PurchaseOrder) -> str | None:
+    """The order's GS02 if its partner is told apart by it (``partners.told_apart_by``)."""
+    env = po.envelope
+    return partners.told_apart_by(
+        work.partner, env.sender_qualifier, env.sender_id, env.group_sender
+    )
 
 
 def _label(po: orders.PurchaseOrder) -> str:
