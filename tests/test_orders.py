@@ -388,9 +388,11 @@ def test_a_price_per_hundred_or_thousand_is_divided_by_its_units():
     assert (screws.priced_units, screws.amount) == (1000, Decimal("30.00"))
     assert (labels.priced_units, labels.amount) == (100, Decimal("20.00"))
     assert str(odd.amount) == "0.0000999"  # nothing rounded
-    for basis in ("", "PE", "CT", "QT", "tp", "XX"):
+    for basis in ("", "PE", "CT", "QT", "XX"):
         per_unit = Line(quantity_raw="2", unit_price_raw="1.50", price_basis=basis)
         assert (per_unit.priced_units, per_unit.amount) == (1, Decimal("3.00"))
+    for basis in ("tp", "TP ", " tp"):  # as a partner's system pads or cases it
+        assert Line(unit_price_raw="1.50", price_basis=basis).priced_units == 1000
     by_ctp = Line(quantity_raw="2", ctp_code="UCP", ctp_price_raw="1.50", price_basis="TP")
     assert (by_ctp.priced_units, by_ctp.amount) == (1, Decimal("3.00"))
     po = PurchaseOrder(lines=(screws, labels))

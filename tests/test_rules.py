@@ -285,6 +285,18 @@ def test_amt_tt_may_include_the_order_s_allowances_and_charges():
     assert p.message == "line 2: SAC05 (allowance or charge amount) '7,5' is not a number"
 
 
+def test_amt_tt_is_not_judged_while_a_line_is_left_for_the_erp_to_price():
+    """A line without PO104 or a counted CTP is priced by the ERP: the priced
+    lines' 3.00 is no total to hold AMT*TT 20 against (a price that is there
+    and not a number is not_numeric, and the total is still judged)."""
+    lines = (line("1", "2", "1.50", 10), line("2", "3", "", 11))
+    amounts = (Amount(qualifier="TT", amount_raw="20", segment_number=13),)
+    assert rules.validate(good_order(lines=lines, amounts=amounts)) == []
+    junk = (line("1", "2", "1.50", 10), line("2", "3", "abc", 11))
+    found = rules.validate(good_order(lines=junk, amounts=amounts))
+    assert [p.code for p in found] == ["not_numeric", "total_mismatch"]
+
+
 def test_line_rounding_is_half_up_and_exact_past_28_digits():
     """Each line's cents round half-up (0.005 up), and the line-by-line sum
     loses no digit where plain ``sum`` would round to 28."""

@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from .money import exact_sum
+from .money import as_text, exact_sum
 
 
 class JobStatus(enum.StrEnum):
@@ -47,16 +47,11 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def money(value: Decimal | None) -> str | None:
-    """Decimal money as JSON: a string, so no float ever touches it."""
-    return None if value is None else str(value)
-
-
 def json_default(value: Any) -> Any:
     """What JSON cannot hold, as it can: money as a string (never a float),
     dates ISO, sets and tuples as lists, anything else as its text."""
     if isinstance(value, Decimal):
-        return str(value)
+        return as_text(value)
     if isinstance(value, date):  # datetime too
         return value.isoformat()
     if isinstance(value, set | frozenset | tuple):
@@ -158,7 +153,7 @@ class OrderResult:
         return {
             "po_number": self.po_number,
             "line_count": self.line_count,
-            "total_amount": money(self.total_amount),
+            "total_amount": as_text(self.total_amount),
             "vendor_name": self.vendor_name,
             "erp_po_id": self.erp_po_id,
             "status": self.status,
@@ -298,7 +293,7 @@ class JobResult:
             "completed_at": iso(self.completed_at),
             "duration_seconds": self.duration_seconds,
             "po_number": self.po_number,
-            "total_amount": money(self.total_amount),
+            "total_amount": as_text(self.total_amount),
             "vendor_name": self.vendor_name,
             "erp_po_id": self.erp_po_id,
             "error": self.error,

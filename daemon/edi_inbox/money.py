@@ -23,6 +23,13 @@ EXACT = decimal.Context(
 )
 
 
+def as_text(value: Decimal | None) -> str | None:
+    """Money (or a quantity) as JSON and people read it: a plain decimal
+    string, never exponent text (``0.000000125``, not ``1.25E-7`` as ``str``
+    writes it); None stays None."""
+    return None if value is None else format(value, "f")
+
+
 def exact_sum(amounts: Iterable[Any]) -> Decimal:
     """The exact sum of ``amounts`` (Decimals, or their text as a database
     returns it; None adds nothing)."""

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from .errors import NotHandledError, X12Error, shorten
-from .money import EXACT
+from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
 
 # X12 R (decimal) type: digits with an optional leading minus and decimal
@@ -92,10 +92,6 @@ def parse_date(raw: str) -> _dt.date | None:
 def _iso_or_raw(raw: str) -> str:
     parsed = parse_date(raw)
     return parsed.isoformat() if parsed is not None else raw
-
-
-def _text(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
 
 
 def _provenance() -> Any:
@@ -288,7 +284,7 @@ class Charge(_Part):
             "code": self.code,
             "agency": self.agency,
             "agency_code": self.agency_code,
-            "amount": _text(self.amount),
+            "amount": as_text(self.amount),
             "percent_qualifier": self.percent_qualifier,
             "percent": self.percent,
             "rate": self.rate,
@@ -357,11 +353,12 @@ class Line(_Part):
     @property
     def priced_units(self) -> int:
         """How many units the unit price is the price of: 100 or 1000 for a
-        PO104 per hundred or thousand (PO105, ``PRICE_BASIS_UNITS``), else 1.
-        PO105 is the basis of PO104 only: a CTP price is per unit."""
+        PO104 per hundred or thousand (PO105, ``PRICE_BASIS_UNITS``; written
+        ``HP `` or ``hp`` it is still per hundred), else 1. PO105 is the basis
+        of PO104 only: a CTP price is per unit."""
         if not self.unit_price_raw:
             return 1
-        return PRICE_BASIS_UNITS.get(self.price_basis, 1)
+        return PRICE_BASIS_UNITS.get(self.price_basis.strip().upper(), 1)
 
     @property
     def amount(self) -> Decimal | None:
@@ -388,15 +385,15 @@ class Line(_Part):
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
             "line_number": self.number,
-            "quantity": _text(self.quantity),
+            "quantity": as_text(self.quantity),
             "unit": self.unit,
-            "unit_price": _text(self.unit_price),
+            "unit_price": as_text(self.unit_price),
             "price_source": self.price_source,
             "price_basis": self.price_basis,
             "product_ids": [p.to_json() for p in self.product_ids],
             "description": self.description,
             "descriptions": [d.to_json() for d in self.descriptions],
-            "amount": _text(self.amount),
+            "amount": as_text(self.amount),
             "references": [r.to_json() for r in self.references],
             "dates": [d.to_json() for d in self.dates],
             "parties": [p.to_json() for p in self.parties],
@@ -421,7 +418,7 @@ class Totals(_Part):
         return parse_decimal(self.hash_total_raw)
 
     def to_json(self) -> dict[str, Any]:
-        return {"line_count": self.line_count, "hash_total": _text(self.hash_total)}
+        return {"line_count": self.line_count, "hash_total": as_text(self.hash_total)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -437,7 +434,7 @@ class Amount(_Part):
         return parse_decimal(self.amount_raw)
 
     def to_json(self) -> dict[str, Any]:
-        return {"qualifier": self.qualifier, "amount": _text(self.amount)}
+        return {"qualifier": self.qualifier, "amount": as_text(self.amount)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -543,7 +540,7 @@ class PurchaseOrder(_Part):
             "contract_number": self.contract_number,
             "currency": self.currency,
             "vendor_name": self.vendor_name,
-            "total_amount": _text(self.total_amount),
+            "total_amount": as_text(self.total_amount),
             "priced": self.priced,  # false: no price at all; the ERP prices it
             "line_count": len(self.lines),
             "references": [r.to_json() for r in self.references],
@@ -639,7 +636,7 @@ def _by_value(value: Any, key: str = "") -> Any:
     return value
 
 
-# The JSON keys whose values are Decimals written as text (``_text``).
+# The JSON keys whose values are Decimals written as text (``as_text``).
 _NUMBER_KEYS = frozenset({"quantity", "unit_price", "amount", "hash_total", "total_amount"})
 
 

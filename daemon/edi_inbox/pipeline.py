@@ -1249,8 +1249,10 @@ class Pipeline:
 def _answering(group: GroupSummary) -> bool:
     """A group of acknowledgements (GS01 FA: 997s, 999s) the partner sends
     us: kept with the file, never posted, never acknowledged (X12: no 997
-    answers a 997, or two systems would answer each other for ever)."""
-    return group.functional_id == "FA"
+    answers a 997, or two systems would answer each other for ever). A
+    group labelled FA that holds anything else (an 850) is not one: its
+    sets are read, posted and answered as any group's."""
+    return group.functional_id == "FA" and all(s.code in ("997", "999") for s in group.sets)
 
 
 def _acknowledgements_only(interchanges: list[InterchangeSummary]) -> bool:

@@ -40,9 +40,8 @@ from .jobs import (
     StepResult,
     StepStatus,
     iso,
-    money,
 )
-from .money import exact_sum
+from .money import as_text, exact_sum
 from .store import (
     FINAL_STATUSES,
     MIN_SUBSTRING,
@@ -103,7 +102,7 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["started_at"] = iso(row["started_at"])
     out["completed_at"] = iso(row["completed_at"])
-    out["total_amount"] = money(row["total_amount"])
+    out["total_amount"] = as_text(row["total_amount"])
     return out
 
 
@@ -266,7 +265,7 @@ def _stats_json(
         "success_rate": round(100.0 * successful / finished, 2) if finished else None,
         "average_duration_seconds": round(duration_total / durations, 3) if durations else None,
         # What was posted, each order once: a partial job's total is its posted orders'.
-        "total_amount_processed": money(exact_sum(amounts.get(str(s)) for s in COUNTED_STATUSES)),
+        "total_amount_processed": as_text(exact_sum(amounts.get(str(s)) for s in COUNTED_STATUSES)),
         "by_status": by_status,
     }
 
@@ -458,7 +457,7 @@ def show_job(db: Database, job_id: str) -> dict[str, Any] | None:
             data[name] = fields[name]
         data["receiver_id"] = fields["receiver_id"]
         data["interchange_control_number"] = fields["interchange_control_number"]
-        data["total_amount"] = money(fields["total_amount"])
+        data["total_amount"] = as_text(fields["total_amount"])
         data["success"] = fields["success"]
         return data
 

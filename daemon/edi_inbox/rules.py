@@ -26,7 +26,8 @@ Codes:
 - ``total_mismatch``: an AMT*TT, rounded half-up to the cent, is neither the
   lines' exact total nor the sum of their amounts each rounded to the cent
   (both half-up; see ``_check_totals``), with or without the order's SAC
-  charges and allowances; not checked on an order with no price at all.
+  charges and allowances; not checked on an order with a line left for the
+  ERP to price (no PO104, no counted CTP).
 """
 
 from __future__ import annotations
@@ -282,8 +283,8 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
                 element=1,
             )
 
-    if po.total_amount is None:  # unpriced: nothing to compare an AMT*TT with
-        return
+    if po.total_amount is None or any(not line.price_source for line in po.lines):
+        return  # no price, or a line the ERP prices: no lines' total to compare with
     computed = cents(po.total_amount)
     by_line = Decimal(0)
     for line in po.lines:
