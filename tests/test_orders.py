@@ -284,6 +284,20 @@ def test_an_850_without_beg_or_lines_still_becomes_an_order():
     assert po.total_amount is None  # no line, no price: unpriced, not 0
 
 
+@pytest.mark.parametrize("twice", ["BEG*00*SA*10**20240101~", "CUR*BY*USD~CUR*BY*EUR~"])
+def test_a_second_beg_or_header_cur_is_refused(twice):
+    """BEG and the header's CUR are used once in an 850: a second says another
+    PO number or currency, and the set is refused (AK304 5), naming it."""
+    text = f"ST*850*1~BEG*00*SA*9**20240101~{twice}PO1*1*1*EA*1~SE*6*1~"
+    with pytest.raises(X12Error) as caught:
+        from_transaction(transaction(text))
+    tag = twice[:3]
+    assert (caught.value.segment_id, caught.value.code) == (tag, "5")
+    assert str(caught.value).endswith(
+        f"{tag} appears a second time in the header; the 850 allows one"
+    )
+
+
 def test_unknown_segments_are_left_out_silently():
     """MSG, TD5, PKG, FOB, ITD, SDQ and made-up segments do not disturb the model."""
     plain = from_transaction(transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~SE*4*1~"))
@@ -394,7 +408,14 @@ def test_a_price_per_hundred_or_thousand_is_divided_by_its_units():
     for basis in ("tp", "TP ", " tp"):  # as a partner's system pads or cases it
         assert Line(unit_price_raw="1.50", price_basis=basis).priced_units == 1000
     by_ctp = Line(quantity_raw="2", ctp_code="UCP", ctp_price_raw="1.50", price_basis="TP")
-    assert (by_ctp.priced_units, by_ctp.amount) == (1, Decimal("3.00"))
+    assert (by_ctp.priced_units, by_ctp.amount) == (1, Decimal("3.00"))  # PO105 is PO104's
+    # A CTP's basis is its CTP09 (round 17: 2,000 at 15.00 per thousand were 30,000.00).
+    (line,) = from_transaction(
+        transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*2000*EA~CTP**UCP*15.00******TP~SE*5*1~")
+    ).lines
+    assert (line.ctp_basis, line.priced_units, line.amount) == ("TP", 1000, Decimal("30.00"))
+    assert line.to_json()["price_basis"] == "TP"
+    assert render.transaction_segments(PurchaseOrder(lines=(line,)))[3][-1] == "TP"  # its CTP
     po = PurchaseOrder(lines=(screws, labels))
     assert po.total_amount == Decimal("50.00")
     document = po.to_json()

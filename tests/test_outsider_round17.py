@@ -505,11 +505,6 @@ def test_held_mutations_of_numbers_and_totals(tmp_path, recording):
 # --- findings ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: CTP09 (basis of the CTP03 price, TP per thousand) ignored: "
-    "2000 EA at 15.00/thousand posted as total 30000.00, 997 AK5 A",
-)
 def test_a_ctp_priced_per_thousand_reaches_the_erp_per_thousand(tmp_path, recording):
     x12 = one_po("F-TP", "0001", "PO1*1*2000*EA***VP*X1~CTP**UCP*15.00******TP~")
     _, bodies, groups = run_one(tmp_path, recording, x12)
@@ -583,11 +578,6 @@ def test_a_small_price_reaches_the_erp_as_the_partner_wrote_it(tmp_path, recordi
     assert Decimal(line["unit_price"]) == Decimal("0.000000125")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: a set with two BEGs (BEG03 F-ONE, F-TWO) or two header CURs "
-    "(USD, EUR) is posted with the first only, 997 AK5 A with no AK3 (max use 1)",
-)
 @pytest.mark.parametrize(
     "header",
     [

@@ -324,6 +324,7 @@ class Line(_Part):
     price_basis: str = ""  # PO105
     ctp_code: str = ""  # CTP02 of the CTP that prices the line when PO104 is empty
     ctp_price_raw: str = ""  # its CTP03
+    ctp_basis: str = ""  # its CTP09: the basis of CTP03 (HP per hundred, TP per thousand)
     product_ids: tuple[ProductId, ...] = ()  # PO106/07, PO108/09, ...
     descriptions: tuple[Description, ...] = ()
     references: tuple[Reference, ...] = ()
@@ -351,14 +352,25 @@ class Line(_Part):
         return f"CTP {self.ctp_code}" if self.ctp_price_raw else None
 
     @property
+    def basis(self) -> str:
+        """The basis of the unit price, as sent (the JSON's ``price_basis``):
+        PO105, or the CTP09 of the CTP that prices the line, if it has one."""
+        if not self.unit_price_raw and self.ctp_price_raw and self.ctp_basis:
+            return self.ctp_basis
+        return self.price_basis
+
+    @property
     def priced_units(self) -> int:
         """How many units the unit price is the price of: 100 or 1000 for a
-        PO104 per hundred or thousand (PO105, ``PRICE_BASIS_UNITS``; written
-        ``HP `` or ``hp`` it is still per hundred), else 1. PO105 is the basis
-        of PO104 only: a CTP price is per unit."""
-        if not self.unit_price_raw:
+        price per hundred or thousand (``basis``, ``PRICE_BASIS_UNITS``;
+        written ``HP `` or ``hp`` it is still per hundred), else 1."""
+        if self.unit_price_raw:
+            code = self.price_basis
+        elif self.ctp_price_raw:  # PO105 is PO104's basis, not a CTP's
+            code = self.ctp_basis
+        else:
             return 1
-        return PRICE_BASIS_UNITS.get(self.price_basis.strip().upper(), 1)
+        return PRICE_BASIS_UNITS.get(code.strip().upper(), 1)
 
     @property
     def amount(self) -> Decimal | None:
@@ -389,7 +401,7 @@ class Line(_Part):
             "unit": self.unit,
             "unit_price": as_text(self.unit_price),
             "price_source": self.price_source,
-            "price_basis": self.price_basis,
+            "price_basis": self.basis,
             "product_ids": [p.to_json() for p in self.product_ids],
             "description": self.description,
             "descriptions": [d.to_json() for d in self.descriptions],
@@ -885,6 +897,7 @@ class _LineBuilder:
             price_basis=s.get(5),
             ctp_code=self.ctp.get(2) if self.ctp else "",
             ctp_price_raw=self.ctp.get(3) if self.ctp else "",
+            ctp_basis=self.ctp.get(9) if self.ctp else "",
             product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
             descriptions=tuple(self.descriptions),
             references=tuple(self.references),
@@ -936,6 +949,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             code="1",  # AK5 1: transaction set not supported
         )
     beg: Segment | None = None
+    header_cur: Segment | None = None
     currency = ""
     references: list[Reference] = []
     contacts: list[Contact] = []
@@ -985,10 +999,18 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if area == "header":
             if tag in _HEADER_READ:
                 checked(s)
+            if tag in ("BEG", "CUR") and (beg if tag == "BEG" else header_cur) is not None:
+                raise X12Error(  # two PO numbers, or two currencies: which is it?
+                    f"{tag} appears a second time in the header; the 850 allows one",
+                    segment_number=s.number,
+                    segment_id=tag,
+                    code="5",  # AK304 5: segment exceeds maximum use
+                )
             if tag == "BEG":
-                beg = beg or s
+                beg = s
             elif tag == "CUR":
-                currency = currency or s.get(2)
+                header_cur = s
+                currency = s.get(2)
             elif tag == "REF":
                 references.append(_reference(s))
             elif tag == "PER":

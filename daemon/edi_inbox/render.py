@@ -120,7 +120,7 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
             ]
         )
         if line.ctp_price_raw:  # the CTP that priced the line
-            body.append(["CTP", "", line.ctp_code, line.ctp_price_raw])
+            body.append(["CTP", "", line.ctp_code, line.ctp_price_raw, *[""] * 5, line.ctp_basis])
         body += [
             ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
         ]
