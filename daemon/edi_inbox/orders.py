@@ -591,7 +591,7 @@ def identity(po: PurchaseOrder, group: str | None = None) -> tuple[Any, ...]:
 PRODUCTION = "P"  # ISA15: production data; "T" test, "I" information
 
 # The JSON key of the GS02 that tells an order's sender apart from another
-# partner's under the same ISA id (``partners.told_apart_by``): part of the
+# partner's under the same ISA id (``partners.split_by_group``): part of the
 # order's identity, not of its content; absent for every other order, whose
 # JSON and key are what they were before.
 SENDER_GROUP = "sender_group"
@@ -612,15 +612,18 @@ def content_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
-def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_content(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False) -> bool:
     """Whether two orders' JSON (``to_json``) say the same thing, envelopes
     aside, numbers compared by value: a resend written ``2.0`` and ``3.5``
     is the order sent as ``2`` and ``3.50`` (X12 R and N values compare by
     value), though its content hash, and so its key, differ. A field one of
     them lacks is not compared: an order recorded by an older version, whose
     JSON had fewer fields (``priced``, ``price_source``), is still the same
-    order when everything both say agrees."""
-    return _common(_by_value(_content(a)), _by_value(_content(b)))
+    order when everything both say agrees. ``complete``: two orders this
+    version read (a file's own), where a field only one has (``charges``)
+    is a difference."""
+    a, b = _by_value(_content(a)), _by_value(_content(b))
+    return a == b if complete else _common(a, b)
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
@@ -644,8 +647,13 @@ def _by_value(value: Any, key: str = "") -> Any:
         return [_by_value(v) for v in value]
     if key in _NUMBER_KEYS and isinstance(value, str):
         number = parse_decimal(value)
+        if number is None and _EXPONENT.fullmatch(value):  # as versions before as_text wrote it
+            number = Decimal(value)
         return value if number is None else number
     return value
+
+
+_EXPONENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?E[-+]?[0-9]+")
 
 
 # The JSON keys whose values are Decimals written as text (``as_text``).
@@ -908,6 +916,16 @@ class _LineBuilder:
         )
 
 
+def _once_only(s: Segment) -> X12Error:
+    """A second BEG (another PO number) or header CUR (another currency)."""
+    return X12Error(
+        f"{s.tag} appears a second time; the 850 allows one",
+        segment_number=s.number,
+        segment_id=s.tag,
+        code="5",  # AK304 5: segment exceeds maximum use
+    )
+
+
 def _charge(s: Segment) -> Charge:
     return Charge(
         indicator=s.get(1),
@@ -968,6 +986,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         tag = s.tag
         if tag in ("ST", "SE"):
             continue
+        if tag == "BEG" and beg is not None:  # anywhere: another PO number
+            raise _once_only(s)
         if tag == "PO1":
             lines.append(_LineBuilder(checked(s)))
             area, loop = "line", None
@@ -999,13 +1019,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if area == "header":
             if tag in _HEADER_READ:
                 checked(s)
-            if tag in ("BEG", "CUR") and (beg if tag == "BEG" else header_cur) is not None:
-                raise X12Error(  # two PO numbers, or two currencies: which is it?
-                    f"{tag} appears a second time in the header; the 850 allows one",
-                    segment_number=s.number,
-                    segment_id=tag,
-                    code="5",  # AK304 5: segment exceeds maximum use
-                )
+            if tag == "CUR" and header_cur is not None:  # another currency
+                raise _once_only(s)
             if tag == "BEG":
                 beg = s
             elif tag == "CUR":

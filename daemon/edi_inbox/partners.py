@@ -35,16 +35,19 @@ def sender_of(interchange: InterchangeSummary, group_sender: str | None = None) 
     return str(PartnerId(interchange.sender_qualifier, interchange.sender_id, group_sender))
 
 
-def told_apart_by(
-    partner: PartnerSettings | None, qualifier: str, sender: str, group_sender: str
+def split_by_group(
+    partners: PartnersSettings, qualifier: str, sender: str, group_sender: str
 ) -> str | None:
-    """``group_sender`` (GS02) if ``partner`` claims this sender by it
-    (ISA05:ISA06:GS02, a division under an ISA id it shares with others),
-    else None: an order's identity then includes it (``orders.SENDER_GROUP``),
-    so the divisions may use the same PO numbers."""
-    if partner is None or PartnerId(qualifier, sender, group_sender) not in partner.ids:
-        return None
-    return group_sender
+    """``group_sender`` (GS02) if some partner claims this ISA id with a
+    GS02 (ISA05:ISA06:GS02: the id is shared, its users told apart by GS02),
+    else None. Every order under such an id, the catch-all partner's too,
+    then has its GS02 in its identity (``orders.SENDER_GROUP``): each may use
+    the PO numbers another does."""
+    for partner in partners.partners:
+        for pid in partner.ids:
+            if pid.group_sender is not None and (pid.qualifier, pid.sender) == (qualifier, sender):
+                return group_sender
+    return None
 
 
 def claimant(

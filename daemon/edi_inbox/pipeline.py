@@ -750,7 +750,7 @@ class Pipeline:
                 continue
             work.purchase_orders.append((ts, po))
             document = po.to_json()  # once: the key's hash and the ERP's JSON (~1/3 of transform)
-            group = _group_of(work, po)
+            group = self._group_of(po)
             if group is not None:  # told apart from another partner's orders by it
                 document[orders.SENDER_GROUP] = group
             order = OrderResult(
@@ -823,12 +823,12 @@ class Pipeline:
             order = work.order_of[id(summary_of(ts))]
             if order.status != "pending":
                 continue
-            ident = orders.identity(po, _group_of(work, po))
+            ident = orders.identity(po, self._group_of(po))
             label = _label(po)
             if ident in seen:  # earlier in this file
                 first, key = seen[ident]
                 if key == order.idempotency_key or orders.same_content(
-                    first.fields(), order.fields()
+                    first.fields(), order.fields(), complete=True
                 ):  # what the first becomes (``conclude``)
                     self._duplicate(job, order, index, job.job_id, first.erp_po_id)
                     work.copy_of[id(order)] = first
@@ -867,7 +867,7 @@ class Pipeline:
             if not is_permanent(exc):
                 work.unrecorded = f"the database is unavailable ({exc})"
             posted = []
-        usage, group = po.envelope.usage, _group_of(work, po)
+        usage, group = po.envelope.usage, self._group_of(po)
         posted = [
             p
             for p in posted
@@ -913,6 +913,14 @@ class Pipeline:
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
         return order.status != "pending"
+
+    def _group_of(self, po: orders.PurchaseOrder) -> str | None:
+        """The order's GS02 if partners are told apart by it under its ISA id
+        (``partners.split_by_group``)."""
+        env = po.envelope
+        return partners.split_by_group(
+            self.settings.partners, env.sender_qualifier, env.sender_id, env.group_sender
+        )
 
     @staticmethod
     def _duplicate(
@@ -1570,14 +1578,6 @@ def _suppressed() -> Iterator[None]:
         yield
     except Exception as exc:
         logger.error("destination_unknown", error=repr(exc))
-
-
-def _group_of(work: _Work, po: orders.PurchaseOrder) -> str | None:
-    """The order's GS02 if its partner is told apart by it (``partners.told_apart_by``)."""
-    env = po.envelope
-    return partners.told_apart_by(
-        work.partner, env.sender_qualifier, env.sender_id, env.group_sender
-    )
 
 
 def _label(po: orders.PurchaseOrder) -> str:

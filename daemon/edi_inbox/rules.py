@@ -285,6 +285,9 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
 
     if po.total_amount is None or any(not line.price_source for line in po.lines):
         return  # no price, or a line the ERP prices: no lines' total to compare with
+    charges = (*po.charges, *(c for line in po.lines for c in line.charges))
+    if any(c.indicator in ("A", "C") and c.amount is None for c in charges):
+        return  # a percentage or a rate the ERP applies: no total to compare with
     computed = cents(po.total_amount)
     by_line = Decimal(0)
     for line in po.lines:
@@ -294,11 +297,11 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
     shown = str(computed) if by_line == computed else f"{computed} ({by_line} line by line)"
     shown += " (sum of quantity × unit price)"
     accepted = {computed, by_line}
-    charges = po.charges_total
-    if charges is not None:
-        charges = cents(charges)
-        accepted |= {EXACT.add(computed, charges), EXACT.add(by_line, charges)}
-        shown += f", nor {EXACT.add(computed, charges)} with its allowances and charges (SAC)"
+    applied = po.charges_total
+    if applied is not None:
+        applied = cents(applied)
+        accepted |= {EXACT.add(computed, applied), EXACT.add(by_line, applied)}
+        shown += f", nor {EXACT.add(computed, applied)} with its allowances and charges (SAC)"
     for amt in po.amounts:
         if amt.qualifier != "TT":
             continue
