@@ -101,7 +101,8 @@ import pytest
 from daemons import daemons
 from test_orders import transaction
 from test_outsider_round13 import ISA
-from test_outsider_round17 import RecordingErp, acks_997
+from test_outsider_round13 import write_config as config
+from test_outsider_round17 import RecordingErp, acks_997, recording
 
 from edi_inbox import config as edi_config
 from edi_inbox import orders, queries, rules
@@ -109,7 +110,7 @@ from edi_inbox import orders, queries, rules
 import uids
 from helpers import http_server, opened, poll_until
 
-__all__ = ["daemons"]  # fixtures
+__all__ = ["daemons", "recording"]  # fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -136,14 +137,6 @@ def parsed(text: str) -> orders.PurchaseOrder:
     return orders.from_transaction(transaction(text))
 
 
-@pytest.fixture
-def recording():
-    with http_server() as server:
-        erp = RecordingErp(server)
-        yield erp
-        erp.gate.set()
-
-
 @pytest.fixture(scope="module")
 def old_daemon(tmp_path_factory) -> Path:
     """a8afa6d's daemon/ (git archive), for the upgrade checks."""
@@ -156,24 +149,6 @@ def old_daemon(tmp_path_factory) -> Path:
     with tarfile.open(fileobj=BytesIO(result.stdout)) as tar:
         tar.extractall(out, filter="data")
     return out / "daemon"
-
-
-def config(root: Path, erp_url: str, partners: str = "") -> Path:
-    path = root / "edi-inbox.toml"
-    path.write_text(
-        "[paths]\n"
-        f"root = {json.dumps(str(root))}\n"
-        "[database]\n"
-        f"url = {json.dumps('sqlite:///' + str(root / 'edi-inbox.db'))}\n"
-        "[erp]\n"
-        f"url = {json.dumps(erp_url)}\n"
-        "max_attempts = 2\n"
-        "backoff_initial_seconds = 0.05\n"
-        "backoff_max_seconds = 0.1\n"
-        "backoff_jitter_seconds = 0.0\n" + partners
-    )
-    (root / "inbox").mkdir(exist_ok=True)
-    return path
 
 
 def run(cfg: Path, *args: str, daemon: Path | None = None) -> subprocess.CompletedProcess[str]:
