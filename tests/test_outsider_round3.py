@@ -458,9 +458,11 @@ def test_a_file_just_over_the_default_max_file_bytes_is_refused_unread(tmp_path,
         fh.write(make_po(1100))
         fh.truncate(64 * 1024 * 1024 + 1)
     os.chown(big, uids.PARTNER, uids.PARTNER)
-    report_path = daemon.failed / "huge.edi.error.json"  # written after the move
-    poll_until(report_path.exists, timeout=30, what="refused, with its report")
-    assert (daemon.failed / "huge.edi").exists()
+    report_path = daemon.failed / "huge.edi.error.json"  # written before the file moves
+    moved = daemon.failed / "huge.edi"
+    poll_until(
+        lambda: report_path.exists() and moved.exists(), timeout=30, what="refused, with its report"
+    )
     report = report_path.read_text()
     assert "max_file_bytes" in report or "too big" in report or "67108864" in report, report
     assert erp.requests == []
