@@ -263,6 +263,15 @@ def open_upload(target: Path, data: bytes) -> subprocess.Popen:
     return writer
 
 
+def close_upload(writer: subprocess.Popen, data: bytes) -> None:
+    """The session ``open_upload`` started writes ``data``'s last byte and
+    closes the file: the upload is complete."""
+    assert writer.stdin is not None
+    writer.stdin.write(data[-1:])
+    writer.stdin.close()
+    assert writer.wait(10) == 0
+
+
 OPEN_FORGOTTEN = (
     "forgets that an upload is open for writing: a file whose written part already ends "
     "in IEA is claimed and posted mid-upload; its last bytes then make it 'changed', the "
@@ -309,9 +318,7 @@ def test_a_reload_mid_upload_does_not_take_the_file_before_it_is_closed(erp, dae
         with contextlib.suppress(AssertionError):
             poll_until(lambda: job_statuses(daemon, "slow.edi") or erp.requests, timeout=4)
         taken_early = bool(job_statuses(daemon, "slow.edi") or erp.requests)
-        writer.stdin.write(data[-1:])
-        writer.stdin.close()
-        assert writer.wait(10) == 0
+        close_upload(writer, data)
     finally:
         if writer.poll() is None:
             writer.kill()

@@ -106,7 +106,7 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, child_pids, daemons, erp
-from test_outsider_round15 import open_upload, settled, stop_when
+from test_outsider_round15 import close_upload, open_upload, settled, stop_when
 
 import uids
 from helpers import claimed, make_po, poll_until
@@ -292,6 +292,15 @@ def test_a_rerun_finds_its_997_behind_a_name_the_partner_fetched(erp, daemons, t
 # -- 3. an upload closed, opened or dropped while a reload drains --------------------------
 
 
+def wait_filed(daemon, name: str, seconds: float = 4.0) -> float:
+    """Wait up to ``seconds`` (past settle_seconds and a rescan) for ``name``
+    in done/; the seconds waited, for the caller's message."""
+    start = time.monotonic()
+    with contextlib.suppress(AssertionError):
+        poll_until(lambda: name in daemon.listing(daemon.done), timeout=seconds)
+    return time.monotonic() - start
+
+
 def draining_with_open_upload(
     erp, daemons, po: int
 ) -> tuple[Daemon, Path, bytes, subprocess.Popen]:
@@ -333,19 +342,13 @@ def test_an_upload_closed_while_a_reload_drains_is_not_held_for_the_grace(erp, d
     ``incomplete_grace_seconds``, 300 s by default, 30 s here)."""
     daemon, _, data, writer = draining_with_open_upload(erp, daemons, 18000)
     try:
-        assert writer.stdin is not None
-        writer.stdin.write(data[-1:])
-        writer.stdin.close()
-        assert writer.wait(10) == 0  # closed: the upload is complete
+        close_upload(writer, data)
     finally:
         if writer.poll() is None:
             writer.kill()
     erp.gate.set()
     poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the reload")
-    ready = time.monotonic()
-    with contextlib.suppress(AssertionError):
-        poll_until(lambda: "slow.edi" in daemon.listing(daemon.done), timeout=4)
-    waited = time.monotonic() - ready
+    waited = wait_filed(daemon, "slow.edi")
     assert "slow.edi" in daemon.listing(daemon.done), (
         f"slow.edi, closed during the reload, still waits {waited:.0f} s after READY "
         f"(inbox {os.listdir(daemon.inbox)}; statuses {daemon.messages[-1:]})"
@@ -380,16 +383,13 @@ def test_an_upload_opened_while_a_reload_drains_is_not_taken_before_its_close(er
     target = daemon.inbox / "slow.edi"
     writer = open_upload(target, data)
     try:
-        assert writer.stdin is not None
         erp.gate.set()
         poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the reload")
         # Past settle_seconds and a rescan: taken, or (as it should) still waiting.
         with contextlib.suppress(AssertionError):
             poll_until(lambda: statuses(daemon, "slow.edi"), timeout=4)
         taken_early = statuses(daemon, "slow.edi")
-        writer.stdin.write(data[-1:])
-        writer.stdin.close()
-        assert writer.wait(10) == 0
+        close_upload(writer, data)
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -410,7 +410,6 @@ def test_an_open_carried_for_an_upload_since_removed_does_not_hold_its_namesake(
     Holds if it is taken promptly."""
     daemon, target, data, writer = draining_with_open_upload(erp, daemons, 18400)
     try:
-        assert writer.stdin is not None
         writer.kill()  # the session drops
         writer.wait(10)
         target.unlink()  # and its partial upload with it
@@ -421,10 +420,7 @@ def test_an_open_carried_for_an_upload_since_removed_does_not_hold_its_namesake(
     poll_until(daemon.ready.is_set, timeout=20, what="READY=1 after the reload")
     poll_until(lambda: daemon.listing(daemon.done) == ["first.edi"], what="first.edi filed")
     uids.upload(target, data)  # whole, closed
-    uploaded = time.monotonic()
-    with contextlib.suppress(AssertionError):
-        poll_until(lambda: "slow.edi" in daemon.listing(daemon.done), timeout=4)
-    waited = time.monotonic() - uploaded
+    waited = wait_filed(daemon, "slow.edi")
     assert "slow.edi" in daemon.listing(daemon.done), (
         f"slow.edi, uploaded whole after the reload, still waits {waited:.0f} s "
         f"(inbox {os.listdir(daemon.inbox)})"
@@ -550,16 +546,13 @@ def test_a_reload_renaming_a_partner_keeps_its_open_upload_waiting(erp, daemons,
     target = inbox / "slow.edi"
     writer = open_upload(target, data)
     try:
-        assert writer.stdin is not None
         uids.upload(inbox / "marker.edi", b"not X12\n")
         poll_until(lambda: "marker.edi" in daemon.listing(daemon.failed), what="marker refused")
         daemon.reload(section.format("acmefoods", inbox))
         with contextlib.suppress(AssertionError):
             poll_until(lambda: statuses(daemon, "slow.edi") or erp.requests, timeout=3)
         taken_early = statuses(daemon, "slow.edi")
-        writer.stdin.write(data[-1:])
-        writer.stdin.close()
-        assert writer.wait(10) == 0
+        close_upload(writer, data)
     finally:
         if writer.poll() is None:
             writer.kill()

@@ -497,6 +497,11 @@ class PurchaseOrder(_Part):
         return total
 
     @property
+    def all_charges(self) -> tuple[Charge, ...]:
+        """The header's SACs, then each line's."""
+        return (*self.charges, *(c for line in self.lines for c in line.charges))
+
+    @property
     def charges_total(self) -> Decimal | None:
         """What the SACs with an amount, the header's and the lines', do to
         the order's total (``Charge.signed``): charges added, allowances
@@ -504,7 +509,7 @@ class PurchaseOrder(_Part):
         the lines' (SAC12 says how each is handled: off the invoice, paid by
         the customer …, for the ERP to apply)."""
         total: Decimal | None = None
-        for charge in (*self.charges, *(c for line in self.lines for c in line.charges)):
+        for charge in self.all_charges:
             signed = charge.signed
             if signed is not None:
                 total = EXACT.add(total or Decimal(0), signed)

@@ -285,8 +285,7 @@ def _check_totals(po: PurchaseOrder, found: _Problems) -> None:
 
     if po.total_amount is None or any(not line.price_source for line in po.lines):
         return  # no price, or a line the ERP prices: no lines' total to compare with
-    charges = (*po.charges, *(c for line in po.lines for c in line.charges))
-    if any(c.indicator in ("A", "C") and c.amount is None for c in charges):
+    if any(c.indicator in ("A", "C") and c.amount is None for c in po.all_charges):
         return  # a percentage or a rate the ERP applies: no total to compare with
     computed = cents(po.total_amount)
     by_line = Decimal(0)
