@@ -10,9 +10,11 @@ dropped afterwards.
 
 from __future__ import annotations
 
+import compileall
 import os
 import shlex
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,22 @@ from edi_inbox.jobs import (
 
 PG_URL_ENV = "EDI_INBOX_TEST_PG_URL"
 PG_DATADIR_ENV = "EDI_INBOX_TEST_PG_DATADIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where ``PYTHONDONTWRITEBYTECODE`` is set (many CI images set it), every
+    daemon and CLI process the suite starts would compile the package from
+    source again, a third of its start-up: it is compiled once here, into its
+    ``__pycache__`` (as pip does for a regular install)."""
+    if sys.dont_write_bytecode:
+        compileall.compile_dir(Path(store.__file__).resolve().parent.parent, quiet=1)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two test processes a CPU this process may use. Most of the
+    suite waits on real daemons (their timers, the ERP, a restart), about
+    two thirds of its time with the CPU idle, so two a CPU keep it busy."""
+    return 2 * len(os.sched_getaffinity(0))
 
 
 @pytest.fixture(autouse=True)
