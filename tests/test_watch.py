@@ -27,7 +27,7 @@ from watchdog.events import (
 )
 
 from edi_inbox.config import DaemonSettings
-from edi_inbox.files import display_name
+from edi_inbox.files import display_name, real_name
 from edi_inbox.watch import (
     Event,
     InboxHandler,
@@ -191,8 +191,18 @@ def test_display_name_escapes_every_control_character_and_stray_byte(name):
     shown = display_name(name)
     codes = [ord(c) for c in shown]
     assert not any(c < 0x20 or 0x7F <= c < 0xA0 or 0xD800 <= c < 0xE000 for c in codes)
-    if name.isprintable():
+    if name.isprintable() and "\\" not in name:
         assert shown == name
+    assert real_name(shown) == name  # two names never show alike
+
+
+def test_real_name_refuses_what_display_name_never_shows():
+    """A name recorded before the backslash was escaped is not read back
+    as another: ``a\\b.edi`` (a backslash, then b) is no escape of ours."""
+    assert real_name("a\\b.edi") is None
+    assert real_name("tab\\t.edi") == "tab\t.edi"
+    assert real_name("m\\xfcller.edi") == os.fsdecode(b"m\xfcller.edi")
+    assert display_name("twin\nname") != display_name("twin\\nname")
 
 
 # -- readiness --------------------------------------------------------------------

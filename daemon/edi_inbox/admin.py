@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from . import files
+from . import files, outcomes
 from .claims import host_folder, os_message, processing_folders, write_retry_marker
 from .config import DaemonSettings, Settings
 from .errors import EdiInboxError
@@ -72,7 +72,7 @@ def retry(
     if not all_failed and not wanted:
         raise EdiInboxError("give a job id or --all-failed")
     reports = []
-    for report_path in sorted(paths.failed.glob("*.error.json")):
+    for report_path in sorted(paths.failed.glob("*" + outcomes.REPORT)):
         try:
             report = json.loads(report_path.read_bytes())
         except (OSError, ValueError):
@@ -95,9 +95,16 @@ def retry(
 def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) -> dict[str, Any]:
     paths = settings.paths
     assert paths.failed and paths.inbox and paths.processing
-    failed_name = report_path.name[: -len(".error.json")]
     old_job = str(report.get("job_id"))
-    result: dict[str, Any] = {"job_id": old_job, "file": failed_name, "retried": False}
+    failed_name = outcomes.reported_file(report_path.name, report)
+    result: dict[str, Any] = {
+        "job_id": old_job,
+        "file": files.display_name(failed_name or report_path.name),
+        "retried": False,
+    }
+    if failed_name is None:
+        result["reason"] = "its report names no file"
+        return result
     source = paths.failed / failed_name
     try:
         st = os.stat(source, follow_symlinks=False)
@@ -138,14 +145,11 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
 
 
 def _original_name(failed_name: str, report: Mapping[str, Any]) -> str:
-    """The name the partner used: file_name unless it was escaped for display."""
-    original = report.get("file_name")
-    if (
-        isinstance(original, str)
-        and original not in ("", ".", "..")
-        and "/" not in original
-        and files.display_name(original) == original
-    ):
+    """The name the partner used: the report's file_name (as ``display_name``
+    shows it), else the name in failed/."""
+    shown = report.get("file_name")
+    original = files.real_name(shown) if isinstance(shown, str) else None
+    if original and original not in (".", "..") and "/" not in original:
         return original
     return failed_name
 
@@ -258,17 +262,16 @@ def inbox_backlog(
     return {"waiting": waiting, "oldest_age_seconds": age}
 
 
-def _count(path: Path) -> int | None:
-    """Files in a folder, hidden ones and error reports aside (None: no such folder)."""
+def _count(path: Path, *, reports: bool = False) -> int | None:
+    """Files in a folder, hidden ones aside, and with ``reports`` (failed/)
+    their error reports (None: no such folder)."""
     try:
-        with os.scandir(path) as entries:
-            return sum(
-                1
-                for e in entries
-                if not e.name.startswith(".") and not e.name.endswith(".error.json")
-            )
+        names = os.listdir(path)
     except OSError:
         return None
+    if reports:
+        return len(outcomes.failed_files(set(names)))
+    return sum(1 for name in names if not name.startswith("."))
 
 
 def claimed_counts(settings: Settings) -> dict[str, int]:
@@ -294,7 +297,8 @@ def folder_counts(
     """Files in inbox/, processing/ (claimed, every host's), done/, failed/ (None:
     folder missing), error.json and markers aside, for status."""
     folders = settings.paths.folders()
-    counts = {name: _count(folders[name]) for name in ("inbox", "processing", "done", "failed")}
+    counts = {name: _count(folders[name]) for name in ("inbox", "processing", "done")}
+    counts["failed"] = _count(folders["failed"], reports=True)
     if counts["processing"] is not None:
         claimed = claimed_counts(settings) if claimed is None else claimed
         counts["processing"] = sum(claimed.values())

@@ -26,6 +26,7 @@ from . import __version__, admin, config, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError, NotRecorded, one_line
 from .jobs import JobResult, StepStatus
+from .money import as_text
 from .pipeline import Pipeline
 from .terminal import json_text, shown
 
@@ -669,20 +670,21 @@ def db_reset(settings: config.Settings, yes: bool) -> None:
 
 
 def _summary_line(job: JobResult) -> str:
-    mark = {"succeeded": "ok", "duplicate": "dup"}.get(str(job.status), "FAILED")
-    line = f"{mark:<6} {shown(job.file_name)}"
+    mark = {"succeeded": "ok", "duplicate": "dup", "partial": "PARTIAL"}.get(str(job.status))
+    line = f"{mark or 'FAILED':<7} {shown(job.file_name)}"
     if job.orders:
-        pos = ", ".join(shown(o.po_number) for o in job.orders)
-        line += f"  PO {pos}  total {job.total_amount}"
+        line += "  PO " + ", ".join(shown(o.po_number) for o in job.orders)
+        if job.total_amount is not None:
+            line += f"  total {as_text(job.total_amount)}"
         if job.erp_po_id:
             line += f"  erp {shown(job.erp_po_id)}"
     if job.duplicate_of:
         line += f"  duplicate of job {job.duplicate_of}"
     if job.error:
-        line += f"\n       {shown(job.error)}"
+        line += f"\n        {shown(job.error)}"
     for step in job.steps:  # a step failed after the outcome was known: the 997's
         if step.status is StepStatus.FAILED and step.error and step.error != job.error:
-            line += f"\n       {step.step_name}: {shown(step.error)}"
+            line += f"\n        {step.step_name}: {shown(step.error)}"
     return line
 
 

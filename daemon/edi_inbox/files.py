@@ -49,22 +49,66 @@ def safe_name(text: str, *, fallback: str = "file", max_bytes: int = MAX_NAME) -
 
 
 def display_name(name: str | bytes) -> str:
-    """A name as it may appear in logs and JSON: control characters and
-    undecodable bytes escaped (a newline in a name cannot forge a log line)."""
+    """A name as it may appear in logs, JSON and records: control characters
+    (``\\n``, ``\\x07``, ``\\u0085``), bytes that are not UTF-8 (``\\xfc``) and
+    the backslash itself (``\\\\``) escaped, so that a newline in a name cannot
+    forge a log line and two names never show alike; ``real_name`` reads one
+    back."""
     if isinstance(name, bytes):
         name = os.fsdecode(name)
-    if name.isprintable():  # no control character, no escaped byte: as it is
+    if name.isprintable() and "\\" not in name:  # nothing to escape: as it is
         return name
     out = []
     for ch in name:
         code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: a byte that was not UTF-8
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # surrogateescape: a byte that was not UTF-8
             out.append(f"\\x{code - 0xDC00:02x}")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(ch.encode("unicode_escape").decode("ascii"))
+        elif ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif 0x80 <= code < 0xA0:  # a character (\xNN from 0x80 up is a byte)
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPED = re.compile(r"\\(?:x([0-9a-f]{2})|u([0-9a-f]{4})|([nrt\\]))")
+
+
+def real_name(shown: str) -> str | None:
+    """The name ``display_name`` showed as ``shown`` (bytes that are not
+    UTF-8 as ``os.fsdecode`` gives them); None when ``shown`` is not a name
+    it shows (an escape it never writes: a name recorded by a version that
+    left the backslash as it was)."""
+
+    def one(m: re.Match[str]) -> str:
+        if m[1]:
+            code = int(m[1], 16)
+            return chr(code if code < 0x80 else 0xDC00 + code)
+        if m[2]:
+            return chr(int(m[2], 16))
+        return {"n": "\n", "r": "\r", "t": "\t", "\\": "\\"}[m[3]]
+
+    name = _ESCAPED.sub(one, shown)
+    return name if display_name(name) == shown else None
+
+
+def recorded_path(text: str) -> Path:
+    """The path a job's record names: one with a byte that is not UTF-8 is
+    recorded as ``display_name`` shows it (the database holds text), any
+    other as it is."""
+    real = real_name(text) if "\\" in text else None
+    if real is not None:
+        try:
+            real.encode("utf-8")
+        except UnicodeEncodeError:
+            return Path(real)
+    return Path(text)
 
 
 def fit(head: str, tail: str) -> str:

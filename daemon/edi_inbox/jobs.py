@@ -157,6 +157,7 @@ class OrderResult:
             "vendor_name": self.vendor_name,
             "erp_po_id": self.erp_po_id,
             "status": self.status,
+            "attempts": self.attempts,
             "error": self.error,
             "duplicate_of": self.duplicate_of,
             "warnings": self.warnings,

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from .jobs import JobResult
 logger = structlog.get_logger("edi_inbox.outcomes")
 
 _FIRST_KEY = re.compile(rb'\{\s*"job_id": "([0-9a-f-]+)"')  # error_report's first
+REPORT = ".error.json"  # failed/NAME's report: NAME.error.json (``report_name``)
 FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
 MAX_RETRY = 60.0
 
@@ -86,6 +87,37 @@ def recorded_sets(job: JobResult) -> list[dict[str, Any]]:
             }
         )
     return sets
+
+
+def report_name(name: str, job_id: str) -> str:
+    """The name of the report beside ``failed/NAME``: ``NAME.error.json``, or
+    ``JOB_ID.error.json`` when that would be too long for a file name."""
+    json_name = name + REPORT
+    if len(os.fsencode(json_name)) > files.MAX_NAME_BYTES:
+        return job_id + REPORT
+    return json_name
+
+
+def reported_file(json_name: str, report: Mapping[str, Any]) -> str | None:
+    """The name in failed/ of the file the report ``json_name`` (holding
+    ``report``) is about: NAME of NAME.error.json, or the one it names when
+    it is named after its job (``report_name``); None if it names none."""
+    if json_name != f"{report.get('job_id')}{REPORT}":
+        return json_name[: -len(REPORT)]
+    named = report.get("file")
+    name = files.real_name(named) if isinstance(named, str) else None
+    return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def failed_files(names: Collection[str]) -> list[str]:
+    """Of the ``names`` in failed/, the files (their reports and hidden
+    temporaries aside): a file may be named like a report, when its own
+    report is beside it."""
+    return [
+        n
+        for n in names
+        if not n.startswith(".") and (not n.endswith(REPORT) or n + REPORT in names)
+    ]
 
 
 def _report_job(path: Path) -> str | None:
@@ -194,9 +226,7 @@ class Mover:
                 continue
             said = error_report(move.result, candidate, move.inbox)
             data = json.dumps(said, indent=2, default=str).encode("utf-8", "surrogateescape")
-            json_name = candidate + ".error.json"
-            if len(os.fsencode(json_name)) > files.MAX_NAME_BYTES:
-                json_name = f"{move.result.job_id}.error.json"
+            json_name = report_name(candidate, move.result.job_id)
             retried = move.result.retry_of
             if retried and _report_job(failed / json_name) == retried:
                 # The run this one repeats wrote it, and a crash came before

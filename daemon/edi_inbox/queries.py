@@ -86,6 +86,7 @@ SUMMARY_FIELDS = (
     Job.duplicate_of,
 )
 LIVE_STATUSES = (JobStatus.RECEIVED.value, JobStatus.RUNNING.value)
+FILED_FAILED = (JobStatus.FAILED.value, JobStatus.PARTIAL.value)  # their files go to failed/
 OFFSET_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's bigint hold
 SEARCH_MATCHES = ("substring", "prefix")
 MATERIALIZE_AT_LEAST = 1000  # candidate jobs a PO search always looks up directly
@@ -465,9 +466,10 @@ def show_job(db: Database, job_id: str) -> dict[str, Any] | None:
 
 
 def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
-    """Failed jobs not yet retried by a job that succeeded or is running (for
-    ``retry --all-failed``), oldest first, each with ``has_content`` (whether
-    the file's bytes are in the database)."""
+    """Failed and partial jobs (their files go to failed/) not yet retried by
+    a job that succeeded or is running, oldest first, each with
+    ``has_content`` (whether the file's bytes are in the database): the
+    dashboard's failed files."""
 
     def work() -> list[dict[str, Any]]:
         retry = Job.alias("retry")
@@ -479,7 +481,7 @@ def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
         )
         query = (
             Job.select(*SUMMARY_FIELDS, Job.file_path, Job.edi_content.is_null(False).alias("c"))
-            .where((Job.status == JobStatus.FAILED.value) & ~pw.fn.EXISTS(retried))
+            .where(Job.status.in_(FILED_FAILED) & ~pw.fn.EXISTS(retried))
             .order_by(Job.started_at, Job.id)
         )
         if limit is not None:

@@ -119,6 +119,7 @@ QUEUE_MIN = 16
 NOTIFY_WAIT = 2.0  # READY=1 and STOPPING=1 may wait this long for systemd; the rest never wait
 COUNTERS = (
     "succeeded",
+    "partial",
     "failed",
     "duplicate",
     "refused",
@@ -131,7 +132,7 @@ COUNTERS = (
     "move_errors",
     "observer_restarts",
 )
-FINISHED = ("succeeded", "failed", "duplicate", "refused")
+FINISHED = ("succeeded", "partial", "failed", "duplicate", "refused")
 PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; doubled
 PROBE_MAX = 30.0
 ACKS_RETRY_FIRST = 1.0  # seconds before a job's owed acknowledgements are tried again; doubled
@@ -168,6 +169,7 @@ class Service:
         prepare: Callable[[Settings], tuple[Settings, Any]] | None = None,
         signals: Signals | None = None,
         open_uploads: Mapping[str, dict[str, tuple[int, Fingerprint]]] | None = None,
+        counters: Mapping[str, int] | None = None,
     ) -> None:
         self.settings = settings
         # After a reload: the uploads the last configuration saw open (lane ->
@@ -211,7 +213,8 @@ class Service:
         # SimpleQueue (C, no Python-level Condition): four hand-offs per file.
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        # The daemon's since it started: a reload's service goes on counting.
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0) | dict(counters or {})
         self.last_error: str | None = None
         self.threads: list[threading.Thread] = []
         self.pool: ProcessPool | None = None  # [daemon] processes > 1
@@ -839,7 +842,8 @@ class Service:
         owing = f"; {s['acks_owed']} owing their 997 (folder unwritable)" if s["acks_owed"] else ""
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}, held {s['held']}; "
-            f"done {s['succeeded']}, duplicate {s['duplicate']}, failed {s['failed']}, "
+            f"done {s['succeeded']}, partial {s['partial']}, duplicate {s['duplicate']}, "
+            f"failed {s['failed']}, "
             f"refused {s['refused']}{owing}"
         )
 
@@ -1056,6 +1060,7 @@ def _serve(
         checkpointer.start()
     pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     opened: dict[str, dict[str, tuple[int, Fingerprint]]] = {}  # carried through a reload
+    counters: dict[str, int] = {}
     try:
         with _signals(signals):
             while True:  # once more per reload (SIGHUP), with the settings read again
@@ -1073,6 +1078,7 @@ def _serve(
                     prepare=prepare,
                     signals=signals,
                     open_uploads=opened,
+                    counters=counters,
                 )
                 try:
                     code = service.run(once=once, max_jobs=max_jobs)
@@ -1080,7 +1086,9 @@ def _serve(
                     pipeline.close()
                 if service.reloaded is None:
                     break
-                opened = service.open_at_stop
+                opened, counters = service.open_at_stop, service.counters
+                if max_jobs is not None:  # those ended count toward it after the reload too
+                    max_jobs -= service.finished
                 settings, pipeline = service.reloaded
                 if code != EXIT_OK or signals.stop:  # a SIGTERM while the reload drained
                     pipeline.close()

@@ -507,7 +507,8 @@ _UNENDED = (JobStatus.RUNNING.value, JobStatus.INTERRUPTED.value)
 
 def _text(value: str | None) -> str | None:
     """Text the database can hold: a path with a byte that is not UTF-8 (a
-    partner's file name) is kept escaped, as logs show it, not refused."""
+    partner's file name) is kept escaped, as logs show it, not refused
+    (``files.recorded_path`` reads such a path back)."""
     if value is None:
         return None
     try:

@@ -22,7 +22,7 @@ import jinja2
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from .. import admin, outcomes, queries
+from .. import admin, files, outcomes, queries
 from ..errors import DatabaseUnavailable, StoreError
 from ..jobs import JobStatus
 from ..store import hour_of, run_unit
@@ -337,13 +337,13 @@ def _failed_report(web: Web, job_id: str, file_path: str | None) -> dict[str, An
     folder = web.settings.paths.failed
     if folder is None or not file_path:
         return None
-    path = Path(file_path)
+    path = files.recorded_path(file_path)
     if path.parent != folder:
         return None
     try:
         if not path.exists():
             return None
-        report = json.loads(path.with_name(path.name + ".error.json").read_bytes())
+        report = json.loads((folder / outcomes.report_name(path.name, job_id)).read_bytes())
     except (OSError, ValueError):
         return None
     return report if isinstance(report, dict) and report.get("job_id") == job_id else None
@@ -351,7 +351,7 @@ def _failed_report(web: Web, job_id: str, file_path: str | None) -> dict[str, An
 
 def _error_report(web: Web, result: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
     """What the partner was told: failed/'s error.json, else the same report built anew."""
-    if doc["status"] != JobStatus.FAILED.value:
+    if doc["status"] not in queries.FILED_FAILED:
         return None
     filed = _failed_report(web, doc["job_id"], result.file_path)
     return filed or outcomes.error_report(result, doc["file_name"])
