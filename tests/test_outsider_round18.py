@@ -294,11 +294,6 @@ def test_held_a_partner_split_by_gs02_and_merged_back_never_posts_an_order_twice
 A997 = "ST*997*0009~AK1*PO*12~AK9*A*1*1*1~SE*4*0009~"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: FA group holding a 997 and an 850: our 997 answers the 997 (AK1*FA*77,"
-    " AK2*997*0009, AK5*R*1, AK9*P*2*2*1)",
-)
 def test_a_997_in_an_fa_group_with_an_850_is_not_answered_with_a_997(tmp_path, recording):
     """X12: no 997 answers a 997. An FA group holding a 997 and an 850: the
     850 is posted; the 997 set must not be refused as an order set in a 997

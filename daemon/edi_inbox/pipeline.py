@@ -110,6 +110,7 @@ from .x12.ack import (
     build_ack,
     build_ta1,
     check_address,
+    is_acknowledgement,
     ta1_wanted,
 )
 from .x12.model import GroupSummary, InterchangeSummary, SetSummary, TransactionSet
@@ -678,9 +679,9 @@ class Pipeline:
         }
         for interchange in work.interchanges:
             mark_repeats(interchange)
-        received = [ts for ts in work.sets if _answering(ts.group)]
+        received = [ts for ts in work.sets if is_acknowledgement(ts.group, ts)]
         if received:  # the partner's 997s/999s: read, never answered, never an error
-            work.sets = [ts for ts in work.sets if not _answering(ts.group)]
+            work.sets = [ts for ts in work.sets if not is_acknowledgement(ts.group, ts)]
             data["acknowledgements_received"] = [f"{t.code} {t.control_number}" for t in received]
             logger.info("acknowledgements_received", sets=len(received))
         # A refused sender is one error put on every interchange (each one's
@@ -1256,11 +1257,10 @@ class Pipeline:
 
 def _answering(group: GroupSummary) -> bool:
     """A group of acknowledgements (GS01 FA: 997s, 999s) the partner sends
-    us: kept with the file, never posted, never acknowledged (X12: no 997
-    answers a 997, or two systems would answer each other for ever). A
-    group labelled FA that holds anything else (an 850) is not one: its
-    sets are read, posted and answered as any group's."""
-    return group.functional_id == "FA" and all(s.code in ("997", "999") for s in group.sets)
+    us: kept with the file, never posted, never acknowledged. A group
+    labelled FA that holds anything else (an 850) is not one: that set is
+    read, posted and answered as any group's, its 997s are not."""
+    return group.functional_id == "FA" and all(is_acknowledgement(group, s) for s in group.sets)
 
 
 def _acknowledgements_only(interchanges: list[InterchangeSummary]) -> bool:
@@ -1311,7 +1311,9 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     received = posted = 0
     for interchange in work.interchanges:
         for group in interchange.groups:
-            for s in group.sets if not _answering(group) else ():
+            for s in group.sets:
+                if is_acknowledgement(group, s):  # read, never answered nor judged
+                    continue
                 received += 1
                 order = work.order_of.get(id(s))
                 ok = order is not None and order.status in _ANSWERED

@@ -274,6 +274,13 @@ def build_997(
     )
 
 
+def is_acknowledgement(group: GroupSummary, s: SetSummary) -> bool:
+    """A partner's 997 or 999 in a group of acknowledgements (GS01 FA): read,
+    never answered (X12: no 997 answers a 997, or two systems would answer
+    each other for ever), even beside a set that is answered."""
+    return group.functional_id == "FA" and s.code in ("997", "999")
+
+
 def build_ack(
     interchange: InterchangeSummary,
     group: GroupSummary,
@@ -312,6 +319,9 @@ def build_ack(
     accepted = 0
     warned = False
     for s in group.sets:
+        if is_acknowledgement(group, s):  # received, not judged: no AK2 answers it
+            accepted += 1
+            continue
         errors = list(s.errors) + list(rejected.get(s.control_number, ()))
         answer = None if answers is None else answers.get(id(s), SetAnswer(posted=False))
         if answer is not None:
