@@ -679,9 +679,9 @@ class Pipeline:
         }
         for interchange in work.interchanges:
             mark_repeats(interchange)
-        received = [ts for ts in work.sets if is_acknowledgement(ts.group, ts)]
+        received = [ts for ts in work.sets if is_acknowledgement(ts.group, ts.code)]
         if received:  # the partner's 997s/999s: read, never answered, never an error
-            work.sets = [ts for ts in work.sets if not is_acknowledgement(ts.group, ts)]
+            work.sets = [ts for ts in work.sets if not is_acknowledgement(ts.group, ts.code)]
             data["acknowledgements_received"] = [f"{t.code} {t.control_number}" for t in received]
             logger.info("acknowledgements_received", sets=len(received))
         # A refused sender is one error put on every interchange (each one's
@@ -1260,7 +1260,8 @@ def _answering(group: GroupSummary) -> bool:
     us: kept with the file, never posted, never acknowledged. A group
     labelled FA that holds anything else (an 850) is not one: that set is
     read, posted and answered as any group's, its 997s are not."""
-    return group.functional_id == "FA" and all(is_acknowledgement(group, s) for s in group.sets)
+    codes = [s.code for s in group.sets]
+    return group.functional_id == "FA" and all(is_acknowledgement(group, c) for c in codes)
 
 
 def _acknowledgements_only(interchanges: list[InterchangeSummary]) -> bool:
@@ -1312,7 +1313,7 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     for interchange in work.interchanges:
         for group in interchange.groups:
             for s in group.sets:
-                if is_acknowledgement(group, s):  # read, never answered nor judged
+                if is_acknowledgement(group, s.code):  # read, never answered nor judged
                     continue
                 received += 1
                 order = work.order_of.get(id(s))

@@ -274,11 +274,11 @@ def build_997(
     )
 
 
-def is_acknowledgement(group: GroupSummary, s: SetSummary) -> bool:
+def is_acknowledgement(group: GroupSummary, code: str) -> bool:
     """A partner's 997 or 999 in a group of acknowledgements (GS01 FA): read,
     never answered (X12: no 997 answers a 997, or two systems would answer
     each other for ever), even beside a set that is answered."""
-    return group.functional_id == "FA" and s.code in ("997", "999")
+    return group.functional_id == "FA" and code in ("997", "999")
 
 
 def build_ack(
@@ -319,7 +319,7 @@ def build_ack(
     accepted = 0
     warned = False
     for s in group.sets:
-        if is_acknowledgement(group, s):  # received, not judged: no AK2 answers it
+        if is_acknowledgement(group, s.code):  # received, not judged: no AK2 answers it
             accepted += 1
             continue
         errors = list(s.errors) + list(rejected.get(s.control_number, ()))
