@@ -652,11 +652,6 @@ def test_an_850_in_a_group_labelled_fa_is_not_dropped_as_succeeded(tmp_path, rec
     assert bodies or job["status"] != "succeeded", (job["status"], job["acks"], groups)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: an unrecognized segment ID in a set (P01*2*5*EA*3.00 for a "
-    "PO1) is skipped without a word: 1 of 2 lines posted, 997 AK5 A, no AK3",
-)
 def test_an_unrecognized_segment_in_a_set_is_not_acknowledged_clean(tmp_path, recording):
     """A set with ``PO1`` and ``P01`` (a zero for the O: a line of 5 at 3.00,
     no CTT). ``po1`` is refused as no segment ID; ``P01`` has the form of one,

@@ -148,6 +148,7 @@ class RuleSettings:
     ``warn`` posts it with the warning kept (AK5 E), ``off`` skips the check.
     Envelope and syntax errors are always errors. Defaults: see README."""
 
+    unknown_segment: str = "error"  # a segment id no 850 has (P01 for PO1)
     line_count_mismatch: str = "warn"  # CTT01 ≠ number of PO1
     total_mismatch: str = "error"  # AMT*TT ≠ Σ quantity × price
     quantity_not_positive: str = "error"  # PO102 ≤ 0

@@ -471,6 +471,8 @@ class PurchaseOrder(_Part):
     charges: tuple[Charge, ...] = ()  # the header's SACs (a line's are the line's)
     set_segment_number: int | None = _provenance()  # the ST
     beg_segment_number: int | None = _provenance()  # None: the set has no BEG
+    # (segment id, number) of each segment that is no 850's (``SEGMENTS_850``): read past
+    unknown_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def date(self) -> _dt.date | None:
@@ -785,6 +787,15 @@ def _tags(text: str) -> frozenset[str]:
     return frozenset(text.split(" "))
 
 
+# Every segment an 850 may hold, in the versions partners send (2040 to
+# 8040; header, detail and summary, their loops included): another is not a
+# segment of the set (``unknown_segments``, the rule ``unknown_segment``).
+SEGMENTS_850 = _tags(
+    "ST BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITA ITD DIS INC DTM LDT LIN SI PID MEA"
+    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT N9 MSG MTX NTE N1 N2 N3 N4 NX1 NX2 LM LQ"
+    " SPI CB1 G53 G61 ADV EFI BIN YNQ USD III PO1 PO2 PO3 PO4 CN1 IT3 IT8 SDQ QTY SCH LS LE"
+    " SLN LX FA1 FA2 CTT SE"
+)
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
 _LINE_READ = _tags("PID REF DTM N1 SAC")  # ... and a line, after its PO1
 
@@ -987,9 +998,14 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     loop: str | None = None  # the loop inside the area we are in, by first tag
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
+    unknown: list[tuple[str, int]] = []
+
     for s in ts.segments:
         tag = s.tag
         if tag in ("ST", "SE"):
+            continue
+        if tag not in SEGMENTS_850:
+            unknown.append((tag, s.number))
             continue
         if tag == "BEG" and beg is not None:  # anywhere: another PO number
             raise _once_only(s)
@@ -1111,4 +1127,5 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         charges=tuple(charges),
         set_segment_number=st.number if st else None,
         beg_segment_number=beg.number if beg is not None else None,
+        unknown_segments=tuple(unknown),
     )

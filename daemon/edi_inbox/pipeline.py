@@ -130,6 +130,7 @@ _AK4_BY_PROBLEM = {
 }
 _AK3_MANDATORY_MISSING = "3"
 _AK3_HAS_ELEMENT_ERRORS = "8"
+_AK3_NOT_IN_SET = "6"  # segment not in the defined transaction set
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled
 RECORD_RETRY_MAX = 30.0
 RIVAL_POLL_FIRST = 0.02  # seconds between looks at a job posting the same order; doubled
@@ -1608,7 +1609,8 @@ def _erp_failure(po_number: str, exc: ErpError) -> str:
 def _problem_to_x12(problem: Problem) -> X12Error:
     if problem.element is not None:
         code = _AK4_BY_PROBLEM.get(problem.code, "7")
-    elif problem.segment_number is None:
+    elif problem.code == "unknown_segment":
+        code = _AK3_NOT_IN_SET
         code = _AK3_MANDATORY_MISSING
     else:
         code = _AK3_HAS_ELEMENT_ERRORS

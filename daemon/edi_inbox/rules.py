@@ -23,6 +23,9 @@ Codes:
 - ``duplicate_line_number``: a PO101 used by an earlier line (blank PO101s are
   not compared).
 - ``line_count_mismatch``: CTT01 differs from the number of PO1 segments.
+- ``unknown_segment``: a segment whose id is no 850's (``orders.SEGMENTS_850``:
+  ``P01`` typed for ``PO1``, an 810's ``IT1``): the order would go on
+  without what it says (997 AK304 6, segment not in the set).
 - ``total_mismatch``: an AMT*TT, rounded half-up to the cent, is neither the
   lines' exact total nor the sum of their amounts each rounded to the cent
   (both half-up; see ``_check_totals``), with or without the order's SAC
@@ -59,6 +62,7 @@ def cents(value: Decimal) -> Decimal:
 # Rules whose level ``[rules]`` sets (error, warn, off); every other code
 # (a missing BEG, BEG03 or PO1, a value that is not a number) is always an error.
 LEVELLED = (
+    "unknown_segment",
     "line_count_mismatch",
     "total_mismatch",
     "quantity_not_positive",
@@ -88,6 +92,14 @@ def split(
 def validate(po: PurchaseOrder) -> list[Problem]:
     """Every business-rule problem of ``po``; an empty list means it may go to the ERP."""
     found = _Problems(po)
+    for tag, number in po.unknown_segments:
+        found.add(
+            "unknown_segment",
+            f"segment {tag} (segment {number}) is not a segment of an 850; what it says is"
+            " not read",
+            segment_id=tag,
+            segment_number=number,
+        )
     _check_header(po, found)
     _check_lines(po, found)
     _check_charges(po, found)
