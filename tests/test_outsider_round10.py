@@ -584,6 +584,9 @@ def test_retry_prefixes_db_reset_and_status_last_error(tmp_path, wire, daemons):
     assert done.returncode == 0, (done.stdout, done.stderr)
     poll_until(lambda: len(daemon.jobs()) == count + 1, timeout=20, what="the retry ran")
     settled(daemon, count, timeout=20)
+    # back in failed/: the daemon has taken the retry's outcome (and its error)
+    # before the refused reload below, the last error it sees
+    poll_until(lambda: len(failed_files(daemon)) == count, timeout=20, what="filed again")
     retried = [j for j in daemon.jobs() if j["retry_of"]]
     assert [j["retry_of"] for j in retried] == [unique], retried
     # jobs show takes the same prefix as retry does
@@ -594,10 +597,13 @@ def test_retry_prefixes_db_reset_and_status_last_error(tmp_path, wire, daemons):
     daemon.sighup("[bogus]\nkey = 1\n")
     poll_until(lambda: daemon.events("reload_refused"), timeout=10, what="reload refused")
     daemon.config.write_text(daemon.base_config)  # the CLI reads it too
-    status = daemon.cli("status")
-    assert status.returncode == 0, status.stderr
+    # (the heartbeat after the refusal carries it: status reads heartbeats)
+    status = poll_until(
+        lambda: (done := daemon.cli("status")).returncode == 0 and "bogus" in done.stdout and done,
+        timeout=20,
+        what="status shows the refused reload",
+    )
     assert "last error" in status.stdout, status.stdout
-    assert "bogus" in status.stdout, status.stdout
 
     # db reset under a fresh heartbeat: refused; after a SIGKILL, once stale: done
     done = daemon.cli("db", "reset", "--yes")

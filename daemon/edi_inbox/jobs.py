@@ -224,7 +224,7 @@ class Interchange:
 @dataclass
 class JobResult:
     job_id: str
-    file_name: str
+    file_name: str  # as files.display_name shows it (a record holds text)
     status: JobStatus = JobStatus.RECEIVED
     started_at: datetime | None = None
     completed_at: datetime | None = None

@@ -262,7 +262,7 @@ class Mover:
         except OSError as exc:
             logger.warning(
                 "outbox_report_not_written",
-                file=files.display_name(result.file_name),
+                file=result.file_name,
                 job_id=result.job_id,
                 outbox=str(outbox),
                 error=os_message(exc),

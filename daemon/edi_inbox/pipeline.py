@@ -371,7 +371,7 @@ class Pipeline:
         path = Path(path)
         job = JobResult(
             job_id=job_id or str(uuid.uuid4()),
-            file_name=file_name or path.name,
+            file_name=file_name or display_name(path.name),
             file_path=str(path),
             host=self.host,
             retry_of=retry_of,
@@ -379,7 +379,7 @@ class Pipeline:
             status=JobStatus.RUNNING,
         )
         clock = time.perf_counter()
-        with logsetup.job_context(job.job_id, display_name(job.file_name)) as logs:
+        with logsetup.job_context(job.job_id, job.file_name) as logs:
             work = _Work(guard=guard, given=partner, owe_acks=owe_acks)
             try:
                 work.data = (

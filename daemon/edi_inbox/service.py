@@ -1120,8 +1120,7 @@ def _tell_interrupted(
     ``file`` (the journal follows a job by them), then ``jobs_interrupted``,
     how many."""
     for job in interrupted:
-        shown = files.display_name(job["file_name"] or "")
-        level("job_interrupted", job_id=job["job_id"], file=shown, reason=reason)
+        level("job_interrupted", job_id=job["job_id"], file=job["file_name"], reason=reason)
     if interrupted:
         level("jobs_interrupted", count=len(interrupted))
 

@@ -354,7 +354,8 @@ def _error_report(web: Web, result: Any, doc: dict[str, Any]) -> dict[str, Any] 
     if doc["status"] not in queries.FILED_FAILED:
         return None
     filed = _failed_report(web, doc["job_id"], result.file_path)
-    return filed or outcomes.error_report(result, doc["file_name"])
+    shown = doc["file_name"]
+    return filed or outcomes.error_report(result, files.real_name(shown) or shown)
 
 
 def _segments(content: bytes | None, failing: set[Any]) -> list[dict[str, Any]]:
