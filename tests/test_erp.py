@@ -22,6 +22,8 @@ from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.erp import ANSWER_MAX, Delivery, HttpErp, OutboxErp, make_erp, redact
 from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
 
+from helpers import poll_until
+
 PATH = "/orders"
 KEY = "3f2a9c0d1e8b7a6f5e4d3c2b1a09f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1"
 PAYLOAD = {"po_number": "4711", "total_amount": Decimal("1234.50"), "lines": [{"qty": "2"}]}
@@ -218,6 +220,8 @@ def test_read_timeout_is_retried_with_same_key(httpserver: HTTPServer) -> None:
             delivery = erp.deliver(PAYLOAD, KEY)
     finally:
         release.set()
+    # the held request is logged once answered: here, not in the next test's log
+    poll_until(lambda: len(httpserver.log) == 2, timeout=10, what="the held request answered")
 
     assert delivery == Delivery("T2", attempts=2, status_code=201)
     assert calls == [KEY, KEY]
