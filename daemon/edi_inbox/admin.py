@@ -96,7 +96,7 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     paths = settings.paths
     assert paths.failed and paths.inbox and paths.processing
     old_job = str(report.get("job_id"))
-    failed_name = outcomes.reported_file(report_path.name, report)
+    failed_name = outcomes.reported_file(paths.failed, report_path.name, report)
     result: dict[str, Any] = {
         "job_id": old_job,
         "file": files.display_name(failed_name or report_path.name),
@@ -130,12 +130,24 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
         result["reason"] = f"not retried: {problem.reason}"
         return result
     original = _original_name(failed_name, report)
-    # The marker exists before the file reaches the inbox.
+    try:
+        if st.st_dev != os.stat(inbox).st_dev:
+            # Across file systems the file is copied, a new inode: first under
+            # a hidden name (the daemon ignores it), so its marker is the copy's.
+            source = files.move_new(source, inbox, f".{old_job}.retry")
+            st = os.stat(source)
+    except OSError as exc:
+        result["reason"] = f"cannot move it back: {os_message(exc)}"
+        return result
+    # The marker exists before the file reaches the inbox under its name.
     marker = write_retry_marker(processing, st, old_job)
     try:
         back = files.move_new(source, inbox, original)
     except OSError as exc:
         marker.unlink(missing_ok=True)
+        if source.parent == inbox:  # the hidden copy goes back where it was
+            with contextlib.suppress(OSError):
+                files.move_new(source, paths.failed, failed_name)
         result["reason"] = f"cannot move it back: {os_message(exc)}"
         return result
     report_path.unlink(missing_ok=True)
@@ -145,12 +157,14 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
 
 
 def _original_name(failed_name: str, report: Mapping[str, Any]) -> str:
-    """The name the partner used: the report's file_name (as ``display_name``
-    shows it), else the name in failed/."""
+    """The name the partner used: the name in failed/ without the ``.N`` a
+    taken name got there, as the report's file_name says (shown as
+    ``display_name`` shows it, or as it is by an older version)."""
     shown = report.get("file_name")
-    original = files.real_name(shown) if isinstance(shown, str) else None
-    if original and original not in (".", "..") and "/" not in original:
-        return original
+    if isinstance(shown, str):
+        for original in (files.real_name(shown), shown):
+            if original and "/" not in original and files.is_candidate(failed_name, original):
+                return original
     return failed_name
 
 
@@ -270,7 +284,7 @@ def _count(path: Path, *, reports: bool = False) -> int | None:
     except OSError:
         return None
     if reports:
-        return len(outcomes.failed_files(set(names)))
+        return len(outcomes.failed_files(path, names))
     return sum(1 for name in names if not name.startswith("."))
 
 

@@ -101,13 +101,11 @@ def real_name(shown: str) -> str | None:
 def recorded_path(text: str) -> Path:
     """The path a job's record names: one with a byte that is not UTF-8 is
     recorded as ``display_name`` shows it (the database holds text), any
-    other as it is."""
+    other as it is; text that reads both ways (``x\\xfc.edi`` written so)
+    is the path that exists."""
     real = real_name(text) if "\\" in text else None
-    if real is not None:
-        try:
-            real.encode("utf-8")
-        except UnicodeEncodeError:
-            return Path(real)
+    if real is not None and real != text and os.path.lexists(real):
+        return Path(real)
     return Path(text)
 
 
@@ -121,14 +119,30 @@ def fit(head: str, tail: str) -> str:
     return os.fsdecode(raw[:cut]) + tail
 
 
+_SUFFIXES = 1_000_000  # .1 to .999999: the names ``candidates`` gives after ``name``
+
+
 def candidates(name: str) -> Iterator[str]:
     """``name``, then ``name`` with ``.1``, ``.2``… before its extension (the
     name cut short where that would not fit a file name)."""
     yield name
+    for n in range(1, _SUFFIXES):
+        yield _suffixed(name, n)
+
+
+def _suffixed(name: str, n: int) -> str:
     stem, _, ext = name.rpartition(".")
     short_ext = len(os.fsencode(ext)) < MAX_NAME_BYTES // 2
-    for n in range(1, 1_000_000):
-        yield fit(stem, f".{n}.{ext}") if stem and short_ext else fit(name, f".{n}")
+    return fit(stem, f".{n}.{ext}") if stem and short_ext else fit(name, f".{n}")
+
+
+def is_candidate(name: str, original: str) -> bool:
+    """Whether ``name`` is one of ``candidates(original)``: ``original``, or
+    it with the ``.N`` a taken name got."""
+    if name == original:
+        return True
+    numbers = {int(m[1]) for m in re.finditer(r"\.([1-9][0-9]{0,5})(?=\.|$)", name)}
+    return any(_suffixed(original, n) == name for n in numbers)
 
 
 def free_path(directory: Path, name: str) -> Path:

@@ -34,6 +34,9 @@ logger = structlog.get_logger("edi_inbox.outcomes")
 
 _FIRST_KEY = re.compile(rb'\{\s*"job_id": "([0-9a-f-]+)"')  # error_report's first
 REPORT = ".error.json"  # failed/NAME's report: NAME.error.json (``report_name``)
+_JOB_REPORT = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.error\.json"
+)
 FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
 MAX_RETRY = 60.0
 
@@ -98,25 +101,37 @@ def report_name(name: str, job_id: str) -> str:
     return json_name
 
 
-def reported_file(json_name: str, report: Mapping[str, Any]) -> str | None:
-    """The name in failed/ of the file the report ``json_name`` (holding
-    ``report``) is about: NAME of NAME.error.json, or the one it names when
-    it is named after its job (``report_name``); None if it names none."""
+def reported_file(folder: Path, json_name: str, report: Mapping[str, Any]) -> str | None:
+    """The name in ``folder`` (failed/) of the file the report ``json_name``
+    (holding ``report``) is about: NAME of NAME.error.json, or, for a report
+    named after its job (``report_name``), the one it names that is there
+    (shown as ``display_name`` shows it, or as it is by an older version);
+    None if none."""
     if json_name != f"{report.get('job_id')}{REPORT}":
         return json_name[: -len(REPORT)]
     named = report.get("file")
-    name = files.real_name(named) if isinstance(named, str) else None
-    return name if name and "/" not in name and name not in (".", "..") else None
+    if isinstance(named, str):
+        for name in (files.real_name(named), named):
+            if name and "/" not in name and name not in (".", "..") and (folder / name).exists():
+                return name
+    return None
 
 
-def failed_files(names: Collection[str]) -> list[str]:
-    """Of the ``names`` in failed/, the files (their reports and hidden
-    temporaries aside): a file may be named like a report, when its own
-    report is beside it."""
+def failed_files(folder: Path, names: Collection[str]) -> list[str]:
+    """Of the ``names`` in ``folder`` (failed/), the files: not the reports,
+    nor hidden temporaries. A name like a report is a file when its own
+    report is beside it, or a report named after its job names it."""
+    present, named = set(names), set()
+    for name in present:
+        if _JOB_REPORT.fullmatch(name):
+            with contextlib.suppress(OSError, ValueError):
+                report = json.loads((folder / name).read_bytes())
+                if isinstance(report, dict):
+                    named.add(reported_file(folder, name, report))
     return [
         n
         for n in names
-        if not n.startswith(".") and (not n.endswith(REPORT) or n + REPORT in names)
+        if not n.startswith(".") and (not n.endswith(REPORT) or n + REPORT in present or n in named)
     ]
 
 
