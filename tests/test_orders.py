@@ -296,16 +296,23 @@ def test_a_second_beg_or_header_cur_is_refused(twice):
     assert str(caught.value).endswith(f"{tag} appears a second time; the 850 allows one")
 
 
-def test_unknown_segments_are_left_out_silently():
-    """MSG, TD5, PKG, FOB, ITD, SDQ and made-up segments do not disturb the model."""
+def test_segments_the_order_does_not_model_leave_it_as_it_is():
+    """MSG, TD5, PKG, FOB, ITD, SDQ, an IN2 in an N1 loop, a PAL in a line and
+    made-up segments do not disturb the model; only the made-up ones are
+    unknown (the rule ``unknown_segment`` judges them)."""
     plain = from_transaction(transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~SE*4*1~"))
     noisy = from_transaction(
         transaction(
             "ST*850*1~BEG*00*SA*9**20240101~MSG*HI~TD5*B*92*X~PKG*F*68~FOB*PP~ITD*01~"
-            "ZZZ*1~PO1*1*1*EA*1~PO4*1~SDQ*EA*92*X*1~SE*12*1~"
+            "ZZZ*1~PO1*1*1*EA*1~PO4*1~PAL*4~SDQ*EA*92*X*1~P01*2*5*EA*3~SE*15*1~"
         )
     )
     assert noisy == plain
+    assert noisy.unknown_segments == (("ZZZ", 10), ("P01", 15))  # counted from the ISA
+    with_in2 = from_transaction(
+        transaction("ST*850*1~BEG*00*SA*9**20240101~N1*BT*X~IN2*01*JOHN~PO1*1*1*EA*1~SE*6*1~")
+    )
+    assert with_in2.unknown_segments == ()
 
 
 @pytest.mark.parametrize(

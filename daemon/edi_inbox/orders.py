@@ -787,14 +787,15 @@ def _tags(text: str) -> frozenset[str]:
     return frozenset(text.split(" "))
 
 
-# Every segment an 850 may hold, in the versions partners send (2040 to
-# 8040; header, detail and summary, their loops included): another is not a
-# segment of the set (``unknown_segments``, the rule ``unknown_segment``).
+# Every segment an 850 may hold (header, detail and summary, their loops
+# included), checked against public 850 grammars of versions 2040 to 7040
+# (bots-edi, EdiFabric's templates, stupidedi) and the corpus: another is
+# not a segment of the set (``unknown_segments``, the rule ``unknown_segment``).
 SEGMENTS_850 = _tags(
     "ST BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITA ITD DIS INC DTM LDT LIN SI PID MEA"
-    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT N9 MSG MTX NTE N1 N2 N3 N4 NX1 NX2 LM LQ"
-    " SPI CB1 G53 G61 ADV EFI BIN YNQ USD III PO1 PO2 PO3 PO4 CN1 IT3 IT8 SDQ QTY SCH LS LE"
-    " SLN LX FA1 FA2 CTT SE"
+    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT AT N9 MSG MTX NTE N1 N2 N3 N4 IN2 NX1 NX2"
+    " LM LQ SPI CB1 G53 G61 ADV EFI BIN YNQ USD III SSS SHH PO1 PO2 PO3 PO4 PAL CN1 IT3 IT8"
+    " SDQ QTY SCH LS LE SLN LX FA1 FA2 CTT SE"
 )
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
 _LINE_READ = _tags("PID REF DTM N1 SAC")  # ... and a line, after its PO1
