@@ -7,8 +7,11 @@ import contextlib
 import json
 import os
 import sqlite3
+import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,24 @@ from edi_inbox.config import Settings
 from edi_inbox.render import renumbered
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
+REPO = Path(__file__).resolve().parents[1]  # the checkout
+
+
+def archived_daemon(commit: str, where: Path) -> Path:
+    """``daemon/`` of ``commit`` (``git archive`` of this checkout) under
+    ``where``, to run a previous version against today's data; raises
+    CalledProcessError when the commit is not in the checkout's history."""
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "archive", commit, "daemon"],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    with tarfile.open(fileobj=BytesIO(result.stdout)) as tar:
+        tar.extractall(where, filter="data")
+    return where / "daemon"
+
+
 GOOD = (CORPUS / "botsplugins__850-004010-01.x12").read_bytes()
 # CTT01 disagrees (a warning by default) and a line orders 0 (an error): fails.
 BAD = (

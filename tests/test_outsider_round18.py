@@ -93,8 +93,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
-from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -108,13 +106,12 @@ from edi_inbox import config as edi_config
 from edi_inbox import orders, queries, rules
 
 import uids
-from helpers import http_server, opened, poll_until
+from helpers import REPO, archived_daemon, http_server, opened, poll_until
 
 __all__ = ["daemons", "recording"]  # fixtures
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
 OLD = "a8afa6d"
 
 
@@ -140,15 +137,10 @@ def parsed(text: str) -> orders.PurchaseOrder:
 @pytest.fixture(scope="module")
 def old_daemon(tmp_path_factory) -> Path:
     """a8afa6d's daemon/ (git archive), for the upgrade checks."""
-    out = tmp_path_factory.mktemp("old")
-    result = subprocess.run(
-        ["git", "-C", str(REPO), "archive", OLD, "daemon"], capture_output=True, timeout=30
-    )
-    if result.returncode != 0:
-        pytest.skip(f"{OLD} not available: {result.stderr[:200]!r}")
-    with tarfile.open(fileobj=BytesIO(result.stdout)) as tar:
-        tar.extractall(out, filter="data")
-    return out / "daemon"
+    try:
+        return archived_daemon(OLD, tmp_path_factory.mktemp("old"))
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"{OLD} not available: {exc.stderr[:200]!r}")
 
 
 def run(cfg: Path, *args: str, daemon: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -74,7 +74,7 @@ from pathlib import Path
 import pytest
 from test_outsider_round13 import cli
 
-from helpers import BAD
+from helpers import BAD, archived_daemon
 from web_site import request, server
 
 OLD = "8b599db"
@@ -116,12 +116,7 @@ def run_once(config: Path, daemon_dir: Path | None = None) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def old_version(tmp_path_factory) -> Path:
     """The daemon package of the version before round 19's fixes."""
-    where = tmp_path_factory.mktemp("old")
-    archive = subprocess.run(
-        ["git", "-C", "/work/main", "archive", OLD], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
-    return where / "daemon"
+    return archived_daemon(OLD, tmp_path_factory.mktemp("old"))
 
 
 def listing(folder: Path) -> list[bytes]:

@@ -35,19 +35,18 @@ def sender_of(interchange: InterchangeSummary, group_sender: str | None = None) 
     return str(PartnerId(interchange.sender_qualifier, interchange.sender_id, group_sender))
 
 
-def split_by_group(
-    partners: PartnersSettings, qualifier: str, sender: str, group_sender: str
-) -> str | None:
-    """``group_sender`` (GS02) if some partner claims this ISA id with a
-    GS02 (ISA05:ISA06:GS02: the id is shared, its users told apart by GS02),
-    else None. Every order under such an id, the catch-all partner's too,
-    then has its GS02 in its identity (``orders.SENDER_GROUP``): each may use
-    the PO numbers another does."""
-    for partner in partners.partners:
-        for pid in partner.ids:
-            if pid.group_sender is not None and (pid.qualifier, pid.sender) == (qualifier, sender):
-                return group_sender
-    return None
+def split_by_group(partners: PartnersSettings) -> frozenset[tuple[str, str]]:
+    """The ISA ids (ISA05, ISA06) some partner claims with a GS02
+    (ISA05:ISA06:GS02: the id is shared, its users told apart by GS02). Every
+    order under such an id, the catch-all partner's too, has its GS02 in its
+    identity (``orders.SENDER_GROUP``): each may use the PO numbers another
+    does."""
+    return frozenset(
+        (pid.qualifier, pid.sender)
+        for partner in partners.partners
+        for pid in partner.ids
+        if pid.group_sender is not None
+    )
 
 
 def claimant(

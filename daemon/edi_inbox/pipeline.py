@@ -307,6 +307,7 @@ class Pipeline:
             self.close()
             raise
         self.host = host or socket.gethostname()
+        self.split_ids = partners.split_by_group(settings.partners)  # once, not per order
         # How long a record write that fails for a reason that may pass is
         # tried again before ``run`` raises NotRecorded (the daemon parks the
         # file at once and retries from its loop; ``process`` waits).
@@ -920,9 +921,8 @@ class Pipeline:
         """The order's GS02 if partners are told apart by it under its ISA id
         (``partners.split_by_group``)."""
         env = po.envelope
-        return partners.split_by_group(
-            self.settings.partners, env.sender_qualifier, env.sender_id, env.group_sender
-        )
+        split = (env.sender_qualifier, env.sender_id) in self.split_ids
+        return env.group_sender if split else None
 
     @staticmethod
     def _duplicate(
