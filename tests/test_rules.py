@@ -38,7 +38,9 @@ def good_order(**changes) -> PurchaseOrder:
         purpose="00",
         order_type="SA",
         date_raw="20240102",
+        set_segment_number=3,
         beg_segment_number=4,
+        summary_segment_number=12,
         dates=(DateReference(qualifier="002", date_raw="20240115", segment_number=5),),
         lines=(line("1", "2", "1.50", 10), line("2", "3", "4.25", 11)),
         totals=Totals(line_count_raw="2", segment_number=12),
@@ -58,9 +60,9 @@ def test_a_good_order_has_no_problems():
 
 
 def test_missing_beg():
-    """An order without a BEG is reported as missing_beg, at segment level."""
+    """An order without a BEG is reported as missing_beg, where it belonged: after the ST."""
     p = only(rules.validate(good_order(beg_segment_number=None, po_number="", date_raw="")))
-    assert (p.code, p.segment_id, p.segment_number, p.element) == ("missing_beg", "BEG", None, None)
+    assert (p.code, p.segment_id, p.segment_number, p.element) == ("missing_beg", "BEG", 4, None)
     assert "no BEG segment" in p.message
 
 
@@ -116,9 +118,9 @@ def test_line_dtm_must_be_a_real_date():
 
 
 def test_no_lines():
-    """An order without PO1 segments is no_lines."""
+    """An order without PO1 segments is no_lines, where they belonged: before the CTT or SE."""
     p = only(rules.validate(good_order(lines=(), totals=None, amounts=())))
-    assert (p.code, p.segment_id, p.segment_number) == ("no_lines", "PO1", None)
+    assert (p.code, p.segment_id, p.segment_number) == ("no_lines", "PO1", 12)
 
 
 def test_missing_quantity():

@@ -636,3 +636,26 @@ def test_a_partners_acknowledgements_are_neither_posted_nor_answered(db_pipeline
     empty = ISA.format(ack="0").replace("000000321", "000000324") + "IEA*0*000000324~"
     job = db_pipeline(empty.encode(), "empty.edi")
     assert job.status is JobStatus.FAILED and "holds no transaction set" in job.error
+
+
+def test_each_refused_segment_gets_its_own_ak304(tmp_path):
+    """AK304 says why a segment is wrong: a segment id no 850 has (``P01``
+    typed for ``PO1``) is 6, not in the set; a BEG or PO1 that is not there
+    is 3, mandatory segment missing, told at the position it belonged (the
+    segment found there keeps its own AK3); no code of a whole set's
+    (AK5 3 is "control numbers do not match") for a missing segment."""
+    typo = order(1).replace("CTT*1~SE*5*", "P01*2*5*EA*3**VP*X2~CTT*1~SE*6*")
+    no_beg = "ST*850*0002~PO1*1*2*EA*3.50**VP*X1~CTT*1~SE*4*0002~"
+    no_beg_bad_line = "ST*850*0003~PO1*1*0*EA*3.50**VP*X1~CTT*1~SE*4*0003~"
+    no_lines = "ST*850*0004~BEG*00*SA*PO-4**20240102~CTT*0~SE*4*0004~"
+    no_lines_no_ctt = "ST*850*0005~BEG*00*SA*PO-5**20240102~SE*3*0005~"
+    sets = (typo, no_beg, no_beg_bad_line, no_lines, no_lines_no_ctt)
+    job, acks, posted = run(tmp_path, doc(group(*sets)))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77", "AK2*850*0001", "AK3*P01*4**6", "AK5*R*5",
+        "AK2*850*0002", "AK3*BEG*2**3", "AK5*R*5",
+        "AK2*850*0003", "AK3*BEG*2**3", "AK3*PO1*2**8", "AK4*2**7", "AK5*R*5",
+        "AK2*850*0004", "AK3*PO1*3**3", "AK5*R*5",
+        "AK2*850*0005", "AK3*PO1*3**3", "AK5*R*5", "AK9*R*5*5*0",
+    ]  # fmt: skip

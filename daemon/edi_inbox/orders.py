@@ -471,6 +471,8 @@ class PurchaseOrder(_Part):
     charges: tuple[Charge, ...] = ()  # the header's SACs (a line's are the line's)
     set_segment_number: int | None = _provenance()  # the ST
     beg_segment_number: int | None = _provenance()  # None: the set has no BEG
+    # The CTT, else the SE: the segment a missing PO1 belonged before
+    summary_segment_number: int | None = _provenance()
     # (segment id, number) of each segment that is no 850's (``SEGMENTS_850``): read past
     unknown_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
@@ -1109,6 +1111,10 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         set_control_number=ts.control_number,
     )
     b = beg if beg is not None else Segment(["BEG"], 0)  # no BEG: empty fields, rules object
+    last = ts.segments[-1] if ts.segments else None
+    summary = totals.segment_number if totals is not None else None
+    if summary is None and last is not None and last.tag == "SE":
+        summary = last.number
     return PurchaseOrder(
         envelope=envelope,
         purpose=b.get(1),
@@ -1128,5 +1134,6 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         charges=tuple(charges),
         set_segment_number=st.number if st else None,
         beg_segment_number=beg.number if beg is not None else None,
+        summary_segment_number=summary,
         unknown_segments=tuple(unknown),
     )

@@ -128,9 +128,12 @@ _AK4_BY_PROBLEM = {
     "missing_date": "1",
     "missing_quantity": "2",  # PO102 is conditional
 }
-_AK3_MANDATORY_MISSING = "3"
+_AK3_BY_PROBLEM = {
+    "missing_beg": "3",  # mandatory segment missing
+    "no_lines": "3",
+    "unknown_segment": "6",  # segment not in the defined transaction set
+}
 _AK3_HAS_ELEMENT_ERRORS = "8"
-_AK3_NOT_IN_SET = "6"  # segment not in the defined transaction set
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled
 RECORD_RETRY_MAX = 30.0
 RIVAL_POLL_FIRST = 0.02  # seconds between looks at a job posting the same order; doubled
@@ -1609,9 +1612,8 @@ def _erp_failure(po_number: str, exc: ErpError) -> str:
 def _problem_to_x12(problem: Problem) -> X12Error:
     if problem.element is not None:
         code = _AK4_BY_PROBLEM.get(problem.code, "7")
-    elif problem.code == "unknown_segment":
-        code = _AK3_NOT_IN_SET
-        code = _AK3_MANDATORY_MISSING
+    elif problem.code in _AK3_BY_PROBLEM:
+        code = _AK3_BY_PROBLEM[problem.code]
     else:
         code = _AK3_HAS_ELEMENT_ERRORS
     return X12Error(

@@ -8,12 +8,14 @@ element position, so the 997 can point at it.
 
 Codes:
 
-- ``missing_beg``: no BEG segment.
+- ``missing_beg``: no BEG segment (the problem points at the segment after
+  the ST, where it belonged: the 997 says AK3 BEG there with AK304 3).
 - ``missing_po_number``: BEG03 empty.
 - ``missing_date``: BEG05 empty.
 - ``invalid_date``: BEG05 or a DTM02 (order or line) is not a real date
   (``CCYYMMDD``, or ``YYMMDD`` as older versions wrote it).
-- ``no_lines``: no PO1 segment.
+- ``no_lines``: no PO1 segment (pointing at the CTT, else the SE, where the
+  lines belonged: AK3 PO1 with AK304 3).
 - ``missing_quantity``: PO102 empty.
 - ``not_numeric``: PO102, PO104, CTT01, AMT02 or SAC05 is not an X12 number.
 - ``quantity_not_positive``: PO102 is 0 or negative.
@@ -144,6 +146,7 @@ def _check_header(po: PurchaseOrder, found: _Problems) -> None:
             "missing_beg",
             "the order has no BEG segment (purchase order number and date)",
             segment_id="BEG",
+            segment_number=po.set_segment_number + 1 if po.set_segment_number else None,
         )
     else:
         if not po.po_number.strip():
@@ -190,7 +193,12 @@ def _check_dates(
 
 def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
     if not po.lines:
-        found.add("no_lines", "the order has no line items (PO1 segments)", segment_id="PO1")
+        found.add(
+            "no_lines",
+            "the order has no line items (PO1 segments)",
+            segment_id="PO1",
+            segment_number=po.summary_segment_number,
+        )
     seen: set[str] = set()
     for position, line in enumerate(po.lines, start=1):
         label = f"line {line.number}" if line.number else f"PO1 #{position}"

@@ -386,14 +386,15 @@ def _set_response(
         ak2.append(_clean(s.convention, d, 35))
     out = [_trim(ak2)]
     set_codes: list[str | None] = []
-    by_segment: dict[int, list[X12Error]] = {}
+    # by position and id: a missing segment is told at the position of the one found there
+    by_segment: dict[tuple[int, str], list[X12Error]] = {}
     for err in errors:
         if err.segment_id in _SET_LEVEL or err.segment_number is None:
             set_codes.append(err.code)
         else:
-            by_segment.setdefault(err.segment_number, []).append(err)
-    for number in sorted(by_segment):
-        errs = by_segment[number]
+            by_segment.setdefault((err.segment_number, err.segment_id or ""), []).append(err)
+    for number, _ in sorted(by_segment, key=lambda at: at[0]):
+        errs = by_segment[number, _]
         position = number - s.segment_number + 1 if s.segment_number else number
         elements = [e for e in errs if e.element is not None][:99]
         segment_code = next(
