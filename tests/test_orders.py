@@ -890,3 +890,64 @@ def test_same_content_compares_numbers_by_value_and_nothing_else_loosely():
     assert not orders.same_content(first, document("2", "3.50", product="0010"))
     assert not orders.same_content(document("1", "1", product="10"), document("1", "1", "0010"))
     assert not orders.same_content(first, document("3", "3.50"))
+
+
+def test_a_line_s_currency_is_its_cur_or_its_pricing_ctp_s():
+    """A CUR after a PO1, or in the CTP loop of the CTP that prices the line,
+    is the line's currency, in its JSON only then (a line without one keeps
+    its JSON and its key); a second CUR naming another currency is refused."""
+
+    def lines(body: str) -> tuple[Line, ...]:
+        text = f"ST*850*1~BEG*00*SA*9**20240101~{body}SE*9*1~"
+        return from_transaction(transaction(text)).lines
+
+    own, by_ctp, other_ctp, none = lines(
+        "PO1*1*4*EA*2.25**VP*A~CUR*BY*EUR~"
+        "PO1*2*4*EA***VP*B~CTP**RES*9~CTP**UCP*2.25~CUR*BY*CHF~"
+        "PO1*3*4*EA*1**VP*C~CTP**RES*9~CUR*BY*GBP~"  # the CUR of a price not the line's
+        "PO1*4*4*EA*1**VP*D~"
+    )
+    assert (own.currency, own.currency_segment_number) == ("EUR", 6)  # ST is 3
+    assert (by_ctp.currency, by_ctp.currency_segment_number) == ("CHF", 10)
+    assert other_ctp.currency == none.currency == ""
+    assert own.to_json()["currency"] == "EUR"
+    assert "currency" not in none.to_json()
+    assert lines("PO1*1*4*EA***VP*A~CUR*BY*EUR~CTP**UCP*2~CUR*BY*EUR~")[0].currency == "EUR"
+    with pytest.raises(X12Error, match="a line has one currency") as caught:
+        lines("PO1*1*4*EA***VP*A~CUR*BY*EUR~CTP**UCP*2~CUR*BY*USD~")
+    assert (caught.value.segment_id, caught.value.segment_number, caught.value.element) == (
+        "CUR",
+        8,
+        2,
+    )
+
+
+def test_a_ctp_s_unit_and_basis_are_its_own():
+    """CTP05's unit (the first component) is the unit its price is of; a
+    CTP-priced line's ``price_basis`` is its CTP09, never PO105 (PO104's);
+    every basis upper case and unpadded, as the amount reads it."""
+    text = (
+        "ST*850*1~BEG*00*SA*9**20240101~PO1*1*24*EA***VP*A~CTP**UCP*48.00*1*CA>1~"
+        "PO1*2*200*EA**HP*VP*B~CTP**UCP*350~PO1*3*200*EA*350*hp *VP*C~SE*8*1~"
+    )
+    per_case, ctp_no_basis, padded = from_transaction(transaction(text)).lines
+    assert (per_case.ctp_unit, per_case.price_unit, per_case.unit) == ("CA", "CA", "EA")
+    assert ctp_no_basis.to_json()["price_basis"] == "" and ctp_no_basis.amount == 70000
+    assert padded.to_json()["price_basis"] == "HP" and padded.amount == 700
+    assert Line(unit="EA", unit_price_raw="1", ctp_unit="CA").price_unit == "EA"  # PO104 prices
+
+
+def test_only_amt_may_follow_the_ctt_and_a_second_ctt_is_refused():
+    """The 850's summary is CTT and AMT: another segment there is misplaced
+    (the rule ``misplaced_segment`` judges it); a second CTT says another
+    line count and is refused (AK304 5)."""
+    po = from_transaction(
+        transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~CTT*1~CUR*BY*EUR~AMT*TT*1~SE*7*1~")
+    )
+    assert po.misplaced_segments == (("CUR", 7),) and po.currency == ""
+    assert [a.amount_raw for a in po.amounts] == ["1"]
+    with pytest.raises(X12Error, match="CTT appears a second time") as caught:
+        from_transaction(
+            transaction("ST*850*1~BEG*00*SA*9**20240101~PO1*1*1*EA*1~CTT*1~CTT*2~SE*6*1~")
+        )
+    assert (caught.value.segment_number, caught.value.code) == (7, "5")

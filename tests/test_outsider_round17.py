@@ -46,7 +46,8 @@ line's ``unit_price`` null); a price of ``-0.00`` posted as written; GS01
 IN holding an 850 posted; CTP06/07 multipliers and CUR exchange rates
 ignored (their reading varies by guide); CTT02 not checked.
 
-Found (strict xfails, each symptom as the code does it today):
+Found (each fixed since; every test here failed before its fix; the symptoms
+as the code did it then):
 
 * ``test_a_ctp_priced_per_thousand_reaches_the_erp_per_thousand``:
   ``PO1*1*2000*EA***VP*X1~CTP**UCP*15.00******TP~`` (CTP09 = TP, element
@@ -59,10 +60,13 @@ Found (strict xfails, each symptom as the code does it today):
   ``CUR*BY*EUR`` in its CTP loop or right after its PO1 (both 4010 850
   positions; edinet__x12.850.issue135.edi has a CUR after each PO1): the
   ERP gets ``currency`` "USD", 2.25, total 9.00, 997 A, no EUR anywhere
-  in the body. A lone CUR after CTT: ``currency`` "", 997 A.
+  in the body. A lone CUR after CTT: ``currency`` "", 997 A. (Fixed: a
+  line's CUR is its ``currency``; one not the order's is the rule
+  ``currency_mismatch``; a segment after CTT but AMT ``misplaced_segment``.)
 * ``test_a_ctp_price_per_case_is_not_posted_as_a_price_per_each``:
   ``PO1*1*24*EA***VP*X1~CTP**UCP*48.00*1*CA~`` (48.00 per 1 CA, CTP04/05)
-  posted as 24 EA at 48.00 (``unit`` "EA"), total 1152.00, 997 A.
+  posted as 24 EA at 48.00 (``unit`` "EA"), total 1152.00, 997 A. (Fixed:
+  ``price_unit_mismatch`` refuses a CTP05 unit other than PO103's.)
 * ``test_a_small_price_reaches_the_erp_as_the_partner_wrote_it``: PO104
   ``0.000000125`` posted as ``unit_price`` "1.25E-7" (``str(Decimal)``),
   README: "every amount and quantity a decimal string"; 997 A.
@@ -514,12 +518,6 @@ def test_a_ctp_priced_per_thousand_reaches_the_erp_per_thousand(tmp_path, record
         assert Decimal(body["total_amount"]) == Decimal("30.00"), body["lines"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: a CUR*BY*EUR the daemon does not read as the header's (in the "
-    "line's CTP loop, after its PO1, after CTT) is dropped: the ERP gets USD or none, "
-    "997 AK5 A",
-)
 @pytest.mark.parametrize(
     ("line", "header", "after"),
     [
@@ -547,11 +545,6 @@ def test_a_currency_the_partner_sent_reaches_the_erp(tmp_path, recording, line, 
         assert "EUR" in said, (body["currency"], body["lines"][0]["unit_price"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: CTP04/CTP05 (48.00 per 1 CA) on a line of 24 EA posted as "
-    "unit_price 48.00 per EA, total 1152.00, 997 AK5 A",
-)
 def test_a_ctp_price_per_case_is_not_posted_as_a_price_per_each(tmp_path, recording):
     x12 = one_po("F-CA", "0001", "PO1*1*24*EA***VP*X1~CTP**UCP*48.00*1*CA~")
     _, bodies, groups = run_one(tmp_path, recording, x12)

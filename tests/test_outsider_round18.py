@@ -36,7 +36,8 @@ on both databases, the SIGKILLed job and its rerun by both POs (one
 Idempotency-Key a PO); ``stats`` total_amount_processed "12.000001000", no
 exponent in ``jobs show``.
 
-Found (strict xfails):
+Found (strict xfails when found; each fixed since but the small price's
+key, ``test_the_key_of_a_small_priced_order_is_unchanged_by_the_upgrade``):
 
 * ``test_the_key_of_a_small_priced_order_is_unchanged_by_the_upgrade``:
   an order without SAC or GS02 priced ``0.000000125`` gets another
@@ -73,7 +74,8 @@ Found (strict xfails):
 * ``test_a_ctp_priced_line_shows_the_basis_its_amount_used``: ``PO1*1*200*
   EA**HP*VP*X~CTP**UCP*350~`` (no CTP09): body ``price_basis`` "HP" beside
   ``amount`` 70000 (per unit): ``Line.basis`` falls back to PO105,
-  ``priced_units`` does not; price_basis is not the basis used.
+  ``priced_units`` does not; price_basis is not the basis used. (Fixed: a
+  CTP-priced line's basis is its CTP09.)
 * ``test_a_second_beg_after_a_po1_refuses_the_set`` [after-po1,
   after-ctt]: ``BEG…P1~PO1…~BEG…P2~`` (or the BEG after CTT) is read as
   P1 without a word: the second-BEG check is in the header area only; a
@@ -81,6 +83,7 @@ Found (strict xfails):
 * ``test_a_price_basis_written_hp_padded_reaches_the_erp_as_hp``: PO105
   ``hp `` is priced per hundred (amount 700) but the body's
   ``price_basis`` is "hp " as written: an ERP reading it sees no HP.
+  (Fixed: ``price_basis`` is upper case, unpadded.)
 
 Real parts: ``edi-inbox process``/``jobs``/``stats`` subprocesses (today's
 code and a8afa6d's), a recording HTTP ERP on 127.0.0.1, SQLite under
@@ -331,11 +334,6 @@ def test_held_sac_amounts_and_checks():
     assert "charges" not in parsed(po_set("S-4")).to_json()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: CTP-priced line with PO105 HP and no CTP09: price_basis 'HP' beside an"
-    " amount priced per unit (70000 for 200 x 350)",
-)
 def test_a_ctp_priced_line_shows_the_basis_its_amount_used():
     po = parsed(po_set("B-1", lines="PO1*1*200*EA**HP*VP*X~CTP**UCP*350~"))
     line = po.lines[0].to_json()
@@ -354,11 +352,6 @@ def test_a_second_beg_after_a_po1_refuses_the_set(where):
         parsed(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEFT (arguable): PO105 'hp ' is priced per hundred; the body's price_basis"
-    " is as the partner wrote it",
-)
 def test_a_price_basis_written_hp_padded_reaches_the_erp_as_hp():
     line = parsed(po_set("B-2", lines="PO1*1*200*EA*350*hp *VP*X~")).lines[0].to_json()
     assert line["amount"] == "700"

@@ -100,6 +100,18 @@ PARTIES = few(
         contacts=CONTACTS,
     )
 )
+# The CTP that prices a line, or none.
+CTPS = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {
+            "ctp_code": st.sampled_from(orders.CTP_PRICE_CODES),
+            "ctp_price_raw": NUMBER.filter(bool),
+            "ctp_unit": code(0, 2),
+            "ctp_basis": code(0, 2),
+        }
+    ),
+)
 LINES = few(
     st.builds(
         Line,
@@ -122,7 +134,8 @@ LINES = few(
         references=REFERENCES,
         dates=DATES,
         parties=PARTIES.map(lambda t: t[:1]),  # a ship-to per line, now and then
-    ),
+        currency=code(0, 3),
+    ).flatmap(lambda line: CTPS.map(lambda ctp: replace(line, **ctp))),
     4,
 )
 ENVELOPES = st.builds(

@@ -398,3 +398,56 @@ def test_problems_point_at_segments_of_a_real_transaction_set():
         2,
     )
     assert p.to_json()["segment_number"] == 7
+
+
+def test_a_line_priced_in_another_currency_than_the_order_is_refused():
+    """One order's total adds its lines: a line whose CUR (or its pricing
+    CTP's) names another currency than the header CUR, or, without one, than
+    an earlier line, is ``currency_mismatch`` at its CUR02. Lines that all
+    name the order's currency (a real partner sends CUR*BY*USD after each
+    PO1 and none in the header) break nothing."""
+    eur = replace(line("2", "3", "4.25"), currency="EUR", currency_segment_number=11)
+    usd = replace(line("1"), currency="USD")
+    p = only(rules.validate(good_order(currency="USD", lines=(usd, eur))))
+    assert (p.code, p.segment_id, p.segment_number, p.element, p.line_number) == (
+        "currency_mismatch", "CUR", 11, 2, "2",
+    )  # fmt: skip
+    assert "priced in 'EUR' (CUR), the order's (CUR) in 'USD'" in p.message
+    p = only(rules.validate(good_order(lines=(usd, eur))))
+    assert "an earlier line's in 'USD'" in p.message
+    plain = replace(line("2", "3", "4.25"), currency="USD")
+    assert rules.validate(good_order(lines=(usd, plain))) == []
+    assert rules.validate(good_order(currency="USD", lines=(usd, line("2", "3", "4.25")))) == []
+    assert "currency_mismatch" in rules.LEVELLED
+
+
+def test_a_ctp_price_in_another_unit_than_the_line_is_refused():
+    """48.00 per CA (CTP05) on a line of 24 EA: the price of one EA is not
+    known, and an ERP would take 48.00 per EA; always an error, at CTP05.
+    A CTP in the line's own unit (any case or padding), or none, is fine."""
+    per_case = Line(
+        number="1", quantity_raw="24", unit="EA", ctp_code="UCP", ctp_price_raw="48.00",
+        ctp_unit="CA", ctp_segment_number=12, segment_number=11,
+    )  # fmt: skip
+    po = good_order(lines=(per_case,), totals=None, amounts=())
+    p = only(rules.validate(po))
+    assert (p.code, p.segment_id, p.segment_number, p.element) == (
+        "price_unit_mismatch", "CTP", 12, 5,
+    )  # fmt: skip
+    assert "the price 48.00 (CTP03) is per CA (CTP05), the line orders EA (PO103)" in p.message
+    assert "price_unit_mismatch" not in rules.LEVELLED
+    for unit in ("EA", "ea ", ""):
+        same = replace(per_case, ctp_unit=unit)
+        assert rules.validate(replace(po, lines=(same,))) == []
+
+
+def test_a_segment_after_the_ctt_is_misplaced():
+    """Only AMT follows the CTT in an 850: anything else is read past, so it is
+    ``misplaced_segment`` (levelled, error by default)."""
+    po = good_order(misplaced_segments=(("CUR", 14),))
+    p = only(rules.validate(po))
+    assert (p.code, p.segment_id, p.segment_number, p.element) == (
+        "misplaced_segment", "CUR", 14, None,
+    )  # fmt: skip
+    assert "comes after the CTT, where an 850 has only AMT" in p.message
+    assert "misplaced_segment" in rules.LEVELLED

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 from werkzeug import Request, Response
 
-from edi_inbox import orders, queries
+from edi_inbox import orders, queries, rules
 from edi_inbox.config import ConfigError, ErpSettings, PathSettings, RuleSettings, Settings, load
 from edi_inbox.jobs import JobResult, JobStatus, OrderResult
 from edi_inbox.outcomes import error_report
@@ -659,3 +659,36 @@ def test_each_refused_segment_gets_its_own_ak304(tmp_path):
         "AK2*850*0004", "AK3*PO1*3**3", "AK5*R*5",
         "AK2*850*0005", "AK3*PO1*3**3", "AK5*R*5", "AK9*R*5*5*0",
     ]  # fmt: skip
+
+
+def test_what_a_line_s_currency_or_price_unit_cannot_say_is_refused_in_the_997(tmp_path):
+    """A segment after the CTT (AK304 2), a line priced in another currency
+    than the order (AK4 on CUR02), a CTP price per case on a line in eaches
+    (AK4 on CTP05): each set refused, the one beside them posted."""
+    misplaced = order(1).replace("CTT*1~SE*5*", "CTT*1~CUR*BY*EUR~SE*6*")
+    euro_line = order(2).replace("VP*X1~", "VP*X1~CUR*BY*EUR~").replace("SE*5*", "SE*6*")
+    euro_line = euro_line.replace("20240102~", "20240102~CUR*BY*USD~").replace("SE*6*", "SE*7*")
+    per_case = order(3, price="").replace("VP*X1~", "VP*X1~CTP**UCP*48.00*1*CA~")
+    per_case = per_case.replace("SE*5*", "SE*6*")
+    job, acks, posted = run(tmp_path, doc(group(misplaced, euro_line, per_case, order(4))))
+    assert job.status is JobStatus.PARTIAL and len(posted) == 1
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77", "AK2*850*0001", "AK3*CUR*5**2", "AK5*R*5",
+        "AK2*850*0002", "AK3*CUR*5**8", "AK4*2**7", "AK5*R*5",
+        "AK2*850*0003", "AK3*CTP*4**8", "AK4*5**7", "AK5*R*5",
+        "AK2*850*0004", "AK5*A", "AK9*P*4*4*1",
+    ]  # fmt: skip
+    reasons = [o.error for o in job.orders]
+    assert "segment CUR (segment" in reasons[0] and "comes after the CTT" in reasons[0]
+    assert "priced in 'EUR' (CUR), the order's (CUR) in 'USD'" in reasons[1]
+    assert "is per CA (CTP05), the line orders EA (PO103)" in reasons[2]
+
+
+def test_a_real_partner_s_currency_after_each_line_reaches_the_erp():
+    """edinet's issue135 850 has no header CUR and ``CUR*BY*USD`` after each
+    PO1: nothing refused, each line's JSON says USD."""
+    data = (CORPUS / "edinet__x12.850.issue135.edi").read_bytes()
+    for ts in X12Reader(io.BytesIO(data)).transaction_sets():
+        po = orders.from_transaction(ts)
+        assert [line.to_json()["currency"] for line in po.lines] == ["USD"] * len(po.lines)
+        assert len(po.lines) >= 6 and rules.validate(po) == []

@@ -149,6 +149,8 @@ class RuleSettings:
     Envelope and syntax errors are always errors. Defaults: see README."""
 
     unknown_segment: str = "error"  # a segment id no 850 has (P01 for PO1)
+    misplaced_segment: str = "error"  # a segment after the CTT but AMT
+    currency_mismatch: str = "error"  # a line's CUR not the order's
     line_count_mismatch: str = "warn"  # CTT01 ≠ number of PO1
     total_mismatch: str = "error"  # AMT*TT ≠ Σ quantity × price
     quantity_not_positive: str = "error"  # PO102 ≤ 0

@@ -325,6 +325,10 @@ class Line(_Part):
     ctp_code: str = ""  # CTP02 of the CTP that prices the line when PO104 is empty
     ctp_price_raw: str = ""  # its CTP03
     ctp_basis: str = ""  # its CTP09: the basis of CTP03 (HP per hundred, TP per thousand)
+    ctp_unit: str = ""  # its CTP05's unit of measure (C00101): the unit CTP03 is the price of
+    ctp_segment_number: int | None = _provenance()
+    currency: str = ""  # CUR02 of the line's CUR (PO1 loop) or of its pricing CTP's loop
+    currency_segment_number: int | None = _provenance()
     product_ids: tuple[ProductId, ...] = ()  # PO106/07, PO108/09, ...
     descriptions: tuple[Description, ...] = ()
     references: tuple[Reference, ...] = ()
@@ -353,24 +357,26 @@ class Line(_Part):
 
     @property
     def basis(self) -> str:
-        """The basis of the unit price, as sent (the JSON's ``price_basis``):
-        PO105, or the CTP09 of the CTP that prices the line, if it has one."""
-        if not self.unit_price_raw and self.ctp_price_raw and self.ctp_basis:
-            return self.ctp_basis
-        return self.price_basis
+        """The basis of the unit price (the JSON's ``price_basis``): PO105 for
+        PO104, the CTP09 of the CTP that prices the line for its CTP03 (PO105
+        is PO104's basis, not a CTP's); upper case, unpadded (``hp `` is HP)."""
+        by_ctp = self.ctp_price_raw and not self.unit_price_raw
+        return (self.ctp_basis if by_ctp else self.price_basis).strip().upper()
 
     @property
     def priced_units(self) -> int:
         """How many units the unit price is the price of: 100 or 1000 for a
-        price per hundred or thousand (``basis``, ``PRICE_BASIS_UNITS``;
-        written ``HP `` or ``hp`` it is still per hundred), else 1."""
-        if self.unit_price_raw:
-            code = self.price_basis
-        elif self.ctp_price_raw:  # PO105 is PO104's basis, not a CTP's
-            code = self.ctp_basis
-        else:
-            return 1
-        return PRICE_BASIS_UNITS.get(code.strip().upper(), 1)
+        price per hundred or thousand (``basis``, ``PRICE_BASIS_UNITS``), else 1."""
+        return PRICE_BASIS_UNITS.get(self.basis, 1) if self.price_source else 1
+
+    @property
+    def price_unit(self) -> str:
+        """The unit the unit price is the price of: the pricing CTP's CTP05
+        when it names one, else the line's own (PO103). ``rules`` refuses a
+        line where they differ: a price per case is not a price per each."""
+        if self.ctp_unit and self.ctp_price_raw and not self.unit_price_raw:
+            return self.ctp_unit
+        return self.unit
 
     @property
     def amount(self) -> Decimal | None:
@@ -410,6 +416,8 @@ class Line(_Part):
             "dates": [d.to_json() for d in self.dates],
             "parties": [p.to_json() for p in self.parties],
         }
+        if self.currency:  # only a line that names its currency: the others keep their key
+            document["currency"] = self.currency
         return _with_charges(document, self.charges)
 
 
@@ -475,6 +483,8 @@ class PurchaseOrder(_Part):
     summary_segment_number: int | None = _provenance()
     # (segment id, number) of each segment that is no 850's (``SEGMENTS_850``): read past
     unknown_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # ... and of each segment after the CTT but an AMT: out of place, read past
+    misplaced_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
     def date(self) -> _dt.date | None:
@@ -800,7 +810,7 @@ SEGMENTS_850 = _tags(
     " SDQ QTY SCH LS LE SLN LX FA1 FA2 CTT SE"
 )
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
-_LINE_READ = _tags("PID REF DTM N1 SAC")  # ... and a line, after its PO1
+_LINE_READ = _tags("PID REF DTM N1 SAC CUR")  # ... and a line, after its PO1
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -912,7 +922,24 @@ class _LineBuilder:
         self.dates: list[DateReference] = []
         self.parties: list[_PartyBuilder] = []
         self.ctp: Segment | None = None  # the first CTP that prices the line
+        self.ctp_unit = ""  # its CTP05's unit
+        self.currency: Segment | None = None  # the CUR that prices the line
         self.charges: list[Charge] = []
+
+    def add_currency(self, cur: Segment) -> None:
+        """A CUR of the line's (after its PO1, or in its pricing CTP's loop);
+        a second one naming another currency is refused: a line has one."""
+        if self.currency is not None and self.currency.get(2) != cur.get(2):
+            raise X12Error(
+                f"CUR (segment {cur.number}) names {cur.get(2)!r} for the line of PO1"
+                f" segment {self.po1.number}, its CUR (segment {self.currency.number})"
+                f" {self.currency.get(2)!r}; a line has one currency",
+                segment_number=cur.number,
+                segment_id="CUR",
+                element=2,
+                code="7",
+            )
+        self.currency = self.currency or cur
 
     def build(self) -> Line:
         s = self.po1
@@ -925,6 +952,10 @@ class _LineBuilder:
             ctp_code=self.ctp.get(2) if self.ctp else "",
             ctp_price_raw=self.ctp.get(3) if self.ctp else "",
             ctp_basis=self.ctp.get(9) if self.ctp else "",
+            ctp_unit=self.ctp_unit,
+            ctp_segment_number=self.ctp.number if self.ctp else None,
+            currency=self.currency.get(2) if self.currency else "",
+            currency_segment_number=self.currency.number if self.currency else None,
             product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
             descriptions=tuple(self.descriptions),
             references=tuple(self.references),
@@ -936,7 +967,8 @@ class _LineBuilder:
 
 
 def _once_only(s: Segment) -> X12Error:
-    """A second BEG (another PO number) or header CUR (another currency)."""
+    """A second BEG (another PO number), header CUR (another currency) or
+    CTT (another line count)."""
     return X12Error(
         f"{s.tag} appears a second time; the 850 allows one",
         segment_number=s.number,
@@ -1002,6 +1034,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
     unknown: list[tuple[str, int]] = []
+    misplaced: list[tuple[str, int]] = []
+    opener: Segment | None = None  # the segment that opened ``loop``
 
     for s in ts.segments:
         tag = s.tag
@@ -1017,11 +1051,12 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             area, loop = "line", None
             continue
         if tag == "CTT":
-            if totals is None:
-                checked(s)
-                totals = Totals(
-                    line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
-                )
+            if totals is not None:  # another line count
+                raise _once_only(s)
+            checked(s)
+            totals = Totals(
+                line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
+            )
             area, loop = "summary", None
             continue
         if area == "summary":
@@ -1030,15 +1065,19 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 amounts.append(
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
+            else:  # only AMT may follow the CTT: what else is there would go unread
+                misplaced.append((tag, s.number))
             continue
 
         loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
         if loop is not None and tag in loops[loop]:
             if loop == "N1" and party is not None:
                 party.add(s)
+            elif tag == "CUR" and loop == "CTP" and opener is lines[-1].ctp:
+                lines[-1].add_currency(checked(s))  # the currency of the line's price
             continue  # inside a loop the order does not model
         loop = tag if tag in loops else None
-        party = None
+        opener, party = s, None
 
         if area == "header":
             if tag in _HEADER_READ:
@@ -1086,6 +1125,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 line.dates.append(_date(s))
             elif tag == "CTP" and line.ctp is None and s.get(2) in CTP_PRICE_CODES:
                 line.ctp = s
+                line.ctp_unit = s.get(5).split(ts.delimiters.component)[0]
+            elif tag == "CUR":
+                line.add_currency(s)
             elif tag == "N1":
                 party = _PartyBuilder(s)
                 line.parties.append(party)
@@ -1136,4 +1178,5 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         beg_segment_number=beg.number if beg is not None else None,
         summary_segment_number=summary,
         unknown_segments=tuple(unknown),
+        misplaced_segments=tuple(misplaced),
     )

@@ -132,6 +132,7 @@ _AK3_BY_PROBLEM = {
     "missing_beg": "3",  # mandatory segment missing
     "no_lines": "3",
     "unknown_segment": "6",  # segment not in the defined transaction set
+    "misplaced_segment": "2",  # unexpected segment
 }
 _AK3_HAS_ELEMENT_ERRORS = "8"
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled

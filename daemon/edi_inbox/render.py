@@ -119,8 +119,11 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
                 *ids,
             ]
         )
+        if line.currency:
+            body.append(["CUR", "BY", line.currency])
         if line.ctp_price_raw:  # the CTP that priced the line
-            body.append(["CTP", "", line.ctp_code, line.ctp_price_raw, *[""] * 5, line.ctp_basis])
+            ctp = ["CTP", "", line.ctp_code, line.ctp_price_raw, "", line.ctp_unit]
+            body.append([*ctp, "", "", "", line.ctp_basis])  # CTP09 the basis
         body += [
             ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
         ]

@@ -28,6 +28,16 @@ Codes:
 - ``unknown_segment``: a segment whose id is no 850's (``orders.SEGMENTS_850``:
   ``P01`` typed for ``PO1``, an 810's ``IT1``): the order would go on
   without what it says (997 AK304 6, segment not in the set).
+- ``misplaced_segment``: a segment after the CTT other than an AMT (a
+  ``CUR`` or ``N1`` sent after the summary): not read where it stands
+  (997 AK304 2, unexpected segment).
+- ``currency_mismatch``: a line's currency (its CUR, or its pricing CTP's)
+  is not the order's (the header CUR), or, with no header CUR, not another
+  line's: one order's total cannot add two currencies (997 AK4 on CUR02).
+- ``price_unit_mismatch``: a line priced by a CTP whose CTP05 names another
+  unit than the line's PO103 (48.00 per CA on a line of 24 EA): its price per
+  unit ordered is not known, and the ERP would take 48.00 per EA (997 AK4 on
+  CTP05). Always an error.
 - ``total_mismatch``: an AMT*TT, rounded half-up to the cent, is neither the
   lines' exact total nor the sum of their amounts each rounded to the cent
   (both half-up; see ``_check_totals``), with or without the order's SAC
@@ -65,6 +75,8 @@ def cents(value: Decimal) -> Decimal:
 # (a missing BEG, BEG03 or PO1, a value that is not a number) is always an error.
 LEVELLED = (
     "unknown_segment",
+    "misplaced_segment",
+    "currency_mismatch",
     "line_count_mismatch",
     "total_mismatch",
     "quantity_not_positive",
@@ -102,8 +114,17 @@ def validate(po: PurchaseOrder) -> list[Problem]:
             segment_id=tag,
             segment_number=number,
         )
+    for tag, number in po.misplaced_segments:
+        found.add(
+            "misplaced_segment",
+            f"segment {tag} (segment {number}) comes after the CTT, where an 850 has only"
+            " AMT; what it says is not read",
+            segment_id=tag,
+            segment_number=number,
+        )
     _check_header(po, found)
     _check_lines(po, found)
+    _check_currencies(po, found)
     _check_charges(po, found)
     _check_totals(po, found)
     return found.problems
@@ -245,7 +266,42 @@ def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
                 4,
             )
 
+        if line.price_unit.strip().upper() != line.unit.strip().upper():
+            found.add(
+                "price_unit_mismatch",
+                f"{label}: the price {line.ctp_price_raw} (CTP03) is per {line.price_unit}"
+                f" (CTP05), the line orders {line.unit or 'no unit'} (PO103): its price per"
+                f" {line.unit or 'unit'} is not known; send PO104 or a CTP in the line's unit",
+                segment_id="CTP",
+                segment_number=line.ctp_segment_number,
+                element=5,
+                line=line,
+            )
+
         _check_dates(line.dates, found, prefix=f"{label}: ", line=line)
+
+
+def _check_currencies(po: PurchaseOrder, found: _Problems) -> None:
+    """Every line that names a currency names the order's: the header CUR's,
+    or, when the header has none, the first such line's."""
+    order = po.currency
+    for position, line in enumerate(po.lines, start=1):
+        if not line.currency:
+            continue
+        if not order:
+            order = line.currency
+        elif line.currency != order:
+            label = f"line {line.number}" if line.number else f"PO1 #{position}"
+            said = "the order's (CUR)" if po.currency else "an earlier line's"
+            found.add(
+                "currency_mismatch",
+                f"{label}: priced in {line.currency!r} (CUR), {said} in {order!r}; one order's"
+                " total cannot add two currencies",
+                segment_id="CUR",
+                segment_number=line.currency_segment_number,
+                element=2,
+                line=line,
+            )
 
 
 def _check_charges(po: PurchaseOrder, found: _Problems) -> None:
