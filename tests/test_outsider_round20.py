@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ from pathlib import Path
 import pytest
 from test_outsider_round13 import cli
 
+import uids
 from helpers import BAD, archived_daemon
 from web_site import request, server
 
@@ -219,6 +221,53 @@ def test_a_retry_from_a_failed_folder_on_another_file_system_records_retry_of(tm
     again = next(j for j in jobs if j["job_id"] != first["job_id"])
     assert again["retry_of"] == first["job_id"], again
     assert os.listdir(site / "processing" / ".retry") == []
+
+
+@pytest.mark.parametrize("cut", ["before-the-name", "before-the-unlink"])
+def test_a_retry_across_file_systems_cut_short_is_carried_on_by_the_next(tmp_path, tiny_mount, cut):
+    """``retry`` across file systems copies the file into the inbox under a
+    hidden name, unlinks it from failed/, then names it. Killed before the
+    name, the hidden copy was the only one, never processed, and ``retry``
+    said "no longer in failed/"; killed before the unlink, the next retry
+    left the hidden copy behind for good. The state such a kill leaves is
+    made by hand here (the command is too quick to kill at that point); the
+    next ``retry`` carries on: the file back under its name, ``retry_of``
+    recorded, nothing hidden left."""
+    site = tmp_path / "site"
+    config = plain_config(site)
+    tiny_mount(site / "failed")
+    drop(site / "inbox", b"po.edi")
+    assert run_once(config).returncode == 0
+    (first,) = json.loads(cli(config, "jobs", "list", "--json").stdout)
+    hidden = site / "inbox" / f".{first['job_id']}.retry"
+    shutil.copyfile(site / "failed" / "po.edi", hidden)
+    if cut == "before-the-name":
+        (site / "failed" / "po.edi").unlink()
+    result = cli(config, "retry", first["job_id"])
+    assert result.returncode == 0, result.stderr
+    assert listing(site / "inbox") == [b"po.edi"] and listing(site / "failed") == []
+    assert run_once(config).returncode == 0
+    jobs = json.loads(cli(config, "jobs", "list", "--json").stdout)
+    again = next(j for j in jobs if j["job_id"] != first["job_id"])
+    assert again["retry_of"] == first["job_id"], again
+
+
+def test_a_partner_s_file_named_like_a_retry_copy_is_not_taken_for_one(tmp_path):
+    """Only a copy of the daemon's own user counts as an interrupted retry's:
+    a partner who plants ``.JOB_ID.retry`` (the id is in its error.json)
+    neither has it retried nor loses it."""
+    site = tmp_path / "site"
+    config = plain_config(site)
+    drop(site / "inbox", b"po.edi")
+    assert run_once(config).returncode == 0
+    (first,) = json.loads(cli(config, "jobs", "list", "--json").stdout)
+    (site / "failed" / "po.edi").unlink()
+    planted = site / "inbox" / f".{first['job_id']}.retry"
+    uids.need_root()
+    uids.upload(planted, b"ISA*planted")
+    result = cli(config, "retry", first["job_id"])
+    assert result.returncode != 0 and "no longer in failed/" in result.stderr, result.stderr
+    assert planted.read_bytes() == b"ISA*planted"
 
 
 def test_the_dashboard_finds_a_failed_file_named_like_an_escape(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -105,12 +106,6 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     if failed_name is None:
         result["reason"] = "its report names no file"
         return result
-    source = paths.failed / failed_name
-    try:
-        st = os.stat(source, follow_symlinks=False)
-    except FileNotFoundError:
-        result["reason"] = f"{files.display_name(failed_name)} is no longer in failed/"
-        return result
     inbox, processing, max_bytes = paths.inbox, paths.processing, settings.daemon.max_file_bytes
     partner = settings.partners.get(str(report.get("partner")))
     came_from = report.get("inbox")
@@ -125,6 +120,21 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
             " that partner's)"
         )
         return result
+    # A retry across file systems copies the file here first; one cut short
+    # (the command killed) left it there, maybe as the only copy.
+    hidden = inbox / f".{old_job}.retry"
+    copied = _own_file(hidden)
+    source = paths.failed / failed_name
+    try:
+        st = os.stat(source, follow_symlinks=False)
+    except FileNotFoundError:
+        if copied is None:
+            result["reason"] = f"{files.display_name(failed_name)} is no longer in failed/"
+            return result
+        source, st = hidden, copied
+    else:
+        if copied is not None:  # a copy of a file failed/ still holds: ours, spare
+            hidden.unlink()
     problem = refusal(st, max_bytes)
     if problem is not None:
         result["reason"] = f"not retried: {problem.reason}"
@@ -154,6 +164,16 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     result.update(retried=True, inbox_name=files.display_name(back.name), inbox=str(inbox))
     logger.info("retry_queued", job_id=old_job, file=files.display_name(back.name))
     return result
+
+
+def _own_file(path: Path) -> os.stat_result | None:
+    """``path``'s status if it is a regular file of this user's (a copy a
+    retry made), else None: what a partner put in its inbox is not ours."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() else None
 
 
 def _original_name(failed_name: str, report: Mapping[str, Any]) -> str:
