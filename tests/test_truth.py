@@ -692,3 +692,23 @@ def test_a_real_partner_s_currency_after_each_line_reaches_the_erp():
         po = orders.from_transaction(ts)
         assert [line.to_json()["currency"] for line in po.lines] == ["USD"] * len(po.lines)
         assert len(po.lines) >= 6 and rules.validate(po) == []
+
+
+def test_one_po_number_to_two_receivers_in_one_file(tmp_path):
+    """One file, three interchanges: PO-1 to receiver 123456789, PO-1 with
+    other lines to 987654321 (a supplier's other division: its own order,
+    posted), then PO-1 as the first again to 987654321 (a misdirected copy:
+    a duplicate, not posted)."""
+    other = order(1, quantity="5")
+    to_b = ISA.replace("123456789      ", "987654321      ")
+    data = b"".join(
+        (isa.format(ack="0") + group(body) + f"IEA*1*{icn}~").encode()
+        for isa, body, icn in (
+            (ISA, order(1), "000000321"),
+            (to_b.replace("000000321", "000000322"), other, "000000322"),
+            (to_b.replace("000000321", "000000323"), order(1), "000000323"),
+        )
+    )
+    job, _, posted = run(tmp_path, data)
+    assert [o.status for o in job.orders] == ["posted", "posted", "duplicate"]
+    assert len(posted) == 2 and job.status is JobStatus.SUCCEEDED

@@ -645,6 +645,17 @@ def same_content(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False
     return a == b if complete else _common(a, b)
 
 
+def same_receiver(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two orders' JSON were sent to one receiver (ISA07:ISA08), as
+    far as both say. One PO number with other content sent to another
+    receiver (a supplier's other division) is another order; the same
+    content sent to both is one (a misdirected resend)."""
+    return all(
+        a.get(k) is None or b.get(k) is None or a[k] == b[k]
+        for k in ("receiver_qualifier", "receiver_id")
+    )
+
+
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in _NOT_CONTENT}
 

@@ -823,28 +823,36 @@ class Pipeline:
         which knows it as accepted. BEG01 07 (a duplicate, says the partner)
         is never posted. Returns what was decided, in words."""
         said: list[str] = []
-        # identity -> the first order of it in this file, and its content's key
-        # (a duplicate's record gets a key of its own: ``_duplicate``)
-        seen: dict[tuple[str, ...], tuple[OrderResult, str]] = {}
+        # identity -> the orders of it in this file (one a receiver), each with
+        # its content's key (a duplicate's record gets a key of its own: ``_duplicate``)
+        seen: dict[tuple[str, ...], list[tuple[OrderResult, str]]] = {}
         for index, (ts, po) in enumerate(work.purchase_orders):
             order = work.order_of[id(summary_of(ts))]
             if order.status != "pending":
                 continue
             ident = orders.identity(po, self._group_of(po))
             label = _label(po)
-            if ident in seen:  # earlier in this file
-                first, key = seen[ident]
-                if key == order.idempotency_key or orders.same_content(
-                    first.fields(), order.fields(), complete=True
-                ):  # what the first becomes (``conclude``)
-                    self._duplicate(job, order, index, job.job_id, first.erp_po_id)
-                    work.copy_of[id(order)] = first
-                else:
-                    order.status = "rejected"
-                    order.error = f"{label} appears earlier in this file with other content"
+            earlier = seen.setdefault(ident, [])
+            document = order.fields() if earlier else {}
+            first = next(
+                (
+                    f
+                    for f, key in earlier
+                    if key == order.idempotency_key
+                    or orders.same_content(f.fields(), document, complete=True)
+                ),
+                None,
+            )
+            if first is not None:  # what the first becomes (``conclude``)
+                self._duplicate(job, order, index, job.job_id, first.erp_po_id)
+                work.copy_of[id(order)] = first
+            elif any(orders.same_receiver(f.fields(), document) for f, _ in earlier):
+                order.status = "rejected"
+                order.error = f"{label} appears earlier in this file with other content"
+            if order.status != "pending":
                 said.append(f"{label}: {order.status} (this file)")
                 continue
-            seen[ident] = (order, order.idempotency_key)
+            earlier.append((order, order.idempotency_key))
             if self._against_posted(job, work, index, po, order):
                 said.append(f"{label}: {order.status}")
         for order in job.orders:
@@ -913,10 +921,16 @@ class Pipeline:
             match = next((p for p in same if orders.same_content(p.fields(), document)), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
-        elif same and po.purpose != REPLACE:  # each replace is a new version: posted
+            return True
+        if po.purpose == REPLACE:  # each replace is a new version: posted
+            return False
+        # Other content sent to another receiver (ISA07:ISA08) is that one's order.
+        document = order.fields() if same else {}
+        ours = [p for p in same if orders.same_receiver(p.fields(), document)]
+        if ours:
             order.status = "rejected"
             order.error = (
-                f"{label} was posted by job {same[0].job_id} with other content;"
+                f"{label} was posted by job {ours[0].job_id} with other content;"
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
         return order.status != "pending"
