@@ -260,3 +260,20 @@ def test_write_new_holds_its_temporary_locked_until_it_has_its_name(tmp_path, mo
     files.write_new(tmp_path, "po.edi.997", b"ISA*00*")
     assert seen == [[]]
     assert names(tmp_path) == ["po.edi.997"]
+
+
+def test_share_clock_is_this_host_s_on_a_local_file_system(tmp_path):
+    """A local file system stamps ctimes by this host's clock: the offset
+    ``files.share_clock`` finds is a clock tick at most, and touching the
+    folder is all it changes."""
+    import time
+
+    folder = tmp_path / "host"
+    folder.mkdir()
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        clock = files.share_clock(fd)
+        assert abs(clock() - time.time()) < 0.05
+        assert os.listdir(folder) == []
+    finally:
+        os.close(fd)

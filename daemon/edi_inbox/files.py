@@ -17,6 +17,7 @@ import fcntl
 import os
 import re
 import stat
+import time
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -347,6 +348,22 @@ def sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def share_clock(fd: int) -> Callable[[], float]:
+    """The wall clock of the file system that the folder ``fd`` (one of the
+    daemon's own) is on: this host's, plus the offset of the ctime the file
+    system stamps on a change made now. A share's server dates every change
+    by its own clock, which may be minutes off this host's; a local file
+    system's offset is ~0. This host's clock if the folder cannot be touched."""
+    before = time.time()
+    try:
+        os.utime(fd)  # atime and mtime now (the server's, on NFS), and so the ctime
+        stamped = os.fstat(fd).st_ctime
+    except OSError:
+        return time.time
+    offset = stamped - (before + time.time()) / 2
+    return lambda: time.time() + offset
 
 
 def mount_of(path: Path) -> str | None:

@@ -112,6 +112,9 @@ class WatchedInbox:
             logger.error("scan_failed", inbox=str(self.path), error=os_message(exc))
             self.on_error(f"cannot scan the inbox {self.path}: {os_message(exc)}")
             return
+        # A scan finds files the daemon has not seen change: their ctimes date
+        # them, on the clock of the inbox's file system (a share's may be off).
+        self.tracker.wall_clock = files.share_clock(self.claims.fd)
         self.tracker.scanned(names)
         if self.reported:
             present = set(names)

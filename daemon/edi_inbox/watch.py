@@ -11,8 +11,10 @@ which decides per name when a file is ready:
 * it ends with an X12 trailer (IEA), or it has been unchanged for
   ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
   does not start like an interchange at all (waiting would not help). That
-  wait counts from the file's own last change (its ctime) when the file was
-  already there before the daemon looked, so a restart does not start it anew.
+  wait counts from the file's own last change (its ctime, measured against the
+  clock of the inbox's file system: a share's server may be minutes off) when
+  the file was already there before the daemon looked, so a restart does not
+  start it anew.
 
 An empty file is refused, unread, once settled when the daemon saw it appear
 with inotify (an open writer keeps it waiting); under polling, or when it was
@@ -532,7 +534,9 @@ class Tracker:
     settings: DaemonSettings
     clock: Callable[[], float]
     peek: Callable[[int, str, int], tuple[bytes, bytes]] = peek
-    wall_clock: Callable[[], float] = time.time  # what a file's ctime is measured against
+    # What a file's ctime is measured against: the inbox's file system's clock
+    # (``files.share_clock``, set at each scan by the inbox)
+    wall_clock: Callable[[], float] = time.time
     # Whether the inbox's events tell opens and closes (inotify, not polling):
     # set by the inbox as its observer starts and stops.
     sees_opens: bool = False
