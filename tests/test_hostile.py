@@ -291,11 +291,17 @@ _PEAK = textwrap.dedent(
 )
 
 
-def tiny_segments(size: int, segment: str = "N9*1") -> bytes:
-    """One 850 padded to ``size`` bytes with tiny segments the order does not read."""
-    head = [ISA, "GS*PO*HOSTILE*RECEIVER*20240102*1200*1*X*004010", *order()[:-1]]
+def tiny_segments(size: int, segment: str = "N9*1", *, after_ctt: bool = False) -> bytes:
+    """One 850 padded to ``size`` bytes with tiny segments the order does not
+    read, in its line (an N9 loop: in place, so the order is good), or after
+    its CTT (out of place)."""
+    head = [ISA, "GS*PO*HOSTILE*RECEIVER*20240102*1200*1*X*004010", *order()[:-2]]
+    if after_ctt:
+        head.append("CTT*1")
     n = (size - 200) // (len(segment) + 1)
     tail = [f"SE*{len(head) - 2 + n + 1}*0001", "GE*1*1", "IEA*1*000000001"]
+    if not after_ctt:
+        tail[0:1] = ["CTT*1", f"SE*{len(head) - 2 + n + 2}*0001"]
     return ("~".join(head) + "~" + (segment + "~") * n + "~".join(tail) + "~").encode()
 
 
@@ -328,6 +334,23 @@ def test_memory_for_a_file_of_tiny_segments_stays_within_20x_its_size(tmp_path):
     """5 MB of a million tiny segments: peak RSS grows by less than 20x the file
     (it was 68x: every segment a list, strings and a tuple)."""
     assert_peak_within_20x(tmp_path, tiny_segments(5_000_000))
+
+
+@pytest.mark.parametrize("segment", ["N9*1", "ZZ*1"], ids=["misplaced", "unknown"])
+def test_a_million_segments_out_of_place_are_named_ten_times(tmp_path, segment):
+    """A million tiny segments after the CTT (out of place), or with an id no
+    850 has: the order is refused naming the first ten and saying more
+    follow, in bounded memory (not a problem, an AK3 and a line of error.json
+    for each: it was 278x the file)."""
+    data = tiny_segments(5_000_000, segment, after_ctt=segment == "N9*1")
+    status, grown = peak_growth(tmp_path, data)
+    assert status == "failed"
+    assert grown < 20 * len(data), f"{grown / len(data):.1f}x the file"
+    (tmp_path / "small").mkdir()
+    _, job = run_pipeline(tmp_path / "small", tiny_segments(20_000, segment, after_ctt=True))
+    assert job.status is JobStatus.FAILED and len(job.error_details) == 10
+    assert job.error.count(f"segment {segment[:2]} (segment") == 5  # five, then "and 5 more"
+    assert "more such segments follow, not listed" in job.error_details[-1]["message"]
 
 
 def plain_orders(size: int) -> bytes:

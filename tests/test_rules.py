@@ -449,5 +449,5 @@ def test_a_segment_after_the_ctt_is_misplaced():
     assert (p.code, p.segment_id, p.segment_number, p.element) == (
         "misplaced_segment", "CUR", 14, None,
     )  # fmt: skip
-    assert "comes after the CTT, where an 850 has only AMT" in p.message
+    assert "is out of place (after the CTT an 850 has only AMT)" in p.message
     assert "misplaced_segment" in rules.LEVELLED

@@ -679,7 +679,7 @@ def test_what_a_line_s_currency_or_price_unit_cannot_say_is_refused_in_the_997(t
         "AK2*850*0004", "AK5*A", "AK9*P*4*4*1",
     ]  # fmt: skip
     reasons = [o.error for o in job.orders]
-    assert "segment CUR (segment" in reasons[0] and "comes after the CTT" in reasons[0]
+    assert "segment CUR (segment" in reasons[0] and "after the CTT an 850" in reasons[0]
     assert "priced in 'EUR' (CUR), the order's (CUR) in 'USD'" in reasons[1]
     assert "is per CA (CTP05), the line orders EA (PO103)" in reasons[2]
 

@@ -325,7 +325,7 @@ class Line(_Part):
     ctp_code: str = ""  # CTP02 of the CTP that prices the line when PO104 is empty
     ctp_price_raw: str = ""  # its CTP03
     ctp_basis: str = ""  # its CTP09: the basis of CTP03 (HP per hundred, TP per thousand)
-    ctp_unit: str = ""  # its CTP05's unit of measure (C00101): the unit CTP03 is the price of
+    ctp_unit: str = ""  # its CTP05's unit (C00101): what CTP03 is the price of (``_measure``)
     ctp_segment_number: int | None = _provenance()
     currency: str = ""  # CUR02 of the line's CUR (PO1 loop) or of its pricing CTP's loop
     currency_segment_number: int | None = _provenance()
@@ -476,7 +476,7 @@ class PurchaseOrder(_Part):
     release_number: str = ""  # BEG04, trailing spaces removed
     date_raw: str = ""  # BEG05 as sent
     contract_number: str = ""  # BEG06
-    currency: str = ""  # CUR02 of the header CUR
+    currency: str = ""  # CUR02 of the header CUR, upper case, unpadded
     references: tuple[Reference, ...] = ()
     contacts: tuple[Contact, ...] = ()
     dates: tuple[DateReference, ...] = ()
@@ -491,7 +491,8 @@ class PurchaseOrder(_Part):
     summary_segment_number: int | None = _provenance()
     # (segment id, number) of each segment that is no 850's (``SEGMENTS_850``): read past
     unknown_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
-    # ... and of each segment after the CTT but an AMT: out of place, read past
+    # ... and of each segment out of place (a BEG after the lines, a PO1 or another
+    # segment but AMT after the CTT), read past; each list at most MAX_NOTED + 1 long
     misplaced_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
     @property
@@ -678,11 +679,14 @@ def _common(a: Any, b: Any) -> bool:
 
 
 def _by_value(value: Any, key: str = "") -> Any:
-    """``value`` with every number ``to_json`` writes as text (``_NUMBER_KEYS``) a Decimal."""
+    """``value`` with every number ``to_json`` writes as text (``_NUMBER_KEYS``) a
+    Decimal, and no ``price_basis`` (``_BASIS``)."""
     if isinstance(value, dict):
-        return {k: _by_value(v, k) for k, v in value.items()}
+        return {k: _by_value(v, k) for k, v in value.items() if k != _BASIS}
     if isinstance(value, list):
         return [_by_value(v) for v in value]
+    if key == "currency" and isinstance(value, str):  # as an older version wrote it
+        return value.strip().upper()
     if key in _NUMBER_KEYS and isinstance(value, str):
         number = parse_decimal(value)
         if number is None and _EXPONENT.fullmatch(value):  # as versions before as_text wrote it
@@ -690,6 +694,11 @@ def _by_value(value: Any, key: str = "") -> Any:
         return value if number is None else number
     return value
 
+
+# A line's price basis is not compared: what it does is in the line's amount
+# (quantity × price ÷ its units), and older versions wrote it otherwise (as
+# the partner did, ``hp ``; PO105's beside a CTP's price).
+_BASIS = "price_basis"
 
 _EXPONENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?E[-+]?[0-9]+")
 
@@ -943,12 +952,13 @@ class _LineBuilder:
         self.ctp: Segment | None = None  # the first CTP that prices the line
         self.ctp_unit = ""  # its CTP05's unit
         self.currency: Segment | None = None  # the CUR that prices the line
+        self.looped = False  # whether one of the line's loops (CTP, PID, N1 …) has begun
         self.charges: list[Charge] = []
 
     def add_currency(self, cur: Segment) -> None:
         """A CUR of the line's (after its PO1, or in its pricing CTP's loop);
         a second one naming another currency is refused: a line has one."""
-        if self.currency is not None and self.currency.get(2) != cur.get(2):
+        if self.currency is not None and _code(self.currency.get(2)) != _code(cur.get(2)):
             raise X12Error(
                 f"CUR (segment {cur.number}) names {cur.get(2)!r} for the line of PO1"
                 f" segment {self.po1.number}, its CUR (segment {self.currency.number})"
@@ -968,12 +978,12 @@ class _LineBuilder:
             unit=s.get(3),
             unit_price_raw=s.get(4),
             price_basis=s.get(5),
-            ctp_code=self.ctp.get(2) if self.ctp else "",
+            ctp_code=_code(self.ctp.get(2)) if self.ctp else "",
             ctp_price_raw=self.ctp.get(3) if self.ctp else "",
             ctp_basis=self.ctp.get(9) if self.ctp else "",
             ctp_unit=self.ctp_unit,
             ctp_segment_number=self.ctp.number if self.ctp else None,
-            currency=self.currency.get(2) if self.currency else "",
+            currency=_code(self.currency.get(2)) if self.currency else "",
             currency_segment_number=self.currency.number if self.currency else None,
             product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
             descriptions=tuple(self.descriptions),
@@ -983,6 +993,37 @@ class _LineBuilder:
             charges=tuple(self.charges),
             segment_number=s.number,
         )
+
+
+# Unknown or misplaced segments noted a set: the rules name these, and say
+# there are more (a file of a million tiny ones must not cost a million problems).
+MAX_NOTED = 10
+
+
+def _note(found: list[tuple[str, int]], s: Segment) -> None:
+    """``s`` noted in ``found`` (unknown or misplaced), up to one past ``MAX_NOTED``."""
+    if len(found) <= MAX_NOTED:
+        found.append((s.tag, s.number))
+
+
+def _code(value: str) -> str:
+    """An ID element as X12 means it: upper case, without the padding a fixed-width export adds."""
+    return value.strip().upper()
+
+
+def _prices(line: _LineBuilder, ctp: Segment | None) -> bool:
+    """Whether ``ctp`` is the CTP that prices ``line``: its first counted one,
+    on a line without PO104 (a CUR in its loop is then the line's)."""
+    return ctp is not None and ctp is line.ctp and not line.po1.get(4)
+
+
+def _measure(ctp05: str, separator: str) -> str:
+    """CTP05 (C001) as the unit its price is of: the unit code (C00101), or,
+    with an exponent or a multiplier other than 1 after it (``EA>>12``: per 12
+    each; ``M>2``: per square metre), the whole composite as written, which is
+    no line's unit (``rules`` refuses it)."""
+    unit, *rest = ctp05.split(separator)
+    return unit if all(part in ("", "1") for part in rest) else ctp05
 
 
 def _once_only(s: Segment) -> X12Error:
@@ -1061,10 +1102,16 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if tag in ("ST", "SE"):
             continue
         if tag not in SEGMENTS_850:
-            unknown.append((tag, s.number))
+            _note(unknown, s)
             continue
         if tag == "BEG" and beg is not None:  # anywhere: another PO number
             raise _once_only(s)
+        if tag == "BEG" and area != "header":  # after a PO1: out of place, not read
+            _note(misplaced, s)
+            continue
+        if tag == "PO1" and area == "summary":  # a line after the CTT: not read
+            _note(misplaced, s)
+            continue
         if tag == "PO1":
             lines.append(_LineBuilder(checked(s)))
             area, loop = "line", None
@@ -1085,18 +1132,20 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
             else:  # only AMT may follow the CTT: what else is there would go unread
-                misplaced.append((tag, s.number))
+                _note(misplaced, s)
             continue
 
         loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
         if loop is not None and tag in loops[loop]:
             if loop == "N1" and party is not None:
                 party.add(s)
-            elif tag == "CUR" and loop == "CTP" and opener is lines[-1].ctp:
-                lines[-1].add_currency(checked(s))  # the currency of the line's price
+            elif tag == "CUR" and loop == "CTP" and _prices(lines[-1], opener):
+                lines[-1].add_currency(checked(s))
             continue  # inside a loop the order does not model
         loop = tag if tag in loops else None
         opener, party = s, None
+        if loop is not None and area == "line":
+            lines[-1].looped = True
 
         if area == "header":
             if tag in _HEADER_READ:
@@ -1107,7 +1156,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 beg = s
             elif tag == "CUR":
                 header_cur = s
-                currency = s.get(2)
+                currency = _code(s.get(2))
             elif tag == "REF":
                 references.append(_reference(s))
             elif tag == "PER":
@@ -1142,9 +1191,11 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 line.references.append(_reference(s))
             elif tag == "DTM":
                 line.dates.append(_date(s))
-            elif tag == "CTP" and line.ctp is None and s.get(2) in CTP_PRICE_CODES:
+            elif tag == "CTP" and line.ctp is None and _code(s.get(2)) in CTP_PRICE_CODES:
                 line.ctp = s
-                line.ctp_unit = s.get(5).split(ts.delimiters.component)[0]
+                line.ctp_unit = _measure(s.get(5), ts.delimiters.component)
+            elif tag == "CUR" and line.looped:  # the line's CUR comes before its loops
+                _note(misplaced, s)
             elif tag == "CUR":
                 line.add_currency(s)
             elif tag == "N1":

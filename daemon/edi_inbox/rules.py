@@ -53,7 +53,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
 from .money import EXACT
-from .orders import Charge, DateReference, Line, PurchaseOrder
+from .orders import MAX_NOTED, Charge, DateReference, Line, PurchaseOrder
 
 CENT = Decimal("0.01")
 # Rounds to the cent without ever losing a digit before the point.
@@ -106,22 +106,19 @@ def split(
 def validate(po: PurchaseOrder) -> list[Problem]:
     """Every business-rule problem of ``po``; an empty list means it may go to the ERP."""
     found = _Problems(po)
-    for tag, number in po.unknown_segments:
-        found.add(
-            "unknown_segment",
-            f"segment {tag} (segment {number}) is not a segment of an 850; what it says is"
-            " not read",
-            segment_id=tag,
-            segment_number=number,
-        )
-    for tag, number in po.misplaced_segments:
-        found.add(
-            "misplaced_segment",
-            f"segment {tag} (segment {number}) comes after the CTT, where an 850 has only"
-            " AMT; what it says is not read",
-            segment_id=tag,
-            segment_number=number,
-        )
+    for code, noted, why in (
+        ("unknown_segment", po.unknown_segments, "is not a segment of an 850"),
+        ("misplaced_segment", po.misplaced_segments, "is out of place"),
+    ):
+        for n, (tag, number) in enumerate(noted[:MAX_NOTED], 1):
+            where = _PLACES.get(tag, _PLACES[""]) if code == "misplaced_segment" else ""
+            more = "; more such segments follow, not listed" if n == len(noted) - 1 else ""
+            found.add(
+                code,
+                f"segment {tag} (segment {number}) {why}{where}; what it says is not read{more}",
+                segment_id=tag,
+                segment_number=number,
+            )
     _check_header(po, found)
     _check_lines(po, found)
     _check_currencies(po, found)
@@ -160,9 +157,18 @@ class _Problems:
         )
 
 
+# Why a misplaced segment is out of place, by its id.
+_PLACES = {
+    "BEG": " (a BEG after the lines: the header has ended)",
+    "": " (after the CTT an 850 has only AMT)",
+}
+
+
 def _check_header(po: PurchaseOrder, found: _Problems) -> None:
     beg = po.beg_segment_number
-    if beg is None:
+    if beg is None and any(tag == "BEG" for tag, _ in po.misplaced_segments):
+        pass  # sent, out of place: said so (``misplaced_segment``)
+    elif beg is None:
         found.add(
             "missing_beg",
             "the order has no BEG segment (purchase order number and date)",
@@ -256,14 +262,20 @@ def _check_lines(po: PurchaseOrder, found: _Problems) -> None:
                 2,
             )
 
-        price = line.unit_price
-        if line.unit_price_raw and price is None:
-            add("not_numeric", f"{label}: unit price {line.unit_price_raw!r} is not a number", 4)
+        price, raw = line.unit_price, line.unit_price_raw
+        if raw:
+            segment_id, number, element, said = "PO1", line.segment_number, 4, "unit price"
+        else:  # the CTP that prices the line, if any
+            raw = line.ctp_price_raw
+            segment_id, number, element, said = "CTP", line.ctp_segment_number, 3, "price (CTP03)"
+        problem = None
+        if raw and price is None:
+            problem = ("not_numeric", f"{label}: {said} {raw!r} is not a number")
         elif price is not None and price < 0:
-            add(
-                "negative_unit_price",
-                f"{label}: unit price {line.unit_price_raw!r} must not be negative",
-                4,
+            problem = ("negative_unit_price", f"{label}: {said} {raw!r} must not be negative")
+        if problem is not None:
+            found.add(
+                *problem, segment_id=segment_id, segment_number=number, element=element, line=line
             )
 
         if line.price_unit.strip().upper() != line.unit.strip().upper():
