@@ -7,7 +7,8 @@
 Each shape (issue 9, item G) is written to a temporary directory beside a
 plain file of valid 850s of the same size, and each file is run through the
 whole pipeline (parse to 997, the outbox as the ERP, a SQLite database) in a
-fresh subprocess, so that its peak RSS (ru_maxrss) is its own:
+fresh subprocess, so that its peak RSS (VmHWM: ru_maxrss would carry the
+forking process's across exec) is its own:
 
 * po20k, po40k — one order whose PO number (BEG03) is 20 KB / 40 KB long;
 * tiny     — 10 MB of 2 million tiny segments ("N9*1") in one order;
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "daemon"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from parse import generate
+from parse import generate, peak_rss_mb
 
 MB = 1_000_000
 ISA = (
@@ -44,16 +44,16 @@ GS = "GS*PO*BENCHSENDER*BENCHRECEIVER*20240102*1200*{n}*X*004010~\n"
 
 
 def small_order(number: int, po_number: str, filler: str = "") -> str:
-    """A one-line 850, ST to SE; ``filler`` is extra segment text inside it."""
+    """A one-line 850, ST to SE; ``filler`` is extra segment text in its line
+    (before the CTT: where an N9 loop may be)."""
     segs = [
         f"ST*850*{number:04d}",
         f"BEG*00*SA*{po_number}**20240102",
         "N1*VN*ACME SUPPLY",
         "PO1*1*2*EA*3.50**VN*W-1",
-        "CTT*1",
     ]
-    n = len(segs) + 1 + filler.count("~")
-    return "~\n".join(segs) + "~\n" + filler + f"SE*{n}*{number:04d}~\n"
+    n = len(segs) + 2 + filler.count("~")
+    return "~\n".join(segs) + "~\n" + filler + f"CTT*1~\nSE*{n}*{number:04d}~\n"
 
 
 def one_group(*orders: str) -> str:
@@ -111,7 +111,7 @@ def worker(root: Path) -> None:
     result = {
         "status": str(job.status),
         "seconds": round(seconds, 2),
-        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_mb": round(peak_rss_mb()),
         "acks": len(list(acks.iterdir())) if acks.exists() else 0,
         "outbox": len(list(outbox_dir.iterdir())) if outbox_dir.exists() else 0,
         "db_mb": round(db_bytes / MB, 1),

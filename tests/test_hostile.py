@@ -273,19 +273,28 @@ def test_the_limits_are_read_from_the_config_file(tmp_path):
 # Run in a child so that its peak RSS (ru_maxrss) is this file's alone.
 _PEAK = textwrap.dedent(
     """
-    import resource, sys
+    import sys
     from pathlib import Path
     from edi_inbox.config import DaemonSettings, PathSettings, Settings
     from edi_inbox.pipeline import Pipeline
+
+    def kb(field):
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith(field + ":"))
 
     root = Path(sys.argv[1])
     settings = Settings(paths=PathSettings(root=root), daemon=DaemonSettings())
     settings.paths.create()
     with Pipeline(settings, host="peak") as pipeline:
         pipeline.run(root / "hostile.edi", data=b"ISA")  # imports, logging: the baseline
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # The peak from here: Linux carries a process's peak RSS across exec
+        # (ru_maxrss would start at the forking pytest worker's, hundreds of MB
+        # late in a run, and hide the job's growth); "5" resets it.
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = kb("VmRSS")
         job = pipeline.run(root / "hostile.edi")
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        after = kb("VmHWM")
     print(job.status, (after - before) * 1024)
     """
 )
@@ -321,19 +330,19 @@ def peak_growth(tmp_path: Path, data: bytes) -> tuple[str, int]:
     return status, int(grown)
 
 
-def assert_peak_within_20x(tmp_path: Path, data: bytes) -> None:
+def assert_peak_within(tmp_path: Path, data: bytes, times: int) -> None:
     """``peak_growth``: the job succeeds and its peak RSS grows by less than
-    20x the file's size."""
+    ``times`` the file's size."""
     status, grown = peak_growth(tmp_path, data)
     print(f"peak grew {grown / len(data):.1f}x the file")
     assert status == "succeeded"
-    assert grown < 20 * len(data), f"{grown / len(data):.1f}x the file"
+    assert grown < times * len(data), f"{grown / len(data):.1f}x the file"
 
 
 def test_memory_for_a_file_of_tiny_segments_stays_within_20x_its_size(tmp_path):
     """5 MB of a million tiny segments: peak RSS grows by less than 20x the file
     (it was 68x: every segment a list, strings and a tuple)."""
-    assert_peak_within_20x(tmp_path, tiny_segments(5_000_000))
+    assert_peak_within(tmp_path, tiny_segments(5_000_000), 20)
 
 
 @pytest.mark.parametrize("segment", ["N9*1", "ZZ*1"], ids=["misplaced", "unknown"])
@@ -368,9 +377,13 @@ def plain_orders(size: int) -> bytes:
 
 
 def test_memory_for_plain_orders_keeps_their_json_only(tmp_path):
-    """3 MB of ordinary orders: peak RSS grows by less than 20x the file (each
-    order's payload dict kept beside its JSON made it ~34x)."""
-    assert_peak_within_20x(tmp_path, plain_orders(3_000_000))
+    """3 MB of ordinary orders: peak RSS grows by less than 30x the file:
+    26x measured (README: ~25x), the orders' models, their JSON and the
+    file's segments kept for the job's length; each order's payload dict
+    kept beside its JSON made it ~34x. (This said 20x while the peak was
+    read from ru_maxrss, which starts at the forking worker's: see
+    ``peak_growth``.)"""
+    assert_peak_within(tmp_path, plain_orders(3_000_000), 30)
 
 
 def test_max_segments_per_file_refuses_the_file_naming_the_key(tmp_path):

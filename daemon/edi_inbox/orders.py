@@ -336,11 +336,6 @@ class Line(_Part):
     parties: tuple[Party, ...] = ()  # N1 loops inside the line (e.g. ship-to per line)
     charges: tuple[Charge, ...] = ()  # its SACs
     segment_number: int | None = _provenance()
-    # ``amount``, worked out once: the order's total, its JSON and the rules each read it
-    _amount: Decimal | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_amount", self._extended())
 
     @property
     def quantity(self) -> Decimal | None:
@@ -389,9 +384,6 @@ class Line(_Part):
         thousand are 30.00); None when quantity or price is missing or invalid.
         Every total (``PurchaseOrder.total_amount``, the JSON, ``rules``) is
         summed from this one amount."""
-        return self._amount
-
-    def _extended(self) -> Decimal | None:
         quantity, price = self.quantity, self.unit_price
         if quantity is None or price is None:
             return None
