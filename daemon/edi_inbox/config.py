@@ -149,7 +149,7 @@ class RuleSettings:
     Envelope and syntax errors are always errors. Defaults: see README."""
 
     unknown_segment: str = "error"  # a segment id no 850 has (P01 for PO1)
-    misplaced_segment: str = "error"  # a segment after the CTT but AMT
+    misplaced_segment: str = "error"  # out of place: after the CTT but AMT, a late BEG
     currency_mismatch: str = "error"  # a line's CUR not the order's
     line_count_mismatch: str = "warn"  # CTT01 ≠ number of PO1
     total_mismatch: str = "error"  # AMT*TT ≠ Σ quantity × price

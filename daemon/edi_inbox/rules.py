@@ -28,9 +28,10 @@ Codes:
 - ``unknown_segment``: a segment whose id is no 850's (``orders.SEGMENTS_850``:
   ``P01`` typed for ``PO1``, an 810's ``IT1``): the order would go on
   without what it says (997 AK304 6, segment not in the set).
-- ``misplaced_segment``: a segment after the CTT other than an AMT (a
-  ``CUR`` or ``N1`` sent after the summary): not read where it stands
-  (997 AK304 2, unexpected segment).
+- ``misplaced_segment``: a segment out of place, not read where it stands
+  (997 AK304 2, unexpected segment): after the CTT anything but an AMT (a
+  ``CUR``, a ``PO1``), a BEG after the lines, a line's CUR after its loops.
+  At most ``orders.MAX_NOTED`` unknown or misplaced segments are named.
 - ``currency_mismatch``: a line's currency (its CUR, or its pricing CTP's)
   is not the order's (the header CUR), or, with no header CUR, not another
   line's: one order's total cannot add two currencies (997 AK4 on CUR02).
