@@ -123,12 +123,39 @@ def fit(head: str, tail: str) -> str:
 _SUFFIXES = 1_000_000  # .1 to .999999: the names ``candidates`` gives after ``name``
 
 
-def candidates(name: str) -> Iterator[str]:
+def candidates(name: str, free_in: Path | None = None) -> Iterator[str]:
     """``name``, then ``name`` with ``.1``, ``.2``… before its extension (the
-    name cut short where that would not fit a file name)."""
+    name cut short where that would not fit a file name). ``free_in``: a
+    folder where a free name is wanted: after ``name`` the suffixes start at
+    one free there (``_free_suffix``), not at ``.1``."""
     yield name
-    for n in range(1, _SUFFIXES):
+    start = 1 if free_in is None else _free_suffix(free_in, name)
+    for n in range(start, _SUFFIXES):
         yield _suffixed(name, n)
+
+
+def _free_suffix(directory: Path, name: str) -> int:
+    """A suffix of ``name`` free in ``directory``, in ~2 log2(N) looks where
+    ``.1`` to ``.N`` are taken (a partner who names every order ``850.edi``
+    leaves a year of them in done/): doubling to a free one, then halving
+    back to the first free one after a taken one. Holes below it are left."""
+
+    def taken(n: int) -> bool:
+        return os.path.lexists(directory / _suffixed(name, n))
+
+    if not taken(1):
+        return 1
+    low, high = 1, 2  # low taken; high free, or past the last suffix
+    while high < _SUFFIXES and taken(high):
+        low, high = high, high * 2
+    high = min(high, _SUFFIXES)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if taken(middle):
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def _suffixed(name: str, n: int) -> str:
@@ -149,7 +176,7 @@ def is_candidate(name: str, original: str) -> bool:
 def free_path(directory: Path, name: str) -> Path:
     """Where ``move_new`` would put ``name`` now: the first candidate not taken.
     Only a forecast: another writer may take it before the move."""
-    for candidate in candidates(name):
+    for candidate in candidates(name, directory):
         target = directory / candidate
         if not os.path.lexists(target):
             return target
@@ -201,7 +228,7 @@ def move_new(src: Path, directory: Path, name: str | None = None) -> Path:
     the source is unlinked.
     """
     name = name or src.name
-    for candidate in candidates(name):
+    for candidate in candidates(name, directory):
         target = directory / candidate
         try:
             move_to(src, target)

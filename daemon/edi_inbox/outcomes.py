@@ -236,7 +236,7 @@ class Mover:
         outbox. Returns where the file is now."""
         failed = self.paths.failed
         assert failed
-        for candidate in files.candidates(move.name):
+        for candidate in files.candidates(move.name, failed):
             if os.path.lexists(failed / candidate):  # no report beside another's file
                 continue
             said = error_report(move.result, candidate, move.inbox)
