@@ -400,3 +400,39 @@ def test_a_reload_waiting_for_a_slow_job_keeps_the_watchdog_fed(tmp_path, erp, m
         assert daemon.terminate(timeout=10) == 0
     finally:
         daemon.close()
+
+
+def test_a_partner_who_shuts_its_folder_stops_only_its_own_intake(shared_root, erp):
+    """A partner owns its upload folder (README's onboarding) and sets it
+    0700 over SFTP. A start (and a reload) then goes on without it: the
+    shared inbox and the other partner are served, ``status`` says why;
+    once the mode is back, the partner's waiting upload is taken within
+    seconds (tried every ``SHUT_RETRY_EVERY``). Round 21: every start
+    exited 1 ("Permission denied"), for all partners. (In threads: worker
+    processes spawn the venv's interpreter, which only root may run here,
+    and root may open any folder; round 21's test runs them under systemd.)"""
+    base = shared_root.parent
+    acme_in, acme_out = sftp_account(base, "acme", uids.PARTNER)
+    globex_in, globex_out = sftp_account(base, "globex", uids.PARTNER2)
+    partners = section("acme", "ZZ:ACME", acme_in, acme_out) + section(
+        "globex", "ZZ:GLOBEX", globex_in, globex_out
+    )
+    uids.upload(acme_in / "waiting.edi", sent_by(make_po(2101), "ZZ:ACME"), uids.PARTNER)
+    os.chmod(acme_in, 0o700)
+    daemon = Daemon(shared_root, erp.url, user=True, extra=partners)
+    try:
+        daemon.start()
+        assert daemon.events("inbox_shut")[0]["partner"] == "acme"
+        uids.upload(globex_in / "g.edi", sent_by(make_po(2102), "ZZ:GLOBEX"), uids.PARTNER2)
+        uids.upload(daemon.inbox / "s.edi", make_po(2103))
+        poll_until(lambda: daemon.listing(daemon.done) == ["g.edi", "s.edi"], what="the others")
+        assert "acme's inbox" in daemon.cli("status").stdout
+        daemon.reload(partners)  # not refused for it
+        assert len(daemon.events("inbox_shut")) == 2 and not daemon.events("reload_refused")
+        os.chmod(acme_in, 0o2770)
+        poll_until(lambda: "waiting.edi" in daemon.listing(daemon.done), what="acme's upload")
+        assert daemon.events("inbox_back")[0]["partner"] == "acme"
+        assert len(erp.requests) == 3 and daemon.alive()
+    finally:
+        os.chmod(acme_in, 0o2770)
+        daemon.close()

@@ -66,7 +66,7 @@ import structlog
 from . import files
 from .config import PathSettings, Settings
 from .errors import AlreadyRunning, ClaimLost
-from .watch import WatchError, scan
+from .watch import InboxDenied, WatchError, scan
 
 logger = structlog.get_logger("edi_inbox.claims")
 
@@ -155,11 +155,18 @@ def processing_folders(settings: Settings) -> dict[Path, str | None]:
 def open_lanes(
     settings: Settings, host: str, liveness: Liveness | None = None
 ) -> dict[str, Claims]:
-    """``lanes``, each open (WatchError or OSError if one cannot be; none left open)."""
+    """``lanes``, each open (WatchError or OSError if one cannot be; none left
+    open) but a partner's inbox the daemon may not open (``InboxDenied``: its
+    owner changed its mode), left shut: the main process says so and tries it
+    again, and a unit for it opens it here then (``Claims.ensure_open``)."""
     found = lanes(settings, host, liveness)
     try:
-        for claims in found.values():
-            claims.open()
+        for lane, claims in found.items():
+            try:
+                claims.open()
+            except InboxDenied:
+                if not lane:
+                    raise
     except BaseException:
         for claims in found.values():
             claims.close()
@@ -273,6 +280,8 @@ class Claims:
         assert paths.inbox is not None and paths.processing is not None
         try:
             self.inbox_fd = os.open(paths.inbox, _DIR_FLAGS)
+        except PermissionError as exc:
+            raise InboxDenied(f"inbox {paths.inbox}: {os_message(exc)}") from None
         except OSError as exc:
             raise WatchError(f"inbox {paths.inbox}: {os_message(exc)}") from None
         st = os.fstat(self.inbox_fd)
@@ -308,6 +317,15 @@ class Claims:
                 " claim is a rename: put the processing folder under the inbox's mount"
                 " (under systemd, each ReadWritePaths= folder is a mount of its own)"
             )
+
+    @property
+    def is_open(self) -> bool:
+        return self.inbox_fd >= 0
+
+    def ensure_open(self) -> None:
+        """Open it if it is not (a partner's inbox shut at the start: see ``open_lanes``)."""
+        if not self.is_open:
+            self.open()
 
     def close(self) -> None:
         for fd in (self.inbox_fd, self.processing_fd, self.fd):

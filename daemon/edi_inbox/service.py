@@ -97,7 +97,7 @@ from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import Fingerprint, Ticket, WatchError, drain, scan
+from .watch import Fingerprint, InboxDenied, Ticket, WatchError, drain, scan
 from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
@@ -109,6 +109,7 @@ STATUS_EVERY = 1.0
 # How often the loop looks at the observer and the worker processes: a look is
 # a few system calls, and a busy loop turns once per batch of events.
 HEALTH_EVERY = 0.1
+SHUT_RETRY_EVERY = 5.0  # seconds between tries at a partner's inbox the daemon may not open
 # Units a relay keeps at its child thread: the one running and the next.
 RELAY_AHEAD = 2
 # Work handed out and not yet reported back, per worker thread (in the main
@@ -195,6 +196,11 @@ class Service:
         self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
         self.lanes: dict[str, Claims] = lanes(settings, self.host, self.liveness)
         self.inboxes: dict[str, WatchedInbox] = {}  # lane -> its watch, once open
+        # Partners' inboxes the daemon may not open (their owner's chmod), by
+        # lane: why; tried again every SHUT_RETRY_EVERY, the others go on.
+        self.shut: dict[str, str] = {}
+        self._next_shut_try = 0.0
+        self._once = False
         self.mover = Mover(
             settings.paths,
             clock=clock,
@@ -312,7 +318,7 @@ class Service:
         """Watch, process, and return an exit code (0: stopped cleanly).
         ``max_jobs``: stop after that many jobs, claiming no more files than
         that (the rest stay in the inbox, untouched)."""
-        self.max_jobs = max_jobs
+        self.max_jobs, self._once = max_jobs, once
         try:
             self._open_inboxes()
         except (WatchError, OSError) as exc:
@@ -348,20 +354,64 @@ class Service:
             self._shutdown()
 
     def _open_inboxes(self) -> None:
-        """Open every lane's inbox and processing folder, and its watch."""
+        """Open every lane's inbox and processing folder, and its watch; a
+        partner's inbox the daemon may not open is shut (``self.shut``)."""
         for lane, claims in self.lanes.items():
-            claims.open()
-            partner = self.settings.partners.get(lane) if lane else None
-            self.inboxes[lane] = WatchedInbox(
-                claims,
-                self.daemon,
-                partner,
-                self.events.put,
-                clock=self.clock,
-                on_error=self._error,
-                inotify_factory=self.inotify_factory,
-            )
-            self.inboxes[lane].tracker.carried = dict(self.carried_opens.get(lane, {}))
+            try:
+                claims.open()
+            except InboxDenied as exc:
+                if not lane:
+                    raise
+                self.shut[lane] = f"partner {lane}'s {exc}"
+                logger.error(
+                    "inbox_shut",
+                    partner=lane,
+                    inbox=str(claims.paths.inbox),
+                    error=str(exc),
+                    reason="the daemon may not open it (its mode changed?); the other inboxes"
+                    f" go on; tried again every {SHUT_RETRY_EVERY:.0f} s",
+                )
+                self.last_error = f"{self.shut[lane]}: its files wait, the other inboxes go on"
+                continue
+            self._watch(lane, claims)
+
+    def _watch(self, lane: str, claims: Claims) -> None:
+        """``claims``' inbox (open) watched: its ``WatchedInbox``."""
+        partner = self.settings.partners.get(lane) if lane else None
+        self.inboxes[lane] = WatchedInbox(
+            claims,
+            self.daemon,
+            partner,
+            self.events.put,
+            clock=self.clock,
+            on_error=self._error,
+            inotify_factory=self.inotify_factory,
+        )
+        self.inboxes[lane].tracker.carried = dict(self.carried_opens.get(lane, {}))
+
+    def _open_shut(self, now: float) -> None:
+        """Try again each partner's inbox shut at the start: one that opens now
+        is watched, its claims left from before resumed, and scanned."""
+        if not self.shut or now < self._next_shut_try:
+            return
+        self._next_shut_try = now + SHUT_RETRY_EVERY
+        for lane in list(self.shut):
+            claims = self.lanes[lane]
+            try:
+                claims.open()
+            except (WatchError, OSError):
+                continue
+            del self.shut[lane]
+            self._watch(lane, claims)
+            inbox = self.inboxes[lane]
+            if not self._once:
+                try:
+                    inbox.start_observer()
+                except WatchError as exc:  # check_observer tries again
+                    logger.error("observer_restart_failed", error=str(exc))
+            logger.info("inbox_back", inbox=str(claims.paths.inbox), partner=lane)
+            self._recover(start=True, only=lane)
+            inbox.rescan()
 
     def _remove_temporaries(self) -> None:
         """At start: the hidden temporaries of writes a stop cut short (a
@@ -425,6 +475,7 @@ class Service:
             if now >= next_health:
                 if not once and not self._follow_inboxes(now):
                     return EXIT_FAILURE
+                self._open_shut(now)
                 if self.pool is not None and not self.pool.alive():
                     logger.error("worker_process_died")
                     self.last_error = "a worker process died"
@@ -487,12 +538,14 @@ class Service:
         for inbox in self.inboxes.values():
             inbox.rescan()
 
-    def _recover(self, *, start: bool) -> None:
-        """Queue claims left behind in each lane's processing folder: at start
-        this host's own (and the flat layout's); always those of hosts without
-        a fresh heartbeat."""
+    def _recover(self, *, start: bool, only: str | None = None) -> None:
+        """Queue claims left behind in each lane's processing folder (``only``:
+        that lane's): at start this host's own (and the flat layout's); always
+        those of hosts without a fresh heartbeat. A shut lane's wait."""
         taken: list[str] = []  # the jobs of the files taken over
         for lane, claims in self.lanes.items():
+            if lane in self.shut or (only is not None and lane != only):
+                continue
             leftovers: Iterable[Claim] = claims.leftovers(
                 start=start, lookup_job=self.lookup_job, live_hosts=self.live_hosts
             )
@@ -1044,6 +1097,8 @@ def _serve(
             try:
                 claims.open()
             except (WatchError, OSError) as exc:
+                if lane and isinstance(exc, InboxDenied):
+                    continue  # the new service shuts it, and tries it again
                 said = str(exc) if isinstance(exc, WatchError) else os_message(exc)
                 raise ConfigError(
                     f"{f'[partners.{lane}]' if lane else '[paths]'}: cannot use the inbox"

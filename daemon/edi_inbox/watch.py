@@ -65,6 +65,11 @@ class WatchError(EdiInboxError):
     """The inbox cannot be watched (missing, or inotify limits reached)."""
 
 
+class InboxDenied(WatchError):
+    """The inbox is there but the daemon may not open it (its mode changed:
+    a partner owns its folder and may ``chmod`` it over SFTP)."""
+
+
 class Refused(UnsafeFile):
     """A path that must not be read, with a stable ``code`` for error.json."""
 

@@ -140,6 +140,7 @@ class Worker:
     def do(self, item: Work) -> Outcome:
         """Claim (unless resumed), run and finish one unit."""
         claims = self.lanes[item.lane]
+        claims.ensure_open()  # a partner's inbox shut when this process started
         if item.owed is not None and item.pname is not None:
             flight = InFlight(item.name, item.pname, claims, item.owed.job.job_id)
             with _job_events(flight):
