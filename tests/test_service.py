@@ -34,6 +34,7 @@ from edi_inbox.jobs import JobResult, JobStatus, OrderResult
 from edi_inbox.outcomes import Mover
 from edi_inbox.pipeline import Pipeline
 from edi_inbox.service import Service
+from edi_inbox.watch import Event
 from edi_inbox.x12 import X12Reader
 
 from helpers import BAD, GOOD, claimed, http_server, make_po, poll_until
@@ -1128,3 +1129,25 @@ def test_a_backlog_waits_in_the_tracker_not_in_the_queue(tmp_path, erp):
     assert names(settings.paths.done) == sorted(f"po{n:02d}.edi" for n in range(count))
     started = [r["file_name"] for r in query(settings, "SELECT file_name FROM jobs ORDER BY rowid")]
     assert started == [f"po{n:02d}.edi" for n in reversed(range(count))]
+
+
+def test_a_close_still_queued_as_the_watch_stops_carries_no_open(tmp_path, erp):
+    """An upload's open is counted, its close still in the event queue when
+    the daemon stops (a reload): what it carries to the next configuration
+    is the count after the queued events, so a closed upload is not carried
+    open (it would wait out the grace). Round 21 saw it in ~1 reload of 5."""
+    settings = make_settings(tmp_path, erp.url)
+    db = open_db(settings)
+    pipeline = Pipeline(settings, store.DatabaseRecorder(db))
+    service = Service(settings, pipeline)
+    try:
+        service._open_inboxes()  # the loop is not run: the queue is as the stop finds it
+        (settings.paths.inbox / "po.edi").write_bytes(make_po(3101))
+        (settings.paths.inbox / "other.edi").write_bytes(make_po(3102)[:100])
+        service.inboxes[""].tracker.event(Event.OPENED, "po.edi")  # handled
+        service.events.put(("fs", Event.CLOSED_WRITE, "po.edi", ""))  # not yet
+        service.events.put(("fs", Event.OPENED, "other.edi", ""))  # open at the stop
+        service._shutdown()
+        assert set(service.open_at_stop[""]) == {"other.edi"}
+    finally:
+        pipeline.close()

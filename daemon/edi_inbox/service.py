@@ -809,10 +809,20 @@ class Service:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
             logger.info("daemon_stopping", in_flight=self._in_flight())
         # What the watch saw open as it stops, for the next configuration's
-        # (a reload): nothing is watched while the jobs in flight finish.
-        self.open_at_stop = {lane: i.tracker.open_uploads() for lane, i in self.inboxes.items()}
+        # (a reload): nothing is watched while the jobs in flight finish. The
+        # observers stopped first, and the events they queued counted: a close
+        # still queued must not carry its upload open (held for the grace).
         for inbox in self.inboxes.values():
             inbox.stop_observer()
+        outcomes = []
+        for item in drain(self.events, 0):
+            if item[0] == "fs":
+                self._handle(item)
+            else:
+                outcomes.append(item)  # for the drain below
+        for item in outcomes:
+            self.events.put(item)
+        self.open_at_stop = {lane: i.tracker.open_uploads() for lane, i in self.inboxes.items()}
         # Unclaimed work stays in the inbox; resumes not started stay in processing/.
         while True:
             try:
