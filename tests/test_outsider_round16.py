@@ -26,10 +26,11 @@ waiting for its close (test dropped from this file for time: five rounds of
 two SIGHUPs, nothing taken before the close); a retried failed job gets a
 new 997 and TA1 under new ISA13s (also dropped for time).
 
-Found (each test failed on the code as found; fixed the same session and
-plain now, but the two of an upload opened during a reload's drain and of
-a partner renamed by a reload, strict xfails: nothing watches the inbox
-while a reload drains, and opens are carried by the partner's name):
+Found (each test failed on the code as found; fixed the same session, but
+the two of an upload opened during a reload's drain and of a partner
+renamed by a reload, left as strict xfails then and fixed since: the watch
+goes on through a reload's drain, and opens are carried by the inbox's
+path):
 
 * ``test_a_host_frozen_mid_acks_writes_none_the_host_that_took_over_wrote``
   [sqlite, postgresql]: the host that took the file over does it right
@@ -360,12 +361,6 @@ def test_an_upload_closed_while_a_reload_drains_is_not_held_for_the_grace(erp, d
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="an upload opened while a reload drains (no watch reading) is not known open to "
-    "the new watch: complete-looking, it is claimed and posted before its last bytes; the "
-    "job is interrupted and run again, and the partner gets a second 997 and TA1",
-)
 def test_an_upload_opened_while_a_reload_drains_is_not_taken_before_its_close(erp, daemons):
     """A job waits at a slow ERP; SIGHUP: the reload stops the watch and waits
     for it. Meanwhile a partner opens an upload and writes all but its final
@@ -527,12 +522,6 @@ def test_a_kill_mid_acks_then_restart_sends_each_ack_once(erp, daemons):
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=True,
-    reason="the opens are carried by lane (the partner's name): a reload that renames a "
-    "partner, same inbox, forgets its open upload; complete-looking, it is taken mid-upload, "
-    "interrupted, run again, a second 997 and TA1",
-)
 def test_a_reload_renaming_a_partner_keeps_its_open_upload_waiting(erp, daemons, tmp_path):
     """A partner's own inbox with an upload open (all but its final newline);
     a reload renames the partner (``[partners.acme]`` to

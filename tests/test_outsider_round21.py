@@ -6,7 +6,7 @@ two partners, and the operator restarting, reloading, power-cutting
 (`systemctl kill -s KILL`) the service and running the CLI as root and as the
 service user. About 60 s (one boot for the module).
 
-Found (strict xfails when found; the first two fixed since, the third left):
+Found (strict xfails when found; each fixed since):
 
 * ``test_a_partner_closing_its_own_folder_does_not_stop_the_service_at_a_restart``:
   README's onboarding makes each partner the owner of its upload folder
@@ -510,12 +510,6 @@ def test_a_partner_sending_every_order_as_850_edi_costs_the_same_each_time(deplo
         dep.m.run(f"find {STATE}/done {STATE}/acks -name '850.*' -delete", timeout=120)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOUND: an upload complete and open at a SIGHUP, closed during the reload's drain "
-    "with nothing more written, is carried open (service._shutdown open_at_stop, fingerprint "
-    "unchanged) and held until open_count_reset: incomplete_grace_seconds (300 s)",
-)
 def test_an_upload_closed_unchanged_during_a_reload_drain_is_not_held_for_the_grace(deployment):
     """A partner's SFTP client has written all of ``slow.edi`` (its IEA
     included) and not closed it yet (its CLOSE request on the way) when the

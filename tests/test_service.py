@@ -1148,6 +1148,6 @@ def test_a_close_still_queued_as_the_watch_stops_carries_no_open(tmp_path, erp):
         service.events.put(("fs", Event.CLOSED_WRITE, "po.edi", ""))  # not yet
         service.events.put(("fs", Event.OPENED, "other.edi", ""))  # open at the stop
         service._shutdown()
-        assert set(service.open_at_stop[""]) == {"other.edi"}
+        assert set(service.open_at_stop[str(settings.paths.inbox)]) == {"other.edi"}
     finally:
         pipeline.close()

@@ -173,7 +173,7 @@ class Service:
         counters: Mapping[str, int] | None = None,
     ) -> None:
         self.settings = settings
-        # After a reload: the uploads the last configuration saw open (lane ->
+        # After a reload: the uploads the last configuration saw open (inbox ->
         # name -> opens), which no event of the new watch will tell.
         self.carried_opens = dict(open_uploads or {})
         self.open_at_stop: dict[str, dict[str, tuple[int, Fingerprint]]] = {}
@@ -387,7 +387,9 @@ class Service:
             on_error=self._error,
             inotify_factory=self.inotify_factory,
         )
-        self.inboxes[lane].tracker.carried = dict(self.carried_opens.get(lane, {}))
+        # by the inbox's path: a reload may rename the partner whose inbox it is
+        carried = self.carried_opens.get(str(claims.paths.inbox), {})
+        self.inboxes[lane].tracker.carried = dict(carried)
 
     def _open_shut(self, now: float) -> None:
         """Try again each partner's inbox shut at the start: one that opens now
@@ -808,21 +810,6 @@ class Service:
         elif self.stopping:
             notify.notify("STOPPING=1", self.environ, timeout=NOTIFY_WAIT)
             logger.info("daemon_stopping", in_flight=self._in_flight())
-        # What the watch saw open as it stops, for the next configuration's
-        # (a reload): nothing is watched while the jobs in flight finish. The
-        # observers stopped first, and the events they queued counted: a close
-        # still queued must not carry its upload open (held for the grace).
-        for inbox in self.inboxes.values():
-            inbox.stop_observer()
-        outcomes = []
-        for item in drain(self.events, 0):
-            if item[0] == "fs":
-                self._handle(item)
-            else:
-                outcomes.append(item)  # for the drain below
-        for item in outcomes:
-            self.events.put(item)
-        self.open_at_stop = {lane: i.tracker.open_uploads() for lane, i in self.inboxes.items()}
         # Unclaimed work stays in the inbox; resumes not started stay in processing/.
         while True:
             try:
@@ -837,6 +824,7 @@ class Service:
         # run twice), unless a SIGTERM comes meanwhile: then, as for a stop.
         if reloading:
             self._drain_for_reload()
+        self._stop_watching()
         deadline = time.monotonic() + self.daemon.shutdown_timeout_seconds
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -857,6 +845,24 @@ class Service:
         for claims in self.lanes.values():
             claims.close()
         logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
+
+    def _stop_watching(self) -> None:
+        """Stop the observers (watching on while the jobs in flight finished,
+        taking nothing), count the events they queued, and keep what is open
+        now for the next configuration's (a reload): an upload closed during
+        the drain, or whose close is still queued, is not carried open (it
+        would wait out the grace)."""
+        for inbox in self.inboxes.values():
+            inbox.stop_observer()
+        outcomes = []
+        for item in drain(self.events, 0):
+            if item[0] == "fs":
+                self._handle(item)
+            else:
+                outcomes.append(item)  # the jobs', for the drain that follows
+        for item in outcomes:
+            self.events.put(item)
+        self.open_at_stop = {str(i.path): i.tracker.open_uploads() for i in self.inboxes.values()}
 
     def _drain_for_reload(self) -> None:
         """Wait for the jobs in flight, however long (an ERP retrying), unless a
