@@ -820,16 +820,18 @@ def test_sigterm_hands_back_a_job_that_does_not_finish(tmp_path, erp, processes)
     sigterm_when(lambda: erp.posts >= 1)
     with capture_logs() as logs:
         assert service.run(settings) == 0
-    assert erp.active == 1  # it did not wait for the ERP's answer
-    erp.released.set()
-    assert names(settings.paths.inbox) == ["po.edi"]
-    assert claimed(settings.paths.processing) == []
-    assert names(settings.paths.done) == []
-    db = open_db(settings)
     try:
-        [job] = queries.list_jobs(db, limit=10)
+        assert erp.active == 1  # it did not wait for the ERP's answer
+        assert names(settings.paths.inbox) == ["po.edi"]
+        assert claimed(settings.paths.processing) == []
+        assert names(settings.paths.done) == []
+        db = open_db(settings)
+        try:  # read before the ERP answers: in a thread, the job goes on after run()
+            [job] = queries.list_jobs(db, limit=10)  # returns (a process would have exited)
+        finally:
+            store.close_database(db)
     finally:
-        store.close_database(db)
+        erp.released.set()
     assert job["status"] == "interrupted"
     for event in ("handed_back", "job_interrupted"):
         said = [(e["job_id"], e["file"]) for e in logs if e["event"] == event]
