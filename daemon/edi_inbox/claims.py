@@ -53,6 +53,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 import time
 import typing
 import uuid
@@ -150,6 +151,9 @@ def processing_folders(settings: Settings) -> dict[Path, str | None]:
             if entry.is_dir(follow_symlinks=False):
                 found.setdefault(Path(entry.path), None)
     return found
+
+
+_OPENING = threading.Lock()  # a worker process's threads opening a shut lane: one opens it
 
 
 def open_lanes(
@@ -323,9 +327,12 @@ class Claims:
         return self.inbox_fd >= 0
 
     def ensure_open(self) -> None:
-        """Open it if it is not (a partner's inbox shut at the start: see ``open_lanes``)."""
-        if not self.is_open:
-            self.open()
+        """Open it if it is not (a partner's inbox shut at the start: see
+        ``open_lanes``), once however many threads ask (InboxDenied if it is
+        shut still)."""
+        with _OPENING:
+            if not self.is_open:
+                self.open()
 
     def close(self) -> None:
         for fd in (self.inbox_fd, self.processing_fd, self.fd):

@@ -239,8 +239,10 @@ def child_main(
                 return
             errors.last = None
             # The main process found the unit's file in the inbox it watches:
-            # if that is a re-created inbox, follow it here too (one stat).
-            lanes[item.lane].follow_inbox()
+            # if that is a re-created inbox, follow it here too (one stat). One
+            # shut when this process started is opened by the unit (Worker.do).
+            if lanes[item.lane].is_open:
+                lanes[item.lane].follow_inbox()
             outcome = run_one(worker, item)
             outcome.error = errors.last  # for the daemon's last error (status, heartbeat)
             channel.send(outcome)

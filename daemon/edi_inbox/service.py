@@ -289,7 +289,7 @@ class Service:
         watched = {p.inbox for p in new.partners.with_inbox()}
         for lane, claims in self.lanes.items():
             inbox = claims.paths.inbox
-            if not lane or inbox in watched:
+            if not lane or inbox in watched or not claims.is_open:  # a shut one: unread
                 continue
             try:
                 left = [e.name for e in scan(claims.inbox_fd)]
