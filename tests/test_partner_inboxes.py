@@ -432,6 +432,7 @@ def test_a_partner_who_shuts_its_folder_stops_only_its_own_intake(shared_root, e
         os.chmod(acme_in, 0o2770)
         poll_until(lambda: "waiting.edi" in daemon.listing(daemon.done), what="acme's upload")
         assert daemon.events("inbox_back")[0]["partner"] == "acme"
+        poll_until(lambda: "acme's inbox" not in daemon.cli("status").stdout, what="said no more")
         assert len(erp.requests) == 3 and daemon.alive()
     finally:
         os.chmod(acme_in, 0o2770)

@@ -362,7 +362,7 @@ class Service:
             except InboxDenied as exc:
                 if not lane:
                     raise
-                self.shut[lane] = f"partner {lane}'s {exc}"
+                self.shut[lane] = f"partner {lane}'s {exc}: its files wait, the other inboxes go on"
                 logger.error(
                     "inbox_shut",
                     partner=lane,
@@ -371,7 +371,7 @@ class Service:
                     reason="the daemon may not open it (its mode changed?); the other inboxes"
                     f" go on; tried again every {SHUT_RETRY_EVERY:.0f} s",
                 )
-                self.last_error = f"{self.shut[lane]}: its files wait, the other inboxes go on"
+                self.last_error = self.shut[lane]
                 continue
             self._watch(lane, claims)
 
@@ -403,7 +403,8 @@ class Service:
                 claims.open()
             except (WatchError, OSError):
                 continue
-            del self.shut[lane]
+            if self.last_error == self.shut.pop(lane):  # said no more once it is back
+                self.last_error = None
             self._watch(lane, claims)
             inbox = self.inboxes[lane]
             if not self._once:
