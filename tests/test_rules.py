@@ -451,3 +451,10 @@ def test_a_segment_after_the_ctt_is_misplaced():
     )  # fmt: skip
     assert "is out of place (after the CTT an 850 has only AMT)" in p.message
     assert "misplaced_segment" in rules.LEVELLED
+    # a few: each named, none saying more follow; past the tenth, the tenth says so
+    two = rules.validate(good_order(unknown_segments=(("ZZ", 7), ("YY", 8))))
+    assert [p.segment_id for p in two] == ["ZZ", "YY"]
+    assert not any("more such segments" in p.message for p in two)
+    many = rules.validate(good_order(unknown_segments=tuple(("ZZ", n) for n in range(5, 16))))
+    assert len(many) == 10 and "more such segments follow" in many[-1].message
+    assert not any("more such" in p.message for p in many[:-1])

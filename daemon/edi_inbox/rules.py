@@ -113,7 +113,8 @@ def validate(po: PurchaseOrder) -> list[Problem]:
     ):
         for n, (tag, number) in enumerate(noted[:MAX_NOTED], 1):
             where = _PLACES.get(tag, _PLACES[""]) if code == "misplaced_segment" else ""
-            more = "; more such segments follow, not listed" if n == len(noted) - 1 else ""
+            beyond = n == MAX_NOTED and len(noted) > MAX_NOTED
+            more = "; more such segments follow, not listed" if beyond else ""
             found.add(
                 code,
                 f"segment {tag} (segment {number}) {why}{where}; what it says is not read{more}",
@@ -167,15 +168,14 @@ _PLACES = {
 
 def _check_header(po: PurchaseOrder, found: _Problems) -> None:
     beg = po.beg_segment_number
-    if beg is None and any(tag == "BEG" for tag, _ in po.misplaced_segments):
-        pass  # sent, out of place: said so (``misplaced_segment``)
-    elif beg is None:
-        found.add(
-            "missing_beg",
-            "the order has no BEG segment (purchase order number and date)",
-            segment_id="BEG",
-            segment_number=po.set_segment_number + 1 if po.set_segment_number else None,
-        )
+    if beg is None:
+        if not any(tag == "BEG" for tag, _ in po.misplaced_segments):  # else said so
+            found.add(
+                "missing_beg",
+                "the order has no BEG segment (purchase order number and date)",
+                segment_id="BEG",
+                segment_number=po.set_segment_number + 1 if po.set_segment_number else None,
+            )
     else:
         if not po.po_number.strip():
             found.add(
