@@ -177,7 +177,7 @@ def details(daemon: Daemon, name: str) -> str:
 
 # -- 1. two hosts: the frozen one wakes mid-acknowledgements ---------------------------------
 
-COUNT = 12  # interchanges in the file: 24 acknowledgements, a wide window
+COUNT = 48  # interchanges in the file: 96 acknowledgements, a window wide enough on a fast machine
 
 
 @pytest.mark.e2e
