@@ -330,6 +330,8 @@ class Claims:
         """Open it if it is not (a partner's inbox shut at the start: see
         ``open_lanes``), once however many threads ask (InboxDenied if it is
         shut still)."""
+        if self.is_open:  # as every unit finds it but a shut one's first
+            return
         with _OPENING:
             if not self.is_open:
                 self.open()

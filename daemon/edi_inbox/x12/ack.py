@@ -393,8 +393,8 @@ def _set_response(
             set_codes.append(err.code)
         else:
             by_segment.setdefault((err.segment_number, err.segment_id or ""), []).append(err)
-    for number, _ in sorted(by_segment, key=lambda at: at[0]):
-        errs = by_segment[number, _]
+    for number, segment_id in sorted(by_segment, key=lambda at: at[0]):
+        errs = by_segment[number, segment_id]
         position = number - s.segment_number + 1 if s.segment_number else number
         elements = [e for e in errs if e.element is not None][:99]
         segment_code = next(
