@@ -91,9 +91,8 @@ from test_systemd_boot import (
     STATE,
     UNIT,
     Machine,
-    booted,
+    installed,
     readme_block,
-    stage,
     wait_for,
 )
 
@@ -191,15 +190,8 @@ class Deployment:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory):
     where = tmp_path_factory.mktemp("boot21")
-    stage(where)
     (where / "erp.py").write_text(ERP)
-    with booted(where) as machine:
-        machine.installed = machine.run(
-            "cd /stage/edi-inbox\n" + readme_block("### Install as a service"),
-            env={"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": "/stage/wheelhouse"},
-            timeout=300,
-        )
-        machine.run(f"useradd -M -N -g sftp-partners -s /usr/sbin/nologin {PARTNER}")
+    with installed(where) as machine:
         machine.run(
             "systemd-run --unit=erp21 --property=Type=exec /opt/edi-inbox/bin/python "
             f"/stage/erp.py /stage/erp.log {ERP_PORT}"

@@ -450,6 +450,9 @@ def test_a_segment_after_the_ctt_is_misplaced():
         "misplaced_segment", "CUR", 14, None,
     )  # fmt: skip
     assert "is out of place (after the CTT an 850 has only AMT)" in p.message
+    # one before the CTT is a line's CUR after the line's loops
+    (late,) = rules.validate(good_order(misplaced_segments=(("CUR", 9),)))
+    assert "is out of place (a line's CUR comes before its loops)" in late.message
     assert "misplaced_segment" in rules.LEVELLED
     # a few: each named, none saying more follow; past the tenth, the tenth says so
     two = rules.validate(good_order(unknown_segments=(("ZZ", 7), ("YY", 8))))

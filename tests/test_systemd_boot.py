@@ -288,10 +288,11 @@ def remove_cgroup(cgroup: Path) -> None:
     cgroup.rmdir()
 
 
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
-    """systemd booted, edi-inbox installed by README's commands and started."""
-    where = tmp_path_factory.mktemp("boot")
+@contextlib.contextmanager
+def installed(where: Path) -> Iterator[Machine]:
+    """systemd booted in ``where`` (staged there: what else is in it is in
+    /stage too), edi-inbox installed by README's commands and started, and a
+    partner's account."""
     stage(where)
     with booted(where) as machine:
         machine.installed = machine.run(
@@ -300,6 +301,13 @@ def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
             timeout=300,
         )
         machine.run(f"useradd -M -N -g sftp-partners -s /usr/sbin/nologin {PARTNER}")
+        yield machine
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """systemd booted, edi-inbox installed by README's commands and started."""
+    with installed(tmp_path_factory.mktemp("boot")) as machine:
         yield machine
 
 

@@ -112,7 +112,7 @@ def validate(po: PurchaseOrder) -> list[Problem]:
         ("misplaced_segment", po.misplaced_segments, "is out of place"),
     ):
         for n, (tag, number) in enumerate(noted[:MAX_NOTED], 1):
-            where = _PLACES.get(tag, _PLACES[""]) if code == "misplaced_segment" else ""
+            where = _out_of_place(po, tag, number) if code == "misplaced_segment" else ""
             beyond = n == MAX_NOTED and len(noted) > MAX_NOTED
             more = "; more such segments follow, not listed" if beyond else ""
             found.add(
@@ -159,11 +159,14 @@ class _Problems:
         )
 
 
-# Why a misplaced segment is out of place, by its id.
-_PLACES = {
-    "BEG": " (a BEG after the lines: the header has ended)",
-    "": " (after the CTT an 850 has only AMT)",
-}
+def _out_of_place(po: PurchaseOrder, tag: str, number: int) -> str:
+    """Why a segment ``orders.from_transaction`` found misplaced is out of place."""
+    if tag == "BEG":
+        return " (a BEG after the lines: the header has ended)"
+    ctt = po.totals.segment_number if po.totals is not None else None
+    if ctt is not None and number > ctt:
+        return " (after the CTT an 850 has only AMT)"
+    return " (a line's CUR comes before its loops)"
 
 
 def _check_header(po: PurchaseOrder, found: _Problems) -> None:
