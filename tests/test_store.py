@@ -21,7 +21,7 @@ import peewee as pw
 import pytest
 from conftest import T0, initialised, make_job, record
 
-from edi_inbox import queries, store
+from edi_inbox import orders, queries, store
 from edi_inbox.config import DatabaseSettings, Settings
 from edi_inbox.errors import DatabaseUnavailable, StoreError
 from edi_inbox.jobs import Interchange, JobStatus, LogEntry, NullRecorder, StepResult, StepStatus
@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4, 5, 6, 7]
+    assert store.migrate(db) == [2, 3, 4, 5, 6, 7, 8]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,7 +530,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4, 5, 6, 7]
+    assert store.migrate(db) == [3, 4, 5, 6, 7, 8]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
@@ -544,7 +544,7 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
         store._write_version(4)
 
     store.run_unit(db, make_v4)
-    assert store.migrate(db) == [5, 6, 7]
+    assert store.migrate(db) == [5, 6, 7, 8]
     assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
 
 
@@ -567,7 +567,7 @@ def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
         store._write_version(5)
 
     store.run_unit(db, make_v5)
-    assert store.migrate(db) == [6, 7]
+    assert store.migrate(db) == [6, 7, 8]
     assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
     assert not {"po_number_folded", "vendor_name_folded"} & {c.name for c in db.get_columns("jobs")}
     for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
@@ -982,6 +982,29 @@ def test_totals_past_28_digits_are_exact(db, record_job):
     )
 
 
+def test_migrate_a_v7_database_compares_its_orders_on_the_fields_both_have(db, record_job):
+    """v7 → v8: ``orders.json_version``. An order recorded before it is
+    compared with a resend on the fields both have (its version may not have
+    read a charge the resend has); one recorded after, field for field."""
+    old = record_job(77)
+
+    def make_v7() -> None:
+        db.execute_sql('ALTER TABLE "orders" DROP COLUMN "json_version"')
+        store._write_version(7)
+
+    store.run_unit(db, make_v7)
+    assert store.migrate(db) == [8]
+    new = record_job(78)
+    recorder = store.DatabaseRecorder(db)
+    (before,) = recorder.find_posted((None, None), old.orders[0].po_number)
+    (after,) = recorder.find_posted((None, None), new.orders[0].po_number)
+    assert (before.json_version, after.json_version) == (None, orders.JSON_VERSION)
+    for posted in (before, after):
+        charged = {**posted.fields(), "charges": [{"code": "D240", "amount": "5.00"}]}
+        assert posted.same_content(posted.fields())
+        assert posted.same_content(charged) is (posted is before)
+
+
 def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
     """v6 → v7: ``jobs.ack_numbers`` added; the jobs before it have none."""
     old = record_job(65)
@@ -991,7 +1014,7 @@ def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
         store._write_version(6)
 
     store.run_unit(db, make_v6)
-    assert store.migrate(db) == [7]
+    assert store.migrate(db) == [7, 8]
     assert "ack_numbers" in {c.name for c in db.get_columns("jobs")}
     assert queries.show_job(db, old.job_id)["job_id"] == old.job_id
     assert queries.show_job(db, record_job(66).job_id)["status"] == "succeeded"

@@ -321,6 +321,32 @@ def test_changed_original_is_rejected_naming_the_earlier_job(db_pipeline):
     assert ak(next(ack).read_bytes())[-2:] == ["AK5*R", "AK9*R*1*1*0"]
 
 
+def with_charge(set_: str, n: int) -> str:
+    """``set_`` with a header SAC (freight, 5.00) after its BEG, its SE count one more."""
+    beg = set_.index("~", set_.index("BEG*")) + 1
+    return (set_[:beg] + "SAC*C*D240***500~" + set_[beg:]).replace(
+        f"SE*5*{n:04d}~", f"SE*6*{n:04d}~"
+    )
+
+
+@pytest.mark.parametrize("first, again", [(False, True), (True, False)], ids=["added", "dropped"])
+def test_a_resend_that_adds_or_drops_a_charge_is_other_content(db_pipeline, first, again):
+    """An original sent again under a new ISA13 with a SAC charge added (or
+    dropped): other content, rejected naming the job that posted it, never
+    taken for a duplicate the ERP already has (a field only one side has was
+    not compared: the charge was lost, and the 997 accepted it)."""
+    sets = [with_charge(order(1), 1) if charged else order(1) for charged in (first, again)]
+    posted = db_pipeline(file_of(sets[0]), "a.edi")
+    resent = db_pipeline(file_of(sets[1], icn="000000400"), "b.edi")
+    assert posted.status is JobStatus.SUCCEEDED
+    assert ("charges" in posted.orders[0].fields()) is first
+    assert resent.status is JobStatus.FAILED, resent.orders[0].error
+    assert f"posted by job {posted.job_id} with other content" in resent.orders[0].error
+    assert len(db_pipeline.outbox()) == 1
+    ack = (db_pipeline.outbox()[0].parent.parent / "acks").glob("b.edi*.997")
+    assert ak(next(ack).read_bytes())[-2:] == ["AK5*R", "AK9*R*1*1*0"]
+
+
 def test_replace_and_cancel_posted_once_each_07_never(db_pipeline):
     """Case 3: BEG01 05 (replace) and 01 (cancellation) of a posted order are posted
     as what they are, once each (sent again: duplicates); 07 is never posted."""
@@ -444,6 +470,22 @@ def test_a_partial_job_retried_posts_the_rest_and_counts_each_order_once(
     assert_totals_are_their_orders(recorder.db, "14.00")
 
 
+def first_and_resend(tmp_path, recorder, httpserver, resend: bytes):
+    """Jobs of ``file_of(order(1))`` (a.edi) then ``resend`` (b.edi), each
+    order given two attempts at the test ERP."""
+    erp_settings = ErpSettings(
+        url=httpserver.url_for("/orders"),
+        max_attempts=2,
+        backoff_initial_seconds=0.01,
+        backoff_jitter_seconds=0.0,
+    )
+    settings = Settings(paths=PathSettings(root=tmp_path), erp=erp_settings)
+    (tmp_path / "a.edi").write_bytes(file_of(order(1)))
+    (tmp_path / "b.edi").write_bytes(resend)
+    with Pipeline(settings, recorder) as pipeline:
+        return pipeline.run(tmp_path / "a.edi"), pipeline.run(tmp_path / "b.edi")
+
+
 def test_a_resend_carries_the_body_its_key_was_first_sent_with(tmp_path, recorder, httpserver):
     """The ERP takes the order but its answers are lost (503 until the
     attempts run out: the job fails), and it refuses a key sent with another
@@ -461,22 +503,36 @@ def test_a_resend_carries_the_body_its_key_was_first_sent_with(tmp_path, recorde
         return Response(json.dumps({"id": "E-1"}), 201, content_type="application/json")
 
     httpserver.expect_request("/orders", method="POST").respond_with_handler(erp)
-    erp_settings = ErpSettings(
-        url=httpserver.url_for("/orders"),
-        max_attempts=2,
-        backoff_initial_seconds=0.01,
-        backoff_jitter_seconds=0.0,
+    first, resent = first_and_resend(
+        tmp_path, recorder, httpserver, file_of(order(1), icn="000000400")
     )
-    settings = Settings(paths=PathSettings(root=tmp_path), erp=erp_settings)
-    (tmp_path / "a.edi").write_bytes(file_of(order(1)))
-    (tmp_path / "b.edi").write_bytes(file_of(order(1), icn="000000400"))
-    with Pipeline(settings, recorder) as pipeline:
-        first = pipeline.run(tmp_path / "a.edi")
-        resent = pipeline.run(tmp_path / "b.edi")
     assert first.status is JobStatus.FAILED and resent.status is JobStatus.SUCCEEDED
     assert len(httpserver.log) == 3 and len({r.data for r, _ in httpserver.log}) == 1
     (posted,) = queries.load_job(recorder.db, resent.job_id).orders
     assert (posted.erp_po_id, posted.payload["interchange_control_number"]) == ("E-1", "000000321")
+
+
+def test_a_resend_with_a_charge_never_takes_the_unanswered_body_without_it(
+    tmp_path, recorder, httpserver
+):
+    """As above, but the resend adds a SAC charge: it is other content, posted
+    as the partner sent it under its own key — never the first body (without
+    the charge) under the first key, which lost the charge while the job and
+    its 997 said the order was taken."""
+    httpserver.expect_request("/orders", method="POST").respond_with_handler(
+        lambda request: (
+            Response("busy", 503)
+            if len(httpserver.log) < 2
+            else Response(json.dumps({"id": f"E-{len(httpserver.log)}"}), 201)
+        )
+    )
+    resend = file_of(with_charge(order(1), 1), icn="000000400")
+    first, resent = first_and_resend(tmp_path, recorder, httpserver, resend)
+    assert first.status is JobStatus.FAILED and resent.status is JobStatus.SUCCEEDED
+    (a, _), (b, _), (last, _) = httpserver.log
+    assert a.headers["Idempotency-Key"] == b.headers["Idempotency-Key"]
+    assert last.headers["Idempotency-Key"] != a.headers["Idempotency-Key"]
+    assert json.loads(last.data)["charges"][0]["code"] == "D240"
 
 
 def test_an_order_carried_through_two_crashes_is_the_last_run_s(db_pipeline, recorder):

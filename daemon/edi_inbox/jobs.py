@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from .money import as_text, exact_sum
+from .orders import JSON_VERSION, same_content
 
 
 class JobStatus(enum.StrEnum):
@@ -123,6 +124,9 @@ class OrderResult:
     attempts: int = 0
     payload: dict[str, Any] | None = None  # the canonical PO as JSON
     payload_json: str | None = None  # ``dumps(payload)``, encoded once for the ERP and the record
+    # The payload's fields' version (``orders.JSON_VERSION``); None: a body an
+    # earlier run sent under the key, carried on (its version unknown).
+    json_version: int | None = JSON_VERSION
     # Why it was not posted in words for the partner (error.json), where
     # ``error`` keeps the ERP's own (redacted) words for the record.
     partner_error: str | None = None
@@ -204,9 +208,16 @@ class PostedOrder:
     release_number: str = ""  # BEG04
     usage: str = "P"  # ISA15: a test order is another order
     payload_json: str = field(default="", compare=False)  # the body posted (text: kept small)
+    json_version: int | None = None  # its fields' (``OrderResult.json_version``)
 
     def fields(self) -> dict[str, Any]:
         return json.loads(self.payload_json) if self.payload_json else {}
+
+    def same_content(self, document: dict[str, Any]) -> bool:
+        """Whether ``document`` (an order read now) says what this one did:
+        field for field when both are this version's JSON."""
+        complete = self.json_version == JSON_VERSION
+        return same_content(self.fields(), document, complete=complete)
 
 
 @dataclass
@@ -476,7 +487,9 @@ class NullRecorder:
         sender = (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
         text = order.payload_json or dumps(payload)
         del payload
-        posted = PostedOrder(job.job_id, order.erp_po_id, key, purpose, release, usage, text)
+        posted = PostedOrder(
+            job.job_id, order.erp_po_id, key, purpose, release, usage, text, order.json_version
+        )
         with self._lock:
             self._pending.get(job.job_id, {}).pop(key, None)
             erp_po_id, by = self._accepted.get(key, (order.erp_po_id, job.job_id))

@@ -632,6 +632,16 @@ def content_hash(document: dict[str, Any]) -> str:
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
 
+# The version of ``to_json``'s fields, recorded with each order
+# (``orders.json_version``). Some fields are written only when an order has
+# them (``charges``, a line's ``currency``): two orders of this version are
+# compared field for field, so a resend that adds or drops a charge is other
+# content; an order recorded before the versions (NULL) or under another one
+# may lack a field only because its version did not read it. Bump it
+# whenever ``to_json`` gains a field.
+JSON_VERSION = 1
+
+
 def same_content(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False) -> bool:
     """Whether two orders' JSON (``to_json``) say the same thing, envelopes
     aside, numbers compared by value: a resend written ``2.0`` and ``3.5``
@@ -639,9 +649,9 @@ def same_content(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False
     value), though its content hash, and so its key, differ. A field one of
     them lacks is not compared: an order recorded by an older version, whose
     JSON had fewer fields (``priced``, ``price_source``), is still the same
-    order when everything both say agrees. ``complete``: two orders this
-    version read (a file's own), where a field only one has (``charges``)
-    is a difference."""
+    order when everything both say agrees. ``complete``: two orders of this
+    version's JSON (``JSON_VERSION``), where a field only one has
+    (``charges``) is a difference."""
     a, b = _by_value(_content(a)), _by_value(_content(b))
     return a == b if complete else _common(a, b)
 
@@ -727,15 +737,15 @@ def document_identity(document: dict[str, Any], *, group: bool = True) -> list[A
     return parts
 
 
-def same_order(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def same_order(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False) -> bool:
     """Two orders' JSON are one order: the same identity, the same content
-    (``same_content``: numbers by value, the fields both have). A GS02 only
-    one of them is told apart by (sent before its partner was configured
-    so, or after) is not compared: one order is never two for it."""
+    (``same_content``: numbers by value; ``complete``: every field, else the
+    fields both have). A GS02 only one of them is told apart by (sent before
+    its partner was configured so, or after) is not compared: one order is
+    never two for it."""
     group = a.get(SENDER_GROUP) is not None and b.get(SENDER_GROUP) is not None
-    return document_identity(a, group=group) == document_identity(b, group=group) and same_content(
-        a, b
-    )
+    same = document_identity(a, group=group) == document_identity(b, group=group)
+    return same and same_content(a, b, complete=complete)
 
 
 def record_key(key: str, job_id: str, index: int) -> str:

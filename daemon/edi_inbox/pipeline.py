@@ -582,7 +582,7 @@ class Pipeline:
                 # One key, one body: the ERP may hold the order under this key
                 # (its answer lost) and may refuse the key with another body.
                 logger.info("order_sent_as_before", po_number=order.po_number)
-                order.payload_json = body
+                order.payload_json, order.json_version = body, None
         return True
 
     def _record_final(
@@ -899,7 +899,7 @@ class Pipeline:
             # then knows it as accepted, and counted).
             document = order.fields()
             mine = [p for p in posted if p.job_id == job.retry_of and p.purpose == po.purpose]
-            match = next((p for p in mine if orders.same_content(p.fields(), document)), None)
+            match = next((p for p in mine if p.same_content(document)), None)
             if match is not None:
                 order.idempotency_key = match.idempotency_key
         posted = [p for p in posted if p.job_id != job.retry_of]  # post_to_erp's to judge
@@ -918,7 +918,7 @@ class Pipeline:
         match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
         if match is None and same:  # the same numbers written another way?
             document = order.fields()
-            match = next((p for p in same if orders.same_content(p.fields(), document)), None)
+            match = next((p for p in same if p.same_content(document)), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
             return True

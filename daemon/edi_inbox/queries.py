@@ -422,6 +422,7 @@ def load_job(db: Database, job_id: str, *, with_content: bool = False) -> JobRes
                     error=o.error,
                     attempts=o.attempts,
                     payload=o.payload,
+                    json_version=o.json_version,
                 )
                 for o in orders
             ],

@@ -164,6 +164,7 @@ class Order(BaseModel):
     error = pw.TextField(null=True)
     attempts = pw.IntegerField(default=0)
     payload = JsonField(null=True)
+    json_version = pw.SmallIntegerField(null=True)  # the payload's (orders.JSON_VERSION)
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
 

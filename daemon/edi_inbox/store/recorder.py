@@ -32,7 +32,7 @@ from ..jobs import (
     Started,
     StepResult,
 )
-from ..orders import document_key, record_key, same_order
+from ..orders import JSON_VERSION, document_key, record_key, same_order
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import Daemon, Job, JobLog, po_search_key, po_suffixes, vendor_search_key
@@ -186,7 +186,9 @@ class DatabaseRecorder:
             # here, with nothing posted, instead of after the ERP took it. One
             # another job is posting keeps that job's row (one row a key).
             pending = [
-                replace(o, payload_json=sent[o.idempotency_key]) if o.idempotency_key in sent else o
+                replace(o, payload_json=sent[o.idempotency_key], json_version=None)
+                if o.idempotency_key in sent
+                else o
                 for o in job.orders
                 if o.idempotency_key not in accepted and o.idempotency_key not in rivals
             ]
@@ -265,7 +267,7 @@ class DatabaseRecorder:
         in_flight: dict[str, str] = {}
         sent: dict[str, str] = {}
         for po_number in po_numbers:
-            for text, key, job_id, attempts in execute(
+            for text, key, job_id, attempts, version in execute(
                 self.db, "unanswered_by_po", po_search_key(po_number), po_number
             ):
                 mine = job_id in (job.job_id, job.retry_of)
@@ -277,7 +279,9 @@ class DatabaseRecorder:
                 if not body:
                     continue
                 body_key = document_key(body)
-                same = _same_pending(job, body) if adopt and not {body_key, key} & keys else None
+                same = None
+                if adopt and not {body_key, key} & keys:
+                    same = _same_pending(job, body, complete=version == JSON_VERSION)
                 if same is not None:
                     same.idempotency_key = self._sent_key(key, body_key, job_id)
                     keys.add(same.idempotency_key)
@@ -475,14 +479,16 @@ class DatabaseRecorder:
         def work() -> list[PostedOrder]:
             found = []
             rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
-            for text, erp_po_id, key, job_id in rows:
+            for text, erp_po_id, key, job_id, version in rows:
                 payload = json.loads(text) if text else {}
                 if _sender(payload) != sender or payload.get("po_number") != po_number:
                     continue
                 purpose = str(payload.get("purpose", ""))  # BEG01
                 release = str(payload.get("release_number", ""))  # BEG04
                 usage = str(payload.get("usage", "P"))  # ISA15
-                posted = PostedOrder(job_id, erp_po_id, key, purpose, release, usage, text or "")
+                posted = PostedOrder(
+                    job_id, erp_po_id, key, purpose, release, usage, text or "", version
+                )
                 found.append(posted)
             return found
 
@@ -518,10 +524,16 @@ def _text(value: str | None) -> str | None:
     return value
 
 
-def _same_pending(job: JobResult, body: dict[str, Any]) -> OrderResult | None:
-    """The pending order of ``job`` that is the order ``body`` is, if any."""
+def _same_pending(job: JobResult, body: dict[str, Any], *, complete: bool) -> OrderResult | None:
+    """The pending order of ``job`` that is the order ``body`` is, if any
+    (``complete``: the body is this version's JSON, ``orders.same_content``)."""
     return next(
-        (o for o in job.orders if o.status == "pending" and same_order(o.fields(), body)), None
+        (
+            o
+            for o in job.orders
+            if o.status == "pending" and same_order(o.fields(), body, complete=complete)
+        ),
+        None,
     )
 
 
@@ -627,6 +639,7 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
             o.error,
             o.attempts,
             _payload(o),
+            o.json_version,
             when,
             when,
         )

@@ -40,7 +40,7 @@ from .models import (
     vendor_search_key,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -135,6 +135,13 @@ def _migrate_v7(db: Database) -> None:
     _add_column_if_missing(db, Job, "ack_numbers")
 
 
+def _migrate_v8(db: Database) -> None:
+    """v8: ``orders.json_version``, the version of an order's payload fields
+    (``orders.JSON_VERSION``); orders recorded before it have none, and are
+    compared with a resend on the fields both have."""
+    _add_column_if_missing(db, Order, "json_version")
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -145,6 +152,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     5: _migrate_v5,
     6: _migrate_v6,
     7: _migrate_v7,
+    8: _migrate_v8,
 }
 
 
