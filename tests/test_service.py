@@ -774,6 +774,29 @@ def test_slow_erp_posts_overlap(tmp_path, erp):
     assert erp.max_active >= 3
 
 
+@pytest.mark.parametrize("budget, at_once", [(0.5, 1), (2.5, 2)])
+def test_bytes_in_flight_bound_the_jobs_at_once(tmp_path, erp, budget, at_once):
+    """``max_bytes_in_flight``: the files in flight together stay within it
+    (a job holds ~25-35x its file in memory), the next waits, oldest first,
+    and one file is taken whenever none is in flight, however large."""
+    size = len(make_po(1))
+    settings = make_settings(tmp_path, erp.url, workers=4, max_bytes_in_flight=int(budget * size))
+    for n in range(6):
+        (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n + 1))
+    erp.released.clear()
+    running = Running(settings)
+    try:
+        poll_until(lambda: erp.active == at_once and running.service.held, what="jobs held")
+        assert running.service.bytes_out == at_once * size
+        erp.released.set()
+        poll_until(lambda: len(names(settings.paths.done)) == 6, what="all filed")
+    finally:
+        erp.released.set()
+        running.stop()
+    assert erp.max_active == at_once and erp.posts == 6
+    assert running.service.most_bytes == at_once * size
+
+
 def test_dead_observer_is_restarted(tmp_path, erp):
     """The observer thread dying is noticed: it is restarted, a rescan runs, files still flow."""
     settings = make_settings(tmp_path, erp.url, rescan_seconds=60.0)

@@ -5,6 +5,8 @@ and ``/metrics`` read by prometheus_client's own parser."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from helpers import database_locked, make_po, poll_until
 from web_site import (
     HOSTILE_NAME,
     HOSTILE_PO,
+    MAX_BYTES_IN_FLIGHT,
     MAX_FILE_BYTES,
     NAMED,
     PARTNERS,
@@ -326,6 +329,46 @@ def test_orchestrate_refuses_bodies_over_max_file_bytes(web):
     answer = web.request("POST", "/api/orchestrate", chunks, AUTH, chunked=True)
     assert answer.status == 413, answer.body
     assert web.request("POST", "/api/orchestrate", b"", AUTH).status == 422
+
+
+def test_orchestrate_answers_503_while_other_bodies_fill_max_bytes_in_flight(web):
+    """A body that would pass ``[daemon] max_bytes_in_flight`` beside one
+    still being read is answered 503 with Retry-After (a job holds ~25-35x its
+    file in memory); once the first has been run, it goes through."""
+    first = MAX_BYTES_IN_FLIGHT - 10_000
+    started, go_on = threading.Event(), threading.Event()
+
+    def slow_body() -> Iterator[bytes]:
+        yield b"x" * first
+        started.set()
+        go_on.wait(30)
+        yield b"x"
+
+    answers = []
+    sender = threading.Thread(
+        target=lambda: answers.append(
+            web.request("POST", "/api/orchestrate", slow_body(), AUTH, chunked=True)
+        )
+    )
+    sender.start()
+    try:
+        assert started.wait(30)
+        second = b"y" * 100_000  # beside any part of the first the server has read
+        # The server counts the first body's bytes as they arrive.
+        busy = poll_until(
+            lambda: (
+                (a := web.request("POST", "/api/orchestrate", second, AUTH)).status == 503 and a
+            ),
+            what="503 beside the first body",
+        )
+        assert busy.headers["retry-after"] == "5"
+        assert "max_bytes_in_flight" in busy.json()["error"]
+    finally:
+        go_on.set()
+        sender.join(30)
+    assert answers[0].status == 200 and answers[0].json()["success"] is False
+    again = web.request("POST", "/api/orchestrate", second, AUTH)
+    assert again.status == 200 and "not X12" in again.json()["error"]
 
 
 def test_retry_needs_the_token_and_puts_the_file_back(web):

@@ -36,6 +36,7 @@ NAMED = CORPUS / "ediengine__850.OK.edi"  # PO 08292233294, total 13045.94
 HOSTILE_NAME = "<img src=x onerror=pwned=2>.edi"  # a file name the partner chose
 PARTNERS = ("acme", "bolt")
 MAX_FILE_BYTES = 200_000
+MAX_BYTES_IN_FLIGHT = 150_000
 
 
 def with_po_number(data: bytes, number: str) -> bytes:
@@ -157,6 +158,7 @@ def write_config(root: Path, db_url: str, *, token: bool = True, partners: bool 
         "rescan_seconds = 1.0",
         "heartbeat_seconds = 0.5",
         f"max_file_bytes = {MAX_FILE_BYTES}",
+        f"max_bytes_in_flight = {MAX_BYTES_IN_FLIGHT}",
         "[log]",
         'format = "json"',
     ]

@@ -132,6 +132,12 @@ class DaemonSettings:
     incomplete_grace_seconds: float = 300.0
     rescan_seconds: float = 60.0
     max_file_bytes: int = 64 * 1024 * 1024
+    # The sizes of the files in flight at once, together: a job holds ~25-35x
+    # its file in memory, so 16 workers on 16 large files would need far more
+    # than the unit's MemoryMax. A file that would pass it waits (and the files
+    # behind it, oldest first) until enough of those in flight have ended; one
+    # is always taken when none is in flight, however large.
+    max_bytes_in_flight: int = 64 * 1024 * 1024
     max_groups_per_file: int = 100  # a file with more is refused whole (x12.reader)
     max_sets_per_file: int = 50_000
     max_segments_per_file: int = 2_500_000  # bounds memory: ~60 B kept per segment
@@ -678,7 +684,12 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
             _check_float(number, label)
         elif isinstance(number, int) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
-    limits = ("max_groups_per_file", "max_sets_per_file", "max_segments_per_file")
+    limits = (
+        "max_groups_per_file",
+        "max_sets_per_file",
+        "max_segments_per_file",
+        "max_bytes_in_flight",
+    )
     for key in ("workers", "processes", *limits):
         if section == "daemon" and kwargs.get(key, 1) == 0:
             raise ConfigError(f"{where} key '{key}' must be at least 1")

@@ -60,6 +60,7 @@ tests drive the loop without sleeping.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import itertools
@@ -97,7 +98,7 @@ from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import Fingerprint, InboxDenied, Ticket, WatchError, drain, scan
+from .watch import Fingerprint, InboxDenied, Ticket, Verdict, WatchError, drain, scan
 from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
@@ -148,6 +149,13 @@ class Signals:
     def __init__(self) -> None:
         self.stop = False
         self.reload = False
+
+
+def _size(ticket: Ticket) -> int:
+    """The bytes a ticket's job will read: its file's size when it is to run
+    (one refused or left unread reads nothing)."""
+    fingerprint = ticket.fingerprint
+    return fingerprint.size if ticket.verdict is Verdict.PROCESS and fingerprint else 0
 
 
 class Service:
@@ -229,11 +237,16 @@ class Service:
         self.claim_failures: dict[tuple[str, str], int] = {}  # (lane, name) -> claims failed
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
+        self.bytes_out = 0  # their files' sizes together (``max_bytes_in_flight``)
+        # Tickets taken from the trackers that wait for bytes in flight to end,
+        # oldest first; nothing else is queued before them.
+        self.held: collections.deque[tuple[WatchedInbox, Ticket]] = collections.deque()
         self.max_jobs: int | None = None  # run(max_jobs=): no more jobs than this are started
         # ``workers`` threads in all, in this process or spread over the children
         self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
         self._turn = 0  # which inbox takes first, in turn
         self.most_queued = 0  # the most units the queue held at once (tests, the bench)
+        self.most_bytes = 0  # the most bytes in flight at once (tests)
         self.signals = signals or Signals()
         self.db_down: str | None = None  # why the database is unavailable: intake paused
         self.parked: list[Work] = []  # units to queue again once it is back
@@ -504,7 +517,7 @@ class Service:
     def _idle(self) -> bool:
         """Burst mode is done: nothing in flight, nothing settling (held files wait)."""
         waiting = sum(inbox.tracker.waiting() for inbox in self.inboxes.values())
-        return self.outstanding == 0 and waiting == 0 and not self.pending
+        return self.outstanding == 0 and waiting == 0 and not self.pending and not self.held
 
     def healthy(self) -> bool:
         """Observers (if any), every worker (and worker process) alive: the
@@ -624,7 +637,7 @@ class Service:
         """Units the queue may take now (``queue_limit`` less those out), and
         with ``max_jobs`` no more than the jobs not yet started: those
         finished, out, or parked to be queued again all count."""
-        room = self.queue_limit - self.outstanding
+        room = self.queue_limit - self.outstanding - len(self.held)
         unstarted = self._unstarted()
         return max(0, room if unstarted is None else min(room, unstarted))
 
@@ -640,9 +653,11 @@ class Service:
         """Queue what the trackers find ready, no more than there is room for,
         each inbox in turn taking an equal share (the first in turn changes
         every time), so one partner's backlog does not hold another's files."""
+        while self.held and self._fits(self.held[0][1]):
+            self._dispatch(*self.held.popleft())
         room = self._room()
         inboxes = list(self.inboxes.values())
-        if not room or not inboxes:
+        if not room or not inboxes or self.held:
             return
         start = self._turn % len(inboxes)
         self._turn += 1
@@ -652,17 +667,31 @@ class Service:
             if not room:
                 break
             for ticket in inbox.tracker.poll(limit=min(share, room)):
-                self._dispatch(inbox, ticket)
+                if self.held or not self._fits(ticket):
+                    self.held.append((inbox, ticket))
+                else:
+                    self._dispatch(inbox, ticket)
+
+    def _fits(self, ticket: Ticket) -> bool:
+        """Whether ``ticket``'s file may be read now: its size and those in
+        flight within ``max_bytes_in_flight``, or nothing in flight."""
+        size = _size(ticket)
+        return not self.bytes_out or self.bytes_out + size <= self.daemon.max_bytes_in_flight
 
     def _dispatch(self, inbox: WatchedInbox, ticket: Ticket) -> None:
         if inbox.left_in_place(ticket):
             return
+        size = _size(ticket)
         self.outstanding += 1
+        self.bytes_out += size
         self.most_queued = max(self.most_queued, self.outstanding)
-        self.work.put(Work(ticket.name, ticket=ticket, job_id=new_job_id(), lane=inbox.lane))
+        self.most_bytes = max(self.most_bytes, self.bytes_out)
+        work = Work(ticket.name, ticket=ticket, job_id=new_job_id(), lane=inbox.lane, size=size)
+        self.work.put(work)
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.outstanding -= 1
+        self.bytes_out -= outcome.size
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
         if outcome.status == "unacknowledged" and outcome.parked is not None:

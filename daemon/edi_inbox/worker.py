@@ -62,6 +62,7 @@ class Work:
     retry_of: str | None = None
     owed: NotRecorded | None = None  # a parked job's final record, still to write
     lane: str = ""  # whose inbox: "" [paths] inbox, else the partner's ([partners.NAME] inbox)
+    size: int = 0  # the bytes it counts against [daemon] max_bytes_in_flight
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Outcome:
     # tracker's entry for the name is its to release. None: a resumed or
     # parked unit, whose name may meanwhile be a new upload's.
     ticket_ino: int | None = None
+    size: int = 0  # the unit's (``Work.size``): no longer in flight
 
 
 def parked_work(name: str, pname: str, owed: NotRecorded, lane: str) -> Work:
@@ -516,7 +518,7 @@ def run_one(worker: Worker, item: Work) -> Outcome:
         logger.error("worker_error", file=shown, job_id=item.job_id, error=repr(exc))
         logger.debug("worker_traceback", traceback=traceback.format_exc())
         outcome = Outcome(item.name, "error", recheck=True)
-    outcome.lane = item.lane
+    outcome.lane, outcome.size = item.lane, item.size
     if item.ticket is not None:
         fingerprint = item.ticket.fingerprint
         outcome.ticket_ino = fingerprint.ino if fingerprint is not None else 0

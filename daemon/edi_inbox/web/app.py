@@ -18,8 +18,8 @@ import hmac
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +94,35 @@ class Web:
     slow_figures: Any = None  # metrics.SlowFigures while the app runs
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bytes_in: int = 0  # of the orchestrated bodies being read or run
+
+    @contextmanager
+    def body_in_flight(self) -> Iterator[Callable[[int], None]]:
+        """``take(n)`` counts ``n`` more bytes of one body until the block
+        ends: 503 (Retry-After) when they would pass ``[daemon]
+        max_bytes_in_flight`` while another body is in flight (a job holds
+        ~25-35x its file in memory: the daemon's budget, ``Service._fits``)."""
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            with self._lock:
+                budget = self.settings.daemon.max_bytes_in_flight
+                if self._bytes_in > taken and self._bytes_in + size > budget:
+                    raise ApiError(
+                        503,
+                        "other orchestrated files are in flight: their sizes and this one's"
+                        f" would pass [daemon] max_bytes_in_flight ({budget} bytes); try again",
+                        {"Retry-After": "5"},
+                    )
+                self._bytes_in += size
+                taken += size
+
+        try:
+            yield take
+        finally:
+            with self._lock:
+                self._bytes_in -= taken
 
     def pipeline(self) -> Any:
         from ..pipeline import Pipeline
@@ -383,15 +412,17 @@ def _routes(app: FastAPI) -> None:
         if length.isdigit() and int(length) > cap:
             raise ApiError(413, f"the body is larger than max_file_bytes ({cap} bytes)")
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise ApiError(413, f"the body is larger than max_file_bytes ({cap} bytes)")
-            chunks.append(chunk)
-        if not size:
-            raise ApiError(422, "the body is empty: send the X12 file as the request body")
-        name = safe_file_name(file_name)
-        result = await run_in_threadpool(web.orchestrate, b"".join(chunks), name)
+        with web.body_in_flight() as take:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cap:
+                    raise ApiError(413, f"the body is larger than max_file_bytes ({cap} bytes)")
+                take(len(chunk))
+                chunks.append(chunk)
+            if not size:
+                raise ApiError(422, "the body is empty: send the X12 file as the request body")
+            name = safe_file_name(file_name)
+            result = await run_in_threadpool(web.orchestrate, b"".join(chunks), name)
         logger.info("orchestrated", job_id=result.job_id, status=str(result.status))
         return result.to_json()
 
