@@ -40,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from . import files
+from . import files, memory
 from .claims import Claims, new_job_id, os_message
 from .config import Settings
 from .errors import ClaimLost, FileChanged, NotRecorded
@@ -513,6 +513,7 @@ def run_one(worker: Worker, item: Work) -> Outcome:
     """``worker.do(item)``; a bug fails that unit of work, never the thread running it."""
     try:
         outcome = worker.do(item)
+        memory.give_back(item.size)
     except Exception as exc:
         shown = files.display_name(item.name)
         logger.error("worker_error", file=shown, job_id=item.job_id, error=repr(exc))

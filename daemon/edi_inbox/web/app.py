@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__, admin, config, queries, store
+from .. import __version__, admin, config, memory, queries, store
 from ..errors import ConfigError, DatabaseUnavailable, EdiInboxError, NotRecorded, StoreError
 from ..jobs import JobResult, JobStatus
 from ..terminal import json_text
@@ -139,6 +139,8 @@ class Web:
             result: JobResult = self.pipeline().run(Path("api") / file_name, data=data)
         except NotRecorded as exc:
             raise ApiError(503, exc.explain()) from None
+        finally:
+            memory.give_back(len(data))
         return result
 
     def close(self) -> None:
