@@ -786,8 +786,10 @@ def test_bytes_in_flight_bound_the_jobs_at_once(tmp_path, erp, budget, at_once):
     erp.released.clear()
     running = Running(settings)
     try:
-        poll_until(lambda: erp.active == at_once and running.service.held, what="jobs held")
-        assert running.service.bytes_out == at_once * size
+        service = running.service
+        poll_until(lambda: erp.active == at_once and service.memory_wait, what="files waiting")
+        assert service.bytes_out == at_once * size
+        assert "waiting for max_bytes_in_flight" in service._status_line()
         erp.released.set()
         poll_until(lambda: len(names(settings.paths.done)) == 6, what="all filed")
     finally:

@@ -240,7 +240,7 @@ class Service:
         self.bytes_out = 0  # their files' sizes together (``max_bytes_in_flight``)
         # Tickets taken from the trackers that wait for bytes in flight to end,
         # oldest first; nothing else is queued before them.
-        self.held: collections.deque[tuple[WatchedInbox, Ticket]] = collections.deque()
+        self.memory_wait: collections.deque[tuple[WatchedInbox, Ticket]] = collections.deque()
         self.max_jobs: int | None = None  # run(max_jobs=): no more jobs than this are started
         # ``workers`` threads in all, in this process or spread over the children
         self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
@@ -517,7 +517,7 @@ class Service:
     def _idle(self) -> bool:
         """Burst mode is done: nothing in flight, nothing settling (held files wait)."""
         waiting = sum(inbox.tracker.waiting() for inbox in self.inboxes.values())
-        return self.outstanding == 0 and waiting == 0 and not self.pending and not self.held
+        return self.outstanding == 0 and waiting == 0 and not self.pending and not self.memory_wait
 
     def healthy(self) -> bool:
         """Observers (if any), every worker (and worker process) alive: the
@@ -637,7 +637,7 @@ class Service:
         """Units the queue may take now (``queue_limit`` less those out), and
         with ``max_jobs`` no more than the jobs not yet started: those
         finished, out, or parked to be queued again all count."""
-        room = self.queue_limit - self.outstanding - len(self.held)
+        room = self.queue_limit - self.outstanding - len(self.memory_wait)
         unstarted = self._unstarted()
         return max(0, room if unstarted is None else min(room, unstarted))
 
@@ -653,11 +653,11 @@ class Service:
         """Queue what the trackers find ready, no more than there is room for,
         each inbox in turn taking an equal share (the first in turn changes
         every time), so one partner's backlog does not hold another's files."""
-        while self.held and self._fits(self.held[0][1]):
-            self._dispatch(*self.held.popleft())
+        while self.memory_wait and self._fits(self.memory_wait[0][1]):
+            self._dispatch(*self.memory_wait.popleft())
         room = self._room()
         inboxes = list(self.inboxes.values())
-        if not room or not inboxes or self.held:
+        if not room or not inboxes or self.memory_wait:
             return
         start = self._turn % len(inboxes)
         self._turn += 1
@@ -667,8 +667,8 @@ class Service:
             if not room:
                 break
             for ticket in inbox.tracker.poll(limit=min(share, room)):
-                if self.held or not self._fits(ticket):
-                    self.held.append((inbox, ticket))
+                if self.memory_wait or not self._fits(ticket):
+                    self.memory_wait.append((inbox, ticket))
                 else:
                     self._dispatch(inbox, ticket)
 
@@ -931,6 +931,8 @@ class Service:
             "pending_moves": len(self.pending),
             "parked": len(self.parked),
             "acks_owed": len(self.owing_jobs),
+            "waiting_for_memory": len(self.memory_wait),  # max_bytes_in_flight
+            "bytes_in_flight": self.bytes_out,
         }
 
     def _status_line(self) -> str:
@@ -939,8 +941,10 @@ class Service:
             waiting = s["tracked"] + s["queue"] + len(self.parked)
             return f"STATUS=database unavailable, intake paused ({waiting} waiting): {self.db_down}"
         owing = f"; {s['acks_owed']} owing their 997 (folder unwritable)" if s["acks_owed"] else ""
+        memory = s["waiting_for_memory"]
+        waits = f", {memory} waiting for max_bytes_in_flight" if memory else ""
         return (
-            f"STATUS=queue {s['queue']}, in flight {s['in_flight']}, held {s['held']}; "
+            f"STATUS=queue {s['queue']}, in flight {s['in_flight']}{waits}, held {s['held']}; "
             f"done {s['succeeded']}, partial {s['partial']}, duplicate {s['duplicate']}, "
             f"failed {s['failed']}, "
             f"refused {s['refused']}{owing}"
