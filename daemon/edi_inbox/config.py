@@ -137,7 +137,7 @@ class DaemonSettings:
     # than the unit's MemoryMax. A file that would pass it waits (and the files
     # behind it, oldest first) until enough of those in flight have ended; one
     # is always taken when none is in flight, however large.
-    max_bytes_in_flight: int = 64 * 1024 * 1024
+    max_bytes_in_flight: int = 32 * 1024 * 1024
     max_groups_per_file: int = 100  # a file with more is refused whole (x12.reader)
     max_sets_per_file: int = 50_000
     max_segments_per_file: int = 2_500_000  # bounds memory: ~60 B kept per segment
