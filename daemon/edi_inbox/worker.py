@@ -415,7 +415,7 @@ class Worker:
             flight.claims.drop_owed(job.job_id)
             logger.info("job_recorded_late", file=files.display_name(name), job_id=job.job_id)
             if job.status is JobStatus.INTERRUPTED:
-                return self._hand_back(flight, "changed")
+                return self._hand_back(flight, "changed", ran=True)
             return self._finish(flight, job)
         finally:
             with self._lock:
