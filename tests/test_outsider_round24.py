@@ -849,12 +849,6 @@ def admin(url: str, *sql: str) -> None:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the final record trusts the recorder's memory of commits the server lost: "
-    "a succeeded job's order stays pending (or the job is never recorded), and the "
-    "changed order is posted too",
-)
 @pytest.mark.parametrize("running", ["kept", "lost"])
 def test_an_order_record_the_server_lost_is_written_again_by_the_final_record(
     tmp_path, killing_ledger, daemons, own_pg_cluster, own_pg_url, running

@@ -456,9 +456,16 @@ class _SqliteTransaction:
 # session (a DBA's LOCK TABLE, ALTER TABLE, VACUUM FULL) fails the statement
 # after LOCK_TIMEOUT (SQLSTATE 55P03: the database unavailable for now, intake
 # pauses, a stop or a reload is not held up), a session left idle inside a
-# transaction is ended, and TCP keepalives notice a server gone silent.
+# transaction is ended, and TCP keepalives notice a server gone silent. And a
+# commit is on disk when COMMIT returns, whatever the server's default: a
+# server set to ``synchronous_commit = off`` (a common tuning) loses the last
+# commits in a crash, and with them that the ERP took an order (it would be
+# left pending, and a changed version of it posted beside it).
 LOCK_TIMEOUT = "2s"
-PG_OPTIONS = f"-c lock_timeout={LOCK_TIMEOUT} -c idle_in_transaction_session_timeout=60s"
+PG_OPTIONS = (
+    f"-c lock_timeout={LOCK_TIMEOUT} -c idle_in_transaction_session_timeout=60s"
+    " -c synchronous_commit=on"
+)
 LOCK_NOT_AVAILABLE = "55P03"
 
 
