@@ -91,6 +91,21 @@ def test_process_on_a_mistyped_path_is_a_usage_error_recording_nothing(env, tmp_
     assert json.loads(run_cli(env, "stats", "--json").stdout)["total_jobs"] == 0
 
 
+def test_process_on_a_file_in_the_watched_inbox_is_a_usage_error(env, tmp_path):
+    """A FILE in the inbox the daemon watches: exit 2 naming it, nothing run
+    or recorded (the daemon runs it: by hand too, the partner would be
+    answered twice); a copy outside the inbox runs."""
+    inbox = tmp_path / "state" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "po.edi").write_bytes(GOOD.read_bytes())
+    result = run_cli(env, "process", str(GOOD), str(inbox / ".." / "inbox" / "po.edi"))
+    assert result.exit_code == 2
+    assert "is in the inbox" in result.stderr and "which the daemon watches" in result.stderr
+    assert json.loads(run_cli(env, "stats", "--json").stdout)["total_jobs"] == 0
+    assert (inbox / "po.edi").read_bytes() == GOOD.read_bytes()
+    assert run_cli(env, "process", str(GOOD)).exit_code == 0
+
+
 def test_process_on_a_dangling_symlink_records_a_failed_job(env, tmp_path):
     """A symbolic link is a FILE that fails unread, whether or not it points anywhere."""
     link = tmp_path / "po.edi"

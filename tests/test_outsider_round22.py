@@ -564,7 +564,8 @@ def test_held_jobs_show_and_error_json_tell_the_new_refusals(
         url = request.getfixturevalue("pg_url")
         sqlite = json.dumps("sqlite:///" + str(tmp_path / "edi-inbox.db"))
         config.write_text(config.read_text().replace(sqlite, json.dumps(url)))
-    path = tmp_path / "inbox" / "mixed.edi"
+    path = tmp_path / "by-hand" / "mixed.edi"  # outside the inbox: process refuses those
+    path.parent.mkdir()
     path.write_bytes(file_of(*sets))
     result = cli(config, "process", str(path), "--json", timeout=120)
     job = json.loads(result.stdout)

@@ -186,6 +186,24 @@ def _partner_option(help_text: str) -> Any:
     return click.option("--partner", metavar="NAME", help=help_text)
 
 
+def _check_unwatched(settings: config.Settings, files: tuple[Path, ...]) -> None:
+    """``process`` runs a FILE in place: one in an inbox the daemon watches
+    would be run, and answered, twice — by hand and by the daemon (now, or
+    at its next start). A usage error, before anything is run."""
+    inboxes = {"the inbox": settings.paths.inbox}
+    inboxes.update({f"partner {p.name}'s inbox": p.inbox for p in settings.partners.with_inbox()})
+    for path in files:
+        for label, inbox in inboxes.items():
+            with contextlib.suppress(OSError):  # no such folder: nothing watches it
+                if inbox is not None and os.path.samefile(path.parent, inbox):
+                    raise click.BadParameter(
+                        f"{str(path)!r} is in {label} ({inbox}), which the daemon watches:"
+                        " it runs the file itself (running it here too would answer the"
+                        " partner twice); to run it by hand, move it out of the inbox first",
+                        param_hint="'FILES...'",
+                    )
+
+
 def _check_present(files: tuple[Path, ...]) -> None:
     """``process`` FILEs must be there: a mistyped path is a usage error, not
     a failed job (nothing was received). Looked at with ``lstat``, not click's
@@ -216,13 +234,14 @@ def process(
     Exits 0 only if every file succeeded (a duplicate counts as success) and
     was recorded: a job the database cannot record within 30 s is an error
     (exit 1), and its orders are not posted unless its running record was
-    written first. A FILE that does not exist is a usage error (exit 2):
+    written first. A FILE that does not exist, or that is in an inbox the
+    daemon watches (it runs that file itself), is a usage error (exit 2):
     nothing is run or recorded.
 
     \b
     Example:
         edi-inbox process po_4711.edi --json
-        edi-inbox process --partner acme /srv/sftp/acme/in/po_4711.edi
+        edi-inbox process --partner acme /var/tmp/po_4711.edi
     """
     given = settings.partners.get(partner) if partner is not None else None
     if partner is not None and given is None:
@@ -237,6 +256,7 @@ def process(
         # Once the database is open (process creates it, as it always has), so
         # that the record a typo leaves alone is there to be read: no jobs.
         _check_present(files)
+        _check_unwatched(settings, files)
         for path in files:
             try:
                 results.append(pipeline.run(path, partner=given))
