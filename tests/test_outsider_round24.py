@@ -937,11 +937,6 @@ def test_readmes_process_by_hand_on_a_watched_inbox_file_answers_it_once(
     assert kinds == {"997": 1, "TA1": 1}, sorted(os.listdir(outbox))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stalled upload failed after the grace answers with AK5 R (and TA1 R) the set "
-    "its complete resend had posted: the partner's last word for that interchange is 'rejected'",
-)
 def test_a_stalled_upload_resent_whole_under_another_name_is_not_answered_rejected_last(
     tmp_path, killing_ledger, daemons
 ):

@@ -283,6 +283,28 @@ def test_same_order_under_a_new_isa13_is_a_duplicate_not_posted(db_pipeline):
     assert [o["status"] for o in shown["orders"]] == ["duplicate"]
 
 
+def test_a_cut_off_copy_of_a_file_processed_whole_leaves_its_answers_standing(db_pipeline):
+    """An upload that stalled after its set (GE, IEA missing) while the partner
+    sent it again whole under another name: the cut-off copy fails, unanswered
+    (a TA1 and 997 rejecting it, written after the accepting ones, would be
+    the partner's last word on an order the ERP holds). A cut-off file of
+    other bytes under that ISA13 (numbers are reused) is answered, rejected."""
+    whole = file_of(order(1))
+
+    def acks(name: str) -> list[str]:
+        folder = db_pipeline.outbox()[0].parent.parent / "acks"
+        return sorted(p.name for p in folder.glob(f"{name}.*"))
+
+    assert db_pipeline(whole, "PO_1835.edi").status is JobStatus.SUCCEEDED
+    cut = db_pipeline(whole[:-20], "PO_1830.edi")
+    assert cut.status is JobStatus.FAILED and "truncated" in cut.error
+    (step,) = [s for s in cut.steps if s.step_name == "acknowledge"]
+    assert "a cut-off copy of the file job" in step.data["skipped"]
+    assert acks("PO_1830.edi") == [] and len(acks("PO_1835.edi")) == 1
+    other = db_pipeline(file_of(order(2))[:-20], "PO_1840.edi")
+    assert other.status is JobStatus.FAILED and len(acks("PO_1840.edi")) == 2  # TA1, 997
+
+
 def test_two_different_orders_never_share_a_key(db_pipeline):
     """Case 3c: two different 850s with one ST02 and one PO number (in two groups):
     their keys differ; the second is rejected as a changed copy, never answered

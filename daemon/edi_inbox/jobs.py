@@ -363,6 +363,9 @@ class Recorder(Protocol):
         """The job_id of an earlier succeeded job with an interchange of the
         same sender + receiver + ISA13 (a reused number: only worth a warning)."""
 
+    def content(self, job_id: str) -> bytes | None:
+        """The bytes of a job's file, if they were kept (``edi_content``)."""
+
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
@@ -471,6 +474,9 @@ class NullRecorder:
         return None
 
     def interchange_seen(self, job: JobResult) -> str | None:
+        return None
+
+    def content(self, job_id: str) -> bytes | None:
         return None
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:

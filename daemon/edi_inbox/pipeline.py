@@ -200,6 +200,7 @@ class _Work:
     copy_of: dict[int, OrderResult] = field(default_factory=dict)  # id(a copy) -> first in file
     noted: dict[int, list[X12Error]] = field(default_factory=dict)  # id(SetSummary) -> warnings
     skip_rest: str | None = None  # why the remaining steps do not run
+    cut_off: bool = False  # the file ends inside an interchange (an upload that stalled)
     guard: Callable[[], None] | None = None  # raises ClaimLost when the file is not ours
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
@@ -663,6 +664,7 @@ class Pipeline:
             for ts in reader.transaction_sets():
                 work.sets.append(ts)
         except TruncatedError:
+            work.cut_off = True
             _mark_cut_off(reader.interchanges, work.sets)
             raise
         except TooLarge:
@@ -1087,6 +1089,20 @@ class Pipeline:
                 return
             time.sleep(delay)
 
+    def _processed_whole(self, job: JobResult, work: _Work) -> str | None:
+        """The job that processed this cut-off file's bytes whole, if any: an
+        upload that stalled while the partner sent it again, complete, under
+        another name (the same interchange, the same bytes and more). Its
+        answers stand: a TA1 and 997 rejecting this copy, written after them,
+        would be the partner's last word on orders the ERP holds."""
+        try:
+            seen = self.recorder.interchange_seen(job)
+            content = self.recorder.content(seen) if seen is not None else None
+        except Exception as exc:  # then answered as any cut-off file
+            logger.error("recorder_failed", call="interchange_seen", error=repr(exc))
+            return None
+        return seen if content is not None and content.startswith(work.data) else None
+
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Write a 997 for every functional group received — a 999 instead for
         a 5010 group from a partner with ``ack = "999"`` —, into acks/ (or
@@ -1103,6 +1119,11 @@ class Pipeline:
             return {"skipped": f"no acknowledgements: {said}"}
         if partner is None and not self.settings.ack.enabled:
             return {"skipped": "acknowledgements are disabled ([ack] enabled = false)"}
+        whole = self._processed_whole(job, work) if work.cut_off else None
+        if whole is not None:
+            logger.info("acks_stand", processed_by=whole)
+            return {"skipped": f"a cut-off copy of the file job {whole} processed whole: its"
+                    " acknowledgements stand"}  # fmt: skip
         if work.guard is not None:  # a host that lost the file leaves its 997 to the other
             work.guard()
         acks_dir = partner.outbox if partner is not None and partner.outbox else None

@@ -504,6 +504,13 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
+    def content(self, job_id: str) -> bytes | None:
+        def work() -> bytes | None:
+            row = Job.select(Job.edi_content).where(Job.job_id == job_id).tuples().first()
+            return bytes(row[0]) if row and row[0] is not None else None
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
     def next_control_number(self, count: int = 1) -> int:
         return next_control_number(self.db, count)
 
