@@ -236,8 +236,8 @@ def test_process_without_partner_on_a_folder_partners_file_is_refused_clearly(tm
     """`edi-inbox process FILE` (no --partner) on a file acme sent: as the
     shared inbox would, refused (exit 1, nothing posted), and the message says
     to use --partner."""
-    settings, acme_in = acme_and_other(tmp_path, erp.url)
-    path = tmp_path / "by-hand" / "po.edi"  # a copy: process refuses one in acme_in
+    settings, _ = acme_and_other(tmp_path, erp.url)
+    path = tmp_path / "by-hand" / "po.edi"  # a copy: process refuses one in acme's inbox
     path.parent.mkdir()
     path.write_bytes(sent_by(make_po(6), "ZZ:ACME"))
     command = [sys.executable, "-m", "edi_inbox.cli", "--config", str(settings.source)]
