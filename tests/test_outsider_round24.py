@@ -305,11 +305,6 @@ ENVELOPE_NUMBERS = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an order a killed host sent (the ERP holds it) is rejected on its rerun as "
-    "'other content' of the changed order another host posted meanwhile: 997 R, never shown posted",
-)
 def test_a_host_killed_mid_post_while_another_posts_the_changed_order(
     tmp_path, killing_ledger, daemons
 ):
@@ -374,11 +369,6 @@ class SlowFor(KillingLedger):
         super().wait_for(po)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a retried order the ERP took after its timeouts is rejected as 'other content' of "
-    "the changed order posted meanwhile, never resent under its key: 997 R, never shown posted",
-)
 def test_a_retry_after_timeouts_while_the_changed_order_was_posted(tmp_path, daemons):
     """The ERP is slow for PO 5700: each of the 2 attempts times out (read
     timeout 0.5 s; it answers after 1.5 s) but it takes the order (one key).
@@ -421,11 +411,6 @@ def test_a_retry_after_timeouts_while_the_changed_order_was_posted(tmp_path, dae
         assert ak5s(daemon, job) == ["A"], job["error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an order sent unanswered before a stop handed its file back is rejected on the "
-    "rerun as 'other content' of the changed order posted meanwhile: 997 R, never shown posted",
-)
 def test_a_file_handed_back_at_a_stop_while_the_changed_order_is_posted(
     tmp_path, killing_ledger, daemons
 ):

@@ -370,6 +370,11 @@ class Recorder(Protocol):
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
 
+    def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
+        """The keys of ``job``'s orders with this PO number that went to the
+        ERP before without an answer (by a run of this job, or of the one it
+        carries on, or by a job that ended): the ERP may hold them."""
+
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         """Those of ``rivals`` (``Started.rivals``) still running with an order
         of ``job``'s sender and PO number that has no ERP id yet, each with
@@ -437,6 +442,9 @@ class NullRecorder:
             self._pending[job.job_id] = pending
         first = self.next_control_number(control_numbers) if control_numbers else None
         return Started(accepted, first, frozenset(rivals), frozenset(counted))
+
+    def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
+        return ()  # nothing is kept across a crash
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         mine = [(o.sender, o.po_number) for o in job.orders]

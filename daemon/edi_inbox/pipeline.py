@@ -205,6 +205,9 @@ class _Work:
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
     rivals: frozenset[str] = frozenset()  # jobs posting an order of ours (Started.rivals)
+    # Keys sent before this run without an answer, read with the running
+    # record (Started.sent; None before it: ``_sent_unanswered`` asks).
+    sent: frozenset[str] | None = None
     counted: frozenset[str] = frozenset()  # accepted, in the retried job's total (Started)
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
@@ -577,6 +580,7 @@ class Pipeline:
         work.numbered_before = known.numbered_before
         work.rivals = known.rivals
         work.counted = known.counted
+        work.sent = frozenset(known.sent)
         for order in job.orders:
             body = known.sent.get(order.idempotency_key)
             if body is not None and body != order.payload_json and order.status == "pending":
@@ -929,6 +933,8 @@ class Pipeline:
         # Other content sent to another receiver (ISA07:ISA08) is that one's order.
         document = order.fields() if same else {}
         ours = [p for p in same if orders.same_receiver(p.fields(), document)]
+        if ours and self._sent_unanswered(job, work, order):
+            return False  # re-sent under its key: the ERP's answer says what it holds
         if ours:
             order.status = "rejected"
             order.error = (
@@ -936,6 +942,30 @@ class Pipeline:
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
         return order.status != "pending"
+
+    def _sent_unanswered(self, job: JobResult, work: _Work, order: OrderResult) -> bool:
+        """Whether ``order`` went to the ERP before without an answer (its
+        answer lost to a crash, a timeout, a stop): the ERP may hold it, so it
+        is not judged against what was posted since (a changed version of it:
+        both may be at the ERP) but sent again under its key, whose answer
+        says. Unknown (the database unavailable) is not "never sent". Once
+        the running record is written, its own rows are this run's: what
+        runs before it sent is what it read then."""
+        if work.sent is not None:
+            return order.idempotency_key in work.sent
+        try:
+            sent = self._persist(
+                lambda job, logs, po_number: self.recorder.sent_unanswered(job, po_number),
+                job,
+                [],
+                order.po_number,
+            )
+        except Exception as exc:
+            logger.error("recorder_failed", call="sent_unanswered", error=repr(exc))
+            if not is_permanent(exc):
+                work.unrecorded = f"the database is unavailable ({exc})"
+            return False
+        return order.idempotency_key in sent
 
     def _group_of(self, po: orders.PurchaseOrder) -> str | None:
         """The order's GS02 if partners are told apart by it under its ISA id

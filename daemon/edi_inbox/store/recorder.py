@@ -305,6 +305,18 @@ class DatabaseRecorder:
             return body_key
         return key
 
+    def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
+        def work() -> Collection[str]:
+            # As ``job_started`` reads them: a row of the key without an ERP id
+            # (a job posting it, or one that stopped while it did), and the
+            # bodies jobs that ended sent unanswered under their own keys.
+            keys = {o.idempotency_key for o in job.orders if o.po_number == po_number}
+            rows = {k: execute(self.db, "order_by_key", k).fetchone() for k in keys}
+            found = {k for k, row in rows.items() if row is not None and row[0] is None}
+            return found | set(self._unanswered(job, [po_number])[1])
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         po_numbers = {o.po_number for o in job.orders}
 
