@@ -525,6 +525,21 @@ class Pipeline:
             job.error = message
             job.error_details = details
 
+    def _read(
+        self, job: JobResult, work: _Work, name: str, read: Callable[..., Any], *args: Any
+    ) -> Any:
+        """``read(*args)``, a question to the record, as patient as a write
+        (``_persist``). If the database stays unavailable, an empty answer,
+        and the job is marked unrecorded (it runs again: unknown is not
+        "never")."""
+        try:
+            return self._persist(lambda job, logs: read(*args), job, [])
+        except Exception as exc:
+            logger.error("recorder_failed", call=name, error=repr(exc))
+            if not is_permanent(exc):
+                work.unrecorded = f"the database is unavailable ({exc})"
+            return []
+
     def _persist(
         self, method: Callable[..., Any], job: JobResult, logs: list[Any], *rest: Any
     ) -> Any:
@@ -875,19 +890,9 @@ class Pipeline:
         to post."""
         label = _label(po)
         sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-        try:  # as patient as a record: unknown is not "never posted"
-            posted = self._persist(
-                lambda job, logs, *key: self.recorder.find_posted(*key),
-                job,
-                [],
-                sender,
-                po.po_number,
-            )
-        except Exception as exc:
-            logger.error("recorder_failed", call="find_posted", error=repr(exc))
-            if not is_permanent(exc):
-                work.unrecorded = f"the database is unavailable ({exc})"
-            posted = []
+        posted = self._read(
+            job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
+        )
         usage, group = po.envelope.usage, self._group_of(po)
         posted = [
             p
@@ -953,18 +958,9 @@ class Pipeline:
         runs before it sent is what it read then."""
         if work.sent is not None:
             return order.idempotency_key in work.sent
-        try:
-            sent = self._persist(
-                lambda job, logs, po_number: self.recorder.sent_unanswered(job, po_number),
-                job,
-                [],
-                order.po_number,
-            )
-        except Exception as exc:
-            logger.error("recorder_failed", call="sent_unanswered", error=repr(exc))
-            if not is_permanent(exc):
-                work.unrecorded = f"the database is unavailable ({exc})"
-            return False
+        sent = self._read(
+            job, work, "sent_unanswered", self.recorder.sent_unanswered, job, order.po_number
+        )
         return order.idempotency_key in sent
 
     def _group_of(self, po: orders.PurchaseOrder) -> str | None:
@@ -1093,18 +1089,7 @@ class Pipeline:
         while True:
             if work.guard is not None:
                 work.guard()
-            try:
-                holding = self._persist(
-                    lambda job, logs, rivals: self.recorder.in_flight(job, rivals),
-                    job,
-                    [],
-                    waiting,
-                )
-            except Exception as exc:
-                logger.error("recorder_failed", call="in_flight", error=repr(exc))
-                if not is_permanent(exc):
-                    work.unrecorded = f"the database is unavailable ({exc})"
-                return
+            holding = self._read(job, work, "in_flight", self.recorder.in_flight, job, waiting)
             if not holding:
                 return
             waiting = set(holding)
