@@ -54,7 +54,7 @@ ISA09/ISA10, GS04/GS05, GS06 and ST02 (a duplicate, not posted); two
 retries of one job at once (one puts the file back, the other exits 1,
 "no failed file for job …"); no upload overwritten or lost.
 
-Found (strict xfails):
+Found (each fixed since; every test here failed before its fix):
 
 * ``test_a_host_killed_mid_post_while_another_posts_the_changed_order``:
   alpha SIGKILLed as its POST of PO 5100 reaches the ERP (which books it);
