@@ -151,6 +151,15 @@ class Signals:
         self.reload = False
 
 
+def _claimed_size(claims: Claims, pname: str) -> int:
+    """The size of a claimed file a unit resumes (0 if it cannot be told:
+    the job says why when it runs)."""
+    try:
+        return os.stat(pname, dir_fd=claims.fd, follow_symlinks=False).st_size
+    except OSError:
+        return 0
+
+
 def _size(ticket: Ticket) -> int:
     """The bytes a ticket's job will read: its file's size when it is to run
     (one refused or left unread reads nothing)."""
@@ -238,9 +247,9 @@ class Service:
         self.finished = 0
         self.outstanding = 0  # work items handed out and not yet reported back
         self.bytes_out = 0  # their files' sizes together (``max_bytes_in_flight``)
-        # Tickets taken from the trackers that wait for bytes in flight to end,
+        # Units that wait for bytes in flight to end (``max_bytes_in_flight``),
         # oldest first; nothing else is queued before them.
-        self.memory_wait: collections.deque[tuple[WatchedInbox, Ticket]] = collections.deque()
+        self.memory_wait: collections.deque[Work] = collections.deque()
         self.max_jobs: int | None = None  # run(max_jobs=): no more jobs than this are started
         # ``workers`` threads in all, in this process or spread over the children
         self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
@@ -577,8 +586,8 @@ class Service:
                     owed = claims.owed(claim.retry_of) if claim.retry_of else None
                     if claim.taken_from and claim.retry_of and owed is None:
                         taken.append(claim.retry_of)
-                    self.outstanding += 1
-                    self.work.put(
+                    size = 0 if owed is not None else _claimed_size(claims, claim.pname)
+                    self._admit(
                         Work(
                             claim.name,
                             pname=claim.pname,
@@ -586,6 +595,7 @@ class Service:
                             retry_of=claim.retry_of,
                             owed=owed,
                             lane=lane,
+                            size=size,
                         )
                     )
             except OSError as exc:
@@ -643,18 +653,20 @@ class Service:
 
     def _unstarted(self) -> int | None:
         """The jobs ``max_jobs`` leaves to start (None: no limit): those
-        finished, out, or parked to be queued again have started."""
+        finished, out, waiting for memory, or parked to be queued again have
+        started."""
         if self.max_jobs is None:
             return None
-        started = self.finished + self.outstanding + len(self.parked) + len(self.owing)
+        waiting = len(self.memory_wait) + len(self.parked) + len(self.owing)
+        started = self.finished + self.outstanding + waiting
         return max(0, self.max_jobs - started)
 
     def _take(self) -> None:
         """Queue what the trackers find ready, no more than there is room for,
         each inbox in turn taking an equal share (the first in turn changes
         every time), so one partner's backlog does not hold another's files."""
-        while self.memory_wait and self._fits(self.memory_wait[0][1]):
-            self._dispatch(*self.memory_wait.popleft())
+        while self.memory_wait and self._fits(self.memory_wait[0].size):
+            self._queue(self.memory_wait.popleft())
         room = self._room()
         inboxes = list(self.inboxes.values())
         if not room or not inboxes or self.memory_wait:
@@ -667,26 +679,29 @@ class Service:
             if not room:
                 break
             for ticket in inbox.tracker.poll(limit=min(share, room)):
-                if self.memory_wait or not self._fits(ticket):
-                    self.memory_wait.append((inbox, ticket))
-                else:
-                    self._dispatch(inbox, ticket)
+                if not inbox.left_in_place(ticket):
+                    size = _size(ticket)
+                    self._admit(
+                        Work(ticket.name, ticket, job_id=new_job_id(), lane=inbox.lane, size=size)
+                    )
 
-    def _fits(self, ticket: Ticket) -> bool:
-        """Whether ``ticket``'s file may be read now: its size and those in
+    def _fits(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes may be read now: it and those in
         flight within ``max_bytes_in_flight``, or nothing in flight."""
-        size = _size(ticket)
         return not self.bytes_out or self.bytes_out + size <= self.daemon.max_bytes_in_flight
 
-    def _dispatch(self, inbox: WatchedInbox, ticket: Ticket) -> None:
-        if inbox.left_in_place(ticket):
-            return
-        size = _size(ticket)
+    def _admit(self, work: Work) -> None:
+        """Queue ``work`` now, or after those waiting for memory, oldest first."""
+        if self.memory_wait or not self._fits(work.size):
+            self.memory_wait.append(work)
+        else:
+            self._queue(work)
+
+    def _queue(self, work: Work) -> None:
         self.outstanding += 1
-        self.bytes_out += size
+        self.bytes_out += work.size
         self.most_queued = max(self.most_queued, self.outstanding)
         self.most_bytes = max(self.most_bytes, self.bytes_out)
-        work = Work(ticket.name, ticket=ticket, job_id=new_job_id(), lane=inbox.lane, size=size)
         self.work.put(work)
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -1051,8 +1066,7 @@ class Service:
         self._resumed_at = now
         parked, self.parked = self.parked, []
         for item in parked:
-            self.outstanding += 1
-            self.work.put(item)
+            self._admit(item)
         return False
 
 
