@@ -536,11 +536,6 @@ def test_a_resend_with_its_charge_or_cur_written_otherwise_is_a_duplicate(pipe, 
     assert resent.status is JobStatus.DUPLICATE, resent.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="process runs a FILE claimed in processing/ (which the daemon resumes at its"
-    " next start): _check_unwatched looks at the inboxes only; the partner is answered twice",
-)
 def test_process_refuses_a_file_the_daemon_holds_claimed(tmp_path):
     """A crash (an OOM kill) left po1.edi claimed; the operator sees '1 in
     processing' and runs it by hand while the daemon is down. The daemon

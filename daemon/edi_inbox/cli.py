@@ -187,21 +187,34 @@ def _partner_option(help_text: str) -> Any:
 
 
 def _check_unwatched(settings: config.Settings, files: tuple[Path, ...]) -> None:
-    """``process`` runs a FILE in place: one in an inbox the daemon watches
-    would be run, and answered, twice — by hand and by the daemon (now, or
-    at its next start). A usage error, before anything is run."""
-    inboxes = {"the inbox": settings.paths.inbox}
-    inboxes.update({f"partner {p.name}'s inbox": p.inbox for p in settings.partners.with_inbox()})
+    """``process`` runs a FILE in place: one in an inbox the daemon watches,
+    or claimed in a processing folder (a host's ``processing/<host>/``, which
+    it resumes at its start), would be run, and answered, twice — by hand
+    and by the daemon. A usage error, before anything is run."""
+    folders = {"the inbox": settings.paths.inbox}
+    folders.update({f"partner {p.name}'s inbox": p.inbox for p in settings.partners.with_inbox()})
+    claimed = [settings.paths.processing, *(p.processing for p in settings.partners.partners)]
     for path in files:
-        for label, inbox in inboxes.items():
-            with contextlib.suppress(OSError):  # no such folder: nothing watches it
-                if inbox is not None and os.path.samefile(path.parent, inbox):
-                    raise click.BadParameter(
-                        f"{str(path)!r} is in {label} ({inbox}), which the daemon watches:"
-                        " it runs the file itself (running it here too would answer the"
-                        " partner twice); to run it by hand, move it out of the inbox first",
-                        param_hint="'FILES...'",
-                    )
+        parents = [path.parent, path.parent.parent]  # processing/<host>/NAME.<job_id>
+        found = [(label, f) for label, f in folders.items() if _same_folder(path.parent, f)]
+        found += [
+            ("a processing folder", f) for f in claimed if any(_same_folder(p, f) for p in parents)
+        ]
+        for label, folder in found:
+            raise click.BadParameter(
+                f"{str(path)!r} is in {label} ({folder}), which the daemon watches: it"
+                " runs the file itself (running it here too would answer the partner"
+                " twice); to run it by hand, move it out of there first",
+                param_hint="'FILES...'",
+            )
+
+
+def _same_folder(a: Path, b: Path | None) -> bool:
+    """Whether ``a`` and ``b`` are one folder (False if either is missing)."""
+    try:
+        return b is not None and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _check_present(files: tuple[Path, ...]) -> None:
