@@ -167,11 +167,6 @@ def _cut_is_unanswered(run: Run, acks: Path, whole: bytes) -> None:
     assert _acks(acks, "stalled.edi") == [], "a TA1/997 R written after the accepting 997"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cut-off copy of a file whose job ended partial (997 P, an order posted)"
-    " is answered TA1 + 997 R: duplicate_by_interchange only finds succeeded jobs",
-)
 def test_cut_off_copy_of_a_partial_job_is_answered_r(pipe):
     run, acks = pipe
     whole = file_of(order(1), order(2, quantity="0"))
@@ -181,11 +176,6 @@ def test_cut_off_copy_of_a_partial_job_is_answered_r(pipe):
     _cut_is_unanswered(run, acks, whole)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="duplicate_by_interchange returns the first succeeded job of a reused ISA13;"
-    " the job that processed these bytes whole is never looked at: answered R",
-)
 def test_cut_off_copy_under_a_reused_isa13_is_answered_r(pipe):
     run, acks = pipe
     assert run(file_of(order(1)), "last_year.edi").status is JobStatus.SUCCEEDED
@@ -194,11 +184,6 @@ def test_cut_off_copy_under_a_reused_isa13_is_answered_r(pipe):
     _cut_is_unanswered(run, acks, whole)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a whole resend written otherwise is a duplicate job (997 A); its cut-off copy"
-    " is compared with the first job's bytes only and answered R",
-)
 def test_cut_off_copy_of_a_reformatted_resend_is_answered_r(pipe):
     run, acks = pipe
     assert run(file_of(order(1)), "po.edi").status is JobStatus.SUCCEEDED

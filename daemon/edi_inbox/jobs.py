@@ -363,8 +363,10 @@ class Recorder(Protocol):
         """The job_id of an earlier succeeded job with an interchange of the
         same sender + receiver + ISA13 (a reused number: only worth a warning)."""
 
-    def content(self, job_id: str) -> bytes | None:
-        """The bytes of a job's file, if they were kept (``edi_content``)."""
+    def processed_whole(self, job: JobResult, data: bytes) -> str | None:
+        """The job that answered an interchange of ``job`` (succeeded, partial
+        or duplicate) from a file whose kept bytes (``edi_content``) begin
+        with ``data``: ``data`` is a cut-off copy of that file."""
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
@@ -484,7 +486,7 @@ class NullRecorder:
     def interchange_seen(self, job: JobResult) -> str | None:
         return None
 
-    def content(self, job_id: str) -> bytes | None:
+    def processed_whole(self, job: JobResult, data: bytes) -> str | None:
         return None
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:

@@ -1111,12 +1111,10 @@ class Pipeline:
         answers stand: a TA1 and 997 rejecting this copy, written after them,
         would be the partner's last word on orders the ERP holds."""
         try:
-            seen = self.recorder.interchange_seen(job)
-            content = self.recorder.content(seen) if seen is not None else None
+            return self.recorder.processed_whole(job, work.data)
         except Exception as exc:  # then answered as any cut-off file
-            logger.error("recorder_failed", call="interchange_seen", error=repr(exc))
+            logger.error("recorder_failed", call="processed_whole", error=repr(exc))
             return None
-        return seen if content is not None and content.startswith(work.data) else None
 
     def acknowledge(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Write a 997 for every functional group received — a 999 instead for

@@ -516,10 +516,15 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
-    def content(self, job_id: str) -> bytes | None:
-        def work() -> bytes | None:
-            row = Job.select(Job.edi_content).where(Job.job_id == job_id).tuples().first()
-            return bytes(row[0]) if row and row[0] is not None else None
+    def processed_whole(self, job: JobResult, data: bytes) -> str | None:
+        def work() -> str | None:
+            for key in dict.fromkeys(i.key() for i in job.interchanges):
+                for job_id, content in execute(
+                    self.db, "answered_by_interchange", *key, job.job_id
+                ):
+                    if content is not None and bytes(content).startswith(data):
+                        return str(job_id)
+            return None
 
         return run_unit(self.db, work, write=False, atomic=False)
 

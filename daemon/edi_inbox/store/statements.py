@@ -110,6 +110,16 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         ' AND j."status" = \'succeeded\' AND j."job_id" <> ? ORDER BY j."id" LIMIT 1',
         0,
     ),
+    # The files of the jobs that answered an interchange and posted (or had
+    # posted) orders of it, newest first: ``DatabaseRecorder.processed_whole``.
+    "answered_by_interchange": (
+        'SELECT j."job_id", j."edi_content" FROM "job_interchanges" i'
+        ' JOIN "jobs" j ON j."id" = i."job_id"'
+        ' WHERE i."sender_id" = ? AND i."receiver_id" = ? AND i."control_number" = ?'
+        " AND j.\"status\" IN ('succeeded', 'partial', 'duplicate') AND j.\"job_id\" <> ?"
+        ' ORDER BY j."id" DESC',
+        0,
+    ),
     "posted_by_po": (
         'SELECT o."payload", o."erp_po_id", o."idempotency_key", j."job_id", o."json_version"'
         ' FROM "orders" o'
