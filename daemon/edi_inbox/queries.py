@@ -423,6 +423,7 @@ def load_job(db: Database, job_id: str, *, with_content: bool = False) -> JobRes
                     attempts=o.attempts,
                     payload=o.payload,
                     json_version=o.json_version,
+                    refused=o.refused,
                 )
                 for o in orders
             ],

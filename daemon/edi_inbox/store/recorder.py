@@ -178,7 +178,7 @@ class DatabaseRecorder:
                     counted.add(key)
                 elif by != job.job_id:
                     taken.append(key)
-            in_flight, first_sent = self._unanswered(job, posting, adopt=True)
+            in_flight, first_sent, _ = self._unanswered(job, posting, adopt=True)
             rivals.update(in_flight)
             sent.update(first_sent)
             # The orders go in with the running row, before any is posted: an
@@ -249,12 +249,14 @@ class DatabaseRecorder:
 
     def _unanswered(
         self, job: JobResult, po_numbers: Iterable[str], *, adopt: bool = False
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, str], dict[str, str], set[str]]:
         """Orders with these PO numbers that no ERP id answers: those of
         ``job``'s senders that other running jobs are posting (idempotency
-        key -> job id), and the first body sent under each of ``job``'s keys
-        by a job that ended without an answer (key -> the body). That job's
-        row has a key of its own (``_as_recorded``): the key is the body's.
+        key -> job id), the first body sent under each of ``job``'s keys
+        by a job that ended without an ERP id (key -> the body), and those
+        of the keys whose answer is unknown (not refused for good: the ERP
+        may hold the order). That job's row has a key of its own
+        (``_as_recorded``): the key is the body's.
 
         ``adopt`` (at the job's start): an order of ``job`` that is the order
         such a body is (``orders.same_order``) under another key — written
@@ -266,8 +268,9 @@ class DatabaseRecorder:
         keys = {o.idempotency_key for o in job.orders}
         in_flight: dict[str, str] = {}
         sent: dict[str, str] = {}
+        unknown: set[str] = set()
         for po_number in po_numbers:
-            for text, key, job_id, attempts, version in execute(
+            for text, key, job_id, attempts, version, refused in execute(
                 self.db, "unanswered_by_po", po_search_key(po_number), po_number
             ):
                 mine = job_id in (job.job_id, job.retry_of)
@@ -287,11 +290,16 @@ class DatabaseRecorder:
                     keys.add(same.idempotency_key)
                 # (Decided from the keys alone, so that a unit run again, its
                 # orders' keys taken over already, finds the same bodies.)
+                sent_as = None
                 if key != body_key and key in keys:  # an older version's row, taken over
-                    sent.setdefault(key, text)
+                    sent_as = key
                 elif body_key in keys and (attempts or mine):
-                    sent.setdefault(body_key, text)
-        return in_flight, sent
+                    sent_as = body_key
+                if sent_as is not None:
+                    sent.setdefault(sent_as, text)
+                    if not refused:
+                        unknown.add(sent_as)
+        return in_flight, sent, unknown
 
     def _sent_key(self, key: str, body_key: str, job_id: str) -> str:
         """The key a row's body went to the ERP under: its body's (``key``
@@ -309,11 +317,12 @@ class DatabaseRecorder:
         def work() -> Collection[str]:
             # As ``job_started`` reads them: a row of the key without an ERP id
             # (a job posting it, or one that stopped while it did), and the
-            # bodies jobs that ended sent unanswered under their own keys.
+            # bodies jobs that ended sent under their own keys, unless the ERP
+            # refused them for good.
             keys = {o.idempotency_key for o in job.orders if o.po_number == po_number}
             rows = {k: execute(self.db, "order_by_key", k).fetchone() for k in keys}
             found = {k for k, row in rows.items() if row is not None and row[0] is None}
-            return found | set(self._unanswered(job, [po_number])[1])
+            return found | self._unanswered(job, [po_number])[2]
 
         return run_unit(self.db, work, write=False, atomic=False)
 
@@ -664,6 +673,7 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
             o.attempts,
             _payload(o),
             o.json_version,
+            o.refused,
             when,
             when,
         )

@@ -138,8 +138,10 @@ def _migrate_v7(db: Database) -> None:
 def _migrate_v8(db: Database) -> None:
     """v8: ``orders.json_version``, the version of an order's payload fields
     (``orders.JSON_VERSION``); orders recorded before it have none, and are
-    compared with a resend on the fields both have."""
+    compared with a resend on the fields both have. ``orders.refused``: the
+    ERP refused the order for good (false for those recorded before)."""
     _add_column_if_missing(db, Order, "json_version")
+    _add_column_if_missing(db, Order, "refused")
 
 
 # Each step takes the schema from version N-1 to N, inside the migration's

@@ -84,11 +84,12 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     "order_upsert": _insert(
         "orders",
         "job_id po_number po_number_folded line_count total_amount vendor_name erp_po_id"
-        " idempotency_key status error attempts payload json_version created_at updated_at",
+        " idempotency_key status error attempts payload json_version refused created_at"
+        " updated_at",
         ' ON CONFLICT ("idempotency_key") DO UPDATE SET '
         + _sets("job_id po_number po_number_folded line_count total_amount vendor_name")
         + ', "erp_po_id" = COALESCE(excluded."erp_po_id", "orders"."erp_po_id"), '
-        + _sets("status error attempts payload json_version updated_at")
+        + _sets("status error attempts payload json_version refused updated_at")
         + ' WHERE "orders"."erp_po_id" IS NULL OR "orders"."job_id" = excluded."job_id"',
     ),
     "interchanges_delete": ('DELETE FROM "job_interchanges" WHERE "job_id" = ?', 0),
@@ -133,10 +134,11 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # by jobs that ended (attempts > 0: the body their key carries for good).
     # ``DatabaseRecorder.job_started`` and ``in_flight``.
     "unanswered_by_po": (
-        'SELECT o."payload", o."idempotency_key", j."job_id", o."attempts", o."json_version"'
-        ' FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id" WHERE o."po_number_folded" = ?'
-        ' AND o."po_number" = ? AND o."erp_po_id" IS NULL AND (o."attempts" > 0'
-        ' OR o."status" = \'pending\' AND j."status" = \'running\') ORDER BY o."id"',
+        'SELECT o."payload", o."idempotency_key", j."job_id", o."attempts", o."json_version",'
+        ' o."refused" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        ' WHERE o."po_number_folded" = ? AND o."po_number" = ? AND o."erp_po_id" IS NULL'
+        ' AND (o."attempts" > 0 OR o."status" = \'pending\' AND j."status" = \'running\')'
+        ' ORDER BY o."id"',
         0,
     ),
     # Taken first in a job_started on PostgreSQL, per PO number, so that of two
