@@ -47,7 +47,8 @@ What held:
   ``charges`` already), resent after the upgrade without it, is still a
   duplicate: the fix does not reach orders posted before the upgrade.
 
-Found (strict xfails):
+Found (strict xfails; 1, 2, 3, 5, 6's HTTP 422 and 8 fixed since, each test failing before
+its fix; 4, 6's connection refused and 7 left as strict xfails, named in README):
 
 1. A cut-off copy of a file whose job ended *partial* (one order posted,
    997 P) is answered with a TA1 and a 997 R, written after the accepting
