@@ -248,8 +248,8 @@ def process(
     was recorded: a job the database cannot record within 30 s is an error
     (exit 1), and its orders are not posted unless its running record was
     written first. A FILE that does not exist, or that is in an inbox the
-    daemon watches (it runs that file itself), is a usage error (exit 2):
-    nothing is run or recorded.
+    daemon watches or claimed in a processing folder (the daemon runs that
+    file itself), is a usage error (exit 2): nothing is run or recorded.
 
     \b
     Example:

@@ -95,6 +95,7 @@ class Web:
     _pipeline: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bytes_in: int = 0  # of the orchestrated bodies being read or run
+    _bytes_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @contextmanager
     def body_in_flight(self) -> Iterator[Callable[[int], None]]:
@@ -106,7 +107,7 @@ class Web:
 
         def take(size: int) -> None:
             nonlocal taken
-            with self._lock:
+            with self._bytes_lock:
                 budget = self.settings.daemon.max_bytes_in_flight
                 if self._bytes_in > taken and self._bytes_in + size > budget:
                     raise ApiError(
@@ -121,7 +122,7 @@ class Web:
         try:
             yield take
         finally:
-            with self._lock:
+            with self._bytes_lock:
                 self._bytes_in -= taken
 
     def pipeline(self) -> Any:
