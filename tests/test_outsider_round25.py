@@ -122,7 +122,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_service import Erp, Running, claim_left, make_settings, names
+from test_service import Running, claim_left, erp, make_settings, names
 from test_truth import file_of, order, with_charge
 
 from edi_inbox import service, store
@@ -131,7 +131,9 @@ from edi_inbox.config import DatabaseSettings, ErpSettings, PathSettings, Settin
 from edi_inbox.jobs import JobResult, JobStatus
 from edi_inbox.pipeline import Pipeline
 
-from helpers import archived_daemon, http_server, make_po, poll_until
+from helpers import archived_daemon, make_po, poll_until
+
+__all__ = ["erp"]  # fixtures
 
 Run = Callable[[bytes, str], JobResult]
 
@@ -267,41 +269,31 @@ def test_process_refuses_a_watched_inbox_however_the_path_is_written(tmp_path, m
 # --- max_bytes_in_flight ------------------------------------------------------------
 
 
-@pytest.fixture
-def ledger() -> Iterator[Erp]:
-    with http_server() as server:
-        erp = Erp(server)
-        try:
-            yield erp
-        finally:
-            erp.released.set()
-
-
-def test_claims_resumed_after_a_crash_count_against_max_bytes_in_flight(tmp_path, ledger):
+def test_claims_resumed_after_a_crash_count_against_max_bytes_in_flight(tmp_path, erp):
     """A crash (OOM kill under MemoryMax) leaves files claimed; at the restart
     they run again beside new files as if nothing were in flight: the budget
     that kept the daemon under MemoryMax is passed, the next OOM kill leaves
     them claimed again."""
     size = len(make_po(1))
-    settings = make_settings(tmp_path, ledger.url, workers=4, max_bytes_in_flight=size // 2)
+    settings = make_settings(tmp_path, erp.url, workers=4, max_bytes_in_flight=size // 2)
     for n in (1, 2):
         claim_left(settings, socket.gethostname(), n)
     for n in (3, 4):
         (settings.paths.inbox / f"po{n}.edi").write_bytes(make_po(n))
-    ledger.released.clear()
+    erp.released.clear()
     running = Running(settings)
     try:
-        poll_until(lambda: ledger.active >= 1, what="a post")
+        poll_until(lambda: erp.active >= 1, what="a post")
         service = running.service
         # wait until the inbox's files were looked at: taken, or waiting for memory
-        poll_until(lambda: service.memory_wait or ledger.active >= 3, what="the inbox taken")
-        ledger.released.set()
+        poll_until(lambda: service.memory_wait or erp.active >= 3, what="the inbox taken")
+        erp.released.set()
         poll_until(lambda: len(names(settings.paths.done)) == 4, what="all filed")
     finally:
-        ledger.released.set()
+        erp.released.set()
         running.stop()
-    assert ledger.posts == 4
-    assert ledger.max_active == 1, "files in flight together past max_bytes_in_flight"
+    assert erp.posts == 4
+    assert erp.max_active == 1, "files in flight together past max_bytes_in_flight"
 
 
 # --- an order sent unanswered, sent again under its key -----------------------------
@@ -329,7 +321,7 @@ def _free_port() -> int:
     ],
 )
 def test_an_order_the_erp_never_took_is_not_posted_beside_its_changed_version(
-    tmp_path, db_url, ledger, first
+    tmp_path, db_url, erp, first
 ):
     """PO-1 fails at the ERP (it answers 422, or nothing listens: provably not
     taken); the partner sends a changed PO-1 (new ISA13, other quantity),
@@ -338,7 +330,7 @@ def test_an_order_the_erp_never_took_is_not_posted_beside_its_changed_version(
     been had it never run. It is posted: the ERP holds two versions of PO-1."""
     base = Settings(paths=PathSettings(root=tmp_path))
     db = store.open_database(db_url, base, retry_seconds=20)
-    erp = {
+    policy = {
         "max_attempts": 2,
         "backoff_initial_seconds": 0.01,
         "backoff_max_seconds": 0.02,
@@ -350,17 +342,17 @@ def test_an_order_the_erp_never_took_is_not_posted_beside_its_changed_version(
     try:
         store.init(db)
         recorder = store.DatabaseRecorder(db)
-        url = ledger.url
+        url = erp.url
         if first == "connection_refused":
             url = f"http://127.0.0.1:{_free_port()}/orders"
         else:
-            ledger.reject_next = 1
-        with Pipeline(base.replace(erp=ErpSettings(url=url, **erp)), recorder) as pipeline:
+            erp.reject_next = 1
+        with Pipeline(base.replace(erp=ErpSettings(url=url, **policy)), recorder) as pipeline:
             (files / "a.edi").write_bytes(original)
             failed = pipeline.run(files / "a.edi")
         assert failed.status is JobStatus.FAILED
         assert [o.status for o in failed.orders] == ["rejected"]
-        with Pipeline(base.replace(erp=ErpSettings(url=ledger.url, **erp)), recorder) as pipeline:
+        with Pipeline(base.replace(erp=ErpSettings(url=erp.url, **policy)), recorder) as pipeline:
             (files / "b.edi").write_bytes(changed)
             assert pipeline.run(files / "b.edi").status is JobStatus.SUCCEEDED
             (files / "a.edi").write_bytes(original)
@@ -371,7 +363,7 @@ def test_an_order_the_erp_never_took_is_not_posted_beside_its_changed_version(
         store.close_database(db)
 
 
-def test_run_once_with_files_waiting_for_memory_runs_them_all(tmp_path, ledger):
+def test_run_once_with_files_waiting_for_memory_runs_them_all(tmp_path, erp):
     """Holds: ``run --once`` with two large files (each past half the budget)
     among small ones: it ends only when every file is filed, never two large
     files in flight together, the small ones not starved behind them."""
@@ -379,7 +371,7 @@ def test_run_once_with_files_waiting_for_memory_runs_them_all(tmp_path, ledger):
     large = file_of(*(order(n) for n in range(1, 70)), icn="000000901")
     assert len(large) > 4 * small
     budget = len(large) + 2 * small
-    settings = make_settings(tmp_path, ledger.url, workers=4, max_bytes_in_flight=budget)
+    settings = make_settings(tmp_path, erp.url, workers=4, max_bytes_in_flight=budget)
     (settings.paths.inbox / "big1.edi").write_bytes(large)
     (settings.paths.inbox / "big2.edi").write_bytes(large.replace(b"000000901", b"000000902"))
     for n in range(1, 6):
@@ -398,9 +390,7 @@ def test_run_once_with_files_waiting_for_memory_runs_them_all(tmp_path, ledger):
     " whose running record was written after that one was answered, is posted too:"
     " job_started re-checks only its own keys",
 )
-def test_a_changed_version_arriving_while_the_first_is_posting_is_rejected(
-    tmp_path, db_url, ledger
-):
+def test_a_changed_version_arriving_while_the_first_is_posting_is_rejected(tmp_path, db_url, erp):
     """PO-1's first job is in its POST (the ERP slow, not crashed) when its
     changed version (another ISA13, another quantity) runs; the first is
     answered between the second's check and its running record (as happens
@@ -413,11 +403,11 @@ def test_a_changed_version_arriving_while_the_first_is_posting_is_rejected(
     (files / "a.edi").write_bytes(file_of(order(1)))
     (files / "b.edi").write_bytes(file_of(order(1, quantity="5"), icn="000000322"))
     results: dict[str, JobResult] = {}
-    ledger.released.clear()
+    erp.released.clear()
     try:
         store.init(db)
         recorder = store.DatabaseRecorder(db)
-        settings = base.replace(erp=ErpSettings(url=ledger.url, max_attempts=1))
+        settings = base.replace(erp=ErpSettings(url=erp.url, max_attempts=1))
         with Pipeline(settings, recorder) as pipeline:
 
             def first() -> None:
@@ -428,37 +418,37 @@ def test_a_changed_version_arriving_while_the_first_is_posting_is_rejected(
 
             def job_started(job: JobResult, *args: Any, **kwargs: Any) -> Any:
                 if job.file_path and job.file_path.endswith("b.edi"):
-                    ledger.released.set()  # the first version is answered now
+                    erp.released.set()  # the first version is answered now
                     posting.join(30)
                 return real(job, *args, **kwargs)
 
             recorder.job_started = job_started  # type: ignore[method-assign]
             posting.start()
-            poll_until(lambda: ledger.active == 1, what="a's POST")
+            poll_until(lambda: erp.active == 1, what="a's POST")
             results["b"] = pipeline.run(files / "b.edi")
         assert [o.status for o in results["a"].orders] == ["posted"]
-        assert ledger.posts == 1, "both versions of PO-1 at the ERP"
+        assert erp.posts == 1, "both versions of PO-1 at the ERP"
         assert [o.status for o in results["b"].orders] == ["rejected"]
     finally:
-        ledger.released.set()
+        erp.released.set()
         store.close_database(db)
 
 
-def test_files_changed_or_removed_while_waiting_for_memory(tmp_path, ledger):
+def test_files_changed_or_removed_while_waiting_for_memory(tmp_path, erp):
     """Holds: with one file in flight (the ERP holding its POST) and the next
     ones waiting for ``max_bytes_in_flight``, a waiting file rewritten by its
     partner runs with its new bytes, one removed leaves no job, and nothing
     stays waiting or counted once all is filed."""
     size = len(make_po(1))
-    settings = make_settings(tmp_path, ledger.url, workers=4, max_bytes_in_flight=size)
+    settings = make_settings(tmp_path, erp.url, workers=4, max_bytes_in_flight=size)
     inbox = settings.paths.inbox
-    ledger.released.clear()
+    erp.released.clear()
     running = Running(settings)
     try:
         service = running.service
         poll_until(running.ready)
         (inbox / "po1.edi").write_bytes(make_po(1))
-        poll_until(lambda: ledger.active == 1, what="po1's POST")
+        poll_until(lambda: erp.active == 1, what="po1's POST")
         (inbox / "po2.edi").write_bytes(make_po(2))
         (inbox / "po3.edi").write_bytes(make_po(3))
         # po2 waits for memory; po3 too, or in its tracker behind it (polled later)
@@ -466,16 +456,16 @@ def test_files_changed_or_removed_while_waiting_for_memory(tmp_path, ledger):
         assert "waiting for max_bytes_in_flight" in service._status_line()
         (inbox / "po2.edi").write_bytes(make_po(22))  # the partner sends it again, changed
         (inbox / "po3.edi").unlink()
-        ledger.released.set()
+        erp.released.set()
         poll_until(lambda: names(settings.paths.done) == ["po1.edi", "po2.edi"], what="filed")
         poll_until(lambda: not service.memory_wait and service.bytes_out == 0, what="none left")
     finally:
-        ledger.released.set()
+        erp.released.set()
         running.stop()
     db = running.db
     jobs = db.execute_sql('SELECT "file_name", "status" FROM "jobs" ORDER BY "id"').fetchall()
     assert sorted(n for n, _ in jobs) == ["po1.edi", "po2.edi"], jobs
-    assert ledger.posts == 2 and names(inbox) == []
+    assert erp.posts == 2 and names(inbox) == []
     assert b"22" in (settings.paths.done / "po2.edi").read_bytes()[:120]
 
 

@@ -200,7 +200,8 @@ def _check_unwatched(settings: config.Settings, files: tuple[Path, ...]) -> None
         found += [
             ("a processing folder", f) for f in claimed if any(_same_folder(p, f) for p in parents)
         ]
-        for label, folder in found:
+        if found:
+            label, folder = found[0]
             raise click.BadParameter(
                 f"{str(path)!r} is in {label} ({folder}), which the daemon watches: it"
                 " runs the file itself (running it here too would answer the partner"
