@@ -150,6 +150,7 @@ def test_exhausted_retries_raise_unavailable_with_last_message(httpserver: HTTPS
     assert "maintenance" in caught.value.message
     assert waits == [1.0, 2.0, 3.0, 3.0]
     assert sent_keys(httpserver) == [KEY] * 5
+    assert caught.value.may_hold  # each request reached it
 
 
 def test_jitter_stays_within_its_bound(httpserver: HTTPServer) -> None:
@@ -348,6 +349,29 @@ def test_connection_refused_retried_then_unavailable() -> None:
     assert caught.value.status_code is None
     assert "ConnectionRefusedError: [Errno 111] Connection refused" in caught.value.message
     assert len(waits) == 2
+    assert not caught.value.may_hold, "never connected: the ERP cannot hold the order"
+
+
+def test_an_erp_reached_once_may_hold_the_order() -> None:
+    """A 503, then connections refused (the ERP went down): the first request
+    reached it, so the order may be there; ErpUnavailable says so."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}{PATH}"
+
+    def answer_once() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    server = threading.Thread(target=answer_once)
+    server.start()
+    erp = HttpErp(settings(url, max_attempts=3), sleep=lambda seconds: listener.close())
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    server.join(10)
+    assert "Connection refused" in caught.value.message and caught.value.attempts == 3
+    assert caught.value.may_hold
 
 
 def test_bearer_token_sent_and_never_logged(httpserver: HTTPServer, tmp_path: Path) -> None:

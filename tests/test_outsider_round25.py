@@ -47,8 +47,9 @@ What held:
   ``charges`` already), resent after the upgrade without it, is still a
   duplicate: the fix does not reach orders posted before the upgrade.
 
-Found (strict xfails; 1, 2, 3, 5, 6's HTTP 422 and 8 fixed since, each test failing before
-its fix; 4, 6's connection refused and 7 left as strict xfails, named in README):
+Found (strict xfails; 1, 2, 3, 5, 6 and 8 fixed since, each test failing before
+its fix — 6's connection refused a session later, ``ErpError.may_hold``; 4 and 7
+left as strict xfails, named in README):
 
 1. A cut-off copy of a file whose job ended *partial* (one order posted,
    997 P) is answered with a TA1 and a 997 R, written after the accepting
@@ -307,18 +308,7 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize(
     "first",
-    [
-        "refused_422",
-        pytest.param(
-            "connection_refused",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="an ERP never reached (connection refused on every attempt) is not"
-                " told from one whose answers were lost (ErpUnavailable either way): the"
-                " order is 'sent unanswered' and posted beside the changed version",
-            ),
-        ),
-    ],
+    ["refused_422", "connection_refused"],
 )
 def test_an_order_the_erp_never_took_is_not_posted_beside_its_changed_version(
     tmp_path, db_url, erp, first

@@ -12,7 +12,9 @@ What is retried, and why:
   waiting may help. ``Retry-After`` is honoured (seconds or an HTTP date,
   capped at ``retry_after_max_seconds``); otherwise the wait doubles from
   ``backoff_initial_seconds`` up to ``backoff_max_seconds``, plus a random
-  jitter so that several workers do not return in step.
+  jitter so that several workers do not return in step. Failing after every
+  attempt, the order is ``ErpUnavailable``: the ERP may hold it (sent again,
+  under its key), unless no attempt ever connected (``may_hold`` false).
 - 409: the IETF Idempotency-Key draft's answer to a request whose key is
   still in progress (a retry after a timeout while the ERP is still storing
   the first post). The order is not refused: it is waited out like a 5xx.
@@ -57,8 +59,8 @@ from typing import Any, Protocol, Self
 import structlog
 import tenacity
 import urllib3
+from urllib3.exceptions import ConnectTimeoutError, LocationParseError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import LocationParseError
 from urllib3.util import make_headers, parse_url
 
 from . import __version__, config, files
@@ -142,12 +144,14 @@ class _Retryable(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         attempt: int,
+        reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.retry_after = retry_after
         self.attempt = attempt
+        self.reached = reached  # the request may have reached the ERP
 
 
 class HttpErp(_Sink):
@@ -222,7 +226,9 @@ class HttpErp(_Sink):
         """Post one order; the ERP's id on success.
 
         Raises ``ErpRejected`` (permanent, at once) or ``ErpUnavailable`` (after
-        ``max_attempts``); both carry the ERP's last message, status and attempts.
+        ``max_attempts``); both carry the ERP's last message, status and attempts,
+        and whether the ERP may hold the order (``may_hold``: an attempt that
+        never connected cannot have delivered it).
         ``guard()`` is called before each retry (the caller checks before the
         first post): whatever it raises (``ClaimLost``) ends the delivery at once.
         """
@@ -239,19 +245,25 @@ class HttpErp(_Sink):
             before_sleep=self._log_retry,
             reraise=True,
         )
+        reached = False
         try:
             for attempt in retrying:
                 with attempt:
                     n = attempt.retry_state.attempt_number
                     if guard is not None and n > 1:  # the wait may have been long
                         guard()
-                    return self._attempt(body, headers, n)
+                    try:
+                        return self._attempt(body, headers, n)
+                    except _Retryable as exc:
+                        reached = reached or exc.reached
+                        raise
         except _Retryable as exc:
             raise ErpUnavailable(
                 f"ERP at {self.display_url} unavailable after {exc.attempt} attempts: "
                 f"{exc.message}",
                 status_code=exc.status_code,
                 attempts=exc.attempt,
+                reached=reached,
             ) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
@@ -277,7 +289,10 @@ class HttpErp(_Sink):
             # Includes read timeouts after the body went out: the ERP may have the
             # order already, which is what the unchanged Idempotency-Key is for.
             message = _transport_message(exc, self.settings.read_timeout_seconds)
-            raise _Retryable(message, attempt=n) from None
+            # No connection made (refused, or none within the connect timeout;
+            # urllib3's NewConnectionError is one): nothing was sent.
+            reached = not isinstance(exc, ConnectTimeoutError)
+            raise _Retryable(message, attempt=n, reached=reached) from None
         code = response.status
         if 200 <= code < 300:
             field = self.settings.id_field

@@ -122,7 +122,11 @@ class ValidationError(EdiInboxError):
 
 
 class ErpError(EdiInboxError):
-    """Delivery to the ERP did not succeed."""
+    """Delivery to the ERP did not succeed. ``may_hold``: whether the ERP may
+    have the order all the same (a request reached it and its answer was
+    lost or not a success): sent again, it is sent under the same key."""
+
+    may_hold = False
 
     def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 0):
         super().__init__(message)
@@ -136,7 +140,13 @@ class ErpRejected(ErpError):
 
 
 class ErpUnavailable(ErpError):
-    """The ERP could not be reached or kept failing after every retry."""
+    """The ERP could not be reached or kept failing after every retry. It may
+    hold the order unless no attempt ever connected (``reached`` false:
+    connection refused, or no connection within the connect timeout)."""
+
+    def __init__(self, message: str, *, reached: bool, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.may_hold = reached
 
 
 class UnsafeFile(EdiInboxError):

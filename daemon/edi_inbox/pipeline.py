@@ -1028,7 +1028,7 @@ class Pipeline:
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
             except ErpError as exc:
-                order.attempts, order.refused = exc.attempts, isinstance(exc, ErpRejected)
+                order.attempts, order.refused = exc.attempts, not exc.may_hold
                 # The ERP's own words (redacted by erp.py) stay in the job's
                 # record; the step's error, which reaches error.json, is ours.
                 order.status, order.error = "rejected", str(exc)

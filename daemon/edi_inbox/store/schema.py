@@ -139,7 +139,8 @@ def _migrate_v8(db: Database) -> None:
     """v8: ``orders.json_version``, the version of an order's payload fields
     (``orders.JSON_VERSION``); orders recorded before it have none, and are
     compared with a resend on the fields both have. ``orders.refused``: the
-    ERP refused the order for good (false for those recorded before)."""
+    ERP refused the order for good, or was never reached (false for those
+    recorded before): it does not hold the order."""
     _add_column_if_missing(db, Order, "json_version")
     _add_column_if_missing(db, Order, "refused")
 
