@@ -209,3 +209,46 @@ def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
     if db is not None:
         assert queries.stats(db)["total_amount_processed"] == "13045.94"
         assert queries.show_job(db, b.job_id)["status"] == "duplicate"
+
+
+def _changed(data: bytes) -> bytes:
+    """GOOD's order changed (another delivery date) under a new ISA13."""
+    return data.replace(b"000003438", b"000003439").replace(
+        b"DTM*002*20101214", b"DTM*002*20101215"
+    )
+
+
+@pytest.mark.parametrize("recorder", ["database", "memory"])
+def test_a_changed_version_posted_after_a_job_s_check_is_judged_against(
+    tmp_path, httpserver, recorder
+):
+    """b.edi, a changed version of a.edi's order, checks for duplicates
+    (nothing posted yet); a.edi is posted and ends before b.edi writes its
+    running record. b.edi is rejected as other content, not posted beside
+    it (round 25 found both versions at the ERP: a changed version has
+    another key, and its running record looked at its own keys only)."""
+    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
+    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    reached, go = threading.Event(), threading.Event()
+    if recorder == "database":
+        db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", settings)
+        store.init(db)
+        held = _paused(store.DatabaseRecorder, "b.edi", reached, go)(db)
+    else:
+        held = _paused(NullRecorder, "b.edi", reached, go)()
+    jobs = {}
+    with Pipeline(settings, held) as pipeline:
+        changed = copy(tmp_path, GOOD, "b.edi", edit=_changed)
+        late = threading.Thread(target=lambda: jobs.update(b=pipeline.run(changed)))
+        late.start()
+        try:
+            assert reached.wait(30)
+            jobs["a"] = pipeline.run(copy(tmp_path, GOOD, "a.edi"))
+        finally:
+            go.set()
+            late.join(30)
+    a, b = jobs["a"], jobs["b"]
+    assert len(httpserver.log) == 1, "both versions of the order at the ERP"
+    assert a.status is JobStatus.SUCCEEDED
+    assert b.status is JobStatus.FAILED and b.orders[0].status == "rejected"
+    assert f"posted by job {a.job_id} with other content" in (b.orders[0].error or "")

@@ -48,8 +48,8 @@ What held:
   duplicate: the fix does not reach orders posted before the upgrade.
 
 Found (strict xfails; 1, 2, 3, 5, 6 and 8 fixed since, each test failing before
-its fix — 6's connection refused a session later, ``ErpError.may_hold``; 4 and 7
-left as strict xfails, named in README):
+its fix — 6's connection refused and 7 a session later, ``ErpError.may_hold``
+and ``job_started``'s ``seen``; 4 left as a strict xfail, named in README):
 
 1. A cut-off copy of a file whose job ended *partial* (one order posted,
    997 P) is answered with a TA1 and a 997 R, written after the accepting
@@ -374,12 +374,6 @@ def test_run_once_with_files_waiting_for_memory_runs_them_all(tmp_path, erp):
     assert not running.service.memory_wait
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a changed version whose check ran while the first version was posting, and"
-    " whose running record was written after that one was answered, is posted too:"
-    " job_started re-checks only its own keys",
-)
 def test_a_changed_version_arriving_while_the_first_is_posting_is_rejected(tmp_path, db_url, erp):
     """PO-1's first job is in its POST (the ERP slow, not crashed) when its
     changed version (another ISA13, another quantity) runs; the first is

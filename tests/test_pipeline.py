@@ -285,7 +285,7 @@ class CallLog(NullRecorder):
         super().__init__()
         self.writes: list[tuple[str, list[str]]] = []
 
-    def job_started(self, job, steps=(), logs=(), *, control_numbers=0):
+    def job_started(self, job, steps=(), logs=(), *, control_numbers=0, seen=()):
         self.writes.append(("job_started", [s.step_name for s in steps]))
         if not control_numbers:
             return Started({})

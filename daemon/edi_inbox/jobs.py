@@ -342,11 +342,14 @@ class Recorder(Protocol):
         logs: Iterable[LogEntry] = (),
         *,
         control_numbers: int = 0,
+        seen: Collection[str] = (),
     ) -> Started:
         """The job row, status running, with the steps done so far and their
         log lines, in one transaction, which also reads the ERP ids already
         given to the job's orders (those are not posted again: this job's, or
-        the retried one's, are ``accepted``; another job's makes it a rival)
+        the retried one's, are ``accepted``; another job's makes it a rival,
+        as does an order of the job's sender and PO number another job posted
+        whose key is not among ``seen``, those its check judged it against)
         and reserves
         ``control_numbers`` for its acknowledgements. The pipeline calls it
         just before the first ERP call; a job that ends before that is
@@ -424,6 +427,7 @@ class NullRecorder:
         logs: Iterable[LogEntry] = (),
         *,
         control_numbers: int = 0,
+        seen: Collection[str] = (),
     ) -> Started:
         keys = {o.idempotency_key for o in job.orders}
         mine = (job.job_id, job.retry_of)
@@ -442,6 +446,12 @@ class NullRecorder:
             }
             rivals = self._holding(job, pending.values(), self._pending)
             rivals.update(by for _, by in found.values() if by not in mine)
+            rivals.update(
+                p.job_id
+                for sender_po in set(pending.values())
+                for p in self._posted.get(sender_po, ())
+                if p.idempotency_key not in seen and p.job_id not in mine
+            )
             self._pending[job.job_id] = pending
         first = self.next_control_number(control_numbers) if control_numbers else None
         return Started(accepted, first, frozenset(rivals), frozenset(counted))

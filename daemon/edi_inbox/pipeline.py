@@ -205,6 +205,7 @@ class _Work:
     lost: bool = False  # the claim was lost: not even a 997 is written
     accepted: dict[str, str] = field(default_factory=dict)  # key -> ERP id, known before posting
     rivals: frozenset[str] = frozenset()  # jobs posting an order of ours (Started.rivals)
+    seen: set[str] = field(default_factory=set)  # keys of the posted orders judged against
     # Keys sent before this run without an answer, read with the running
     # record (Started.sent; None before it: ``_sent_unanswered`` asks).
     sent: frozenset[str] | None = None
@@ -576,7 +577,7 @@ class Pipeline:
         # transaction a job fewer.
         count = len(self._acks_due(work).due)
         started = lambda job, logs, steps: self.recorder.job_started(  # noqa: E731
-            job, steps, logs, control_numbers=count
+            job, steps, logs, control_numbers=count, seen=work.seen
         )
         try:
             known = self._persist(started, job, logs, steps)
@@ -893,6 +894,7 @@ class Pipeline:
         posted = self._read(
             job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
         )
+        work.seen.update(p.idempotency_key for p in posted)
         usage, group = po.envelope.usage, self._group_of(po)
         posted = [
             p

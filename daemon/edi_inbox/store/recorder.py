@@ -131,6 +131,7 @@ class DatabaseRecorder:
         logs: Iterable[LogEntry] = (),
         *,
         control_numbers: int = 0,
+        seen: Collection[str] = (),
     ) -> Started:
         now = utcnow()
         accepted: dict[str, str] = {}
@@ -180,6 +181,7 @@ class DatabaseRecorder:
                     taken.append(key)
             in_flight, first_sent, _ = self._unanswered(job, posting, adopt=True)
             rivals.update(in_flight)
+            rivals.update(self._posted_unseen(job, posting, seen))
             sent.update(first_sent)
             # The orders go in with the running row, before any is posted: an
             # order the database cannot hold (a permanent error) fails the job
@@ -246,6 +248,25 @@ class DatabaseRecorder:
             if reserved >= count:
                 return first
         return None
+
+    def _posted_unseen(
+        self, job: JobResult, po_numbers: Iterable[str], seen: Collection[str]
+    ) -> dict[str, str]:
+        """Orders of ``job``'s senders with these PO numbers that another job
+        posted and the job's check did not judge it against (``seen``: the
+        keys it did), key -> that job's id: posted between the check and
+        this record, they are judged now (``Pipeline._deduplicate`` again)."""
+        senders = {o.sender for o in job.orders}
+        found: dict[str, str] = {}
+        for po_number in po_numbers:
+            for text, _, key, job_id, _ in execute(
+                self.db, "posted_by_po", po_search_key(po_number), po_number
+            ):
+                if key in seen or job_id in (job.job_id, job.retry_of):
+                    continue
+                if _sender(json.loads(text) if text else {}) in senders:
+                    found[key] = job_id
+        return found
 
     def _unanswered(
         self, job: JobResult, po_numbers: Iterable[str], *, adopt: bool = False
