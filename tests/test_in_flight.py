@@ -166,17 +166,10 @@ def _paused(base: type, name: str, reached: threading.Event, go: threading.Event
     return Paused
 
 
-@pytest.mark.parametrize("recorder", ["database", "memory"])
-def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
-    tmp_path, httpserver, recorder
-):
-    """b.edi checks for duplicates (nothing posted yet), then a.edi, the same
-    order, is posted and ends before b.edi writes its running record. b.edi
-    used to take a's ERP id as its own order's: not posted again, but both
-    jobs succeeded with the order, its amount counted twice in ``stats`` (the
-    public corpus uploaded at once: mailbag01 and 850-004010-01 share an
-    order). It is a duplicate of a's now: one POST, the amount counted once,
-    both 997s accepting."""
+def _posted_after_check(tmp_path, httpserver, recorder, edit=None):
+    """a.edi (GOOD) posted and ended while b.edi (GOOD, or ``edit(GOOD)``) is
+    held between its duplicate check and its running record: (a, b, the
+    settings, the database or None)."""
     httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
     settings = settings_for(tmp_path, httpserver.url_for("/orders"))
     reached, go = threading.Event(), threading.Event()
@@ -189,9 +182,8 @@ def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
         held = _paused(NullRecorder, "b.edi", reached, go)()
     jobs = {}
     with Pipeline(settings, held) as pipeline:
-        late = threading.Thread(
-            target=lambda: jobs.update(b=pipeline.run(copy(tmp_path, GOOD, "b.edi")))
-        )
+        late_file = copy(tmp_path, GOOD, "b.edi", edit=edit)
+        late = threading.Thread(target=lambda: jobs.update(b=pipeline.run(late_file)))
         late.start()
         try:
             assert reached.wait(30)
@@ -199,7 +191,21 @@ def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
         finally:
             go.set()
             late.join(30)
-    a, b = jobs["a"], jobs["b"]
+    return jobs["a"], jobs["b"], settings, db
+
+
+@pytest.mark.parametrize("recorder", ["database", "memory"])
+def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
+    tmp_path, httpserver, recorder
+):
+    """b.edi checks for duplicates (nothing posted yet), then a.edi, the same
+    order, is posted and ends before b.edi writes its running record. b.edi
+    used to take a's ERP id as its own order's: not posted again, but both
+    jobs succeeded with the order, its amount counted twice in ``stats`` (the
+    public corpus uploaded at once: mailbag01 and 850-004010-01 share an
+    order). It is a duplicate of a's now: one POST, the amount counted once,
+    both 997s accepting."""
+    a, b, settings, db = _posted_after_check(tmp_path, httpserver, recorder)
     assert len(httpserver.log) == 1
     assert a.status is JobStatus.SUCCEEDED and a.total_amount == Decimal("13045.94")
     assert b.status is JobStatus.DUPLICATE and b.total_amount is None
@@ -213,9 +219,8 @@ def test_an_order_posted_after_a_job_s_duplicate_check_is_its_duplicate(
 
 def _changed(data: bytes) -> bytes:
     """GOOD's order changed (another delivery date) under a new ISA13."""
-    return data.replace(b"000003438", b"000003439").replace(
-        b"DTM*002*20101214", b"DTM*002*20101215"
-    )
+    changed = data.replace(b"DTM*002*20101214", b"DTM*002*20101215")
+    return changed.replace(b"000003438", b"000003439")
 
 
 @pytest.mark.parametrize("recorder", ["database", "memory"])
@@ -227,27 +232,7 @@ def test_a_changed_version_posted_after_a_job_s_check_is_judged_against(
     running record. b.edi is rejected as other content, not posted beside
     it (round 25 found both versions at the ERP: a changed version has
     another key, and its running record looked at its own keys only)."""
-    httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
-    settings = settings_for(tmp_path, httpserver.url_for("/orders"))
-    reached, go = threading.Event(), threading.Event()
-    if recorder == "database":
-        db = store.open_database(f"sqlite:///{tmp_path / 'jobs.db'}", settings)
-        store.init(db)
-        held = _paused(store.DatabaseRecorder, "b.edi", reached, go)(db)
-    else:
-        held = _paused(NullRecorder, "b.edi", reached, go)()
-    jobs = {}
-    with Pipeline(settings, held) as pipeline:
-        changed = copy(tmp_path, GOOD, "b.edi", edit=_changed)
-        late = threading.Thread(target=lambda: jobs.update(b=pipeline.run(changed)))
-        late.start()
-        try:
-            assert reached.wait(30)
-            jobs["a"] = pipeline.run(copy(tmp_path, GOOD, "a.edi"))
-        finally:
-            go.set()
-            late.join(30)
-    a, b = jobs["a"], jobs["b"]
+    a, b, _, _ = _posted_after_check(tmp_path, httpserver, recorder, edit=_changed)
     assert len(httpserver.log) == 1, "both versions of the order at the ERP"
     assert a.status is JobStatus.SUCCEEDED
     assert b.status is JobStatus.FAILED and b.orders[0].status == "rejected"
