@@ -3,6 +3,7 @@ on partners' files: run as the daemon's user on files a partner owns."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import unicodedata
@@ -300,3 +301,22 @@ def test_a_name_taken_thousands_of_times_finds_a_free_one_in_a_few_looks(tmp_pat
     assert files.free_path(tmp_path, "new.edi") == tmp_path / "new.edi"
     (tmp_path / "new.edi").touch()
     assert files.free_path(tmp_path, "new.edi") == tmp_path / "new.1.edi"
+
+
+def test_begins_with_reads_only_the_regular_file_it_names(tmp_path: Path) -> None:
+    """True only for the regular file with that SHA-256 whose bytes begin
+    with ``data``; a link is not followed, a FIFO not waited on."""
+    data = b"ISA*00*" + b"x" * 3_000_000
+    whole = tmp_path / "whole.edi"
+    whole.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    assert files.begins_with(whole, data[:2_500_000], sha)
+    assert files.begins_with(whole, data, sha)
+    assert not files.begins_with(whole, data + b"y", sha)
+    assert not files.begins_with(whole, b"ISA*01*", sha)
+    assert not files.begins_with(whole, data[:10], "0" * 64)  # not the file the job read
+    (tmp_path / "link.edi").symlink_to(whole)
+    assert not files.begins_with(tmp_path / "link.edi", data[:10], sha)
+    os.mkfifo(tmp_path / "fifo.edi")
+    assert not files.begins_with(tmp_path / "fifo.edi", b"", hashlib.sha256(b"").hexdigest())
+    assert not files.begins_with(tmp_path / "gone.edi", b"", sha)

@@ -48,8 +48,9 @@ What held:
   duplicate: the fix does not reach orders posted before the upgrade.
 
 Found (strict xfails; 1, 2, 3, 5, 6 and 8 fixed since, each test failing before
-its fix — 6's connection refused and 7 a session later, ``ErpError.may_hold``
-and ``job_started``'s ``seen``; 4 left as a strict xfail, named in README):
+its fix — 4, 6's connection refused and 7 a session later: the whole file's
+bytes read from its file when not kept, ``files.begins_with``;
+``ErpError.may_hold``; ``job_started``'s ``seen``):
 
 1. A cut-off copy of a file whose job ended *partial* (one order posted,
    997 P) is answered with a TA1 and a 997 R, written after the accepting
@@ -197,11 +198,6 @@ def test_cut_off_copy_of_a_reformatted_resend_is_answered_r(pipe):
     _cut_is_unanswered(run, acks, resend)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a file larger than edi_content_max_bytes keeps no bytes: its cut-off copy is"
-    " answered R after the whole file's 997 accepted it (README names no such limit)",
-)
 def test_cut_off_copy_of_a_file_whose_bytes_were_not_kept_is_answered_r(db_url, tmp_path):
     for run, acks in _pipeline(db_url, tmp_path, edi_content_max_bytes=100):
         whole = file_of(order(1))

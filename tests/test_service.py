@@ -750,6 +750,33 @@ def test_stalled_upload_failed_as_truncated_after_grace(tmp_path, erp):
     assert erp.posts == 0
 
 
+def test_stalled_copy_of_a_large_file_processed_whole_is_left_unanswered(tmp_path, erp):
+    """A file over ``edi_content_max_bytes`` (its bytes not in the database)
+    posted whole, then a cut-off copy of it (the stalled first try of that
+    upload): its file in done/ shows the copy is its beginning, so the
+    whole file's answers stand and the copy gets none. Once done/'s file is
+    gone nothing shows it: the copy is answered, as any cut-off file."""
+    settings = make_settings(tmp_path, erp.url, incomplete_grace_seconds=0.3)
+    settings = settings.replace(database=DatabaseSettings(edi_content_max_bytes=100))
+    inbox, acks = settings.paths.inbox, settings.paths.acks
+    running = Running(settings)
+    try:
+        poll_until(running.ready)
+        (inbox / "whole.edi").write_bytes(GOOD)
+        poll_until(lambda: names(settings.paths.done) == ["whole.edi"], what="posted")
+        (inbox / "stalled.edi").write_bytes(GOOD[:-20])
+        poll_until(lambda: "stalled.edi.error.json" in names(settings.paths.failed))
+        assert not [n for n in names(acks) if n.startswith("stalled.edi")]
+        (settings.paths.done / "whole.edi").unlink()
+        (inbox / "stalled2.edi").write_bytes(GOOD[:-20])
+        poll_until(lambda: "stalled2.edi.error.json" in names(settings.paths.failed))
+        poll_until(lambda: [n for n in names(acks) if n.startswith("stalled2.edi")])
+    finally:
+        assert running.stop() == 0
+    assert erp.posts == 1
+    assert len(GOOD) > 100
+
+
 def test_control_character_delimiters_are_a_complete_file(tmp_path, erp):
     """A file delimited by \\x1d (elements) and \\x1c (segments) ends with its IEA: it is
     processed once settled, not held for the grace as if still arriving."""

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import stat
@@ -108,6 +109,28 @@ def recorded_path(text: str) -> Path:
     if real is not None and real != text and os.path.lexists(real):
         return Path(real)
     return Path(text)
+
+
+def begins_with(path: Path, data: bytes, sha256: str) -> bool:
+    """Whether the regular file at ``path`` (never through a link, never a
+    FIFO's wait) is the one whose SHA-256 is ``sha256`` and its bytes begin
+    with ``data``; False if it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        digest, head = hashlib.sha256(), b""
+        try:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                if len(head) < len(data):
+                    head += chunk[: len(data) - len(head)]
+                digest.update(chunk)
+        except OSError:
+            return False
+    return head == data and digest.hexdigest() == sha256
 
 
 def fit(head: str, tail: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ..files import display_name
+from ..files import begins_with, display_name, recorded_path
 from ..jobs import (
     COUNTED_STATUSES,
     JobResult,
@@ -549,10 +549,15 @@ class DatabaseRecorder:
     def processed_whole(self, job: JobResult, data: bytes) -> str | None:
         def work() -> str | None:
             for key in dict.fromkeys(i.key() for i in job.interchanges):
-                for job_id, content in execute(
+                for job_id, content, path, sha256 in execute(
                     self.db, "answered_by_interchange", *key, job.job_id
                 ):
-                    if content is not None and bytes(content).startswith(data):
+                    if content is not None:
+                        if bytes(content).startswith(data):
+                            return str(job_id)
+                    # Bytes not kept (over edi_content_max_bytes): its file
+                    # (in done/), if it is still the one the job read.
+                    elif path and sha256 and begins_with(recorded_path(path), data, sha256):
                         return str(job_id)
             return None
 

@@ -114,7 +114,8 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # The files of the jobs that answered an interchange and posted (or had
     # posted) orders of it, newest first: ``DatabaseRecorder.processed_whole``.
     "answered_by_interchange": (
-        'SELECT j."job_id", j."edi_content" FROM "job_interchanges" i'
+        'SELECT j."job_id", j."edi_content", j."file_path", j."file_sha256"'
+        ' FROM "job_interchanges" i'
         ' JOIN "jobs" j ON j."id" = i."job_id"'
         ' WHERE i."sender_id" = ? AND i."receiver_id" = ? AND i."control_number" = ?'
         " AND j.\"status\" IN ('succeeded', 'partial', 'duplicate') AND j.\"job_id\" <> ?"
