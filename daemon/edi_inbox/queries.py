@@ -273,8 +273,9 @@ def _stats_json(
 
 def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, Any]:
     """For ``edi-inbox status``: the last 24 hours by status, the jobs running
-    now, the latest failed job and every daemon's heartbeat."""
-    now = as_utc(now or utcnow())
+    now, the latest failed job and every daemon's heartbeat (its age by the
+    database's clock unless ``now`` is given)."""
+    given, now = now, as_utc(now or utcnow())
     day = stats(db, since=now - timedelta(hours=24))
 
     def work() -> dict[str, Any]:
@@ -305,19 +306,21 @@ def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, An
             "total_amount_processed": day["total_amount_processed"],
         },
         **extra,
-        "daemons": list_daemons(db, now=now),
+        "daemons": list_daemons(db, now=given),
     }
 
 
 def list_daemons(db: Database, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Every daemon's last heartbeat, newest first, with its age in seconds."""
-    now = as_utc(now or utcnow())
+    """Every daemon's last heartbeat, newest first, with its age in seconds
+    by the clock heartbeats are dated by (``Database.clock``) unless ``now``
+    is given."""
 
     def work() -> list[dict[str, Any]]:
+        clock = as_utc(now) if now else db.clock()
         rows = list(_rows(Daemon.select().order_by(Daemon.heartbeat_at.desc()).dicts()))
         for row in rows:
             row.pop("id", None)
-            row["heartbeat_age_seconds"] = round((now - row["heartbeat_at"]).total_seconds(), 3)
+            row["heartbeat_age_seconds"] = round((clock - row["heartbeat_at"]).total_seconds(), 3)
             row["started_at"] = iso(row["started_at"])
             row["heartbeat_at"] = iso(row["heartbeat_at"])
         return rows

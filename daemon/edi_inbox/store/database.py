@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
@@ -39,7 +40,7 @@ from playhouse.pool import PooledPostgresqlDatabase
 from ..config import DatabaseSettings, Settings
 from ..errors import DatabaseUnavailable, StoreError, one_line
 from ..money import exact_sum
-from .fields import FIELD_TYPES
+from .fields import FIELD_TYPES, as_utc, utcnow
 from .models import MODELS
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,15 @@ class _Units:
     # Held around each unit: a store whose threads share one connection
     # (SqliteStore's ``shared``) makes it a lock; otherwise it holds nothing.
     unit_lock: Any = contextlib.nullcontext()
+
+    def clock(self: Any) -> datetime:
+        """Now, by the clock heartbeats are dated and judged by (inside a
+        unit): the server's on PostgreSQL, so that hosts whose clocks
+        differ judge each other alike; this machine's on SQLite (every
+        process on one machine: one clock)."""
+        if self.is_sqlite:
+            return utcnow()
+        return as_utc(self.execute_sql("SELECT clock_timestamp()").fetchone()[0])
 
     def run(self: Any, fn: Callable[[], T], *, write: bool = True, atomic: bool = True) -> T:
         """Run ``fn`` in one transaction (``atomic=False``: a single statement

@@ -740,21 +740,27 @@ def heartbeat(
     last_error: str | None = None,
     now: datetime | None = None,
 ) -> None:
-    """Record that daemon ``daemon_id`` is alive (one row per daemon, upserted)."""
-    row = {
-        Daemon.daemon_id: daemon_id,
-        Daemon.host: host,
-        Daemon.pid: pid,
-        Daemon.version: version,
-        Daemon.started_at: started_at,
-        Daemon.heartbeat_at: now or utcnow(),
-        Daemon.counters: counters or {},
-        Daemon.last_error: last_error,
-    }
-    upsert = Daemon.insert(row).on_conflict(
-        conflict_target=[Daemon.daemon_id], preserve=[f for f in row if f is not Daemon.daemon_id]
-    )
-    run_unit(db, upsert.execute)
+    """Record that daemon ``daemon_id`` is alive (one row per daemon,
+    upserted), dated by the database's clock (``Database.clock``) unless
+    ``now`` is given."""
+
+    def work() -> None:
+        row = {
+            Daemon.daemon_id: daemon_id,
+            Daemon.host: host,
+            Daemon.pid: pid,
+            Daemon.version: version,
+            Daemon.started_at: started_at,
+            Daemon.heartbeat_at: now or db.clock(),
+            Daemon.counters: counters or {},
+            Daemon.last_error: last_error,
+        }
+        preserve = [f for f in row if f is not Daemon.daemon_id]
+        Daemon.insert(row).on_conflict(
+            conflict_target=[Daemon.daemon_id], preserve=preserve
+        ).execute()
+
+    run_unit(db, work)
 
 
 def remove_daemon(db: Database, daemon_id: str) -> None:
