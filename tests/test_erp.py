@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -350,6 +351,38 @@ def test_connection_refused_retried_then_unavailable() -> None:
     assert "ConnectionRefusedError: [Errno 111] Connection refused" in caught.value.message
     assert len(waits) == 2
     assert not caught.value.may_hold, "never connected: the ERP cannot hold the order"
+
+
+def test_an_erp_whose_certificate_is_refused_never_got_the_order() -> None:
+    """An https ERP whose certificate the system does not trust: every
+    attempt fails in the TLS handshake, before the request is sent, so the
+    ERP cannot hold the order (``may_hold`` false) and nothing reached it."""
+    tls = Path(__file__).parent / "data" / "tls"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "untrusted.pem", tls / "untrusted.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+
+    def serve(attempts: int) -> None:
+        for _ in range(attempts):
+            conn, _ = listener.accept()
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls_conn:
+                    requests.append(tls_conn.recv(65536))
+            except (ssl.SSLError, OSError):
+                pass  # the client gave up in the handshake
+
+    server = threading.Thread(target=serve, args=(2,))
+    server.start()
+    erp = HttpErp(settings(f"https://127.0.0.1:{port}{PATH}", max_attempts=2), sleep=lambda s: None)
+    with erp, pytest.raises(ErpUnavailable) as caught:
+        erp.deliver(PAYLOAD, KEY)
+    server.join(10)
+    listener.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message, caught.value.message
+    assert not caught.value.may_hold and requests == []
 
 
 def test_an_erp_reached_once_may_hold_the_order() -> None:

@@ -14,7 +14,8 @@ What is retried, and why:
   ``backoff_initial_seconds`` up to ``backoff_max_seconds``, plus a random
   jitter so that several workers do not return in step. Failing after every
   attempt, the order is ``ErpUnavailable``: the ERP may hold it (sent again,
-  under its key), unless no attempt ever connected (``may_hold`` false).
+  under its key), unless no attempt got as far as sending its request (no
+  connection, or a TLS handshake refused: ``may_hold`` false).
 - 409: the IETF Idempotency-Key draft's answer to a request whose key is
   still in progress (a retry after a timeout while the ERP is still storing
   the first post). The order is not refused: it is waited out like a 5xx.
@@ -59,8 +60,8 @@ from typing import Any, Protocol, Self
 import structlog
 import tenacity
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, LocationParseError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import LocationParseError
 from urllib3.util import make_headers, parse_url
 
 from . import __version__, config, files
@@ -268,6 +269,7 @@ class HttpErp(_Sink):
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _attempt(self, body: bytes, headers: dict[str, str], n: int) -> Delivery:
+        _request.begun = False
         try:
             response = self._pool.urlopen(
                 "POST",
@@ -289,10 +291,7 @@ class HttpErp(_Sink):
             # Includes read timeouts after the body went out: the ERP may have the
             # order already, which is what the unchanged Idempotency-Key is for.
             message = _transport_message(exc, self.settings.read_timeout_seconds)
-            # No connection made (refused, or none within the connect timeout;
-            # urllib3's NewConnectionError is one): nothing was sent.
-            reached = not isinstance(exc, ConnectTimeoutError)
-            raise _Retryable(message, attempt=n, reached=reached) from None
+            raise _Retryable(message, attempt=n, reached=_request.begun) from None
         code = response.status
         if 200 <= code < 300:
             field = self.settings.id_field
@@ -560,11 +559,33 @@ class _FinalAnswer(http.client.HTTPResponse):
             http.client._read_headers(self.fp)  # type: ignore[attr-defined]
 
 
-class _Connection(urllib3.connection.HTTPConnection):
+class _Request(threading.local):
+    """Whether this thread's attempt has begun sending its request: one that
+    failed before (no connection, refused, timed out connecting, a TLS
+    handshake or certificate refused) cannot have delivered the order."""
+
+    begun = False
+
+
+_request = _Request()
+
+
+class _Sending:
+    """http.client connects on its first ``send`` (a pooled connection is
+    connected already): connected, and past TLS, the request goes out."""
+
+    def send(self: Any, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        _request.begun = True
+        super().send(data)  # type: ignore[misc]
+
+
+class _Connection(_Sending, urllib3.connection.HTTPConnection):
     response_class = _FinalAnswer
 
 
-class _TlsConnection(urllib3.connection.HTTPSConnection):
+class _TlsConnection(_Sending, urllib3.connection.HTTPSConnection):
     response_class = _FinalAnswer
 
 
