@@ -21,7 +21,7 @@ import structlog
 
 from . import files, outcomes
 from .claims import host_folder, os_message, processing_folders, write_retry_marker
-from .config import DaemonSettings, Settings
+from .config import DaemonSettings, PartnerSettings, Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
 
@@ -107,8 +107,8 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
         result["reason"] = "its report names no file"
         return result
     inbox, processing, max_bytes = paths.inbox, paths.processing, settings.daemon.max_file_bytes
-    partner = settings.partners.get(str(report.get("partner")))
     came_from = report.get("inbox")
+    partner = _partner_folder(settings, report)
     if partner is not None and partner.inbox is not None and partner.processing is not None:
         inbox, processing, max_bytes = partner.inbox, partner.processing, partner.max_file_bytes
     elif came_from is not None and Path(str(came_from)) != paths.inbox:
@@ -164,6 +164,22 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     result.update(retried=True, inbox_name=files.display_name(back.name), inbox=str(inbox))
     logger.info("retry_queued", job_id=old_job, file=files.display_name(back.name))
     return result
+
+
+def _partner_folder(settings: Settings, report: dict[str, Any]) -> PartnerSettings | None:
+    """The partner whose own folder a failed file goes back to: none for a
+    file from the shared inbox (whatever sender it bore: only a partner's
+    folder vouches for it), the partner it was recorded as (its folder may
+    have moved), or the one now watching the folder it came from (renamed)."""
+    came_from = report.get("inbox")
+    if came_from is not None and Path(str(came_from)) == settings.paths.inbox:
+        return None
+    named = settings.partners.get(str(report.get("partner")))
+    if named is not None and named.inbox is not None:
+        return named
+    if came_from is None:
+        return None
+    return next((p for p in settings.partners.partners if p.inbox == Path(str(came_from))), None)
 
 
 def _own_file(path: Path) -> os.stat_result | None:

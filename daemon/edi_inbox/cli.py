@@ -614,8 +614,8 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
         return
     for r in results:
         if r["retried"]:
-            file, inbox_name = shown(r["file"]), shown(r["inbox_name"])
-            click.echo(f"retrying {file} (job {r['job_id']}) as inbox/{inbox_name}")
+            file, back = shown(r["file"]), shown(str(Path(r["inbox"]) / r["inbox_name"]))
+            click.echo(f"retrying {file} (job {r['job_id']}) as {back}")
         else:
             click.echo(f"not retried: {shown(r['file'])} (job {r['job_id']}): {shown(r['reason'])}")
 

@@ -485,6 +485,22 @@ def _check_folders(
                 )
             processing[folder] = f"the processing folder of partner {partner.name!r}"
             written.setdefault(folder, processing[folder])
+    claimed = [typing.cast(Path, paths.processing)]
+    claimed += [p.processing for p in partners if p.processing is not None]
+    outputs = [(typing.cast(Path, getattr(paths, f)), at_paths, f, f"[paths] {f}") for f in (
+        "done", "failed", "outbox", "acks")]  # fmt: skip
+    outputs += [
+        (p.outbox, heres[p.name], "outbox", f"the outbox of partner {p.name!r}")
+        for p in partners
+        if p.outbox is not None
+    ]
+    for output, here, setting, name in outputs:
+        inside = next((c for c in claimed if _within(output, c)), None)
+        if inside is not None:
+            raise ConfigError(
+                f"{here} key {setting!r}: {str(output)!r} ({name}) is in the processing folder"
+                f" {str(inside)!r}: the daemon would take what it writes there for claims"
+            )
     lanes = [(typing.cast(Path, paths.inbox), at_paths, "[paths] inbox")] + [
         (p.inbox, heres[p.name], f"the inbox of partner {p.name!r}")
         for p in partners
@@ -503,6 +519,12 @@ def _check_folders(
                 " daemon writes: it would read its own output back"
             )
         inboxes[folder] = name
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or inside it, links followed."""
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip("/") + "/")
 
 
 def _partner(

@@ -146,25 +146,27 @@ def fit(head: str, tail: str) -> str:
 _SUFFIXES = 1_000_000  # .1 to .999999: the names ``candidates`` gives after ``name``
 
 
-def candidates(name: str, free_in: Path | None = None) -> Iterator[str]:
+def candidates(name: str, free_in: Path | None = None, *, tail: str = "") -> Iterator[str]:
     """``name``, then ``name`` with ``.1``, ``.2``… before its extension (the
-    name cut short where that would not fit a file name). ``free_in``: a
-    folder where a free name is wanted: after ``name`` the suffixes start at
-    one free there (``_free_suffix``), not at ``.1``."""
-    yield name
-    start = 1 if free_in is None else _free_suffix(free_in, name)
+    name cut short where that would not fit a file name), each followed by
+    ``tail`` (``.error.json``: a partner's script finds each report by its
+    ending). ``free_in``: a folder where a free name is wanted: after
+    ``name`` the suffixes start at one free there (``_free_suffix``), not
+    at ``.1``."""
+    yield name + tail
+    start = 1 if free_in is None else _free_suffix(free_in, name, tail)
     for n in range(start, _SUFFIXES):
-        yield _suffixed(name, n)
+        yield _suffixed(name, n) + tail
 
 
-def _free_suffix(directory: Path, name: str) -> int:
+def _free_suffix(directory: Path, name: str, tail: str = "") -> int:
     """A suffix of ``name`` free in ``directory``, in ~2 log2(N) looks where
     ``.1`` to ``.N`` are taken (a partner who names every order ``850.edi``
     leaves a year of them in done/): doubling to a free one, then halving
     back to the first free one after a taken one. Holes below it are left."""
 
     def taken(n: int) -> bool:
-        return os.path.lexists(directory / _suffixed(name, n))
+        return os.path.lexists(directory / (_suffixed(name, n) + tail))
 
     if not taken(1):
         return 1

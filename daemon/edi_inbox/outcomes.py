@@ -260,20 +260,25 @@ class Mover:
                 if isinstance(exc, FileExistsError):
                     continue
                 raise
-            self._copy_to_outbox(move.result, json_name, data)
+            self._copy_to_outbox(move.result, move.name, data)
             return failed / candidate
         raise FileExistsError(f"no free name for {move.name} in {failed}")
 
     def _copy_to_outbox(self, result: JobResult, name: str, data: bytes) -> None:
         """A copy of the error report for the partner to download (its outbox,
-        moded 0640). Best effort: failed/ holds the report that counts, and
-        retrying the move would write that one twice."""
+        moded 0640), named after the partner's file ``name`` as its 997 and
+        TA1 are (``NAME.error.json``, then ``NAME.1.error.json``…), never
+        after the name failed/ had free. Best effort: failed/ holds the
+        report that counts, and retrying the move would write that one twice."""
         outbox = self.outboxes.get(result.partner or "")
         if outbox is None:
             return
         try:
             outbox.mkdir(parents=True, exist_ok=True)
-            files.write_new(outbox, name, data, mode=0o640)
+            for candidate in files.candidates(files.safe_name(name), outbox, tail=REPORT):
+                with contextlib.suppress(FileExistsError):
+                    files.write_new(outbox, candidate, data, mode=0o640, suffix=False)
+                    return
         except OSError as exc:
             logger.warning(
                 "outbox_report_not_written",

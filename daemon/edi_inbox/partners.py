@@ -30,9 +30,14 @@ class Resolution:
     refused: str | None = None
 
 
-def sender_of(interchange: InterchangeSummary, group_sender: str | None = None) -> str:
-    """How a sender is written in the configuration: ISA05:ISA06[:GS02]."""
-    return str(PartnerId(interchange.sender_qualifier, interchange.sender_id, group_sender))
+def sender_of(
+    partners: PartnersSettings, interchange: InterchangeSummary, group_sender: str | None = None
+) -> str:
+    """How a sender is written in the configuration: ISA05:ISA06, with
+    ``:GS02`` only for an ISA id whose users are told apart by GS02."""
+    isa = (interchange.sender_qualifier, interchange.sender_id)
+    split = group_sender is not None and isa in split_by_group(partners)
+    return str(PartnerId(*isa, group_sender if split else None))
 
 
 def split_by_group(partners: PartnersSettings) -> frozenset[tuple[str, str]]:
@@ -70,7 +75,7 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
         for group_sender in groups:
             partner = claimant(partners, interchange, group_sender)
             name = partner.name if partner is not None else UNKNOWN
-            who = (sender_of(interchange, group_sender), sender_of(interchange))
+            who = (sender_of(partners, interchange, group_sender), sender_of(partners, interchange))
             found.setdefault(name, (partner, *who))
     if not found:
         return Resolution()
@@ -79,8 +84,9 @@ def resolve(partners: PartnersSettings, interchanges: list[InterchangeSummary]) 
         return Resolution(refused=f"the file mixes senders of different partners: {said}")
     partner, sender, isa = next(iter(found.values()))
     if partner is not None and partner.inbox is not None:
+        # Not that partner's file (only its folder vouches for it): nor its
+        # answers, its outbox or its counts.
         return Resolution(
-            partner=partner,
             refused=f"sender {sender} is partner {partner.name}'s, which uploads to its own"
             f" folder {partner.inbox}: a file with its sender anywhere else is refused"
             f" (edi-inbox process --partner {partner.name} runs one by hand)",
@@ -106,7 +112,7 @@ def resolve_given(
             owner = claimant(partners, interchange, group_sender)
             if owner is not None and owner.name == partner.name:
                 continue
-            sender = sender_of(interchange, group_sender)
+            sender = sender_of(partners, interchange, group_sender)
             if owner is not None:
                 said = f"partner {owner.name}'s (ids {', '.join(str(p) for p in owner.ids)})"
             else:
