@@ -704,6 +704,8 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         number = kwargs[key]
         if isinstance(number, float):
             _check_float(number, label)
+            if number == 0 and (section, key) in _NOT_ZERO:
+                raise ConfigError(f"{label} must be more than 0 (a wait that never waits)")
         elif isinstance(number, int) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
     limits = (
@@ -737,6 +739,10 @@ def _processes(value: str, label: str) -> int:
     if number < 1:
         raise ConfigError(f"{label} must be at least 1")
     return number
+
+
+# Timeouts a socket takes as "do not wait at all" when 0: every call would fail.
+_NOT_ZERO = {("erp", "connect_timeout_seconds"), ("erp", "read_timeout_seconds")}
 
 
 def _check_float(number: float, label: str) -> None:
@@ -826,6 +832,8 @@ def safe_url(url: str) -> str:
     """A URL as messages and logs may show it: no password (``user:***@``) and
     no query (``?***``), either of which may hold a secret."""
     scheme, sep, rest = url.partition("://")
+    if not sep:  # no scheme written ("user:pw@host/orders", "//user:pw@host")
+        scheme, rest = "", url
     creds, at, where = rest.rpartition("@")
     if at:
         rest = f"{creds.split(':', 1)[0]}:***@{where}"

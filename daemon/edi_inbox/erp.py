@@ -45,10 +45,12 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import http.client
+import io
 import json
 import math
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -56,6 +58,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
+from urllib.parse import parse_qsl, unquote
 
 import structlog
 import tenacity
@@ -192,16 +195,19 @@ class HttpErp(_Sink):
         self.display_url = url._replace(auth=None, query=None).url
         self._target = url.request_uri
         headers = {"User-Agent": f"edi-inbox/{__version__}", "Accept": "application/json"}
-        if url.auth:
-            headers.update(make_headers(basic_auth=url.auth))
-        # What redact() removes from the ERP's answers, besides what looks secret.
-        self._secrets: tuple[str, ...] = tuple(
-            part for part in (url.auth or "").partition(":")[::2] if len(part) >= 4
-        )
-        if settings.token_file is not None:
+        # The URL's user info as written (percent-encoded, RFC 3986), decoded:
+        # "user:password" (RFC 7617; an API key as the user, the password empty).
+        user, _, password = (unquote(part) for part in (url.auth or "").partition(":"))
+        # What redact() removes from the ERP's answers, besides what looks secret:
+        # the user info and the query's values (a signed URL's signature).
+        secrets = [user, password, *(v for _, v in parse_qsl(url.query or ""))]
+        if url.auth:  # the credentials written for this ERP, in place of the token
+            headers.update(make_headers(basic_auth=f"{user}:{password}"))
+        elif settings.token_file is not None:
             token = _read_token(settings.token_file)
             headers["Authorization"] = f"Bearer {token}"
-            self._secrets += (token,)
+            secrets.append(token)
+        self._secrets = tuple(part for part in secrets if len(part) >= 4)
         self._headers = {**headers, "Content-Type": "application/json"}
         # A connection per worker at most (block=True: a worker waits for a free
         # one). No retries or redirects of urllib3's own: tenacity retries, and a
@@ -269,7 +275,7 @@ class HttpErp(_Sink):
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     def _attempt(self, body: bytes, headers: dict[str, str], n: int) -> Delivery:
-        _request.begun = False
+        _request.begun, _request.timeout = False, self.settings.read_timeout_seconds
         try:
             response = self._pool.urlopen(
                 "POST",
@@ -304,7 +310,7 @@ class HttpErp(_Sink):
                 )
                 raise _Retryable(f"ERP answered {code} {what}", status_code=code, attempt=n)
             return Delivery(erp_id=erp_id, attempts=n, status_code=code)
-        status = f"HTTP {code} {response.reason or ''}".rstrip()
+        status = redact(f"HTTP {code} {response.reason or ''}".rstrip(), self._secrets)
         if code in (408, 409, 429) or code >= 500:
             raise _Retryable(
                 f"{status}: {_erp_message(data, self._secrets)}",
@@ -544,12 +550,58 @@ class OutboxErp(_Sink):
         """Nothing to release; here so both sinks are used alike."""
 
 
+class _Deadline(io.RawIOBase):
+    """A socket's bytes (through its own ``makefile``: the socket stays open
+    while they are read), each read waiting no later than ``deadline``
+    (``time.monotonic()``), when one is set: a timeout per read lets an
+    answer a byte at a time last for ever."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the answer's status and headers took too long")
+            self._sock.settimeout(min(left, self._sock.gettimeout() or left))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 class _FinalAnswer(http.client.HTTPResponse):
     """The ERP's final answer, past any interim ones. http.client skips a
     ``100 Continue`` only; RFC 9110 (15.2) lets any number of 1xx come first:
     a ``103 Early Hints`` (from the ERP or a proxy before it) was taken for
     the answer, and the 201 after it left on the connection for the next
-    order to read as its own."""
+    order to read as its own. Its status line, any interim answers and its
+    headers must all come within the read timeout (the socket's when the
+    answer is awaited: urllib3 sets it), not each read within it."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # http.client's own reader: ours, with the deadline, instead
+        self._head = _Deadline(sock)
+        self._timeout = sock.gettimeout()
+        self.fp = io.BufferedReader(self._head)
+
+    def begin(self) -> None:
+        if self._timeout:
+            self._head.deadline = time.monotonic() + self._timeout
+        try:
+            super().begin()
+        finally:  # the body: each read within the timeout (``_read_answer``: all of it)
+            self._head.deadline = None
+            self._head._sock.settimeout(self._timeout)
 
     def _read_status(self) -> tuple[str, int, str]:
         while True:
@@ -565,20 +617,32 @@ class _Request(threading.local):
     handshake or certificate refused) cannot have delivered the order."""
 
     begun = False
+    timeout: float | None = None  # for each piece of the request: the read timeout
 
 
 _request = _Request()
+SEND_PIECE = 64 * 1024
 
 
 class _Sending:
     """http.client connects on its first ``send`` (a pooled connection is
-    connected already): connected, and past TLS, the request goes out."""
+    connected already): connected, and past TLS, the request goes out, in
+    pieces of ``SEND_PIECE`` bytes, each to be taken within the read timeout
+    (``_request.timeout``; urllib3 would send it under the connect timeout,
+    and a socket's timeout bounds a whole ``sendall``: a large order to an
+    ERP that reads it slowly would never go through)."""
 
     def send(self: Any, data: Any) -> None:
         if self.sock is None:
             self.connect()
         _request.begun = True
-        super().send(data)  # type: ignore[misc]
+        self.sock.settimeout(_request.timeout)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            super().send(data)  # type: ignore[misc]
+            return
+        view = memoryview(data)
+        for start in range(0, len(view), SEND_PIECE):
+            super().send(view[start : start + SEND_PIECE])  # type: ignore[misc]
 
 
 class _Connection(_Sending, urllib3.connection.HTTPConnection):

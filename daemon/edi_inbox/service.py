@@ -1173,11 +1173,17 @@ def _serve(
                 claims.close()
         return new, Pipeline(new, store.DatabaseRecorder(db), host=host)
 
+    try:  # its ERPs: a URL or token file that cannot be used stops the start
+        pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
+    except ConfigError as exc:
+        logger.error("cannot_start", error=str(exc), host=host)
+        print(f"edi-inbox: {exc}", file=sys.stderr)
+        store.close_database(db)
+        return EXIT_FAILURE
     signals = Signals()
     checkpointer = store.Checkpointer(db) if isinstance(db, store.SqliteStore) else None
     if checkpointer is not None:
         checkpointer.start()
-    pipeline = Pipeline(settings, store.DatabaseRecorder(db), host=host)
     opened: dict[str, dict[str, tuple[int, Fingerprint]]] = {}  # carried through a reload
     counters: dict[str, int] = {}
     try:
