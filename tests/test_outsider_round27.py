@@ -40,8 +40,8 @@ What held:
   shared inbox is refused; the ERP's own words stay out of the outbox's
   error report.
 
-Found (strict xfails; 2, 3, 4, 6, 7, 8, 9 and 10 fixed the same session, each
-test failing before its fix):
+Found (strict xfails; all but 1 fixed the same session, each test failing
+before its fix):
 
 1. ``test_a_reload_moving_an_outbox_delivers_the_acks_it_owes_there``: acme's
    outbox cannot take its 997 (the path is not a folder); the operator points
@@ -506,10 +506,6 @@ def glued_gs(data: bytes) -> bytes:
     return data[:end] + data[end + 1 :]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a group whose only set could not be read is answered AK9 E (accepted), file done/",
-)
 def test_a_group_whose_order_was_never_read_is_not_acknowledged_as_accepted(tmp_path, erp):
     """acme's file: a good interchange, then one whose GS lost its segment
     terminator (its ST glued onto GS08). The second order is never read nor

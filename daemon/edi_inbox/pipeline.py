@@ -1367,6 +1367,11 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     received = posted = 0
     for interchange in work.interchanges:
         for group in interchange.groups:
+            if not group.sets and group.errors and group.included:
+                # Sets its GE counts, none of them read: a part of the file
+                # not posted (its 997 rejects the group).
+                received += 1
+                job.sets.append(_unread_group(interchange, group))
             for s in group.sets:
                 if is_acknowledgement(group, s.code):  # read, never answered nor judged
                     continue
@@ -1387,7 +1392,12 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
     if job.error is None and received:  # no step failed: the sets say why
         rejected = [r for r in job.sets if r["status"] == "rejected"]
         job.error = f"{len(rejected)} of {received} transaction sets not posted: " + _summarise(
-            [f"{r['transaction_set']} {r['control_number']}: {r['reason']}" for r in rejected]
+            [
+                f"{r['transaction_set']} {r['control_number']}: {r['reason']}"
+                if r["transaction_set"] is not None
+                else f"group {r['group_control_number']}: {r['reason']}"
+                for r in rejected
+            ]
         )
     return JobStatus.PARTIAL if posted else JobStatus.FAILED
 
@@ -1549,6 +1559,22 @@ def _set_report(
         if posted
         else _summarise(list(dict.fromkeys(r for r in reasons if r)))
         or f"not posted: the file was rejected as a whole: {job_error or 'see the job'}",
+    }
+
+
+def _unread_group(interchange: InterchangeSummary, group: GroupSummary) -> dict[str, Any]:
+    """A group whose GE counts sets none of which could be read, as
+    ``_set_report`` reports a set (no set: its code and number None)."""
+    return {
+        "interchange_control_number": interchange.control_number,
+        "group_control_number": group.control_number,
+        "transaction_set": None,
+        "control_number": None,
+        "po_number": None,
+        "status": "rejected",
+        "erp_po_id": None,
+        "reason": "no transaction set of this group could be read: "
+        + _summarise([str(e) for e in group.errors]),
     }
 
 

@@ -419,8 +419,9 @@ def _set_response(
 
 def _group_status(accepted: int, received: int, envelope_errors: bool) -> str:
     """AK901: A all accepted, E all accepted but GS/GE wrong (or with warnings
-    noted), P some, R none."""
-    if accepted == received:
+    noted), P some, R none — a wrong group none of whose sets could be read
+    (its ST run into the GS, say) too: nothing in it was accepted."""
+    if accepted == received and (received or not envelope_errors):
         return "E" if envelope_errors else "A"
     return "P" if accepted else "R"
 
