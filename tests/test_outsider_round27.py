@@ -40,7 +40,7 @@ What held:
   shared inbox is refused; the ERP's own words stay out of the outbox's
   error report.
 
-Found (strict xfails; all but 1 fixed the same session, each test failing
+Found (strict xfails; all ten fixed the same session, each test failing
 before its fix):
 
 1. ``test_a_reload_moving_an_outbox_delivers_the_acks_it_owes_there``: acme's
@@ -276,10 +276,6 @@ def test_process_by_hand_as_a_partner_posts_to_its_own_erp(tmp_path, erp):
 # -- found ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="owed acks keep the outbox they were built for: a reload fixing it never delivers them",
-)
 def test_a_reload_moving_an_outbox_delivers_the_acks_it_owes_there(tmp_path, erp, daemons):
     """acme's outbox is misconfigured (a file, not a folder): its 997 and TA1
     are owed, the order posted. The operator points the outbox at a real

@@ -1141,10 +1141,7 @@ class Pipeline:
                     " acknowledgements stand"}  # fmt: skip
         if work.guard is not None:  # a host that lost the file leaves its 997 to the other
             work.guard()
-        acks_dir = partner.outbox if partner is not None and partner.outbox else None
-        acks_dir = acks_dir or self.settings.paths.acks
-        assert acks_dir is not None
-        mode = 0o640 if partner is not None and partner.outbox else None
+        acks_dir, mode = self._acks_folder(partner)
         now = datetime.now(UTC)
         written: list[str] = []
         kinds: dict[str, str] = {}
@@ -1224,6 +1221,14 @@ class Pipeline:
             raise NotAcknowledged(said, data)
         return data
 
+    def _acks_folder(self, partner: PartnerSettings | None) -> tuple[Path, int | None]:
+        """Where a file's acknowledgements go, with their mode: its partner's
+        outbox (0640), else ``acks/``."""
+        if partner is not None and partner.outbox is not None:
+            return partner.outbox, 0o640
+        assert self.settings.paths.acks is not None
+        return self.settings.paths.acks, None
+
     def write_owed_acks(self, owed: NotRecorded) -> bool:
         """Write the acknowledgements a parked job owes (``owed.acks``), each as
         it was built, and make its ``acknowledge`` step say so. False while
@@ -1233,7 +1238,16 @@ class Pipeline:
         step = next(s for s in owed.steps if s.step_name == "acknowledge")
         data = step.data
         written: list[str] = data["acks"]
-        directory = Path(owed.acks[0].directory)  # a job's acknowledgements share one
+        # Where the partner's acknowledgements go now: a reload may have moved
+        # its outbox (the old one would not take them, most likely). One the
+        # old folder holds already (written before a crash) stays there.
+        directory, mode = self._acks_folder(self.settings.partners.get(job.partner or ""))
+        owed.acks[:] = [
+            ack
+            if _written_before(Path(ack.directory), ack.name, ack.data) is not None
+            else dataclasses.replace(ack, directory=str(directory), mode=mode)
+            for ack in owed.acks
+        ]
         try:
             _write_acks(owed.acks, written, data["kinds"], resume=True)
         except OSError as exc:
@@ -1477,6 +1491,8 @@ def _written(directory: Path, name: str) -> Iterator[tuple[str, bytes]]:
     outbox): the search ends after ``_FREE_NAMES`` free names in a row.
     Never follows a link, never waits on a FIFO."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    if not directory.is_dir():  # gone, or a file in its place: nothing there
+        return
     free = 0
     for candidate in candidates(safe_name(name)):
         try:
@@ -1486,8 +1502,10 @@ def _written(directory: Path, name: str) -> Iterator[tuple[str, bytes]]:
             if free > _FREE_NAMES:
                 return
             continue
-        except OSError:
-            continue
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a link at that name: taken, not ours
+                continue
+            return  # the folder cannot be read: none can be told written
         free = 0
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
