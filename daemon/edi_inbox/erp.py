@@ -235,7 +235,7 @@ class HttpErp(_Sink):
         Raises ``ErpRejected`` (permanent, at once) or ``ErpUnavailable`` (after
         ``max_attempts``); both carry the ERP's last message, status and attempts,
         and whether the ERP may hold the order (``may_hold``: an attempt that
-        never connected cannot have delivered it).
+        never began sending its request cannot have delivered it).
         ``guard()`` is called before each retry (the caller checks before the
         first post): whatever it raises (``ClaimLost``) ends the delivery at once.
         """
@@ -552,25 +552,34 @@ class OutboxErp(_Sink):
 
 class _Deadline(io.RawIOBase):
     """A socket's bytes (through its own ``makefile``: the socket stays open
-    while they are read), each read waiting no later than ``deadline``
-    (``time.monotonic()``), when one is set: a timeout per read lets an
-    answer a byte at a time last for ever."""
+    while they are read). Between ``start()`` and ``stop()`` no read waits
+    past the socket's timeout from ``start()`` on, in all: a timeout per
+    read lets an answer a byte at a time last for ever."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self._sock = sock
         self._raw = sock.makefile("rb", buffering=0)
-        self.deadline: float | None = None
+        self._timeout = sock.gettimeout()  # urllib3's read timeout, set before the answer
+        self._deadline: float | None = None
+
+    def start(self) -> None:
+        if self._timeout:
+            self._deadline = time.monotonic() + self._timeout
+
+    def stop(self) -> None:
+        self._deadline = None
+        self._sock.settimeout(self._timeout)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int | None:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the answer's status and headers took too long")
-            self._sock.settimeout(min(left, self._sock.gettimeout() or left))
+            self._sock.settimeout(left)
         return self._raw.readinto(buffer)
 
     def close(self) -> None:
@@ -591,17 +600,14 @@ class _FinalAnswer(http.client.HTTPResponse):
         super().__init__(sock, *args, **kwargs)
         self.fp.close()  # http.client's own reader: ours, with the deadline, instead
         self._head = _Deadline(sock)
-        self._timeout = sock.gettimeout()
         self.fp = io.BufferedReader(self._head)
 
     def begin(self) -> None:
-        if self._timeout:
-            self._head.deadline = time.monotonic() + self._timeout
+        self._head.start()
         try:
             super().begin()
         finally:  # the body: each read within the timeout (``_read_answer``: all of it)
-            self._head.deadline = None
-            self._head._sock.settimeout(self._timeout)
+            self._head.stop()
 
     def _read_status(self) -> tuple[str, int, str]:
         while True:
