@@ -127,7 +127,7 @@ class OrderResult:
     # The payload's fields' version (``orders.JSON_VERSION``); None: a body an
     # earlier run sent under the key, carried on (its version unknown).
     json_version: int | None = JSON_VERSION
-    refused: bool = False  # by the ERP for good, or it never connected: not taken
+    refused: bool = False  # by the ERP for good, or never sent to it: not taken
     # Why it was not posted in words for the partner (error.json), where
     # ``error`` keeps the ERP's own (redacted) words for the record.
     partner_error: str | None = None

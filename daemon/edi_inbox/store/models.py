@@ -165,7 +165,7 @@ class Order(BaseModel):
     attempts = pw.IntegerField(default=0)
     payload = JsonField(null=True)
     json_version = pw.SmallIntegerField(null=True)  # the payload's (orders.JSON_VERSION)
-    refused = pw.BooleanField(default=False)  # for good, or never connected: not taken
+    refused = pw.BooleanField(default=False)  # for good, or never sent: not taken
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
 

@@ -547,21 +547,27 @@ class DatabaseRecorder:
         return run_unit(self.db, work, write=False, atomic=False)
 
     def processed_whole(self, job: JobResult, data: bytes) -> str | None:
+        unkept: list[tuple[str, str, str]] = []  # job id, file, SHA-256: bytes not kept
+
         def work() -> str | None:
+            unkept.clear()
             for key in dict.fromkeys(i.key() for i in job.interchanges):
                 for job_id, content, path, sha256 in execute(
                     self.db, "answered_by_interchange", *key, job.job_id
                 ):
-                    if content is not None:
-                        if bytes(content).startswith(data):
-                            return str(job_id)
-                    # Bytes not kept (over edi_content_max_bytes): its file
-                    # (in done/), if it is still the one the job read.
-                    elif path and sha256 and begins_with(recorded_path(path), data, sha256):
+                    if content is None and path and sha256:
+                        unkept.append((str(job_id), path, sha256))
+                    elif content is not None and bytes(content).startswith(data):
                         return str(job_id)
             return None
 
-        return run_unit(self.db, work, write=False, atomic=False)
+        found = run_unit(self.db, work, write=False, atomic=False)
+        # A file over edi_content_max_bytes: its file (in done/), if it is
+        # still the one the job read; read outside the unit (it may be large).
+        return found or next(
+            (j for j, path, sha256 in unkept if begins_with(recorded_path(path), data, sha256)),
+            None,
+        )
 
     def next_control_number(self, count: int = 1) -> int:
         return next_control_number(self.db, count)
