@@ -459,7 +459,9 @@ def _check_folders(
     its own output back: a 997 answered with a 997…). Folders are told apart
     by what they are (device and inode) where they exist, a symlink being the
     folder it names. A written folder inside an inbox is allowed: an inbox is
-    not watched recursively, and a folder in it is left in place, unread."""
+    not watched recursively, and a folder in it is left in place, unread.
+    No folder the daemon files or answers into is in a processing folder: a
+    start would take what it wrote there for claims a crash left."""
 
     def key(path: Path) -> object:
         try:

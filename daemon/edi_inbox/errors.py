@@ -141,8 +141,8 @@ class ErpRejected(ErpError):
 
 class ErpUnavailable(ErpError):
     """The ERP could not be reached or kept failing after every retry. It may
-    hold the order unless no attempt ever connected (``reached`` false:
-    connection refused, or no connection within the connect timeout)."""
+    hold the order unless no attempt began sending its request (``reached``
+    false: connection refused, no connection in time, TLS refused)."""
 
     def __init__(self, message: str, *, reached: bool, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)

@@ -23,8 +23,10 @@ UNKNOWN = "(no partner)"
 
 @dataclass(frozen=True)
 class Resolution:
-    """The file's partner (None: a sender no partner claims), or why the file
-    is refused (``refused``: a reason naming the sender)."""
+    """The file's partner (None: a sender no partner claims, or a file in
+    the shared inbox bearing the sender of a partner with a folder of its
+    own: no partner's), or why the file is refused (``refused``: a reason
+    naming the sender)."""
 
     partner: PartnerSettings | None = None
     refused: str | None = None

@@ -1085,7 +1085,8 @@ def run(
 
     Returns the exit code: 0 after a clean stop, 1 when another daemon runs for
     this host, the inbox is missing, the watch cannot start, the database cannot
-    be opened or the observer keeps dying. READY=1 is sent only once the
+    be opened, an ERP's URL or token file cannot be used or the observer keeps
+    dying. READY=1 is sent only once the
     database is open and the first scan is queued.
     """
     assert settings.paths.processing is not None
