@@ -120,17 +120,19 @@ def begins_with(path: Path, data: bytes, sha256: str) -> bool:
     except OSError:
         return False
     with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < len(data):
             return False
-        digest, head = hashlib.sha256(), b""
+        digest, at = hashlib.sha256(), 0
         try:
             for chunk in iter(lambda: f.read(1 << 20), b""):
-                if len(head) < len(data):
-                    head += chunk[: len(data) - len(head)]
+                if at < len(data) and not data.startswith(chunk[: len(data) - at], at):
+                    return False  # another file: known at its first differing byte
+                at += len(chunk)
                 digest.update(chunk)
         except OSError:
             return False
-    return head == data and digest.hexdigest() == sha256
+    return at >= len(data) and digest.hexdigest() == sha256
 
 
 def fit(head: str, tail: str) -> str:
