@@ -385,6 +385,49 @@ def test_an_erp_whose_certificate_is_refused_never_got_the_order() -> None:
     assert not caught.value.may_hold and requests == []
 
 
+def test_an_https_erp_whose_certificate_is_trusted_takes_orders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same ERP, its certificate trusted (``SSL_CERT_FILE``, as OpenSSL
+    reads it): orders go through TLS, on one kept-alive connection, the
+    answers read through the answer's deadline (``erp._Deadline``)."""
+    tls = Path(__file__).parent / "data" / "tls"
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls / "untrusted.pem"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "untrusted.pem", tls / "untrusted.key")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    port = listener.getsockname()[1]
+    connections: list[int] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        connections.append(1)
+        with context.wrap_socket(conn, server_side=True) as tls_conn:
+            reader = tls_conn.makefile("rb")
+            for n in (1, 2):
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                reader.read(length)
+                body = json.dumps({"id": f"T{n}"}).encode()
+                tls_conn.sendall(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+
+    server = threading.Thread(target=serve)
+    server.start()
+    with HttpErp(settings(f"https://127.0.0.1:{port}{PATH}", max_attempts=1)) as erp:
+        assert erp.deliver(PAYLOAD, KEY).erp_id == "T1"
+        assert erp.deliver(PAYLOAD, "another-key").erp_id == "T2"
+    server.join(10)
+    listener.close()
+    assert connections == [1]
+
+
 def test_an_erp_reached_once_may_hold_the_order() -> None:
     """A 503, then connections refused (the ERP went down): the first request
     reached it, so the order may be there; ErpUnavailable says so."""
