@@ -494,7 +494,7 @@ def test_readme_onboarding_adds_a_partner_on_a_reload(machine):
     machine.run(f"printf '[partners.broken]\\nids = [\"NOT-AN-ID\"]\\n' >> {CONFIG}")
     machine.run(f"systemctl reload {UNIT}")
     try:
-        wait_for(lambda: "reload_refused" in machine.journal(cursor), 30, "reload_refused")
+        wait_for(lambda: "reload_refused" in machine.journal(cursor), 60, "reload_refused")
         props = wait_for(machine.running, 30, "the service still active (running)")
         assert props["NRestarts"] == restarts
         # The running configuration goes on: acme's next file is posted as acme's.
