@@ -21,7 +21,7 @@ import structlog
 
 from . import files, outcomes
 from .claims import host_folder, os_message, processing_folders, write_retry_marker
-from .config import DaemonSettings, PartnerSettings, Settings
+from .config import DaemonSettings, Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
 
@@ -106,20 +106,11 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     if failed_name is None:
         result["reason"] = "its report names no file"
         return result
-    inbox, processing, max_bytes = paths.inbox, paths.processing, settings.daemon.max_file_bytes
-    came_from = report.get("inbox")
-    partner = _partner_folder(settings, report)
-    if partner is not None and partner.inbox is not None and partner.processing is not None:
-        inbox, processing, max_bytes = partner.inbox, partner.processing, partner.max_file_bytes
-    elif came_from is not None and Path(str(came_from)) != paths.inbox:
-        # From a partner's folder no longer watched: the shared inbox would go
-        # by the sender alone, and a file that folder refused could pass there.
-        result["reason"] = (
-            f"it came from {files.display_name(str(came_from))}, a partner's inbox no longer"
-            " watched; put it back by hand (edi-inbox process --partner NAME runs it as"
-            " that partner's)"
-        )
+    target = _retry_target(settings, report)
+    if isinstance(target, str):
+        result["reason"] = target
         return result
+    inbox, processing, max_bytes = target
     # A retry across file systems copies the file here first; one cut short
     # (the command killed) left it there, maybe as the only copy.
     hidden = inbox / f".{old_job}.retry"
@@ -166,20 +157,34 @@ def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) ->
     return result
 
 
-def _partner_folder(settings: Settings, report: dict[str, Any]) -> PartnerSettings | None:
-    """The partner whose own folder a failed file goes back to: none for a
-    file from the shared inbox (whatever sender it bore: only a partner's
-    folder vouches for it), the partner it was recorded as (its folder may
-    have moved), or the one now watching the folder it came from (renamed)."""
+def _retry_target(settings: Settings, report: dict[str, Any]) -> tuple[Path, Path, int] | str:
+    """Where a failed file goes back to, so that the folder it came from
+    still vouches for its sender: (inbox, processing folder, max_file_bytes),
+    or why nowhere. A file of the shared inbox (whatever sender it bore, and
+    wherever that inbox was then) goes back there; a partner's into its
+    folder (moved with its ``inbox``), or the folder's if the partner was
+    renamed; one from a partner folder no longer watched, nowhere."""
+    paths = settings.paths
+    assert paths.inbox and paths.processing
+    shared = (paths.inbox, paths.processing, settings.daemon.max_file_bytes)
     came_from = report.get("inbox")
-    if came_from is not None and Path(str(came_from)) == settings.paths.inbox:
-        return None
+    came = Path(str(came_from)) if came_from is not None else None
+    if came == paths.inbox:
+        return shared
     named = settings.partners.get(str(report.get("partner")))
-    if named is not None and named.inbox is not None:
-        return named
-    if came_from is None:
-        return None
-    return next((p for p in settings.partners.partners if p.inbox == Path(str(came_from))), None)
+    if named is None and came is not None:  # renamed: who watches that folder now
+        named = next((p for p in settings.partners.partners if p.inbox == came), None)
+    if named is not None and named.inbox is not None and named.processing is not None:
+        return named.inbox, named.processing, named.max_file_bytes
+    if named is not None or came is None or report.get("partner") is None:
+        return shared  # a partner of the shared inbox, or no partner's: the shared inbox moved
+    # From a partner's folder no longer watched: the shared inbox would go by
+    # the sender alone, and a file that folder refused could pass there.
+    return (
+        f"it came from {files.display_name(str(came))}, a partner's inbox no longer"
+        " watched; put it back by hand (edi-inbox process --partner NAME runs it as"
+        " that partner's)"
+    )
 
 
 def _own_file(path: Path) -> os.stat_result | None:

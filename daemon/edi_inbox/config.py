@@ -831,13 +831,15 @@ def check_reload(running: Settings, new: Settings) -> None:
 
 
 def safe_url(url: str) -> str:
-    """A URL as messages and logs may show it: no password (``user:***@``) and
-    no query (``?***``), either of which may hold a secret."""
+    """A URL as messages and logs may show it: no password (``user:***@``; a
+    user without one, maybe an API key, as ``***@``) and no query
+    (``?***``), either of which may hold a secret."""
     scheme, sep, rest = url.partition("://")
     if not sep:  # no scheme written ("user:pw@host/orders", "//user:pw@host")
         scheme, rest = "", url
     creds, at, where = rest.rpartition("@")
-    if at:
-        rest = f"{creds.split(':', 1)[0]}:***@{where}"
+    if at:  # a user alone may be an API key (sent as "key:"): hidden too
+        user, colon, _ = creds.partition(":")
+        rest = f"{user}:***@{where}" if colon else f"***@{where}"
     base, question, _ = rest.partition("?")
     return f"{scheme}{sep}{base}{'?***' if question else ''}"

@@ -200,7 +200,8 @@ class HttpErp(_Sink):
         user, _, password = (unquote(part) for part in (url.auth or "").partition(":"))
         # What redact() removes from the ERP's answers, besides what looks secret:
         # the user info and the query's values (a signed URL's signature).
-        secrets = [user, password, *(v for _, v in parse_qsl(url.query or ""))]
+        query = [v for _, _, v in (p.partition("=") for p in (url.query or "").split("&"))]
+        secrets = [user, password, *query, *(v for _, v in parse_qsl(url.query or ""))]
         if url.auth:  # the credentials written for this ERP, in place of the token
             headers.update(make_headers(basic_auth=f"{user}:{password}"))
         elif settings.token_file is not None:
@@ -263,6 +264,9 @@ class HttpErp(_Sink):
                         return self._attempt(body, headers, n)
                     except _Retryable as exc:
                         reached = reached or exc.reached
+                        raise
+                    except ErpRejected as exc:  # this answer is final, not the earlier ones
+                        exc.may_hold = reached
                         raise
         except _Retryable as exc:
             raise ErpUnavailable(

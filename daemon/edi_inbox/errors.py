@@ -136,7 +136,9 @@ class ErpError(EdiInboxError):
 
 
 class ErpRejected(ErpError):
-    """The ERP refused the order for good (a 4xx other than 408/409/429, a 3xx)."""
+    """The ERP refused the order for good (a 4xx other than 408/409/429, a
+    3xx). It may hold it all the same when an earlier attempt reached it and
+    its answer was lost (``may_hold``, set by the client)."""
 
 
 class ErpUnavailable(ErpError):

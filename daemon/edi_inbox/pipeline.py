@@ -1030,7 +1030,10 @@ class Pipeline:
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
             except ErpError as exc:
-                order.attempts, order.refused = exc.attempts, not exc.may_hold
+                # Not held: no attempt of this run reached the ERP, nor did
+                # one before it (a run a crash cut short may have sent it).
+                sent_before = order.idempotency_key in (work.sent or ())
+                order.attempts, order.refused = exc.attempts, not exc.may_hold and not sent_before
                 # The ERP's own words (redacted by erp.py) stay in the job's
                 # record; the step's error, which reaches error.json, is ours.
                 order.status, order.error = "rejected", str(exc)
@@ -1241,24 +1244,36 @@ class Pipeline:
         # Where the partner's acknowledgements go now: a reload may have moved
         # its outbox (the old one would not take them, most likely). One the
         # old folder holds already (written before a crash) stays there.
-        directory, mode = self._acks_folder(self.settings.partners.get(job.partner or ""))
-        owed.acks[:] = [
-            ack
-            if _written_before(Path(ack.directory), ack.name, ack.data) is not None
-            else dataclasses.replace(ack, directory=str(directory), mode=mode)
-            for ack in owed.acks
-        ]
+        partner = self.settings.partners.get(job.partner or "")
+        if partner is None and job.partner is not None:  # renamed: the one its sender's is now
+            isa = {o.sender for o in job.orders}
+            claiming = [
+                p
+                for p in self.settings.partners.partners
+                if any((pid.qualifier, pid.sender) in isa for pid in p.ids)
+            ]
+            partner = claiming[0] if len(claiming) == 1 else None
+        if job.partner is None or partner is not None:  # else (removed): as built
+            directory, mode = self._acks_folder(partner)
+            owed.acks[:] = [
+                ack
+                if _written_before(Path(ack.directory), ack.name, ack.data) is not None
+                else dataclasses.replace(ack, directory=str(directory), mode=mode)
+                for ack in owed.acks
+            ]
+        folders = {Path(ack.directory) for ack in owed.acks}
         try:
             _write_acks(owed.acks, written, data["kinds"], resume=True)
         except OSError as exc:
-            where = display_name(str(directory))
+            where = display_name(owed.acks[0].directory)
             owed.reason = f"{len(owed.acks)} not written in {where}: {exc.strerror or exc}"
             data["owed"] = [ack.name for ack in owed.acks]
             return False
         finally:
             job.acks = list(written)
-        with contextlib.suppress(OSError):  # their names, as acknowledge does
-            sync_directory(directory)
+        for folder in folders:  # their names, as acknowledge does
+            with contextlib.suppress(OSError):
+                sync_directory(folder)
         data.pop("owed", None)
         data["written_late"] = datetime.now(UTC).isoformat()
         if "not_acknowledged" in data:  # what no retry helps (a group it cannot address)
