@@ -381,7 +381,7 @@ def _set_response(
     ``ok``, else R; when ``ok`` is None, A unless there are ``errors``."""
     if ok is None:
         ok = not errors
-    ak2 = ["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9)]
+    ak2 = ["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9, mark=True)]
     if kind.convention is not None:  # AK203: the set's ST03, if it had one
         ak2.append(_clean(s.convention, d, 35))
     out = [_trim(ak2)]
@@ -448,14 +448,17 @@ def _segment_id(segment_id: str | None) -> str:
     return cleaned if len(cleaned) >= 2 else "ZZZ"
 
 
-def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
+def _clean(value: str, d: Delimiters, limit: int = 99, *, mark: bool = False) -> str:
     """A copy of a received value that cannot break the 997: no delimiters, no
     control characters, at most the element's X12 maximum (``limit``; AK404
-    quotes bad values, 99; AK1/AK2 echo control numbers, 9)."""
-    for c in (d.element, d.component, d.segment, d.repetition):
-        if c:
-            value = value.replace(c, "")
-    return "".join(c for c in value if c.isprintable())[:limit]
+    quotes bad values, 99; AK1/AK2 echo control numbers, 9). ``mark``: each
+    such character replaced by a ``?`` (``#`` if ``?`` is a delimiter), so
+    that a set number written ``00>2`` is not echoed as another set's ``002``."""
+    used = [c for c in (d.element, d.component, d.segment, d.repetition) if c]
+    instead = next(c for c in "?#" if c not in used) if mark else ""
+    for c in used:
+        value = value.replace(c, instead)
+    return "".join(c if c.isprintable() else instead for c in value)[:limit]
 
 
 def _trim(elements: list[str]) -> list[str]:
