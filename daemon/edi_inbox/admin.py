@@ -163,7 +163,9 @@ def _retry_target(settings: Settings, report: dict[str, Any]) -> tuple[Path, Pat
     or why nowhere. A file of the shared inbox (whatever sender it bore, and
     wherever that inbox was then) goes back there; a partner's into its
     folder (moved with its ``inbox``), or the folder's if the partner was
-    renamed; one from a partner folder no longer watched, nowhere."""
+    renamed; one from a folder no longer watched, nowhere (a partner's file
+    recorded elsewhere than the shared inbox is taken to come from its own
+    folder: the shared inbox would go by its sender alone)."""
     paths = settings.paths
     assert paths.inbox and paths.processing
     shared = (paths.inbox, paths.processing, settings.daemon.max_file_bytes)
@@ -176,8 +178,8 @@ def _retry_target(settings: Settings, report: dict[str, Any]) -> tuple[Path, Pat
         named = next((p for p in settings.partners.partners if p.inbox == came), None)
     if named is not None and named.inbox is not None and named.processing is not None:
         return named.inbox, named.processing, named.max_file_bytes
-    if named is not None or came is None or report.get("partner") is None:
-        return shared  # a partner of the shared inbox, or no partner's: the shared inbox moved
+    if came is None or report.get("partner") is None:
+        return shared  # no partner's file comes from a partner's folder: the shared inbox moved
     # From a partner's folder no longer watched: the shared inbox would go by
     # the sender alone, and a file that folder refused could pass there.
     return (
