@@ -452,13 +452,14 @@ def test_overlong_control_numbers_are_refused_naming_them():
 
 
 def test_the_997_echoes_control_numbers_at_their_x12_width(tmp_path):
-    """A 20 KB ST02 and GS06 are errors; the 997 answering them quotes each in at
-    most 9 characters (AK102, AK202), never the partner's 20 KB."""
+    """A 20 KB ST02 and GS06 are errors; the 997 answering them never carries
+    the partner's 20 KB: no AK2 names the set (an ST02 cut to 9 characters
+    could name another set), AK9 counts it received, not accepted."""
     long = "7" * 20_000
     data = interchange([order()]).replace(b"*0001~", b"*" + long.encode() + b"~")
     settings, job = run_pipeline(tmp_path, data)
     assert job.status is JobStatus.FAILED
     (ack,) = acks(settings)
     segments = {seg.split("*")[0]: seg for seg in ack.replace("\n", "").split("~") if seg}
-    assert segments["AK2"] == "AK2*850*777777777"
+    assert "AK2" not in segments and segments["AK9"].startswith("AK9*R*1*1*0")
     assert max(len(seg) for seg in segments.values()) <= 106

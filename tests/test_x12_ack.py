@@ -293,8 +293,6 @@ def test_hostile_group_sender_gets_no_997():
     "old, new, element",
     [
         ("ST*850*0002~", "ST**0002~", "ST01"),
-        ("ST*850*0002~", "ST*850~", "ST02"),
-        ("ST*850*0002~", "ST*850*>~", "ST02"),  # nothing left once the delimiter is dropped
         ("*1200*77*X*", "*1200**X*", "GS06"),
         ("GS*PO*", "GS**", "GS01"),
         ("*ACMEAPP*", "**", "GS02"),  # the 997's GS03
@@ -302,10 +300,10 @@ def test_hostile_group_sender_gets_no_997():
     ],
 )
 def test_a_group_missing_a_control_value_the_997_echoes_gets_no_997(old, new, element):
-    """AK101/AK102, AK201/AK202 and the 997's GS02/GS03 are mandatory: a group
-    whose GS01, GS02, GS03 or GS06, or one of whose sets' ST01 or ST02, is
-    empty gets no 997 rather than one with an empty element (``AK2**0002``,
-    ``AK1*PO``), which the partner's translator rejects whole."""
+    """AK101/AK102, AK201 and the 997's GS02/GS03 are mandatory: a group
+    whose GS01, GS02, GS03 or GS06, or one of whose sets' ST01, is empty gets
+    no 997 rather than one with an empty element (``AK2**0002``, ``AK1*PO``),
+    which the partner's translator rejects whole."""
     data = doc(order(1), order(2)).replace(old.encode(), new.encode(), 1)
     assert data != doc(order(1), order(2))
     ic = read(data).interchanges[0]
@@ -313,6 +311,27 @@ def test_a_group_missing_a_control_value_the_997_echoes_gets_no_997(old, new, el
         check_address(ic, ic.groups[0])
     with pytest.raises(Unaddressable, match=element):
         build_997(ic, ic.groups[0], control_number=1, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "st02",
+    ["", ">", "00>2", "00\x1f2", "0000000002"],
+    ids=["empty", "separator", "in", "control", "ten"],
+)
+def test_a_set_whose_st02_the_997_cannot_echo_gets_no_ak2_loop(st02):
+    """An ST02 the 997 cannot echo as it is (empty, a separator or a control
+    character in it, over 9 characters): the reader refuses the set, and the
+    997 answers the group without an AK2 loop for it — an altered number
+    would name another set (``00>2`` as ``002``) or none. AK9 counts it
+    received, not accepted."""
+    data = doc(order(1), order(2)).replace(b"ST*850*0002~", f"ST*850*{st02}~".encode(), 1)
+    ic = read(data).interchanges[0]
+    check_address(ic, ic.groups[0])
+    text = build_997(ic, ic.groups[0], control_number=1, now=NOW).decode()
+    segments = [seg.strip() for seg in text.split("~") if seg.strip()]
+    assert [seg for seg in segments if seg.startswith("AK2")] == ["AK2*850*0001"]
+    (ak9,) = [seg for seg in segments if seg.startswith("AK9")]
+    assert ak9.split("*")[1:5] == ["P", "2", "2", "1"], ak9
 
 
 def test_an_interchange_alone_is_addressed_without_a_group():

@@ -130,10 +130,10 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary | None = 
     ASCII; ISA12 not five digits; ISA15 not one character. ``group``: the
     997 for it (None: a TA1, the interchange alone).
 
-    Nor can a 997 if GS01, GS02, GS03 or GS06, or a set's ST01 or ST02, is
-    empty or over its width: the 997's GS03/GS02, AK101/AK102 and AK201/AK202
-    echo them and are mandatory (an AK2 without its ST02 matches no set, and
-    the partner's translator rejects the whole 997)."""
+    Nor can a 997 if GS01, GS02, GS03 or GS06, or a set's ST01, is empty or
+    over its width: the 997's GS03/GS02, AK101/AK102 and AK201 echo them and
+    are mandatory (the partner's translator rejects the whole 997). A set
+    whose ST02 cannot be echoed as it is gets no AK2 loop instead."""
     ic = interchange
     d = ic.delimiters
     banned = _banned(ic.version, d)
@@ -151,10 +151,8 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary | None = 
     _check_echoed("GS02", group.sender, d, 15)
     _check_echoed("GS03", group.receiver, d, 15)
     _check_echoed("GS06", group.control_number, d, 9)
-    for s in group.sets:
-        where = f"the set at segment {s.segment_number}: "
-        _check_echoed(where + "ST01", s.code, d, 3)
-        _check_echoed(where + "ST02", s.control_number, d, 9)
+    for s in group.sets:  # (an ST02 that cannot be echoed: no AK2 loop, ``build_ack``)
+        _check_echoed(f"the set at segment {s.segment_number}: ST01", s.code, d, 3)
 
 
 def _check_echoed(name: str, value: str, d: Delimiters, limit: int) -> None:
@@ -322,6 +320,11 @@ def build_ack(
         if is_acknowledgement(group, s.code):  # received, not judged: no AK2 answers it
             accepted += 1
             continue
+        if not s.control_number or _clean(s.control_number, d, 9) != s.control_number:
+            # No AK202 can name it (empty, over 9 characters, a separator or a
+            # control character in it: the reader refused it): an altered
+            # number would name another set, or none. Received, not accepted.
+            continue
         errors = list(s.errors) + list(rejected.get(s.control_number, ()))
         answer = None if answers is None else answers.get(id(s), SetAnswer(posted=False))
         if answer is not None:
@@ -381,7 +384,7 @@ def _set_response(
     ``ok``, else R; when ``ok`` is None, A unless there are ``errors``."""
     if ok is None:
         ok = not errors
-    ak2 = ["AK2", _clean(s.code, d, 3), _clean(s.control_number, d, 9, mark=True)]
+    ak2 = ["AK2", _clean(s.code, d, 3), s.control_number]  # echoed as is (``build_ack``)
     if kind.convention is not None:  # AK203: the set's ST03, if it had one
         ak2.append(_clean(s.convention, d, 35))
     out = [_trim(ak2)]
@@ -448,17 +451,14 @@ def _segment_id(segment_id: str | None) -> str:
     return cleaned if len(cleaned) >= 2 else "ZZZ"
 
 
-def _clean(value: str, d: Delimiters, limit: int = 99, *, mark: bool = False) -> str:
+def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
     """A copy of a received value that cannot break the 997: no delimiters, no
     control characters, at most the element's X12 maximum (``limit``; AK404
-    quotes bad values, 99; AK1/AK2 echo control numbers, 9). ``mark``: each
-    such character replaced by a ``?`` (``#`` if ``?`` is a delimiter), so
-    that a set number written ``00>2`` is not echoed as another set's ``002``."""
-    used = [c for c in (d.element, d.component, d.segment, d.repetition) if c]
-    instead = next(c for c in "?#" if c not in used) if mark else ""
-    for c in used:
-        value = value.replace(c, instead)
-    return "".join(c if c.isprintable() else instead for c in value)[:limit]
+    quotes bad values, 99; AK1/AK2 echo control numbers, 9)."""
+    for c in (d.element, d.component, d.segment, d.repetition):
+        if c:
+            value = value.replace(c, "")
+    return "".join(c for c in value if c.isprintable())[:limit]
 
 
 def _trim(elements: list[str]) -> list[str]:
