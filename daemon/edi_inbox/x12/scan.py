@@ -335,7 +335,7 @@ class SegmentScanner:
     def _start_interchange(self) -> bool:
         """Skip padding, then sniff the next ISA; False at the end of the file."""
         while True:
-            pos = _skip_between(self._buf, self._pos).end()  # type: ignore[union-attr]
+            pos = self._skip_padding(self._pos)
             if pos < len(self._buf) or self._eof:
                 break
             self._buf, self._pos = "", 0
@@ -360,6 +360,17 @@ class SegmentScanner:
         self._sniff(pos)
         self.interchange_count += 1
         return True
+
+    def _skip_padding(self, pos: int) -> int:
+        """Past what may sit between interchanges: white space, NULs, Ctrl-Z,
+        and the last interchange's terminator written twice (``IEA*1*…~~``:
+        an empty segment, as is skipped inside an interchange)."""
+        term = self._term if self.interchange_count else ""
+        while True:
+            pos = _skip_between(self._buf, pos).end()  # type: ignore[union-attr]
+            if not (term and self._buf.startswith(term, pos)):
+                return pos
+            pos += len(term)
 
     def _sniff(self, base: int) -> None:
         """Set up the interchange whose ISA starts at ``base``."""
