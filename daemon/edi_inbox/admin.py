@@ -171,7 +171,7 @@ def _retry_target(settings: Settings, report: dict[str, Any]) -> tuple[Path, Pat
     shared = (paths.inbox, paths.processing, settings.daemon.max_file_bytes)
     came_from = report.get("inbox")
     came = Path(str(came_from)) if came_from is not None else None
-    if came == paths.inbox:
+    if came == paths.inbox or report.get("shared_inbox") is True:
         return shared
     named = settings.partners.get(str(report.get("partner")))
     if named is None and came is not None:  # renamed: who watches that folder now

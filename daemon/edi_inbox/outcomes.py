@@ -41,9 +41,13 @@ FIRST_RETRY = 0.5  # seconds after a failed move; doubled per attempt
 MAX_RETRY = 60.0
 
 
-def error_report(result: JobResult, file: str, inbox: Path | None = None) -> dict[str, Any]:
+def error_report(
+    result: JobResult, file: str, inbox: Path | None = None, *, shared: bool | None = None
+) -> dict[str, Any]:
     """What ``failed/NAME.error.json`` holds: the reasons, in words a partner can
-    act on, and the inbox the file came from (``retry`` puts it back there)."""
+    act on, and the inbox the file came from (``retry`` puts it back there):
+    ``shared_inbox`` says whether that was the shared inbox (``[paths]
+    inbox``) or a partner's own folder, wherever either is later."""
     return {
         "job_id": result.job_id,
         "file_name": result.file_name,
@@ -55,6 +59,7 @@ def error_report(result: JobResult, file: str, inbox: Path | None = None) -> dic
         "sender_id": result.sender_id,
         "partner": result.partner,
         "inbox": str(inbox) if inbox is not None else None,
+        "shared_inbox": shared,
         "interchange_control_number": result.interchange_control_number,
         "retry_of": result.retry_of,
         "completed_at": result.completed_at.isoformat() if result.completed_at else None,
@@ -239,7 +244,8 @@ class Mover:
         for candidate in files.candidates(move.name, failed):
             if os.path.lexists(failed / candidate):  # no report beside another's file
                 continue
-            said = error_report(move.result, candidate, move.inbox)
+            shared = None if move.inbox is None else move.inbox == self.paths.inbox
+            said = error_report(move.result, candidate, move.inbox, shared=shared)
             data = json.dumps(said, indent=2, default=str).encode("utf-8", "surrogateescape")
             json_name = report_name(candidate, move.result.job_id)
             retried = move.result.retry_of

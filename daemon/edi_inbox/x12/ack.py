@@ -147,20 +147,34 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary | None = 
         return
     _check("GS02", group.sender, 15, banned)
     _check("GS03", group.receiver, 15, banned)
-    _check_echoed("GS01", group.functional_id, d, 3)
-    _check_echoed("GS02", group.sender, d, 15)
-    _check_echoed("GS03", group.receiver, d, 15)
-    _check_echoed("GS06", group.control_number, d, 9)
+    _check_echoed("GS01", group.functional_id, ic, 3)
+    _check_echoed("GS02", group.sender, ic, 15)
+    _check_echoed("GS03", group.receiver, ic, 15)
+    _check_echoed("GS06", group.control_number, ic, 9)
     for s in group.sets:  # (an ST02 that cannot be echoed: no AK2 loop, ``build_ack``)
-        _check_echoed(f"the set at segment {s.segment_number}: ST01", s.code, d, 3)
+        _check_echoed(f"the set at segment {s.segment_number}: ST01", s.code, ic, 3)
 
 
-def _check_echoed(name: str, value: str, d: Delimiters, limit: int) -> None:
-    """A value the acknowledgment echoes (``_clean``) into a mandatory element
-    must leave something to echo."""
-    if not _clean(value, d, limit):
-        said = "is empty" if not value else f"{_quote(value)} holds nothing to echo"
-        raise Unaddressable(f"{name} {said}: the acknowledgment would leave it out")
+def echoes(value: str, interchange: InterchangeSummary, limit: int = 9) -> bool:
+    """Whether an acknowledgment of ``interchange`` can echo ``value`` as it
+    is: not empty, at most ``limit`` characters, printable, and none of the
+    delimiters the acknowledgment itself uses (its ISA11 included, which it
+    may choose: an altered echo would name another set or group, or none)."""
+    banned = _banned(interchange.version, interchange.delimiters)
+    return (
+        bool(value)
+        and len(value) <= limit
+        and value.isprintable()
+        and not any(c in value for c in banned)
+    )
+
+
+def _check_echoed(name: str, value: str, ic: InterchangeSummary, limit: int) -> None:
+    """A value the acknowledgment echoes into a mandatory element must be
+    echoed as it is (``echoes``)."""
+    if not echoes(value, ic, limit):
+        said = "is empty" if not value else f"{_quote(value)} cannot be echoed as it is"
+        raise Unaddressable(f"{name} {said}: the acknowledgment would leave it out or alter it")
 
 
 def _isa11(version: str, d: Delimiters) -> str:
@@ -320,7 +334,7 @@ def build_ack(
         if is_acknowledgement(group, s.code):  # received, not judged: no AK2 answers it
             accepted += 1
             continue
-        if not s.control_number or _clean(s.control_number, d, 9) != s.control_number:
+        if not echoes(s.control_number, interchange):
             # No AK202 can name it (empty, over 9 characters, a separator or a
             # control character in it: the reader refused it): an altered
             # number would name another set, or none. Received, not accepted.

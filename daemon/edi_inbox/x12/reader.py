@@ -27,7 +27,6 @@ from typing import BinaryIO
 
 from ..errors import MAX_ERRORS_LISTED, TooLarge, TruncatedError, X12Error, shorten
 from .model import (
-    Delimiters,
     GroupSummary,
     InterchangeSummary,
     Segment,
@@ -55,12 +54,6 @@ _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 # IDs would cost more per segment than it saves; the rest take the slow way.
 MAX_PREFIXES = 32
 _Handler = Callable[[Segment], "TransactionSet | None"]
-
-
-def _echoable(value: str, d: Delimiters) -> bool:
-    """No separator (the component or repetition one: the others end the
-    element) and no control character in ``value``: a 997 can echo it."""
-    return value.isprintable() and not any(c and c in value for c in (d.component, d.repetition))
 
 
 def _same_number(a: str, b: str) -> bool:
@@ -467,15 +460,6 @@ class X12Reader:
                 s.errors,
                 f"ST02 is {len(s.control_number)} characters long, over its maximum of 9:"
                 f" {shorten(s.control_number)}",
-                seg,
-                element=2,
-                code="7",
-            )
-        elif self._ic is not None and not _echoable(s.control_number, self._ic.delimiters):
-            self._error(
-                s.errors,
-                f"ST02 {shorten(s.control_number)} holds a separator or a control character:"
-                " the 997's AK202 could not name this set",
                 seg,
                 element=2,
                 code="7",
