@@ -336,8 +336,9 @@ def build_ack(
             continue
         if not echoes(s.control_number, interchange):
             # No AK202 can name it (empty, over 9 characters, a separator or a
-            # control character in it: the reader refused it): an altered
-            # number would name another set, or none. Received, not accepted.
+            # control character in it: refused, never posted — the reader,
+            # ``x12.repeats``): an altered number would name another set, or
+            # none. Received, not accepted.
             continue
         errors = list(s.errors) + list(rejected.get(s.control_number, ()))
         answer = None if answers is None else answers.get(id(s), SetAnswer(posted=False))

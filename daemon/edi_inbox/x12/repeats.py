@@ -1,4 +1,6 @@
-"""Control numbers that must be unique: ST02 within a group, GS06 within an interchange.
+"""Control numbers that must be unique — ST02 within a group, GS06 within an
+interchange, as translators read numbers — and ST02s a 997 must echo as
+they are written (``ack.echoes``).
 
 X12 makes both envelope errors with codes of their own: a repeated ST02 is
 AK5 code 23 ("transaction set control number not unique within the
@@ -6,7 +8,10 @@ functional group"), a repeated GS06 is AK9 code 19 ("functional group
 control number not unique within interchange", code list 716 from 004050;
 earlier lists leave 19 to security, which no partner here uses). The first
 use of a number is fine; each later one is the error, so the first set or
-group is answered on its merits.
+group is answered on its merits. An ST02 holding a separator (the 997's
+own repetition separator too) or a control character is AK5 code 7
+("missing or invalid transaction set control number"): its set is never
+posted, and no AK2 loop answers it.
 """
 
 from __future__ import annotations
