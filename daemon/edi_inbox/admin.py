@@ -176,8 +176,17 @@ def _retry_target(settings: Settings, report: dict[str, Any]) -> tuple[Path, Pat
     named = settings.partners.get(str(report.get("partner")))
     if named is None and came is not None:  # renamed: who watches that folder now
         named = next((p for p in settings.partners.partners if p.inbox == came), None)
+    # A report written before ``shared_inbox`` existed does not say which
+    # folder it came from: only the partner's folder where it still is vouches.
+    moved = report.get("shared_inbox") is False or came is None
     if named is not None and named.inbox is not None and named.processing is not None:
-        return named.inbox, named.processing, named.max_file_bytes
+        if moved or named.inbox == came:
+            return named.inbox, named.processing, named.max_file_bytes
+        return (
+            f"it came from {files.display_name(str(came))}, neither the shared inbox nor"
+            f" partner {named.name}'s folder now (its report is older than this version);"
+            " put it back by hand"
+        )
     if came is None or report.get("partner") is None:
         return shared  # no partner's file comes from a partner's folder: the shared inbox moved
     # From a partner's folder no longer watched: the shared inbox would go by
