@@ -353,16 +353,25 @@ def test_connection_refused_retried_then_unavailable() -> None:
     assert not caught.value.may_hold, "never connected: the ERP cannot hold the order"
 
 
-def test_an_erp_whose_certificate_is_refused_never_got_the_order() -> None:
+TLS = Path(__file__).parent / "data" / "tls"  # a certificate for 127.0.0.1 no system trusts
+
+
+@pytest.fixture
+def tls_listener() -> Iterator[tuple[ssl.SSLContext, socket.socket, int]]:
+    """A server context with that certificate, and a listening socket on
+    127.0.0.1 (its port): an https ERP's parts, for the test to script."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(TLS / "untrusted.pem", TLS / "untrusted.key")
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+        yield context, listener, listener.getsockname()[1]
+
+
+def test_an_erp_whose_certificate_is_refused_never_got_the_order(tls_listener) -> None:
     """An https ERP whose certificate the system does not trust: every
     attempt fails in the TLS handshake, before the request is sent, so the
     ERP cannot hold the order (``may_hold`` false) and nothing reached it."""
-    tls = Path(__file__).parent / "data" / "tls"
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls / "untrusted.pem", tls / "untrusted.key")
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-    port = listener.getsockname()[1]
+    context, listener, port = tls_listener
     requests: list[bytes] = []
 
     def serve(attempts: int) -> None:
@@ -380,24 +389,18 @@ def test_an_erp_whose_certificate_is_refused_never_got_the_order() -> None:
     with erp, pytest.raises(ErpUnavailable) as caught:
         erp.deliver(PAYLOAD, KEY)
     server.join(10)
-    listener.close()
     assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message, caught.value.message
     assert not caught.value.may_hold and requests == []
 
 
 def test_an_https_erp_whose_certificate_is_trusted_takes_orders(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tls_listener
 ) -> None:
     """The same ERP, its certificate trusted (``SSL_CERT_FILE``, as OpenSSL
     reads it): orders go through TLS, on one kept-alive connection, the
     answers read through the answer's deadline (``erp._Deadline``)."""
-    tls = Path(__file__).parent / "data" / "tls"
-    monkeypatch.setenv("SSL_CERT_FILE", str(tls / "untrusted.pem"))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tls / "untrusted.pem", tls / "untrusted.key")
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-    port = listener.getsockname()[1]
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS / "untrusted.pem"))
+    context, listener, port = tls_listener
     connections: list[int] = []
 
     def serve() -> None:
@@ -424,7 +427,6 @@ def test_an_https_erp_whose_certificate_is_trusted_takes_orders(
         assert erp.deliver(PAYLOAD, KEY).erp_id == "T1"
         assert erp.deliver(PAYLOAD, "another-key").erp_id == "T2"
     server.join(10)
-    listener.close()
     assert connections == [1]
 
 
