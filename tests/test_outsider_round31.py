@@ -30,8 +30,8 @@ What held:
 - HEAD leaves the live d554d0b host's claim alone (no ``taken_over``, one
   POST, the old host files it), SQLite and PostgreSQL.
 
-Found (strict xfails; 1 fixed the same session, its test failing before the
-fix; 2 left as a strict xfail, named in README):
+Found (strict xfails; both fixed, each test failing before its fix: 1 the
+same session, 2 the session after, by schema v9):
 
 1. ``test_an_old_shared_inbox_refusal_is_not_laundered_after_the_inbox_moved``:
    after an upgrade that also moves ``[paths] inbox``, ``retry --all-failed``
@@ -52,6 +52,9 @@ fix; 2 left as a strict xfail, named in README):
    Suspected: ``DatabaseRecorder._unanswered``/``sent_unanswered`` read
    ``refused`` false of a row written before today's change (which set it
    only for a 4xx) as "may hold", so v1 goes out again under its key.
+   Fixed by schema v9 (``store.schema._migrate_v9``): such a row, whose
+   error and every ``erp_retry`` line of its job's one run say the
+   connection was refused, is marked ``refused``.
 """
 
 from __future__ import annotations
@@ -157,21 +160,13 @@ def _site(tmp_path: Path, erp_url: str, db_url: str) -> Path:
     return cfg
 
 
-DOUBLE_POSTED = pytest.mark.xfail(
-    strict=True,
-    reason="an order d554d0b never got to the ERP (connection refused) is recorded refused=false;"
-    " HEAD takes it for one the ERP may hold: after the partner's corrected version was"
-    " posted, the old file retried is posted too under its own key: the ERP holds both",
-)
-
-
 @pytest.mark.parametrize(
     ("first_run", "first_answer"),
     [
         ("head", "refused_422"),
         ("head", "unreachable"),
         ("old", "refused_422"),
-        pytest.param("old", "unreachable", marks=DOUBLE_POSTED),
+        ("old", "unreachable"),
     ],
 )
 def test_an_order_the_erp_never_held_is_posted_once_across_the_upgrade(

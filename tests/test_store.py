@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4, 5, 6, 7, 8]
+    assert store.migrate(db) == [2, 3, 4, 5, 6, 7, 8, 9]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,7 +530,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4, 5, 6, 7, 8]
+    assert store.migrate(db) == [3, 4, 5, 6, 7, 8, 9]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
@@ -544,7 +544,7 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
         store._write_version(4)
 
     store.run_unit(db, make_v4)
-    assert store.migrate(db) == [5, 6, 7, 8]
+    assert store.migrate(db) == [5, 6, 7, 8, 9]
     assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
 
 
@@ -567,7 +567,7 @@ def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
         store._write_version(5)
 
     store.run_unit(db, make_v5)
-    assert store.migrate(db) == [6, 7, 8]
+    assert store.migrate(db) == [6, 7, 8, 9]
     assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
     assert not {"po_number_folded", "vendor_name_folded"} & {c.name for c in db.get_columns("jobs")}
     for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
@@ -993,7 +993,7 @@ def test_migrate_a_v7_database_compares_its_orders_on_the_fields_both_have(db, r
         store._write_version(7)
 
     store.run_unit(db, make_v7)
-    assert store.migrate(db) == [8]
+    assert store.migrate(db) == [8, 9]
     new = record_job(78)
     recorder = store.DatabaseRecorder(db)
     (before,) = recorder.find_posted((None, None), old.orders[0].po_number)
@@ -1005,6 +1005,47 @@ def test_migrate_a_v7_database_compares_its_orders_on_the_fields_both_have(db, r
         assert posted.same_content(charged) is (posted is before)
 
 
+REFUSED = "ConnectionRefusedError: [Errno 111] Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("retries", "rerun", "never_sent"),
+    [
+        ([REFUSED, REFUSED], False, True),
+        ([REFUSED, "ReadTimeoutError: no answer within 5 s"], False, False),  # one reached it
+        ([REFUSED], False, False),  # an attempt without its line: not known
+        ([REFUSED, REFUSED], True, False),  # the run before may have sent it
+    ],
+)
+def test_migrate_a_v8_database_marks_orders_only_refused_connections_met(
+    db, recorder, retries, rerun, never_sent
+):
+    """v8 → v9: an order a version before 9 recorded unanswered after three
+    attempts whose connections were all refused is ``refused`` (the ERP never
+    got it); not when one attempt met something else, when its job logged
+    fewer retries than that, or when the job ran again after its first record."""
+    job = make_job(81, status=JobStatus.FAILED)
+    job.orders[0] = replace(
+        job.orders[0],
+        error=f"ERP at http://erp.example/orders unavailable after 3 attempts: {REFUSED}",
+        attempts=3,
+        status="rejected",
+    )
+    job.logs += [LogEntry(T0, "warning", "erp_retry", {"error": e}) for e in retries]
+    record(recorder, job)
+
+    def make_v8() -> None:
+        db.execute_sql('UPDATE "orders" SET "refused" = %s' % ("0" if db.is_sqlite else "false"))
+        if rerun:
+            created = store.Job.get().created_at
+            store.Job.update(started_at=created + timedelta(minutes=1)).execute()
+        store._write_version(8)
+
+    store.run_unit(db, make_v8)
+    assert store.migrate(db) == [9]
+    assert store.Order.get().refused is never_sent
+
+
 def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
     """v6 → v7: ``jobs.ack_numbers`` added; the jobs before it have none."""
     old = record_job(65)
@@ -1014,7 +1055,7 @@ def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
         store._write_version(6)
 
     store.run_unit(db, make_v6)
-    assert store.migrate(db) == [7, 8]
+    assert store.migrate(db) == [7, 8, 9]
     assert "ack_numbers" in {c.name for c in db.get_columns("jobs")}
     assert queries.show_job(db, old.job_id)["job_id"] == old.job_id
     assert queries.show_job(db, record_job(66).job_id)["status"] == "succeeded"

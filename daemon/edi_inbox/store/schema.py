@@ -8,6 +8,7 @@ upgrade never needs ``reset``.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from .models import (
     ControlNumber,
     Job,
     JobInterchange,
+    JobLog,
     JobRollup,
     Order,
     PoSearch,
@@ -40,7 +42,7 @@ from .models import (
     vendor_search_key,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -145,6 +147,47 @@ def _migrate_v8(db: Database) -> None:
     _add_column_if_missing(db, Order, "refused")
 
 
+# The error an older version recorded for an order whose every attempt met a
+# refused connection (``erp._transport_message`` then as now).
+_NEVER_CONNECTED = re.compile(r"unavailable after (\d+) attempts: ConnectionRefusedError: ")
+
+
+def _migrate_v9(db: Database) -> None:
+    """v9: an order a version before 9 recorded unanswered after refused
+    connections only is marked ``refused``: the ERP never got it (those
+    versions took it for one the ERP may hold, so that once its changed
+    version was posted, a retry sent it too). Only when its error says so,
+    every retry its job logged (``erp_retry``, one before each attempt after
+    the first) met a refused connection too, and the job ran once (a run
+    after the first starts after the job's row was written: the run before
+    may have sent the order before it stopped)."""
+    candidates = (
+        Order.select(Order.id, Order.job, Order.attempts, Order.error)
+        .join(Job)
+        .where(
+            Order.erp_po_id.is_null(),
+            Order.refused == False,  # noqa: E712
+            Order.error.contains("ConnectionRefusedError"),
+            Job.started_at <= Job.created_at,
+        )
+    )
+    rows: list[Any] = list(candidates.tuples())
+    never_sent = []
+    for pk, job, attempts, error in rows:
+        found = _NEVER_CONNECTED.search(error)
+        if found is None or int(found[1]) != attempts:
+            continue
+        retries = JobLog.select(JobLog.details).where(
+            JobLog.job == job, JobLog.message == "erp_retry"
+        )
+        errors = [str((line.details or {}).get("error", "")) for line in retries]
+        refused = all(e.startswith("ConnectionRefusedError: ") for e in errors)
+        if refused and len(errors) >= attempts - 1:
+            never_sent.append(pk)
+    if never_sent:
+        Order.update(refused=True).where(Order.id.in_(never_sent)).execute()
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -156,6 +199,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     6: _migrate_v6,
     7: _migrate_v7,
     8: _migrate_v8,
+    9: _migrate_v9,
 }
 
 
