@@ -70,7 +70,8 @@ break is read as a hard wrap.
 
 Found (strict xfails; 1 and 2 fixed the same session, each test failing
 before its fix — 1's checker since counting sets received without an AK2
-loop; 3 left as a strict xfail, named in README):
+loop; 3 fixed the session after: text is scanned a character per byte and
+decoded interchange by interchange, ``x12.scan._Text``):
 
 1. ``test_a_set_number_the_997_cannot_echo_is_not_acknowledged_as_another_set``
    [component-separator, control, repetition-5010, over-nine]: a group with
@@ -774,10 +775,6 @@ def named(po: str, icn: str, name: str, encoding: str) -> bytes:
     return text.replace(b"@NAME@", name.encode(encoding))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scan._Decoder picks one encoding per 64 KiB chunk, not per interchange",
-)
 @pytest.mark.parametrize("order", ["utf8-first", "latin1-first"])
 def test_a_mailbag_of_a_utf8_and_a_latin1_interchange_posts_each_name_as_written(harness, order):
     """Two partners' interchanges concatenated into one file (a mailbag, as a

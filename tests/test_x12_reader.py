@@ -220,6 +220,30 @@ def test_non_ascii_names_are_decoded_not_mangled(raw, encoding, name):
     assert sets[0].segments[3].elements == ["N1", "BY", name]
 
 
+@pytest.mark.parametrize("chunk_size", [97, 65536])
+def test_each_interchange_of_a_mailbag_is_decoded_as_its_partner_wrote_it(chunk_size):
+    """A UTF-8 interchange, a cp1252 one and a UTF-8 one again (a UTF-8 BOM
+    in front of it) in one file: each name as written, each interchange's
+    encoding its own, however the file falls into chunks."""
+    head, tail = GOOD.encode().split(b"CTT")
+
+    def interchange(name: bytes) -> bytes:
+        return head + b"N1*BY*" + name + b"~CTT" + tail.replace(b"SE*5", b"SE*6")
+
+    names = ["Müller “Söhne”", "Gärtner AG", "Ærø Øl"]
+    data = (
+        interchange(names[0].encode())
+        + b"\r\n"
+        + interchange(names[1].encode("cp1252"))
+        + b"\xef\xbb\xbf"
+        + interchange(names[2].encode())
+    )
+    reader, sets, fatal = read(data, chunk_size=chunk_size)
+    assert fatal is None and reader.errors == []
+    assert [ic.encoding for ic in reader.interchanges] == ["utf-8", "cp1252", "utf-8"]
+    assert [ts.segments[3].elements[2] for ts in sets] == names
+
+
 def test_utf8_character_split_between_chunks():
     """A multi-byte character cut by the chunk boundary decodes whole."""
     data = GOOD.replace("PO-1", "PÖ-€").encode()

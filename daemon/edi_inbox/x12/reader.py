@@ -282,7 +282,7 @@ class X12Reader:
                 segment_id="IEA",
                 code="023",
             )
-            self._ic.encoding = self.scanner.encoding
+            self._ic.encoding = self.scanner.previous_encoding
         els = seg.elements + [""] * (17 - len(seg.elements))  # the scanner gives 17
         assert self.scanner.delimiters is not None
         ic = InterchangeSummary(

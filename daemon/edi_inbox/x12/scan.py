@@ -1,6 +1,6 @@
 """Scanning X12: a binary stream in, numbered segments out, in bounded memory.
 
-``SegmentScanner`` reads fixed-size chunks, decodes each whole chunk, sniffs
+``SegmentScanner`` reads fixed-size chunks, a character per byte, sniffs
 the delimiters of every ISA afresh (mailbags mix them), and cuts an
 interchange's text with ``str.split`` on its terminator, carrying the
 unfinished segment over to the next chunk. It hands out segment texts in
@@ -20,8 +20,9 @@ What real files carry, and how it is read (tests/data/corpus/SOURCES.md):
   0x1C-0x1F and U+0085 as whitespace.
 * EBCDIC (cp500), detected from the first bytes; its NL (0x15) decodes to
   U+0085 and the space padding of 80-byte records is dropped like indentation.
-* Latin-1/Windows-1252 names: UTF-8 is tried, then cp1252, then latin-1; the
-  weakest used is ``InterchangeSummary.encoding``.
+* Latin-1/Windows-1252 names: UTF-8 is tried, then cp1252, then latin-1,
+  interchange by interchange (a mailbag's partners each write their own);
+  the weakest used is that ``InterchangeSummary.encoding``.
 * Two known partner mistakes are read the way a person would, and reported
   as warnings: non-breaking spaces padding the ISA, and a missing ISA16 (the
   terminator sits in its place; with a line break after it, the line break
@@ -30,7 +31,6 @@ What real files carry, and how it is read (tests/data/corpus/SOURCES.md):
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Iterator
 from itertools import count, repeat
@@ -45,7 +45,9 @@ ISA_WINDOW = 512  # enough text to hold any ISA, hard-wrapped or NBSP-padded
 
 _new = tuple.__new__  # builds a Segment without the NamedTuple's Python-level __new__
 _BREAKS = "\r\n"
-_BETWEEN = re.compile("[ \t\r\n\x00\x1a\x85\ufeff]*")  # what may sit between interchanges
+# What may sit between interchanges (a UTF-8 BOM as the bytes it is: text is
+# scanned a character per byte).
+_BETWEEN = re.compile("(?:[ \t\r\n\x00\x1a\x85]|\xef\xbb\xbf)*")
 _skip_between = _BETWEEN.match
 _IEA_OR_ISA = re.compile("I(?:EA|SA)")
 # Not ``\s``: in a str pattern it matches \x1c-\x1f, which partners use as delimiters.
@@ -188,8 +190,8 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
     elements = text.split(elem)
     if len(elements) != 17:
         raise _isa_error(f"the ISA segment has {len(elements) - 1} elements, not 16", "022")
-    if "\xa0" in text:
-        elements = [e.replace("\xa0", " ") for e in elements]
+    if "\xa0" in text:  # in UTF-8, C2 A0: read a character per byte
+        elements = [e.replace("\xc2\xa0", " ").replace("\xa0", " ") for e in elements]
         warnings.append(
             X12Error(
                 "the ISA is padded with non-breaking spaces (U+00A0), read as spaces",
@@ -212,47 +214,54 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
 
 
 class _Decoder:
-    """Bytes to text, chunk by chunk: ASCII, else UTF-8, else cp1252, else latin-1.
-
-    The choice only moves down that list, so ``encoding`` names the weakest
-    decoding used so far. EBCDIC files are decoded as cp500 throughout.
-    """
+    """Bytes to text for scanning: a character per byte (latin-1), or EBCDIC
+    (cp500) throughout. The segments' text is decoded by ``_Text``."""
 
     def __init__(self) -> None:
-        self.encoding = "ascii"
-        self._pending = b""  # an incomplete UTF-8 sequence at a chunk's end
+        self.ebcdic = False
 
     def start(self, head: bytes) -> bytes:
         """Look at the file's first bytes: drop a UTF-8 BOM, notice EBCDIC."""
         if head.startswith(b"\xef\xbb\xbf"):
             head = head[3:]
         if head.lstrip(b" \t\r\n\x00\x40\x05\x15\x25")[:3] == b"\xc9\xe2\xc1":  # ISA
-            self.encoding = "cp500"
+            self.ebcdic = True
         return head
 
-    def decode(self, data: bytes, final: bool) -> str:
-        """Text of ``data``; an incomplete UTF-8 character waits for the next chunk."""
-        if self._pending:
-            data, self._pending = self._pending + data, b""
-        if self.encoding == "cp500":
-            return data.decode("cp500")
-        if data.isascii():
-            return data.decode("ascii")
-        if self.encoding in ("ascii", "utf-8"):
+    def decode(self, data: bytes) -> str:
+        return data.decode("cp500" if self.ebcdic else "latin-1")
+
+
+class _Text:
+    """One interchange's segment texts as their bytes read: ASCII, else UTF-8,
+    else cp1252, else latin-1. The choice only moves down that list, so
+    ``encoding`` names the weakest used so far; each interchange of a mailbag
+    starts again (its partner wrote it). Scanned text holds a character per
+    byte, and is decoded a run of whole segments at a time (the text between
+    two terminators): a character's bytes are never cut apart. An interchange
+    with a delimiter outside ASCII is read a character per byte (latin-1):
+    its delimiters must stay the characters it is split on."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+
+    def __call__(self, raw: str) -> str:
+        if raw.isascii() or self.encoding in ("latin-1", "cp500"):
+            return raw
+        data = raw.encode("latin-1")
+        if self.encoding != "cp1252":
             try:
-                text, used = codecs.utf_8_decode(data, "strict", final)
+                text = data.decode("utf-8")
             except UnicodeDecodeError:
                 self.encoding = "cp1252"
             else:
                 self.encoding = "utf-8"
-                self._pending = data[used:]
                 return text
-        if self.encoding == "cp1252":
-            try:
-                return data.decode("cp1252")
-            except UnicodeDecodeError:
-                self.encoding = "latin-1"
-        return data.decode("latin-1")
+        try:
+            return data.decode("cp1252")
+        except UnicodeDecodeError:
+            self.encoding = "latin-1"
+            return raw
 
 
 class SegmentScanner:
@@ -274,12 +283,14 @@ class SegmentScanner:
         self._stream = stream
         self._chunk_size = chunk_size
         self._decoder = _Decoder()
+        self._text = _Text("ascii")
         self._buf = ""
         self._pos = 0  # inside an interchange, _buf[_pos - 1] is a terminator
         self._eof = False
         self._started = False
         self.segment_count = 0  # segments of the current interchange so far
         self.previous_count = 0  # ... and of the one before
+        self.previous_encoding = "ascii"  # the one before's ``encoding``
         self.unterminated = False  # the file's last segment had no terminator
         self.interchange_count = 0
         self.delimiters: Delimiters | None = None
@@ -287,8 +298,9 @@ class SegmentScanner:
 
     @property
     def encoding(self) -> str:
-        """The weakest decoding used so far: ascii, utf-8, cp1252, latin-1 or cp500."""
-        return self._decoder.encoding
+        """The current interchange's weakest decoding so far: ascii, utf-8,
+        cp1252, latin-1 or cp500."""
+        return self._text.encoding
 
     def __iter__(self) -> Iterator[Segment]:
         for first, texts in self.pieces():
@@ -327,10 +339,9 @@ class SegmentScanner:
                 data += more
             data = self._decoder.start(data)
         if data:
-            self._buf += self._decoder.decode(data, False)
+            self._buf += self._decoder.decode(data)
         else:
             self._eof = True
-            self._buf += self._decoder.decode(b"", True)
 
     def _start_interchange(self) -> bool:
         """Skip padding, then sniff the next ISA; False at the end of the file."""
@@ -393,7 +404,14 @@ class SegmentScanner:
             self._wrapped = re.compile(
                 f"{t}[ \\t\\r\\n]*(?:(I[\\r\\n]*E[\\r\\n]*A)[\\r\\n]*{e}|(ISA)[^0-9A-Za-z\\s])"
             )
-        self._isa = elem.join(isa.elements)
+        self.previous_encoding = self._text.encoding
+        if self._decoder.ebcdic:
+            self._text = _Text("cp500")
+        else:
+            ascii_delimiters = (elem + comp + term + (d.repetition or "")).isascii()
+            self._text = _Text("ascii" if ascii_delimiters else "latin-1")
+        self._text(self._buf[base : isa.end])  # as written: NBSP padding in UTF-8 is C2 A0
+        self._isa = self._text(elem.join(isa.elements))
         self.previous_count, self.segment_count = self.segment_count, 1
         self.unterminated = False
         self._pos = isa.end
@@ -413,7 +431,7 @@ class SegmentScanner:
 
     def _split(self, region: str) -> tuple[int, list[str]]:
         """Segment texts of ``region``: text between two terminators, with no IEA in it."""
-        region = self._drop_breaks(region)
+        region = self._text(self._drop_breaks(region))
         term = self._term
         pieces = region.split(term)
         if not self._indent and region[:1] in self._lead:
@@ -437,6 +455,7 @@ class SegmentScanner:
             return self.segment_count + 1, []
         self.segment_count += 1
         self.unterminated = True
+        text = self._text(text)
         self.warnings.append(
             X12Error(
                 "the last segment has no segment terminator",
@@ -522,7 +541,7 @@ class SegmentScanner:
             for c in self._drop:
                 piece = piece.replace(c, "")
             self.segment_count += 1
-            yield self.segment_count, [piece.removesuffix(self._suffix)]
+            yield self.segment_count, [self._text(piece.removesuffix(self._suffix))]
             return
 
 
