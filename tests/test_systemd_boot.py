@@ -388,6 +388,53 @@ def test_partner_upload_reaches_done_with_its_997_in_two_processes(machine):
     assert doc["last_24h"]["succeeded"] >= 1, doc
 
 
+def test_an_upload_open_across_a_restart_waits_for_its_close(machine):
+    """A partner's session has written all of an interchange but its last
+    byte and keeps the file open while the service restarts: no open event
+    from before the start can be seen, but with the unit's CAP_LEASE the
+    kernel tells (a read lease refused on the partner's file): the upload
+    waits, ``upload_held`` "open for writing", until the close; then one
+    job, its bytes whole, one 997 (outsider round 15)."""
+    wait_for(machine.running, 30, "the service to be active (running)")
+    name = "po-open-across-restart.edi"
+    fifo, target = Path("/run/edi-boot-upload.fifo"), STATE / "inbox" / name
+    data = make_po(9301, GOOD)
+    machine.run(f"rm -f {fifo} && mkfifo -m 0644 {fifo}")
+    machine.run(  # the partner's session: writes what comes through the FIFO
+        f"setsid setpriv --reuid={PARTNER} --regid=sftp-partners --init-groups"
+        f" sh -c 'umask 022 && exec cat {fifo} > {target}' </dev/null >/dev/null 2>&1 &"
+    )
+
+    def session_open() -> int | None:
+        with contextlib.suppress(OSError):  # ENXIO until the partner's side has it open
+            return os.open(machine.path(fifo), os.O_WRONLY | os.O_NONBLOCK)
+        return None
+
+    session = wait_for(session_open, 10, "the partner's session to open its upload")
+    inbox, done = machine.path(target), machine.path(STATE / "done" / name)
+    try:
+        os.write(session, data[:-1])
+        wait_for(lambda: inbox.exists() and inbox.stat().st_size == len(data) - 1, 10, "bytes")
+        cursor = machine.cursor()
+        machine.run(f"systemctl restart {UNIT}")
+        wait_for(lambda: "open for writing" in machine.journal(cursor), 60, "upload_held")
+        assert inbox.exists() and not done.exists()
+        os.write(session, data[-1:])
+    finally:
+        os.close(session)
+    wait_for(done.exists, 60, "the upload in done/ once closed")
+    assert done.read_bytes() == data
+    acks = machine.path(STATE / "acks")
+
+    def answers() -> list[str]:
+        return [p.name for p in acks.iterdir() if p.name.startswith(name) and p.suffix == ".997"]
+
+    wait_for(answers, 10, "its 997")
+    assert len(answers()) == 1, answers()
+    journal = machine.journal(cursor)
+    assert "job_interrupted" not in journal and "changed while" not in journal, journal
+
+
 def test_stop_with_worker_processes_kills_nothing(machine):
     """`systemctl stop` with `processes = 2`: the daemon and everything it started end on
     SIGTERM; systemd SIGKILLs nothing (multiprocessing's resource tracker included)."""

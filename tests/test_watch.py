@@ -6,6 +6,7 @@ import errno
 import os
 import queue
 import random
+import signal
 import socket
 import stat
 import time
@@ -44,6 +45,7 @@ from edi_inbox.watch import (
     scan,
     start_observer,
     stop_observer,
+    writing,
 )
 
 from helpers import poll_until
@@ -246,6 +248,49 @@ def test_open_writer_blocks_readiness(inbox, inbox_fd, clock):
     tracker.event(Event.OPENED, "po.edi")
     clock.advance(SETTLE * 3)
     assert tickets(tracker) == {}
+    tracker.event(Event.CLOSED_WRITE, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
+
+
+@pytest.fixture
+def sigio_ignored():
+    """SIGIO ignored, as the service does: the condition of ``writing``."""
+    old = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGIO, old)
+
+
+def test_writing_is_the_kernels_word_on_open_writers(inbox, sigio_ignored):
+    """``writing``: True while any descriptor has the file open for writing
+    (a read lease refused), False once none has; None, untried, when SIGIO
+    is not ignored."""
+    path = inbox / "po.edi"
+    path.write_bytes(GOOD)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with open(path, "ab"):
+            assert writing(fd) is True
+        assert writing(fd) is False
+        signal.signal(signal.SIGIO, signal.SIG_DFL)
+        assert writing(fd) is None
+    finally:
+        os.close(fd)
+
+
+def test_a_writer_open_since_before_the_daemon_looked_blocks_readiness(
+    inbox, inbox_fd, clock, sigio_ignored
+):
+    """An upload opened before a restart (outsider round 15): no open event
+    was seen, but the kernel says it is open for writing. Complete-looking,
+    it waits (within the grace) until its close."""
+    path = inbox / "po.edi"
+    path.write_bytes(GOOD)
+    tracker = make_tracker(inbox_fd, clock)
+    with open(path, "ab"):
+        tracker.seen("po.edi", lambda: os.stat(path))
+        clock.advance(SETTLE * 3)
+        assert tickets(tracker) == {}
     tracker.event(Event.CLOSED_WRITE, "po.edi")
     clock.advance(SETTLE)
     assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
@@ -719,7 +764,7 @@ def test_safe_open_reads_a_regular_file(inbox, inbox_fd):
     fd, st = safe_open(inbox_fd, "po.edi", 1 << 20)
     os.close(fd)
     assert stat.S_ISREG(st.st_mode) and st.st_size == len(GOOD)
-    head, tail = peek(inbox_fd, "po.edi", 1 << 20)
+    head, tail, _ = peek(inbox_fd, "po.edi", 1 << 20)
     assert head.startswith(b"ISA") and tail.rstrip().endswith(GOOD.rstrip()[-20:])
 
 

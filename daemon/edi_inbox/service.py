@@ -1267,7 +1267,14 @@ def _signals(signals: Signals) -> Iterator[None]:
     def reload(signum: int, frame: Any) -> None:
         signals.reload = True
 
-    actions = {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload}
+    # SIGIO ignored: the watcher's read lease (``watch.writing``) is broken,
+    # with a SIGIO, by a partner's open in the instant it is held.
+    actions: dict[signal.Signals, Callable[[int, Any], None] | signal.Handlers] = {
+        signal.SIGTERM: stop,
+        signal.SIGINT: stop,
+        signal.SIGHUP: reload,
+        signal.SIGIO: signal.SIG_IGN,
+    }
     old = {sig: signal.signal(sig, action) for sig, action in actions.items()}
     try:
         yield

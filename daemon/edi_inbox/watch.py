@@ -6,7 +6,11 @@ kills the observer thread while the process lives on). The service's main
 thread feeds those events, and full scans of the inbox, into a ``Tracker``,
 which decides per name when a file is ready:
 
-* no writer holds it open (inotify open/close pairs, where available);
+* no writer holds it open: inotify open/close pairs, where available, and
+  the kernel's own word when the file is looked at (``writing``: a read
+  lease, refused while any process has the file open for writing — an
+  upload opened before a restart or a reload too; the unit grants
+  ``CAP_LEASE`` for files partners own);
 * its size, mtime, inode and link count have not changed for ``settle_seconds``;
 * it ends with an X12 trailer (IEA), or it has been unchanged for
   ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
@@ -32,11 +36,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import fcntl
 import functools
 import heapq
 import itertools
 import os
 import queue
+import signal
 import stat
 import threading
 import time
@@ -181,17 +187,41 @@ def read_all(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def peek(dir_fd: int, name: str, max_bytes: int) -> tuple[bytes, bytes]:
-    """The first ``TAIL_BYTES`` of a file, opened safely, and the last ones
-    before any padding after them (``_content_end``)."""
+class Peek(NamedTuple):
+    head: bytes  # the first TAIL_BYTES
+    tail: bytes  # the last TAIL_BYTES before any padding
+    writing: bool | None  # ``writing(fd)``
+
+
+def peek(dir_fd: int, name: str, max_bytes: int) -> Peek:
+    """The first ``TAIL_BYTES`` of a file, opened safely, the last ones
+    before any padding after them (``_content_end``), and whether another
+    process has it open for writing."""
     fd, st = safe_open(dir_fd, name, max_bytes)
     try:
         head = os.pread(fd, TAIL_BYTES, 0)
         end = _content_end(fd, st.st_size)
         tail = os.pread(fd, TAIL_BYTES, max(0, end - TAIL_BYTES))
+        return Peek(head, tail, writing(fd))
     finally:
         os.close(fd)
-    return head, tail
+
+
+def writing(fd: int) -> bool | None:
+    """Whether some process has the file of ``fd`` (open read-only) open for
+    writing: the kernel refuses a read lease (``F_SETLEASE``) then; one it
+    grants is given back at once. None when it cannot tell: a file the daemon
+    does not own without ``CAP_LEASE``, a file system without leases (NFS), or
+    SIGIO not ignored (a writer's open during the lease signals the holder,
+    and SIGIO's default ends the process; the service ignores it)."""
+    if signal.getsignal(signal.SIGIO) != signal.SIG_IGN:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
 
 
 # What may follow an IEA (``x12.trailer_present``): whitespace, NULs, Ctrl-Z.
@@ -538,7 +568,7 @@ class Tracker:
     dir_fd: int
     settings: DaemonSettings
     clock: Callable[[], float]
-    peek: Callable[[int, str, int], tuple[bytes, bytes]] = peek
+    peek: Callable[[int, str, int], Peek] = peek
     # What a file's ctime is measured against: the inbox's file system's clock
     # (``files.share_clock``, set at each scan by the inbox)
     wall_clock: Callable[[], float] = time.time
@@ -843,7 +873,9 @@ class Tracker:
         if problem:
             return self._ticket(entry, Verdict.REFUSE, code=problem.code, reason=problem.reason)
         try:
-            head, tail = self.peek(self.dir_fd, entry.name, self.settings.max_file_bytes)
+            head, tail, open_for_writing = self.peek(
+                self.dir_fd, entry.name, self.settings.max_file_bytes
+            )
         except Refused as refused:
             return self._ticket(entry, Verdict.REFUSE, code=refused.code, reason=refused.reason)
         except FileNotFoundError:
@@ -854,6 +886,10 @@ class Tracker:
         entry.trouble_since = None
         entry.failures = 0
 
+        # Open since before the daemon looked (a restart, a reload): inotify
+        # could not tell. Waited for as an upload without its trailer is.
+        if open_for_writing and self._held(entry, st, now, "open for writing") is None:
+            return None
         if trailer_present(tail) or not may_be_x12(head):
             return self._ticket(entry, Verdict.PROCESS)
         waited = self._held(entry, st, now, "no X12 trailer (IEA) yet")
