@@ -329,3 +329,22 @@ def test_sqlite_needs_no_postgres_driver(env, tmp_path):
     pg = {**run, "EDI_INBOX_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     refused = subprocess.run([*command, "stats"], env=pg, capture_output=True, text=True)
     assert refused.returncode != 0 and "edi-inbox[postgres]" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--since", "9999-12-31T23:59", "out of range"),
+        ("--until", "0001-01-01T00:00+14:00", "out of range"),
+        ("--since", "2026-13-45", "is not a date"),
+    ],
+)
+def test_a_date_the_queries_cannot_reach_is_a_usage_error(env, option, value, said):
+    """--since/--until at the ends of the calendar: a usage error (exit 2)
+    saying so, as the HTTP API's 422 does (``queries.moment``), never a
+    traceback from the day's bounds overflowing."""
+    run_cli(env, "process", str(GOOD))
+    commands = (["stats"], ["jobs", "search"]) if option == "--since" else (["jobs", "search"],)
+    for command in commands:
+        result = run_cli(env, *command, option, value)
+        assert result.exit_code == 2 and said in result.stderr, (command, result.output)

@@ -209,11 +209,6 @@ EDGE_DATES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a date near year 1 or 9999 in since/until gets a bare text/plain 500 instead of"
-    " the JSON 422 (or error page) that says what is wrong with the parameter",
-)
 @pytest.mark.parametrize("path", EDGE_DATES)
 def test_a_date_at_the_end_of_the_calendar_is_a_422_not_a_500(web: Site, path: str):
     answer = web.get(path)

@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,9 @@ def _when(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return queries.moment(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _cell(value: Any) -> str:

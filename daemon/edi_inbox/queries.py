@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -90,6 +90,21 @@ FILED_FAILED = (JobStatus.FAILED.value, JobStatus.PARTIAL.value)  # their files 
 OFFSET_MAX = 2**63 - 1  # the largest integer SQLite and PostgreSQL's bigint hold
 SEARCH_MATCHES = ("substring", "prefix")
 MATERIALIZE_AT_LEAST = 1000  # candidate jobs a PO search always looks up directly
+
+
+def moment(value: str) -> datetime:
+    """``since``/``until`` as the CLI and the HTTP API take them: an ISO date
+    or date-time, naive meaning UTC; ``ValueError`` (its message for the
+    user) otherwise, or past what a day's or an hour's bounds can reach (the
+    years 1 and 9999)."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not 1 < parsed.year < 9999:
+        raise ValueError(f"{value!r} is out of range (years 2 to 9998)")
+    return parsed
 
 
 def _rows(query: Any) -> Iterator[Any]:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -181,10 +181,9 @@ def when(value: str | None, name: str) -> datetime | None:
     if value is None or not value.strip():
         return None
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ApiError(422, f"{name}: {value!r} is not a date (YYYY-MM-DD[THH:MM])") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return queries.moment(value)
+    except ValueError as exc:
+        raise ApiError(422, f"{name}: {exc}") from None
 
 
 PartnerQuery = Annotated[
