@@ -224,7 +224,9 @@ def test_browser_overview_search_job_retry_and_hostile_po(web, tmp_path):
         # The overview.
         driver.get(web.url + "/")
         assert driver.find_element(By.TAG_NAME, "h1").text == "Overview"
-        assert len(driver.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 48
+        assert (
+            len(driver.find_elements(By.CSS_SELECTOR, "svg rect.bar")) == 72
+        )  # succeeded, partial, failed per hour
         hosts = driver.find_element(By.CSS_SELECTOR, "table.hosts").text
         assert "edi-a" in hosts and "running" in hosts and "Owing 997" in hosts
         driver.save_screenshot(str(shots / "overview.png"))

@@ -318,11 +318,6 @@ def test_metrics_agree_with_stats_after_a_partial_job(web: Site):
     assert jobs["succeeded"] == stats["successful_jobs"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the overview's Last 24 h card and chart leave partial jobs out: a day of files"
-    " whose orders were partly refused looks like a day with nothing wrong",
-)
 def test_the_overview_counts_partial_jobs(web: Site):
     day = web.cli_json("status")["last_24h"]
     assert day["partial"] == 1, day
@@ -331,11 +326,6 @@ def test_the_overview_counts_partial_jobs(web: Site):
     assert "partial" in card, card
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Partners page shows a partner's files and failures but not its partial files"
-    " (/api/partners has them): a partner whose orders are partly refused looks clean",
-)
 def test_the_partners_page_counts_a_partners_partial_files(web: Site):
     listed = {p["name"]: p for p in web.get("/api/partners").json()["partners"]}
     assert listed["acme"]["partial"] == 1, listed["acme"]

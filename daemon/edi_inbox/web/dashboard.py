@@ -82,15 +82,19 @@ def stylesheet() -> Response:
 # -- overview ------------------------------------------------------------------------
 
 
+# The chart's bars: jobs that ended with orders posted, some refused, none.
+CHART_KINDS = (JobStatus.SUCCEEDED.value, JobStatus.PARTIAL.value, JobStatus.FAILED.value)
+
+
 def hourly(web: Web, now: datetime) -> list[dict[str, Any]]:
-    """Succeeded and failed jobs per hour of the last 24 (the hourly rollups)."""
+    """Succeeded, partial and failed jobs per hour of the last 24 (the hourly rollups)."""
     first = hour_of(now) - timedelta(hours=23)
 
     def work() -> list[tuple[Any, str, int]]:
         query = JobRollup.select(JobRollup.start, JobRollup.status, JobRollup.jobs).where(
             (JobRollup.period == "hour")
             & (JobRollup.start >= first)
-            & JobRollup.status.in_([JobStatus.SUCCEEDED.value, JobStatus.FAILED.value])
+            & JobRollup.status.in_(CHART_KINDS)
         )
         return [(r.start, r.status, r.jobs) for r in query]
 
@@ -99,27 +103,23 @@ def hourly(web: Web, now: datetime) -> list[dict[str, Any]]:
         key = (start.astimezone(UTC), status)
         counts[key] = counts.get(key, 0) + int(n)
     return [
-        {
-            "hour": hour,
-            "succeeded": counts.get((hour, "succeeded"), 0),
-            "failed": counts.get((hour, "failed"), 0),
-        }
+        {"hour": hour, **{kind: counts.get((hour, kind), 0) for kind in CHART_KINDS}}
         for hour in (first + timedelta(hours=i) for i in range(24))
     ]
 
 
 def chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
-    """Bar geometry for the inline SVG: two bars per hour, a round top value."""
+    """Bar geometry for the inline SVG: a bar per kind and hour, a round top value."""
     width, height, left, bottom, top = 760, 180, 36, 22, 8
-    peak = max([1] + [max(h["succeeded"], h["failed"]) for h in hours])
+    peak = max([1] + [h[kind] for h in hours for kind in CHART_KINDS])
     scale_top = _nice(peak)
     plot = height - bottom - top
     slot = (width - left - 4) / len(hours)
-    bar = max(2.0, slot / 2 - 2)
+    bar = max(2.0, slot / len(CHART_KINDS) - 2)
     bars = []
     for i, h in enumerate(hours):
         x = left + i * slot + 1
-        for j, kind in enumerate(("succeeded", "failed")):
+        for j, kind in enumerate(CHART_KINDS):
             n = h[kind]
             bar_h = plot * n / scale_top
             bars.append(
@@ -147,8 +147,7 @@ def chart(hours: list[dict[str, Any]]) -> dict[str, Any]:
         "bars": bars,
         "labels": labels,
         "label_y": height - 6,
-        "total_succeeded": sum(h["succeeded"] for h in hours),
-        "total_failed": sum(h["failed"] for h in hours),
+        "totals": {kind: sum(h[kind] for h in hours) for kind in CHART_KINDS},
     }
 
 
