@@ -184,11 +184,6 @@ def test_the_partial_job_is_partial(web: Site):
     assert vendor["status"] == "succeeded" and vendor["vendor_name"] == VENDOR, vendor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="for a partner with its own outbox the job page says the 997 is 'no longer in"
-    " acks/' and shows none, while it waits in the partner's outbox",
-)
 def test_the_job_page_shows_a_997_kept_in_the_partners_outbox(web: Site):
     shown = web.get(f"/api/jobs/{web.jobs['partial']}").json()
     (name,) = [a if isinstance(a, str) else a.get("name", a.get("file")) for a in shown["acks"]]

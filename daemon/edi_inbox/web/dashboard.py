@@ -11,6 +11,7 @@ carries the ``[http] token_file`` token, typed by the operator.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -297,7 +298,7 @@ def job(request: Request, job_id: str) -> HTMLResponse:
         orders=[
             _order(o, summary) for o, summary in zip(result.orders, doc["orders"], strict=False)
         ],
-        acks=[_ack(web, name) for name in doc.get("acks") or []],
+        acks=[_ack(web, doc.get("partner"), name) for name in doc.get("acks") or []],
         report=json.dumps(report, indent=2, ensure_ascii=False, default=str) if report else None,
         segments=_segments(result.edi_content, failing),
         edi_kept=result.edi_content is not None,
@@ -319,15 +320,20 @@ def _order(order: Any, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ack(web: Web, name: str) -> dict[str, Any]:
-    """A 997 the job wrote, one segment per line, if it is still in acks/."""
-    folder = web.settings.paths.acks
-    path = folder / Path(name).name if folder is not None else None
-    try:
-        text = path.read_bytes().decode("latin-1") if path is not None else None
-    except OSError:
-        text = None
-    return {"name": name, "segments": _segments(text.encode("latin-1"), set()) if text else []}
+def _ack(web: Web, partner: str | None, name: str) -> dict[str, Any]:
+    """A 997 the job wrote, one segment per line, if it is still where the
+    job's acknowledgements go: its partner's outbox, else acks/ (``folder``)."""
+    settings = web.settings.partners.get(partner or "")
+    folder = settings.outbox if settings and settings.outbox else web.settings.paths.acks
+    data = None
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            data = (folder / Path(name).name).read_bytes()
+    return {
+        "name": name,
+        "folder": str(folder or ""),
+        "segments": _segments(data, set()) if data else [],
+    }
 
 
 def _failed_report(web: Web, job_id: str, file_path: str | None) -> dict[str, Any] | None:
