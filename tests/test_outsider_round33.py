@@ -263,14 +263,10 @@ def test_retry_only_by_post_with_the_token(web: Site):
     assert form.status == 401, form.status
     assert (failed / "bad-po.edi").exists()  # none of these retried it
     page = web.get("/failed?problem=%3Cscript%3Ealert(1)%3C/script%3E").text
-    assert "<script>alert(1)" not in page and "&lt;script&gt;" in page
+    # (Escaped when found; since the fix of the next test not shown at all.)
+    assert "<script>alert(1)" not in page and "alert(1)" not in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="anyone can send the operator a /failed link whose retried= says a file went back"
-    " to the inbox while it still waits in failed/ (and problem= shows any text)",
-)
 def test_the_failed_page_announces_only_a_retry_that_happened(web: Site):
     assert (web.root / "state" / "failed" / "bad-po.edi").exists()
     page = web.get("/failed?retried=bad-po.edi&problem=call+the+help+desk+at+555").text

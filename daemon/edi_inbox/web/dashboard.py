@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import jinja2
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from .. import admin, files, outcomes, queries
 from ..errors import DatabaseUnavailable, StoreError
@@ -409,13 +409,20 @@ def partners(request: Request) -> HTMLResponse:
 
 
 @router.get("/failed", response_class=HTMLResponse)
-def failed(request: Request, retried: str = "", problem: str = "") -> HTMLResponse:
-    web = web_of(request)
+def failed(request: Request) -> HTMLResponse:
+    return _failed_page(web_of(request))
+
+
+def _failed_page(web: Web, status: int = 200, retried: str = "", problem: str = "") -> HTMLResponse:
+    """The failed files; after the retry button, what it did (``retried``,
+    ``problem``): said only by the answer to that POST, never by a link
+    anyone could send the operator."""
     jobs = queries.failed_jobs(web.db, limit=500)
     for item in jobs:
         item["in_failed"] = _failed_report(web, item["job_id"], item["file_path"]) is not None
     return page(
         "failed.html",
+        status,
         jobs=jobs,
         retried=retried,
         problem=problem,
@@ -425,10 +432,9 @@ def failed(request: Request, retried: str = "", problem: str = "") -> HTMLRespon
 
 
 @router.post("/jobs/{job_id}/retry", response_model=None)
-def retry_form(
-    request: Request, job_id: str, token: Annotated[str, Form()] = ""
-) -> HTMLResponse | RedirectResponse:
-    """The retry button: the form carries the token; then back to the failed files."""
+def retry_form(request: Request, job_id: str, token: Annotated[str, Form()] = "") -> HTMLResponse:
+    """The retry button: the form carries the token; the failed files again,
+    saying what it did."""
     web = web_of(request)
     if web.token is None:
         return page(
@@ -440,6 +446,6 @@ def retry_form(
     try:
         results = retry_job(web, job_id)
     except ApiError as exc:
-        return RedirectResponse("/failed?" + urlencode({"problem": exc.message}), status_code=303)
+        return _failed_page(web, exc.status, problem=exc.message)
     names = ", ".join(r.get("inbox_name", "") for r in results if r.get("retried"))
-    return RedirectResponse("/failed?" + urlencode({"retried": names}), status_code=303)
+    return _failed_page(web, retried=names)
