@@ -460,12 +460,6 @@ def heartbeat_age(daemon: Daemon, host: str) -> float:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="a host whose heartbeat_seconds is longer than another's has its live, in-flight"
-    " files taken over by that host: the order is posted a second time while its first POST"
-    " is still at the ERP, and the first host's job ends interrupted",
-)
 def test_a_live_host_with_a_longer_heartbeat_keeps_its_files(daemons, pg_url, tmp_path):
     """Alpha runs with ``heartbeat_seconds = 40`` (its own takeover age
     120 s), beta with 0.5 (15 s), as a rolling config change leaves them.
@@ -508,11 +502,6 @@ def test_a_live_host_with_a_longer_heartbeat_keeps_its_files(daemons, pg_url, tm
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="db reset run with another host's config wipes every job record under a running"
-    " daemon whose heartbeat_seconds is longer: its posted orders are then posted again as new",
-)
 def test_db_reset_is_refused_while_a_host_with_a_longer_heartbeat_runs(
     daemons, ledger, pg_url, tmp_path
 ):

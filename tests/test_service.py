@@ -472,7 +472,7 @@ def test_claims_of_live_hosts_kept_of_dead_hosts_taken_over_once(tmp_path, erp):
     settings = make_settings(tmp_path, erp.url, workers=2)
     db = open_db(settings)
     now = datetime.now(UTC)
-    stale = now - timedelta(seconds=admin.fresh_seconds(settings.daemon) + 1)
+    stale = now - timedelta(seconds=admin.fresh_seconds(settings.daemon.heartbeat_seconds) + 1)
     store.heartbeat(db, "live:1", host="host-live", pid=1, version="x", started_at=now)
     store.heartbeat(db, "dead:1", host="host-dead", pid=1, version="x", started_at=stale, now=stale)
     _, live_file = claim_left(settings, "host-live", 1)
@@ -490,6 +490,26 @@ def test_claims_of_live_hosts_kept_of_dead_hosts_taken_over_once(tmp_path, erp):
     assert erp.posts == 1
     (row,) = job_rows(settings)
     assert row["retry_of"] == dead_job and row["status"] == "succeeded"
+
+
+def test_each_host_is_judged_alive_by_the_interval_it_beats_at(tmp_path, erp):
+    """Hosts configured apart: one beating every 40 s, last seen 20 s ago, is
+    alive to a host beating every 0.5 s (its interval is recorded with its
+    heartbeat); one of an older version, which recorded none, is judged by
+    the reader's."""
+    settings = make_settings(tmp_path, erp.url, heartbeat_seconds=0.5)
+    db = open_db(settings)
+    try:
+        now = datetime.now(UTC)
+        before = now - timedelta(seconds=20)
+        for host, interval in (("slow", 40.0), ("older", None)):
+            store.heartbeat(
+                db, f"{host}:1", host=host, pid=1, version="x", started_at=before,
+                heartbeat_seconds=interval, now=before,
+            )  # fmt: skip
+        assert admin.live_hosts(settings, db, now=now) == {"slow"}
+    finally:
+        db.close()
 
 
 def test_running_daemon_takes_over_when_a_host_dies(tmp_path, erp):

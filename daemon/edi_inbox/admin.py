@@ -31,22 +31,26 @@ logger = structlog.get_logger("edi_inbox.admin")
 # -- liveness ------------------------------------------------------------------------
 
 
-def fresh_seconds(daemon: DaemonSettings) -> float:
+def fresh_seconds(heartbeat_seconds: float) -> float:
     """How old a heartbeat may be for its daemon to count as alive: three
     heartbeat intervals, at least 15 s."""
-    return max(3 * daemon.heartbeat_seconds, 15.0)
+    return max(3 * heartbeat_seconds, 15.0)
+
+
+def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
+    """A daemon's heartbeat row (``queries.list_daemons``) is fresh, by the
+    interval it beats at (its own configuration's, recorded with it; an older
+    version's, not recorded: ours)."""
+    interval = daemon.get("heartbeat_seconds") or settings.heartbeat_seconds
+    return bool(daemon["heartbeat_age_seconds"] <= fresh_seconds(interval))
 
 
 def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> set[str]:
     """The ``processing/`` folder names of the hosts with a fresh heartbeat."""
     from . import queries
 
-    fresh = fresh_seconds(settings.daemon)
-    return {
-        host_folder(d["host"])
-        for d in queries.list_daemons(db, now=now)
-        if d["heartbeat_age_seconds"] <= fresh
-    }
+    daemons = queries.list_daemons(db, now=now)
+    return {host_folder(d["host"]) for d in daemons if alive(d, settings.daemon)}
 
 
 # -- retry ---------------------------------------------------------------------------
@@ -236,9 +240,8 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
     now = now or datetime.now(UTC)
     doc = queries.status_summary(db, now=now)
     doc["jobs_running"] = doc.pop("running", 0)
-    fresh = fresh_seconds(settings.daemon)
     for daemon in doc.get("daemons", []):
-        daemon["alive"] = daemon["heartbeat_age_seconds"] <= fresh
+        daemon["alive"] = alive(daemon, settings.daemon)
     doc["running"] = any(d["alive"] for d in doc.get("daemons", []))
     doc["inbox"] = inbox_backlog(settings, now=now.timestamp())
     doc["claimed"] = claimed_counts(settings)

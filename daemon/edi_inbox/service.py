@@ -210,7 +210,11 @@ class Service:
 
         # With a heartbeat, other hosts may take this host's files when it goes
         # quiet: the workers check their claims against its age.
-        self.liveness = None if heartbeat is None else Liveness(admin.fresh_seconds(self.daemon))
+        self.liveness = (
+            None
+            if heartbeat is None
+            else Liveness(admin.fresh_seconds(self.daemon.heartbeat_seconds))
+        )
         self.lanes: dict[str, Claims] = lanes(settings, self.host, self.liveness)
         self.inboxes: dict[str, WatchedInbox] = {}  # lane -> its watch, once open
         # Partners' inboxes the daemon may not open (their owner's chmod), by
@@ -1140,6 +1144,7 @@ def _serve(
             started_at=started_at,
             counters=counters,
             last_error=last_error,
+            heartbeat_seconds=settings.daemon.heartbeat_seconds,
         )
 
     def lookup_job(job_id: str) -> Mapping[str, Any] | None:

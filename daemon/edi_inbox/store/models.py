@@ -282,6 +282,9 @@ class Daemon(BaseModel):
     version = pw.TextField()
     started_at = UtcDateTimeField()
     heartbeat_at = UtcDateTimeField()
+    # Schema v9: the interval it beats at (hosts may be configured apart:
+    # each is judged by its own). None from an older version.
+    heartbeat_seconds = pw.DoubleField(null=True)
     counters = JsonField(null=True)
     last_error = pw.TextField(null=True)
 

@@ -744,11 +744,12 @@ def heartbeat(
     started_at: datetime,
     counters: dict[str, Any] | None = None,
     last_error: str | None = None,
+    heartbeat_seconds: float | None = None,
     now: datetime | None = None,
 ) -> None:
     """Record that daemon ``daemon_id`` is alive (one row per daemon,
     upserted), dated by the database's clock (``Database.clock``) unless
-    ``now`` is given."""
+    ``now`` is given, beating every ``heartbeat_seconds``."""
 
     def work() -> None:
         row = {
@@ -758,6 +759,7 @@ def heartbeat(
             Daemon.version: version,
             Daemon.started_at: started_at,
             Daemon.heartbeat_at: now or db.clock(),
+            Daemon.heartbeat_seconds: heartbeat_seconds,
             Daemon.counters: counters or {},
             Daemon.last_error: last_error,
         }

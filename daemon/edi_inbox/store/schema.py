@@ -30,6 +30,7 @@ from .models import (
     ROLLUP_PERIODS,
     BaseModel,
     ControlNumber,
+    Daemon,
     Job,
     JobInterchange,
     JobLog,
@@ -160,7 +161,9 @@ def _migrate_v9(db: Database) -> None:
     every retry its job logged (``erp_retry``, one before each attempt after
     the first) met a refused connection too, and the job ran once (a run
     after the first starts after the job's row was written: the run before
-    may have sent the order before it stopped)."""
+    may have sent the order before it stopped). ``daemons.heartbeat_seconds``:
+    the interval a daemon beats at (None for those of older versions)."""
+    _add_column_if_missing(db, Daemon, "heartbeat_seconds")
     candidates = (
         Order.select(Order.id, Order.job, Order.attempts, Order.error)
         .join(Job)

@@ -295,7 +295,6 @@ def _hosts(web: Any) -> Iterator[Metric]:
     """Per host, from its newest heartbeat (older rows are earlier runs)."""
     from .. import queries
 
-    fresh = admin.fresh_seconds(web.settings.daemon)
     up = GaugeMetricFamily(
         "edi_inbox_daemon_up", "1 when the host's daemon beats.", labels=["host"]
     )
@@ -314,9 +313,8 @@ def _hosts(web: Any) -> Iterator[Metric]:
         if host in seen:
             continue
         seen.add(host)
-        alive = daemon["heartbeat_age_seconds"] <= fresh and not (daemon.get("counters") or {}).get(
-            "stopping"
-        )
+        stopping = (daemon.get("counters") or {}).get("stopping")
+        alive = admin.alive(daemon, web.settings.daemon) and not stopping
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
         counters = daemon.get("counters") or {}
