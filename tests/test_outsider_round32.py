@@ -531,12 +531,6 @@ def test_db_reset_is_refused_while_a_host_with_a_longer_heartbeat_runs(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="after db reset the 997/TA1 control number starts again from the clock, behind"
-    " the numbers already sent: the partner gets new acknowledgements under ISA13s it has"
-    " had (a duplicate interchange its translator refuses)",
-)
 def test_acknowledgements_after_a_db_reset_never_reuse_an_isa13(daemons, ledger, pg_url, tmp_path):
     """25 files answered (a TA1 and a 997 each: 50 ISA13s) in a few seconds,
     the daemon stopped, ``db reset --yes``, started again, one more file:
