@@ -381,6 +381,11 @@ class Recorder(Protocol):
         ERP before without an answer (by a run of this job, or of the one it
         carries on, or by a job that ended): the ERP may hold them."""
 
+    def may_hold(self, job_id: str) -> bool:
+        """Whether the ERP may hold an order of job ``job_id``: one it
+        answered, one sent without an answer, or one a run cut short was
+        posting (not a duplicate, nor one refused for good or never sent)."""
+
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         """Those of ``rivals`` (``Started.rivals``) still running with an order
         of ``job``'s sender and PO number that has no ERP id yet, each with
@@ -458,6 +463,9 @@ class NullRecorder:
 
     def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
         return ()  # nothing is kept across a crash
+
+    def may_hold(self, job_id: str) -> bool:
+        return False  # nothing is kept across a crash
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         mine = [(o.sender, o.po_number) for o in job.orders]

@@ -759,6 +759,12 @@ class Pipeline:
         job.partner = found.partner.name if found.partner is not None else None
         if found.refused is None:
             return None
+        if job.retry_of and self._read(job, work, "may_hold", self.recorder.may_hold, job.retry_of):
+            # A file its earlier run took (then cut short: a crash, a takeover)
+            # whose orders the ERP may hold: finished as begun, whatever the
+            # configuration says of its sender now.
+            logger.warning("sender_refused_after_sending", reason=found.refused)
+            return None
         logger.warning("sender_refused", reason=found.refused)
         error = X12Error(found.refused, segment_id="ISA", element=6, code="006")
         for interchange in work.interchanges:
@@ -808,6 +814,11 @@ class Pipeline:
         for ts, po in work.purchase_orders:
             found, warnings = rules.split(rules.validate(po), levels)
             order = work.order_of[id(summary_of(ts))]
+            if found and self._held_before(job, work, po, order):
+                # Sent by the run this one carries on (the rules changed since):
+                # the ERP may hold it. A warning now, sent again under its key.
+                logger.warning("rules_changed_after_sending", po_number=po.po_number)
+                found, warnings = [], [*warnings, *found]
             for problem in found:
                 work.reject(ts, _problem_to_x12(problem))
             if found:
@@ -949,6 +960,22 @@ class Pipeline:
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
         return order.status != "pending"
+
+    def _held_before(
+        self, job: JobResult, work: _Work, po: orders.PurchaseOrder, order: OrderResult
+    ) -> bool:
+        """Whether the job this one carries on (a run cut short, resumed or
+        taken over; a retry) posted ``order`` or sent it without an answer."""
+        if not job.retry_of:
+            return False
+        sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
+        posted = self._read(
+            job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
+        )
+        key = order.idempotency_key
+        if any(p.job_id == job.retry_of and p.idempotency_key == key for p in posted):
+            return True
+        return self._sent_unanswered(job, work, order)
 
     def _sent_unanswered(self, job: JobResult, work: _Work, order: OrderResult) -> bool:
         """Whether ``order`` went to the ERP before without an answer (its

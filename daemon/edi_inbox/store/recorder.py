@@ -347,6 +347,12 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
+    def may_hold(self, job_id: str) -> bool:
+        def work() -> bool:
+            return bool(execute(self.db, "held_count", job_id).fetchone()[0])
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         po_numbers = {o.po_number for o in job.orders}
 
