@@ -734,12 +734,6 @@ def jobs_total(port: int) -> dict[str, float]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='edi_inbox_jobs_total{status="interrupted"} goes down when a job parked at a stop'
-    " gets its record at the next start: Prometheus reads a counter reset, and increase()"
-    " over it reports the whole counter as new interrupted jobs",
-)
 def test_a_counter_never_goes_down_when_a_parked_job_is_recorded_late(scratch: Path):
     """The daemon's own calls in its order: a job whose final record cannot be
     written (the database locked) is parked (``NotRecorded``); the stop marks

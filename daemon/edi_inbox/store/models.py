@@ -254,6 +254,9 @@ class JobRollup(BaseModel):
     start = UtcDateTimeField()
     status = pw.TextField()
     jobs = pw.BigIntegerField(default=0)
+    # Schema v9: jobs that reached it, never taken back (a job interrupted,
+    # then run to its end, counts in both): /metrics' counter.
+    reached = pw.BigIntegerField(default=0)
     durations = pw.BigIntegerField(default=0)  # how many had a duration
     duration_total = pw.DoubleField(default=0.0)
     amount = MoneyField(default=Decimal(0))

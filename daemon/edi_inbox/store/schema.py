@@ -162,8 +162,12 @@ def _migrate_v9(db: Database) -> None:
     the first) met a refused connection too, and the job ran once (a run
     after the first starts after the job's row was written: the run before
     may have sent the order before it stopped). ``daemons.heartbeat_seconds``:
-    the interval a daemon beats at (None for those of older versions)."""
+    the interval a daemon beats at (None for those of older versions).
+    ``job_rollups.reached``: the jobs that reached a status, never taken
+    back (from the counts so far)."""
     _add_column_if_missing(db, Daemon, "heartbeat_seconds")
+    _add_column_if_missing(db, JobRollup, "reached")
+    JobRollup.update(reached=JobRollup.jobs).execute()
     candidates = (
         Order.select(Order.id, Order.job, Order.attempts, Order.error)
         .join(Job)
@@ -339,6 +343,7 @@ def rebuild_search_and_rollups(db: Database) -> None:
                     "start": key[1],
                     "status": key[2],
                     "jobs": sums[0],
+                    "reached": sums[0],
                     "durations": sums[1],
                     "duration_total": sums[2],
                     "amount": sums[3],

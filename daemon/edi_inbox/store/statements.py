@@ -100,9 +100,9 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     "vendor_search_insert": _insert("vendor_search", "vendor job_id", " ON CONFLICT DO NOTHING"),
     "rollup_upsert": _insert(
         "job_rollups",
-        "period start status jobs durations duration_total amount",
+        "period start status jobs reached durations duration_total amount",
         ' ON CONFLICT ("period", "start", "status") DO UPDATE SET '
-        + _sets("jobs durations duration_total", '"job_rollups"."{c}" + excluded."{c}"')
+        + _sets("jobs reached durations duration_total", '"job_rollups"."{c}" + excluded."{c}"')
         + ', "amount" = {amount_sum}',
     ),
     "duplicate_by_interchange": (
@@ -321,11 +321,12 @@ def add_rollup(
     batch: Batch, status: str, started_at: Any, duration: Any, amount: Any, sign: int
 ) -> Batch:
     """Add (+1) or take back (-1) one finished job's share of ``job_rollups``:
-    a row for its hour and one for its day (unfinished jobs have none)."""
+    a row for its hour and one for its day (unfinished jobs have none).
+    ``reached`` is never taken back."""
     if status not in FINAL_STATUSES or started_at is None:
         return batch
     started_at = read_time(started_at)
-    share = (sign, sign if duration is not None else 0, (duration or 0.0) * sign)
+    share = (sign, max(sign, 0), sign if duration is not None else 0, (duration or 0.0) * sign)
     money = exact_sum((amount,))
     money = money if sign > 0 else money.copy_negate()
     rows = [

@@ -75,7 +75,10 @@ class RecordsCollector(Collector):
         db = web.db
         rollups, running_jobs, last_success = run_unit(db, lambda: _read(db), write=False)
         jobs = CounterMetricFamily(
-            "edi_inbox_jobs", "Jobs that reached a final status.", labels=["status"]
+            "edi_inbox_jobs",
+            "Jobs that reached a final status (one interrupted, then run to its end,"
+            " counts in both: a counter never goes down).",
+            labels=["status"],
         )
         duration = SummaryMetricFamily(
             "edi_inbox_job_duration_seconds",
@@ -135,7 +138,7 @@ def _read(db: Any) -> tuple[dict[str, tuple[int, int, float, Any]], int, Any]:
     query = (
         JobRollup.select(
             JobRollup.status,
-            pw.fn.SUM(JobRollup.jobs),
+            pw.fn.SUM(JobRollup.reached),
             pw.fn.SUM(JobRollup.durations),
             pw.fn.SUM(JobRollup.duration_total),
             money,
