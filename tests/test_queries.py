@@ -259,6 +259,20 @@ def test_search_filters_combine(db, recorder, history):
         queries.search_jobs(db, po_number="x", match="regex")
 
 
+def test_search_by_status_pages_in_the_database(db, history):
+    """``status`` and ``offset`` narrow and page a search in SQL, as
+    ``list_jobs`` does (the dashboard read 10,000 matches and cut them: the
+    older ones were never found, round 33)."""
+    newest = sorted(history, key=lambda j: j.started_at, reverse=True)
+    failed = [j.job_id for j in newest if j.status is JobStatus.FAILED]
+    assert len(failed) > 3
+    found = queries.search_jobs(db, vendor="", status="failed", limit=2, offset=1)
+    assert [j["job_id"] for j in found] == failed[1:3]
+    assert [j["job_id"] for j in queries.search_jobs(db, limit=100, offset=3)] == [
+        j.job_id for j in newest[3:]
+    ]
+
+
 def test_status_summary(db, recorder, history):
     """status: the last 24 h by status, running jobs, the latest failure, daemons."""
     now = T0 + timedelta(hours=10)

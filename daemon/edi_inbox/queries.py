@@ -563,15 +563,18 @@ def search_jobs(
     until: datetime | None = None,
     limit: int = 50,
     match: str = "substring",
+    status: str | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Job summaries matching every given filter, most recently started first.
+    """Job summaries matching every given filter, most recently started first
+    (``limit`` of them, after the first ``offset``).
 
     ``po_number`` and ``vendor`` match case-insensitively (``fold``), as a
     substring (default) or, with ``match="prefix"``, as a prefix; a PO term
     shorter than ``MIN_SUBSTRING`` characters matches as a prefix. A PO term
     or vendor term matches any order of a file (a job still running included).
     ``sender`` is the ISA06 sender id, exactly; ``partner`` a partner's name,
-    exactly. ``since``/``until`` bound
+    exactly; ``status`` a job status. ``since``/``until`` bound
     ``started_at`` (``until`` exclusive)."""
     if match not in SEARCH_MATCHES:
         raise StoreError(f"match must be one of {', '.join(SEARCH_MATCHES)}, not {match!r}")
@@ -585,7 +588,7 @@ def search_jobs(
                 ids = Order.select(Order.job).where(_prefix(Order.po_number_folded, term))
             else:
                 ids = PoSearch.select(PoSearch.job).where(_prefix(PoSearch.suffix, term))
-            conditions.append(_among(ids, limit))
+            conditions.append(_among(ids, offset + limit))
         if vendor is not None and vendor.strip():
             term = vendor_search_key(vendor) or ""  # cut as stored
             if match == "prefix":
@@ -599,13 +602,15 @@ def search_jobs(
                 vendors = VendorSearch.select(VendorSearch.job).where(
                     VendorSearch.vendor.in_(names)
                 )
-            conditions.append(_among(vendors, limit))
+            conditions.append(_among(vendors, offset + limit))
         if sender is not None and sender.strip():
             conditions.append(Job.sender_id == sender.strip())
         if partner is not None:
             conditions.append(Job.partner == partner)
         if success is not None:
             conditions.append(Job.success == success)
+        if status is not None:
+            conditions.append(Job.status == status)
         if since is not None:
             conditions.append(Job.started_at >= since)
         if until is not None:
@@ -613,7 +618,7 @@ def search_jobs(
         query = Job.select(*SUMMARY_FIELDS)
         if conditions:
             query = query.where(*conditions)
-        query = query.order_by(Job.started_at.desc(), Job.id.desc()).limit(limit)
-        return [summary(row) for row in _rows(query.dicts())]
+        query = query.order_by(Job.started_at.desc(), Job.id.desc())
+        return [summary(row) for row in _rows(query.limit(limit).offset(offset).dicts())]
 
     return run_unit(db, work, write=False)

@@ -212,9 +212,7 @@ def jobs(
         searching = any(form[k].strip() for k in SEARCH_KEYS)
         if searching:
             success = {"success": True, "failure": False}.get(outcome)
-            # search_jobs has no offset: read up to this page's end and cut.
-            wanted = offset + PAGE + 1 if not status else 10_000
-            rows = queries.search_jobs(
+            found = queries.search_jobs(
                 web.db,
                 po_number=po_number or None,
                 vendor=vendor_name or None,
@@ -223,11 +221,10 @@ def jobs(
                 success=success,
                 since=when(since, "since"),
                 until=when(until, "until"),
-                limit=min(wanted, 10_000),
+                status=status or None,
+                limit=PAGE + 1,
+                offset=offset,
             )
-            if status:
-                rows = [r for r in rows if r["status"] == status]
-            found = rows[offset : offset + PAGE + 1]
         else:
             found = queries.list_jobs(
                 web.db,
