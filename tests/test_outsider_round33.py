@@ -618,11 +618,6 @@ def test_many_clients_at_once_beside_a_few_slow_ones(web: Site):
             conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="100 EUR and 100 USD posted show on the overview (and in /metrics) as 'amount 200',"
-    " one sum of two currencies that names neither",
-)
 def test_the_overview_does_not_add_euros_to_dollars(scratch: Path):
     from click.testing import CliRunner
 

@@ -273,6 +273,19 @@ def test_search_by_status_pages_in_the_database(db, history):
     ]
 
 
+def test_the_last_day_is_summed_per_currency(db, recorder):
+    """``status``' last 24 hours: the posted orders' amounts per currency
+    (their CUR; "" for none), never one sum of euros and dollars (round 33),
+    on SQLite and PostgreSQL alike."""
+    for n, currency in ((1, "EUR"), (2, "USD"), (3, "EUR"), (4, None)):
+        job = make_job(n, amounts=(Decimal("100.10"),))
+        order = job.orders[0]
+        job.orders[0] = replace(order, payload={**order.payload, "currency": currency})
+        record(recorder, job)
+    day = queries.status_summary(db, now=T0 + timedelta(hours=1))["last_24h"]
+    assert day["amounts_by_currency"] == {"": "100.10", "EUR": "200.20", "USD": "100.10"}
+
+
 def test_status_summary(db, recorder, history):
     """status: the last 24 h by status, running jobs, the latest failure, daemons."""
     now = T0 + timedelta(hours=10)

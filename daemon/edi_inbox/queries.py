@@ -294,6 +294,7 @@ def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, An
     day = stats(db, since=now - timedelta(hours=24))
 
     def work() -> dict[str, Any]:
+        amounts = posted_by_currency(db, now - timedelta(hours=24))
         running = Job.select().where(Job.status == JobStatus.RUNNING.value).count()
         last = (
             Job.select(Job.job_id, Job.file_name, Job.error, Job.completed_at)
@@ -304,9 +305,10 @@ def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, An
         )
         if last is not None:
             last["completed_at"] = iso(last["completed_at"])
-        return {"running": running, "last_error": last}
+        return {"running": running, "last_error": last, "amounts": amounts}
 
     extra = run_unit(db, work, write=False)
+    amounts = extra.pop("amounts")
     by_status = day["by_status"]
     return {
         "now": iso(now),
@@ -319,10 +321,32 @@ def status_summary(db: Database, *, now: datetime | None = None) -> dict[str, An
             "interrupted": by_status["interrupted"],
             "average_duration_seconds": day["average_duration_seconds"],
             "total_amount_processed": day["total_amount_processed"],
+            "amounts_by_currency": amounts,
         },
         **extra,
         "daemons": list_daemons(db, now=given),
     }
+
+
+def posted_by_currency(db: Database, since: datetime) -> dict[str, str]:
+    """The orders posted by jobs started at or after ``since``, summed per
+    currency (the order's CUR; "" for orders naming none): a sum of every
+    currency's amounts (``total_amount_processed``) names none. Part of the
+    caller's unit."""
+    if db.is_sqlite:
+        currency: Any = pw.fn.json_extract(Order.payload, "$.currency")
+    else:
+        currency = pw.Expression(Order.payload.cast("json"), "->>", "currency")
+    query = (
+        Order.select(currency, _money_sum(db, Order.total_amount))
+        .join(Job, on=(Order.job == Job.id))
+        .where((Job.started_at >= as_utc(since)) & (Order.status == "posted"))
+        .group_by(currency)
+    )
+    sums: dict[str, Decimal] = {}
+    for named, amount in _rows(query.tuples()):
+        sums[named or ""] = exact_sum((sums.get(named or ""), amount))
+    return {c: format(sums[c], "f") for c in sorted(sums)}
 
 
 def list_daemons(db: Database, *, now: datetime | None = None) -> list[dict[str, Any]]:
