@@ -79,12 +79,12 @@ TABLES = {
     "job_logs": ("job_id", "timestamp", "level", "message", "details"),
     "orders": ("job_id", "po_number", "po_number_folded", "line_count", "total_amount",
                "vendor_name", "erp_po_id", "idempotency_key", "status", "attempts", "payload",
-               "created_at", "updated_at"),
+               "refused", "created_at", "updated_at"),
     "job_interchanges": ("sender_id", "receiver_id", "control_number", "job_id"),
     "po_keys": ("suffix", "job_id"),
     "vendor_search": ("vendor", "job_id"),
-    "job_rollups": ("period", "start", "status", "jobs", "durations", "duration_total",
-                    "amount"),
+    "job_rollups": ("period", "start", "status", "jobs", "reached", "durations",
+                    "duration_total", "amount"),
 }  # fmt: skip
 
 
@@ -140,7 +140,7 @@ class Generator:
             out["job_logs"].append((pk, done, "info", "job_finished", None))
             out["orders"].append((
                 pk, po, po, 3, str(amount), self.names[vendor], f"ERP-{i}", job_id, "posted", 1,
-                "{}", when, when,
+                "{}", False, when, when,
             ))  # fmt: skip
             out["job_interchanges"].append((out["jobs"][-1][17], "RECEIVER", f"{i:09d}", pk))
             out["po_keys"].extend((s, pk) for s in store.po_suffixes(po))
@@ -148,7 +148,7 @@ class Generator:
         return out
 
     def rollup_rows(self) -> list[tuple[Any, ...]]:
-        return [(*key, n, nd, total, str(amount)) for key, (n, nd, total, amount) in
+        return [(*key, n, n, nd, total, str(amount)) for key, (n, nd, total, amount) in
                 self.rollups.items()]  # fmt: skip
 
 
@@ -341,12 +341,12 @@ def raw_writes(job: JobResult) -> list[tuple[str, list[tuple[Any, ...]]]]:
         (
             'INSERT INTO "orders" ("job_id", "po_number", "po_number_folded", "line_count",'
             ' "total_amount", "vendor_name", "erp_po_id", "idempotency_key", "status",'
-            ' "attempts", "payload", "created_at", "updated_at")'
+            ' "attempts", "payload", "refused", "created_at", "updated_at")'
             ' VALUES ((SELECT "id" FROM "jobs" WHERE "job_id" = ?),'
-            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(job.job_id, o.po_number, po, o.line_count, str(o.total_amount), o.vendor_name,
               o.erp_po_id, o.idempotency_key, o.status, o.attempts, store.dumps(o.payload),
-              now, now)],
+              o.refused, now, now)],
         ),
         (
             'INSERT INTO "job_interchanges" ("sender_id", "receiver_id", "control_number",'
@@ -364,9 +364,10 @@ def raw_writes(job: JobResult) -> list[tuple[str, list[tuple[Any, ...]]]]:
             [(store.fold(o.vendor_name), job.job_id)],
         ),
         (
-            'INSERT INTO "job_rollups" ("period", "start", "status", "jobs", "durations",'
-            ' "duration_total", "amount") VALUES (?, ?, ?, 1, 1, 0.01, ?)'
-            ' ON CONFLICT ("period", "start", "status") DO UPDATE SET "jobs" = "jobs" + 1',
+            'INSERT INTO "job_rollups" ("period", "start", "status", "jobs", "reached",'
+            ' "durations", "duration_total", "amount") VALUES (?, ?, ?, 1, 1, 1, 0.01, ?)'
+            ' ON CONFLICT ("period", "start", "status")'
+            ' DO UPDATE SET "jobs" = "jobs" + 1, "reached" = "reached" + 1',
             [(period, t(start(job.started_at)), "succeeded", str(o.total_amount))
              for period, start in store.ROLLUP_PERIODS],
         ),
