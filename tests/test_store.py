@@ -1048,6 +1048,32 @@ def test_migrate_a_v8_database_marks_orders_only_refused_connections_met(
     assert store.Order.get().refused is never_sent
 
 
+@pytest.mark.parametrize("migrated", [False, True])
+def test_a_host_of_the_version_before_still_records_on_a_v9_database(db, migrated):
+    """A rolling upgrade: a host on the version before v9, running on after
+    another migrated the database, writes ``job_rollups`` rows without
+    ``reached``: its SQL default takes them (NOT NULL alone refused them)."""
+
+    def make_v8() -> None:
+        db.execute_sql('ALTER TABLE "job_rollups" DROP COLUMN "reached"')
+        store._write_version(8)
+
+    if migrated:
+        store.run_unit(db, make_v8)
+        assert store.migrate(db) == [9]
+    store.run_unit(
+        db,
+        lambda: db.execute_sql(
+            'INSERT INTO "job_rollups" ("period", "start", "status", "jobs", "durations",'
+            ' "duration_total", "amount") VALUES (?, ?, ?, 1, 1, 0.5, ?)'.replace(
+                "?", "%s" if not db.is_sqlite else "?"
+            ),
+            ("day", T0, "succeeded", "1.00"),
+        ),
+    )
+    assert store.JobRollup.get().reached == 0
+
+
 def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
     """v6 → v7: ``jobs.ack_numbers`` added; the jobs before it have none."""
     old = record_job(65)

@@ -255,8 +255,10 @@ class JobRollup(BaseModel):
     status = pw.TextField()
     jobs = pw.BigIntegerField(default=0)
     # Schema v9: jobs that reached it, never taken back (a job interrupted,
-    # then run to its end, counts in both): /metrics' counter.
-    reached = pw.BigIntegerField(default=0)
+    # then run to its end, counts in both): /metrics' counter. A default in
+    # SQL too: a host on an older version, running on after another migrated
+    # the database, writes rows without it.
+    reached = pw.BigIntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     durations = pw.BigIntegerField(default=0)  # how many had a duration
     duration_total = pw.DoubleField(default=0.0)
     amount = MoneyField(default=Decimal(0))
