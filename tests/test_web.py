@@ -5,6 +5,8 @@ and ``/metrics`` read by prometheus_client's own parser."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -599,3 +601,48 @@ def test_http_settings_defaults_and_errors(tmp_path):
         config.load(toml, {})
     env = {"EDI_INBOX_HTTP_LISTEN": "[::1]:9000"}
     assert config.load(None, env).http.address() == ("::1", 9000)
+
+
+# -- HEAD, half-sent requests, a silent database --------------------------------------
+
+
+def raw(port: int, method: str, path: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One request on a connection of its own, closed after the answer: the
+    status, the headers and every byte after them, as they came on the wire."""
+    head = "".join(f"{h}\r\n" for h in (f"{method} {path} HTTP/1.1", "Host: x", *headers))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(f"{head}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    top, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), fields, rest
+
+
+def test_head_is_answered_as_get_without_a_body(web):
+    """HEAD on every GET endpoint, page, /metrics, /dashboard.css and /docs
+    answers GET's status and headers with no byte of body on the wire (404 for
+    an unknown job too); HEAD on the POST-only actions is a 405 and retries nothing."""
+    job = web.jobs["named"]
+    paths = ["/healthz", "/api/status", "/api/partners", "/api/jobs/stats"]
+    paths += ["/api/jobs/recent?limit=3", "/api/jobs/search?po_number=1", f"/api/jobs/{job}"]
+    paths += ["/metrics", "/", "/jobs", f"/jobs/{job}", "/partners", "/failed"]
+    paths += ["/dashboard.css", "/docs", "/openapi.json", "/api/jobs/nojob", "/jobs/nojob"]
+    for path in paths:
+        got = web.get(path)
+        status, headers, body = raw(web.port, "HEAD", path)
+        assert (status, body) == (got.status, b""), (path, status, body[:200])
+        assert headers["content-type"] == got.headers["content-type"], path
+        if not path.startswith(("/metrics", "/api/status", "/healthz", "/api/partners")):
+            assert int(headers["content-length"]) == len(got.body), path  # as GET's
+    failed = web.root / "state" / "failed"
+    waiting = sorted(os.listdir(failed))
+    for path in (f"/api/jobs/{web.jobs['failed']}/retry", "/api/orchestrate"):
+        status, headers, body = raw(web.port, "HEAD", path, f"Authorization: Bearer {TOKEN}")
+        assert (status, body) == (405, b""), (path, status)
+        assert headers["allow"] == "POST"
+    status, _, body = raw(web.port, "HEAD", f"/jobs/{web.jobs['failed']}/retry")
+    assert (status, body) == (405, b"")
+    assert sorted(os.listdir(failed)) == waiting

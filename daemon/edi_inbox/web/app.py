@@ -246,11 +246,39 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
         default_response_class=CliJSONResponse,
     )
     app.state.web = web
+    app.add_middleware(HeadAsGet)
     _errors(app)
     _routes(app)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)
     return app
+
+
+class HeadAsGet:
+    """HEAD answered as GET without its body, with GET's status and headers
+    (RFC 9110 9.3.2: wherever GET is answered, so is HEAD; monitors probe with it).
+
+    One ASGI layer for every route, not ``methods=["GET", "HEAD"]`` route by
+    route: FastAPI's routes, unlike Starlette's, never add HEAD beside GET, and
+    a route added later would be missed again. The routes see a GET; the body
+    is dropped here (uvicorn drops it too, going by the request's own method),
+    Content-Length stays GET's. A route without GET (retry, orchestrate)
+    answers HEAD as it answers GET: 405."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 def _errors(app: FastAPI) -> None:
