@@ -4,10 +4,16 @@ and ``/metrics`` read by prometheus_client's own parser."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
+import resource
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edi_inbox import config
 from edi_inbox.errors import ConfigError
+from edi_inbox.web.app import HEAD_SECONDS
 
 from helpers import database_locked, make_po, poll_until
 from web_site import (
@@ -29,6 +36,8 @@ from web_site import (
     SITE_KINDS,
     TOKEN,
     Site,
+    free_port,
+    request,
     server,
     site,
     write_config,
@@ -646,3 +655,91 @@ def test_head_is_answered_as_get_without_a_body(web):
     status, _, body = raw(web.port, "HEAD", f"/jobs/{web.jobs['failed']}/retry")
     assert (status, body) == (405, b"")
     assert sorted(os.listdir(failed)) == waiting
+
+
+@contextlib.contextmanager
+def serve_limited(config_path: Path, root: Path, nofile: int) -> Iterator[tuple[int, Path]]:
+    """``edi-inbox serve`` with at most ``nofile`` file descriptors, up once it answers."""
+    port = free_port()
+    log_path = root / f"serve-limited-{port}.log"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edi_inbox.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+            env={**os.environ, "EDI_INBOX_CONFIG": str(config_path)},
+            preexec_fn=limit,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def up() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                return request(port, "GET", "/healthz").status == 200
+            except OSError:
+                return False
+
+        try:
+            poll_until(up, timeout=60, interval=0.05, what="serve answering")
+            yield port, log_path
+            assert process.poll() is None, log_path.read_text()
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def closed_by_the_server(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
+    """serve at 128 file descriptors: 150 connections that send half a request
+    head and stay (slowloris) never keep a fresh GET from its 200, nor take
+    the process to its descriptor limit (asyncio's accept never meets EMFILE);
+    a half-sent head is closed within HEAD_SECONDS; one that completes is answered."""
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}")
+    with serve_limited(config_path, tmp_path, 128) as (port, log_path):
+        late = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow: list[socket.socket] = []
+        try:
+            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(150):
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                slow.append(conn)
+            fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                fresh.request("GET", "/healthz")
+                assert fresh.getresponse().status == 200
+            finally:
+                fresh.close()
+            # The newest half-sent connection: closed once its head is overdue.
+            newest = slow[-1]
+            newest.settimeout(0.2)
+            opened = time.monotonic()
+            poll_until(lambda: closed_by_the_server(newest), timeout=HEAD_SECONDS + 5)
+            assert time.monotonic() - opened > HEAD_SECONDS - 1  # not before it was due
+            # One that finishes its head in time is answered.
+            second = socket.create_connection(("127.0.0.1", port), timeout=5)
+            with second:
+                second.sendall(b"GET /healthz HTTP/1.1\r\n")
+                second.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+                assert second.recv(65536).startswith(b"HTTP/1.1 200 ")
+        finally:
+            late.close()
+            for conn in slow:
+                conn.close()
+    log = log_path.read_text()
+    assert "out of system resource" not in log and "Too many open files" not in log, log[-2000:]
