@@ -15,13 +15,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from conftest import pg_ctl, start_again
+from conftest import pg_base_url, pg_ctl, private_schema, start_again
 from prometheus_client.parser import text_string_to_metric_families
 
-from edi_inbox import config
+from edi_inbox import config, store
 from edi_inbox.errors import ConfigError
 from edi_inbox.web.app import HEAD_SECONDS
 
@@ -37,6 +39,7 @@ from web_site import (
     TOKEN,
     Site,
     free_port,
+    make_records,
     request,
     server,
     site,
@@ -743,3 +746,129 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
                 conn.close()
     log = log_path.read_text()
     assert "out of system resource" not in log and "Too many open files" not in log, log[-2000:]
+
+
+class StallingProxy:
+    """A TCP proxy on 127.0.0.1 to ``upstream``. ``stall()``: it keeps every
+    connection open (and accepts new ones) but forwards nothing, a database
+    server up but silent; ``resume()``: it forwards again."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while not self.closed:
+                self.flowing.wait()  # stalled: read nothing, forward nothing
+                data = source.recv(65536)
+                if not data or self.closed:
+                    break
+                self.flowing.wait()
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stall(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        self.listener.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.mark.postgres
+def test_a_silent_database_is_answered_503_in_seconds(tmp_path):
+    """PostgreSQL reached through a proxy that stops forwarding (the server up
+    but silent): /healthz, the API and a page answer 503 (JSON, the error page)
+    within 8 s, all at once; the proxy forwarding again, they answer 200."""
+    with private_schema(pg_base_url()) as url:
+        parts = urlsplit(url)
+        proxy = StallingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+        try:
+            netloc = f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"
+            config_path = write_config(tmp_path, urlunsplit(parts._replace(netloc=netloc)))
+            make_records({"EDI_INBOX_CONFIG": str(config_path)}, tmp_path / "state")
+            with server(config_path, tmp_path) as (port, _):
+                paths = ["/healthz", "/api/jobs/stats", "/", "/metrics"]
+                assert [request(port, "GET", p).status for p in paths] == [200] * 4
+                proxy.stall()
+
+                def ask(path: str) -> tuple[int | str, str, float]:
+                    started = time.monotonic()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=8)
+                    try:
+                        conn.request("GET", path)
+                        answer = conn.getresponse()
+                        text = answer.read().decode()
+                        return answer.status, text, time.monotonic() - started
+                    except OSError as exc:
+                        return repr(exc), "", time.monotonic() - started
+                    finally:
+                        conn.close()
+
+                with ThreadPoolExecutor(len(paths)) as pool:
+                    answers = dict(zip(paths, pool.map(ask, paths), strict=True))
+                took = {path: (status, round(t, 1)) for path, (status, _, t) in answers.items()}
+                assert {status for status, _ in took.values()} == {503}, took
+                assert json.loads(answers["/api/jobs/stats"][1])["error"].startswith(
+                    "the database is not available"
+                )
+                assert "the database is not available" in answers["/"][1]
+                proxy.resume()
+                poll_until(
+                    lambda: request(port, "GET", "/api/jobs/stats").status == 200,
+                    timeout=15,
+                    interval=0.1,
+                    what="serve answering again",
+                )
+        finally:
+            proxy.close()
+
+
+@pytest.mark.postgres
+def test_only_serve_bounds_its_statements():
+    """serve's connections (answer_seconds) carry statement_timeout and cut a
+    statement that runs past it; the daemon's and the CLI's carry none."""
+    settings = config.Settings()
+    with private_schema(pg_base_url()) as url:
+        daemon = store.open_database(url, settings)
+        web = store.open_database(url, settings, retry_seconds=0.5, answer_seconds=0.5)
+        try:
+
+            def one(db, sql):
+                return store.run_unit(db, lambda: db.execute_sql(sql).fetchone(), write=False)
+
+            assert one(daemon, "SHOW statement_timeout") == ("0",)
+            assert one(web, "SHOW statement_timeout") == ("500ms",)
+            assert one(daemon, "SELECT pg_sleep(1), 1")[1] == 1
+            with pytest.raises(Exception, match="statement timeout"):
+                one(web, "SELECT pg_sleep(1)")
+        finally:
+            store.close_database(web)
+            store.close_database(daemon)

@@ -25,6 +25,7 @@ import fcntl
 import functools
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -477,6 +478,9 @@ PG_OPTIONS = (
     " -c synchronous_commit=on"
 )
 LOCK_NOT_AVAILABLE = "55P03"
+# How much longer than its statement_timeout a bounded connection waits for
+# a word from the server before it gives up on it (``_wait_for_the_server``).
+SILENCE_MARGIN_SECONDS = 1.0
 
 
 def _with_our_options(url: str) -> str:
@@ -536,29 +540,112 @@ def pg_cursor() -> type:
     return PgCursor
 
 
-class PostgresStore(_Units, PooledPostgresqlDatabase):
-    """PostgreSQL through peewee's pool; dead connections are dropped, not reused."""
+def bounded_connection(store: PostgresStore, seconds: float) -> type:
+    """A psycopg2 connection class for ``store`` whose every wait for the
+    server ends after ``seconds`` without a word from it (``_wait_for_the_server``)."""
+    import psycopg2.extensions
 
-    def __init__(self, url: str, settings: DatabaseSettings, retry_seconds: float) -> None:
+    class BoundedConnection(psycopg2.extensions.connection):
+        silence_seconds = seconds
+
+        def went_silent(self) -> None:
+            store.silent_until = time.monotonic() + seconds
+
+    return BoundedConnection
+
+
+def _wait_for_the_server(conn: Any) -> None:
+    """psycopg2's wait callback (``psycopg2.extras.wait_select``, with a bound).
+
+    A server that is up but silent (hung, or behind a proxy or a network path
+    that stopped forwarding) is seen by nothing else: TCP keepalives and
+    ``tcp_user_timeout`` are answered by the kernel at the other end, and
+    ``statement_timeout`` by a server that never got the statement, or whose
+    answer never comes back, is no answer either. libpq itself waits for ever;
+    with a wait callback psycopg2 hands every wait (connecting, each statement)
+    to Python, which can stop waiting. A connection of ``bounded_connection``
+    gives up after its ``silence_seconds`` without a byte: the callback raises
+    OperationalError and psycopg2 closes the connection (its state unknown,
+    it is never used again). Any other connection waits as libpq would."""
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    limit = getattr(conn, "silence_seconds", None)
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        if state == ext.POLL_READ:
+            ready = select.select([conn.fileno()], [], [], limit)
+        elif state == ext.POLL_WRITE:
+            ready = select.select([], [conn.fileno()], [], limit)
+        else:
+            raise psycopg2.OperationalError(f"unexpected state from poll(): {state}")
+        if not any(ready):
+            conn.went_silent()
+            raise psycopg2.OperationalError(f"no answer from the database server in {limit:g} s")
+
+
+class PostgresStore(_Units, PooledPostgresqlDatabase):
+    """PostgreSQL through peewee's pool; dead connections are dropped, not reused.
+
+    ``answer_seconds`` (``serve``: a request must be answered, a 503 being an
+    answer): each statement is cancelled by the server after that long
+    (``statement_timeout``), and a server that says nothing for a second more
+    is given up (``_wait_for_the_server``). Then, for as long again, a unit
+    of work fails at once instead of trying the server (``silent_until``):
+    peewee opens connections one at a time, under its locks, so requests
+    arriving together would otherwise each wait their turn to be given up.
+    The daemon's connections have no such bound: its transactions may be
+    long, and it waits for the database."""
+
+    silent_until = 0.0  # time.monotonic(): the server said nothing; not tried before
+
+    def __init__(
+        self,
+        url: str,
+        settings: DatabaseSettings,
+        retry_seconds: float,
+        answer_seconds: float | None = None,
+    ) -> None:
+        options = _with_our_options(url)
+        bounded: dict[str, Any] = {}
+        if answer_seconds is not None:
+            import psycopg2.extensions
+
+            options += f" -c statement_timeout={round(answer_seconds * 1000)}ms"
+            silence = answer_seconds + SILENCE_MARGIN_SECONDS
+            bounded["connection_factory"] = bounded_connection(self, silence)
+            # Process-wide, but it bounds only bounded connections: opened by
+            # serve, whose process holds no other.
+            psycopg2.extensions.set_wait_callback(_wait_for_the_server)
         super().__init__(
             url,
             max_connections=max(settings.pool_size, 1),
             stale_timeout=300,
             timeout=30,
             connect_timeout=5,
-            options=_with_our_options(url),
+            options=options,
             keepalives=1,
             keepalives_idle=10,
             keepalives_interval=5,
             keepalives_count=3,
             cursor_factory=pg_cursor(),
             field_types=FIELD_TYPES["postgresql"],
+            **bounded,
         )
         self.edi_content_max_bytes = settings.edi_content_max_bytes
         self.retry_seconds = retry_seconds
 
     def _transaction(self, write: bool) -> Any:
         return self.atomic()
+
+    def _connect(self) -> Any:
+        if time.monotonic() < self.silent_until:
+            import psycopg2
+
+            raise psycopg2.OperationalError("the database server has just given no answer")
+        return super()._connect()
 
     def _check_connection(self) -> None:
         pass
@@ -615,6 +702,7 @@ def open_database(
     settings: Settings | None = None,
     *,
     retry_seconds: float | None = None,
+    answer_seconds: float | None = None,
     checkpoints: bool = True,
     create: bool = True,
     shared: bool = False,
@@ -623,7 +711,9 @@ def open_database(
     and bind the models to it. One database per process at a time: opening
     another rebinds the models. The schema is not touched: call ``init``.
     ``retry_seconds``: PostgreSQL's reconnecting (default ``[database]
-    reconnect_seconds``).
+    reconnect_seconds``). ``answer_seconds``: PostgreSQL's statements
+    bounded for ``serve`` (``PostgresStore``; SQLite's waits are bounded by
+    ``busy_timeout``).
     ``checkpoints=False``: SQLite connections that leave checkpoints to a
     ``Checkpointer`` (the daemon). ``create=False``: a SQLite file that does
     not exist is ``DatabaseUnavailable`` at the first unit of work, not
@@ -646,7 +736,9 @@ def open_database(
     elif scheme in ("postgresql", "postgres"):
         if retry_seconds is None:
             retry_seconds = settings.database.reconnect_seconds
-        db = PostgresStore("postgresql" + url[len(scheme) :], settings.database, retry_seconds)
+        db = PostgresStore(
+            "postgresql" + url[len(scheme) :], settings.database, retry_seconds, answer_seconds
+        )
     else:
         raise StoreError(f"database url {url!r}: use sqlite:///PATH or postgresql://…")
     db.bind(MODELS, bind_refs=False, bind_backrefs=False)

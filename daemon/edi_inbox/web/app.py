@@ -61,6 +61,9 @@ class ApiError(Exception):
 
 
 REQUEST_RETRY_SECONDS = 2.0  # PostgreSQL: how long a request retries a lost connection
+# PostgreSQL: a request's statement is cancelled after this long, and a server
+# silent for a second more is given up (``store.PostgresStore``): a 503.
+REQUEST_ANSWER_SECONDS = 4.0
 # Paths that answer JSON or text; every other is a dashboard page (HTML).
 NOT_PAGES = ("/api/", "/metrics", "/healthz", "/docs", "/openapi.json")
 
@@ -220,10 +223,14 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
     created or migrated, as the CLI does, unless ``db`` is given)."""
     token = read_token(settings.http.token_file)
     if db is None:
-        # A lost connection is retried for 2 s, not the default 10: a request
-        # answers 503 within a health check's or a scrape's timeout.
+        # A lost connection is retried for 2 s, not the default 10, and a
+        # statement waited for 4 s (5 s for a silent server): a request
+        # answers, 503 at worst, within a health check's or a scrape's timeout.
         db = store.open_database(
-            settings.database_url, settings, retry_seconds=REQUEST_RETRY_SECONDS
+            settings.database_url,
+            settings,
+            retry_seconds=REQUEST_RETRY_SECONDS,
+            answer_seconds=REQUEST_ANSWER_SECONDS,
         )
         store.init(db)
     web = Web(settings, db, token)
