@@ -714,10 +714,8 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
     a half-sent head is closed within HEAD_SECONDS; one that completes is answered."""
     config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}")
     with serve_limited(config_path, tmp_path, 128) as (port, log_path):
-        late = socket.create_connection(("127.0.0.1", port), timeout=5)
         slow: list[socket.socket] = []
         try:
-            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             for _ in range(150):
                 conn = socket.create_connection(("127.0.0.1", port), timeout=5)
                 conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -741,11 +739,37 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
                 second.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
                 assert second.recv(65536).startswith(b"HTTP/1.1 200 ")
         finally:
-            late.close()
             for conn in slow:
                 conn.close()
     log = log_path.read_text()
     assert "out of system resource" not in log and "Too many open files" not in log, log[-2000:]
+
+
+def test_past_the_cap_a_new_connection_is_refused_while_all_are_answered(tmp_path):
+    """serve at 64 file descriptors (32 connections): with 32 orchestrate
+    requests in flight (their handlers waiting for the body), none waiting for a
+    head, a new connection's request is answered 503 and the connection closed;
+    once they end, a GET is answered again."""
+    config_path = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi.db'}")
+    with serve_limited(config_path, tmp_path, 64) as (port, _):
+        busy: list[socket.socket] = []
+        try:
+            head = (
+                "POST /api/orchestrate HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: 1000\r\n\r\n"
+            )
+            for _ in range(32):
+                conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+                conn.sendall(head.encode())
+                busy.append(conn)
+                # Its handler is reading the body: the request is being answered.
+                assert conn.recv(100).startswith(b"HTTP/1.1 100 ")
+            status, headers, body = raw(port, "GET", "/healthz")
+            assert (status, headers["connection"]) == (503, "close"), (status, body)
+        finally:
+            for conn in busy:
+                conn.close()
+        poll_until(lambda: raw(port, "GET", "/healthz")[0] == 200, timeout=10, interval=0.1)
 
 
 class StallingProxy:

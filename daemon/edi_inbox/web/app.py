@@ -478,11 +478,6 @@ def retry_job(web: Web, job_id: str) -> list[dict[str, Any]]:
 # A connection must send a request's head (its line and headers) within this
 # long of opening, or of its last answer.
 HEAD_SECONDS = 5.0
-REFUSED = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"retry-after: 5\r\nconnection: close\r\ncontent-length: 41\r\n\r\n"
-    b"too many connections are being answered\r\n"
-)
 
 
 def guarded(base: type[Any], max_connections: int, head_seconds: float = HEAD_SECONDS) -> Any:
@@ -497,10 +492,11 @@ def guarded(base: type[Any], max_connections: int, head_seconds: float = HEAD_SE
     waiting for a head (just opened, or answered and kept alive) is closed
     ``head_seconds`` after it began waiting. Past ``max_connections``, a new
     connection closes the one that has waited longest for its head; if none is
-    waiting, every connection being answered, the new one gets a 503.
-    (``limit_concurrency`` would not do: it answers 503 to a request past its
-    limit, so it never sees a slowloris' connections, which send none, and
-    accepts them all.)
+    waiting, every connection being answered, its request gets uvicorn's 503
+    (``limit_concurrency``, set by ``serve``; alone that limit would not do: it
+    looks at requests, so it never sees a slowloris' connections, which send
+    none, and accepts them all). So the connections stay within
+    ``max_connections`` and one newcomer, itself waiting for its head.
 
     Both hooks are the protocols' own: ``self.cycle`` is the request being
     answered (``response_complete`` once answered), ``on_response_complete``
@@ -513,13 +509,8 @@ def guarded(base: type[Any], max_connections: int, head_seconds: float = HEAD_SE
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                if waiting:
-                    next(iter(waiting)).drop()
-                else:
-                    transport.write(REFUSED)
-                    transport.close()
-                    return
+            if len(self.connections) > max_connections and waiting:
+                next(iter(waiting)).drop()
             self.watch_head()
 
         def data_received(self, data: bytes) -> None:
@@ -590,6 +581,7 @@ def serve(settings: config.Settings) -> None:
         access_log=False,
         proxy_headers=False,
         http=guarded(AutoHTTPProtocol, cap),
+        limit_concurrency=cap + 1,  # uvicorn counts the connection asking
         # asyncio accepts up to a backlog's worth at once, before a
         # connection's cap is applied: at most a quarter of the cap.
         backlog=max(16, min(2048, cap // 4)),
