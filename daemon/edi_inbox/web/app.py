@@ -495,8 +495,9 @@ def guarded(base: type[Any], max_connections: int, head_seconds: float = HEAD_SE
     waiting, every connection being answered, its request gets uvicorn's 503
     (``limit_concurrency``, set by ``serve``; alone that limit would not do: it
     looks at requests, so it never sees a slowloris' connections, which send
-    none, and accepts them all). So the connections stay within
-    ``max_connections`` and one newcomer, itself waiting for its head.
+    none, and accepts them all). Past ``max_connections`` there are then only
+    newcomers: one waiting for its head (the next closes it) and those being
+    turned away.
 
     Both hooks are the protocols' own: ``self.cycle`` is the request being
     answered (``response_complete`` once answered), ``on_response_complete``
