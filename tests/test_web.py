@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edi_inbox import config, store
 from edi_inbox.errors import ConfigError
-from edi_inbox.web.app import HEAD_SECONDS
+from edi_inbox.web.serving import HEAD_SECONDS
 
 from helpers import database_locked, make_po, poll_until
 from web_site import (

@@ -7,13 +7,16 @@ the CLI makes, so every ``/api`` answer is the JSON ``--json`` prints.
 
 - ``app``: ``create_app(settings)``, the JSON API, ``/healthz`` and errors as JSON;
 - ``dashboard``: the HTML pages at ``/``, rendered on the server (Jinja2);
-- ``metrics``: a Prometheus collector that reads the database at scrape time.
+- ``metrics``: a Prometheus collector that reads the database at scrape time;
+- ``serving``: ``serve(settings)``, uvicorn with a request head's deadline and
+  a cap on connections.
 
 The optional dependencies live in the ``web`` extra (``pip install 'edi-inbox[web]'``).
 """
 
 from __future__ import annotations
 
-from .app import create_app, serve
+from .app import create_app
+from .serving import serve
 
 __all__ = ["create_app", "serve"]
