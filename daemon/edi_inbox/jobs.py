@@ -381,10 +381,12 @@ class Recorder(Protocol):
         ERP before without an answer (by a run of this job, or of the one it
         carries on, or by a job that ended): the ERP may hold them."""
 
-    def may_hold(self, job_id: str) -> bool:
-        """Whether the ERP may hold an order of job ``job_id``: one it
-        answered, one sent without an answer, or one a run cut short was
-        posting (not a duplicate, nor one refused for good or never sent)."""
+    def held_by(self, job_id: str) -> Collection[str]:
+        """The keys (as their bodies went out) of the orders the ERP may hold
+        from job ``job_id`` and the jobs it carries on (its ``retry_of``, and
+        theirs): those it answered, those sent without an answer, and those a
+        run cut short was posting (not duplicates, nor orders refused for good
+        or never sent)."""
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         """Those of ``rivals`` (``Started.rivals``) still running with an order
@@ -464,8 +466,8 @@ class NullRecorder:
     def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
         return ()  # nothing is kept across a crash
 
-    def may_hold(self, job_id: str) -> bool:
-        return False  # nothing is kept across a crash
+    def held_by(self, job_id: str) -> Collection[str]:
+        return ()  # nothing is kept across a crash
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         mine = [(o.sender, o.po_number) for o in job.orders]

@@ -209,6 +209,8 @@ class _Work:
     # Keys sent before this run without an answer, read with the running
     # record (Started.sent; None before it: ``_sent_unanswered`` asks).
     sent: frozenset[str] | None = None
+    # Keys the jobs it carries on may have got to the ERP (``_held_before``).
+    held_before: frozenset[str] | None = None
     counted: frozenset[str] = frozenset()  # accepted, in the retried job's total (Started)
     unrecorded: str | None = None  # an accepted order's record failed: post nothing more
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
@@ -759,7 +761,7 @@ class Pipeline:
         job.partner = found.partner.name if found.partner is not None else None
         if found.refused is None:
             return None
-        if job.retry_of and self._read(job, work, "may_hold", self.recorder.may_hold, job.retry_of):
+        if self._held_before(job, work):
             # A file its earlier run took (then cut short: a crash, a takeover)
             # whose orders the ERP may hold: finished as begun, whatever the
             # configuration says of its sender now.
@@ -814,7 +816,7 @@ class Pipeline:
         for ts, po in work.purchase_orders:
             found, warnings = rules.split(rules.validate(po), levels)
             order = work.order_of[id(summary_of(ts))]
-            if found and self._held_before(job, work, po, order):
+            if found and self._held_before(job, work, order):
                 # Sent by the run this one carries on (the rules changed since):
                 # the ERP may hold it. A warning now, sent again under its key.
                 logger.warning("rules_changed_after_sending", po_number=po.po_number)
@@ -961,21 +963,18 @@ class Pipeline:
             )
         return order.status != "pending"
 
-    def _held_before(
-        self, job: JobResult, work: _Work, po: orders.PurchaseOrder, order: OrderResult
-    ) -> bool:
-        """Whether the job this one carries on (a run cut short, resumed or
-        taken over; a retry) posted ``order`` or sent it without an answer."""
+    def _held_before(self, job: JobResult, work: _Work, order: OrderResult | None = None) -> bool:
+        """Whether the jobs this one carries on (a run cut short, resumed or
+        taken over; a retry, and those it retried) posted ``order``, or sent
+        it without an answer; without ``order``, any order of theirs. One read
+        a job (``Recorder.held_by``)."""
         if not job.retry_of:
             return False
-        sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-        posted = self._read(
-            job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
-        )
-        key = order.idempotency_key
-        if any(p.job_id == job.retry_of and p.idempotency_key == key for p in posted):
-            return True
-        return self._sent_unanswered(job, work, order)
+        if work.held_before is None:
+            held = self._read(job, work, "held_by", self.recorder.held_by, job.retry_of)
+            work.held_before = frozenset(held)
+        held = work.held_before
+        return bool(held) if order is None else order.idempotency_key in held
 
     def _sent_unanswered(self, job: JobResult, work: _Work, order: OrderResult) -> bool:
         """Whether ``order`` went to the ERP before without an answer (its

@@ -35,9 +35,20 @@ from ..jobs import (
 from ..orders import JSON_VERSION, document_key, record_key, same_order
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
-from .models import Daemon, Job, JobLog, po_search_key, po_suffixes, vendor_search_key
+from .models import (
+    Daemon,
+    Job,
+    JobLog,
+    Order,
+    po_search_key,
+    po_suffixes,
+    vendor_search_key,
+)
 from .schema import seed_control_number
 from .statements import Batch, add_rollup, execute, json_or_none, read_time, stamp
+
+# Retries of retries followed back at most this far (``held_by``).
+LINEAGE_MAX = 100
 
 
 class DatabaseRecorder:
@@ -347,9 +358,30 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
-    def may_hold(self, job_id: str) -> bool:
-        def work() -> bool:
-            return bool(execute(self.db, "held_count", job_id).fetchone()[0])
+    def held_by(self, job_id: str) -> Collection[str]:
+        def work() -> Collection[str]:
+            lineage: list[int] = []
+            current: str | None = job_id
+            while current is not None and len(lineage) < LINEAGE_MAX:
+                row = Job.select(Job.id, Job.retry_of).where(Job.job_id == current).first()
+                if row is None or row.id in lineage:
+                    break
+                lineage.append(row.id)
+                current = row.retry_of
+            held: set[str] = set()
+            rows = Order.select(Order.idempotency_key, Order.payload).where(
+                Order.job.in_(lineage),
+                Order.status != "duplicate",
+                Order.erp_po_id.is_null(False)
+                | (Order.status == "pending")
+                | ((Order.attempts > 0) & (Order.refused == False)),  # noqa: E712
+            )
+            found: list[Any] = list(rows.tuples())
+            for key, body in found:
+                held.add(key)
+                if body:  # a job that ended without an answer recorded a key of its own
+                    held.add(document_key(body))
+            return held
 
         return run_unit(self.db, work, write=False, atomic=False)
 

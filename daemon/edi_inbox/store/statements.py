@@ -164,13 +164,6 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id" WHERE j."job_id" = ?',
         0,
     ),
-    # A job's orders the ERP may hold (``may_hold``).
-    "held_count": (
-        'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
-        ' WHERE j."job_id" = ? AND o."status" != \'duplicate\' AND (o."erp_po_id" IS NOT NULL'
-        ' OR o."status" = \'pending\' OR (o."attempts" > 0 AND NOT o."refused"))',
-        0,
-    ),
     # A job's orders not answered yet: how far a rival is (``in_flight``).
     "pending_count": (
         'SELECT COUNT(*) FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'

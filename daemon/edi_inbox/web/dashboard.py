@@ -319,16 +319,20 @@ def _order(order: Any, summary: dict[str, Any]) -> dict[str, Any]:
 
 def _ack(web: Web, partner: str | None, name: str) -> dict[str, Any]:
     """A 997 the job wrote, one segment per line, if it is still where the
-    job's acknowledgements go: its partner's outbox, else acks/ (``folder``)."""
+    job's acknowledgements went: its partner's outbox, or acks/ (before the
+    partner had an outbox, or for no partner). ``folders``: where it was
+    looked for."""
     settings = web.settings.partners.get(partner or "")
-    folder = settings.outbox if settings and settings.outbox else web.settings.paths.acks
+    folders = [settings.outbox] if settings and settings.outbox else []
+    folders += [web.settings.paths.acks] if web.settings.paths.acks else []
     data = None
-    if folder is not None:
+    for folder in folders:
         with contextlib.suppress(OSError):
             data = (folder / Path(name).name).read_bytes()
+            break
     return {
         "name": name,
-        "folder": str(folder or ""),
+        "folders": " or ".join(str(f) for f in folders),
         "segments": _segments(data, set()) if data else [],
     }
 

@@ -190,15 +190,6 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
     elements = text.split(elem)
     if len(elements) != 17:
         raise _isa_error(f"the ISA segment has {len(elements) - 1} elements, not 16", "022")
-    if "\xa0" in text:  # in UTF-8, C2 A0: read a character per byte
-        elements = [e.replace("\xc2\xa0", " ").replace("\xa0", " ") for e in elements]
-        warnings.append(
-            X12Error(
-                "the ISA is padded with non-breaking spaces (U+00A0), read as spaces",
-                segment_number=1,
-                segment_id="ISA",
-            )
-        )
     version, isa11 = elements[12], elements[11]
     repetition = (
         isa11  # before 00402, ISA11 is the standards identifier ("U")
@@ -239,8 +230,9 @@ class _Text:
     starts again (its partner wrote it). Scanned text holds a character per
     byte, and is decoded a run of whole segments at a time (the text between
     two terminators): a character's bytes are never cut apart. An interchange
-    with a delimiter outside ASCII is read a character per byte (latin-1):
-    its delimiters must stay the characters it is split on."""
+    with a delimiter outside ASCII starts at cp1252 or latin-1
+    (``_first_encoding``): its delimiters must stay the characters it is
+    split on."""
 
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
@@ -262,6 +254,19 @@ class _Text:
         except UnicodeDecodeError:
             self.encoding = "latin-1"
             return raw
+
+
+def _first_encoding(d: Delimiters, ebcdic: bool) -> str:
+    """How an interchange's text is first taken (``_Text``): EBCDIC's cp500,
+    or ASCII (then UTF-8, cp1252, latin-1 as its bytes need). A delimiter
+    outside ASCII must stay the character it is split on, one byte: cp1252,
+    which reads 0xA0-0xFF as latin-1 does, or latin-1 for one in 0x80-0x9F."""
+    if ebcdic:
+        return "cp500"
+    delimiters = d.element + d.component + d.segment + (d.repetition or "")
+    if delimiters.isascii():
+        return "ascii"
+    return "latin-1" if any("\x80" <= c <= "\x9f" for c in delimiters) else "cp1252"
 
 
 class SegmentScanner:
@@ -405,13 +410,17 @@ class SegmentScanner:
                 f"{t}[ \\t\\r\\n]*(?:(I[\\r\\n]*E[\\r\\n]*A)[\\r\\n]*{e}|(ISA)[^0-9A-Za-z\\s])"
             )
         self.previous_encoding = self._text.encoding
-        if self._decoder.ebcdic:
-            self._text = _Text("cp500")
-        else:
-            ascii_delimiters = (elem + comp + term + (d.repetition or "")).isascii()
-            self._text = _Text("ascii" if ascii_delimiters else "latin-1")
-        self._text(self._buf[base : isa.end])  # as written: NBSP padding in UTF-8 is C2 A0
+        self._text = _Text(_first_encoding(d, self._decoder.ebcdic))
         self._isa = self._text(elem.join(isa.elements))
+        if "\xa0" in self._isa:  # decoded first: a UTF-8 letter's bytes may hold A0 (Š)
+            self._isa = self._isa.replace("\xa0", " ")
+            self.warnings.append(
+                X12Error(
+                    "the ISA is padded with non-breaking spaces (U+00A0), read as spaces",
+                    segment_number=1,
+                    segment_id="ISA",
+                )
+            )
         self.previous_count, self.segment_count = self.segment_count, 1
         self.unterminated = False
         self._pos = isa.end
