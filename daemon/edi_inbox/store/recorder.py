@@ -379,7 +379,7 @@ class DatabaseRecorder:
             found: list[Any] = list(rows.tuples())
             for key, body in found:
                 held.add(key)
-                if body:  # a job that ended without an answer recorded a key of its own
+                if isinstance(body, dict):  # one that ended unanswered has a key of its own
                     held.add(document_key(body))
             return held
 

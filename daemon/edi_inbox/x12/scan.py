@@ -31,6 +31,7 @@ What real files carry, and how it is read (tests/data/corpus/SOURCES.md):
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Iterator
 from itertools import count, repeat
@@ -204,9 +205,47 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
     return _Isa(elements, Delimiters(elem, comp, term, repetition), end, suffix, wrapped, warnings)
 
 
+# cp1252 leaves five bytes undefined: read (and written back) as latin-1
+# reads them, every byte is one character and the text encodes back to the
+# very bytes read (``_Text``).
+_CP1252_GAPS = "\x81\x8d\x8f\x90\x9d"
+_GAPS_AS_LATIN1 = "edi_inbox.cp1252_gaps"
+
+
+def _gaps_as_latin1(error: UnicodeError) -> tuple[str | bytes, int]:
+    if isinstance(error, UnicodeDecodeError):
+        return error.object[error.start : error.end].decode("latin-1"), error.end
+    if isinstance(error, UnicodeEncodeError):
+        return error.object[error.start : error.end].encode("latin-1"), error.end
+    raise error
+
+
+codecs.register_error(_GAPS_AS_LATIN1, _gaps_as_latin1)
+_C1 = re.compile(b"[\x80-\x9f]")  # where cp1252 and latin-1 read bytes apart
+
+
+def _is_utf8(data: bytes) -> bool:
+    """UTF-8 throughout (a character cut at the end of a chunk allowed)."""
+    try:
+        codecs.utf_8_decode(data, "strict", False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _bytes_of(text: str) -> bytes:
+    """The bytes ``_Decoder`` read ``text`` from."""
+    try:
+        return text.encode("latin-1")  # ~500x faster: as read, mostly
+    except UnicodeEncodeError:  # a cp1252 letter past latin-1's
+        return text.encode("cp1252", _GAPS_AS_LATIN1)
+
+
 class _Decoder:
-    """Bytes to text for scanning: a character per byte (latin-1), or EBCDIC
-    (cp500) throughout. The segments' text is decoded by ``_Text``."""
+    """Bytes to text for scanning: a character per byte, as cp1252 reads
+    them (its five gaps as latin-1), or EBCDIC (cp500) throughout. Delimiters
+    are sniffed from this text; ``_Text`` decodes the segments' runs again
+    where the bytes are UTF-8."""
 
     def __init__(self) -> None:
         self.ebcdic = False
@@ -220,28 +259,37 @@ class _Decoder:
         return head
 
     def decode(self, data: bytes) -> str:
-        return data.decode("cp500" if self.ebcdic else "latin-1")
+        if self.ebcdic:
+            return data.decode("cp500")
+        if data.isascii():
+            return data.decode("ascii")
+        if _C1.search(data) is None or _is_utf8(data):
+            # Read as latin-1 (~1000x faster): cp1252 would read these bytes
+            # alike, or they are UTF-8, whose 0x80-0x9F bytes are inside its
+            # characters, never a delimiter (``_Text`` decodes them).
+            return data.decode("latin-1")
+        return data.decode("cp1252", _GAPS_AS_LATIN1)
 
 
 class _Text:
     """One interchange's segment texts as their bytes read: ASCII, else UTF-8,
-    else cp1252, else latin-1. The choice only moves down that list, so
-    ``encoding`` names the weakest used so far; each interchange of a mailbag
-    starts again (its partner wrote it). Scanned text holds a character per
-    byte, and is decoded a run of whole segments at a time (the text between
-    two terminators): a character's bytes are never cut apart. An interchange
-    with a delimiter outside ASCII starts at cp1252 or latin-1
-    (``_first_encoding``): its delimiters must stay the characters it is
-    split on."""
+    else cp1252 (latin-1 where it has gaps). The choice only moves down that
+    list, so ``encoding`` names the weakest used so far; each interchange of
+    a mailbag starts again (its partner wrote it). Scanned text holds a
+    character per byte, and is decoded a run of whole segments at a time (the
+    text between two terminators): a character's bytes are never cut apart.
+    An interchange with a delimiter outside ASCII is never UTF-8 (a
+    character's bytes could hold it): it starts at cp1252, its delimiters the
+    characters it is split on."""
 
     def __init__(self, encoding: str) -> None:
         self.encoding = encoding
 
     def __call__(self, raw: str) -> str:
-        if raw.isascii() or self.encoding in ("latin-1", "cp500"):
+        if raw.isascii() or self.encoding == "cp500":
             return raw
-        data = raw.encode("latin-1")
-        if self.encoding != "cp1252":
+        if self.encoding in ("ascii", "utf-8"):
+            data = _bytes_of(raw)
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError:
@@ -249,24 +297,19 @@ class _Text:
             else:
                 self.encoding = "utf-8"
                 return text
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
+        if self.encoding == "cp1252" and any(c in raw for c in _CP1252_GAPS):
             self.encoding = "latin-1"
-            return raw
+        return raw
 
 
 def _first_encoding(d: Delimiters, ebcdic: bool) -> str:
     """How an interchange's text is first taken (``_Text``): EBCDIC's cp500,
-    or ASCII (then UTF-8, cp1252, latin-1 as its bytes need). A delimiter
-    outside ASCII must stay the character it is split on, one byte: cp1252,
-    which reads 0xA0-0xFF as latin-1 does, or latin-1 for one in 0x80-0x9F."""
+    ASCII (then UTF-8 or cp1252 as its bytes need), or cp1252 for one with a
+    delimiter outside ASCII."""
     if ebcdic:
         return "cp500"
     delimiters = d.element + d.component + d.segment + (d.repetition or "")
-    if delimiters.isascii():
-        return "ascii"
-    return "latin-1" if any("\x80" <= c <= "\x9f" for c in delimiters) else "cp1252"
+    return "ascii" if delimiters.isascii() else "cp1252"
 
 
 class SegmentScanner:
@@ -411,9 +454,11 @@ class SegmentScanner:
             )
         self.previous_encoding = self._text.encoding
         self._text = _Text(_first_encoding(d, self._decoder.ebcdic))
-        self._isa = self._text(elem.join(isa.elements))
-        if "\xa0" in self._isa:  # decoded first: a UTF-8 letter's bytes may hold A0 (Š)
-            self._isa = self._isa.replace("\xa0", " ")
+        # Decoded first: a UTF-8 letter's bytes may hold A0 (Š); and split, as
+        # the separator itself may be an NBSP.
+        elements = self._text(elem.join(isa.elements)).split(elem)
+        self._isa = elem.join(e.replace("\xa0", " ") for e in elements)
+        if any("\xa0" in e for e in elements):
             self.warnings.append(
                 X12Error(
                     "the ISA is padded with non-breaking spaces (U+00A0), read as spaces",
