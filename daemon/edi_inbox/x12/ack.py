@@ -47,6 +47,7 @@ from datetime import datetime
 
 from ..errors import EdiInboxError, X12Error
 from .model import Delimiters, GroupSummary, InterchangeSummary, SetSummary
+from .scan import encode_as_read
 
 _LINE_BREAKS = "\r\n\x85"  # U+0085 is the EBCDIC NL once decoded
 _CODE = re.compile("[0-9A-Z]{1,3}")
@@ -382,8 +383,7 @@ def build_ack(
         ["GE", "1", str(control_number)],
         ["IEA", "1", f"{control_number:09d}"],
     ]
-    encoding = interchange.encoding if interchange.encoding != "ascii" else "latin-1"
-    return render(segments, d).encode(encoding, errors="replace")
+    return encode_as_read(render(segments, d), interchange.encoding)
 
 
 def _set_response(
@@ -533,5 +533,4 @@ def build_ta1(interchange: InterchangeSummary, *, control_number: int, now: date
         ["TA1", number, date, time, code, note],
         ["IEA", "0", f"{control_number:09d}"],
     ]
-    encoding = ic.encoding if ic.encoding != "ascii" else "latin-1"
-    return render(segments, d).encode(encoding, errors="replace")
+    return encode_as_read(render(segments, d), ic.encoding)

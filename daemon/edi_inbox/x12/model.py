@@ -155,7 +155,9 @@ class InterchangeSummary:
     control_number: str  # ISA13
     usage: str  # ISA15: P production, T test
     delimiters: Delimiters
-    encoding: str  # "ascii", "latin-1", "cp500" ... what the bytes were decoded with
+    # What the bytes were decoded with: "ascii", "utf-8", "cp1252" (its five
+    # gaps as latin-1), "cp500" (EBCDIC).
+    encoding: str
     groups: list[GroupSummary] = field(default_factory=list)
     errors: list[X12Error] = field(default_factory=list)  # ISA/IEA problems
     # What was read leniently but is not as the standard says (NBSP padding, a

@@ -20,9 +20,10 @@ What real files carry, and how it is read (tests/data/corpus/SOURCES.md):
   0x1C-0x1F and U+0085 as whitespace.
 * EBCDIC (cp500), detected from the first bytes; its NL (0x15) decodes to
   U+0085 and the space padding of 80-byte records is dropped like indentation.
-* Latin-1/Windows-1252 names: UTF-8 is tried, then cp1252, then latin-1,
-  interchange by interchange (a mailbag's partners each write their own);
-  the weakest used is that ``InterchangeSummary.encoding``.
+* Latin-1/Windows-1252 names: UTF-8 is tried, then cp1252 (its five
+  undefined bytes read as latin-1 reads them), interchange by interchange (a
+  mailbag's partners each write their own); the weakest used is that
+  ``InterchangeSummary.encoding``.
 * Two known partner mistakes are read the way a person would, and reported
   as warnings: non-breaking spaces padding the ISA, and a missing ISA16 (the
   terminator sits in its place; with a line break after it, the line break
@@ -208,29 +209,19 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
 # cp1252 leaves five bytes undefined: read (and written back) as latin-1
 # reads them, every byte is one character and the text encodes back to the
 # very bytes read (``_Text``).
-_CP1252_GAPS = "\x81\x8d\x8f\x90\x9d"
 _GAPS_AS_LATIN1 = "edi_inbox.cp1252_gaps"
 
 
 def _gaps_as_latin1(error: UnicodeError) -> tuple[str | bytes, int]:
     if isinstance(error, UnicodeDecodeError):
         return error.object[error.start : error.end].decode("latin-1"), error.end
-    if isinstance(error, UnicodeEncodeError):
-        return error.object[error.start : error.end].encode("latin-1"), error.end
+    if isinstance(error, UnicodeEncodeError):  # "?" for what latin-1 has not either
+        return error.object[error.start : error.end].encode("latin-1", "replace"), error.end
     raise error
 
 
 codecs.register_error(_GAPS_AS_LATIN1, _gaps_as_latin1)
 _C1 = re.compile(b"[\x80-\x9f]")  # where cp1252 and latin-1 read bytes apart
-
-
-def _is_utf8(data: bytes) -> bool:
-    """UTF-8 throughout (a character cut at the end of a chunk allowed)."""
-    try:
-        codecs.utf_8_decode(data, "strict", False)
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _bytes_of(text: str) -> bytes:
@@ -239,6 +230,15 @@ def _bytes_of(text: str) -> bytes:
         return text.encode("latin-1")  # ~500x faster: as read, mostly
     except UnicodeEncodeError:  # a cp1252 letter past latin-1's
         return text.encode("cp1252", _GAPS_AS_LATIN1)
+
+
+def encode_as_read(text: str, encoding: str) -> bytes:
+    """``text`` (a 997, a TA1) in an interchange's encoding as the reader
+    read it (``InterchangeSummary.encoding``): cp1252 with its gaps as
+    latin-1, ASCII as latin-1; "?" for a character the encoding has not."""
+    if encoding in ("ascii", "cp1252"):
+        return text.encode("cp1252" if encoding == "cp1252" else "latin-1", _GAPS_AS_LATIN1)
+    return text.encode(encoding, errors="replace")
 
 
 class _Decoder:
@@ -263,17 +263,16 @@ class _Decoder:
             return data.decode("cp500")
         if data.isascii():
             return data.decode("ascii")
-        if _C1.search(data) is None or _is_utf8(data):
-            # Read as latin-1 (~1000x faster): cp1252 would read these bytes
-            # alike, or they are UTF-8, whose 0x80-0x9F bytes are inside its
-            # characters, never a delimiter (``_Text`` decodes them).
+        if _C1.search(data) is None:  # cp1252 reads these bytes as latin-1 does, ~1000x faster
             return data.decode("latin-1")
+        # Every chunk alike: a delimiter in 0x80-0x9F must read as one character
+        # throughout (a chunk that happens to be valid UTF-8 may hold one too).
         return data.decode("cp1252", _GAPS_AS_LATIN1)
 
 
 class _Text:
     """One interchange's segment texts as their bytes read: ASCII, else UTF-8,
-    else cp1252 (latin-1 where it has gaps). The choice only moves down that
+    else cp1252 (its gaps as latin-1). The choice only moves down that
     list, so ``encoding`` names the weakest used so far; each interchange of
     a mailbag starts again (its partner wrote it). Scanned text holds a
     character per byte, and is decoded a run of whole segments at a time (the
@@ -286,20 +285,15 @@ class _Text:
         self.encoding = encoding
 
     def __call__(self, raw: str) -> str:
-        if raw.isascii() or self.encoding == "cp500":
+        if raw.isascii() or self.encoding in ("cp1252", "cp500"):
             return raw
-        if self.encoding in ("ascii", "utf-8"):
-            data = _bytes_of(raw)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError:
-                self.encoding = "cp1252"
-            else:
-                self.encoding = "utf-8"
-                return text
-        if self.encoding == "cp1252" and any(c in raw for c in _CP1252_GAPS):
-            self.encoding = "latin-1"
-        return raw
+        try:
+            text = _bytes_of(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            self.encoding = "cp1252"
+            return raw
+        self.encoding = "utf-8"
+        return text
 
 
 def _first_encoding(d: Delimiters, ebcdic: bool) -> str:
@@ -347,7 +341,7 @@ class SegmentScanner:
     @property
     def encoding(self) -> str:
         """The current interchange's weakest decoding so far: ascii, utf-8,
-        cp1252, latin-1 or cp500."""
+        cp1252 or cp500."""
         return self._text.encoding
 
     def __iter__(self) -> Iterator[Segment]:
