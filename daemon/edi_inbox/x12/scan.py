@@ -234,10 +234,10 @@ def _bytes_of(text: str) -> bytes:
 
 def encode_as_read(text: str, encoding: str) -> bytes:
     """``text`` (a 997, a TA1) in an interchange's encoding as the reader
-    read it (``InterchangeSummary.encoding``): cp1252 with its gaps as
-    latin-1, ASCII as latin-1; "?" for a character the encoding has not."""
+    read it (``InterchangeSummary.encoding``): ASCII's as cp1252's, with its
+    gaps as latin-1; "?" for a character the encoding has not."""
     if encoding in ("ascii", "cp1252"):
-        return text.encode("cp1252" if encoding == "cp1252" else "latin-1", _GAPS_AS_LATIN1)
+        return text.encode("cp1252", _GAPS_AS_LATIN1)
     return text.encode(encoding, errors="replace")
 
 
