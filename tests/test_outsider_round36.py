@@ -21,10 +21,11 @@ What I tried:
   (error); a sibling retry of the first job; the same file resent through
   ``edi-inbox process`` after the rule was tightened.
 
-Found (strict xfails; 1 and 2 fixed the same session, each test failing
-before its fix — a chunk with a byte in 0x80-0x9F is always read as cp1252,
-and the label stays cp1252 with the 997 written back exactly,
-``x12.scan.encode_as_read``; 3 left, named in README):
+Found (strict xfails; all 3 fixed the same session, each test failing
+before its fix — a chunk with a byte in 0x80-0x9F is always read as cp1252;
+the label stays cp1252 with the 997 written back exactly,
+``x12.scan.encode_as_read``; an order posted as it is by any job is kept
+from the rules, ``Recorder.posted_keys``):
 
 1. ``test_a_0x85_terminator_is_read_whatever_the_chunk_size`` and
    ``test_a_long_cp1252_file_with_a_0x85_terminator_keeps_its_ship_to``: a
@@ -220,11 +221,6 @@ def cli(tmp_path: Path, level: str, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the same file resent after a rule was tightened gets a 997 R for an order the"
-    " ERP already holds (accepted before), not the duplicate answer",
-)
 def test_the_same_file_resent_after_the_rules_tightened_is_a_duplicate(tmp_path):
     path = miscounted(tmp_path)
     first = cli(tmp_path, "warn", "process", "--json", str(path))

@@ -381,6 +381,9 @@ class Recorder(Protocol):
         ERP before without an answer (by a run of this job, or of the one it
         carries on, or by a job that ended): the ERP may hold them."""
 
+    def posted_keys(self, keys: Collection[str]) -> Collection[str]:
+        """Those of ``keys`` an order was posted under (by any job)."""
+
     def held_by(self, job_id: str) -> Collection[str]:
         """The keys (as their bodies went out) of the orders the ERP may hold
         from job ``job_id`` and the jobs it carries on (its ``retry_of``, and
@@ -468,6 +471,10 @@ class NullRecorder:
 
     def held_by(self, job_id: str) -> Collection[str]:
         return ()  # nothing is kept across a crash
+
+    def posted_keys(self, keys: Collection[str]) -> Collection[str]:
+        with self._lock:
+            return {k for k in keys if k in self._accepted}
 
     def in_flight(self, job: JobResult, rivals: Collection[str]) -> dict[str, int]:
         mine = [(o.sender, o.po_number) for o in job.orders]

@@ -813,12 +813,18 @@ class Pipeline:
         """Apply the business rules to every order; report every problem at once."""
         problems: list[Problem] = []
         levels = dataclasses.asdict(work.partner.rules if work.partner else self.settings.rules)
-        for ts, po in work.purchase_orders:
-            found, warnings = rules.split(rules.validate(po), levels)
+        checked = [
+            (ts, po, *rules.split(rules.validate(po), levels)) for ts, po in work.purchase_orders
+        ]
+        held = self._held_anyway(
+            job, work, [work.order_of[id(summary_of(ts))] for ts, _, found, _ in checked if found]
+        )
+        for ts, po, found, warnings in checked:
             order = work.order_of[id(summary_of(ts))]
-            if found and self._held_before(job, work, order):
-                # Sent by the run this one carries on (the rules changed since):
-                # the ERP may hold it. A warning now, sent again under its key.
+            if found and order.idempotency_key in held:
+                # Sent by the run this one carries on, or posted as it is by
+                # another job (the rules changed since): the ERP may hold it. A
+                # warning now: sent again under its key, or a duplicate.
                 logger.warning("rules_changed_after_sending", po_number=po.po_number)
                 found, warnings = [], [*warnings, *found]
             for problem in found:
@@ -975,6 +981,19 @@ class Pipeline:
             work.held_before = frozenset(held)
         held = work.held_before
         return bool(held) if order is None else order.idempotency_key in held
+
+    def _held_anyway(self, job: JobResult, work: _Work, refused: list[OrderResult]) -> set[str]:
+        """The keys of ``refused`` (orders the rules refuse now) that the ERP
+        may hold all the same: posted as they are by any job (the file sent
+        again: duplicates whatever the rules say now), or sent by the jobs
+        this one carries on. One read a job, however many are refused."""
+        if not refused:
+            return set()
+        keys = {o.idempotency_key for o in refused}
+        posted = set(self._read(job, work, "posted_keys", self.recorder.posted_keys, keys))
+        return {o.idempotency_key for o in refused if o.idempotency_key in posted} | {
+            o.idempotency_key for o in refused if self._held_before(job, work, o)
+        }
 
     def _sent_unanswered(self, job: JobResult, work: _Work, order: OrderResult) -> bool:
         """Whether ``order`` went to the ERP before without an answer (its

@@ -358,6 +358,24 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
+    def posted_keys(self, keys: Collection[str]) -> Collection[str]:
+        def work() -> Collection[str]:
+            found: set[str] = set()
+            ordered = sorted(keys)
+            for first in range(0, len(ordered), 500):
+                rows: list[Any] = list(
+                    Order.select(Order.idempotency_key)
+                    .where(
+                        Order.idempotency_key.in_(ordered[first : first + 500]),
+                        Order.erp_po_id.is_null(False),
+                    )
+                    .tuples()
+                )
+                found.update(row[0] for row in rows)
+            return found
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
     def held_by(self, job_id: str) -> Collection[str]:
         def work() -> Collection[str]:
             lineage: list[int] = []
