@@ -149,7 +149,7 @@ from test_outsider_round13 import interchange, order
 
 import web_site
 from helpers import BAD, make_po, poll_until
-from web_site import TOKEN, Site, free_port, request
+from web_site import TOKEN, Site, free_port, request, stop
 
 VENDOR = "<b id=evil>E</b>\u202egnp.exe"  # markup and a right-to-left override
 LONG_NAME = "L" * 236 + ".edi"
@@ -368,12 +368,7 @@ def limited_server(config: str, nofile: int):
         poll_until(up, timeout=60, interval=0.05, what="serve answering")
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_clients_sending_half_a_request_do_not_lock_out_the_others(web: Site):
@@ -688,12 +683,7 @@ def test_serve_listens_where_http_listen_says_and_nowhere_else(scratch: Path):
                     continue  # refused (or no IPv6): not listening there
                 raise AssertionError(f"serve also answers on {host}:{port}")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 # -- counters: a parked job recorded late ---------------------------------------------

@@ -43,6 +43,7 @@ from web_site import (
     request,
     server,
     site,
+    stop,
     write_config,
 )
 
@@ -690,12 +691,7 @@ def serve_limited(config_path: Path, root: Path, nofile: int) -> Iterator[tuple[
             yield port, log_path
             assert process.poll() is None, log_path.read_text()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def closed_by_the_server(conn: socket.socket) -> bool:
