@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio.to_thread
 import peewee as pw
 import structlog
 from fastapi import Depends, FastAPI, Query, Request
@@ -217,9 +218,11 @@ def safe_file_name(name: str | None) -> str:
     return name[:200]
 
 
-def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
+def create_app(settings: config.Settings, db: Any = None, threads: int | None = None) -> FastAPI:
     """The application over ``settings`` (the database opened and its schema
-    created or migrated, as the CLI does, unless ``db`` is given)."""
+    created or migrated, as the CLI does, unless ``db`` is given); ``threads``:
+    the most requests answered at once in the thread pool (anyio's 40 unless
+    given: ``serving.budget``)."""
     token = read_token(settings.http.token_file)
     if db is None:
         # A lost connection is retried for 2 s, not the default 10, and a
@@ -237,6 +240,8 @@ def create_app(settings: config.Settings, db: Any = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         web.slow_figures = metrics.SlowFigures(db, partners=bool(settings.partners.partners))
         web.slow_figures.start()
         try:

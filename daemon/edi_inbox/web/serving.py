@@ -5,6 +5,7 @@ deadline, a cap on connections)."""
 from __future__ import annotations
 
 import resource
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -87,31 +88,56 @@ def guarded(base: type[Any], max_connections: int, head_seconds: float = HEAD_SE
     return Guarded
 
 
-def max_connections() -> int:
-    """Half the process' file descriptors (``RLIMIT_NOFILE``): the other half
-    is the database's connections (SQLite: two a thread of the pool),
-    templates, folders listed for ``/metrics`` and accept bursts."""
+# Descriptors neither connections nor the thread pool's: standard streams,
+# the listening socket, the event loop's, the log, the metrics' connection,
+# templates and folders read for ``/metrics``.
+RESERVED_FDS = 16
+# A thread of the pool: its SQLite connection (the database and its WAL: the
+# shared memory is one a process) and a file or socket a request opens.
+FDS_A_THREAD = 3
+MAX_THREADS = 40  # anyio's default
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How serve spends its file descriptors (``RLIMIT_NOFILE``)."""
+
+    connections: int  # at most this many open (``guarded``)
+    backlog: int  # accepted at once, before the cap closes any
+    threads: int  # the pool answering requests, each its own database connection
+
+
+def budget() -> Budget:
+    """Half the descriptors are connections; a quarter of that (the listen
+    backlog) is what asyncio accepts at once before the cap applies; a few are
+    reserved; the rest is the thread pool's, three a thread, at most 40
+    threads (at 64 descriptors 2 threads, at 128 10, at the unit's 16384 40)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 65536
-    return max(8, soft // 2)
+    connections = max(8, soft // 2)
+    backlog = max(8, min(2048, connections // 4))
+    left = soft - RESERVED_FDS - connections - backlog
+    return Budget(connections, backlog, max(1, min(MAX_THREADS, left // FDS_A_THREAD)))
 
 
 def serve(settings: config.Settings) -> None:
     """Run the application on ``[http] listen`` under uvicorn until SIGTERM/SIGINT,
-    each connection's request head due within ``HEAD_SECONDS``, the connections
-    at most half the file descriptors (``guarded``)."""
+    each connection's request head due within ``HEAD_SECONDS``, the connections,
+    the accept backlog and the thread pool within the file descriptors
+    (``budget``, ``guarded``)."""
     import uvicorn
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     host, port = settings.http.address()
-    app = create_app(settings)
-    cap = max_connections()
+    fds = budget()
+    app = create_app(settings, threads=fds.threads)
     logger.info(
         "serving",
         listen=f"{host}:{port}",
         database=config.safe_url(settings.database_url),
-        max_connections=cap,
+        max_connections=fds.connections,
+        threads=fds.threads,
     )
     uvicorn.run(
         app,
@@ -120,9 +146,7 @@ def serve(settings: config.Settings) -> None:
         log_config=None,
         access_log=False,
         proxy_headers=False,
-        http=guarded(AutoHTTPProtocol, cap),
-        limit_concurrency=cap + 1,  # uvicorn counts the connection asking
-        # asyncio accepts up to a backlog's worth at once, before a
-        # connection's cap is applied: at most a quarter of the cap.
-        backlog=max(16, min(2048, cap // 4)),
+        http=guarded(AutoHTTPProtocol, fds.connections),
+        limit_concurrency=fds.connections + 1,  # uvicorn counts the connection asking
+        backlog=fds.backlog,
     )
