@@ -349,7 +349,9 @@ def test_orchestrate_refuses_bodies_over_max_file_bytes(web):
 def test_orchestrate_answers_503_while_other_bodies_fill_max_bytes_in_flight(web):
     """A body that would pass ``[daemon] max_bytes_in_flight`` beside one
     still being read is answered 503 with Retry-After (a job holds ~25-35x its
-    file in memory); once the first has been run, it goes through."""
+    file in memory); once the first has been run, it goes through. The second
+    is sent once the server has read the first as far as it was sent (else
+    the first's last bytes, counted after the second's, are the ones refused)."""
     first = MAX_BYTES_IN_FLIGHT - 10_000
     started, go_on = threading.Event(), threading.Event()
 
@@ -368,7 +370,9 @@ def test_orchestrate_answers_503_while_other_bodies_fill_max_bytes_in_flight(web
     sender.start()
     try:
         assert started.wait(30)
-        second = b"y" * 100_000  # beside any part of the first the server has read
+        poll_until(lambda: unread_bytes(web.port) == 0, what="the first body read by the server")
+        # More than uvicorn may hold unread (64 KiB) and the first's margin.
+        second = b"y" * 100_000
         # The server counts the first body's bytes as they arrive.
         busy = poll_until(
             lambda: (
@@ -384,6 +388,23 @@ def test_orchestrate_answers_503_while_other_bodies_fill_max_bytes_in_flight(web
     assert answers[0].status == 200 and answers[0].json()["success"] is False
     again = web.request("POST", "/api/orchestrate", second, AUTH)
     assert again.status == 200 and "not X12" in again.json()["error"]
+
+
+def unread_bytes(port: int) -> int:
+    """Bytes on 127.0.0.1's established connections to ``port`` that its
+    server has not read yet: the clients' send queues and its receive queues
+    (``/proc/net/tcp``)."""
+    unread = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state, queues = line.split()[1:5]
+        if state != "01":  # not ESTABLISHED
+            continue
+        sending, receiving = (int(q, 16) for q in queues.split(":"))
+        if int(local.rsplit(":", 1)[1], 16) == port:
+            unread += receiving
+        elif int(remote.rsplit(":", 1)[1], 16) == port:
+            unread += sending
+    return unread
 
 
 def test_retry_needs_the_token_and_puts_the_file_back(web):
