@@ -146,6 +146,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_outsider_round13 import interchange, order
+from test_web import StallingProxy
 
 import web_site
 from helpers import BAD, make_po, poll_until
@@ -393,53 +394,7 @@ def test_clients_sending_half_a_request_do_not_lock_out_the_others(web: Site):
                 conn.close()
 
 
-# -- PostgreSQL: through a proxy that can hang, the URL with a password ----------------
-
-
-class Proxy:
-    """A TCP proxy on 127.0.0.1 to ``upstream``; ``hang()`` stops forwarding
-    while every connection stays open (a server that stopped answering)."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.hung = threading.Event()
-        self.closed = threading.Event()
-        self.sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            self.sockets += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                while self.hung.is_set() and not self.closed.is_set():
-                    self.closed.wait(0.05)
-                if self.closed.is_set():
-                    return
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def hang(self) -> None:
-        self.hung.set()
-
-    def close(self) -> None:
-        self.closed.set()
-        self.listener.close()
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+# -- PostgreSQL: through a proxy that can stall (test_web's), the URL with a password -------
 
 
 SECRET = "hunter2-db-password"
@@ -451,7 +406,7 @@ def proxied_pg_site(root: Path):
 
     with private_schema(pg_base_url()) as url:
         parts = urlsplit(url)
-        proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+        proxy = StallingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
         try:
             user = parts.username or "postgres"
             netloc = f"{user}:{SECRET}@127.0.0.1:{proxy.port}"
@@ -489,7 +444,7 @@ def test_the_database_password_is_never_shown(scratch: Path):
 def test_a_hung_database_is_answered_503_in_seconds(scratch: Path):
     with proxied_pg_site(scratch) as (site, proxy):
         assert site.get("/api/jobs/stats").status == 200
-        proxy.hang()
+        proxy.stall()
         conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=8)
         try:
             conn.request("GET", "/healthz")

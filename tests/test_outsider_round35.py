@@ -110,35 +110,12 @@ from pathlib import Path
 import pytest
 from daemons import daemons, erp
 from test_outsider_round7 import ledger
+from test_outsider_round34 import interchange
 
 from helpers import make_po
 
 __all__ = ["daemons", "erp", "ledger"]  # fixtures
 from web_site import TOKEN, server, write_config
-
-
-def interchange(sender: str, name: str, *, elem: str = "*", term: str = "~") -> str:
-    """One 850 from ``sender`` (ISA06 padded to 15) shipping to ``name``."""
-    e = elem
-    isa = e.join(
-        [
-            "ISA", "00", " " * 10, "00", " " * 10, "ZZ", f"{sender:<15}", "ZZ", f"{'OURAPP':<15}",
-            "261206", "1200", "U", "00401", "000000001", "0", "P", ">",
-        ]
-    )  # fmt: skip
-    segments = [
-        isa,
-        e.join(["GS", "PO", sender.strip(), "OURAPP", "20261206", "1200", "1", "X", "004010"]),
-        e.join(["ST", "850", "0001"]),
-        e.join(["BEG", "00", "SA", "PO-1", "", "20261206"]),
-        e.join(["N1", "ST", name]),
-        e.join(["PO1", "1", "2", "EA", "3.5", "", "VP", "X1"]),
-        e.join(["CTT", "1"]),
-        e.join(["SE", "6", "0001"]),
-        e.join(["GE", "1", "1"]),
-        e.join(["IEA", "1", "000000001"]),
-    ]
-    return term.join(segments) + term
 
 
 def read(data: bytes) -> tuple[list, list]:
