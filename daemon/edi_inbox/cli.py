@@ -378,10 +378,12 @@ def _status_text(doc: dict[str, Any]) -> str:
         lines.append("no daemon on record")
     inbox = doc["inbox"]
     oldest = inbox.get("oldest_age_seconds")
+    claimed = doc["folders"].get("processing")
     lines.append(
-        f"inbox: {inbox['waiting']} waiting"
+        "inbox: "
+        + ("missing or unreadable" if inbox["waiting"] is None else f"{inbox['waiting']} waiting")
         + (f" (oldest {oldest:.0f}s)" if oldest is not None else "")
-        + f", {doc['folders'].get('processing')} in processing"
+        + (", processing/ not made yet" if claimed is None else f", {claimed} in processing")
     )
     day = doc["last_24h"]
     lines.append(
@@ -436,7 +438,8 @@ def stats(settings: config.Settings, since: str | None, partner: str | None, as_
         "average_duration_seconds",
         "total_amount_processed",
     ):
-        click.echo(f"{key.replace('_', ' '):<26} {doc[key]}")
+        value = "n/a (no jobs)" if doc[key] is None else doc[key]
+        click.echo(f"{key.replace('_', ' '):<26} {value}")
     by_status = ", ".join(f"{k} {v}" for k, v in doc.get("by_status", {}).items())
     click.echo(f"{'by status':<26} {by_status}")
 

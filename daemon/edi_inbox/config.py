@@ -25,6 +25,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -347,6 +348,11 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
             raise ConfigError(f"{source}: configuration file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # an editor set to Latin-1 saved a "ü"
+            raise ConfigError(
+                f"{source}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}):"
+                " a TOML file is UTF-8; save it as such"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"{source}: cannot be read: {exc.strerror}") from None
         where = str(source)
@@ -368,7 +374,17 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
                 partners_raw = {}
             partners_raw = {**partners_raw, "unknown": _EnvValue(value, name)}
             continue
+        if section == "partners":
+            raise ConfigError(
+                f"{name}: a partner's settings are not read from the environment; set"
+                " them in its [partners.NAME] table (EDI_INBOX_PARTNERS_UNKNOWN is the one"
+                " variable of [partners])"
+            )
         if section not in SECTIONS or not key:
+            near = difflib.get_close_matches(section, SECTIONS, n=1, cutoff=0.75)
+            if near:  # a typo, applied to nothing in silence: a default would run instead
+                meant = f"{ENV_PREFIX}{near[0].upper()}_{key.upper()}"
+                raise ConfigError(f"{name}: no section [{section}]; did you mean {meant}?")
             continue  # EDI_INBOX_TEST_PG_URL and the like belong to others
         raw.setdefault(section, {})[key] = _EnvValue(value, name)
 
@@ -398,7 +414,66 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         typing.cast(DaemonSettings, sections["daemon"]),
         name_of(source, "partners"),
     )
-    return Settings(source=source, **sections)  # type: ignore[arg-type]
+    settings = Settings(source=source, **sections)  # type: ignore[arg-type]
+    url = raw.get("database", {}).get("url")
+    if isinstance(url, _EnvValue):
+        label = f"{url.variable} ({name_of(source, 'database')} key 'url')"
+    elif url:
+        label = f"{name_of(source, 'database')} key 'url'"
+    else:
+        label = f"the database ({name_of(source, 'paths')} root's edi-inbox.db)"
+    _check_database(settings, label)
+    return settings
+
+
+def _check_database(settings: Settings, label: str) -> None:
+    """A SQLite database is one file, named by an absolute path, out of every
+    folder the daemon takes files from or files them into: in an inbox or a
+    processing folder its own files would be taken for uploads or claims; in
+    done/, failed/, acks/ or an outbox, filed over or fetched by partners."""
+    url = settings.database_url
+    if not url.startswith("sqlite:"):
+        if url.startswith(("postgresql:", "postgres:")):
+            user_info = urlsplit(url).netloc.rpartition("@")[0]
+            if re.search(r"%(?![0-9A-Fa-f]{2})", user_info):  # never shown: a password
+                raise ConfigError(
+                    f"{label}: the user or password holds a '%' not followed by two hex"
+                    " digits: percent-encode it (write % as %25)"
+                )
+        return
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if path == ":memory:":
+        raise ConfigError(
+            f"{label}: an in-memory database forgets every job when its process ends"
+            " (and each process has its own): name a file, sqlite:////var/lib/edi-inbox/"
+            "edi-inbox.db"
+        )
+    if not path.startswith("/"):
+        raise ConfigError(
+            f"{label} must name its file by an absolute path, four slashes as in"
+            f" sqlite:////var/lib/edi-inbox/edi-inbox.db, not {url!r}: a relative path is"
+            " another file from each working directory"
+        )
+    paths, partners = settings.paths, settings.partners.partners
+    inboxes = [(paths.inbox, "[paths] inbox")]
+    inboxes += [(p.inbox, f"the inbox of partner {p.name!r}") for p in partners if p.inbox]
+    folder = os.path.realpath(os.path.dirname(path))
+    for inbox, name in inboxes:
+        if folder == os.path.realpath(typing.cast(Path, inbox)):
+            raise ConfigError(
+                f"{label}: {path!r} is in {name} {str(inbox)!r}: the daemon would take the"
+                " database's files for uploads; keep it beside the folders, in [paths] root"
+            )
+    kept = [(getattr(paths, f), f"[paths] {f}") for f in ("processing", "done", "failed", "acks")]
+    kept.append((paths.outbox, "[paths] outbox"))
+    kept += [(p.processing, f"the processing folder of partner {p.name!r}") for p in partners]
+    kept += [(p.outbox, f"the outbox of partner {p.name!r}") for p in partners]
+    for kept_folder, name in kept:
+        if kept_folder is not None and _within(Path(path), kept_folder):
+            raise ConfigError(
+                f"{label}: {path!r} is in {name} {str(kept_folder)!r}, where the daemon"
+                " files, claims or answers: keep it beside the folders, in [paths] root"
+            )
 
 
 def _partners(
@@ -711,6 +786,7 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         elif isinstance(number, int) and not isinstance(number, bool) and number < 0:
             raise ConfigError(f"{label} must not be negative")
     limits = (
+        "max_file_bytes",
         "max_groups_per_file",
         "max_sets_per_file",
         "max_segments_per_file",
@@ -743,8 +819,15 @@ def _processes(value: str, label: str) -> int:
     return number
 
 
-# Timeouts a socket takes as "do not wait at all" when 0: every call would fail.
-_NOT_ZERO = {("erp", "connect_timeout_seconds"), ("erp", "read_timeout_seconds")}
+# Timeouts a socket takes as "do not wait at all" when 0: every call would fail;
+# intervals that, at 0, would spin a core (polling, rescanning, heartbeats).
+_NOT_ZERO = {
+    ("erp", "connect_timeout_seconds"),
+    ("erp", "read_timeout_seconds"),
+    ("daemon", "polling_interval_seconds"),
+    ("daemon", "rescan_seconds"),
+    ("daemon", "heartbeat_seconds"),
+}
 
 
 def _check_float(number: float, label: str) -> None:
@@ -794,7 +877,10 @@ def _convert(value: object, hint: object, label: str) -> object:
                 return value
             if not isinstance(value, str):
                 raise ValueError
-            return Path(str(value)).expanduser()
+            path = Path(str(value)).expanduser()
+            if not path.is_absolute():  # another folder from each working directory
+                raise ConfigError(f"{label} must be an absolute path, not {value!r}")
+            return path
         if typing.get_origin(hint) is tuple:
             if from_env:
                 return tuple(p.strip() for p in str(value).split(",") if p.strip())
