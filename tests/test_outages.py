@@ -15,6 +15,7 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +131,7 @@ def check_records(erp: Erp, orders: list[dict], jobs: list[dict], done: Path, *,
     for job in jobs:
         if job["status"] == "running":
             assert os.path.basename(job["file_path"] or "") not in filed, job
+        if job["status"] in ("running", "interrupted"):  # its file runs (again): claimed
             assert "/processing/" in (job["file_path"] or ""), job
     if final:
         assert all(recorded[key]["erp_po_id"] for key in posted)
@@ -427,3 +429,39 @@ def test_process_exits_non_zero_for_a_posted_order_it_cannot_record(
     assert "the ERP accepted PO 00000005 as E11" in result.stderr
     assert "not recorded" in result.stderr
     assert len(httpserver.log) == 1 and not path.exists()
+
+
+_NO_DESCRIPTOR_FREE = """
+import os, resource, sys
+import edi_inbox
+from edi_inbox.x12.scan import encode_as_read
+lowest_free = os.open(os.devnull, os.O_RDONLY)  # a new descriptor would be this one
+os.close(lowest_free)
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+try:
+    open(sys.executable, "rb")
+except OSError as exc:
+    print("short:", exc.strerror)
+print("erp.example.com".encode("idna"), encode_as_read("caf\\u00e9 \\u2026", "cp1252"),
+      b"\\xc1\\x85".decode("cp500"))
+"""
+
+
+def test_codecs_are_known_while_no_descriptor_is_free(tmp_path: Path) -> None:
+    """Once the package is imported, the codecs a job uses (the ERP host's
+    IDNA, cp1252, EBCDIC) work while the process can open nothing: a codec
+    first looked up then, its module not importable, would be an unknown
+    encoding for the process's life (every later ERP call failed "unknown
+    encoding: idna")."""
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_DESCRIPTOR_FREE],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "daemon")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "short: Too many open files", out.stdout
+    assert lines[1] == "b'erp.example.com' b'caf\\xe9 \\x85' Ae", out.stdout

@@ -50,7 +50,13 @@ its tables once put back (that program met the daemon's ``-wal``: an
 operator's act, as round 14's deleted ``-wal``; one renamed over the name
 is held, as above).
 
-Found (strict xfails):
+Found (strict xfails; all 3 fixed the same session, each test failing
+before its fix — the daemon's own shortage of descriptors or memory hands
+the file back (``files.short_of_resources``) and the codecs are looked up at
+import (a lookup that failed under EMFILE had made every later ERP call
+"unknown encoding: idna"); the soft open-file limit raised at start
+(``limits.raise_open_files``); a dead worker thread stops the daemon, exit
+1):
 
 1. ``test_a_moment_out_of_file_descriptors_fails_no_good_order``: the soft
    ``RLIMIT_NOFILE`` of the running daemon 4 above what it holds for ~3 s,
@@ -185,10 +191,6 @@ def soft_nofile(pid: int, soft: int) -> None:
 # -- 1. the daemon's own resources ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EMFILE opening an upload fails it as 'the file cannot be read' (worker._run, watch)",
-)
 def test_a_moment_out_of_file_descriptors_fails_no_good_order(made, erp):
     """RLIMIT_NOFILE (soft) lowered on the running daemon to 4 above what it
     holds, 40 good uploads, the limit given back once the daemon has hit
@@ -249,10 +251,6 @@ def test_stderr_a_closed_pipe_loses_nothing(made, erp):
     assert daemon.terminate(20) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="soft RLIMIT_NOFILE too low for its workers: READY, then uploads fail as unreadable",
-)
 def test_a_low_soft_file_limit_at_start_is_raised_or_refused(made, erp):
     """The daemon started by hand under ``ulimit -Sn 32`` (the hard limit far
     higher) with 16 workers: it must either raise its soft limit toward the
@@ -378,8 +376,13 @@ def test_the_database_renamed_away_mid_burst_loses_and_doubles_nothing(made, erp
     assert len(erp.keys_by_po()) == 196
     acks = [n for n in os.listdir(daemon.root / "acks") if n.endswith(".997")]
     assert len(acks) == 200
-    statuses = sorted(j["status"] for j in daemon.jobs())
-    assert statuses == ["failed"] * 4 + ["succeeded"] * 196
+    # A job the database went away under ends interrupted, on record, and its
+    # file runs again (retry_of): each file's last job tells its outcome.
+    jobs = daemon.jobs()
+    last = {j["file_name"]: j for j in sorted(jobs, key=lambda j: j["started_at"])}
+    assert sorted(j["status"] for j in last.values()) == ["failed"] * 4 + ["succeeded"] * 196
+    again = {j["retry_of"] for j in jobs if j["retry_of"]}
+    assert all(j["job_id"] in again for j in jobs if j["status"] == "interrupted")
 
 
 # -- 3. output folders --------------------------------------------------------------------
@@ -432,10 +435,6 @@ def many_sets(count: int, seed: int) -> bytes:
     return (head + "\n" + "\n".join(sets) + "\n" + ge).encode("latin-1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MemoryError kills a worker thread: file stays claimed, no job row, daemon runs on",
-)
 def test_a_job_out_of_memory_is_recorded_or_the_daemon_exits(made, erp):
     """RLIMIT_AS of the running daemon set 20 MiB above its size; a file of
     4,000 orders (3.6 MB, ~25x that while read) and a small one. The big

@@ -504,12 +504,16 @@ class LookupFails(NullRecorder):
 def test_an_order_whose_duplicate_check_fails_is_not_posted(tmp_path, httpserver):
     """Whether the order was posted before cannot be known: nothing is posted,
     no 997 is written, and the job ends ``interrupted``, to run again (and
-    answer) once the database answers."""
+    answer) once the database answers; its file is handed back, not filed:
+    the record keeps where it was (the daemon's ``destination``, done/ or
+    failed/, is not asked)."""
     httpserver.expect_request("/orders", method="POST").respond_with_json({"id": "E1"}, 201)
     settings = settings_for(tmp_path, httpserver.url_for("/orders"))
+    path = copy(tmp_path, GOOD)
     with Pipeline(settings, LookupFails()) as pipeline:
-        job = pipeline.run(copy(tmp_path, GOOD))
+        job = pipeline.run(path, destination=lambda job: str(tmp_path / "failed" / "po.edi"))
     assert job.status is JobStatus.INTERRUPTED
+    assert job.file_path == str(path)
     assert httpserver.log == []
     # No 997 from this run: it would reject an order the next run may post.
     assert job.acks == [] and not settings.paths.acks.exists()

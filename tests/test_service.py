@@ -26,7 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.inotify import InotifyObserver
 from werkzeug import Request, Response
 
-from edi_inbox import admin, notify, orders, outcomes, procs, queries, service, store
+from edi_inbox import admin, notify, orders, outcomes, procs, queries, service, store, worker
 from edi_inbox.claims import host_folder, processing_name, split_processing_name
 from edi_inbox.config import DaemonSettings, DatabaseSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.errors import EdiInboxError
@@ -540,6 +540,39 @@ def test_heartbeat_written_before_the_first_claim(tmp_path, erp):
         assert Service(settings, pipeline, host="host-a", heartbeat=heartbeat).run(once=True) == 0
     assert first_beat == [(["po1.edi"], [left.name])]
     assert names(settings.paths.done) == ["po1.edi", "po2.edi"]
+
+
+def test_a_worker_thread_that_dies_stops_the_daemon_and_its_file_runs_at_the_next_start(
+    tmp_path, erp, monkeypatch
+):
+    """What ``run_one`` cannot catch (memory exhausted while it handles a
+    job's error) ends its worker thread: the daemon stops at once, exit 1,
+    "a worker thread died" (systemd starts it again), rather than running on
+    a worker short with the file claimed for ever; the next start runs it."""
+    settings = make_settings(tmp_path, erp.url, workers=2)
+    (settings.paths.inbox / "boom.edi").write_bytes(make_po(1))
+
+    class Exhausted(BaseException):
+        """What escapes ``run_one``: a MemoryError raised in its except clause."""
+
+    def exhausted(self, flight, item):  # the file claimed, then
+        raise Exhausted
+
+    with monkeypatch.context() as patch, capture_logs() as logs:
+        patch.setattr(worker.Worker, "_run", exhausted)
+        running = Running(settings)
+        poll_until(lambda: not running.thread.is_alive(), timeout=15, what="the daemon to stop")
+    assert running.code == 1
+    assert running.service.last_error == "a worker thread died"
+    store.close_database(running.db)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "worker_thread_failed",
+        "worker_thread_died",
+    ]
+    (claim,) = claimed(settings.paths.processing)  # kept for the next start
+    assert split_processing_name(Path(claim).name)[0] == "boom.edi"
+    assert service.run(settings, once=True) == 0
+    assert names(settings.paths.done) == ["boom.edi"]
 
 
 @pytest.mark.parametrize(("processes", "once"), [(1, True), (1, False), (2, True), (2, False)])

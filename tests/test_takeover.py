@@ -133,9 +133,10 @@ def test_a_lost_claim_stops_the_post_and_writes_no_997(tmp_path, erp):
     def lost() -> None:
         raise ClaimLost("po.edi is no longer claimed by host alpha")
 
+    asked: list[object] = []  # where to file it: never asked, the file is not ours
     with Pipeline(settings) as pipeline:
-        job = pipeline.run(path, guard=lost, destination=pytest.fail)
-    assert job.status is JobStatus.INTERRUPTED
+        job = pipeline.run(path, guard=lost, destination=asked.append)
+    assert job.status is JobStatus.INTERRUPTED and asked == []
     assert job.error_details == [{"code": "claim_lost", "message": job.error}]
     assert erp.requests == []
     assert not settings.paths.acks.exists() or not os.listdir(settings.paths.acks)
@@ -152,9 +153,10 @@ def test_a_claim_lost_after_the_post_writes_no_997(tmp_path, erp):
         if erp.requests:
             raise ClaimLost("po.edi is no longer claimed by host alpha")
 
+    asked: list[object] = []  # where to file it: never asked, the file is not ours
     with Pipeline(settings) as pipeline:
-        job = pipeline.run(path, guard=lost_after_the_post, destination=pytest.fail)
-    assert job.status is JobStatus.INTERRUPTED
+        job = pipeline.run(path, guard=lost_after_the_post, destination=asked.append)
+    assert job.status is JobStatus.INTERRUPTED and asked == []
     assert len(erp.requests) == 1
     assert not settings.paths.acks.exists() or not os.listdir(settings.paths.acks)
 

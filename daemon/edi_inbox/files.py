@@ -50,6 +50,16 @@ def safe_name(text: str, *, fallback: str = "file", max_bytes: int = MAX_NAME) -
     return name or fallback
 
 
+# Errors that are the daemon's shortage, not the file's: a file met with one
+# is looked at again later, never refused for it.
+SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+def short_of_resources(exc: OSError) -> bool:
+    """``exc`` says this process or the system is short of descriptors or memory."""
+    return exc.errno in SHORTAGES
+
+
 def display_name(name: str | bytes) -> str:
     """A name as it may appear in logs, JSON and records: control characters
     (``\\n``, ``\\x07``, ``\\u0085``), bytes that are not UTF-8 (``\\xfc``) and

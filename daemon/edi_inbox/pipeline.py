@@ -368,7 +368,8 @@ class Pipeline:
         ``interrupted`` at once: nothing more is posted, no 997 written.
         ``destination(job)``, if given, says where the file will be moved once
         the job is done (the daemon's ``done/`` or ``failed/``): the final
-        record carries that path, saving the move a transaction of its own.
+        record carries that path, saving the move a transaction of its own
+        (not asked for a job ended ``interrupted``: its file is handed back).
         If it raises ``FileChanged`` or ``ClaimLost``, the job ends
         ``interrupted``: the file runs again, here or on the host that took it
         (orders the ERP accepted are not posted again).
@@ -420,7 +421,9 @@ class Pipeline:
                 job.status = conclude(job, work)
             job.completed_at = datetime.now(UTC)
             job.duration_seconds = round(time.perf_counter() - clock, 6)
-            if destination is not None and not work.lost:
+            # An interrupted job's file is handed back, not filed: it stays where it was.
+            handed_back = work.lost or job.status is JobStatus.INTERRUPTED
+            if destination is not None and not handed_back:
                 try:
                     job.file_path = destination(job)
                 except (FileChanged, ClaimLost) as exc:  # not what was read, or not ours

@@ -78,7 +78,7 @@ from typing import Any
 
 import structlog
 
-from . import __version__, admin, files, log, notify
+from . import __version__, admin, files, limits, log, notify
 from .claims import (
     Claim,
     Claims,
@@ -509,6 +509,10 @@ class Service:
                     logger.error("worker_process_died")
                     self.last_error = "a worker process died"
                     return EXIT_FAILURE
+                if not all(t.is_alive() for t in self.threads):  # its claim resumes at the start
+                    logger.error("worker_thread_died")
+                    self.last_error = "a worker thread died"
+                    return EXIT_FAILURE
                 next_health = now + HEALTH_EVERY
             if now >= next_heartbeat:
                 self._beat()
@@ -769,11 +773,18 @@ class Service:
         self.threads.append(thread)
 
     def _work(self) -> None:
-        while True:
-            item = self.work.get()
-            if item is None:
-                return
-            self.events.put(("done", run_one(self.worker, item)))
+        """Run units of work until the stop sentinel. What ``run_one`` cannot
+        catch (memory exhausted while it handles an error) ends the thread; the
+        loop then stops the daemon (exit 1, systemd starts it again)."""
+        try:
+            while True:
+                item = self.work.get()
+                if item is None:
+                    return
+                self.events.put(("done", run_one(self.worker, item)))
+        except BaseException as exc:  # told by the loop (exit 1), not a traceback
+            with contextlib.suppress(BaseException):
+                logger.error("worker_thread_failed", error=repr(exc))
 
     def _relay(self, channel: Any, n: int) -> None:
         """Hand units of work to one thread of a child process, report what it did.
@@ -1095,6 +1106,7 @@ def run(
     """
     assert settings.paths.processing is not None
     host = socket.gethostname()
+    limits.raise_open_files()  # before any descriptor: the workers' children inherit it
     try:  # first of all: a second daemon for this host must touch nothing
         lock = lock_host(settings.paths.processing, host)
     except (AlreadyRunning, OSError) as exc:

@@ -58,7 +58,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from .config import DaemonSettings
 from .errors import EdiInboxError, UnsafeFile
-from .files import display_name
+from .files import display_name, short_of_resources
 from .x12 import trailer_present
 
 logger = structlog.get_logger("edi_inbox.watch")
@@ -930,8 +930,15 @@ class Tracker:
 
     def _trouble(self, entry: _Entry, now: float, exc: OSError) -> Ticket | None:
         """A file that cannot be looked at: logged once, looked at again with
-        backoff (permissions may still change), refused after the grace."""
+        backoff (permissions may still change), refused after the grace — but
+        never for the daemon's own shortage of descriptors or memory."""
         reason = exc.strerror or str(exc)
+        if short_of_resources(exc):
+            if not entry.failures:
+                logger.warning("file_not_looked_at", file=display_name(entry.name), error=reason)
+            entry.failures += 1
+            self._schedule(entry, now + min(5.0, 0.1 * 2**entry.failures))
+            return None
         if entry.trouble_since is None:
             entry.trouble_since = now
             logger.error("file_unreadable", file=display_name(entry.name), error=reason)

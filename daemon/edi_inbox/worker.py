@@ -223,6 +223,10 @@ class Worker:
         except Refused as problem:
             return self._refuse(flight, job_id, problem, item.retry_of)
         except OSError as exc:
+            if files.short_of_resources(exc):  # the daemon's trouble: the file runs later
+                shown = files.display_name(name)
+                logger.warning("upload_not_opened", file=shown, error=os_message(exc))
+                return self._hand_back(flight, "error")
             reason = f"the file cannot be read: {os_message(exc)}"
             return self._refuse(flight, job_id, Refused("unreadable", reason), item.retry_of)
         try:
