@@ -58,7 +58,9 @@ intervals, variables for a partner's key or a near-missed section; plain
    a crash left (the flat layout), run as jobs and filed into failed/
    (same place).
 4. ``test_a_relative_path_means_one_place_whatever_the_working_directory``
-   (``root = "state"``; ``sqlite:///state/edi-inbox.db``): resolved against
+   (``root = "state"``; ``sqlite:///state/edi-inbox.db``; fixed: a relative
+   root and ``sqlite:///./…`` refused, ``sqlite:///var/…`` read from the
+   root, as the service, started in /, had opened it): resolved against
    each command's working directory, so ``status`` run elsewhere than ``db
    init`` says the database is missing (and ``run`` elsewhere would start a
    second state); partners' folders must be absolute, these are kept as
@@ -277,7 +279,7 @@ def test_the_database_inside_the_processing_folder_is_refused(scratch: Path) -> 
         assert db.exists(), sorted(str(p.relative_to(root)) for p in root.rglob("edi-inbox*"))
 
 
-@pytest.mark.parametrize("what", ["root", "database_url"])
+@pytest.mark.parametrize("what", ["root", "database_url", "database_url_dot"])
 def test_a_relative_path_means_one_place_whatever_the_working_directory(
     scratch: Path, what: str
 ) -> None:
@@ -286,17 +288,25 @@ def test_a_relative_path_means_one_place_whatever_the_working_directory(
     (there / "state" / "inbox").mkdir(parents=True)
     if what == "root":
         text = base(Path("state"))
-    else:  # three slashes, as "sqlite:///var/lib/edi-inbox/edi-inbox.db" is often written
-        text = base(scratch / "root", database='url = "sqlite:///state/edi-inbox.db"')
+    else:
+        # Three slashes and the path without its own, as
+        # "sqlite:///var/lib/edi-inbox/edi-inbox.db" is often written: the
+        # file from the root (fixed since); "./" plainly relative: refused.
+        db = str(scratch / "root" / "edi-inbox.db").lstrip("/")
+        url = f"sqlite:///{db}" if what == "database_url" else "sqlite:///./state/edi-inbox.db"
+        text = base(scratch / "root", database=f"url = {json.dumps(url)}")
         (scratch / "root" / "inbox").mkdir(parents=True)
     config = toml_config(scratch / "edi-inbox.toml", text)
     init = cli(config, "db", "init", cwd=here)
     if init.returncode != 0:  # refused, naming the key: as good
-        assert what.split("_")[-1] in init.stderr and "Traceback" not in init.stderr, init
+        key = "root" if what == "root" else "url"
+        assert key in init.stderr and "Traceback" not in init.stderr, init
+        assert what != "database_url", init.stderr  # from the root: one file, not refused
         return
     status = cli(config, "status", "--json", cwd=there)
     # The database `db init` made is the one `status` reads, from anywhere.
     assert status.returncode == 3, (status.stdout, status.stderr)
+    assert what == "database_url" and (scratch / "root" / "edi-inbox.db").exists()
 
 
 def test_an_in_memory_database_is_refused(scratch: Path) -> None:

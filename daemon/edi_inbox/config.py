@@ -441,19 +441,20 @@ def _check_database(settings: Settings, label: str) -> None:
                     " digits: percent-encode it (write % as %25)"
                 )
         return
-    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-    if path == ":memory:":
+    written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if written == ":memory:":
         raise ConfigError(
             f"{label}: an in-memory database forgets every job when its process ends"
-            " (and each process has its own): name a file, sqlite:////var/lib/edi-inbox/"
+            " (and each process has its own): name a file, sqlite:///var/lib/edi-inbox/"
             "edi-inbox.db"
         )
-    if not path.startswith("/"):
+    if not written or written.startswith(("./", "../")) or written in (".", ".."):
         raise ConfigError(
-            f"{label} must name its file by an absolute path, four slashes as in"
-            f" sqlite:////var/lib/edi-inbox/edi-inbox.db, not {url!r}: a relative path is"
-            " another file from each working directory"
+            f"{label} must name a file from the root, as sqlite:///var/lib/edi-inbox/"
+            f"edi-inbox.db, not {url!r}: a relative path is another file from each"
+            " working directory"
         )
+    path = sqlite_path(url)
     paths, partners = settings.paths, settings.partners.partners
     inboxes = [(paths.inbox, "[paths] inbox")]
     inboxes += [(p.inbox, f"the inbox of partner {p.name!r}") for p in partners if p.inbox]
@@ -474,6 +475,16 @@ def _check_database(settings: Settings, label: str) -> None:
                 f"{label}: {path!r} is in {name} {str(kept_folder)!r}, where the daemon"
                 " files, claims or answers: keep it beside the folders, in [paths] root"
             )
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite:///PATH`` URL names: PATH from the root, whether or
+    not it begins with a slash — ``sqlite:///var/lib/edi-inbox/edi-inbox.db``
+    and ``sqlite:////var/lib/edi-inbox/edi-inbox.db`` are one file, from any
+    working directory (the first is how the URL is often written, and what a
+    service whose working directory is / opened). Empty: no file named."""
+    written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    return "/" + written.lstrip("/") if written else ""
 
 
 def _partners(

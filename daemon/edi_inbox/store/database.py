@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
-from ..config import DatabaseSettings, Settings
+from ..config import DatabaseSettings, Settings, sqlite_path
 from ..errors import DatabaseUnavailable, StoreError, one_line
 from ..money import exact_sum
 from .fields import FIELD_TYPES, as_utc, utcnow
@@ -209,7 +209,7 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         """The first connection of a ``create=True`` store may create the file;
         every other opens it ``mode=rw`` (never creating it) and only if it is
         the file first opened."""
-        if self.database == ":memory:" or (self.file_id is None and self.create):
+        if self.file_id is None and self.create:
             conn = self._opened(super()._connect)  # type: ignore[misc]
             if self.file_id is None:
                 self.file_id = self._file_id()
@@ -286,8 +286,6 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         """Why nothing can be written, if the file system holding the database
         has less than ``least`` bytes free (``status`` tells it; a full disk
         leaves reads working and every write failing)."""
-        if self.database == ":memory:":
-            return None
         try:
             st = os.statvfs(os.path.dirname(os.path.abspath(self.database)))
         except OSError:
@@ -339,8 +337,6 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         folder) ``busy_timeout`` alone applies."""
         fd = self._turn_fd
         if fd is None:
-            if self.database == ":memory:":
-                return True
             try:
                 fd = os.open(
                     f"{self.database}-writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660
@@ -374,8 +370,6 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         # An open SQLite connection goes on writing into a database file that
         # was deleted or replaced underneath it, and every record is lost:
         # check (one stat) that the file is still the one we opened.
-        if self.database == ":memory:":
-            return
         state: Any = self._state  # type: ignore[attr-defined]
         found = self._file_id()
         if found is None or found != state.file_id or found != self.file_id:
@@ -725,9 +719,7 @@ def open_database(
     scheme = urlsplit(url).scheme
     db: Database
     if scheme == "sqlite":
-        # As SQLAlchemy and playhouse.db_url read it: sqlite:////abs/path,
-        # sqlite:///relative/path (what Settings.database_url builds).
-        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        path = sqlite_path(url)
         if not path:
             raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
         db = SqliteStore(

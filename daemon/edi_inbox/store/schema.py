@@ -224,7 +224,7 @@ def migrate(db: Database) -> list[int]:
     Raises ``StoreError`` for a database newer than this code, or one holding a
     ``jobs`` table but no schema version (not ours to guess at). Creates the
     SQLite file's directory if need be."""
-    if db.is_sqlite and db.database != ":memory:":
+    if db.is_sqlite:
         os.makedirs(os.path.dirname(os.path.abspath(db.database)), exist_ok=True)
     # The common case, at every start and CLI call: current already. A read
     # answers it without queueing for the write lock behind a busy daemon.
