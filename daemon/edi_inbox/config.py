@@ -427,8 +427,9 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
 
 
 def _check_database(settings: Settings, label: str) -> None:
-    """A SQLite database is one file, named by an absolute path, out of every
-    folder the daemon takes files from or files them into: in an inbox or a
+    """A SQLite database is one file, named from the root (``sqlite_path``),
+    out of every folder the daemon takes files from or files them into (a
+    PostgreSQL URL's credentials percent-encoded as written): in an inbox or a
     processing folder its own files would be taken for uploads or claims; in
     done/, failed/, acks/ or an outbox, filed over or fetched by partners."""
     url = settings.database_url
