@@ -13,6 +13,7 @@ seconds (``settle_seconds = nan`` would hold every file forever), and a
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
 import math
@@ -25,7 +26,6 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -343,7 +343,9 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
     if source is not None:
         try:
             with open(source, "rb") as fh:
-                loaded = tomllib.load(fh)
+                text = fh.read()
+            # A byte-order mark (Notepad, PowerShell's utf8) is not TOML: skipped.
+            loaded = tomllib.loads(text.removeprefix(codecs.BOM_UTF8).decode("utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{source}: configuration file not found") from None
         except tomllib.TOMLDecodeError as exc:
@@ -382,7 +384,8 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
             )
         if section not in SECTIONS or not key:
             near = difflib.get_close_matches(section, SECTIONS, n=1, cutoff=0.75)
-            if near:  # a typo, applied to nothing in silence: a default would run instead
+            fields = {f.name for f in dataclasses.fields(SECTIONS[near[0]])} if near else ()
+            if key in fields and section not in SECTIONS:  # a typo: a default would run instead
                 meant = f"{ENV_PREFIX}{near[0].upper()}_{key.upper()}"
                 raise ConfigError(f"{name}: no section [{section}]; did you mean {meant}?")
             continue  # EDI_INBOX_TEST_PG_URL and the like belong to others
@@ -434,13 +437,22 @@ def _check_database(settings: Settings, label: str) -> None:
     done/, failed/, acks/ or an outbox, filed over or fetched by partners."""
     url = settings.database_url
     if not url.startswith("sqlite:"):
-        if url.startswith(("postgresql:", "postgres:")):
-            user_info = urlsplit(url).netloc.rpartition("@")[0]
-            if re.search(r"%(?![0-9A-Fa-f]{2})", user_info):  # never shown: a password
-                raise ConfigError(
-                    f"{label}: the user or password holds a '%' not followed by two hex"
-                    " digits: percent-encode it (write % as %25)"
-                )
+        # A password written as it is may hold what ends the URL's user part
+        # ("/", "?", "#": the rest is read as a host and port) or a "%" that is
+        # no escape: the driver's error would quote it. Never shown here.
+        scheme, _, rest = url.partition("://")
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        # "user:pass/word@host": the authority read ends at "/", as "user" port "pass".
+        cut_short = "@" not in authority and "@" in rest
+        misread = cut_short and not re.fullmatch(r"[^:]*(:[0-9]*)?", authority)
+        if scheme.lower() in ("postgresql", "postgres") and (
+            misread or re.search(r"%(?![0-9A-Fa-f]{2})", url)
+        ):
+            raise ConfigError(
+                f"{label}: its user or password (or a parameter) holds a '%' not followed by"
+                " two hex digits, or a '/', '?' or '#': percent-encode them (% as %25,"
+                " / as %2F, ? as %3F, # as %23)"
+            )
         return
     written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
     if written == ":memory:":
@@ -483,8 +495,11 @@ def sqlite_path(url: str) -> str:
     not it begins with a slash — ``sqlite:///var/lib/edi-inbox/edi-inbox.db``
     and ``sqlite:////var/lib/edi-inbox/edi-inbox.db`` are one file, from any
     working directory (the first is how the URL is often written, and what a
-    service whose working directory is / opened). Empty: no file named."""
+    service whose working directory is / opened); ``~/`` is the home folder,
+    as in ``[paths]``. Empty: no file named."""
     written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if written.startswith("~"):  # as [paths] read it: the home folder
+        return os.path.expanduser(written)
     return "/" + written.lstrip("/") if written else ""
 
 

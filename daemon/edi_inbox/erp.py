@@ -68,7 +68,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import make_headers, parse_url
 
 from . import __version__, config, files
-from .errors import ConfigError, ErpRejected, ErpUnavailable
+from .errors import ConfigError, ErpRejected, ErpUnavailable, ShortOfResources
 from .jobs import dumps, json_default
 
 __all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "partner_erps", "redact"]
@@ -301,6 +301,9 @@ class HttpErp(_Sink):
             # Includes read timeouts after the body went out: the ERP may have the
             # order already, which is what the unchanged Idempotency-Key is for.
             message = _transport_message(exc, self.settings.read_timeout_seconds)
+            cause = exc if isinstance(exc, OSError) else exc.__cause__ or exc.__context__
+            if isinstance(cause, OSError) and files.short_of_resources(cause):  # ours
+                raise ShortOfResources(message) from None
             raise _Retryable(message, attempt=n, reached=_request.begun) from None
         code = response.status
         if 200 <= code < 300:

@@ -151,6 +151,13 @@ class ErpUnavailable(ErpError):
         self.may_hold = reached
 
 
+class ShortOfResources(EdiInboxError):
+    """This process or the system is short of descriptors or memory (EMFILE,
+    ENFILE, ENOMEM: ``files.short_of_resources``): the daemon's trouble, not
+    the file's nor the ERP's. The job stops posting and ends ``interrupted``:
+    its file runs again."""
+
+
 class UnsafeFile(EdiInboxError):
     """A path in the inbox that must not be read: link, FIFO, device, too big."""
 

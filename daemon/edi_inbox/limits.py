@@ -20,15 +20,29 @@ import structlog
 logger = structlog.get_logger("edi_inbox.limits")
 
 OPEN_FILES = 65536  # the unit's LimitNOFILE=
+# The least the daemon starts with: its own (the observer, the database and
+# its checkpointer, locks, the log, pipes to worker processes) and, for each
+# worker, a job's (the upload, its claim's folder, its thread's SQLite
+# connection, the ERP's socket, the 997 being written).
+BASE_FILES = 32
+FILES_A_WORKER = 6
 
 
-def raise_open_files() -> int:
+def raise_open_files(workers: int) -> str | None:
     """Raise the soft ``RLIMIT_NOFILE`` toward the hard one (at most
-    ``OPEN_FILES``); the soft limit now."""
+    ``OPEN_FILES``). Why the daemon cannot start, if the limit cannot serve
+    ``workers`` even then (a container's ``ulimit -n 32``: every job would
+    park, claimed, and none end)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    logger.info("open_files_raised", soft=target, was=soft)
-    return target
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        logger.info("open_files_raised", soft=target, was=soft)
+        soft = target
+    needed = BASE_FILES + FILES_A_WORKER * workers
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        return (
+            f"the open-file limit is {soft} (RLIMIT_NOFILE, hard {hard}): {workers} workers"
+            f" need at least {needed}; raise LimitNOFILE= (ulimit -n) or lower [daemon] workers"
+        )
+    return None

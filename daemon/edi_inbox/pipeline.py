@@ -83,6 +83,7 @@ from .errors import (
     FileChanged,
     NotRecorded,
     Problem,
+    ShortOfResources,
     TooLarge,
     TruncatedError,
     UnsafeFile,
@@ -212,7 +213,9 @@ class _Work:
     # Keys the jobs it carries on may have got to the ERP (``_held_before``).
     held_before: frozenset[str] | None = None
     counted: frozenset[str] = frozenset()  # accepted, in the retried job's total (Started)
-    unrecorded: str | None = None  # an accepted order's record failed: post nothing more
+    # Why this run posts nothing more (an accepted order's record failed, the
+    # daemon is short of descriptors): the job runs again.
+    halted: str | None = None
     partner: PartnerSettings | None = None  # who sent it ([partners.NAME]); None: unclaimed
     given: PartnerSettings | None = None  # the partner the file must come from (process --partner)
     # The acknowledgements due (``Pipeline._acks_due``), and the first of their
@@ -536,14 +539,13 @@ class Pipeline:
     ) -> Any:
         """``read(*args)``, a question to the record, as patient as a write
         (``_persist``). If the database stays unavailable, an empty answer,
-        and the job is marked unrecorded (it runs again: unknown is not
-        "never")."""
+        and the job is halted (it runs again: unknown is not "never")."""
         try:
             return self._persist(lambda job, logs: read(*args), job, [])
         except Exception as exc:
             logger.error("recorder_failed", call=name, error=repr(exc))
             if not is_permanent(exc):
-                work.unrecorded = f"the database is unavailable ({exc})"
+                work.halted = f"the database is unavailable ({exc})"
             return []
 
     def _persist(
@@ -1039,7 +1041,7 @@ class Pipeline:
         partner = work.partner
         erp = self.partner_erps.get(partner.name, self.erp) if partner else self.erp
         data: dict[str, Any] = {}
-        if work.rivals and not work.unrecorded:
+        if work.rivals and not work.halted:
             data["waited_for"] = sorted(work.rivals)
             self._await_rivals(job, work)
             decided = self._deduplicate(job, work)
@@ -1049,15 +1051,15 @@ class Pipeline:
         for order in job.orders:
             if order.status != "pending":  # rejected by a rule: never posted
                 continue
-            if where and not work.unrecorded and order.idempotency_key not in work.accepted:
+            if where and not work.halted and order.idempotency_key not in work.accepted:
                 # Posted by another job while this one posted those before it
                 # (a resend that stopped waiting for this long file)?
                 index, po = where[id(order)]
                 if self._against_posted(job, work, index, po, order):
                     data.setdefault("duplicates", []).append(f"{_label(po)}: {order.status}")
                     continue
-            if work.unrecorded:  # no order is posted while the job cannot be recorded
-                failures.append(f"PO {order.po_number}: not posted: {work.unrecorded}")
+            if work.halted:  # nothing more is posted in this run (see ``halted``)
+                failures.append(f"PO {order.po_number}: not posted: {work.halted}")
                 continue
             known = work.accepted.get(order.idempotency_key)
             if known:
@@ -1077,6 +1079,10 @@ class Pipeline:
                 delivery = erp.deliver(
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
+            except ShortOfResources as exc:  # the daemon's trouble: the file runs again
+                work.halted = f"the daemon is short of descriptors or memory ({exc})"
+                failures.append(f"PO {order.po_number}: not posted: {work.halted}")
+                continue
             except ErpError as exc:
                 # Not held: no attempt of this run reached the ERP, nor did
                 # one before it (a run a crash cut short may have sent it).
@@ -1108,7 +1114,7 @@ class Pipeline:
                 )
             except Exception as exc:
                 logger.error("order_not_recorded", po_number=order.po_number, error=repr(exc))
-                work.unrecorded = f"the database is unavailable ({exc})"
+                work.halted = f"the database is unavailable ({exc})"
                 first = None
             if first is not None:  # another job posted it too, and was first to record it
                 logger.warning(
@@ -1120,7 +1126,7 @@ class Pipeline:
                 )
                 self._duplicate(job, order, where[id(order)][0], *first)
             logger.debug("order_posted", po_number=order.po_number, erp_po_id=delivery.erp_id)
-        if failures and work.unrecorded:  # runs again: the accepted orders are not posted twice
+        if failures and work.halted:  # runs again: the accepted orders are not posted twice
             job.status = JobStatus.INTERRUPTED
         if failures:
             raise StepFailed(_summarise(failures), [{"message": f} for f in failures])
@@ -1237,8 +1243,8 @@ class Pipeline:
             if written:
                 logger.info("acks_sent_before", acks=written)
             left = unsent
-        if left and work.owe_acks and work.unrecorded:
-            work.owed_reason = f"{len(left)} held until the job's record is kept: {work.unrecorded}"
+        if left and work.owe_acks and work.halted:
+            work.owed_reason = f"{len(left)} held until the job's record is kept: {work.halted}"
             work.owed_acks, work.held = left, True
             left = []
         try:

@@ -1106,7 +1106,12 @@ def run(
     """
     assert settings.paths.processing is not None
     host = socket.gethostname()
-    limits.raise_open_files()  # before any descriptor: the workers' children inherit it
+    # Before any descriptor is opened; the worker processes inherit it.
+    short = limits.raise_open_files(settings.daemon.workers)
+    if short is not None:
+        logger.error("cannot_start", error=short, host=host)
+        print(f"edi-inbox: {short}", file=sys.stderr)
+        return EXIT_FAILURE
     try:  # first of all: a second daemon for this host must touch nothing
         lock = lock_host(settings.paths.processing, host)
     except (AlreadyRunning, OSError) as exc:
