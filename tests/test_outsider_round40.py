@@ -40,7 +40,13 @@ What held:
   by HEAD's ``status``, ``jobs list`` and ``stats`` (plain and JSON);
   ``retry --all-failed`` puts both failed files back, nothing posted again.
 
-Found (strict xfails):
+Found (strict xfails; all 8 fixed the same session, each test failing
+before its fix — a SQLite path after three slashes (relative, ``~/``) is
+accepted only from / (where SQLite's reading and the root's agree) and
+refused elsewhere naming the file it would be from there; a relative
+default root refused; libpq's multi-host URLs and an ``@`` in a parameter
+accepted, an unencoded ``@`` in the password refused unshown; ``~user`` of
+no user a config error; serve's PostgreSQL wait uses poll(2), not select(2)):
 
 1. ``test_a_relative_sqlite_url_keeps_its_database_across_the_upgrade``:
    9a8920e started in its site folder with ``[database] url =
@@ -261,11 +267,6 @@ def test_heads_reading_commands_read_every_old_outcome(scratch, erp, pg_url):
     assert len(erp.requests) == 1, f"PO-4010 posted again: {erp.requests}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HEAD reads sqlite:///PATH from the root: from another working directory it "
-    "opens a new empty database in silence, and a changed order 9a8920e posted is posted again",
-)
 def test_a_relative_sqlite_url_keeps_its_database_across_the_upgrade(scratch, erp):
     """9a8920e run from its site folder (a container's WORKDIR): the URL named
     ``<cwd>/<path>``. HEAD, same config and cwd, must open that database or
@@ -287,11 +288,6 @@ def test_a_relative_sqlite_url_keeps_its_database_across_the_upgrade(scratch, er
     assert len(erp.requests) == 1, f"PO-4001's changed version posted again: {erp.requests}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sqlite:///~/x.db was <cwd>/~/x.db yesterday, the home folder today: "
-    "another database opened in silence, a changed order posted again",
-)
 def test_a_tilde_sqlite_url_keeps_its_database_across_the_upgrade(scratch, erp):
     """``sqlite:///~/edi-inbox.db``, run from the operator's home by 9a8920e:
     ``$HOME/~/edi-inbox.db`` (the URL's path relative to the cwd). HEAD (round
@@ -312,11 +308,6 @@ def test_a_tilde_sqlite_url_keeps_its_database_across_the_upgrade(scratch, erp):
     assert len(erp.requests) == 1, f"PO-4001's changed version posted again: {erp.requests}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relative XDG_STATE_HOME (or HOME) makes a relative default root (unchecked): the "
-    "folders are found from the working directory, the default database from / (another one)",
-)
 @pytest.mark.parametrize("variable", ["XDG_STATE_HOME", "HOME"])
 def test_a_relative_xdg_state_home_keeps_database_and_folders_together(scratch, erp, variable):
     """No ``[paths] root``: the root defaults to ``$XDG_STATE_HOME/edi-inbox``
@@ -552,11 +543,6 @@ def test_a_997_owed_by_the_old_release_is_written_once_by_head(
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="_check_database reads an '@' in the query of a multi-host URL as a password "
-    "cut short by '/': a URL libpq and 9a8920e take is refused, the message misleading",
-)
 def test_a_multi_host_postgresql_url_that_worked_yesterday_still_starts(scratch, erp, pg_url):
     """A high-availability URL as libpq documents it: two hosts with ports,
     credentials as parameters, ``target_session_attrs=read-write`` and an
@@ -586,11 +572,6 @@ def test_a_multi_host_postgresql_url_that_worked_yesterday_still_starts(scratch,
     assert _listing(done) == ["po4006.edi", "po4007.edi"] and len(erp.requests) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Path.expanduser raises RuntimeError for ~user naming no user: config.load lets it "
-    "through, every command ends in a traceback instead of naming the key",
-)
 @pytest.mark.parametrize("how", ["file", "variable"])
 def test_a_home_of_no_user_is_a_config_error_naming_the_key(scratch, how):
     """``[paths] root = "~edi_inbox/state"`` (the user is ``edi-inbox``): README
@@ -612,11 +593,6 @@ def test_a_home_of_no_user_is_a_config_error_naming_the_key(scratch, how):
     assert key in result.stderr, result.stderr[-600:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.sqlite_path returns expanduser's input unchanged for ~user naming no "
-    "user: a relative path, the database made in the working directory",
-)
 def test_a_sqlite_url_under_the_home_of_no_user_is_refused(scratch, erp):
     """``sqlite:///~edi_inbox/edi-inbox.db`` (a typo of the user): expanduser
     leaves it as written, a relative path, which README says is refused (another
@@ -630,11 +606,6 @@ def test_a_sqlite_url_under_the_home_of_no_user_is_refused(scratch, erp):
     assert made == [], f"a database made in the working directory: {made}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_check_database refuses a password's stray %, /, ? and # unshown, not an '@': "
-    "libpq reads the rest of the password as the host and every command shows it",
-)
 def test_a_password_holding_an_at_sign_is_refused_unshown(scratch):
     """``postgresql://edi:Secr3t@Pa55word@127.0.0.1:5432/edi``: a password with
     an ``@`` written as it is (the commonest special character in one).
@@ -661,11 +632,6 @@ SERVE_UNIT_FILES = 16384  # systemd/edi-inbox-serve.service's LimitNOFILE=
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve admits soft/2 connections, but a PostgreSQL connection opened on a "
-    "descriptor >= 1024 fails in select() (ValueError): 500 Internal Server Error",
-)
 def test_serve_on_postgresql_answers_with_a_thousand_connections_open(scratch):
     """``serve`` under its unit's ``LimitNOFILE=16384`` admits 8192 connections
     (``web.serving.budget``). With 1100 of them open (within the cap), 40

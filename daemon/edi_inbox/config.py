@@ -418,6 +418,12 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
         name_of(source, "partners"),
     )
     settings = Settings(source=source, **sections)  # type: ignore[arg-type]
+    if not settings.paths.root.is_absolute():  # $XDG_STATE_HOME or $HOME relative
+        raise ConfigError(
+            f"{name_of(source, 'paths')} key 'root' is not set, and the default one,"
+            f" {str(settings.paths.root)!r}, is relative ($STATE_DIRECTORY, $XDG_STATE_HOME"
+            " or $HOME): set root to an absolute folder"
+        )
     url = raw.get("database", {}).get("url")
     if isinstance(url, _EnvValue):
         label = f"{url.variable} ({name_of(source, 'database')} key 'url')"
@@ -442,32 +448,39 @@ def _check_database(settings: Settings, label: str) -> None:
         # no escape: the driver's error would quote it. Never shown here.
         scheme, _, rest = url.partition("://")
         authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        # "user:pass/word@host": the authority read ends at "/", as "user" port "pass".
-        cut_short = "@" not in authority and "@" in rest
-        misread = cut_short and not re.fullmatch(r"[^:]*(:[0-9]*)?", authority)
+        # "user:pass/word@host": the authority read ends at "/", as "user" port
+        # "pass"; "user:pass@word@host": "word@host" read as the host. Hosts
+        # (libpq's "h1:5432,h2:5432") and an "@" in a parameter are fine.
+        hosts = r"[^:@,]*(:[0-9]*)?(,[^:@,]*(:[0-9]*)?)*"
+        cut_short = "@" not in authority and "@" in rest and not re.fullmatch(hosts, authority)
+        misread = cut_short or authority.count("@") > 1
         if scheme.lower() in ("postgresql", "postgres") and (
             misread or re.search(r"%(?![0-9A-Fa-f]{2})", url)
         ):
             raise ConfigError(
                 f"{label}: its user or password (or a parameter) holds a '%' not followed by"
-                " two hex digits, or a '/', '?' or '#': percent-encode them (% as %25,"
-                " / as %2F, ? as %3F, # as %23)"
+                " two hex digits, or a '/', '?', '#' or '@': percent-encode them (% as %25,"
+                " / as %2F, ? as %3F, # as %23, @ as %40)"
             )
         return
-    written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-    if written == ":memory:":
+    path = sqlite_path(url)
+    if path == ":memory:":
         raise ConfigError(
             f"{label}: an in-memory database forgets every job when its process ends"
-            " (and each process has its own): name a file, sqlite:///var/lib/edi-inbox/"
+            " (and each process has its own): name a file, sqlite:////var/lib/edi-inbox/"
             "edi-inbox.db"
         )
-    if not written or written.startswith(("./", "../")) or written in (".", ".."):
+    if not path:
+        raise ConfigError(f"{label} names no file: sqlite:////var/lib/edi-inbox/edi-inbox.db")
+    if not path.startswith("/") and _working_directory() != "/":
+        # SQLite reads it from the working directory: from / (a service) it is
+        # /PATH, from anywhere else another file (an empty database, orders
+        # posted again): one meaning or none.
         raise ConfigError(
-            f"{label} must name a file from the root, as sqlite:///var/lib/edi-inbox/"
-            f"edi-inbox.db, not {url!r}: a relative path is another file from each"
-            " working directory"
+            f"{label} names a file relative to the working directory: {url!r} is"
+            f" {os.path.abspath(path)} from this one, /{path} from / (the service's);"
+            " write it absolute, four slashes as in sqlite:////var/lib/edi-inbox/edi-inbox.db"
         )
-    path = sqlite_path(url)
     paths, partners = settings.paths, settings.partners.partners
     inboxes = [(paths.inbox, "[paths] inbox")]
     inboxes += [(p.inbox, f"the inbox of partner {p.name!r}") for p in partners if p.inbox]
@@ -490,17 +503,18 @@ def _check_database(settings: Settings, label: str) -> None:
             )
 
 
+def _working_directory() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # removed under the process
+        return None
+
+
 def sqlite_path(url: str) -> str:
-    """The file a ``sqlite:///PATH`` URL names: PATH from the root, whether or
-    not it begins with a slash — ``sqlite:///var/lib/edi-inbox/edi-inbox.db``
-    and ``sqlite:////var/lib/edi-inbox/edi-inbox.db`` are one file, from any
-    working directory (the first is how the URL is often written, and what a
-    service whose working directory is / opened); ``~/`` is the home folder,
-    as in ``[paths]``. Empty: no file named."""
-    written = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-    if written.startswith("~"):  # as [paths] read it: the home folder
-        return os.path.expanduser(written)
-    return "/" + written.lstrip("/") if written else ""
+    """The path a ``sqlite:///PATH`` URL names, as written: SQLite reads a
+    relative one from the working directory (``_check_database`` accepts it
+    only from /, where it means one file). Empty: not such a URL, or no path."""
+    return url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
 
 
 def _partners(
@@ -904,7 +918,10 @@ def _convert(value: object, hint: object, label: str) -> object:
                 return value
             if not isinstance(value, str):
                 raise ValueError
-            path = Path(str(value)).expanduser()
+            try:
+                path = Path(str(value)).expanduser()
+            except RuntimeError:  # "~user" of no user
+                raise ConfigError(f"{label}: no home folder for {value!r}") from None
             if not path.is_absolute():  # another folder from each working directory
                 raise ConfigError(f"{label} must be an absolute path, not {value!r}")
             return path

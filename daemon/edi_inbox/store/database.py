@@ -565,17 +565,21 @@ def _wait_for_the_server(conn: Any) -> None:
     import psycopg2.extensions as ext
 
     limit = getattr(conn, "silence_seconds", None)
+    timeout = None if limit is None else limit * 1000
     while True:
         state = conn.poll()
         if state == ext.POLL_OK:
             return
+        # poll(2), not select(2): a descriptor past 1023 (serve holds thousands
+        # of connections) is "out of range" for select.
+        waiting = select.poll()
         if state == ext.POLL_READ:
-            ready = select.select([conn.fileno()], [], [], limit)
+            waiting.register(conn.fileno(), select.POLLIN)
         elif state == ext.POLL_WRITE:
-            ready = select.select([], [conn.fileno()], [], limit)
+            waiting.register(conn.fileno(), select.POLLOUT)
         else:
             raise psycopg2.OperationalError(f"unexpected state from poll(): {state}")
-        if not any(ready):
+        if not waiting.poll(timeout):
             conn.went_silent()
             raise psycopg2.OperationalError(f"no answer from the database server in {limit:g} s")
 
