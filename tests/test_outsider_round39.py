@@ -50,7 +50,8 @@ Found (strict xfails; 8 of 9 fixed the same session, each test failing
 before its fix — a PostgreSQL URL refused, unshown, for any stray '%' or a
 user part cut short by '/', '?' or '#', whatever the scheme's case;
 ``sqlite:///~/`` refused but from / (round 40: any relative SQLite
-path); an environment variable is taken for a misspelt one only when it names a key of the near section; a BOM skipped;
+path); an environment variable is taken for a misspelt one only when it
+names a key of the near section; a BOM skipped;
 the daemon's shortage on the ERP's socket halts the job (``interrupted``,
 the file runs again: ``errors.ShortOfResources``); a hard open-file limit
 too low for the workers refused at start (``limits.raise_open_files``).
