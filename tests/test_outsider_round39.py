@@ -148,11 +148,12 @@ from pathlib import Path
 
 import pytest
 from daemons import Daemon, erp
+from test_outsider_round38 import made  # its scratch root and daemons, cleaned up
 
 import uids
 from helpers import claimed, make_po, poll_until, sent_by
 
-__all__ = ["erp"]  # the fixture
+__all__ = ["erp", "made"]  # the fixtures
 
 DAEMON_DIR = Path(__file__).resolve().parent.parent / "daemon"
 
@@ -301,19 +302,6 @@ def test_a_config_saved_with_a_utf8_bom_is_read_or_the_bom_named(scratch):
 
 
 # -- 2. the daemon's own shortage of descriptors ---------------------------------------
-
-
-@pytest.fixture
-def made() -> Iterator[tuple[Path, list[Daemon]]]:
-    uids.need_root()
-    base = Path(tempfile.mkdtemp(prefix="edi-inbox-r39d-"))
-    daemons: list[Daemon] = []
-    try:
-        yield base, daemons
-    finally:
-        for daemon in daemons:
-            daemon.close()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def make(made, erp_url: str, **options: object) -> Daemon:
