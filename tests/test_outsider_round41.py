@@ -22,7 +22,14 @@ What I tried:
   on URLs that fail, looking for the password in their output; an ``&``
   in ``?password=``.
 
-Found (strict xfails):
+Found (strict xfails; all 11 fixed the same session, each test failing
+before its fix — a database URL other than sqlite:/postgresql: refused
+unshown; a PostgreSQL URL libpq cannot parse (``psycopg2.extensions.
+parse_dsn``: an unknown parameter, a broken escape) or whose password it
+would misread (an "@" in the database name, an IPv6 host allowed) refused
+unshown; SQLite's scheme case-blind, a folder or a query refused; an empty
+``EDI_INBOX_DATABASE_URL`` refused; a relative ``$XDG_STATE_HOME`` ignored,
+``$HOME`` read from the environment given):
 
 1. ``test_a_url_of_another_scheme_is_refused_unshown``: ``mysql://u:PW@h``,
    ``postgresql+psycopg2://u:PW@h`` and ``host=h password=PW`` pass the
@@ -152,10 +159,6 @@ def _status(scratch: Path, url: str, *args: str) -> subprocess.CompletedProcess[
 # --- 1. another scheme: accepted, then shown -------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only sqlite/postgres schemes are checked; open_database's StoreError quotes the URL",
-)
 @pytest.mark.parametrize(
     "url",
     [
@@ -176,10 +179,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run logs error=str(StoreError) quoting the URL; serve/stats/jobs print it",
-)
 @pytest.mark.parametrize("command", ["run", "serve", "stats", "jobs list", "db init", "db migrate"])
 def test_other_commands_never_show_another_schemes_password(scratch, command):
     args = command.split()
@@ -192,9 +191,6 @@ def test_other_commands_never_show_another_schemes_password(scratch, command):
 # --- 2-5. the PostgreSQL check ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the hosts pattern knows no [IPv6] literal: '@' in the query refused"
-)
 @pytest.mark.parametrize(
     "url",
     [
@@ -230,10 +226,6 @@ def test_libpq_urls_are_accepted(scratch, url):
     _load(scratch, url)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'svc:2024' (password cut at '/') matches the host:port pattern, so passes",
-)
 def test_a_password_of_digits_then_a_slash_is_refused(scratch):
     url = "postgresql://svc:2024/Winter@db.invalid/orders"
     with pytest.raises(ConfigError, match="percent-encode") as refused:
@@ -241,20 +233,12 @@ def test_a_password_of_digits_then_a_slash_is_refused(scratch):
     assert "Winter" not in str(refused.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'svc:2024,Winter' passes as two hosts; libpq's error names 'Winter'",
-)
 def test_a_password_with_a_comma_is_never_shown(scratch):
     result = _status(scratch, "postgresql://svc:2024,Winter/x@db.invalid/orders")
     assert result.returncode != 0
     assert "Winter" not in result.stdout + result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="only '%' is checked in parameters; libpq's error quotes the text after an '&'",
-)
 @pytest.mark.parametrize("tail", ["", "=1"])
 def test_an_ampersand_in_a_password_parameter_is_never_shown(scratch, tail):
     result = _status(scratch, f"postgresql://svc@db.invalid/orders?password=Win&Qx7Ter{tail}")
@@ -280,22 +264,15 @@ def _opens_or_is_refused(scratch: Path, url: str) -> None:
         store.close_database(db)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="_check_database skips 'SQLite:'; open_database then finds no path"
-)
 def test_an_upper_case_sqlite_scheme_is_one_meaning(scratch):
     _opens_or_is_refused(scratch, f"SQLite:///{scratch}/x.db")
 
 
-@pytest.mark.xfail(strict=True, reason="a path ending in '/' (a folder) passes load")
 def test_a_sqlite_url_naming_a_folder_is_refused_by_load(scratch):
     with pytest.raises(ConfigError):
         _load(scratch, f"sqlite:///{scratch}/")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="sqlite_path keeps the query: a new file named 'x.db?mode=ro'"
-)
 def test_a_sqlite_url_with_a_query_does_not_open_another_file(scratch):
     _opens_or_is_refused(scratch, f"sqlite:///{scratch}/x.db?mode=ro")
     assert not (scratch / "x.db?mode=ro").exists()
@@ -332,10 +309,6 @@ def test_a_relative_sqlite_path_elsewhere_is_refused_naming_the_file(scratch):
         os.chdir(here)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an empty EDI_INBOX_DATABASE_URL wins over the file's URL: the SQLite default",
-)
 def test_an_empty_url_variable_does_not_switch_the_database(scratch):
     conf = scratch / "c.toml"
     pg = "postgresql://orders@db.invalid/orders"
@@ -366,10 +339,6 @@ def test_state_directory_with_an_empty_first_entry_is_refused(scratch):
         config.load(conf, {"STATE_DIRECTORY": f":{scratch}"})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a relative $XDG_STATE_HOME is refused; the XDG spec says ignore it (use $HOME's)",
-)
 def test_a_relative_xdg_state_home_is_ignored(scratch):
     conf = scratch / "c.toml"
     conf.write_text("")
@@ -381,9 +350,6 @@ def test_a_relative_xdg_state_home_is_ignored(scratch):
     )
 
 
-@pytest.mark.xfail(
-    strict=True, reason="default_root uses Path.home() (os.environ), not load's environ's HOME"
-)
 def test_the_default_root_reads_home_from_the_environment_given(scratch):
     conf = scratch / "c.toml"
     conf.write_text("")

@@ -36,10 +36,15 @@ MAX_SECONDS = 365 * 24 * 3600  # every float setting is a duration; more is a ty
 
 
 def default_root(environ: Mapping[str, str]) -> Path:
-    """systemd's ``StateDirectory`` when run as a service, else the XDG state home."""
+    """systemd's ``StateDirectory`` when run as a service, else the XDG state
+    home (a relative ``$XDG_STATE_HOME`` is ignored, as the XDG spec says),
+    else ``$HOME/.local/state``."""
     if environ.get("STATE_DIRECTORY"):
         return Path(environ["STATE_DIRECTORY"].split(":")[0])
-    state_home = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    state_home = environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state_home):
+        home = environ.get("HOME") or str(Path.home())
+        state_home = os.path.join(home, ".local", "state")
     return Path(state_home) / "edi-inbox"
 
 
@@ -382,6 +387,11 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
                 " them in its [partners.NAME] table (EDI_INBOX_PARTNERS_UNKNOWN is the one"
                 " variable of [partners])"
             )
+        if (section, key) == ("database", "url") and not value.strip():
+            raise ConfigError(
+                f"{name} is set but empty: unset it, or name the database (empty, it"
+                " would be the default SQLite file, not the one configured)"
+            )
         if section not in SECTIONS or not key:
             near = difflib.get_close_matches(section, SECTIONS, n=1, cutoff=0.75)
             fields = {f.name for f in dataclasses.fields(SECTIONS[near[0]])} if near else ()
@@ -442,27 +452,17 @@ def _check_database(settings: Settings, label: str) -> None:
     processing folder its own files would be taken for uploads or claims; in
     done/, failed/, acks/ or an outbox, filed over or fetched by partners."""
     url = settings.database_url
-    if not url.startswith("sqlite:"):
-        # A password written as it is may hold what ends the URL's user part
-        # ("/", "?", "#": the rest is read as a host and port) or a "%" that is
-        # no escape: the driver's error would quote it. Never shown here.
-        scheme, _, rest = url.partition("://")
-        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-        # "user:pass/word@host": the authority read ends at "/", as "user" port
-        # "pass"; "user:pass@word@host": "word@host" read as the host. Hosts
-        # (libpq's "h1:5432,h2:5432") and an "@" in a parameter are fine.
-        hosts = r"[^:@,]*(:[0-9]*)?(,[^:@,]*(:[0-9]*)?)*"
-        cut_short = "@" not in authority and "@" in rest and not re.fullmatch(hosts, authority)
-        misread = cut_short or authority.count("@") > 1
-        if scheme.lower() in ("postgresql", "postgres") and (
-            misread or re.search(r"%(?![0-9A-Fa-f]{2})", url)
-        ):
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in ("postgresql", "postgres"):
+        if _password_misread(rest) or not _libpq_reads(f"postgresql://{rest}"):
             raise ConfigError(
                 f"{label}: its user or password (or a parameter) holds a '%' not followed by"
-                " two hex digits, or a '/', '?', '#' or '@': percent-encode them (% as %25,"
-                " / as %2F, ? as %3F, # as %23, @ as %40)"
+                " two hex digits, or a '/', '?', '#', '&' or '@': percent-encode them (% as"
+                " %25, / as %2F, ? as %3F, # as %23, & as %26, @ as %40)"
             )
         return
+    if not url.lower().startswith("sqlite:"):  # never shown: it may hold a password
+        raise ConfigError(f"{label} must be sqlite:////PATH or postgresql://…")
     path = sqlite_path(url)
     if path == ":memory:":
         raise ConfigError(
@@ -472,6 +472,10 @@ def _check_database(settings: Settings, label: str) -> None:
         )
     if not path:
         raise ConfigError(f"{label} names no file: sqlite:////var/lib/edi-inbox/edi-inbox.db")
+    if "?" in path or path.endswith("/") or os.path.isdir(path):
+        raise ConfigError(
+            f"{label} must name a file, without a query: {url!r} is a folder or holds one"
+        )
     if not path.startswith("/") and _working_directory() != "/":
         # SQLite reads it from the working directory: from / (a service) it is
         # /PATH, from anywhere else another file (an empty database, orders
@@ -514,7 +518,49 @@ def sqlite_path(url: str) -> str:
     """The path a ``sqlite:///PATH`` URL names, as written: SQLite reads a
     relative one from the working directory (``_check_database`` accepts it
     only from /, where it means one file). Empty: not such a URL, or no path."""
-    return url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    prefix = "sqlite:///"
+    return url[len(prefix) :] if url[: len(prefix)].lower() == prefix else ""
+
+
+def _libpq_reads(url: str) -> bool:
+    """libpq parses ``url`` (its keywords known, its escapes whole): its
+    error, which quotes what it could not read (a password's tail), is
+    never shown. Without psycopg2 (the ``postgres`` extra), the store says
+    what to install."""
+    try:
+        from psycopg2.extensions import parse_dsn
+    except ImportError:
+        return True
+    try:
+        parse_dsn(url)
+    except Exception:
+        return False
+    return True
+
+
+def _password_misread(rest: str) -> bool:
+    """A PostgreSQL URL (after ``scheme://``) whose password libpq would read
+    as something else, and quote in its error: a user part cut short by an
+    unencoded "/", "?" or "#" (the rest read as a host and port), a second
+    "@", an "@" in the database name (the password's tail), or a parameter
+    without "=" (after an "&" in ``?password=``). Hosts (libpq's
+    "h1:5432,h2:5432", "[::1]") and an "@" in a parameter are fine."""
+    parts = re.split(r"([/?#])", rest, maxsplit=1)
+    authority = parts[0]
+    sep, after = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
+    host = r"(\[[0-9A-Fa-f:.]+\]|[^:@,\[\]]*)(:[0-9]*)?"
+    if authority.count("@") > 1:
+        return True
+    if "@" not in authority and "@" in rest and not re.fullmatch(f"{host}(,{host})*", authority):
+        return True
+    path, query = "", ""
+    if sep == "/":
+        path, _, query = after.partition("?")
+    elif sep == "?":
+        query = after
+    if "@" in path:
+        return True
+    return any(part and "=" not in part for part in query.split("#")[0].split("&"))
 
 
 def _partners(

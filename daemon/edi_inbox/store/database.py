@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase
 
-from ..config import DatabaseSettings, Settings, sqlite_path
+from ..config import DatabaseSettings, Settings, safe_url, sqlite_path
 from ..errors import DatabaseUnavailable, StoreError, one_line
 from ..money import exact_sum
 from .fields import FIELD_TYPES, as_utc, utcnow
@@ -725,7 +725,7 @@ def open_database(
     if scheme == "sqlite":
         path = sqlite_path(url)
         if not path:
-            raise StoreError(f"database url {url!r} names no file: use sqlite:///PATH")
+            raise StoreError(f"database url {safe_url(url)!r} names no file: use sqlite:////PATH")
         db = SqliteStore(
             path, settings.database, checkpoints=checkpoints, create=create, shared=shared
         )
@@ -736,7 +736,7 @@ def open_database(
             "postgresql" + url[len(scheme) :], settings.database, retry_seconds, answer_seconds
         )
     else:
-        raise StoreError(f"database url {url!r}: use sqlite:///PATH or postgresql://…")
+        raise StoreError(f"database url {safe_url(url)!r}: use sqlite:////PATH or postgresql://…")
     db.bind(MODELS, bind_refs=False, bind_backrefs=False)
     return db
 
