@@ -539,12 +539,13 @@ def _libpq_reads(url: str) -> bool:
 
 
 def _password_misread(rest: str) -> bool:
-    """A PostgreSQL URL (after ``scheme://``) whose password libpq would read
-    as something else, and quote in its error: a user part cut short by an
-    unencoded "/", "?" or "#" (the rest read as a host and port), a second
-    "@", an "@" in the database name (the password's tail), or a parameter
-    without "=" (after an "&" in ``?password=``). Hosts (libpq's
-    "h1:5432,h2:5432", "[::1]") and an "@" in a parameter are fine."""
+    """A PostgreSQL URL (after ``scheme://``) that libpq parses, but with its
+    password read as something else, to be quoted in an error: a user part
+    cut short by an unencoded "/", "?" or "#" (the rest read as a host and
+    port), a second "@", an "@" in the database name (the password's tail).
+    Hosts (libpq's "h1:5432,h2:5432", "[::1]") and an "@" in a parameter
+    are fine; what libpq cannot parse (an "&" in ``?password=``) is
+    ``_libpq_reads``'."""
     parts = re.split(r"([/?#])", rest, maxsplit=1)
     authority = parts[0]
     sep, after = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
@@ -553,14 +554,8 @@ def _password_misread(rest: str) -> bool:
         return True
     if "@" not in authority and "@" in rest and not re.fullmatch(f"{host}(,{host})*", authority):
         return True
-    path, query = "", ""
-    if sep == "/":
-        path, _, query = after.partition("?")
-    elif sep == "?":
-        query = after
-    if "@" in path:
-        return True
-    return any(part and "=" not in part for part in query.split("#")[0].split("&"))
+    path = after.partition("?")[0] if sep == "/" else ""
+    return "@" in path
 
 
 def _partners(
