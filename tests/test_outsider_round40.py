@@ -185,6 +185,26 @@ def _listing(folder: Path) -> list[str]:
     return sorted(n for n in os.listdir(folder) if not n.startswith(".")) if folder.exists() else []
 
 
+def _old_daemon(scratch: Path, erp, db_url: str | None = None, **options) -> tuple[Path, Daemon]:
+    """9a8920e's code (``git archive``) and a daemon on ``scratch/site`` for it,
+    on ``db_url`` if given (else its SQLite file)."""
+    code = archived_daemon(PREVIOUS, scratch / "previous")
+    root = scratch / "site"
+    root.mkdir()
+    old = Daemon(root, erp.url, **options)
+    if db_url is not None:
+        sqlite = json.dumps("sqlite:///" + str(root / "edi-inbox.db"))
+        old.config.write_text(old.base_config.replace(sqlite, json.dumps(db_url)))
+    return code, old
+
+
+def _start_old(old: Daemon, code: Path, monkeypatch) -> None:
+    """Start ``old`` on 9a8920e's code."""
+    with monkeypatch.context() as m:
+        m.setenv("PYTHONPATH", str(code))
+        old.start()
+
+
 def _site(root: Path, erp_url: str, db_url: str) -> Path:
     cfg = root / "edi-inbox.toml"
     cfg.write_text(
@@ -356,18 +376,12 @@ def test_a_claim_killed_mid_post_by_the_old_release_is_resumed_once(
     on the same config, folders and database: the file is filed once in
     done/, one 997, the order sent under one Idempotency-Key only, nothing
     left claimed."""
-    code = archived_daemon(PREVIOUS, scratch / "previous")
-    root = scratch / "site"
-    root.mkdir()
-    old = Daemon(root, erp.url, processes=processes)
-    sqlite = json.dumps("sqlite:///" + str(root / "edi-inbox.db"))
-    old.config.write_text(old.base_config.replace(sqlite, json.dumps(db_url)))
+    code, old = _old_daemon(scratch, erp, db_url, processes=processes)
+    root = old.root
     new = None
     erp.gate.clear()
     try:
-        with monkeypatch.context() as m:
-            m.setenv("PYTHONPATH", str(code))
-            old.start()
+        _start_old(old, code, monkeypatch)
         (old.inbox / "po4003.edi").write_bytes(make_po(4003))
         poll_until(lambda: erp.requests, timeout=15, what="9a8920e posting PO 4003")
         old.kill()
@@ -406,19 +420,13 @@ def test_a_dead_old_hosts_claim_is_taken_over_once_by_a_head_host(
     mid-POST of PO-4004 (the ERP held); ``newhost`` on HEAD shares the inbox.
     After the silence limit (15 s) newhost takes the claim over: filed once,
     one 997, PO-4004 under one Idempotency-Key; ``status`` shows oldhost silent."""
-    code = archived_daemon(PREVIOUS, scratch / "previous")
-    root = scratch / "site"
-    root.mkdir()
-    old = Daemon(root, erp.url, host="oldhost")
-    sqlite = json.dumps("sqlite:///" + str(root / "edi-inbox.db"))
-    old.config.write_text(old.base_config.replace(sqlite, json.dumps(pg_url)))
+    code, old = _old_daemon(scratch, erp, pg_url, host="oldhost")
+    root = old.root
     shared = old.config.read_text()
     new = None
     erp.gate.clear()
     try:
-        with monkeypatch.context() as m:
-            m.setenv("PYTHONPATH", str(code))
-            old.start()
+        _start_old(old, code, monkeypatch)
         (old.inbox / "po4004.edi").write_bytes(make_po(4004))
         poll_until(lambda: erp.requests, timeout=15, what="oldhost posting PO 4004")
         old.kill()
@@ -453,18 +461,12 @@ def test_an_old_and_a_head_host_share_an_inbox_each_file_once(scratch, erp, pg_u
     """Mid rolling upgrade, ``oldhost`` (9a8920e) and ``newhost`` (HEAD) both
     run on one PostgreSQL and one inbox; 40 orders arrive at once: each is
     filed once in done/, posted once, acknowledged once."""
-    code = archived_daemon(PREVIOUS, scratch / "previous")
-    root = scratch / "site"
-    root.mkdir()
-    old = Daemon(root, erp.url, host="oldhost")
-    sqlite = json.dumps("sqlite:///" + str(root / "edi-inbox.db"))
-    old.config.write_text(old.base_config.replace(sqlite, json.dumps(pg_url)))
+    code, old = _old_daemon(scratch, erp, pg_url, host="oldhost")
+    root = old.root
     shared = old.config.read_text()
     new = None
     try:
-        with monkeypatch.context() as m:
-            m.setenv("PYTHONPATH", str(code))
-            old.start()
+        _start_old(old, code, monkeypatch)
         new = Daemon(root, erp.url, host="newhost")
         new.config.write_text(shared)
         new.start()
@@ -501,14 +503,12 @@ def test_a_997_owed_by_the_old_release_is_written_once_by_head(
     nothing (``chattr +i``): its 997 is owed, the file stays claimed. It is
     stopped (SIGKILL or SIGTERM) and upgraded; the folder is fixed. HEAD
     writes the 997 once, files the file once, never posts the order again."""
-    code = archived_daemon(PREVIOUS, scratch / "previous")
-    root = scratch / "site"
-    root.mkdir()
-    folder = root / ("acks" if where == "acks" else "bolt-out")
-    folder.mkdir()
+    folder = scratch / "site" / ("acks" if where == "acks" else "bolt-out")
     partner = f'[partners.bolt]\nids = ["08:AAAAAAAAAA"]\noutbox = {json.dumps(str(folder))}\n'
     extra = partner if where == "outbox" else ""
-    old = Daemon(root, erp.url, extra=extra)
+    code, old = _old_daemon(scratch, erp, extra=extra)
+    root = old.root
+    folder.mkdir(exist_ok=True)
     new = None
     if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
         pytest.skip("chattr +i is not available here")
@@ -517,9 +517,7 @@ def test_a_997_owed_by_the_old_release_is_written_once_by_head(
         return [n for n in _listing(folder) if n.endswith(".997")]
 
     try:
-        with monkeypatch.context() as m:
-            m.setenv("PYTHONPATH", str(code))
-            old.start()
+        _start_old(old, code, monkeypatch)
         (old.inbox / "po4005.edi").write_bytes(make_po(4005))
         poll_until(lambda: old.events("acks_owed"), timeout=20, what="9a8920e owing the 997")
         assert len(erp.requests) == 1

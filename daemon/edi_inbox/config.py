@@ -528,12 +528,13 @@ def _libpq_reads(url: str) -> bool:
     never shown. Without psycopg2 (the ``postgres`` extra), the store says
     what to install."""
     try:
+        from psycopg2 import Error
         from psycopg2.extensions import parse_dsn
     except ImportError:
         return True
     try:
         parse_dsn(url)
-    except Exception:
+    except Error:
         return False
     return True
 
