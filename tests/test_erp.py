@@ -22,6 +22,7 @@ from edi_inbox import __version__
 from edi_inbox.config import DaemonSettings, ErpSettings, PathSettings, Settings
 from edi_inbox.erp import ANSWER_MAX, Delivery, HttpErp, OutboxErp, make_erp, redact
 from edi_inbox.errors import ConfigError, ErpRejected, ErpUnavailable
+from edi_inbox.jsontext import dumps
 
 from helpers import poll_until
 
@@ -536,8 +537,9 @@ def test_eight_threads_deliver_at_once_through_one_client(httpserver: HTTPServer
     assert deliveries == [Delivery(f"id-{k}", attempts=1, status_code=201) for k in keys]
 
 
-def test_outbox_writes_pretty_json_atomically(tmp_path: Path) -> None:
-    """The outbox file is complete pretty JSON (Decimal as text) and no temporary file is left."""
+def test_outbox_writes_the_body_an_erp_is_posted_atomically(tmp_path: Path) -> None:
+    """The outbox file is the JSON an ERP would be posted, byte for byte
+    (Decimal as text), and a newline; no temporary file is left."""
     outbox = tmp_path / "outbox"
     with OutboxErp(outbox) as erp:
         delivery = erp.deliver(PAYLOAD, KEY)
@@ -546,8 +548,25 @@ def test_outbox_writes_pretty_json_atomically(tmp_path: Path) -> None:
     assert delivery == Delivery(f"outbox:{name}", attempts=1, status_code=None)
     assert [p.name for p in outbox.iterdir()] == [name]
     text = (outbox / name).read_text()
-    assert text.startswith("{\n  ") and text.endswith("}\n")
+    assert text == dumps(PAYLOAD) + "\n"
     assert json.loads(text)["total_amount"] == "1234.50"
+
+
+@pytest.mark.parametrize("po_number", ["4711", 'A"B', "C\\", '"po_number":"X"', "注文", ""])
+def test_an_outbox_name_takes_the_order_s_own_po_number_from_its_text(tmp_path, po_number):
+    """The PO number is read from the order's JSON text without decoding the
+    rest: the order's own, whatever its envelope's strings or its lines hold."""
+    body = dumps(
+        {
+            "sender_id": '"po_number":"ENVELOPE"',
+            "set_control_number": "\\",
+            "po_number": po_number,
+            "lines": [{"po_number": "LINE"}],
+        }
+    )
+    delivery = OutboxErp(tmp_path).deliver(body, KEY)
+    assert delivery.erp_id == f"outbox:{OutboxErp.file_name(po_number, KEY)}"
+    assert (tmp_path / OutboxErp.file_name(po_number, KEY)).read_text() == body + "\n"
 
 
 def test_outbox_is_idempotent_per_key(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ for text in json.loads(sys.stdin.read()):
     segs = [Segment(r.split("*"), n) for n, r in enumerate(filter(None, text.split("~")), 3)]
     ts = TransactionSet("850", segs[0].get(2), segs, D, ic, gs)
     po = orders.from_transaction(ts)
-    out.append(orders.idempotency_key(po, po.to_json()))
+    out.append(orders.idempotency_key(po))
 print(json.dumps(out))
 """
 

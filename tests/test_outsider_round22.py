@@ -414,7 +414,7 @@ for name in json.loads(sys.stdin.read()):
             continue
         if any(line.currency for line in po.lines if hasattr(line, "currency")):
             continue
-        out.append([name, orders.idempotency_key(po, po.to_json())])
+        out.append([name, orders.idempotency_key(po)])
 print(json.dumps(out))
 """
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edi_inbox import orders, render
-from edi_inbox.jobs import dumps
+from edi_inbox.jsontext import dumps
 from edi_inbox.orders import (
     Amount,
     Communication,
@@ -216,6 +216,17 @@ def test_the_body_sent_read_back_gives_the_order_s_key(po):
     Idempotency-Key: how a resend finds the body its key was first sent with."""
     body = json.loads(dumps(po.to_json()))
     assert orders.document_key(body) == orders.idempotency_key(po)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ORDERS, st.none() | text(max_size=8))
+def test_an_order_encoded_line_by_line_is_its_json_and_key(po, group):
+    """``orders.encode`` writes and hashes an order a line at a time: its text
+    and key are byte for byte those of the whole document (with its GS02)."""
+    document = po.to_json()
+    if group is not None:
+        document[orders.SENDER_GROUP] = group
+    assert orders.encode(po, group) == (dumps(document), orders.document_key(document))
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

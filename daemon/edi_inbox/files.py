@@ -310,7 +310,9 @@ def _copy_new(src: Path, target: Path) -> None:
         os.close(fd_in)
 
 
-def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | None = None) -> int:
+def _create(
+    path: Path, chunks: Iterable[bytes | bytearray], *, fsync: bool, mode: int | None = None
+) -> int:
     """Write ``chunks`` into a new temporary file at ``path`` (never an
     existing one), moded ``mode`` whatever the umask if given (on the open
     file: never by a name someone could swap); on any error the partial file
@@ -338,7 +340,7 @@ def _create(path: Path, chunks: Iterable[bytes], *, fsync: bool, mode: int | Non
 def write_new(
     directory: Path,
     name: str,
-    data: bytes,
+    data: bytes | bytearray,
     *,
     fsync: bool = True,
     suffix: bool = True,

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from .jsontext import dumps
 from .money import as_text, exact_sum
 from .orders import JSON_VERSION, same_content
+from .orders import head as order_head
 
 
 class JobStatus(enum.StrEnum):
@@ -46,29 +48,6 @@ STEPS = ("parse", "transform", "validate", "post_to_erp", "acknowledge")
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def json_default(value: Any) -> Any:
-    """What JSON cannot hold, as it can: money as a string (never a float),
-    dates ISO, sets and tuples as lists, anything else as its text."""
-    if isinstance(value, Decimal):
-        return as_text(value)
-    if isinstance(value, date):  # datetime too
-        return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-# One encoder for every call: json.dumps with options builds a new one each
-# time, and a file's records encode about a dozen values.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default)
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept, ``Decimal`` as a string: what the
-    ERP is sent and the database keeps, encoded once per order."""
-    return _ENCODER.encode(value)
 
 
 @dataclass
@@ -144,15 +123,20 @@ class OrderResult:
             return self.payload
         return json.loads(self.payload_json) if self.payload_json else {}
 
+    def head(self) -> dict[str, Any]:
+        """The canonical PO's fields but its lines (``orders.head``): what
+        the duplicate checks read of it, without decoding every line."""
+        return self.payload if self.payload is not None else order_head(self.payload_json)
+
     @property
     def sender(self) -> tuple[str, str]:
         """ISA05, ISA06 of the order's interchange (from its payload)."""
-        payload = self.fields()
-        return (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
+        fields = self.head()
+        return (str(fields.get("sender_qualifier", "")), str(fields.get("sender_id", "")))
 
     @property
     def purpose(self) -> str:
-        return str(self.fields().get("purpose", ""))
+        return str(self.head().get("purpose", ""))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -525,12 +509,11 @@ class NullRecorder:
         if not order.erp_po_id:
             return None
         key = order.idempotency_key
-        payload = order.fields()  # once: an order's dict is ~20x its JSON
-        release, usage = str(payload.get("release_number", "")), str(payload.get("usage", "P"))
-        purpose = str(payload.get("purpose", ""))
-        sender = (str(payload.get("sender_qualifier", "")), str(payload.get("sender_id", "")))
-        text = order.payload_json or dumps(payload)
-        del payload
+        fields = order.head()  # once, and not its lines: an order's dict is ~6x its JSON
+        release, usage = str(fields.get("release_number", "")), str(fields.get("usage", "P"))
+        purpose = str(fields.get("purpose", ""))
+        sender = (str(fields.get("sender_qualifier", "")), str(fields.get("sender_id", "")))
+        text = order.payload_json or dumps(order.fields())
         posted = PostedOrder(
             job.job_id, order.erp_po_id, key, purpose, release, usage, text, order.json_version
         )

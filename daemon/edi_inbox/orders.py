@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import io
 import json
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import NotHandledError, X12Error, shorten
+from .jsontext import dumps
 from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
 
@@ -560,8 +563,10 @@ class PurchaseOrder(_Part):
     def set_control_number(self) -> str:
         return self.envelope.set_control_number
 
-    def to_json(self) -> dict[str, Any]:
-        """The canonical order for the ERP: every field, Decimals as strings, ISO dates."""
+    def to_json(self, *, lines: bool = True) -> dict[str, Any]:
+        """The canonical order for the ERP: every field, Decimals as strings,
+        ISO dates. ``lines=False``: its ``lines`` an empty list (``encode``
+        writes them one at a time)."""
         document: dict[str, Any] = {
             **self.envelope.to_json(),
             "po_number": self.po_number,
@@ -579,7 +584,7 @@ class PurchaseOrder(_Part):
             "contacts": [c.to_json() for c in self.contacts],
             "dates": [d.to_json() for d in self.dates],
             "parties": [p.to_json() for p in self.parties],
-            "lines": [line.to_json() for line in self.lines],
+            "lines": [line.to_json() for line in self.lines] if lines else [],
             "totals": self.totals.to_json() if self.totals is not None else None,
             "amounts": [a.to_json() for a in self.amounts],
         }
@@ -627,9 +632,11 @@ def content_hash(document: dict[str, Any]) -> str:
     """sha256 of the canonical order (``to_json``) without its envelope: the
     same order sent again under new control numbers hashes alike; any change
     to what is ordered, at what price, for whom, hashes differently."""
-    canonical = _content(document)
-    encoded = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical(_content(document)).encode("utf-8")).hexdigest()
+
+
+# The canonical text a content hash is of: sorted keys, no spaces, non-ASCII kept.
+_canonical = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
 
 
 # The version of ``to_json``'s fields, recorded with each order
@@ -709,11 +716,10 @@ _EXPONENT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?E[-+]?[0-9]+")
 _NUMBER_KEYS = frozenset({"quantity", "unit_price", "amount", "hash_total", "total_amount"})
 
 
-def idempotency_key(po: PurchaseOrder, document: dict[str, Any] | None = None) -> str:
+def idempotency_key(po: PurchaseOrder) -> str:
     """A key stable per order: the same order sent again (a retry, or a resend
-    under a new ISA13) gets the same key; two different orders never share one.
-    ``document`` is ``po.to_json()`` if the caller made it already."""
-    return document_key(po.to_json() if document is None else document)
+    under a new ISA13) gets the same key; two different orders never share one."""
+    return encode(po).key
 
 
 def document_key(document: dict[str, Any]) -> str:
@@ -721,9 +727,69 @@ def document_key(document: dict[str, Any]) -> str:
     read back from a body sent to the ERP: the identity (``identity``) and
     the content (``content_hash``) as a JSON array (so no two different tuples
     hash alike), sha256, 32 hex digits."""
-    parts = [*document_identity(document), content_hash(document)]
+    return _key(document, content_hash(document))
+
+
+def _key(document: dict[str, Any], content: str) -> str:
+    parts = [*document_identity(document), content]
     encoded = json.dumps(parts, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()[:32]
+
+
+class Encoded(NamedTuple):
+    """An order as the ERP is sent it and the database keeps it: its JSON
+    text (``jobs.dumps`` of ``to_json``) and its key (``document_key``)."""
+
+    text: str
+    key: str
+
+
+# Where an order's lines go in its JSON written with none, canonical or not:
+# the one key ``"lines"`` is the document's own (a string's quotes are escaped,
+# and no value is followed by a colon), so the text splits there once.
+_NO_LINES = '"lines":[]'
+
+
+def encode(po: PurchaseOrder, group: str | None = None) -> Encoded:
+    """``po``'s JSON text and key — ``to_json``, with ``SENDER_GROUP`` set to
+    ``group`` if given — built a line at a time: each line's dict lives only
+    while it is written out and hashed, where a document of every line's
+    dict, then its canonical text, held ~1.5 KB a line at once. The text and
+    the key are byte for byte ``dumps(document)`` and ``document_key(document)``."""
+    document = po.to_json(lines=False)
+    if group is not None:
+        document[SENDER_GROUP] = group
+    head, tail = _around_lines(dumps(document))
+    digest = hashlib.sha256()
+    canonical_head, canonical_tail = _around_lines(_canonical(_content(document)))
+    digest.update(canonical_head.encode("utf-8"))
+    text = io.StringIO()  # written to only, it grows as one text (a list joined took twice)
+    text.write(head)
+    for n, line in enumerate(po.lines):
+        fields = line.to_json()
+        text.write(dumps(fields) if n == 0 else "," + dumps(fields))
+        digest.update((_canonical(fields) if n == 0 else "," + _canonical(fields)).encode("utf-8"))
+    text.write(tail)
+    digest.update(canonical_tail.encode("utf-8"))
+    return Encoded(text.getvalue(), _key(document, digest.hexdigest()))
+
+
+def head(text: str | None) -> dict[str, Any]:
+    """An order's JSON text (``encode``'s, or a body recorded) decoded as far
+    as its lines: every field ``to_json`` writes before them — the
+    envelope, the header's, the parties — without the dicts of its lines
+    (~6x the text). The first ``,"lines":[`` is the order's own: a quote
+    inside a string is escaped, and no other part has lines. {} for None."""
+    if not text:
+        return {}
+    end = text.find(',"lines":[')
+    return json.loads(text if end < 0 else text[:end] + "}")  # type: ignore[no-any-return]
+
+
+def _around_lines(text: str) -> tuple[str, str]:
+    """``text`` of a document without lines, cut inside its ``"lines":[]``."""
+    head, tail = text.split(_NO_LINES)
+    return head + _NO_LINES[:-1], _NO_LINES[-1] + tail
 
 
 def document_identity(document: dict[str, Any], *, group: bool = True) -> list[Any]:
@@ -973,13 +1039,15 @@ class _LineBuilder:
         self.currency = self.currency or cur
 
     def build(self) -> Line:
+        # Codes of two characters (PO103, PO105, the id qualifiers) are one
+        # string each however many lines repeat them: ~100 bytes a line less.
         s = self.po1
         return Line(
             number=s.get(1),
             quantity_raw=s.get(2),
-            unit=s.get(3),
+            unit=sys.intern(s.get(3)),
             unit_price_raw=s.get(4),
-            price_basis=s.get(5),
+            price_basis=sys.intern(s.get(5)),
             ctp_code=_code(self.ctp.get(2)) if self.ctp else "",
             ctp_price_raw=self.ctp.get(3) if self.ctp else "",
             ctp_basis=self.ctp.get(9) if self.ctp else "",
@@ -987,7 +1055,7 @@ class _LineBuilder:
             ctp_segment_number=self.ctp.number if self.ctp else None,
             currency=_code(self.currency.get(2)) if self.currency else "",
             currency_segment_number=self.currency.number if self.currency else None,
-            product_ids=tuple(ProductId(qualifier=q, id=i) for q, i in _pairs(s, 6)),
+            product_ids=tuple(ProductId(qualifier=sys.intern(q), id=i) for q, i in _pairs(s, 6)),
             descriptions=tuple(self.descriptions),
             references=tuple(self.references),
             dates=tuple(self.dates),
@@ -1086,7 +1154,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     contacts: list[Contact] = []
     dates: list[DateReference] = []
     parties: list[_PartyBuilder] = []
-    lines: list[_LineBuilder] = []
+    lines: list[Line] = []  # built as soon as the next PO1 (or the end) comes:
+    line: _LineBuilder | None = None  # its segments are not held for the whole set
     totals: Totals | None = None
     amounts: list[Amount] = []
     charges: list[Charge] = []
@@ -1115,7 +1184,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             _note(misplaced, s)
             continue
         if tag == "PO1":
-            lines.append(_LineBuilder(checked(s)))
+            if line is not None:
+                lines.append(line.build())
+            line = _LineBuilder(checked(s))
             area, loop = "line", None
             continue
         if tag == "CTT":
@@ -1141,13 +1212,13 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if loop is not None and tag in loops[loop]:
             if loop == "N1" and party is not None:
                 party.add(s)
-            elif tag == "CUR" and loop == "CTP" and _prices(lines[-1], opener):
-                lines[-1].add_currency(checked(s))
+            elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
+                line.add_currency(checked(s))
             continue  # inside a loop the order does not model
         loop = tag if tag in loops else None
         opener, party = s, None
-        if loop is not None and area == "line":
-            lines[-1].looped = True
+        if loop is not None and line is not None and area == "line":
+            line.looped = True
 
         if area == "header":
             if tag in _HEADER_READ:
@@ -1175,7 +1246,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "SAC":
                 charges.append(_charge(s))
         else:
-            line = lines[-1]
+            assert line is not None  # the line area begins at a PO1
             if tag in _LINE_READ:
                 checked(s)
             if tag == "PID":
@@ -1242,7 +1313,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         contacts=tuple(contacts),
         dates=tuple(dates),
         parties=tuple(p.build() for p in parties),
-        lines=tuple(b.build() for b in lines),
+        lines=(*lines, line.build()) if line is not None else tuple(lines),
         totals=totals,
         amounts=tuple(amounts),
         charges=tuple(charges),

@@ -63,7 +63,7 @@ import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,6 @@ from .jobs import (
     Recorder,
     StepResult,
     StepStatus,
-    dumps,
 )
 from .store.database import is_permanent
 from .watch import read_all
@@ -193,6 +192,8 @@ class _Work:
     data: bytes = b""
     sets: list[TransactionSet] = field(default_factory=list)
     interchanges: list[InterchangeSummary] = field(default_factory=list)
+    # The orders read; once judged (``validate``), their heads alone (no lines):
+    # what follows reads no line, and a file of many lines holds them no longer.
     purchase_orders: list[tuple[TransactionSet, orders.PurchaseOrder]] = field(default_factory=list)
     # Why a set is not posted, for the 997 and error.json: id(SetSummary) -> errors.
     # (By identity: control numbers may repeat, which is an error of its own.)
@@ -791,19 +792,17 @@ class Pipeline:
                 errors.append(exc)
                 continue
             work.purchase_orders.append((ts, po))
-            document = po.to_json()  # once: the key's hash and the ERP's JSON (~1/3 of transform)
-            group = self._group_of(po)
-            if group is not None:  # told apart from another partner's orders by it
-                document[orders.SENDER_GROUP] = group
+            # Its sender told apart from another partner's by its GS02, if so.
+            encoded = orders.encode(po, self._group_of(po))
             order = OrderResult(
                 po_number=po.po_number,
-                idempotency_key=orders.idempotency_key(po, document),
+                idempotency_key=encoded.key,
                 line_count=len(po.lines),
                 total_amount=po.total_amount,
                 vendor_name=po.vendor_name,
-                # Only the JSON is kept, encoded once for the ERP and the record:
-                # every order's dict as well took ~19x a file's size in memory.
-                payload_json=dumps(document),
+                # Only the JSON text is kept, for the ERP and the record: every
+                # order's dict as well took ~19x a file's size in memory.
+                payload_json=encoded.text,
             )
             job.orders.append(order)
             work.order_of[id(summary_of(ts))] = order
@@ -849,6 +848,7 @@ class Pipeline:
             raise StepFailed(
                 _summarise([p.message for p in problems]), [p.to_json() for p in problems]
             )
+        work.purchase_orders = [(ts, replace(po, lines=())) for ts, po in work.purchase_orders]
         data: dict[str, Any] = {"orders_checked": len(work.purchase_orders)}
         duplicates = self._deduplicate(job, work)
         if duplicates:

@@ -22,7 +22,7 @@ from typing import Any
 
 import peewee as pw
 
-from ..jobs import dumps
+from ..jsontext import dumps
 
 
 def utcnow() -> datetime:

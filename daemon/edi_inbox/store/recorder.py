@@ -32,7 +32,7 @@ from ..jobs import (
     Started,
     StepResult,
 )
-from ..orders import JSON_VERSION, document_key, record_key, same_order
+from ..orders import JSON_VERSION, document_key, head, record_key, same_order
 from .database import Database, run_unit
 from .fields import dumps, fold, utcnow
 from .models import (
@@ -275,7 +275,7 @@ class DatabaseRecorder:
             ):
                 if key in seen or job_id in (job.job_id, job.retry_of):
                     continue
-                if _sender(json.loads(text) if text else {}) in senders:
+                if _sender(head(text)) in senders:
                     found[key] = job_id
         return found
 
@@ -578,7 +578,7 @@ class DatabaseRecorder:
             found = []
             rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
             for text, erp_po_id, key, job_id, version in rows:
-                payload = json.loads(text) if text else {}
+                payload = head(text)
                 if _sender(payload) != sender or payload.get("po_number") != po_number:
                     continue
                 purpose = str(payload.get("purpose", ""))  # BEG01
