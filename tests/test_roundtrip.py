@@ -82,7 +82,17 @@ CONTACTS = few(
         communications=few(st.builds(Communication, qualifier=code(2, 2), number=text()), 3),
     )
 )
-DATES = few(st.builds(DateReference, qualifier=code(3, 3), date_raw=DATE, time=code(0, 4)))
+DATES = few(
+    st.builds(
+        DateReference,
+        qualifier=code(3, 3),
+        date_raw=DATE,
+        time=code(0, 4),
+        time_code=code(0, 2),
+        period_format=code(0, 3),
+        period=code(0, 12),
+    )
+)
 PARTIES = few(
     st.builds(
         Party,

@@ -167,7 +167,7 @@ def _step_note(step: dict[str, Any]) -> str | None:
     was skipped (``--json`` has the whole ``data``)."""
     data = step.get("data") or {}
     if data.get("written_late"):
-        return f"written late, {str(data['written_late'])[:19]}"
+        return f"written late, {_utc(str(data['written_late']))}"
     skipped = data.get("skipped")
     return f"skipped: {skipped}" if skipped else None
 
@@ -176,9 +176,13 @@ LOG_COLUMNS = [("timestamp", "TIME"), ("level", "LEVEL"), ("message", "EVENT")]
 
 
 def _job_rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        {**j, "job_id": j["job_id"][:8], "started_at": (j["started_at"] or "")[:19]} for j in jobs
-    ]
+    return [{**j, "job_id": j["job_id"][:8], "started_at": _utc(j["started_at"])} for j in jobs]
+
+
+def _utc(stamp: str | None) -> str:
+    """A recorded time (ISO, in UTC) to the second, marked UTC: ``2024-02-29T23:58:00Z``
+    (read on a host elsewhere, a bare time would pass for local)."""
+    return stamp[:19] + "Z" if stamp else ""
 
 
 def _partner_option(help_text: str) -> Any:
@@ -359,7 +363,7 @@ def _status_text(doc: dict[str, Any]) -> str:
         state = "running" if d["alive"] else "stale"
         lines.append(
             f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
-            f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {d['started_at'][:19]}"
+            f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {_utc(d['started_at'])}"
         )
         counters = d.get("counters") or {}
         if counters.get("acks_owed"):

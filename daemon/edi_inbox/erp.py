@@ -322,7 +322,12 @@ class HttpErp(_Sink):
             raise _Retryable(
                 f"{status}: {_erp_message(data, self._secrets)}",
                 status_code=code,
-                retry_after=_retry_after(response.headers.get("Retry-After")),
+                retry_after=_retry_after(
+                    response.headers.get("Retry-After"),
+                    # A server adding its Date before the application's: the
+                    # application's, which wrote Retry-After, comes last.
+                    next(reversed(response.headers.getlist("Date")), None),
+                ),
                 attempt=n,
             )
         if 300 <= code < 400:
@@ -472,9 +477,12 @@ def _cut(text: str) -> str:
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, date: str | None = None) -> float | None:
     """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; ``None``
-    if absent or unreadable (the backoff applies then)."""
+    if absent or unreadable (the backoff applies then). An HTTP date is read
+    against the answer's own ``Date`` when it has one (RFC 9110: both are the
+    server's clock), so an ERP whose clock is off ours is waited for as long
+    as it asked; without one, against ours."""
     if not value:
         return None
     value = value.strip()
@@ -484,13 +492,20 @@ def _retry_after(value: str | None) -> float | None:
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    when = _http_date(value)
+    if when is None:
+        return None
+    now = _http_date(date) if date else None
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
+
+
+def _http_date(value: str) -> dt.datetime | None:
+    """An HTTP date (GMT), or None if it is not one."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are GMT
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)  # "-0000": naive
 
 
 OUTBOX_PART_CHARS = 64  # of the PO number and of the key in an outbox file's name

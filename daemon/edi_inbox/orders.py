@@ -151,6 +151,12 @@ class Envelope(_Part):
     version: str = "004010"  # GS08
     set_control_number: str = "0001"  # ST02
 
+    def to_json(self) -> dict[str, Any]:
+        """Every field as sent, ISA09 ISO where it is a date (``1997-11-07``), as BEG05 is."""
+        document = _Part.to_json(self)
+        document["interchange_date"] = _iso_or_raw(self.interchange_date)
+        return document
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Reference(_Part):
@@ -182,11 +188,16 @@ class Contact(_Part):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DateReference(_Part):
-    """A DTM: qualifier (DTM01, 002 delivery requested ...), date, time."""
+    """A DTM: qualifier (DTM01, 002 delivery requested ...), date, time, the
+    time's zone, or a date-time period instead of the date (a ship window:
+    ``RD8`` ``19980301-19980315``)."""
 
     qualifier: str = ""
     date_raw: str = ""  # DTM02 as sent, judged by the rules
     time: str = ""  # DTM03 HHMM[SS[d..]] as sent
+    time_code: str = ""  # DTM04: the time's zone (ET, PT, UT, GM ...) as sent
+    period_format: str = ""  # DTM05: DTM06's format (D8, RD8, DT ...); before 4010, the century
+    period: str = ""  # DTM06: a date, time or range in that format, as sent
     segment_number: int | None = _provenance()
 
     @property
@@ -194,7 +205,19 @@ class DateReference(_Part):
         return parse_date(self.date_raw)
 
     def to_json(self) -> dict[str, Any]:
-        return {"qualifier": self.qualifier, "date": _iso_or_raw(self.date_raw), "time": self.time}
+        document = {
+            "qualifier": self.qualifier,
+            "date": _iso_or_raw(self.date_raw),
+            "time": self.time,
+        }
+        # Only a DTM that has them: the others keep their JSON, and their key.
+        # DTM05 without DTM06 is no period (X12 wants both): the Century of
+        # versions before 4010 (``DTM*037*19980205***19``), left out.
+        if self.time_code:
+            document["time_code"] = self.time_code
+        if self.period:
+            document["period_format"], document["period"] = self.period_format, self.period
+        return document
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -646,7 +669,7 @@ _canonical = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",
 # content; an order recorded before the versions (NULL) or under another one
 # may lack a field only because its version did not read it. Bump it
 # whenever ``to_json`` gains a field.
-JSON_VERSION = 1
+JSON_VERSION = 2  # 2: a DTM's time_code, period_format and period
 
 
 def same_content(a: dict[str, Any], b: dict[str, Any], *, complete: bool = False) -> bool:
@@ -964,7 +987,13 @@ def _contact(s: Segment) -> Contact:
 
 def _date(s: Segment) -> DateReference:
     return DateReference(
-        qualifier=s.get(1), date_raw=s.get(2), time=s.get(3), segment_number=s.number
+        qualifier=s.get(1),
+        date_raw=s.get(2),
+        time=s.get(3),
+        time_code=s.get(4),
+        period_format=s.get(5),
+        period=s.get(6),
+        segment_number=s.number,
     )
 
 

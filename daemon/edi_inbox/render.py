@@ -75,7 +75,7 @@ def _per_segment(c: Contact) -> list[str]:
 
 
 def _dtm_segment(d: DateReference) -> list[str]:
-    return ["DTM", d.qualifier, d.date_raw, d.time]
+    return ["DTM", d.qualifier, d.date_raw, d.time, d.time_code, d.period_format, d.period]
 
 
 def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
