@@ -374,10 +374,6 @@ def test_stats_of_one_partner_does_not_read_its_whole_history(histories):
     assert flat(small, large), (small, large, plan)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status's per-partner last error walks every failed job for a partner that never failed",
-)
 def test_status_finds_a_clean_partners_last_error_without_a_pass_over_all_failures(histories):
     def read(db: Any) -> Any:
         return queries.list_jobs(db, limit=1, status="failed", partner="clean")
@@ -388,10 +384,6 @@ def test_status_finds_a_clean_partners_last_error_without_a_pass_over_all_failur
     assert flat(small, large), (small, large, plan)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/failed lists the 500 oldest unretried failures: today's failed file is not on it",
-)
 def test_the_failed_page_shows_the_file_that_failed_today(tmp_path):
     config = write_config(tmp_path, f"sqlite:///{tmp_path / 'edi-inbox.db'}", partners=False)
     env = {"EDI_INBOX_CONFIG": str(config)}
@@ -696,10 +688,6 @@ def test_postgres_stats_of_one_partner_does_not_read_its_whole_history(pg_histor
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="on PostgreSQL too, a clean partner's last error is a pass over every failed job",
-)
 def test_postgres_status_finds_a_clean_partners_last_error_cheaply(pg_histories):
     def read(db: Any) -> Any:
         return queries.list_jobs(db, limit=1, status="failed", partner="clean")

@@ -309,16 +309,20 @@ def test_status_summary(db, recorder, history):
 
 
 def test_failed_jobs_for_retry(db, recorder, history):
-    """failed_jobs lists failures not yet retried successfully, with has_content."""
-    failed = [j for j in history if j.status is JobStatus.FAILED]
+    """failed_jobs lists failures not yet retried successfully, newest
+    first, with has_content."""
+    failed = sorted(
+        (j for j in history if j.status is JobStatus.FAILED), key=lambda j: j.started_at
+    )[::-1]
     listed = queries.failed_jobs(db)
     assert [j["job_id"] for j in listed] == [j.job_id for j in failed]
     assert all(j["has_content"] for j in listed)
     retry = make_job(500, started_at=T0 + timedelta(days=3))
-    retry.retry_of = failed[0].job_id
+    retry.retry_of = failed[-1].job_id
     record(recorder, retry)
-    assert [j["job_id"] for j in queries.failed_jobs(db)] == [j.job_id for j in failed[1:]]
-    assert queries.show_job(db, retry.job_id)["retry_of"] == failed[0].job_id
+    assert [j["job_id"] for j in queries.failed_jobs(db)] == [j.job_id for j in failed[:-1]]
+    assert [j["job_id"] for j in queries.failed_jobs(db, limit=1)] == [failed[0].job_id]
+    assert queries.show_job(db, retry.job_id)["retry_of"] == failed[-1].job_id
     source = queries.load_job(db, failed[1].job_id, with_content=True)
     assert source.edi_content == failed[1].edi_content
 

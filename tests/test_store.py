@@ -510,7 +510,7 @@ def test_migrate_a_v1_database(db, record_job):
     assert store.schema_version(db) == 1
     assert "acks" not in {c.name for c in db.get_columns("jobs")}
 
-    assert store.migrate(db) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert store.migrate(db) == [2, 3, 4, 5, 6, 7, 8, 9, 10]
     assert store.schema_version(db) == store.SCHEMA_VERSION
     assert "acks" in {c.name for c in db.get_columns("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="0047")] == [old.job_id]
@@ -530,7 +530,7 @@ def test_migrate_a_v2_database_drops_the_unused_po_number_index(db, record_job):
 
     store.run_unit(db, make_v2)
     assert "jobs_po_number" in {i.name for i in db.get_indexes("jobs")}
-    assert store.migrate(db) == [3, 4, 5, 6, 7, 8, 9]
+    assert store.migrate(db) == [3, 4, 5, 6, 7, 8, 9, 10]
     assert "jobs_po_number" not in {i.name for i in db.get_indexes("jobs")}
     assert [j["job_id"] for j in queries.search_jobs(db, po_number="4712")] == [old.job_id]
 
@@ -544,7 +544,7 @@ def test_migrate_a_v4_database_names_refused_orders_rejected(db, record_job):
         store._write_version(4)
 
     store.run_unit(db, make_v4)
-    assert store.migrate(db) == [5, 6, 7, 8, 9]
+    assert store.migrate(db) == [5, 6, 7, 8, 9, 10]
     assert [o["status"] for o in queries.show_job(db, old.job_id)["orders"]] == ["rejected"]
 
 
@@ -567,7 +567,7 @@ def test_migrate_a_v5_database_finds_every_order_by_vendor(db, record_job):
         store._write_version(5)
 
     store.run_unit(db, make_v5)
-    assert store.migrate(db) == [6, 7, 8, 9]
+    assert store.migrate(db) == [6, 7, 8, 9, 10]
     assert "jobs_vendor_name_folded_started_at" not in {i.name for i in db.get_indexes("jobs")}
     assert not {"po_number_folded", "vendor_name_folded"} & {c.name for c in db.get_columns("jobs")}
     for term, match in (("zeta", "substring"), ("ZETA a", "prefix"), ("acme", "substring")):
@@ -995,7 +995,7 @@ def test_migrate_a_v7_database_compares_its_orders_on_the_fields_both_have(db, r
         store._write_version(7)
 
     store.run_unit(db, make_v7)
-    assert store.migrate(db) == [8, 9]
+    assert store.migrate(db) == [8, 9, 10]
     new = record_job(78)
     recorder = store.DatabaseRecorder(db)
     (before,) = recorder.find_posted((None, None), old.orders[0].po_number)
@@ -1044,7 +1044,7 @@ def test_migrate_a_v8_database_marks_orders_only_refused_connections_met(
         store._write_version(8)
 
     store.run_unit(db, make_v8)
-    assert store.migrate(db) == [9]
+    assert store.migrate(db) == [9, 10]
     assert store.Order.get().refused is never_sent
 
 
@@ -1060,7 +1060,7 @@ def test_a_host_of_the_version_before_still_records_on_a_v9_database(db, migrate
 
     if migrated:
         store.run_unit(db, make_v8)
-        assert store.migrate(db) == [9]
+        assert store.migrate(db) == [9, 10]
     store.run_unit(
         db,
         lambda: db.execute_sql(
@@ -1074,6 +1074,30 @@ def test_a_host_of_the_version_before_still_records_on_a_v9_database(db, migrate
     assert store.JobRollup.get().reached == 0
 
 
+def test_migrate_a_v9_database_finds_a_partners_last_failure_by_an_index(db, record_job):
+    """v9 → v10: the index of jobs by partner and status (and, on PostgreSQL,
+    the statistics of the two together) is built; the queries find with it."""
+    failed = record_job(66, status=JobStatus.FAILED)
+    store.Job.update(partner="acme").execute()
+
+    def make_v9() -> None:
+        db.execute_sql('DROP INDEX "jobs_partner_status_started_at_id"')
+        if not db.is_sqlite:
+            db.execute_sql('DROP STATISTICS "jobs_partner_status"')
+        store._write_version(9)
+
+    store.run_unit(db, make_v9)
+    assert store.migrate(db) == [10]
+    assert "jobs_partner_status_started_at_id" in {i.name for i in db.get_indexes("jobs")}
+    if not db.is_sqlite:
+        found = db.execute_sql(
+            "SELECT 1 FROM pg_statistic_ext WHERE stxname = %s", ("jobs_partner_status",)
+        )
+        assert found.fetchone() is not None
+    listed = queries.list_jobs(db, limit=1, status="failed", partner="acme")
+    assert [j["job_id"] for j in listed] == [failed.job_id]
+
+
 def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
     """v6 → v7: ``jobs.ack_numbers`` added; the jobs before it have none."""
     old = record_job(65)
@@ -1083,7 +1107,7 @@ def test_migrate_a_v6_database_keeps_ack_numbers_from_then_on(db, record_job):
         store._write_version(6)
 
     store.run_unit(db, make_v6)
-    assert store.migrate(db) == [7, 8, 9]
+    assert store.migrate(db) == [7, 8, 9, 10]
     assert "ack_numbers" in {c.name for c in db.get_columns("jobs")}
     assert queries.show_job(db, old.job_id)["job_id"] == old.job_id
     assert queries.show_job(db, record_job(66).job_id)["status"] == "succeeded"

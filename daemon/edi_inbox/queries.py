@@ -511,7 +511,8 @@ def show_job(db: Database, job_id: str) -> dict[str, Any] | None:
 
 def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
     """Failed and partial jobs (their files go to failed/) not yet retried by
-    a job that succeeded or is running, oldest first, each with
+    a job that succeeded or is running, newest first (the files a page
+    shows are the latest, not a year-old backlog's), each with
     ``has_content`` (whether the file's bytes are in the database): the
     dashboard's failed files."""
 
@@ -526,7 +527,7 @@ def failed_jobs(db: Database, limit: int | None = None) -> list[dict[str, Any]]:
         query = (
             Job.select(*SUMMARY_FIELDS, Job.file_path, Job.edi_content.is_null(False).alias("c"))
             .where(Job.status.in_(FILED_FAILED) & ~pw.fn.EXISTS(retried))
-            .order_by(Job.started_at, Job.id)
+            .order_by(Job.started_at.desc(), Job.id.desc())
         )
         if limit is not None:
             query = query.limit(limit)

@@ -111,6 +111,9 @@ for _column, *_more in (
     (Job.retry_of,),
     (Job.sender_id, Job.started_at),
     (Job.partner, Job.started_at),
+    # Schema v10: a partner's last failure (``status``) without a pass over
+    # every partner's failures.
+    (Job.partner, Job.status, Job.started_at, Job.id),
 ):
     Job.add_index(_column, *_more, where=_column.is_null(False))
 

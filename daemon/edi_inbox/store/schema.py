@@ -43,7 +43,7 @@ from .models import (
     vendor_search_key,
 )
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
@@ -52,6 +52,20 @@ def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
     for model in (JobInterchange, PoSearch, VendorSearch, JobRollup):
         model._meta.without_rowid = db.is_sqlite
     db.create_tables(models, safe=True)
+    if Job in models:
+        _partner_statistics(db)
+
+
+def _partner_statistics(db: Database) -> None:
+    """PostgreSQL: how often each partner has each status. Without it the
+    planner takes partner and status for independent, and finds a partner
+    that never failed (``status``'s last error) by walking every failed job
+    backwards for one of that partner's (schema v10)."""
+    if not db.is_sqlite:
+        db.execute_sql(
+            'CREATE STATISTICS IF NOT EXISTS "jobs_partner_status" (mcv)'
+            ' ON "partner", "status" FROM "jobs"'
+        )
 
 
 def _lock_schema(db: Database) -> None:
@@ -195,6 +209,15 @@ def _migrate_v9(db: Database) -> None:
         Order.update(refused=True).where(Order.id.in_(never_sent)).execute()
 
 
+def _migrate_v10(db: Database) -> None:
+    """v10: the index of jobs by partner and status, and on PostgreSQL the
+    statistics that make the planner use it (a partner's last failure,
+    found by ``status`` for each partner, no longer walks every failed
+    job). Built here once, in the migration's transaction."""
+    db.create_tables([Job], safe=True)  # the table is there: its missing indexes
+    _partner_statistics(db)
+
+
 # Each step takes the schema from version N-1 to N, inside the migration's
 # transaction. A step must work from that version's layout, not today's
 # models: add columns with _add_column_if_missing, create tables safe=True.
@@ -207,6 +230,7 @@ MIGRATIONS: dict[int, Callable[[Database], None]] = {
     7: _migrate_v7,
     8: _migrate_v8,
     9: _migrate_v9,
+    10: _migrate_v10,
 }
 
 
