@@ -27,7 +27,10 @@ What I tried:
   2,000 older failed files in failed/; paging ``jobs list --offset`` while
   jobs are recorded.
 
-Found (strict xfails):
+Found (strict xfails; 2 and 3 fixed the same session, each test failing
+before its fix — schema v10 indexes jobs by partner and status, with
+PostgreSQL statistics of the two; the failed page lists the newest
+failures first. Left: 1, 4 and 5, in README):
 
 1. ``stats --partner P`` (``/api/jobs/stats?partner=P``) reads every job P
    ever sent (``queries._partner_stats``: the ``(partner, started_at)``
