@@ -1125,6 +1125,31 @@ def test_retry_by_prefix_all_failed_and_unknown_job(tmp_path, erp):
         admin.retry(settings, "no-such-job")
 
 
+def test_retry_with_the_records_finds_the_report_or_searches_failed(tmp_path, erp):
+    """With the database, retry goes to the report where the job's record
+    says its file was filed; a file the operator renamed in failed/ since (the
+    record no longer leads to it) is found by reading the reports, and so is
+    a prefix; an unknown job is the same clear error."""
+    settings = make_settings(tmp_path, erp.url)
+    for name in ("a.edi", "b.edi"):
+        (settings.paths.inbox / name).write_bytes(BAD)
+    assert service.run(settings, once=True) == 0
+    failed = settings.paths.failed
+    a, b = (json.loads((failed / f"{n}.error.json").read_text()) for n in ("a.edi", "b.edi"))
+    (failed / "b.edi").rename(failed / "b2.edi")
+    (failed / "b.edi.error.json").rename(failed / "b2.edi.error.json")
+    db = open_db(settings)
+    try:
+        (first,) = admin.retry(settings, a["job_id"], db=db)
+        (second,) = admin.retry(settings, b["job_id"][:8], db=db)
+        with pytest.raises(EdiInboxError, match="no failed file"):
+            admin.retry(settings, "no-such-job", db=db)
+    finally:
+        store.close_database(db)
+    assert (first["inbox_name"], second["inbox_name"]) == ("a.edi", "b2.edi")
+    assert names(settings.paths.inbox) == ["a.edi", "b2.edi"] and names(failed) == []
+
+
 # -- small pieces -----------------------------------------------------------------------
 
 

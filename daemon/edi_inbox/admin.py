@@ -57,7 +57,7 @@ def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> s
 
 
 def retry(
-    settings: Settings, job_id: str | None = None, *, all_failed: bool = False
+    settings: Settings, job_id: str | None = None, *, all_failed: bool = False, db: Any = None
 ) -> list[dict[str, Any]]:
     """``edi-inbox retry JOB_ID|--all-failed``: put failed files back into the inbox.
 
@@ -70,12 +70,20 @@ def retry(
     Returns one dict per file: job_id, file (in failed/), inbox_name, retried
     (bool), reason (when not retried). Raises EdiInboxError when JOB_ID has
     no file in failed/.
+
+    With ``db``, a JOB_ID's report is looked for where its record says its
+    file was filed: one look, however many reports failed/ holds. Without
+    (or when the record does not lead to it), failed/'s reports are read
+    for it: a retry works while the database is away.
     """
     paths = settings.paths
     assert paths.failed and paths.inbox and paths.processing
     wanted = (job_id or "").strip().lower()
     if not all_failed and not wanted:
         raise EdiInboxError("give a job id or --all-failed")
+    recorded = None if all_failed or db is None else _recorded_report(settings, db, wanted)
+    if recorded is not None:
+        return _retried([_retry_one(settings, *recorded)], job_id)
     reports = []
     for report_path in sorted(paths.failed.glob("*" + outcomes.REPORT)):
         try:
@@ -91,10 +99,32 @@ def retry(
         raise EdiInboxError(f"no failed file for job {job_id} in {paths.failed}")
     if not all_failed and len({str(r.get("job_id")) for _, r in reports}) > 1:
         raise EdiInboxError(f"job id prefix {job_id} matches several failed jobs: give more of it")
-    results = [_retry_one(settings, path, report) for path, report in reports]
+    return _retried([_retry_one(settings, path, report) for path, report in reports], job_id)
+
+
+def _retried(results: list[dict[str, Any]], job_id: str | None) -> list[dict[str, Any]]:
     if job_id and not any(r["retried"] for r in results):
         raise EdiInboxError(f"job {job_id} was not retried: {results[0]['reason']}")
     return results
+
+
+def _recorded_report(
+    settings: Settings, db: Any, wanted: str
+) -> tuple[Path, dict[str, Any]] | None:
+    """The report of job ``wanted`` (an id or a unique prefix) in failed/,
+    where its record says its file was filed; None when the database cannot
+    tell (unavailable, no such job, a prefix of several) or the file is not
+    there under that name: then failed/ is searched."""
+    from . import queries
+
+    try:
+        found = queries.filed_at(db, wanted)
+    except Exception as exc:  # the search of failed/ answers, and says what it must
+        logger.debug("retry_record_unread", job_id=wanted, error=repr(exc))
+        return None
+    if found is None:
+        return None
+    return outcomes.filed_report(settings.paths.failed, *found)
 
 
 def _retry_one(settings: Settings, report_path: Path, report: dict[str, Any]) -> dict[str, Any]:

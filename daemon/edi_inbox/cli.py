@@ -612,7 +612,8 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
     if bool(job_id) == all_failed:
         raise click.UsageError("give either JOB_ID or --all-failed")
     try:
-        results = admin.retry(settings, job_id, all_failed=all_failed)
+        with _records(settings) as db:
+            results = admin.retry(settings, job_id, all_failed=all_failed, db=db)
     except EdiInboxError as exc:
         raise click.ClickException(shown(exc)) from None
     if as_json:
@@ -624,6 +625,23 @@ def retry(settings: config.Settings, job_id: str | None, all_failed: bool, as_js
             click.echo(f"retrying {file} (job {r['job_id']}) as {back}")
         else:
             click.echo(f"not retried: {shown(r['file'])} (job {r['job_id']}): {shown(r['reason'])}")
+
+
+@contextlib.contextmanager
+def _records(settings: config.Settings) -> Iterator[Any]:
+    """The database to look a job up in, or None when it cannot be opened
+    (within ``READ_PATIENCE``): what works without it goes on."""
+    try:
+        db = store.open_database(
+            settings.database_url, settings, create=False, retry_seconds=READ_PATIENCE
+        )
+    except Exception:
+        yield None
+        return
+    try:
+        yield db
+    finally:
+        store.close_database(db)
 
 
 @main.command()

@@ -106,6 +106,29 @@ def report_name(name: str, job_id: str) -> str:
     return json_name
 
 
+def filed_report(
+    folder: Path | None, job_id: str, file_path: str | None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The error.json beside a job's file in ``folder`` (failed/), and what it
+    holds, if the file waits there: the job records the path it was filed
+    under (``file_path``), so one look finds it, however full the folder."""
+    if folder is None or not file_path:
+        return None
+    path = files.recorded_path(file_path)
+    if path.parent != folder:
+        return None
+    report_path = folder / report_name(path.name, job_id)
+    try:
+        if not path.exists():
+            return None
+        report = json.loads(report_path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("job_id") != job_id:
+        return None
+    return report_path, report
+
+
 def reported_file(folder: Path, json_name: str, report: Mapping[str, Any]) -> str | None:
     """The name in ``folder`` (failed/) of the file the report ``json_name``
     (holding ``report``) is about: NAME of NAME.error.json, or, for a report

@@ -407,6 +407,17 @@ def _resolve(job_id: str) -> Any:
     return rows[0] if rows else None
 
 
+def filed_at(db: Database, job_id: str) -> tuple[str, str | None] | None:
+    """A job's full id and the path its file was filed under (``job_id`` may
+    be a unique prefix); None if no job matches."""
+
+    def work() -> tuple[str, str | None] | None:
+        row = _resolve(job_id)
+        return None if row is None else (row.job_id, row.file_path)
+
+    return run_unit(db, work, write=False)
+
+
 def load_job(db: Database, job_id: str, *, with_content: bool = False) -> JobResult | None:
     """A recorded job as a ``JobResult`` (``job_id`` may be a unique prefix).
 

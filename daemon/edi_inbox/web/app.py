@@ -473,7 +473,7 @@ def retry_job(web: Web, job_id: str) -> list[dict[str, Any]]:
     """``admin.retry`` for one job; 404 when it has no file in failed/, 409 when
     the file is there but cannot go back."""
     try:
-        return admin.retry(web.settings, job_id)
+        return admin.retry(web.settings, job_id, db=web.db)
     except EdiInboxError as exc:
         message = str(exc)
         raise ApiError(404 if message.startswith("no failed file") else 409, message) from None

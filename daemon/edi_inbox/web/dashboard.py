@@ -338,21 +338,9 @@ def _ack(web: Web, partner: str | None, name: str) -> dict[str, Any]:
 
 
 def _failed_report(web: Web, job_id: str, file_path: str | None) -> dict[str, Any] | None:
-    """The error.json beside the job's file in failed/, if the file waits there
-    (the job records the path it was filed under)."""
-    folder = web.settings.paths.failed
-    if folder is None or not file_path:
-        return None
-    path = files.recorded_path(file_path)
-    if path.parent != folder:
-        return None
-    try:
-        if not path.exists():
-            return None
-        report = json.loads((folder / outcomes.report_name(path.name, job_id)).read_bytes())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) and report.get("job_id") == job_id else None
+    """The error.json beside the job's file in failed/, if the file waits there."""
+    found = outcomes.filed_report(web.settings.paths.failed, job_id, file_path)
+    return found[1] if found is not None else None
 
 
 def _error_report(web: Web, result: Any, doc: dict[str, Any]) -> dict[str, Any] | None:
