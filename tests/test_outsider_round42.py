@@ -27,12 +27,13 @@ What I tried:
   2,000 older failed files in failed/; paging ``jobs list --offset`` while
   jobs are recorded.
 
-Found (strict xfails; 2, 3 and 4 fixed the same session, each test
-failing before its fix — schema v10 indexes jobs by partner and status,
-with PostgreSQL statistics of the two; the failed page lists the newest
-failures first; ``admin.retry(db=)`` goes to the report where the job's
-record says its file was filed, as the CLI, the API and the dashboard
-call it. Left: 1 and 5, in README):
+Found (strict xfails; 1 to 4 fixed the same session, each test failing
+before its fix — schema v10 keeps each partner's rollups
+(``partner_rollups``; the fixtures fill them as they fill ``job_rollups``)
+and indexes jobs by partner and status, with PostgreSQL statistics of the
+two; the failed page lists the newest failures first; ``admin.retry(db=)``
+goes to the report where the job's record says its file was filed, as the
+CLI, the API and the dashboard call it. Left: 5, in README):
 
 1. ``stats --partner P`` (``/api/jobs/stats?partner=P``) reads every job P
    ever sent (``queries._partner_stats``: the ``(partner, started_at)``
@@ -197,6 +198,7 @@ def multiply(path: Path, n: int, partner: str | None = None) -> None:
         for sql in ORDERS:
             conn.execute(sql, (first,))
         conn.execute("DELETE FROM job_rollups")
+        conn.execute("DELETE FROM partner_rollups")
         for period, cut in (("hour", 13), ("day", 10)):
             pad = ":00:00.000000+00:00" if period == "hour" else " 00:00:00.000000+00:00"
             conn.execute(
@@ -205,6 +207,14 @@ def multiply(path: Path, n: int, partner: str | None = None) -> None:
                 f" SELECT ?, substr(started_at, 1, {cut}) || ?, status, COUNT(*), COUNT(*),"
                 " COUNT(duration_seconds), TOTAL(duration_seconds), '0'"
                 " FROM jobs GROUP BY 2, 3",
+                (period, pad),
+            )
+            conn.execute(  # each partner's, as the recorder keeps them (schema v10)
+                "INSERT INTO partner_rollups (partner, period, start, status, jobs, reached,"
+                " durations, duration_total, amount)"
+                f" SELECT partner, ?, substr(started_at, 1, {cut}) || ?, status, COUNT(*),"
+                " COUNT(*), COUNT(duration_seconds), TOTAL(duration_seconds), '0'"
+                " FROM jobs WHERE partner IS NOT NULL GROUP BY 1, 3, 4",
                 (period, pad),
             )
         conn.commit()
@@ -366,10 +376,6 @@ def test_counts_agree_with_the_rows_at_scale(histories):
 # -- found -----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stats --partner reads every job the partner ever sent: work grows with history",
-)
 def test_stats_of_one_partner_does_not_read_its_whole_history(histories):
     def read(db: Any) -> Any:
         return queries.stats(db, partner="clean")
@@ -569,6 +575,14 @@ SELECT %s, date_trunc(%s, started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
   COALESCE(SUM(total_amount), 0)
 FROM jobs GROUP BY 2, 3
 """
+PG_PARTNER_ROLLUPS = """
+INSERT INTO partner_rollups (partner, period, start, status, jobs, reached, durations,
+  duration_total, amount)
+SELECT partner, %s, date_trunc(%s, started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+  status, COUNT(*), COUNT(*), COUNT(duration_seconds), COALESCE(SUM(duration_seconds), 0),
+  COALESCE(SUM(total_amount), 0)
+FROM jobs WHERE partner IS NOT NULL GROUP BY 1, 3, 4
+"""
 
 PG_ORDERS = (
     """INSERT INTO orders (job_id, po_number, po_number_folded, line_count, total_amount,
@@ -615,8 +629,10 @@ def pg_histories() -> Iterator[dict[int, store.Database]]:
                 for sql in PG_ORDERS:
                     db.execute_sql(sql, (first,))
                 db.execute_sql("DELETE FROM job_rollups")
+                db.execute_sql("DELETE FROM partner_rollups")
                 for period in ("hour", "day"):
                     db.execute_sql(PG_ROLLUPS, (period, period))
+                    db.execute_sql(PG_PARTNER_ROLLUPS, (period, period))
 
             store.run_unit(db, load)
             store.run_unit(db, lambda db=db: db.execute_sql("ANALYZE"), atomic=False)
@@ -683,10 +699,6 @@ def test_postgres_everyday_reads_do_the_same_work_at_100x_the_jobs(pg_histories,
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="on PostgreSQL too, stats --partner reads every job the partner ever sent",
-)
 def test_postgres_stats_of_one_partner_does_not_read_its_whole_history(pg_histories):
     small, large = pg_works(pg_histories, lambda db: queries.stats(db, partner="clean"))
     assert large <= FLAT * small + 20, (small, large)

@@ -81,6 +81,36 @@ def test_stats_over_days(db, recorder, hours):
     assert got == expected_stats([j for j in jobs if j.started_at >= since])
 
 
+@pytest.mark.parametrize("hours", [None, 0, 13.5, 49.25])
+def test_stats_of_a_partner_match_its_jobs(db, recorder, hours):
+    """stats(partner=) from the partners' rollups equals a brute-force count
+    of that partner's jobs (partial hour, hours, days), a job re-recorded
+    (interrupted, then run to its end) and one still running included; a
+    rebuild of the rollups gives the same."""
+    jobs = []
+    for n in range(30):
+        job = make_job(n, started_at=T0 + timedelta(hours=2.7 * n), status=STATUSES[n % 7])
+        job.partner = ("acme", "bolt", None)[n % 3]
+        record(recorder, job)
+        jobs.append(job)
+    again = jobs[3]  # acme's: ended interrupted, then succeeded
+    again.status = JobStatus.SUCCEEDED
+    record(recorder, again)
+    running = make_job(99, started_at=T0 + timedelta(days=4))
+    running.partner, running.status = "acme", JobStatus.RUNNING
+    recorder.job_started(running)
+    since = None if hours is None else T0 + timedelta(hours=hours)
+    mine = [j for j in jobs if j.partner == "acme" and (since is None or j.started_at >= since)]
+    expected = {"partner": "acme", **expected_stats(mine)}
+    expected["total_jobs"] += 1  # the running job: counted, in no rate or average
+    expected["by_status"]["running"] += 1
+    for _ in range(2):
+        got = queries.stats(db, since=since, partner="acme")
+        got.pop("since")
+        assert got == expected
+        store.run_unit(db, lambda: store.rebuild_search_and_rollups(db))
+
+
 def test_stats_of_an_empty_database(db):
     """No jobs: zeros, no rate, no average, no amount."""
     got = queries.stats(db)

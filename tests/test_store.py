@@ -1076,7 +1076,8 @@ def test_a_host_of_the_version_before_still_records_on_a_v9_database(db, migrate
 
 def test_migrate_a_v9_database_finds_a_partners_last_failure_by_an_index(db, record_job):
     """v9 → v10: the index of jobs by partner and status (and, on PostgreSQL,
-    the statistics of the two together) is built; the queries find with it."""
+    the statistics of the two together) is built, and each partner's
+    rollups filled from its jobs; the queries find with them."""
     failed = record_job(66, status=JobStatus.FAILED)
     store.Job.update(partner="acme").execute()
 
@@ -1084,10 +1085,13 @@ def test_migrate_a_v9_database_finds_a_partners_last_failure_by_an_index(db, rec
         db.execute_sql('DROP INDEX "jobs_partner_status_started_at_id"')
         if not db.is_sqlite:
             db.execute_sql('DROP STATISTICS "jobs_partner_status"')
+        db.execute_sql('DROP TABLE "partner_rollups"')
         store._write_version(9)
 
     store.run_unit(db, make_v9)
     assert store.migrate(db) == [10]
+    got = queries.stats(db, partner="acme")  # from the partner's rollups, filled from its jobs
+    assert (got["total_jobs"], got["failed_jobs"]) == (1, 1)
     assert "jobs_partner_status_started_at_id" in {i.name for i in db.get_indexes("jobs")}
     if not db.is_sqlite:
         found = db.execute_sql(

@@ -60,6 +60,7 @@ from .store.models import (
     JobRollup,
     JobStep,
     Order,
+    PartnerRollup,
     PoSearch,
     VendorSearch,
     po_search_key,
@@ -146,8 +147,9 @@ def stats(
     db: Database, since: datetime | None = None, partner: str | None = None
 ) -> dict[str, Any]:
     """Totals over jobs started at or after ``since`` (all jobs when None),
-    of one ``partner`` when given (summed from its jobs by the
-    ``(partner, started_at)`` index: the rollups are not kept per partner).
+    of one ``partner`` when given (from ``partner_rollups``, as the others
+    from ``job_rollups``: at most a day of hours and a row per day, however
+    long the history).
 
     ``successful_jobs`` counts succeeded and duplicate jobs (both are a success
     for the partner); ``success_rate`` is their percentage of finished jobs;
@@ -155,8 +157,9 @@ def stats(
     were counted with the original); ``by_status`` has every status."""
 
     since = None if since is None else as_utc(since)
-    if partner is not None:
-        return run_unit(db, lambda: _partner_stats(db, partner, since), write=False)
+    rollup: Any = JobRollup if partner is None else PartnerRollup
+    ours = rollup.partner == partner if partner is not None else None
+    theirs = Job.partner == partner if partner is not None else None
 
     def work() -> dict[str, Any]:
         jobs: Counter[str] = Counter()
@@ -181,18 +184,20 @@ def stats(
         if since is not None:
             spans.append(("hour", first_hour, first_day))
         for period, lower, upper in spans:
-            query = JobRollup.select(
-                JobRollup.status,
-                pw.fn.SUM(JobRollup.jobs),
-                pw.fn.SUM(JobRollup.durations),
-                pw.fn.SUM(JobRollup.duration_total),
-                _money_sum(db, JobRollup.amount),
-            ).where(JobRollup.period == period)
+            query = rollup.select(
+                rollup.status,
+                pw.fn.SUM(rollup.jobs),
+                pw.fn.SUM(rollup.durations),
+                pw.fn.SUM(rollup.duration_total),
+                _money_sum(db, rollup.amount),
+            ).where(rollup.period == period)
+            if ours is not None:
+                query = query.where(ours)
             if lower is not None:
-                query = query.where(JobRollup.start >= lower)
+                query = query.where(rollup.start >= lower)
             if upper is not None:
-                query = query.where(JobRollup.start < upper)
-            for row in _rows(query.group_by(JobRollup.status).tuples()):
+                query = query.where(rollup.start < upper)
+            for row in _rows(query.group_by(rollup.status).tuples()):
                 add(*row)
         if since is not None and first_hour is not None and first_hour > since:
             partial = Job.select(Job.status, Job.duration_seconds, Job.total_amount).where(
@@ -200,36 +205,21 @@ def stats(
                 & (Job.started_at < first_hour)
                 & Job.status.in_([str(s) for s in FINAL_STATUSES])
             )
+            if theirs is not None:
+                partial = partial.where(theirs)
             for status, duration, amount in _rows(partial.tuples()):
                 add(status, 1, duration is not None, duration or 0.0, amount)
         live = Job.select(Job.status, pw.fn.COUNT(Job.id)).where(Job.status.in_(LIVE_STATUSES))
         if since is not None:
             live = live.where(Job.started_at >= since)
+        if theirs is not None:
+            live = live.where(theirs)
         for status, n in _rows(live.group_by(Job.status).tuples()):
             jobs[status] += n
-        return _stats_json(jobs, durations, duration_total, amounts, since)
+        found = _stats_json(jobs, durations, duration_total, amounts, since)
+        return found if partner is None else {"partner": partner, **found}
 
     return run_unit(db, work, write=False)
-
-
-def _partner_stats(db: Database, partner: str, since: datetime | None) -> dict[str, Any]:
-    query = Job.select(
-        Job.status,
-        pw.fn.COUNT(Job.id),
-        pw.fn.COUNT(Job.duration_seconds),
-        pw.fn.SUM(Job.duration_seconds),
-        _money_sum(db, Job.total_amount),
-    ).where(Job.partner == partner)
-    if since is not None:
-        query = query.where(Job.started_at >= since)
-    jobs: Counter[str] = Counter()
-    durations, duration_total, amounts = 0, 0.0, {}
-    for status, n, nd, total, amount in _rows(query.group_by(Job.status).tuples()):
-        jobs[status] += int(n)
-        durations += int(nd or 0)
-        duration_total += float(total or 0.0)
-        amounts[status] = Decimal(str(amount or 0))
-    return {"partner": partner, **_stats_json(jobs, durations, duration_total, amounts, since)}
 
 
 def partner_activity(db: Database, names: list[str], since: datetime) -> dict[str, dict[str, Any]]:
@@ -237,24 +227,21 @@ def partner_activity(db: Database, names: list[str], since: datetime) -> dict[st
     failures (failed jobs) started at or after ``since``, and its last
     activity (the latest job's start, at any time)."""
     since = as_utc(since)
+    out = {}
+    for name in names:
+        counts = stats(db, since=since, partner=name)  # from its rollups
 
-    def work() -> dict[str, dict[str, Any]]:
-        out = {}
-        for name in names:
-            recent = Job.select(Job.status, pw.fn.COUNT(Job.id)).where(
-                (Job.partner == name) & (Job.started_at >= since)
-            )
-            counts = dict(_rows(recent.group_by(Job.status).tuples()))
-            last = Job.select(pw.fn.MAX(Job.started_at)).where(Job.partner == name).scalar()
-            out[name] = {
-                "files": sum(counts.values()),
-                "failures": counts.get(JobStatus.FAILED.value, 0),
-                "partial": counts.get(JobStatus.PARTIAL.value, 0),
-                "last_activity": iso(as_utc(last)) if isinstance(last, datetime) else last,
-            }
-        return out
+        def last(name: str = name) -> Any:
+            return Job.select(pw.fn.MAX(Job.started_at)).where(Job.partner == name).scalar()
 
-    return run_unit(db, work, write=False)
+        latest = run_unit(db, last, write=False)
+        out[name] = {
+            "files": counts["total_jobs"],
+            "failures": counts["failed_jobs"],
+            "partial": counts["partial_jobs"],
+            "last_activity": iso(as_utc(latest)) if isinstance(latest, datetime) else latest,
+        }
+    return out
 
 
 def _ceil(moment: datetime, floor: datetime, step: timedelta) -> datetime:

@@ -271,6 +271,26 @@ class JobRollup(BaseModel):
         primary_key = pw.CompositeKey("period", "start", "status")
 
 
+class PartnerRollup(BaseModel):
+    """``JobRollup`` of one partner's jobs (``jobs.partner``): ``stats
+    --partner`` over any span reads at most a day of hours and a row per day
+    too. Schema v10."""
+
+    partner = pw.TextField()
+    period = pw.TextField()
+    start = UtcDateTimeField()
+    status = pw.TextField()
+    jobs = pw.BigIntegerField(default=0)
+    reached = pw.BigIntegerField(default=0)
+    durations = pw.BigIntegerField(default=0)
+    duration_total = pw.DoubleField(default=0.0)
+    amount = MoneyField(default=Decimal(0))
+
+    class Meta:
+        table_name = "partner_rollups"
+        primary_key = pw.CompositeKey("partner", "period", "start", "status")
+
+
 class ControlNumber(BaseModel):
     """Sequences that must keep increasing across restarts (``isa13`` for 997s,
     1 to ``CONTROL_NUMBER_MAX``, wrapping)."""
@@ -318,6 +338,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     PoSearch,
     VendorSearch,
     JobRollup,
+    PartnerRollup,
     ControlNumber,
     Daemon,
     SchemaVersion,

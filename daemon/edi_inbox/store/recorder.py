@@ -210,10 +210,12 @@ class DatabaseRecorder:
             if row is not None:
                 pk, batch = row[0], Batch(self.db)
             else:  # resumed after a crash, or run again under the same id
-                pk, status, started_at, duration, amount = execute(
+                pk, status, started_at, duration, amount, partner = execute(
                     self.db, "job_get", job.job_id
                 ).fetchone()
-                batch = add_rollup(Batch(self.db), status, started_at, duration, amount, -1)
+                batch = add_rollup(
+                    Batch(self.db), status, started_at, duration, amount, -1, partner
+                )
                 batch.add(
                     "job_restart",
                     False,
@@ -461,10 +463,11 @@ class DatabaseRecorder:
         def work() -> None:
             db = self.db
             pk, inserted = self._job_pk(job)
-            old_status, old_started, old_duration, old_amount, old_sha, old_retry = execute(
-                db, "job_get_pk", pk
-            ).fetchone()
-            batch = add_rollup(Batch(db), old_status, old_started, old_duration, old_amount, -1)
+            old = execute(db, "job_get_pk", pk).fetchone()
+            old_status, old_started, old_duration, old_amount, old_sha, old_retry, partner = old
+            batch = add_rollup(
+                Batch(db), old_status, old_started, old_duration, old_amount, -1, partner
+            )
             old_started = read_time(old_started)
             started = job.started_at or old_started or now
             values: dict[str, Any] = {
@@ -509,7 +512,7 @@ class DatabaseRecorder:
             interchanges = dict.fromkeys(i.key() for i in job.interchanges)
             batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
             _add_search_keys(batch, pk, keys)
-            add_rollup(batch, status, started, job.duration_seconds, total, +1).run()
+            add_rollup(batch, status, started, job.duration_seconds, total, +1, job.partner).run()
 
         run_unit(self.db, work)
         self._forget(job)
@@ -530,10 +533,12 @@ class DatabaseRecorder:
         def work() -> None:
             db = self.db
             pk, _ = self._job_pk(job)
-            old_status, old_started, old_duration, old_amount, _, _ = execute(
+            old_status, old_started, old_duration, old_amount, _, _, partner = execute(
                 db, "job_get_pk", pk
             ).fetchone()
-            batch = add_rollup(Batch(db), old_status, old_started, old_duration, old_amount, -1)
+            batch = add_rollup(
+                Batch(db), old_status, old_started, old_duration, old_amount, -1, partner
+            )
             started = read_time(old_started) or job.started_at or now
             erp_ids = [o.erp_po_id for o in job.orders if o.erp_po_id]
             batch.update(
@@ -552,7 +557,9 @@ class DatabaseRecorder:
                     "updated_at": stamp(now),
                 },
             )
-            add_rollup(batch, status, started, job.duration_seconds, old_amount, +1).run()
+            add_rollup(
+                batch, status, started, job.duration_seconds, old_amount, +1, job.partner
+            ).run()
 
         run_unit(self.db, work)
         self._forget(job)
@@ -861,7 +868,13 @@ def mark_interrupted(
     def work() -> list[dict[str, Any]]:
         rows = list(
             Job.select(
-                Job.id, Job.started_at, Job.total_amount, Job.job_id, Job.file_name, Job.file_path
+                Job.id,
+                Job.started_at,
+                Job.total_amount,
+                Job.job_id,
+                Job.file_name,
+                Job.file_path,
+                Job.partner,
             ).where((Job.status == running) & which)
         )
         done = []
@@ -879,7 +892,9 @@ def mark_interrupted(
             changed = Job.update(values).where(cas).execute()
             if not changed:
                 continue
-            add_rollup(Batch(db), interrupted, row.started_at, duration, row.total_amount, +1).run()
+            add_rollup(
+                Batch(db), interrupted, row.started_at, duration, row.total_amount, +1, row.partner
+            ).run()
             started = row.started_at.isoformat() if row.started_at else None
             done.append(
                 {

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +35,7 @@ from .models import (
     JobLog,
     JobRollup,
     Order,
+    PartnerRollup,
     PoSearch,
     SchemaVersion,
     VendorSearch,
@@ -49,7 +49,7 @@ SCHEMA_VERSION = 10
 def _create_tables(db: Database, models: Sequence[type[BaseModel]]) -> None:
     # Tables keyed by their primary key alone are WITHOUT ROWID on SQLite: one
     # B-tree to write instead of two. PostgreSQL has no such clause.
-    for model in (JobInterchange, PoSearch, VendorSearch, JobRollup):
+    for model in (JobInterchange, PoSearch, VendorSearch, JobRollup, PartnerRollup):
         model._meta.without_rowid = db.is_sqlite
     db.create_tables(models, safe=True)
     if Job in models:
@@ -210,12 +210,14 @@ def _migrate_v9(db: Database) -> None:
 
 
 def _migrate_v10(db: Database) -> None:
-    """v10: the index of jobs by partner and status, and on PostgreSQL the
+    """v10: ``partner_rollups``, each partner's ``job_rollups`` (``stats
+    --partner`` no longer reads every job of the partner), filled from the
+    jobs; the index of jobs by partner and status, and on PostgreSQL the
     statistics that make the planner use it (a partner's last failure,
     found by ``status`` for each partner, no longer walks every failed
     job). Built here once, in the migration's transaction."""
-    db.create_tables([Job], safe=True)  # the table is there: its missing indexes
-    _partner_statistics(db)
+    _create_tables(db, [Job, PartnerRollup])  # Job is there: its missing indexes
+    _fill_rollups(PartnerRollup)
 
 
 # Each step takes the schema from version N-1 to N, inside the migration's
@@ -338,21 +340,32 @@ def fill_vendor_search(db: Database) -> None:
 
 
 def rebuild_search_and_rollups(db: Database) -> None:
-    """Recompute ``po_search``, ``vendor_search`` and ``job_rollups`` from
-    orders and jobs (derived data: run after editing jobs by hand). Part of
+    """Recompute ``po_search``, ``vendor_search``, ``job_rollups`` and
+    ``partner_rollups`` from orders and jobs (derived data: run after editing jobs by hand). Part of
     the caller's transaction."""
     fill_vendor_search(db)
     _fill_from_orders(PoSearch.suffix, Order.po_number_folded, po_suffixes)
-    JobRollup.delete().execute()
-    totals: dict[tuple[str, datetime, str], list[Any]] = {}
+    _fill_rollups(JobRollup)
+    _fill_rollups(PartnerRollup)
+
+
+def _fill_rollups(model: type[JobRollup] | type[PartnerRollup]) -> None:
+    """``model`` recomputed from the jobs that ended (``PartnerRollup``: from
+    the partners' jobs, by partner). Part of the caller's transaction."""
+    by_partner = model is PartnerRollup
+    model.delete().execute()
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    ended = Job.status.in_([str(s) for s in FINAL_STATUSES]) & Job.started_at.is_null(False)
+    if by_partner:
+        ended &= Job.partner.is_null(False)
     query: Any = (
-        Job.select(Job.status, Job.started_at, Job.duration_seconds, Job.total_amount)
-        .where(Job.status.in_([str(s) for s in FINAL_STATUSES]) & Job.started_at.is_null(False))
+        Job.select(Job.status, Job.started_at, Job.duration_seconds, Job.total_amount, Job.partner)
+        .where(ended)
         .tuples()
     )
-    for status, started_at, duration, amount in query.iterator():
+    for status, started_at, duration, amount, partner in query.iterator():
         for period, start in ROLLUP_PERIODS:
-            key = (period, start(started_at), status)
+            key = (period, start(started_at), status, partner if by_partner else None)
             entry = totals.setdefault(key, [0, 0, 0.0, Decimal(0)])
             entry[0] += 1
             if duration is not None:
@@ -360,12 +373,13 @@ def rebuild_search_and_rollups(db: Database) -> None:
                 entry[2] += duration
             entry[3] = exact_sum((entry[3], amount))
     for group in pw.chunked(list(totals.items()), 200):
-        JobRollup.insert_many(
+        model.insert_many(
             [
                 {
                     "period": key[0],
                     "start": key[1],
                     "status": key[2],
+                    **({"partner": key[3]} if by_partner else {}),
                     "jobs": sums[0],
                     "reached": sums[0],
                     "durations": sums[1],

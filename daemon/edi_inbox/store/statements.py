@@ -19,6 +19,7 @@ round trip instead of BEGIN, one per statement (one per row with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -42,6 +43,19 @@ def _sets(columns: str, value: str = 'excluded."{c}"') -> str:
     return ", ".join(f'"{c}" = {value.format(c=c)}' for c in columns.split())
 
 
+def _rollup_upsert(table: str, key: str) -> tuple[str, int]:
+    """Add a share to ``table``'s row of ``key`` (made if missing): every
+    count and the amount (``{amount_sum}``, exact in each dialect)."""
+    quoted = ", ".join(f'"{c}"' for c in key.split())
+    return _insert(
+        table,
+        key + " jobs reached durations duration_total amount",
+        f" ON CONFLICT ({quoted}) DO UPDATE SET "
+        + _sets("jobs reached durations duration_total", f'"{table}".' + '"{c}" + excluded."{c}"')
+        + f', "amount" = {{amount_sum}}("{table}"."amount", excluded."amount")',
+    )
+
+
 # name: (SQL, row width). A width means an INSERT whose {rows} takes rows of
 # that many values; 0, a statement with its parameters written out.
 STATEMENTS: dict[str, tuple[str, int]] = {
@@ -58,13 +72,13 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     "job_ack_numbers": ('UPDATE "jobs" SET "ack_numbers" = ? WHERE "id" = ?', 0),
     "job_ack_numbers_get": ('SELECT "status", "ack_numbers" FROM "jobs" WHERE "job_id" = ?', 0),
     "job_get": (
-        'SELECT "id", "status", "started_at", "duration_seconds", "total_amount"'
+        'SELECT "id", "status", "started_at", "duration_seconds", "total_amount", "partner"'
         ' FROM "jobs" WHERE "job_id" = ?',
         0,
     ),
     "job_get_pk": (
         'SELECT "status", "started_at", "duration_seconds", "total_amount", "file_sha256",'
-        ' "retry_of" FROM "jobs" WHERE "id" = ?',
+        ' "retry_of", "partner" FROM "jobs" WHERE "id" = ?',
         0,
     ),
     "job_restart": (
@@ -98,13 +112,8 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     ),
     "po_search_insert": _insert("po_search", "suffix job_id", " ON CONFLICT DO NOTHING"),
     "vendor_search_insert": _insert("vendor_search", "vendor job_id", " ON CONFLICT DO NOTHING"),
-    "rollup_upsert": _insert(
-        "job_rollups",
-        "period start status jobs reached durations duration_total amount",
-        ' ON CONFLICT ("period", "start", "status") DO UPDATE SET '
-        + _sets("jobs reached durations duration_total", '"job_rollups"."{c}" + excluded."{c}"')
-        + ', "amount" = {amount_sum}',
-    ),
+    "rollup_upsert": _rollup_upsert("job_rollups", "period start status"),
+    "partner_rollup_upsert": _rollup_upsert("partner_rollups", "partner period start status"),
     "duplicate_by_interchange": (
         'SELECT j."job_id" FROM "job_interchanges" i JOIN "jobs" j ON j."id" = i."job_id"'
         ' WHERE i."sender_id" = ? AND i."receiver_id" = ? AND i."control_number" = ?'
@@ -208,9 +217,13 @@ def _cache(db: Database) -> dict[Any, str]:
 
 def _dialect(db: Database, sql: str) -> str:
     if db.is_sqlite:
-        return sql.replace("{amount_sum}", 'dec_add("job_rollups"."amount", excluded."amount")')
-    sql = sql.replace("{amount_sum}", '"job_rollups"."amount" + excluded."amount"')
+        return sql.replace("{amount_sum}", "dec_add")
+    sql = _PG_SUM.sub(r"\1 + \2", sql)
     return sql.replace("?", "%s")
+
+
+# ``{amount_sum}(a, b)`` on PostgreSQL: a + b (NUMERIC is exact there).
+_PG_SUM = re.compile(r"\{amount_sum\}\(([^,]+), ([^)]+)\)")
 
 
 def statement(db: Database, name: str, rows: int = 1) -> str:
@@ -311,11 +324,17 @@ class _Rows:
 
 
 def add_rollup(
-    batch: Batch, status: str, started_at: Any, duration: Any, amount: Any, sign: int
+    batch: Batch,
+    status: str,
+    started_at: Any,
+    duration: Any,
+    amount: Any,
+    sign: int,
+    partner: str | None = None,
 ) -> Batch:
     """Add (+1) or take back (-1) one finished job's share of ``job_rollups``:
-    a row for its hour and one for its day (unfinished jobs have none).
-    ``reached`` is never taken back."""
+    a row for its hour and one for its day (unfinished jobs have none); and
+    of ``partner_rollups`` for a partner's job. ``reached`` is never taken back."""
     if status not in FINAL_STATUSES or started_at is None:
         return batch
     started_at = read_time(started_at)
@@ -326,4 +345,7 @@ def add_rollup(
         (period, stamp(start(started_at)), status, *share, money)
         for period, start in ROLLUP_PERIODS
     ]
-    return batch.add_rows("rollup_upsert", rows)
+    batch.add_rows("rollup_upsert", rows)
+    if partner is not None:
+        batch.add_rows("partner_rollup_upsert", [(partner, *row) for row in rows])
+    return batch
