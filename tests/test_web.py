@@ -738,6 +738,7 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
                 conn = socket.create_connection(("127.0.0.1", port), timeout=5)
                 conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
                 slow.append(conn)
+            opened = time.monotonic()  # the newest's head began by now: due HEAD_SECONDS on
             fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             try:
                 fresh.request("GET", "/healthz")
@@ -747,7 +748,6 @@ def test_half_sent_requests_are_closed_and_lock_nobody_out(tmp_path):
             # The newest half-sent connection: closed once its head is overdue.
             newest = slow[-1]
             newest.settimeout(0.2)
-            opened = time.monotonic()
             poll_until(lambda: closed_by_the_server(newest), timeout=HEAD_SECONDS + 5)
             assert time.monotonic() - opened > HEAD_SECONDS - 1  # not before it was due
             # One that finishes its head in time is answered.

@@ -292,6 +292,9 @@ class DatabaseRecorder:
         may hold the order). That job's row has a key of its own
         (``_as_recorded``): the key is the body's.
 
+        A pending order of a job that was interrupted counts as sent: it may
+        have been cut short mid-POST, before its attempts were recorded.
+
         ``adopt`` (at the job's start): an order of ``job`` that is the order
         such a body is (``orders.same_order``) under another key — written
         with numbers written otherwise (``2.0`` for ``2``), or by an older
@@ -304,12 +307,14 @@ class DatabaseRecorder:
         sent: dict[str, str] = {}
         unknown: set[str] = set()
         for po_number in po_numbers:
-            for text, key, job_id, attempts, version, refused in execute(
+            for text, key, job_id, attempts, version, refused, status in execute(
                 self.db, "unanswered_by_po", po_search_key(po_number), po_number
             ):
                 mine = job_id in (job.job_id, job.retry_of)
                 body = json.loads(text) if text else {}
-                if not attempts and not mine:  # another job is posting it now
+                # Sent, the ERP may hold it: tried, or pending in a job cut short.
+                tried = bool(attempts) or status == JobStatus.INTERRUPTED.value
+                if not tried and not mine:  # another job is posting it now
                     if _sender(body) in senders:
                         in_flight[key] = job_id
                     continue
@@ -327,7 +332,7 @@ class DatabaseRecorder:
                 sent_as = None
                 if key != body_key and key in keys:  # an older version's row, taken over
                     sent_as = key
-                elif body_key in keys and (attempts or mine):
+                elif body_key in keys and (tried or mine):
                     sent_as = body_key
                 if sent_as is not None:
                     sent.setdefault(sent_as, text)

@@ -143,11 +143,14 @@ STATEMENTS: dict[str, tuple[str, int]] = {
     # (attempts 0: another job's order in flight), and those sent to the ERP
     # by jobs that ended (attempts > 0: the body their key carries for good).
     # ``DatabaseRecorder.job_started`` and ``in_flight``.
+    # An interrupted job's pending order may have been sent when it was cut
+    # short (killed mid-POST, before its attempts were recorded).
     "unanswered_by_po": (
         'SELECT o."payload", o."idempotency_key", j."job_id", o."attempts", o."json_version",'
-        ' o."refused" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
+        ' o."refused", j."status" FROM "orders" o JOIN "jobs" j ON j."id" = o."job_id"'
         ' WHERE o."po_number_folded" = ? AND o."po_number" = ? AND o."erp_po_id" IS NULL'
-        ' AND (o."attempts" > 0 OR o."status" = \'pending\' AND j."status" = \'running\')'
+        ' AND (o."attempts" > 0 OR o."status" = \'pending\''
+        " AND j.\"status\" IN ('running', 'interrupted'))"
         ' ORDER BY o."id"',
         0,
     ),
