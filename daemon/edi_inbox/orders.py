@@ -761,7 +761,7 @@ def _key(document: dict[str, Any], content: str) -> str:
 
 class Encoded(NamedTuple):
     """An order as the ERP is sent it and the database keeps it: its JSON
-    text (``jobs.dumps`` of ``to_json``) and its key (``document_key``)."""
+    text (``jsontext.dumps`` of ``to_json``) and its key (``document_key``)."""
 
     text: str
     key: str
