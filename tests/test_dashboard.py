@@ -6,12 +6,19 @@ partner filter and the partners page."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from conftest import make_job, record
+
+from edi_inbox import store
+from edi_inbox.config import Settings
 
 from web_site import HOSTILE_NAME, HOSTILE_PO, TOKEN, site
 
@@ -111,6 +118,30 @@ def test_jobs_paging_and_bad_filters(web):
     answer = web.get("/jobs?since=yesterday")
     assert answer.status == 422 and "is not a date" in answer.text
     assert web.get("/jobs/00000000-0000-0000-0000-000000000000").status == 404
+
+
+def test_older_jobs_link_pages_past_jobs_recorded_meanwhile(tmp_path):
+    """The jobs list's "older" link names the last job shown (``before=``):
+    jobs recorded after page 1 was read do not push its jobs onto page 2,
+    as an offset did (round 42); the link keeps the filters."""
+    with site("sqlite", tmp_path) as running:
+        db = store.open_database(f"sqlite:///{tmp_path / 'edi-inbox.db'}", Settings())
+        try:
+            recorder = store.DatabaseRecorder(db)
+            start = datetime(2026, 12, 6, tzinfo=UTC)
+            for n in range(30):
+                record(recorder, make_job(900 + n, started_at=start + timedelta(minutes=n)))
+            first = running.get("/jobs?status=succeeded").text
+            for n in range(30, 35):  # the daemon goes on while the operator reads page 1
+                record(recorder, make_job(900 + n, started_at=start + timedelta(minutes=n)))
+        finally:
+            store.close_database(db)
+        older = re.search(r'href="([^"]+)" rel="next"', first)
+        assert older is not None and "before=" in older[1] and "status=succeeded" in older[1]
+        second = running.get(html.unescape(older[1])).text
+    shown = re.compile(r'href="/jobs/([0-9a-f-]{36})"')
+    assert set(shown.findall(first)).isdisjoint(shown.findall(second))
+    assert shown.findall(second)
 
 
 def test_retry_form_needs_the_token(web):

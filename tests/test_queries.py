@@ -146,6 +146,27 @@ def test_list_jobs_most_recent_first(db, history):
         queries.list_jobs(db, status="nope")
 
 
+def test_list_jobs_before_a_job_pages_without_repeats(db, recorder, history):
+    """before=JOB: the jobs listed after it (ties of started_at by id), as
+    long as the list, whatever was recorded since; a job id's prefix will
+    do; one that names no job is an error, not the first page."""
+    newest = sorted(history, key=lambda j: j.started_at, reverse=True)
+    first = queries.list_jobs(db, limit=10)
+    late = make_job(700, started_at=newest[0].started_at + timedelta(hours=1))
+    twin = make_job(701, started_at=newest[12].started_at)  # the same start as one later on
+    for job in (late, twin):
+        record(recorder, job)
+    pages = [first]
+    while len(pages[-1]) == 10:
+        pages.append(queries.list_jobs(db, limit=10, before=pages[-1][-1]["job_id"][:13]))
+    listed = [j["job_id"] for page in pages for j in page]
+    assert len(listed) == len(set(listed)) == len(history) + 1  # the twin, not the late one
+    assert twin.job_id in listed and late.job_id not in listed
+    assert listed[:10] == [j.job_id for j in newest[:10]]
+    with pytest.raises(StoreError, match="no job"):
+        queries.list_jobs(db, before="ffffffff-no-such-job")
+
+
 def test_show_job_by_unique_prefix(db, history):
     """show_job accepts a unique prefix of a job id (any case), refuses an ambiguous one."""
     job = history[3]

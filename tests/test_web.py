@@ -81,6 +81,15 @@ def test_recent_is_jobs_list_json(web):
     failed = api(web, "/api/jobs/recent?status=failed")
     assert failed == web.cli_json("jobs", "list", "--status", "failed", "--limit", "10")
     assert {j["job_id"] for j in failed} >= {web.jobs["failed"], web.jobs["nonedi"]}
+    newest = api(web, "/api/jobs/recent?limit=3")
+    after = api(web, f"/api/jobs/recent?limit=2&before={newest[0]['job_id'][:8]}")
+    assert (
+        after
+        == newest[1:]
+        == web.cli_json("jobs", "list", "--limit", "2", "--before", newest[0]["job_id"])
+    )
+    unknown = web.get("/api/jobs/recent?before=ffffffff")
+    assert unknown.status == 422 and "no job" in unknown.text
 
 
 def test_search_is_jobs_search_json(web):

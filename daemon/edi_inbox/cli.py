@@ -456,6 +456,11 @@ def jobs() -> None:
 @jobs.command("list")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--offset", default=0, show_default=True, type=click.IntRange(0, queries.OFFSET_MAX))
+@click.option(
+    "--before",
+    metavar="JOB_ID",
+    help="Only the jobs listed after this one (the next page: give the last job shown).",
+)
 @click.option("--status", "status_", help="Only jobs with this status (succeeded, failed, …).")
 @_partner_option("Only jobs from this partner ([partners.NAME]).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -464,6 +469,7 @@ def jobs_list(
     settings: config.Settings,
     limit: int,
     offset: int,
+    before: str | None,
     status_: str | None,
     partner: str | None,
     as_json: bool,
@@ -473,9 +479,12 @@ def jobs_list(
     \b
     Example:
         edi-inbox jobs list --status failed --limit 50
+        edi-inbox jobs list --status failed --limit 50 --before 3f2a9c1e
     """
     with _database(settings, create=False) as db:
-        found = queries.list_jobs(db, limit=limit, offset=offset, status=status_, partner=partner)
+        found = queries.list_jobs(
+            db, limit=limit, offset=offset, status=status_, partner=partner, before=before
+        )
     if as_json:
         _echo_json(found)
     else:

@@ -363,8 +363,14 @@ def list_jobs(
     offset: int = 0,
     status: str | None = None,
     partner: str | None = None,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Job summaries, most recently started first (of one ``partner`` if given)."""
+    """Job summaries, most recently started first (of one ``partner`` if given).
+
+    ``before``: a job id (or a unique prefix of one): only the jobs listed
+    after it, whatever was recorded since — the next page, when the last
+    of this one is given (an ``offset`` counts from the newest job, so jobs
+    recorded meanwhile shift it). An unknown one is a ``StoreError``."""
     if status is not None and status not in {str(s) for s in JobStatus}:
         raise StoreError(f"unknown status {status!r}: one of {', '.join(map(str, JobStatus))}")
 
@@ -374,6 +380,14 @@ def list_jobs(
             query = query.where(Job.status == status)
         if partner is not None:
             query = query.where(Job.partner == partner)
+        if before is not None:
+            row = _resolve(before)
+            if row is None:
+                raise StoreError(f"no job {before!r} to list the jobs before")
+            query = query.where(
+                (Job.started_at < row.started_at)
+                | ((Job.started_at == row.started_at) & (Job.id < row.id))
+            )
         query = query.order_by(Job.started_at.desc(), Job.id.desc()).limit(limit).offset(offset)
         return [summary(row) for row in _rows(query.dicts())]
 

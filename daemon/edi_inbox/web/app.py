@@ -375,16 +375,24 @@ def _routes(app: FastAPI) -> None:
         offset: Annotated[int, blank_as(0), Query(ge=0, le=queries.OFFSET_MAX)] = 0,
         status: Annotated[JobStatus | None, blank_as(None)] = None,
         partner: PartnerQuery = None,
+        before: Annotated[str | None, blank_as(None), Query(max_length=200)] = None,
     ) -> Any:
-        """The most recent jobs first: ``jobs list --json`` (``--partner``). An
-        empty parameter is one not given."""
-        return queries.list_jobs(
-            web_of(request).db,
-            limit=limit,
-            offset=offset,
-            status=None if status is None else str(status),
-            partner=partner_of(partner),
-        )
+        """The most recent jobs first: ``jobs list --json`` (``--partner``,
+        ``--before``: the jobs listed after that one; 422 for a job id that
+        names none, or several). An empty parameter is one not given."""
+        try:
+            return queries.list_jobs(
+                web_of(request).db,
+                limit=limit,
+                offset=offset,
+                status=None if status is None else str(status),
+                partner=partner_of(partner),
+                before=before,
+            )
+        except DatabaseUnavailable:
+            raise
+        except StoreError as exc:
+            raise ApiError(422, str(exc)) from None
 
     @app.get("/api/jobs/search", tags=["jobs"])
     def search(

@@ -204,12 +204,15 @@ def jobs(
     }
     number = _page_number(request)
     offset = (number - 1) * PAGE
+    # The list pages by the last job shown (older →): jobs recorded meanwhile
+    # do not shift it, as they shift an offset; searches page by offset.
+    before = request.query_params.get("before") or None
+    searching = any(form[k].strip() for k in SEARCH_KEYS)
     error = None
     found: list[dict[str, Any]] = []
     try:
         if status and status not in {str(s) for s in JobStatus}:
             raise ApiError(422, f"unknown status {status!r}")
-        searching = any(form[k].strip() for k in SEARCH_KEYS)
         if searching:
             success = {"success": True, "failure": False}.get(outcome)
             found = queries.search_jobs(
@@ -229,9 +232,10 @@ def jobs(
             found = queries.list_jobs(
                 web.db,
                 limit=PAGE + 1,
-                offset=offset,
+                offset=0 if before else offset,
                 status=status or None,
                 partner=partner or None,
+                before=before,
             )
     except DatabaseUnavailable:
         raise  # a 503 page (app.database_down)
@@ -239,6 +243,7 @@ def jobs(
         error = exc.message if isinstance(exc, ApiError) else str(exc)
     more = len(found) > PAGE
     query = {k: v for k, v in form.items() if v}
+    older = {**query, "before": found[PAGE - 1]["job_id"]} if more and not searching else query
     return page(
         "jobs.html",
         status_code=422 if error else 200,
@@ -248,8 +253,8 @@ def jobs(
         partners=_partner_names(web, partner),
         error=error,
         page=number,
-        previous=_link(query, number - 1) if number > 1 else None,
-        next=_link(query, number + 1) if more else None,
+        previous=_link(query, 1 if before else number - 1) if number > 1 else None,
+        next=_link(older, number + 1) if more else None,
         title="Jobs",
     )
 
