@@ -574,7 +574,7 @@ class OutboxErp(_Sink):
         """Nothing to release; here so both sinks are used alike."""
 
 
-# An order's PO number as its JSON text (``jobs.dumps``) writes it: the first
+# An order's PO number as its JSON text (``jsontext.dumps``) writes it: the first
 # ``"po_number":`` is the order's own (the envelope's strings come before it,
 # and a quote inside a string is escaped, so none can hold this).
 _PO_NUMBER = re.compile(r'"po_number":("(?:[^"\\]|\\.)*")')
