@@ -712,6 +712,23 @@ def db_migrate(settings: config.Settings) -> None:
     database.close()
 
 
+@db.command("rebuild")
+@pass_settings
+def db_rebuild(settings: config.Settings) -> None:
+    """Recompute the totals and search keys from the jobs and orders: after
+    editing jobs by hand, or once every host runs this version after a
+    rolling upgrade (a host of an older one keeps no partner's totals).
+    Safe beside running daemons; no job record changes.
+
+    \b
+    Example:
+        edi-inbox db rebuild
+    """
+    with _database(settings) as database:
+        store.rebuild(database)
+        click.echo("totals and search keys rebuilt from the jobs and orders")
+
+
 @db.command("reset")
 @click.option("--yes", is_flag=True, help="Confirm that every job record is to be deleted.")
 @pass_settings

@@ -339,6 +339,20 @@ def fill_vendor_search(db: Database) -> None:
     )
 
 
+def rebuild(db: Database) -> None:
+    """``rebuild_search_and_rollups`` as a unit of its own, beside running
+    daemons: on PostgreSQL the totals are locked first, so a job ending
+    meanwhile adds its share after the rebuild, never into the rows it
+    replaces (SQLite's write lock already holds them off)."""
+
+    def work() -> None:
+        if not db.is_sqlite:
+            db.execute_sql('LOCK TABLE "job_rollups", "partner_rollups" IN EXCLUSIVE MODE')
+        rebuild_search_and_rollups(db)
+
+    run_unit(db, work)
+
+
 def rebuild_search_and_rollups(db: Database) -> None:
     """Recompute ``po_search``, ``vendor_search``, ``job_rollups`` and
     ``partner_rollups`` from orders and jobs (derived data: run after editing jobs by hand). Part of
