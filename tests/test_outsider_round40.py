@@ -205,6 +205,26 @@ def _start_old(old: Daemon, code: Path, monkeypatch) -> None:
         old.start()
 
 
+def _killed_mid_post(old: Daemon, code: Path, monkeypatch, erp, n: int) -> None:
+    """Start ``old`` on 9a8920e's code, drop PO-n, SIGKILL it while the ERP
+    holds the POST; the ERP then answers (to a dead socket)."""
+    erp.gate.clear()
+    _start_old(old, code, monkeypatch)
+    (old.inbox / f"po{n}.edi").write_bytes(make_po(n))
+    poll_until(lambda: erp.requests, timeout=15, what=f"9a8920e posting PO {n}")
+    old.kill()
+    erp.gate.set()
+
+
+def _head_on(old: Daemon, erp, **options) -> Daemon:
+    """A HEAD daemon (not started) on ``old``'s site and config, read before
+    ``Daemon()`` writes its own over the same file."""
+    shared = old.config.read_text()
+    new = Daemon(old.root, erp.url, **options)
+    new.config.write_text(shared)
+    return new
+
+
 def _site(root: Path, erp_url: str, db_url: str) -> Path:
     cfg = root / "edi-inbox.toml"
     cfg.write_text(
@@ -379,16 +399,9 @@ def test_a_claim_killed_mid_post_by_the_old_release_is_resumed_once(
     code, old = _old_daemon(scratch, erp, db_url, processes=processes)
     root = old.root
     new = None
-    erp.gate.clear()
     try:
-        _start_old(old, code, monkeypatch)
-        (old.inbox / "po4003.edi").write_bytes(make_po(4003))
-        poll_until(lambda: erp.requests, timeout=15, what="9a8920e posting PO 4003")
-        old.kill()
-        erp.gate.set()
-        shared = old.config.read_text()
-        new = Daemon(root, erp.url)
-        new.config.write_text(shared)
+        _killed_mid_post(old, code, monkeypatch, erp, 4003)
+        new = _head_on(old, erp)
         new.start()
         poll_until(lambda: _listing(new.done), timeout=20, what="po4003.edi filed by HEAD")
         acks = root / "acks"
@@ -422,17 +435,10 @@ def test_a_dead_old_hosts_claim_is_taken_over_once_by_a_head_host(
     one 997, PO-4004 under one Idempotency-Key; ``status`` shows oldhost silent."""
     code, old = _old_daemon(scratch, erp, pg_url, host="oldhost")
     root = old.root
-    shared = old.config.read_text()
     new = None
-    erp.gate.clear()
     try:
-        _start_old(old, code, monkeypatch)
-        (old.inbox / "po4004.edi").write_bytes(make_po(4004))
-        poll_until(lambda: erp.requests, timeout=15, what="oldhost posting PO 4004")
-        old.kill()
-        erp.gate.set()
-        new = Daemon(root, erp.url, host="newhost")
-        new.config.write_text(shared)
+        _killed_mid_post(old, code, monkeypatch, erp, 4004)
+        new = _head_on(old, erp, host="newhost")
         new.start()
         poll_until(lambda: _listing(new.done), timeout=45, what="po4004.edi taken over, filed")
         acks = root / "acks"
@@ -463,12 +469,10 @@ def test_an_old_and_a_head_host_share_an_inbox_each_file_once(scratch, erp, pg_u
     filed once in done/, posted once, acknowledged once."""
     code, old = _old_daemon(scratch, erp, pg_url, host="oldhost")
     root = old.root
-    shared = old.config.read_text()
     new = None
     try:
         _start_old(old, code, monkeypatch)
-        new = Daemon(root, erp.url, host="newhost")
-        new.config.write_text(shared)
+        new = _head_on(old, erp, host="newhost")
         new.start()
         names = [f"po{n}.edi" for n in range(4100, 4140)]
         for n, name in zip(range(4100, 4140), names, strict=True):

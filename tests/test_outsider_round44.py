@@ -202,12 +202,10 @@ def _db(scratch: Path, db: str, request) -> str:
     return "sqlite:///" + str(scratch / "edi-inbox.db")
 
 
-@pytest.mark.parametrize("db", DBS)
-def test_a_zoned_order_939403b_timed_out_on_then_resent_is_held_once(scratch, erp, db, request):
-    """Holds: 939403b posts PO-4402 (DTM04 ``ET``); the ERP takes it but answers after
-    the read timeout (the job fails: the ERP may hold it). The partner sends
-    the order again (a new ISA13); HEAD sends it under the key the ERP holds
-    it by (or not at all): the ERP is never given a second key for one order."""
+def _timed_out_by_previous(scratch: Path, erp, db: str, request, n: int) -> Path:
+    """939403b posts PO-n (DTM04 ``ET``) from ``a.edi``; the ERP takes it but
+    answers after the read timeout: the file fails (the ERP may hold it).
+    The site's config."""
     old = archived_daemon(PREVIOUS, scratch / "previous")
     cfg = _site(
         scratch,
@@ -215,8 +213,7 @@ def test_a_zoned_order_939403b_timed_out_on_then_resent_is_held_once(scratch, er
         _db(scratch, db, request),
         "read_timeout_seconds = 0.3\nmax_attempts = 1\n",
     )
-    inbox = scratch / "state" / "inbox"
-    (inbox / "a.edi").write_bytes(file_of(zoned(4402), icn="000004402"))
+    (scratch / "state" / "inbox" / "a.edi").write_bytes(file_of(zoned(n), icn=f"{n:09d}"))
     erp.gate.clear()
     try:
         result = _edi(old, cfg, "run", "--once")
@@ -224,6 +221,17 @@ def test_a_zoned_order_939403b_timed_out_on_then_resent_is_held_once(scratch, er
     finally:
         erp.gate.set()
     assert "a.edi" in _listing(scratch / "state" / "failed"), result.stderr[-2000:]
+    return cfg
+
+
+@pytest.mark.parametrize("db", DBS)
+def test_a_zoned_order_939403b_timed_out_on_then_resent_is_held_once(scratch, erp, db, request):
+    """Holds: 939403b posts PO-4402 (DTM04 ``ET``); the ERP takes it but answers after
+    the read timeout (the job fails: the ERP may hold it). The partner sends
+    the order again (a new ISA13); HEAD sends it under the key the ERP holds
+    it by (or not at all): the ERP is never given a second key for one order."""
+    cfg = _timed_out_by_previous(scratch, erp, db, request, 4402)
+    inbox = scratch / "state" / "inbox"
     (inbox / "b.edi").write_bytes(file_of(zoned(4402), icn="000004403"))
     after = _edi(None, cfg, "run", "--once")
     assert "Traceback" not in after.stderr, after.stderr[-2000:]
@@ -367,22 +375,7 @@ def test_a_zoned_order_939403b_timed_out_on_is_retried_under_its_key(scratch, er
     the read timeout: the file fails (the ERP may hold it). The operator runs
     HEAD's ``retry --all-failed``: the order is sent again under the key it
     was sent under (the ERP answers with the order it holds), never a second."""
-    old = archived_daemon(PREVIOUS, scratch / "previous")
-    cfg = _site(
-        scratch,
-        erp.url,
-        _db(scratch, db, request),
-        "read_timeout_seconds = 0.3\nmax_attempts = 1\n",
-    )
-    inbox, failed = scratch / "state" / "inbox", scratch / "state" / "failed"
-    (inbox / "a.edi").write_bytes(file_of(zoned(4408), icn="000004408"))
-    erp.gate.clear()
-    try:
-        result = _edi(old, cfg, "run", "--once")
-        assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    finally:
-        erp.gate.set()
-    assert "a.edi" in _listing(failed), result.stderr[-2000:]
+    cfg = _timed_out_by_previous(scratch, erp, db, request, 4408)
     retried = _edi(None, cfg, "retry", "--all-failed")
     assert retried.returncode == 0, retried.stderr[-2000:]
     after = _edi(None, cfg, "run", "--once")
