@@ -455,6 +455,11 @@ def test_names_taken_in_failed_by_a_report_alone_or_a_folder_are_skipped(tmp_pat
     assert report["file"] == "850.3.edi"
     (job,) = daemon.jobs()
     assert job["file_path"] == str(daemon.failed / "850.3.edi")
+    # The job's final record foresaw the name (no second write after the
+    # move): its job_finished line names it and no job_done line corrects it.
+    (finished,) = daemon.events("job_finished")
+    assert finished["moved_to"].endswith("/850.3.edi"), finished
+    assert daemon.events("job_done") == []
     assert sorted(daemon.listing(daemon.failed)) == sorted(
         [
             "850.edi.error.json",

@@ -232,8 +232,15 @@ class Mover:
         """Where ``complete`` will move the file of this finished job, as things
         stand: the job's final record carries it (``Pipeline.run(destination=)``)."""
         assert self.paths.done and self.paths.failed
-        target = self.paths.done if result.success else self.paths.failed
-        return str(files.free_path(target, name))
+        if result.success:
+            return str(files.free_path(self.paths.done, name))
+        failed = self.paths.failed
+        for candidate in files.candidates(name, failed):  # as _fail chooses
+            if not os.path.lexists(failed / candidate) and not os.path.lexists(
+                failed / report_name(candidate, result.job_id)
+            ):
+                return str(failed / candidate)
+        raise FileExistsError(f"no free name for {name} in {failed}")
 
     def complete(self, move: PendingMove) -> None:
         """The move (and error.json) of a finished job; raises OSError to retry later.
