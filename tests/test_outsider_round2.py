@@ -47,7 +47,8 @@ def all_done(daemon: Daemon, count: int) -> bool:
 def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, erp):
     """The database locked by another process: intake pauses; a reload is
     refused saying why, the daemon goes on; once the lock is gone intake
-    resumes, a reload works, and the file uploaded meanwhile is posted once."""
+    resumes, the reload is applied by itself (once), and the file uploaded
+    meanwhile is posted once."""
     daemon = daemons(erp.url)
     busy_timeout(daemon, 0.3)
     daemon.start()
@@ -67,8 +68,13 @@ def test_a_reload_while_the_database_is_locked_is_refused_then_works(daemons, er
         assert said and b"database is unavailable" in said[-1]
         assert daemon.alive()
         assert (daemon.inbox / "during.edi").exists()  # intake paused: not taken
+        # Tried again by itself, each time twice as long after the last.
+        poll_until(lambda: len(daemon.events("reload_refused")) >= 3, timeout=20, what="retried")
+        delays = [r["retry_in_seconds"] for r in daemon.events("reload_refused")]
+        assert delays[:3] == [1, 2, 4]
     poll_until(lambda: daemon.events("intake_resumed"), timeout=40, what="intake resumed")
-    daemon.reload("")
+    poll_until(lambda: daemon.events("reloading"), timeout=10, what="the reload applied")
+    poll_until(daemon.ready.is_set, what="READY=1 after the reload")
     assert len(daemon.events("reloading")) == 1
     poll_until(lambda: all_done(daemon, 2), what="the second file done")
     assert sorted(erp.keys_by_po()) == sorted({po for _, po in erp.requests})

@@ -449,14 +449,12 @@ def test_a_job_out_of_memory_is_recorded_or_the_daemon_exits(made, erp):
     subprocess.run(["prlimit", f"--as={size + 20 * 2**20}:", f"--pid={pid}"], check=True)
     uids.upload(daemon.inbox / "big.edi", many_sets(4000, 39200))
     uids.upload(daemon.inbox / "small.edi", make_po(39300))
+    # A worker thread that dies of it is seen by the daemon's health check,
+    # which exits: the condition waits for that, not for the thread's death.
     poll_until(
-        lambda: (
-            len(filed(daemon)) == 2
-            or not daemon.alive()
-            or logged(daemon, "Exception in thread edi-worker")
-        ),
+        lambda: len(filed(daemon)) == 2 or not daemon.alive(),
         timeout=40,
-        what="both filed, the daemon gone, or a worker thread dead",
+        what="both filed or the daemon gone",
     )
     if not daemon.alive():
         assert daemon.proc.returncode != 0

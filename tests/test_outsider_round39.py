@@ -46,7 +46,7 @@ What I tried:
   ``retry`` says "no failed file", ``jobs show`` lists the order pending,
   0 posts (as designed today; not pinned).
 
-Found (strict xfails; 8 of 9 fixed the same session, each test failing
+Found (strict xfails; all 9 fixed, each test failing
 before its fix — a PostgreSQL URL refused, unshown, for any stray '%' or a
 user part cut short by '/', '?' or '#', whatever the scheme's case;
 ``sqlite:///~/`` refused but from / (round 40: any relative SQLite
@@ -54,9 +54,9 @@ path); an environment variable is taken for a misspelt one only when it
 names a key of the near section; a BOM skipped;
 the daemon's shortage on the ERP's socket halts the job (``interrupted``,
 the file runs again: ``errors.ShortOfResources``); a hard open-file limit
-too low for the workers refused at start (``limits.raise_open_files``).
-Left, named in README: the reload refused during a shortage, as during a
-database outage, is not tried again by itself):
+too low for the workers refused at start (``limits.raise_open_files``);
+the session after, a reload refused during a shortage, as during a
+database outage, is tried again by itself, after 1 s doubling to 30 s):
 
 1. ``test_a_postgresql_password_with_a_slash_is_never_shown``: ``postgresql://
    u:Topsecret9/Rest@host/db`` is accepted by load; ``status`` then prints
@@ -599,9 +599,6 @@ def test_a_hard_file_limit_too_low_for_the_workers_is_refused_or_worked_within(m
     assert max(erp.posts_per_key().values()) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a SIGHUP met by EMFILE is refused for good: the config never re-read"
-)
 def test_a_reload_during_a_shortage_is_applied_once_descriptors_are_back(made, erp):
     """SIGHUP (a partner's inbox added, a file already in it) while the
     daemon has no descriptor free: the reload is refused, "edi-inbox.toml:

@@ -360,8 +360,8 @@ def load(path: Path | str | None = None, environ: Mapping[str, str] | None = Non
                 f"{source}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x}):"
                 " a TOML file is UTF-8; save it as such"
             ) from None
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot be read: {exc.strerror}") from None
+        except OSError as exc:  # the cause tells a shortage (a reload is retried)
+            raise ConfigError(f"{source}: cannot be read: {exc.strerror}") from exc
         where = str(source)
         for section, values in loaded.items():
             if section == "partners":

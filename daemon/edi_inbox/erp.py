@@ -396,7 +396,7 @@ def _read_token(path: Path) -> str:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError(f"[erp] token_file {path}: cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"[erp] token_file {path}: cannot be read: {exc.strerror}") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"[erp] token_file {path}: is not UTF-8 text") from None
     if not token:

@@ -93,7 +93,7 @@ from .claims import (
     processing_name,
 )
 from .config import Settings, check_reload, load, safe_url
-from .errors import AlreadyRunning, ConfigError, EdiInboxError
+from .errors import AlreadyRunning, ConfigError, EdiInboxError, ShortOfResources
 from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
@@ -139,6 +139,8 @@ PROBE_FIRST = 0.5  # seconds between database probes while it is unavailable; do
 PROBE_MAX = 30.0
 ACKS_RETRY_FIRST = 1.0  # seconds before a job's owed acknowledgements are tried again; doubled
 ACKS_RETRY_MAX = 60.0
+RELOAD_RETRY_FIRST = 1.0  # seconds before a reload refused for the daemon's trouble is retried
+RELOAD_RETRY_MAX = 30.0
 
 
 class Signals:
@@ -149,6 +151,20 @@ class Signals:
     def __init__(self) -> None:
         self.stop = False
         self.reload = False
+
+
+def _short_of_resources(exc: BaseException | None) -> bool:
+    """``exc``, or an error that led to it, says the daemon is short of
+    descriptors or memory (``files.short_of_resources``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, MemoryError | ShortOfResources):
+            return True
+        if isinstance(exc, OSError) and files.short_of_resources(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _claimed_size(claims: Claims, pname: str) -> int:
@@ -272,6 +288,8 @@ class Service:
         self._probe_delay = PROBE_FIRST
         self._next_probe = 0.0
         self._resumed_at = -PROBE_MAX - 1.0
+        self._reload_at: float | None = None  # a refused reload tried again then
+        self._reload_delay = RELOAD_RETRY_FIRST
 
     # -- control ---------------------------------------------------------------
 
@@ -291,17 +309,28 @@ class Service:
         """Read the configuration again; stop for a restart with it, or refuse
         it (logged, STATUS=) and go on with the running one."""
         self.signals.reload = False
+        self._reload_at = None
         if self.prepare is None:
             logger.warning("reload_ignored", reason="this daemon cannot read its configuration")
             return
         notify.notify("RELOADING=1", self.environ)
         try:
             if self.db_down is not None:
-                raise ConfigError(f"the database is unavailable ({self.db_down}); reload later")
+                raise ConfigError(f"the database is unavailable ({self.db_down})")
             self.reloaded = self.prepare(self.settings)
         except Exception as exc:  # ConfigError, or whatever the new settings ran into
+            # The daemon's own trouble (the database away, no descriptor or
+            # memory free) is not the file's: the reload is tried again.
+            retry = self.db_down is not None or _short_of_resources(exc)
+            delay = self._reload_delay if retry else None
             message = f"reload refused, the running configuration is kept: {exc}"
-            logger.error("reload_refused", error=str(exc))
+            if delay is None:
+                self._reload_delay = RELOAD_RETRY_FIRST
+            else:
+                message += f"; tried again in {delay:g} s"
+                self._reload_at = self.clock() + delay
+                self._reload_delay = min(RELOAD_RETRY_MAX, delay * 2)
+            logger.error("reload_refused", error=str(exc), retry_in_seconds=delay)
             self.last_error = message
             notify.notify(f"READY=1\nSTATUS={message}", self.environ)
             return
@@ -486,7 +515,7 @@ class Service:
             # With the queue full, what is due waits: an outcome wakes the loop.
             dues = [i.tracker.due() for i in self.inboxes.values()] if self._room() else []
             owed_due = self._next_acks_try if self.owing else None
-            for due in (*dues, self.mover.next_due(), owed_due):
+            for due in (*dues, self.mover.next_due(), owed_due, self._reload_at):
                 if due is not None:
                     wait = min(wait, max(0.0, due - now))
             for item in drain(self.events, wait):
@@ -496,6 +525,8 @@ class Service:
             now = self.clock()
             self.mover.retry_due(now)
             self._retry_owed_acks(now)
+            if self._reload_at is not None and now >= self._reload_at:
+                self.signals.reload = True
             if now >= next_rescan:
                 self._rescan()
                 if self.db_down is None:
@@ -1079,6 +1110,8 @@ class Service:
         logger.info("intake_resumed", parked=len(self.parked), was=self.db_down)
         self.db_down = None
         self._resumed_at = now
+        if self._reload_at is not None:  # a reload refused meanwhile: now
+            self._reload_at = now
         parked, self.parked = self.parked, []
         for item in parked:
             self._admit(item)
