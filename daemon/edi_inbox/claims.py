@@ -72,6 +72,9 @@ from .watch import InboxDenied, WatchError, scan
 logger = structlog.get_logger("edi_inbox.claims")
 
 RETRY_DIR = ".retry"
+# processing/.crashes/<dev>-<ino>.json: the jobs that resumed a claimed file
+# after the daemon running it died, since it last ran to an end.
+CRASHES_DIR = ".crashes"
 OWED_DIR = ".owed"  # processing/.owed/<host>/<job_id>: parked jobs' owed records
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -196,8 +199,8 @@ def retry_marker(processing: Path, st: os.stat_result) -> Path:
     return processing / _marker_name(st)
 
 
-def _marker_name(st: os.stat_result) -> str:
-    return f"{RETRY_DIR}/{st.st_dev}-{st.st_ino}.json"
+def _marker_name(st: os.stat_result, folder: str = RETRY_DIR) -> str:
+    return f"{folder}/{st.st_dev}-{st.st_ino}.json"
 
 
 def write_retry_marker(processing: Path, st: os.stat_result, retry_of: str) -> Path:
@@ -209,6 +212,12 @@ def write_retry_marker(processing: Path, st: os.stat_result, retry_of: str) -> P
     tmp.write_text(json.dumps(body))
     os.replace(tmp, marker)
     return marker
+
+
+def _marks(info: dict[str, Any], st: os.stat_result) -> bool:
+    """A marker's ``info`` is the file's with stat ``st``, not that of an
+    earlier file whose inode it reuses."""
+    return info.get("size") == st.st_size and info.get("mtime_ns") == st.st_mtime_ns
 
 
 class Claim(NamedTuple):
@@ -299,6 +308,7 @@ class Claims:
                 elif name != "inbox":
                     path.mkdir(parents=True, exist_ok=True)
             (paths.processing / RETRY_DIR).mkdir(exist_ok=True)
+            (paths.processing / CRASHES_DIR).mkdir(exist_ok=True)
             self.owed_dir.mkdir(parents=True, exist_ok=True)
             self.dir.mkdir(exist_ok=True)
             self.processing_fd = os.open(paths.processing, _DIR_FLAGS)
@@ -442,6 +452,7 @@ class Claims:
         if ran is not None:
             try:
                 st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+                self.forget_crashes(st)  # it ran to a stop: no crash cut it short
                 write_retry_marker(self.paths.processing, st, ran)
             except OSError as exc:  # then the next job judges its orders as a resend's
                 logger.warning(
@@ -454,25 +465,76 @@ class Claims:
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:
         """The job this file is a retry of, if ``retry`` marked it (the marker is used up)."""
-        marker = _marker_name(st)
+        info = self._marker(_marker_name(st), "retry_marker_unreadable")
+        if info is None:
+            return None
+        with contextlib.suppress(OSError):
+            os.unlink(_marker_name(st), dir_fd=self.processing_fd)
+        return info.get("retry_of") if _marks(info, st) else None
+
+    def count_crash(self, st: os.stat_result, job_id: str, left_by: str | None) -> int:
+        """Job ``job_id`` resumes this claimed file, which job ``left_by``
+        left claimed: unless that job was parked (it stopped on its own), the
+        daemon running it died (killed, out of memory, a crash). Returns how
+        many times in a row that has happened to the file: the jobs noted
+        since it last ran to an end (a job run again after parking counts once)."""
+        name = _marker_name(st, CRASHES_DIR)
+        info = self._marker(name, "crash_count_unreadable")
+        if info is None or not _marks(info, st):
+            info = {}
+        if left_by is not None and info.get("parked") == left_by:
+            return 0
+        noted = info.get("jobs")
+        jobs = [j for j in noted if isinstance(j, str)] if isinstance(noted, list) else []
+        if job_id not in jobs:
+            jobs.append(job_id)
+            self._write_marker(name, st, {"jobs": jobs})
+        return len(jobs)
+
+    def note_parked(self, pname: str, job_id: str) -> None:
+        """The job ``job_id`` of the claimed file ``pname`` is parked: it
+        stays claimed, and a start that resumes it is not after a crash."""
+        try:
+            st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return
+        self._write_marker(_marker_name(st, CRASHES_DIR), st, {"parked": job_id})
+
+    def forget_crashes(self, st: os.stat_result) -> None:
+        """The claimed file's job ran to an end (or a stop): no crash in a row."""
+        with contextlib.suppress(OSError):
+            os.unlink(_marker_name(st, CRASHES_DIR), dir_fd=self.processing_fd)
+
+    def _write_marker(self, name: str, st: os.stat_result, body: dict[str, Any]) -> None:
+        """The crash count's marker ``name`` for the file with stat ``st``
+        (processing/ is the daemon's alone: rewritten in place, no fsync: it
+        needs to outlive the process, not the machine)."""
+        body = {**body, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=self.processing_fd)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(json.dumps(body).encode())
+        except OSError as exc:  # then the crashes are not counted: the file runs
+            logger.warning("crash_count_not_written", marker=name, error=os_message(exc))
+
+    def _marker(self, name: str, unreadable: str) -> dict[str, Any] | None:
+        """The marker ``name`` in processing/ (``_marks`` says whose); None
+        if there is none or it cannot be read (logged as ``unreadable``)."""
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:  # once per job, and almost never there: one failed open, no Path
-            fd = os.open(marker, flags, dir_fd=self.processing_fd)
+            fd = os.open(name, flags, dir_fd=self.processing_fd)
         except FileNotFoundError:
             return None
-        except OSError as exc:  # e.g. written by root: this job is not told it retries
-            logger.warning("retry_marker_unreadable", marker=marker, error=os_message(exc))
+        except OSError as exc:  # e.g. written by root: not taken into account
+            logger.warning(unreadable, marker=name, error=os_message(exc))
             return None
         try:
             with os.fdopen(fd, "rb") as fh:
                 info = json.loads(fh.read(64 * 1024))
         except (OSError, ValueError):
-            return None
-        with contextlib.suppress(OSError):
-            os.unlink(marker, dir_fd=self.processing_fd)
-        if info.get("size") != st.st_size or info.get("mtime_ns") != st.st_mtime_ns:
-            return None  # the inode was reused by another file
-        return info.get("retry_of")
+            return {}
+        return info if isinstance(info, dict) else {}
 
     # -- claims left behind -----------------------------------------------------------
 

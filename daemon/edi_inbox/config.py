@@ -152,6 +152,10 @@ class DaemonSettings:
     ignore_patterns: tuple[str, ...] = (".*", "*.filepart", "*.part", "*.tmp")
     heartbeat_seconds: float = 5.0
     shutdown_timeout_seconds: float = 30.0
+    # A file in flight each time the daemon died, this many times in a row
+    # (killed, out of memory, a crash), is set aside in failed/ unrun: one
+    # file must not keep the daemon restarting for ever (worker.py).
+    max_crashes: int = 5
 
 
 @dataclass(frozen=True)
@@ -874,6 +878,7 @@ def _build(cls: type, section: str, values: dict[str, object], where: str) -> ob
         "max_sets_per_file",
         "max_segments_per_file",
         "max_bytes_in_flight",
+        "max_crashes",
     )
     for key in ("workers", "processes", *limits):
         if section == "daemon" and kwargs.get(key, 1) == 0:

@@ -635,6 +635,7 @@ class Service:
                             owed=owed,
                             lane=lane,
                             size=size,
+                            resumed=True,
                         )
                     )
             except OSError as exc:

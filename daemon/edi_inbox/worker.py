@@ -63,6 +63,8 @@ class Work:
     owed: NotRecorded | None = None  # a parked job's final record, still to write
     lane: str = ""  # whose inbox: "" [paths] inbox, else the partner's ([partners.NAME] inbox)
     size: int = 0  # the bytes it counts against [daemon] max_bytes_in_flight
+    # A claim left by a job whose daemon died, or was parked ([daemon] max_crashes)
+    resumed: bool = False
 
 
 @dataclass
@@ -110,6 +112,7 @@ class InFlight:
     handed_back: bool = False
     finishing: bool = False
     lost: bool = False  # the claim was found taken over: the file is not ours to move
+    crashed: os.stat_result | None = None  # its crashes in a row counted (a marker to forget)
 
 
 class Worker:
@@ -135,6 +138,7 @@ class Worker:
         self.host = host
         self.partners = settings.partners
         self.max_bytes = settings.daemon.max_file_bytes
+        self.max_crashes = settings.daemon.max_crashes
         self.on_error = on_error
         self.inflight: dict[str, InFlight] = {}
         self._lock = threading.Lock()
@@ -243,6 +247,16 @@ class Worker:
             ended = self._ended(item.retry_of, name, data)
             if ended is not None:
                 return self._finish(flight, ended)
+        crashes = claims.count_crash(st, job_id, item.retry_of) if item.resumed else 0
+        if crashes:
+            flight.crashed = st
+            if crashes >= self.max_crashes:
+                reason = (
+                    f"the daemon died {crashes} times in a row while it processed this file "
+                    "(killed, out of memory, or a crash: see the journal); set aside unrun so "
+                    "that the other files go on; `edi-inbox retry` runs it again"
+                )
+                return self._refuse(flight, job_id, Refused("crashed", reason), retry_of)
 
         def guard() -> None:
             self._check_claim(flight, st)
@@ -352,6 +366,7 @@ class Worker:
             return Outcome(flight.name, "lost", job_id=job_id)
         with flight.lock:
             flight.finishing = True  # never handed back: a restart resumes it
+        flight.claims.note_parked(flight.pname, job_id)
         shown = files.display_name(flight.name)
         logger.warning("job_parked", file=shown, job_id=job_id, reason="claim unsure")
         message = f"{shown}: this host's heartbeat is stale; it runs again once it is fresh"
@@ -366,6 +381,7 @@ class Worker:
         that changed nothing (what it owes is kept already; a debug line)."""
         with flight.lock:
             flight.finishing = True
+        flight.claims.note_parked(flight.pname, owed.job.job_id)
         work = parked_work(flight.name, flight.pname, owed, flight.claims.partner or "")
         if work.owed is not None and not again:  # the job ended (its 997 went out, or is owed)
             _keep(flight, owed)
@@ -460,6 +476,8 @@ class Worker:
                 return Outcome(flight.name, "handed_back", job_id=result.job_id)
             flight.finishing = True
         claims = flight.claims
+        if flight.crashed is not None:  # it ran to an end: no crash in a row
+            claims.forget_crashes(flight.crashed)
         claimed = claims.path(flight.pname)
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
