@@ -46,7 +46,12 @@ What I tried
   its rename over the first's open upload are refused to its client; the
   first's whole upload posted once (held).
 
-Found (strict xfails)
+Found (strict xfails; fixed the same session: 1 where the kernel can say
+the file is open for writing — a read lease, as root or under the shipped
+unit's ``CAP_LEASE`` — never taken while so, ``upload_open_past_grace``;
+2, the open count carried over the hand-back (``Tracker.release``). Left,
+in README: 1 without a read lease, where only inotify's count tells, and a
+count never closed past the grace is taken for a lost close event)
 1. An upload still open for writing (its SFTP client stalled: SIGSTOP, or a
    network stall) is taken once unchanged for ``incomplete_grace_seconds``
    if its written part ends in IEA (a mailbag cut between interchanges):
@@ -387,13 +392,17 @@ def test_a_client_stopped_past_the_settle_time_is_not_taken_early(site):
 
 
 GRACE_LOST = (
-    "an upload open for writing is taken once unchanged for incomplete_grace_seconds; "
-    "the rest of the upload lands in done/ unread: its orders are never posted"
+    "LEFT: without a read lease (not root, no CAP_LEASE: outside the shipped unit) an "
+    "upload open for writing is taken once unchanged for incomplete_grace_seconds "
+    "(the open count is taken for a lost close); the rest lands in done/ unread"
 )
 
 
-@pytest.mark.parametrize("user", [True, False], ids=["own-user", "root"])
-@pytest.mark.xfail(strict=True, reason=GRACE_LOST)
+@pytest.mark.parametrize(
+    "user",
+    [pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=GRACE_LOST)), False],
+    ids=["own-user", "root"],
+)
 def test_a_client_stopped_past_the_grace_loses_no_order(site, user):
     """As above, but stopped until a truncated upload made after the stop has
     been failed (so past ``incomplete_grace_seconds``), then continued."""
@@ -531,16 +540,10 @@ def test_two_partners_upload_the_same_name_into_their_own_folders(site):
     assert other.returncode != 0 and not (fetched / "x.997").exists()
 
 
-REWRITE_TAKEN = (
-    "a queued upload handed back as changed is looked at afresh with its open "
-    "count lost: the rewriting put, stopped open, is taken after settle_seconds"
-)
-
-
 @pytest.mark.parametrize(
     "user",
     [
-        pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=REWRITE_TAKEN)),
+        pytest.param(True),  # its own user: the open count, carried over the hand-back
         pytest.param(False),  # root: the read lease sees the writer
     ],
     ids=["own-user", "root"],

@@ -10,7 +10,11 @@ which decides per name when a file is ready:
   the kernel's own word when the file is looked at (``writing``: a read
   lease, refused while any process has the file open for writing — an
   upload opened before a restart or a reload too; the unit grants
-  ``CAP_LEASE`` for files partners own);
+  ``CAP_LEASE`` for files partners own). A file the kernel says is open for
+  writing is never taken, however long its writer stalls (an SFTP client
+  stopped between two interchanges would write the rest into a file already
+  filed); an open count the kernel does not confirm after
+  ``incomplete_grace_seconds`` was a lost close event;
 * its size, mtime, inode and link count have not changed for ``settle_seconds``;
 * it ends with an X12 trailer (IEA), or it has been unchanged for
   ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
@@ -528,6 +532,7 @@ class _State(enum.Enum):
 # of a backlog found by a scan waits as names only, oldest first, and is
 # admitted as entries leave. A file admitted settles from then on.
 WINDOW = 2048
+OPEN_RECHECK = 5.0  # seconds between looks at a file held open past the grace
 
 
 @dataclass(eq=False, slots=True)
@@ -547,6 +552,7 @@ class _Entry:
     scheduled: float | None = None
     dirty: bool = False
     held: bool = False
+    open_told: bool = False  # upload_open_past_grace said
     trouble_since: float | None = None
     failures: int = 0
 
@@ -723,8 +729,12 @@ class Tracker:
             return
         self.look(name)
         fresh = self._entries.get(name)
-        if fresh is not None and delay:
-            fresh.deadline = max(fresh.deadline, self.clock() + delay)
+        if fresh is not None:
+            # The writers counted while it was queued still hold it (a new
+            # upload of the name rewriting it in place, stalled open).
+            fresh.opens = max(fresh.opens, entry.opens)
+            if delay:
+                fresh.deadline = max(fresh.deadline, self.clock() + delay)
 
     # -- output --
 
@@ -826,7 +836,7 @@ class Tracker:
             if entry.state is _State.REPORTED and entry.fp and entry.fp.ino != fp.ino:
                 entry.state = _State.PENDING  # a new object under a reported name
             entry.fp = fp
-            entry.held = False
+            entry.held = entry.open_told = False
         entry.checked_at = now
 
         if stat.S_ISDIR(st.st_mode):
@@ -845,7 +855,11 @@ class Tracker:
             if now - entry.stable_since < grace:
                 self._schedule(entry, now + max(settle, 0.05))
                 return None
-            # Unchanged for the whole grace yet "open": a close event was lost.
+            if self._writer_open(entry):
+                self._hold_open(entry, st, now)
+                return None
+            # Unchanged for the whole grace, "open" by the count but not by
+            # the kernel (or it cannot tell): a close event was lost.
             logger.warning("open_count_reset", file=display_name(entry.name), opens=entry.opens)
             entry.opens = 0
         if now < entry.stable_since + settle:
@@ -888,7 +902,9 @@ class Tracker:
 
         # Open since before the daemon looked (a restart, a reload): inotify
         # could not tell. Waited for as an upload without its trailer is.
-        if open_for_writing and self._held(entry, st, now, "open for writing") is None:
+        if open_for_writing:
+            if self._held(entry, st, now, "open for writing") is not None:
+                self._hold_open(entry, st, now)
             return None
         if trailer_present(tail) or not may_be_x12(head):
             return self._ticket(entry, Verdict.PROCESS)
@@ -897,6 +913,27 @@ class Tracker:
             return None
         logger.warning("upload_incomplete", file=display_name(entry.name), unchanged_seconds=waited)
         return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
+
+    def _writer_open(self, entry: _Entry) -> bool:
+        """Whether the kernel says a writer has ``entry``'s file open (``writing``)."""
+        try:
+            return bool(self.peek(self.dir_fd, entry.name, self.settings.max_file_bytes).writing)
+        except (UnsafeFile, OSError):  # the next look says what it is
+            return False
+
+    def _hold_open(self, entry: _Entry, st: os.stat_result, now: float) -> None:
+        """A file still open for writing past the grace: its writer stalled
+        (the rest may yet come), so it is never taken while so; said once
+        (``upload_open_past_grace``), looked at again every ``OPEN_RECHECK``."""
+        if not entry.open_told:
+            entry.open_told = entry.held = True
+            logger.warning(
+                "upload_open_past_grace",
+                file=display_name(entry.name),
+                size=st.st_size,
+                reason="still open for writing: it waits for its writer to close it",
+            )
+        self._schedule(entry, now + OPEN_RECHECK)
 
     def _held(self, entry: _Entry, st: os.stat_result, now: float, reason: str) -> float | None:
         """An upload not complete yet (``reason``) waits until it has been
