@@ -296,6 +296,32 @@ def test_a_writer_open_since_before_the_daemon_looked_blocks_readiness(
     assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
 
 
+@pytest.mark.parametrize("seen_open", [True, False], ids=["open-event", "open-before"])
+def test_a_writer_still_open_past_the_grace_is_never_taken(
+    inbox, inbox_fd, clock, sigio_ignored, seen_open
+):
+    """A complete-looking upload whose writer stalls open (an SFTP client
+    between two interchanges), past the grace: with the kernel saying it is
+    open for writing it is never taken (``upload_open_past_grace`` once),
+    whether inotify saw the open or not; its close lets it go."""
+    path = inbox / "po.edi"
+    path.write_bytes(GOOD)
+    tracker = make_tracker(inbox_fd, clock)
+    with open(path, "ab"), capture_logs() as logs:
+        if seen_open:
+            tracker.event(Event.OPENED, "po.edi")
+        else:
+            tracker.seen("po.edi", lambda: os.stat(path))
+        for _ in range(int(GRACE / SETTLE) * 3):
+            clock.advance(SETTLE * 2)
+            assert tickets(tracker) == {}
+    events = [e["event"] for e in logs]
+    assert events.count("upload_open_past_grace") == 1 and "open_count_reset" not in events
+    tracker.event(Event.CLOSED_WRITE, "po.edi")
+    clock.advance(SETTLE)
+    assert tickets(tracker)["po.edi"].verdict is Verdict.PROCESS
+
+
 def test_an_open_upload_is_remembered_across_a_reload(inbox, inbox_fd, clock):
     """A reload starts a new tracker (and watch): the uploads the old one saw
     open (``open_uploads``) are carried, so a complete-looking file still being
