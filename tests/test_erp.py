@@ -666,3 +666,25 @@ def test_erp_error_echoing_the_token_is_redacted(httpserver: HTTPServer, tmp_pat
 def test_redact_removes_what_looks_like_a_credential(said: str, kept: str) -> None:
     """The configured token anywhere, and any header, scheme or key=value that names a secret."""
     assert redact(said, ["THE-TOKEN-ITSELF"]) == kept
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://erp.example.com/api/orders@v2", "https://erp.example.com/api/orders@v2"),
+        ("https://key@erp.example.com/orders?sig=x#top", "https://erp.example.com/orders"),
+        ("http://u:p%2Fw@erp.example.com:8443/orders", "http://erp.example.com:8443/orders"),
+    ],
+)
+def test_the_erp_url_is_shown_without_user_info_query_or_fragment(url, shown):
+    """An '@' in the path is a path; user info, query and fragment are never shown."""
+    assert HttpErp(ErpSettings(url=url)).display_url == shown
+
+
+@pytest.mark.parametrize("password", ["2024/s3cretPW", "2024#s3cretPW", "20?24s3cretPW"])
+def test_a_password_holding_a_bare_slash_hash_or_question_mark_is_refused_unshown(password):
+    """``user:pass/word@host`` would be read as host ``user``, port and a path
+    holding the password: refused, naming what to encode, the password unshown."""
+    with pytest.raises(ConfigError, match="not percent-encoded") as refused:
+        HttpErp(ErpSettings(url=f"http://edi:{password}@erp.example.com/orders"))
+    assert "s3cretPW" not in str(refused.value)

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from . import __version__, admin, config, queries, service, store
+from . import __version__, admin, config, files, queries, service, store
 from . import log as logsetup
 from .errors import EdiInboxError, NotRecorded, one_line
 from .jobs import JobResult, StepStatus
@@ -512,8 +512,12 @@ def jobs_show(settings: config.Settings, job_id: str, as_json: bool) -> None:
     for key in ("job_id", "file_name", "file_path", "status", "started_at", "duration_seconds",
                 "po_number", "vendor_name", "total_amount", "erp_po_id", "sender_id", "partner",
                 "retry_of", "duplicate_of", "error"):  # fmt: skip
-        if doc.get(key) is not None:
-            click.echo(f"{key.replace('_', ' '):<18} {shown(doc[key])}")
+        value = doc.get(key)
+        if value is None:
+            continue
+        if key == "file_path":  # escaped as its name is: two paths never show alike
+            value = files.display_name(str(files.recorded_path(value)))
+        click.echo(f"{key.replace('_', ' '):<18} {shown(value)}")
     click.echo("\nsteps:")
     click.echo(_table([{**s, "note": _step_note(s)} for s in doc["steps"]], STEP_COLUMNS))
     if doc["orders"]:

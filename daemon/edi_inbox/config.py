@@ -1020,3 +1020,28 @@ def safe_url(url: str) -> str:
         rest = f"{user}:***@{where}" if colon else f"***@{where}"
     base, question, _ = rest.partition("?")
     return f"{scheme}{sep}{base}{'?***' if question else ''}"
+
+
+def shown_url(url: str) -> str:
+    """A URL as a message may show it: no user info, query or fragment
+    (``scheme://host:port/path``); text that is not a URL, ``safe_url``'s."""
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    try:
+        parsed = parse_url(url.strip())
+    except LocationParseError:
+        return safe_url(url)
+    if not parsed.scheme or not parsed.host or misread_user_info(url):
+        return safe_url(url)
+    return parsed._replace(auth=None, query=None, fragment=None).url
+
+
+def misread_user_info(url: str) -> bool:
+    """Whether ``url`` looks like ``user:password@host`` whose password holds
+    a '/', '?' or '#' written as it is: a URL parser reads the host and port
+    from before it, and the password as the path, query or fragment."""
+    rest = url.partition("://")[2] or url
+    before, at, _ = rest.partition("@")
+    cut = min((i for i in (before.find(c) for c in "/?#") if i >= 0), default=-1)
+    return bool(at) and cut >= 0 and ":" in before[:cut]

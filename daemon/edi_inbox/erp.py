@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 import structlog
 import tenacity
@@ -191,8 +191,16 @@ class HttpErp(_Sink):
         if url.scheme not in ("http", "https") or not url.host:
             shown = config.safe_url(settings.url)
             raise ConfigError(f"{label} {shown!r} must be an http:// or https:// URL")
-        # Shown in messages and logs: no user info, no query (either may hold secrets).
-        self.display_url = url._replace(auth=None, query=None).url
+        if url.auth is None and config.misread_user_info(settings.url):
+            shown = config.safe_url(settings.url)
+            raise ConfigError(
+                f"{label} {shown!r}: its user info seems to hold a '/', '?' or '#' that is "
+                "not percent-encoded (it would be read as the host and path, the password "
+                "shown): write them %2F, %3F, %23 (an '@' in the path, %40)"
+            )
+        # Shown in messages and logs: no user info, no query, no fragment
+        # (each may hold secrets).
+        self.display_url = config.shown_url(settings.url)
         self._target = url.request_uri
         headers = {"User-Agent": f"edi-inbox/{__version__}", "Accept": "application/json"}
         # The URL's user info as written (percent-encoded, RFC 3986), decoded:
@@ -204,11 +212,12 @@ class HttpErp(_Sink):
         secrets = [user, password, *query, *(v for _, v in parse_qsl(url.query or ""))]
         if url.auth:  # the credentials written for this ERP, in place of the token
             headers.update(make_headers(basic_auth=f"{user}:{password}"))
+            secrets.append(headers["authorization"].removeprefix("Basic "))  # as sent
         elif settings.token_file is not None:
             token = _read_token(settings.token_file)
             headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
-        self._secrets = tuple(part for part in secrets if len(part) >= 4)
+        self._secrets = _as_echoed(part for part in secrets if len(part) >= 4)
         self._headers = {**headers, "Content-Type": "application/json"}
         # A connection per worker at most (block=True: a worker waits for a free
         # one). No retries or redirects of urllib3's own: tenacity retries, and a
@@ -331,7 +340,9 @@ class HttpErp(_Sink):
                 attempt=n,
             )
         if 300 <= code < 400:
-            where = redact(response.headers.get("Location", "an unnamed place"), self._secrets)
+            location = response.headers.get("Location")
+            where = config.shown_url(location) if location else "an unnamed place"
+            where = redact(where, self._secrets)
             message = f"{status}: redirected to {where}; set {self.label} to the final address"
         else:
             message = f"{status}: {_erp_message(data, self._secrets)}"
@@ -439,6 +450,17 @@ def _erp_id(data: bytes, field: str) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     return None
+
+
+def _as_echoed(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as an answer may echo it too: JSON-escaped (PHP writes
+    ``/`` as ``\\/``) and percent-encoded. Longest first."""
+    found: set[str] = set()
+    for secret in secrets:
+        found.update(
+            (secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/"), quote(secret, safe=""))
+        )
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import sys
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from .config import shown_url
 from .jobs import LogEntry
 from .terminal import shown
 
@@ -86,6 +88,21 @@ def redact_secrets(
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = "[redacted]"
+    return event_dict
+
+
+# A URL in a library's message (urllib3: "Failed to parse headers (url=…)").
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s()<>\"']+")
+
+
+def hide_urls(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Processor: a library's line (a stdlib record) with each URL as
+    ``config.shown_url`` shows it, no user info or query: urllib3 quotes
+    the ERP's URL whole. The daemon's own events name URLs so already."""
+    if "_record" in event_dict and isinstance(event_dict.get("event"), str):
+        event_dict["event"] = _URL.sub(lambda m: shown_url(m[0]), event_dict["event"])
     return event_dict
 
 
@@ -193,6 +210,7 @@ def shared_processors() -> list[Any]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         redact_secrets,
+        hide_urls,
         capture_job_logs,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
