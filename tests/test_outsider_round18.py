@@ -25,7 +25,9 @@ its first POST (interrupted, rerun); ``stats`` and ``jobs show`` totals.
 
 Held: keys of orders without SAC/sender_group byte-identical across the
 upgrade (but for the exponent case below); an order posted by a8afa6d and
-resent with a SAC is a duplicate, one POST; split/merge/split resends
+resent with a SAC is a duplicate, one POST (since a later session: when its
+file had the SAC too; one without it, resent with a SAC added, is other
+content, its kept bytes read again); split/merge/split resends
 posted once; two divisions' PO of one number posted once each
 (``sender_group`` ACMEAPP/OTHERAPP), a merge-back resend a duplicate; a
 CUR in the header SAC loop is the charge's (header currency kept); a
@@ -227,14 +229,31 @@ def posted_by_old_then_new(tmp_path, erp, old_daemon, before: str, after: str) -
     return process(cfg, again)
 
 
-def test_held_an_order_posted_before_the_upgrade_resent_with_a_sac_is_a_duplicate(
+def test_held_an_order_posted_before_the_upgrade_with_a_sac_resent_as_it_was_is_a_duplicate(
     tmp_path, recording, old_daemon
 ):
+    """a8afa6d read no SAC: its order's JSON lacks the charge its file had.
+    The file sent again as it was is the same order (its kept bytes, read
+    again today, have the SAC too): one POST."""
+    with_sac = po_set("UP-1", header="SAC*C*D240***500~")
+    job = posted_by_old_then_new(tmp_path, recording, old_daemon, with_sac, with_sac)
+    assert len(recording.bodies) == 1, [b.get("charges") for b in recording.bodies]
+    assert job["status"] == "duplicate", job
+
+
+def test_an_order_posted_before_the_upgrade_resent_with_a_sac_added_is_other_content(
+    tmp_path, recording, old_daemon
+):
+    """Posted by a8afa6d without a SAC, sent again with a charge added: other
+    content (a change comes as a replace), as against an order today's
+    version posted; the fields both versions' JSON have agree, the old
+    order's kept bytes, read again, have no charge. (Held as a duplicate
+    until the session that compared older orders by their kept bytes.)"""
     job = posted_by_old_then_new(
         tmp_path, recording, old_daemon, po_set("UP-1"), po_set("UP-1", header="SAC*C*D240***500~")
     )
     assert len(recording.bodies) == 1, [b.get("charges") for b in recording.bodies]
-    assert job["status"] == "duplicate", job
+    assert job["status"] == "failed" and "other content" in job["error"], job
 
 
 def test_an_order_priced_small_posted_before_the_upgrade_resent_unchanged_is_a_duplicate(

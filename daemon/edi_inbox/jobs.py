@@ -360,6 +360,10 @@ class Recorder(Protocol):
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
 
+    def kept_content(self, job_id: str) -> bytes | None:
+        """The file's bytes job ``job_id`` kept (``edi_content``); None if it
+        kept none (a file over ``edi_content_max_bytes``) or there is no such job."""
+
     def sent_unanswered(self, job: JobResult, po_number: str) -> Collection[str]:
         """The keys of ``job``'s orders with this PO number that went to the
         ERP before without an answer (by a run of this job, or of the one it
@@ -499,6 +503,9 @@ class NullRecorder:
         return None
 
     def processed_whole(self, job: JobResult, data: bytes) -> str | None:
+        return None
+
+    def kept_content(self, job_id: str) -> bytes | None:
         return None
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:

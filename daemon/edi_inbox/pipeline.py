@@ -56,6 +56,7 @@ import dataclasses
 import errno
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -96,6 +97,7 @@ from .jobs import (
     JobStatus,
     NullRecorder,
     OrderResult,
+    PostedOrder,
     Recorder,
     StepResult,
     StepStatus,
@@ -228,6 +230,11 @@ class _Work:
     owed_acks: list[Ack] = field(default_factory=list)
     owed_reason: str = ""  # why they were not written
     held: bool = False  # not tried: the database failed the job (see the module's doc)
+    # Orders an older version posted, read again from its job's kept bytes
+    # (``Pipeline._same_as``): (job id, PO number, BEG01, BEG04) -> their JSON.
+    reread: dict[tuple[str, str, str, str], list[dict[str, Any]] | None] = field(
+        default_factory=dict
+    )
 
     def reject(self, ts: TransactionSet, error: X12Error) -> None:
         self.rejected.setdefault(id(summary_of(ts)), []).append(error)
@@ -936,7 +943,7 @@ class Pipeline:
             # then knows it as accepted, and counted).
             document = order.fields()
             mine = [p for p in posted if p.job_id == job.retry_of and p.purpose == po.purpose]
-            match = next((p for p in mine if p.same_content(document)), None)
+            match = next((p for p in mine if self._same_as(job, work, p, po, document)), None)
             if match is not None:
                 order.idempotency_key = match.idempotency_key
         posted = [p for p in posted if p.job_id != job.retry_of]  # post_to_erp's to judge
@@ -955,7 +962,7 @@ class Pipeline:
         match = next((p for p in same if p.idempotency_key == order.idempotency_key), None)
         if match is None and same:  # the same numbers written another way?
             document = order.fields()
-            match = next((p for p in same if p.same_content(document)), None)
+            match = next((p for p in same if self._same_as(job, work, p, po, document)), None)
         if match is not None:
             self._duplicate(job, order, index, match.job_id, match.erp_po_id)
             return True
@@ -973,6 +980,53 @@ class Pipeline:
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
         return order.status != "pending"
+
+    def _same_as(
+        self,
+        job: JobResult,
+        work: _Work,
+        posted: PostedOrder,
+        po: orders.PurchaseOrder,
+        document: dict[str, Any],
+    ) -> bool:
+        """Whether ``document`` (``po``'s JSON) says what ``posted`` did. One
+        an older version posted lacks the fields it did not read (a DTM's
+        zone): beyond what both say, its file, read again from the bytes its
+        job kept, is compared field for field; without them, what both say."""
+        if not posted.same_content(document):
+            return False
+        if posted.json_version == orders.JSON_VERSION:
+            return True
+        ident = (posted.job_id, po.po_number, po.purpose, po.release_number)
+        if ident not in work.reread:
+            work.reread[ident] = self._reread(job, work, ident)
+        again = work.reread[ident]
+        if not again:
+            return True
+        return any(orders.same_content(d, document, complete=True) for d in again)
+
+    def _reread(
+        self, job: JobResult, work: _Work, ident: tuple[str, str, str, str]
+    ) -> list[dict[str, Any]] | None:
+        """The JSON, as this version writes it, of the orders with this PO
+        number, purpose and release in the file job ``ident[0]`` kept; None
+        when it kept none or it cannot be read."""
+        job_id, po_number, purpose, release = ident
+        content = self._read(job, work, "kept_content", self.recorder.kept_content, job_id)
+        if not content:
+            return None
+        found = []
+        try:
+            for ts in X12Reader(io.BytesIO(content)).transaction_sets():
+                try:
+                    po = orders.from_transaction(ts)
+                except X12Error:
+                    continue
+                if (po.po_number, po.purpose, po.release_number) == (po_number, purpose, release):
+                    found.append(json.loads(orders.encode(po, self._group_of(po)).text))
+        except X12Error:  # cut short, or over a limit: what was read stands
+            pass
+        return found or None
 
     def _held_before(self, job: JobResult, work: _Work, order: OrderResult | None = None) -> bool:
         """Whether the jobs this one carries on (a run cut short, resumed or

@@ -604,6 +604,11 @@ class DatabaseRecorder:
 
         return run_unit(self.db, work, write=False, atomic=False)
 
+    def kept_content(self, job_id: str) -> bytes | None:
+        query = Job.select(Job.edi_content).where(Job.job_id == job_id)
+        content = run_unit(self.db, lambda: query.scalar(), write=False, atomic=False)
+        return None if content is None else bytes(content)
+
     def interchange_seen(self, job: JobResult) -> str | None:
         def work() -> str | None:
             for key in dict.fromkeys(i.key() for i in job.interchanges):
