@@ -1024,7 +1024,10 @@ def safe_url(url: str) -> str:
 
 def shown_url(url: str) -> str:
     """A URL as a message may show it: no user info, query or fragment
-    (``scheme://host:port/path``); text that is not a URL, ``safe_url``'s."""
+    (``scheme://host:port/path``); the path up to an '@' in it hidden too
+    (``/***@host/orders``: a password holding a bare '/' ends the URL's
+    authority early, and the rest of it would show as the path); text that
+    is not a URL, ``safe_url``'s."""
     from urllib3.exceptions import LocationParseError
     from urllib3.util import parse_url
 
@@ -1032,16 +1035,9 @@ def shown_url(url: str) -> str:
         parsed = parse_url(url.strip())
     except LocationParseError:
         return safe_url(url)
-    if not parsed.scheme or not parsed.host or misread_user_info(url):
+    if not parsed.scheme or not parsed.host:
         return safe_url(url)
-    return parsed._replace(auth=None, query=None, fragment=None).url
-
-
-def misread_user_info(url: str) -> bool:
-    """Whether ``url`` looks like ``user:password@host`` whose password holds
-    a '/', '?' or '#' written as it is: a URL parser reads the host and port
-    from before it, and the password as the path, query or fragment."""
-    rest = url.partition("://")[2] or url
-    before, at, _ = rest.partition("@")
-    cut = min((i for i in (before.find(c) for c in "/?#") if i >= 0), default=-1)
-    return bool(at) and cut >= 0 and ":" in before[:cut]
+    path = parsed.path
+    if path and "@" in path:
+        path = "/***@" + path.rpartition("@")[2]
+    return parsed._replace(auth=None, path=path, query=None, fragment=None).url

@@ -58,7 +58,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, unquote
 
 import structlog
 import tenacity
@@ -191,13 +191,6 @@ class HttpErp(_Sink):
         if url.scheme not in ("http", "https") or not url.host:
             shown = config.safe_url(settings.url)
             raise ConfigError(f"{label} {shown!r} must be an http:// or https:// URL")
-        if url.auth is None and config.misread_user_info(settings.url):
-            shown = config.safe_url(settings.url)
-            raise ConfigError(
-                f"{label} {shown!r}: its user info seems to hold a '/', '?' or '#' that is "
-                "not percent-encoded (it would be read as the host and path, the password "
-                "shown): write them %2F, %3F, %23 (an '@' in the path, %40)"
-            )
         # Shown in messages and logs: no user info, no query, no fragment
         # (each may hold secrets).
         self.display_url = config.shown_url(settings.url)
@@ -217,7 +210,7 @@ class HttpErp(_Sink):
             token = _read_token(settings.token_file)
             headers["Authorization"] = f"Bearer {token}"
             secrets.append(token)
-        self._secrets = _as_echoed(part for part in secrets if len(part) >= 4)
+        self._secrets = tuple(part for part in secrets if len(part) >= 4)
         self._headers = {**headers, "Content-Type": "application/json"}
         # A connection per worker at most (block=True: a worker waits for a free
         # one). No retries or redirects of urllib3's own: tenacity retries, and a
@@ -452,15 +445,23 @@ def _erp_id(data: bytes, field: str) -> str | None:
     return None
 
 
-def _as_echoed(secrets: Iterable[str]) -> tuple[str, ...]:
-    """Each secret as an answer may echo it too: JSON-escaped (PHP writes
-    ``/`` as ``\\/``) and percent-encoded. Longest first."""
-    found: set[str] = set()
-    for secret in secrets:
-        found.update(
-            (secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/"), quote(secret, safe=""))
-        )
-    return tuple(sorted(found, key=len, reverse=True))
+def _echoed(secret: str) -> str:
+    """A pattern of ``secret`` as an answer may echo it: each character that
+    is not a letter or digit as it is, JSON-escaped (PHP writes "/" as
+    "\\/", ASP.NET Core "+" as "\\u002B") or percent-encoded, in either case
+    of hex (.NET's UrlEncode writes "%2b"), character by character."""
+    parts = []
+    for c in secret:
+        if c.isalnum():
+            parts.append(re.escape(c))
+            continue
+        forms = [re.escape(c), f"\\\\u(?i:{ord(c):04x})"]
+        if ord(c) < 0x80:
+            forms.append(f"%(?i:{ord(c):02x})")
+        if c in '/"\\':
+            forms.append(re.escape("\\" + c))
+        parts.append("(?:" + "|".join(forms) + ")")
+    return "".join(parts)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -469,9 +470,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     like one — an ``Authorization:`` or ``Cookie:`` header, ``Bearer xxx``,
     ``token=``, ``password=``, ``api_key=``, ``client_secret:`` — replaced by
     ``[redacted]``. For the ERP's answers, before they reach a record or a log."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
+    patterns = sorted((_echoed(secret) for secret in secrets if secret), key=len, reverse=True)
+    if patterns:
+        text = re.sub("|".join(patterns), REDACTED, text)
     text = _SECRET_HEADER.sub(lambda m: m[1] + m[2] + REDACTED, text)
     text = _SCHEME.sub(lambda m: m[1] + m[2] + REDACTED, text)
     return _SECRET_PAIR.sub(lambda m: m[1] + m[2] + REDACTED, text)

@@ -92,7 +92,9 @@ def redact_secrets(
 
 
 # A URL in a library's message (urllib3: "Failed to parse headers (url=…)").
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s()<>\"']+")
+# To the next space: a query may hold any sub-delimiter ("(", "'"), and what
+# follows the URL is dropped with its query.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S+")
 
 
 def hide_urls(
