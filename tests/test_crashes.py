@@ -38,7 +38,7 @@ def test_a_file_in_flight_at_every_death_is_set_aside_and_retry_runs_it(erp, dae
     poll_until(lambda: "killer.edi.error.json" in daemon.listing(daemon.failed), what="set aside")
     report = json.loads((daemon.failed / "killer.edi.error.json").read_text())
     assert [e["code"] for e in report["error_details"]] == ["crashed"], report
-    assert "died 2 times in a row" in report["error"]
+    assert "stopped 2 times in a row" in report["error"]
     assert len(erp.requests) == 2  # not run a third time
     erp.gate.set()
     uids.upload(daemon.inbox / "next.edi", make_po(7101))

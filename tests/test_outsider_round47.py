@@ -54,7 +54,7 @@ What held
 
 Found (strict xfails; all 6 fixed the same session, each test failing
 before its fix: ``log.hide_urls`` shows a library's URLs without user info
-or query; ``config.misread_user_info`` refuses the ERP URL unshown;
+or query; ``config.shown_url`` hides an ERP URL's path up to an '@';
 ``config.shown_url`` for a redirect's ``Location``; the Basic credential as
 sent and every secret's JSON-escaped and percent-encoded forms redacted
 (``erp._as_echoed``); ``jobs show`` escapes a path as it does a name)

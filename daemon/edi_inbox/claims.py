@@ -483,6 +483,7 @@ class Claims:
         if info is None or not _marks(info, st):
             info = {}
         if left_by is not None and info.get("parked") == left_by:
+            self.forget_crashes(st)  # no death: a death of this job's counts afresh
             return 0
         noted = info.get("jobs")
         jobs = [j for j in noted if isinstance(j, str)] if isinstance(noted, list) else []

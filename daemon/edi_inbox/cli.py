@@ -378,6 +378,11 @@ def _status_text(doc: dict[str, Any]) -> str:
                 f"  {counters['held']} upload(s) held for their X12 trailer (stalled?): failed"
                 " as truncated once unchanged for incomplete_grace_seconds"
             )
+        if counters.get("open"):
+            lines.append(
+                f"  {counters['open']} upload(s) held, still open for writing past"
+                " incomplete_grace_seconds: each waits for its writer to close it"
+            )
     if not doc["daemons"]:
         lines.append("no daemon on record")
     inbox = doc["inbox"]

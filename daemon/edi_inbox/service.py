@@ -289,6 +289,7 @@ class Service:
         self._next_probe = 0.0
         self._resumed_at = -PROBE_MAX - 1.0
         self._reload_at: float | None = None  # a refused reload tried again then
+        self.worker_died = False  # a worker process died: its claims stay for the next start
         self._reload_delay = RELOAD_RETRY_FIRST
 
     # -- control ---------------------------------------------------------------
@@ -537,8 +538,12 @@ class Service:
                     return EXIT_FAILURE
                 self._open_shut(now)
                 if self.pool is not None and not self.pool.alive():
+                    # Killed (out of memory?) mid-job: its claims stay, and
+                    # the next start resumes them as after the daemon's death
+                    # (``[daemon] max_crashes`` counts it).
                     logger.error("worker_process_died")
                     self.last_error = "a worker process died"
+                    self.worker_died = True
                     return EXIT_FAILURE
                 if not all(t.is_alive() for t in self.threads):  # its claim resumes at the start
                     logger.error("worker_thread_died")
@@ -927,7 +932,8 @@ class Service:
                 for thread in self.threads:
                     thread.join(5.0)
             self.pool.stop(max(0.0, deadline - time.monotonic()))
-            self.counters["handed_back"] += self._hand_back_relayed()
+            if not self.worker_died:
+                self.counters["handed_back"] += self._hand_back_relayed()
         for item in drain(self.events, 0):
             if item[0] == "done" and item[1].pending is not None:
                 self.mover.add(item[1].pending)
@@ -990,6 +996,7 @@ class Service:
             "queue": self.work.qsize(),
             "tracked": tracked.get("tracked", 0),
             "held": tracked.get("held", 0),
+            "open": tracked.get("open", 0),  # open for writing past the grace
             "pending_moves": len(self.pending),
             "parked": len(self.parked),
             "acks_owed": len(self.owing_jobs),

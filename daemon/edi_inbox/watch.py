@@ -789,12 +789,20 @@ class Tracker:
         )
 
     def counts(self) -> dict[str, int]:
-        held = sum(1 for e in self._entries.values() if e.held and e.state is _State.PENDING)
+        pending = [e for e in self._entries.values() if e.state is _State.PENDING]
+        held = sum(1 for e in pending if e.held and not e.open_told)
+        still_open = sum(1 for e in pending if e.open_told)
         queued = len(self._away) + sum(
             1 for e in self._entries.values() if e.state is _State.QUEUED
         )
         tracked = len(self._entries) + len(self._backlog)
-        return {"tracked": tracked, "held": held, "queued": queued, "backlog": len(self._backlog)}
+        return {
+            "tracked": tracked,
+            "held": held,
+            "open": still_open,
+            "queued": queued,
+            "backlog": len(self._backlog),
+        }
 
     # -- the decision --
 
@@ -852,12 +860,16 @@ class Tracker:
             return self._ticket(entry, Verdict.REFUSE, code=problem.code, reason=problem.reason)
 
         if entry.opens > 0:
-            if now - entry.stable_since < grace:
+            writer = self._writer_open(entry)
+            if writer is False:  # the kernel says no writer has it: a reader's open
+                entry.opens = 0
+            elif now - entry.stable_since < grace:
                 self._schedule(entry, now + max(settle, 0.05))
                 return None
-            if self._writer_open(entry):
+            elif writer:
                 self._hold_open(entry, st, now)
                 return None
+        if entry.opens > 0:
             # Unchanged for the whole grace, "open" by the count but not by
             # the kernel (or it cannot tell): a close event was lost.
             logger.warning("open_count_reset", file=display_name(entry.name), opens=entry.opens)
@@ -914,19 +926,20 @@ class Tracker:
         logger.warning("upload_incomplete", file=display_name(entry.name), unchanged_seconds=waited)
         return self._ticket(entry, Verdict.PROCESS, grace_expired=True)
 
-    def _writer_open(self, entry: _Entry) -> bool:
-        """Whether the kernel says a writer has ``entry``'s file open (``writing``)."""
+    def _writer_open(self, entry: _Entry) -> bool | None:
+        """Whether the kernel says a writer has ``entry``'s file open
+        (``writing``); None when it cannot tell."""
         try:
-            return bool(self.peek(self.dir_fd, entry.name, self.settings.max_file_bytes).writing)
+            return self.peek(self.dir_fd, entry.name, self.settings.max_file_bytes).writing
         except (UnsafeFile, OSError):  # the next look says what it is
-            return False
+            return None
 
     def _hold_open(self, entry: _Entry, st: os.stat_result, now: float) -> None:
         """A file still open for writing past the grace: its writer stalled
         (the rest may yet come), so it is never taken while so; said once
         (``upload_open_past_grace``), looked at again every ``OPEN_RECHECK``."""
         if not entry.open_told:
-            entry.open_told = entry.held = True
+            entry.open_told = True
             logger.warning(
                 "upload_open_past_grace",
                 file=display_name(entry.name),

@@ -148,6 +148,8 @@ class Worker:
         claims = self.lanes[item.lane]
         claims.ensure_open()  # a partner's inbox shut when this process started
         if item.owed is not None and item.pname is not None:
+            with contextlib.suppress(OSError):  # its parked note, if any: it ends now
+                claims.forget_crashes(os.stat(item.pname, dir_fd=claims.fd, follow_symlinks=False))
             flight = InFlight(item.name, item.pname, claims, item.owed.job.job_id)
             with _job_events(flight):
                 return self._settle(flight, item.owed)
@@ -247,14 +249,16 @@ class Worker:
             ended = self._ended(item.retry_of, name, data)
             if ended is not None:
                 return self._finish(flight, ended)
+        if item.pname is not None and not item.resumed:  # a parked job run again
+            claims.forget_crashes(st)  # its parked note: a death now counts
         crashes = claims.count_crash(st, job_id, item.retry_of) if item.resumed else 0
         if crashes:
             flight.crashed = st
             if crashes >= self.max_crashes:
                 reason = (
-                    f"the daemon died {crashes} times in a row while it processed this file "
-                    "(killed, out of memory, or a crash: see the journal); set aside unrun so "
-                    "that the other files go on; `edi-inbox retry` runs it again"
+                    f"the service stopped {crashes} times in a row while it processed this "
+                    "file; it is set aside, not run again, so that the other files go on "
+                    "(the operator runs it again once the cause is found)"
                 )
                 return self._refuse(flight, job_id, Refused("crashed", reason), retry_of)
 
