@@ -13,8 +13,9 @@ which decides per name when a file is ready:
   ``CAP_LEASE`` for files partners own). A file the kernel says is open for
   writing is never taken, however long its writer stalls (an SFTP client
   stopped between two interchanges would write the rest into a file already
-  filed); an open count the kernel does not confirm after
-  ``incomplete_grace_seconds`` was a lost close event;
+  filed); an open count the kernel denies (a reader's open, or a lost close
+  event) is not waited for, and one it cannot confirm (no lease) is taken
+  for a lost close event after ``incomplete_grace_seconds``;
 * its size, mtime, inode and link count have not changed for ``settle_seconds``;
 * it ends with an X12 trailer (IEA), or it has been unchanged for
   ``incomplete_grace_seconds`` (then the pipeline fails it as truncated), or it
