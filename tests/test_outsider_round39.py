@@ -556,8 +556,9 @@ def orchestrate_burst(tmp_path: Path, db_url: str, nofile: int) -> None:
     assert "Too many open files" not in log, log[-1500:]
 
 
-def start_limited(daemon: Daemon, nofile: int) -> None:
-    """``daemon.start()`` under a soft = hard RLIMIT_NOFILE of ``nofile`` (the child's alone)."""
+def start_limited(daemon: Daemon, nofile: int, hard: int | None = None) -> None:
+    """``daemon.start()`` under a soft RLIMIT_NOFILE of ``nofile`` and a hard
+    one of ``hard`` (default: ``nofile``): the child's alone."""
     from daemons import daemon_command
 
     env = {**os.environ, "NOTIFY_SOCKET": "@" + daemon.notify_name}
@@ -568,7 +569,9 @@ def start_limited(daemon: Daemon, nofile: int) -> None:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)),
+            preexec_fn=lambda: resource.setrlimit(
+                resource.RLIMIT_NOFILE, (nofile, nofile if hard is None else hard)
+            ),
         )
     proc = daemon.proc
     poll_until(lambda: daemon.ready.is_set() or proc.poll() is not None, timeout=20, what="READY")
