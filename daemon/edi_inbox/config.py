@@ -1024,9 +1024,10 @@ def safe_url(url: str) -> str:
 
 def shown_url(url: str) -> str:
     """A URL as a message may show it: no user info, query or fragment
-    (``scheme://host:port/path``); the path up to an '@' in it hidden too
-    (``/***@host/orders``: a password holding a bare '/' ends the URL's
-    authority early, and the rest of it would show as the path); text that
+    (``scheme://host:port/path``). One with an '@' after its host shows
+    only what follows the last '@' (``https://***@host/orders``): a
+    password holding a bare '/', '?' or '#' ends the host part early, and
+    its first part would show as the port, the rest as the path. Text that
     is not a URL, ``safe_url``'s."""
     from urllib3.exceptions import LocationParseError
     from urllib3.util import parse_url
@@ -1037,7 +1038,8 @@ def shown_url(url: str) -> str:
         return safe_url(url)
     if not parsed.scheme or not parsed.host:
         return safe_url(url)
-    path = parsed.path
-    if path and "@" in path:
-        path = "/***@" + path.rpartition("@")[2]
-    return parsed._replace(auth=None, path=path, query=None, fragment=None).url
+    rest = url.strip().partition("://")[2]
+    if parsed.auth is None and "@" in rest:  # what is before the '@' may be a password
+        where = rest.rpartition("@")[2].partition("?")[0].partition("#")[0]
+        return f"{parsed.scheme}://***@{where}"
+    return parsed._replace(auth=None, query=None, fragment=None).url

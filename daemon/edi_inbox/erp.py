@@ -74,6 +74,9 @@ from .jsontext import dumps
 __all__ = ["Delivery", "Erp", "HttpErp", "OutboxErp", "make_erp", "partner_erps", "redact"]
 
 MESSAGE_MAX = 500  # characters of an ERP error body kept in messages
+# Redacted before the cut, of a longer answer only this much more (a secret
+# echoed across MESSAGE_MAX is found whole; a MiB of answer is not searched).
+REDACT_MARGIN = 16 * 1024
 # Bytes of an ERP answer read at most: an id or an error fits in far less; a
 # proxy's page or a misrouted download must not fill the daemon's memory.
 ANSWER_MAX = 1024 * 1024
@@ -90,8 +93,8 @@ _SECRET_HEADER = re.compile(
 _SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)([A-Za-z0-9._~+/=-]{4,})")
 # key=value, key: value, "key": "value" for any key naming a secret:
 # token, access_token, password, passwd, secret, client_secret, api_key, apikey.
-_SECRET_PAIR = re.compile(
-    r"(?i)\b([\w-]*(?:token|password|passwd|secret|api[_-]?key|apikey))"
+_SECRET_PAIR = re.compile(  # the key's prefix bounded: linear on a long run of words
+    r"(?i)\b([\w-]{0,64}(?:token|password|passwd|secret|api[_-]?key|apikey))"
     r"(\s*[\"']?\s*[:=]\s*[\"']?)([^\s\"'&,;<>}]+)"
 )
 
@@ -445,21 +448,28 @@ def _erp_id(data: bytes, field: str) -> str | None:
     return None
 
 
+# HTML's escapes of the characters an error page escapes.
+_ENTITIES = {"&": ("&amp;",), "<": ("&lt;",), ">": ("&gt;",), '"': ("&quot;",), "'": ("&#39;",)}
+
+
 def _echoed(secret: str) -> str:
     """A pattern of ``secret`` as an answer may echo it: each character that
-    is not a letter or digit as it is, JSON-escaped (PHP writes "/" as
-    "\\/", ASP.NET Core "+" as "\\u002B") or percent-encoded, in either case
-    of hex (.NET's UrlEncode writes "%2b"), character by character."""
+    is not an ASCII letter or digit as it is, JSON-escaped (PHP writes "/"
+    as "\\/" and "é" as "\\u00e9", ASP.NET Core "+" as "\\u002B"),
+    percent-encoded as UTF-8 (either case of hex: .NET writes "%2b") or
+    HTML-escaped (``&amp;``), character by character."""
     parts = []
     for c in secret:
-        if c.isalnum():
+        if c.isascii() and c.isalnum():
             parts.append(re.escape(c))
             continue
-        forms = [re.escape(c), f"\\\\u(?i:{ord(c):04x})"]
-        if ord(c) < 0x80:
-            forms.append(f"%(?i:{ord(c):02x})")
+        utf8 = c.encode("utf-8", "surrogatepass")
+        forms = [re.escape(c), "".join(f"%(?i:{b:02x})" for b in utf8)]
+        if ord(c) <= 0xFFFF:
+            forms.append(f"\\\\u(?i:{ord(c):04x})")
         if c in '/"\\':
             forms.append(re.escape("\\" + c))
+        forms += [re.escape(e) for e in _ENTITIES.get(c, ())]
         parts.append("(?:" + "|".join(forms) + ")")
     return "".join(parts)
 
@@ -489,14 +499,17 @@ def _erp_message(data: bytes, secrets: Iterable[str] = ()) -> str:
             if isinstance(value, dict) and isinstance(value.get("message"), str):
                 value = value["message"]  # {"error": {"code": …, "message": …}}
             if isinstance(value, str) and value.strip():
-                return _cut(redact(value.strip(), secrets))
+                return _cut(value.strip(), secrets)
             if value not in (None, "", [], {}):
-                return _cut(redact(json.dumps(value, ensure_ascii=False), secrets))
+                return _cut(json.dumps(value, ensure_ascii=False), secrets)
     text = data.decode("utf-8", "replace").strip()
-    return _cut(redact(text, secrets)) if text else "(empty body)"
+    return _cut(text, secrets) if text else "(empty body)"
 
 
-def _cut(text: str) -> str:
+def _cut(text: str, secrets: Iterable[str]) -> str:
+    """``text`` redacted, then cut to ``MESSAGE_MAX`` characters; only its
+    first ``MESSAGE_MAX + REDACT_MARGIN`` are searched."""
+    text = redact(text[: MESSAGE_MAX + REDACT_MARGIN], secrets)
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 1] + "…"
 
 
