@@ -467,8 +467,8 @@ def _echoed(secret: str) -> str:
         forms = [re.escape(c), "".join(f"%(?i:{b:02x})" for b in utf8)]
         if ord(c) <= 0xFFFF:
             forms.append(f"\\\\u(?i:{ord(c):04x})")
-        if c in '/"\\':
-            forms.append(re.escape("\\" + c))
+        if c in '/"':  # (a backslash's own escape left out: a run of them would
+            forms.append(re.escape("\\" + c))  # match two ways a character, 2^n)
         forms += [re.escape(e) for e in _ENTITIES.get(c, ())]
         parts.append("(?:" + "|".join(forms) + ")")
     return "".join(parts)

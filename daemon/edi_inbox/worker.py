@@ -255,10 +255,11 @@ class Worker:
         if crashes:
             flight.crashed = st
             if crashes >= self.max_crashes:
+                times = "once" if crashes == 1 else f"{crashes} times in a row"
                 reason = (
-                    f"the service stopped {crashes} times in a row while it processed this "
-                    "file; it is set aside, not run again, so that the other files go on "
-                    "(the operator runs it again once the cause is found)"
+                    f"the service stopped {times} while it processed this file; it is set "
+                    "aside, not run again, so that the other files go on (the operator "
+                    "runs it again once the cause is found)"
                 )
                 return self._refuse(flight, job_id, Refused("crashed", reason), retry_of)
 
