@@ -21,6 +21,18 @@ from helpers import make_po, poll_until
 __all__ = ["daemons", "erp"]  # fixtures
 
 
+def killed_while_posting(daemon, erp, data: bytes, deaths: int) -> None:
+    """``killer.edi`` (``data``) uploaded, the ERP holding its POSTs: the
+    daemon SIGKILLed at each POST and started again, ``deaths`` times."""
+    erp.gate.clear()
+    daemon.start()
+    uids.upload(daemon.inbox / "killer.edi", data)
+    for n in range(1, deaths + 1):
+        poll_until(lambda n=n: len(erp.requests) == n, what=f"POST {n}")
+        daemon.kill()
+        daemon.start()
+
+
 def test_a_file_in_flight_at_every_death_is_set_aside_and_retry_runs_it(erp, daemons):
     """The ERP holds the order; the daemon is SIGKILLed while it waits, twice
     (``max_crashes = 2``). The start after the second death files the upload
@@ -28,13 +40,7 @@ def test_a_file_in_flight_at_every_death_is_set_aside_and_retry_runs_it(erp, dae
     then runs it once more: done, its order under the one key it was sent
     under both times."""
     daemon = daemons(erp.url, max_crashes=2)
-    erp.gate.clear()
-    daemon.start()
-    uids.upload(daemon.inbox / "killer.edi", make_po(7100))
-    for deaths in (1, 2):
-        poll_until(lambda n=deaths: len(erp.requests) == n, what=f"POST {deaths}")
-        daemon.kill()
-        daemon.start()
+    killed_while_posting(daemon, erp, make_po(7100), deaths=2)
     poll_until(lambda: "killer.edi.error.json" in daemon.listing(daemon.failed), what="set aside")
     report = json.loads((daemon.failed / "killer.edi.error.json").read_text())
     assert [e["code"] for e in report["error_details"]] == ["crashed"], report

@@ -177,6 +177,14 @@ class Site:
             self.command(lines, **kw), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
+    def sentinel(self, n: int = 9) -> None:
+        """A small upload put and filed: whatever was due in the inbox before
+        it has been looked at since (one more settle time)."""
+        d = self.daemon
+        assert d is not None
+        self.sftp([f"put {self.local('s', make_po(n))} {d.inbox}/sentinel.edi"])
+        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+
     def pos_posted(self) -> list[str]:
         return sorted(po for _, po in self.erp.requests)
 
@@ -354,6 +362,11 @@ def mailbag(first: int, count: int) -> bytes:
     return b"".join(padded(make_po(n), CHUNK) for n in range(first, first + count))
 
 
+def grown(path: Path, size: int):
+    """A condition: ``path`` exists and holds at least ``size`` bytes."""
+    return lambda: path.exists() and path.stat().st_size >= size
+
+
 def slow_put(site: Site, src: Path, remote: Path, verb: str = "put") -> subprocess.Popen[bytes]:
     """One write request in flight, CHUNK bytes each, at 4 KB/s: the file in
     the inbox always ends on a CHUNK boundary (an IEA)."""
@@ -369,17 +382,11 @@ def test_a_client_stopped_past_the_settle_time_is_not_taken_early(site):
     data = mailbag(1, 3)
     client = slow_put(site, site.local("bag", data), d.inbox / "bag.edi")
     try:
-        poll_until(
-            lambda: (
-                (d.inbox / "bag.edi").exists() and (d.inbox / "bag.edi").stat().st_size >= CHUNK
-            ),
-            what="first interchange written",
-        )
+        poll_until(grown(d.inbox / "bag.edi", CHUNK), what="first interchange written")
         client.send_signal(signal.SIGSTOP)
         size = (d.inbox / "bag.edi").stat().st_size
         assert size % CHUNK == 0 and size < len(data)
-        site.sftp([f"put {site.local('s', make_po(9))} {d.inbox}/sentinel.edi"])
-        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+        site.sentinel()
         assert site.pos_posted() == ["00000009"]
     finally:
         client.send_signal(signal.SIGCONT)
@@ -410,20 +417,14 @@ def test_a_client_stopped_past_the_grace_loses_no_order(site, user):
     data = mailbag(1, 3)
     client = slow_put(site, site.local("bag", data), d.inbox / "bag.edi")
     try:
-        poll_until(
-            lambda: (
-                (d.inbox / "bag.edi").exists() and (d.inbox / "bag.edi").stat().st_size >= CHUNK
-            ),
-            what="first interchange written",
-        )
+        poll_until(grown(d.inbox / "bag.edi", CHUNK), what="first interchange written")
         client.send_signal(signal.SIGSTOP)
         size = (d.inbox / "bag.edi").stat().st_size
         assert size % CHUNK == 0 and size < len(data)
         site.sftp([f"put {site.local('s', make_po(9)[:500])} {d.inbox}/cut.edi"])
         poll_until(lambda: "cut.edi" in d.listing(d.failed), timeout=GRACE + 10, what="cut failed")
         # One settle time more: the stopped upload has been looked at since.
-        site.sftp([f"put {site.local('s', make_po(9))} {d.inbox}/sentinel.edi"])
-        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+        site.sentinel()
     finally:
         client.send_signal(signal.SIGCONT)
     assert client.wait(30) == 0
@@ -443,10 +444,7 @@ def test_a_killed_upload_resumed_is_posted_once_whole(site, verb):
     client = site.background(
         [f"put {src} {d.inbox}/bag.edi"], options=("-B", "512", "-R", "1", "-l", "16")
     )
-    poll_until(
-        lambda: (d.inbox / "bag.edi").exists() and (d.inbox / "bag.edi").stat().st_size >= 1024,
-        what="a part written",
-    )
+    poll_until(grown(d.inbox / "bag.edi", 1024), what="a part written")
     client.kill()
     client.wait(10)
     site.sftp([f"{verb} {src} {d.inbox}/bag.edi"])
@@ -464,15 +462,9 @@ def test_rm_of_an_upload_mid_transfer_posts_nothing(site):
     data = mailbag(1, 3)
     client = slow_put(site, site.local("bag", data), d.inbox / "gone.edi")
     try:
-        poll_until(
-            lambda: (
-                (d.inbox / "gone.edi").exists() and (d.inbox / "gone.edi").stat().st_size >= CHUNK
-            ),
-            what="first interchange written",
-        )
+        poll_until(grown(d.inbox / "gone.edi", CHUNK), what="first interchange written")
         site.sftp([f"rm {d.inbox}/gone.edi"])
-        site.sftp([f"put {site.local('s', make_po(9))} {d.inbox}/sentinel.edi"])
-        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+        site.sentinel()
     finally:
         client.kill()
         client.wait(10)
@@ -574,8 +566,7 @@ def test_a_queued_upload_rewritten_by_a_new_put_is_not_taken_half_written(site, 
         assert (d.inbox / "850.edi").stat().st_size < len(data)
         site.erp.gate.set()
         # The stopped upload has been looked at again since (one more settle).
-        site.sftp([f"put {site.local('s', make_po(9))} {d.inbox}/sentinel.edi"])
-        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+        site.sentinel()
     finally:
         client.send_signal(signal.SIGCONT)
     assert client.wait(30) == 0
@@ -616,12 +607,7 @@ def test_two_partners_put_one_name_into_the_shared_inbox(site):
     data = mailbag(1, 3)
     client = slow_put(site, site.local("bag", data), d.inbox / "850.edi")
     try:
-        poll_until(
-            lambda: (
-                (d.inbox / "850.edi").exists() and (d.inbox / "850.edi").stat().st_size >= CHUNK
-            ),
-            what="acme's first interchange written",
-        )
+        poll_until(grown(d.inbox / "850.edi", CHUNK), what="acme's first interchange written")
         client.send_signal(signal.SIGSTOP)
         theirs = site.local("g", make_po(9))
         for lines in (
@@ -656,12 +642,7 @@ def test_a_reload_during_a_long_upload_does_not_take_it_half_written(site):
         [f"put {src} {d.inbox}/bag.edi"], options=("-B", str(CHUNK), "-R", "1", "-l", "300")
     )
     try:
-        poll_until(
-            lambda: (
-                (d.inbox / "bag.edi").exists() and (d.inbox / "bag.edi").stat().st_size >= 4 * CHUNK
-            ),
-            what="a part written",
-        )
+        poll_until(grown(d.inbox / "bag.edi", 4 * CHUNK), what="a part written")
         d.reload('[partners.initech]\nids = ["ZZ:INITECH"]\n')
         at_reload = (d.inbox / "bag.edi").stat().st_size
         poll_until(
@@ -671,8 +652,7 @@ def test_a_reload_during_a_long_upload_does_not_take_it_half_written(site):
         client.send_signal(signal.SIGSTOP)
         size = (d.inbox / "bag.edi").stat().st_size
         assert size % CHUNK == 0 and size < len(data), size
-        site.sftp([f"put {site.local('s', make_po(99))} {d.inbox}/sentinel.edi"])
-        poll_until(lambda: "sentinel.edi" in d.listing(d.done), what="sentinel filed")
+        site.sentinel(99)
     finally:
         client.send_signal(signal.SIGCONT)
     assert client.wait(30) == 0
@@ -690,10 +670,7 @@ def test_a_killed_upload_cut_between_interchanges_then_sent_again(site):
     data = mailbag(1, 3)
     src = site.local("bag", data)
     client = slow_put(site, src, d.inbox / "bag.edi")
-    poll_until(
-        lambda: (d.inbox / "bag.edi").exists() and (d.inbox / "bag.edi").stat().st_size >= CHUNK,
-        what="first interchange written",
-    )
+    poll_until(grown(d.inbox / "bag.edi", CHUNK), what="first interchange written")
     client.kill()
     client.wait(10)
     poll_until(lambda: d.listing(d.done) == ["bag.edi"], what="the cut part taken")

@@ -236,21 +236,23 @@ def _everything_said(daemon: Daemon, *extra: Path) -> str:
 # -- secrets -------------------------------------------------------------------------
 
 
+def malformed_headers(n: int, request: bytes) -> bytes:
+    """A 201 with a header line that has no colon (a proxy's): urllib3 logs
+    "Failed to parse headers (url=…)", the request's URL whole."""
+    body = json.dumps({"id": f"ERP-{n}"}).encode()
+    return (
+        b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+        b"X-Trace from the proxy\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+
+
 def test_an_erp_answer_with_a_malformed_header_logs_no_query_secret(daemons, scratch):
     """An ERP (or a proxy before it) answering 201 with a header line that has
     no colon: urllib3 logs a WARNING "Failed to parse headers (url=…)" with the
     request's URL, its query (``api_key=``) included, and the daemon passes it
     to its log as is. README: the values of the URL's query are never shown."""
-
-    def malformed(n: int, request: bytes) -> bytes:
-        body = json.dumps({"id": f"ERP-{n}"}).encode()
-        return (
-            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-            b"X-Trace from the proxy\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-
-    ledger = RawErp(malformed)
+    ledger = RawErp(malformed_headers)
     try:
         url = f"http://127.0.0.1:{ledger.port}/orders?api_key={SECRET}"
         daemon = daemons(url, extra='level = "debug"\n')

@@ -117,6 +117,7 @@ import signal
 
 import pytest
 from daemons import daemons, erp
+from test_crashes import killed_while_posting
 
 from edi_inbox.claims import CRASHES_DIR
 
@@ -422,22 +423,7 @@ def test_a_partner_folders_killer_is_set_aside_and_the_partner_told_plainly(erp,
     the ERP. The next start sets the file aside (code ``crashed``) under
     acme; the count lives in acme's lane and is cleared; acme's outbox
     holds no 997 for a file that was never run."""
-    acme_in, acme_out = tmp_path / "acme" / "in", tmp_path / "acme" / "out"
-    for folder in (acme_in, acme_out):
-        folder.mkdir(parents=True)
-    partner = (
-        "[partners.acme]\n"
-        'ids = ["ZZ:ACME"]\n'
-        f"inbox = {json.dumps(str(acme_in))}\n"
-        f"outbox = {json.dumps(str(acme_out))}\n"
-    )
-    daemon = daemons(erp.url, max_crashes=1, extra=partner)
-    erp.gate.clear()
-    daemon.start()
-    uids.upload(acme_in / "killer.edi", sent_by(make_po(4880), "ZZ:ACME"))
-    poll_until(lambda: len(erp.requests) == 1, what="POST")
-    daemon.kill()
-    daemon.start()
+    daemon, acme_out = _acme_killed_mid_post(erp, daemons, tmp_path, 4880)
     poll_until(lambda: "killer.edi.error.json" in daemon.listing(daemon.failed), what="set aside")
     report = json.loads((daemon.failed / "killer.edi.error.json").read_text())
     assert [e["code"] for e in report["error_details"]] == ["crashed"], report
@@ -451,11 +437,9 @@ def test_a_partner_folders_killer_is_set_aside_and_the_partner_told_plainly(erp,
     assert daemon.terminate(15) == 0
 
 
-def test_a_partner_is_not_told_the_operators_commands(erp, daemons, tmp_path):
-    """The file set aside as ``crashed`` (as above): acme's outbox gets a
-    copy of its error.json, meant to be "the reasons, in words a partner can
-    act on". The partner cannot read the server's journal nor run
-    ``edi-inbox retry``; those words belong in failed/ and the journal."""
+def _acme_killed_mid_post(erp, daemons, tmp_path, n: int):
+    """acme's own folders, ``max_crashes = 1``: its upload's POST held by the
+    ERP, the daemon SIGKILLed and started again. The daemon, acme's outbox."""
     acme_in, acme_out = tmp_path / "acme" / "in", tmp_path / "acme" / "out"
     for folder in (acme_in, acme_out):
         folder.mkdir(parents=True)
@@ -468,10 +452,19 @@ def test_a_partner_is_not_told_the_operators_commands(erp, daemons, tmp_path):
     daemon = daemons(erp.url, max_crashes=1, extra=partner)
     erp.gate.clear()
     daemon.start()
-    uids.upload(acme_in / "killer.edi", sent_by(make_po(4890), "ZZ:ACME"))
+    uids.upload(acme_in / "killer.edi", sent_by(make_po(n), "ZZ:ACME"))
     poll_until(lambda: len(erp.requests) == 1, what="POST")
     daemon.kill()
     daemon.start()
+    return daemon, acme_out
+
+
+def test_a_partner_is_not_told_the_operators_commands(erp, daemons, tmp_path):
+    """The file set aside as ``crashed`` (as above): acme's outbox gets a
+    copy of its error.json, meant to be "the reasons, in words a partner can
+    act on". The partner cannot read the server's journal nor run
+    ``edi-inbox retry``; those words belong in failed/ and the journal."""
+    daemon, acme_out = _acme_killed_mid_post(erp, daemons, tmp_path, 4890)
     poll_until(lambda: "killer.edi.error.json" in os.listdir(acme_out), what="acme told")
     told = (acme_out / "killer.edi.error.json").read_text()
     assert "edi-inbox retry" not in told and "journal" not in told, told
@@ -561,17 +554,9 @@ def test_a_query_secret_with_a_sub_delim_is_hidden_in_library_lines(daemons, key
     without a colon) quotes the ERP URL with its query, whose ``api_key``
     holds a '(' or a "'" as written (allowed unencoded in a query). No line
     of the daemon's log may hold the key's tail."""
-    from test_outsider_round47 import RawErp
+    from test_outsider_round47 import RawErp, malformed_headers
 
-    def malformed(n: int, request: bytes) -> bytes:
-        body = json.dumps({"id": f"ERP-{n}"}).encode()
-        return (
-            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-            b"X-Trace from the proxy\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-
-    ledger = RawErp(malformed)
+    ledger = RawErp(malformed_headers)
     try:
         daemon = daemons(f"http://127.0.0.1:{ledger.port}/orders?api_key={key}")
         daemon.start()
@@ -592,13 +577,7 @@ def test_worker_processes_main_process_killed_sets_the_file_aside(erp, daemons):
     ``retry`` then runs it to done, and one death after that retry resumes
     it again rather than set it aside at once (the count did not survive)."""
     daemon = daemons(erp.url, processes=2, max_crashes=2)
-    erp.gate.clear()
-    daemon.start()
-    uids.upload(daemon.inbox / "killer.edi", make_po(4920))
-    for deaths in (1, 2):
-        poll_until(lambda n=deaths: len(erp.requests) == n, what=f"POST {deaths}")
-        daemon.kill()
-        daemon.start()
+    killed_while_posting(daemon, erp, make_po(4920), deaths=2)
     poll_until(lambda: "killer.edi.error.json" in daemon.listing(daemon.failed), what="aside")
     (failed,) = [j for j in daemon.jobs() if j["status"] == "failed"]
     assert daemon.cli("retry", failed["job_id"]).returncode == 0
