@@ -148,7 +148,7 @@ def test_counts_of_thousands_of_digits_fail_the_file_clearly(tmp_path):
         assert "internal error" not in report["error"] and "4300" not in report["error"]
         assert len(report["error"]) < 300
     assert "SE01 says '1000000000" in se["error"] and "(5000 characters)" in se["error"]
-    assert "CTT01 is 5000 characters long, over its maximum of 20" in ctt["error"]
+    assert "CTT01 is 5000 digits long, over its maximum of 6" in ctt["error"]
 
 
 def test_shorten_quotes_long_values_truncated():

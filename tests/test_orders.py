@@ -27,8 +27,6 @@ from edi_inbox.orders import (
     Totals,
     from_transaction,
     idempotency_key,
-    parse_date,
-    parse_decimal,
 )
 from edi_inbox.render import to_x12
 from edi_inbox.x12.model import (
@@ -39,6 +37,7 @@ from edi_inbox.x12.model import (
     TransactionSet,
 )
 from edi_inbox.x12.reader import X12Reader
+from edi_inbox.x12.values import parse_date, parse_decimal
 
 DELIMITERS = Delimiters("*", ">", "~")
 
@@ -621,6 +620,8 @@ def test_transaction_segments_render_loops_in_850_order():
 def test_amounts_without_ctt_are_written_in_the_header():
     """Without a CTT an AMT goes in the header AMT loop, so it is read back as the order's."""
     po = PurchaseOrder(
+        purpose="00",
+        order_type="SA",
         po_number="1",
         amounts=(Amount(qualifier="TT", amount_raw="5"),),
         lines=(
@@ -628,7 +629,7 @@ def test_amounts_without_ctt_are_written_in_the_header():
                 number="1",
                 quantity_raw="1",
                 unit_price_raw="5",
-                descriptions=(Description(text="X"),),
+                descriptions=(Description(kind="F", text="X"),),
             ),
         ),
     )

@@ -222,8 +222,9 @@ def test_a_cur_after_a_lines_n1_loop_is_not_the_lines_currency(tmp_path, recordi
     ("header", "cur"),
     [
         pytest.param("CUR*BY*USD~", "CUR*BY*usd~", id="lower-case"),
-        pytest.param("CUR*BY*USD~", "CUR*BY*USD *1.1~", id="padded-line"),
-        pytest.param("CUR*BY*USD *1~", "CUR*BY*USD~", id="padded-header"),
+        # CUR03 (R 4/10) written with four digits: "1" is refused since round 49
+        pytest.param("CUR*BY*USD~", "CUR*BY*USD *1.1000~", id="padded-line"),
+        pytest.param("CUR*BY*USD *1.0000~", "CUR*BY*USD~", id="padded-header"),
     ],
 )
 def test_a_line_currency_written_otherwise_is_the_orders(tmp_path, recording, header, cur):

@@ -98,7 +98,7 @@ from pytest_httpserver import HTTPServer
 from edi_inbox import queries
 from edi_inbox.config import ErpSettings
 from edi_inbox.erp import HttpErp
-from edi_inbox.orders import parse_date
+from edi_inbox.x12.values import parse_date
 
 from helpers import GOOD, REPO, make_po, poll_until
 

@@ -68,12 +68,23 @@ def few(strategy: st.SearchStrategy, max_size: int = 2) -> st.SearchStrategy[tup
     return st.lists(strategy, max_size=max_size).map(tuple)
 
 
+def optional(strategy: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """An element left out, or one as ``strategy`` writes it (within its lengths)."""
+    return st.just("") | strategy
+
+
+# Values within each element's lengths (``orders.SEGMENT_ELEMENTS``): what
+# breaks them is refused as it is read, and these orders must come back.
 NUMBER = st.one_of(
-    st.from_regex(r"-?(?:[0-9]{1,7}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})", fullmatch=True),
+    st.from_regex(r"-?(?:[0-9]{1,5}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})", fullmatch=True),
     text(6),  # junk is kept raw and must come back as sent
 )
-DATE = st.one_of(st.dates().map(lambda x: x.strftime("%Y%m%d")), text(8))
-REFERENCES = few(st.builds(Reference, qualifier=code(), value=text(), description=text()))
+COUNT = st.one_of(st.from_regex(r"[0-9]{1,6}", fullmatch=True), text(6))
+DATE = st.one_of(
+    st.dates().map(lambda x: f"{x.year:04d}{x.month:02d}{x.day:02d}"), text(8, min_size=6)
+)
+TIME = st.times().map(lambda x: x.strftime("%H%M"))
+REFERENCES = few(st.builds(Reference, qualifier=code(2, 3), value=text(), description=text()))
 CONTACTS = few(
     st.builds(
         Contact,
@@ -87,9 +98,9 @@ DATES = few(
         DateReference,
         qualifier=code(3, 3),
         date_raw=DATE,
-        time=code(0, 4),
-        time_code=code(0, 2),
-        period_format=code(0, 3),
+        time=optional(TIME),
+        time_code=optional(code(2, 2)),
+        period_format=optional(code(2, 3)),
         period=code(0, 12),
     )
 )
@@ -99,13 +110,13 @@ PARTIES = few(
         entity=code(2, 3),
         name=text(),
         id_qualifier=code(0, 2),
-        id=text(),
+        id=optional(text(min_size=2)),
         names=few(text(min_size=1), 3),  # N2 elements; empty ones are not kept
         address_lines=few(text(min_size=1), 3),
-        city=text(),
-        state=code(0, 2),
-        postal_code=text(9),
-        country=code(0, 3),
+        city=optional(text(min_size=2)),
+        state=optional(code(2, 2)),
+        postal_code=optional(text(9, min_size=3)),
+        country=optional(code(2, 3)),
         references=REFERENCES,
         contacts=CONTACTS,
     )
@@ -127,16 +138,16 @@ LINES = few(
         Line,
         number=text(6),
         quantity_raw=NUMBER,
-        unit=code(0, 2),
+        unit=optional(code(2, 2)),
         unit_price_raw=NUMBER,
-        price_basis=code(0, 2),
+        price_basis=optional(code(2, 2)),
         product_ids=few(st.builds(ProductId, qualifier=code(2, 2), id=text()), 4),
         descriptions=few(
             st.builds(
                 Description,
                 kind=st.sampled_from(["F", "S", "X"]),
-                characteristic=code(0, 2),
-                agency=code(0, 2),
+                characteristic=optional(code(2, 3)),
+                agency=optional(code(2, 2)),
                 code=text(4),
                 text=text(20),
             )
@@ -144,7 +155,7 @@ LINES = few(
         references=REFERENCES,
         dates=DATES,
         parties=PARTIES.map(lambda t: t[:1]),  # a ship-to per line, now and then
-        currency=code(0, 3),
+        currency=optional(code(3, 3)),
     ).flatmap(lambda line: CTPS.map(lambda ctp: replace(line, **ctp))),
     4,
 )
@@ -174,14 +185,14 @@ ORDERS = st.builds(
     release_number=text(),
     date_raw=DATE,
     contract_number=text(),
-    currency=code(0, 3),
+    currency=optional(code(3, 3)),
     references=REFERENCES,
     contacts=CONTACTS,
     dates=DATES,
     parties=PARTIES,
     lines=LINES,
-    totals=st.none() | st.builds(Totals, line_count_raw=NUMBER, hash_total_raw=NUMBER),
-    amounts=few(st.builds(Amount, qualifier=code(1, 2), amount_raw=NUMBER)),
+    totals=st.none() | st.builds(Totals, line_count_raw=COUNT.filter(bool), hash_total_raw=NUMBER),
+    amounts=few(st.builds(Amount, qualifier=code(1, 2), amount_raw=NUMBER.filter(bool))),
 )
 
 

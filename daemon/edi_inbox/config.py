@@ -172,6 +172,7 @@ class RuleSettings:
     quantity_not_positive: str = "error"  # PO102 ≤ 0
     duplicate_line_number: str = "warn"  # PO101 repeated
     invalid_date: str = "error"  # BEG05 or a DTM02 not a real date
+    invalid_time: str = "error"  # a DTM03 not a real time (2460)
     missing_date: str = "error"  # BEG05 empty
     negative_unit_price: str = "error"  # PO104 < 0
 

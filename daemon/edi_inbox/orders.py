@@ -30,16 +30,7 @@ from .errors import NotHandledError, X12Error, shorten
 from .jsontext import dumps
 from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
-
-# X12 R (decimal) type: digits with an optional leading minus and decimal
-# point. ``Decimal()`` alone would also take "NaN", "Infinity", "1e5", "+1",
-# "1_000" and non-ASCII digits, none of which an X12 sender may write.
-_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-_INTEGER = re.compile(r"-?[0-9]+")
-_DATE = re.compile(r"[0-9]{6}(?:[0-9]{2})?")
-
-# Six-digit (YYMMDD) years below this are 20YY, the rest 19YY.
-CENTURY_PIVOT = 50
+from .x12.values import MAX_NUMBER_CHARS, is_number, parse_date, parse_decimal, parse_integer
 
 # Party codes whose name is the vendor's, best first: vendor, supplier, seller.
 VENDOR_CODES = ("VN", "SU", "SE")
@@ -55,41 +46,6 @@ CTP_PRICE_CODES = ("UCP", "CON", "NET")
 # labels, packaging). Any other code (PE per each, CT contract, QT quoted ...)
 # or none: PO104 is the price of one unit.
 PRICE_BASIS_UNITS = {"HP": 100, "TP": 1000}
-
-
-# No X12 numeric element has more digits than this (R is at most 15 in the
-# 850). A longer count is not a number: ``int`` of 4,301 digits raises, and
-# thousands cost time (``Decimal`` has neither problem; ``from_transaction``
-# refuses a longer element anyway).
-MAX_NUMBER_CHARS = 20
-
-
-def parse_decimal(raw: str) -> Decimal | None:
-    """The value of an X12 R (or N0) element, or None when it is not one."""
-    return Decimal(raw) if _DECIMAL.fullmatch(raw) else None
-
-
-def parse_integer(raw: str) -> int | None:
-    """The value of an X12 N0 element (a count), or None when it is not one."""
-    if len(raw) > MAX_NUMBER_CHARS:
-        return None
-    return int(raw) if _INTEGER.fullmatch(raw) else None
-
-
-def parse_date(raw: str) -> _dt.date | None:
-    """``CCYYMMDD`` (or pre-4010 ``YYMMDD``) as a date; None when not a real date."""
-    if not _DATE.fullmatch(raw):
-        return None
-    if len(raw) == 6:
-        yy = int(raw[:2])
-        year = (2000 if yy < CENTURY_PIVOT else 1900) + yy
-        month, day = int(raw[2:4]), int(raw[4:6])
-    else:
-        year, month, day = int(raw[:4]), int(raw[4:6]), int(raw[6:8])
-    try:
-        return _dt.date(year, month, day)
-    except ValueError:
-        return None
 
 
 def _iso_or_raw(raw: str) -> str:
@@ -847,71 +803,175 @@ def record_key(key: str, job_id: str, index: int) -> str:
 # ----------------------------------------------------------------- reading
 
 
-# The maximum length of each element of the segments an order is read from,
-# from the 004010 850 standard (element 1 first), and so how many elements
-# each may have. A longer element is refused before anything is built from it
-# (AK4 5, "too long"; an element past the last, AK4 3, "too many"): a 40 KB
-# PO number would otherwise go into every search index and every log line.
-# Numbers (R, N0: PO102, PO104, CTT01-03, CTT05, AMT02, CUR03) are allowed
-# MAX_NUMBER_CHARS whatever their digits: a sign, a point and leading zeros
-# do not count in X12, and ``rules`` judges the value with a better message.
-# PO1 is PO101-PO105 and ten qualifier/id pairs; PER is three pairs and PER09.
-_N = MAX_NUMBER_CHARS
-ELEMENT_MAXIMA: dict[str, tuple[int, ...]] = {
-    "BEG": (2, 2, 22, 30, 8, 30, 2, 3, 2, 2, 2, 2),
-    "CUR": (3, 3, _N, 3, 3, 3) + (3, 8, 8) * 5,
-    "REF": (3, 30, 80, 99),  # REF04 is a composite of up to three pairs
-    "PER": (2, 60, 2, 80, 2, 80, 2, 80, 20),
-    "DTM": (3, 8, 8, 2, 3, 35),
-    "N1": (3, 60, 2, 80, 2, 3),
-    "N2": (60, 60),
-    "N3": (55, 55),
-    "N4": (30, 2, 15, 3, 2, 30),
-    "PO1": (20, _N, 2, _N, 2) + (2, 48) * 10,
-    "PID": (1, 3, 2, 12, 80, 3, 15, 1, 3),
-    "CTT": (_N, _N, _N, 2, _N, 2, 80),
-    "AMT": (3, _N, 1),
-    "SAC": (1, 4, 2, 10, _N, 1, _N, _N, 2, _N, _N, 2, 30, 20, 80, 3),
+# The elements of each segment an order is read from, as the 004010 850's
+# segment directory and data element dictionary write them (element 1
+# first): requirement (M mandatory, O optional, X conditional on a syntax
+# note), type (ID code, AN string, DT date, TM time, R decimal, N0/N2 whole
+# or implied-decimal number, C a composite) and minimum/maximum length. An
+# element that breaks its line is refused before anything is built from it,
+# with the 997's AK4 code: 1 mandatory element empty, 3 one element too many,
+# 4 too short, 5 too long (a 40 KB PO number would otherwise go into every
+# search index and every log line), 7 a code outside its list (``_CODES``),
+# 12 a repetition (005010) in an element that does not repeat. A number's
+# length is its digits (a sign and a point do not count; leading zeros do
+# toward its minimum only), checked only when it is written as a number:
+# ``rules`` says what is not one, with a better message. BEG03 and BEG05
+# are mandatory too, but ``rules`` judges them (``missing_po_number``,
+# ``missing_date``: the second is levelled); a DT may be six digits (YYMMDD,
+# as older versions wrote it; README). A composite (REF04) is allowed 99
+# characters. PO1 is PO101-PO105 and ten qualifier/id pairs.
+_PO1_IDS = ", X ID 2/2, X AN 1/48" * 10
+_CUR_DATES = ", X ID 3/3, X DT 8/8, X TM 4/8" * 5
+_PER_NUMBERS = ", X ID 2/2, X AN 1/80" * 3
+_SEGMENT_ELEMENTS = {
+    "BEG": "M ID 2/2, M ID 2/2, M AN 1/22, O AN 1/30, M DT 8/8, O AN 1/30, O ID 2/2,"
+    " O ID 1/3, O ID 2/2, O ID 2/2, O ID 2/2, O ID 2/2",
+    "CUR": "M ID 2/3, M ID 3/3, O R 4/10, O ID 2/3, O ID 3/3, O ID 3/3" + _CUR_DATES,
+    "REF": "M ID 2/3, X AN 1/30, X AN 1/80, O C 1/99",
+    "PER": "M ID 2/2, O AN 1/60" + _PER_NUMBERS + ", O AN 1/20",
+    "DTM": "M ID 3/3, X DT 8/8, X TM 4/8, O ID 2/2, X ID 2/3, X AN 1/35",
+    "N1": "M ID 2/3, X AN 1/60, X ID 1/2, X AN 2/80, O ID 2/2, O ID 2/3",
+    "N2": "M AN 1/60, O AN 1/60",
+    "N3": "M AN 1/55, O AN 1/55",
+    "N4": "O AN 2/30, O ID 2/2, O ID 3/15, O ID 2/3, X ID 1/2, O AN 1/30",
+    "PO1": "O AN 1/20, X R 1/15, O ID 2/2, X R 1/17, O ID 2/2" + _PO1_IDS,
+    "PID": "M ID 1/1, O ID 2/3, X ID 2/2, X AN 1/12, X AN 1/80, O ID 2/3, O AN 1/15,"
+    " O ID 1/1, O ID 2/3",
+    "CTT": "M N0 1/6, O R 1/10, X R 1/10, X ID 2/2, X R 1/8, X ID 2/2, O AN 1/80",
+    "AMT": "M ID 1/3, M R 1/18, O ID 1/1",
+    "SAC": "M ID 1/1, X ID 4/4, X ID 2/2, X AN 1/10, O N2 1/15, X ID 1/1, X R 1/6, O R 1/9,"
+    " X ID 2/2, X R 1/15, O R 1/15, O ID 1/2, X AN 1/30, O AN 1/20, X AN 1/80, O ID 2/3",
 }
+_JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
+_CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 
 
-def checked(s: Segment) -> Segment:
-    """``s``, if no element is too long and none is one too many; else ``X12Error``.
-    Trailing spaces do not count (fixed-width exports pad AN values).
+class _Element(NamedTuple):
+    required: bool  # AK4 1 when empty
+    number: bool  # R or N: the length counts digits
+    low: int
+    high: int
+    codes: tuple[str, ...]  # the values allowed, if the order knows the list
 
-    AK4 code 5 (too long) or 3 (too many elements), naming the element and
-    its maximum. Only segments the order reads are checked: what it leaves
-    out (a DTM inside an N9) is none of its business.
+
+class _Elements(NamedTuple):
+    elements: tuple[_Element, ...]
+    required: int  # the last mandatory element's position (0: none)
+
+
+def _elements(tag: str, text: str) -> _Elements:
+    elements = []
+    for position, spec in enumerate(text.split(", "), 1):
+        requirement, kind, length = spec.split(" ")
+        low, high = map(int, length.split("/"))
+        elements.append(
+            _Element(
+                required=requirement == "M" and (tag, position) not in _JUDGED_BY_RULES,
+                number=kind in ("R", "N0", "N2"),
+                low=6 if kind == "DT" else low,
+                high=high,
+                codes=_CODES.get((tag, position), ()),
+            )
+        )
+    last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
+    return _Elements(tuple(elements), last)
+
+
+SEGMENT_ELEMENTS = {tag: _elements(tag, text) for tag, text in _SEGMENT_ELEMENTS.items()}
+
+
+def checked(s: Segment, repetition: str | None) -> Segment:
+    """``s``, if each element is as its line of ``SEGMENT_ELEMENTS`` says;
+    else ``X12Error`` with the 997's AK4 code, naming the element.
+
+    Trailing spaces do not count toward a maximum (fixed-width exports pad
+    AN values) and do toward a minimum (X12 pads short values so).
+    ``repetition`` is the interchange's repetition separator (005010), if
+    any: no element read here repeats. Only segments the order reads are
+    checked: what it leaves out (a DTM inside an N9) is none of its business.
     """
-    maxima = ELEMENT_MAXIMA[s.tag]
-    elements = s.elements
-    for i in range(1, len(elements)):
-        value = elements[i]
-        if i > len(maxima):
+    spec = SEGMENT_ELEMENTS[s.tag]
+    elements, defined = s.elements, spec.elements
+    for i in range(1, max(len(elements), spec.required + 1)):
+        value = elements[i] if i < len(elements) else ""
+        if i > len(defined):
             extra = next((j for j in range(i, len(elements)) if elements[j]), None)
             if extra is not None:  # empty trailing elements are only untidy
-                raise X12Error(
+                raise _element_error(
+                    s,
+                    extra,
+                    "3",  # AK4 3: too many data elements
                     f"{s.tag} has {len(elements) - 1} elements; the standard defines"
-                    f" {len(maxima)} ({s.tag}{extra:02d} is {shorten(elements[extra])})",
-                    segment_number=s.number,
-                    segment_id=s.tag,
-                    element=extra,
-                    code="3",  # AK4 3: too many data elements
-                    value=elements[extra][:99],
+                    f" {len(defined)} ({s.tag}{extra:02d} is {shorten(elements[extra])})",
                 )
             break
-        limit = maxima[i - 1]
-        if len(value) > limit and (size := len(value.rstrip(" "))) > limit:
-            raise X12Error(
-                f"{s.tag}{i:02d} is {size} characters long, over its maximum of"
-                f" {limit}: {shorten(value)}",
-                segment_number=s.number,
-                segment_id=s.tag,
-                element=i,
-                code="5",  # AK4 5: data element too long
-                value=value[:99],
+        element = defined[i - 1]
+        if not value:
+            if element.required:
+                raise _element_error(
+                    s, i, "1", f"{s.tag}{i:02d} is empty; the standard requires it"
+                )  # AK4 1: mandatory data element missing
+            continue
+        if repetition is not None and repetition in value:
+            raise _element_error(
+                s,
+                i,
+                "12",  # too many repetitions
+                f"{s.tag}{i:02d} holds the repetition separator {repetition!r}, and the"
+                f" element does not repeat: {shorten(value)}",
+            )
+        _check_length(s, i, value, element)
+        if element.codes and value not in element.codes:
+            raise _element_error(
+                s,
+                i,
+                "7",  # AK4 7: invalid code value
+                f"{s.tag}{i:02d} {shorten(value)} is not one of its codes"
+                f" ({', '.join(element.codes)})",
             )
     return s
+
+
+def _check_length(s: Segment, i: int, value: str, element: _Element) -> None:
+    """The AK4 5 or 4 of ``checked`` for element ``i``, if its length is out of bounds."""
+    low, high = element.low, element.high
+    if element.number and is_number(value):
+        body = value.lstrip("-")
+        written = sum(c.isdigit() for c in body)
+        significant = written - (len(body) - len(body.lstrip("0")))
+        size, what = (significant if significant > high else written), "digit"
+    elif element.number:  # not a number: ``rules`` says so, unless it is long junk
+        size, what, low, high = len(value), "character", 0, MAX_NUMBER_CHARS
+    else:
+        size, what = len(value), "character"
+        if size > high:
+            size = len(value.rstrip(" "))
+    if size > high:
+        raise _element_error(
+            s,
+            i,
+            "5",  # AK4 5: data element too long
+            f"{s.tag}{i:02d} is {size} {what}s long, over its maximum of {high}: {shorten(value)}",
+        )
+    if size < low:
+        raise _element_error(
+            s,
+            i,
+            "4",  # AK4 4: data element too short
+            f"{s.tag}{i:02d} is {size} {what}{'' if size == 1 else 's'} long, under its"
+            f" minimum of {low}: {shorten(value)}",
+        )
+
+
+def _element_error(s: Segment, i: int, code: str, message: str) -> X12Error:
+    return X12Error(
+        message,
+        segment_number=s.number,
+        segment_id=s.tag,
+        element=i,
+        code=code,
+        value=s.get(i)[:99],
+    )
 
 
 def _tags(text: str) -> frozenset[str]:
@@ -998,8 +1058,9 @@ def _date(s: Segment) -> DateReference:
 
 
 class _PartyBuilder:
-    def __init__(self, n1: Segment) -> None:
+    def __init__(self, n1: Segment, repetition: str | None) -> None:
         self.n1 = n1
+        self.repetition = repetition
         self.names: list[str] = []
         self.lines: list[str] = []
         self.n4: Segment | None = None
@@ -1008,7 +1069,7 @@ class _PartyBuilder:
 
     def add(self, s: Segment) -> None:
         if s.tag in ("N2", "N3", "REF", "PER") or (s.tag == "N4" and self.n4 is None):
-            checked(s)
+            checked(s, self.repetition)
         if s.tag == "N2":
             self.names.extend(e for e in s.elements[1:3] if e)
         elif s.tag == "N3":
@@ -1162,8 +1223,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     """Read an 850 into a ``PurchaseOrder``; any other set raises ``NotHandledError``.
 
     Never refuses an 850 for its content (a missing BEG, junk in a quantity):
-    that is for ``rules.validate`` to report. An element longer than the
-    standard allows (``ELEMENT_MAXIMA``) is refused here, as X12: the order
+    that is for ``rules.validate`` to report. An element the standard does
+    not allow as written (empty where mandatory, too long or short, a code
+    outside its list: ``SEGMENT_ELEMENTS``) is refused here, as X12: the order
     is never built from it. Segments the order does not model
     (MSG, TD5, PKG, FOB, N9, SLN ...) are left out without a word.
     """
@@ -1193,6 +1255,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     loop: str | None = None  # the loop inside the area we are in, by first tag
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
+    repetition = ts.delimiters.repetition
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
     opener: Segment | None = None  # the segment that opened ``loop``
@@ -1215,13 +1278,13 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if tag == "PO1":
             if line is not None:
                 lines.append(line.build())
-            line = _LineBuilder(checked(s))
+            line = _LineBuilder(checked(s, repetition))
             area, loop = "line", None
             continue
         if tag == "CTT":
             if totals is not None:  # another line count
                 raise _once_only(s)
-            checked(s)
+            checked(s, repetition)
             totals = Totals(
                 line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
             )
@@ -1229,7 +1292,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             continue
         if area == "summary":
             if tag == "AMT":
-                checked(s)
+                checked(s, repetition)
                 amounts.append(
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
@@ -1242,7 +1305,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             if loop == "N1" and party is not None:
                 party.add(s)
             elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
-                line.add_currency(checked(s))
+                line.add_currency(checked(s, repetition))
             continue  # inside a loop the order does not model
         loop = tag if tag in loops else None
         opener, party = s, None
@@ -1251,7 +1314,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
 
         if area == "header":
             if tag in _HEADER_READ:
-                checked(s)
+                checked(s, repetition)
             if tag == "CUR" and header_cur is not None:  # another currency
                 raise _once_only(s)
             if tag == "BEG":
@@ -1270,14 +1333,14 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
             elif tag == "N1":
-                party = _PartyBuilder(s)
+                party = _PartyBuilder(s, repetition)
                 parties.append(party)
             elif tag == "SAC":
                 charges.append(_charge(s))
         else:
             assert line is not None  # the line area begins at a PO1
             if tag in _LINE_READ:
-                checked(s)
+                checked(s, repetition)
             if tag == "PID":
                 line.descriptions.append(
                     Description(
@@ -1301,7 +1364,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "CUR":
                 line.add_currency(s)
             elif tag == "N1":
-                party = _PartyBuilder(s)
+                party = _PartyBuilder(s, repetition)
                 line.parties.append(party)
             elif tag == "SAC":
                 line.charges.append(_charge(s))

@@ -125,6 +125,7 @@ logger = structlog.get_logger("edi_inbox.pipeline")
 # date" (AK4 8), and a missing or inconsistent segment at segment level.
 _AK4_BY_PROBLEM = {
     "invalid_date": "8",
+    "invalid_time": "9",
     "not_numeric": "6",
     "missing_po_number": "1",  # mandatory element missing
     "missing_date": "1",

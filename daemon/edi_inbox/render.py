@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from .orders import (
-    CENTURY_PIVOT,
     Charge,
     Contact,
     DateReference,
@@ -18,6 +17,7 @@ from .orders import (
     Reference,
 )
 from .x12.model import Delimiters
+from .x12.values import CENTURY_PIVOT
 
 
 def _trim(elements: list[str]) -> list[str]:

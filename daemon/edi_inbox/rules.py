@@ -14,6 +14,8 @@ Codes:
 - ``missing_date``: BEG05 empty.
 - ``invalid_date``: BEG05 or a DTM02 (order or line) is not a real date
   (``CCYYMMDD``, or ``YYMMDD`` as older versions wrote it).
+- ``invalid_time``: a DTM03 (order or line) is not a real time (``HHMM``,
+  ``HHMMSS``, ``HHMMSSD`` or ``HHMMSSDD``, up to 235959): 2460, 2400.
 - ``no_lines``: no PO1 segment (pointing at the CTT, else the SE, where the
   lines belonged: AK3 PO1 with AK304 3).
 - ``missing_quantity``: PO102 empty.
@@ -55,6 +57,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from .errors import Problem
 from .money import EXACT
 from .orders import MAX_NOTED, Charge, DateReference, Line, PurchaseOrder
+from .x12.values import is_time
 
 CENT = Decimal("0.01")
 # Rounds to the cent without ever losing a digit before the point.
@@ -83,6 +86,7 @@ LEVELLED = (
     "quantity_not_positive",
     "duplicate_line_number",
     "invalid_date",
+    "invalid_time",
     "missing_date",
     "negative_unit_price",
 )
@@ -218,6 +222,16 @@ def _check_dates(
                 segment_id="DTM",
                 segment_number=d.segment_number,
                 element=2,
+                line=line,
+            )
+        if d.time and not is_time(d.time):
+            found.add(
+                "invalid_time",
+                f"{prefix}DTM {d.qualifier} time {d.time!r} is not a real time (HHMM, HHMMSS,"
+                " hours 00-23, minutes and seconds 00-59)",
+                segment_id="DTM",
+                segment_number=d.segment_number,
+                element=3,
                 line=line,
             )
 

@@ -36,6 +36,7 @@ from .model import (
 )
 from .scan import CHUNK_SIZE, SegmentScanner, digits
 from .scan import number as count_of
+from .values import is_time, parse_date
 
 # What one file may hold ([daemon] max_groups_per_file, max_sets_per_file).
 # Past a limit the file is refused whole (``TooLarge``), as soon as it is
@@ -48,6 +49,13 @@ MAX_SETS = 50_000
 # order, its JSON): this caps both, whatever the segments' size.
 MAX_SEGMENTS = 2_500_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
+# The ISA's coded elements: position, its codes, what it is, TA105's note.
+_ISA_CODES = (
+    (1, ("00", "01", "02", "03", "04", "05", "06"), "an authorization qualifier", "010"),
+    (3, ("00", "01"), "a security information qualifier", "012"),
+    (14, ("0", "1"), "an acknowledgment request", "019"),
+    (15, ("I", "P", "T"), "a usage indicator", "020"),
+)
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 # The data IDs the hot path tests each segment for (``str.startswith``, ~2 ns
 # each): an 850 uses a dozen or two. Past this many, a file of thousands of
@@ -307,6 +315,31 @@ class X12Reader:
                 self._warn(f"ISA{i:02d} {shorten(els[i])} is not {width} characters long", seg, i)
         if not digits(ic.control_number):
             self._error(ic.errors, "ISA13 is not a number", seg, element=13, code="018")
+        for i, allowed, what, note in _ISA_CODES:
+            if els[i] not in allowed:
+                self._error(
+                    ic.errors,
+                    f"ISA{i:02d} {shorten(els[i])} is not {what} ({', '.join(allowed)})",
+                    seg,
+                    element=i,
+                    code=note,
+                )
+        if len(ic.date) != 6 or parse_date(ic.date) is None:
+            self._error(
+                ic.errors,
+                f"ISA09 {shorten(ic.date)} is not a date (YYMMDD)",
+                seg,
+                element=9,
+                code="014",
+            )
+        if len(ic.time) != 4 or not is_time(ic.time):
+            self._error(
+                ic.errors,
+                f"ISA10 {shorten(ic.time)} is not a time (HHMM)",
+                seg,
+                element=10,
+                code="015",
+            )
         if not (digits(ic.version) and len(ic.version) == 5):
             self._error(ic.errors, "ISA12 is not a version number", seg, element=12, code="017")
         return done
