@@ -297,6 +297,31 @@ def test_a_second_beg_or_header_cur_is_refused(twice):
     assert str(caught.value).endswith(f"{tag} appears a second time; the 850 allows one")
 
 
+@pytest.mark.parametrize(
+    ("repeated", "tag", "code"),
+    [
+        ("DTM*002*20240110~" * 10, "DTM", "5"),  # the header's maximum, 10
+        ("PER*BD*JOE~" * 3, "PER", "5"),
+        ("N1*ST*NAME~N3*A~N3*B~", "N3", "5"),  # 2 in an N1 loop
+        ("SAC*C*D240***100~" * 25, "SAC", "4"),  # 25 loops
+    ],
+    ids=["DTM", "PER", "N3", "SAC"],
+)
+def test_segments_up_to_their_maximum_use_are_read_one_more_is_refused(repeated, tag, code):
+    """Each segment an order reads, as often as the 850 allows, is read; one
+    more is refused at it (AK304 5, or 4 for a loop), as round 49 asked."""
+    last = repeated.split("~")[-2] + "~"
+    for body, refused in ((repeated, False), (repeated + last, True)):
+        text = f"ST*850*1~BEG*00*SA*9**20240101~{body}PO1*1*1*EA*1~SE*9*1~"
+        if not refused:
+            from_transaction(transaction(text))
+            continue
+        with pytest.raises(X12Error) as caught:
+            from_transaction(transaction(text))
+        assert (caught.value.segment_id, caught.value.code) == (tag, code)
+        assert caught.value.segment_number == 3 + 2 + body.count("~") - 1
+
+
 def test_segments_the_order_does_not_model_leave_it_as_it_is():
     """MSG, TD5, PKG, FOB, ITD, SDQ, an IN2 in an N1 loop, a PAL in a line and
     made-up segments do not disturb the model; only the made-up ones are

@@ -59,10 +59,11 @@ CTP02/PO105/CUR02 (README), AK4 7 for business-rule values (a quantity 0, a
 CTT01 or AMT*TT mismatch: pipeline.py), AK303/AK402 and IK303/IK402 left out
 (optional in the standard), no AK404 copy for rule problems (optional).
 
-Found (strict xfails; findings 1-4, 6, 9-11 fixed the next session, each
-test failing before: ``orders.SEGMENT_ELEMENTS`` checks mandatory elements,
-minimum and maximum lengths (a number's by its digits), AMT03's codes and
-5010 repetitions; rule ``invalid_time``; the ISA's codes, date and time):
+Found (strict xfails; findings 1-4, 6, 7, 9-11 fixed the next session,
+each test failing before: ``orders.SEGMENT_ELEMENTS`` checks mandatory
+elements, minimum and maximum lengths (a number's by its digits), AMT03's
+codes and 5010 repetitions; rule ``invalid_time``; the ISA's codes, date
+and time; ``orders._MAX_USE`` the maximum use of what an order reads):
 
 1. ``test_a_missing_mandatory_element_is_refused_ak4_1`` [BEG01, BEG02; 997
    and 999]: an 850 whose BEG01 (purpose) or BEG02 (type) is empty — both M
@@ -535,12 +536,6 @@ def test_a_broken_syntax_rule_is_refused_ak4_2(harness, case):
     assert any(s[3] == "2" and int(s[1]) in elements for s in out.ak4), out.ack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="maximum use is checked for BEG, CUR and CTT only: 11 header DTMs (max 10),"
-    " 4 header PERs (max 3), 3 N3 in an N1 loop (max 2), 26 header SAC loops"
-    " (repeat 25) are posted, AK5 A",
-)
 @pytest.mark.parametrize(
     "segments, tag, position, code",
     [

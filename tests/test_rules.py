@@ -107,6 +107,22 @@ def test_empty_dtm_date_is_not_judged():
     assert rules.validate(good_order(dates=dates)) == []
 
 
+@pytest.mark.parametrize("time", ["2460", "2400", "235960", "1299", "12a0"])
+def test_a_dtm_time_must_be_a_real_time(time):
+    """DTM03 (TM) is HHMM[SS[D[D]]] with hours 00-23, minutes and seconds 00-59:
+    invalid_time at element 3 (the 997's AK4 9)."""
+    dates = (DateReference(qualifier="002", date_raw="20240110", time=time, segment_number=5),)
+    p = only(rules.validate(good_order(dates=dates)))
+    assert (p.code, p.segment_number, p.segment_id, p.element) == ("invalid_time", 5, "DTM", 3)
+    assert p.message.startswith(f"DTM 002 time {time!r} is not a real time")
+
+
+@pytest.mark.parametrize("time", ["0000", "2359", "235959", "2359599", "23595999"])
+def test_real_dtm_times_pass(time):
+    dates = (DateReference(qualifier="002", date_raw="20240110", time=time, segment_number=5),)
+    assert rules.validate(good_order(dates=dates)) == []
+
+
 def test_line_dtm_must_be_a_real_date():
     """A line's DTM02 that is no date is reported with the line number."""
     bad = replace(

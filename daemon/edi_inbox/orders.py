@@ -852,6 +852,7 @@ class _Element(NamedTuple):
     low: int
     high: int
     codes: tuple[str, ...]  # the values allowed, if the order knows the list
+    fits: tuple[int, int]  # lengths that need no closer look (the common case)
 
 
 class _Elements(NamedTuple):
@@ -864,13 +865,22 @@ def _elements(tag: str, text: str) -> _Elements:
     for position, spec in enumerate(text.split(", "), 1):
         requirement, kind, length = spec.split(" ")
         low, high = map(int, length.split("/"))
+        low = 6 if kind == "DT" else low
+        number, codes = kind in ("R", "N0", "N2"), _CODES.get((tag, position), ())
+        if codes or (number and low > 1):
+            fits = (1, 0)  # always looked at
+        elif number:  # at most ``high`` characters: its digits are in bounds, or it
+            fits = (0, high)  # is no number at all, which ``rules`` says
+        else:
+            fits = (low, high)
         elements.append(
             _Element(
                 required=requirement == "M" and (tag, position) not in _JUDGED_BY_RULES,
-                number=kind in ("R", "N0", "N2"),
-                low=6 if kind == "DT" else low,
+                number=number,
+                low=low,
                 high=high,
-                codes=_CODES.get((tag, position), ()),
+                codes=codes,
+                fits=fits,
             )
         )
     last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
@@ -920,20 +930,20 @@ def checked(s: Segment, repetition: str | None) -> Segment:
                 f"{s.tag}{i:02d} holds the repetition separator {repetition!r}, and the"
                 f" element does not repeat: {shorten(value)}",
             )
-        _check_length(s, i, value, element)
-        if element.codes and value not in element.codes:
-            raise _element_error(
-                s,
-                i,
-                "7",  # AK4 7: invalid code value
-                f"{s.tag}{i:02d} {shorten(value)} is not one of its codes"
-                f" ({', '.join(element.codes)})",
-            )
+        if not element.fits[0] <= len(value) <= element.fits[1]:
+            _check_value(s, i, value, element)  # the common case costs no call
     return s
 
 
-def _check_length(s: Segment, i: int, value: str, element: _Element) -> None:
-    """The AK4 5 or 4 of ``checked`` for element ``i``, if its length is out of bounds."""
+def _check_value(s: Segment, i: int, value: str, element: _Element) -> None:
+    """The AK4 5, 4 or 7 of ``checked`` for element ``i``, if its value breaks its line."""
+    if element.codes and value not in element.codes:
+        raise _element_error(
+            s,
+            i,
+            "7",  # AK4 7: invalid code value
+            f"{s.tag}{i:02d} {shorten(value)} is not one of its codes ({', '.join(element.codes)})",
+        )
     low, high = element.low, element.high
     if element.number and is_number(value):
         body = value.lstrip("-")
@@ -1061,6 +1071,7 @@ class _PartyBuilder:
     def __init__(self, n1: Segment, repetition: str | None) -> None:
         self.n1 = n1
         self.repetition = repetition
+        self.uses = _Uses("an N1 loop")
         self.names: list[str] = []
         self.lines: list[str] = []
         self.n4: Segment | None = None
@@ -1068,6 +1079,7 @@ class _PartyBuilder:
         self.contacts: list[Contact] = []
 
     def add(self, s: Segment) -> None:
+        self.uses.count(s)
         if s.tag in ("N2", "N3", "REF", "PER") or (s.tag == "N4" and self.n4 is None):
             checked(s, self.repetition)
         if s.tag == "N2":
@@ -1112,6 +1124,7 @@ class _LineBuilder:
         self.currency: Segment | None = None  # the CUR that prices the line
         self.looped = False  # whether one of the line's loops (CTP, PID, N1 …) has begun
         self.charges: list[Charge] = []
+        self.uses = _Uses("a line")
 
     def add_currency(self, cur: Segment) -> None:
         """A CUR of the line's (after its PO1, or in its pricing CTP's loop);
@@ -1197,6 +1210,41 @@ def _once_only(s: Segment) -> X12Error:
     )
 
 
+# The most times the 004010 850 allows each segment or loop (by its first
+# segment) an order reads, where it stands: the header, a line (PO1 loop), an
+# N1 loop. One more is refused: AK304 4 for a loop, 5 for a segment. BEG, CTT
+# and the header's CUR are ``_once_only``'s.
+_MAX_USE = {
+    "the header": {"PER": 3, "DTM": 10, "SAC": 25, "N1": 200},
+    "a line": {"DTM": 10, "SAC": 25, "N1": 200, "PID": 1000},
+    "an N1 loop": {"N2": 2, "N3": 2, "REF": 12, "PER": 3},
+}
+_COUNTED_LOOPS = frozenset(("SAC", "N1", "PID"))
+
+
+class _Uses:
+    """How often each segment of ``_MAX_USE[where]`` has appeared there."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.limits = where, _MAX_USE[where]
+        self.counts: dict[str, int] = {}
+
+    def count(self, s: Segment) -> None:
+        limit = self.limits.get(s.tag)
+        if limit is None:
+            return
+        n = self.counts[s.tag] = self.counts.get(s.tag, 0) + 1
+        if n > limit:
+            loop = s.tag in _COUNTED_LOOPS and self.where != "an N1 loop"
+            raise X12Error(
+                f"{s.tag}{' loop' if loop else ''} appears {n} times in {self.where};"
+                f" the 850 allows {limit}",
+                segment_number=s.number,
+                segment_id=s.tag,
+                code="4" if loop else "5",  # AK304: loop over its maximum, segment over
+            )
+
+
 def _charge(s: Segment) -> Charge:
     return Charge(
         indicator=s.get(1),
@@ -1256,6 +1304,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
     repetition = ts.delimiters.repetition
+    header_uses = _Uses("the header")
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
     opener: Segment | None = None  # the segment that opened ``loop``
@@ -1313,6 +1362,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             line.looped = True
 
         if area == "header":
+            header_uses.count(s)
             if tag in _HEADER_READ:
                 checked(s, repetition)
             if tag == "CUR" and header_cur is not None:  # another currency
@@ -1339,6 +1389,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 charges.append(_charge(s))
         else:
             assert line is not None  # the line area begins at a PO1
+            line.uses.count(s)
             if tag in _LINE_READ:
                 checked(s, repetition)
             if tag == "PID":
