@@ -109,6 +109,7 @@ from test_outsider_round17 import RecordingErp, acks_997, recording
 
 from edi_inbox import config as edi_config
 from edi_inbox import orders, queries, rules
+from edi_inbox.errors import X12Error
 
 import uids
 from helpers import REPO, archived_daemon, http_server, opened, poll_until, script_json
@@ -340,10 +341,15 @@ def test_held_sac_amounts_and_checks():
 
 
 def test_a_ctp_priced_line_shows_the_basis_its_amount_used():
-    po = parsed(po_set("B-1", lines="PO1*1*200*EA**HP*VP*X~CTP**UCP*350~"))
+    """Since round 49 a PO105 without PO104 breaks the PO1's syntax note C0504
+    and is refused (AK4 2 on PO104): a basis and an amount that disagree can
+    no longer reach the ERP. A CTP09 is the basis of a line it prices."""
+    with pytest.raises(X12Error) as caught:
+        parsed(po_set("B-1", lines="PO1*1*200*EA**HP*VP*X~CTP**UCP*350~"))
+    assert (caught.value.segment_id, caught.value.element, caught.value.code) == ("PO1", 4, "2")
+    po = parsed(po_set("B-1", lines="PO1*1*200*EA***VP*X~CTP**UCP*350******HP~"))
     line = po.lines[0].to_json()
-    per = {"HP": 100, "TP": 1000}.get(line["price_basis"].strip().upper(), 1)
-    assert float(line["amount"]) == 200 * 350 / per, line
+    assert (line["price_basis"], line["amount"]) == ("HP", "700"), line
 
 
 @pytest.mark.parametrize("where", ["after-po1", "after-ctt"])

@@ -446,7 +446,11 @@ def test_held_keys_of_corpus_orders_without_a_line_cur_are_the_previous_versions
     names = sorted(
         str(p)
         for p in CORPUS.iterdir()
-        if p.is_file() and b"850" in p.read_bytes() and "issue135" not in p.name
+        if p.is_file()
+        and b"850" in p.read_bytes()
+        and "issue135" not in p.name
+        # refused since round 49 for the syntax notes it breaks on purpose
+        and p.name != "ediengine__850.SyntaxNotes.ERR.edi"
     )
     new = corpus_keys(REPO / "daemon", names)
     assert len([k for k in new if len(k[1]) == 32]) >= 25
@@ -460,15 +464,17 @@ def test_held_keys_of_corpus_orders_without_a_line_cur_are_the_previous_versions
         ("PO1*1*2000*EA*15*tp *VP*X1~", "15", "TP", "30"),
         ("PO1*1*4*EA*3*PE*VP*X1~", "3", "PE", "12"),
         ("PO1*1*2000*EA***VP*X1~CTP**UCP*15******tp~", "15", "TP", "30"),
-        ("PO1*1*200*EA**TP*VP*X1~CTP**UCP*350******HP~", "350", "HP", "700"),
-        ("PO1*1*200*EA**HP*VP*X1~CTP**UCP*3.5~", "3.5", "", "700"),
+        # A PO105 without PO104 is refused since round 49 (C0504): the CTP alone
+        ("PO1*1*200*EA***VP*X1~CTP**UCP*350******HP~", "350", "HP", "700"),
+        ("PO1*1*200*EA***VP*X1~CTP**UCP*3.5~", "3.5", "", "700"),
         ("PO1*1*200*EA*350*HP*VP*X1~CTP**UCP*1******TP~", "350", "HP", "700"),
         ("PO1*1*24*EA***VP*X1~CTP**UCP*2.00*1*ea~", "2.00", "", "48"),
         ("PO1*1*24*EA***VP*X1~CTP**UCP*2.00*1*EA ~", "2.00", "", "48"),
         ("PO1*1*24*EA*2.00**VP*X1~CTP**UCP*48.00*1*CA~", "2.00", "", "48"),
         ("PO1*1*24*EA***VP*X1~CTP**RES*48.00*1*CA~CTP**UCP*2.00~", "2.00", "", "48"),
         ("PO1*1*24*EA***VP*X1~CTP**UCP*2.00~CTP**NET*48.00*1*CA~", "2.00", "", "48"),
-        ("PO1*1*24*EA***VP*X1~CTP**UCP*2.00*12~", "2.00", "", "48"),
+        # CTP04 (a quantity) needs its CTP05 unit since round 49 (P0405)
+        ("PO1*1*24*EA***VP*X1~CTP**UCP*2.00*12*EA~", "2.00", "", "48"),
         ("PO1*1*24*ea***VP*X1~CTP**CON*2.00*1*EA~", "2.00", "", "48"),
     ],
 )
@@ -532,7 +538,8 @@ def test_held_an_order_with_a_line_cur_posted_before_the_upgrade_resent_is_a_dup
     "line",
     [
         pytest.param("PO1*1*200*EA*350*hp*VP*X1~", id="po105-lower"),
-        pytest.param("PO1*1*200*EA**HP*VP*X1~CTP**UCP*3.5~", id="ctp-beside-po105"),
+        # ("ctp-beside-po105", a PO105 without PO104, breaks syntax note C0504
+        # since round 49: refused whatever an older version did with it)
     ],
 )
 def test_an_order_posted_before_the_upgrade_resent_unchanged_is_a_duplicate(
@@ -628,7 +635,7 @@ def run_once_by(config: Path, daemon: Path) -> subprocess.CompletedProcess[str]:
     [
         pytest.param("PO1*1*4*EA*3.00**VP*X1~CUR*BY*USD~", id="line-cur-held"),
         pytest.param("PO1*1*200*EA*350*hp*VP*X1~", id="po105-lower"),
-        pytest.param("PO1*1*200*EA**HP*VP*X1~CTP**UCP*3.5~", id="ctp-beside-po105"),
+        # ("ctp-beside-po105": refused since round 49, syntax note C0504)
     ],
 )
 def test_a_retry_after_the_upgrade_does_not_post_an_order_again(

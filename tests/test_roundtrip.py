@@ -84,13 +84,19 @@ DATE = st.one_of(
     st.dates().map(lambda x: f"{x.year:04d}{x.month:02d}{x.day:02d}"), text(8, min_size=6)
 )
 TIME = st.times().map(lambda x: x.strftime("%H%M"))
-REFERENCES = few(st.builds(Reference, qualifier=code(2, 3), value=text(), description=text()))
+REFERENCES = few(
+    st.builds(Reference, qualifier=code(2, 3), value=text(), description=text()).filter(
+        lambda r: r.value or r.description  # R0203
+    )
+)
 CONTACTS = few(
     st.builds(
         Contact,
         function=code(2, 2),
         name=text(),
-        communications=few(st.builds(Communication, qualifier=code(2, 2), number=text()), 3),
+        communications=few(
+            st.builds(Communication, qualifier=code(2, 2), number=text(min_size=1)), 3
+        ),
     )
 )
 DATES = few(
@@ -103,6 +109,10 @@ DATES = few(
         period_format=optional(code(2, 3)),
         period=code(0, 12),
     )
+    .map(lambda d: d if d.time else replace(d, time_code=""))  # C0403
+    .map(lambda d: d if bool(d.period_format) == bool(d.period) else replace(d, period=""))
+    .map(lambda d: d if d.period else replace(d, period_format=""))  # P0506
+    .filter(lambda d: d.date_raw or d.time or d.period_format)  # R020305
 )
 PARTIES = few(
     st.builds(
@@ -110,7 +120,7 @@ PARTIES = few(
         entity=code(2, 3),
         name=text(),
         id_qualifier=code(0, 2),
-        id=optional(text(min_size=2)),
+        id=text(min_size=2),
         names=few(text(min_size=1), 3),  # N2 elements; empty ones are not kept
         address_lines=few(text(min_size=1), 3),
         city=optional(text(min_size=2)),
@@ -120,6 +130,8 @@ PARTIES = few(
         references=REFERENCES,
         contacts=CONTACTS,
     )
+    .map(lambda p: p if p.id_qualifier else replace(p, id=""))  # P0304
+    .filter(lambda p: p.name or p.id_qualifier)  # R0203
 )
 # The CTP that prices a line, or none.
 CTPS = st.one_of(
@@ -129,7 +141,7 @@ CTPS = st.one_of(
             "ctp_code": st.sampled_from(orders.CTP_PRICE_CODES),
             "ctp_price_raw": NUMBER.filter(bool),
             "ctp_unit": code(0, 2),
-            "ctp_basis": code(0, 2),
+            "ctp_basis": optional(code(2, 2)),
         }
     ),
 )
@@ -141,7 +153,7 @@ LINES = few(
         unit=optional(code(2, 2)),
         unit_price_raw=NUMBER,
         price_basis=optional(code(2, 2)),
-        product_ids=few(st.builds(ProductId, qualifier=code(2, 2), id=text()), 4),
+        product_ids=few(st.builds(ProductId, qualifier=code(2, 2), id=text(min_size=1)), 4),
         descriptions=few(
             st.builds(
                 Description,
@@ -151,12 +163,17 @@ LINES = few(
                 code=text(4),
                 text=text(20),
             )
+            .map(lambda d: d if d.agency else replace(d, code=""))  # C0403
+            .filter(lambda d: d.code or d.text)  # R0405
         ),
         references=REFERENCES,
         dates=DATES,
         parties=PARTIES.map(lambda t: t[:1]),  # a ship-to per line, now and then
         currency=optional(code(3, 3)),
-    ).flatmap(lambda line: CTPS.map(lambda ctp: replace(line, **ctp))),
+    )
+    .map(lambda line: line if line.quantity_raw else replace(line, unit=""))  # C0302
+    .map(lambda line: line if line.unit_price_raw else replace(line, price_basis=""))  # C0504
+    .flatmap(lambda line: CTPS.map(lambda ctp: replace(line, **ctp))),
     4,
 )
 ENVELOPES = st.builds(

@@ -30,6 +30,7 @@ from .errors import NotHandledError, X12Error, shorten
 from .jsontext import dumps
 from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
+from .x12.scan import digits
 from .x12.values import MAX_NUMBER_CHARS, is_number, parse_date, parse_decimal, parse_integer
 
 # Party codes whose name is the vendor's, best first: vendor, supplier, seller.
@@ -818,7 +819,7 @@ def record_key(key: str, job_id: str, index: int) -> str:
 # ``rules`` says what is not one, with a better message. BEG03 and BEG05
 # are mandatory too, but ``rules`` judges them (``missing_po_number``,
 # ``missing_date``: the second is levelled); a DT may be six digits (YYMMDD,
-# as older versions wrote it; README). A composite (REF04) is allowed 99
+# as older versions wrote it; README). A composite (REF04, CTP05) is allowed 99
 # characters. PO1 is PO101-PO105 and ten qualifier/id pairs.
 _PO1_IDS = ", X ID 2/2, X AN 1/48" * 10
 _CUR_DATES = ", X ID 3/3, X DT 8/8, X TM 4/8" * 5
@@ -835,12 +836,33 @@ _SEGMENT_ELEMENTS = {
     "N3": "M AN 1/55, O AN 1/55",
     "N4": "O AN 2/30, O ID 2/2, O ID 3/15, O ID 2/3, X ID 1/2, O AN 1/30",
     "PO1": "O AN 1/20, X R 1/15, O ID 2/2, X R 1/17, O ID 2/2" + _PO1_IDS,
+    "CTP": "O ID 2/3, X ID 3/3, X R 1/17, X R 1/15, X C 1/99, O ID 3/3, O R 1/10, O R 1/15,"
+    " O ID 2/2, X R 1/10, O ID 1/2",
     "PID": "M ID 1/1, O ID 2/3, X ID 2/2, X AN 1/12, X AN 1/80, O ID 2/3, O AN 1/15,"
     " O ID 1/1, O ID 2/3",
     "CTT": "M N0 1/6, O R 1/10, X R 1/10, X ID 2/2, X R 1/8, X ID 2/2, O AN 1/80",
     "AMT": "M ID 1/3, M R 1/18, O ID 1/1",
     "SAC": "M ID 1/1, X ID 4/4, X ID 2/2, X AN 1/10, O N2 1/15, X ID 1/1, X R 1/6, O R 1/9,"
     " X ID 2/2, X R 1/15, O R 1/15, O ID 1/2, X AN 1/30, O AN 1/20, X AN 1/80, O ID 2/3",
+}
+# The syntax notes of those segments, as the standard writes them: P paired
+# (any given, all given), R required (at least one), C conditional (the first
+# given, all the others). A note broken is AK4 2 on the element missing (an
+# R's first). The notes of elements an order never reads are left out (CUR's
+# dates, SAC's rates and quantities). A DTM05 of two digits alone is the
+# century versions before 4010 wrote there (real 4010 files still do): not
+# DTM05 as 4010 means it, so P0506 does not hold it.
+_SYNTAX_NOTES = {
+    "REF": "R0203",
+    "PER": "P0304 P0506 P0708",
+    "DTM": "R020305 C0403 P0506",
+    "N1": "R0203 P0304",
+    "N4": "C0605",
+    "PO1": "C0302 C0504 " + " ".join(f"P{n:02d}{n + 1:02d}" for n in range(6, 25, 2)),
+    "PID": "C0403 R0405",
+    "CTP": "P0405",
+    "CTT": "P0304 P0506",
+    "SAC": "R0203 P0304",
 }
 _JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
 _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
@@ -855,9 +877,16 @@ class _Element(NamedTuple):
     fits: tuple[int, int]  # lengths that need no closer look (the common case)
 
 
+class _Note(NamedTuple):
+    kind: str  # P, R or C
+    positions: tuple[int, ...]
+    text: str  # as the standard writes it: P0607
+
+
 class _Elements(NamedTuple):
     elements: tuple[_Element, ...]
     required: int  # the last mandatory element's position (0: none)
+    notes: tuple[_Note, ...]
 
 
 def _elements(tag: str, text: str) -> _Elements:
@@ -884,7 +913,11 @@ def _elements(tag: str, text: str) -> _Elements:
             )
         )
     last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
-    return _Elements(tuple(elements), last)
+    notes = tuple(
+        _Note(note[0], tuple(int(note[i : i + 2]) for i in range(1, len(note), 2)), note)
+        for note in _SYNTAX_NOTES.get(tag, "").split()
+    )
+    return _Elements(tuple(elements), last, notes)
 
 
 SEGMENT_ELEMENTS = {tag: _elements(tag, text) for tag, text in _SEGMENT_ELEMENTS.items()}
@@ -932,7 +965,35 @@ def checked(s: Segment, repetition: str | None) -> Segment:
             )
         if not element.fits[0] <= len(value) <= element.fits[1]:
             _check_value(s, i, value, element)  # the common case costs no call
+    for note in spec.notes:
+        _check_note(s, note)
     return s
+
+
+def _century(value: str) -> bool:
+    return len(value) == 2 and digits(value)
+
+
+def _check_note(s: Segment, note: _Note) -> None:
+    """The AK4 2 of ``checked`` if ``s`` breaks the syntax note ``note``."""
+    elements = s.elements
+    given = [p < len(elements) and elements[p] != "" for p in note.positions]
+    if s.tag == "DTM" and note.text == "P0506" and given == [True, False] and _century(s.get(5)):
+        return  # the century of versions before 4010
+    first = note.positions[0]
+    names = [f"{s.tag}{p:02d}" for p in note.positions]
+    missing = next((p for p, g in zip(note.positions, given, strict=True) if not g), first)
+    if note.kind == "P" and any(given) and not all(given):
+        why = f"{' and '.join(names)} go together; {s.tag}{missing:02d} is empty"
+    elif note.kind == "R" and not any(given):
+        why = f"one of {' or '.join(names)} is required; all are empty"
+    elif note.kind == "C" and given[0] and not all(given):
+        why = f"{s.tag}{first:02d} is given, so {s.tag}{missing:02d} is required"
+    else:
+        return
+    raise _element_error(
+        s, missing, "2", f"{why} (syntax note {note.text})"
+    )  # AK4 2: conditional required data element missing
 
 
 def _check_value(s: Segment, i: int, value: str, element: _Element) -> None:
@@ -999,7 +1060,7 @@ SEGMENTS_850 = _tags(
     " SDQ QTY SCH LS LE SLN LX FA1 FA2 CTT SE"
 )
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
-_LINE_READ = _tags("PID REF DTM N1 SAC CUR")  # ... and a line, after its PO1
+_LINE_READ = _tags("PID REF DTM N1 SAC CUR CTP")  # ... and a line, after its PO1
 
 
 # The loops (by first segment) and the segments each holds after it, per the

@@ -122,7 +122,8 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
         if line.currency:
             body.append(["CUR", "BY", line.currency])
         if line.ctp_price_raw:  # the CTP that priced the line
-            ctp = ["CTP", "", line.ctp_code, line.ctp_price_raw, "", line.ctp_unit]
+            quantity = "1" if line.ctp_unit else ""  # CTP04 and CTP05 go together (P0405)
+            ctp = ["CTP", "", line.ctp_code, line.ctp_price_raw, quantity, line.ctp_unit]
             body.append([*ctp, "", "", "", line.ctp_basis])  # CTP09 the basis
         body += [
             ["PID", d.kind, d.characteristic, d.agency, d.code, d.text] for d in line.descriptions
