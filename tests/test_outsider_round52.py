@@ -337,9 +337,6 @@ def test_the_inotify_fallback_warning_names_the_inbox_it_polls(tmp_path, erp):  
 # --- non-EDI entries ----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="2,048 directories left in place fill the tracker's window for ever"
-)
 def test_directories_in_the_inbox_do_not_keep_an_upload_waiting(daemons, erp):  # noqa: F811
     daemon = daemons(erp.url)
     old = time.time() - 3600
@@ -352,7 +349,6 @@ def test_directories_in_the_inbox_do_not_keep_an_upload_waiting(daemons, erp):  
     poll_until(lambda: daemon.listing(daemon.done) == ["po.edi"], timeout=4, what="po.edi done")
 
 
-@pytest.mark.xfail(strict=True, reason="run --once waits for ever behind 2,048 directories")
 def test_run_once_with_directories_in_the_inbox_takes_the_upload_and_exits(tmp_path):
     """The same inbox under ``run --once`` (a timer's run): with 100
     directories it posts the upload and exits 0 in 0.5 s; with 2,100 it
@@ -476,16 +472,17 @@ def test_an_element_of_a_megabyte_is_refused_naming_it(daemons, erp):  # noqa: F
     assert erp.requests == []
 
 
-@pytest.mark.xfail(strict=True, reason="the final record is quadratic in a file's posted orders")
 def test_an_interchange_of_thousands_of_orders_is_recorded_in_linear_time(tmp_path):
-    """3,000 orders (22-character PO numbers: 20 search keys each) through
-    ``edi-inbox process`` into the outbox: a few seconds of linear work
-    (500 took 2.5 s), some 25 s as the record compares 60,000 keys with a
-    list of 60,000."""
+    """6,000 orders (22-character PO numbers: 20 search keys each) through
+    ``edi-inbox process`` into the outbox: some seconds of linear work, some
+    100 s as the record compared 120,000 keys with a list of 120,000 (3,000
+    took 25 s). The bound is no timing but a guard ten times the linear
+    work: the quadratic record never ended within it (fixed the same
+    session: the keys written are looked up in a set)."""
     config = tmp_path / "edi-inbox.toml"
     config.write_text(f'[paths]\nroot = "{tmp_path / "state"}"\n[daemon]\nprocesses = 1\n')
     (tmp_path / "state" / "inbox").mkdir(parents=True)
-    orders = [(f"ABCDEFGHIJKLMN-{n:07d}", "ACME SUPPLY") for n in range(3000)]
+    orders = [(f"ABCDEFGHIJKLMN-{n:07d}", "ACME SUPPLY") for n in range(6000)]
     path = tmp_path / "many.edi"
     path.write_bytes(one_interchange(orders))
     proc = subprocess.Popen(
@@ -494,7 +491,7 @@ def test_an_interchange_of_thousands_of_orders_is_recorded_in_linear_time(tmp_pa
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert proc.wait(10) == 0
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -526,7 +526,6 @@ def _age(ticket: Ticket) -> int:
 class _State(enum.Enum):
     PENDING = "pending"
     QUEUED = "queued"  # a ticket is out; a worker has or will claim it
-    REPORTED = "reported"
 
 
 # Names a tracker watches closely at once (an entry each: ~0.5 KB); the rest
@@ -593,6 +592,10 @@ class Tracker:
     # Uploads open as a reload stopped the last watch (``open_uploads`` of the
     # tracker before): each such file's entry starts with its opens.
     carried: dict[str, tuple[int, Fingerprint]] = field(default_factory=dict)
+    # Directories reported and left in place (name -> inode): out of the
+    # window, so that thousands of them keep no upload waiting; a scan looks
+    # again only at whether each is still the same directory.
+    _left: dict[str, int] = field(default_factory=dict)
 
     def open_uploads(self) -> dict[str, tuple[int, Fingerprint]]:
         """The files open now (name -> opens, and the file as it is), for the
@@ -626,6 +629,10 @@ class Tracker:
         now = self.clock()
         entry = self._entries.get(name)
         if entry is None:
+            if name in self._left:
+                if self._still_left(name, self._left[name]):
+                    return  # a directory reported once is not looked at again
+                del self._left[name]
             opens = self._carried_opens(name) if self.carried else 0
             entry = self._entries[name] = _Entry(name, stable_since=now, opens=opens)
             self._schedule(entry, now + self.settings.settle_seconds)
@@ -651,14 +658,13 @@ class Tracker:
         entry.last_event = now
         entry.stable_since = now
         entry.changed_before = None
-        if entry.state is _State.REPORTED:
-            self._schedule(entry, now)
-        else:
-            self._schedule(entry, now + self.settings.settle_seconds)
+        self._schedule(entry, now + self.settings.settle_seconds)
 
     def seen(self, name: str, stat_result: Callable[[], os.stat_result]) -> None:
         """A name found by a full scan; new names start settling now."""
-        if name in self._entries or is_ignored(name, self.settings.ignore_patterns):
+        if name in self._entries or name in self._left:
+            return
+        if is_ignored(name, self.settings.ignore_patterns):
             return
         try:
             st = stat_result()
@@ -683,9 +689,12 @@ class Tracker:
         found: set[str] = set()
         backlog: deque[str] = deque()
         ignore = self.settings.ignore_patterns
+        left, self._left = self._left, {}
         for name in names:
             if name in self._entries:
                 found.add(name)
+            elif name in left and self._still_left(name, left[name]):
+                self._left[name] = left[name]
             elif not is_ignored(name, ignore):
                 backlog.append(name)
         for name in [n for n, e in self._entries.items() if e.state is not _State.QUEUED]:
@@ -693,6 +702,14 @@ class Tracker:
                 del self._entries[name]
         self._backlog = backlog
         self._admit()
+
+    def _still_left(self, name: str, ino: int) -> bool:
+        """Whether ``name`` is still the directory reported under it."""
+        try:
+            st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode) and st.st_ino == ino
 
     def _admit(self) -> None:
         """Names from the backlog into the window, oldest first."""
@@ -814,7 +831,8 @@ class Tracker:
             heapq.heappush(self._heap, (when, next(self._seq), entry.name))
 
     def _ticket(self, entry: _Entry, verdict: Verdict, **kwargs: Any) -> Ticket:
-        entry.state = _State.REPORTED if verdict is Verdict.REPORT else _State.QUEUED
+        if verdict is not Verdict.REPORT:  # a reported entry is gone (``_left``)
+            entry.state = _State.QUEUED
         entry.dirty = False
         return Ticket(entry.name, verdict, entry.fp, **kwargs)
 
@@ -842,15 +860,13 @@ class Tracker:
             # by the daemon, whatever the clock of a share's server says.
             first_look = entry.fp is None and not explained
             entry.changed_before = self._changed(st, now) if first_look else None
-            if entry.state is _State.REPORTED and entry.fp and entry.fp.ino != fp.ino:
-                entry.state = _State.PENDING  # a new object under a reported name
             entry.fp = fp
             entry.held = entry.open_told = False
         entry.checked_at = now
 
         if stat.S_ISDIR(st.st_mode):
-            if entry.state is _State.REPORTED:
-                return None
+            del self._entries[entry.name]  # left in place, out of the window
+            self._left[entry.name] = st.st_ino
             return self._ticket(
                 entry, Verdict.REPORT, code="directory", reason="it is a directory, not a file"
             )

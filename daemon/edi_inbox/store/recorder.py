@@ -750,7 +750,8 @@ def _unwritten(keys: SearchKeys, written: SearchKeys | None) -> SearchKeys:
     """``keys`` less those ``written`` already (by the job's ``job_started``)."""
     if written is None:
         return keys
-    return [k for k in keys[0] if k not in written[0]], [k for k in keys[1] if k not in written[1]]
+    suffixes, vendors = set(written[0]), set(written[1])
+    return [k for k in keys[0] if k not in suffixes], [k for k in keys[1] if k not in vendors]
 
 
 def _add_search_keys(batch: Batch, pk: int, keys: SearchKeys) -> Batch:
