@@ -332,11 +332,6 @@ def test_a_stalled_log_read_again_loses_and_tears_no_line(rig, erp):
     assert daemon.terminate(20) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker processes write their lines to one pipe each on its own:"
-    " a line longer than PIPE_BUF is torn by the other's when the pipe is full",
-)
 def test_lines_of_two_worker_processes_stay_whole_through_a_stalled_pipe(rig, erp):
     """``processes = 2``; stdout a one-page pipe left unread, then read a
     little at a time (journald catching up); 12 uploads each a file of 100
@@ -367,11 +362,6 @@ def test_lines_of_two_worker_processes_stay_whole_through_a_stalled_pipe(rig, er
     assert torn == [], f"{len(torn)} torn line(s), e.g. {torn[0][:120]!r}…{torn[0][-120:]!r}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every job waits on a log line nobody reads: uploads stay in the"
-    " inbox, status says running with a fresh heartbeat",
-)
 def test_a_stalled_log_does_not_halt_the_jobs(rig, erp):
     """stdout a one-page pipe nobody reads (journald stalled), 12 good
     uploads, the database and the ERP fine: README says "a log line that
@@ -387,11 +377,6 @@ def test_a_stalled_log_does_not_halt_the_jobs(rig, erp):
     poll_until(lambda: settled(daemon, 12), timeout=5, what="12 files in done/, unread")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SIGTERM waits on a log line nobody reads: no stop within"
-    " shutdown_timeout_seconds (systemd SIGKILLs it after TimeoutStopSec)",
-)
 def test_sigterm_with_a_stalled_log_stops_within_the_shutdown_timeout(rig, erp):
     """stdout a one-page pipe nobody reads, jobs in flight, SIGTERM with
     ``shutdown_timeout_seconds = 2``: README: "SIGTERM stops intake, lets
@@ -418,11 +403,6 @@ def test_sigterm_with_a_stalled_log_stops_within_the_shutdown_timeout(rig, erp):
     assert len(daemon.listing(daemon.done) + daemon.listing(daemon.inbox)) == 12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a line cut short by ENOSPC is left without its newline: the first line"
-    " written once there is room is glued to it, both lost to a JSON reader",
-)
 def test_a_log_file_on_a_full_disk_keeps_every_line_whole(rig, erp):
     """stdout a file (systemd's ``StandardOutput=append:``) on a 1 MiB tmpfs
     filled to the last byte by another file; 30 uploads (their lines cannot

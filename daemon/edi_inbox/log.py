@@ -9,11 +9,19 @@ pipeline can store them as the job's log lines.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import contextvars
+import errno
+import json
 import logging
+import os
 import re
+import stat
 import sys
+import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -206,6 +214,159 @@ def _logger_factory(*args: Any) -> _Logger:
 _STDLIB_FACTORY = structlog.stdlib.LoggerFactory(ignore_frame_names=["edi_inbox.log"])
 
 
+# A line of at most PIPE_BUF bytes reaches a pipe whole, whoever else writes
+# to it (the worker processes share the daemon's stdout): a longer event is
+# written with its long values cut (the job's record keeps them whole).
+LINE_MAX = 4096
+_VALUE_MAX = 300  # characters of a value kept in a line that was too long
+_KEPT = ("timestamp", "level", "logger", "event", "job_id", "file")  # when even that is too long
+
+
+class BoundedJSON:
+    """structlog's JSON lines, each at most ``LINE_MAX`` bytes with its newline."""
+
+    def __init__(self) -> None:
+        self._render = structlog.processors.JSONRenderer(default=str)
+
+    def __call__(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        line = self._json(logger, name, event_dict)
+        if len(line) < LINE_MAX // 4 or len(line.encode()) < LINE_MAX:
+            return line
+        cut = {}
+        for key, value in event_dict.items():
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            if len(text) > _VALUE_MAX:
+                value = f"{text[:_VALUE_MAX]}… ({len(text)} characters; cut in the log line)"
+            cut[key] = value
+        line = self._json(logger, name, cut)
+        if len(line.encode()) < LINE_MAX:
+            return line
+        kept = {k: cut[k] for k in _KEPT if k in cut}
+        return self._json(logger, name, {**kept, "cut": sorted(set(cut) - set(kept))})
+
+    def _json(self, logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> str:
+        line = self._render(logger, name, event_dict)
+        assert isinstance(line, str)  # json.dumps's
+        return line
+
+
+class LineWriter:
+    """A log stream written by a thread of its own: a stalled reader (journald
+    behind, a pipe nobody reads) holds no job and no stop. Lines wait in a
+    queue of at most ``MAX_QUEUED``; past that they are dropped and counted,
+    and a ``log_lines_dropped`` line says how many once the stream takes
+    lines again. A line the stream took only in part is completed (a pipe)
+    or taken back (a file out of space): every line in the stream is whole."""
+
+    MAX_QUEUED = 10_000
+    EXIT_WAIT = 1.0  # seconds the queue may take to drain at exit
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        mode = os.fstat(fd).st_mode
+        self.regular = stat.S_ISREG(mode)
+        self._lines: collections.deque[bytes] = collections.deque()
+        self._ready = threading.Condition()
+        self._dropped = 0
+        self._busy = False
+        threading.Thread(target=self._run, name="edi-inbox-log", daemon=True).start()
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "backslashreplace")
+        with self._ready:
+            if len(self._lines) >= self.MAX_QUEUED:
+                self._dropped += 1
+            else:
+                self._lines.append(data)
+                self._ready.notify()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing: the thread writes each line as soon as the stream takes it."""
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the queue to be written."""
+        deadline = time.monotonic() + timeout
+        with self._ready:
+            while (self._lines or self._busy) and (left := deadline - time.monotonic()) > 0:
+                self._ready.wait(min(left, 0.05))
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._lines:
+                    self._busy = False
+                    self._ready.notify_all()
+                    self._ready.wait()
+                line, self._busy = self._lines.popleft(), True
+                dropped, self._dropped = self._dropped, 0
+            if dropped:
+                self._write(_dropped_line(dropped))
+            self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        """``data`` written whole, or not at all (counted as dropped)."""
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(self.fd, data[done:])
+            except InterruptedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    time.sleep(0.01)  # a non-blocking pipe, full: wait for its reader
+                    continue
+                break
+        if done == len(data):
+            return
+        if done and self.regular:  # out of space midway: the part taken back
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, os.fstat(self.fd).st_size - done)
+        with self._ready:
+            self._dropped += 1
+
+
+def _dropped_line(count: int) -> bytes:
+    event = {
+        "count": count,
+        "event": "log_lines_dropped",
+        "level": "warning",
+        "logger": "edi_inbox.log",
+        "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    return (json.dumps(event) + "\n").encode()
+
+
+_WRITERS: dict[int, LineWriter] = {}  # by file descriptor: one thread each
+
+
+def _line_writer(stream: TextIO) -> LineWriter | TextIO:
+    """The ``LineWriter`` of ``stream``'s descriptor; ``stream`` itself if it
+    has none (a test's ``StringIO``) or is a terminal (the console format)."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, ValueError, OSError):
+        return stream
+    if _isatty(stream):
+        return stream
+    writer = _WRITERS.get(fd)
+    if writer is None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()  # what the stream holds goes out first
+        if not _WRITERS:
+            atexit.register(drain)
+        writer = _WRITERS[fd] = LineWriter(fd)
+    return writer
+
+
+def drain(timeout: float = LineWriter.EXIT_WAIT) -> None:
+    """Let the log threads write what is queued, for up to ``timeout`` seconds
+    in all (at exit: a stalled stream keeps no stop waiting)."""
+    deadline = time.monotonic() + timeout
+    for writer in list(_WRITERS.values()):
+        writer.drain(max(0.0, deadline - time.monotonic()))
+
+
 def shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
@@ -226,7 +387,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         fmt = "console" if _isatty(stream) else "json"
     renderer: Any
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(default=str)
+        renderer = BoundedJSON()
         final = [structlog.processors.format_exc_info, renderer]
         # Our own events are rendered here and written by _Logger directly.
         last = final
@@ -254,7 +415,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(_line_writer(stream))
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

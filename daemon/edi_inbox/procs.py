@@ -258,3 +258,4 @@ def child_main(
     for claims in lanes.values():
         claims.close()
     store.close_database(db)
+    log.drain()  # this process ends with os._exit: no atexit
