@@ -864,6 +864,18 @@ _SYNTAX_NOTES = {
     "CTT": "P0304 P0506",
     "SAC": "R0203 P0304",
 }
+# What other versions define otherwise (by GS08's first six characters),
+# over 004010's lines: (elements, syntax notes). Before 004010 DTM05 is the
+# century (N0 2/2) and the period DTM06/DTM07; from 004040 REF02 is AN 1/50;
+# from 005010 an N4 has N407 (country subdivision, ID 1/3).
+_BEFORE_4010 = {
+    "DTM": (
+        "M ID 3/3, X DT 8/8, X TM 4/8, O ID 2/2, X N0 2/2, X ID 2/3, X AN 1/35",
+        "R020306 C0403 P0607",
+    )
+}
+_FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C 1/99", _SYNTAX_NOTES["REF"])}
+_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", O ID 1/3", _SYNTAX_NOTES["N4"])}
 _JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
 _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 
@@ -871,6 +883,7 @@ _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 class _Element(NamedTuple):
     required: bool  # AK4 1 when empty
     number: bool  # R or N: the length counts digits
+    composite: bool  # may hold the component separator
     low: int
     high: int
     codes: tuple[str, ...]  # the values allowed, if the order knows the list
@@ -889,7 +902,7 @@ class _Elements(NamedTuple):
     notes: tuple[_Note, ...]
 
 
-def _elements(tag: str, text: str) -> _Elements:
+def _elements(tag: str, text: str, notes_text: str) -> _Elements:
     elements = []
     for position, spec in enumerate(text.split(", "), 1):
         requirement, kind, length = spec.split(" ")
@@ -906,6 +919,7 @@ def _elements(tag: str, text: str) -> _Elements:
             _Element(
                 required=requirement == "M" and (tag, position) not in _JUDGED_BY_RULES,
                 number=number,
+                composite=kind == "C",
                 low=low,
                 high=high,
                 codes=codes,
@@ -915,25 +929,54 @@ def _elements(tag: str, text: str) -> _Elements:
     last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
     notes = tuple(
         _Note(note[0], tuple(int(note[i : i + 2]) for i in range(1, len(note), 2)), note)
-        for note in _SYNTAX_NOTES.get(tag, "").split()
+        for note in notes_text.split()
     )
     return _Elements(tuple(elements), last, notes)
 
 
-SEGMENT_ELEMENTS = {tag: _elements(tag, text) for tag, text in _SEGMENT_ELEMENTS.items()}
+def _table(overlay: dict[str, tuple[str, str]]) -> dict[str, _Elements]:
+    lines = {tag: (text, _SYNTAX_NOTES.get(tag, "")) for tag, text in _SEGMENT_ELEMENTS.items()}
+    return {tag: _elements(tag, *line) for tag, line in {**lines, **overlay}.items()}
 
 
-def checked(s: Segment, repetition: str | None) -> Segment:
-    """``s``, if each element is as its line of ``SEGMENT_ELEMENTS`` says;
+SEGMENT_ELEMENTS = _table({})  # 004010's
+_TABLES = (  # (the first version, its table), newest first
+    ("005010", _table(_FROM_5010)),
+    ("004040", _table(_FROM_4040)),
+    ("004010", SEGMENT_ELEMENTS),
+    ("", _table(_BEFORE_4010)),
+)
+
+
+class Syntax(NamedTuple):
+    """What ``checked`` judges a transaction set's segments by."""
+
+    table: dict[str, _Elements]  # by segment id: its version's lines
+    repetition: str | None  # the interchange's repetition separator (005010)
+    component: str  # and its component separator
+
+    @classmethod
+    def of(cls, ts: TransactionSet) -> Syntax:
+        version = ts.group.version[:6]
+        if not digits(version):
+            version = "004010"  # not a version: judged as the one this table is of
+        table = next(t for first, t in _TABLES if version >= first)
+        return cls(table, ts.delimiters.repetition, ts.delimiters.component)
+
+
+def checked(s: Segment, syntax: Syntax) -> Segment:
+    """``s``, if each element is as its line of ``syntax.table`` says;
     else ``X12Error`` with the 997's AK4 code, naming the element.
 
     Trailing spaces do not count toward a maximum (fixed-width exports pad
-    AN values) and do toward a minimum (X12 pads short values so).
-    ``repetition`` is the interchange's repetition separator (005010), if
-    any: no element read here repeats. Only segments the order reads are
-    checked: what it leaves out (a DTM inside an N9) is none of its business.
+    AN values) and do toward a minimum (X12 pads short values so). No
+    element read here repeats (a repetition separator in one: AK4 12), and
+    only a composite holds the component separator (elsewhere: AK4 6, an
+    invalid character). Only segments the order reads are checked: what it
+    leaves out (a DTM inside an N9) is none of its business.
     """
-    spec = SEGMENT_ELEMENTS[s.tag]
+    spec = syntax.table[s.tag]
+    repetition, component = syntax.repetition, syntax.component
     elements, defined = s.elements, spec.elements
     for i in range(1, max(len(elements), spec.required + 1)):
         value = elements[i] if i < len(elements) else ""
@@ -962,6 +1005,14 @@ def checked(s: Segment, repetition: str | None) -> Segment:
                 "12",  # too many repetitions
                 f"{s.tag}{i:02d} holds the repetition separator {repetition!r}, and the"
                 f" element does not repeat: {shorten(value)}",
+            )
+        if component in value and not element.composite:
+            raise _element_error(
+                s,
+                i,
+                "6",  # invalid character
+                f"{s.tag}{i:02d} holds the component separator {component!r}, and the"
+                f" element has no components: {shorten(value)}",
             )
         if not element.fits[0] <= len(value) <= element.fits[1]:
             _check_value(s, i, value, element)  # the common case costs no call
@@ -1010,26 +1061,29 @@ def _check_value(s: Segment, i: int, value: str, element: _Element) -> None:
         body = value.lstrip("-")
         written = sum(c.isdigit() for c in body)
         significant = written - (len(body) - len(body.lstrip("0")))
-        size, what = (significant if significant > high else written), "digit"
+        # Leading zeros count toward the minimum only.
+        long, short, what = significant, written, "digit"
     elif element.number:  # not a number: ``rules`` says so, unless it is long junk
-        size, what, low, high = len(value), "character", 0, MAX_NUMBER_CHARS
+        long = short = len(value)
+        what, low, high = "character", 0, MAX_NUMBER_CHARS
     else:
-        size, what = len(value), "character"
-        if size > high:
-            size = len(value.rstrip(" "))
-    if size > high:
+        long = short = len(value)
+        what = "character"
+        if long > high:
+            long = len(value.rstrip(" "))
+    if long > high:
         raise _element_error(
             s,
             i,
             "5",  # AK4 5: data element too long
-            f"{s.tag}{i:02d} is {size} {what}s long, over its maximum of {high}: {shorten(value)}",
+            f"{s.tag}{i:02d} is {long} {what}s long, over its maximum of {high}: {shorten(value)}",
         )
-    if size < low:
+    if short < low:
         raise _element_error(
             s,
             i,
             "4",  # AK4 4: data element too short
-            f"{s.tag}{i:02d} is {size} {what}{'' if size == 1 else 's'} long, under its"
+            f"{s.tag}{i:02d} is {short} {what}{'' if short == 1 else 's'} long, under its"
             f" minimum of {low}: {shorten(value)}",
         )
 
@@ -1129,9 +1183,9 @@ def _date(s: Segment) -> DateReference:
 
 
 class _PartyBuilder:
-    def __init__(self, n1: Segment, repetition: str | None) -> None:
+    def __init__(self, n1: Segment, syntax: Syntax) -> None:
         self.n1 = n1
-        self.repetition = repetition
+        self.syntax = syntax
         self.uses = _Uses("an N1 loop")
         self.names: list[str] = []
         self.lines: list[str] = []
@@ -1142,7 +1196,7 @@ class _PartyBuilder:
     def add(self, s: Segment) -> None:
         self.uses.count(s)
         if s.tag in ("N2", "N3", "REF", "PER") or (s.tag == "N4" and self.n4 is None):
-            checked(s, self.repetition)
+            checked(s, self.syntax)
         if s.tag == "N2":
             self.names.extend(e for e in s.elements[1:3] if e)
         elif s.tag == "N3":
@@ -1364,7 +1418,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     loop: str | None = None  # the loop inside the area we are in, by first tag
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
-    repetition = ts.delimiters.repetition
+    syntax = Syntax.of(ts)
     header_uses = _Uses("the header")
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
@@ -1388,13 +1442,13 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if tag == "PO1":
             if line is not None:
                 lines.append(line.build())
-            line = _LineBuilder(checked(s, repetition))
+            line = _LineBuilder(checked(s, syntax))
             area, loop = "line", None
             continue
         if tag == "CTT":
             if totals is not None:  # another line count
                 raise _once_only(s)
-            checked(s, repetition)
+            checked(s, syntax)
             totals = Totals(
                 line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
             )
@@ -1402,7 +1456,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             continue
         if area == "summary":
             if tag == "AMT":
-                checked(s, repetition)
+                checked(s, syntax)
                 amounts.append(
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
@@ -1415,7 +1469,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             if loop == "N1" and party is not None:
                 party.add(s)
             elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
-                line.add_currency(checked(s, repetition))
+                line.add_currency(checked(s, syntax))
             continue  # inside a loop the order does not model
         loop = tag if tag in loops else None
         opener, party = s, None
@@ -1425,7 +1479,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if area == "header":
             header_uses.count(s)
             if tag in _HEADER_READ:
-                checked(s, repetition)
+                checked(s, syntax)
             if tag == "CUR" and header_cur is not None:  # another currency
                 raise _once_only(s)
             if tag == "BEG":
@@ -1444,7 +1498,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
             elif tag == "N1":
-                party = _PartyBuilder(s, repetition)
+                party = _PartyBuilder(s, syntax)
                 parties.append(party)
             elif tag == "SAC":
                 charges.append(_charge(s))
@@ -1452,7 +1506,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             assert line is not None  # the line area begins at a PO1
             line.uses.count(s)
             if tag in _LINE_READ:
-                checked(s, repetition)
+                checked(s, syntax)
             if tag == "PID":
                 line.descriptions.append(
                     Description(
@@ -1476,7 +1530,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "CUR":
                 line.add_currency(s)
             elif tag == "N1":
-                party = _PartyBuilder(s, repetition)
+                party = _PartyBuilder(s, syntax)
                 line.parties.append(party)
             elif tag == "SAC":
                 line.charges.append(_charge(s))

@@ -124,6 +124,12 @@ def isa_elements(
     return isa
 
 
+def _usage(ic: InterchangeSummary) -> str:
+    """The answer's ISA15: the interchange's (test answered as test), or P
+    for a value that is none (refused itself, TA1 note 020)."""
+    return ic.usage if ic.usage in ("P", "T", "I") else "P"
+
+
 def check_address(interchange: InterchangeSummary, group: GroupSummary | None = None) -> None:
     """Raise ``Unaddressable`` if the acknowledgment cannot be addressed:
     ISA05/ISA07 (qualifiers) over 2 characters, ISA06/ISA08 (ids) over 15,
@@ -143,7 +149,7 @@ def check_address(interchange: InterchangeSummary, group: GroupSummary | None = 
     _check("ISA07", ic.receiver_qualifier, 2, banned)
     _check("ISA08", ic.receiver_id, 15, banned)
     _check_version(ic.version)
-    _check("ISA15", ic.usage or "P", 1, banned)
+    _check("ISA15", _usage(ic), 1, banned)
     if group is None:
         return
     _check("GS02", group.sender, 15, banned)
@@ -366,7 +372,7 @@ def build_ack(
             version=interchange.version,
             delimiters=d,
             now=now,
-            usage=interchange.usage or "P",
+            usage=_usage(interchange),
         ),
         [
             "GS",
@@ -528,7 +534,7 @@ def build_ta1(interchange: InterchangeSummary, *, control_number: int, now: date
             version=ic.version,
             delimiters=d,
             now=now,
-            usage=ic.usage or "P",
+            usage=_usage(ic),
         ),
         ["TA1", number, date, time, code, note],
         ["IEA", "0", f"{control_number:09d}"],
