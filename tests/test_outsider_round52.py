@@ -261,10 +261,6 @@ def test_an_overflowed_queue_loses_no_upload(daemons, erp, tmp_path):  # noqa: F
     assert len(keys) == len(names) and set(keys.values()) == {1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an overflow watchdog reports is dropped: lost uploads wait for the periodic rescan",
-)
 def test_uploads_lost_to_an_overflow_are_taken_without_waiting_for_the_rescan(
     daemons,  # noqa: F811
     erp,  # noqa: F811
@@ -323,7 +319,6 @@ def test_a_reload_at_the_watch_limit_is_refused_not_fatal(tmp_path, erp):  # noq
         daemon.close()
 
 
-@pytest.mark.xfail(strict=True, reason="inotify_unavailable names no inbox")
 def test_the_inotify_fallback_warning_names_the_inbox_it_polls(tmp_path, erp):  # noqa: F811
     daemon, folder, _ = limited(tmp_path, erp.url, observer="auto", watches=1)
     try:
@@ -617,7 +612,6 @@ def test_fifos_sockets_links_and_devices_are_refused_unread_beside_an_order(
             listener.close()
 
 
-@pytest.mark.xfail(strict=True, reason="process --partner reads under [daemon] max_file_bytes")
 def test_process_as_a_partner_takes_a_file_within_that_partners_max_file_bytes(
     tmp_path,
     erp,  # noqa: F811

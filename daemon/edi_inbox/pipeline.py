@@ -407,11 +407,8 @@ class Pipeline:
         with logsetup.job_context(job.job_id, job.file_name) as logs:
             work = _Work(guard=guard, given=partner, owe_acks=owe_acks)
             try:
-                work.data = (
-                    data
-                    if data is not None
-                    else read_file(path, self.settings.daemon.max_file_bytes)
-                )
+                limit = (partner or self.settings.daemon).max_file_bytes  # a partner's own
+                work.data = data if data is not None else read_file(path, limit)
             except (OSError, UnsafeFile) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 work.skip_rest = f"the file could not be read: {reason}"

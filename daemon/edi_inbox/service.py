@@ -290,6 +290,7 @@ class Service:
         self._resumed_at = -PROBE_MAX - 1.0
         self._reload_at: float | None = None  # a refused reload tried again then
         self.worker_died = False  # a worker process died: its claims stay for the next start
+        self.events_lost = False  # an observer's events were lost (overflow): rescan now
         self._reload_delay = RELOAD_RETRY_FIRST
 
     # -- control ---------------------------------------------------------------
@@ -528,7 +529,8 @@ class Service:
             self._retry_owed_acks(now)
             if self._reload_at is not None and now >= self._reload_at:
                 self.signals.reload = True
-            if now >= next_rescan:
+            if now >= next_rescan or self.events_lost:
+                self.events_lost = False
                 self._rescan()
                 if self.db_down is None:
                     self._recover(start=False)
@@ -685,6 +687,9 @@ class Service:
             inbox = self.inboxes.get(item[3])
             if inbox is not None:
                 inbox.tracker.event(item[1], item[2])
+        elif kind == "lost":  # the kernel's event queue overflowed: what it dropped is found
+            logger.warning("inbox_events_lost", inbox=item[1], action="rescan")
+            self.events_lost = True
         elif kind == "done":
             self._on_outcome(item[1])
 

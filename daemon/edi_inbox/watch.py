@@ -284,7 +284,8 @@ _EVENT_KINDS = {
 
 
 class InboxHandler(FileSystemEventHandler):
-    """Puts ``("fs", Event, name, lane)`` on ``sink`` for names directly in the inbox.
+    """Puts ``("fs", Event, name, lane)`` on ``sink`` for names directly in the
+    inbox, and ``("lost", inbox)`` when events were lost (an overflow).
 
     Runs on the observer thread, so it does nothing but filter and enqueue,
     and it never raises: an exception here would end the observer thread.
@@ -306,6 +307,9 @@ class InboxHandler(FileSystemEventHandler):
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
+            if event.event_type == "events_lost":  # inotify's queue overflowed
+                self.sink(("lost", self.inbox))
+                return
             kind = _EVENT_KINDS.get(event.event_type)
             if kind is None:  # deleted: the next check finds the name gone
                 return
@@ -435,7 +439,9 @@ def start_observer(
                 )
             if mode == "inotify":
                 raise WatchError(f"cannot watch {inbox} with inotify: {reason}{hint}") from None
-            logger.warning("inotify_unavailable", error=reason + hint, fallback="polling")
+            logger.warning(
+                "inotify_unavailable", inbox=str(inbox), error=reason + hint, fallback="polling"
+            )
     if polling_factory is None:
         from watchdog.observers.polling import PollingObserver
 
