@@ -98,7 +98,16 @@ from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
 from .store.database import is_permanent
-from .watch import Fingerprint, InboxDenied, Ticket, Verdict, WatchError, drain, scan
+from .watch import (
+    Fingerprint,
+    InboxDenied,
+    Ticket,
+    Verdict,
+    WatchError,
+    drain,
+    probe_inotify,
+    scan,
+)
 from .worker import Outcome, Work, Worker, log_handed_back, run_one
 
 logger = structlog.get_logger("edi_inbox.service")
@@ -1240,6 +1249,13 @@ def _serve(
                 ) from None
             finally:
                 claims.close()
+        if new.daemon.observer == "inotify":  # a new inbox the kernel will not let it watch
+            watched = {p.inbox for p in running.partners.with_inbox()} | {running.paths.inbox}
+            inboxes = [new.paths.inbox, *(p.inbox for p in new.partners.with_inbox())]
+            try:
+                probe_inotify([i for i in inboxes if i is not None and i not in watched])
+            except WatchError as exc:
+                raise ConfigError(str(exc)) from None
         return new, Pipeline(new, store.DatabaseRecorder(db), host=host)
 
     try:  # its ERPs: a URL or token file that cannot be used stops the start

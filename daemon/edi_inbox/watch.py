@@ -39,6 +39,7 @@ FIFO without a writer or a swap between check and use cannot trick the reader.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
 import errno
 import fcntl
@@ -405,6 +406,35 @@ def _shared_reader(reader_class: Callable[[], Any]) -> Any:
         return _reader
 
 
+def probe_inotify(folders: list[Path]) -> None:
+    """Raise ``WatchError`` unless inotify can watch each of ``folders`` now
+    (one instance, a watch each, all given back): a reload adding an inbox
+    at the kernel's watch or instance limit is refused before it is applied."""
+    if not folders:
+        return
+    from watchdog.observers.inotify_c import inotify_add_watch, inotify_init
+
+    fd = inotify_init()
+    if fd < 0:
+        raise WatchError(_inotify_failure(folders[0], ctypes.get_errno()))
+    try:
+        for folder in folders:
+            if inotify_add_watch(fd, os.fsencode(folder), 0x00000100) < 0:  # IN_CREATE
+                raise WatchError(_inotify_failure(folder, ctypes.get_errno()))
+    finally:
+        os.close(fd)
+
+
+def _inotify_failure(folder: Path, number: int, reason: str | None = None) -> str:
+    hint = ""
+    if number in (errno.ENOSPC, errno.EMFILE):
+        hint = (
+            " (raise fs.inotify.max_user_watches / max_user_instances,"
+            ' or set [daemon] observer = "polling")'
+        )
+    return f"cannot watch {folder} with inotify: {reason or os.strerror(number)}{hint}"
+
+
 def start_observer(
     settings: DaemonSettings,
     inbox: Path,
@@ -430,18 +460,11 @@ def start_observer(
             return observer, "inotify"
         except OSError as exc:
             _stop_quietly(observer)
-            reason = exc.strerror or str(exc)
-            hint = ""
-            if exc.errno in (errno.ENOSPC, errno.EMFILE):
-                hint = (
-                    " (raise fs.inotify.max_user_watches / max_user_instances,"
-                    ' or set [daemon] observer = "polling")'
-                )
+            said = _inotify_failure(inbox, exc.errno or 0, exc.strerror or str(exc))
             if mode == "inotify":
-                raise WatchError(f"cannot watch {inbox} with inotify: {reason}{hint}") from None
-            logger.warning(
-                "inotify_unavailable", inbox=str(inbox), error=reason + hint, fallback="polling"
-            )
+                raise WatchError(said) from None
+            error = said.removeprefix(f"cannot watch {inbox} with inotify: ")
+            logger.warning("inotify_unavailable", inbox=str(inbox), error=error, fallback="polling")
     if polling_factory is None:
         from watchdog.observers.polling import PollingObserver
 
