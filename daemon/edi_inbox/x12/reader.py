@@ -309,6 +309,12 @@ class X12Reader:
         )
         self.interchanges.append(ic)
         self._ic, self._quiet = ic, False
+        if len(self.interchanges) > self.max_groups:  # each holds a group at least
+            self._too_large(
+                f"more than {self.max_groups} interchanges (each holds a functional group)",
+                seg.number,
+                f"max_groups_per_file = {self.max_groups}",
+            )
         self._drain_warnings()
         for i, width in enumerate(_ISA_WIDTHS, 1):
             if len(els[i]) != width:
