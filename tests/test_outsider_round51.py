@@ -628,11 +628,6 @@ def test_stdout_closed_under_worker_processes_and_a_reload(rig, erp):
     assert daemon.terminate(20) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an order outbox that cannot take the order's JSON (ENOSPC, EROFS) fails"
-    " the job as an internal error: good orders rejected, 997 R, failed/",
-)
 @pytest.mark.parametrize("trouble", ["full", "read-only"])
 def test_an_order_outbox_on_a_full_disk_rejects_no_good_order(rig, trouble):
     """No ERP configured (README's first run): each order goes as JSON into

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import errno
 import http.client
 import io
 import json
@@ -545,6 +546,9 @@ def _http_date(value: str) -> dt.datetime | None:
 
 
 OUTBOX_PART_CHARS = 64  # of the PO number and of the key in an outbox file's name
+# An outbox out of space or inodes, over quota, read-only: the order is not
+# refused; its file runs again (``ShortOfResources``) until the outbox takes it.
+OUTBOX_TROUBLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
 class OutboxErp(_Sink):
@@ -596,12 +600,20 @@ class OutboxErp(_Sink):
         name = self.file_name(_po_number(text), idempotency_key)
         delivered = Delivery(f"outbox:{name}", attempts=1, status_code=None)
         with self._lock:
-            self.outbox_dir.mkdir(parents=True, exist_ok=True)
-            if (self.outbox_dir / name).exists():
-                return delivered
-            data = bytearray(text, "utf-8")  # one copy of a large order's text, not two
-            data += b"\n"
-            path = files.write_new(self.outbox_dir, name, data)
+            try:
+                self.outbox_dir.mkdir(parents=True, exist_ok=True)
+                if (self.outbox_dir / name).exists():
+                    return delivered
+                data = bytearray(text, "utf-8")  # one copy of a large order's text, not two
+                data += b"\n"
+                path = files.write_new(self.outbox_dir, name, data)
+            except OSError as exc:  # the outbox's trouble, not the order's: it runs again
+                if exc.errno in OUTBOX_TROUBLE or files.short_of_resources(exc):
+                    raise ShortOfResources(
+                        f"the outbox {self.outbox_dir} cannot take the order:"
+                        f" {exc.strerror or exc}"
+                    ) from None
+                raise
         if path.name != name:  # another process wrote this order in between: keep one
             path.unlink()
         return delivered

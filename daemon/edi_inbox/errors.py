@@ -153,7 +153,8 @@ class ErpUnavailable(ErpError):
 
 class ShortOfResources(EdiInboxError):
     """This process or the system is short of descriptors or memory (EMFILE,
-    ENFILE, ENOMEM: ``files.short_of_resources``): the daemon's trouble, not
+    ENFILE, ENOMEM: ``files.short_of_resources``), or the order outbox of
+    space or write access (``erp.OUTBOX_TROUBLE``): the daemon's trouble, not
     the file's nor the ERP's. The job stops posting and ends ``interrupted``:
     its file runs again."""
 

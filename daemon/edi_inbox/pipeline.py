@@ -1132,7 +1132,7 @@ class Pipeline:
                     order.payload_json or "{}", order.idempotency_key, guard=work.guard
                 )
             except ShortOfResources as exc:  # the daemon's trouble: the file runs again
-                work.halted = f"the daemon is short of descriptors or memory ({exc})"
+                work.halted = f"the daemon is short of resources ({exc})"
                 failures.append(f"PO {order.po_number}: not posted: {work.halted}")
                 continue
             except ErpError as exc:

@@ -785,7 +785,7 @@ class Service:
         if inbox is not None and outcome.ticket_ino is not None:
             delay = None
             key = (outcome.lane, outcome.name)
-            if outcome.status == "error":
+            if outcome.status in ("error", "halted"):  # again after a pause that doubles
                 failures = self.claim_failures.get(key, 0) + 1
                 self.claim_failures[key] = failures
                 delay = min(60.0, 0.5 * 2**failures)

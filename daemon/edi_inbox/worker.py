@@ -73,7 +73,7 @@ class Outcome:
 
     name: str
     # succeeded | failed | duplicate | refused | taken | changed | lost | handed_back
-    # | unrecorded | unacknowledged | error
+    # | unrecorded | unacknowledged | error | halted
     status: str
     job_id: str | None = None
     recheck: bool = False  # the name is back in (or still in) the inbox
@@ -296,6 +296,11 @@ class Worker:
                 return self._park(flight, owed)
         if flight.lost:  # another host may have the file now
             return self._lost(flight, st, job_id, retry_of)
+        if result.status is JobStatus.INTERRUPTED and _halted(result):
+            # The daemon's trouble (no room in the outbox, no descriptors, the
+            # database away): told, and run again after a pause that doubles.
+            self.on_error(result.error or "a job was cut short")
+            return self._hand_back(flight, "halted", ran=True)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
             return self._hand_back(flight, "changed", ran=True)
         return self._finish(flight, result)
@@ -498,6 +503,12 @@ class Worker:
             return Outcome(flight.name, "error", recheck=True)
         log_handed_back(flight.name, back.name, job_id, status)
         return Outcome(flight.name, status, recheck=True)
+
+
+def _halted(job: JobResult) -> bool:
+    """An interrupted job cut short by the daemon's trouble, not by its file
+    (changed, or another host's: ``pipeline._interrupt``'s codes)."""
+    return not any(d.get("code") in ("changed", "claim_lost") for d in job.error_details)
 
 
 def log_handed_back(name: str, back: str, job_id: str | None, reason: str) -> None:
