@@ -44,7 +44,11 @@ copied, AK4 5 on the huge number with a 99-character copy, AK3 DTM 5 on the
 eleventh line DTM; lowercase AMT03 ``c`` refused AK4 7 (codes are
 case-sensitive).
 
-Found (strict xfails):
+Found (strict xfails; 1-6 fixed the same session, each test failing
+before: leading zeros count toward a minimum only; the element lines by
+version (before 004010, from 004040, from 005010); the component separator
+in a simple element is AK4 6; acks answering an invalid ISA15 go out as P.
+Left: 7, a composite's components):
 
 1. ``test_leading_zeros_do_not_count_toward_a_maximum`` [PO102, PO104,
    SAC05, CTT01]: ``orders._check_value`` uses a number's significant digits

@@ -610,8 +610,7 @@ class OutboxErp(_Sink):
             except OSError as exc:  # the outbox's trouble, not the order's: it runs again
                 if exc.errno in OUTBOX_TROUBLE or files.short_of_resources(exc):
                     raise ShortOfResources(
-                        f"the outbox {self.outbox_dir} cannot take the order:"
-                        f" {exc.strerror or exc}"
+                        f"the outbox {self.outbox_dir} cannot take the order: {exc.strerror or exc}"
                     ) from None
                 raise
         if path.name != name:  # another process wrote this order in between: keep one

@@ -875,7 +875,7 @@ _BEFORE_4010 = {
     )
 }
 _FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C 1/99", _SYNTAX_NOTES["REF"])}
-_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", O ID 1/3", _SYNTAX_NOTES["N4"])}
+_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704")}
 _JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
 _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 

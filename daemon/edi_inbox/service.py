@@ -213,8 +213,13 @@ class Service:
         signals: Signals | None = None,
         open_uploads: Mapping[str, dict[str, tuple[int, Fingerprint]]] | None = None,
         counters: Mapping[str, int] | None = None,
+        died_before: bool = True,
     ) -> None:
         self.settings = settings
+        # Whether this host's last daemon died (it left its heartbeat row): the
+        # claims it left count toward [daemon] max_crashes; after a clean stop
+        # (or a reload) they are parked jobs', whatever their notes say.
+        self.died_before = died_before
         # After a reload: the uploads the last configuration saw open (inbox ->
         # name -> opens), which no event of the new watch will tell.
         self.carried_opens = dict(open_uploads or {})
@@ -651,7 +656,7 @@ class Service:
                             owed=owed,
                             lane=lane,
                             size=size,
-                            resumed=True,
+                            resumed=self.died_before or claim.taken_from is not None,
                         )
                     )
             except OSError as exc:
@@ -1199,6 +1204,7 @@ def _serve(
         db = store.open_database(settings.database_url, settings, checkpoints=False)
         store.init(db)  # creates or migrates the schema; safe at every start
         interrupted = store.mark_interrupted(db, host)
+        died = store.take_left_behind(db, host)
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
@@ -1289,7 +1295,9 @@ def _serve(
                     signals=signals,
                     open_uploads=opened,
                     counters=counters,
+                    died_before=died,
                 )
+                died = False  # a reload's next service follows a clean drain
                 try:
                     code = service.run(once=once, max_jobs=max_jobs)
                 finally:

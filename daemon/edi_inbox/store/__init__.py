@@ -74,6 +74,7 @@ from .recorder import (
     next_control_number,
     record_final_path,
     remove_daemon,
+    take_left_behind,
 )
 from .schema import (
     MIGRATIONS,
@@ -142,5 +143,6 @@ __all__ = [
     "reset",
     "run_unit",
     "schema_version",
+    "take_left_behind",
     "utcnow",
 ]

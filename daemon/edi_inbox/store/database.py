@@ -251,6 +251,9 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         try:
             return connect()
         except sqlite3.OperationalError as exc:
+            full = self._why_not_opened()  # SQLite says "disk I/O error", "unable to open"
+            if full is not None:
+                raise DatabaseUnavailable(f"{full} ({exc})") from None
             if "unable to open" not in str(exc):
                 raise
             where, reason = self.database, str(exc)
@@ -294,6 +297,20 @@ class SqliteStore(_Units, pw.SqliteDatabase):
         if free >= least:
             return None
         return f"no space left for the database: {free} bytes free on its file system"
+
+    def _why_not_opened(self) -> str | None:
+        """Why the file cannot be opened, if its file system is full: no
+        space (``no_room``) or no inode left for its ``-wal`` and ``-shm``."""
+        full = self.no_room()
+        if full is not None:
+            return full
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(self.database)))
+        except OSError:
+            return None
+        if st.f_files and not st.f_favail:
+            return "no inode left for the database's files: 0 inodes free on its file system"
+        return None
 
     def begin_write(self) -> None:
         """Take the write turn: from this process's other threads (``write_lock``),

@@ -850,6 +850,12 @@ def remove_daemon(db: Database, daemon_id: str) -> None:
     run_unit(db, Daemon.delete().where(Daemon.daemon_id == daemon_id).execute)
 
 
+def take_left_behind(db: Database, host: str) -> bool:
+    """Forget the heartbeat rows ``host``'s earlier daemons left (a clean
+    stop removes its own); whether there were any: one of them died."""
+    return bool(run_unit(db, Daemon.delete().where(Daemon.host == host).execute))
+
+
 def mark_interrupted(
     db: Database,
     host: str,
