@@ -561,9 +561,17 @@ def test_corpus_orders_and_mutations_keep_their_keys_across_the_upgrade(scratch)
         (name, new[0], new[1], was[1])
         for name in names
         for new, was in zip(head[name], before[name], strict=True)
-        if new[1] != was[1] and not _zoned_json(new[2])
+        if new[1] != was[1] and not _zoned_json(new[2]) and not _refused_since(name, new)
     ]
     assert len(names) > 150 and differ == []
+
+
+def _refused_since(name: str, new: list) -> bool:
+    """A mutation (or the corpus file broken on purpose) the element checks
+    of round 49 refuse (a PO108 of ten characters, a CTP05 without CTP04…),
+    which 939403b read: refused on purpose, no key to compare."""
+    mutated = Path(name).parent.name == "mutated" or name.endswith("SyntaxNotes.ERR.edi")
+    return mutated and new[:2] == ["refused", "X12Error"]
 
 
 @pytest.mark.parametrize("quantity", ["2", "7"], ids=["same", "changed_lines"])

@@ -420,7 +420,9 @@ def probe_inotify(folders: list[Path]) -> None:
     try:
         for folder in folders:
             if inotify_add_watch(fd, os.fsencode(folder), 0x00000100) < 0:  # IN_CREATE
-                raise WatchError(_inotify_failure(folder, ctypes.get_errno()))
+                number = ctypes.get_errno()
+                if number in (errno.ENOSPC, errno.EMFILE):  # others: the inbox is shut
+                    raise WatchError(_inotify_failure(folder, number))
     finally:
         os.close(fd)
 
