@@ -44,11 +44,11 @@ copied, AK4 5 on the huge number with a 99-character copy, AK3 DTM 5 on the
 eleventh line DTM; lowercase AMT03 ``c`` refused AK4 7 (codes are
 case-sensitive).
 
-Found (strict xfails; 1-6 fixed the same session, each test failing
+Found (strict xfails; all fixed the same session, each test failing
 before: leading zeros count toward a minimum only; the element lines by
 version (before 004010, from 004040, from 005010); the component separator
-in a simple element is AK4 6; acks answering an invalid ISA15 go out as P.
-Left: 7, a composite's components):
+in a simple element is AK4 6; acks answering an invalid ISA15 go out as P;
+a composite's components checked by ``orders._COMPOSITES``):
 
 1. ``test_leading_zeros_do_not_count_toward_a_maximum`` [PO102, PO104,
    SAC05, CTT01]: ``orders._check_value`` uses a number's significant digits
@@ -243,11 +243,6 @@ def test_the_acks_answering_an_invalid_isa15_are_valid_interchanges(harness):
     assert [isa[15] for isa in envelopes] == ["P"] * len(envelopes), envelopes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a composite's components are never checked (allowed 99 characters whole):"
-    " CTP05-01 E and EACH, REF04-02 of 40 characters are accepted, AK5 A",
-)
 @pytest.mark.parametrize(
     "body, segment, position, element, code",
     [

@@ -140,7 +140,7 @@ CTPS = st.one_of(
         {
             "ctp_code": st.sampled_from(orders.CTP_PRICE_CODES),
             "ctp_price_raw": NUMBER.filter(bool),
-            "ctp_unit": code(0, 2),
+            "ctp_unit": optional(code(2, 2)),  # C00101 ID 2/2
             "ctp_basis": optional(code(2, 2)),
         }
     ),

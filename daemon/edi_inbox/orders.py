@@ -828,7 +828,7 @@ _SEGMENT_ELEMENTS = {
     "BEG": "M ID 2/2, M ID 2/2, M AN 1/22, O AN 1/30, M DT 8/8, O AN 1/30, O ID 2/2,"
     " O ID 1/3, O ID 2/2, O ID 2/2, O ID 2/2, O ID 2/2",
     "CUR": "M ID 2/3, M ID 3/3, O R 4/10, O ID 2/3, O ID 3/3, O ID 3/3" + _CUR_DATES,
-    "REF": "M ID 2/3, X AN 1/30, X AN 1/80, O C 1/99",
+    "REF": "M ID 2/3, X AN 1/30, X AN 1/80, O C040 1/99",
     "PER": "M ID 2/2, O AN 1/60" + _PER_NUMBERS + ", O AN 1/20",
     "DTM": "M ID 3/3, X DT 8/8, X TM 4/8, O ID 2/2, X ID 2/3, X AN 1/35",
     "N1": "M ID 2/3, X AN 1/60, X ID 1/2, X AN 2/80, O ID 2/2, O ID 2/3",
@@ -836,7 +836,7 @@ _SEGMENT_ELEMENTS = {
     "N3": "M AN 1/55, O AN 1/55",
     "N4": "O AN 2/30, O ID 2/2, O ID 3/15, O ID 2/3, X ID 1/2, O AN 1/30",
     "PO1": "O AN 1/20, X R 1/15, O ID 2/2, X R 1/17, O ID 2/2" + _PO1_IDS,
-    "CTP": "O ID 2/3, X ID 3/3, X R 1/17, X R 1/15, X C 1/99, O ID 3/3, O R 1/10, O R 1/15,"
+    "CTP": "O ID 2/3, X ID 3/3, X R 1/17, X R 1/15, X C001 1/99, O ID 3/3, O R 1/10, O R 1/15,"
     " O ID 2/2, X R 1/10, O ID 1/2",
     "PID": "M ID 1/1, O ID 2/3, X ID 2/2, X AN 1/12, X AN 1/80, O ID 2/3, O AN 1/15,"
     " O ID 1/1, O ID 2/3",
@@ -874,8 +874,17 @@ _BEFORE_4010 = {
         "R020306 C0403 P0607",
     )
 }
-_FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C 1/99", _SYNTAX_NOTES["REF"])}
+_FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C040.50 1/99", _SYNTAX_NOTES["REF"])}
 _FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704")}
+# The composites among them, component by component (a composite's own
+# length, 1/99 above, bounds it whole): C001, a unit of measure (CTP05:
+# the unit, then exponents and multipliers); C040, a reference (REF04:
+# qualifier and value pairs; its values AN 1/50 from 004040, C040.50).
+_COMPOSITES = {
+    "C001": "M ID 2/2" + ", O R 1/15, O R 1/10, O ID 2/2" * 4 + ", O R 1/15, O R 1/10",
+    "C040": "M ID 2/3, M AN 1/30, X ID 2/3, X AN 1/30, X ID 2/3, X AN 1/30",
+    "C040.50": "M ID 2/3, M AN 1/50, X ID 2/3, X AN 1/50, X ID 2/3, X AN 1/50",
+}
 _JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
 _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 
@@ -884,6 +893,7 @@ class _Element(NamedTuple):
     required: bool  # AK4 1 when empty
     number: bool  # R or N: the length counts digits
     composite: bool  # may hold the component separator
+    components: tuple[_Element, ...]  # a composite's, in order
     low: int
     high: int
     codes: tuple[str, ...]  # the values allowed, if the order knows the list
@@ -903,6 +913,17 @@ class _Elements(NamedTuple):
 
 
 def _elements(tag: str, text: str, notes_text: str) -> _Elements:
+    elements = _line(tag, text)
+    last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
+    notes = tuple(
+        _Note(note[0], tuple(int(note[i : i + 2]) for i in range(1, len(note), 2)), note)
+        for note in notes_text.split()
+    )
+    return _Elements(tuple(elements), last, notes)
+
+
+def _line(tag: str, text: str) -> list[_Element]:
+    """The elements of a segment's (or a composite's) line of the table."""
     elements = []
     for position, spec in enumerate(text.split(", "), 1):
         requirement, kind, length = spec.split(" ")
@@ -919,19 +940,15 @@ def _elements(tag: str, text: str, notes_text: str) -> _Elements:
             _Element(
                 required=requirement == "M" and (tag, position) not in _JUDGED_BY_RULES,
                 number=number,
-                composite=kind == "C",
+                composite=kind.startswith("C"),
+                components=tuple(_line(kind, _COMPOSITES[kind])) if kind in _COMPOSITES else (),
                 low=low,
                 high=high,
                 codes=codes,
                 fits=fits,
             )
         )
-    last = max((n for n, e in enumerate(elements, 1) if e.required), default=0)
-    notes = tuple(
-        _Note(note[0], tuple(int(note[i : i + 2]) for i in range(1, len(note), 2)), note)
-        for note in notes_text.split()
-    )
-    return _Elements(tuple(elements), last, notes)
+    return elements
 
 
 def _table(overlay: dict[str, tuple[str, str]]) -> dict[str, _Elements]:
@@ -1016,6 +1033,8 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
             )
         if not element.fits[0] <= len(value) <= element.fits[1]:
             _check_value(s, i, value, element)  # the common case costs no call
+        if element.components:
+            _check_components(s, i, value.split(component), element.components)
     for note in spec.notes:
         _check_note(s, note)
     return s
@@ -1047,14 +1066,32 @@ def _check_note(s: Segment, note: _Note) -> None:
     )  # AK4 2: conditional required data element missing
 
 
-def _check_value(s: Segment, i: int, value: str, element: _Element) -> None:
-    """The AK4 5, 4 or 7 of ``checked`` for element ``i``, if its value breaks its line."""
+def _check_components(
+    s: Segment, i: int, parts: list[str], components: tuple[_Element, ...]
+) -> None:
+    """The AK4 1, 4 or 5 of ``checked`` for a component of composite ``i``
+    (named ``CTP05-01``; the 997 points at the composite)."""
+    for j, (part, component) in enumerate(zip(parts, components, strict=False), 1):
+        name = f"{s.tag}{i:02d}-{j:02d}"
+        if not part:
+            if component.required:
+                raise _element_error(s, i, "1", f"{name} is empty; the standard requires it")
+        elif not component.fits[0] <= len(part) <= component.fits[1]:
+            _check_value(s, i, part, component, name)
+
+
+def _check_value(
+    s: Segment, i: int, value: str, element: _Element, name: str | None = None
+) -> None:
+    """The AK4 5, 4 or 7 of ``checked`` for element ``i`` (or its component
+    ``name``), if its value breaks its line."""
+    name = name or f"{s.tag}{i:02d}"
     if element.codes and value not in element.codes:
         raise _element_error(
             s,
             i,
             "7",  # AK4 7: invalid code value
-            f"{s.tag}{i:02d} {shorten(value)} is not one of its codes ({', '.join(element.codes)})",
+            f"{name} {shorten(value)} is not one of its codes ({', '.join(element.codes)})",
         )
     low, high = element.low, element.high
     if element.number and is_number(value):
@@ -1076,14 +1113,14 @@ def _check_value(s: Segment, i: int, value: str, element: _Element) -> None:
             s,
             i,
             "5",  # AK4 5: data element too long
-            f"{s.tag}{i:02d} is {long} {what}s long, over its maximum of {high}: {shorten(value)}",
+            f"{name} is {long} {what}s long, over its maximum of {high}: {shorten(value)}",
         )
     if short < low:
         raise _element_error(
             s,
             i,
             "4",  # AK4 4: data element too short
-            f"{s.tag}{i:02d} is {short} {what}{'' if short == 1 else 's'} long, under its"
+            f"{name} is {short} {what}{'' if short == 1 else 's'} long, under its"
             f" minimum of {low}: {shorten(value)}",
         )
 
