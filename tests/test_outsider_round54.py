@@ -192,11 +192,6 @@ def full_disk_run(rig: Rig, erp_url: str, flags: int) -> Daemon:
     return daemon
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a cut line taken back with ftruncate leaves the offset of a non-O_APPEND stdout "
-    "past the end: the next line follows a hole of NUL bytes",
-)
 def test_a_truncating_log_file_on_a_full_disk_gets_no_hole(rig, erp):
     """systemd's ``StandardOutput=truncate:`` (or ``file:``) opens stdout
     without O_APPEND. A line ENOSPC cut is taken back with ``ftruncate``,
@@ -210,11 +205,6 @@ def test_a_truncating_log_file_on_a_full_disk_gets_no_hole(rig, erp):
     assert {f"a{n:02d}.edi" for n in range(30, 40)} <= finished
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a log_lines_dropped line that cannot be written loses its count: after a full "
-    "disk it says 2 or 3 where dozens of lines were lost",
-)
 def test_log_lines_dropped_counts_every_line_a_full_disk_lost(rig, erp):
     """stdout a file (``append:``) on a full tmpfs while 30 jobs run: their
     lines are lost, and once there is room ``log_lines_dropped`` must count
@@ -313,11 +303,6 @@ def test_a_clean_stop_then_a_start_under_another_host_name_counts_no_crash(rig, 
     none_set_aside(daemon, erp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run --once never exits while the order outbox is read-only: the file is handed "
-    "back after each pause and taken again, for ever",
-)
 def test_run_once_with_a_read_only_outbox_ends(rig):
     """No ERP configured; the order outbox a read-only tmpfs; ``run --once``
     with one good upload. README: "``--once`` also exits when nothing more
@@ -355,12 +340,6 @@ def test_a_partner_inbox_starts_watched_at_one_inotify_instance(tmp_path, erp):
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watch.probe_inotify opens an inotify instance of its own: at the instance limit a "
-    "reload adding a partner inbox is refused ('Too many open files') though the daemon's "
-    "one instance would watch it (the same configuration starts)",
-)
 def test_a_reload_adding_a_partner_inbox_at_one_inotify_instance_is_applied(tmp_path, erp):
     """The same limit (one instance), the partner added by a reload. The
     daemon watches every inbox through one instance, so the reload needs no
@@ -469,12 +448,6 @@ def test_an_outbox_taking_one_order_of_two_writes_each_once(rig, processes):
     assert list(said.values()) == [["AK5*A~", "AK5*A~", "AK9*A*2*2*2~"]], said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job cut short by the outbox hands its file back to the inbox to wait out each "
-    "pause (up to a minute, for the whole outage): a new upload of the same name overwrites "
-    "it and that order is never written",
-)
 def test_a_file_waiting_for_the_outbox_is_not_lost_to_a_new_upload_of_its_name(rig):
     """No ERP; the order outbox read-only. The partner uploads ``850.edi``
     (PO 00054950); the job is cut short and the file waits for its next
@@ -488,24 +461,23 @@ def test_a_file_waiting_for_the_outbox_is_not_lost_to_a_new_upload_of_its_name(r
     daemon.start()
     subprocess.run(["mount", "-o", "remount,ro", str(outbox)], check=True)
     uids.upload(daemon.inbox / "850.edi", make_po(54950))
+    # (Fixed the same session: the file waits claimed in processing/, not in
+    # the inbox, where it was handed back as the tester found it.)
     poll_until(
-        lambda: daemon.events("handed_back") and daemon.listing(daemon.inbox) == ["850.edi"],
+        lambda: (
+            any(e.get("status") == "interrupted" for e in daemon.events("job_finished"))
+            and daemon.listing(daemon.inbox) == []
+        ),
         what="the first order cut short, its file waiting",
     )
     uids.upload(daemon.inbox / "850.edi", make_po(54951))
     subprocess.run(["mount", "-o", "remount,rw", str(outbox)], check=True)
     poll_until(lambda: os.listdir(outbox), timeout=20, what="an order written")
-    poll_until(lambda: settled(daemon, 1), timeout=20, what="filed")
+    poll_until(lambda: settled(daemon, 2), timeout=70, what="both filed")
     written = sorted(n.split(".")[0] for n in os.listdir(outbox) if n.endswith(".json"))
     assert written == ["00054950", "00054951"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watch.probe_inotify looks only at inboxes the running configuration did not have: "
-    "a reload from observer = polling to inotify at the watch limit stops the daemon (exit 1, "
-    "cannot_watch) instead of being refused",
-)
 def test_a_reload_to_inotify_at_the_watch_limit_is_refused_not_fatal(tmp_path, erp):
     """A user namespace allowing one inotify watch; the shared inbox and a
     partner's, ``observer = "polling"``. A reload changing only
@@ -528,11 +500,6 @@ def test_a_reload_to_inotify_at_the_watch_limit_is_refused_not_fatal(tmp_path, e
         daemon.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each reload logs inbox_entry_left again for every directory left in the inbox "
-    "(5 directories, two reloads: 15 lines)",
-)
 def test_directories_left_in_place_are_logged_once_across_reloads(daemons, erp):
     """Five directories in the inbox, then two reloads (SIGHUP, the same
     configuration), an upload after each. README: a directory "is left in

@@ -300,12 +300,16 @@ class LineWriter:
                     self._ready.wait()
                 line, self._busy = self._lines.popleft(), True
                 dropped, self._dropped = self._dropped, 0
-            if dropped:
-                self._write(_dropped_line(dropped))
-            self._write(line)
+            if dropped and not self._write(_dropped_line(dropped)):
+                lost = dropped + 1  # the count kept for the next line that gets through
+            else:
+                lost = 0 if self._write(line) else 1
+            if lost:
+                with self._ready:
+                    self._dropped += lost
 
-    def _write(self, data: bytes) -> None:
-        """``data`` written whole, or not at all (counted as dropped)."""
+    def _write(self, data: bytes) -> bool:
+        """``data`` written whole, or not at all (False)."""
         done = 0
         while done < len(data):
             try:
@@ -318,12 +322,13 @@ class LineWriter:
                     continue
                 break
         if done == len(data):
-            return
+            return True
         if done and self.regular:  # out of space midway: the part taken back
             with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, os.fstat(self.fd).st_size - done)
-        with self._ready:
-            self._dropped += 1
+                end = os.fstat(self.fd).st_size - done
+                os.ftruncate(self.fd, end)
+                os.lseek(self.fd, end, os.SEEK_SET)  # no hole where it was (no O_APPEND)
+        return False
 
 
 def _dropped_line(count: int) -> bytes:

@@ -214,6 +214,7 @@ class Service:
         open_uploads: Mapping[str, dict[str, tuple[int, Fingerprint]]] | None = None,
         counters: Mapping[str, int] | None = None,
         died_before: bool = True,
+        left_reported: Mapping[str, set[tuple[str, int]]] | None = None,
     ) -> None:
         self.settings = settings
         # Whether this host's last daemon died (it left its heartbeat row): the
@@ -224,6 +225,9 @@ class Service:
         # name -> opens), which no event of the new watch will tell.
         self.carried_opens = dict(open_uploads or {})
         self.open_at_stop: dict[str, dict[str, tuple[int, Fingerprint]]] = {}
+        # Entries left in place and logged (inbox -> (name, inode)): a reload
+        # does not log them again.
+        self.left_reported = dict(left_reported or {})
         # For a reload: the new settings and their pipeline, checked, or
         # ConfigError (None: a SIGHUP is ignored).
         self.prepare = prepare
@@ -461,6 +465,7 @@ class Service:
         # by the inbox's path: a reload may rename the partner whose inbox it is
         carried = self.carried_opens.get(str(claims.paths.inbox), {})
         self.inboxes[lane].tracker.carried = dict(carried)
+        self.inboxes[lane].reported = set(self.left_reported.get(str(claims.paths.inbox), ()))
 
     def _open_shut(self, now: float) -> None:
         """Try again each partner's inbox shut at the start: one that opens now
@@ -773,8 +778,8 @@ class Service:
         self.bytes_out -= outcome.size
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
-        if outcome.status == "unacknowledged" and outcome.parked is not None:
-            self._owe_acks(outcome.parked)
+        if outcome.status in ("unacknowledged", "halted") and outcome.parked is not None:
+            self._owe_acks(outcome.parked)  # claimed, run again after a pause
         elif outcome.parked is not None:  # unrecorded: the file stays claimed
             self.parked.append(outcome.parked)
             self._pause(outcome.error or "a job could not be recorded")
@@ -784,13 +789,15 @@ class Service:
                 self._acks_delay = ACKS_RETRY_FIRST
         if outcome.status in FINISHED:
             self.finished += 1
+            if not self.owing and not self.owing_jobs:  # the next trouble waits afresh
+                self._acks_delay = ACKS_RETRY_FIRST
         if outcome.status in (*FINISHED, "taken", "changed", "lost"):
             self.counters[outcome.status] += 1
         inbox = self.inboxes.get(outcome.lane)
         if inbox is not None and outcome.ticket_ino is not None:
             delay = None
             key = (outcome.lane, outcome.name)
-            if outcome.status in ("error", "halted"):  # again after a pause that doubles
+            if outcome.status == "error":
                 failures = self.claim_failures.get(key, 0) + 1
                 self.claim_failures[key] = failures
                 delay = min(60.0, 0.5 * 2**failures)
@@ -980,6 +987,7 @@ class Service:
         for item in outcomes:
             self.events.put(item)
         self.open_at_stop = {str(i.path): i.tracker.open_uploads() for i in self.inboxes.values()}
+        self.left_reported = {str(i.path): i.reported for i in self.inboxes.values()}
 
     def _drain_for_reload(self) -> None:
         """Wait for the jobs in flight, however long (an ERP retrying), unless a
@@ -1078,7 +1086,8 @@ class Service:
         """At shutdown, with the workers gone: the records parked jobs owe, if
         the database answers now. The rest stay claimed; the next start
         resumes them."""
-        for item in [*self.owing, *(w for w in self.parked if w.owed is not None)]:
+        # (Those halted by the daemon's trouble owe no record: they run at the next start.)
+        for item in [w for w in (*self.owing, *self.parked) if w.owed is not None]:
             if time.monotonic() > deadline:
                 break
             outcome = run_one(self.worker, item)
@@ -1098,9 +1107,11 @@ class Service:
     # -- acknowledgements owed -------------------------------------------------------
 
     def _owe_acks(self, item: Work) -> None:
-        """A job's acknowledgements could not be written: its unit waits, with
-        the others owing, for the next try (the delay doubles, up to
-        ``ACKS_RETRY_MAX``, while any stays owed); intake goes on."""
+        """A job's acknowledgements could not be written, or the daemon's
+        trouble cut it short (``halted``: no room in the order outbox): its
+        unit waits, claimed, with the others owing, for the next try (the
+        delay doubles, up to ``ACKS_RETRY_MAX``, while any stays owed);
+        intake goes on."""
         if not self.owing:
             self._next_acks_try = self.clock() + self._acks_delay
         self.owing.append(item)
@@ -1256,7 +1267,9 @@ def _serve(
             finally:
                 claims.close()
         if new.daemon.observer == "inotify":  # a new inbox the kernel will not let it watch
-            watched = {p.inbox for p in running.partners.with_inbox()} | {running.paths.inbox}
+            watched = set()
+            if running.daemon.observer == "inotify":  # else each inbox may be polled now
+                watched = {p.inbox for p in running.partners.with_inbox()} | {running.paths.inbox}
             inboxes = [new.paths.inbox, *(p.inbox for p in new.partners.with_inbox())]
             try:
                 probe_inotify([i for i in inboxes if i is not None and i not in watched])
@@ -1276,6 +1289,7 @@ def _serve(
     if checkpointer is not None:
         checkpointer.start()
     opened: dict[str, dict[str, tuple[int, Fingerprint]]] = {}  # carried through a reload
+    left: dict[str, set[tuple[str, int]]] = {}  # and the entries left in place, logged
     counters: dict[str, int] = {}
     try:
         with _signals(signals):
@@ -1294,6 +1308,7 @@ def _serve(
                     prepare=prepare,
                     signals=signals,
                     open_uploads=opened,
+                    left_reported=left,
                     counters=counters,
                     died_before=died,
                 )
@@ -1305,6 +1320,7 @@ def _serve(
                 if service.reloaded is None:
                     break
                 opened, counters = service.open_at_stop, service.counters
+                left = service.left_reported
                 if max_jobs is not None:  # those ended count toward it after the reload too
                     max_jobs -= service.finished
                 settings, pipeline = service.reloaded

@@ -409,14 +409,15 @@ def _shared_reader(reader_class: Callable[[], Any]) -> Any:
 def probe_inotify(folders: list[Path]) -> None:
     """Raise ``WatchError`` unless inotify can watch each of ``folders`` now
     (one instance, a watch each, all given back): a reload adding an inbox
-    at the kernel's watch or instance limit is refused before it is applied."""
+    at the kernel's watch limit is refused before it is applied. At the
+    instance limit nothing is judged: the daemon's observer shares one."""
     if not folders:
         return
     from watchdog.observers.inotify_c import inotify_add_watch, inotify_init
 
     fd = inotify_init()
-    if fd < 0:
-        raise WatchError(_inotify_failure(folders[0], ctypes.get_errno()))
+    if fd < 0:  # no instance of its own (the daemon's one shared instance may still do)
+        return
     try:
         for folder in folders:
             if inotify_add_watch(fd, os.fsencode(folder), 0x00000100) < 0:  # IN_CREATE

@@ -297,10 +297,7 @@ class Worker:
         if flight.lost:  # another host may have the file now
             return self._lost(flight, st, job_id, retry_of)
         if result.status is JobStatus.INTERRUPTED and _halted(result):
-            # The daemon's trouble (no room in the outbox, no descriptors, the
-            # database away): told, and run again after a pause that doubles.
-            self.on_error(result.error or "a job was cut short")
-            return self._hand_back(flight, "halted", ran=True)
+            return self._halt(flight, result)
         if result.status is JobStatus.INTERRUPTED:  # changed while it ran: run it again
             return self._hand_back(flight, "changed", ran=True)
         return self._finish(flight, result)
@@ -491,6 +488,19 @@ class Worker:
         claimed = claims.path(flight.pname)
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
+
+    def _halt(self, flight: InFlight, job: JobResult) -> Outcome:
+        """The job was cut short by the daemon's trouble (no room in the
+        outbox, no descriptors, the database away): its file stays claimed
+        (a partner's next upload of its name cannot replace it in the inbox)
+        and runs again, carrying on the job, after a pause that doubles."""
+        with flight.lock:
+            flight.finishing = True  # never handed back: it waits claimed
+        flight.claims.note_parked(flight.pname, job.job_id)  # a death now counts afresh
+        self.on_error(job.error or "a job was cut short")
+        lane = flight.claims.partner or ""
+        again = Work(flight.name, pname=flight.pname, retry_of=job.job_id, lane=lane)
+        return Outcome(flight.name, "halted", job_id=job.job_id, error=job.error, parked=again)
 
     def _hand_back(self, flight: InFlight, status: str, *, ran: bool = False) -> Outcome:
         """Give the claimed file back to the inbox; ``ran``: the job ran and did
