@@ -284,11 +284,6 @@ def test_a_clean_stop_with_the_database_locked_counts_no_crash(rig, erp):
     none_set_aside(daemon, erp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claims taken over from a host that stopped cleanly (no heartbeat row) count as a "
-    "crash: after a rename the parked jobs are set aside as crashed",
-)
 def test_a_clean_stop_then_a_start_under_another_host_name_counts_no_crash(rig, erp):
     """The same parked jobs, a clean stop (its heartbeat row removed), the
     partition writable, then the start on a host renamed (a UTS namespace):

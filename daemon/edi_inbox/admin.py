@@ -45,6 +45,14 @@ def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
     return bool(daemon["heartbeat_age_seconds"] <= fresh_seconds(interval))
 
 
+def recorded_hosts(db: Any) -> set[str]:
+    """The ``processing/`` folder names of the hosts with a heartbeat row: a
+    host without one stopped cleanly (a clean stop removes its row)."""
+    from . import queries
+
+    return {host_folder(d["host"]) for d in queries.list_daemons(db)}
+
+
 def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> set[str]:
     """The ``processing/`` folder names of the hosts with a fresh heartbeat."""
     from . import queries

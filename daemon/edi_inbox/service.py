@@ -214,6 +214,7 @@ class Service:
         open_uploads: Mapping[str, dict[str, tuple[int, Fingerprint]]] | None = None,
         counters: Mapping[str, int] | None = None,
         died_before: bool = True,
+        recorded_hosts: LiveHosts | None = None,
         left_reported: Mapping[str, set[tuple[str, int]]] | None = None,
     ) -> None:
         self.settings = settings
@@ -221,6 +222,9 @@ class Service:
         # claims it left count toward [daemon] max_crashes; after a clean stop
         # (or a reload) they are parked jobs', whatever their notes say.
         self.died_before = died_before
+        # The hosts whose daemons left a heartbeat row (died): claims taken
+        # over from another host count toward max_crashes only if it did.
+        self.recorded_hosts = recorded_hosts
         # After a reload: the uploads the last configuration saw open (inbox ->
         # name -> opens), which no event of the new watch will tell.
         self.carried_opens = dict(open_uploads or {})
@@ -628,11 +632,25 @@ class Service:
         for inbox in self.inboxes.values():
             inbox.rescan()
 
+    def _died_hosts(self) -> Collection[str] | None:
+        """The hosts that left a heartbeat row, or None if that cannot be
+        known (each counted as dead)."""
+        if self.recorded_hosts is None:
+            return None
+        try:
+            return self.recorded_hosts()
+        except Exception as exc:  # the database away
+            logger.warning("hosts_unknown", error=repr(exc))
+            return None
+
     def _recover(self, *, start: bool, only: str | None = None) -> None:
         """Queue claims left behind in each lane's processing folder (``only``:
         that lane's): at start this host's own (and the flat layout's); always
         those of hosts without a fresh heartbeat. A shut lane's wait."""
         taken: list[str] = []  # the jobs of the files taken over
+        # The hosts that died (None: not known), looked up at the first takeover.
+        died: Collection[str] | None = None
+        looked = False
         for lane, claims in self.lanes.items():
             if lane in self.shut or (only is not None and lane != only):
                 continue
@@ -652,6 +670,11 @@ class Service:
                     if claim.taken_from and claim.retry_of and owed is None:
                         taken.append(claim.retry_of)
                     size = 0 if owed is not None else _claimed_size(claims, claim.pname)
+                    resumed = self.died_before  # left by a daemon that died (max_crashes)
+                    if claim.taken_from is not None:
+                        if not looked:
+                            died, looked = self._died_hosts(), True
+                        resumed = died is None or claim.taken_from in died
                     self._admit(
                         Work(
                             claim.name,
@@ -661,7 +684,7 @@ class Service:
                             owed=owed,
                             lane=lane,
                             size=size,
-                            resumed=self.died_before or claim.taken_from is not None,
+                            resumed=resumed,
                         )
                     )
             except OSError as exc:
@@ -1242,6 +1265,9 @@ def _serve(
     def live_hosts() -> Collection[str]:
         return admin.live_hosts(settings, db)
 
+    def recorded_hosts() -> Collection[str]:
+        return admin.recorded_hosts(db)
+
     def interrupt_jobs(job_ids: list[str]) -> None:
         taken = store.mark_interrupted(db, host, job_ids=job_ids)
         _tell_interrupted(taken, "its host went quiet; its file was taken over", logger.info)
@@ -1311,6 +1337,7 @@ def _serve(
                     left_reported=left,
                     counters=counters,
                     died_before=died,
+                    recorded_hosts=recorded_hosts,
                 )
                 died = False  # a reload's next service follows a clean drain
                 try:
