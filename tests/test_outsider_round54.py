@@ -49,7 +49,9 @@ What held
   overflow): each posted once, at once.
 - One inotify instance serves the shared inbox and a partner's at start.
 
-Found (strict xfails)
+Found (strict xfails; all but 3 fixed the same session, each test failing
+before, 7's wait changed to the fix's way: the file waits claimed, not in
+the inbox)
 1. ``test_a_truncating_log_file_on_a_full_disk_gets_no_hole``: stdout a
    file without ``O_APPEND``: a line ENOSPC cut is taken back with
    ``ftruncate`` but the descriptor's offset stays past the end, so once
