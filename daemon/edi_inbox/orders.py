@@ -1035,8 +1035,17 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
             _check_value(s, i, value, element)  # the common case costs no call
         if element.components:
             _check_components(s, i, value.split(component), element.components)
+    count = len(elements)
     for note in spec.notes:
-        _check_note(s, note)
+        # Past the segment's last element nothing is given: only an R breaks.
+        if note.kind == "R" or note.positions[0] < count:
+            given = [p < count and elements[p] != "" for p in note.positions]
+            if (
+                (note.kind == "R" and not any(given))
+                or (note.kind == "P" and any(given) and not all(given))
+                or (note.kind == "C" and given[0] and not all(given))
+            ):
+                _broken_note(s, note, given)
     return s
 
 
@@ -1044,23 +1053,21 @@ def _century(value: str) -> bool:
     return len(value) == 2 and digits(value)
 
 
-def _check_note(s: Segment, note: _Note) -> None:
-    """The AK4 2 of ``checked`` if ``s`` breaks the syntax note ``note``."""
-    elements = s.elements
-    given = [p < len(elements) and elements[p] != "" for p in note.positions]
+def _broken_note(s: Segment, note: _Note, given: list[bool]) -> None:
+    """The AK4 2 of ``checked`` for ``s``, which breaks the syntax note
+    ``note`` (``given``: which of its elements are), unless it is a DTM05
+    century alone."""
     if s.tag == "DTM" and note.text == "P0506" and given == [True, False] and _century(s.get(5)):
         return  # the century of versions before 4010
     first = note.positions[0]
     names = [f"{s.tag}{p:02d}" for p in note.positions]
     missing = next((p for p, g in zip(note.positions, given, strict=True) if not g), first)
-    if note.kind == "P" and any(given) and not all(given):
+    if note.kind == "P":
         why = f"{' and '.join(names)} go together; {s.tag}{missing:02d} is empty"
-    elif note.kind == "R" and not any(given):
+    elif note.kind == "R":
         why = f"one of {' or '.join(names)} is required; all are empty"
-    elif note.kind == "C" and given[0] and not all(given):
-        why = f"{s.tag}{first:02d} is given, so {s.tag}{missing:02d} is required"
     else:
-        return
+        why = f"{s.tag}{first:02d} is given, so {s.tag}{missing:02d} is required"
     raise _element_error(
         s, missing, "2", f"{why} (syntax note {note.text})"
     )  # AK4 2: conditional required data element missing
