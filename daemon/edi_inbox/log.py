@@ -262,9 +262,8 @@ class LineWriter:
     EXIT_WAIT = 1.0  # seconds the queue may take to drain at exit
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd
-        mode = os.fstat(fd).st_mode
-        self.regular = stat.S_ISREG(mode)
+        self.fd = os.dup(fd)  # its own: the caller may close the stream's
+        self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._lines: collections.deque[bytes] = collections.deque()
         self._ready = threading.Condition()
         self._dropped = 0
@@ -342,7 +341,9 @@ def _dropped_line(count: int) -> bytes:
     return (json.dumps(event) + "\n").encode()
 
 
-_WRITERS: dict[int, LineWriter] = {}  # by file descriptor: one thread each
+# By the file written to (device, inode): one thread each; a stream closed
+# and its descriptor's number reused for another file gets its own.
+_WRITERS: dict[tuple[int, int], LineWriter] = {}
 
 
 def _line_writer(stream: TextIO) -> LineWriter | TextIO:
@@ -354,13 +355,18 @@ def _line_writer(stream: TextIO) -> LineWriter | TextIO:
         return stream
     if _isatty(stream):
         return stream
-    writer = _WRITERS.get(fd)
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return stream
+    key = (st.st_dev, st.st_ino)
+    writer = _WRITERS.get(key)
     if writer is None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()  # what the stream holds goes out first
         if not _WRITERS:
             atexit.register(drain)
-        writer = _WRITERS[fd] = LineWriter(fd)
+        writer = _WRITERS[key] = LineWriter(fd)
     return writer
 
 
