@@ -344,6 +344,7 @@ def _dropped_line(count: int) -> bytes:
 # By the file written to (device, inode): one thread each; a stream closed
 # and its descriptor's number reused for another file gets its own.
 _WRITERS: dict[tuple[int, int], LineWriter] = {}
+os.register_at_fork(after_in_child=_WRITERS.clear)  # a forked child has none of their threads
 
 
 def _line_writer(stream: TextIO) -> LineWriter | TextIO:
