@@ -157,17 +157,26 @@ from uids import shared_root  # noqa: F401  (fixture)
 QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 
 
+def stop(daemon: Daemon) -> None:
+    """SIGSTOP the daemon and wait until the kernel has it stopped: until
+    then its observer may still read events off its queue."""
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGSTOP)
+    stat = Path(f"/proc/{daemon.proc.pid}/stat")
+    poll_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", what="stopped")
+
+
 def flood(inbox: Path) -> None:
-    """More events than an inotify queue holds: a hidden file (the daemon
-    passes it by) opened and closed, an IN_OPEN and an IN_CLOSE_NOWRITE each
-    time (alike events in a row would be merged into one)."""
+    """More events than an inotify queue holds (a stopped daemon's): a hidden
+    file (the daemon passes it by) opened and closed, an IN_OPEN and an
+    IN_CLOSE_NOWRITE each time (alike events in a row would be merged)."""
     try:
         limit = int(QUEUED_EVENTS.read_text())
     except OSError as exc:
         pytest.skip(f"cannot read {QUEUED_EVENTS}: {exc}")
     hidden = inbox / ".flood"
     hidden.write_bytes(b"")
-    for _ in range(limit // 2 + 64):
+    for _ in range(limit // 2 + 1024):
         os.close(os.open(hidden, os.O_RDONLY))
 
 
@@ -241,7 +250,7 @@ def rename_in(daemon: Daemon, count: int, stage: Path) -> list[str]:
     names = [f"po{i:05d}.edi" for i in range(count)]
     for i, name in enumerate(names):
         (stage / name).write_bytes(make_po(i + 1))
-    daemon.proc.send_signal(signal.SIGSTOP)
+    stop(daemon)
     try:
         flood(daemon.inbox)
         for name in names:

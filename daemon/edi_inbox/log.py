@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import select
 import stat
 import sys
 import threading
@@ -262,7 +263,7 @@ class LineWriter:
     EXIT_WAIT = 1.0  # seconds the queue may take to drain at exit
 
     def __init__(self, fd: int) -> None:
-        self.fd = os.dup(fd)  # its own: the caller may close the stream's
+        self.fd = fd  # the stream's (no descriptor of its own: serve counts them)
         self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
         self._lines: collections.deque[bytes] = collections.deque()
         self._ready = threading.Condition()
@@ -273,6 +274,13 @@ class LineWriter:
     def write(self, text: str) -> int:
         data = text.encode("utf-8", "backslashreplace")
         with self._ready:
+            if not (self._lines or self._busy or self._dropped) and self._ready_now():
+                # Nothing waiting and the stream takes a line now (a file, or a
+                # pipe with room for one: lines are at most PIPE_BUF): written
+                # here, in order, as the event happens.
+                if not self._write(data):
+                    self._dropped += 1
+                return len(text)
             if len(self._lines) >= self.MAX_QUEUED:
                 self._dropped += 1
             else:
@@ -282,6 +290,17 @@ class LineWriter:
 
     def flush(self) -> None:
         """Nothing: the thread writes each line as soon as the stream takes it."""
+
+    def _ready_now(self) -> bool:
+        """Whether a line can be written without waiting."""
+        if self.regular:
+            return True
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return False
 
     def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the queue to be written."""
@@ -341,9 +360,10 @@ def _dropped_line(count: int) -> bytes:
     return (json.dumps(event) + "\n").encode()
 
 
-# By the file written to (device, inode): one thread each; a stream closed
-# and its descriptor's number reused for another file gets its own.
-_WRITERS: dict[tuple[int, int], LineWriter] = {}
+# By descriptor and the file it is (device, inode): one thread each; a stream
+# closed and its number reused for another file gets its own (``configure``
+# drains the one it leaves first).
+_WRITERS: dict[tuple[int, int, int], LineWriter] = {}
 os.register_at_fork(after_in_child=_WRITERS.clear)  # a forked child has none of their threads
 
 
@@ -360,7 +380,7 @@ def _line_writer(stream: TextIO) -> LineWriter | TextIO:
         st = os.fstat(fd)
     except OSError:
         return stream
-    key = (st.st_dev, st.st_ino)
+    key = (fd, st.st_dev, st.st_ino)
     writer = _WRITERS.get(key)
     if writer is None:
         with contextlib.suppress(OSError, ValueError):
@@ -427,6 +447,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
+    previous = getattr(_SINK[0], "stream", None) if _SINK else None
+    if isinstance(previous, LineWriter):
+        previous.drain(LineWriter.EXIT_WAIT)  # its lines out before its stream may close
     handler = logging.StreamHandler(_line_writer(stream))
     handler.setFormatter(formatter)
     root = logging.getLogger()
