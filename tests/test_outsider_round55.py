@@ -127,16 +127,9 @@ def waiting_on_a_read_only_outbox(rig: Rig, tries: int, **options: object) -> tu
     return daemon, outbox
 
 
-_COUNTED = pytest.mark.xfail(
-    strict=True,
-    reason="a retry cut short notes its own job as parked; the start after a SIGKILL "
-    "resumes the claim as its first job's (its name): counted as a death, set aside",
-)
-
-
 @pytest.mark.parametrize(
     ("tries", "processes"),
-    [(1, 1), pytest.param(2, 1, marks=_COUNTED), pytest.param(2, 2, marks=_COUNTED)],
+    [(1, 1), (2, 1), (2, 2)],
 )
 def test_sigkill_while_a_cut_short_file_waits_sets_nothing_aside(rig, tries, processes):
     daemon, outbox = waiting_on_a_read_only_outbox(rig, tries, max_crashes=1, processes=processes)
@@ -179,11 +172,6 @@ def test_orders_written_by_two_cut_short_tries_are_each_accepted_once(rig, stop)
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="the takeover counts a death: the claim's name gives the first job, "
-    "the parked note the last try's",
-)
 def test_a_cut_short_file_taken_over_from_a_killed_host_is_not_set_aside(rig, pg_url):
     tries = 2
     outbox = rig.tmpfs(rig.root / "outbox", "size=1m")
@@ -211,14 +199,7 @@ def test_a_cut_short_file_taken_over_from_a_killed_host_is_not_set_aside(rig, pg
     "max_crashes",
     [
         5,
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the resumed claim looks up the first job (its name), not the retry "
-                "that ended: counted as a death, set aside crashed though answered 997 A",
-            ),
-        ),
+        1,
     ],
 )
 def test_a_retry_that_ended_before_a_sigkill_is_filed_once(rig, max_crashes):
@@ -274,14 +255,7 @@ def answers(acks: Path) -> list[list[str]]:
     "max_crashes",
     [
         5,
-        pytest.param(
-            1,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the owing retry's parked note is not the job the claim's name gives: "
-                "counted as a death, set aside crashed though its order was written",
-            ),
-        ),
+        1,
     ],
 )
 def test_a_retry_owing_its_997_at_a_sigkill_is_answered_once(rig, max_crashes):
@@ -292,11 +266,6 @@ def test_a_retry_owing_its_997_at_a_sigkill_is_answered_once(rig, max_crashes):
     assert answers(daemon.root / "acks") == [["AK5*A", "AK9*A*1*1*1"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the owed record is kept under the retry's job, looked up under the first's: "
-    "never used, never removed; the retry recorded interrupted, the order's job a duplicate",
-)
 def test_a_retry_owing_its_997_at_a_sigkill_settles_what_it_owes(rig):
     daemon, _ = owing_at_a_sigkill(rig, 5)
     owed = daemon.processing / ".owed" / os.uname().nodename

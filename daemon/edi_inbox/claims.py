@@ -383,6 +383,25 @@ class Claims:
         files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
         return pname
 
+    def rename_claim(self, pname: str, job_id: str) -> str:
+        """The claimed file ``pname`` under the name of job ``job_id``: a start
+        after a death resumes it as that job's (its record, what it owes, its
+        parked note). ``pname`` itself if it names that job already, or if the
+        rename fails (logged)."""
+        name, named = split_processing_name(pname)
+        if named == job_id:
+            return pname
+        new = processing_name(name, job_id)
+        try:
+            files.rename_new(pname, new, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except OSError as exc:
+            logger.warning(
+                "claim_not_renamed", file=files.display_name(name), job_id=job_id,
+                error=os_message(exc),
+            )  # fmt: skip
+            return pname
+        return new
+
     def check_claim(self, pname: str, claimed: os.stat_result) -> None:
         """Raise ``ClaimLost`` unless ``pname`` is still this host's claim: the file
         of stat ``claimed`` (same device and inode) in this host's folder, checked

@@ -154,8 +154,10 @@ class Worker:
             with _job_events(flight):
                 return self._settle(flight, item.owed)
         if item.pname is not None:  # resumed: already claimed
-            flight = InFlight(item.name, item.pname, claims, item.job_id or new_job_id())
-            return self._run_claimed(flight, item)
+            job_id = item.job_id or new_job_id()
+            # A claimed file runs under its job's name (a resumed one has it already).
+            pname = item.pname if item.resumed else claims.rename_claim(item.pname, job_id)
+            return self._run_claimed(InFlight(item.name, pname, claims, job_id), item)
         ticket = item.ticket
         assert ticket is not None
         job_id = item.job_id or new_job_id()
@@ -496,10 +498,13 @@ class Worker:
         and runs again, carrying on the job, after a pause that doubles."""
         with flight.lock:
             flight.finishing = True  # never handed back: it waits claimed
-        flight.claims.note_parked(flight.pname, job.job_id)  # a death now counts afresh
+        # Under this job's name, noted parked: a start after a death resumes it
+        # as this job's, not counted as a crash.
+        pname = flight.claims.rename_claim(flight.pname, job.job_id)
+        flight.claims.note_parked(pname, job.job_id)
         self.on_error(job.error or "a job was cut short")
         lane = flight.claims.partner or ""
-        again = Work(flight.name, pname=flight.pname, retry_of=job.job_id, lane=lane)
+        again = Work(flight.name, pname=pname, retry_of=job.job_id, lane=lane)
         return Outcome(flight.name, "halted", job_id=job.job_id, error=job.error, parked=again)
 
     def _hand_back(self, flight: InFlight, status: str, *, ran: bool = False) -> Outcome:
