@@ -41,10 +41,13 @@ What held
 - A file in flight at a SIGKILL after a clean stop and a start is still set
   aside (``crashed``, ``max_crashes = 1``), posted once.
 
-Found (strict xfails; one cause behind all four: a retry of a cut-short
-job runs under a new job id while its claim keeps the first job's in its
-name; its parked note, owed record and ended record are under the retry's
-id, but a start or a takeover looks them up under the name's)
+Found (strict xfails, all fixed the same session, each test failing
+before: a claimed file now runs under its job's name, renamed when a job
+is cut short and when its rerun starts (``Claims.rename_claim``). One
+cause behind all four: a retry of a cut-short job ran under a new job id
+while its claim kept the first job's in its name; its parked note, owed
+record and ended record were under the retry's id, but a start or a
+takeover looked them up under the name's)
 1. ``test_sigkill_while_a_cut_short_file_waits_sets_nothing_aside[2-1]``
    and ``[2-2]`` (worker processes): a file cut short twice (the
    first try and one retry after the pause) waits claimed; SIGKILL;
