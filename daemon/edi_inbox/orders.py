@@ -813,14 +813,16 @@ def record_key(key: str, job_id: str, index: int) -> str:
 # with the 997's AK4 code: 1 mandatory element empty, 3 one element too many,
 # 4 too short, 5 too long (a 40 KB PO number would otherwise go into every
 # search index and every log line), 7 a code outside its list (``_CODES``),
-# 12 a repetition (005010) in an element that does not repeat. A number's
+# 12 a repetition (005010) in an element that does not repeat, 6 the
+# component separator in one that is no composite. A number's
 # length is its digits (a sign and a point do not count; leading zeros do
 # toward its minimum only), checked only when it is written as a number:
 # ``rules`` says what is not one, with a better message. BEG03 and BEG05
 # are mandatory too, but ``rules`` judges them (``missing_po_number``,
 # ``missing_date``: the second is levelled); a DT may be six digits (YYMMDD,
 # as older versions wrote it; README). A composite (REF04, CTP05) is allowed 99
-# characters. PO1 is PO101-PO105 and ten qualifier/id pairs.
+# characters, its components checked as elements are (``_COMPOSITES``). PO1
+# is PO101-PO105 and ten qualifier/id pairs. Other versions: ``_TABLES``.
 _PO1_IDS = ", X ID 2/2, X AN 1/48" * 10
 _CUR_DATES = ", X ID 3/3, X DT 8/8, X TM 4/8" * 5
 _PER_NUMBERS = ", X ID 2/2, X AN 1/80" * 3
