@@ -59,9 +59,10 @@ kept, the secret-pair key's prefix bounded; a backslash's JSON escape no
 longer a second way to match it (2^n); a URL with an '@' after its host
 and no user info read shown as ``https://***@host/...``; secrets echoed
 as UTF-8 percent-encoding, ``\\u`` escapes of any character or HTML
-entities redacted. Left, in README: ``status`` after a worker process's
-death, jobs of worker processes killed during a reload's drain left
-``running``, a crashed file's report listing no order)
+entities redacted; later, ``status`` after a worker process's death (the
+exiting daemon marks its row exited). Left, in README: jobs of worker
+processes killed during a reload's drain left ``running``, a crashed
+file's report listing no order)
 - ``test_a_one_mib_error_answer_does_not_hang_the_job``: an ERP answering
   422 with 1 MiB of hyphenated hex (``00-1A-2B-…``) leaves the job
   ``running`` and a worker thread spinning a core for hours: ``redact``'s
@@ -385,11 +386,6 @@ def test_one_worker_process_killed_mid_post_then_a_start_posts_each_order_under_
     assert daemon.listing(daemon.failed) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a daemon that exited 1 after its worker process died is shown 'running' by "
-    "status, beside its successor",
-)
 def test_status_after_a_worker_process_death_does_not_show_the_exited_daemon_running(
     erp,  # noqa: F811
     daemons,  # noqa: F811

@@ -40,7 +40,10 @@ def fresh_seconds(heartbeat_seconds: float) -> float:
 def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
     """A daemon's heartbeat row (``queries.list_daemons``) is fresh, by the
     interval it beats at (its own configuration's, recorded with it; an older
-    version's, not recorded: ours)."""
+    version's, not recorded: ours), and does not say it exited (a daemon
+    that stopped on a failure marks its row so)."""
+    if (daemon.get("counters") or {}).get("exited"):
+        return False
     interval = daemon.get("heartbeat_seconds") or settings.heartbeat_seconds
     return bool(daemon["heartbeat_age_seconds"] <= fresh_seconds(interval))
 

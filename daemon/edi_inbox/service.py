@@ -1369,6 +1369,9 @@ def _serve(
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
+    else:  # its row stays (the next start counts the claims it left), marked exited
+        with contextlib.suppress(Exception):
+            heartbeat({"exited": code}, f"the daemon exited with status {code}")
     with contextlib.suppress(Exception):
         store.close_database(db)
     return code
