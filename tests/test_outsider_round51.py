@@ -134,11 +134,12 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from daemons import Daemon, child_pids, daemon_command, erp
+from test_outages import fill
 
 import uids
 from helpers import claimed, make_po, poll_until
@@ -414,20 +415,12 @@ def test_a_log_file_on_a_full_disk_keeps_every_line_whole(rig, erp):
     be written: held, round 12's /dev/full), the ballast removed, ten more.
     Every line in the file must be one whole JSON object (README: "one JSON
     object per line"), each job written once there is room logged whole."""
-    logs = rig.tmpfs(rig.root / "logs", "size=1m")
-    daemon = rig.daemon(erp.url)
-    daemon.log = logs / "daemon.log"
-    daemon.start()
-    poll_until(lambda: daemon.events("daemon_ready"), what="the start's lines in the file")
-    ballast = fill(logs)
-    for n in range(30):
-        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(52200 + n))
-    poll_until(lambda: settled(daemon, 30), what="30 files done while the log is full")
-    ballast.unlink()
-    for n in range(30, 40):
-        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(52200 + n))
-    poll_until(lambda: settled(daemon, 40), what="ten more done")
-    assert daemon.terminate(20) == 0  # held: its lines written or dropped, it stops
+
+    def start(daemon: Daemon, path: Path) -> None:
+        daemon.log = path
+        daemon.start()
+
+    daemon = full_disk_run(rig, erp.url, start, 52200)  # held: it stops
     assert len(daemon.listing(daemon.done)) == 40
     lines = [line for line in daemon.log.read_bytes().split(b"\n") if line]
     torn = []
@@ -441,22 +434,29 @@ def test_a_log_file_on_a_full_disk_keeps_every_line_whole(rig, erp):
     assert {f"a{n:02d}.edi" for n in range(30, 40)} <= finished
 
 
+def full_disk_run(
+    rig: Rig, erp_url: str, start: Callable[[Daemon, Path], None], first_po: int
+) -> Daemon:
+    """``start(daemon, path)`` with stdout the file ``path`` on a 1 MiB tmpfs;
+    30 uploads while the tmpfs is full, the ballast removed, ten more;
+    stopped (exit 0: its lines written or dropped)."""
+    logs = rig.tmpfs(rig.root / "logs", "size=1m")
+    daemon = rig.daemon(erp_url)
+    start(daemon, logs / "daemon.log")
+    poll_until(lambda: daemon.events("daemon_ready"), what="the start's lines in the file")
+    ballast = fill(logs)
+    for n in range(30):
+        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(first_po + n))
+    poll_until(lambda: settled(daemon, 30), what="30 files done while the log is full")
+    ballast.unlink()
+    for n in range(30, 40):
+        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(first_po + n))
+    poll_until(lambda: settled(daemon, 40), what="ten more done")
+    assert daemon.terminate(20) == 0
+    return daemon
+
+
 # --- 2. disks filling ---------------------------------------------------------
-
-
-def fill(folder: Path) -> Path:
-    """Fill the file system to the last byte with one ballast file (hidden:
-    the daemon passes it by)."""
-    ballast = folder / ".ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for size in (65536, 4096, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, b"\0" * size)
-    finally:
-        os.close(fd)
-    return ballast
 
 
 def exhaust_inodes(folder: Path) -> Path:

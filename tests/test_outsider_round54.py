@@ -125,7 +125,7 @@ from test_outsider_round51 import (
     Rig,
     acks_say,
     database_beside,
-    fill,
+    full_disk_run,
     one_state_partition,
     rejected_groups,
     rig,
@@ -175,23 +175,9 @@ def not_json(path: Path) -> list[bytes]:
     return bad
 
 
-def full_disk_run(rig: Rig, erp_url: str, flags: int) -> Daemon:
-    """stdout a file on a 1 MiB tmpfs opened with ``flags``; 30 uploads while
-    the tmpfs is full, the ballast removed, ten more; stopped."""
-    logs = rig.tmpfs(rig.root / "logs", "size=1m")
-    daemon = rig.daemon(erp_url)
-    start_writing_to(daemon, logs / "daemon.log", flags)
-    poll_until(lambda: daemon.events("daemon_ready"), what="the start's lines in the file")
-    ballast = fill(logs)
-    for n in range(30):
-        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(54100 + n))
-    poll_until(lambda: settled(daemon, 30), what="30 files done while the log is full")
-    ballast.unlink()
-    for n in range(30, 40):
-        uids.upload(daemon.inbox / f"a{n:02d}.edi", make_po(54100 + n))
-    poll_until(lambda: settled(daemon, 40), what="ten more done")
-    assert daemon.terminate(20) == 0
-    return daemon
+def full_disk_run_opened(rig: Rig, erp_url: str, flags: int) -> Daemon:
+    """Round 51's ``full_disk_run`` with stdout opened with ``flags``."""
+    return full_disk_run(rig, erp_url, lambda d, p: start_writing_to(d, p, flags), 54100)
 
 
 def test_a_truncating_log_file_on_a_full_disk_gets_no_hole(rig, erp):
@@ -199,7 +185,7 @@ def test_a_truncating_log_file_on_a_full_disk_gets_no_hole(rig, erp):
     without O_APPEND. A line ENOSPC cut is taken back with ``ftruncate``,
     but the descriptor's offset stays past the new end: the next line is
     written after a hole of NUL bytes."""
-    daemon = full_disk_run(rig, erp.url, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    daemon = full_disk_run_opened(rig, erp.url, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     data = daemon.log.read_bytes()
     bad = not_json(daemon.log)
     assert b"\0" not in data and bad == [], f"{len(bad)} bad lines: {bad[0][-200:]!r}"
@@ -211,7 +197,7 @@ def test_log_lines_dropped_counts_every_line_a_full_disk_lost(rig, erp):
     """stdout a file (``append:``) on a full tmpfs while 30 jobs run: their
     lines are lost, and once there is room ``log_lines_dropped`` must count
     them all (at least the 30 jobs' ``job_finished`` lines missing)."""
-    daemon = full_disk_run(rig, erp.url, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    daemon = full_disk_run_opened(rig, erp.url, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     finished = {e["file"] for e in daemon.events("job_finished")}
     missing = {f"a{n:02d}.edi" for n in range(30)} - finished
     counted = sum(e["count"] for e in daemon.events("log_lines_dropped"))
