@@ -64,8 +64,9 @@ test failing before: ``orders.SEGMENT_ELEMENTS`` checks mandatory
 elements, minimum and maximum lengths (a number's by its digits), AMT03's
 codes and 5010 repetitions; rule ``invalid_time``; the ISA's codes, date
 and time; ``orders._MAX_USE`` the maximum use of what an order reads;
-``orders._SYNTAX_NOTES`` the syntax notes. Left: 8, and 12, whose PO4 is
-a second broken segment, which the 997 does not name):
+``orders._SYNTAX_NOTES`` the syntax notes; 8 two sessions later, the
+rule ``segment_out_of_sequence``. Left: 12, whose PO4 is a second broken
+segment, which the 997 does not name):
 
 1. ``test_a_missing_mandatory_element_is_refused_ak4_1`` [BEG01, BEG02; 997
    and 999]: an 850 whose BEG01 (purpose) or BEG02 (type) is empty — both M
@@ -583,11 +584,6 @@ def test_held_se01_and_se02_refuse_the_set(harness, old, new, code):
     assert out.ak9 == ["AK9", "R", "1", "1", "0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="header segments are read in any order: a DTM (pos 150) before the BEG"
-    " (pos 020), a REF (050) after a DTM, posted with AK5 A",
-)
 @pytest.mark.parametrize(
     "segments, tag, position",
     [

@@ -60,9 +60,10 @@ longer a second way to match it (2^n); a URL with an '@' after its host
 and no user info read shown as ``https://***@host/...``; secrets echoed
 as UTF-8 percent-encoding, ``\\u`` escapes of any character or HTML
 entities redacted; later, ``status`` after a worker process's death (the
-exiting daemon marks its row exited). Left, in README: jobs of worker
-processes killed during a reload's drain left ``running``, a crashed
-file's report listing no order)
+exiting daemon marks its row exited); two sessions later, jobs of worker
+processes killed during a reload's drain left ``running`` (interrupted when
+the reload goes on), a crashed file's report listing no order (it lists
+what the last run recorded))
 - ``test_a_one_mib_error_answer_does_not_hang_the_job``: an ERP answering
   422 with 1 MiB of hyphenated hex (``00-1A-2B-…``) leaves the job
   ``running`` and a worker thread spinning a core for hours: ``redact``'s
@@ -424,11 +425,6 @@ def test_status_after_a_worker_process_death_does_not_show_the_exited_daemon_run
 # --- change 3: the crashed file's report ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the crashed report says 'stopped 1 times' and 'was not read', its orders list "
-    "empty, though its order reached the ERP",
-)
 def test_a_crashed_files_report_names_the_order_the_erp_may_hold(erp, daemons):  # noqa: F811
     """``max_crashes = 1``: the daemon SIGKILLed while the file's order is at
     the ERP; the next start sets the file aside. The partner's report is
@@ -453,11 +449,6 @@ def test_a_crashed_files_report_names_the_order_the_erp_may_hold(erp, daemons): 
     assert [o.get("po_number") for o in report["orders"]] == [po], report
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker processes killed during a reload's drain: their jobs stay 'running' "
-    "beside the reruns that succeeded, until the next stop",
-)
 def test_worker_processes_killed_during_a_reloads_drain_leave_no_job_running(
     erp,  # noqa: F811
     daemons,  # noqa: F811

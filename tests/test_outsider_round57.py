@@ -403,13 +403,6 @@ def test_ak401_has_at_most_two_digits(harness):
     assert out.ak4 and all(len(s[1]) <= 2 for s in out.ak4), out.ak4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a segment of the 850 outside every loop that may hold it (an N3 or N4 in the"
-    " header with no N1, an N2 after a PO1 with no N1, a detail PO3 in the header) is"
-    " dropped without a word (orders.from_transaction: a tag outside _HEADER_READ/"
-    "_LINE_READ and outside a loop is skipped): the order posted, AK5 A",
-)
 @pytest.mark.parametrize(
     "body, segment, position",
     [

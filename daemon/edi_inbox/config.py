@@ -166,6 +166,7 @@ class RuleSettings:
 
     unknown_segment: str = "error"  # a segment id no 850 has (P01 for PO1)
     misplaced_segment: str = "error"  # out of place: after the CTT but AMT, a late BEG
+    segment_out_of_sequence: str = "error"  # a header segment after one placed later
     currency_mismatch: str = "error"  # a line's CUR not the order's
     line_count_mismatch: str = "warn"  # CTT01 ≠ number of PO1
     total_mismatch: str = "error"  # AMT*TT ≠ Σ quantity × price

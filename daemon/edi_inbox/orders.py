@@ -469,6 +469,9 @@ class PurchaseOrder(_Part):
     # ... and of each segment out of place (a BEG after the lines, a PO1 or another
     # segment but AMT after the CTT), read past; each list at most MAX_NOTED + 1 long
     misplaced_segments: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    # (segment id, number, the id of the header segment it follows) of each
+    # header segment sent after one the 850 puts later: read all the same
+    unsequenced_segments: tuple[tuple[str, int, str], ...] = field(default=(), compare=False)
 
     @property
     def date(self) -> _dt.date | None:
@@ -1160,7 +1163,21 @@ SEGMENTS_850 = _tags(
     " SDQ QTY SCH LS LE SLN LX FA1 FA2 CTT SE"
 )
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
+# Where each segment (or loop, by its first) stands in the 004010 850's
+# header, in its order: one that comes after a segment placed later is out
+# of sequence (the rule ``segment_out_of_sequence``). The same order in the
+# other versions; segments not listed (NTE, MSG outside a loop) go anywhere.
+_HEADER_SEQUENCE = (
+    "BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITD DIS INC DTM LDT LIN SI PID MEA"
+    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT N9 N1 LM SPI ADV"
+)
+_HEADER_ORDER = {tag: n for n, tag in enumerate(_HEADER_SEQUENCE.split(" "))}
 _LINE_READ = _tags("PID REF DTM N1 SAC CUR CTP")  # ... and a line, after its PO1
+# Segments that stand only inside a loop, after its first (an N3 is a
+# party's address), and the line's own segments: one found elsewhere is out
+# of place (``misplaced_segments``), not dropped without a word.
+IN_LOOP_ONLY = {"N2": "N1", "N3": "N1", "N4": "N1", "NX2": "N1", "LQ": "LM"}
+LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN")
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -1172,6 +1189,8 @@ _HEADER_LOOPS = {
     "SAC": _tags("CUR"),
     "AMT": _tags("REF DTM PCT"),
     "LM": _tags("LQ"),
+    "SPI": _tags("REF DTM MSG N1 N2 N3 N4 G61 CB1 LDT"),
+    "ADV": _tags("DTM MTX"),
 }
 _LINE_LOOPS = {
     "N1": _tags("N2 N3 N4 QTY NX2 REF PER SI DTM FOB SCH TD1 TD5 TD3 TD4 PKG"),
@@ -1468,6 +1487,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     header_uses = _Uses("the header")
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
+    unsequenced: list[tuple[str, int, str]] = []
+    furthest: Segment | None = None  # the header segment placed latest so far
     opener: Segment | None = None  # the segment that opened ``loop``
 
     for s in ts.segments:
@@ -1517,12 +1538,21 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
                 line.add_currency(checked(s, syntax))
             continue  # inside a loop the order does not model
+        if tag in IN_LOOP_ONLY or (area == "header" and tag in LINE_ONLY):
+            _note(misplaced, s)  # outside the loop it belongs in, or before the lines
+            continue
         loop = tag if tag in loops else None
         opener, party = s, None
         if loop is not None and line is not None and area == "line":
             line.looped = True
 
         if area == "header":
+            place = _HEADER_ORDER.get(tag)
+            if place is not None:
+                if furthest is None or place >= _HEADER_ORDER[furthest.tag]:
+                    furthest = s
+                elif len(unsequenced) <= MAX_NOTED:
+                    unsequenced.append((tag, s.number, furthest.tag))
             header_uses.count(s)
             if tag in _HEADER_READ:
                 checked(s, syntax)
@@ -1626,4 +1656,5 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         summary_segment_number=summary,
         unknown_segments=tuple(unknown),
         misplaced_segments=tuple(misplaced),
+        unsequenced_segments=tuple(unsequenced),
     )

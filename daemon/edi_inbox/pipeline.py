@@ -136,6 +136,7 @@ _AK3_BY_PROBLEM = {
     "no_lines": "3",
     "unknown_segment": "6",  # segment not in the defined transaction set
     "misplaced_segment": "2",  # unexpected segment
+    "segment_out_of_sequence": "7",  # segment not in proper sequence
 }
 _AK3_HAS_ELEMENT_ERRORS = "8"
 RECORD_RETRY_FIRST = 0.5  # seconds before a record write is tried again; doubled

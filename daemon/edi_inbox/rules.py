@@ -32,8 +32,15 @@ Codes:
   without what it says (997 AK304 6, segment not in the set).
 - ``misplaced_segment``: a segment out of place, not read where it stands
   (997 AK304 2, unexpected segment): after the CTT anything but an AMT (a
-  ``CUR``, a ``PO1``), a BEG after the lines, a line's CUR after its loops.
+  ``CUR``, a ``PO1``), a BEG after the lines, a line's CUR after its loops,
+  a segment of a loop outside it (an N3 with no N1 before it:
+  ``orders.IN_LOOP_ONLY``), a line's segment in the header (a PO3:
+  ``orders.LINE_ONLY``).
   At most ``orders.MAX_NOTED`` unknown or misplaced segments are named.
+- ``segment_out_of_sequence``: a header segment sent after one the 850's
+  header puts later (a BEG after a DTM, a REF after a DTM: the order of
+  ``orders._HEADER_ORDER``), read all the same (997 AK304 7, segment not in
+  proper sequence). At most ``orders.MAX_NOTED`` are named.
 - ``currency_mismatch``: a line's currency (its CUR, or its pricing CTP's)
   is not the order's (the header CUR), or, with no header CUR, not another
   line's: one order's total cannot add two currencies (997 AK4 on CUR02).
@@ -56,7 +63,15 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .errors import Problem
 from .money import EXACT
-from .orders import MAX_NOTED, Charge, DateReference, Line, PurchaseOrder
+from .orders import (
+    IN_LOOP_ONLY,
+    LINE_ONLY,
+    MAX_NOTED,
+    Charge,
+    DateReference,
+    Line,
+    PurchaseOrder,
+)
 from .x12.values import is_time
 
 CENT = Decimal("0.01")
@@ -80,6 +95,7 @@ def cents(value: Decimal) -> Decimal:
 LEVELLED = (
     "unknown_segment",
     "misplaced_segment",
+    "segment_out_of_sequence",
     "currency_mismatch",
     "line_count_mismatch",
     "total_mismatch",
@@ -125,6 +141,15 @@ def validate(po: PurchaseOrder) -> list[Problem]:
                 segment_id=tag,
                 segment_number=number,
             )
+    for n, (tag, number, after) in enumerate(po.unsequenced_segments[:MAX_NOTED], 1):
+        beyond = n == MAX_NOTED and len(po.unsequenced_segments) > MAX_NOTED
+        found.add(
+            "segment_out_of_sequence",
+            f"segment {tag} (segment {number}) comes after {after}, which the 850's header"
+            f" puts after it{'; more such segments follow, not listed' if beyond else ''}",
+            segment_id=tag,
+            segment_number=number,
+        )
     _check_header(po, found)
     _check_lines(po, found)
     _check_currencies(po, found)
@@ -170,6 +195,10 @@ def _out_of_place(po: PurchaseOrder, tag: str, number: int) -> str:
     ctt = po.totals.segment_number if po.totals is not None else None
     if ctt is not None and number > ctt:
         return " (after the CTT an 850 has only AMT)"
+    if tag in IN_LOOP_ONLY:
+        return f" (it stands in an {IN_LOOP_ONLY[tag]} loop, after its {IN_LOOP_ONLY[tag]})"
+    if tag in LINE_ONLY:
+        return " (a line's segment, before the first PO1)"
     return " (a line's CUR comes before its loops)"
 
 

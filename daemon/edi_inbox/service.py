@@ -1272,6 +1272,17 @@ def _serve(
         taken = store.mark_interrupted(db, host, job_ids=job_ids)
         _tell_interrupted(taken, "its host went quiet; its file was taken over", logger.info)
 
+    def interrupt_own(reason: str) -> None:
+        """The jobs this host left running become interrupted, once none of
+        its workers runs (a stop, a reload's drain); the database away: the
+        next start marks them."""
+        try:
+            interrupted = store.mark_interrupted(db, host)
+        except Exception as exc:
+            logger.warning("interrupt_failed", error=repr(exc))
+        else:
+            _tell_interrupted(interrupted, reason, logger.info)
+
     def prepare(running: Settings) -> tuple[Settings, Pipeline]:
         """A reload's settings, read again and checked: what only a restart
         can change, every inbox and processing folder opened (and closed), the
@@ -1354,18 +1365,16 @@ def _serve(
                 if code != EXIT_OK or signals.stop:  # a SIGTERM while the reload drained
                     pipeline.close()
                     break
+                # No job of the drained service runs now (workers killed
+                # during the drain handed theirs back): ended, not left running.
+                interrupt_own("handed back at the reload")
                 log.configure(settings.log.level, settings.log.format, stream=sys.stdout)
     finally:
         if checkpointer is not None:
             checkpointer.stop()
     # The jobs handed back or parked at the stop are interrupted now, not at
     # the next start: meanwhile no job shows running with no daemon to run it.
-    try:
-        interrupted = store.mark_interrupted(db, host)
-    except Exception as exc:  # the next start marks them
-        logger.warning("interrupt_failed", error=repr(exc))
-    else:
-        _tell_interrupted(interrupted, "handed back or parked at the stop", logger.info)
+    interrupt_own("handed back or parked at the stop")
     if code == EXIT_OK:
         with contextlib.suppress(Exception):
             store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat

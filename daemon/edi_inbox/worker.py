@@ -263,7 +263,8 @@ class Worker:
                     "aside, not run again, so that the other files go on (the operator "
                     "runs it again once the cause is found)"
                 )
-                return self._refuse(flight, job_id, Refused("crashed", reason), retry_of)
+                sets = self._recorded_sets(item.retry_of)  # what the ERP may hold
+                return self._refuse(flight, job_id, Refused("crashed", reason), retry_of, sets)
 
         def guard() -> None:
             self._check_claim(flight, st)
@@ -326,12 +327,19 @@ class Worker:
             )
 
     def _refuse(
-        self, flight: InFlight, job_id: str, problem: Refused, retry_of: str | None
+        self,
+        flight: InFlight,
+        job_id: str,
+        problem: Refused,
+        retry_of: str | None,
+        sets: list[dict[str, Any]] | None = None,
     ) -> Outcome:
-        """Fail a file without reading it: recorded as a job, moved to failed/."""
+        """Fail a file without reading it: recorded as a job, moved to failed/
+        (its report listing ``sets``, the orders an earlier run of it recorded)."""
         shown = files.display_name(flight.name)
         error = f"{shown} was not read: {problem.reason}"
         result = self._failed_result(job_id, flight, retry_of, error, problem.code)
+        result.sets = sets or []
         logger.warning("file_refused", file=shown, code=problem.code, reason=problem.reason)
         owed = self.pipeline.record_ended(result)
         if owed is not None:
@@ -477,6 +485,19 @@ class Worker:
             return None
         logger.info("resumed_job_had_ended", file=files.display_name(name), job_id=job_id)
         return job
+
+    def _recorded_sets(self, job_id: str | None) -> list[dict[str, Any]]:
+        """The orders ``job_id`` recorded, as a report lists them (an order it
+        sent unanswered ``pending``); none if it recorded none or the record
+        cannot be read."""
+        if job_id is None:
+            return []
+        try:
+            job = self.pipeline.recorder.recorded(job_id)
+        except Exception as exc:  # the report goes without them
+            logger.warning("job_lookup_failed", job_id=job_id, error=repr(exc))
+            return []
+        return recorded_sets(job) if job is not None else []
 
     def _finish(self, flight: InFlight, result: JobResult) -> Outcome:
         """Move the file to done/ or failed/; when the move fails it stays claimed (pending)."""
