@@ -39,8 +39,9 @@ id, PER with several numbers, SAC ``N``, REF04 and CTP05 composites, ``.5``
 and ``5.``, a padded ID, 3040 six-digit dates with the century, ISA15 ``T``
 posted with ``usage`` T, a line's N1-loop DTMs not counted as the line's;
 AK9 P with AK3/AK4 only on the refused set and no AK404 for a missing
-element; AK4 3 at element 5007 of the 5,000-element PO1 with the value
-copied, AK4 5 on the huge number with a 99-character copy, AK3 DTM 5 on the
+element; AK4 3 on the 5,000-element PO1 with the value copied (at element
+5007 then; round 57: at 26, the first position past PO1's 25, as AK401 has
+two digits), AK4 5 on the huge number with a 99-character copy, AK3 DTM 5 on the
 eleventh line DTM; lowercase AMT03 ``c`` refused AK4 7 (codes are
 case-sensitive).
 
@@ -175,7 +176,7 @@ def test_held_lowercase_amt03_is_an_invalid_code(harness):
 
 def test_held_hostile_inputs_are_refused_at_the_first_excess(harness):
     many = harness.run(interchange(order("PO1*1*10*EA*2.50**VP*W-1" + "*" * 5000 + "X~")))
-    rejected_at(many, "PO1", 3, 5007, "3")
+    rejected_at(many, "PO1", 3, 26, "3")  # AK401 has two digits: the first position past
     assert many.ak4[0][4] == "X"
     huge = harness.run(interchange(order("PO1*1*" + "1" * 1_000_000 + "*EA*2.50**VP*W-1~")))
     rejected_at(huge, "PO1", 3, 2, "5")

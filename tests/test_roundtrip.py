@@ -176,11 +176,13 @@ LINES = few(
     .flatmap(lambda line: CTPS.map(lambda ctp: replace(line, **ctp))),
     4,
 )
+# ISA05/ISA07 (I05): a code of its list, as the reader checks (TA1 005/007)
+QUALIFIERS = st.sampled_from(["01", "08", "12", "14", "16", "ZZ"])
 ENVELOPES = st.builds(
     Envelope,
-    sender_qualifier=code(2, 2),
+    sender_qualifier=QUALIFIERS,
     sender_id=code(1, 15),
-    receiver_qualifier=code(2, 2),
+    receiver_qualifier=QUALIFIERS,
     receiver_id=code(1, 15),
     interchange_date=st.dates().map(lambda x: x.strftime("%y%m%d")),
     interchange_time=st.times().map(lambda x: x.strftime("%H%M")),

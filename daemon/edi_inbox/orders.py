@@ -31,7 +31,14 @@ from .jsontext import dumps
 from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
 from .x12.scan import digits
-from .x12.values import MAX_NUMBER_CHARS, is_number, parse_date, parse_decimal, parse_integer
+from .x12.values import (
+    MAX_NUMBER_CHARS,
+    is_number,
+    is_time,
+    parse_date,
+    parse_decimal,
+    parse_integer,
+)
 
 # Party codes whose name is the vendor's, best first: vendor, supplier, seller.
 VENDOR_CODES = ("VN", "SU", "SE")
@@ -816,22 +823,25 @@ def record_key(key: str, job_id: str, index: int) -> str:
 # with the 997's AK4 code: 1 mandatory element empty, 3 one element too many,
 # 4 too short, 5 too long (a 40 KB PO number would otherwise go into every
 # search index and every log line), 7 a code outside its list (``_CODES``),
-# 12 a repetition (005010) in an element that does not repeat, 6 the
-# component separator in one that is no composite. A number's
+# 12 a repetition (005010; before, 6) in an element that does not repeat, 6
+# the component separator in one that is no composite, 8 a date that is
+# none (CUR08 20230231), 9 a time that is none. A number's
 # length is its digits (a sign and a point do not count; leading zeros do
 # toward its minimum only), checked only when it is written as a number:
 # ``rules`` says what is not one, with a better message. BEG03 and BEG05
 # are mandatory too, but ``rules`` judges them (``missing_po_number``,
-# ``missing_date``: the second is levelled); a DT may be six digits (YYMMDD,
+# ``missing_date``: the second is levelled), as it judges DTM02 and DTM03
+# (``invalid_date``, ``invalid_time``); a DT may be six digits (YYMMDD,
 # as older versions wrote it; README). A composite (REF04, CTP05) is allowed 99
-# characters, its components checked as elements are (``_COMPOSITES``). PO1
+# characters, its components checked as elements are (``_COMPOSITES``; one
+# too many: 13, before 005010 3). PO1
 # is PO101-PO105 and ten qualifier/id pairs. Other versions: ``_TABLES``.
 _PO1_IDS = ", X ID 2/2, X AN 1/48" * 10
 _CUR_DATES = ", X ID 3/3, X DT 8/8, X TM 4/8" * 5
 _PER_NUMBERS = ", X ID 2/2, X AN 1/80" * 3
 _SEGMENT_ELEMENTS = {
     "BEG": "M ID 2/2, M ID 2/2, M AN 1/22, O AN 1/30, M DT 8/8, O AN 1/30, O ID 2/2,"
-    " O ID 1/3, O ID 2/2, O ID 2/2, O ID 2/2, O ID 2/2",
+    " O ID 3/3, O ID 2/2, O ID 2/2, O ID 2/2, O ID 2/2",
     "CUR": "M ID 2/3, M ID 3/3, O R 4/10, O ID 2/3, O ID 3/3, O ID 3/3" + _CUR_DATES,
     "REF": "M ID 2/3, X AN 1/30, X AN 1/80, O C040 1/99",
     "PER": "M ID 2/2, O AN 1/60" + _PER_NUMBERS + ", O AN 1/20",
@@ -841,7 +851,7 @@ _SEGMENT_ELEMENTS = {
     "N3": "M AN 1/55, O AN 1/55",
     "N4": "O AN 2/30, O ID 2/2, O ID 3/15, O ID 2/3, X ID 1/2, O AN 1/30",
     "PO1": "O AN 1/20, X R 1/15, O ID 2/2, X R 1/17, O ID 2/2" + _PO1_IDS,
-    "CTP": "O ID 2/3, X ID 3/3, X R 1/17, X R 1/15, X C001 1/99, O ID 3/3, O R 1/10, O R 1/15,"
+    "CTP": "O ID 2/2, X ID 3/3, X R 1/17, X R 1/15, X C001 1/99, O ID 3/3, O R 1/10, O R 1/15,"
     " O ID 2/2, X R 1/10, O ID 1/2",
     "PID": "M ID 1/1, O ID 2/3, X ID 2/2, X AN 1/12, X AN 1/80, O ID 2/3, O AN 1/15,"
     " O ID 1/1, O ID 2/3",
@@ -852,9 +862,10 @@ _SEGMENT_ELEMENTS = {
 }
 # The syntax notes of those segments, as the standard writes them: P paired
 # (any given, all given), R required (at least one), C conditional (the first
-# given, all the others). A note broken is AK4 2 on the element missing (an
-# R's first). The notes of elements an order never reads are left out (CUR's
-# dates, SAC's rates and quantities). A DTM05 of two digits alone is the
+# given, all the others), E exclusion (at most one given). A note broken is
+# AK4 2 on the element missing (an R's first), an E AK4 10 on the second
+# given. The notes of elements an order never reads are left out (CUR's
+# dates). A DTM05 of two digits alone is the
 # century versions before 4010 wrote there (real 4010 files still do): not
 # DTM05 as 4010 means it, so P0506 does not hold it.
 _SYNTAX_NOTES = {
@@ -865,14 +876,14 @@ _SYNTAX_NOTES = {
     "N4": "C0605",
     "PO1": "C0302 C0504 " + " ".join(f"P{n:02d}{n + 1:02d}" for n in range(6, 25, 2)),
     "PID": "C0403 R0405",
-    "CTP": "P0405",
+    "CTP": "P0405 C0607",
     "CTT": "P0304 P0506",
-    "SAC": "R0203 P0304",
+    "SAC": "R0203 P0304 P0607 P0910 C1110 C1413 C1615",
 }
 # What other versions define otherwise (by GS08's first six characters),
 # over 004010's lines: (elements, syntax notes). Before 004010 DTM05 is the
 # century (N0 2/2) and the period DTM06/DTM07; from 004040 REF02 is AN 1/50;
-# from 005010 an N4 has N407 (country subdivision, ID 1/3).
+# from 005010 an N4 has N407 (country subdivision, ID 1/3), never beside N402.
 _BEFORE_4010 = {
     "DTM": (
         "M ID 3/3, X DT 8/8, X TM 4/8, O ID 2/2, X N0 2/2, X ID 2/3, X AN 1/35",
@@ -880,7 +891,7 @@ _BEFORE_4010 = {
     )
 }
 _FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C040.50 1/99", _SYNTAX_NOTES["REF"])}
-_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704")}
+_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704 E0207")}
 # The composites among them, component by component (a composite's own
 # length, 1/99 above, bounds it whole): C001, a unit of measure (CTP05:
 # the unit, then exponents and multipliers); C040, a reference (REF04:
@@ -890,12 +901,14 @@ _COMPOSITES = {
     "C040": "M ID 2/3, M AN 1/30, X ID 2/3, X AN 1/30, X ID 2/3, X AN 1/30",
     "C040.50": "M ID 2/3, M AN 1/50, X ID 2/3, X AN 1/50, X ID 2/3, X AN 1/50",
 }
-_JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5)}
+# Elements ``rules`` judges (with levels and better messages): not here.
+_JUDGED_BY_RULES = {("BEG", 3), ("BEG", 5), ("DTM", 2), ("DTM", 3)}
 _CODES = {("AMT", 3): ("C", "D")}  # 478: credit, debit
 
 
 class _Element(NamedTuple):
     required: bool  # AK4 1 when empty
+    kind: str  # DT or TM: judged as a date (AK4 8) or a time (AK4 9); else ""
     number: bool  # R or N: the length counts digits
     composite: bool  # may hold the component separator
     components: tuple[_Element, ...]  # a composite's, in order
@@ -906,7 +919,7 @@ class _Element(NamedTuple):
 
 
 class _Note(NamedTuple):
-    kind: str  # P, R or C
+    kind: str  # P, R, C or E
     positions: tuple[int, ...]
     text: str  # as the standard writes it: P0607
 
@@ -935,7 +948,9 @@ def _line(tag: str, text: str) -> list[_Element]:
         low, high = map(int, length.split("/"))
         low = 6 if kind == "DT" else low
         number, codes = kind in ("R", "N0", "N2"), _CODES.get((tag, position), ())
-        if codes or (number and low > 1):
+        judged = (tag, position) in _JUDGED_BY_RULES
+        when = kind if kind in ("DT", "TM") and not judged else ""
+        if codes or when or (number and low > 1):
             fits = (1, 0)  # always looked at
         elif number:  # at most ``high`` characters: its digits are in bounds, or it
             fits = (0, high)  # is no number at all, which ``rules`` says
@@ -943,7 +958,8 @@ def _line(tag: str, text: str) -> list[_Element]:
             fits = (low, high)
         elements.append(
             _Element(
-                required=requirement == "M" and (tag, position) not in _JUDGED_BY_RULES,
+                required=requirement == "M" and not judged,
+                kind=when,
                 number=number,
                 composite=kind.startswith("C"),
                 components=tuple(_line(kind, _COMPOSITES[kind])) if kind in _COMPOSITES else (),
@@ -976,6 +992,9 @@ class Syntax(NamedTuple):
     table: dict[str, _Elements]  # by segment id: its version's lines
     repetition: str | None  # the interchange's repetition separator (005010)
     component: str  # and its component separator
+    # AK403's codes for too many repetitions and components: 12 and 13 from
+    # 005010; before, 6 (invalid character) and 3 (too many data elements)
+    too_many: tuple[str, str]
 
     @classmethod
     def of(cls, ts: TransactionSet) -> Syntax:
@@ -983,7 +1002,8 @@ class Syntax(NamedTuple):
         if not digits(version):
             version = "004010"  # not a version: judged as the one this table is of
         table = next(t for first, t in _TABLES if version >= first)
-        return cls(table, ts.delimiters.repetition, ts.delimiters.component)
+        too_many = ("12", "13") if version >= "005010" else ("6", "3")
+        return cls(table, ts.delimiters.repetition, ts.delimiters.component, too_many)
 
 
 def checked(s: Segment, syntax: Syntax) -> Segment:
@@ -994,8 +1014,10 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
     AN values) and do toward a minimum (X12 pads short values so). No
     element read here repeats (a repetition separator in one: AK4 12), and
     only a composite holds the component separator (elsewhere: AK4 6, an
-    invalid character). Only segments the order reads are checked: what it
-    leaves out (a DTM inside an N9) is none of its business.
+    invalid character). An element past the segment's last is AK4 3 on the
+    first position past it (AK401 has two digits). Only segments the order
+    reads are checked: what it leaves out (a DTM inside an N9) is none of
+    its business.
     """
     spec = syntax.table[s.tag]
     repetition, component = syntax.repetition, syntax.component
@@ -1007,10 +1029,11 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
             if extra is not None:  # empty trailing elements are only untidy
                 raise _element_error(
                     s,
-                    extra,
+                    len(defined) + 1,
                     "3",  # AK4 3: too many data elements
                     f"{s.tag} has {len(elements) - 1} elements; the standard defines"
                     f" {len(defined)} ({s.tag}{extra:02d} is {shorten(elements[extra])})",
+                    value=elements[extra],
                 )
             break
         element = defined[i - 1]
@@ -1024,7 +1047,7 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
             raise _element_error(
                 s,
                 i,
-                "12",  # too many repetitions
+                syntax.too_many[0],  # too many repetitions (or, before 005010, invalid character)
                 f"{s.tag}{i:02d} holds the repetition separator {repetition!r}, and the"
                 f" element does not repeat: {shorten(value)}",
             )
@@ -1039,7 +1062,7 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
         if not element.fits[0] <= len(value) <= element.fits[1]:
             _check_value(s, i, value, element)  # the common case costs no call
         if element.components:
-            _check_components(s, i, value.split(component), element.components)
+            _check_components(s, i, value.split(component), element.components, syntax)
     count = len(elements)
     for note in spec.notes:
         # Past the segment's last element nothing is given: only an R breaks.
@@ -1049,6 +1072,7 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
                 (note.kind == "R" and not any(given))
                 or (note.kind == "P" and any(given) and not all(given))
                 or (note.kind == "C" and given[0] and not all(given))
+                or (note.kind == "E" and sum(given) > 1)
             ):
                 _broken_note(s, note, given)
     return s
@@ -1066,6 +1090,14 @@ def _broken_note(s: Segment, note: _Note, given: list[bool]) -> None:
         return  # the century of versions before 4010
     first = note.positions[0]
     names = [f"{s.tag}{p:02d}" for p in note.positions]
+    if note.kind == "E":
+        second = [p for p, g in zip(note.positions, given, strict=True) if g][1]
+        raise _element_error(
+            s,
+            second,
+            "10",  # AK4 10: exclusion condition violated
+            f"only one of {' or '.join(names)} may be given (syntax note {note.text})",
+        )
     missing = next((p for p, g in zip(note.positions, given, strict=True) if not g), first)
     if note.kind == "P":
         why = f"{' and '.join(names)} go together; {s.tag}{missing:02d} is empty"
@@ -1079,10 +1111,19 @@ def _broken_note(s: Segment, note: _Note, given: list[bool]) -> None:
 
 
 def _check_components(
-    s: Segment, i: int, parts: list[str], components: tuple[_Element, ...]
+    s: Segment, i: int, parts: list[str], components: tuple[_Element, ...], syntax: Syntax
 ) -> None:
     """The AK4 1, 4 or 5 of ``checked`` for a component of composite ``i``
-    (named ``CTP05-01``; the 997 points at the composite)."""
+    (named ``CTP05-01``; the 997 points at the composite), or too many
+    components (13; before 005010, 3)."""
+    if len(parts) > len(components) and any(parts[len(components) :]):
+        raise _element_error(
+            s,
+            i,
+            syntax.too_many[1],
+            f"{s.tag}{i:02d} has {len(parts)} components; the standard defines"
+            f" {len(components)}: {shorten(s.get(i))}",
+        )
     for j, (part, component) in enumerate(zip(parts, components, strict=False), 1):
         name = f"{s.tag}{i:02d}-{j:02d}"
         if not part:
@@ -1098,6 +1139,8 @@ def _check_value(
     """The AK4 5, 4 or 7 of ``checked`` for element ``i`` (or its component
     ``name``), if its value breaks its line."""
     name = name or f"{s.tag}{i:02d}"
+    if element.kind:
+        _check_when(s, i, value, element, name)
     if element.codes and value not in element.codes:
         raise _element_error(
             s,
@@ -1137,14 +1180,29 @@ def _check_value(
         )
 
 
-def _element_error(s: Segment, i: int, code: str, message: str) -> X12Error:
+def _check_when(s: Segment, i: int, value: str, element: _Element, name: str) -> None:
+    """The AK4 8 or 9 of ``checked`` for a date or a time that is none
+    (20230231, 2460), once its length holds."""
+    if not element.low <= len(value) <= element.high:
+        return  # too long or short: said so first
+    if element.kind == "DT" and parse_date(value) is None:
+        raise _element_error(s, i, "8", f"{name} {shorten(value)} is not a date")
+    if element.kind == "TM" and not is_time(value):
+        raise _element_error(s, i, "9", f"{name} {shorten(value)} is not a time")
+
+
+def _element_error(
+    s: Segment, i: int, code: str, message: str, value: str | None = None
+) -> X12Error:
+    """The ``X12Error`` of element ``i`` of ``s`` (its AK4), quoting ``value``
+    (the element's own by default)."""
     return X12Error(
         message,
         segment_number=s.number,
         segment_id=s.tag,
         element=i,
         code=code,
-        value=s.get(i)[:99],
+        value=(s.get(i) if value is None else value)[:99],
     )
 
 
@@ -1392,12 +1450,13 @@ def _once_only(s: Segment) -> X12Error:
 
 # The most times the 004010 850 allows each segment or loop (by its first
 # segment) an order reads, where it stands: the header, a line (PO1 loop), an
-# N1 loop. One more is refused: AK304 4 for a loop, 5 for a segment. BEG, CTT
-# and the header's CUR are ``_once_only``'s.
+# N1 loop, the summary (after the CTT). One more is refused: AK304 4 for a
+# loop, 5 for a segment. BEG, CTT and the header's CUR are ``_once_only``'s.
 _MAX_USE = {
     "the header": {"PER": 3, "DTM": 10, "SAC": 25, "N1": 200},
-    "a line": {"DTM": 10, "SAC": 25, "N1": 200, "PID": 1000},
+    "a line": {"CUR": 1, "DTM": 10, "SAC": 25, "N1": 200, "PID": 1000},
     "an N1 loop": {"N2": 2, "N3": 2, "REF": 12, "PER": 3},
+    "the summary": {"AMT": 1},
 }
 _COUNTED_LOOPS = frozenset(("SAC", "N1", "PID"))
 
@@ -1485,6 +1544,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
 
     syntax = Syntax.of(ts)
     header_uses = _Uses("the header")
+    summary_uses = _Uses("the summary")
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
     unsequenced: list[tuple[str, int, str]] = []
@@ -1523,6 +1583,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             continue
         if area == "summary":
             if tag == "AMT":
+                summary_uses.count(s)
                 checked(s, syntax)
                 amounts.append(
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)

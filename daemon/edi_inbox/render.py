@@ -81,8 +81,9 @@ def _dtm_segment(d: DateReference) -> list[str]:
 def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
     """The order as ST..SE segments (element lists, tag first), in 850 order.
 
-    A BEG is always written. AMTs go after the CTT; an order without a CTT
-    keeps them in the header, the only other place where they are the order's.
+    A BEG is always written. The last AMT goes after the CTT (the summary
+    holds one), the others in the header, the only other place where they
+    are the order's; an order without a CTT keeps them all there.
     """
     body: list[list[str]] = [
         [
@@ -102,8 +103,8 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
     body += [_sac_segment(c) for c in po.charges]
     body += [_dtm_segment(d) for d in po.dates]
     amounts = [["AMT", a.qualifier, a.amount_raw] for a in po.amounts]
-    if po.totals is None:
-        body += amounts
+    summary = amounts[-1:] if po.totals is not None else []
+    body += amounts[: len(amounts) - len(summary)]
     for party in po.parties:
         body += _party_segments(party)
     for line in po.lines:
@@ -135,7 +136,7 @@ def transaction_segments(po: PurchaseOrder) -> list[list[str]]:
             body += _party_segments(party)
     if po.totals is not None:
         body.append(["CTT", po.totals.line_count_raw, po.totals.hash_total_raw])
-        body += amounts
+        body += summary
     control = po.envelope.set_control_number
     segments = [["ST", "850", control], *(_trim(s) for s in body)]
     segments.append(["SE", str(len(segments) + 1), control])

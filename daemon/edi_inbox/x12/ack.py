@@ -47,6 +47,7 @@ from datetime import datetime
 
 from ..errors import EdiInboxError, X12Error
 from .model import Delimiters, GroupSummary, InterchangeSummary, SetSummary
+from .reader import usage_codes
 from .scan import encode_as_read
 
 _LINE_BREAKS = "\r\n\x85"  # U+0085 is the EBCDIC NL once decoded
@@ -126,8 +127,8 @@ def isa_elements(
 
 def _usage(ic: InterchangeSummary) -> str:
     """The answer's ISA15: the interchange's (test answered as test), or P
-    for a value that is none (refused itself, TA1 note 020)."""
-    return ic.usage if ic.usage in ("P", "T", "I") else "P"
+    for a value that is none in its version (refused itself, TA1 note 020)."""
+    return ic.usage if ic.usage in usage_codes(ic.version) else "P"
 
 
 def check_address(interchange: InterchangeSummary, group: GroupSummary | None = None) -> None:
@@ -429,7 +430,7 @@ def _set_response(
         ak3.append(segment_code or ("8" if elements else ""))
         out.append(_trim(ak3))
         for e in elements:
-            value = _clean(str(getattr(e, "value", None) or ""), d)
+            value = _copy(str(getattr(e, "value", None) or ""), d)
             code = e.code if e.code is not None and _valid(e.code, kind.element_codes) else "7"
             out.append(_trim([kind.element_tag, str(e.element), "", code, value]))
     if by_segment and not ok:
@@ -474,12 +475,22 @@ def _segment_id(segment_id: str | None) -> str:
 
 def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
     """A copy of a received value that cannot break the 997: no delimiters, no
-    control characters, at most the element's X12 maximum (``limit``; AK404
-    quotes bad values, 99; AK1/AK2 echo control numbers, 9)."""
+    control characters, at most the element's X12 maximum (``limit``; AK1/AK2
+    echo control numbers, 9)."""
     for c in (d.element, d.component, d.segment, d.repetition):
         if c:
             value = value.replace(c, "")
     return "".join(c for c in value if c.isprintable())[:limit]
+
+
+def _copy(value: str, d: Delimiters) -> str:
+    """AK404's copy of a bad value: its first 99 characters as received, or
+    none (AK404 is optional) if it holds a delimiter or a control character:
+    a copy with those taken out would be another value, perhaps a valid one
+    (``PO>49`` quoted as ``PO49``)."""
+    if _clean(value, d, len(value)) != value:
+        return ""
+    return value[:99]
 
 
 def _trim(elements: list[str]) -> list[str]:

@@ -50,12 +50,37 @@ MAX_SETS = 50_000
 MAX_SEGMENTS = 2_500_000
 _ISA_WIDTHS = (2, 10, 2, 10, 2, 15, 2, 15, 6, 4, 1, 5, 9, 1, 1)  # ISA01..ISA15
 # The ISA's coded elements: position, its codes, what it is, TA105's note.
+# The ID qualifiers (I05) are every version's codes together: one a later
+# version added is no reason to refuse an older interchange.
+_QUALIFIERS = (
+    *(f"{n:02d}" for n in range(1, 39) if n not in (5, 6)),
+    *("AM", "NR", "SA", "SN", "ZZ"),
+)
 _ISA_CODES = (
     (1, ("00", "01", "02", "03", "04", "05", "06"), "an authorization qualifier", "010"),
     (3, ("00", "01"), "a security information qualifier", "012"),
+    (5, _QUALIFIERS, "an interchange ID qualifier", "005"),
+    (7, _QUALIFIERS, "an interchange ID qualifier", "007"),
     (14, ("0", "1"), "an acknowledgment request", "019"),
-    (15, ("I", "P", "T"), "a usage indicator", "020"),
 )
+
+
+def usage_codes(version: str) -> tuple[str, ...]:
+    """ISA15's codes (I14) in an interchange of ISA12 ``version``: I
+    (information) from 00401, P and T before."""
+    return ("P", "T") if digits(version) and version < "00401" else ("I", "P", "T")
+
+
+def _version_codes(version: str) -> tuple[tuple[int, tuple[str, ...], str, str], ...]:
+    """The ISA's coded elements whose codes depend on ISA12: ISA11 is the
+    standards identifier ``U`` (I10) before 00402, the repetition separator
+    from it; ISA15 ``usage_codes``."""
+    usage = (15, usage_codes(version), "a usage indicator", "020")
+    if digits(version) and version < "00402":
+        return ((11, ("U",), "a standards identifier", "016"), usage)
+    return (usage,)
+
+
 _TAG = re.compile("[A-Z][A-Z0-9]{1,2}")
 # The data IDs the hot path tests each segment for (``str.startswith``, ~2 ns
 # each): an 850 uses a dozen or two. Past this many, a file of thousands of
@@ -321,7 +346,7 @@ class X12Reader:
                 self._warn(f"ISA{i:02d} {shorten(els[i])} is not {width} characters long", seg, i)
         if not digits(ic.control_number):
             self._error(ic.errors, "ISA13 is not a number", seg, element=13, code="018")
-        for i, allowed, what, note in _ISA_CODES:
+        for i, allowed, what, note in (*_ISA_CODES, *_version_codes(ic.version)):
             if els[i] not in allowed:
                 self._error(
                     ic.errors,
