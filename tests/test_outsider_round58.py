@@ -59,7 +59,11 @@ behind, and ``status`` shows its ``started`` two days ago; plain
 counters (``in_flight``, ``queue``) stay in ``--json`` and ``/metrics``
 too (finding 4 is where it matters: an alert).
 
-Found (strict xfails)
+Found (strict xfails; all fixed the same session, each test failing
+before: ``mark_interrupted`` dated by ``Database.clock``; ``status`` and
+the dashboard say ``exited (status N)`` and why; an interrupted job's
+``file_path`` follows the run that carried it on (``recorder._carried_on``);
+a daemon no longer running shows no backlog)
 1. ``test_a_takeover_by_a_host_whose_clock_is_ahead_records_a_true_duration``:
    gamma, clock 1 h ahead, takes over killed alpha's claim; alpha's
    interrupted job gets ``completed_at`` by gamma's clock and keeps
@@ -295,11 +299,6 @@ def test_a_host_cut_from_postgresql_mid_post_loses_its_file_once_and_comes_back(
 
 
 @pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the job taken over is dated ended by the taking host's clock, begun by the dead "
-    "host's: a 15 s job lasts 3615 s (store.mark_interrupted: now = utcnow())",
-)
 def test_a_takeover_by_a_host_whose_clock_is_ahead_records_a_true_duration(hosts, erp, monkeypatch):
     """alpha (right clock) is SIGKILLed while its POST is held; gamma, whose
     clock is an hour ahead (libfaketime), takes the file over after ~15 s.
@@ -328,11 +327,6 @@ def test_a_takeover_by_a_host_whose_clock_is_ahead_records_a_true_duration(hosts
     assert 14 <= lost["duration_seconds"] < 120, lost
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job taken over keeps file_path processing/alpha/<name>.<job>, a path the file "
-    "left at the takeover; it is in done/ (README: file_path is where the file is)",
-)
 def test_a_taken_over_jobs_file_path_is_where_the_file_is(hosts, erp):
     """alpha (``processes = 2``) exits 1 when a worker process is SIGKILLed
     mid-POST (its row marked exited: taken over at once); beta takes the
@@ -367,11 +361,6 @@ def test_a_taken_over_jobs_file_path_is_where_the_file_is(hosts, erp):
     assert shown["file_path"] and os.path.exists(shown["file_path"]), shown["file_path"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plain status and the dashboard call a daemon that exited on a failure 'stale' "
-    "(heartbeat 0.3s ago) and hide why it stopped (cli._status_text, overview.html)",
-)
 def test_status_says_a_host_exited_and_why(hosts, erp):
     """alpha (``processes = 2``) has a POST held when one of its worker
     processes is SIGKILLed: it exits 1 and marks its heartbeat row exited
@@ -450,11 +439,6 @@ def test_a_sleeper_woken_after_a_takeover_posts_and_answers_nothing_again(hosts,
     poll_until(lambda: all(d["alive"] for d in status(beta)["daemons"]), what="both alive")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a killed host's last heartbeat counters stay its backlog: after beta wrote the "
-    "owed 997, status, the dashboard and /metrics still say alpha owes one (for good)",
-)
 def test_a_dead_hosts_owed_997_written_by_another_is_no_longer_reported_owed(hosts, erp):
     """alpha posts an order whose 997 its folder cannot take (acks/ a plain
     file): ``acks_owed`` 1 in its heartbeat. SIGKILL; acks/ back; beta takes

@@ -49,11 +49,14 @@ def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
 
 
 def recorded_hosts(db: Any) -> set[str]:
-    """The ``processing/`` folder names of the hosts with a heartbeat row: a
-    host without one stopped cleanly (a clean stop removes its row)."""
-    from . import queries
+    """The ``processing/`` folder names of the hosts whose heartbeat row
+    tells a death (``store.died``): a host without one stopped cleanly (a
+    clean stop removes its row) or exited on its own failure."""
+    from . import queries, store
 
-    return {host_folder(d["host"]) for d in queries.list_daemons(db)}
+    return {
+        host_folder(d["host"]) for d in queries.list_daemons(db) if store.died(d.get("counters"))
+    }
 
 
 def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> set[str]:

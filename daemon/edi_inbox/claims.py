@@ -76,6 +76,9 @@ RETRY_DIR = ".retry"
 # after the daemon running it died, since it last ran to an end.
 CRASHES_DIR = ".crashes"
 OWED_DIR = ".owed"  # processing/.owed/<host>/<job_id>: parked jobs' owed records
+# processing/.names/<dev>-<ino>.json: the name of a claimed file whose claim
+# ``NAME.<job_id>`` had to cut it to fit (a name over ~218 bytes).
+NAMES_DIR = ".names"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _LOCK_FLAGS = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 LOCK_MODE = 0o640
@@ -309,6 +312,7 @@ class Claims:
                     path.mkdir(parents=True, exist_ok=True)
             (paths.processing / RETRY_DIR).mkdir(exist_ok=True)
             (paths.processing / CRASHES_DIR).mkdir(exist_ok=True)
+            (paths.processing / NAMES_DIR).mkdir(exist_ok=True)
             self.owed_dir.mkdir(parents=True, exist_ok=True)
             self.dir.mkdir(exist_ok=True)
             self.processing_fd = os.open(paths.processing, _DIR_FLAGS)
@@ -378,10 +382,50 @@ class Claims:
         return self.dir / pname
 
     def claim(self, name: str, job_id: str) -> str:
-        """Rename ``inbox/NAME`` into this host's folder; FileNotFoundError: it is gone."""
+        """Rename ``inbox/NAME`` into this host's folder; FileNotFoundError: it
+        is gone. A name the claim cuts is kept beside it (``NAMES_DIR``)."""
         pname = processing_name(name, job_id)
         files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
+        if split_processing_name(pname)[0] != name:
+            with contextlib.suppress(OSError):
+                st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+                body = {"name": os.fsencode(name).hex()}
+                self._write_marker(_marker_name(st, NAMES_DIR), st, body, "claim_name_not_kept")
         return pname
+
+    def cut_name(self, pname: str) -> str | None:
+        """The ``NAMES_DIR`` marker of the claimed file ``pname``, if its claim
+        may have cut its name (for ``drop_marker`` once it is filed)."""
+        if len(os.fsencode(pname)) < files.MAX_NAME_BYTES - 3:
+            return None
+        try:
+            st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return None
+        return _marker_name(st, NAMES_DIR)
+
+    def drop_marker(self, marker: str) -> None:
+        """Remove a marker of a file no longer claimed."""
+        with contextlib.suppress(OSError):
+            os.unlink(marker, dir_fd=self.processing_fd)
+
+    def _name_of(self, fd: int, pname: str) -> str:
+        """The name of the file claimed as ``pname`` in folder ``fd``: as the
+        claim writes it, or in full where the claim cut it (``NAMES_DIR``)."""
+        name = split_processing_name(pname)[0]
+        if len(os.fsencode(pname)) < files.MAX_NAME_BYTES - 3:
+            return name
+        try:
+            st = os.stat(pname, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return name
+        info = self._marker(_marker_name(st, NAMES_DIR), "claim_name_unreadable")
+        if not info or not _marks(info, st):
+            return name
+        try:
+            return os.fsdecode(bytes.fromhex(info["name"]))
+        except (KeyError, TypeError, ValueError):
+            return name
 
     def rename_claim(self, pname: str, job_id: str) -> str:
         """The claimed file ``pname`` under the name of job ``job_id``: a start
@@ -480,7 +524,11 @@ class Claims:
                     job_id=ran,
                     error=os_message(exc),
                 )
-        return files.move_new(self.path(pname), self.paths.inbox, name)
+        marker = self.cut_name(pname)
+        back = files.move_new(self.path(pname), self.paths.inbox, name)
+        if marker is not None:
+            self.drop_marker(marker)
+        return back
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:
         """The job this file is a retry of, if ``retry`` marked it (the marker is used up)."""
@@ -525,18 +573,25 @@ class Claims:
         with contextlib.suppress(OSError):
             os.unlink(_marker_name(st, CRASHES_DIR), dir_fd=self.processing_fd)
 
-    def _write_marker(self, name: str, st: os.stat_result, body: dict[str, Any]) -> None:
-        """The crash count's marker ``name`` for the file with stat ``st``
-        (processing/ is the daemon's alone: rewritten in place, no fsync: it
-        needs to outlive the process, not the machine)."""
+    def _write_marker(
+        self,
+        name: str,
+        st: os.stat_result,
+        body: dict[str, Any],
+        unwritten: str = "crash_count_not_written",
+    ) -> None:
+        """The marker ``name`` (a crash count, a cut name) for the file with
+        stat ``st`` (processing/ is the daemon's alone: rewritten in place, no
+        fsync: it needs to outlive the process, not the machine); failing,
+        logged as ``unwritten``."""
         body = {**body, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(name, flags, 0o600, dir_fd=self.processing_fd)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(json.dumps(body).encode())
-        except OSError as exc:  # then the crashes are not counted: the file runs
-            logger.warning("crash_count_not_written", marker=name, error=os_message(exc))
+        except OSError as exc:  # then the crashes are not counted, the name stays cut
+            logger.warning(unwritten, marker=name, error=os_message(exc))
 
     def _marker(self, name: str, unreadable: str) -> dict[str, Any] | None:
         """The marker ``name`` in processing/ (``_marks`` says whose); None
@@ -643,7 +698,8 @@ class Claims:
 
     def _move_in(self, src_fd: int, pname: str, taken_from: str | None = None) -> Claim | None:
         """Rename a claimed file into this host's folder under a new job id."""
-        name, old_job = split_processing_name(pname)
+        old_job = split_processing_name(pname)[1]
+        name = self._name_of(src_fd, pname)
         job_id = new_job_id()
         new = processing_name(name, job_id)
         try:

@@ -357,21 +357,37 @@ def status(settings: config.Settings, as_json: bool) -> None:
     sys.exit(0 if doc["running"] else EXIT_NOT_RUNNING)
 
 
+def _daemon_state(d: dict[str, Any]) -> str:
+    """``running``; ``exited`` (status N) when it exited on a failure and
+    said so; else ``stale`` (killed, its machine down: its heartbeat stopped)."""
+    if d["alive"]:
+        return "running"
+    exited = (d.get("counters") or {}).get("exited")
+    return f"exited (status {exited})" if exited is not None else "stale"
+
+
 def _status_text(doc: dict[str, Any]) -> str:
     lines = []
     for d in doc["daemons"]:
-        state = "running" if d["alive"] else "stale"
+        state = _daemon_state(d)
         lines.append(
             f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
             f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {_utc(d['started_at'])}"
         )
-        counters = d.get("counters") or {}
+        # A daemon no longer running waits for nothing: its last counters
+        # are no backlog (another host may have taken its claims over).
+        counters = (d.get("counters") or {}) if d["alive"] else {}
+        said = f": {shown(d['last_error'])}" if d.get("last_error") else ""
         if counters.get("acks_owed"):
-            said = f": {shown(d['last_error'])}" if d.get("last_error") else ""
             lines.append(
                 f"  {counters['acks_owed']} job(s) waiting to write their acknowledgements{said}"
             )
-        elif d.get("last_error") and d["alive"]:  # a refused reload, a folder gone …
+        elif counters.get("halted"):
+            lines.append(
+                f"  {counters['halted']} job(s) cut short by the daemon's trouble, waiting"
+                f" claimed to run again{said}"
+            )
+        elif d.get("last_error") and state != "stale":  # a refused reload, a folder gone …
             lines.append(f"  its last error: {shown(d['last_error'])}")
         if counters.get("held"):
             lines.append(

@@ -150,8 +150,12 @@ def fit(head: str, tail: str) -> str:
     character) so that it fits a file name."""
     raw = os.fsencode(head)
     cut = max(0, MAX_NAME_BYTES - len(os.fsencode(tail)))
-    while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # a continuation byte
-        cut -= 1
+    if cut < len(raw):  # back to the start of the UTF-8 character it would cut into
+        start = cut
+        while start > 0 and cut - start < 3 and raw[start] & 0xC0 == 0x80:
+            start -= 1
+        if raw[start] & 0xC0 == 0xC0:  # a lead byte: else no UTF-8 there (Latin-1 bytes)
+            cut = start
     return os.fsdecode(raw[:cut]) + tail
 
 

@@ -305,13 +305,22 @@ class Service:
         # an outbox turned unwritable): queued again every _acks_delay seconds.
         self.owing: list[Work] = []
         self.owing_jobs: set[str] = set()  # their jobs, queued or waiting
+        # Units cut short by the daemon's trouble (``halted``: no room for the
+        # orders), waiting among them; the files they are (lane, name) until
+        # one runs to an end, and the error that trouble gave ``last_error``.
+        self.halted = 0
+        self.halted_files: set[tuple[str, str]] = set()
+        self.halt_error: str | None = None
         self._acks_delay = ACKS_RETRY_FIRST
         self._next_acks_try = 0.0
         self._probe_delay = PROBE_FIRST
         self._next_probe = 0.0
         self._resumed_at = -PROBE_MAX - 1.0
         self._reload_at: float | None = None  # a refused reload tried again then
-        self.worker_died = False  # a worker process died: its claims stay for the next start
+        # A worker process (or thread) died: its claims stay for the next
+        # start, which counts them toward max_crashes
+        self.worker_died = False
+        self.stop_unrecorded = False  # the stop's heartbeat failed: the database is away
         self.events_lost = False  # an observer's events were lost (overflow): rescan now
         self._reload_delay = RELOAD_RETRY_FIRST
 
@@ -573,6 +582,7 @@ class Service:
                 if not all(t.is_alive() for t in self.threads):  # its claim resumes at the start
                     logger.error("worker_thread_died")
                     self.last_error = "a worker thread died"
+                    self.worker_died = True
                     return EXIT_FAILURE
                 next_health = now + HEALTH_EVERY
             if now >= next_heartbeat:
@@ -806,6 +816,7 @@ class Service:
         elif outcome.parked is not None:  # unrecorded: the file stays claimed
             self.parked.append(outcome.parked)
             self._pause(outcome.error or "a job could not be recorded")
+        self._follow_halted(outcome)
         if outcome.job_id in self.owing_jobs and outcome.status != "unacknowledged":
             self.owing_jobs.discard(outcome.job_id)  # written at last (or parked for the database)
             if not self.owing_jobs:
@@ -991,7 +1002,6 @@ class Service:
         self._beat(stopping=not reloading)
         for claims in self.lanes.values():
             claims.close()
-        logger.info("daemon_stopped", handed_back=self.counters["handed_back"])
 
     def _stop_watching(self) -> None:
         """Stop the observers (watching on while the jobs in flight finished,
@@ -1050,6 +1060,7 @@ class Service:
             "pending_moves": len(self.pending),
             "parked": len(self.parked),
             "acks_owed": len(self.owing_jobs),
+            "halted": self.halted,  # cut short by the daemon's trouble, run again later
             "waiting_for_memory": len(self.memory_wait),  # max_bytes_in_flight
             "bytes_in_flight": self.bytes_out,
         }
@@ -1060,8 +1071,9 @@ class Service:
             waiting = s["tracked"] + s["queue"] + len(self.parked)
             return f"STATUS=database unavailable, intake paused ({waiting} waiting): {self.db_down}"
         owing = f"; {s['acks_owed']} owing their 997 (folder unwritable)" if s["acks_owed"] else ""
-        memory = s["waiting_for_memory"]
+        memory, halted = s["waiting_for_memory"], s["halted"]
         waits = f", {memory} waiting for max_bytes_in_flight" if memory else ""
+        waits += f", {halted} cut short by the daemon's trouble" if halted else ""
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}{waits}, held {s['held']}; "
             f"done {s['succeeded']}, partial {s['partial']}, duplicate {s['duplicate']}, "
@@ -1081,7 +1093,9 @@ class Service:
                 self.liveness.beat()
         except Exception as exc:  # the database may be away for a moment
             logger.error("heartbeat_failed", error=repr(exc))
-            if not is_permanent(exc) and not stopping:
+            if stopping:  # the stop's other writes would wait the same: not tried
+                self.stop_unrecorded = True
+            elif not is_permanent(exc):
                 self._pause(f"database unavailable: {exc}")
 
     # -- the database unavailable: intake paused ------------------------------------
@@ -1141,10 +1155,25 @@ class Service:
         if item.job_id is not None:
             self.owing_jobs.add(item.job_id)
 
+    def _follow_halted(self, outcome: Outcome) -> None:
+        """Count the units cut short by the daemon's trouble while they wait,
+        and once each of their files ran to an end (the trouble over), say
+        that trouble no more."""
+        key = (outcome.lane, outcome.name)
+        if outcome.status == "halted" and outcome.parked is not None:
+            self.halted += 1
+            self.halted_files.add(key)
+            self.halt_error = outcome.error or self.last_error
+        elif key in self.halted_files:
+            self.halted_files.discard(key)
+            if not self.halted_files and self.last_error == self.halt_error:
+                self.last_error = self.halt_error = None
+
     def _retry_owed_acks(self, now: float) -> None:
         if not self.owing or now < self._next_acks_try:
             return
         owing, self.owing = self.owing, []
+        self.halted = 0  # queued again: counted as queued, then in flight
         for item in owing:
             self.outstanding += 1
             self.work.put(item)
@@ -1374,15 +1403,20 @@ def _serve(
             checkpointer.stop()
     # The jobs handed back or parked at the stop are interrupted now, not at
     # the next start: meanwhile no job shows running with no daemon to run it.
-    interrupt_own("handed back or parked at the stop")
-    if code == EXIT_OK:
-        with contextlib.suppress(Exception):
-            store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
-    else:  # its row stays (the next start counts the claims it left), marked exited
-        with contextlib.suppress(Exception):
-            heartbeat({"exited": code}, f"the daemon exited with status {code}")
+    # Not if the stop's heartbeat could not be written (the database locked
+    # or away): each write would wait as long, past systemd's TimeoutStopSec.
+    if not service.stop_unrecorded:
+        interrupt_own("handed back or parked at the stop")
+        if code == EXIT_OK:
+            with contextlib.suppress(Exception):
+                store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
+        else:  # its row stays, marked exited; the next start counts its claims
+            exited = {"exited": code, **({"crashed": 1} if service.worker_died else {})}
+            with contextlib.suppress(Exception):  # only after a death (store.died)
+                heartbeat(exited, f"the daemon exited with status {code}")
     with contextlib.suppress(Exception):
         store.close_database(db)
+    logger.info("daemon_stopped", handed_back=service.counters["handed_back"])
     return code
 
 

@@ -186,7 +186,8 @@ class Worker:
         return len(self.inflight)
 
     def hand_back_unfinished(self) -> int:
-        """At shutdown: give the files of jobs still running back to the inbox."""
+        """At shutdown: give the files of jobs still running back to the inbox;
+        how many went back."""
         with self._lock:
             left = list(self.inflight.values())
         count = 0
@@ -195,8 +196,8 @@ class Worker:
                 if flight.finishing:
                     continue
                 flight.handed_back = True
-            self._hand_back(flight, "shutdown", ran=True)
-            count += 1
+            if self._hand_back(flight, "shutdown", ran=True).status != "error":
+                count += 1  # a hand back that failed leaves the file claimed
         return count
 
     def _run_claimed(self, flight: InFlight, item: Work) -> Outcome:
@@ -509,7 +510,10 @@ class Worker:
         if flight.crashed is not None:  # it ran to an end: no crash in a row
             claims.forget_crashes(flight.crashed)
         claimed = claims.path(flight.pname)
+        marker = claims.cut_name(flight.pname)
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
+        if marker is not None and pending is None:  # filed: its cut name is needed no more
+            claims.drop_marker(marker)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
     def _halt(self, flight: InFlight, job: JobResult) -> Outcome:

@@ -68,6 +68,7 @@ from .models import (
 )
 from .recorder import (
     DatabaseRecorder,
+    died,
     heartbeat,
     job_brief,
     mark_interrupted,
@@ -124,6 +125,7 @@ __all__ = [
     "as_utc",
     "close_database",
     "day_of",
+    "died",
     "dumps",
     "fold",
     "heartbeat",

@@ -518,6 +518,8 @@ class DatabaseRecorder:
             batch.add_rows("interchange_insert", [(*key, pk) for key in interchanges])
             _add_search_keys(batch, pk, keys)
             add_rollup(batch, status, started, job.duration_seconds, total, +1, job.partner).run()
+            if job.retry_of and job.file_path:
+                _carried_on(job.retry_of, _text(job.file_path))
 
         run_unit(self.db, work)
         self._forget(job)
@@ -850,10 +852,25 @@ def remove_daemon(db: Database, daemon_id: str) -> None:
     run_unit(db, Daemon.delete().where(Daemon.daemon_id == daemon_id).execute)
 
 
+def died(counters: dict[str, Any] | None) -> bool:
+    """Whether a heartbeat row left behind (a clean stop removes its own)
+    tells a death: killed, out of memory, a worker process killed
+    (``crashed``), rather than an exit on the daemon's own failure (an inbox
+    gone: ``exited``), which no file in flight caused."""
+    counters = counters or {}
+    return "exited" not in counters or bool(counters.get("crashed"))
+
+
 def take_left_behind(db: Database, host: str) -> bool:
-    """Forget the heartbeat rows ``host``'s earlier daemons left (a clean
-    stop removes its own); whether there were any: one of them died."""
-    return bool(run_unit(db, Daemon.delete().where(Daemon.host == host).execute))
+    """Forget the heartbeat rows ``host``'s earlier daemons left; whether
+    one of them ``died``."""
+
+    def work() -> bool:
+        left = [row.counters for row in Daemon.select(Daemon.counters).where(Daemon.host == host)]
+        Daemon.delete().where(Daemon.host == host).execute()
+        return any(died(counters) for counters in left)
+
+    return run_unit(db, work)
 
 
 def mark_interrupted(
@@ -866,14 +883,15 @@ def mark_interrupted(
 ) -> list[dict[str, Any]]:
     """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``;
     with ``job_ids`` instead, those jobs of other hosts whose files this
-    ``host`` took over.
+    ``host`` took over. Dated by the database's clock (``Database.clock``),
+    as heartbeats are: another host's clock ahead must not make the job
+    an hour long.
 
     Call at start-up, before any worker runs, and at a stop, once none
     runs. Returns each such job as
     ``{job_id, file_name, file_path, started_at}`` so the service can resume
     its file from ``processing/``. A job another host finished meanwhile is
     left alone (compare-and-set on the status)."""
-    now = now or utcnow()
     if reason is None:
         reason = f"interrupted: the daemon on {host} stopped while this job ran"
         if job_ids is not None:
@@ -883,6 +901,7 @@ def mark_interrupted(
     which = Job.host == host if job_ids is None else Job.job_id.in_(list(job_ids))
 
     def work() -> list[dict[str, Any]]:
+        at = now or db.clock()
         rows = list(
             Job.select(
                 Job.id,
@@ -896,14 +915,14 @@ def mark_interrupted(
         )
         done = []
         for row in rows:
-            duration = (now - row.started_at).total_seconds() if row.started_at else None
+            duration = (at - row.started_at).total_seconds() if row.started_at else None
             values = {
                 Job.status: interrupted,
                 Job.success: False,
-                Job.completed_at: now,
+                Job.completed_at: at,
                 Job.duration_seconds: duration,
                 Job.error: reason,
-                Job.updated_at: now,
+                Job.updated_at: at,
             }
             cas = (Job.id == row.id) & (Job.status == running)
             changed = Job.update(values).where(cas).execute()
@@ -924,6 +943,22 @@ def mark_interrupted(
         return done
 
     return run_unit(db, work)
+
+
+def _carried_on(job_id: str, path: str | None) -> None:
+    """The interrupted runs a job carried on (``job_id``, its ``retry_of``,
+    and theirs): their file is at ``path`` now, not in the ``processing/``
+    of a host that stopped or died (a job's ``file_path`` is where its file
+    is)."""
+    current: str | None = job_id
+    for _ in range(LINEAGE_MAX):
+        row = Job.select(Job.id, Job.retry_of, Job.status).where(Job.job_id == current).first()
+        if row is None or row.status != JobStatus.INTERRUPTED.value:
+            return
+        Job.update(file_path=path).where(Job.id == row.id).execute()
+        current = row.retry_of
+        if current is None:
+            return
 
 
 def record_final_path(db: Database, job_id: str, path: str | None, note: str | None = None) -> None:

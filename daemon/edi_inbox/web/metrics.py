@@ -306,8 +306,10 @@ def _hosts(web: Any) -> Iterator[Metric]:
     )
     backlog = GaugeMetricFamily(
         "edi_inbox_daemon_backlog",
-        "Files the host's daemon has seen and not finished (queued, held, in flight;"
-        " parked: waiting for the database; acks_owed: for their acknowledgements' folder).",
+        "Files the host's running daemon has seen and not finished (queued, held, in"
+        " flight; parked: waiting for the database; acks_owed: for their acknowledgements'"
+        " folder; halted: cut short by the daemon's trouble, to run again); 0 for a daemon"
+        " no longer running.",
         labels=["host", "state"],
     )
     seen: set[str] = set()
@@ -320,8 +322,8 @@ def _hosts(web: Any) -> Iterator[Metric]:
         alive = admin.alive(daemon, web.settings.daemon) and not stopping
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
-        counters = daemon.get("counters") or {}
-        for state in ("queue", "held", "in_flight", "parked", "acks_owed"):
+        counters = (daemon.get("counters") or {}) if alive else {}
+        for state in ("queue", "held", "in_flight", "parked", "acks_owed", "halted"):
             backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
     yield up
     yield age
