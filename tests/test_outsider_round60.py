@@ -59,7 +59,12 @@ What held (plain tests)
   amount is an odd code for it); CTP08 is element 782 (R 1/18) but
   ``_SEGMENT_ELEMENTS`` gives R 1/15 (only a 16-18-digit amount differs).
 
-Found (strict xfails; each asserts the order posted, AK5 A)
+Found (strict xfails; each asserts the order posted, AK5 A; all 8 fixed the
+same session, each test failing before: ``orders._FROM_4040`` SAC13 and
+``_FROM_5010`` PER lines; the header's N1 loop counted apart from a line's
+(no PER limit); ``Syntax.later``: elements past a segment's last not refused
+after 005010; the loops of every release together (IN2, MTX/PWK/EFI, AT,
+the header's LDT loop, placed anywhere in the header))
 1. ``test_a_5010_per04_of_up_to_256_characters_is_posted`` [header, N1
    loop]: a 120-character e-mail in PER04 of a 005010 order is refused
    AK3 PER / AK4 4 code 5, order not posted. 005010's element 364
@@ -266,12 +271,6 @@ def test_held_a_line_n1_loop_with_its_ldt_and_man(harness, version):
 # (E364 Communication Number AN 1/256; 004010's AN 1/80).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="005010 PER04 (element 364, Communication Number) is AN 1/256; a 120-character"
-    " e-mail/URL is refused AK4 4 code 5 (orders._SEGMENT_ELEMENTS PER has 004010's"
-    " AN 1/80 for every version; _FROM_5010 overlays REF and N4 only)",
-)
 @pytest.mark.parametrize("where", ["header", "N1 loop"])
 def test_a_5010_per04_of_up_to_256_characters_is_posted(harness, where):
     email = "purchasing.department.north.american.operations." + "x" * 60 + "@example.com"
@@ -281,12 +280,6 @@ def test_a_5010_per04_of_up_to_256_characters_is_posted(harness, where):
     posted(harness.run(interchange(order(*body), version="005010")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SAC13 is element 127 (Reference Identification), AN 1/50 from 004040 as REF02"
-    " is; a 40-character SAC13 is refused AK4 13 code 5 (orders._FROM_4040 widens"
-    " REF02 and C040 only, not SAC13)",
-)
 @pytest.mark.parametrize("version", ["004040", "005010"])
 def test_a_sac13_of_up_to_50_characters_is_posted_from_4040(harness, version):
     sac = "SAC*A*F800***100*******02*" + "PROMO-2024-SPRING-NATIONAL-AD-0000012345~"
@@ -294,13 +287,6 @@ def test_a_sac13_of_up_to_50_characters_is_posted_from_4040(harness, version):
     posted(harness.run(interchange(order(sac, LINE), version=version)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the header N1 loop's PER has max use >1 from 003060 (004010 position 360, 004030,"
-    " 005010);"
-    " four contacts for one party are refused AK304 5 (orders._MAX_USE 'an N1 loop' PER 3,"
-    " which is the line N1 loop's (and 3040's) limit, applied to header loops too)",
-)
 @pytest.mark.parametrize("version", ["003060", "004010", "005010"])
 def test_four_contacts_in_a_header_n1_loop_are_posted(harness, version):
     body = (
@@ -316,13 +302,6 @@ def test_four_contacts_in_a_header_n1_loop_are_posted(harness, version):
     posted(harness.run(interchange(order(*body), version=version)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from 004030 the header's LDT is a loop (LDT QTY MTX REF) placed after TXI,"
-    " before the AMT, N9 and N1 loops; one after TD5 is refused AK304 7 (and its REF too:"
-    " orders._HEADER_SEQUENCE is 004010's order, LDT after DTM, for every version, and"
-    " _HEADER_LOOPS has no LDT loop)",
-)
 @pytest.mark.parametrize("version", ["004030", "005010"])
 def test_a_header_ldt_loop_after_td5_is_in_sequence_from_4030(harness, version):
     body = (
@@ -336,13 +315,6 @@ def test_a_header_ldt_loop_after_td5_is_in_sequence_from_4030(harness, version):
     posted(harness.run(interchange(order(*body), version=version)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from 004030 an N1 loop holds IN2 (individual name components) after N2, before"
-    " N3/N4; the N3 and N4 after an IN2 are refused AK304 2 misplaced_segment (orders."
-    "_HEADER_LOOPS/_LINE_LOOPS['N1'] lack IN2, so the IN2 closes the loop and N3/N4 are"
-    " IN_LOOP_ONLY outside it)",
-)
 @pytest.mark.parametrize("where", ["header", "line", "subline"])
 def test_an_n1_loop_with_in2_is_posted_from_4030(harness, where):
     party = (
@@ -360,34 +332,16 @@ def test_an_n1_loop_with_in2_is_posted_from_4030(harness, where):
     posted(harness.run(interchange(order(*body), version="005010")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="from 004030 the header N9 loop is N9 DTM MTX PWK EFI; a PWK in it is refused"
-    " AK304 7 segment_out_of_sequence (orders._HEADER_LOOPS['N9'] is 004010's DTM MSG: the"
-    " PWK closes the loop and is judged as the header's PWK, placed before N9)",
-)
 def test_a_pwk_inside_a_5010_n9_loop_is_posted(harness):
     body = ("N9*L1*ATTACHMENTS~", "MTX**SEE DRAWING~", "PWK*DW*EL~", "N1*ST*STORE*92*1234~", LINE)
     posted(harness.run(interchange(order(*body), version="005010")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in 003060 the header AMT loop is AMT AT REF DTM PCT; the REF after an AT is"
-    " refused AK304 7 segment_out_of_sequence (orders._HEADER_LOOPS['AMT'] is REF DTM PCT:"
-    " the AT closes the loop and the REF is judged as the header's REF, placed before AMT)",
-)
 def test_a_3060_amt_loop_with_at_then_ref_is_posted(harness):
     body = ("AMT*TT*25~", "AT*1~", "REF*ZZ*BUDGET-7~", "N1*ST*STORE*92*1234~", LINE)
     posted(harness.run(interchange(order(*body), version="003060")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="008010's N4 has eight elements (N408, element 1702, the postal code as formatted:"
-    " 'K1A 0B1'); one with N408 is refused AK4 8 code 3 (orders._FROM_5010 gives N4 seven"
-    " elements for 005010 and every later version)",
-)
 def test_an_8010_n4_with_its_formatted_postal_code_is_posted(harness):
     body = ("N1*ST*STORE*92*1234~", "N4*OTTAWA*ON*K1A0B1*CA****K1A 0B1~", LINE)
     posted(harness.run(interchange(order(*body), version="008010")))

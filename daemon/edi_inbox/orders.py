@@ -882,16 +882,31 @@ _SYNTAX_NOTES = {
 }
 # What other versions define otherwise (by GS08's first six characters),
 # over 004010's lines: (elements, syntax notes). Before 004010 DTM05 is the
-# century (N0 2/2) and the period DTM06/DTM07; from 004040 REF02 is AN 1/50;
-# from 005010 an N4 has N407 (country subdivision, ID 1/3), never beside N402.
+# century (N0 2/2) and the period DTM06/DTM07; from 004040 REF02 and SAC13
+# are AN 1/50; from 005010 an N4 has N407 (country subdivision, ID 1/3),
+# never beside N402, and PER's numbers are AN 1/256. Releases after 005010
+# are judged by 005010's lines, except that elements past a segment's last
+# are not refused (later releases add some: 8010's N408).
 _BEFORE_4010 = {
     "DTM": (
         "M ID 3/3, X DT 8/8, X TM 4/8, O ID 2/2, X N0 2/2, X ID 2/3, X AN 1/35",
         "R020306 C0403 P0607",
     )
 }
-_FROM_4040 = {"REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C040.50 1/99", _SYNTAX_NOTES["REF"])}
-_FROM_5010 = {**_FROM_4040, "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704 E0207")}
+_SAC_4040 = _SEGMENT_ELEMENTS["SAC"].split(", ")
+_SAC_4040[12] = "X AN 1/50"  # SAC13 (127)
+_FROM_4040 = {
+    "REF": ("M ID 2/3, X AN 1/50, X AN 1/80, O C040.50 1/99", _SYNTAX_NOTES["REF"]),
+    "SAC": (", ".join(_SAC_4040), _SYNTAX_NOTES["SAC"]),
+}
+_FROM_5010 = {
+    **_FROM_4040,
+    "N4": (_SEGMENT_ELEMENTS["N4"] + ", X ID 1/3", "C0605 C0704 E0207"),
+    "PER": (
+        "M ID 2/2, O AN 1/60" + ", X ID 2/2, X AN 1/256" * 3 + ", O AN 1/20",
+        _SYNTAX_NOTES["PER"],
+    ),
+}
 # The composites among them, component by component (a composite's own
 # length, 1/99 above, bounds it whole): C001, a unit of measure (CTP05:
 # the unit, then exponents and multipliers); C040, a reference (REF04:
@@ -995,6 +1010,7 @@ class Syntax(NamedTuple):
     # AK403's codes for too many repetitions and components: 12 and 13 from
     # 005010; before, 6 (invalid character) and 3 (too many data elements)
     too_many: tuple[str, str]
+    later: bool  # a release after 005010: elements past a segment's last are its own
 
     @classmethod
     def of(cls, ts: TransactionSet) -> Syntax:
@@ -1003,7 +1019,8 @@ class Syntax(NamedTuple):
             version = "004010"  # not a version: judged as the one this table is of
         table = next(t for first, t in _TABLES if version >= first)
         too_many = ("12", "13") if version >= "005010" else ("6", "3")
-        return cls(table, ts.delimiters.repetition, ts.delimiters.component, too_many)
+        later = version > "005010"
+        return cls(table, ts.delimiters.repetition, ts.delimiters.component, too_many, later)
 
 
 def checked(s: Segment, syntax: Syntax) -> Segment:
@@ -1026,7 +1043,7 @@ def checked(s: Segment, syntax: Syntax) -> Segment:
         value = elements[i] if i < len(elements) else ""
         if i > len(defined):
             extra = next((j for j in range(i, len(elements)) if elements[j]), None)
-            if extra is not None:  # empty trailing elements are only untidy
+            if extra is not None and not syntax.later:  # empty ones are only untidy
                 raise _element_error(
                     s,
                     len(defined) + 1,
@@ -1224,9 +1241,10 @@ _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads,
 # Where each segment (or loop, by its first) stands in the 004010 850's
 # header, in its order: one that comes after a segment placed later is out
 # of sequence (the rule ``segment_out_of_sequence``). The same order in the
-# other versions; segments not listed (NTE, MSG outside a loop) go anywhere.
+# other versions; segments not listed go anywhere: NTE, MSG outside a loop,
+# and LDT (a plain segment after DTM in 004010, a loop after TXI from 004030).
 _HEADER_SEQUENCE = (
-    "BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITD DIS INC DTM LDT LIN SI PID MEA"
+    "BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITD DIS INC DTM LIN SI PID MEA"
     " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT N9 N1 LM SPI ADV"
 )
 _HEADER_ORDER = {tag: n for n, tag in enumerate(_HEADER_SEQUENCE.split(" "))}
@@ -1239,28 +1257,32 @@ LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN")
 
 
 # The loops (by first segment) and the segments each holds after it, per the
-# 004010 850: a REF after an N1 is the party's, a DTM after an N9 the note's,
-# a PID after an SLN the subline's. A segment not in the set closes the loop.
+# 004010 850 and what later releases added (IN2 in N1 loops, MTX, PWK and
+# EFI in N9's, the header's LDT loop from 004030; AT in 003060's AMT loop):
+# a REF after an N1 is the party's, a DTM after an N9 the note's, a PID
+# after an SLN the subline's. A segment not in the set closes the loop.
 _HEADER_LOOPS = {
-    "N1": _tags("N2 N3 N4 NX2 REF PER SI FOB TD1 TD5 TD3 TD4 PKG"),
-    "N9": _tags("DTM MSG"),
+    "N1": _tags("N2 IN2 N3 N4 NX2 REF PER SI FOB TD1 TD5 TD3 TD4 PKG"),
+    "N9": _tags("DTM MSG MTX PWK EFI"),
     "SAC": _tags("CUR"),
-    "AMT": _tags("REF DTM PCT"),
+    "AMT": _tags("AT REF DTM PCT"),
+    "LDT": _tags("QTY MSG MTX REF"),
     "LM": _tags("LQ"),
     "SPI": _tags("REF DTM MSG N1 N2 N3 N4 G61 CB1 LDT"),
     "ADV": _tags("DTM MTX"),
 }
 _LINE_LOOPS = {
-    "N1": _tags("N2 N3 N4 QTY NX2 REF PER SI DTM FOB SCH TD1 TD5 TD3 TD4 PKG"),
+    "N1": _tags("N2 IN2 N3 N4 QTY NX2 REF PER SI DTM FOB SCH TD1 TD5 TD3 TD4 PKG"),
     "PID": _tags("MEA"),
     "CTP": _tags("CUR"),
     "SAC": _tags("CUR CTP"),
     "QTY": _tags("SI"),
     "SCH": _tags("TD1 TD5 TD3 TD4 REF"),
     "LDT": _tags("QTY MSG REF LM LQ"),
-    "N9": _tags("DTM MSG"),
+    "N9": _tags("DTM MSG MTX PWK EFI"),
     "SLN": _tags(
-        "MSG SI PID PO3 TC2 ADV DTM CTP PAM PO4 TAX N9 SAC QTY N1 N2 N3 N4 NX2 REF PER CUR MEA LDT"
+        "MSG SI PID PO3 TC2 ADV DTM CTP PAM PO4 TAX N9 SAC QTY N1 N2 IN2 N3 N4 NX2 REF PER CUR MEA"
+        " LDT"
     ),
     "AMT": _tags("REF PCT"),
     "LM": _tags("LQ"),
@@ -1306,10 +1328,10 @@ def _date(s: Segment) -> DateReference:
 
 
 class _PartyBuilder:
-    def __init__(self, n1: Segment, syntax: Syntax) -> None:
+    def __init__(self, n1: Segment, syntax: Syntax, where: str) -> None:
         self.n1 = n1
         self.syntax = syntax
-        self.uses = _Uses("an N1 loop")
+        self.uses = _Uses(where)
         self.names: list[str] = []
         self.lines: list[str] = []
         self.n4: Segment | None = None
@@ -1455,7 +1477,8 @@ def _once_only(s: Segment) -> X12Error:
 _MAX_USE = {
     "the header": {"PER": 3, "DTM": 10, "SAC": 25, "N1": 200},
     "a line": {"CUR": 1, "DTM": 10, "SAC": 25, "N1": 200, "PID": 1000},
-    "an N1 loop": {"N2": 2, "N3": 2, "REF": 12, "PER": 3},
+    "a line's N1 loop": {"N2": 2, "N3": 2, "REF": 12, "PER": 3},
+    "the header's N1 loop": {"N2": 2, "N3": 2, "REF": 12},  # PER >1 from 003060
     "the summary": {"AMT": 1},
 }
 _COUNTED_LOOPS = frozenset(("SAC", "N1", "PID"))
@@ -1474,7 +1497,7 @@ class _Uses:
             return
         n = self.counts[s.tag] = self.counts.get(s.tag, 0) + 1
         if n > limit:
-            loop = s.tag in _COUNTED_LOOPS and self.where != "an N1 loop"
+            loop = s.tag in _COUNTED_LOOPS and not self.where.endswith("N1 loop")
             raise X12Error(
                 f"{s.tag}{' loop' if loop else ''} appears {n} times in {self.where};"
                 f" the 850 allows {limit}",
@@ -1635,7 +1658,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                 )
             elif tag == "N1":
-                party = _PartyBuilder(s, syntax)
+                party = _PartyBuilder(s, syntax, "the header's N1 loop")
                 parties.append(party)
             elif tag == "SAC":
                 charges.append(_charge(s))
@@ -1667,7 +1690,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             elif tag == "CUR":
                 line.add_currency(s)
             elif tag == "N1":
-                party = _PartyBuilder(s, syntax)
+                party = _PartyBuilder(s, syntax, "a line's N1 loop")
                 line.parties.append(party)
             elif tag == "SAC":
                 line.charges.append(_charge(s))
