@@ -790,3 +790,30 @@ def test_one_po_number_to_two_receivers_in_one_file(tmp_path):
     job, _, posted = run(tmp_path, data)
     assert [o.status for o in job.orders] == ["posted", "posted", "duplicate"]
     assert len(posted) == 2 and job.status is JobStatus.SUCCEEDED
+
+
+def test_every_broken_segment_of_a_refused_set_is_named(tmp_path):
+    """A set with three broken segments the order reads (BEG02 empty, a
+    PO103 too long, an eleventh line DTM) and a good one beside it: the 997
+    names each broken segment with its AK3/AK4 (not only the first), the
+    good set is posted."""
+    dtms = "DTM*002*20240110~" * 11
+    broken = (
+        "ST*850*0001~BEG*00**PO-1**20240102~PO1*1*2*EACH*3.50**VP*X1~"
+        f"{dtms}CTT*1~SE*{5 + 11}*0001~"
+    )
+    job, acks, posted = run(tmp_path, doc(group(broken, order(2))))
+    assert len(posted) == 1
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77",
+        "AK2*850*0001",
+        "AK3*BEG*2**8",
+        "AK4*2**1",
+        "AK3*PO1*3**8",
+        "AK4*3**5*EACH",
+        "AK3*DTM*14**5",
+        "AK5*R*5",
+        "AK2*850*0002",
+        "AK5*A",
+        "AK9*P*2*2*1",
+    ]

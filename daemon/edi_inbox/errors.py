@@ -94,6 +94,24 @@ class NotHandledError(X12Error):
     """A well-formed transaction set that edi-inbox does not process (not an 850)."""
 
 
+class SetErrors(X12Error):
+    """A transaction set refused for several broken segments: it reads as
+    the first (its message, where), and ``errors`` holds each, for the 997."""
+
+    def __init__(self, errors: list[X12Error]) -> None:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more broken segment(s))" if len(errors) > 1 else ""
+        super().__init__(
+            first.message + more,
+            segment_number=first.segment_number,
+            segment_id=first.segment_id,
+            element=first.element,
+            code=first.code,
+            value=first.value,
+        )
+        self.errors = errors
+
+
 @dataclass(frozen=True)
 class Problem:
     """One business-rule violation in a purchase order."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from .errors import NotHandledError, X12Error, shorten
+from .errors import NotHandledError, SetErrors, X12Error, shorten
 from .jsontext import dumps
 from .money import EXACT, as_text
 from .x12.model import Segment, TransactionSet
@@ -1327,10 +1327,26 @@ def _date(s: Segment) -> DateReference:
     )
 
 
-class _PartyBuilder:
-    def __init__(self, n1: Segment, syntax: Syntax, where: str) -> None:
-        self.n1 = n1
+class _Checker:
+    """``checked`` for one set, keeping each broken segment's error (its 997
+    names every one) rather than stopping at the first."""
+
+    def __init__(self, syntax: Syntax) -> None:
         self.syntax = syntax
+        self.found: list[X12Error] = []
+
+    def __call__(self, s: Segment) -> Segment:
+        try:
+            return checked(s, self.syntax)
+        except X12Error as exc:
+            self.found.append(exc)
+            return s
+
+
+class _PartyBuilder:
+    def __init__(self, n1: Segment, check: _Checker, where: str) -> None:
+        self.n1 = n1
+        self.check = check
         self.uses = _Uses(where)
         self.names: list[str] = []
         self.lines: list[str] = []
@@ -1341,7 +1357,7 @@ class _PartyBuilder:
     def add(self, s: Segment) -> None:
         self.uses.count(s)
         if s.tag in ("N2", "N3", "REF", "PER") or (s.tag == "N4" and self.n4 is None):
-            checked(s, self.syntax)
+            self.check(s)
         if s.tag == "N2":
             self.names.extend(e for e in s.elements[1:3] if e)
         elif s.tag == "N3":
@@ -1496,7 +1512,7 @@ class _Uses:
         if limit is None:
             return
         n = self.counts[s.tag] = self.counts.get(s.tag, 0) + 1
-        if n > limit:
+        if n == limit + 1:  # said once: the rest are read past
             loop = s.tag in _COUNTED_LOOPS and not self.where.endswith("N1 loop")
             raise X12Error(
                 f"{s.tag}{' loop' if loop else ''} appears {n} times in {self.where};"
@@ -1574,127 +1590,140 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     furthest: Segment | None = None  # the header segment placed latest so far
     opener: Segment | None = None  # the segment that opened ``loop``
 
+    # Each broken segment's first error: a set's 997 names every one (up to
+    # MAX_NOTED); a segment past its maximum use, or once too often, is read past.
+    check = _Checker(syntax)
+    found = check.found
     for s in ts.segments:
-        tag = s.tag
-        if tag in ("ST", "SE"):
-            continue
-        if tag not in SEGMENTS_850:
-            _note(unknown, s)
-            continue
-        if tag == "BEG" and beg is not None:  # anywhere: another PO number
-            raise _once_only(s)
-        if tag == "BEG" and area != "header":  # after a PO1: out of place, not read
-            _note(misplaced, s)
-            continue
-        if tag == "PO1" and area == "summary":  # a line after the CTT: not read
-            _note(misplaced, s)
-            continue
-        if tag == "PO1":
-            if line is not None:
-                lines.append(line.build())
-            line = _LineBuilder(checked(s, syntax))
-            area, loop = "line", None
-            continue
-        if tag == "CTT":
-            if totals is not None:  # another line count
+        try:
+            tag = s.tag
+            if tag in ("ST", "SE"):
+                continue
+            if tag not in SEGMENTS_850:
+                _note(unknown, s)
+                continue
+            if tag == "BEG" and beg is not None:  # anywhere: another PO number
                 raise _once_only(s)
-            checked(s, syntax)
-            totals = Totals(
-                line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
-            )
-            area, loop = "summary", None
-            continue
-        if area == "summary":
-            if tag == "AMT":
-                summary_uses.count(s)
-                checked(s, syntax)
-                amounts.append(
-                    Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
-                )
-            else:  # only AMT may follow the CTT: what else is there would go unread
+            if tag == "BEG" and area != "header":  # after a PO1: out of place, not read
                 _note(misplaced, s)
-            continue
-
-        loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
-        if loop is not None and tag in loops[loop]:
-            if loop == "N1" and party is not None:
-                party.add(s)
-            elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
-                line.add_currency(checked(s, syntax))
-            continue  # inside a loop the order does not model
-        if tag in IN_LOOP_ONLY or (area == "header" and tag in LINE_ONLY):
-            _note(misplaced, s)  # outside the loop it belongs in, or before the lines
-            continue
-        loop = tag if tag in loops else None
-        opener, party = s, None
-        if loop is not None and line is not None and area == "line":
-            line.looped = True
-
-        if area == "header":
-            place = _HEADER_ORDER.get(tag)
-            if place is not None:
-                if furthest is None or place >= _HEADER_ORDER[furthest.tag]:
-                    furthest = s
-                elif len(unsequenced) <= MAX_NOTED:
-                    unsequenced.append((tag, s.number, furthest.tag))
-            header_uses.count(s)
-            if tag in _HEADER_READ:
-                checked(s, syntax)
-            if tag == "CUR" and header_cur is not None:  # another currency
-                raise _once_only(s)
-            if tag == "BEG":
-                beg = s
-            elif tag == "CUR":
-                header_cur = s
-                currency = _code(s.get(2))
-            elif tag == "REF":
-                references.append(_reference(s))
-            elif tag == "PER":
-                contacts.append(_contact(s))
-            elif tag == "DTM":
-                dates.append(_date(s))
-            elif tag == "AMT":
-                amounts.append(
-                    Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
+                continue
+            if tag == "PO1" and area == "summary":  # a line after the CTT: not read
+                _note(misplaced, s)
+                continue
+            if tag == "PO1":
+                if line is not None:
+                    lines.append(line.build())
+                line = _LineBuilder(check(s))
+                area, loop = "line", None
+                continue
+            if tag == "CTT":
+                if totals is not None:  # another line count
+                    raise _once_only(s)
+                check(s)
+                totals = Totals(
+                    line_count_raw=s.get(1), hash_total_raw=s.get(2), segment_number=s.number
                 )
-            elif tag == "N1":
-                party = _PartyBuilder(s, syntax, "the header's N1 loop")
-                parties.append(party)
-            elif tag == "SAC":
-                charges.append(_charge(s))
-        else:
-            assert line is not None  # the line area begins at a PO1
-            line.uses.count(s)
-            if tag in _LINE_READ:
-                checked(s, syntax)
-            if tag == "PID":
-                line.descriptions.append(
-                    Description(
-                        kind=s.get(1),
-                        characteristic=s.get(2),
-                        agency=s.get(3),
-                        code=s.get(4),
-                        text=s.get(5),
-                        segment_number=s.number,
+                area, loop = "summary", None
+                continue
+            if area == "summary":
+                if tag == "AMT":
+                    summary_uses.count(s)
+                    check(s)
+                    amounts.append(
+                        Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
                     )
-                )
-            elif tag == "REF":
-                line.references.append(_reference(s))
-            elif tag == "DTM":
-                line.dates.append(_date(s))
-            elif tag == "CTP" and line.ctp is None and _code(s.get(2)) in CTP_PRICE_CODES:
-                line.ctp = s
-                line.ctp_unit = _measure(s.get(5), ts.delimiters.component)
-            elif tag == "CUR" and line.looped:  # the line's CUR comes before its loops
-                _note(misplaced, s)
-            elif tag == "CUR":
-                line.add_currency(s)
-            elif tag == "N1":
-                party = _PartyBuilder(s, syntax, "a line's N1 loop")
-                line.parties.append(party)
-            elif tag == "SAC":
-                line.charges.append(_charge(s))
+                else:  # only AMT may follow the CTT: what else is there would go unread
+                    _note(misplaced, s)
+                continue
 
+            loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
+            if loop is not None and tag in loops[loop]:
+                if loop == "N1" and party is not None:
+                    party.add(s)
+                elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
+                    line.add_currency(check(s))
+                continue  # inside a loop the order does not model
+            if tag in IN_LOOP_ONLY or (area == "header" and tag in LINE_ONLY):
+                _note(misplaced, s)  # outside the loop it belongs in, or before the lines
+                continue
+            loop = tag if tag in loops else None
+            opener, party = s, None
+            if loop is not None and line is not None and area == "line":
+                line.looped = True
+
+            if area == "header":
+                place = _HEADER_ORDER.get(tag)
+                if place is not None:
+                    if furthest is None or place >= _HEADER_ORDER[furthest.tag]:
+                        furthest = s
+                    elif len(unsequenced) <= MAX_NOTED:
+                        unsequenced.append((tag, s.number, furthest.tag))
+                header_uses.count(s)
+                if tag in _HEADER_READ:
+                    check(s)
+                if tag == "CUR" and header_cur is not None:  # another currency
+                    raise _once_only(s)
+                if tag == "BEG":
+                    beg = s
+                elif tag == "CUR":
+                    header_cur = s
+                    currency = _code(s.get(2))
+                elif tag == "REF":
+                    references.append(_reference(s))
+                elif tag == "PER":
+                    contacts.append(_contact(s))
+                elif tag == "DTM":
+                    dates.append(_date(s))
+                elif tag == "AMT":
+                    amounts.append(
+                        Amount(qualifier=s.get(1), amount_raw=s.get(2), segment_number=s.number)
+                    )
+                elif tag == "N1":
+                    party = _PartyBuilder(s, check, "the header's N1 loop")
+                    parties.append(party)
+                elif tag == "SAC":
+                    charges.append(_charge(s))
+            else:
+                assert line is not None  # the line area begins at a PO1
+                line.uses.count(s)
+                if tag in _LINE_READ:
+                    check(s)
+                if tag == "PID":
+                    line.descriptions.append(
+                        Description(
+                            kind=s.get(1),
+                            characteristic=s.get(2),
+                            agency=s.get(3),
+                            code=s.get(4),
+                            text=s.get(5),
+                            segment_number=s.number,
+                        )
+                    )
+                elif tag == "REF":
+                    line.references.append(_reference(s))
+                elif tag == "DTM":
+                    line.dates.append(_date(s))
+                elif tag == "CTP" and line.ctp is None and _code(s.get(2)) in CTP_PRICE_CODES:
+                    line.ctp = s
+                    line.ctp_unit = _measure(s.get(5), ts.delimiters.component)
+                elif tag == "CUR" and line.looped:  # the line's CUR comes before its loops
+                    _note(misplaced, s)
+                elif tag == "CUR":
+                    line.add_currency(s)
+                elif tag == "N1":
+                    party = _PartyBuilder(s, check, "a line's N1 loop")
+                    line.parties.append(party)
+                elif tag == "SAC":
+                    line.charges.append(_charge(s))
+        except X12Error as exc:  # over its maximum use: the set is refused, read on
+            found.append(exc)
+        if len(found) > MAX_NOTED:
+            break
+
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise SetErrors(found[:MAX_NOTED])
     interchange, group = ts.interchange, ts.group
     envelope = Envelope(
         sender_qualifier=interchange.sender_qualifier,

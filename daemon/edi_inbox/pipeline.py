@@ -84,6 +84,7 @@ from .errors import (
     FileChanged,
     NotRecorded,
     Problem,
+    SetErrors,
     ShortOfResources,
     TooLarge,
     TruncatedError,
@@ -793,6 +794,11 @@ class Pipeline:
                 continue
             try:
                 po = orders.from_transaction(ts)
+            except SetErrors as exc:  # each broken segment in the 997
+                for error in exc.errors:
+                    work.reject(ts, error)
+                errors.append(exc)
+                continue
             except X12Error as exc:
                 work.reject(ts, exc)
                 errors.append(exc)
