@@ -65,7 +65,11 @@ What held (plain tests)
   use hides an earlier out-of-sequence one (``PER PER DTM PER PER``: only
   AK3 PER 7 5; round 49's pinned "one raised error hides the rest").
 
-Found (strict xfails)
+Found (strict xfails; all 4 fixed the same session, each test failing
+before: MTX in the SPI, SLN and LDT loops, MAN in the LDT loop; the header's
+order and loops by release (``orders.Syntax.header_order``/``header_loops``:
+the LDT a loop from 004030 only); IN2 and G61 in ``IN_LOOP_ONLY``, QTY and
+SCH in ``LINE_ONLY``)
 1. ``test_a_5010_spi_loop_with_mtx_before_its_party_is_posted`` [MTX then
    N1, N1 G61 MTX then N1]: a valid 5010 SPI loop is refused IK304 7 at
    the SPI's N1 (not posted). Should: IK5 A, posted. Rule: 5010 850 SPI
@@ -340,10 +344,6 @@ def test_held_a_999_of_three_sets_counts_each(harness, level, ak9):
 # --- found --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="5010 SPI loop with MTX refused IK304 7 at its N1: _HEADER_LOOPS['SPI'] lacks MTX",
-)
 @pytest.mark.parametrize(
     "spi",
     [
@@ -357,11 +357,6 @@ def test_a_5010_spi_loop_with_mtx_before_its_party_is_posted(harness, spi):
     posted_clean(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sub-loop's SAC/REF after a segment the loop tables lack (MTX, MAN) is posted as"
-    " the line's own: _LINE_LOOPS SLN and LDT lack MTX, N1 has no LDT loop",
-)
 @pytest.mark.parametrize(
     "version, before, extra, after",
     [
@@ -384,10 +379,6 @@ def test_a_sub_loops_segment_is_not_posted_as_the_lines_own(harness, version, be
     assert full["lines"] == plain["lines"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="4010 DTM, LDT, REF posted AK5 A with the REF dropped: the 4030 LDT loop used for 4010",
-)
 def test_a_4010_ref_after_ldt_is_out_of_sequence_not_dropped(harness):
     data = interchange(order("DTM*002*20240110~", "LDT*AA*5~", "REF*DP*1~", LINE))
     out = harness.run(data)
@@ -398,11 +389,6 @@ def test_a_4010_ref_after_ldt_is_out_of_sequence_not_dropped(harness):
     assert body["references"] == [{"qualifier": "DP", "value": "1", "description": ""}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a loop's or a line's segment alone in the header is posted AK5 A, unread:"
-    " IN_LOOP_ONLY/LINE_ONLY lack IN2, QTY, G61, SCH",
-)
 @pytest.mark.parametrize(
     "segment",
     ["IN2*01*JOHN~", "SCH*10*EA****002*20240115~", "QTY*01*5~", "G61*BD*JOHN*TE*5551234~"],

@@ -1011,6 +1011,8 @@ class Syntax(NamedTuple):
     # 005010; before, 6 (invalid character) and 3 (too many data elements)
     too_many: tuple[str, str]
     later: bool  # a release after 005010: elements past a segment's last are its own
+    header_order: dict[str, int]  # the header's order (``_HEADER_ORDERS``)
+    header_loops: dict[str, frozenset[str]]  # its loops (the LDT's from 004030)
 
     @classmethod
     def of(cls, ts: TransactionSet) -> Syntax:
@@ -1020,7 +1022,10 @@ class Syntax(NamedTuple):
         table = next(t for first, t in _TABLES if version >= first)
         too_many = ("12", "13") if version >= "005010" else ("6", "3")
         later = version > "005010"
-        return cls(table, ts.delimiters.repetition, ts.delimiters.component, too_many, later)
+        order = next(o for first, o in _HEADER_ORDERS if version >= first)
+        loops = _HEADER_LOOPS if version >= "004030" else _HEADER_LOOPS_BEFORE_4030
+        d = ts.delimiters
+        return cls(table, d.repetition, d.component, too_many, later, order, loops)
 
 
 def checked(s: Segment, syntax: Syntax) -> Segment:
@@ -1238,22 +1243,29 @@ SEGMENTS_850 = _tags(
     " SDQ QTY SCH LS LE SLN LX FA1 FA2 CTT SE"
 )
 _HEADER_READ = _tags("BEG CUR REF PER DTM AMT N1 SAC")  # what the header reads, outside loops
-# Where each segment (or loop, by its first) stands in the 004010 850's
-# header, in its order: one that comes after a segment placed later is out
-# of sequence (the rule ``segment_out_of_sequence``). The same order in the
-# other versions; segments not listed go anywhere: NTE, MSG outside a loop,
-# and LDT (a plain segment after DTM in 004010, a loop after TXI from 004030).
+# Where each segment (or loop, by its first) stands in the 850's header, in
+# its order: one that comes after a segment placed later is out of sequence
+# (the rule ``segment_out_of_sequence``). The LDT is a plain segment after
+# the DTM before 004030, a loop after the TXI from it; segments not listed
+# (NTE, MSG outside a loop) go anywhere.
 _HEADER_SEQUENCE = (
-    "BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITD DIS INC DTM LIN SI PID MEA"
-    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI AMT N9 N1 LM SPI ADV"
+    "BEG CUR REF PER TAX FOB CTP PAM CSH TC2 SAC ITD DIS INC DTM {} LIN SI PID MEA"
+    " PWK PKG TD1 TD5 TD3 TD4 MAN PCT CTB TXI {} AMT N9 N1 LM SPI ADV"
 )
-_HEADER_ORDER = {tag: n for n, tag in enumerate(_HEADER_SEQUENCE.split(" "))}
+_HEADER_ORDERS = (  # (the first version, its order), newest first
+    ("004030", {tag: n for n, tag in enumerate(_HEADER_SEQUENCE.format("", "LDT").split())}),
+    ("", {tag: n for n, tag in enumerate(_HEADER_SEQUENCE.format("LDT", "").split())}),
+)
 _LINE_READ = _tags("PID REF DTM N1 SAC CUR CTP")  # ... and a line, after its PO1
 # Segments that stand only inside a loop, after its first (an N3 is a
 # party's address), and the line's own segments: one found elsewhere is out
 # of place (``misplaced_segments``), not dropped without a word.
-IN_LOOP_ONLY = {"N2": "N1", "N3": "N1", "N4": "N1", "NX2": "N1", "LQ": "LM"}
-LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN")
+IN_LOOP_ONLY = {
+    **dict.fromkeys(("N2", "IN2", "N3", "N4", "NX2"), "N1"),
+    "LQ": "LM",
+    "G61": "SPI",
+}
+LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN QTY SCH")
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -1261,16 +1273,16 @@ LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN")
 # EFI in N9's, the header's LDT loop from 004030; AT in 003060's AMT loop):
 # a REF after an N1 is the party's, a DTM after an N9 the note's, a PID
 # after an SLN the subline's. A segment not in the set closes the loop.
-_HEADER_LOOPS = {
+_HEADER_LOOPS_BEFORE_4030 = {
     "N1": _tags("N2 IN2 N3 N4 NX2 REF PER SI FOB TD1 TD5 TD3 TD4 PKG"),
     "N9": _tags("DTM MSG MTX PWK EFI"),
     "SAC": _tags("CUR"),
     "AMT": _tags("AT REF DTM PCT"),
-    "LDT": _tags("QTY MSG MTX REF"),
     "LM": _tags("LQ"),
-    "SPI": _tags("REF DTM MSG N1 N2 N3 N4 G61 CB1 LDT"),
+    "SPI": _tags("REF DTM MSG MTX N1 N2 N3 N4 G61 CB1 LDT"),
     "ADV": _tags("DTM MTX"),
 }
+_HEADER_LOOPS = {**_HEADER_LOOPS_BEFORE_4030, "LDT": _tags("QTY MSG MTX REF")}
 _LINE_LOOPS = {
     "N1": _tags("N2 IN2 N3 N4 QTY NX2 REF PER SI DTM FOB SCH TD1 TD5 TD3 TD4 PKG"),
     "PID": _tags("MEA"),
@@ -1278,11 +1290,11 @@ _LINE_LOOPS = {
     "SAC": _tags("CUR CTP"),
     "QTY": _tags("SI"),
     "SCH": _tags("TD1 TD5 TD3 TD4 REF"),
-    "LDT": _tags("QTY MSG REF LM LQ"),
+    "LDT": _tags("QTY MAN MSG MTX REF LM LQ"),
     "N9": _tags("DTM MSG MTX PWK EFI"),
     "SLN": _tags(
-        "MSG SI PID PO3 TC2 ADV DTM CTP PAM PO4 TAX N9 SAC QTY N1 N2 IN2 N3 N4 NX2 REF PER CUR MEA"
-        " LDT"
+        "MSG MTX SI PID PO3 TC2 ADV DTM CTP PAM PO4 TAX N9 SAC QTY N1 N2 IN2 N3 N4 NX2 REF PER"
+        " CUR MEA LDT"
     ),
     "AMT": _tags("REF PCT"),
     "LM": _tags("LQ"),
@@ -1636,7 +1648,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     _note(misplaced, s)
                 continue
 
-            loops = _HEADER_LOOPS if area == "header" else _LINE_LOOPS
+            loops = syntax.header_loops if area == "header" else _LINE_LOOPS
             if loop is not None and tag in loops[loop]:
                 if loop == "N1" and party is not None:
                     party.add(s)
@@ -1652,9 +1664,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                 line.looped = True
 
             if area == "header":
-                place = _HEADER_ORDER.get(tag)
+                place = syntax.header_order.get(tag)
                 if place is not None:
-                    if furthest is None or place >= _HEADER_ORDER[furthest.tag]:
+                    if furthest is None or place >= syntax.header_order[furthest.tag]:
                         furthest = s
                     elif len(unsequenced) <= MAX_NOTED:
                         unsequenced.append((tag, s.number, furthest.tag))
