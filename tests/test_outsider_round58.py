@@ -383,7 +383,7 @@ def test_status_says_a_host_exited_and_why(hosts, erp):
     assert alpha.proc.wait(20) == 1
     row = host_of(alpha, "alpha")
     assert row["alive"] is False and row["counters"].get("exited") == 1
-    assert row["last_error"] == "the daemon exited with status 1"
+    assert row["last_error"].startswith("the daemon exited with status 1")  # and why (round 62)
     beta.start()
     erp.gate.set()
     poll_until(lambda: filed(beta) == ["a1.edi"], timeout=10, what="taken at once by beta")

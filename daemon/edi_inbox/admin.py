@@ -37,6 +37,32 @@ def fresh_seconds(heartbeat_seconds: float) -> float:
     return max(3 * heartbeat_seconds, 15.0)
 
 
+# The heartbeat's counters of what waits (``Service.snapshot``): a daemon no
+# longer running waits for nothing (another host may have taken its claims).
+BACKLOG = frozenset(
+    [
+        "queue",
+        "held",
+        "in_flight",
+        "parked",
+        "acks_owed",
+        "halted",
+        "tracked",
+        "open",
+        "pending_moves",
+        "waiting_for_memory",
+        "bytes_in_flight",
+    ]
+)
+
+
+def shown_counters(daemon: Mapping[str, Any], running: bool) -> dict[str, Any]:
+    """A daemon's last counters as ``status``, the dashboard and ``/metrics``
+    show them: without its backlog unless it is ``running``."""
+    counters = daemon.get("counters") or {}
+    return dict(counters) if running else {k: v for k, v in counters.items() if k not in BACKLOG}
+
+
 def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
     """A daemon's heartbeat row (``queries.list_daemons``) is fresh, by the
     interval it beats at (its own configuration's, recorded with it; an older
@@ -286,6 +312,7 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
     doc["jobs_running"] = doc.pop("running", 0)
     for daemon in doc.get("daemons", []):
         daemon["alive"] = alive(daemon, settings.daemon)
+        daemon["counters"] = shown_counters(daemon, daemon["alive"])
     doc["running"] = any(d["alive"] for d in doc.get("daemons", []))
     doc["inbox"] = inbox_backlog(settings, now=now.timestamp())
     doc["claimed"] = claimed_counts(settings)

@@ -357,6 +357,11 @@ def status(settings: config.Settings, as_json: bool) -> None:
     sys.exit(0 if doc["running"] else EXIT_NOT_RUNNING)
 
 
+def _said_with(counters: dict[str, Any]) -> bool:
+    """Whether ``status`` says the last error with what waits for it."""
+    return bool(counters.get("acks_owed") or counters.get("halted"))
+
+
 def _daemon_state(d: dict[str, Any]) -> str:
     """``running``; ``exited`` (status N) when it exited on a failure and
     said so; else ``stale`` (killed, its machine down: its heartbeat stopped)."""
@@ -374,21 +379,19 @@ def _status_text(doc: dict[str, Any]) -> str:
             f"daemon {d['host']} pid {d['pid']} v{d['version']}: {state}, "
             f"heartbeat {d['heartbeat_age_seconds']:.1f}s ago, started {_utc(d['started_at'])}"
         )
-        # A daemon no longer running waits for nothing: its last counters
-        # are no backlog (another host may have taken its claims over).
-        counters = (d.get("counters") or {}) if d["alive"] else {}
+        counters = d.get("counters") or {}  # no backlog for a daemon not running
         said = f": {shown(d['last_error'])}" if d.get("last_error") else ""
         if counters.get("acks_owed"):
             lines.append(
                 f"  {counters['acks_owed']} job(s) waiting to write their acknowledgements{said}"
             )
-        elif counters.get("halted"):
+        if counters.get("halted"):
             lines.append(
                 f"  {counters['halted']} job(s) cut short by the daemon's trouble, waiting"
                 f" claimed to run again{said}"
             )
-        elif d.get("last_error") and state != "stale":  # a refused reload, a folder gone …
-            lines.append(f"  its last error: {shown(d['last_error'])}")
+        if d.get("last_error") and state != "stale" and not _said_with(counters):
+            lines.append(f"  its last error: {shown(d['last_error'])}")  # a reload refused …
         if counters.get("held"):
             lines.append(
                 f"  {counters['held']} upload(s) held for their X12 trailer (stalled?): failed"

@@ -152,7 +152,8 @@ def stats(
     long the history).
 
     ``successful_jobs`` counts succeeded and duplicate jobs (both are a success
-    for the partner); ``success_rate`` is their percentage of finished jobs;
+    for the partner); ``success_rate`` is their percentage of the jobs that
+    reached an outcome (an interrupted run, carried on by another, is none);
     ``total_amount_processed`` sums succeeded jobs only (a duplicate's orders
     were counted with the original); ``by_status`` has every status."""
 
@@ -257,7 +258,8 @@ def _stats_json(
 ) -> dict[str, Any]:
     by_status = {str(s): jobs.get(str(s), 0) for s in JobStatus}
     successful = by_status["succeeded"] + by_status["duplicate"]
-    finished = sum(by_status[str(s)] for s in FINAL_STATUSES)
+    # An interrupted run is carried on by another: no outcome of its own.
+    finished = sum(by_status[str(s)] for s in FINAL_STATUSES if s is not JobStatus.INTERRUPTED)
     return {
         "since": iso(since),
         "total_jobs": sum(by_status.values()),

@@ -321,6 +321,7 @@ class Service:
         # start, which counts them toward max_crashes
         self.worker_died = False
         self.stop_unrecorded = False  # the stop's heartbeat failed: the database is away
+        self.draining = False  # stopping: what is queued is the workers' stop markers
         self.events_lost = False  # an observer's events were lost (overflow): rescan now
         self._reload_delay = RELOAD_RETRY_FIRST
 
@@ -977,6 +978,7 @@ class Service:
                 self.outstanding -= 1
         for _ in self.threads:
             self.work.put(None)
+        self.draining = True  # the queue holds only those stop markers now
         # A reload lets every job in flight finish (nothing handed back, no job
         # run twice), unless a SIGTERM comes meanwhile: then, as for a stop.
         if reloading:
@@ -1053,7 +1055,7 @@ class Service:
         return {
             **self.counters,
             "in_flight": self._in_flight(),
-            "queue": self.work.qsize(),
+            "queue": 0 if self.draining else self.work.qsize(),
             "tracked": tracked.get("tracked", 0),
             "held": tracked.get("held", 0),
             "open": tracked.get("open", 0),  # open for writing past the grace
@@ -1406,14 +1408,16 @@ def _serve(
     # Not if the stop's heartbeat could not be written (the database locked
     # or away): each write would wait as long, past systemd's TimeoutStopSec.
     if not service.stop_unrecorded:
-        interrupt_own("handed back or parked at the stop")
         if code == EXIT_OK:
+            interrupt_own("handed back or parked at the stop")
             with contextlib.suppress(Exception):
                 store.remove_daemon(db, daemon_id)  # a clean stop: no stale heartbeat
         else:  # its row stays, marked exited; the next start counts its claims
+            why = f"the daemon exited with status {code}"
+            interrupt_own(f"{why}: {service.last_error}" if service.last_error else why)
             exited = {"exited": code, **({"crashed": 1} if service.worker_died else {})}
             with contextlib.suppress(Exception):  # only after a death (store.died)
-                heartbeat(exited, f"the daemon exited with status {code}")
+                heartbeat(exited, f"{why}: {service.last_error}" if service.last_error else why)
     with contextlib.suppress(Exception):
         store.close_database(db)
     logger.info("daemon_stopped", handed_back=service.counters["handed_back"])

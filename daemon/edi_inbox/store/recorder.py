@@ -911,6 +911,7 @@ def mark_interrupted(
                 Job.file_name,
                 Job.file_path,
                 Job.partner,
+                Job.po_number,
             ).where((Job.status == running) & which)
         )
         done = []
@@ -924,6 +925,9 @@ def mark_interrupted(
                 Job.error: reason,
                 Job.updated_at: at,
             }
+            if row.po_number is None:  # its first order's, as a job's that ended shows
+                first = Order.select(Order.po_number).where(Order.job == row.id).order_by(Order.id)
+                values[Job.po_number] = first.scalar()
             cas = (Job.id == row.id) & (Job.status == running)
             changed = Job.update(values).where(cas).execute()
             if not changed:

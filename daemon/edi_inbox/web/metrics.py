@@ -322,7 +322,7 @@ def _hosts(web: Any) -> Iterator[Metric]:
         alive = admin.alive(daemon, web.settings.daemon) and not stopping
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
-        counters = (daemon.get("counters") or {}) if alive else {}
+        counters = admin.shown_counters(daemon, alive)
         for state in ("queue", "held", "in_flight", "parked", "acks_owed", "halted"):
             backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
     yield up
