@@ -205,16 +205,22 @@ class Daemon:
 
     def reload(self, extra: str) -> None:
         """``sighup(extra)``, then wait for the daemon's READY=1 and its
-        ``daemon_ready`` line (the log is written by a thread of its own: the
-        line may follow READY=1)."""
-        ready = len(self.events("daemon_ready"))
+        ``daemon_ready`` (or ``reload_refused``) line: the log is written by a
+        thread of its own, the line may follow READY=1."""
+
+        def said() -> int:
+            return len(self.events("daemon_ready")) + len(self.events("reload_refused"))
+
+        logged = self.log.exists()  # not when the daemon's stdout goes elsewhere
+        ready = said() if logged else 0
         self.ready.clear()
         self.sighup(extra)
         deadline = time.monotonic() + 20
         while not self.ready.wait(0.05):
             assert self.proc.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "no READY=1 within 20 s of SIGHUP"
-        poll_until(lambda: len(self.events("daemon_ready")) > ready, what="daemon_ready logged")
+        if logged:
+            poll_until(lambda: said() > ready, what="daemon_ready or reload_refused logged")
 
     def events(self, name: str) -> list[dict]:
         """The daemon's JSON log lines whose event is ``name``."""

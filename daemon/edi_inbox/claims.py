@@ -184,6 +184,26 @@ def open_lanes(
     return found
 
 
+def names_marker(claimed: Path) -> Path | None:
+    """The ``NAMES_DIR`` marker that may hold the full name of the file
+    claimed as ``claimed`` (``processing/<host>/NAME.<job_id>``), if its
+    claim's name is long enough to have been cut (else None)."""
+    if len(os.fsencode(claimed.name)) < files.MAX_NAME_BYTES - 3:
+        return None
+    try:
+        st = os.stat(claimed, follow_symlinks=False)
+    except OSError:
+        return None
+    return claimed.parent.parent / _marker_name(st, NAMES_DIR)
+
+
+def drop_marker(marker: Path | None) -> None:
+    """Remove a marker of a file no longer claimed (if any)."""
+    if marker is not None:
+        with contextlib.suppress(OSError):
+            marker.unlink()
+
+
 def processing_name(name: str, job_id: str) -> str:
     """``NAME.<job_id>``, with NAME cut (bytewise) so the whole fits a file name."""
     return files.fit(name, "." + job_id)
@@ -386,28 +406,15 @@ class Claims:
         is gone. A name the claim cuts is kept beside it (``NAMES_DIR``)."""
         pname = processing_name(name, job_id)
         files.rename_new(name, pname, src_dir_fd=self.inbox_fd, dst_dir_fd=self.fd)
-        if split_processing_name(pname)[0] != name:
+        marker = names_marker(self.path(pname))
+        if marker is not None and split_processing_name(pname)[0] != name:
             with contextlib.suppress(OSError):
                 st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
                 body = {"name": os.fsencode(name).hex()}
                 self._write_marker(_marker_name(st, NAMES_DIR), st, body, "claim_name_not_kept")
+        else:  # not cut: no marker of an earlier file on this inode may name it
+            drop_marker(marker)
         return pname
-
-    def cut_name(self, pname: str) -> str | None:
-        """The ``NAMES_DIR`` marker of the claimed file ``pname``, if its claim
-        may have cut its name (for ``drop_marker`` once it is filed)."""
-        if len(os.fsencode(pname)) < files.MAX_NAME_BYTES - 3:
-            return None
-        try:
-            st = os.stat(pname, dir_fd=self.fd, follow_symlinks=False)
-        except OSError:
-            return None
-        return _marker_name(st, NAMES_DIR)
-
-    def drop_marker(self, marker: str) -> None:
-        """Remove a marker of a file no longer claimed."""
-        with contextlib.suppress(OSError):
-            os.unlink(marker, dir_fd=self.processing_fd)
 
     def _name_of(self, fd: int, pname: str) -> str:
         """The name of the file claimed as ``pname`` in folder ``fd``: as the
@@ -524,10 +531,9 @@ class Claims:
                     job_id=ran,
                     error=os_message(exc),
                 )
-        marker = self.cut_name(pname)
+        marker = names_marker(self.path(pname))
         back = files.move_new(self.path(pname), self.paths.inbox, name)
-        if marker is not None:
-            self.drop_marker(marker)
+        drop_marker(marker)
         return back
 
     def take_retry_marker(self, st: os.stat_result) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from . import files
-from .claims import os_message
+from .claims import drop_marker, names_marker, os_message
 from .config import PathSettings
 from .jobs import JobResult
 
@@ -246,10 +246,12 @@ class Mover:
         """The move (and error.json) of a finished job; raises OSError to retry later.
         The job's record learns the new path unless it foresaw it already."""
         assert self.paths.done
+        marker = names_marker(move.claimed)  # a cut name's, needed no more once filed
         if move.result.success:
             final = files.move_new(move.claimed, self.paths.done, move.name)
         else:
             final = self._fail(move)
+        drop_marker(marker)
         foreseen = move.result.file_path == str(final)
         if not foreseen:
             self._record(move, str(final))

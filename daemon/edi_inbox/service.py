@@ -74,6 +74,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -85,6 +86,7 @@ from .claims import (
     LiveHosts,
     Liveness,
     LookupJob,
+    host_folder,
     lanes,
     lock_host,
     new_job_id,
@@ -1001,7 +1003,10 @@ class Service:
                 self.mover.add(item[1].pending)
         self._settle_parked(deadline)
         self.mover.flush()  # one last try; else resumed at the next start
-        self._beat(stopping=not reloading)
+        if self.db_down is not None and not reloading:  # a beat would wait for it again
+            self.stop_unrecorded = True
+        else:
+            self._beat(stopping=not reloading)
         for claims in self.lanes.values():
             claims.close()
 
@@ -1263,13 +1268,16 @@ def _serve(
     from . import store
     from .pipeline import Pipeline
 
+    # A job of this daemon's runs on a claimed file: one of the same host name
+    # elsewhere (``edi-inbox process FILE`` beside it) is not its to end.
+    own = [str(folder) for folder in processing_folders(settings)]
     try:
         # SQLite's WAL is checkpointed by a thread of its own, not in the
         # commit of whichever worker crosses the mark (the others waited).
         db = store.open_database(settings.database_url, settings, checkpoints=False)
         store.init(db)  # creates or migrates the schema; safe at every start
-        interrupted = store.mark_interrupted(db, host)
-        died = store.take_left_behind(db, host)
+        interrupted = store.mark_interrupted(db, host, under=own)
+        died = _died(settings, host, store.take_left_behind(db, host))
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
         return EXIT_FAILURE
@@ -1308,7 +1316,7 @@ def _serve(
         its workers runs (a stop, a reload's drain); the database away: the
         next start marks them."""
         try:
-            interrupted = store.mark_interrupted(db, host)
+            interrupted = store.mark_interrupted(db, host, under=own)
         except Exception as exc:
             logger.warning("interrupt_failed", error=repr(exc))
         else:
@@ -1418,10 +1426,31 @@ def _serve(
             exited = {"exited": code, **({"crashed": 1} if service.worker_died else {})}
             with contextlib.suppress(Exception):  # only after a death (store.died)
                 heartbeat(exited, f"{why}: {service.last_error}" if service.last_error else why)
+    elif not service.worker_died:  # said beside the lock: the next start counts no death
+        with contextlib.suppress(OSError):
+            _stop_note(settings, host).write_text(f"{code}\n")
     with contextlib.suppress(Exception):
         store.close_database(db)
     logger.info("daemon_stopped", handed_back=service.counters["handed_back"])
     return code
+
+
+def _stop_note(settings: Settings, host: str) -> Path:
+    """``processing/.<host>.stopped``: a stop (or an exit on the daemon's own
+    failure) the database could not record (locked, away)."""
+    assert settings.paths.processing is not None
+    return settings.paths.processing / f".{host_folder(host)}.stopped"
+
+
+def _died(settings: Settings, host: str, left: bool) -> bool:
+    """Whether this host's last daemon died: it ``left`` a heartbeat row
+    telling a death (``store.died``), unless it noted beside its lock that it
+    stopped when the database could not record it (the note is used up)."""
+    try:
+        _stop_note(settings, host).unlink()
+    except OSError:
+        return left
+    return False
 
 
 def _tell_interrupted(

@@ -510,10 +510,7 @@ class Worker:
         if flight.crashed is not None:  # it ran to an end: no crash in a row
             claims.forget_crashes(flight.crashed)
         claimed = claims.path(flight.pname)
-        marker = claims.cut_name(flight.pname)
         pending = self.mover.finish(claimed, flight.name, result, claims.paths.inbox)
-        if marker is not None and pending is None:  # filed: its cut name is needed no more
-            claims.drop_marker(marker)
         return Outcome(flight.name, str(result.status), job_id=result.job_id, pending=pending)
 
     def _halt(self, flight: InFlight, job: JobResult) -> Outcome:

@@ -14,12 +14,17 @@ five with control numbers).
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
+import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+import peewee as pw
 
 from ..files import begins_with, display_name, recorded_path
 from ..jobs import (
@@ -878,10 +883,13 @@ def mark_interrupted(
     host: str,
     *,
     job_ids: Collection[str] | None = None,
+    under: Collection[str] = (),
     now: datetime | None = None,
     reason: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``;
+    """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``
+    (those whose file is ``under`` one of these folders, or none, when given:
+    the daemon's claims, not an ``edi-inbox process`` of the same host name);
     with ``job_ids`` instead, those jobs of other hosts whose files this
     ``host`` took over. Dated by the database's clock (``Database.clock``),
     as heartbeats are: another host's clock ahead must not make the job
@@ -899,6 +907,10 @@ def mark_interrupted(
     running = JobStatus.RUNNING.value
     interrupted = JobStatus.INTERRUPTED.value
     which = Job.host == host if job_ids is None else Job.job_id.in_(list(job_ids))
+    if under:
+        prefixes = [folder.rstrip(os.sep) + os.sep for folder in under]
+        claimed = [pw.fn.SUBSTR(Job.file_path, 1, len(p)) == p for p in prefixes]
+        which &= functools.reduce(operator.or_, claimed, Job.file_path.is_null())
 
     def work() -> list[dict[str, Any]]:
         at = now or db.clock()
