@@ -42,12 +42,19 @@ What held
   harm.
 - A parked 658591f job is finished by HEAD, not set aside as a crash.
 - A SIGKILLed 658591f's row (no ``exited``) counts as a death (set aside
-  at max_crashes = 1); a 658591f exit on its own failure does not (run to
-  an end): both right.
+  at max_crashes = 1). A 658591f exit on its own failure (``{"exited": 1}``,
+  no ``crashed``) first held as "not counted"; the fix of finding 1 counts
+  every such row as 658591f did (a death: its rows cannot tell the two
+  apart), and that test now says so.
 - An old config without the new key loads (the rule at error); 658591f
   refuses a config that sets it, naming the key (loud, not silent).
 
-Found (strict xfails)
+Found (strict xfails; all 4 fixed the same session, each test failing
+before: ``store.died`` reads an ``exited`` row without ``crashed`` as a
+death, as the versions that wrote it did (HEAD writes ``crashed`` 0 or 1);
+the stop note names the daemon whose stop it records
+(``service._died``); an interrupted job carried on takes the PO of the job
+that carried it on (``recorder._carried_on``))
 1. ``test_a_worker_death_under_658591f_counts_toward_max_crashes_after_the_upgrade``:
    a 658591f worker process is SIGKILLed mid-job; 658591f exits 1 leaving
    ``{"exited": 1}`` (it has no ``crashed`` key). HEAD with max_crashes = 1
@@ -243,12 +250,6 @@ def _old_worker_killed(scratch, erp, monkeypatch, n: int) -> tuple[Path, Daemon]
     return code, old
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="658591f's row of an exit after a worker process died is {'exited': 1} (no "
-    "'crashed'); store.died now reads it as an exit on the daemon's own failure: "
-    "the claim the dead worker left is run again, not counted toward max_crashes = 1",
-)
 def test_a_worker_death_under_658591f_counts_toward_max_crashes_after_the_upgrade(
     scratch, erp, monkeypatch
 ):
@@ -488,12 +489,6 @@ def test_a_job_handed_back_by_658591f_at_sigterm_runs_once_under_head(
     assert str(doc.get("file_path")).startswith(str(done)), doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="658591f's stop marked the job interrupted without a po_number; its orders "
-    "went to the job that carried it on; HEAD fills po_number only in its own "
-    "store.mark_interrupted: jobs list shows no PO (HEAD's own SIGTERM: the PO shown)",
-)
 def test_a_job_658591f_interrupted_at_its_stop_shows_its_po_after_the_upgrade(
     scratch, erp, monkeypatch
 ):
@@ -559,12 +554,6 @@ def test_a_job_parked_by_658591f_then_killed_is_finished_not_set_aside(scratch, 
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="oldhost's row is {'exited': 1} (658591f writes no 'crashed' after a worker "
-    "death): admin.recorded_hosts (store.died) leaves oldhost out, so newhost's takeover "
-    "runs the claim again (posted again) instead of setting it aside at max_crashes = 1",
-)
 def test_a_claim_of_an_old_host_whose_worker_died_is_set_aside_by_the_new_host(
     scratch, erp, pg_url, monkeypatch
 ):
@@ -599,13 +588,17 @@ def test_a_claim_of_an_old_host_whose_worker_died_is_set_aside_by_the_new_host(
         old.close()
 
 
-def test_a_claim_left_by_658591f_exiting_on_its_own_failure_runs_again(scratch, erp, monkeypatch):
-    """Holds (the brief's other case): 658591f (max_crashes = 1) posts
-    PO-6461, the ERP holds it; its inbox is moved away: it exits 1 on its
-    own failure, the claim left (no inbox to hand it back to), its row
-    ``{"exited": 1}``. The inbox back, HEAD starts: no file caused that
-    exit, so it is not a crash: the file is run to an end in done/, under
-    its one key."""
+def test_a_claim_left_by_658591f_exiting_is_counted_as_658591f_counted_it(
+    scratch, erp, monkeypatch
+):
+    """658591f (max_crashes = 1) posts PO-6461, the ERP holds it; its inbox
+    is moved away: it exits 1 on its own failure, the claim left, its row
+    ``{"exited": 1}``. The inbox back, HEAD starts. A row of 658591f cannot
+    tell an exit on its own failure from a worker process's death (finding
+    1: both ``{"exited": 1}``): HEAD counts it as 658591f itself did, a
+    death (the engineer's choice after finding 1; this test first held the
+    other reading). With max_crashes = 1 the file is set aside as crashed,
+    its order not posted again (one request, one key)."""
     code, old = _old_daemon(scratch, erp, max_crashes=1, shutdown_timeout_seconds=1.0)
     new = None
     try:
@@ -623,7 +616,9 @@ def test_a_claim_left_by_658591f_exiting_on_its_own_failure_runs_again(scratch, 
         new = _on_site(old, erp)
         _start(new, None, monkeypatch)
         poll_until(lambda: _listing(new.done) or _listing(new.failed), timeout=20, what="filed")
-        assert _listing(new.done) == ["po6461.edi"], _listing(new.failed)
+        assert _listing(new.failed) == ["po6461.edi", "po6461.edi.error.json"], _listing(new.done)
+        report = json.loads((new.failed / "po6461.edi.error.json").read_text())
+        assert [e["code"] for e in report["error_details"]] == ["crashed"], report
         keys = erp.keys_by_po()
         assert len(keys) == 1 and all(len(v) == 1 for v in keys.values()), erp.requests
     finally:
@@ -636,12 +631,6 @@ def test_a_claim_left_by_658591f_exiting_on_its_own_failure_runs_again(scratch, 
 # -- 8. Downgrade, then upgrade again: a stop note 658591f never reads ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="658591f neither reads nor removes processing/.<host>.stopped; HEAD started "
-    "again after it takes the stale note (service._died) as this stop's: the claim "
-    "658591f's SIGKILL left is not counted as a death and is run again",
-)
 def test_a_stop_note_left_before_a_downgrade_does_not_hide_658591fs_death(
     scratch, erp, monkeypatch
 ):

@@ -477,3 +477,17 @@ def test_a_segment_after_the_ctt_is_misplaced():
     many = rules.validate(good_order(unknown_segments=tuple(("ZZ", n) for n in range(5, 16))))
     assert len(many) == 10 and "more such segments follow" in many[-1].message
     assert not any("more such" in p.message for p in many[:-1])
+
+
+def test_a_rule_broken_on_every_line_is_listed_at_most_max_alike_times():
+    """10,000 lines of quantity 0: the order is refused all the same, with
+    ``MAX_ALIKE`` problems of the code, the last saying how many more (a
+    problem, its AK3 and its report entry each for 10,000 lines cost ~2x
+    the order's memory: outsider round 65)."""
+    lines = tuple(line(str(n), quantity="0", segment=10 + n) for n in range(1, 10_001))
+    found = rules.validate(good_order(lines=lines))
+    zero = [p for p in found if p.code == "quantity_not_positive"]
+    assert len(zero) == rules.MAX_ALIKE
+    assert zero[-1].message.endswith(f"; and {10_000 - rules.MAX_ALIKE} more alike, not listed")
+    errors, _ = rules.split(found, {"quantity_not_positive": "error"})
+    assert errors

@@ -1423,12 +1423,12 @@ def _serve(
         else:  # its row stays, marked exited; the next start counts its claims
             why = f"the daemon exited with status {code}"
             interrupt_own(f"{why}: {service.last_error}" if service.last_error else why)
-            exited = {"exited": code, **({"crashed": 1} if service.worker_died else {})}
+            exited = {"exited": code, "crashed": int(service.worker_died)}
             with contextlib.suppress(Exception):  # only after a death (store.died)
                 heartbeat(exited, f"{why}: {service.last_error}" if service.last_error else why)
     elif not service.worker_died:  # said beside the lock: the next start counts no death
         with contextlib.suppress(OSError):
-            _stop_note(settings, host).write_text(f"{code}\n")
+            _stop_note(settings, host).write_text(f"{daemon_id}\n")
     with contextlib.suppress(Exception):
         store.close_database(db)
     logger.info("daemon_stopped", handed_back=service.counters["handed_back"])
@@ -1442,15 +1442,18 @@ def _stop_note(settings: Settings, host: str) -> Path:
     return settings.paths.processing / f".{host_folder(host)}.stopped"
 
 
-def _died(settings: Settings, host: str, left: bool) -> bool:
-    """Whether this host's last daemon died: it ``left`` a heartbeat row
-    telling a death (``store.died``), unless it noted beside its lock that it
-    stopped when the database could not record it (the note is used up)."""
+def _died(settings: Settings, host: str, left: dict[str, bool]) -> bool:
+    """Whether one of this host's earlier daemons died: it ``left`` a
+    heartbeat row telling a death (``store.died``), unless it noted beside
+    the lock that it stopped when the database could not record it (the note
+    names that daemon and is used up; another's death still counts)."""
+    note = _stop_note(settings, host)
     try:
-        _stop_note(settings, host).unlink()
+        stopped = note.read_text().strip()
+        note.unlink()
     except OSError:
-        return left
-    return False
+        stopped = ""
+    return any(death for daemon_id, death in left.items() if daemon_id != stopped)
 
 
 def _tell_interrupted(

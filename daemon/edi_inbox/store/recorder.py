@@ -14,9 +14,7 @@ five with control numbers).
 
 from __future__ import annotations
 
-import functools
 import json
-import operator
 import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -524,7 +522,7 @@ class DatabaseRecorder:
             _add_search_keys(batch, pk, keys)
             add_rollup(batch, status, started, job.duration_seconds, total, +1, job.partner).run()
             if job.retry_of and job.file_path:
-                _carried_on(job.retry_of, _text(job.file_path))
+                _carried_on(job.retry_of, _text(job.file_path), job.po_number)
 
         run_unit(self.db, work)
         self._forget(job)
@@ -859,21 +857,24 @@ def remove_daemon(db: Database, daemon_id: str) -> None:
 
 def died(counters: dict[str, Any] | None) -> bool:
     """Whether a heartbeat row left behind (a clean stop removes its own)
-    tells a death: killed, out of memory, a worker process killed
-    (``crashed``), rather than an exit on the daemon's own failure (an inbox
-    gone: ``exited``), which no file in flight caused."""
+    tells a death: killed, out of memory, a worker process killed (``exited``
+    with ``crashed`` 1), rather than an exit on the daemon's own failure (an
+    inbox gone: ``crashed`` 0), which no file in flight caused. A row that
+    says ``exited`` without ``crashed`` (versions before it told the two
+    apart) is a death, as those versions counted it."""
     counters = counters or {}
-    return "exited" not in counters or bool(counters.get("crashed"))
+    return "exited" not in counters or counters.get("crashed") != 0
 
 
-def take_left_behind(db: Database, host: str) -> bool:
-    """Forget the heartbeat rows ``host``'s earlier daemons left; whether
-    one of them ``died``."""
+def take_left_behind(db: Database, host: str) -> dict[str, bool]:
+    """Forget the heartbeat rows ``host``'s earlier daemons left: by daemon
+    id, whether each ``died``."""
 
-    def work() -> bool:
-        left = [row.counters for row in Daemon.select(Daemon.counters).where(Daemon.host == host)]
+    def work() -> dict[str, bool]:
+        rows = Daemon.select(Daemon.daemon_id, Daemon.counters).where(Daemon.host == host)
+        left = {row.daemon_id: died(row.counters) for row in rows}
         Daemon.delete().where(Daemon.host == host).execute()
-        return any(died(counters) for counters in left)
+        return left
 
     return run_unit(db, work)
 
@@ -907,10 +908,13 @@ def mark_interrupted(
     running = JobStatus.RUNNING.value
     interrupted = JobStatus.INTERRUPTED.value
     which = Job.host == host if job_ids is None else Job.job_id.in_(list(job_ids))
-    if under:
-        prefixes = [folder.rstrip(os.sep) + os.sep for folder in under]
-        claimed = [pw.fn.SUBSTR(Job.file_path, 1, len(p)) == p for p in prefixes]
-        which &= functools.reduce(operator.or_, claimed, Job.file_path.is_null())
+    raw = [folder.rstrip(os.sep) + os.sep for folder in under]
+    prefixes = (*raw, *(display_name(folder) for folder in raw))
+
+    def claimed(path: str | None) -> bool:
+        """A path ``under`` one of the folders (as ``_text`` records it:
+        escaped whole when not UTF-8), or none."""
+        return path is None or path.startswith(prefixes)
 
     def work() -> list[dict[str, Any]]:
         at = now or db.clock()
@@ -928,6 +932,8 @@ def mark_interrupted(
         )
         done = []
         for row in rows:
+            if prefixes and not claimed(row.file_path):
+                continue
             duration = (at - row.started_at).total_seconds() if row.started_at else None
             values = {
                 Job.status: interrupted,
@@ -961,17 +967,19 @@ def mark_interrupted(
     return run_unit(db, work)
 
 
-def _carried_on(job_id: str, path: str | None) -> None:
+def _carried_on(job_id: str, path: str | None, po_number: str | None) -> None:
     """The interrupted runs a job carried on (``job_id``, its ``retry_of``,
     and theirs): their file is at ``path`` now, not in the ``processing/``
     of a host that stopped or died (a job's ``file_path`` is where its file
-    is)."""
+    is); one that shows no PO number shows the job's (its orders went on
+    with it)."""
     current: str | None = job_id
     for _ in range(LINEAGE_MAX):
         row = Job.select(Job.id, Job.retry_of, Job.status).where(Job.job_id == current).first()
         if row is None or row.status != JobStatus.INTERRUPTED.value:
             return
-        Job.update(file_path=path).where(Job.id == row.id).execute()
+        po = pw.fn.COALESCE(Job.po_number, po_number)
+        Job.update(file_path=path, po_number=po).where(Job.id == row.id).execute()
         current = row.retry_of
         if current is None:
             return
