@@ -184,11 +184,17 @@ def open_lanes(
     return found
 
 
+def _may_be_cut(pname: str) -> bool:
+    """Whether the claim name ``NAME.<job_id>`` is long enough for ``fit`` to
+    have cut NAME (it backs up to three bytes to a character's start)."""
+    return len(os.fsencode(pname)) >= files.MAX_NAME_BYTES - 3
+
+
 def names_marker(claimed: Path) -> Path | None:
     """The ``NAMES_DIR`` marker that may hold the full name of the file
     claimed as ``claimed`` (``processing/<host>/NAME.<job_id>``), if its
     claim's name is long enough to have been cut (else None)."""
-    if len(os.fsencode(claimed.name)) < files.MAX_NAME_BYTES - 3:
+    if not _may_be_cut(claimed.name):
         return None
     try:
         st = os.stat(claimed, follow_symlinks=False)
@@ -420,7 +426,7 @@ class Claims:
         """The name of the file claimed as ``pname`` in folder ``fd``: as the
         claim writes it, or in full where the claim cut it (``NAMES_DIR``)."""
         name = split_processing_name(pname)[0]
-        if len(os.fsencode(pname)) < files.MAX_NAME_BYTES - 3:
+        if not _may_be_cut(pname):
             return name
         try:
             st = os.stat(pname, dir_fd=fd, follow_symlinks=False)

@@ -39,8 +39,8 @@ Codes:
   At most ``orders.MAX_NOTED`` unknown or misplaced segments are named.
 - ``segment_out_of_sequence``: a header segment sent after one the 850's
   header puts later (a BEG after a DTM, a REF after a DTM: the order of
-  ``orders._HEADER_ORDER``), read all the same (997 AK304 7, segment not in
-  proper sequence). At most ``orders.MAX_NOTED`` are named.
+  ``orders._HEADER_ORDERS``, by release), read all the same (997 AK304 7,
+  segment not in proper sequence). At most ``orders.MAX_NOTED`` are named.
 - ``currency_mismatch``: a line's currency (its CUR, or its pricing CTP's)
   is not the order's (the header CUR), or, with no header CUR, not another
   line's: one order's total cannot add two currencies (997 AK4 on CUR02).
