@@ -123,6 +123,7 @@ class Problem:
     segment_number: int | None = None
     segment_id: str | None = None
     element: int | None = None
+    more: int | None = None  # problems alike left out after this one (rules.MAX_ALIKE)
 
     def __str__(self) -> str:
         return self.message

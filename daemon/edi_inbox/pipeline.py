@@ -794,10 +794,10 @@ class Pipeline:
                 continue
             try:
                 po = orders.from_transaction(ts)
-            except SetErrors as exc:  # each broken segment in the 997
+            except SetErrors as exc:  # each broken segment in the 997 and the report
                 for error in exc.errors:
                     work.reject(ts, error)
-                errors.append(exc)
+                errors.extend(exc.errors)
                 continue
             except X12Error as exc:
                 work.reject(ts, exc)
@@ -857,8 +857,10 @@ class Pipeline:
                                    warning=p.message)  # fmt: skip
             problems.extend(found)
         if problems and all(o.status == "rejected" for o in job.orders):
+            total = len(problems) + sum(p.more or 0 for p in problems)  # those left out too
             raise StepFailed(
-                _summarise([p.message for p in problems]), [p.to_json() for p in problems]
+                _summarise([p.message for p in problems], total=total),
+                [p.to_json() for p in problems],
             )
         work.purchase_orders = [(ts, replace(po, lines=())) for ts, po in work.purchase_orders]
         data: dict[str, Any] = {"orders_checked": len(work.purchase_orders)}
@@ -1817,9 +1819,11 @@ def _label(po: orders.PurchaseOrder) -> str:
     return f"order {po.po_number} (BEG01 {po.purpose or 'empty'})"
 
 
-def _summarise(messages: list[str], limit: int = 5) -> str:
+def _summarise(messages: list[str], limit: int = 5, total: int | None = None) -> str:
+    """The first ``limit`` messages, and how many more of the ``total``
+    (by default, of ``messages``)."""
     shown = "; ".join(messages[:limit])
-    more = len(messages) - limit
+    more = (len(messages) if total is None else total) - limit
     return f"{shown}; and {more} more" if more > 0 else shown
 
 

@@ -181,7 +181,7 @@ class _Problems:
             more = self.counts[code] - MAX_ALIKE
             if more > 0:
                 message = f"{self.problems[i].message}; and {more} more alike, not listed"
-                self.problems[i] = dataclasses.replace(self.problems[i], message=message)
+                self.problems[i] = dataclasses.replace(self.problems[i], message=message, more=more)
         return self.problems
 
     def add(
