@@ -249,24 +249,30 @@ def _job(host: str, path: str) -> str:
     return job_id
 
 
-def test_held_mark_interrupted_under_matches_only_its_own_folder(db_url, settings):
-    """Folders with ``_``, ``%`` and ``\\`` (LIKE's wildcards and escape):
-    ``mark_interrupted(under=...)`` takes only jobs whose file is under one of
-    them, on SQLite and PostgreSQL."""
+def test_held_mark_interrupted_takes_only_claimed_files(db_url, settings):
+    """(Rewritten when round 67's fix replaced ``under=`` folders by the claim's
+    name: this first held that ``_``, ``%`` and ``\\`` in folders match only
+    themselves.) ``mark_interrupted(claimed_only=True)`` takes only the jobs
+    whose file is a claim named after the job (``NAME.<job_id>``, in any
+    folder, ``_``, ``%`` and ``\\`` in it too) or none, on SQLite and
+    PostgreSQL: not an ``edi-inbox process FILE`` run of the same host."""
     db = store.open_database(db_url, settings)
     try:
         store.init(db)
-        own = ["/srv/a_b/processing", "/srv/p%q/processing", "/srv/x\\y/processing"]
-        mine = [_job("h", f"{folder}/f_{i}%.edi") for i, folder in enumerate(own)]
+        folders = ["/srv/a_b/processing/h", "/srv/p%q/processing/h", "/srv/x\\y/processing/h"]
+        mine = []
+        for i, folder in enumerate(folders):
+            job_id = _job("h", "")
+            Job.update(file_path=f"{folder}/f_{i}%.edi.{job_id}").where(
+                Job.job_id == job_id
+            ).execute()
+            mine.append(job_id)
         others = [
-            _job("h", "/srv/aXb/processing/f.edi"),  # _ as a wildcard would take it
-            _job("h", "/srv/p%XYZq/processing/f.edi"),  # % as a wildcard
-            _job("h", "/srv/pq/processing/f.edi"),
-            _job("h", "/srv/x\\y/processing2/f.edi"),  # a sibling with the same start
-            _job("h", "/srv/a_b/processing"),  # the folder itself, not under it
-            _job("other", "/srv/a_b/processing/g.edi"),  # another host's
+            _job("h", "/srv/a_b/processing/h/f.edi"),  # a process run's FILE
+            _job("h", "/srv/in/f.edi.0000"),  # named after another job
+            _job("other", "/srv/a_b/processing/other/g.edi"),  # another host's
         ]
-        marked = store.mark_interrupted(db, "h", under=own)
+        marked = store.mark_interrupted(db, "h", claimed_only=True)
         assert sorted(m["job_id"] for m in marked) == sorted(mine)
         statuses = {j.job_id: j.status for j in Job.select(Job.job_id, Job.status)}
         assert all(statuses[j] == "running" for j in others)

@@ -35,7 +35,11 @@ the claim kept, no second POST. A root through a symlink with a trailing
 slash: ``file_path`` and the stop's prefixes agree (both as configured,
 normalised), the job interrupted at the stop.
 
-Found (strict xfails)
+Found (strict xfails; all 3 fixed the same session, each test failing
+before: a daemon's job is told by its claim's name, ``NAME.<job_id>``
+after the job, in whichever folder (``recorder._claimed``,
+``mark_interrupted(claimed_only=True)``), not by the processing folders
+configured at the start)
 ---------------------
 1. ``test_a_dropped_partners_outside_claim_leaves_no_job_running``: a
    partner whose ``processing`` is outside ``[paths] processing``, SIGKILLed
@@ -67,11 +71,11 @@ Found (strict xfails)
    marks it.
 """
 
+# ruff: noqa: F811 (the fixtures imported from daemons are the tests' parameters)
 from __future__ import annotations
 
 import os
 
-import pytest
 from daemons import daemons, erp  # noqa: F401
 
 import uids
@@ -115,10 +119,6 @@ def test_an_outside_partner_folder_configured_from_the_start_holds(daemons, erp,
     assert len(erp.keys_by_po()) == 1 and all(len(k) == 1 for k in erp.keys_by_po().values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a dropped partner's outside processing folder is not in own: its job stays running",
-)
 def test_a_dropped_partners_outside_claim_leaves_no_job_running(daemons, erp, tmp_path):
     extra, inbox, processing = partner(tmp_path)
     daemon = daemons(erp.url, extra=extra)
@@ -137,10 +137,6 @@ def test_a_dropped_partners_outside_claim_leaves_no_job_running(daemons, erp, tm
     assert statuses(daemon) == ["interrupted"], daemon.jobs()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="own is computed once at start: a reloaded partner's job stays running after the stop",
-)
 def test_a_partner_added_by_reload_has_its_job_interrupted_at_the_stop(daemons, erp, tmp_path):
     extra, inbox, _ = partner(tmp_path)
     daemon = daemons(erp.url, shutdown_timeout_seconds=1.0)
@@ -173,9 +169,7 @@ def test_a_root_through_a_symlink_with_a_trailing_slash_holds(daemons, erp, tmp_
         f'processing = "{link}//acme-processing"\n'
     )
     daemon = daemons(erp.url, extra=extra, shutdown_timeout_seconds=1.0)
-    daemon.base_config = daemon.base_config.replace(
-        f'root = "{tmp_path}"', f'root = "{link}/"'
-    )
+    daemon.base_config = daemon.base_config.replace(f'root = "{tmp_path}"', f'root = "{link}/"')
     daemon.config.write_text(daemon.base_config + extra)
     for folder in ("inbox", "processing", "done", "failed"):
         (real / folder).mkdir()
@@ -198,7 +192,9 @@ def test_a_root_through_a_symlink_with_a_trailing_slash_holds(daemons, erp, tmp_
     assert all(len(k) == 1 for k in erp.keys_by_po().values()), erp.keys_by_po()
 
 
-def test_a_dropped_partners_default_folder_claim_is_interrupted_at_the_start(daemons, erp, tmp_path):
+def test_a_dropped_partners_default_folder_claim_is_interrupted_at_the_start(
+    daemons, erp, tmp_path
+):
     """Holds (the contrast to finding 1): the partner's ``processing`` left
     at its default (``[paths] processing/.partners/acme``), SIGKILL mid-POST,
     the partner dropped: the next start marks the job interrupted (the
@@ -223,11 +219,6 @@ def test_a_dropped_partners_default_folder_claim_is_interrupted_at_the_start(dae
     assert len(erp.requests) == 1
 
 
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="own is computed once at start: a reloaded partner's job killed in a drain stays running",
-)
 def test_a_reloaded_partners_job_killed_in_a_drain_ends_interrupted(daemons, erp, tmp_path):
     extra, inbox, _ = partner(tmp_path)
     daemon = daemons(erp.url, processes=2)

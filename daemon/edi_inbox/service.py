@@ -1268,15 +1268,12 @@ def _serve(
     from . import store
     from .pipeline import Pipeline
 
-    # A job of this daemon's runs on a claimed file: one of the same host name
-    # elsewhere (``edi-inbox process FILE`` beside it) is not its to end.
-    own = [str(folder) for folder in processing_folders(settings)]
     try:
         # SQLite's WAL is checkpointed by a thread of its own, not in the
         # commit of whichever worker crosses the mark (the others waited).
         db = store.open_database(settings.database_url, settings, checkpoints=False)
         store.init(db)  # creates or migrates the schema; safe at every start
-        interrupted = store.mark_interrupted(db, host, under=own)
+        interrupted = store.mark_interrupted(db, host, claimed_only=True)
         died = _died(settings, host, store.take_left_behind(db, host))
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
@@ -1316,7 +1313,7 @@ def _serve(
         its workers runs (a stop, a reload's drain); the database away: the
         next start marks them."""
         try:
-            interrupted = store.mark_interrupted(db, host, under=own)
+            interrupted = store.mark_interrupted(db, host, claimed_only=True)
         except Exception as exc:
             logger.warning("interrupt_failed", error=repr(exc))
         else:

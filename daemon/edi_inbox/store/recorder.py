@@ -15,7 +15,6 @@ five with control numbers).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import replace
@@ -884,13 +883,14 @@ def mark_interrupted(
     host: str,
     *,
     job_ids: Collection[str] | None = None,
-    under: Collection[str] = (),
+    claimed_only: bool = False,
     now: datetime | None = None,
     reason: str | None = None,
 ) -> list[dict[str, Any]]:
     """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``
-    (those whose file is ``under`` one of these folders, or none, when given:
-    the daemon's claims, not an ``edi-inbox process`` of the same host name);
+    (with ``claimed_only``, those of a daemon: their file is claimed, named
+    ``NAME.<job_id>`` after the job, or none; not the job of an ``edi-inbox
+    process FILE`` run under the same host name);
     with ``job_ids`` instead, those jobs of other hosts whose files this
     ``host`` took over. Dated by the database's clock (``Database.clock``),
     as heartbeats are: another host's clock ahead must not make the job
@@ -908,13 +908,6 @@ def mark_interrupted(
     running = JobStatus.RUNNING.value
     interrupted = JobStatus.INTERRUPTED.value
     which = Job.host == host if job_ids is None else Job.job_id.in_(list(job_ids))
-    raw = [folder.rstrip(os.sep) + os.sep for folder in under]
-    prefixes = (*raw, *(display_name(folder) for folder in raw))
-
-    def claimed(path: str | None) -> bool:
-        """A path ``under`` one of the folders (as ``_text`` records it:
-        escaped whole when not UTF-8), or none."""
-        return path is None or path.startswith(prefixes)
 
     def work() -> list[dict[str, Any]]:
         at = now or db.clock()
@@ -932,7 +925,7 @@ def mark_interrupted(
         )
         done = []
         for row in rows:
-            if prefixes and not claimed(row.file_path):
+            if claimed_only and not _claimed(row.file_path, row.job_id):
                 continue
             duration = (at - row.started_at).total_seconds() if row.started_at else None
             values = {
@@ -965,6 +958,14 @@ def mark_interrupted(
         return done
 
     return run_unit(db, work)
+
+
+def _claimed(path: str | None, job_id: str) -> bool:
+    """Whether a running job's file is a daemon's claim: ``NAME.<job_id>``,
+    named after the job (a claim runs under its job's name, in whichever
+    processing folder: a partner's outside ``[paths] processing``, one a
+    reload added or dropped), or none."""
+    return path is None or path.endswith("." + job_id)
 
 
 def _carried_on(job_id: str, path: str | None, po_number: str | None) -> None:
