@@ -34,7 +34,7 @@ What I tried
 - Envelopes of other versions: GS04 YYMMDD in 003040, GS05 HHMMSS and
   HHMMSSDD, ST03 in 005010, ISA14 1 with ISA15 T in 00501, GS07 T, a
   nine-digit GS06, a nine-character ST02, CR/LF after each terminator.
-- ``/work/shared/corpus/public/`` through ``tests/corpus_outcomes.py``'s
+- the public corpus (``corpus/public/``, beside the checkout) through ``tests/corpus_outcomes.py``'s
   ``table()`` (by hand): byte for byte ``tests/data/corpus_outcomes.txt``
   (173 lines, 57 files).
 

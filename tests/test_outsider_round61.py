@@ -131,15 +131,12 @@ def names_markers(daemon: Daemon) -> list[str]:
     return []
 
 
-def markers_gone(daemon: Daemon, timeout: float = 5.0) -> bool:
-    """Whether ``processing/.names`` is empty within ``timeout`` (a marker is
-    dropped just after its file is moved)."""
-    deadline = time.monotonic() + timeout
-    while names_markers(daemon):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def markers_gone(daemon: Daemon, timeout: float = 5.0) -> None:
+    """``processing/.names`` empty within ``timeout`` (a marker is dropped
+    just after its file is moved); else AssertionError naming them."""
+    poll_until(
+        lambda: not names_markers(daemon), timeout=timeout, what=".names markers all removed"
+    )
 
 
 def claimed(daemon: Daemon) -> list[str]:
@@ -184,7 +181,7 @@ def test_a_long_name_killed_mid_post_is_filed_once_under_its_name(daemons, erp, 
     assert daemon.listing(daemon.done) == [name]
     assert daemon.listing(daemon.failed) == []
     assert len(erp.keys_by_po()) == 1 and one_key_each(erp), erp.keys_by_po()
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
     listed = daemon.jobs()
     assert sorted(j["status"] for j in listed) == ["interrupted", "succeeded"], listed
     # the interrupted job's file is where the file went (``recorder._carried_on``)
@@ -210,7 +207,7 @@ def test_a_long_named_file_rejected_then_retried_is_filed_under_its_name(daemons
     poll_until(lambda: settled(daemon, 1), timeout=20, what="settled")
     assert daemon.listing(daemon.done) == [MIXED]
     assert [n for n in daemon.listing(daemon.failed)] == []
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
 
 
 def test_a_long_names_marker_is_dropped_when_its_file_is_filed_after_a_failed_move(daemons, erp):
@@ -233,7 +230,7 @@ def test_a_long_names_marker_is_dropped_when_its_file_is_filed_after_a_failed_mo
         assert claimed(daemon), "the move waits"
     poll_until(lambda: settled(daemon, 1), timeout=30, what="filed")
     assert daemon.listing(daemon.done) == [LONG]
-    assert markers_gone(daemon, timeout=2), names_markers(daemon)
+    markers_gone(daemon, timeout=2)
 
 
 def test_a_file_moved_back_under_a_218_byte_name_keeps_that_name(daemons, erp):
@@ -325,7 +322,7 @@ def test_a_worker_process_killed_mid_post_set_aside_then_retried_posts_once(daem
     reports = [n for n in failed if n.endswith(".error.json")]
     report = json.loads((daemon.failed / reports[0]).read_text())
     assert "00061020" in json.dumps(report), report
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
     job = report["job_id"]
     said = daemon.cli("retry", job)
     assert said.returncode == 0, said.stderr + said.stdout
@@ -333,7 +330,7 @@ def test_a_worker_process_killed_mid_post_set_aside_then_retried_posts_once(daem
     poll_until(lambda: settled(daemon, 1), timeout=30, what="settled")
     assert daemon.listing(daemon.done) == [MIXED]
     assert len(erp.keys_by_po()) == 1 and one_key_each(erp), erp.keys_by_po()
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["drained", "worker-killed"])
@@ -369,7 +366,7 @@ def test_a_reload_while_a_long_named_post_is_held_ends_once(daemons, erp, kill):
     assert len(said) == 1, said
     statuses = sorted(j["status"] for j in daemon.jobs())
     assert statuses.count("succeeded") == 1, statuses
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
 
 
 @pytest.mark.postgres
@@ -398,7 +395,7 @@ def test_long_names_of_a_host_whose_worker_died_are_taken_over_under_their_names
     assert beta.listing(beta.failed) == []
     assert len(erp.keys_by_po()) == 2 and one_key_each(erp), erp.keys_by_po()
     assert len(acks_say(beta.root / "acks")) == 2
-    assert markers_gone(beta), names_markers(beta)
+    markers_gone(beta)
     listed = jobs(beta)
     lost = [j for j in listed if j["host"] == "alpha"]
     assert len(lost) == 2 and all(j["status"] == "interrupted" for j in lost), listed
@@ -466,7 +463,7 @@ def test_a_stop_with_postgresql_cut_mid_post_ends_in_time_and_once(hosts, erp, p
         assert alpha.listing(alpha.done) == [LONG]
         assert len(erp.keys_by_po()) == 1 and one_key_each(erp), erp.keys_by_po()
         assert len(acks_say(alpha.root / "acks")) == 1
-        assert markers_gone(alpha), names_markers(alpha)
+        markers_gone(alpha)
         assert took < 2 + 5 + 1.5, took
 
 
@@ -574,7 +571,7 @@ def test_a_reload_while_long_named_files_wait_halted_then_the_outbox_back(rig, a
     assert written(outbox) == ["00059000", "00059001"]
     listed = daemon.jobs()
     assert not any(j["status"] == "running" for j in listed)
-    assert markers_gone(daemon), names_markers(daemon)
+    markers_gone(daemon)
     # README: "an interrupted job's [file_path] follows the run that carried it on"
     for name in names:
         paths = {j["file_path"] for j in listed if j["file_name"] == name}
