@@ -131,8 +131,11 @@ def check_records(erp: Erp, orders: list[dict], jobs: list[dict], done: Path, *,
     for job in jobs:
         if job["status"] == "running":
             assert os.path.basename(job["file_path"] or "") not in filed, job
-        if job["status"] in ("running", "interrupted"):  # its file runs (again): claimed
+        if job["status"] == "running":  # its file runs: claimed
             assert "/processing/" in (job["file_path"] or ""), job
+        if job["status"] == "interrupted":  # claimed, or where the run carrying it on filed it
+            path = job["file_path"] or ""
+            assert "/processing/" in path or os.path.basename(path) in filed, job
     if final:
         assert all(recorded[key]["erp_po_id"] for key in posted)
         assert all(recorded[key]["status"] == "succeeded" for key in posted)
