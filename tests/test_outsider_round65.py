@@ -61,8 +61,10 @@ Found (strict xfails; 2 of 3 fixed the same session, each test failing
 before: at most ``rules.MAX_ALIKE`` problems of a code an order, the last
 saying how many more; ``mark_interrupted(under=)`` matches a path as
 ``_text`` records it (escaped whole when not UTF-8), in Python, not in SQL
-(an OR of 140 folders overflowed SQLite's parser). Left: finding 1, a set
-refused for its syntax is not also judged by the rules)
+(an OR of 140 folders overflowed SQLite's parser). Finding 1 fixed the
+next session: a set refused for its syntax is judged by the rules too
+(``SetErrors.order``, ``Pipeline._judged_beside``); the held tests' sets
+without a PO1 got one, as the rules now name a missing PO1 there)
 1. ``test_a_refused_sets_997_names_what_the_rules_find_beside_a_too_long_element``
    [impossible-date, impossible-time, out-of-sequence, n3-outside,
    line-number]: a set with a REF02 too long (the transform's AK4 5) and an
@@ -201,7 +203,7 @@ def test_held_100000_misplaced_segments_name_at_most_eleven(harness, body):
     ids=["elements", "components", "every-element-too-long"],
 )
 def test_held_one_huge_segment_is_one_ak3(harness, segment):
-    out = harness.run(interchange(order(segment)))
+    out = harness.run(interchange(order(segment, LINE)))
     refused(out)
     well_formed(out)
     assert len(out.ak3) == 1 and len(out.ak4) == 1, out.ack
@@ -219,7 +221,7 @@ def test_held_a_megabyte_value_with_delimiters_has_no_ak404(harness, version, ac
     """~1 MB of ``A*B>C`` (4010) or ``A^B`` (5010, ``^`` the repetition
     separator): one AK3/IK3 on the first element holding a separator, AK4 6
     or IK4 12, and no copy of it (``ack._copy``)."""
-    out = harness.run(interchange(order(f"REF*ZZ*{value}~"), version=version), ack=ack)
+    out = harness.run(interchange(order(f"REF*ZZ*{value}~", LINE), version=version), ack=ack)
     assert out.kind == ack
     assert out.bodies == [] and out.ak5[1] == "R", out.ack
     well_formed(out)
@@ -230,7 +232,8 @@ def test_held_a_megabyte_value_with_delimiters_has_no_ak404(harness, version, ac
 def test_held_2000_sets_each_broken_in_ten_places(harness):
     """2,000 sets, each with ten REF02s too long: ten AK3/AK4 per set, SE01
     counts the 997's 40,000-odd segments, AK9 R 2000 2000 0."""
-    sets = [order(*(["REF*ZZ*" + "X" * 31 + "~"] * 10), st=f"{i:04d}") for i in range(1, 2001)]
+    broken = ["REF*ZZ*" + "X" * 31 + "~"] * 10
+    sets = [order(*broken, LINE, st=f"{i:04d}") for i in range(1, 2001)]
     out = harness.run(interchange(*sets))
     well_formed(out)
     assert out.ak9[1:5] == ["R", "2000", "2000", "0"]
@@ -286,13 +289,6 @@ def test_held_mark_interrupted_takes_only_claimed_files(db_url, settings):
 TOO_LONG_REF = "REF*ZZ*" + "X" * 40 + "~"  # REF02 over its 30: refused by the transform
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the 997 names only what the transform refused (REF02 too long): an impossible "
-    "DTM02 (AK4 8) or DTM03 (AK4 9), a header segment out of sequence (AK304 7), an N3 "
-    "without its N1 (AK304 2), a duplicate line number, each named when alone, go unnamed "
-    "beside it: validate, which judges them, never runs for a set the transform refused",
-)
 @pytest.mark.parametrize(
     "other, tag, position",
     [

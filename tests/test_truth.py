@@ -816,3 +816,32 @@ def test_every_broken_segment_of_a_refused_set_is_named(tmp_path):
         "AK5*A",
         "AK9*P*2*2*1",
     ]
+
+
+def test_a_refused_set_is_judged_by_the_rules_beside_its_syntax(tmp_path):
+    """A set refused for a REF02 too long is judged by the rules as well:
+    its impossible DTM02 (AK4 8) and its repeated PO101 (a warning by
+    default: noted as one) are named beside the REF, so a partner who mends
+    the REF is not refused again. Its CTT counting 5 lines of 2 is not: a
+    rule that judges segments against each other waits for the syntax to
+    hold (``rules.ACROSS``)."""
+    line = "PO1*1*2*EA*3.50**VP*X1~"
+    broken = (
+        f"ST*850*0001~BEG*00*SA*PO-1**20240102~REF*ZZ*{'X' * 31}~DTM*002*20240231~"
+        f"{line}{line}CTT*5~SE*8*0001~"
+    )
+    job, acks, posted = run(tmp_path, doc(group(broken)))
+    assert job.status is JobStatus.FAILED and posted == []
+    assert ak(acks[".997"]) == [
+        "AK1*PO*77",
+        "AK2*850*0001",
+        "AK3*REF*3**8",
+        "AK4*2**5*" + "X" * 31,
+        "AK3*DTM*4**8",
+        "AK4*2**8",
+        "AK3*PO1*6**8",
+        "AK4*1**7",
+        "AK5*R*5",
+        "AK9*R*1*1*0",
+    ]
+    assert "warning: " in job.error and "CTT" not in job.error, job.error

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .orders import PurchaseOrder
 
 
 class EdiInboxError(Exception):
@@ -95,10 +98,12 @@ class NotHandledError(X12Error):
 
 
 class SetErrors(X12Error):
-    """A transaction set refused for several broken segments: it reads as
-    the first (its message, where), and ``errors`` holds each, for the 997."""
+    """A transaction set refused for its broken segments: it reads as the
+    first (its message, where), ``errors`` holds each, for the 997, and
+    ``order`` the order read all the same (None when reading stopped short),
+    for the rules that judge what the syntax does not."""
 
-    def __init__(self, errors: list[X12Error]) -> None:
+    def __init__(self, errors: list[X12Error], order: PurchaseOrder | None = None) -> None:
         first = errors[0]
         more = f" (and {len(errors) - 1} more broken segment(s))" if len(errors) > 1 else ""
         super().__init__(
@@ -110,6 +115,7 @@ class SetErrors(X12Error):
             value=first.value,
         )
         self.errors = errors
+        self.order = order
 
 
 @dataclass(frozen=True)

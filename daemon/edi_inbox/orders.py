@@ -1265,7 +1265,17 @@ IN_LOOP_ONLY = {
     "LQ": "LM",
     "G61": "SPI",
 }
-LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN QTY SCH")
+# ... those that stand in a line on their own but in the header only inside a
+# loop (the 850s of 003040 to 005010 agree), by the loops they stand in ...
+HEADER_IN_LOOP_ONLY = {
+    "MSG": "N9, SPI or CB1",
+    "MTX": "N9, SPI, CB1, ADV or LDT",
+    "EFI": "N9",
+    "CB1": "SPI",
+    "FA1": "AMT",
+    "FA2": "AMT",
+}
+LINE_ONLY = _tags("PO3 PO4 CN1 IT3 IT8 SDQ SLN QTY SCH LS LE")  # ... and a line's own
 
 
 # The loops (by first segment) and the segments each holds after it, per the
@@ -1277,7 +1287,7 @@ _HEADER_LOOPS_BEFORE_4030 = {
     "N1": _tags("N2 IN2 N3 N4 NX2 REF PER SI FOB TD1 TD5 TD3 TD4 PKG"),
     "N9": _tags("DTM MSG MTX PWK EFI"),
     "SAC": _tags("CUR"),
-    "AMT": _tags("AT REF DTM PCT"),
+    "AMT": _tags("AT REF DTM PCT FA1 FA2"),
     "LM": _tags("LQ"),
     "SPI": _tags("REF DTM MSG MTX N1 N2 N3 N4 G61 CB1 LDT"),
     "ADV": _tags("DTM MTX"),
@@ -1505,8 +1515,12 @@ def _once_only(s: Segment) -> X12Error:
 _MAX_USE = {
     "the header": {"PER": 3, "DTM": 10, "SAC": 25, "N1": 200},
     "a line": {"CUR": 1, "DTM": 10, "SAC": 25, "N1": 200, "PID": 1000},
-    "a line's N1 loop": {"N2": 2, "N3": 2, "REF": 12, "PER": 3},
+    "a line's N1 loop": {"N2": 2, "N3": 2, "N4": 1, "REF": 12, "PER": 3},
     "the header's N1 loop": {"N2": 2, "N3": 2, "REF": 12},  # PER >1 from 003060
+    "the header's AMT loop": {"DTM": 1},
+    "the header's SAC loop": {"CUR": 1},
+    "a line's CTP loop": {"CUR": 1},
+    "a line's SAC loop": {"CUR": 1, "CTP": 1},
     "the summary": {"AMT": 1},
 }
 _COUNTED_LOOPS = frozenset(("SAC", "N1", "PID"))
@@ -1516,7 +1530,7 @@ class _Uses:
     """How often each segment of ``_MAX_USE[where]`` has appeared there."""
 
     def __init__(self, where: str) -> None:
-        self.where, self.limits = where, _MAX_USE[where]
+        self.where, self.limits = where, _MAX_USE.get(where, {})
         self.counts: dict[str, int] = {}
 
     def count(self, s: Segment) -> None:
@@ -1564,7 +1578,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     that is for ``rules.validate`` to report. An element the standard does
     not allow as written (empty where mandatory, too long or short, a code
     outside its list: ``SEGMENT_ELEMENTS``) is refused here, as X12: the order
-    is never built from it. Segments the order does not model
+    is never posted; ``SetErrors`` names each broken segment and carries the
+    order as read, for the rules that judge the rest. Segments the order does not model
     (MSG, TD5, PKG, FOB, N9, SLN ...) are left out without a word.
     """
     st = ts.segments[0] if ts.segments and ts.segments[0].tag == "ST" else None
@@ -1596,6 +1611,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     syntax = Syntax.of(ts)
     header_uses = _Uses("the header")
     summary_uses = _Uses("the summary")
+    loop_uses = _Uses("")  # the segments of the loop being read (a SAC's CURs)
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
     unsequenced: list[tuple[str, int, str]] = []
@@ -1652,14 +1668,20 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             if loop is not None and tag in loops[loop]:
                 if loop == "N1" and party is not None:
                     party.add(s)
-                elif tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
+                    continue
+                loop_uses.count(s)
+                if tag == "CUR" and loop == "CTP" and line is not None and _prices(line, opener):
                     line.add_currency(check(s))
                 continue  # inside a loop the order does not model
-            if tag in IN_LOOP_ONLY or (area == "header" and tag in LINE_ONLY):
+            if tag in IN_LOOP_ONLY or (
+                area == "header" and (tag in LINE_ONLY or tag in HEADER_IN_LOOP_ONLY)
+            ):
                 _note(misplaced, s)  # outside the loop it belongs in, or before the lines
                 continue
             loop = tag if tag in loops else None
             opener, party = s, None
+            if loop is not None:
+                loop_uses = _Uses(f"{'the header' if area == 'header' else 'a line'}'s {loop} loop")
             if loop is not None and line is not None and area == "line":
                 line.looped = True
 
@@ -1732,9 +1754,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         if len(found) > MAX_NOTED:
             break
 
-    if len(found) == 1:
-        raise found[0]
-    if found:
+    if len(found) > MAX_NOTED:  # read no further: no order to judge
         raise SetErrors(found[:MAX_NOTED])
     interchange, group = ts.interchange, ts.group
     envelope = Envelope(
@@ -1759,7 +1779,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     summary = totals.segment_number if totals is not None else None
     if summary is None and last is not None and last.tag == "SE":
         summary = last.number
-    return PurchaseOrder(
+    po = PurchaseOrder(
         envelope=envelope,
         purpose=b.get(1),
         order_type=b.get(2),
@@ -1783,3 +1803,6 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
         misplaced_segments=tuple(misplaced),
         unsequenced_segments=tuple(unsequenced),
     )
+    if found:
+        raise SetErrors(found, order=po)
+    return po

@@ -795,9 +795,10 @@ class Pipeline:
             try:
                 po = orders.from_transaction(ts)
             except SetErrors as exc:  # each broken segment in the 997 and the report
-                for error in exc.errors:
+                broken = [*exc.errors, *self._judged_beside(work, exc)]
+                for error in broken:
                     work.reject(ts, error)
-                errors.extend(exc.errors)
+                errors.extend(broken)
                 continue
             except X12Error as exc:
                 work.reject(ts, exc)
@@ -825,10 +826,31 @@ class Pipeline:
             data["rejected"] = [str(e) for e in errors]
         return data
 
+    def _judged_beside(self, work: _Work, refused: SetErrors) -> list[X12Error]:
+        """What the rules find (errors and warnings, by the partner's levels)
+        in a set refused for its syntax, on segments its syntax errors do not
+        name, but for the rules that judge segments against each other
+        (``rules.ACROSS``): the 997 names all it would name of each alone, so
+        a partner who mends the syntax is not refused again for a date."""
+        if refused.order is None:
+            return []
+        named = {e.segment_number for e in refused.errors}
+        found, warnings = rules.split(rules.validate(refused.order), self._levels(work))
+        noted = [replace(p, message=f"warning: {p.message}") for p in warnings]
+        return [
+            _problem_to_x12(p)
+            for p in sorted([*found, *noted], key=lambda p: p.segment_number or 0)
+            if p.code not in rules.ACROSS and p.segment_number not in named
+        ]
+
+    def _levels(self, work: _Work) -> dict[str, str]:
+        """The rules' levels for the file's partner (``[rules]`` or its own)."""
+        return dataclasses.asdict(work.partner.rules if work.partner else self.settings.rules)
+
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
         problems: list[Problem] = []
-        levels = dataclasses.asdict(work.partner.rules if work.partner else self.settings.rules)
+        levels = self._levels(work)
         checked = [
             (ts, po, *rules.split(rules.validate(po), levels)) for ts, po in work.purchase_orders
         ]

@@ -34,8 +34,10 @@ Codes:
   (997 AK304 2, unexpected segment): after the CTT anything but an AMT (a
   ``CUR``, a ``PO1``), a BEG after the lines, a line's CUR after its loops,
   a segment of a loop outside it (an N3 with no N1 before it:
-  ``orders.IN_LOOP_ONLY``), a line's segment in the header (a PO3:
-  ``orders.LINE_ONLY``).
+  ``orders.IN_LOOP_ONLY``), a segment the header holds only inside a loop
+  outside one (an MSG with no N9, an FA1 with no AMT:
+  ``orders.HEADER_IN_LOOP_ONLY``), a line's segment in the header (a PO3,
+  an LS: ``orders.LINE_ONLY``).
   At most ``orders.MAX_NOTED`` unknown or misplaced segments are named.
 - ``segment_out_of_sequence``: a header segment sent after one the 850's
   header puts later (a BEG after a DTM, a REF after a DTM: the order of
@@ -65,6 +67,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from .errors import Problem
 from .money import EXACT
 from .orders import (
+    HEADER_IN_LOOP_ONLY,
     IN_LOOP_ONLY,
     LINE_ONLY,
     MAX_NOTED,
@@ -90,6 +93,13 @@ def cents(value: Decimal) -> Decimal:
     """``value`` rounded half-up to two decimal places."""
     return value.quantize(CENT, context=_CENTS)
 
+
+# Rules that judge segments against each other (the lines' count and total,
+# one currency, a CTP's unit against its line's): in a set refused for its
+# syntax, a segment refused or read past would skew them, so they wait until
+# the syntax holds. The others judge a segment by itself, and are told beside
+# the syntax errors (the 997 names each broken segment at once).
+ACROSS = ("line_count_mismatch", "total_mismatch", "currency_mismatch", "price_unit_mismatch")
 
 # Rules whose level ``[rules]`` sets (error, warn, off); every other code
 # (a missing BEG, BEG03 or PO1, a value that is not a number) is always an error.
@@ -221,6 +231,8 @@ def _out_of_place(po: PurchaseOrder, tag: str, number: int) -> str:
         return f" (it stands in an {IN_LOOP_ONLY[tag]} loop, after its {IN_LOOP_ONLY[tag]})"
     if tag in LINE_ONLY:
         return " (a line's segment, before the first PO1)"
+    if tag in HEADER_IN_LOOP_ONLY:
+        return f" (in the header it stands only in a loop: {HEADER_IN_LOOP_ONLY[tag]})"
     return " (a line's CUR comes before its loops)"
 
 
