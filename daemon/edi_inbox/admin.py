@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import stat
 import time
 from collections.abc import Mapping
@@ -20,8 +21,14 @@ from typing import Any
 import structlog
 
 from . import files, outcomes
-from .claims import host_folder, os_message, processing_folders, write_retry_marker
-from .config import DaemonSettings, Settings
+from .claims import (
+    host_folder,
+    host_locked,
+    os_message,
+    processing_folders,
+    write_retry_marker,
+)
+from .config import Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
 
@@ -63,15 +70,22 @@ def shown_counters(daemon: Mapping[str, Any], running: bool) -> dict[str, Any]:
     return dict(counters) if running else {k: v for k, v in counters.items() if k not in BACKLOG}
 
 
-def alive(daemon: Mapping[str, Any], settings: DaemonSettings) -> bool:
+def alive(daemon: Mapping[str, Any], settings: Settings) -> bool:
     """A daemon's heartbeat row (``queries.list_daemons``) is fresh, by the
     interval it beats at (its own configuration's, recorded with it; an older
     version's, not recorded: ours), and does not say it exited (a daemon
-    that stopped on a failure marks its row so)."""
+    that stopped on a failure marks its row so). A daemon of this machine
+    whose host lock is free is gone, however fresh its last beat
+    (``claims.host_locked``: killed a moment ago)."""
     if (daemon.get("counters") or {}).get("exited"):
         return False
-    interval = daemon.get("heartbeat_seconds") or settings.heartbeat_seconds
-    return bool(daemon["heartbeat_age_seconds"] <= fresh_seconds(interval))
+    interval = daemon.get("heartbeat_seconds") or settings.daemon.heartbeat_seconds
+    if daemon["heartbeat_age_seconds"] > fresh_seconds(interval):
+        return False
+    processing = settings.paths.processing
+    if processing is None or daemon["host"] != socket.gethostname():
+        return True
+    return host_locked(processing, daemon["host"]) is not False
 
 
 def recorded_hosts(db: Any) -> set[str]:
@@ -90,7 +104,7 @@ def live_hosts(settings: Settings, db: Any, *, now: datetime | None = None) -> s
     from . import queries
 
     daemons = queries.list_daemons(db, now=now)
-    return {host_folder(d["host"]) for d in daemons if alive(d, settings.daemon)}
+    return {host_folder(d["host"]) for d in daemons if alive(d, settings)}
 
 
 # -- retry ---------------------------------------------------------------------------
@@ -311,7 +325,7 @@ def status(settings: Settings, db: Any, *, now: datetime | None = None) -> dict[
     doc = queries.status_summary(db, now=now)
     doc["jobs_running"] = doc.pop("running", 0)
     for daemon in doc.get("daemons", []):
-        daemon["alive"] = alive(daemon, settings.daemon)
+        daemon["alive"] = alive(daemon, settings)
         daemon["counters"] = shown_counters(daemon, daemon["alive"])
     doc["running"] = any(d["alive"] for d in doc.get("daemons", []))
     doc["inbox"] = inbox_backlog(settings, now=now.timestamp())

@@ -127,6 +127,24 @@ def lock_host(processing: Path, host: str) -> int:
     return fd
 
 
+def host_locked(processing: Path, host: str) -> bool | None:
+    """Whether ``host``'s lock (``lock_host``) is held by a process of this
+    machine (``/proc/locks``): False the moment its daemon is gone, None
+    when that cannot be told (no lock file, no ``/proc``). Never takes it:
+    a daemon starting meanwhile must find it free."""
+    try:
+        st = os.stat(processing / f".{host_folder(host)}.lock", follow_symlinks=False)
+        with open("/proc/locks", encoding="ascii") as fh:
+            held = fh.read()
+    except OSError:
+        return None
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        fields[1:2] == ["FLOCK"] and fields[5:6] == [where]
+        for fields in (line.split() for line in held.splitlines())
+    )
+
+
 def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> dict[str, Claims]:
     """The inboxes the daemon watches, by lane: ``""`` for ``[paths] inbox``,
     the partner's name for each ``[partners.NAME] inbox`` (claimed into its
@@ -137,6 +155,17 @@ def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> di
             settings.paths, inbox=partner.inbox, processing=partner.processing
         )
         found[partner.name] = Claims(paths, host, liveness, partner=partner.name)
+    return found
+
+
+def owed_jobs(settings: Settings, host: str) -> set[str]:
+    """The jobs whose records this host keeps owed in its lanes' processing
+    folders (``Claims.keep_owed``): each goes on as that job at the next
+    start, and writes its acknowledgements then."""
+    found: set[str] = set()
+    for claims in lanes(settings, host).values():
+        with contextlib.suppress(OSError):
+            found.update(n for n in os.listdir(claims.owed_dir) if not n.startswith("."))
     return found
 
 

@@ -91,6 +91,7 @@ from .claims import (
     lock_host,
     new_job_id,
     os_message,
+    owed_jobs,
     processing_folders,
     processing_name,
 )
@@ -1273,7 +1274,8 @@ def _serve(
         # commit of whichever worker crosses the mark (the others waited).
         db = store.open_database(settings.database_url, settings, checkpoints=False)
         store.init(db)  # creates or migrates the schema; safe at every start
-        interrupted = store.mark_interrupted(db, host, claimed_only=True)
+        owed = owed_jobs(settings, host)
+        interrupted = store.mark_interrupted(db, host, claimed_only=True, owed=owed)
         died = _died(settings, host, store.take_left_behind(db, host))
     except Exception as exc:
         logger.error("cannot_open_database", url=safe_url(settings.database_url), error=str(exc))
@@ -1313,7 +1315,8 @@ def _serve(
         its workers runs (a stop, a reload's drain); the database away: the
         next start marks them."""
         try:
-            interrupted = store.mark_interrupted(db, host, claimed_only=True)
+            owed = owed_jobs(settings, host)
+            interrupted = store.mark_interrupted(db, host, claimed_only=True, owed=owed)
         except Exception as exc:
             logger.warning("interrupt_failed", error=repr(exc))
         else:

@@ -884,13 +884,15 @@ def mark_interrupted(
     *,
     job_ids: Collection[str] | None = None,
     claimed_only: bool = False,
+    owed: Collection[str] = (),
     now: datetime | None = None,
     reason: str | None = None,
 ) -> list[dict[str, Any]]:
     """Crash recovery: jobs this ``host`` left ``running`` become ``interrupted``
     (with ``claimed_only``, those of a daemon: their file is claimed, named
     ``NAME.<job_id>`` after the job, or none; not the job of an ``edi-inbox
-    process FILE`` run under the same host name);
+    process FILE`` run under the same host name), but those in ``owed``
+    (their records kept to be written as those jobs: ``claims.owed_jobs``);
     with ``job_ids`` instead, those jobs of other hosts whose files this
     ``host`` took over. Dated by the database's clock (``Database.clock``),
     as heartbeats are: another host's clock ahead must not make the job
@@ -925,7 +927,7 @@ def mark_interrupted(
         )
         done = []
         for row in rows:
-            if claimed_only and not _claimed(row.file_path, row.job_id):
+            if row.job_id in owed or (claimed_only and not _claimed(row.file_path, row.job_id)):
                 continue
             duration = (at - row.started_at).total_seconds() if row.started_at else None
             values = {
@@ -989,15 +991,19 @@ def _carried_on(job_id: str, path: str | None, po_number: str | None) -> None:
 def record_final_path(db: Database, job_id: str, path: str | None, note: str | None = None) -> None:
     """Where the job's file is now, when that is not the path its final record
     foresaw: another name in ``done/``, still claimed after a move that failed,
-    or nowhere (``None``: it vanished). ``note`` says why, in the job's log."""
+    or nowhere (``None``: it vanished). ``note`` says why, in the job's log.
+    The interrupted runs it carried on are told the same (``_carried_on``)."""
 
     def work() -> None:
         now = utcnow()
         Job.update(file_path=_text(path), updated_at=now).where(Job.job_id == job_id).execute()
+        row = Job.select(Job.id, Job.retry_of).where(Job.job_id == job_id).first()
+        if row is None:
+            return
         if note:
-            pk = Job.select(Job.id).where(Job.job_id == job_id).scalar()
-            if pk is not None:
-                JobLog.insert(job=pk, timestamp=now, level="warning", message=note).execute()
+            JobLog.insert(job=row.id, timestamp=now, level="warning", message=note).execute()
+        if row.retry_of:
+            _carried_on(row.retry_of, _text(path), None)
 
     run_unit(db, work)
 

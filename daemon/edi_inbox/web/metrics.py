@@ -319,7 +319,7 @@ def _hosts(web: Any) -> Iterator[Metric]:
             continue
         seen.add(host)
         stopping = (daemon.get("counters") or {}).get("stopping")
-        alive = admin.alive(daemon, web.settings.daemon) and not stopping
+        alive = admin.alive(daemon, web.settings) and not stopping
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
         counters = admin.shown_counters(daemon, alive)
