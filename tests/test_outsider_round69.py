@@ -50,11 +50,12 @@ What held (plain tests)
   loops, not a defect; order inside a loop is not judged (``SPI CB1 REF N1``,
   ``N1 TD5 PER`` posted; README says so).
 
-Found (strict xfails; 2 of 6 fixed the same session, each test failing
+Found (strict xfails; 5 of 6 fixed the same session, each test failing
 before: a loop's segment past its maximum use there is AK304 5
 (``orders._MAX_USE`` by loop); a segment the header holds only in a loop
-is misplaced (``orders.HEADER_IN_LOOP_ONLY``, LS/LE in ``LINE_ONLY``).
-Left: the three 003040 findings and AK304 1)
+is misplaced (``orders.HEADER_IN_LOOP_ONLY``, LS/LE in ``LINE_ONLY``);
+003040 has its own lengths and maximum uses (``orders._IN_3040``,
+``_MAX_USE_3040``, ``Syntax.max_use``). Left: AK304 1)
 - ``test_a_loops_segment_past_its_maximum_use_is_not_dropped`` [4010 and 5010
   AMT DTM DTM, 4010 SAC CUR CUR, 4010 and 5010 a line's N1 N4 N4]: posted
   AK5 A with the second segment's content silently dropped (the header's
@@ -352,13 +353,6 @@ TOO_LONG_IN_3040 = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 003040 order's N102, N104, N301, PO101 or PO107 longer than 3040 allows (AN"
-    " 1/35, 2/17, 1/35, 1/11, 1/30) is posted AK5 A: elements before 004010 are judged by"
-    " 004010's lengths (60, 80, 55, 20, 48) except DTM (orders._BEFORE_4010 overlays DTM"
-    " only). X12 3040: AK4 5, element too long, the value copied",
-)
 @pytest.mark.parametrize("case", list(TOO_LONG_IN_3040))
 def test_a_3040_element_longer_than_its_release_allows_is_refused(harness, case):
     body, segment, position, element, value = TOO_LONG_IN_3040[case]
@@ -367,13 +361,6 @@ def test_a_3040_element_longer_than_its_release_allows_is_refused(harness, case)
     assert [element, "", "5", value] in [s[1:5] for s in out.ak4], out.ack
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 003040 PID with a ninth element (PID09, a language code later releases added) is"
-    " posted AK5 A; 3040's PID has eight (bots records003040.py PID01-PID08): AK4 9 3"
-    " (too many data elements, AK401 the first position past the last), as 4010's PID10"
-    " gets. Cause: the 004010 table judges every release before it",
-)
 def test_a_3040_pid_with_a_ninth_element_is_refused_ak4_3(harness):
     out = harness.run(interchange(order(LINE, "PID*F****DESC****EN~"), version="003040"))
     refused_at(out, "PID", 4, ("8",))  # ST 1, BEG 2, PO1 3, PID 4
@@ -392,13 +379,6 @@ OVER_MAX_IN_3040 = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 003040 header of 13 REFs, or an N1 loop of two N4s or four PERs, is posted"
-    " AK5 A; the 3040 850 allows 12 REFs in the header, 1 N4 and 3 PERs in its N1 loop"
-    " (bots 850003040.py; 004010 lifts them): AK304 5. orders._MAX_USE is 004010's for every"
-    " release",
-)
 @pytest.mark.parametrize("case", list(OVER_MAX_IN_3040))
 def test_a_3040_segment_past_its_releases_maximum_use_is_refused(harness, case):
     body, segment, position = OVER_MAX_IN_3040[case]

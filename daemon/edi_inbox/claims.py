@@ -159,13 +159,16 @@ def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> di
 
 
 def owed_jobs(settings: Settings, host: str) -> set[str]:
-    """The jobs whose records this host keeps owed in its lanes' processing
-    folders (``Claims.keep_owed``): each goes on as that job at the next
-    start, and writes its acknowledgements then."""
+    """The jobs whose records this host keeps owed beside their claims in its
+    lanes' processing folders (``Claims.keep_owed``): each goes on as that
+    job at the next start, and writes its acknowledgements then. A record
+    whose claim is gone (removed by hand) is no such job."""
     found: set[str] = set()
     for claims in lanes(settings, host).values():
         with contextlib.suppress(OSError):
-            found.update(n for n in os.listdir(claims.owed_dir) if not n.startswith("."))
+            owed = {n for n in os.listdir(claims.owed_dir) if not n.startswith(".")}
+            claimed = {n.rpartition(".")[2] for n in os.listdir(claims.dir)}
+            found.update(owed & claimed)
     return found
 
 

@@ -893,6 +893,26 @@ _BEFORE_4010 = {
         "R020306 C0403 P0607",
     )
 }
+# 003040 (its element dictionary; the lengths grew by 004010): N102, N2 and
+# N3 AN 1/35, N104 2/17, PER02 1/35 and no PER07/PER08, PO101 AN 1/11,
+# PO102 1/9, PO104 1/14 and the product ids AN 1/30, a PID of eight
+# elements (PID04 1/12, PID06 2/2, PID07 1/15). Checked against that
+# release alone: 003050 to 003072 are judged by 004010's lines.
+_IN_3040 = {
+    **_BEFORE_4010,
+    "N1": ("M ID 2/3, X AN 1/35, X ID 1/2, X AN 2/17, O ID 2/2, O ID 2/3", _SYNTAX_NOTES["N1"]),
+    "N2": ("M AN 1/35, O AN 1/35", ""),
+    "N3": ("M AN 1/35, O AN 1/35", ""),
+    "PER": ("M ID 2/2, O AN 1/35" + ", X ID 2/2, X AN 1/80" * 2, "P0304 P0506"),
+    "PO1": (
+        "O AN 1/11, X R 1/9, O ID 2/2, X R 1/14, O ID 2/2" + ", X ID 2/2, X AN 1/30" * 10,
+        _SYNTAX_NOTES["PO1"],
+    ),
+    "PID": (
+        "M ID 1/1, O ID 2/3, X ID 2/2, X AN 1/12, X AN 1/80, O ID 2/2, O AN 1/15, O ID 1/1",
+        _SYNTAX_NOTES["PID"],
+    ),
+}
 _SAC_4040 = _SEGMENT_ELEMENTS["SAC"].split(", ")
 _SAC_4040[12] = "X AN 1/50"  # SAC13 (127)
 _FROM_4040 = {
@@ -993,11 +1013,14 @@ def _table(overlay: dict[str, tuple[str, str]]) -> dict[str, _Elements]:
 
 
 SEGMENT_ELEMENTS = _table({})  # 004010's
+_OLDER = _table(_BEFORE_4010)
 _TABLES = (  # (the first version, its table), newest first
     ("005010", _table(_FROM_5010)),
     ("004040", _table(_FROM_4040)),
     ("004010", SEGMENT_ELEMENTS),
-    ("", _table(_BEFORE_4010)),
+    ("003050", _OLDER),
+    ("003040", _table(_IN_3040)),
+    ("", _OLDER),
 )
 
 
@@ -1013,6 +1036,7 @@ class Syntax(NamedTuple):
     later: bool  # a release after 005010: elements past a segment's last are its own
     header_order: dict[str, int]  # the header's order (``_HEADER_ORDERS``)
     header_loops: dict[str, frozenset[str]]  # its loops (the LDT's from 004030)
+    max_use: dict[str, dict[str, int]]  # ``_MAX_USE``, 003040's for that release
 
     @classmethod
     def of(cls, ts: TransactionSet) -> Syntax:
@@ -1024,8 +1048,9 @@ class Syntax(NamedTuple):
         later = version > "005010"
         order = next(o for first, o in _HEADER_ORDERS if version >= first)
         loops = _HEADER_LOOPS if version >= "004030" else _HEADER_LOOPS_BEFORE_4030
+        max_use = _MAX_USE_3040 if "003040" <= version < "003050" else _MAX_USE
         d = ts.delimiters
-        return cls(table, d.repetition, d.component, too_many, later, order, loops)
+        return cls(table, d.repetition, d.component, too_many, later, order, loops, max_use)
 
 
 def checked(s: Segment, syntax: Syntax) -> Segment:
@@ -1369,7 +1394,7 @@ class _PartyBuilder:
     def __init__(self, n1: Segment, check: _Checker, where: str) -> None:
         self.n1 = n1
         self.check = check
-        self.uses = _Uses(where)
+        self.uses = _Uses(where, check.syntax.max_use)
         self.names: list[str] = []
         self.lines: list[str] = []
         self.n4: Segment | None = None
@@ -1411,7 +1436,7 @@ class _PartyBuilder:
 
 
 class _LineBuilder:
-    def __init__(self, po1: Segment) -> None:
+    def __init__(self, po1: Segment, max_use: dict[str, dict[str, int]]) -> None:
         self.po1 = po1
         self.descriptions: list[Description] = []
         self.references: list[Reference] = []
@@ -1422,7 +1447,7 @@ class _LineBuilder:
         self.currency: Segment | None = None  # the CUR that prices the line
         self.looped = False  # whether one of the line's loops (CTP, PID, N1 …) has begun
         self.charges: list[Charge] = []
-        self.uses = _Uses("a line")
+        self.uses = _Uses("a line", max_use)
 
     def add_currency(self, cur: Segment) -> None:
         """A CUR of the line's (after its PO1, or in its pricing CTP's loop);
@@ -1523,14 +1548,22 @@ _MAX_USE = {
     "a line's SAC loop": {"CUR": 1, "CTP": 1},
     "the summary": {"AMT": 1},
 }
+# 003040's lower limits: 12 REFs in the header and a line, one N4 and three
+# PERs in the header's N1 loop.
+_MAX_USE_3040 = {
+    **_MAX_USE,
+    "the header": {**_MAX_USE["the header"], "REF": 12},
+    "a line": {**_MAX_USE["a line"], "REF": 12},
+    "the header's N1 loop": {**_MAX_USE["the header's N1 loop"], "N4": 1, "PER": 3},
+}
 _COUNTED_LOOPS = frozenset(("SAC", "N1", "PID"))
 
 
 class _Uses:
-    """How often each segment of ``_MAX_USE[where]`` has appeared there."""
+    """How often each segment of ``max_use[where]`` (``Syntax.max_use``) has appeared there."""
 
-    def __init__(self, where: str) -> None:
-        self.where, self.limits = where, _MAX_USE.get(where, {})
+    def __init__(self, where: str, max_use: dict[str, dict[str, int]]) -> None:
+        self.where, self.limits = where, max_use.get(where, {})
         self.counts: dict[str, int] = {}
 
     def count(self, s: Segment) -> None:
@@ -1609,9 +1642,9 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
     party: _PartyBuilder | None = None  # the N1 loop being read, if loop == "N1"
 
     syntax = Syntax.of(ts)
-    header_uses = _Uses("the header")
-    summary_uses = _Uses("the summary")
-    loop_uses = _Uses("")  # the segments of the loop being read (a SAC's CURs)
+    header_uses = _Uses("the header", syntax.max_use)
+    summary_uses = _Uses("the summary", syntax.max_use)
+    loop_uses = _Uses("", syntax.max_use)  # the segments of the loop being read (a SAC's CURs)
     unknown: list[tuple[str, int]] = []
     misplaced: list[tuple[str, int]] = []
     unsequenced: list[tuple[str, int, str]] = []
@@ -1641,7 +1674,7 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             if tag == "PO1":
                 if line is not None:
                     lines.append(line.build())
-                line = _LineBuilder(check(s))
+                line = _LineBuilder(check(s), syntax.max_use)
                 area, loop = "line", None
                 continue
             if tag == "CTT":
@@ -1681,7 +1714,8 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
             loop = tag if tag in loops else None
             opener, party = s, None
             if loop is not None:
-                loop_uses = _Uses(f"{'the header' if area == 'header' else 'a line'}'s {loop} loop")
+                where = f"{'the header' if area == 'header' else 'a line'}'s {loop} loop"
+                loop_uses = _Uses(where, syntax.max_use)
             if loop is not None and line is not None and area == "line":
                 line.looped = True
 
