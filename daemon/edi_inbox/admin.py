@@ -75,8 +75,9 @@ def alive(daemon: Mapping[str, Any], settings: Settings) -> bool:
     interval it beats at (its own configuration's, recorded with it; an older
     version's, not recorded: ours), and does not say it exited (a daemon
     that stopped on a failure marks its row so). A daemon of this machine
-    whose host lock is free is gone, however fresh its last beat
-    (``claims.host_locked``: killed a moment ago)."""
+    whose host lock is free and whose process is gone is gone, however
+    fresh its last beat (killed a moment ago): each alone can mislead (a
+    pid reused, or of another pid namespace; ``/proc/locks`` of another)."""
     if (daemon.get("counters") or {}).get("exited"):
         return False
     interval = daemon.get("heartbeat_seconds") or settings.daemon.heartbeat_seconds
@@ -85,7 +86,20 @@ def alive(daemon: Mapping[str, Any], settings: Settings) -> bool:
     processing = settings.paths.processing
     if processing is None or daemon["host"] != socket.gethostname():
         return True
-    return host_locked(processing, daemon["host"]) is not False
+    return host_locked(processing, daemon["host"]) is not False or _exists(daemon.get("pid"))
+
+
+def _exists(pid: int | None) -> bool:
+    """Whether a process ``pid`` may exist here (unknown: yes)."""
+    if not pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: it exists
+        return True
+    return True
 
 
 def recorded_hosts(db: Any) -> set[str]:

@@ -128,20 +128,24 @@ def lock_host(processing: Path, host: str) -> int:
 
 
 def host_locked(processing: Path, host: str) -> bool | None:
-    """Whether ``host``'s lock (``lock_host``) is held by a process of this
-    machine (``/proc/locks``): False the moment its daemon is gone, None
-    when that cannot be told (no lock file, no ``/proc``). Never takes it:
-    a daemon starting meanwhile must find it free."""
+    """Whether ``host``'s lock (``lock_host``) may be held by a process of
+    this machine (``/proc/locks``): False the moment its daemon is gone,
+    None when that cannot be told (no lock file, no ``/proc``). Matched by
+    inode alone (an overlay file system, as in a container, shows another
+    device than the one it locks; another file's lock of the same number
+    only says "held"). Never takes it: a daemon starting meanwhile must find
+    it free."""
     try:
         st = os.stat(processing / f".{host_folder(host)}.lock", follow_symlinks=False)
         with open("/proc/locks", encoding="ascii") as fh:
             held = fh.read()
     except OSError:
         return None
-    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    inode = f":{st.st_ino}"
     return any(  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
-        fields[1:2] == ["FLOCK"] and fields[5:6] == [where]
+        fields[1:2] == ["FLOCK"] and fields[5].endswith(inode)
         for fields in (line.split() for line in held.splitlines())
+        if len(fields) > 5
     )
 
 
