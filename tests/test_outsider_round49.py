@@ -133,6 +133,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_outsider_round17 import RecordingErp, recording, run_one  # noqa: F401
@@ -230,10 +231,11 @@ class Harness:
     def __init__(self, erp: RecordingErp, root: Path) -> None:
         self.erp, self.root, self.counter = erp, root, itertools.count()
 
-    def run(self, data: bytes, ack: str = "997") -> Outcome:
+    def job(self, data: bytes, ack: str = "997", sender: str = SENDER) -> tuple[Any, Settings]:
+        """``data`` run as partner acme (``sender`` its ISA06): its job and settings."""
         n = next(self.counter)
         root = self.root / f"r{n}"
-        partner = PartnerSettings(name="acme", ids=(PartnerId("ZZ", SENDER),), ack=ack)
+        partner = PartnerSettings(name="acme", ids=(PartnerId("ZZ", sender),), ack=ack)
         settings = Settings(
             paths=PathSettings(root=root),
             erp=ErpSettings(url=self.erp.url, max_attempts=1),
@@ -241,15 +243,18 @@ class Harness:
         )
         settings.paths.create()
         db = store.open_database(settings.database_url, settings)
-        before = len(self.erp.bodies)
         try:
             store.init(db)
             with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
                 path = root / f"po{n}.edi"
                 path.write_bytes(data)
-                job = pipeline.run(path)
+                return pipeline.run(path), settings
         finally:
             store.close_database(db)
+
+    def run(self, data: bytes, ack: str = "997") -> Outcome:
+        before = len(self.erp.bodies)
+        job, settings = self.job(data, ack)
         acks = [p for p in sorted(settings.paths.acks.iterdir()) if p.suffix in (".997", ".999")]
         assert len(acks) <= 1, [p.name for p in acks]
         return Outcome(

@@ -58,9 +58,10 @@ failed file back under a suffixed name, never over the upload.
 
 Found (strict xfails; all 3 fixed the same session, each test failing
 before: ``record_final_path`` tells the runs a job carried on where the
-move put the file; ``admin.alive`` reads a daemon of this machine's host
-lock in ``/proc/locks`` (``claims.host_locked``); a job with an owed record
-is never marked interrupted (``claims.owed_jobs``))
+move put the file; ``admin.alive`` calls a daemon of this machine gone
+once its pid is (its host lock in ``/proc/locks`` at first, dropped after
+round 70); a job with an owed record is never marked interrupted
+(``claims.owed_jobs``))
 ---------------------
 1. ``test_an_interrupted_jobs_file_path_follows_its_carrier_to_a_suffixed_name``:
    the same name uploaded twice, both in flight at a SIGKILL; at the

@@ -109,17 +109,6 @@ from test_outsider_round49 import (
     segments_of,
 )
 
-from edi_inbox import store
-from edi_inbox.config import (
-    ErpSettings,
-    PartnerId,
-    PartnerSettings,
-    PartnersSettings,
-    PathSettings,
-    Settings,
-)
-from edi_inbox.pipeline import Pipeline
-
 from helpers import http_server
 
 
@@ -219,33 +208,19 @@ def test_held_three_groups_each_their_own_997_and_counts(harness):
         + group(51, order(st="0001", beg=po(4)), order(st="0002", beg=po(5)))
         + "IEA*3*000000049~"
     ).encode()
-    root = harness.root / "groups"
-    partner = PartnerSettings(name="acme", ids=(PartnerId("ZZ", "ACME"),), ack="997")
-    settings = Settings(
-        paths=PathSettings(root=root),
-        erp=ErpSettings(url=harness.erp.url, max_attempts=1),
-        partners=PartnersSettings(partners=(partner,)),
-    )
-    settings.paths.create()
-    db = store.open_database(settings.database_url, settings)
     before = len(harness.erp.bodies)
-    try:
-        store.init(db)
-        with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
-            (root / "po.edi").write_bytes(data)
-            job = pipeline.run(root / "po.edi")
-    finally:
-        store.close_database(db)
+    job, settings = harness.job(data, sender="ACME")
     assert str(getattr(job.status, "value", job.status)) == "partial"
     assert [b["po_number"] for b in harness.erp.bodies[before:]] == ["PO1", "PO4", "PO5"]
     acks = {p.name: segments_of(p.read_bytes()) for p in settings.paths.acks.iterdir()}
-    assert sorted(acks) == ["po.edi.49.997", "po.edi.50.997", "po.edi.51.997"]
+    name = job.file_name
+    assert sorted(acks) == [f"{name}.49.997", f"{name}.50.997", f"{name}.51.997"]
     expected = {
         "49": [["AK5", "A"], ["AK5", "R", "5"], ["AK9", "P", "2", "2", "1"]],
         "50": [["AK5", "R", "5"], ["AK9", "R", "1", "1", "0"]],
         "51": [["AK5", "A"], ["AK5", "A"], ["AK9", "A", "2", "2", "2"]],
     }
-    for gcn, ack in ((name.split(".")[2], ack) for name, ack in acks.items()):
+    for gcn, ack in ((kept.rsplit(".", 2)[1], ack) for kept, ack in acks.items()):
         assert [s for s in ack if s[0] in ("AK5", "AK9")] == expected[gcn], ack
         isa, gs = ack[0], ack[1]
         assert [isa[5].strip(), isa[6].strip(), isa[7], isa[8].strip()] == [

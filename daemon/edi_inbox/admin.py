@@ -21,13 +21,7 @@ from typing import Any
 import structlog
 
 from . import files, outcomes
-from .claims import (
-    host_folder,
-    host_locked,
-    os_message,
-    processing_folders,
-    write_retry_marker,
-)
+from .claims import host_folder, os_message, processing_folders, write_retry_marker
 from .config import Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
@@ -75,22 +69,21 @@ def alive(daemon: Mapping[str, Any], settings: Settings) -> bool:
     interval it beats at (its own configuration's, recorded with it; an older
     version's, not recorded: ours), and does not say it exited (a daemon
     that stopped on a failure marks its row so). A daemon of this machine
-    whose host lock is free and whose process is gone is gone, however
-    fresh its last beat (killed a moment ago): each alone can mislead (a
-    pid reused, or of another pid namespace; ``/proc/locks`` of another)."""
+    (its host name) whose process is gone is gone, however fresh its last
+    beat: killed a moment ago (a pid reused since says alive, as the beat
+    did)."""
     if (daemon.get("counters") or {}).get("exited"):
         return False
     interval = daemon.get("heartbeat_seconds") or settings.daemon.heartbeat_seconds
     if daemon["heartbeat_age_seconds"] > fresh_seconds(interval):
         return False
-    processing = settings.paths.processing
-    if processing is None or daemon["host"] != socket.gethostname():
-        return True
-    return host_locked(processing, daemon["host"]) is not False or _exists(daemon.get("pid"))
+    return daemon["host"] != socket.gethostname() or _runs(daemon.get("pid"))
 
 
-def _exists(pid: int | None) -> bool:
-    """Whether a process ``pid`` may exist here (unknown: yes)."""
+def _runs(pid: int | None) -> bool:
+    """Whether process ``pid`` of this machine runs (a zombie does not;
+    unknown: yes). By ``kill(pid, 0)``, which sees another user's process
+    where ``/proc`` may hide it (``hidepid``)."""
     if not pid:
         return True
     try:
@@ -99,7 +92,11 @@ def _exists(pid: int | None) -> bool:
         return False
     except OSError:  # another user's: it exists
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True
 
 
 def recorded_hosts(db: Any) -> set[str]:

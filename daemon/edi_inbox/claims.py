@@ -127,28 +127,6 @@ def lock_host(processing: Path, host: str) -> int:
     return fd
 
 
-def host_locked(processing: Path, host: str) -> bool | None:
-    """Whether ``host``'s lock (``lock_host``) may be held by a process of
-    this machine (``/proc/locks``): False the moment its daemon is gone,
-    None when that cannot be told (no lock file, no ``/proc``). Matched by
-    inode alone (an overlay file system, as in a container, shows another
-    device than the one it locks; another file's lock of the same number
-    only says "held"). Never takes it: a daemon starting meanwhile must find
-    it free."""
-    try:
-        st = os.stat(processing / f".{host_folder(host)}.lock", follow_symlinks=False)
-        with open("/proc/locks", encoding="ascii") as fh:
-            held = fh.read()
-    except OSError:
-        return None
-    inode = f":{st.st_ino}"
-    return any(  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
-        fields[1:2] == ["FLOCK"] and fields[5].endswith(inode)
-        for fields in (line.split() for line in held.splitlines())
-        if len(fields) > 5
-    )
-
-
 def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> dict[str, Claims]:
     """The inboxes the daemon watches, by lane: ``""`` for ``[paths] inbox``,
     the partner's name for each ``[partners.NAME] inbox`` (claimed into its
@@ -163,16 +141,19 @@ def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> di
 
 
 def owed_jobs(settings: Settings, host: str) -> set[str]:
-    """The jobs whose records this host keeps owed beside their claims in its
-    lanes' processing folders (``Claims.keep_owed``): each goes on as that
-    job at the next start, and writes its acknowledgements then. A record
-    whose claim is gone (removed by hand) is no such job."""
+    """The jobs whose records this host keeps owed beside their claims
+    (``Claims.keep_owed``) in any processing folder, a dropped partner's
+    too: each goes on as that job at the next start (or once its partner is
+    configured again), and writes its acknowledgements then. A record
+    whose claim is gone (removed by hand), or that cannot be read (its file
+    runs anew), is no such job."""
     found: set[str] = set()
-    for claims in lanes(settings, host).values():
+    for processing in processing_folders(settings):
+        claims = Claims(dataclasses.replace(settings.paths, processing=processing), host)
         with contextlib.suppress(OSError):
             owed = {n for n in os.listdir(claims.owed_dir) if not n.startswith(".")}
             claimed = {n.rpartition(".")[2] for n in os.listdir(claims.dir)}
-            found.update(owed & claimed)
+            found.update(j for j in owed & claimed if claims.owed(j) is not None)
     return found
 
 

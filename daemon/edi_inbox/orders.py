@@ -1727,10 +1727,10 @@ def from_transaction(ts: TransactionSet) -> PurchaseOrder:
                     elif len(unsequenced) <= MAX_NOTED:
                         unsequenced.append((tag, s.number, furthest.tag))
                 header_uses.count(s)
+                if tag == "CUR" and header_cur is not None:  # another currency: not read
+                    raise _once_only(s)
                 if tag in _HEADER_READ:
                     check(s)
-                if tag == "CUR" and header_cur is not None:  # another currency
-                    raise _once_only(s)
                 if tag == "BEG":
                     beg = s
                 elif tag == "CUR":
