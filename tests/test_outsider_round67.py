@@ -82,17 +82,18 @@ import uids
 from helpers import make_po, poll_until
 
 
-def partner(tmp_path, name: str = "acme") -> tuple[str, object, object]:
+def partner(tmp_path, name: str = "acme", outside: bool = True) -> tuple[str, object, object]:
+    """The partner's section, inbox and processing folder: outside ``[paths]
+    processing``, or (``outside=False``) left at its default (None here)."""
     inbox = tmp_path / f"{name}-in"
-    processing = tmp_path / f"{name}-processing"  # outside [paths] processing
     inbox.mkdir()
-    processing.mkdir()
     os.chmod(inbox, 0o777)
-    extra = (
-        f'[partners.{name}]\nids = ["08:AAAAAAAAAA"]\ninbox = "{inbox}"\n'
-        f'processing = "{processing}"\n'
-    )
-    return extra, inbox, processing
+    extra = f'[partners.{name}]\nids = ["08:AAAAAAAAAA"]\ninbox = "{inbox}"\n'
+    if not outside:
+        return extra, inbox, None
+    processing = tmp_path / f"{name}-processing"
+    processing.mkdir()
+    return extra + f'processing = "{processing}"\n', inbox, processing
 
 
 def statuses(daemon) -> list[str]:
@@ -200,10 +201,7 @@ def test_a_dropped_partners_default_folder_claim_is_interrupted_at_the_start(
     the partner dropped: the next start marks the job interrupted (the
     folder is still found under ``.partners``), the claim waits there, no
     second POST."""
-    inbox = tmp_path / "acme-in"
-    inbox.mkdir()
-    os.chmod(inbox, 0o777)
-    extra = f'[partners.acme]\nids = ["08:AAAAAAAAAA"]\ninbox = "{inbox}"\n'
+    extra, inbox, _ = partner(tmp_path, outside=False)
     daemon = daemons(erp.url, extra=extra)
     daemon.start()
     erp.gate.clear()
