@@ -840,6 +840,22 @@ def test_every_corpus_850_is_encoded_as_its_json_and_key(name):
     assert orders.head(orders.encode(po).text) == before_lines
 
 
+@pytest.mark.parametrize("count", [1, 63, 64, 65, 129, 150])
+def test_an_order_of_many_lines_is_encoded_as_its_json_and_key(count):
+    """``orders.encode`` writes lines ``_LINES_AT_ONCE`` at a time: an order
+    of any number of lines, one chunk or several, whole or not, gives the
+    whole document's text and key byte for byte."""
+    po = corpus_orders(CORPUS_850S[0])[0]
+    lines = [
+        replace(po.lines[n % len(po.lines)], number=str(n + 1), quantity_raw=str(n + 1))
+        for n in range(count)
+    ]
+    po = replace(po, lines=tuple(lines))
+    document = po.to_json()
+    assert len(document["lines"]) == count
+    assert orders.encode(po) == (dumps(document), orders.document_key(document))
+
+
 def test_corpus_header_details():
     """CUR, BEG04, PER pairs, party N2/N3/N4 and party contacts come through from real files."""
     first, _ = corpus_orders("botsplugins__850-004010-05.x12")

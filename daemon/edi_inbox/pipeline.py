@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -62,8 +63,9 @@ import re
 import socket
 import stat
 import time
+import types
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +75,7 @@ import structlog
 
 from . import log as logsetup
 from . import orders, partners, rules
-from .config import PartnerSettings, Settings
+from .config import PartnerSettings, RuleSettings, Settings
 from .erp import longest_delivery, make_erp, partner_erps
 from .errors import (
     MAX_ERRORS_LISTED,
@@ -843,9 +845,9 @@ class Pipeline:
             if p.code not in rules.ACROSS and p.segment_number not in named
         ]
 
-    def _levels(self, work: _Work) -> dict[str, str]:
+    def _levels(self, work: _Work) -> Mapping[str, str]:
         """The rules' levels for the file's partner (``[rules]`` or its own)."""
-        return dataclasses.asdict(work.partner.rules if work.partner else self.settings.rules)
+        return _levels_of(work.partner.rules if work.partner else self.settings.rules)
 
     def validate(self, job: JobResult, work: _Work) -> dict[str, Any]:
         """Apply the business rules to every order; report every problem at once."""
@@ -1566,6 +1568,12 @@ def conclude(job: JobResult, work: _Work) -> JobStatus:
             ]
         )
     return JobStatus.PARTIAL if posted else JobStatus.FAILED
+
+
+@functools.lru_cache(maxsize=64)
+def _levels_of(levels: RuleSettings) -> Mapping[str, str]:
+    """``levels`` by rule (``rules.split``), read once a configuration."""
+    return types.MappingProxyType(dataclasses.asdict(levels))
 
 
 def _write_acks(
