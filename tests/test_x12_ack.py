@@ -163,11 +163,15 @@ def test_rejected_problems_become_ak3_ak4_and_partial_acceptance():
     ]
 
 
-def test_segment_error_without_element_keeps_its_code():
-    """A reader segment error (bad segment id, AK3 code 1) is reported with a valid AK301."""
-    data = doc(order(1).replace("BEG*", "b!g*"))
+@pytest.mark.parametrize("bad", ["b!g*", "bg*", "BEGX*"])
+def test_a_segment_id_no_ak301_can_echo_gets_no_ak3(bad):
+    """A reader segment error for an id that is no X12 id (AK3 code 1): AK301
+    (ID 2/3) could only name another id than the one received (``BG`` for
+    ``b!g``, ``BEG`` for ``BEGX``: round 71), so there is no AK3; the set is
+    refused, AK5 R 5 (segments in error)."""
+    data = doc(order(1).replace("BEG*", bad))
     _, segs = ack(data)
-    assert body(segs)[1:4] == ["AK2*850*0001", "AK3*BG*2**1", "AK5*R*5"]
+    assert body(segs)[1:3] == ["AK2*850*0001", "AK5*R*5"]
 
 
 def test_group_envelope_errors_go_to_ak9():

@@ -329,12 +329,17 @@ def build_ack(
     check_address(interchange, group)
     rejected = rejected or {}
     d = interchange.delimiters
-    version = group.version or interchange.version + "0"
+    # GS08 (AN 1/12) echoed only whole: a longer one (a megabyte, say) would
+    # make the acknowledgement invalid, a cut one name another release. The
+    # 997 is then written in the interchange's release; the 999's AK103,
+    # optional, is left out.
+    received = group.version if echoes(group.version, interchange, 12) else ""
+    version = received or interchange.version + "0"
     ak1 = ["AK1", _clean(group.functional_id, d, 3), _clean(group.control_number, d, 9)]
     st = ["ST", kind.code, f"{control_number:04d}"]
     if kind.convention is not None:  # the 999 names its convention and echoes GS08
         st.append(kind.convention)
-        ak1.append(_clean(group.version, d, 12))
+        ak1.append(received)
     body: list[list[str]] = [st, _trim(ak1)]
     accepted = 0
     warned = False
@@ -359,11 +364,13 @@ def build_ack(
             continue
         body.extend(_set_response(s, errors, d, kind))
         accepted += not errors
-    received = len(group.sets)
-    status = _group_status(accepted, received, bool(group.errors) or warned)
-    included = received if group.included is None else group.included
+    count = len(group.sets)
+    status = _group_status(accepted, count, bool(group.errors) or warned)
+    included = count if group.included is None else group.included
+    if included > _MAX_COUNT:  # GE01 past AK902's six digits (its AK905 says it is wrong)
+        included = count
     group_codes = _codes(e.code for e in group.errors)
-    body.append(["AK9", status, str(included), str(received), str(accepted), *group_codes])
+    body.append(["AK9", status, str(included), str(count), str(accepted), *group_codes])
     body.append(["SE", str(len(body) + 1), f"{control_number:04d}"])
     segments = [
         isa_elements(
@@ -407,8 +414,8 @@ def _set_response(
     if ok is None:
         ok = not errors
     ak2 = ["AK2", _clean(s.code, d, 3), s.control_number]  # echoed as is (``build_ack``)
-    if kind.convention is not None:  # AK203: the set's ST03, if it had one
-        ak2.append(_clean(s.convention, d, 35))
+    if kind.convention is not None and _whole(s.convention, d, 35):
+        ak2.append(s.convention)  # AK203: the set's ST03 if it had one, never a cut copy
     out = [_trim(ak2)]
     set_codes: list[str | None] = []
     # by position and id: a missing segment is told at the position of the one found there
@@ -421,12 +428,17 @@ def _set_response(
     for number, segment_id in sorted(by_segment, key=lambda at: at[0]):
         errs = by_segment[number, segment_id]
         position = number - s.segment_number + 1 if s.segment_number else number
+        if position > _MAX_COUNT or not _SEGMENT_ID.fullmatch(segment_id):
+            # AK302 (N0 1/6) cannot name it, or AK301 (ID 2/3) could only name
+            # another id than the one received: no AK3; AK5 R 5 says the set
+            # has segments in error, the job's record which.
+            continue
         elements = [e for e in errs if e.element is not None][:99]
         segment_code = next(
             (e.code for e in errs if e.element is None and _valid(e.code, kind.segment_codes)),
             None,
         )
-        ak3 = [kind.segment_tag, _segment_id(errs[0].segment_id), str(position), ""]
+        ak3 = [kind.segment_tag, segment_id, str(position), ""]
         ak3.append(segment_code or ("8" if elements else ""))
         out.append(_trim(ak3))
         for e in elements:
@@ -467,10 +479,15 @@ def _codes(codes: Iterable[str | None], allowed: frozenset[str] | None = None) -
     return out[:5]
 
 
-def _segment_id(segment_id: str | None) -> str:
-    """AK301 must be a 2-3 character ID even when the received one was garbage."""
-    cleaned = re.sub("[^0-9A-Z]", "", (segment_id or "").upper())[:3]
-    return cleaned if len(cleaned) >= 2 else "ZZZ"
+# AK301 (ID 2/3): a segment id as X12 writes them; AK302 and AK902 (N0 1/6).
+_SEGMENT_ID = re.compile("[0-9A-Z]{2,3}")
+_MAX_COUNT = 999_999
+
+
+def _whole(value: str, d: Delimiters, limit: int) -> bool:
+    """Whether ``value`` can be echoed as it is: at most ``limit`` characters,
+    none a delimiter or a control character (``_clean`` would alter it)."""
+    return len(value) <= limit and _clean(value, d, limit) == value
 
 
 def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
@@ -488,7 +505,7 @@ def _copy(value: str, d: Delimiters) -> str:
     none (AK404 is optional) if it holds a delimiter or a control character:
     a copy with those taken out would be another value, perhaps a valid one
     (``PO>49`` quoted as ``PO49``)."""
-    if _clean(value, d, len(value)) != value:
+    if not _whole(value, d, len(value)):
         return ""
     return value[:99]
 
@@ -532,9 +549,15 @@ def build_ta1(interchange: InterchangeSummary, *, control_number: int, now: date
         code, note = "R", note or "024"  # 024: invalid interchange content
     else:
         code, note = ("E" if ic.warnings else "A"), "000"
-    number = _clean(ic.control_number, d)
-    if not (len(number) == 9 and number.isdigit()):
-        number = (number if number.isdigit() else "0")[-9:].rjust(9, "0")
+    number = ic.control_number
+    if number.isascii() and number.isdigit():
+        # By its value (zeros before it padding, as in any N0), or no TA1: the
+        # last nine digits of a longer one would name another interchange.
+        number = number.lstrip("0").rjust(9, "0")
+        if len(number) > 9:
+            raise Unaddressable(f"ISA13 {_quote(ic.control_number)} is over nine digits")
+    else:
+        number = "000000000"  # none: an ISA13 that is no number names no interchange
     date = ic.date if len(ic.date) == 6 and ic.date.isdigit() else now.strftime("%y%m%d")
     time = ic.time if len(ic.time) == 4 and ic.time.isdigit() else now.strftime("%H%M")
     segments = [

@@ -448,6 +448,15 @@ class X12Reader:
             version=seg.get(8),
             segment_number=seg.number,
         )
+        for element, value in ((2, g.sender), (3, g.receiver)):
+            if len(value) > 15:  # GS02, GS03: AN 2/15, a part of each order's identity
+                self._error(
+                    g.errors,
+                    f"GS{element:02d} {shorten(value)} is {len(value)} characters long; "
+                    "the standard allows at most 15",
+                    seg,
+                    element=element,
+                )
         if not digits(g.control_number) or len(g.control_number) > 9:  # GS06 is N0 1/9
             self._error(
                 g.errors,

@@ -66,14 +66,16 @@ MAX_NUMBER_DIGITS = 18  # an X12 N0/count element never needs more (SE01 has 10)
 
 
 def number(text: str) -> int | None:
-    """The value of a count or control number: ASCII digits, at most 18 of them.
+    """The value of a count or control number: ASCII digits, at most 18 of
+    them past any leading zeros (padding, read by value as in any N0).
 
     None otherwise. ``int()`` of thousands of digits is slow and past 4,300
     digits raises; a partner's SE01 must not get that far.
     """
-    if len(text) > MAX_NUMBER_DIGITS or not digits(text):
+    if not digits(text):
         return None
-    return int(text)
+    significant = text.lstrip("0")
+    return int(significant or "0") if len(significant) <= MAX_NUMBER_DIGITS else None
 
 
 def trailer_present(tail: bytes) -> bool:
@@ -138,7 +140,11 @@ def sniff_isa(buf: str, base: int, eof: bool) -> _Isa:
         if p < 0:
             if eof and n < base + ISA_WINDOW:
                 raise truncated
-            raise _isa_error(f"the ISA does not have 16 elements separated by {elem!r}", "022")
+            raise _isa_error(
+                f"no 16 elements separated by {elem!r} within {ISA_WINDOW} characters of "
+                "the ISA (it has 106): an element far longer than the standard allows",
+                "022",
+            )
     missing16, q = False, p + 1
     if at(q) in _BREAKS:
         r = q

@@ -37,10 +37,12 @@ def parse_decimal(raw: str) -> Decimal | None:
 
 
 def parse_integer(raw: str) -> int | None:
-    """The value of an X12 N0 element (a count), or None when it is not one."""
-    if len(raw) > MAX_NUMBER_CHARS:
+    """The value of an X12 N0 element (a count), or None when it is not one
+    (or one of over ``MAX_NUMBER_CHARS`` digits past its leading zeros)."""
+    if not _INTEGER.fullmatch(raw):
         return None
-    return int(raw) if _INTEGER.fullmatch(raw) else None
+    sign, significant = ("-", raw[1:].lstrip("0")) if raw[0] == "-" else ("", raw.lstrip("0"))
+    return int(sign + (significant or "0")) if len(significant) <= MAX_NUMBER_CHARS else None
 
 
 def is_number(raw: str) -> bool:
