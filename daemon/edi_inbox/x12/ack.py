@@ -359,10 +359,12 @@ def build_ack(
             errors += answer.errors
             ok = answer.posted and not s.errors
             warned = warned or (ok and answer.warnings)
-            body.extend(_set_response(s, errors, d, kind, ok=ok, warnings=answer.warnings))
+            body.extend(
+                _set_response(s, errors, interchange, kind, ok=ok, warnings=answer.warnings)
+            )
             accepted += ok
             continue
-        body.extend(_set_response(s, errors, d, kind))
+        body.extend(_set_response(s, errors, interchange, kind))
         accepted += not errors
     count = len(group.sets)
     status = _group_status(accepted, count, bool(group.errors) or warned)
@@ -403,7 +405,7 @@ def build_ack(
 def _set_response(
     s: SetSummary,
     errors: list[X12Error],
-    d: Delimiters,
+    interchange: InterchangeSummary,
     kind: AckKind,
     *,
     ok: bool | None = None,
@@ -413,8 +415,9 @@ def _set_response(
     ``ok``, else R; when ``ok`` is None, A unless there are ``errors``."""
     if ok is None:
         ok = not errors
+    d = interchange.delimiters
     ak2 = ["AK2", _clean(s.code, d, 3), s.control_number]  # echoed as is (``build_ack``)
-    if kind.convention is not None and _whole(s.convention, d, 35):
+    if kind.convention is not None and echoes(s.convention, interchange, 35):
         ak2.append(s.convention)  # AK203: the set's ST03 if it had one, never a cut copy
     out = [_trim(ak2)]
     set_codes: list[str | None] = []
@@ -484,12 +487,6 @@ _SEGMENT_ID = re.compile("[0-9A-Z]{2,3}")
 _MAX_COUNT = 999_999
 
 
-def _whole(value: str, d: Delimiters, limit: int) -> bool:
-    """Whether ``value`` can be echoed as it is: at most ``limit`` characters,
-    none a delimiter or a control character (``_clean`` would alter it)."""
-    return len(value) <= limit and _clean(value, d, limit) == value
-
-
 def _clean(value: str, d: Delimiters, limit: int = 99) -> str:
     """A copy of a received value that cannot break the 997: no delimiters, no
     control characters, at most the element's X12 maximum (``limit``; AK1/AK2
@@ -505,7 +502,7 @@ def _copy(value: str, d: Delimiters) -> str:
     none (AK404 is optional) if it holds a delimiter or a control character:
     a copy with those taken out would be another value, perhaps a valid one
     (``PO>49`` quoted as ``PO49``)."""
-    if not _whole(value, d, len(value)):
+    if _clean(value, d, len(value)) != value:
         return ""
     return value[:99]
 
