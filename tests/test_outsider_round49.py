@@ -140,6 +140,7 @@ from test_outsider_round17 import RecordingErp, recording, run_one  # noqa: F401
 
 from edi_inbox import store
 from edi_inbox.config import (
+    DaemonSettings,
     ErpSettings,
     PartnerId,
     PartnerSettings,
@@ -231,8 +232,15 @@ class Harness:
     def __init__(self, erp: RecordingErp, root: Path) -> None:
         self.erp, self.root, self.counter = erp, root, itertools.count()
 
-    def job(self, data: bytes, ack: str = "997", sender: str = SENDER) -> tuple[Any, Settings]:
-        """``data`` run as partner acme (``sender`` its ISA06): its job and settings."""
+    def job(
+        self,
+        data: bytes,
+        ack: str = "997",
+        sender: str = SENDER,
+        daemon: DaemonSettings | None = None,
+    ) -> tuple[Any, Settings]:
+        """``data`` run as partner acme (``sender`` its ISA06), under ``daemon``
+        settings if given: its job and settings."""
         n = next(self.counter)
         root = self.root / f"r{n}"
         partner = PartnerSettings(name="acme", ids=(PartnerId("ZZ", sender),), ack=ack)
@@ -240,6 +248,7 @@ class Harness:
             paths=PathSettings(root=root),
             erp=ErpSettings(url=self.erp.url, max_attempts=1),
             partners=PartnersSettings(partners=(partner,)),
+            daemon=daemon or DaemonSettings(),
         )
         settings.paths.create()
         db = store.open_database(settings.database_url, settings)

@@ -1,7 +1,7 @@
 """Outside tester, round 71: scale and size hostility.
 
-Real parts only: the real Pipeline in this process (round 49's ``Harness``
-and a variant with ``[daemon]`` limits of its own) posting to a real HTTP
+Real parts only: the real Pipeline in this process (round 49's ``Harness``,
+with ``[daemon]`` limits of the test's own where it needs them) posting to a real HTTP
 ERP on 127.0.0.1, ``edi-inbox process`` as a real process, and a real
 ``edi-inbox run`` daemon (``daemons.Daemon``) fed by uploads owned by a
 partner's uid and renamed into place as SFTP servers do. No mocks, no fixed
@@ -120,9 +120,6 @@ from edi_inbox import store
 from edi_inbox.config import (
     DaemonSettings,
     ErpSettings,
-    PartnerId,
-    PartnerSettings,
-    PartnersSettings,
     PathSettings,
     Settings,
 )
@@ -134,36 +131,17 @@ from helpers import BAD, http_server, make_po, poll_until
 __all__ = ["daemons", "erp"]  # the fixtures
 
 
-class LimitedHarness(Harness):
-    """Round 49's harness with ``[daemon]`` settings of the test's own."""
-
-    def limited(self, data: bytes, **daemon) -> tuple[object, list[str]]:
-        root = self.root / f"l{next(self.counter)}"
-        partner = PartnerSettings(name="acme", ids=(PartnerId("ZZ", "ACME"),))
-        settings = Settings(
-            paths=PathSettings(root=root),
-            erp=ErpSettings(url=self.erp.url, max_attempts=1),
-            partners=PartnersSettings(partners=(partner,)),
-            daemon=DaemonSettings(**daemon),
-        )
-        settings.paths.create()
-        db = store.open_database(settings.database_url, settings)
-        try:
-            store.init(db)
-            with Pipeline(settings, store.DatabaseRecorder(db)) as pipeline:
-                path = root / "po.edi"
-                path.write_bytes(data)
-                job = pipeline.run(path)
-        finally:
-            store.close_database(db)
-        return job, sorted(p.name for p in settings.paths.acks.iterdir())
+def limited(harness: Harness, data: bytes, **daemon) -> tuple[object, list[str]]:
+    """``data`` run under ``[daemon]`` settings of the test's own: its job and acks."""
+    job, settings = harness.job(data, daemon=DaemonSettings(**daemon))
+    return job, sorted(p.name for p in settings.paths.acks.iterdir())
 
 
 @pytest.fixture(scope="module")
-def harness(tmp_path_factory) -> Iterator[LimitedHarness]:
+def harness(tmp_path_factory) -> Iterator[Harness]:
     with http_server() as server:
         erp = RecordingErp(server)
-        yield LimitedHarness(erp, tmp_path_factory.mktemp("r71"))
+        yield Harness(erp, tmp_path_factory.mktemp("r71"))
         erp.gate.set()
 
 
@@ -221,9 +199,9 @@ def test_held_hostile_numbers_are_refused_at_their_element(harness, po1):
 def test_held_a_file_at_each_limit_runs_one_more_is_refused(harness, limit):
     data = interchange(order())
     size = data.count(b"~") if limit == "max_segments_per_file" else len(data)
-    job, acks = harness.limited(data, **{limit: size})
+    job, acks = limited(harness, data, **{limit: size})
     assert status_of(job) == "succeeded", job.error
-    job, acks = harness.limited(data, **{limit: size - 1})
+    job, acks = limited(harness, data, **{limit: size - 1})
     assert status_of(job) == "failed" and acks == []
     assert limit in job.error
 
@@ -374,16 +352,21 @@ def test_held_an_upload_growing_past_the_cap_while_it_settles_is_refused_once(da
         os.write(fd, first[len(first) // 2 :] + second * 3)
     finally:
         os.close(fd)
+    refused_once(daemon, erp, "growing.edi")
+
+
+def refused_once(daemon: Daemon, erp: Erp, name: str) -> None:
+    """``name`` refused for ``max_file_bytes``: in failed/, its one job, nothing posted."""
     poll_until(
-        lambda: "growing.edi" in daemon.listing(daemon.failed) and not claimed(daemon),
+        lambda: name in daemon.listing(daemon.failed) and not claimed(daemon),
         timeout=30,
         interval=0.1,
         what="the upload refused",
     )
-    report = json.loads((daemon.failed / "growing.edi.error.json").read_text())
+    report = json.loads((daemon.failed / f"{name}.error.json").read_text())
     assert "max_file_bytes" in json.dumps(report)
     assert erp.requests == []
-    assert [j["file_name"] for j in daemon.jobs()] == ["growing.edi"]
+    assert [j["file_name"] for j in daemon.jobs()] == [name]
 
 
 def as_partner(data: bytes, sender: str) -> bytes:
@@ -489,16 +472,7 @@ def test_held_a_resumed_upload_growing_past_the_cap_is_refused_once(daemons, erp
     poll_until(held, timeout=30, interval=0.2, what="the upload held for its trailer")
     with open(path, "ab") as f:
         f.write(first[len(first) // 2 :] + second * 3)
-    poll_until(
-        lambda: "resumed.edi" in daemon.listing(daemon.failed) and not claimed(daemon),
-        timeout=30,
-        interval=0.1,
-        what="the upload refused",
-    )
-    report = json.loads((daemon.failed / "resumed.edi.error.json").read_text())
-    assert "max_file_bytes" in json.dumps(report)
-    assert erp.requests == []
-    assert [j["file_name"] for j in daemon.jobs()] == ["resumed.edi"]
+    refused_once(daemon, erp, "resumed.edi")
 
 
 @pytest.mark.e2e
