@@ -100,3 +100,75 @@ def test_counted_per_job_reset_by_a_parked_job_and_by_another_file(tmp_path):
         assert os.listdir(tmp_path / "processing" / CRASHES_DIR) == []
     finally:
         claims.close()
+
+
+def test_a_resume_that_never_ran_counts_no_death_of_its(tmp_path):
+    """``deaths``: each job noted as it started died, as did the run the
+    first resume took over; a claim resumed but never run when the daemon
+    died again (its job not noted) counts no new death and did not run."""
+    claims = Claims(PathSettings(root=tmp_path), "alpha")
+    (tmp_path / "inbox").mkdir()
+    claims.open()
+    try:
+        (tmp_path / "inbox" / "po.edi").write_bytes(make_po(2))
+        claims.claim("po.edi", "J1")
+        st = os.stat(claims.path("po.edi.J1"))
+        assert claims.deaths(st, "J1") == (1, True)  # unmarked: its claim ran it
+        assert claims.count_crash(st, "J2", "J1") == 1
+        assert claims.deaths(st, "J2") == (2, True)  # J2 started, then died
+        assert claims.deaths(st, "J3") == (2, False)  # J3 resumed, never started
+        assert claims.count_crash(st, "J4", "J3") == 2
+        assert claims.deaths(st, "J4") == (3, True)
+    finally:
+        claims.close()
+
+
+def test_files_in_flight_together_at_every_death_run_apart_the_killer_alone_set_aside(erp, daemons):
+    """Two uploads at the ERP at each of two deaths (``max_crashes = 2``):
+    the daemon cannot tell which kills it, so the next start runs them one
+    at a time (``run_apart``), none set aside. Killed again with one of them
+    alone at the ERP, that one is set aside at the next start (it died
+    alone), and the other runs alone to its end: done, posted under its one
+    key."""
+    daemon = daemons(erp.url, max_crashes=2)
+    erp.gate.clear()
+    daemon.start()
+    uids.upload(daemon.inbox / "a.edi", make_po(7300))
+    uids.upload(daemon.inbox / "b.edi", make_po(7301))
+    for n in (1, 2):
+        poll_until(lambda n=n: len(erp.requests) == 2 * n, what=f"both POSTs {n}")
+        daemon.kill()
+        daemon.start()
+    poll_until(lambda: len(erp.requests) == 5, what="one run apart at the ERP")
+    poll_until(lambda: len(daemon.events("run_apart")) == 2, what="both told")
+
+    def counters() -> dict:
+        (running,) = json.loads(daemon.cli("status", "--json").stdout)["daemons"]
+        return running["counters"]
+
+    # The heartbeat after the POST: one in flight, the other waiting to run alone.
+    poll_until(
+        lambda: (c := counters())["in_flight"] == 1 and c["run_apart"] == 2, what="one at a time"
+    )
+    assert len(erp.requests) == 5
+    assert daemon.listing(daemon.failed) == []
+    killer = erp.requests[-1][1]
+    daemon.kill()
+    erp.gate.set()
+    daemon.start()
+
+    def reports() -> list[str]:
+        return [n for n in daemon.listing(daemon.failed) if n.endswith(".error.json")]
+
+    poll_until(lambda: len(daemon.listing(daemon.done)) == 1, what="the innocent done")
+    (report,) = poll_until(reports, what="the killer set aside")
+    details = json.loads((daemon.failed / report).read_text())
+    assert [e["code"] for e in details["error_details"]] == ["crashed"], details
+    assert "3 times in a row" in details["error"]
+    posted = [p for _, p in erp.requests]
+    assert posted.count(killer) == 3  # not run after it died alone
+    (innocent,) = {p for p in posted if p != killer}
+    assert posted.count(innocent) == 3  # twice beside the killer, once alone
+    assert len(erp.keys_by_po()[innocent]) == 1
+    assert os.listdir(daemon.processing / CRASHES_DIR) == []
+    assert daemon.terminate(15) == 0

@@ -48,16 +48,17 @@ What held
   ``status`` answers, SIGTERM exits 0, every file done once closed.
 - A token echoed percent-encoded in uppercase is redacted.
 
-Found (strict xfails; 10 of 11 fixed the same session, each test failing
-before its fix — a dead worker process's claims stay for the next start,
-counted as the daemon's death; a parked job's note cleared when it runs
-again or ends; the report in partner-neutral words; ``status`` tells an
-upload held open for writing; a reader's open no longer waits the grace
-where the kernel says no writer has it; an '@' in an ERP URL's path or
-query accepted, the path up to it hidden when shown; a secret redacted
-however an answer escapes it; a library line's URL hidden to the next
-space. Left, in README: an innocent file in flight at every death is set
-aside beside the killer)
+Found (strict xfails; 10 of 11 fixed the same session, the 11th on
+2026-12-07, each test failing before its fix — a dead worker process's
+claims stay for the next start, counted as the daemon's death; a parked
+job's note cleared when it runs again or ends; the report in
+partner-neutral words; ``status`` tells an upload held open for writing;
+a reader's open no longer waits the grace where the kernel says no
+writer has it; an '@' in an ERP URL's path or query accepted, the path
+up to it hidden when shown; a secret redacted however an answer escapes
+it; a library line's URL hidden to the next space; later, an innocent
+file in flight at every death no longer set aside beside the killer:
+files that reach ``max_crashes`` together run apart)
 - ``test_a_file_that_kills_its_worker_process_every_time_is_set_aside``:
   with ``processes > 1`` the worker process running the file killed (the
   OOM killer's usual pick) makes the daemon exit 1 and hand the file back
@@ -261,12 +262,6 @@ def test_a_parked_job_that_ends_leaves_no_crash_marker(erp, daemons, killed):
     assert daemon.terminate(15) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every file in flight at each death is counted alike: an innocent upload resumed "
-    "beside the one that kills the daemon is set aside unrun with it ('died 2 times in a row "
-    "while it processed this file')",
-)
 def test_an_innocent_file_in_flight_beside_the_killer_is_not_set_aside(erp, daemons):
     """``workers = 4``, ``max_crashes = 2``. Two uploads wait at the ERP;
     the daemon dies (SIGKILL standing in for the OOM killer that one of

@@ -52,6 +52,7 @@ BACKLOG = frozenset(
         "open",
         "pending_moves",
         "waiting_for_memory",
+        "run_apart",
         "bytes_in_flight",
     ]
 )

@@ -72,8 +72,8 @@ from .watch import InboxDenied, WatchError, scan
 logger = structlog.get_logger("edi_inbox.claims")
 
 RETRY_DIR = ".retry"
-# processing/.crashes/<dev>-<ino>.json: the jobs that resumed a claimed file
-# after the daemon running it died, since it last ran to an end.
+# processing/.crashes/<dev>-<ino>.json: the jobs that started to run a claimed
+# file resumed after the daemon running it died, since it last ran to an end.
 CRASHES_DIR = ".crashes"
 OWED_DIR = ".owed"  # processing/.owed/<host>/<job_id>: parked jobs' owed records
 # processing/.names/<dev>-<ino>.json: the name of a claimed file whose claim
@@ -264,6 +264,11 @@ def _marks(info: dict[str, Any], st: os.stat_result) -> bool:
     """A marker's ``info`` is the file's with stat ``st``, not that of an
     earlier file whose inode it reuses."""
     return info.get("size") == st.st_size and info.get("mtime_ns") == st.st_mtime_ns
+
+
+def _crash_jobs(info: dict[str, Any]) -> list[str]:
+    noted = info.get("jobs")
+    return [j for j in noted if isinstance(j, str)] if isinstance(noted, list) else []
 
 
 class Claim(NamedTuple):
@@ -569,24 +574,37 @@ class Claims:
         return info.get("retry_of") if _marks(info, st) else None
 
     def count_crash(self, st: os.stat_result, job_id: str, left_by: str | None) -> int:
-        """Job ``job_id`` resumes this claimed file, which job ``left_by``
-        left claimed: unless that job was parked (it stopped on its own), the
-        daemon running it died (killed, out of memory, a crash). Returns how
-        many times in a row that has happened to the file: the jobs noted
-        since it last ran to an end (a job run again after parking counts once)."""
-        name = _marker_name(st, CRASHES_DIR)
-        info = self._marker(name, "crash_count_unreadable")
-        if info is None or not _marks(info, st):
-            info = {}
+        """Job ``job_id`` starts to run the claimed file that job ``left_by``
+        left claimed: noted, and how many times in a row the daemon died
+        while the file ran is returned (``deaths``)."""
+        info = self._crash_marker(st)
         if left_by is not None and info.get("parked") == left_by:
             self.forget_crashes(st)  # no death: a death of this job's counts afresh
             return 0
-        noted = info.get("jobs")
-        jobs = [j for j in noted if isinstance(j, str)] if isinstance(noted, list) else []
+        jobs = _crash_jobs(info)
         if job_id not in jobs:
-            jobs.append(job_id)
-            self._write_marker(name, st, {"jobs": jobs})
-        return len(jobs)
+            self._write_marker(_marker_name(st, CRASHES_DIR), st, {"jobs": [*jobs, job_id]})
+        return self.deaths(st, left_by, job_id)[0]
+
+    def deaths(
+        self, st: os.stat_result, left_by: str | None, job_id: str | None = None
+    ) -> tuple[int, bool]:
+        """How many times in a row the daemon died while the claimed file
+        with stat ``st`` ran (each job noted as it started, other than
+        ``job_id``, ended in a death, as did the run the first resumed), and
+        whether it ran when the daemon last died: job ``left_by``, which
+        left it claimed, had started (a claim resumed but not yet run when
+        the daemon died again is no death of its). A job parked (it stopped
+        on its own) is no death."""
+        info = self._crash_marker(st)
+        if left_by is not None and info.get("parked") == left_by:
+            return 0, False
+        jobs = [j for j in _crash_jobs(info) if j != job_id]
+        return len(jobs) + 1, not jobs or left_by in jobs
+
+    def _crash_marker(self, st: os.stat_result) -> dict[str, Any]:
+        info = self._marker(_marker_name(st, CRASHES_DIR), "crash_count_unreadable")
+        return info if info is not None and _marks(info, st) else {}
 
     def note_parked(self, pname: str, job_id: str) -> None:
         """The job ``job_id`` of the claimed file ``pname`` is parked: it

@@ -295,6 +295,7 @@ class Service:
         # Units that wait for bytes in flight to end (``max_bytes_in_flight``),
         # oldest first; nothing else is queued before them.
         self.memory_wait: collections.deque[Work] = collections.deque()
+        self.apart_out = False  # a file run apart is in flight ([daemon] max_crashes)
         self.max_jobs: int | None = None  # run(max_jobs=): no more jobs than this are started
         # ``workers`` threads in all, in this process or spread over the children
         self.queue_limit = max(QUEUE_MIN, QUEUE_PER_WORKER * self.daemon.workers)
@@ -665,6 +666,7 @@ class Service:
         # The hosts that died (None: not known), looked up at the first takeover.
         died: Collection[str] | None = None
         looked = False
+        found: list[Work] = []
         for lane, claims in self.lanes.items():
             if lane in self.shut or (only is not None and lane != only):
                 continue
@@ -673,9 +675,9 @@ class Service:
             )
             unstarted = self._unstarted()
             if unstarted is not None:  # the rest not taken (the generator moves each in)
-                leftovers = itertools.islice(leftovers, unstarted)
+                leftovers = itertools.islice(leftovers, max(0, unstarted - len(found)))
             try:
-                for claim in leftovers:  # each is in this host's folder already: queue it now
+                for claim in leftovers:  # each is in this host's folder already
                     self.counters["taken_over" if claim.taken_from else "resumed"] += 1
                     # A job parked before this start (here, or on a host taken
                     # over) owes only its record (its 997 went out): written,
@@ -689,7 +691,7 @@ class Service:
                         if not looked:
                             died, looked = self._died_hosts(), True
                         resumed = died is None or claim.taken_from in died
-                    self._admit(
+                    found.append(
                         Work(
                             claim.name,
                             pname=claim.pname,
@@ -704,6 +706,9 @@ class Service:
             except OSError as exc:
                 logger.error("recover_failed", error=os_message(exc))
                 self.last_error = f"cannot read {claims.paths.processing}: {os_message(exc)}"
+        self._set_apart(found)
+        for work in found:
+            self._admit(work)
         if start:
             self._tell_orphaned()
         if taken and self.interrupt_jobs is not None:
@@ -711,6 +716,31 @@ class Service:
                 self.interrupt_jobs(taken)
             except Exception as exc:  # a record's detail: the files are taken over all the same
                 logger.error("interrupt_failed", jobs=taken, error=repr(exc))
+
+    def _set_apart(self, resumed: list[Work]) -> None:
+        """Mark the claims to run apart: a file that reached ``max_crashes``
+        deaths in a row is set aside only if it ran alone at the last (the
+        daemon cannot tell which of several files in flight killed it); one
+        that ran beside others, or did not run, runs alone first."""
+        counted = []
+        for work in resumed:
+            if work.resumed and work.owed is None and work.pname is not None:
+                try:
+                    st = os.stat(work.pname, dir_fd=self.lanes[work.lane].fd, follow_symlinks=False)
+                except OSError:
+                    continue  # the worker's to tell
+                counted.append((work, *self.lanes[work.lane].deaths(st, work.retry_of)))
+        ran = sum(r for _, _, r in counted)
+        for work, deaths, was_running in counted:
+            if deaths >= self.daemon.max_crashes and not (was_running and ran == 1):
+                work.apart = True
+                logger.warning(
+                    "run_apart",
+                    file=files.display_name(work.name),
+                    job_id=work.job_id,
+                    deaths=deaths,
+                    beside=ran - was_running,
+                )
 
     def _tell_orphaned(self) -> None:
         """Claims in the processing folder of a partner no longer configured:
@@ -771,7 +801,7 @@ class Service:
         """Queue what the trackers find ready, no more than there is room for,
         each inbox in turn taking an equal share (the first in turn changes
         every time), so one partner's backlog does not hold another's files."""
-        while self.memory_wait and self._fits(self.memory_wait[0].size):
+        while self.memory_wait and self._fits(self.memory_wait[0]):
             self._queue(self.memory_wait.popleft())
         room = self._room()
         inboxes = list(self.inboxes.values())
@@ -791,19 +821,27 @@ class Service:
                         Work(ticket.name, ticket, job_id=new_job_id(), lane=inbox.lane, size=size)
                     )
 
-    def _fits(self, size: int) -> bool:
-        """Whether a file of ``size`` bytes may be read now: it and those in
-        flight within ``max_bytes_in_flight``, or nothing in flight."""
-        return not self.bytes_out or self.bytes_out + size <= self.daemon.max_bytes_in_flight
+    def _fits(self, work: Work) -> bool:
+        """Whether ``work`` may run now: nothing beside a file run apart, a
+        file run apart with nothing else in flight, any other file's bytes
+        and those in flight within ``max_bytes_in_flight``, or nothing in
+        flight."""
+        if self.apart_out:
+            return False
+        if work.apart:
+            return not self.outstanding
+        return not self.bytes_out or self.bytes_out + work.size <= self.daemon.max_bytes_in_flight
 
     def _admit(self, work: Work) -> None:
-        """Queue ``work`` now, or after those waiting for memory, oldest first."""
-        if self.memory_wait or not self._fits(work.size):
+        """Queue ``work`` now, or after those waiting (for memory, for a file
+        run apart), oldest first."""
+        if self.memory_wait or not self._fits(work):
             self.memory_wait.append(work)
         else:
             self._queue(work)
 
     def _queue(self, work: Work) -> None:
+        self.apart_out |= work.apart
         self.outstanding += 1
         self.bytes_out += work.size
         self.most_queued = max(self.most_queued, self.outstanding)
@@ -812,6 +850,8 @@ class Service:
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self.outstanding -= 1
+        if not self.outstanding:  # a file run apart ended (nothing runs beside it)
+            self.apart_out = False
         self.bytes_out -= outcome.size
         if outcome.error is not None:  # told by a worker process
             self.last_error = outcome.error
@@ -1069,7 +1109,9 @@ class Service:
             "parked": len(self.parked),
             "acks_owed": len(self.owing_jobs),
             "halted": self.halted,  # cut short by the daemon's trouble, run again later
-            "waiting_for_memory": len(self.memory_wait),  # max_bytes_in_flight
+            "waiting_for_memory": len(self.memory_wait),  # max_bytes_in_flight, a run apart
+            # Files that reached max_crashes beside others: run (or to run) alone
+            "run_apart": self.apart_out + sum(w.apart for w in self.memory_wait),
             "bytes_in_flight": self.bytes_out,
         }
 
@@ -1082,6 +1124,8 @@ class Service:
         memory, halted = s["waiting_for_memory"], s["halted"]
         waits = f", {memory} waiting for max_bytes_in_flight" if memory else ""
         waits += f", {halted} cut short by the daemon's trouble" if halted else ""
+        apart = s["run_apart"]
+        waits += f", {apart} run one at a time (in flight at each death)" if apart else ""
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}{waits}, held {s['held']}; "
             f"done {s['succeeded']}, partial {s['partial']}, duplicate {s['duplicate']}, "

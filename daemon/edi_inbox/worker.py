@@ -65,6 +65,9 @@ class Work:
     size: int = 0  # the bytes it counts against [daemon] max_bytes_in_flight
     # A claim left by a job whose daemon died, or was parked ([daemon] max_crashes)
     resumed: bool = False
+    # Run alone (nothing else in flight): it reached max_crashes deaths, each
+    # with other files in flight; set aside only if it dies alone.
+    apart: bool = False
 
 
 @dataclass
@@ -257,7 +260,7 @@ class Worker:
         crashes = claims.count_crash(st, job_id, item.retry_of) if item.resumed else 0
         if crashes:
             flight.crashed = st
-            if crashes >= self.max_crashes:
+            if crashes >= self.max_crashes and not item.apart:
                 times = "once" if crashes == 1 else f"{crashes} times in a row"
                 reason = (
                     f"the service stopped {times} while it processed this file; it is set "

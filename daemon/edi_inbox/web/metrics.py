@@ -308,7 +308,8 @@ def _hosts(web: Any) -> Iterator[Metric]:
         "edi_inbox_daemon_backlog",
         "Files the host's running daemon has seen and not finished (queued, held, in"
         " flight; parked: waiting for the database; acks_owed: for their acknowledgements'"
-        " folder; halted: cut short by the daemon's trouble, to run again); 0 for a daemon"
+        " folder; halted: cut short by the daemon's trouble, to run again; run_apart: in"
+        " flight beside others at max_crashes deaths, run one at a time); 0 for a daemon"
         " no longer running.",
         labels=["host", "state"],
     )
@@ -323,7 +324,7 @@ def _hosts(web: Any) -> Iterator[Metric]:
         up.add_metric([host], 1.0 if alive else 0.0)
         age.add_metric([host], daemon["heartbeat_age_seconds"])
         counters = admin.shown_counters(daemon, alive)
-        for state in ("queue", "held", "in_flight", "parked", "acks_owed", "halted"):
+        for state in ("queue", "held", "in_flight", "parked", "acks_owed", "halted", "run_apart"):
             backlog.add_metric([host, state], float(counters.get(state, 0) or 0))
     yield up
     yield age
