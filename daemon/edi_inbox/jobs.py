@@ -187,7 +187,7 @@ class PostedOrder:
     """An order some job posted: what a later one is compared with."""
 
     job_id: str
-    erp_po_id: str
+    erp_po_id: str | None  # None: sent without an answer (``find_unanswered``)
     idempotency_key: str
     purpose: str  # BEG01
     release_number: str = ""  # BEG04
@@ -360,6 +360,11 @@ class Recorder(Protocol):
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
         posted by any job, oldest first."""
 
+    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """The orders of ``sender`` with PO number ``po_number`` that jobs
+        sent and the ERP may hold without having answered (no ERP id, not
+        refused for good), oldest first."""
+
     def kept_content(self, job_id: str) -> bytes | None:
         """The file's bytes job ``job_id`` kept (``edi_content``); None if it
         kept none (a file over ``edi_content_max_bytes``) or there is no such job."""
@@ -511,6 +516,9 @@ class NullRecorder:
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         with self._lock:
             return list(self._posted.get((sender, po_number), ()))
+
+    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        return []  # an order's answer is had or lost within its job's run
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
         if not order.erp_po_id:

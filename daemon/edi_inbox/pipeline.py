@@ -957,17 +957,7 @@ class Pipeline:
             job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
         )
         work.seen.update(p.idempotency_key for p in posted)
-        usage, group = po.envelope.usage, self._group_of(po)
-        posted = [
-            p
-            for p in posted
-            if p.job_id != job.job_id
-            and p.release_number == po.release_number
-            and p.usage == usage  # a test is another order
-            # another division's, under the same ISA id (one told apart
-            # by no GS02 is compared: posted before the partners were split)
-            and (group is None or p.fields().get(orders.SENDER_GROUP) in (None, group))
-        ]
+        posted = self._comparable(job, po, posted)
         if job.retry_of and order.idempotency_key not in {p.idempotency_key for p in posted}:
             # Posted by the job this one retries, under the key an older
             # version gave it: the order takes that key (``post_to_erp``
@@ -1010,7 +1000,51 @@ class Pipeline:
                 f"{label} was posted by job {ours[0].job_id} with other content;"
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
+            return True
+        # Sent by another job without an answer (cut short, or being sent):
+        # the ERP may hold it, and would hold two versions.
+        unanswered = self._read(
+            job, work, "find_unanswered", self.recorder.find_unanswered, sender, po.po_number
+        )
+        document = order.fields()
+        other = next(
+            (
+                u
+                for u in self._comparable(job, po, unanswered)
+                if u.job_id != job.retry_of
+                and u.purpose == po.purpose
+                and u.idempotency_key != order.idempotency_key
+                and orders.same_receiver(u.fields(), document)
+                and not self._same_as(job, work, u, po, document)
+            ),
+            None,
+        )
+        if other is not None:
+            order.status = "rejected"
+            order.error = (
+                f"{label} was sent by job {other.job_id} with other content, and the ERP's"
+                " answer is not known (it may hold that order); a change is sent as a"
+                " replace (BEG01 05) or a cancellation (BEG01 01)"
+            )
         return order.status != "pending"
+
+    def _comparable(
+        self, job: JobResult, po: orders.PurchaseOrder, found: list[PostedOrder]
+    ) -> list[PostedOrder]:
+        """Of ``found`` (orders of ``po``'s sender and PO number), those of
+        other jobs that ``po`` is judged against: the same release, usage (a
+        test is another order) and division."""
+        usage, group = po.envelope.usage, self._group_of(po)
+        return [
+            p
+            for p in found
+            if p.job_id != job.job_id
+            and p.release_number == po.release_number
+            and p.usage == usage
+            # another division's, under the same ISA id (one told apart
+            # by no GS02 is compared: posted before the partners were split)
+            and (group is None or p.fields().get(orders.SENDER_GROUP) in (None, group))
+        ]
 
     def _same_as(
         self,

@@ -583,28 +583,37 @@ class DatabaseRecorder:
                 self._accepted.pop(order.idempotency_key, None)
 
     def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        """Posted orders with this PO number, oldest first, kept when their
-        payload names this sender and this very PO number (the payload holds
-        ISA05/ISA06, BEG01 and BEG03 as sent; the column holds a NUL as U+FFFD
-        on PostgreSQL, ``database.pg_cursor``).
-        Plain SQL (``statements``): peewee took longer to build this query,
+        """Posted orders with this PO number, oldest first, of this sender
+        (``_posted``). Plain SQL (``statements``): peewee took longer to build this query,
         once per order, than SQLite takes to run it."""
 
         def work() -> list[PostedOrder]:
-            found = []
             rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
-            for text, erp_po_id, key, job_id, version in rows:
-                payload = head(text)
-                if _sender(payload) != sender or payload.get("po_number") != po_number:
-                    continue
-                purpose = str(payload.get("purpose", ""))  # BEG01
-                release = str(payload.get("release_number", ""))  # BEG04
-                usage = str(payload.get("usage", "P"))  # ISA15
-                posted = PostedOrder(
-                    job_id, erp_po_id, key, purpose, release, usage, text or "", version
-                )
-                found.append(posted)
-            return found
+            return [
+                found
+                for text, erp_po_id, key, job_id, version in rows
+                if (found := _posted(sender, po_number, text, erp_po_id, key, job_id, version))
+            ]
+
+        return run_unit(self.db, work, write=False, atomic=False)
+
+    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """As ``find_posted``, the orders jobs sent that no ERP id answers,
+        unless the ERP refused them for good: tried (its answer lost to a
+        crash, a timeout, a stop), pending in a job cut short, or being sent
+        now. The ERP may hold them."""
+
+        def work() -> list[PostedOrder]:
+            rows = execute(
+                self.db, "unanswered_by_po", po_search_key(po_number), po_number
+            ).fetchall()
+            return [
+                found
+                for text, key, job_id, attempts, version, refused, status in rows
+                if (attempts or status == JobStatus.INTERRUPTED.value)
+                and not refused
+                and (found := _posted(sender, po_number, text, None, key, job_id, version))
+            ]
 
         return run_unit(self.db, work, write=False, atomic=False)
 
@@ -793,6 +802,28 @@ def _add_orders(batch: Batch, pk: int, orders: Sequence[OrderResult], now: datet
 
 
 # --- the service's writes -------------------------------------------------
+
+
+def _posted(
+    sender: tuple[str, str],
+    po_number: str,
+    text: str | None,
+    erp_po_id: str | None,
+    key: str,
+    job_id: str,
+    version: int | None,
+) -> PostedOrder | None:
+    """An order's row as ``find_posted`` gives it, if its payload names this
+    sender and this very PO number (the payload holds ISA05/ISA06, BEG01 and
+    BEG03 as sent; the column holds a NUL as U+FFFD on PostgreSQL,
+    ``database.pg_cursor``)."""
+    payload = head(text)
+    if _sender(payload) != sender or payload.get("po_number") != po_number:
+        return None
+    purpose = str(payload.get("purpose", ""))  # BEG01
+    release = str(payload.get("release_number", ""))  # BEG04
+    usage = str(payload.get("usage", "P"))  # ISA15
+    return PostedOrder(job_id, erp_po_id, key, purpose, release, usage, text or "", version)
 
 
 def next_control_number(db: Database, count: int = 1) -> int:
