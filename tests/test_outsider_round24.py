@@ -376,10 +376,12 @@ def test_a_retry_after_timeouts_while_the_changed_order_was_posted(tmp_path, dae
     changed (7 EA, BEG01 00); it is posted. The ERP is fast again and the
     operator retries the first job: README has an order "sent and never
     answered (timeouts or 5xx until max_attempts …)" resent under its key;
-    here the retry judges it against the changed order first, rejects it as
-    other content and never asks the ERP, which holds it: the partner's
-    997 says R for an order the ERP booked, and no job shows it posted
-    (``stats`` 588 where the ERP booked 1164)."""
+    here the retry judged it against the changed order first, rejected it as
+    other content and never asked the ERP, which holds it: the partner's
+    997 said R for an order the ERP booked, and no job showed it posted
+    (``stats`` 588 where the ERP booked 1164). Since the ERP may hold the
+    first, the changed original is rejected (round 45's fix: never two
+    versions at the ERP), and the retry's answer is the ERP's."""
     with http_server() as server:
         erp = SlowFor(server)
         erp.slow = frozenset({po(5700)})
@@ -391,7 +393,9 @@ def test_a_retry_after_timeouts_while_the_changed_order_was_posted(tmp_path, dae
         poll_until(lambda: erp.accepted(), what="the ERP took it late")
         erp.slow = frozenset()
         uids.upload(daemon.inbox / "changed.edi", order(5700, 7, isa13=780))
-        poll_until(lambda: "changed.edi" in daemon.listing(daemon.done), timeout=30, what="posted")
+        poll_until(lambda: "changed.edi" in failed_files(daemon), timeout=30, what="rejected")
+        changed = jobs_by_file(daemon)["changed.edi"][-1]
+        assert "the ERP's answer is not known" in changed["error"], changed
         job_id = json.loads((daemon.failed / "first.edi.error.json").read_text())["job_id"]
         assert daemon.cli("retry", job_id).returncode == 0
         poll_until(
@@ -404,7 +408,7 @@ def test_a_retry_after_timeouts_while_the_changed_order_was_posted(tmp_path, dae
             timeout=30,
             what="the retry ended",
         )
-        assert len(erp.accepted()) == 2  # the ERP holds both versions
+        assert len(erp.accepted()) == 1  # the first version alone
         final = jobs_by_file(daemon)["first.edi"][-1]
         job = cli_json(daemon, "jobs", "show", final["job_id"])
         assert erp_truth(daemon, erp) == [], job["error"]
@@ -418,11 +422,13 @@ def test_a_file_handed_back_at_a_stop_while_the_changed_order_is_posted(
     ``shutdown_timeout_seconds``: the file is handed back, its job
     ``interrupted``, its order sent without an answer (the ERP books it a
     moment later). The changed PO 6300 (7 EA) is run by hand meanwhile
-    (``edi-inbox process``) and posted. At the start the handed-back file
-    runs again as a retry: its order is rejected as other content without
-    being resent under its key (README: "an order it sent without an answer
-    … reads pending until that run settles it, under the same
-    Idempotency-Key"), so the partner's 997 says R for an order the ERP holds."""
+    (``edi-inbox process``) and was posted; at the start the handed-back
+    file ran again as a retry: its order was rejected as other content
+    without being resent under its key (README: "an order it sent without
+    an answer … reads pending until that run settles it, under the same
+    Idempotency-Key"), so the partner's 997 said R for an order the ERP
+    holds. The changed original is rejected now (the ERP may hold the
+    first: round 45's fix), and the rerun's answer is the ERP's."""
     erp = killing_ledger
     daemon = daemons(erp.url, shutdown_timeout_seconds=0.5)
     quick(daemon)
@@ -439,7 +445,8 @@ def test_a_file_handed_back_at_a_stop_while_the_changed_order_is_posted(
     held.set()
     poll_until(lambda: erp.accepted(), what="the ERP booked it")
     uids.upload(tmp_path / "changed.edi", order(6300, 7, isa13=790))
-    assert daemon.cli("process", str(tmp_path / "changed.edi")).returncode == 0
+    rejected = daemon.cli("process", str(tmp_path / "changed.edi"))
+    assert "the ERP's answer is not known" in rejected.stdout + rejected.stderr, rejected
     daemon.start()
     poll_until(
         lambda: (
@@ -451,7 +458,7 @@ def test_a_file_handed_back_at_a_stop_while_the_changed_order_is_posted(
         timeout=30,
         what="the rerun ended",
     )
-    assert len(erp.accepted()) == 2  # the ERP holds both versions
+    assert len(erp.accepted()) == 1  # the first version alone
     job = cli_json(daemon, "jobs", "show", jobs_by_file(daemon)["first.edi"][-1]["job_id"])
     assert erp_truth(daemon, erp) == [], job["error"]
     assert ak5s(daemon, job) == ["A"], job["error"]
