@@ -128,7 +128,7 @@ def none_running(daemon: Daemon, url: str | None = None) -> None:
 
 
 STRANDED = "neither posted nor filed"
-UNPOSTED = "find_posted"
+UNPOSTED = "find_sent"
 
 
 def acme(daemon: Daemon, outbox: Path) -> None:
@@ -189,7 +189,7 @@ def test_an_order_unanswered_for_while_postgres_is_away_is_never_acknowledged_as
     """The defaults as deployed, the test's own PostgreSQL. A good file is
     done; PostgreSQL is stopped; a new good file (ISA14 = 1) and the first
     one's bytes again arrive; once they could not ask the database whether
-    their orders were posted (find_posted), PostgreSQL is started (their
+    their orders were posted (find_sent), PostgreSQL is started (their
     running records land; post_to_erp says "not posted: the database is
     unavailable"; the jobs are interrupted, to run again). Holds: nothing
     posted while it is down, each filed in done/, posted once, one TA1 and
@@ -207,13 +207,13 @@ def test_an_order_unanswered_for_while_postgres_is_away_is_never_acknowledged_as
         uids.upload(daemon.inbox / "again.edi", first)
         uids.upload(daemon.inbox / "g3.edi", make_po(4203))
         # Started while the running record waits (its 10 s of reconnecting),
-        # after find_posted could not say whether the orders were posted.
+        # after find_sent could not say whether the orders were posted.
         poll_until(
             lambda: (
                 len([e for e in daemon.events("recorder_failed") if e["call"] == UNPOSTED]) == 2
             ),
             timeout=60,
-            what="find_posted unanswered",
+            what="find_sent unanswered",
         )
         assert len(erp.requests) == 1
     finally:

@@ -497,7 +497,7 @@ def test_nothing_is_posted_while_the_job_cannot_be_recorded(tmp_path, httpserver
 class LookupFails(NullRecorder):
     """Records, but the database drops out for the duplicate check."""
 
-    def find_posted(self, sender, po_number):
+    def find_sent(self, sender, po_number):
         raise ConnectionError("database is gone")
 
 

@@ -70,9 +70,9 @@ def test_text_with_a_nul_is_recorded_and_found_on_both_databases(db, recorder):
         assert [j["job_id"] for j in queries.search_jobs(db, po_number=term)] == [job.job_id]
     for term in ("ACME\0CORP", "acme corp", "e\0c"):
         assert [j["job_id"] for j in queries.search_jobs(db, vendor=term)] == [job.job_id]
-    (posted,) = recorder.find_posted(("ZZ", "S1"), po_number)
+    (posted,) = recorder.find_sent(("ZZ", "S1"), po_number)
     assert (posted.job_id, posted.erp_po_id) == (job.job_id, order.erp_po_id)
-    assert recorder.find_posted(("ZZ", "S1"), "PO-N\ufffdUL") == []  # another PO number
+    assert recorder.find_sent(("ZZ", "S1"), "PO-N\ufffdUL") == []  # another PO number
 
 
 def test_job_written_only_at_its_end_round_trips(db, recorder):
@@ -998,8 +998,8 @@ def test_migrate_a_v7_database_compares_its_orders_on_the_fields_both_have(db, r
     assert store.migrate(db) == [8, 9, 10]
     new = record_job(78)
     recorder = store.DatabaseRecorder(db)
-    (before,) = recorder.find_posted((None, None), old.orders[0].po_number)
-    (after,) = recorder.find_posted((None, None), new.orders[0].po_number)
+    (before,) = recorder.find_sent((None, None), old.orders[0].po_number)
+    (after,) = recorder.find_sent((None, None), new.orders[0].po_number)
     assert (before.json_version, after.json_version) == (None, orders.JSON_VERSION)
     for posted in (before, after):
         charged = {**posted.fields(), "charges": [{"code": "D240", "amount": "5.00"}]}

@@ -187,7 +187,7 @@ class PostedOrder:
     """An order some job posted: what a later one is compared with."""
 
     job_id: str
-    erp_po_id: str | None  # None: sent without an answer (``find_unanswered``)
+    erp_po_id: str | None  # None: sent without an answer (``find_sent``)
     idempotency_key: str
     purpose: str  # BEG01
     release_number: str = ""  # BEG04
@@ -356,14 +356,10 @@ class Recorder(Protocol):
         or duplicate) from a file whose kept bytes (``edi_content``) begin
         with ``data``: ``data`` is a cut-off copy of that file."""
 
-    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+    def find_sent(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
-        posted by any job, oldest first."""
-
-    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        """The orders of ``sender`` with PO number ``po_number`` that jobs
-        sent and the ERP may hold without having answered (no ERP id, not
-        refused for good), oldest first."""
+        that any job posted, or sent without an answer that the ERP may hold
+        (no ERP id, not refused for good), oldest first."""
 
     def kept_content(self, job_id: str) -> bytes | None:
         """The file's bytes job ``job_id`` kept (``edi_content``); None if it
@@ -513,12 +509,9 @@ class NullRecorder:
     def kept_content(self, job_id: str) -> bytes | None:
         return None
 
-    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        with self._lock:
+    def find_sent(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        with self._lock:  # posted: an answer lost is lost with the process
             return list(self._posted.get((sender, po_number), ()))
-
-    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        return []  # an order's answer is had or lost within its job's run
 
     def order_accepted(self, job: JobResult, order: OrderResult) -> tuple[str, str] | None:
         if not order.erp_po_id:

@@ -953,11 +953,10 @@ class Pipeline:
         to post."""
         label = _label(po)
         sender = (po.envelope.sender_qualifier, po.envelope.sender_id)
-        posted = self._read(
-            job, work, "find_posted", self.recorder.find_posted, sender, po.po_number
-        )
-        work.seen.update(p.idempotency_key for p in posted)
-        posted = self._comparable(job, po, posted)
+        sent = self._read(job, work, "find_sent", self.recorder.find_sent, sender, po.po_number)
+        work.seen.update(p.idempotency_key for p in sent)
+        sent = self._comparable(job, po, sent)
+        posted = [p for p in sent if p.erp_po_id is not None]
         if job.retry_of and order.idempotency_key not in {p.idempotency_key for p in posted}:
             # Posted by the job this one retries, under the key an older
             # version gave it: the order takes that key (``post_to_erp``
@@ -1001,17 +1000,15 @@ class Pipeline:
                 " a change is sent as a replace (BEG01 05) or a cancellation (BEG01 01)"
             )
             return True
-        # Sent by another job without an answer (cut short, or being sent):
+        # Sent by another job without an answer (cut short, or timed out):
         # the ERP may hold it, and would hold two versions.
-        unanswered = self._read(
-            job, work, "find_unanswered", self.recorder.find_unanswered, sender, po.po_number
-        )
         document = order.fields()
         other = next(
             (
                 u
-                for u in self._comparable(job, po, unanswered)
-                if u.job_id != job.retry_of
+                for u in sent
+                if u.erp_po_id is None
+                and u.job_id != job.retry_of
                 and u.purpose == po.purpose
                 and u.idempotency_key != order.idempotency_key
                 and orders.same_receiver(u.fields(), document)

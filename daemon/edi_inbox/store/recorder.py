@@ -582,37 +582,20 @@ class DatabaseRecorder:
             for order in job.orders:
                 self._accepted.pop(order.idempotency_key, None)
 
-    def find_posted(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        """Posted orders with this PO number, oldest first, of this sender
-        (``_posted``). Plain SQL (``statements``): peewee took longer to build this query,
-        once per order, than SQLite takes to run it."""
+    def find_sent(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
+        """Orders with this PO number of this sender (``_posted``), oldest
+        first: those posted, and those sent that no ERP id answers, unless
+        the ERP refused them for good (``erp_po_id`` None: tried, their
+        answer lost to a crash, a timeout, a stop; or pending in a job cut
+        short). Plain SQL (``statements``): peewee took longer to build this
+        query, once per order, than SQLite takes to run it."""
 
         def work() -> list[PostedOrder]:
-            rows = execute(self.db, "posted_by_po", po_search_key(po_number), po_number).fetchall()
+            rows = execute(self.db, "sent_by_po", po_search_key(po_number), po_number).fetchall()
             return [
                 found
                 for text, erp_po_id, key, job_id, version in rows
                 if (found := _posted(sender, po_number, text, erp_po_id, key, job_id, version))
-            ]
-
-        return run_unit(self.db, work, write=False, atomic=False)
-
-    def find_unanswered(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
-        """As ``find_posted``, the orders jobs sent that no ERP id answers,
-        unless the ERP refused them for good: tried (its answer lost to a
-        crash, a timeout, a stop), pending in a job cut short, or being sent
-        now. The ERP may hold them."""
-
-        def work() -> list[PostedOrder]:
-            rows = execute(
-                self.db, "unanswered_by_po", po_search_key(po_number), po_number
-            ).fetchall()
-            return [
-                found
-                for text, key, job_id, attempts, version, refused, status in rows
-                if (attempts or status == JobStatus.INTERRUPTED.value)
-                and not refused
-                and (found := _posted(sender, po_number, text, None, key, job_id, version))
             ]
 
         return run_unit(self.db, work, write=False, atomic=False)
@@ -813,7 +796,7 @@ def _posted(
     job_id: str,
     version: int | None,
 ) -> PostedOrder | None:
-    """An order's row as ``find_posted`` gives it, if its payload names this
+    """An order's row as ``find_sent`` gives it, if its payload names this
     sender and this very PO number (the payload holds ISA05/ISA06, BEG01 and
     BEG03 as sent; the column holds a NUL as U+FFFD on PostgreSQL,
     ``database.pg_cursor``)."""
