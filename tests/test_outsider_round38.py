@@ -142,6 +142,19 @@ def make(made: tuple[Path, list[Daemon]], erp_url: str, **options: object) -> Da
     return daemon
 
 
+def own_user(made: tuple[Path, list[Daemon]], erp_url: str) -> Daemon:
+    """The daemon run as its own user (``uids.DAEMON``), owning its folders,
+    the inbox its group's to write; started."""
+    base, _ = made
+    os.chmod(base, 0o755)
+    daemon = make(made, erp_url, user=True)
+    for path in [base, *base.iterdir()]:
+        os.chown(path, uids.DAEMON, uids.GROUP)
+    os.chmod(daemon.inbox, 0o2770)
+    daemon.start()
+    return daemon
+
+
 def filed(daemon: Daemon) -> list[str]:
     """The uploads in done/ and failed/ (reports aside)."""
     failed = [n for n in daemon.listing(daemon.failed) if not n.endswith(".error.json")]
@@ -324,13 +337,7 @@ def test_a_database_chmod_0000_under_the_service_user_posts_nothing_unrecorded(m
     made mode 0000 while an order waits at the ERP; a second upload is
     parked unposted (``job_parked``, posted false); modes given back, both
     files in done/, each order posted once."""
-    base, _ = made
-    os.chmod(base, 0o755)
-    daemon = make(made, erp.url, user=True)
-    for path in [base, *base.iterdir()]:
-        os.chown(path, uids.DAEMON, uids.GROUP)
-    os.chmod(daemon.inbox, 0o2770)
-    daemon.start()
+    daemon = own_user(made, erp.url)
     db = daemon.root / "edi-inbox.db"
     files = [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
     erp.gate.clear()

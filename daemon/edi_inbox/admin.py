@@ -21,7 +21,13 @@ from typing import Any
 import structlog
 
 from . import files, outcomes
-from .claims import host_folder, os_message, processing_folders, write_retry_marker
+from .claims import (
+    host_folder,
+    host_locked,
+    os_message,
+    processing_folders,
+    write_retry_marker,
+)
 from .config import Settings
 from .errors import EdiInboxError
 from .watch import is_ignored, refusal
@@ -72,13 +78,22 @@ def alive(daemon: Mapping[str, Any], settings: Settings) -> bool:
     that stopped on a failure marks its row so). A daemon of this machine
     (its host name) whose process is gone is gone, however fresh its last
     beat: killed a moment ago (a pid reused since says alive, as the beat
-    did)."""
+    did); one whose process runs and holds the host's lock lives, however
+    old its last beat (paused: the database locked or away, its beats
+    cannot land)."""
     if (daemon.get("counters") or {}).get("exited"):
         return False
+    mine = daemon["host"] == socket.gethostname()
     interval = daemon.get("heartbeat_seconds") or settings.daemon.heartbeat_seconds
     if daemon["heartbeat_age_seconds"] > fresh_seconds(interval):
-        return False
-    return daemon["host"] != socket.gethostname() or _runs(daemon.get("pid"))
+        processing = settings.paths.processing
+        return (
+            mine
+            and processing is not None
+            and _runs(daemon.get("pid"))
+            and host_locked(processing, daemon["host"])
+        )
+    return not mine or _runs(daemon.get("pid"))
 
 
 def _runs(pid: int | None) -> bool:

@@ -127,6 +127,25 @@ def lock_host(processing: Path, host: str) -> int:
     return fd
 
 
+def host_locked(processing: Path, host: str) -> bool:
+    """Whether a daemon holds ``host``'s lock (``lock_host``) now; False if
+    the lock file cannot be read (it is never created here)."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(processing / f".{host_folder(host)}.lock", flags)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # a shared lock taken goes with it
+    return False
+
+
 def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> dict[str, Claims]:
     """The inboxes the daemon watches, by lane: ``""`` for ``[paths] inbox``,
     the partner's name for each ``[partners.NAME] inbox`` (claimed into its

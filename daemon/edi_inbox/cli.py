@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import peewee as pw
 
 from . import __version__, admin, config, files, queries, service, store
 from . import log as logsetup
@@ -102,6 +103,8 @@ def _database(settings: config.Settings, *, create: bool = True) -> Iterator[Any
         yield db
     except EdiInboxError as exc:
         raise click.ClickException(shown(one_line(exc))) from None
+    except (pw.DatabaseError, pw.InterfaceError) as exc:  # locked, a lock timeout, gone
+        raise click.ClickException(f"the database failed: {shown(one_line(exc))}") from None
     finally:
         store.close_database(db)
 

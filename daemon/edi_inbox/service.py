@@ -96,7 +96,7 @@ from .claims import (
     processing_name,
 )
 from .config import Settings, check_reload, load, safe_url
-from .errors import AlreadyRunning, ConfigError, EdiInboxError, ShortOfResources
+from .errors import AlreadyRunning, ConfigError, EdiInboxError, ShortOfResources, one_line
 from .inboxes import WatchedInbox
 from .outcomes import Mover, PendingMove
 from .procs import ProcessPool
@@ -1155,6 +1155,7 @@ class Service:
     def _pause(self, reason: str) -> None:
         """Stop taking files from the inbox until a probe reaches the database
         (logged once per pause; STATUS= shows the latest reason)."""
+        reason = one_line(reason)  # a driver's error spans lines; STATUS= is one
         if reason == self.db_down:
             return
         if self.db_down is not None:  # paused already: a new word for it

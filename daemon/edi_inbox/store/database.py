@@ -109,7 +109,7 @@ class _Units:
                 with self._transaction(write):
                     return fn()
             except Exception as exc:
-                self._discard_broken()
+                self._discard_broken(exc)
                 if not self._retryable(exc) or time.monotonic() + delay > deadline:
                     raise
                 if not warned:  # one line a unit of work, not one an attempt
@@ -398,10 +398,18 @@ class SqliteStore(_Units, pw.SqliteDatabase):
     def _retryable(self, exc: BaseException) -> bool:
         return False
 
-    def _discard_broken(self) -> None:
+    def _discard_broken(self, exc: BaseException) -> None:
         # A failed rollback (the file vanished) leaves the driver mid-transaction:
         # close the connection rather than hand a half-written transaction on.
-        if not self.is_closed() and self._state.conn.in_transaction:  # type: ignore[attr-defined]
+        # One opened while the file was not writable is read-only for good
+        # (SQLite opens ``mode=rw`` read-only then, silently): the next unit
+        # opens it again.
+        if self.is_closed():
+            return
+        orig = getattr(exc, "orig", None) or exc
+        code = getattr(orig, "sqlite_errorcode", None)
+        read_only = code is not None and int(code) & 0xFF == SQLITE_READONLY
+        if read_only or self._state.conn.in_transaction:  # type: ignore[attr-defined]
             _force_close(self)
 
 
@@ -684,7 +692,7 @@ class PostgresStore(_Units, PooledPostgresqlDatabase):
         adapter = self._adapter
         return bool(conn.closed) or adapter.txn_status(conn) != adapter.txn_idle
 
-    def _discard_broken(self) -> None:
+    def _discard_broken(self, exc: BaseException) -> None:
         if self.is_closed():
             return
         conn = self._state.conn
@@ -846,6 +854,7 @@ PERMANENT_SQLSTATE_CLASSES = ("22", "23", "54")
 # locked, out of memory, read-only, I/O error, corrupt, disk full, cannot open,
 # protocol, not a database (a file replaced underneath).
 TRANSIENT_SQLITE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+SQLITE_READONLY = 8
 
 
 def is_permanent(exc: BaseException) -> bool:
