@@ -358,8 +358,9 @@ class Recorder(Protocol):
 
     def find_sent(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """The orders of ``sender`` (ISA05, ISA06) with PO number ``po_number``
-        that any job posted, or sent without an answer that the ERP may hold
-        (no ERP id, not refused for good), oldest first."""
+        that any job posted, or that a job not ended (running, or cut short)
+        sent without an answer the ERP may hold (no ERP id, not refused for
+        good), oldest first."""
 
     def kept_content(self, job_id: str) -> bytes | None:
         """The file's bytes job ``job_id`` kept (``edi_content``); None if it

@@ -1001,17 +1001,22 @@ class Pipeline:
             )
             return True
         # Sent by another job without an answer (cut short, or timed out):
-        # the ERP may hold it, and would hold two versions.
-        document = order.fields()
+        # the ERP may hold it, and would hold two versions. (The order's
+        # JSON is read only then: a large order's is many times its file.)
+        unanswered = [
+            u
+            for u in sent
+            if u.erp_po_id is None
+            and u.job_id != job.retry_of
+            and u.purpose == po.purpose
+            and u.idempotency_key != order.idempotency_key
+        ]
+        document = order.fields() if unanswered else {}
         other = next(
             (
                 u
-                for u in sent
-                if u.erp_po_id is None
-                and u.job_id != job.retry_of
-                and u.purpose == po.purpose
-                and u.idempotency_key != order.idempotency_key
-                and orders.same_receiver(u.fields(), document)
+                for u in unanswered
+                if orders.same_receiver(u.fields(), document)
                 and not self._same_as(job, work, u, po, document)
             ),
             None,

@@ -584,10 +584,10 @@ class DatabaseRecorder:
 
     def find_sent(self, sender: tuple[str, str], po_number: str) -> list[PostedOrder]:
         """Orders with this PO number of this sender (``_posted``), oldest
-        first: those posted, and those sent that no ERP id answers, unless
-        the ERP refused them for good (``erp_po_id`` None: tried, their
-        answer lost to a crash, a timeout, a stop; or pending in a job cut
-        short). Plain SQL (``statements``): peewee took longer to build this
+        first: those posted, and those of jobs not ended (running, or cut
+        short: to run again) sent without an answer, unless the ERP refused
+        them for good (``erp_po_id`` None: tried; or pending in a job cut
+        short, which may have sent it). Plain SQL (``statements``): peewee took longer to build this
         query, once per order, than SQLite takes to run it."""
 
         def work() -> list[PostedOrder]:

@@ -140,14 +140,16 @@ STATEMENTS: dict[str, tuple[str, int]] = {
         0,
     ),
     # What a new order is judged against (``find_sent``): those posted, and
-    # those sent that no ERP id answers and the ERP did not refuse for good
-    # (tried, or pending in a job cut short, which may have sent it).
+    # those of jobs not ended (running, or cut short: to run again) sent
+    # without an answer and not refused for good (tried, or pending in a job
+    # cut short, which may have sent it).
     "sent_by_po": (
         'SELECT o."payload", o."erp_po_id", o."idempotency_key", j."job_id", o."json_version"'
         ' FROM "orders" o'
         ' JOIN "jobs" j ON j."id" = o."job_id" WHERE o."po_number_folded" = ?'
         ' AND o."po_number" = ? AND (o."status" = \'posted\' AND o."erp_po_id" IS NOT NULL'
-        ' OR o."erp_po_id" IS NULL AND NOT o."refused" AND (o."attempts" > 0'
+        ' OR o."erp_po_id" IS NULL AND NOT o."refused"'
+        " AND j.\"status\" IN ('running', 'interrupted') AND (o.\"attempts\" > 0"
         " OR o.\"status\" = 'pending' AND j.\"status\" = 'interrupted'))"
         ' ORDER BY o."id"',
         0,
