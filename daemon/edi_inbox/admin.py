@@ -59,6 +59,7 @@ BACKLOG = frozenset(
         "pending_moves",
         "waiting_for_memory",
         "run_apart",
+        "waiting_for_apart",
         "bytes_in_flight",
     ]
 )

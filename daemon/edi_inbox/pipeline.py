@@ -1021,6 +1021,19 @@ class Pipeline:
             ),
             None,
         )
+        if other is not None and self._sent_unanswered(job, work, order):
+            # This one went to the ERP unanswered too (its run cut short): the
+            # older of the two is the order, sent again under its key.
+            first = next(
+                (
+                    n
+                    for n, u in enumerate(sent)
+                    if u.job_id == job.retry_of and u.idempotency_key == order.idempotency_key
+                ),
+                None,
+            )
+            if first is not None and first < sent.index(other):
+                return False
         if other is not None:
             order.status = "rejected"
             order.error = (

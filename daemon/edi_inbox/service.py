@@ -1109,10 +1109,21 @@ class Service:
             "parked": len(self.parked),
             "acks_owed": len(self.owing_jobs),
             "halted": self.halted,  # cut short by the daemon's trouble, run again later
-            "waiting_for_memory": len(self.memory_wait),  # max_bytes_in_flight, a run apart
-            # Files that reached max_crashes beside others: run (or to run) alone
-            "run_apart": self.apart_out + sum(w.apart for w in self.memory_wait),
+            **self._waiting(),
             "bytes_in_flight": self.bytes_out,
+        }
+
+    def _waiting(self) -> dict[str, int]:
+        """What waits to be queued: for ``max_bytes_in_flight`` (memory), or
+        for files run apart (``run_apart``: those that reached max_crashes
+        beside others, run or to run alone; ``waiting_for_apart``: the
+        files queued behind them)."""
+        apart = sum(w.apart for w in self.memory_wait)
+        behind = len(self.memory_wait) - apart if apart or self.apart_out else 0
+        return {
+            "waiting_for_memory": len(self.memory_wait) - apart - behind,
+            "run_apart": self.apart_out + apart,
+            "waiting_for_apart": behind,
         }
 
     def _status_line(self) -> str:
@@ -1124,8 +1135,9 @@ class Service:
         memory, halted = s["waiting_for_memory"], s["halted"]
         waits = f", {memory} waiting for max_bytes_in_flight" if memory else ""
         waits += f", {halted} cut short by the daemon's trouble" if halted else ""
-        apart = s["run_apart"]
+        apart, behind = s["run_apart"], s["waiting_for_apart"]
         waits += f", {apart} run one at a time (in flight at each death)" if apart else ""
+        waits += f", {behind} waiting for them" if behind else ""
         return (
             f"STATUS=queue {s['queue']}, in flight {s['in_flight']}{waits}, held {s['held']}; "
             f"done {s['succeeded']}, partial {s['partial']}, duplicate {s['duplicate']}, "
