@@ -128,22 +128,22 @@ def lock_host(processing: Path, host: str) -> int:
 
 
 def host_locked(processing: Path, host: str) -> bool:
-    """Whether a daemon holds ``host``'s lock (``lock_host``) now; False if
-    the lock file cannot be read (it is never created here)."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    """Whether a process holds ``host``'s lock (``lock_host``) now, as the
+    kernel lists it (``/proc/locks``): looked at, never taken, so that a
+    ``status`` never makes a starting daemon find it held. False if it
+    cannot be told."""
     try:
-        fd = os.open(processing / f".{host_folder(host)}.lock", flags)
+        st = os.stat(processing / f".{host_folder(host)}.lock", follow_symlinks=False)
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            table = fh.read()
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)  # a shared lock taken goes with it
-    return False
+    file = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146450 0 EOF"; "1: -> FLOCK ..." waits
+    return any(
+        len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == file
+        for fields in (line.split() for line in table.splitlines())
+    )
 
 
 def lanes(settings: Settings, host: str, liveness: Liveness | None = None) -> dict[str, Claims]:

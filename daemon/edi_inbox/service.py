@@ -1119,11 +1119,13 @@ class Service:
         beside others, run or to run alone; ``waiting_for_apart``: the
         files queued behind them)."""
         apart = sum(w.apart for w in self.memory_wait)
-        behind = len(self.memory_wait) - apart if apart or self.apart_out else 0
+        waiting = len(self.memory_wait)
+        if not (apart or self.apart_out):
+            return {"waiting_for_memory": waiting, "run_apart": 0, "waiting_for_apart": 0}
         return {
-            "waiting_for_memory": len(self.memory_wait) - apart - behind,
+            "waiting_for_memory": 0,
             "run_apart": self.apart_out + apart,
-            "waiting_for_apart": behind,
+            "waiting_for_apart": waiting - apart,
         }
 
     def _status_line(self) -> str:
